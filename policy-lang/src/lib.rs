@@ -1,0 +1,1 @@
+//! The `.pipe` policy language (placeholder until its issue lands).
