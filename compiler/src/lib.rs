@@ -1,1 +1,14 @@
-//! pipec
+#![doc = include_str!("../../ARCHITECTURE.md")]
+#![cfg_attr(
+    not(test),
+    warn(clippy::panic, clippy::print_stdout, clippy::todo, clippy::dbg_macro)
+)]
+
+pub mod cli;
+pub mod diag;
+pub mod driver;
+pub mod frontend;
+pub mod identity;
+pub mod model;
+pub mod source;
+pub mod util;

@@ -1,1 +1,5 @@
-fn main() {}
+//! The `pipec` command.
+
+fn main() -> std::process::ExitCode {
+    pipec::cli::main()
+}

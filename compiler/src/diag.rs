@@ -1,0 +1,234 @@
+//! Diagnostics: what the user did wrong, where, and how to fix it.
+//!
+//! Stages return [`Diagnostic`] values with stable codes and spans; only the edge (the CLI,
+//! or a test) renders them, with codespan-reporting. The catalogue of codes is in
+//! [`Code`]: a code never changes meaning once released, so scripts may match on it.
+
+use crate::source::{Sources, Span};
+use codespan_reporting::diagnostic as cs;
+use codespan_reporting::term;
+use codespan_reporting::term::termcolor::{ColorChoice, StandardStream};
+
+/// How bad a diagnostic is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Severity {
+    /// The input cannot be used; the run fails.
+    Error,
+    /// The input is used, but part of it is ignored or suspicious.
+    Warning,
+}
+
+macro_rules! codes {
+    ($($name:ident = $code:literal, $doc:literal;)*) => {
+        /// The catalogue of diagnostic codes. Each code keeps its meaning forever.
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+        pub enum Code { $(#[doc = $doc] $name,)* }
+
+        impl Code {
+            /// The stable text form, such as `E0101`.
+            pub fn as_str(self) -> &'static str {
+                match self { $(Code::$name => $code,)* }
+            }
+
+            /// A one-line description, as listed in `docs/diagnostics.md`.
+            pub fn describe(self) -> &'static str {
+                match self { $(Code::$name => $doc,)* }
+            }
+
+            /// Every code, in catalogue order.
+            pub const ALL: &'static [Code] = &[$(Code::$name,)*];
+        }
+    };
+}
+
+codes! {
+    Io = "E0001", "an input file or directory cannot be read";
+    YamlSyntax = "E0002", "the file is not valid YAML";
+    JsonSyntax = "E0003", "the file is not valid JSON";
+    NotAnObject = "E0004", "a document is not a Kubernetes object (a mapping with apiVersion and kind)";
+    MissingField = "E0101", "a required field is missing";
+    WrongType = "E0102", "a field has the wrong type or an unknown value";
+    InvalidName = "E0103", "a name is not a valid DNS label or subdomain";
+    DuplicateObject = "E0104", "the same object is defined twice";
+    InvalidLabel = "E0105", "a label key or value is malformed";
+    InvalidSelector = "E0106", "a label selector is malformed (operator, values)";
+    InvalidCidr = "E0107", "a CIDR or IP address is malformed";
+    CidrExcept = "E0108", "an ipBlock except entry is not inside its cidr";
+    PortRange = "E0109", "a port number is out of range";
+    EndPort = "E0110", "endPort is invalid (smaller than port, or without a numeric port)";
+    UnknownProtocol = "E0111", "a protocol is not TCP, UDP or SCTP (or ANY where Cilium allows it)";
+    InvalidAction = "E0112", "an admin policy rule action is not Allow, Deny or Pass";
+    InvalidPriority = "E0113", "an AdminNetworkPolicy priority is out of range";
+    UnknownReference = "E0114", "an object refers to something that does not exist";
+    InvalidEntity = "E0115", "a Cilium entity name is unknown";
+    InvalidPortName = "E0116", "a named port is not a valid IANA service name";
+    AddressConflict = "E0117", "two objects claim the same IP address";
+    InvalidService = "E0118", "a Service is inconsistent (ports, type, IPs)";
+    InvalidIdentity = "E0119", "a CiliumIdentity is malformed";
+    BaselineName = "E0120", "a BaselineAdminNetworkPolicy is not named `default`";
+    PodCidrExhausted = "E0121", "the pod CIDR has no room for the expanded workloads";
+    UnknownKind = "W0001", "an object of a kind pipec does not model is skipped";
+    IgnoredField = "W0002", "a field is accepted but has no effect in pipec";
+    NoNamespace = "W0003", "a namespaced object refers to a namespace that is not defined";
+    PodWithoutIp = "W0004", "a pod has no IP and is left out of the datapath";
+    L7Redirect = "W0005", "an L7 rule is enforced at L4 and redirected to the proxy";
+}
+
+/// A secondary label: another place that explains the problem.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Label {
+    /// Where.
+    pub span: Span,
+    /// What is there.
+    pub message: String,
+}
+
+/// One problem found in the input.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Diagnostic {
+    /// Stable code.
+    pub code: Code,
+    /// Error or warning.
+    pub severity: Severity,
+    /// What is wrong, in one sentence.
+    pub message: String,
+    /// Where it is wrong, and a few words on what was found there.
+    pub primary: Option<Label>,
+    /// Other places that help to understand it.
+    pub secondary: Vec<Label>,
+    /// What was expected, or how to fix it.
+    pub hints: Vec<String>,
+}
+
+impl Diagnostic {
+    /// An error with `code` and `message`.
+    pub fn error(code: Code, message: impl Into<String>) -> Diagnostic {
+        Diagnostic {
+            code,
+            severity: Severity::Error,
+            message: message.into(),
+            primary: None,
+            secondary: Vec::new(),
+            hints: Vec::new(),
+        }
+    }
+
+    /// A warning with `code` and `message`.
+    pub fn warning(code: Code, message: impl Into<String>) -> Diagnostic {
+        Diagnostic {
+            severity: Severity::Warning,
+            ..Diagnostic::error(code, message)
+        }
+    }
+
+    /// Sets the primary location.
+    pub fn at(mut self, span: Span, label: impl Into<String>) -> Diagnostic {
+        self.primary = Some(Label {
+            span,
+            message: label.into(),
+        });
+        self
+    }
+
+    /// Adds a secondary location.
+    pub fn also(mut self, span: Span, label: impl Into<String>) -> Diagnostic {
+        self.secondary.push(Label {
+            span,
+            message: label.into(),
+        });
+        self
+    }
+
+    /// Adds a hint.
+    pub fn hint(mut self, hint: impl Into<String>) -> Diagnostic {
+        self.hints.push(hint.into());
+        self
+    }
+
+    /// True for errors.
+    pub fn is_error(&self) -> bool {
+        self.severity == Severity::Error
+    }
+
+    fn to_codespan(&self) -> cs::Diagnostic<usize> {
+        let base = match self.severity {
+            Severity::Error => cs::Diagnostic::error(),
+            Severity::Warning => cs::Diagnostic::warning(),
+        };
+        let mut labels = Vec::new();
+        if let Some(p) = &self.primary {
+            labels.push(
+                cs::Label::primary(p.span.file.0 as usize, p.span.range()).with_message(&p.message),
+            );
+        }
+        for s in &self.secondary {
+            labels.push(
+                cs::Label::secondary(s.span.file.0 as usize, s.span.range())
+                    .with_message(&s.message),
+            );
+        }
+        base.with_code(self.code.as_str())
+            .with_message(&self.message)
+            .with_labels(labels)
+            .with_notes(self.hints.iter().map(|h| format!("help: {h}")).collect())
+    }
+}
+
+/// Renders diagnostics without colour, as tests and logs want them.
+pub fn emit_to_string(sources: &Sources, diags: &[Diagnostic]) -> String {
+    let config = term::Config::default();
+    let mut out = String::new();
+    for d in diags {
+        // Rendering fails only when a span lies outside its file, which would be a bug in the
+        // stage that made it; the message alone is still worth showing then.
+        match term::emit_into_string(&config, sources.files(), &d.to_codespan()) {
+            Ok(text) => out.push_str(&text),
+            Err(_) => out.push_str(&format!(
+                "{}[{}]: {}\n",
+                severity_word(d),
+                d.code.as_str(),
+                d.message
+            )),
+        }
+    }
+    out
+}
+
+/// Renders diagnostics to standard error, in colour where the terminal supports it.
+pub fn emit_to_stderr(sources: &Sources, diags: &[Diagnostic]) {
+    let stream = StandardStream::stderr(ColorChoice::Auto);
+    let mut lock = stream.lock();
+    let config = term::Config::default();
+    for d in diags {
+        if term::emit_to_write_style(&mut lock, &config, sources.files(), &d.to_codespan()).is_err()
+        {
+            eprintln!("{}[{}]: {}", severity_word(d), d.code.as_str(), d.message);
+        }
+    }
+}
+
+fn severity_word(d: &Diagnostic) -> &'static str {
+    match d.severity {
+        Severity::Error => "error",
+        Severity::Warning => "warning",
+    }
+}
+
+/// Collects diagnostics during a stage, so that a run reports every problem, not the first.
+#[derive(Default, Debug)]
+pub struct Sink {
+    /// Everything reported so far, in order.
+    pub diags: Vec<Diagnostic>,
+}
+
+impl Sink {
+    /// Records a diagnostic.
+    pub fn push(&mut self, d: Diagnostic) {
+        self.diags.push(d);
+    }
+
+    /// True if any error was recorded.
+    pub fn has_errors(&self) -> bool {
+        self.diags.iter().any(Diagnostic::is_error)
+    }
+}

@@ -1,0 +1,575 @@
+//! Frontend: Kubernetes manifests (YAML or JSON) → typed API objects.
+//!
+//! Accepts files and directories; multi-document YAML streams; `kind: List` (and typed lists
+//! such as `PodList`) as `kubectl get -o yaml|json` prints them. Large JSON files take a fast
+//! path: items are decoded straight from borrowed slices of the file, and the slice's
+//! position is the object's span, so no tree of the whole file is ever built.
+//!
+//! Decoding uses k8s-openapi types where they exist and [`crd`] types for Cilium and the
+//! Network Policy API. Every problem is a [`Diagnostic`] with a span; the stage keeps going
+//! so that one run reports all of them.
+
+pub mod crd;
+pub mod yaml;
+
+use crate::diag::{Code, Diagnostic, Sink};
+use crate::source::{FieldPath, FileId, PathSeg, Sources, Span};
+use k8s_openapi::api::{
+    apps::v1 as apps, batch::v1 as batch, core::v1 as core, discovery::v1 as discovery,
+    networking::v1 as networking,
+};
+use serde::de::DeserializeOwned;
+use serde::Deserialize;
+use serde_json::value::RawValue;
+use std::path::{Path, PathBuf};
+
+/// A decoded object and the text it came from.
+#[derive(Clone, Debug)]
+pub struct Object {
+    /// The object's text.
+    pub span: Span,
+    /// The decoded object.
+    pub body: Body,
+}
+
+/// The kinds pipec models.
+#[derive(Clone, Debug)]
+#[allow(
+    missing_docs,
+    reason = "each variant is the Kubernetes kind of the same name"
+)]
+pub enum Body {
+    Namespace(Box<core::Namespace>),
+    Pod(Box<core::Pod>),
+    Node(Box<core::Node>),
+    Service(Box<core::Service>),
+    Endpoints(Box<core::Endpoints>),
+    EndpointSlice(Box<discovery::EndpointSlice>),
+    Deployment(Box<apps::Deployment>),
+    ReplicaSet(Box<apps::ReplicaSet>),
+    StatefulSet(Box<apps::StatefulSet>),
+    DaemonSet(Box<apps::DaemonSet>),
+    Job(Box<batch::Job>),
+    NetworkPolicy(Box<networking::NetworkPolicy>),
+    CiliumNetworkPolicy(Box<crd::CiliumNetworkPolicy>),
+    CiliumClusterwideNetworkPolicy(Box<crd::CiliumNetworkPolicy>),
+    CiliumIdentity(Box<crd::CiliumIdentity>),
+    CiliumEndpoint(Box<crd::CiliumEndpoint>),
+    AdminNetworkPolicy(Box<crd::AdminNetworkPolicy>),
+    BaselineAdminNetworkPolicy(Box<crd::AdminNetworkPolicy>),
+}
+
+impl Body {
+    /// The Kubernetes kind.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Body::Namespace(_) => "Namespace",
+            Body::Pod(_) => "Pod",
+            Body::Node(_) => "Node",
+            Body::Service(_) => "Service",
+            Body::Endpoints(_) => "Endpoints",
+            Body::EndpointSlice(_) => "EndpointSlice",
+            Body::Deployment(_) => "Deployment",
+            Body::ReplicaSet(_) => "ReplicaSet",
+            Body::StatefulSet(_) => "StatefulSet",
+            Body::DaemonSet(_) => "DaemonSet",
+            Body::Job(_) => "Job",
+            Body::NetworkPolicy(_) => "NetworkPolicy",
+            Body::CiliumNetworkPolicy(_) => "CiliumNetworkPolicy",
+            Body::CiliumClusterwideNetworkPolicy(_) => "CiliumClusterwideNetworkPolicy",
+            Body::CiliumIdentity(_) => "CiliumIdentity",
+            Body::CiliumEndpoint(_) => "CiliumEndpoint",
+            Body::AdminNetworkPolicy(_) => "AdminNetworkPolicy",
+            Body::BaselineAdminNetworkPolicy(_) => "BaselineAdminNetworkPolicy",
+        }
+    }
+}
+
+/// Reads the files named on the command line into `sources`. A directory contributes its
+/// `.yaml`, `.yml` and `.json` files in name order, not its subdirectories (as
+/// `kubectl apply -f DIR` without `-R`). This is the only I/O the compiler does.
+pub fn read_inputs(paths: &[PathBuf], sources: &mut Sources, sink: &mut Sink) -> Vec<FileId> {
+    let mut files = Vec::new();
+    for path in paths {
+        collect_files(path, &mut files, sink);
+    }
+    files
+        .into_iter()
+        .filter_map(|path| match std::fs::read_to_string(&path) {
+            Ok(text) => Some(sources.add(path.display().to_string(), text)),
+            Err(e) => {
+                sink.push(Diagnostic::error(
+                    Code::Io,
+                    format!("cannot read {}: {e}", path.display()),
+                ));
+                None
+            }
+        })
+        .collect()
+}
+
+fn collect_files(path: &Path, out: &mut Vec<PathBuf>, sink: &mut Sink) {
+    if path.is_dir() {
+        let mut entries: Vec<PathBuf> = match std::fs::read_dir(path) {
+            Ok(rd) => rd.filter_map(|e| e.ok().map(|e| e.path())).collect(),
+            Err(e) => {
+                sink.push(Diagnostic::error(
+                    Code::Io,
+                    format!("cannot read directory {}: {e}", path.display()),
+                ));
+                return;
+            }
+        };
+        entries.sort();
+        for entry in entries {
+            let is_manifest = entry
+                .extension()
+                .is_some_and(|e| e == "yaml" || e == "yml" || e == "json");
+            if entry.is_file() && is_manifest {
+                out.push(entry);
+            }
+        }
+    } else if path.exists() {
+        out.push(path.to_path_buf());
+    } else {
+        sink.push(Diagnostic::error(
+            Code::Io,
+            format!("{}: no such file or directory", path.display()),
+        ));
+    }
+}
+
+/// Decodes every object of the given files, in file order, then document order.
+pub fn files_to_objects(sources: &Sources, files: &[FileId], sink: &mut Sink) -> Vec<Object> {
+    let mut out = Vec::new();
+    for &file in files {
+        let text = sources.text(file);
+        let trimmed = text.trim_start();
+        if trimmed.starts_with('{') || trimmed.starts_with('[') {
+            decode_json_file(sources, file, &mut out, sink);
+        } else {
+            decode_yaml_file(sources, file, &mut out, sink);
+        }
+    }
+    out
+}
+
+/// The fields every object has, read before the typed decode to choose the type.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Header {
+    api_version: Option<String>,
+    kind: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct JsonList<'a> {
+    #[serde(borrow)]
+    items: Vec<&'a RawValue>,
+}
+
+fn decode_json_file(sources: &Sources, file: FileId, out: &mut Vec<Object>, sink: &mut Sink) {
+    let text = sources.text(file);
+    let whole = Span::new(file, 0..text.len());
+    let root: &RawValue = match serde_json::from_str(text) {
+        Ok(v) => v,
+        Err(e) => {
+            let offset = offset_of_line_col(text, e.line(), e.column());
+            sink.push(
+                Diagnostic::error(Code::JsonSyntax, format!("invalid JSON: {e}"))
+                    .at(Span::new(file, offset..offset), "here")
+                    .hint("check for a missing comma, quote or bracket near this position"),
+            );
+            return;
+        }
+    };
+    let items: Vec<&RawValue> = if root.get().trim_start().starts_with('[') {
+        serde_json::from_str(root.get()).unwrap_or_default()
+    } else {
+        vec![root]
+    };
+    for item in items {
+        let span = Span::new(file, slice_range(text, item.get()));
+        decode_json_object(sources, span, item, out, sink, 0);
+    }
+    let _ = whole;
+}
+
+fn decode_json_object(
+    sources: &Sources,
+    span: Span,
+    raw: &RawValue,
+    out: &mut Vec<Object>,
+    sink: &mut Sink,
+    depth: usize,
+) {
+    let header: Header = match serde_json::from_str(raw.get()) {
+        Ok(h) => h,
+        Err(_) => {
+            sink.push(not_an_object(span));
+            return;
+        }
+    };
+    let Some(kind) = header.kind.as_deref() else {
+        sink.push(missing_header(sources, span, "kind"));
+        return;
+    };
+    if is_list(kind) && depth == 0 {
+        match serde_json::from_str::<JsonList>(raw.get()) {
+            Ok(list) => {
+                let text = sources.text(span.file);
+                for item in list.items {
+                    let item_span = Span::new(span.file, slice_range(text, item.get()));
+                    decode_json_object(sources, item_span, item, out, sink, depth + 1);
+                }
+            }
+            Err(e) => sink.push(type_error(
+                sources,
+                span,
+                &FieldPath::parse("items"),
+                &e.to_string(),
+            )),
+        }
+        return;
+    }
+    let api_version = header.api_version.unwrap_or_default();
+    let mut decode = |path_err: Result<Body, (FieldPath, String)>| match path_err {
+        Ok(body) => out.push(Object { span, body }),
+        Err((path, msg)) => sink.push(type_error(sources, span, &path, &msg)),
+    };
+    match choose(&api_version, kind) {
+        Choice::Known(make) => decode(make(Input::Json(raw))),
+        Choice::WrongVersion(expected) => {
+            sink.push(wrong_version(sources, span, kind, &api_version, expected))
+        }
+        Choice::Unknown => sink.push(unknown_kind(sources, span, kind, &api_version)),
+    }
+}
+
+fn decode_yaml_file(sources: &Sources, file: FileId, out: &mut Vec<Object>, sink: &mut Sink) {
+    let text = sources.text(file);
+    let docs = match yaml::parse_stream(text) {
+        Ok(d) => d,
+        Err(e) => {
+            sink.push(
+                Diagnostic::error(Code::YamlSyntax, format!("invalid YAML: {}", e.message))
+                    .at(Span::new(file, e.offset..e.offset), "here")
+                    .hint("check the indentation and the quoting near this position"),
+            );
+            return;
+        }
+    };
+    for doc in docs {
+        let Some(root) = doc.root else { continue };
+        decode_yaml_node(sources, file, &root, out, sink, 0);
+    }
+}
+
+fn decode_yaml_node(
+    sources: &Sources,
+    file: FileId,
+    node: &yaml::Node,
+    out: &mut Vec<Object>,
+    sink: &mut Sink,
+    depth: usize,
+) {
+    let span = Span::new(file, node.span.clone());
+    if !matches!(node.kind, yaml::NodeKind::Map(_)) {
+        sink.push(not_an_object(span));
+        return;
+    }
+    let Some(kind) = node.get("kind").and_then(yaml::Node::as_str) else {
+        sink.push(missing_header(sources, span, "kind"));
+        return;
+    };
+    if is_list(kind) && depth == 0 {
+        match node.get("items").map(|n| &n.kind) {
+            Some(yaml::NodeKind::Seq(items)) => {
+                for item in items {
+                    decode_yaml_node(sources, file, item, out, sink, depth + 1);
+                }
+            }
+            Some(_) => sink.push(type_error(
+                sources,
+                span,
+                &FieldPath::parse("items"),
+                "items must be a list",
+            )),
+            None => {}
+        }
+        return;
+    }
+    let api_version = node
+        .get("apiVersion")
+        .and_then(yaml::Node::as_str)
+        .unwrap_or("")
+        .to_string();
+    let value = node.to_json();
+    match choose(&api_version, kind) {
+        Choice::Known(make) => match make(Input::Value(value)) {
+            Ok(body) => out.push(Object { span, body }),
+            Err((path, msg)) => sink.push(type_error(sources, span, &path, &msg)),
+        },
+        Choice::WrongVersion(expected) => {
+            sink.push(wrong_version(sources, span, kind, &api_version, expected))
+        }
+        Choice::Unknown => sink.push(unknown_kind(sources, span, kind, &api_version)),
+    }
+}
+
+fn is_list(kind: &str) -> bool {
+    kind == "List" || kind.ends_with("List")
+}
+
+/// The text of one object, in either form the frontend reads.
+enum Input<'a> {
+    Json(&'a RawValue),
+    Value(serde_json::Value),
+}
+
+type Maker = fn(Input<'_>) -> Result<Body, (FieldPath, String)>;
+
+enum Choice {
+    Known(Maker),
+    WrongVersion(&'static str),
+    Unknown,
+}
+
+fn decode_as<T: DeserializeOwned>(input: Input<'_>) -> Result<T, (FieldPath, String)> {
+    let result = match input {
+        Input::Json(raw) => {
+            let mut de = serde_json::Deserializer::from_str(raw.get());
+            serde_path_to_error::deserialize(&mut de)
+        }
+        Input::Value(v) => serde_path_to_error::deserialize(v),
+    };
+    result.map_err(|e| (to_field_path(e.path()), e.into_inner().to_string()))
+}
+
+fn to_field_path(path: &serde_path_to_error::Path) -> FieldPath {
+    use serde_path_to_error::Segment;
+    FieldPath(
+        path.iter()
+            .filter_map(|s| match s {
+                Segment::Seq { index } => Some(PathSeg::Index(*index)),
+                Segment::Map { key } | Segment::Enum { variant: key } => {
+                    Some(PathSeg::Key(key.clone()))
+                }
+                Segment::Unknown => None,
+            })
+            .collect(),
+    )
+}
+
+macro_rules! maker {
+    ($variant:ident, $ty:ty) => {
+        |i| decode_as::<$ty>(i).map(|o| Body::$variant(Box::new(o)))
+    };
+}
+
+/// Chooses the type for an apiVersion and kind.
+fn choose(api_version: &str, kind: &str) -> Choice {
+    let (expected, make): (&'static str, Maker) = match kind {
+        "Namespace" => ("v1", maker!(Namespace, core::Namespace)),
+        "Pod" => ("v1", maker!(Pod, core::Pod)),
+        "Node" => ("v1", maker!(Node, core::Node)),
+        "Service" => ("v1", maker!(Service, core::Service)),
+        "Endpoints" => ("v1", maker!(Endpoints, core::Endpoints)),
+        "EndpointSlice" => (
+            "discovery.k8s.io/v1",
+            maker!(EndpointSlice, discovery::EndpointSlice),
+        ),
+        "Deployment" => ("apps/v1", maker!(Deployment, apps::Deployment)),
+        "ReplicaSet" => ("apps/v1", maker!(ReplicaSet, apps::ReplicaSet)),
+        "StatefulSet" => ("apps/v1", maker!(StatefulSet, apps::StatefulSet)),
+        "DaemonSet" => ("apps/v1", maker!(DaemonSet, apps::DaemonSet)),
+        "Job" => ("batch/v1", maker!(Job, batch::Job)),
+        "NetworkPolicy" => (
+            "networking.k8s.io/v1",
+            maker!(NetworkPolicy, networking::NetworkPolicy),
+        ),
+        "CiliumNetworkPolicy" => (
+            "cilium.io/v2",
+            maker!(CiliumNetworkPolicy, crd::CiliumNetworkPolicy),
+        ),
+        "CiliumClusterwideNetworkPolicy" => (
+            "cilium.io/v2",
+            maker!(CiliumClusterwideNetworkPolicy, crd::CiliumNetworkPolicy),
+        ),
+        "CiliumIdentity" => ("cilium.io/v2", maker!(CiliumIdentity, crd::CiliumIdentity)),
+        "CiliumEndpoint" => ("cilium.io/v2", maker!(CiliumEndpoint, crd::CiliumEndpoint)),
+        "AdminNetworkPolicy" => (
+            "policy.networking.k8s.io/v1alpha1",
+            maker!(AdminNetworkPolicy, crd::AdminNetworkPolicy),
+        ),
+        "BaselineAdminNetworkPolicy" => (
+            "policy.networking.k8s.io/v1alpha1",
+            maker!(BaselineAdminNetworkPolicy, crd::AdminNetworkPolicy),
+        ),
+        _ => return Choice::Unknown,
+    };
+    if api_version == expected {
+        Choice::Known(make)
+    } else {
+        Choice::WrongVersion(expected)
+    }
+}
+
+/// The byte range of `slice` inside `text`; `slice` must borrow from `text`.
+fn slice_range(text: &str, slice: &str) -> std::ops::Range<usize> {
+    let start = (slice.as_ptr() as usize)
+        .saturating_sub(text.as_ptr() as usize)
+        .min(text.len());
+    start..(start + slice.len()).min(text.len())
+}
+
+fn offset_of_line_col(text: &str, line: usize, column: usize) -> usize {
+    let mut offset = 0;
+    for (i, l) in text.split_inclusive('\n').enumerate() {
+        if i + 1 == line {
+            return (offset + column.saturating_sub(1)).min(text.len());
+        }
+        offset += l.len();
+    }
+    text.len()
+}
+
+fn not_an_object(span: Span) -> Diagnostic {
+    Diagnostic::error(
+        Code::NotAnObject,
+        "this document is not a Kubernetes object",
+    )
+    .at(
+        span,
+        "expected a mapping with apiVersion, kind and metadata",
+    )
+}
+
+fn missing_header(sources: &Sources, span: Span, field: &str) -> Diagnostic {
+    let _ = sources;
+    Diagnostic::error(Code::NotAnObject, format!("object has no `{field}`"))
+        .at(
+            Span::new(span.file, span.start as usize..span.start as usize),
+            format!("`{field}` expected in this object"),
+        )
+        .hint("every Kubernetes object needs `apiVersion` and `kind`")
+}
+
+fn type_error(sources: &Sources, object: Span, path: &FieldPath, message: &str) -> Diagnostic {
+    let (code, hint) = classify_serde_error(message);
+    let span = locate_key_or_value(sources, object, path, message);
+    let mut d = Diagnostic::error(
+        code,
+        format!(
+            "{}: {}",
+            if path.0.is_empty() {
+                "object".to_string()
+            } else {
+                path.to_string()
+            },
+            tidy(message)
+        ),
+    )
+    .at(span, "here");
+    if let Some(h) = hint {
+        d = d.hint(h);
+    }
+    d
+}
+
+/// Points at the offending key for unknown or missing fields, and at the value otherwise.
+fn locate_key_or_value(sources: &Sources, object: Span, path: &FieldPath, message: &str) -> Span {
+    if let Some(field) = message
+        .strip_prefix("unknown field `")
+        .and_then(|m| m.split('`').next())
+    {
+        let text = sources.text(object.file).get(object.range()).unwrap_or("");
+        if let Ok(docs) = yaml::parse_stream(text) {
+            if let Some(root) = docs.into_iter().find_map(|d| d.root) {
+                if let Some(key) = root.find_key(&path.key(field)) {
+                    return Span::new(
+                        object.file,
+                        object.start as usize + key.span.start
+                            ..object.start as usize + key.span.end,
+                    );
+                }
+            }
+        }
+    }
+    sources.locate(object, path)
+}
+
+fn classify_serde_error(message: &str) -> (Code, Option<String>) {
+    if let Some(rest) = message.strip_prefix("missing field `") {
+        let field = rest.split('`').next().unwrap_or("");
+        return (
+            Code::MissingField,
+            Some(format!("add the required field `{field}`")),
+        );
+    }
+    if message.starts_with("unknown field") {
+        let expected = message
+            .split("expected ")
+            .nth(1)
+            .map(|e| format!("expected {e}"));
+        let field = message
+            .strip_prefix("unknown field `")
+            .and_then(|m| m.split('`').next())
+            .unwrap_or("");
+        let suggestion = expected.as_deref().and_then(|e| did_you_mean(field, e));
+        let hint = match (suggestion, expected) {
+            (Some(s), _) => Some(format!("did you mean `{s}`?")),
+            (None, e) => e,
+        };
+        return (Code::WrongType, hint);
+    }
+    (Code::WrongType, None)
+}
+
+/// Suggests the closest name among the backquoted candidates of a serde message.
+pub fn did_you_mean(word: &str, candidates: &str) -> Option<String> {
+    candidates
+        .split('`')
+        .skip(1)
+        .step_by(2)
+        .map(|c| (crate::util::edit_distance(word, c), c))
+        .filter(|(d, c)| *d <= 2.max(c.len() / 3))
+        .min()
+        .map(|(_, c)| c.to_string())
+}
+
+fn tidy(message: &str) -> String {
+    // serde_json appends " at line L column C" for the raw-slice decoder; the rendered
+    // snippet already shows the place.
+    match message.find(" at line ") {
+        Some(i) => message[..i].to_string(),
+        None => message.to_string(),
+    }
+}
+
+fn wrong_version(
+    sources: &Sources,
+    span: Span,
+    kind: &str,
+    found: &str,
+    expected: &str,
+) -> Diagnostic {
+    Diagnostic::error(
+        Code::WrongType,
+        format!("{kind} has apiVersion `{found}`, which pipec does not read"),
+    )
+    .at(
+        sources.locate(span, &FieldPath::parse("apiVersion")),
+        "this version",
+    )
+    .hint(format!("use apiVersion `{expected}`"))
+}
+
+fn unknown_kind(sources: &Sources, span: Span, kind: &str, api_version: &str) -> Diagnostic {
+    let _ = api_version;
+    Diagnostic::warning(
+        Code::UnknownKind,
+        format!("objects of kind `{kind}` are not modelled and are skipped"),
+    )
+    .at(sources.locate(span, &FieldPath::parse("kind")), "this kind")
+}

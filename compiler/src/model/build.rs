@@ -1,0 +1,2407 @@
+//! Decoded API objects → [`Cluster`]: validation, workload expansion, IP assignment,
+//! Service backends and policy normalisation.
+//!
+//! Each check reports a [`Diagnostic`] at the offending field and goes on, so one run lists
+//! every problem. An object with an error is left out of the model; the caller stops
+//! before any later stage when the sink holds an error, so nothing half-built is used.
+
+use super::*;
+use crate::diag::{Code, Diagnostic, Sink};
+use crate::frontend::crd::{self, IntOrString};
+use crate::frontend::{Body, Object};
+use crate::source::{FieldPath, Sources, Span};
+use k8s_openapi::api::core::v1 as core;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString as K8sIntOrString;
+use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::net::IpAddr;
+
+/// Settings of the model stage.
+#[derive(Clone, Debug)]
+pub struct BuildOptions {
+    /// Where pods without an IP get one (expanded workloads, pods without status).
+    pub pod_cidr: IpNet,
+    /// Where services without a cluster IP get one.
+    pub service_cidr: IpNet,
+    /// Cilium's cluster name label.
+    pub cluster_name: String,
+}
+
+impl Default for BuildOptions {
+    fn default() -> BuildOptions {
+        BuildOptions {
+            pod_cidr: "10.244.0.0/16".parse().expect("constant CIDR"),
+            service_cidr: "10.96.0.0/12".parse().expect("constant CIDR"),
+            cluster_name: "default".to_string(),
+        }
+    }
+}
+
+/// Builds the cluster model from decoded objects.
+pub fn objects_to_cluster(
+    sources: &Sources,
+    objects: &[Object],
+    options: &BuildOptions,
+    sink: &mut Sink,
+) -> Cluster {
+    let mut b = Builder {
+        sources,
+        sink,
+        options,
+        cluster: Cluster {
+            name: options.cluster_name.clone(),
+            ..Cluster::default()
+        },
+        seen: BTreeMap::new(),
+        headless: BTreeSet::new(),
+    };
+    b.run(objects);
+    b.cluster
+}
+
+pub(super) struct Builder<'a> {
+    pub(super) sources: &'a Sources,
+    pub(super) sink: &'a mut Sink,
+    pub(super) options: &'a BuildOptions,
+    pub(super) cluster: Cluster,
+    seen: BTreeMap<(String, String, String), Span>,
+    headless: BTreeSet<(String, String)>,
+}
+
+/// The context of one object while it is checked: where it is, for diagnostics.
+#[derive(Clone, Copy)]
+pub(super) struct At<'s> {
+    pub(super) sources: &'s Sources,
+    pub(super) span: Span,
+}
+
+impl At<'_> {
+    pub(super) fn field(&self, path: &str) -> Span {
+        self.sources.locate(self.span, &FieldPath::parse(path))
+    }
+}
+
+impl Builder<'_> {
+    fn run(&mut self, objects: &[Object]) {
+        let mut workloads = Vec::new();
+        let mut slices = Vec::new();
+        let mut endpoints = Vec::new();
+        let mut services = Vec::new();
+        for obj in objects {
+            let at = At {
+                sources: self.sources,
+                span: obj.span,
+            };
+            if !self.check_meta(obj, at) {
+                continue;
+            }
+            match &obj.body {
+                Body::Namespace(ns) => self.namespace(ns, at),
+                Body::Node(n) => self.node(n, at),
+                Body::Pod(p) => self.pod(p, at),
+                Body::Deployment(_)
+                | Body::ReplicaSet(_)
+                | Body::StatefulSet(_)
+                | Body::DaemonSet(_)
+                | Body::Job(_) => workloads.push(obj),
+                Body::Service(s) => services.push((s, at)),
+                Body::EndpointSlice(s) => slices.push((s, at)),
+                Body::Endpoints(e) => endpoints.push((e, at)),
+                Body::NetworkPolicy(np) => self.network_policy(np, at),
+                Body::CiliumNetworkPolicy(p) => self.cilium_policy(p, false, at),
+                Body::CiliumClusterwideNetworkPolicy(p) => self.cilium_policy(p, true, at),
+                Body::AdminNetworkPolicy(p) => self.admin_policy(p, AdminTier::Admin, at),
+                Body::BaselineAdminNetworkPolicy(p) => {
+                    self.admin_policy(p, AdminTier::Baseline, at)
+                }
+                Body::CiliumIdentity(i) => self.cilium_identity(i, at),
+                Body::CiliumEndpoint(e) => self.cilium_endpoint(e, at),
+            }
+        }
+        self.cluster.nodes.sort_by(|a, b| a.name.cmp(&b.name));
+        super::workload::expand(self, &workloads);
+        self.cluster
+            .pods
+            .sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
+        self.assign_pod_ips();
+        self.check_pod_ips();
+        for (s, at) in services {
+            self.service(s, at);
+        }
+        self.cluster
+            .services
+            .sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
+        self.assign_service_ips();
+        super::backends::resolve(
+            self.sources,
+            &mut self.cluster,
+            &slices,
+            &endpoints,
+            self.sink,
+        );
+        self.finish_namespaces();
+        self.sort_policies();
+    }
+
+    pub(super) fn err(
+        &mut self,
+        code: Code,
+        span: Span,
+        message: impl Into<String>,
+        label: impl Into<String>,
+    ) -> &mut Diagnostic {
+        self.sink
+            .push(Diagnostic::error(code, message).at(span, label));
+        self.sink.diags.last_mut().expect("just pushed")
+    }
+
+    pub(super) fn warn(
+        &mut self,
+        code: Code,
+        span: Span,
+        message: impl Into<String>,
+        label: impl Into<String>,
+    ) -> &mut Diagnostic {
+        self.sink
+            .push(Diagnostic::warning(code, message).at(span, label));
+        self.sink.diags.last_mut().expect("just pushed")
+    }
+
+    /// Checks metadata common to every object; false when the object must be skipped.
+    fn check_meta(&mut self, obj: &Object, at: At) -> bool {
+        let kind = obj.body.kind();
+        let meta = meta_of(&obj.body);
+        let Some(name) = meta.name.clone().filter(|n| !n.is_empty()) else {
+            let span = at.field("metadata");
+            let d = self.err(
+                Code::MissingField,
+                span,
+                format!("{kind} has no metadata.name"),
+                "name expected here",
+            );
+            d.hints.push("add `metadata.name`".into());
+            return false;
+        };
+        let namespaced = !matches!(
+            obj.body,
+            Body::Namespace(_)
+                | Body::Node(_)
+                | Body::CiliumClusterwideNetworkPolicy(_)
+                | Body::CiliumIdentity(_)
+                | Body::AdminNetworkPolicy(_)
+                | Body::BaselineAdminNetworkPolicy(_)
+        );
+        let name_ok = match &obj.body {
+            // Identity names are numbers; their own check reports bad ones.
+            Body::CiliumIdentity(_) => true,
+            Body::Namespace(_) | Body::Service(_) => is_dns_label(&name),
+            _ => is_dns_subdomain(&name),
+        };
+        if !name_ok {
+            let span = at.field("metadata.name");
+            let rule = if matches!(obj.body, Body::Namespace(_) | Body::Service(_)) {
+                "a DNS-1123 label: at most 63 lower-case letters, digits or '-', starting and ending with a letter or digit"
+            } else {
+                "a DNS-1123 subdomain: lower-case letters, digits, '-' and '.', at most 253 characters"
+            };
+            let d = self.err(
+                Code::InvalidName,
+                span,
+                format!("{kind} name `{name}` is invalid"),
+                "invalid name",
+            );
+            d.hints.push(format!("the name must be {rule}"));
+            return false;
+        }
+        let namespace = if namespaced {
+            meta.namespace
+                .clone()
+                .unwrap_or_else(|| "default".to_string())
+        } else {
+            String::new()
+        };
+        if namespaced && !is_dns_label(&namespace) {
+            let span = at.field("metadata.namespace");
+            self.err(
+                Code::InvalidName,
+                span,
+                format!("namespace `{namespace}` is invalid"),
+                "invalid namespace name",
+            );
+            return false;
+        }
+        let mut ok = self.check_labels(meta.labels.as_ref(), at, "metadata.labels");
+        let key = (kind.to_string(), namespace, name);
+        if let Some(first) = self.seen.get(&key).copied() {
+            let span = at.field("metadata.name");
+            let d = self.err(
+                Code::DuplicateObject,
+                span,
+                format!("{kind} `{}` is defined twice", display_key(&key)),
+                "defined again here",
+            );
+            d.secondary.push(crate::diag::Label {
+                span: first,
+                message: "first defined here".into(),
+            });
+            d.hints
+                .push("remove one of the two definitions, or rename one".into());
+            ok = false;
+        } else {
+            self.seen.insert(key, obj.span);
+        }
+        ok
+    }
+
+    fn check_labels(
+        &mut self,
+        labels: Option<&BTreeMap<String, String>>,
+        at: At,
+        path: &str,
+    ) -> bool {
+        let mut ok = true;
+        for (k, v) in labels.into_iter().flatten() {
+            if let Err(why) = check_label_key(k) {
+                let span = at.field(&format!("{path}.{k}"));
+                let d = self.err(
+                    Code::InvalidLabel,
+                    span,
+                    format!("label key `{k}` is invalid: {why}"),
+                    "invalid key",
+                );
+                d.hints.push("a key is an optional DNS prefix and '/', then at most 63 letters, digits, '-', '_' or '.', starting and ending with a letter or digit".into());
+                ok = false;
+            }
+            if let Err(why) = check_label_value(v) {
+                let span = at.field(&format!("{path}.{k}"));
+                let d = self.err(
+                    Code::InvalidLabel,
+                    span,
+                    format!("label value `{v}` of `{k}` is invalid: {why}"),
+                    "invalid value",
+                );
+                d.hints.push("a value is empty or at most 63 letters, digits, '-', '_' or '.', starting and ending with a letter or digit".into());
+                ok = false;
+            }
+        }
+        ok
+    }
+
+    pub(super) fn origin(
+        &self,
+        kind: &str,
+        meta: &ObjectMeta,
+        namespaced: bool,
+        span: Span,
+    ) -> Origin {
+        Origin {
+            kind: kind.to_string(),
+            namespace: namespaced.then(|| {
+                meta.namespace
+                    .clone()
+                    .unwrap_or_else(|| "default".to_string())
+            }),
+            name: meta.name.clone().unwrap_or_default(),
+            span: Some(span),
+        }
+    }
+
+    fn namespace(&mut self, ns: &core::Namespace, at: At) {
+        let name = ns.metadata.name.clone().unwrap_or_default();
+        let mut labels: Labels = ns.metadata.labels.clone().unwrap_or_default();
+        // The API server sets this label on every namespace; selectors rely on it.
+        labels.insert("kubernetes.io/metadata.name".into(), name.clone());
+        let origin = Some(self.origin("Namespace", &ns.metadata, false, at.span));
+        self.cluster.namespaces.insert(
+            name.clone(),
+            Namespace {
+                name,
+                labels,
+                origin,
+            },
+        );
+    }
+
+    fn node(&mut self, n: &core::Node, at: At) {
+        let mut addresses = Vec::new();
+        let status_addrs = n.status.as_ref().and_then(|s| s.addresses.as_ref());
+        for (i, a) in status_addrs.into_iter().flatten().enumerate() {
+            if a.type_ == "InternalIP" || a.type_ == "ExternalIP" {
+                match a.address.parse::<IpAddr>() {
+                    Ok(ip) => addresses.push(ip),
+                    Err(_) => {
+                        let span = at.field(&format!("status.addresses[{i}].address"));
+                        self.err(
+                            Code::InvalidCidr,
+                            span,
+                            format!("node address `{}` is not an IP address", a.address),
+                            "not an IP",
+                        );
+                    }
+                }
+            }
+        }
+        let mut pod_cidrs = Vec::new();
+        let spec = n.spec.as_ref();
+        let cidrs = spec
+            .and_then(|s| s.pod_cidrs.clone())
+            .or_else(|| spec.and_then(|s| s.pod_cidr.clone()).map(|c| vec![c]));
+        for (i, c) in cidrs.into_iter().flatten().enumerate() {
+            match c.parse::<IpNet>() {
+                Ok(net) => pod_cidrs.push(net.trunc()),
+                Err(_) => {
+                    let span = at.field(&format!("spec.podCIDRs[{i}]"));
+                    self.err(
+                        Code::InvalidCidr,
+                        span,
+                        format!("pod CIDR `{c}` is invalid"),
+                        "not a CIDR",
+                    );
+                }
+            }
+        }
+        self.cluster.nodes.push(Node {
+            name: n.metadata.name.clone().unwrap_or_default(),
+            labels: n.metadata.labels.clone().unwrap_or_default(),
+            addresses,
+            pod_cidrs,
+            origin: Some(self.origin("Node", &n.metadata, false, at.span)),
+        });
+    }
+
+    fn pod(&mut self, p: &core::Pod, at: At) {
+        let origin = self.origin("Pod", &p.metadata, true, at.span);
+        let spec = p.spec.clone().unwrap_or_default();
+        let Some(ports) = self.container_ports(&spec, at, "spec") else {
+            return;
+        };
+        let mut ips = Vec::new();
+        let status = p.status.as_ref();
+        let listed: Vec<(String, String)> = match status.and_then(|s| s.pod_ips.as_ref()) {
+            Some(list) if !list.is_empty() => list
+                .iter()
+                .enumerate()
+                .map(|(i, ip)| (ip.ip.clone(), format!("status.podIPs[{i}].ip")))
+                .collect(),
+            _ => status
+                .and_then(|s| s.pod_ip.clone())
+                .map(|ip| vec![(ip, "status.podIP".to_string())])
+                .unwrap_or_default(),
+        };
+        for (text, path) in listed {
+            match text.parse::<IpAddr>() {
+                Ok(ip) => ips.push(ip),
+                Err(_) => {
+                    let span = at.field(&path);
+                    let d = self.err(
+                        Code::InvalidCidr,
+                        span,
+                        format!("pod IP `{text}` is not an IP address"),
+                        "not an IP",
+                    );
+                    d.hints.push("write an IPv4 address such as 10.244.1.5 or an IPv6 address such as fd00::5".into());
+                    return;
+                }
+            }
+        }
+        ips.sort_by_key(|ip| ip.is_ipv6());
+        self.cluster.pods.push(Pod {
+            namespace: origin.namespace.clone().unwrap_or_default(),
+            name: origin.name.clone(),
+            labels: p.metadata.labels.clone().unwrap_or_default(),
+            ips,
+            node: spec.node_name.clone(),
+            ports,
+            extra_ports: Vec::new(),
+            service_account: spec
+                .service_account_name
+                .clone()
+                .unwrap_or_else(|| "default".into()),
+            host_network: spec.host_network.unwrap_or(false),
+            cilium_labels: Labels::new(),
+            owner: p
+                .metadata
+                .owner_references
+                .as_ref()
+                .and_then(|o| o.first())
+                .map(|o| format!("{}/{}", o.kind, o.name)),
+            origin,
+        });
+    }
+
+    /// Reads and checks the container ports of a pod spec at `base` (`spec` or `spec.template.spec`).
+    pub(super) fn container_ports(
+        &mut self,
+        spec: &core::PodSpec,
+        at: At,
+        base: &str,
+    ) -> Option<Vec<ContainerPort>> {
+        let mut out = Vec::new();
+        let mut ok = true;
+        let mut names = BTreeSet::new();
+        for (ci, c) in spec.containers.iter().enumerate() {
+            for (pi, p) in c.ports.iter().flatten().enumerate() {
+                let path = format!("{base}.containers[{ci}].ports[{pi}]");
+                let port = match u16::try_from(p.container_port) {
+                    Ok(n) if n > 0 => n,
+                    _ => {
+                        let span = at.field(&format!("{path}.containerPort"));
+                        let d = self.err(
+                            Code::PortRange,
+                            span,
+                            format!("containerPort {} is out of range", p.container_port),
+                            "out of range",
+                        );
+                        d.hints.push("a port is a number from 1 to 65535".into());
+                        ok = false;
+                        continue;
+                    }
+                };
+                let protocol = match self.protocol(
+                    p.protocol.as_deref(),
+                    at,
+                    &format!("{path}.protocol"),
+                    false,
+                ) {
+                    Some(Some(pr)) => pr,
+                    _ => {
+                        ok = false;
+                        continue;
+                    }
+                };
+                if let Some(name) = &p.name {
+                    if let Err(why) = check_port_name(name) {
+                        let span = at.field(&format!("{path}.name"));
+                        let d = self.err(
+                            Code::InvalidPortName,
+                            span,
+                            format!("port name `{name}` is invalid: {why}"),
+                            "invalid port name",
+                        );
+                        d.hints.push("a port name is an IANA service name: at most 15 lower-case letters, digits or '-', with at least one letter".into());
+                        ok = false;
+                        continue;
+                    }
+                    if !names.insert(name.clone()) {
+                        let span = at.field(&format!("{path}.name"));
+                        self.err(
+                            Code::InvalidPortName,
+                            span,
+                            format!("port name `{name}` is used twice in this pod"),
+                            "duplicate name",
+                        );
+                        ok = false;
+                        continue;
+                    }
+                }
+                out.push(ContainerPort {
+                    name: p.name.clone(),
+                    port,
+                    protocol,
+                });
+            }
+        }
+        ok.then_some(out)
+    }
+
+    /// Parses a protocol; `Some(None)` is ANY (only where `allow_any`), `None` an error.
+    fn protocol(
+        &mut self,
+        text: Option<&str>,
+        at: At,
+        path: &str,
+        allow_any: bool,
+    ) -> Option<Option<Protocol>> {
+        let text = text.unwrap_or("TCP");
+        if allow_any && (text == "ANY" || text.is_empty()) {
+            return Some(None);
+        }
+        match Protocol::parse(text) {
+            Some(Protocol::Icmp) | None => {
+                let span = at.field(path);
+                let expected = if allow_any {
+                    "TCP, UDP, SCTP or ANY"
+                } else {
+                    "TCP, UDP or SCTP"
+                };
+                let d = self.err(
+                    Code::UnknownProtocol,
+                    span,
+                    format!("unknown protocol `{text}`"),
+                    format!("expected {expected}"),
+                );
+                let upper = text.to_ascii_uppercase();
+                if Protocol::parse(&upper).is_some_and(|p| p != Protocol::Icmp) {
+                    d.hints.push(format!("protocols are upper case: `{upper}`"));
+                } else {
+                    d.hints.push(format!("use one of {expected}"));
+                }
+                None
+            }
+            Some(p) => Some(Some(p)),
+        }
+    }
+
+    fn assign_pod_ips(&mut self) {
+        let taken: HashSet<IpAddr> = self
+            .cluster
+            .pods
+            .iter()
+            .flat_map(|p| p.ips.iter().copied())
+            .collect();
+        let node_cidrs: BTreeMap<String, Vec<IpNet>> = self
+            .cluster
+            .nodes
+            .iter()
+            .map(|n| (n.name.clone(), n.pod_cidrs.clone()))
+            .collect();
+        let mut cursors: BTreeMap<IpNet, u128> = BTreeMap::new();
+        let fallback = self.options.pod_cidr;
+        let mut exhausted = false;
+        for pod in self
+            .cluster
+            .pods
+            .iter_mut()
+            .filter(|p| p.ips.is_empty() && !p.host_network)
+        {
+            let net = pod
+                .node
+                .as_ref()
+                .and_then(|n| node_cidrs.get(n))
+                .and_then(|c| {
+                    c.iter()
+                        .find(|n| n.addr().is_ipv4() == fallback.addr().is_ipv4())
+                        .copied()
+                })
+                .unwrap_or(fallback);
+            let cursor = cursors.entry(net).or_insert(1);
+            match next_free(net, cursor, &taken) {
+                Some(ip) => pod.ips.push(ip),
+                None => exhausted = true,
+            }
+        }
+        if exhausted {
+            self.sink.push(
+                Diagnostic::error(
+                    Code::PodCidrExhausted,
+                    format!("the pod CIDR {fallback} has no free address for every pod"),
+                )
+                .hint("give a larger range with --pod-cidr, or pod IPs in the manifests"),
+            );
+        }
+    }
+
+    fn check_pod_ips(&mut self) {
+        let mut owner: BTreeMap<IpAddr, usize> = BTreeMap::new();
+        let mut conflicts = Vec::new();
+        for (i, pod) in self
+            .cluster
+            .pods
+            .iter()
+            .enumerate()
+            .filter(|(_, p)| !p.host_network)
+        {
+            for ip in &pod.ips {
+                if let Some(&first) = owner.get(ip) {
+                    conflicts.push((first, i, *ip));
+                } else {
+                    owner.insert(*ip, i);
+                }
+            }
+        }
+        for (first, second, ip) in conflicts {
+            let (a, b) = (&self.cluster.pods[first], &self.cluster.pods[second]);
+            let mut d = Diagnostic::error(
+                Code::AddressConflict,
+                format!("pods {} and {} both have IP {ip}", a.key(), b.key()),
+            )
+            .hint("every pod needs its own IP; remove or change one");
+            if let Some(span) = b.origin.span {
+                d = d.at(
+                    self.sources.locate(span, &FieldPath::parse("status.podIP")),
+                    "second use",
+                );
+            }
+            if let Some(span) = a.origin.span {
+                d = d.also(
+                    self.sources.locate(span, &FieldPath::parse("status.podIP")),
+                    "first use",
+                );
+            }
+            self.sink.push(d);
+        }
+    }
+
+    fn service(&mut self, s: &core::Service, at: At) {
+        let origin = self.origin("Service", &s.metadata, true, at.span);
+        let spec = s.spec.clone().unwrap_or_default();
+        let service_type = match spec.type_.as_deref().unwrap_or("ClusterIP") {
+            "ClusterIP" => ServiceType::ClusterIp,
+            "NodePort" => ServiceType::NodePort,
+            "LoadBalancer" => ServiceType::LoadBalancer,
+            "ExternalName" => ServiceType::ExternalName,
+            other => {
+                let span = at.field("spec.type");
+                let d = self.err(
+                    Code::InvalidService,
+                    span,
+                    format!("unknown Service type `{other}`"),
+                    "unknown type",
+                );
+                d.hints
+                    .push("use ClusterIP, NodePort, LoadBalancer or ExternalName".into());
+                return;
+            }
+        };
+        let mut ok = true;
+        let mut cluster_ips = Vec::new();
+        let listed = spec
+            .cluster_ips
+            .clone()
+            .filter(|l| !l.is_empty())
+            .or_else(|| spec.cluster_ip.clone().map(|c| vec![c]));
+        for (i, text) in listed.into_iter().flatten().enumerate() {
+            if text == "None" || text.is_empty() {
+                continue;
+            }
+            match text.parse::<IpAddr>() {
+                Ok(ip) => cluster_ips.push(ip),
+                Err(_) => {
+                    let path = if spec.cluster_ips.is_some() {
+                        format!("spec.clusterIPs[{i}]")
+                    } else {
+                        "spec.clusterIP".into()
+                    };
+                    let span = at.field(&path);
+                    self.err(
+                        Code::InvalidCidr,
+                        span,
+                        format!("cluster IP `{text}` is not an IP address"),
+                        "not an IP",
+                    );
+                    ok = false;
+                }
+            }
+        }
+        let headless = spec.cluster_ip.as_deref() == Some("None");
+        let mut ports = Vec::new();
+        let all_ports = spec.ports.clone().unwrap_or_default();
+        let mut names = BTreeSet::new();
+        for (i, p) in all_ports.iter().enumerate() {
+            let path = format!("spec.ports[{i}]");
+            let Some(port) = self.port_number(i64::from(p.port), at, &format!("{path}.port"))
+            else {
+                ok = false;
+                continue;
+            };
+            let Some(Some(protocol)) = self.protocol(
+                p.protocol.as_deref(),
+                at,
+                &format!("{path}.protocol"),
+                false,
+            ) else {
+                ok = false;
+                continue;
+            };
+            if all_ports.len() > 1 && p.name.as_deref().is_none_or(str::is_empty) {
+                let span = at.field(&path);
+                let d = self.err(
+                    Code::InvalidService,
+                    span,
+                    "every port of a multi-port Service needs a name",
+                    "unnamed port",
+                );
+                d.hints.push("add `name:` to each port".into());
+                ok = false;
+            }
+            if let Some(name) = &p.name {
+                if !names.insert(name.clone()) {
+                    let span = at.field(&format!("{path}.name"));
+                    self.err(
+                        Code::InvalidService,
+                        span,
+                        format!("port name `{name}` is used twice"),
+                        "duplicate name",
+                    );
+                    ok = false;
+                }
+            }
+            let target = match &p.target_port {
+                None => PortRef::Number(port),
+                Some(K8sIntOrString::Int(n)) => {
+                    match self.port_number(i64::from(*n), at, &format!("{path}.targetPort")) {
+                        Some(n) => PortRef::Number(n),
+                        None => {
+                            ok = false;
+                            continue;
+                        }
+                    }
+                }
+                Some(K8sIntOrString::String(name)) => match name.parse::<i64>() {
+                    Ok(n) => match self.port_number(n, at, &format!("{path}.targetPort")) {
+                        Some(n) => PortRef::Number(n),
+                        None => {
+                            ok = false;
+                            continue;
+                        }
+                    },
+                    Err(_) => {
+                        if let Err(why) = check_port_name(name) {
+                            let span = at.field(&format!("{path}.targetPort"));
+                            self.err(
+                                Code::InvalidPortName,
+                                span,
+                                format!("targetPort `{name}` is not a valid port name: {why}"),
+                                "invalid name",
+                            );
+                            ok = false;
+                            continue;
+                        }
+                        PortRef::Name(name.clone())
+                    }
+                },
+            };
+            let node_port = match p.node_port {
+                Some(np) if service_type == ServiceType::ClusterIp => {
+                    let span = at.field(&format!("{path}.nodePort"));
+                    let d = self.err(
+                        Code::InvalidService,
+                        span,
+                        format!("nodePort {np} on a ClusterIP Service"),
+                        "not allowed here",
+                    );
+                    d.hints
+                        .push("set `type: NodePort` or `LoadBalancer`, or remove nodePort".into());
+                    ok = false;
+                    None
+                }
+                Some(np) => self.port_number(i64::from(np), at, &format!("{path}.nodePort")),
+                None => None,
+            };
+            ports.push(ServicePort {
+                name: p.name.clone(),
+                protocol,
+                port,
+                target,
+                node_port,
+            });
+        }
+        let mut external_ips = Vec::new();
+        for (i, text) in spec.external_ips.iter().flatten().enumerate() {
+            match text.parse::<IpAddr>() {
+                Ok(ip) => external_ips.push(ip),
+                Err(_) => {
+                    let span = at.field(&format!("spec.externalIPs[{i}]"));
+                    self.err(
+                        Code::InvalidCidr,
+                        span,
+                        format!("external IP `{text}` is not an IP address"),
+                        "not an IP",
+                    );
+                    ok = false;
+                }
+            }
+        }
+        let lb = s
+            .status
+            .as_ref()
+            .and_then(|st| st.load_balancer.as_ref())
+            .and_then(|lb| lb.ingress.as_ref());
+        let load_balancer_ips = lb
+            .into_iter()
+            .flatten()
+            .filter_map(|i| i.ip.as_ref()?.parse().ok())
+            .collect();
+        if !ok {
+            return;
+        }
+        let affinity_timeout = (spec.session_affinity.as_deref() == Some("ClientIP")).then(|| {
+            spec.session_affinity_config
+                .as_ref()
+                .and_then(|c| c.client_ip.as_ref())
+                .and_then(|c| c.timeout_seconds)
+                .map(|t| t.clamp(0, 86400) as u32)
+                .unwrap_or(10800)
+        });
+        self.cluster.services.push(Service {
+            namespace: origin.namespace.clone().unwrap_or_default(),
+            name: origin.name.clone(),
+            service_type,
+            cluster_ips: if headless { Vec::new() } else { cluster_ips },
+            ports,
+            selector: spec.selector.clone().filter(|s| !s.is_empty()),
+            affinity_timeout,
+            external_local: spec.external_traffic_policy.as_deref() == Some("Local"),
+            internal_local: spec.internal_traffic_policy.as_deref() == Some("Local"),
+            external_ips,
+            load_balancer_ips,
+            backends: Vec::new(),
+            backend_source: BackendSource::None,
+            origin: origin.clone(),
+        });
+        if headless {
+            self.headless.insert((
+                origin.namespace.clone().unwrap_or_default(),
+                origin.name.clone(),
+            ));
+        }
+    }
+
+    fn assign_service_ips(&mut self) {
+        let taken: HashSet<IpAddr> = self
+            .cluster
+            .services
+            .iter()
+            .flat_map(|s| s.cluster_ips.iter().copied())
+            .collect();
+        let mut cursor = 1u128;
+        let net = self.options.service_cidr;
+        for s in self.cluster.services.iter_mut() {
+            let is_headless = self
+                .headless
+                .contains(&(s.namespace.clone(), s.name.clone()));
+            if s.cluster_ips.is_empty()
+                && !is_headless
+                && s.service_type != ServiceType::ExternalName
+            {
+                if let Some(ip) = next_free(net, &mut cursor, &taken) {
+                    s.cluster_ips.push(ip);
+                }
+            }
+        }
+    }
+}
+
+// Policies.
+impl Builder<'_> {
+    fn network_policy(&mut self, np: &k8s_openapi::api::networking::v1::NetworkPolicy, at: At) {
+        let origin = self.origin("NetworkPolicy", &np.metadata, true, at.span);
+        let namespace = origin.namespace.clone().unwrap_or_default();
+        let spec = np.spec.clone().unwrap_or_default();
+        let mut ok = true;
+        let pod_selector = match self.selector(spec.pod_selector.as_ref(), at, "spec.podSelector") {
+            Some(s) => s,
+            None => return,
+        };
+        let mut types = PolicyTypes {
+            ingress: true,
+            egress: spec.egress.is_some(),
+        };
+        if let Some(list) = &spec.policy_types {
+            types = PolicyTypes {
+                ingress: false,
+                egress: false,
+            };
+            for (i, t) in list.iter().enumerate() {
+                match t.as_str() {
+                    "Ingress" => types.ingress = true,
+                    "Egress" => types.egress = true,
+                    other => {
+                        let span = at.field(&format!("spec.policyTypes[{i}]"));
+                        let d = self.err(
+                            Code::WrongType,
+                            span,
+                            format!("unknown policy type `{other}`"),
+                            "expected Ingress or Egress",
+                        );
+                        if let Some(s) = crate::util::closest(other, ["Ingress", "Egress"]) {
+                            d.hints.push(format!("did you mean `{s}`?"));
+                        }
+                        ok = false;
+                    }
+                }
+            }
+        }
+        let mut ingress = Vec::new();
+        for (i, r) in spec.ingress.iter().flatten().enumerate() {
+            let path = format!("spec.ingress[{i}]");
+            let peers = self.np_peers(r.from.as_deref(), at, &format!("{path}.from"));
+            let ports = self.np_ports(r.ports.as_deref(), at, &path);
+            match (peers, ports) {
+                (Some(peers), Some(ports)) => ingress.push(NpRule {
+                    peers,
+                    ports,
+                    rule: rule_ref(&origin, "ingress", i, None, &path),
+                }),
+                _ => ok = false,
+            }
+        }
+        let mut egress = Vec::new();
+        for (i, r) in spec.egress.iter().flatten().enumerate() {
+            let path = format!("spec.egress[{i}]");
+            let peers = self.np_peers(r.to.as_deref(), at, &format!("{path}.to"));
+            let ports = self.np_ports(r.ports.as_deref(), at, &path);
+            match (peers, ports) {
+                (Some(peers), Some(ports)) => egress.push(NpRule {
+                    peers,
+                    ports,
+                    rule: rule_ref(&origin, "egress", i, None, &path),
+                }),
+                _ => ok = false,
+            }
+        }
+        if ok {
+            self.cluster.network_policies.push(NetworkPolicy {
+                namespace,
+                name: origin.name.clone(),
+                pod_selector,
+                policy_types: types,
+                ingress,
+                egress,
+                origin,
+            });
+        }
+    }
+
+    fn np_peers(
+        &mut self,
+        peers: Option<&[k8s_openapi::api::networking::v1::NetworkPolicyPeer]>,
+        at: At,
+        path: &str,
+    ) -> Option<Vec<NpPeer>> {
+        let mut out = Vec::new();
+        let mut ok = true;
+        for (i, p) in peers.into_iter().flatten().enumerate() {
+            let ppath = format!("{path}[{i}]");
+            if let Some(block) = &p.ip_block {
+                if p.pod_selector.is_some() || p.namespace_selector.is_some() {
+                    let span = at.field(&ppath);
+                    let d = self.err(
+                        Code::WrongType,
+                        span,
+                        "a peer with ipBlock may not also have selectors",
+                        "ipBlock and a selector",
+                    );
+                    d.hints
+                        .push("split it into two peers: one ipBlock, one selector".into());
+                    ok = false;
+                    continue;
+                }
+                match self.cidr_with_except(
+                    &block.cidr,
+                    block.except.as_deref().unwrap_or(&[]),
+                    at,
+                    &format!("{ppath}.ipBlock"),
+                ) {
+                    Some(c) => out.push(NpPeer::IpBlock {
+                        cidr: c.cidr,
+                        except: c.except,
+                    }),
+                    None => ok = false,
+                }
+                continue;
+            }
+            if p.pod_selector.is_none() && p.namespace_selector.is_none() {
+                let span = at.field(&ppath);
+                let d = self.err(
+                    Code::MissingField,
+                    span,
+                    "a peer needs podSelector, namespaceSelector or ipBlock",
+                    "empty peer",
+                );
+                d.hints.push(
+                    "to allow every pod of every namespace, write `namespaceSelector: {}`".into(),
+                );
+                ok = false;
+                continue;
+            }
+            let namespaces = match &p.namespace_selector {
+                Some(s) => self
+                    .selector(Some(s), at, &format!("{ppath}.namespaceSelector"))
+                    .map(Some),
+                None => Some(None),
+            };
+            let pods = match &p.pod_selector {
+                Some(s) => self
+                    .selector(Some(s), at, &format!("{ppath}.podSelector"))
+                    .map(Some),
+                None => Some(None),
+            };
+            match (namespaces, pods) {
+                (Some(namespaces), Some(pods)) => out.push(NpPeer::Pods { namespaces, pods }),
+                _ => ok = false,
+            }
+        }
+        ok.then_some(out)
+    }
+
+    fn np_ports(
+        &mut self,
+        ports: Option<&[k8s_openapi::api::networking::v1::NetworkPolicyPort]>,
+        at: At,
+        rule_path: &str,
+    ) -> Option<Vec<NpPort>> {
+        let mut out = Vec::new();
+        let mut ok = true;
+        for (i, p) in ports.into_iter().flatten().enumerate() {
+            let path = format!("{rule_path}.ports[{i}]");
+            let Some(Some(protocol)) = self.protocol(
+                p.protocol.as_deref(),
+                at,
+                &format!("{path}.protocol"),
+                false,
+            ) else {
+                ok = false;
+                continue;
+            };
+            let port = match &p.port {
+                None => None,
+                Some(K8sIntOrString::Int(n)) => {
+                    match self.port_number(i64::from(*n), at, &format!("{path}.port")) {
+                        Some(n) => Some(PortRef::Number(n)),
+                        None => {
+                            ok = false;
+                            continue;
+                        }
+                    }
+                }
+                Some(K8sIntOrString::String(name)) => {
+                    match self.port_name(name, at, &format!("{path}.port")) {
+                        Some(r) => Some(r),
+                        None => {
+                            ok = false;
+                            continue;
+                        }
+                    }
+                }
+            };
+            let end_port = match (p.end_port, &port) {
+                (None, _) => None,
+                (Some(end), Some(PortRef::Number(start))) => {
+                    if end < i32::from(*start) || end > 65535 {
+                        let span = at.field(&format!("{path}.endPort"));
+                        let why = if end > 65535 {
+                            "is above 65535"
+                        } else {
+                            "is smaller than port"
+                        };
+                        let d = self.err(
+                            Code::EndPort,
+                            span,
+                            format!("endPort {end} {why}"),
+                            "invalid endPort",
+                        );
+                        d.hints
+                            .push(format!("endPort must be between port ({start}) and 65535"));
+                        ok = false;
+                        continue;
+                    }
+                    Some(end as u16)
+                }
+                (Some(_), _) => {
+                    let span = at.field(&format!("{path}.endPort"));
+                    let d = self.err(
+                        Code::EndPort,
+                        span,
+                        "endPort needs a numeric port",
+                        "endPort without a port number",
+                    );
+                    d.hints
+                        .push("give `port` as a number; a named port cannot start a range".into());
+                    ok = false;
+                    continue;
+                }
+            };
+            out.push(NpPort {
+                protocol,
+                port,
+                end_port,
+            });
+        }
+        ok.then_some(out)
+    }
+
+    fn cilium_policy(&mut self, p: &crd::CiliumNetworkPolicy, clusterwide: bool, at: At) {
+        let kind = if clusterwide {
+            "CiliumClusterwideNetworkPolicy"
+        } else {
+            "CiliumNetworkPolicy"
+        };
+        let origin = self.origin(kind, &p.metadata, !clusterwide, at.span);
+        let mut specs_in: Vec<(String, &crd::CiliumSpec)> = Vec::new();
+        if let Some(s) = &p.spec {
+            specs_in.push(("spec".into(), s));
+        }
+        for (i, s) in p.specs.iter().flatten().enumerate() {
+            specs_in.push((format!("specs[{i}]"), s));
+        }
+        if specs_in.is_empty() {
+            let d = self.err(
+                Code::MissingField,
+                at.span,
+                format!("{kind} has neither `spec` nor `specs`"),
+                "no rules",
+            );
+            d.hints
+                .push("add `spec:` with an endpointSelector and rules".into());
+            return;
+        }
+        let mut specs = Vec::new();
+        let mut ok = true;
+        for (base, s) in specs_in {
+            match self.cilium_spec(s, &origin, at, &base) {
+                Some(spec) => specs.push(spec),
+                None => ok = false,
+            }
+        }
+        if ok {
+            self.cluster.cilium_policies.push(CiliumPolicy {
+                namespace: origin.namespace.clone(),
+                name: origin.name.clone(),
+                specs,
+                origin,
+            });
+        }
+    }
+
+    fn cilium_spec(
+        &mut self,
+        s: &crd::CiliumSpec,
+        origin: &Origin,
+        at: At,
+        base: &str,
+    ) -> Option<CiliumSpec> {
+        if s.node_selector.is_some() {
+            let span = at.field(&format!("{base}.nodeSelector"));
+            self.warn(
+                Code::IgnoredField,
+                span,
+                "host policies (nodeSelector) are not modelled; this rule object is skipped",
+                "ignored",
+            );
+            return Some(CiliumSpec {
+                endpoint_selector: impossible_selector(),
+                ingress: Vec::new(),
+                ingress_deny: Vec::new(),
+                egress: Vec::new(),
+                egress_deny: Vec::new(),
+                default_deny: DefaultDeny::default(),
+                has_ingress: false,
+                has_egress: false,
+            });
+        }
+        let Some(sel) = &s.endpoint_selector else {
+            let span = at.field(base);
+            let d = self.err(
+                Code::MissingField,
+                span,
+                "a Cilium rule needs an endpointSelector",
+                "no endpointSelector",
+            );
+            d.hints
+                .push("use `endpointSelector: {}` to select every endpoint".into());
+            return None;
+        };
+        let mut endpoint_selector =
+            self.selector(Some(sel), at, &format!("{base}.endpointSelector"))?;
+        if let Some(ns) = &origin.namespace {
+            scope_to_namespace(&mut endpoint_selector, ns);
+        }
+        let mut ok = true;
+        let mut sections = BTreeMap::new();
+        for (name, rules, ingress) in [
+            ("ingress", &s.ingress, true),
+            ("ingressDeny", &s.ingress_deny, true),
+            ("egress", &s.egress, false),
+            ("egressDeny", &s.egress_deny, false),
+        ] {
+            let mut out = Vec::new();
+            for (i, r) in rules.iter().flatten().enumerate() {
+                let path = format!("{base}.{name}[{i}]");
+                let deny = name.ends_with("Deny");
+                match self.cilium_rule(r, ingress, deny, origin, at, &path, name, i) {
+                    Some(rule) => out.push(rule),
+                    None => ok = false,
+                }
+            }
+            sections.insert(name, out);
+        }
+        let default_deny = s
+            .enable_default_deny
+            .clone()
+            .map(|d| DefaultDeny {
+                ingress: d.ingress,
+                egress: d.egress,
+            })
+            .unwrap_or_default();
+        let mut take = |k: &str| sections.remove(k).unwrap_or_default();
+        let spec = CiliumSpec {
+            endpoint_selector,
+            ingress: take("ingress"),
+            ingress_deny: take("ingressDeny"),
+            egress: take("egress"),
+            egress_deny: take("egressDeny"),
+            default_deny,
+            has_ingress: s.ingress.is_some() || s.ingress_deny.is_some(),
+            has_egress: s.egress.is_some() || s.egress_deny.is_some(),
+        };
+        ok.then_some(spec)
+    }
+
+    #[allow(
+        clippy::too_many_arguments,
+        reason = "the rule's place in its object is several coordinates"
+    )]
+    fn cilium_rule(
+        &mut self,
+        r: &crd::CiliumRule,
+        ingress: bool,
+        deny: bool,
+        origin: &Origin,
+        at: At,
+        path: &str,
+        section: &str,
+        index: usize,
+    ) -> Option<CiliumRule> {
+        let (dir, endpoints, requires, cidr, cidr_set, entities) = if ingress {
+            (
+                "from",
+                &r.from_endpoints,
+                &r.from_requires,
+                &r.from_cidr,
+                &r.from_cidr_set,
+                &r.from_entities,
+            )
+        } else {
+            (
+                "to",
+                &r.to_endpoints,
+                &r.to_requires,
+                &r.to_cidr,
+                &r.to_cidr_set,
+                &r.to_entities,
+            )
+        };
+        let wrong_side = if ingress {
+            r.to_endpoints.is_some()
+                || r.to_cidr.is_some()
+                || r.to_cidr_set.is_some()
+                || r.to_entities.is_some()
+                || r.to_requires.is_some()
+        } else {
+            r.from_endpoints.is_some()
+                || r.from_cidr.is_some()
+                || r.from_cidr_set.is_some()
+                || r.from_entities.is_some()
+                || r.from_requires.is_some()
+        };
+        if wrong_side {
+            let span = at.field(path);
+            let (other, this) = if ingress {
+                ("to", "from")
+            } else {
+                ("from", "to")
+            };
+            let d = self.err(
+                Code::WrongType,
+                span,
+                format!(
+                    "an {} rule uses `{other}*` fields",
+                    if ingress { "ingress" } else { "egress" }
+                ),
+                "wrong direction",
+            );
+            d.hints.push(format!(
+                "use `{this}Endpoints`, `{this}CIDR`, `{this}Entities` here"
+            ));
+            return None;
+        }
+        let mut ok = true;
+        let mut out_endpoints = Vec::new();
+        for (i, sel) in endpoints.iter().flatten().enumerate() {
+            match self.selector(Some(sel), at, &format!("{path}.{dir}Endpoints[{i}]")) {
+                Some(mut s) => {
+                    if let Some(ns) = &origin.namespace {
+                        scope_to_namespace(&mut s, ns);
+                    }
+                    out_endpoints.push(s);
+                }
+                None => ok = false,
+            }
+        }
+        let mut out_requires = Vec::new();
+        for (i, sel) in requires.iter().flatten().enumerate() {
+            match self.selector(Some(sel), at, &format!("{path}.{dir}Requires[{i}]")) {
+                Some(s) => out_requires.push(s),
+                None => ok = false,
+            }
+        }
+        let mut cidrs = Vec::new();
+        for (i, c) in cidr.iter().flatten().enumerate() {
+            match self.cidr_with_except(c, &[], at, &format!("{path}.{dir}CIDR[{i}]")) {
+                Some(c) => cidrs.push(c),
+                None => ok = false,
+            }
+        }
+        for (i, c) in cidr_set.iter().flatten().enumerate() {
+            let cpath = format!("{path}.{dir}CIDRSet[{i}]");
+            match &c.cidr {
+                Some(text) => match self.cidr_with_except(
+                    text,
+                    c.except.as_deref().unwrap_or(&[]),
+                    at,
+                    &cpath,
+                ) {
+                    Some(c) => cidrs.push(c),
+                    None => ok = false,
+                },
+                None => {
+                    let span = at.field(&cpath);
+                    self.warn(
+                        Code::IgnoredField,
+                        span,
+                        "CIDR groups are not modelled; this CIDR set matches nothing",
+                        "ignored",
+                    );
+                }
+            }
+        }
+        let mut out_entities = Vec::new();
+        for (i, e) in entities.iter().flatten().enumerate() {
+            match Entity::parse(e) {
+                Some(en) => out_entities.push(en),
+                None => {
+                    let span = at.field(&format!("{path}.{dir}Entities[{i}]"));
+                    let d = self.err(
+                        Code::InvalidEntity,
+                        span,
+                        format!("unknown entity `{e}`"),
+                        "unknown entity",
+                    );
+                    match crate::util::closest(e, Entity::NAMES.iter().copied()) {
+                        Some(s) => d.hints.push(format!("did you mean `{s}`?")),
+                        None => d
+                            .hints
+                            .push(format!("entities are: {}", Entity::NAMES.join(", "))),
+                    }
+                    ok = false;
+                }
+            }
+        }
+        for (field, present) in [
+            ("toServices", r.to_services.is_some()),
+            ("toFQDNs", r.to_fqdns.is_some()),
+            ("toGroups", r.to_groups.is_some() || r.from_groups.is_some()),
+            ("toNodes", r.to_nodes.is_some() || r.from_nodes.is_some()),
+        ] {
+            if present {
+                let span = at.field(path);
+                self.warn(
+                    Code::IgnoredField,
+                    span,
+                    format!("`{field}`-style peers are not modelled; they match nothing"),
+                    "ignored peer",
+                );
+            }
+        }
+        let any_peer = endpoints.is_none()
+            && cidr.is_none()
+            && cidr_set.is_none()
+            && entities.is_none()
+            && r.to_services.is_none()
+            && r.to_fqdns.is_none()
+            && r.to_groups.is_none()
+            && r.from_groups.is_none()
+            && r.to_nodes.is_none()
+            && r.from_nodes.is_none();
+        let mut to_ports = Vec::new();
+        for (i, pr) in r.to_ports.iter().flatten().enumerate() {
+            let ppath = format!("{path}.toPorts[{i}]");
+            let mut ports = Vec::new();
+            for (j, pp) in pr.ports.iter().flatten().enumerate() {
+                let pppath = format!("{ppath}.ports[{j}]");
+                let Some(protocol) = self.protocol(
+                    pp.protocol.as_deref(),
+                    at,
+                    &format!("{pppath}.protocol"),
+                    true,
+                ) else {
+                    ok = false;
+                    continue;
+                };
+                let port = match &pp.port {
+                    None => None,
+                    Some(IntOrString::Int(0)) => None,
+                    Some(IntOrString::Int(n)) => {
+                        match self.port_number(*n, at, &format!("{pppath}.port")) {
+                            Some(n) => Some(PortRef::Number(n)),
+                            None => {
+                                ok = false;
+                                continue;
+                            }
+                        }
+                    }
+                    Some(IntOrString::String(t)) => match t.parse::<i64>() {
+                        Ok(0) => None,
+                        Ok(n) => match self.port_number(n, at, &format!("{pppath}.port")) {
+                            Some(n) => Some(PortRef::Number(n)),
+                            None => {
+                                ok = false;
+                                continue;
+                            }
+                        },
+                        Err(_) => match self.port_name(t, at, &format!("{pppath}.port")) {
+                            Some(r) => Some(r),
+                            None => {
+                                ok = false;
+                                continue;
+                            }
+                        },
+                    },
+                };
+                let end_port = match (pp.end_port, &port) {
+                    (None | Some(0), _) => None,
+                    (Some(end), Some(PortRef::Number(start)))
+                        if end >= i64::from(*start) && end <= 65535 =>
+                    {
+                        Some(end as u16)
+                    }
+                    (Some(end), _) => {
+                        let span = at.field(&format!("{pppath}.endPort"));
+                        let d = self.err(
+                            Code::EndPort,
+                            span,
+                            format!("endPort {end} is invalid here"),
+                            "invalid endPort",
+                        );
+                        d.hints.push(
+                            "endPort needs a numeric port and must be between it and 65535".into(),
+                        );
+                        ok = false;
+                        continue;
+                    }
+                };
+                ports.push(CiliumPort {
+                    port,
+                    end_port,
+                    protocol,
+                });
+            }
+            let l7 = pr.rules.as_ref().and_then(|rules| {
+                if rules.http.as_ref().is_some_and(|v| !v.is_empty()) {
+                    Some(L7::Http)
+                } else if rules.kafka.as_ref().is_some_and(|v| !v.is_empty()) {
+                    Some(L7::Kafka)
+                } else if rules.dns.as_ref().is_some_and(|v| !v.is_empty()) {
+                    Some(L7::Dns)
+                } else if rules.l7proto.is_some() {
+                    Some(L7::Other)
+                } else {
+                    None
+                }
+            });
+            if l7.is_some() && deny {
+                let span = at.field(&format!("{ppath}.rules"));
+                let d = self.err(
+                    Code::WrongType,
+                    span,
+                    "deny rules cannot have L7 rules",
+                    "L7 rules in a deny rule",
+                );
+                d.hints.push(
+                    "Cilium rejects L7 rules under ingressDeny/egressDeny; remove `rules`".into(),
+                );
+                ok = false;
+            }
+            to_ports.push(CiliumPortRule { ports, l7 });
+        }
+        let rule = rule_ref(origin, section, index, None, path);
+        ok.then_some(CiliumRule {
+            endpoints: out_endpoints,
+            requires: out_requires,
+            entities: out_entities,
+            cidrs,
+            any_peer,
+            to_ports,
+            icmp: r.icmps.as_ref().is_some_and(|v| !v.is_empty()),
+            rule,
+        })
+    }
+
+    fn admin_policy(&mut self, p: &crd::AdminNetworkPolicy, tier: AdminTier, at: At) {
+        let kind = if tier == AdminTier::Admin {
+            "AdminNetworkPolicy"
+        } else {
+            "BaselineAdminNetworkPolicy"
+        };
+        let origin = self.origin(kind, &p.metadata, false, at.span);
+        let mut ok = true;
+        let priority = match (tier, p.spec.priority) {
+            (AdminTier::Admin, Some(pr)) if (0..=1000).contains(&pr) => pr as u32,
+            (AdminTier::Admin, Some(pr)) => {
+                let span = at.field("spec.priority");
+                let d = self.err(
+                    Code::InvalidPriority,
+                    span,
+                    format!("priority {pr} is out of range"),
+                    "out of range",
+                );
+                d.hints
+                    .push("an AdminNetworkPolicy priority is from 0 (first) to 1000".into());
+                return;
+            }
+            (AdminTier::Admin, None) => {
+                let span = at.field("spec");
+                let d = self.err(
+                    Code::MissingField,
+                    span,
+                    "an AdminNetworkPolicy needs `priority`",
+                    "no priority",
+                );
+                d.hints
+                    .push("add `priority:` from 0 (evaluated first) to 1000".into());
+                return;
+            }
+            (AdminTier::Baseline, _) => {
+                if origin.name != "default" {
+                    let span = at.field("metadata.name");
+                    let d = self.err(
+                        Code::BaselineName,
+                        span,
+                        format!(
+                            "a BaselineAdminNetworkPolicy must be named `default`, not `{}`",
+                            origin.name
+                        ),
+                        "wrong name",
+                    );
+                    d.hints.push("there is one baseline policy per cluster and the API requires the name `default`".into());
+                    return;
+                }
+                0
+            }
+        };
+        let subject = match (&p.spec.subject.namespaces, &p.spec.subject.pods) {
+            (Some(ns), None) => self
+                .selector(Some(ns), at, "spec.subject.namespaces")
+                .map(AdminSubject::Namespaces),
+            (None, Some(pods)) => {
+                let ns = self.selector(
+                    Some(&pods.namespace_selector),
+                    at,
+                    "spec.subject.pods.namespaceSelector",
+                );
+                let ps = self.selector(
+                    Some(&pods.pod_selector),
+                    at,
+                    "spec.subject.pods.podSelector",
+                );
+                ns.zip(ps)
+                    .map(|(namespaces, pods)| AdminSubject::Pods { namespaces, pods })
+            }
+            _ => {
+                let span = at.field("spec.subject");
+                let d = self.err(
+                    Code::WrongType,
+                    span,
+                    "the subject needs exactly one of `namespaces` and `pods`",
+                    "invalid subject",
+                );
+                d.hints.push("write `namespaces: {matchLabels: ...}` or `pods: {namespaceSelector: ..., podSelector: ...}`".into());
+                None
+            }
+        };
+        let mut lists = Vec::new();
+        for (section, rules, ingress) in [
+            ("ingress", &p.spec.ingress, true),
+            ("egress", &p.spec.egress, false),
+        ] {
+            let mut out = Vec::new();
+            if rules.as_ref().is_some_and(|r| r.len() > 100) {
+                let span = at.field(&format!("spec.{section}"));
+                self.err(
+                    Code::WrongType,
+                    span,
+                    format!("more than 100 {section} rules"),
+                    "too many rules",
+                );
+                ok = false;
+            }
+            for (i, r) in rules.iter().flatten().enumerate() {
+                match self.admin_rule(r, ingress, tier, &origin, at, section, i) {
+                    Some(rule) => out.push(rule),
+                    None => ok = false,
+                }
+            }
+            lists.push(out);
+        }
+        let egress = lists.pop().unwrap_or_default();
+        let ingress = lists.pop().unwrap_or_default();
+        match subject {
+            Some(subject) if ok => self.cluster.admin_policies.push(AdminPolicy {
+                name: origin.name.clone(),
+                tier,
+                priority,
+                subject,
+                ingress,
+                egress,
+                origin,
+            }),
+            _ => {}
+        }
+    }
+
+    #[allow(
+        clippy::too_many_arguments,
+        reason = "the rule's place in its object is several coordinates"
+    )]
+    fn admin_rule(
+        &mut self,
+        r: &crd::AdminRule,
+        ingress: bool,
+        tier: AdminTier,
+        origin: &Origin,
+        at: At,
+        section: &str,
+        index: usize,
+    ) -> Option<AdminRule> {
+        let path = format!("spec.{section}[{index}]");
+        let mut ok = true;
+        let action = match (r.action.as_str(), tier) {
+            ("Allow", _) => AdminAction::Allow,
+            ("Deny", _) => AdminAction::Deny,
+            ("Pass", AdminTier::Admin) => AdminAction::Pass,
+            (other, _) => {
+                let span = at.field(&format!("{path}.action"));
+                let allowed: &[&str] = if tier == AdminTier::Admin {
+                    &["Allow", "Deny", "Pass"]
+                } else {
+                    &["Allow", "Deny"]
+                };
+                let d = self.err(
+                    Code::InvalidAction,
+                    span,
+                    format!("unknown action `{other}`"),
+                    format!("expected {}", allowed.join(", ")),
+                );
+                if let Some(s) = crate::util::closest(other, allowed.iter().copied()) {
+                    d.hints.push(format!("did you mean `{s}`?"));
+                } else {
+                    d.hints.push(format!("use one of {}", allowed.join(", ")));
+                }
+                ok = false;
+                AdminAction::Deny
+            }
+        };
+        let (field, peers_in) = if ingress {
+            ("from", &r.from)
+        } else {
+            ("to", &r.to)
+        };
+        let peers_in = peers_in.clone().unwrap_or_default();
+        if peers_in.is_empty() {
+            let span = at.field(&path);
+            let d = self.err(
+                Code::MissingField,
+                span,
+                format!("the rule has no `{field}` peers"),
+                "no peers",
+            );
+            d.hints
+                .push(format!("add at least one peer under `{field}`"));
+            return None;
+        }
+        let mut peers = Vec::new();
+        for (i, p) in peers_in.iter().enumerate() {
+            let ppath = format!("{path}.{field}[{i}]");
+            let set = [
+                p.namespaces.is_some(),
+                p.pods.is_some(),
+                p.nodes.is_some(),
+                p.networks.is_some(),
+            ]
+            .iter()
+            .filter(|b| **b)
+            .count();
+            if set != 1 {
+                let span = at.field(&ppath);
+                self.err(
+                    Code::WrongType,
+                    span,
+                    "a peer needs exactly one of namespaces, pods, nodes, networks",
+                    "invalid peer",
+                );
+                ok = false;
+                continue;
+            }
+            if ingress && (p.nodes.is_some() || p.networks.is_some()) {
+                let span = at.field(&ppath);
+                self.err(
+                    Code::WrongType,
+                    span,
+                    "`nodes` and `networks` peers are only allowed in egress rules",
+                    "egress-only peer",
+                );
+                ok = false;
+                continue;
+            }
+            let peer = if let Some(ns) = &p.namespaces {
+                self.selector(Some(ns), at, &format!("{ppath}.namespaces"))
+                    .map(AdminPeer::Namespaces)
+            } else if let Some(pods) = &p.pods {
+                let ns = self.selector(
+                    Some(&pods.namespace_selector),
+                    at,
+                    &format!("{ppath}.pods.namespaceSelector"),
+                );
+                let ps = self.selector(
+                    Some(&pods.pod_selector),
+                    at,
+                    &format!("{ppath}.pods.podSelector"),
+                );
+                ns.zip(ps)
+                    .map(|(namespaces, pods)| AdminPeer::Pods { namespaces, pods })
+            } else if let Some(nodes) = &p.nodes {
+                self.selector(Some(nodes), at, &format!("{ppath}.nodes"))
+                    .map(AdminPeer::Nodes)
+            } else {
+                let mut nets = Vec::new();
+                for (j, n) in p.networks.iter().flatten().enumerate() {
+                    match self.cidr_with_except(n, &[], at, &format!("{ppath}.networks[{j}]")) {
+                        Some(c) => nets.push(c),
+                        None => ok = false,
+                    }
+                }
+                Some(AdminPeer::Networks(nets))
+            };
+            match peer {
+                Some(p) => peers.push(p),
+                None => ok = false,
+            }
+        }
+        let ports = match &r.ports {
+            None => None,
+            Some(list) => {
+                let mut out = Vec::new();
+                for (i, p) in list.iter().enumerate() {
+                    let ppath = format!("{path}.ports[{i}]");
+                    let set = [
+                        p.port_number.is_some(),
+                        p.named_port.is_some(),
+                        p.port_range.is_some(),
+                    ]
+                    .iter()
+                    .filter(|b| **b)
+                    .count();
+                    if set != 1 {
+                        let span = at.field(&ppath);
+                        self.err(
+                            Code::WrongType,
+                            span,
+                            "a port needs exactly one of portNumber, namedPort, portRange",
+                            "invalid port",
+                        );
+                        ok = false;
+                        continue;
+                    }
+                    if let Some(n) = &p.port_number {
+                        let proto = self.protocol(
+                            n.protocol.as_deref(),
+                            at,
+                            &format!("{ppath}.portNumber.protocol"),
+                            false,
+                        );
+                        let port =
+                            self.port_number(n.port, at, &format!("{ppath}.portNumber.port"));
+                        match (proto, port) {
+                            (Some(Some(protocol)), Some(port)) => {
+                                out.push(AdminPort::Number { protocol, port })
+                            }
+                            _ => ok = false,
+                        }
+                    } else if let Some(name) = &p.named_port {
+                        match self.port_name(name, at, &format!("{ppath}.namedPort")) {
+                            Some(PortRef::Name(n)) => out.push(AdminPort::Named(n)),
+                            _ => ok = false,
+                        }
+                    } else if let Some(range) = &p.port_range {
+                        let proto = self.protocol(
+                            range.protocol.as_deref(),
+                            at,
+                            &format!("{ppath}.portRange.protocol"),
+                            false,
+                        );
+                        let start =
+                            self.port_number(range.start, at, &format!("{ppath}.portRange.start"));
+                        let end =
+                            self.port_number(range.end, at, &format!("{ppath}.portRange.end"));
+                        match (proto, start, end) {
+                            (Some(Some(protocol)), Some(start), Some(end)) if start <= end => out
+                                .push(AdminPort::Range {
+                                    protocol,
+                                    start,
+                                    end,
+                                }),
+                            (Some(Some(_)), Some(start), Some(end)) => {
+                                let span = at.field(&format!("{ppath}.portRange.end"));
+                                let d = self.err(
+                                    Code::EndPort,
+                                    span,
+                                    format!("port range end {end} is below its start {start}"),
+                                    "end < start",
+                                );
+                                d.hints.push("swap start and end".into());
+                                ok = false;
+                            }
+                            _ => ok = false,
+                        }
+                    }
+                }
+                Some(out)
+            }
+        };
+        let rule = rule_ref(origin, section, index, r.name.clone(), &path);
+        ok.then_some(AdminRule {
+            action,
+            peers,
+            ports,
+            rule,
+        })
+    }
+
+    fn cilium_identity(&mut self, i: &crd::CiliumIdentity, at: At) {
+        let name = i.metadata.name.clone().unwrap_or_default();
+        let id = match name.parse::<u32>() {
+            Ok(n) if (256..(1 << 24)).contains(&n) || (n >= (1 << 24)) => n,
+            _ => {
+                let span = at.field("metadata.name");
+                let d = self.err(
+                    Code::InvalidIdentity,
+                    span,
+                    format!("CiliumIdentity name `{name}` is not an identity number"),
+                    "expected a number",
+                );
+                d.hints.push("a CiliumIdentity is named by its number, 256 or above (lower numbers are reserved)".into());
+                return;
+            }
+        };
+        let labels = i.security_labels.clone().unwrap_or_default();
+        if labels.is_empty() {
+            let span = at.field("metadata.name");
+            self.err(
+                Code::InvalidIdentity,
+                span,
+                format!("CiliumIdentity {id} has no security-labels"),
+                "no labels",
+            );
+            return;
+        }
+        let origin = self.origin("CiliumIdentity", &i.metadata, false, at.span);
+        self.cluster
+            .cilium_identities
+            .push(CiliumIdentityObject { id, labels, origin });
+    }
+
+    fn cilium_endpoint(&mut self, e: &crd::CiliumEndpoint, at: At) {
+        let origin = self.origin("CiliumEndpoint", &e.metadata, true, at.span);
+        let status = e.status.as_ref();
+        let identity = status
+            .and_then(|s| s.identity.as_ref())
+            .and_then(|i| i.id)
+            .and_then(|i| u32::try_from(i).ok());
+        let ips = status
+            .and_then(|s| s.networking.as_ref())
+            .and_then(|n| n.addressing.as_ref())
+            .into_iter()
+            .flatten()
+            .flat_map(|a| [a.ipv4.as_deref(), a.ipv6.as_deref()])
+            .flatten()
+            .filter_map(|t| t.parse().ok())
+            .collect();
+        self.cluster.cilium_endpoints.push(CiliumEndpointObject {
+            namespace: origin.namespace.clone().unwrap_or_default(),
+            name: origin.name.clone(),
+            identity,
+            ips,
+            origin,
+        });
+    }
+
+    /// Adds namespaces that objects use but no manifest defines, with a warning each.
+    fn finish_namespaces(&mut self) {
+        let mut used: BTreeMap<String, Option<Span>> = BTreeMap::new();
+        for p in &self.cluster.pods {
+            used.entry(p.namespace.clone()).or_insert(p.origin.span);
+        }
+        for s in &self.cluster.services {
+            used.entry(s.namespace.clone()).or_insert(s.origin.span);
+        }
+        for np in &self.cluster.network_policies {
+            used.entry(np.namespace.clone()).or_insert(np.origin.span);
+        }
+        for cp in &self.cluster.cilium_policies {
+            if let Some(ns) = &cp.namespace {
+                used.entry(ns.clone()).or_insert(cp.origin.span);
+            }
+        }
+        let defined_any = !self.cluster.namespaces.is_empty();
+        for (ns, span) in used {
+            if self.cluster.namespaces.contains_key(&ns) {
+                continue;
+            }
+            // Inputs with no Namespace objects at all (a bare set of pods) are common and
+            // complete; a warning only helps when some namespaces are defined and one is not.
+            if defined_any {
+                let mut d = Diagnostic::warning(Code::NoNamespace, format!("namespace `{ns}` is used but not defined; it is assumed to exist with no labels"));
+                if let Some(span) = span {
+                    d = d.at(
+                        self.sources
+                            .locate(span, &FieldPath::parse("metadata.namespace")),
+                        "used here",
+                    );
+                }
+                self.sink.push(
+                    d.hint("add a Namespace object so that namespaceSelectors see its labels"),
+                );
+            }
+            let labels = Labels::from([("kubernetes.io/metadata.name".to_string(), ns.clone())]);
+            self.cluster.namespaces.insert(
+                ns.clone(),
+                Namespace {
+                    name: ns,
+                    labels,
+                    origin: None,
+                },
+            );
+        }
+    }
+
+    fn sort_policies(&mut self) {
+        let c = &mut self.cluster;
+        c.network_policies
+            .sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
+        c.cilium_policies.sort_by(|a, b| {
+            (a.namespace.is_none(), &a.namespace, &a.name).cmp(&(
+                b.namespace.is_none(),
+                &b.namespace,
+                &b.name,
+            ))
+        });
+        c.admin_policies
+            .sort_by(|a, b| (a.tier, a.priority, &a.name).cmp(&(b.tier, b.priority, &b.name)));
+        c.cilium_identities.sort_by_key(|i| i.id);
+        c.cilium_endpoints
+            .sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
+        let mut baselines = c
+            .admin_policies
+            .iter()
+            .filter(|p| p.tier == AdminTier::Baseline);
+        if let (Some(_), Some(second)) = (baselines.next(), baselines.next()) {
+            let span = second.origin.span;
+            let mut d = Diagnostic::error(
+                Code::DuplicateObject,
+                "more than one BaselineAdminNetworkPolicy",
+            );
+            if let Some(span) = span {
+                d = d.at(span, "second baseline");
+            }
+            self.sink.push(d);
+        }
+    }
+}
+
+// Field checks shared by several kinds.
+impl Builder<'_> {
+    pub(super) fn selector(
+        &mut self,
+        sel: Option<&LabelSelector>,
+        at: At,
+        path: &str,
+    ) -> Option<Selector> {
+        let Some(sel) = sel else {
+            return Some(Selector::everything());
+        };
+        let mut ok = self.check_selector_labels(
+            sel.match_labels.as_ref(),
+            at,
+            &format!("{path}.matchLabels"),
+        );
+        let mut expressions = Vec::new();
+        for (i, e) in sel.match_expressions.iter().flatten().enumerate() {
+            let epath = format!("{path}.matchExpressions[{i}]");
+            let operator = match e.operator.as_str() {
+                "In" => Operator::In,
+                "NotIn" => Operator::NotIn,
+                "Exists" => Operator::Exists,
+                "DoesNotExist" => Operator::DoesNotExist,
+                other => {
+                    let span = at.field(&format!("{epath}.operator"));
+                    let d = self.err(
+                        Code::InvalidSelector,
+                        span,
+                        format!("unknown selector operator `{other}`"),
+                        "expected In, NotIn, Exists or DoesNotExist",
+                    );
+                    if let Some(s) =
+                        crate::util::closest(other, ["In", "NotIn", "Exists", "DoesNotExist"])
+                    {
+                        d.hints.push(format!("did you mean `{s}`?"));
+                    }
+                    ok = false;
+                    continue;
+                }
+            };
+            let values: BTreeSet<String> = e.values.iter().flatten().cloned().collect();
+            let needs_values = matches!(operator, Operator::In | Operator::NotIn);
+            if needs_values && values.is_empty() {
+                let span = at.field(&epath);
+                let d = self.err(
+                    Code::InvalidSelector,
+                    span,
+                    format!("operator `{}` needs at least one value", e.operator),
+                    "no values",
+                );
+                d.hints
+                    .push("add `values: [...]`, or use Exists / DoesNotExist".into());
+                ok = false;
+                continue;
+            }
+            if !needs_values && !values.is_empty() {
+                let span = at.field(&format!("{epath}.values"));
+                let d = self.err(
+                    Code::InvalidSelector,
+                    span,
+                    format!("operator `{}` takes no values", e.operator),
+                    "unexpected values",
+                );
+                d.hints.push("remove `values`, or use In / NotIn".into());
+                ok = false;
+                continue;
+            }
+            expressions.push(Requirement {
+                key: e.key.clone(),
+                operator,
+                values,
+            });
+        }
+        ok.then(|| Selector {
+            match_labels: sel.match_labels.clone().unwrap_or_default(),
+            expressions,
+        })
+    }
+
+    /// Selector keys may carry Cilium's source prefix (`k8s:app`), so only values are
+    /// checked strictly.
+    fn check_selector_labels(
+        &mut self,
+        labels: Option<&BTreeMap<String, String>>,
+        at: At,
+        path: &str,
+    ) -> bool {
+        let mut ok = true;
+        for (k, v) in labels.into_iter().flatten() {
+            let bare = k.split_once(':').map(|(_, rest)| rest).unwrap_or(k);
+            if let Err(why) = check_label_key(bare).and_then(|_| check_label_value(v)) {
+                let span = at.field(&format!("{path}.{k}"));
+                self.err(
+                    Code::InvalidLabel,
+                    span,
+                    format!("selector label `{k}: {v}` is invalid: {why}"),
+                    "invalid label",
+                );
+                ok = false;
+            }
+        }
+        ok
+    }
+
+    fn cidr_with_except(
+        &mut self,
+        cidr: &str,
+        except: &[String],
+        at: At,
+        path: &str,
+    ) -> Option<CidrPeer> {
+        let cidr_path =
+            if except.is_empty() && !path.ends_with("ipBlock") && !path.contains("CIDRSet") {
+                path.to_string()
+            } else {
+                format!("{path}.cidr")
+            };
+        let net = self.parse_cidr(cidr, at, &cidr_path)?;
+        let mut out = Vec::new();
+        let mut ok = true;
+        for (i, e) in except.iter().enumerate() {
+            let epath = format!("{path}.except[{i}]");
+            let Some(ex) = self.parse_cidr(e, at, &epath) else {
+                ok = false;
+                continue;
+            };
+            if !net.contains(&ex) || ex.prefix_len() < net.prefix_len() {
+                let span = at.field(&epath);
+                let block = at.field(&cidr_path);
+                let d = self.err(
+                    Code::CidrExcept,
+                    span,
+                    format!("except {ex} is not inside cidr {net}"),
+                    "outside the block",
+                );
+                d.secondary.push(crate::diag::Label {
+                    span: block,
+                    message: "the block".into(),
+                });
+                d.hints
+                    .push("every except entry must be a sub-range of the cidr".into());
+                ok = false;
+                continue;
+            }
+            out.push(ex);
+        }
+        ok.then_some(CidrPeer {
+            cidr: net,
+            except: out,
+        })
+    }
+
+    fn parse_cidr(&mut self, text: &str, at: At, path: &str) -> Option<IpNet> {
+        if let Ok(net) = text.parse::<IpNet>() {
+            if net.trunc() != net {
+                let span = at.field(path);
+                let d = self.err(
+                    Code::InvalidCidr,
+                    span,
+                    format!("CIDR `{text}` has host bits set"),
+                    "host bits set",
+                );
+                d.hints.push(format!("did you mean `{}`?", net.trunc()));
+                return None;
+            }
+            return Some(net);
+        }
+        if let Ok(ip) = text.parse::<IpAddr>() {
+            return Some(IpNet::from(ip));
+        }
+        let span = at.field(path);
+        let d = self.err(
+            Code::InvalidCidr,
+            span,
+            format!("`{text}` is not a CIDR"),
+            "invalid CIDR",
+        );
+        d.hints
+            .push("write an address and a prefix length, such as 10.0.0.0/8 or fd00::/64".into());
+        None
+    }
+
+    fn port_number(&mut self, n: i64, at: At, path: &str) -> Option<u16> {
+        match u16::try_from(n) {
+            Ok(p) if p > 0 => Some(p),
+            _ => {
+                let span = at.field(path);
+                let d = self.err(
+                    Code::PortRange,
+                    span,
+                    format!("port {n} is out of range"),
+                    "out of range",
+                );
+                d.hints.push("a port is a number from 1 to 65535".into());
+                None
+            }
+        }
+    }
+
+    fn port_name(&mut self, name: &str, at: At, path: &str) -> Option<PortRef> {
+        if let Ok(n) = name.parse::<i64>() {
+            return self.port_number(n, at, path).map(PortRef::Number);
+        }
+        match check_port_name(name) {
+            Ok(()) => Some(PortRef::Name(name.to_string())),
+            Err(why) => {
+                let span = at.field(path);
+                let d = self.err(
+                    Code::InvalidPortName,
+                    span,
+                    format!("`{name}` is neither a port number nor a valid port name: {why}"),
+                    "invalid port",
+                );
+                d.hints.push("a port name is at most 15 lower-case letters, digits or '-', with at least one letter".into());
+                None
+            }
+        }
+    }
+}
+
+/// Adds the implicit namespace of a namespaced Cilium policy to a selector, unless the
+/// selector names a namespace itself (as Cilium does).
+fn scope_to_namespace(sel: &mut Selector, namespace: &str) {
+    const NS_KEYS: [&str; 3] = [
+        "io.kubernetes.pod.namespace",
+        "k8s:io.kubernetes.pod.namespace",
+        "any:io.kubernetes.pod.namespace",
+    ];
+    let names_namespace = sel
+        .match_labels
+        .keys()
+        .any(|k| NS_KEYS.contains(&k.as_str()))
+        || sel
+            .expressions
+            .iter()
+            .any(|r| NS_KEYS.contains(&r.key.as_str()));
+    if !names_namespace {
+        sel.match_labels.insert(
+            "k8s:io.kubernetes.pod.namespace".into(),
+            namespace.to_string(),
+        );
+    }
+}
+
+/// A selector that no endpoint matches (for rule objects pipec skips).
+fn impossible_selector() -> Selector {
+    Selector {
+        match_labels: Labels::new(),
+        expressions: vec![Requirement {
+            key: "reserved:pipec-never".into(),
+            operator: Operator::Exists,
+            values: BTreeSet::new(),
+        }],
+    }
+}
+
+fn rule_ref(
+    origin: &Origin,
+    section: &str,
+    index: usize,
+    name: Option<String>,
+    path: &str,
+) -> RuleRef {
+    RuleRef {
+        origin: origin.clone(),
+        section: section.to_string(),
+        index,
+        name,
+        path: FieldPath::parse(path),
+    }
+}
+
+fn meta_of(body: &Body) -> &ObjectMeta {
+    match body {
+        Body::Namespace(o) => &o.metadata,
+        Body::Pod(o) => &o.metadata,
+        Body::Node(o) => &o.metadata,
+        Body::Service(o) => &o.metadata,
+        Body::Endpoints(o) => &o.metadata,
+        Body::EndpointSlice(o) => &o.metadata,
+        Body::Deployment(o) => &o.metadata,
+        Body::ReplicaSet(o) => &o.metadata,
+        Body::StatefulSet(o) => &o.metadata,
+        Body::DaemonSet(o) => &o.metadata,
+        Body::Job(o) => &o.metadata,
+        Body::NetworkPolicy(o) => &o.metadata,
+        Body::CiliumNetworkPolicy(o) | Body::CiliumClusterwideNetworkPolicy(o) => &o.metadata,
+        Body::CiliumIdentity(o) => &o.metadata,
+        Body::CiliumEndpoint(o) => &o.metadata,
+        Body::AdminNetworkPolicy(o) | Body::BaselineAdminNetworkPolicy(o) => &o.metadata,
+    }
+}
+
+fn display_key(key: &(String, String, String)) -> String {
+    if key.1.is_empty() {
+        key.2.clone()
+    } else {
+        format!("{}/{}", key.1, key.2)
+    }
+}
+
+/// The next free address of `net` from `cursor` on, skipping the network address and
+/// addresses in `taken`.
+pub(super) fn next_free(net: IpNet, cursor: &mut u128, taken: &HashSet<IpAddr>) -> Option<IpAddr> {
+    let size: u128 = match net {
+        IpNet::V4(n) => 1u128 << (32 - n.prefix_len()),
+        IpNet::V6(n) => 1u128
+            .checked_shl(128 - u32::from(n.prefix_len()))
+            .unwrap_or(u128::MAX),
+    };
+    while *cursor + 1 < size {
+        let ip = match net {
+            IpNet::V4(n) => IpAddr::from(std::net::Ipv4Addr::from(
+                u32::from(n.network()) + *cursor as u32,
+            )),
+            IpNet::V6(n) => {
+                IpAddr::from(std::net::Ipv6Addr::from(u128::from(n.network()) + *cursor))
+            }
+        };
+        *cursor += 1;
+        if !taken.contains(&ip) {
+            return Some(ip);
+        }
+    }
+    None
+}
+
+/// A DNS-1123 label: what namespace and service names must be.
+pub fn is_dns_label(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 63
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && s.as_bytes()[0].is_ascii_alphanumeric()
+        && s.as_bytes()[s.len() - 1].is_ascii_alphanumeric()
+}
+
+/// A DNS-1123 subdomain: what most object names must be.
+pub fn is_dns_subdomain(s: &str) -> bool {
+    !s.is_empty() && s.len() <= 253 && s.split('.').all(is_dns_label)
+}
+
+fn check_label_name(s: &str) -> Result<(), String> {
+    if s.is_empty() {
+        return Err("the name part is empty".into());
+    }
+    if s.len() > 63 {
+        return Err(format!(
+            "the name part has {} characters, more than 63",
+            s.len()
+        ));
+    }
+    let b = s.as_bytes();
+    if !b[0].is_ascii_alphanumeric() || !b[b.len() - 1].is_ascii_alphanumeric() {
+        return Err("it must start and end with a letter or digit".into());
+    }
+    if let Some(c) = s
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.')))
+    {
+        return Err(format!("it contains `{c}`"));
+    }
+    Ok(())
+}
+
+/// Checks a label key: `[prefix/]name`.
+pub fn check_label_key(key: &str) -> Result<(), String> {
+    match key.split_once('/') {
+        Some((prefix, name)) => {
+            if !is_dns_subdomain(prefix) {
+                return Err(format!("the prefix `{prefix}` is not a DNS subdomain"));
+            }
+            check_label_name(name)
+        }
+        None => check_label_name(key),
+    }
+}
+
+/// Checks a label value.
+pub fn check_label_value(value: &str) -> Result<(), String> {
+    if value.is_empty() {
+        return Ok(());
+    }
+    check_label_name(value).map_err(|e| e.replace("the name part", "the value"))
+}
+
+/// Checks an IANA service name, which is what a named port must be.
+pub fn check_port_name(name: &str) -> Result<(), String> {
+    if name.is_empty() || name.len() > 15 {
+        return Err("it must have 1 to 15 characters".into());
+    }
+    if !name
+        .bytes()
+        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+    {
+        return Err("only lower-case letters, digits and '-' are allowed".into());
+    }
+    if !name.bytes().any(|b| b.is_ascii_lowercase()) {
+        return Err("it needs at least one letter".into());
+    }
+    if name.starts_with('-') || name.ends_with('-') || name.contains("--") {
+        return Err("'-' may not start or end it, or be doubled".into());
+    }
+    Ok(())
+}

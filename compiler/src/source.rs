@@ -1,0 +1,198 @@
+//! Source files and spans.
+//!
+//! Every input file is kept in a [`Sources`] set for the whole run, so that any later stage
+//! can point back at the text that caused a decision. Spans are byte ranges into one file.
+//! Locations inside an object (a rule, a field) are not stored eagerly: they are found on
+//! demand with [`Sources::locate`], which re-reads only the object's own text. This keeps
+//! the fast path (150k pods from one JSON file) free of per-field bookkeeping.
+
+use crate::frontend::yaml;
+use codespan_reporting::files::{Files, SimpleFiles};
+use std::fmt;
+use std::ops::Range;
+
+/// Identifies one file in a [`Sources`] set.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct FileId(pub u32);
+
+/// A byte range in one source file.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Span {
+    /// The file the range is in.
+    pub file: FileId,
+    /// First byte.
+    pub start: u32,
+    /// One past the last byte.
+    pub end: u32,
+}
+
+impl Span {
+    /// A span covering `range` of `file`.
+    pub fn new(file: FileId, range: Range<usize>) -> Span {
+        Span {
+            file,
+            start: range.start as u32,
+            end: range.end as u32,
+        }
+    }
+
+    /// The byte range of the span.
+    pub fn range(&self) -> Range<usize> {
+        self.start as usize..self.end as usize
+    }
+}
+
+/// One step of a path into a document: a mapping key or a sequence index.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum PathSeg {
+    /// A mapping key.
+    Key(String),
+    /// A sequence index.
+    Index(usize),
+}
+
+/// A path from the root of an object to one of its fields, such as `spec.ingress[0].from`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct FieldPath(pub Vec<PathSeg>);
+
+impl FieldPath {
+    /// Parses the dotted form used in code (`spec.ingress[0].ports[1].port`).
+    pub fn parse(text: &str) -> FieldPath {
+        let mut segs = Vec::new();
+        for part in text.split('.').filter(|p| !p.is_empty()) {
+            let mut rest = part;
+            if let Some(open) = rest.find('[') {
+                if open > 0 {
+                    segs.push(PathSeg::Key(rest[..open].to_string()));
+                }
+                rest = &rest[open..];
+                while let Some(stripped) = rest.strip_prefix('[') {
+                    let close = stripped.find(']').unwrap_or(stripped.len());
+                    if let Ok(i) = stripped[..close].parse() {
+                        segs.push(PathSeg::Index(i));
+                    }
+                    rest = stripped.get(close + 1..).unwrap_or("");
+                }
+            } else {
+                segs.push(PathSeg::Key(rest.to_string()));
+            }
+        }
+        FieldPath(segs)
+    }
+
+    /// Returns this path extended by one key.
+    pub fn key(&self, key: &str) -> FieldPath {
+        let mut p = self.clone();
+        p.0.push(PathSeg::Key(key.to_string()));
+        p
+    }
+
+    /// Returns this path extended by one index.
+    pub fn index(&self, i: usize) -> FieldPath {
+        let mut p = self.clone();
+        p.0.push(PathSeg::Index(i));
+        p
+    }
+}
+
+impl fmt::Display for FieldPath {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, seg) in self.0.iter().enumerate() {
+            match seg {
+                PathSeg::Key(k) if i == 0 => write!(f, "{k}")?,
+                PathSeg::Key(k) => write!(f, ".{k}")?,
+                PathSeg::Index(n) => write!(f, "[{n}]")?,
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A line and column, both counted from 1, as editors show them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct LineCol {
+    /// Line number from 1.
+    pub line: usize,
+    /// Column number from 1, in characters.
+    pub column: usize,
+}
+
+/// All source files of one run.
+#[derive(Default)]
+pub struct Sources {
+    files: SimpleFiles<String, String>,
+}
+
+impl Sources {
+    /// An empty set.
+    pub fn new() -> Sources {
+        Sources::default()
+    }
+
+    /// Adds a file and returns its id.
+    pub fn add(&mut self, name: impl Into<String>, text: impl Into<String>) -> FileId {
+        FileId(self.files.add(name.into(), text.into()) as u32)
+    }
+
+    /// The file's text.
+    pub fn text(&self, file: FileId) -> &str {
+        self.files
+            .get(file.0 as usize)
+            .map(|f| f.source().as_str())
+            .unwrap_or("")
+    }
+
+    /// The file's name as given on the command line.
+    pub fn name(&self, file: FileId) -> &str {
+        self.files
+            .get(file.0 as usize)
+            .map(|f| f.name().as_str())
+            .unwrap_or("<unknown>")
+    }
+
+    /// The codespan file database, for rendering diagnostics.
+    pub fn files(&self) -> &SimpleFiles<String, String> {
+        &self.files
+    }
+
+    /// The line and column of a byte offset.
+    pub fn line_col(&self, file: FileId, offset: usize) -> LineCol {
+        match self.files.location(file.0 as usize, offset) {
+            Ok(loc) => LineCol {
+                line: loc.line_number,
+                column: loc.column_number,
+            },
+            Err(_) => LineCol { line: 0, column: 0 },
+        }
+    }
+
+    /// `file:line:column` of the start of a span.
+    pub fn position(&self, span: Span) -> String {
+        let lc = self.line_col(span.file, span.start as usize);
+        format!("{}:{}:{}", self.name(span.file), lc.line, lc.column)
+    }
+
+    /// `file:line` of the start of a span, the short form used in tables.
+    pub fn file_line(&self, span: Span) -> String {
+        let lc = self.line_col(span.file, span.start as usize);
+        format!("{}:{}", self.name(span.file), lc.line)
+    }
+
+    /// Finds the span of the field at `path` inside the object that `object` covers.
+    ///
+    /// Returns the deepest part of the path that exists, so a missing field points at its
+    /// parent, and the whole object when the text cannot be read again.
+    pub fn locate(&self, object: Span, path: &FieldPath) -> Span {
+        let text = self.text(object.file);
+        let Some(slice) = text.get(object.range()) else {
+            return object;
+        };
+        match yaml::locate(slice, path) {
+            Some(r) => Span::new(
+                object.file,
+                object.start as usize + r.start..object.start as usize + r.end,
+            ),
+            None => object,
+        }
+    }
+}
