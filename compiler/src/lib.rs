@@ -9,6 +9,8 @@ pub mod diag;
 pub mod driver;
 pub mod frontend;
 pub mod identity;
+pub mod lower;
+pub mod mag;
 pub mod model;
 pub mod source;
 pub mod util;

@@ -1,0 +1,1 @@
+//! Incremental lowering: one model change → the new MAG and its entry-level diff.
