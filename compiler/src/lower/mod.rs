@@ -23,6 +23,7 @@
 pub mod incremental;
 pub mod maglev;
 pub mod policy;
+pub mod probe;
 
 use crate::identity::{cluster_to_identities, Identities};
 use crate::mag::{

@@ -161,11 +161,10 @@ pub fn mag_to_text(mag: &Mag) -> String {
             .iter()
             .map(|k| format!("{}:{}", k.field, k.kind.name()))
             .collect();
-        let _ = writeln!(out, "  key {}", key.join(" ")).map(|_| ());
         if key.is_empty() {
-            out.pop();
-            out.pop();
-            out.push('\n');
+            out.push_str("  key\n");
+        } else {
+            let _ = writeln!(out, "  key {}", key.join(" "));
         }
         let acts: Vec<String> = t.actions.iter().map(|a| a.to_string()).collect();
         let _ = writeln!(out, "  actions {}", acts.join(" "));
@@ -608,7 +607,7 @@ table t1 policy
   default a2()
   size 8
   edge * -> t2
-  e0 p2 meta.endpoint=2 ipv4.dst=10.0.0.0/8 l4.dport=80/16 -> a0() @ CiliumNetworkPolicy/default/rule1 ingress[0] | builtin:default deny
+  e0 p2 meta.endpoint=2 ipv4.dst=10.0.0.0/8 l4.dport=80 -> a0() @ CiliumNetworkPolicy/default/rule1 ingress[0] | builtin:default deny
   e1 p1 meta.endpoint=2 l4.dport=16&&&0x11 ip.proto=6..=17 -> a3(svc=1, m=7) @ NetworkPolicy/x
 table t2 lpm
   key ipv6.dst:lpm
@@ -625,6 +624,6 @@ table t2 lpm
     #[test]
     fn errors_name_the_line() {
         let err = text_to_mag("mag node x\ntable t0 a\n  key nope:exact\n").unwrap_err();
-        insta::assert_snapshot!(err, @"");
+        insta::assert_snapshot!(err, @"line 3: bad key field `nope:exact`");
     }
 }
