@@ -20,6 +20,9 @@ pub struct File {
 /// it on its last line. The text excludes the leading `//` and trailing blanks.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Comments {
+    /// Comments before the statement that a blank line separates from it (a file header,
+    /// a section title); printed with a blank line after them.
+    pub detached: Vec<String>,
     /// Comments on the lines before the statement.
     pub leading: Vec<String>,
     /// A comment after the statement, on the same line as its end.

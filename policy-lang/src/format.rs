@@ -66,6 +66,13 @@ fn indent(out: &mut String, n: usize) {
 }
 
 fn leading(out: &mut String, c: &Comments, level: usize) {
+    for line in &c.detached {
+        indent(out, level);
+        let _ = writeln!(out, "//{line}");
+    }
+    if !c.detached.is_empty() {
+        out.push('\n');
+    }
     for line in &c.leading {
         indent(out, level);
         let _ = writeln!(out, "//{line}");

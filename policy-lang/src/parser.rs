@@ -62,9 +62,10 @@ fn syntax_errors(file: FileId, src: &str) -> Vec<Diagnostic> {
                 pos += end.max(1);
             }
             Err(err) => {
-                let at = pos + error_offset(&err);
-                diags.push(diagnostics::syntax_error::from_pest(file, src, at, &err));
-                match next_item_start(src, at) {
+                let d = diagnostics::syntax_error::from_pest(file, src, pos, &err);
+                let at = (d.primary.span.start as usize).max(pos + error_offset(&err));
+                diags.push(d);
+                match next_item_start(src, at, pos) {
                     Some(next) => pos = next,
                     None => break,
                 }
@@ -74,8 +75,7 @@ fn syntax_errors(file: FileId, src: &str) -> Vec<Diagnostic> {
     if diags.is_empty() {
         // The item loop and the whole-file rule disagree; report the whole-file error.
         if let Err(err) = PipeParser::parse(Rule::file, src) {
-            let at = error_offset(&err);
-            diags.push(diagnostics::syntax_error::from_pest(file, src, at, &err));
+            diags.push(diagnostics::syntax_error::from_pest(file, src, 0, &err));
         }
     }
     diags
@@ -88,19 +88,25 @@ fn error_offset(err: &pest::error::Error<Rule>) -> usize {
     }
 }
 
-/// The start of the next line after `at` that begins with a top-level keyword.
-fn next_item_start(src: &str, at: usize) -> Option<usize> {
+/// The start of the next line that begins with a top-level keyword: the line of `at`
+/// itself when `at` is that keyword (a block left open runs into the next item), else a
+/// later line.
+fn next_item_start(src: &str, at: usize, min: usize) -> Option<usize> {
+    let is_item = |line: &str| {
+        ["policy", "target", "placement", "include"].iter().any(|kw| {
+            line.strip_prefix(kw).is_some_and(|after| {
+                !after.starts_with(|c: char| c.is_ascii_alphanumeric() || "_-.".contains(c))
+            })
+        })
+    };
     let mut line_start = src[..at.min(src.len())].rfind('\n').map_or(0, |i| i + 1);
+    if line_start == at && at > min && is_item(&src[at..]) {
+        return Some(at);
+    }
     loop {
-        let next = src[line_start..].find('\n')? + line_start + 1;
-        line_start = next;
-        let line = &src[line_start..];
-        for kw in ["policy", "target", "placement", "include"] {
-            if let Some(after) = line.strip_prefix(kw) {
-                if !after.starts_with(|c: char| c.is_ascii_alphanumeric() || "_-.".contains(c)) {
-                    return Some(line_start);
-                }
-            }
+        line_start += src[line_start..].find('\n')? + 1;
+        if is_item(&src[line_start..]) {
+            return Some(line_start);
         }
     }
 }
@@ -110,6 +116,8 @@ fn next_item_start(src: &str, at: usize) -> Option<usize> {
 pub struct RawComment {
     /// The offset of its `//`.
     pub start: usize,
+    /// The offset just after its last character.
+    pub end: usize,
     /// The text after `//`, without trailing blanks.
     pub text: String,
 }
@@ -134,6 +142,7 @@ pub fn scan_comments(src: &str) -> Vec<RawComment> {
             let end = src[i..].find('\n').map_or(src.len(), |e| i + e);
             out.push(RawComment {
                 start: i,
+                end,
                 text: src[i + 2..end].trim_end().to_string(),
             });
             i = end;
@@ -194,14 +203,34 @@ impl<'s> Builder<'s> {
         Some(c.text.clone())
     }
 
-    fn stmt<T>(&mut self, pair: Pair<'s, Rule>, build: impl FnOnce(&mut Self, Pair<'s, Rule>) -> T) -> Stmt<T> {
+    fn stmt<T>(
+        &mut self,
+        pair: Pair<'s, Rule>,
+        build: impl FnOnce(&mut Self, Pair<'s, Rule>) -> T,
+    ) -> Stmt<T> {
         let span = self.span(&pair);
+        let first = self.next_comment;
         let mut leading = self.take_leading(span.start as usize);
+        // Comments up to the last one followed by a blank line are detached.
+        let taken = &self.comments[first..self.next_comment];
+        let last_detached = taken.iter().enumerate().rev().find_map(|(i, c)| {
+            let next_start = taken.get(i + 1).map_or(span.start as usize, |n| n.start);
+            let gap = self.src.get(c.end..next_start).unwrap_or("");
+            (gap.matches('\n').count() >= 2).then_some(i)
+        });
+        let detached = match last_detached {
+            Some(k) => leading.drain(..=k).collect(),
+            None => Vec::new(),
+        };
         let node = build(self, pair);
         leading.extend(self.take_leading(span.end as usize));
         let trailing = self.take_trailing(span.end as usize);
         Stmt {
-            comments: Comments { leading, trailing },
+            comments: Comments {
+                detached,
+                leading,
+                trailing,
+            },
             node,
             span,
         }
