@@ -1,8 +1,9 @@
 //! The canonical formatter: [`crate::ast::File`] → text.
 //!
-//! The layout is fixed: two-space indentation, one blank line between top-level items,
-//! one statement per line, each clause of a rule on its own continuation line, selectors
-//! on one line. Comments are kept where the parser attached them: whole-line comments
+//! The layout is fixed: two-space indentation, one blank line between top-level items
+//! (but none between consecutive includes),
+//! one statement per line, a rule on one line when it fits in 100 columns and otherwise
+//! each clause on its own continuation line, selectors on one line. Comments are kept where the parser attached them: whole-line comments
 //! before a statement, a trailing comment after its end, comments before a closing brace.
 //! Formatting is idempotent: formatting the parse of the output gives the output again.
 
@@ -13,7 +14,11 @@ use std::fmt::Write as _;
 pub fn format(file: &File) -> String {
     let mut out = String::new();
     for (i, item) in file.items.iter().enumerate() {
-        if i > 0 {
+        // Items are separated by a blank line, except consecutive includes.
+        let both_includes = i > 0
+            && matches!(item.node, Item::Include(_))
+            && matches!(file.items[i - 1].node, Item::Include(_));
+        if i > 0 && !both_includes {
             out.push('\n');
         }
         leading(&mut out, &item.comments, 0);
@@ -116,56 +121,74 @@ fn policy(out: &mut String, p: &Policy) {
     out.push('}');
 }
 
+/// The widest a rule may be on one line (with its indentation) before its clauses break.
+const MAX_WIDTH: usize = 100;
+
 fn rule(out: &mut String, r: &Rule) {
-    out.push_str(match r.direction.0 {
+    let mut head = String::from(match r.direction.0 {
         Direction::Ingress => "ingress ",
         Direction::Egress => "egress ",
     });
-    out.push_str(&r.action.text);
+    head.push_str(&r.action.text);
     if let Some(n) = &r.name {
-        out.push(' ');
-        out.push_str(&quote(&n.value));
+        head.push(' ');
+        head.push_str(&quote(&n.value));
     }
-    for c in &r.clauses {
-        out.push('\n');
-        indent(out, 2);
-        match c {
-            Clause::Peers { keyword, peers, .. } => {
-                out.push_str(match keyword.0 {
-                    PeerKeyword::From => "from ",
-                    PeerKeyword::To => "to ",
-                });
-                for (i, p) in peers.iter().enumerate() {
-                    if i > 0 {
-                        out.push_str(", ");
-                    }
-                    peer(out, p);
+    let clauses: Vec<String> = r.clauses.iter().map(clause).collect();
+    let one_line = format!("{head} {};", clauses.join(" "));
+    if clauses.is_empty() {
+        let _ = write!(out, "{head};");
+    } else if 2 + one_line.chars().count() <= MAX_WIDTH && !one_line.contains('\n') {
+        out.push_str(&one_line);
+    } else {
+        out.push_str(&head);
+        for c in &clauses {
+            out.push('\n');
+            indent(out, 2);
+            out.push_str(c);
+        }
+        out.push(';');
+    }
+}
+
+fn clause(c: &Clause) -> String {
+    let mut out = String::new();
+    match c {
+        Clause::Peers { keyword, peers, .. } => {
+            out.push_str(match keyword.0 {
+                PeerKeyword::From => "from ",
+                PeerKeyword::To => "to ",
+            });
+            for (i, p) in peers.iter().enumerate() {
+                if i > 0 {
+                    out.push_str(", ");
                 }
+                peer(&mut out, p);
             }
-            Clause::Ports { ports, .. } => {
-                out.push_str("ports ");
-                for (i, p) in ports.iter().enumerate() {
-                    if i > 0 {
-                        out.push_str(", ");
+        }
+        Clause::Ports { ports, .. } => {
+            out.push_str("ports ");
+            for (i, p) in ports.iter().enumerate() {
+                if i > 0 {
+                    out.push_str(", ");
+                }
+                out.push_str(&p.protocol.text);
+                match &p.port {
+                    None => {}
+                    Some(PortValue::Number(n)) => {
+                        let _ = write!(out, " {}", n.text);
                     }
-                    out.push_str(&p.protocol.text);
-                    match &p.port {
-                        None => {}
-                        Some(PortValue::Number(n)) => {
-                            let _ = write!(out, " {}", n.text);
-                        }
-                        Some(PortValue::Range(a, b)) => {
-                            let _ = write!(out, " {}-{}", a.text, b.text);
-                        }
-                        Some(PortValue::Named(n)) => {
-                            let _ = write!(out, " {}", n.text);
-                        }
+                    Some(PortValue::Range(a, b)) => {
+                        let _ = write!(out, " {}-{}", a.text, b.text);
+                    }
+                    Some(PortValue::Named(n)) => {
+                        let _ = write!(out, " {}", n.text);
                     }
                 }
             }
         }
     }
-    out.push(';');
+    out
 }
 
 fn peer(out: &mut String, p: &Peer) {

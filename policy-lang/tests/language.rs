@@ -496,3 +496,30 @@ fn every_diagnostic_has_its_module() {
         assert!(text.contains("#[test]"), "{} has no test", module.display());
     }
 }
+
+// ---- The language reference ----
+
+#[test]
+fn reference_examples_resolve() {
+    let doc = std::fs::read_to_string(workspace_root().join("docs/pipe-language.md"))
+        .expect("docs/pipe-language.md");
+    let mut blocks = 0;
+    let mut rest = doc.as_str();
+    while let Some(start) = rest.find("```pipe\n") {
+        let body = &rest[start + 8..];
+        let end = body.find("```").expect("a closed code block");
+        let code = &body[..end];
+        rest = &body[end + 3..];
+        blocks += 1;
+        let mut files = SourceSet::new();
+        let id = files.add(format!("docs-example-{blocks}.pipe"), code);
+        // Included files are empty here; the examples only show the syntax.
+        let mut loader = |_: &str| Ok::<String, String>(String::new());
+        if let Err(d) = resolve(&mut files, &[id], &mut loader) {
+            panic!("example {blocks} of the reference fails:\n{}", render(&d, &files));
+        }
+        let formatted = policy_lang::format_source(id, code).expect("parses");
+        assert_eq!(formatted, code, "example {blocks} is not canonically formatted");
+    }
+    assert!(blocks >= 10, "only {blocks} examples found");
+}
