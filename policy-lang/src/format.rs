@@ -357,7 +357,12 @@ fn placement(out: &mut String, p: &Placement) {
         leading(out, &stmt.comments, 1);
         match &stmt.node {
             PlacementStmt::Pin { subject, target } => {
-                let _ = write!(out, "pin {} on {};", place_subject(subject), quote(&target.value));
+                let _ = write!(
+                    out,
+                    "pin {} on {};",
+                    place_subject(subject),
+                    quote(&target.value)
+                );
             }
             PlacementStmt::Prefer { subject, target } => {
                 let _ = write!(

@@ -61,7 +61,10 @@ pub fn format_source(file: FileId, src: &str) -> Result<String, Vec<Diagnostic>>
 }
 
 /// Parses and resolves a single file that may not include others, for quick checks.
-pub fn check_source(name: &str, src: &str) -> (SourceSet, Result<resolved::Program, Vec<Diagnostic>>) {
+pub fn check_source(
+    name: &str,
+    src: &str,
+) -> (SourceSet, Result<resolved::Program, Vec<Diagnostic>>) {
     let mut files = SourceSet::new();
     let id = files.add(name, src);
     let result = resolve(&mut files, &[id], &mut NoIncludes);

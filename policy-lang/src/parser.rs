@@ -20,8 +20,8 @@ mod grammar {
     pub struct PipeParser;
 }
 
-pub(crate) use grammar::Rule;
 use grammar::PipeParser;
+pub(crate) use grammar::Rule;
 
 /// Parses one file. Returns the tree (unless there was a syntax error) and every
 /// diagnostic found while parsing.
@@ -93,11 +93,13 @@ fn error_offset(err: &pest::error::Error<Rule>) -> usize {
 /// later line.
 fn next_item_start(src: &str, at: usize, min: usize) -> Option<usize> {
     let is_item = |line: &str| {
-        ["policy", "target", "placement", "include"].iter().any(|kw| {
-            line.strip_prefix(kw).is_some_and(|after| {
-                !after.starts_with(|c: char| c.is_ascii_alphanumeric() || "_-.".contains(c))
+        ["policy", "target", "placement", "include"]
+            .iter()
+            .any(|kw| {
+                line.strip_prefix(kw).is_some_and(|after| {
+                    !after.starts_with(|c: char| c.is_ascii_alphanumeric() || "_-.".contains(c))
+                })
             })
-        })
     };
     let mut line_start = src[..at.min(src.len())].rfind('\n').map_or(0, |i| i + 1);
     if line_start == at && at > min && is_item(&src[at..]) {
@@ -592,7 +594,9 @@ impl<'s> Builder<'s> {
                 skip(&mut it); // `priority`
                 skip(&mut it); // `levels`
                 let levels = self.limit(next(&mut it));
-                let max = it.find(|p| p.as_rule() == Rule::limit).map(|p| self.limit(p));
+                let max = it
+                    .find(|p| p.as_rule() == Rule::limit)
+                    .map(|p| self.limit(p));
                 TargetStmt::PriorityLevels { levels, max }
             }
             Rule::t_entries => {
@@ -609,7 +613,9 @@ impl<'s> Builder<'s> {
                 TargetStmt::SaLimit(self.limit(next(&mut it)))
             }
             Rule::t_cost => {
-                let n = it.find(|p| p.as_rule() == Rule::number).map(|p| self.number(p));
+                let n = it
+                    .find(|p| p.as_rule() == Rule::number)
+                    .map(|p| self.number(p));
                 TargetStmt::CostPerEntry(n.unwrap_or_else(|| Word {
                     text: "0".into(),
                     span: Span::default(),

@@ -31,7 +31,9 @@ pub fn resolve(
     let mut done = BTreeSet::new();
     for &root in roots {
         let mut stack = Vec::new();
-        load(files, root, loader, &mut stack, &mut done, &mut items, &mut diags);
+        load(
+            files, root, loader, &mut stack, &mut done, &mut items, &mut diags,
+        );
     }
     let mut r = Resolver {
         files,
@@ -151,8 +153,10 @@ impl Resolver<'_> {
                     continue;
                 }
                 if targets::preset(&t.name.value).is_some() {
-                    self.diags
-                        .push(duplicate_definition::shadows_preset(&t.name.value, t.name.span));
+                    self.diags.push(duplicate_definition::shadows_preset(
+                        &t.name.value,
+                        t.name.span,
+                    ));
                     continue;
                 }
                 if let Some(first) = target_spans.get(&t.name.value) {
@@ -347,7 +351,11 @@ impl Resolver<'_> {
                     span,
                 } => {
                     if let Some(first) = peers_clause {
-                        let what = if dir == ast::Direction::Ingress { "`from`" } else { "`to`" };
+                        let what = if dir == ast::Direction::Ingress {
+                            "`from`"
+                        } else {
+                            "`to`"
+                        };
                         self.diags.push(duplicate_clause::new(what, *span, first));
                     }
                     peers_clause.get_or_insert(*span);
@@ -356,7 +364,11 @@ impl Resolver<'_> {
                         ast::Direction::Egress => ast::PeerKeyword::To,
                     };
                     if *kw != right {
-                        let used = if *kw == ast::PeerKeyword::From { "from" } else { "to" };
+                        let used = if *kw == ast::PeerKeyword::From {
+                            "from"
+                        } else {
+                            "to"
+                        };
                         self.diags.push(wrong_peer_direction::new(
                             used, *kw_span, dir_name, dir_span,
                         ));
@@ -369,7 +381,8 @@ impl Resolver<'_> {
                 }
                 ast::Clause::Ports { ports: list, span } => {
                     if let Some(first) = ports_clause {
-                        self.diags.push(duplicate_clause::new("`ports`", *span, first));
+                        self.diags
+                            .push(duplicate_clause::new("`ports`", *span, first));
                     }
                     ports_clause.get_or_insert(*span);
                     for p in list {
@@ -448,8 +461,7 @@ impl Resolver<'_> {
         };
         let trunc = net.trunc();
         if trunc != net {
-            self.diags
-                .push(cidr_host_bits::new(w, &trunc.to_string()));
+            self.diags.push(cidr_host_bits::new(w, &trunc.to_string()));
         }
         Some(trunc)
     }
@@ -633,8 +645,7 @@ impl Resolver<'_> {
         for stmt in &t.body {
             let mut once = |r: &mut Self, what: &'static str| {
                 if let Some(first) = seen.get(what) {
-                    r.diags
-                        .push(duplicate_clause::new(what, stmt.span, *first));
+                    r.diags.push(duplicate_clause::new(what, stmt.span, *first));
                 } else {
                     seen.insert(what, stmt.span);
                 }
@@ -667,7 +678,9 @@ impl Resolver<'_> {
                     if let Some(l) = self.limit(levels, "priority level count") {
                         profile.priority_levels = l;
                     }
-                    if let Some(m) = max.as_ref().and_then(|m| self.limit(m, "priority level count"))
+                    if let Some(m) = max
+                        .as_ref()
+                        .and_then(|m| self.limit(m, "priority level count"))
                     {
                         profile.max_priority_levels = m;
                     } else if max.is_none() && t.extends.is_none() {
@@ -716,7 +729,8 @@ impl Resolver<'_> {
             _ => None,
         };
         if let Some(msg) = bad_levels {
-            self.diags.push(invalid_priority_levels::new(levels_span, msg));
+            self.diags
+                .push(invalid_priority_levels::new(levels_span, msg));
         }
         profile
     }
@@ -800,7 +814,8 @@ impl Resolver<'_> {
         policies: &BTreeMap<String, Span>,
     ) -> Option<PlaceSubject> {
         if s.name.value.is_empty() {
-            self.diags.push(empty_name::new("placement subject", s.name.span));
+            self.diags
+                .push(empty_name::new("placement subject", s.name.span));
             return None;
         }
         match s.kind {
@@ -997,7 +1012,10 @@ fn label_name(s: &str) -> Result<(), String> {
         return Err("the name part is empty".into());
     }
     if s.len() > 63 {
-        return Err(format!("the name part has {} characters; at most 63", s.len()));
+        return Err(format!(
+            "the name part has {} characters; at most 63",
+            s.len()
+        ));
     }
     if !s.starts_with(is_alnum) || !s.ends_with(is_alnum) {
         return Err("must begin and end with a letter or digit".into());

@@ -32,7 +32,10 @@ pub fn edit_distance(a: &str, b: &str) -> usize {
 ///
 /// Close enough means at most one edit for short names and a third of the length for
 /// longer ones. Ties go to the earliest candidate, so the answer is deterministic.
-pub fn best_match<'a>(name: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
+pub fn best_match<'a>(
+    name: &str,
+    candidates: impl IntoIterator<Item = &'a str>,
+) -> Option<&'a str> {
     let limit = (name.chars().count() / 3).max(1);
     let mut best: Option<(usize, &'a str)> = None;
     for c in candidates {

@@ -121,7 +121,11 @@ mod tests {
 
     #[test]
     fn fields_are_packet_then_metadata() {
-        let joined: Vec<&str> = PACKET_FIELDS.iter().chain(METADATA_FIELDS).copied().collect();
+        let joined: Vec<&str> = PACKET_FIELDS
+            .iter()
+            .chain(METADATA_FIELDS)
+            .copied()
+            .collect();
         assert_eq!(joined, FIELDS);
     }
 }

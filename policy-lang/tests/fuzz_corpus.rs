@@ -13,7 +13,8 @@ fn exercise(text: &str) {
     if let Some(ast) = ast {
         let once = format(&ast);
         let (again, diags) = parse(FileId(0), &once);
-        let again = again.unwrap_or_else(|| panic!("formatted output does not parse: {diags:?}\n{once}"));
+        let again =
+            again.unwrap_or_else(|| panic!("formatted output does not parse: {diags:?}\n{once}"));
         assert_eq!(format(&again), once, "format is not idempotent");
     }
     let mut files = SourceSet::new();
@@ -67,13 +68,46 @@ fn seeds() -> Vec<String> {
 fn mutated() -> impl Strategy<Value = String> {
     let seeds = seeds();
     let tokens = prop::sample::select(vec![
-        "{", "}", ";", ",", "[", "]", "\"", "\\", "//", "=", "-", "policy", "target", "placement",
-        "include", "from", "to", "ports", "pods", "in", "namespaces", "not", "exists", "cidr",
-        "except", "0", "99999999999", "::", "/", "\n", " ", "é", "\u{0}",
+        "{",
+        "}",
+        ";",
+        ",",
+        "[",
+        "]",
+        "\"",
+        "\\",
+        "//",
+        "=",
+        "-",
+        "policy",
+        "target",
+        "placement",
+        "include",
+        "from",
+        "to",
+        "ports",
+        "pods",
+        "in",
+        "namespaces",
+        "not",
+        "exists",
+        "cidr",
+        "except",
+        "0",
+        "99999999999",
+        "::",
+        "/",
+        "\n",
+        " ",
+        "é",
+        "\u{0}",
     ]);
     (
         prop::sample::select(seeds),
-        prop::collection::vec((any::<prop::sample::Index>(), 0usize..4, tokens, 0usize..8), 1..6),
+        prop::collection::vec(
+            (any::<prop::sample::Index>(), 0usize..4, tokens, 0usize..8),
+            1..6,
+        ),
     )
         .prop_map(|(seed, edits)| {
             let mut text = seed.into_bytes();

@@ -18,7 +18,12 @@ fn fs_loader(path: &str) -> Result<String, String> {
 }
 
 /// Resolves a file of the workspace and renders every diagnostic.
-fn check_file(rel: &str) -> (SourceSet, Result<policy_lang::resolved::Program, Vec<policy_lang::Diagnostic>>) {
+fn check_file(
+    rel: &str,
+) -> (
+    SourceSet,
+    Result<policy_lang::resolved::Program, Vec<policy_lang::Diagnostic>>,
+) {
     let text = fs_loader(rel).expect("test input exists");
     let mut files = SourceSet::new();
     let id = files.add(rel, text);
@@ -61,7 +66,11 @@ fn examples_resolve() {
             Ok(p) => p,
             Err(d) => panic!("{}", render(&d, &files)),
         };
-        assert!(program.warnings.is_empty(), "{}", render(&program.warnings, &files));
+        assert!(
+            program.warnings.is_empty(),
+            "{}",
+            render(&program.warnings, &files)
+        );
         let mut program = program;
         // The presets are the same in every example; keep the snapshots to the file's own.
         program.targets.retain(|_, t| !t.builtin);
@@ -82,7 +91,12 @@ fn examples_are_formatted() {
     for path in paths {
         let text = std::fs::read_to_string(&path).expect("readable");
         let formatted = policy_lang::format_source(FileId(0), &text).expect("parses");
-        assert_eq!(formatted, text, "{} is not canonically formatted", path.display());
+        assert_eq!(
+            formatted,
+            text,
+            "{} is not canonically formatted",
+            path.display()
+        );
     }
 }
 
@@ -105,16 +119,60 @@ fn anp_01_means_the_conformance_policy() {
         .into(),
         expressions: vec![],
     };
-    assert_eq!(policy.subject, Subject { namespaces: ns("gryffindor"), pods: None });
-    let tcp80 = vec![PortSpec { protocol: Protocol::Tcp, ports: Ports::Number(80) }];
+    assert_eq!(
+        policy.subject,
+        Subject {
+            namespaces: ns("gryffindor"),
+            pods: None
+        }
+    );
+    let tcp80 = vec![PortSpec {
+        protocol: Protocol::Tcp,
+        ports: Ports::Number(80),
+    }];
     let expected = [
-        ("allow-from-ravenclaw-everything", Action::Allow, "ravenclaw", vec![]),
-        ("deny-from-ravenclaw-everything", Action::Deny, "ravenclaw", vec![]),
-        ("pass-from-ravenclaw-everything", Action::Pass, "ravenclaw", vec![]),
-        ("deny-from-slytherin-at-port-80", Action::Deny, "slytherin", tcp80.clone()),
-        ("pass-from-slytherin-at-port-80", Action::Pass, "slytherin", tcp80.clone()),
-        ("allow-from-hufflepuff-at-port-80", Action::Allow, "hufflepuff", tcp80.clone()),
-        ("deny-from-hufflepuff-everything-else", Action::Deny, "hufflepuff", vec![]),
+        (
+            "allow-from-ravenclaw-everything",
+            Action::Allow,
+            "ravenclaw",
+            vec![],
+        ),
+        (
+            "deny-from-ravenclaw-everything",
+            Action::Deny,
+            "ravenclaw",
+            vec![],
+        ),
+        (
+            "pass-from-ravenclaw-everything",
+            Action::Pass,
+            "ravenclaw",
+            vec![],
+        ),
+        (
+            "deny-from-slytherin-at-port-80",
+            Action::Deny,
+            "slytherin",
+            tcp80.clone(),
+        ),
+        (
+            "pass-from-slytherin-at-port-80",
+            Action::Pass,
+            "slytherin",
+            tcp80.clone(),
+        ),
+        (
+            "allow-from-hufflepuff-at-port-80",
+            Action::Allow,
+            "hufflepuff",
+            tcp80.clone(),
+        ),
+        (
+            "deny-from-hufflepuff-everything-else",
+            Action::Deny,
+            "hufflepuff",
+            vec![],
+        ),
     ];
     assert_eq!(policy.rules.len(), expected.len());
     for (rule, (name, action, house, ports)) in policy.rules.iter().zip(expected) {
@@ -156,7 +214,10 @@ fn wrong_field_in_extended_target_gets_did_you_mean() {
 #[test]
 fn include_is_relative_and_read_once() {
     let mut files = SourceSet::new();
-    let a = files.add("dir/a.pipe", "include \"lib/b.pipe\";\ninclude \"c.pipe\";\n");
+    let a = files.add(
+        "dir/a.pipe",
+        "include \"lib/b.pipe\";\ninclude \"c.pipe\";\n",
+    );
     let mut loader = MemoryLoader::new([
         ("dir/lib/b.pipe", "include \"../c.pipe\";\n"),
         (
@@ -172,10 +233,18 @@ fn include_is_relative_and_read_once() {
 #[test]
 fn all_errors_of_a_file_in_one_run() {
     let (_, result) = check_file("policy-lang/tests/bad/20-placement-unknown-names.pipe");
-    let codes: Vec<Code> = result.expect_err("rejected").iter().map(|d| d.code).collect();
+    let codes: Vec<Code> = result
+        .expect_err("rejected")
+        .iter()
+        .map(|d| d.code)
+        .collect();
     assert_eq!(
         codes,
-        vec![Code::UnknownPolicy, Code::UnknownTarget, Code::UnknownResource]
+        vec![
+            Code::UnknownPolicy,
+            Code::UnknownTarget,
+            Code::UnknownResource
+        ]
     );
 }
 
@@ -204,19 +273,63 @@ mod gen {
     use policy_lang::Span;
 
     const KEYWORDS: &[&str] = &[
-        "include", "policy", "priority", "subject", "ingress", "egress", "from", "to", "ports",
-        "pods", "namespaces", "in", "not", "exists", "cidr", "except", "entity", "service",
-        "target", "extends", "match", "kinds", "actions", "levels", "max", "entries",
-        "counters", "sa", "limit", "cost", "per", "entry", "remove", "unlimited", "placement",
-        "pin", "prefer", "reserve", "exclude", "on", "for", "hardware", "table",
+        "include",
+        "policy",
+        "priority",
+        "subject",
+        "ingress",
+        "egress",
+        "from",
+        "to",
+        "ports",
+        "pods",
+        "namespaces",
+        "in",
+        "not",
+        "exists",
+        "cidr",
+        "except",
+        "entity",
+        "service",
+        "target",
+        "extends",
+        "match",
+        "kinds",
+        "actions",
+        "levels",
+        "max",
+        "entries",
+        "counters",
+        "sa",
+        "limit",
+        "cost",
+        "per",
+        "entry",
+        "remove",
+        "unlimited",
+        "placement",
+        "pin",
+        "prefer",
+        "reserve",
+        "exclude",
+        "on",
+        "for",
+        "hardware",
+        "table",
     ];
 
     fn w(text: String) -> Word {
-        Word { text, span: Span::default() }
+        Word {
+            text,
+            span: Span::default(),
+        }
     }
 
     fn s(value: String) -> Str {
-        Str { value, span: Span::default() }
+        Str {
+            value,
+            span: Span::default(),
+        }
     }
 
     pub fn word() -> impl Strategy<Value = Word> {
@@ -247,11 +360,19 @@ mod gen {
             prop::collection::vec(comment(), 0..2),
             prop::option::of(comment()),
         )
-            .prop_map(|(detached, leading, trailing)| Comments { detached, leading, trailing })
+            .prop_map(|(detached, leading, trailing)| Comments {
+                detached,
+                leading,
+                trailing,
+            })
     }
 
     fn stmt<T: std::fmt::Debug>(node: impl Strategy<Value = T>) -> impl Strategy<Value = Stmt<T>> {
-        (comments(), node).prop_map(|(comments, node)| Stmt { comments, node, span: Span::default() })
+        (comments(), node).prop_map(|(comments, node)| Stmt {
+            comments,
+            node,
+            span: Span::default(),
+        })
     }
 
     fn label_key() -> impl Strategy<Value = Word> {
@@ -271,10 +392,17 @@ mod gen {
             Just(SelOp::NotExists),
         ];
         prop::collection::vec(
-            (label_key(), op).prop_map(|(key, op)| SelExpr { key, op, span: Span::default() }),
+            (label_key(), op).prop_map(|(key, op)| SelExpr {
+                key,
+                op,
+                span: Span::default(),
+            }),
             0..3,
         )
-        .prop_map(|exprs| Selector { exprs, span: Span::default() })
+        .prop_map(|exprs| Selector {
+            exprs,
+            span: Span::default(),
+        })
     }
 
     fn cidr() -> impl Strategy<Value = Word> {
@@ -293,7 +421,10 @@ mod gen {
                 namespaces,
                 span: Span::default()
             }),
-            selector().prop_map(|namespaces| Peer::Namespaces { namespaces, span: Span::default() }),
+            selector().prop_map(|namespaces| Peer::Namespaces {
+                namespaces,
+                span: Span::default()
+            }),
             (cidr(), prop::collection::vec(cidr(), 0..3)).prop_map(|(cidr, except)| Peer::Cidr {
                 cidr,
                 except,
@@ -311,7 +442,10 @@ mod gen {
                 namespaces,
                 span: Span::default()
             }),
-            selector().prop_map(|namespaces| Peer::Namespaces { namespaces, span: Span::default() }),
+            selector().prop_map(|namespaces| Peer::Namespaces {
+                namespaces,
+                span: Span::default()
+            }),
         ]
     }
 
@@ -332,21 +466,39 @@ mod gen {
         prop_oneof![
             (any::<bool>(), prop::collection::vec(peer(), 1..3)).prop_map(|(from, peers)| {
                 Clause::Peers {
-                    keyword: (if from { PeerKeyword::From } else { PeerKeyword::To }, Span::default()),
+                    keyword: (
+                        if from {
+                            PeerKeyword::From
+                        } else {
+                            PeerKeyword::To
+                        },
+                        Span::default(),
+                    ),
                     peers,
                     span: Span::default(),
                 }
             }),
-            prop::collection::vec(port_item(), 1..3)
-                .prop_map(|ports| Clause::Ports { ports, span: Span::default() }),
+            prop::collection::vec(port_item(), 1..3).prop_map(|ports| Clause::Ports {
+                ports,
+                span: Span::default()
+            }),
         ]
     }
 
     fn rule() -> impl Strategy<Value = Rule> {
-        (any::<bool>(), word(), prop::option::of(string()), prop::collection::vec(clause(), 0..3))
+        (
+            any::<bool>(),
+            word(),
+            prop::option::of(string()),
+            prop::collection::vec(clause(), 0..3),
+        )
             .prop_map(|(ingress, action, name, clauses)| Rule {
                 direction: (
-                    if ingress { Direction::Ingress } else { Direction::Egress },
+                    if ingress {
+                        Direction::Ingress
+                    } else {
+                        Direction::Egress
+                    },
                     Span::default(),
                 ),
                 action,
@@ -357,23 +509,39 @@ mod gen {
 
     fn policy() -> impl Strategy<Value = Policy> {
         let body = prop::collection::vec(
-            stmt(prop_oneof![subject().prop_map(PolicyStmt::Subject), rule().prop_map(PolicyStmt::Rule)]),
+            stmt(prop_oneof![
+                subject().prop_map(PolicyStmt::Subject),
+                rule().prop_map(PolicyStmt::Rule)
+            ]),
             0..4,
         );
-        (string(), number(), body, prop::collection::vec(comment(), 0..2)).prop_map(
-            |(name, priority, body, end_comments)| Policy { name, priority, body, end_comments },
+        (
+            string(),
+            number(),
+            body,
+            prop::collection::vec(comment(), 0..2),
         )
+            .prop_map(|(name, priority, body, end_comments)| Policy {
+                name,
+                priority,
+                body,
+                end_comments,
+            })
     }
 
     fn limit() -> impl Strategy<Value = Limit> {
-        prop::option::of(number()).prop_map(|value| Limit { value, span: Span::default() })
+        prop::option::of(number()).prop_map(|value| Limit {
+            value,
+            span: Span::default(),
+        })
     }
 
     fn target_stmt() -> impl Strategy<Value = TargetStmt> {
         let words = || prop::collection::vec(dotted(), 1..3);
         prop_oneof![
             prop::collection::vec(
-                (dotted(), prop::option::of(word())).prop_map(|(field, mask)| FieldSpec { field, mask }),
+                (dotted(), prop::option::of(word()))
+                    .prop_map(|(field, mask)| FieldSpec { field, mask }),
                 1..3
             )
             .prop_map(TargetStmt::Match),
@@ -386,7 +554,11 @@ mod gen {
             limit().prop_map(TargetStmt::SaLimit),
             number().prop_map(TargetStmt::CostPerEntry),
             (
-                prop_oneof![Just(RemoveWhat::Match), Just(RemoveWhat::Kinds), Just(RemoveWhat::Actions)],
+                prop_oneof![
+                    Just(RemoveWhat::Match),
+                    Just(RemoveWhat::Kinds),
+                    Just(RemoveWhat::Actions)
+                ],
                 words()
             )
                 .prop_map(|(what, names)| TargetStmt::Remove { what, names }),
@@ -400,12 +572,21 @@ mod gen {
             prop::collection::vec(stmt(target_stmt()), 0..4),
             prop::collection::vec(comment(), 0..2),
         )
-            .prop_map(|(name, extends, body, end_comments)| Target { name, extends, body, end_comments })
+            .prop_map(|(name, extends, body, end_comments)| Target {
+                name,
+                extends,
+                body,
+                end_comments,
+            })
     }
 
     fn place_subject() -> impl Strategy<Value = PlaceSubject> {
         (
-            prop_oneof![Just(PlaceKind::Policy), Just(PlaceKind::Service), Just(PlaceKind::Table)],
+            prop_oneof![
+                Just(PlaceKind::Policy),
+                Just(PlaceKind::Service),
+                Just(PlaceKind::Table)
+            ],
             string(),
         )
             .prop_map(|(kind, name)| PlaceSubject { kind, name })
@@ -413,7 +594,8 @@ mod gen {
 
     fn placement_stmt() -> impl Strategy<Value = PlacementStmt> {
         prop_oneof![
-            (place_subject(), string()).prop_map(|(subject, target)| PlacementStmt::Pin { subject, target }),
+            (place_subject(), string())
+                .prop_map(|(subject, target)| PlacementStmt::Pin { subject, target }),
             (place_subject(), string())
                 .prop_map(|(subject, target)| PlacementStmt::Prefer { subject, target }),
             (number(), word(), string(), place_subject()).prop_map(
@@ -433,11 +615,20 @@ mod gen {
             string().prop_map(Item::Include),
             policy().prop_map(Item::Policy),
             target().prop_map(Item::Target),
-            (prop::collection::vec(stmt(placement_stmt()), 0..3), prop::collection::vec(comment(), 0..2))
+            (
+                prop::collection::vec(stmt(placement_stmt()), 0..3),
+                prop::collection::vec(comment(), 0..2)
+            )
                 .prop_map(|(body, end_comments)| Item::Placement(Placement { body, end_comments })),
         ];
-        (prop::collection::vec(stmt(item), 0..4), prop::collection::vec(comment(), 0..2))
-            .prop_map(|(items, end_comments)| File { items, end_comments })
+        (
+            prop::collection::vec(stmt(item), 0..4),
+            prop::collection::vec(comment(), 0..2),
+        )
+            .prop_map(|(items, end_comments)| File {
+                items,
+                end_comments,
+            })
     }
 }
 
@@ -471,10 +662,17 @@ fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
 #[test]
 fn every_module_starts_with_a_doc_comment() {
     let mut files = Vec::new();
-    rust_files(&Path::new(env!("CARGO_MANIFEST_DIR")).join("src"), &mut files);
+    rust_files(
+        &Path::new(env!("CARGO_MANIFEST_DIR")).join("src"),
+        &mut files,
+    );
     for f in files {
         let text = std::fs::read_to_string(&f).expect("readable");
-        assert!(text.starts_with("//!"), "{} does not start with `//!`", f.display());
+        assert!(
+            text.starts_with("//!"),
+            "{} does not start with `//!`",
+            f.display()
+        );
     }
 }
 
@@ -483,7 +681,11 @@ fn every_diagnostic_has_its_module() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("src/diagnostics");
     let mut codes = std::collections::BTreeSet::new();
     for code in Code::ALL {
-        assert!(codes.insert(code.as_str()), "{} is used twice", code.as_str());
+        assert!(
+            codes.insert(code.as_str()),
+            "{} is used twice",
+            code.as_str()
+        );
         let module = dir.join(format!("{}.rs", code.name().replace('-', "_")));
         let text = std::fs::read_to_string(&module)
             .unwrap_or_else(|_| panic!("{} has no module {}", code.name(), module.display()));
@@ -516,10 +718,16 @@ fn reference_examples_resolve() {
         // Included files are empty here; the examples only show the syntax.
         let mut loader = |_: &str| Ok::<String, String>(String::new());
         if let Err(d) = resolve(&mut files, &[id], &mut loader) {
-            panic!("example {blocks} of the reference fails:\n{}", render(&d, &files));
+            panic!(
+                "example {blocks} of the reference fails:\n{}",
+                render(&d, &files)
+            );
         }
         let formatted = policy_lang::format_source(id, code).expect("parses");
-        assert_eq!(formatted, code, "example {blocks} is not canonically formatted");
+        assert_eq!(
+            formatted, code,
+            "example {blocks} is not canonically formatted"
+        );
     }
     assert!(blocks >= 10, "only {blocks} examples found");
 }

@@ -186,11 +186,16 @@ impl Diagnostic {
             Severity::Error => cs::Severity::Error,
             Severity::Warning => cs::Severity::Warning,
         };
-        let mut labels = vec![cs::Label::primary(self.primary.span.file, self.primary.span.range())
-            .with_message(&self.primary.message)];
-        labels.extend(self.secondary.iter().map(|l| {
-            cs::Label::secondary(l.span.file, l.span.range()).with_message(&l.message)
-        }));
+        let mut labels =
+            vec![
+                cs::Label::primary(self.primary.span.file, self.primary.span.range())
+                    .with_message(&self.primary.message),
+            ];
+        labels.extend(
+            self.secondary.iter().map(|l| {
+                cs::Label::secondary(l.span.file, l.span.range()).with_message(&l.message)
+            }),
+        );
         let notes = self
             .notes
             .iter()
@@ -211,7 +216,12 @@ pub fn render(diags: &[Diagnostic], files: &SourceSet) -> String {
     let mut out = String::new();
     for d in diags {
         if term::emit_to_string(&mut out, &config, files, &d.to_codespan()).is_err() {
-            out.push_str(&format!("{}[{}]: {}\n", severity_word(d.severity), d.code.as_str(), d.message));
+            out.push_str(&format!(
+                "{}[{}]: {}\n",
+                severity_word(d.severity),
+                d.code.as_str(),
+                d.message
+            ));
         }
     }
     out
@@ -267,12 +277,5 @@ pub(crate) mod test_support {
         let found: Vec<_> = all.iter().filter(|d| d.code == code).cloned().collect();
         assert!(!found.is_empty(), "expected {code:?}, got {all:#?}");
         found
-    }
-
-    /// The rendered text of the diagnostics of `src`.
-    pub fn rendered(src: &str) -> String {
-        let mut files = SourceSet::new();
-        files.add("test.pipe", src);
-        render(&check(src), &files)
     }
 }

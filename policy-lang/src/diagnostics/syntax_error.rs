@@ -155,8 +155,8 @@ fn found_at(src: &str, at: usize) -> &str {
     if word_len > 0 {
         return &rest[..word_len];
     }
-    if rest.starts_with('"') {
-        if let Some(close) = rest[1..].find(['"', '\n']) {
+    if let Some(body) = rest.strip_prefix('"') {
+        if let Some(close) = body.find(['"', '\n']) {
             return &rest[..close + 2];
         }
     }
