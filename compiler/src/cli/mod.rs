@@ -3,6 +3,11 @@
 //! Exit codes: 0 success; 1 the input has errors or a check failed (conformance, trace
 //! disagreement); 2 the command line itself is wrong (clap's own code).
 
+#![allow(
+    clippy::print_stdout,
+    reason = "printing results is the command line's job"
+)]
+
 mod check;
 mod compile;
 mod conformance;

@@ -175,7 +175,10 @@ impl MarkedEventReceiver for Builder<'_> {
             Event::MappingStart(..) => self.stack.push(Frame::Map(at, Vec::new(), None)),
             Event::SequenceEnd | Event::MappingEnd => {
                 let node = match self.stack.pop() {
+                    // The start marker of a block collection is not always at its first
+                    // character, so the first child bounds the start as well.
                     Some(Frame::Seq(start, items)) => {
+                        let start = items.first().map_or(start, |n| n.span.start.min(start));
                         let end = items.last().map(|n| n.span.end).unwrap_or(at).max(start);
                         Node {
                             kind: NodeKind::Seq(items),
@@ -183,6 +186,9 @@ impl MarkedEventReceiver for Builder<'_> {
                         }
                     }
                     Some(Frame::Map(start, entries, _)) => {
+                        let start = entries
+                            .first()
+                            .map_or(start, |(k, _)| k.span.start.min(start));
                         let end = entries
                             .last()
                             .map(|(_, v)| v.span.end)

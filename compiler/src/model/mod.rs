@@ -19,6 +19,9 @@ pub mod selector;
 pub mod text;
 pub mod workload;
 
+#[cfg(test)]
+mod tests;
+
 pub use selector::{Labels, Operator, Requirement, Selector};
 
 use crate::source::{FieldPath, Span};
