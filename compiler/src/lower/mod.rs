@@ -376,6 +376,15 @@ pub struct LowerState {
     pub endpoints: BTreeMap<String, u32>,
     /// Load-balancer id base of every service, by `namespace/name`.
     pub lb_ids: BTreeMap<String, u32>,
+    /// Label keys some policy selects on (identities keep them).
+    pub relevant: BTreeSet<String>,
+    /// Cluster identities by label set, and how many pods have each.
+    pub label_index: std::collections::HashMap<crate::model::Labels, (crate::identity::IdentityId, usize)>,
+    /// How many ipcache prefixes each class has.
+    pub class_size: Vec<usize>,
+    /// Whether an endpoint or load-balancer id was moved off its natural value by a
+    /// collision (then incremental updates fall back to full lowering).
+    pub probed: bool,
 }
 
 /// A lowered node: the canonical graph and the state for incremental updates.
@@ -404,7 +413,7 @@ pub fn is_local(cluster: &Cluster, pod: PodId, node: &str, synthetic: bool) -> b
     !p.host_network && !p.ips.is_empty() && (synthetic || p.node.as_deref() == Some(node))
 }
 
-fn natural_endpoint(ip: IpAddr) -> u32 {
+pub(crate) fn natural_endpoint(ip: IpAddr) -> u32 {
     let low = match ip {
         IpAddr::V4(a) => u32::from(a) & 0xffff,
         IpAddr::V6(a) => (u128::from(a) & 0xffff) as u32,
@@ -413,7 +422,7 @@ fn natural_endpoint(ip: IpAddr) -> u32 {
 }
 
 /// The address the service is known by, which gives its load-balancer id.
-fn primary_frontend(s: &Service) -> Option<IpAddr> {
+pub(crate) fn primary_frontend(s: &Service) -> Option<IpAddr> {
     s.cluster_ips
         .first()
         .or(s.load_balancer_ips.first())
@@ -421,7 +430,7 @@ fn primary_frontend(s: &Service) -> Option<IpAddr> {
         .copied()
 }
 
-fn natural_lb(ip: IpAddr) -> u32 {
+pub(crate) fn natural_lb(ip: IpAddr) -> u32 {
     let low = match ip {
         IpAddr::V4(a) => u32::from(a) & 0x00ff_ffff,
         IpAddr::V6(a) => (u128::from(a) & 0x00ff_ffff) as u32,
@@ -429,19 +438,26 @@ fn natural_lb(ip: IpAddr) -> u32 {
     low.max(1) << 8
 }
 
-/// Allocates ids in order, probing on a collision; returns the map.
-fn allocate<'a>(items: impl Iterator<Item = (String, u32)>, step: u32, max: u32, min: u32) -> BTreeMap<String, u32> {
+/// Allocates ids in order, probing on a collision; returns the map and whether any id
+/// was probed.
+fn allocate(
+    items: impl Iterator<Item = (String, u32)>,
+    step: u32,
+    max: u32,
+    min: u32,
+) -> (BTreeMap<String, u32>, bool) {
     let mut used = BTreeSet::new();
     let mut out = BTreeMap::new();
+    let mut probed = false;
     for (k, mut id) in items {
         while used.contains(&id) {
+            probed = true;
             id = if id + step > max { min } else { id + step };
         }
         used.insert(id);
         out.insert(k, id);
     }
-    let _: Option<&'a ()> = None;
-    out
+    (out, probed)
 }
 
 /// Lowers the model for one node (see [`pick_node`]).
@@ -451,7 +467,7 @@ pub fn cluster_to_mag(cluster: &Cluster, node: Option<&str>) -> Lowered {
     let sk = skeleton(&mut mag);
     let ids = cluster_to_identities(cluster, Some(&node));
     let classes = policy::classes(cluster, &ids, &node);
-    let endpoints = allocate(
+    let (endpoints, probed_eps) = allocate(
         cluster
             .pod_ids()
             .filter(|p| is_local(cluster, *p, &node, synthetic))
@@ -463,7 +479,7 @@ pub fn cluster_to_mag(cluster: &Cluster, node: Option<&str>) -> Lowered {
         65535,
         ports::FIRST_ENDPOINT as u32,
     );
-    let lb_ids = allocate(
+    let (lb_ids, probed_lbs) = allocate(
         cluster
             .services
             .iter()
@@ -472,6 +488,16 @@ pub fn cluster_to_mag(cluster: &Cluster, node: Option<&str>) -> Lowered {
         u32::MAX - 255,
         256,
     );
+    let relevant = crate::identity::selected_keys(cluster);
+    let mut label_index = std::collections::HashMap::new();
+    for p in cluster.pod_ids() {
+        let labels = crate::identity::pod_labels(cluster, p, &relevant);
+        label_index.entry(labels).or_insert((ids.of_pod(p), 0)).1 += 1;
+    }
+    let mut class_size = vec![0; classes.list.len()];
+    for c in classes.by_net.values() {
+        class_size[*c] += 1;
+    }
     let mut state = LowerState {
         node,
         synthetic,
@@ -481,6 +507,10 @@ pub fn cluster_to_mag(cluster: &Cluster, node: Option<&str>) -> Lowered {
         classes,
         endpoints,
         lb_ids,
+        relevant,
+        label_index,
+        class_size,
+        probed: probed_eps || probed_lbs,
     };
     let mut provs = std::mem::take(&mut mag.provenance);
     state
@@ -494,8 +524,14 @@ pub fn cluster_to_mag(cluster: &Cluster, node: Option<&str>) -> Lowered {
             }
         }
     }
+    let pod_by_ip: std::collections::HashMap<IpAddr, PodId> = cluster
+        .pod_ids()
+        .filter(|p| !cluster.pod(*p).host_network)
+        .flat_map(|p| cluster.pod(p).ips.iter().map(move |ip| (*ip, p)))
+        .collect();
     for net in state.ids.ipcache.entries.keys() {
-        let g = prefix_group(cluster, &state, *net, &mut provs);
+        let owner = pod_by_ip.get(&net.addr()).copied();
+        let g = prefix_group(cluster, &state, *net, owner, &mut provs);
         state.groups.insert(Group::Prefix(*net), g);
     }
     for s in &cluster.services {
@@ -568,7 +604,7 @@ fn addr_matches(net: IpNet) -> (u128, FieldMatch, FieldMatch) {
     }
 }
 
-fn static_group(state: &LowerState, provs: &mut IndexSet<Provenance>) -> GroupEntries {
+pub(crate) fn static_group(state: &LowerState, provs: &mut IndexSet<Provenance>) -> GroupEntries {
     let sk = &state.sk;
     let ct_prov = intern(
         provs,
@@ -602,7 +638,7 @@ fn pod_origin(cluster: &Cluster, p: PodId) -> Origin {
     }
 }
 
-fn endpoint_group(
+pub(crate) fn endpoint_group(
     cluster: &Cluster,
     state: &LowerState,
     resolver: &mut Resolver<'_>,
@@ -686,13 +722,15 @@ fn net_len(ip: IpAddr) -> u32 {
     }
 }
 
-fn prefix_group(
+pub(crate) fn prefix_group(
     cluster: &Cluster,
     state: &LowerState,
     net: IpNet,
+    owner: Option<PodId>,
     provs: &mut IndexSet<Provenance>,
 ) -> GroupEntries {
     let sk = &state.sk;
+    let owner = owner.filter(|_| net.prefix_len() == net.max_prefix_len());
     let mut out = Vec::new();
     let Some(class) = state
         .classes
@@ -703,9 +741,7 @@ fn prefix_group(
         return out;
     };
     let prov = match (class.pod, class.node) {
-        (Some(_), _) => cluster
-            .pod_by_ip(net.addr())
-            .map(|p| Provenance::Object(pod_origin(cluster, p))),
+        (Some(_), _) => owner.map(|p| Provenance::Object(pod_origin(cluster, p))),
         (_, Some(n)) => Some(Provenance::Object(Origin {
             kind: "Node".into(),
             namespace: None,
@@ -741,7 +777,7 @@ fn prefix_group(
     // Routes: remote pods go to their node, the node's own addresses to the host.
     let host = net.prefix_len() == net.max_prefix_len();
     if host {
-        if let Some(pod) = class.pod.and(cluster.pod_by_ip(net.addr())) {
+        if let Some(pod) = class.pod.and(owner) {
             if !is_local(cluster, pod, &state.node, state.synthetic) {
                 let next_hop = cluster
                     .pod(pod)
@@ -776,7 +812,7 @@ fn prefix_group(
     out
 }
 
-fn service_group(
+pub(crate) fn service_group(
     cluster: &Cluster,
     state: &LowerState,
     s: &Service,

@@ -377,7 +377,6 @@ pub struct Resolver<'a> {
     classes: &'a Classes,
     matched: HashMap<(usize, u8), Rc<Vec<usize>>>,
     all: Rc<Vec<usize>>,
-    ns_of_pod: Vec<&'a Labels>,
 }
 
 type Ports = Rc<Vec<(u8, u16, u16)>>;
@@ -409,11 +408,6 @@ impl<'a> Resolver<'a> {
             classes,
             matched: HashMap::new(),
             all: Rc::new((0..classes.list.len()).collect()),
-            ns_of_pod: cluster
-                .pods
-                .iter()
-                .map(|p| cluster.namespace_labels(&p.namespace))
-                .collect(),
         }
     }
 
@@ -527,7 +521,7 @@ impl<'a> Resolver<'a> {
     ) -> Vec<Row> {
         let cluster = self.cluster;
         let pod = cluster.pod(pod_id);
-        let ns_labels = self.ns_of_pod[pod_id.0 as usize];
+        let ns_labels = cluster.namespace_labels(&pod.namespace);
         let pod_identity = self.ids.labels(self.ids.of_pod(pod_id));
         let mut prov = |p: Provenance| ProvId(provs.insert_full(p).0 as u32);
         // (class set, contribution, named ports needing the remote pod).

@@ -708,14 +708,18 @@ impl Mag {
     /// then action. Entry numbers are positions in this order.
     pub fn canonicalize(&mut self) {
         for t in self.graph.node_weights_mut() {
-            t.entries.sort_by(|a, b| {
-                b.priority
-                    .cmp(&a.priority)
-                    .then_with(|| a.matches.cmp(&b.matches))
-                    .then_with(|| a.action.cmp(&b.action))
-            });
+            t.entries.sort_by(canonical_order);
         }
     }
+}
+
+/// The canonical order of entries in a table: priority descending, then match, then
+/// action.
+pub fn canonical_order(a: &Entry, b: &Entry) -> std::cmp::Ordering {
+    b.priority
+        .cmp(&a.priority)
+        .then_with(|| a.matches.cmp(&b.matches))
+        .then_with(|| a.action.cmp(&b.action))
 }
 
 /// A reason the graph is malformed.
