@@ -60,17 +60,15 @@ fn group_diff(old: &[(TableId, Entry)], new: &[(TableId, Entry)], diff: &mut Dif
     let n: HashSet<&(TableId, Entry)> = new.iter().collect();
     diff.removed
         .extend(old.iter().filter(|e| !n.contains(e)).cloned());
-    diff.added.extend(new.iter().filter(|e| !o.contains(e)).cloned());
+    diff.added
+        .extend(new.iter().filter(|e| !o.contains(e)).cloned());
 }
 
 /// Applies a diff to canonical tables, keeping them canonical.
 pub fn apply_diff(mag: &mut Mag, diff: &Diff) {
     for (t, e) in &diff.removed {
         if let Some(table) = mag.table_mut(*t) {
-            if let Ok(i) = table
-                .entries
-                .binary_search_by(|x| canonical_order(x, e))
-            {
+            if let Ok(i) = table.entries.binary_search_by(|x| canonical_order(x, e)) {
                 table.entries.remove(i);
             }
         }
@@ -115,7 +113,12 @@ fn full(lowered: &mut Lowered, cluster: &Cluster) -> Diff {
         .chain(new.state.groups.keys())
         .collect();
     for g in keys {
-        let old = lowered.state.groups.get(g).map(Vec::as_slice).unwrap_or(&[]);
+        let old = lowered
+            .state
+            .groups
+            .get(g)
+            .map(Vec::as_slice)
+            .unwrap_or(&[]);
         let n = new.state.groups.get(g).map(Vec::as_slice).unwrap_or(&[]);
         if old != n {
             group_diff(old, n, &mut diff);
@@ -196,7 +199,8 @@ fn pod_change(
     let old = prev.find_pod(ns, name);
     let new = cluster.find_pod(ns, name);
     let state = &mut lowered.state;
-    if cluster.pods.len() != prev.pods.len() + usize::from(new.is_some()) - usize::from(old.is_some())
+    if cluster.pods.len()
+        != prev.pods.len() + usize::from(new.is_some()) - usize::from(old.is_some())
     {
         return None;
     }

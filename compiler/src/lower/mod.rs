@@ -27,8 +27,8 @@ pub mod probe;
 
 use crate::identity::{cluster_to_identities, Identities};
 use crate::mag::{
-    ct, eth, mark, ports, verdict, ActionCall, ActionId, Entry, Field, FieldMatch, KeyField,
-    Mag, MatchKind, Op, Operand, ProvId, Provenance, Table, TableId,
+    ct, eth, mark, ports, verdict, ActionCall, ActionId, Entry, Field, FieldMatch, KeyField, Mag,
+    MatchKind, Op, Operand, ProvId, Provenance, Table, TableId,
 };
 use crate::model::{Cluster, Origin, PodId, Protocol, Service, ServiceType};
 use indexmap::IndexSet;
@@ -123,7 +123,8 @@ pub fn skeleton(mag: &mut Mag) -> Skeleton {
     use Field::*;
     use MatchKind::*;
     let from_wire = mag.add_action("from_wire", &[], vec![set_const(Endpoint, 0)]);
-    let from_endpoint = mag.add_action("from_endpoint", &[("ep", Endpoint)], vec![set(Endpoint, 0)]);
+    let from_endpoint =
+        mag.add_action("from_endpoint", &[("ep", Endpoint)], vec![set(Endpoint, 0)]);
     let pass = mag.add_action("pass", &[], vec![]);
     let drop_spoofed = mag.add_action("drop_spoofed", &[], vec![Op::Drop]);
     let hash = |fields: Vec<Field>| Op::Hash {
@@ -134,7 +135,10 @@ pub fn skeleton(mag: &mut Mag) -> Skeleton {
     let lb_select = mag.add_action(
         "lb_select",
         &[("svc", Service), ("m", Hash)],
-        vec![set(Service, 0), hash(vec![Ipv4Src, Ipv6Src, L4Sport, IpProto])],
+        vec![
+            set(Service, 0),
+            hash(vec![Ipv4Src, Ipv6Src, L4Sport, IpProto]),
+        ],
     );
     let lb_select_affinity = mag.add_action(
         "lb_select_affinity",
@@ -183,7 +187,11 @@ pub fn skeleton(mag: &mut Mag) -> Skeleton {
     let to_node = mag.add_action(
         "to_node",
         &[("addr", NextHop)],
-        vec![set_const(OutPort, ports::WIRE), set(NextHop, 0), Op::CtCommit],
+        vec![
+            set_const(OutPort, ports::WIRE),
+            set(NextHop, 0),
+            Op::CtCommit,
+        ],
     );
     let to_host = mag.add_action(
         "to_host",
@@ -209,14 +217,17 @@ pub fn skeleton(mag: &mut Mag) -> Skeleton {
             Op::CtCommit,
         ],
     );
-    let table = |name: &str, k: Vec<KeyField>, actions: Vec<ActionId>, default: ActionId, size: u32| Table {
-        name: name.into(),
-        key: k,
-        actions,
-        default_action: call(default, &[]),
-        size_hint: size,
-        entries: Vec::new(),
-    };
+    let table =
+        |name: &str, k: Vec<KeyField>, actions: Vec<ActionId>, default: ActionId, size: u32| {
+            Table {
+                name: name.into(),
+                key: k,
+                actions,
+                default_action: call(default, &[]),
+                size_hint: size,
+                entries: Vec::new(),
+            }
+        };
     let classify = mag.add_table(table(
         "classify",
         key(&[(InPort, Exact)]),
@@ -259,7 +270,10 @@ pub fn skeleton(mag: &mut Mag) -> Skeleton {
     let conntrack = mag.add_table(table("conntrack", vec![], vec![], ct_lookup, 1 << 18));
     let ipcache_key = |a: Field, b: Field| key(&[(EthType, Exact), (a, Ternary), (b, Ternary)]);
     let src_ipcache = mag.add_table(Table {
-        default_action: call(set_src_identity, &[crate::identity::reserved::WORLD.0.into()]),
+        default_action: call(
+            set_src_identity,
+            &[crate::identity::reserved::WORLD.0.into()],
+        ),
         ..table(
             "src_ipcache",
             ipcache_key(Ipv4Src, Ipv6Src),
@@ -269,7 +283,10 @@ pub fn skeleton(mag: &mut Mag) -> Skeleton {
         )
     });
     let dst_ipcache = mag.add_table(Table {
-        default_action: call(set_dst_identity, &[crate::identity::reserved::WORLD.0.into()]),
+        default_action: call(
+            set_dst_identity,
+            &[crate::identity::reserved::WORLD.0.into()],
+        ),
         ..table(
             "dst_ipcache",
             ipcache_key(Ipv4Dst, Ipv6Dst),
@@ -379,7 +396,8 @@ pub struct LowerState {
     /// Label keys some policy selects on (identities keep them).
     pub relevant: BTreeSet<String>,
     /// Cluster identities by label set, and how many pods have each.
-    pub label_index: std::collections::HashMap<crate::model::Labels, (crate::identity::IdentityId, usize)>,
+    pub label_index:
+        std::collections::HashMap<crate::model::Labels, (crate::identity::IdentityId, usize)>,
     /// How many ipcache prefixes each class has.
     pub class_size: Vec<usize>,
     /// Whether an endpoint or load-balancer id was moved off its natural value by a
@@ -399,7 +417,10 @@ pub struct Lowered {
 /// The node a compile is for: `--node`, else the first node, else the synthetic node.
 pub fn pick_node(cluster: &Cluster, node: Option<&str>) -> (String, bool) {
     match node {
-        Some(n) => (n.to_string(), cluster.nodes.is_empty() && n == SYNTHETIC_NODE),
+        Some(n) => (
+            n.to_string(),
+            cluster.nodes.is_empty() && n == SYNTHETIC_NODE,
+        ),
         None => match cluster.nodes.first() {
             Some(n) => (n.name.clone(), false),
             None => (SYNTHETIC_NODE.to_string(), true),
@@ -520,7 +541,9 @@ pub fn cluster_to_mag(cluster: &Cluster, node: Option<&str>) -> Lowered {
         let mut resolver = Resolver::new(cluster, &state.ids, &state.classes);
         for p in cluster.pod_ids() {
             if let Some(g) = endpoint_group(cluster, &state, &mut resolver, p, &mut provs) {
-                state.groups.insert(Group::Endpoint(cluster.pod(p).key()), g);
+                state
+                    .groups
+                    .insert(Group::Endpoint(cluster.pod(p).key()), g);
             }
         }
     }
@@ -595,11 +618,7 @@ fn addr_matches(net: IpNet) -> (u128, FieldMatch, FieldMatch) {
         IpNet::V6(n) => (
             eth::IPV6,
             FieldMatch::Any,
-            FieldMatch::prefix_mask(
-                u128::from(n.network()),
-                u32::from(n.prefix_len()),
-                128,
-            ),
+            FieldMatch::prefix_mask(u128::from(n.network()), u32::from(n.prefix_len()), 128),
         ),
     }
 }
@@ -624,7 +643,10 @@ pub(crate) fn static_group(state: &LowerState, provs: &mut IndexSet<Provenance>)
     }
     let mut m = vec![FieldMatch::Any; 5];
     m[1] = tern_exact(0, Field::Endpoint);
-    out.push((sk.egress_policy, entry(3, m, call(sk.pass, &[]), vec![wire_prov])));
+    out.push((
+        sk.egress_policy,
+        entry(3, m, call(sk.pass, &[]), vec![wire_prov]),
+    ));
     out
 }
 
@@ -655,7 +677,12 @@ pub(crate) fn endpoint_group(
     let mut out = Vec::new();
     out.push((
         sk.classify,
-        entry(0, vec![FieldMatch::Exact(ep)], call(sk.from_endpoint, &[ep]), vec![prov]),
+        entry(
+            0,
+            vec![FieldMatch::Exact(ep)],
+            call(sk.from_endpoint, &[ep]),
+            vec![prov],
+        ),
     ));
     for ip in &pod.ips {
         let (et, v4, v6) = addr_matches(IpNet::from(*ip));
@@ -797,7 +824,10 @@ pub(crate) fn prefix_group(
                     ));
                 }
             }
-        } else if class.node.is_some_and(|n| cluster.nodes[n].name == state.node) {
+        } else if class
+            .node
+            .is_some_and(|n| cluster.nodes[n].name == state.node)
+        {
             out.push((
                 sk.route,
                 entry(
@@ -839,15 +869,20 @@ pub(crate) fn service_group(
         frontends.extend(s.load_balancer_ips.iter().map(|ip| (*ip, sp.port)));
         frontends.extend(s.external_ips.iter().map(|ip| (*ip, sp.port)));
         if let Some(np) = sp.node_port {
-            if matches!(s.service_type, ServiceType::NodePort | ServiceType::LoadBalancer) {
+            if matches!(
+                s.service_type,
+                ServiceType::NodePort | ServiceType::LoadBalancer
+            ) {
                 frontends.extend(local_addrs.iter().map(|ip| (*ip, np)));
             }
         }
         frontends.sort();
         frontends.dedup();
         for v6 in [false, true] {
-            let fams: Vec<&(IpAddr, u16)> =
-                frontends.iter().filter(|(ip, _)| ip.is_ipv6() == v6).collect();
+            let fams: Vec<&(IpAddr, u16)> = frontends
+                .iter()
+                .filter(|(ip, _)| ip.is_ipv6() == v6)
+                .collect();
             if fams.is_empty() {
                 continue;
             }
@@ -857,7 +892,10 @@ pub(crate) fn service_group(
             for (ip, port) in fams {
                 let (et, _, _) = addr_matches(IpNet::from(*ip));
                 let (d4, d6) = match ip {
-                    IpAddr::V4(a) => (tern_exact(u128::from(u32::from(*a)), Field::Ipv4Dst), FieldMatch::Any),
+                    IpAddr::V4(a) => (
+                        tern_exact(u128::from(u32::from(*a)), Field::Ipv4Dst),
+                        FieldMatch::Any,
+                    ),
                     IpAddr::V6(a) => (FieldMatch::Any, tern_exact(u128::from(*a), Field::Ipv6Dst)),
                 };
                 let action = if backends.is_empty() {
@@ -926,7 +964,13 @@ pub fn eligible_backends(
         s.backends
             .iter()
             .filter(|b| b.ip.is_ipv6() == v6)
-            .filter(|b| if ready_only { b.ready } else { b.serving && b.terminating })
+            .filter(|b| {
+                if ready_only {
+                    b.ready
+                } else {
+                    b.serving && b.terminating
+                }
+            })
             .filter_map(|b| {
                 b.ports
                     .iter()

@@ -232,7 +232,7 @@ pub fn classes(cluster: &Cluster, ids: &Identities, local_node: &str) -> Classes
         .enumerate()
         .flat_map(|(i, n)| n.addresses.iter().map(move |a| (*a, i)))
         .collect();
-    let mut keys: BTreeMap<ClassKey, (Option<PodId>, Option<usize>, Vec<IpNet>)> = BTreeMap::new();
+    let mut keys: BTreeMap<ClassKey, Members> = BTreeMap::new();
     for (net, id) in &ids.ipcache.entries {
         let host = net.prefix_len() == net.max_prefix_len();
         let members = c.members_of(*net);
@@ -286,7 +286,10 @@ pub fn classes(cluster: &Cluster, ids: &Identities, local_node: &str) -> Classes
     c
 }
 
-fn number(c: &mut Classes, keys: BTreeMap<ClassKey, (Option<PodId>, Option<usize>, Vec<IpNet>)>) {
+/// A class's representative pod or node, and its ipcache prefixes.
+type Members = (Option<PodId>, Option<usize>, Vec<IpNet>);
+
+fn number(c: &mut Classes, keys: BTreeMap<ClassKey, Members>) {
     let mut per_identity: HashMap<IdentityId, usize> = HashMap::new();
     for k in keys.keys() {
         *per_identity.entry(k.identity()).or_default() += 1;
@@ -384,7 +387,10 @@ type Ports = Rc<Vec<(u8, u16, u16)>>;
 const ALL_PORTS: (u16, u16) = (0, u16::MAX);
 
 fn all_protocols() -> Vec<(u8, u16, u16)> {
-    PROTOS.iter().map(|p| (*p, ALL_PORTS.0, ALL_PORTS.1)).collect()
+    PROTOS
+        .iter()
+        .map(|p| (*p, ALL_PORTS.0, ALL_PORTS.1))
+        .collect()
 }
 
 fn proto_numbers(p: Protocol) -> Vec<u8> {
@@ -471,8 +477,7 @@ impl<'a> Resolver<'a> {
         r.endpoints.iter().any(|s| !world && sel(s))
             || r.entities.iter().any(|e| self.entity_matches(*e, c))
             || (world
-                && r
-                    .cidrs
+                && r.cidrs
                     .iter()
                     .any(|p| net_matches(c.key.members(), &p.cidr, &p.except)))
     }
@@ -486,7 +491,9 @@ impl<'a> Resolver<'a> {
                 namespaces.matches(self.cluster.namespace_labels(&pod.namespace))
                     && pods.matches(&pod.labels)
             }),
-            AdminPeer::Nodes(s) => c.node.is_some_and(|n| s.matches(&self.cluster.nodes[n].labels)),
+            AdminPeer::Nodes(s) => c
+                .node
+                .is_some_and(|n| s.matches(&self.cluster.nodes[n].labels)),
             AdminPeer::Networks(nets) => nets
                 .iter()
                 .any(|p| net_matches(c.key.members(), &p.cidr, &p.except)),
@@ -680,7 +687,10 @@ impl<'a> Resolver<'a> {
                 let mut c = c.clone();
                 if needs_class {
                     let remote = self.classes.list[*ci].pod.map(|p| cluster.pod(p));
-                    c.ports = named.as_ref().map(|n| n.resolve(&c.ports, remote)).unwrap_or(c.ports);
+                    c.ports = named
+                        .as_ref()
+                        .map(|n| n.resolve(&c.ports, remote))
+                        .unwrap_or(c.ports);
                 }
                 per_class.entry(*ci).or_default().push(c);
             }
@@ -790,7 +800,11 @@ fn admin_ports(ports: Option<&[AdminPort]>) -> (Ports, Option<NamedPorts<'_>>) {
 
 fn cilium_ports(r: &CiliumRule) -> Vec<(Ports, Option<NamedPorts<'_>>, bool)> {
     if r.icmp {
-        return vec![(Rc::new(vec![(1, 0, u16::MAX), (58, 0, u16::MAX)]), None, false)];
+        return vec![(
+            Rc::new(vec![(1, 0, u16::MAX), (58, 0, u16::MAX)]),
+            None,
+            false,
+        )];
     }
     if r.to_ports.is_empty() {
         return vec![(Rc::new(all_protocols()), None, false)];
@@ -949,7 +963,11 @@ pub fn port_prefixes(lo: u16, hi: u16) -> Vec<(u16, u8)> {
     let mut lo = u32::from(lo);
     let hi = u32::from(hi);
     while lo <= hi {
-        let mut size = if lo == 0 { 1 << 16 } else { lo & lo.wrapping_neg() };
+        let mut size = if lo == 0 {
+            1 << 16
+        } else {
+            lo & lo.wrapping_neg()
+        };
         while lo + size - 1 > hi {
             size >>= 1;
         }
@@ -969,7 +987,10 @@ fn emit_rows(
     below: impl Fn(u8) -> Vec<(u16, u16, Outcome)>,
 ) {
     // One row for every protocol and port when the outcome is uniform.
-    let first = ivs.first().and_then(|(_, v)| v.first()).map(|x| x.2.clone());
+    let first = ivs
+        .first()
+        .and_then(|(_, v)| v.first())
+        .map(|x| x.2.clone());
     let uniform = ivs
         .iter()
         .all(|(_, v)| v.len() == 1 && Some(&v[0].2) == first.as_ref());

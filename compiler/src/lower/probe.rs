@@ -194,7 +194,12 @@ impl<'c> Engine<'c> {
                 break;
             }
             let hop = value_ip(next);
-            let Some(n) = self.cluster.nodes.iter().find(|n| n.addresses.contains(&hop)) else {
+            let Some(n) = self
+                .cluster
+                .nodes
+                .iter()
+                .find(|n| n.addresses.contains(&hop))
+            else {
                 break;
             };
             node = n.name.clone();

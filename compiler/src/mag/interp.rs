@@ -21,7 +21,14 @@ impl Packet {
 
     /// A first packet from `src` to `dst` arriving on `in_port`. Both addresses must be of
     /// one family; the source's family wins otherwise.
-    pub fn new(in_port: u128, src: IpAddr, dst: IpAddr, proto: u8, sport: u16, dport: u16) -> Packet {
+    pub fn new(
+        in_port: u128,
+        src: IpAddr,
+        dst: IpAddr,
+        proto: u8,
+        sport: u16,
+        dport: u16,
+    ) -> Packet {
         let mut p = Packet::zero();
         p.set(Field::InPort, in_port);
         p.set_addrs(src, dst);

@@ -917,9 +917,7 @@ pub fn validate(mag: &Mag) -> Result<MagInfo, ValidationError> {
                 ))),
                 Some(_) => Ok(()),
             },
-            Operand::Const(c) if *c > field.max() => {
-                Err(bad(format!("{c} does not fit {field}")))
-            }
+            Operand::Const(c) if *c > field.max() => Err(bad(format!("{c} does not fit {field}"))),
             Operand::Const(_) => Ok(()),
         };
         for op in &a.ops {
@@ -1040,8 +1038,7 @@ pub fn validate(mag: &Mag) -> Result<MagInfo, ValidationError> {
                     entry: eid,
                 });
             }
-            if e
-                .provenance
+            if e.provenance
                 .iter()
                 .any(|p| p.0 as usize >= mag.provenance.len())
             {

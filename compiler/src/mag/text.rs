@@ -384,7 +384,8 @@ impl<'a> Parser<'a> {
         for o in body.split("; ").filter(|o| !o.is_empty()) {
             ops.push(self.op(o.trim(), &params)?);
         }
-        self.names.insert(name, ActionId(self.mag.actions.len() as u32));
+        self.names
+            .insert(name, ActionId(self.mag.actions.len() as u32));
         self.mag.actions.push(ActionDef {
             name: name.into(),
             params,

@@ -207,10 +207,18 @@ fn peers_yaml(out: &mut String, indent: &str, peers: &[PeerSpec], kind: &str) {
     for p in peers {
         match (p, kind) {
             (PeerSpec::Pods(a), "np") => {
-                let _ = writeln!(out, "{indent}- podSelector: {{matchLabels: {{app: {}}}}}", APPS[*a]);
+                let _ = writeln!(
+                    out,
+                    "{indent}- podSelector: {{matchLabels: {{app: {}}}}}",
+                    APPS[*a]
+                );
             }
             (PeerSpec::Namespace(t), "np") => {
-                let _ = writeln!(out, "{indent}- namespaceSelector: {{matchLabels: {{team: {}}}}}", TEAMS[*t]);
+                let _ = writeln!(
+                    out,
+                    "{indent}- namespaceSelector: {{matchLabels: {{team: {}}}}}",
+                    TEAMS[*t]
+                );
             }
             (PeerSpec::NsAndPods(t, a), "np") => {
                 let _ = writeln!(
@@ -221,10 +229,16 @@ fn peers_yaml(out: &mut String, indent: &str, peers: &[PeerSpec], kind: &str) {
             }
             (PeerSpec::IpBlock(k), "np") => {
                 let _ = match k {
-                    0 => writeln!(out, "{indent}- ipBlock: {{cidr: 10.244.0.0/24, except: [10.244.0.10/31]}}"),
+                    0 => writeln!(
+                        out,
+                        "{indent}- ipBlock: {{cidr: 10.244.0.0/24, except: [10.244.0.10/31]}}"
+                    ),
                     1 => writeln!(out, "{indent}- ipBlock: {{cidr: {}/32}}", pod_ip(1)),
                     2 => writeln!(out, "{indent}- ipBlock: {{cidr: 192.168.0.0/16}}"),
-                    _ => writeln!(out, "{indent}- ipBlock: {{cidr: 0.0.0.0/0, except: [10.0.0.0/8]}}"),
+                    _ => writeln!(
+                        out,
+                        "{indent}- ipBlock: {{cidr: 0.0.0.0/0, except: [10.0.0.0/8]}}"
+                    ),
                 };
             }
             (PeerSpec::World, "np") => {
@@ -245,7 +259,10 @@ fn np_ports(out: &mut String, indent: &str, ports: &[PortSpec]) {
             PortSpec::Http => writeln!(out, "{indent}- {{protocol: TCP, port: 80}}"),
             PortSpec::Named => writeln!(out, "{indent}- {{protocol: TCP, port: http}}"),
             PortSpec::Dns => writeln!(out, "{indent}- {{protocol: UDP, port: 53}}"),
-            PortSpec::Range => writeln!(out, "{indent}- {{protocol: TCP, port: 8000, endPort: 8100}}"),
+            PortSpec::Range => writeln!(
+                out,
+                "{indent}- {{protocol: TCP, port: 8000, endPort: 8100}}"
+            ),
         };
     }
 }
@@ -261,7 +278,9 @@ fn cnp_rule(out: &mut String, r: &RuleSpec, dir: &str, l7: bool) {
         .iter()
         .filter_map(|p| match p {
             PeerSpec::Pods(a) => Some(format!("{{matchLabels: {{app: {}}}}}", APPS[*a])),
-            PeerSpec::NsAndPods(_, a) => Some(format!("{{matchLabels: {{app: {}, tier: fe}}}}", APPS[*a])),
+            PeerSpec::NsAndPods(_, a) => {
+                Some(format!("{{matchLabels: {{app: {}, tier: fe}}}}", APPS[*a]))
+            }
             _ => None,
         })
         .collect();
@@ -275,7 +294,11 @@ fn cnp_rule(out: &mut String, r: &RuleSpec, dir: &str, l7: bool) {
         line(out, format!("{dir}Entities: [cluster]"));
     }
     if let Some(PeerSpec::IpBlock(k)) = r.peers.iter().find(|p| matches!(p, PeerSpec::IpBlock(_))) {
-        let cidr = if *k % 2 == 0 { "10.244.0.0/24" } else { "192.168.0.0/16" };
+        let cidr = if *k % 2 == 0 {
+            "10.244.0.0/24"
+        } else {
+            "192.168.0.0/16"
+        };
         line(out, format!("{dir}CIDR: [{cidr}]"));
     }
     if !r.ports.is_empty() {
@@ -289,8 +312,15 @@ fn cnp_rule(out: &mut String, r: &RuleSpec, dir: &str, l7: bool) {
                 PortSpec::Range => "{port: \"8000\", endPort: 8100, protocol: ANY}".to_string(),
             })
             .collect();
-        let rules = if l7 { ", rules: {http: [{method: GET}]}" } else { "" };
-        line(out, format!("toPorts: [{{ports: [{}]{rules}}}]", ports.join(", ")));
+        let rules = if l7 {
+            ", rules: {http: [{method: GET}]}"
+        } else {
+            ""
+        };
+        line(
+            out,
+            format!("toPorts: [{{ports: [{}]{rules}}}]", ports.join(", ")),
+        );
     }
     if out.len() == start {
         line(out, format!("{dir}Entities: [all]"));
@@ -320,7 +350,10 @@ pub fn to_yaml(s: &Spec) -> String {
         if p.http.is_some() || p.dns {
             let _ = writeln!(out, "    ports:");
             if let Some(h) = p.http {
-                let _ = writeln!(out, "    - {{name: http, containerPort: {h}, protocol: TCP}}");
+                let _ = writeln!(
+                    out,
+                    "    - {{name: http, containerPort: {h}, protocol: TCP}}"
+                );
             }
             if p.dns {
                 let _ = writeln!(out, "    - {{name: dns, containerPort: 53, protocol: UDP}}");
@@ -363,9 +396,15 @@ pub fn to_yaml(s: &Spec) -> String {
                     "---\napiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata:\n  name: np{i}\n  namespace: ns{ns}\nspec:\n  podSelector: {sel}"
                 );
                 let mut types = Vec::new();
-                for (dir, rules, peer_key) in [("ingress", ingress, "from"), ("egress", egress, "to")] {
+                for (dir, rules, peer_key) in
+                    [("ingress", ingress, "from"), ("egress", egress, "to")]
+                {
                     let Some(rules) = rules else { continue };
-                    types.push(if dir == "ingress" { "Ingress" } else { "Egress" });
+                    types.push(if dir == "ingress" {
+                        "Ingress"
+                    } else {
+                        "Egress"
+                    });
                     let _ = writeln!(out, "  {dir}:");
                     if rules.is_empty() {
                         out.truncate(out.len() - dir.len() - 4);
@@ -419,9 +458,17 @@ pub fn to_yaml(s: &Spec) -> String {
             } => {
                 let baseline = &(*baseline && first_baseline == Some(i));
                 let (kind, name, prio) = if *baseline {
-                    ("BaselineAdminNetworkPolicy", "default".to_string(), String::new())
+                    (
+                        "BaselineAdminNetworkPolicy",
+                        "default".to_string(),
+                        String::new(),
+                    )
                 } else {
-                    ("AdminNetworkPolicy", format!("anp{i}"), format!("\n  priority: {priority}"))
+                    (
+                        "AdminNetworkPolicy",
+                        format!("anp{i}"),
+                        format!("\n  priority: {priority}"),
+                    )
                 };
                 let _ = writeln!(
                     out,
@@ -483,7 +530,10 @@ pub fn load(spec: &Spec) -> Cluster {
     let yaml = to_yaml(spec);
     let loaded = driver::load_texts(&[("gen.yaml", &yaml)], &BuildOptions::default());
     let errors: Vec<_> = loaded.diags.iter().filter(|d| d.is_error()).collect();
-    assert!(errors.is_empty(), "generated input is invalid: {errors:?}\n{yaml}");
+    assert!(
+        errors.is_empty(),
+        "generated input is invalid: {errors:?}\n{yaml}"
+    );
     loaded.cluster
 }
 

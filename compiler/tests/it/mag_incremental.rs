@@ -64,7 +64,10 @@ fn apply(spec: &mut Spec, alive: &mut Vec<bool>, e: &Edit) -> Option<Change> {
                 named_target: true,
                 affinity: false,
             });
-            Some(Change::Service(format!("ns{ns}/s{}", spec.services.len() - 1)))
+            Some(Change::Service(format!(
+                "ns{ns}/s{}",
+                spec.services.len() - 1
+            )))
         }
         Edit::RemoveService(i) => {
             if *i + 1 != spec.services.len() {

@@ -52,6 +52,8 @@ fn only_the_empire_lands() {
     assert_eq!(reply.traces[0].1.packet.src().to_string(), "10.96.0.50");
     let denied = engine.connect(&conn(xwing)).unwrap();
     assert_eq!(denied.verdict, Verdict::Deny);
-    let t = denied.traces[0].1.to_text(&engine.node("local").unwrap().mag);
+    let t = denied.traces[0]
+        .1
+        .to_text(&engine.node("local").unwrap().mag);
     assert!(t.contains("CiliumNetworkPolicy/default/rule1"), "{t}");
 }
