@@ -131,7 +131,17 @@ impl<'c> Engine<'c> {
                 Some((ip, port, Some(self.node_of_pod(p))))
             }
             To::Ip(ip) => {
-                let node = self.cluster.pod_by_ip(ip).map(|p| self.node_of_pod(p));
+                let node = self
+                    .cluster
+                    .pod_by_ip(ip)
+                    .map(|p| self.node_of_pod(p))
+                    .or_else(|| {
+                        self.cluster
+                            .nodes
+                            .iter()
+                            .find(|n| n.addresses.contains(&ip))
+                            .map(|n| n.name.clone())
+                    });
                 Some((ip, port, node))
             }
             To::Service(s, sport) => {
