@@ -81,7 +81,7 @@ static __always_inline int policy_lookups(struct tuple4 *t, int with_service)
 	return n;
 }
 
-SEC("tc")
+SEC("classifier")
 int lookups_policy(struct __sk_buff *skb)
 {
 	struct tuple4 t;
@@ -90,7 +90,7 @@ int lookups_policy(struct __sk_buff *skb)
 	return policy_lookups(&t, 0) >= 0 ? TC_ACT_OK : TC_ACT_SHOT;
 }
 
-SEC("tc")
+SEC("classifier")
 int lookups_service(struct __sk_buff *skb)
 {
 	struct tuple4 t;
