@@ -238,7 +238,11 @@ pub fn policy_key(m: &PolicyMatch) -> c::PolicyKey {
         prefixlen += 8;
         if let Some((port, bits)) = m.port {
             let bits = bits.min(16);
-            let mask = if bits == 0 { 0 } else { u16::MAX << (16 - bits) };
+            let mask = if bits == 0 {
+                0
+            } else {
+                u16::MAX << (16 - bits)
+            };
             dport = (port & mask).to_be();
             prefixlen += u32::from(bits);
         }
@@ -260,25 +264,45 @@ pub fn policy_value(d: &PolicyDecision) -> c::PolicyValue {
         Action::Deny => (c::ACTION_DENY, 0),
         Action::Redirect { proxy_port } => (c::ACTION_REDIRECT, proxy_port),
     };
-    c::PolicyValue { cookie: d.cookie, action, pad: 0, proxy_port, pad2: 0 }
+    c::PolicyValue {
+        cookie: d.cookie,
+        action,
+        pad: 0,
+        proxy_port,
+        pad2: 0,
+    }
 }
 
 /// The `ipcache` map key of a prefix.
 pub fn ipcache_key(p: &Prefix) -> c::IpcacheKey {
     let (addr, family) = raw_addr(p.addr);
-    c::IpcacheKey { prefixlen: c::IPCACHE_PREFIX_FIXED + u32::from(p.len), family, pad: [0; 3], addr }
+    c::IpcacheKey {
+        prefixlen: c::IPCACHE_PREFIX_FIXED + u32::from(p.len),
+        family,
+        pad: [0; 3],
+        addr,
+    }
 }
 
 /// The `services` map key of a frontend.
 pub fn service_key(f: &Frontend) -> c::ServiceKey {
     let (addr, family) = raw_addr(f.addr);
-    c::ServiceKey { addr, family, protocol: f.protocol, port: f.port.to_be() }
+    c::ServiceKey {
+        addr,
+        family,
+        protocol: f.protocol,
+        port: f.port.to_be(),
+    }
 }
 
 /// The `endpoints` map key of an address.
 pub fn endpoint_key(a: IpAddr) -> c::EndpointKey {
     let (addr, family) = raw_addr(a);
-    c::EndpointKey { addr, family, pad: [0; 3] }
+    c::EndpointKey {
+        addr,
+        family,
+        pad: [0; 3],
+    }
 }
 
 fn put<K: aya::Pod, V: aya::Pod>(out: &mut MapEntries, map: MapName, k: &K, v: &V) {
@@ -300,29 +324,54 @@ impl EbpfArtifact {
             put(&mut out, MapName::Endpoints, &endpoint_key(*a), &v);
         }
         for (p, id) in &self.ipcache {
-            put(&mut out, MapName::Ipcache, &ipcache_key(p), &c::IpcacheValue { identity: *id, flags: 0 });
+            put(
+                &mut out,
+                MapName::Ipcache,
+                &ipcache_key(p),
+                &c::IpcacheValue {
+                    identity: *id,
+                    flags: 0,
+                },
+            );
         }
         for (m, d) in &self.policy {
             put(&mut out, MapName::Policy, &policy_key(m), &policy_value(d));
         }
         for (id, b) in &self.backends {
             let (addr, family) = raw_addr(b.addr);
-            let v = c::BackendValue { addr, family, flags: 0, port: b.port.to_be() };
+            let v = c::BackendValue {
+                addr,
+                family,
+                flags: 0,
+                port: b.port.to_be(),
+            };
             put(&mut out, MapName::Backends, id, &v);
         }
         for (f, s) in &self.services {
             let v = c::ServiceValue {
                 service_id: s.id,
                 maglev_size: s.maglev.len() as u32,
-                flags: if s.affinity_timeout.is_some() { c::SVC_AFFINITY } else { 0 },
+                flags: if s.affinity_timeout.is_some() {
+                    c::SVC_AFFINITY
+                } else {
+                    0
+                },
                 affinity_timeout: s.affinity_timeout.unwrap_or(0),
             };
             put(&mut out, MapName::Services, &service_key(f), &v);
             let (addr, family) = raw_addr(f.addr);
-            let rn = c::RevnatValue { addr, family, pad: 0, port: f.port.to_be() };
+            let rn = c::RevnatValue {
+                addr,
+                family,
+                pad: 0,
+                port: f.port.to_be(),
+            };
             put(&mut out, MapName::Revnat, &s.id, &rn);
             for (slot, backend) in s.maglev.iter().enumerate() {
-                let k = c::MaglevKey { service_id: s.id, slot: slot as u32 };
+                let k = c::MaglevKey {
+                    service_id: s.id,
+                    slot: slot as u32,
+                };
                 put(&mut out, MapName::Maglev, &k, backend);
             }
         }
@@ -341,13 +390,20 @@ pub fn diff_entries(old: &MapEntries, new: &MapEntries) -> Vec<MapOp> {
     let mut ops = Vec::new();
     for ((map, key), value) in new {
         if old.get(&(*map, key.clone())) != Some(value) {
-            ops.push(MapOp::Upsert { map: *map, key: key.clone(), value: value.clone() });
+            ops.push(MapOp::Upsert {
+                map: *map,
+                key: key.clone(),
+                value: value.clone(),
+            });
         }
     }
     let mut deletes: Vec<MapOp> = old
         .keys()
         .filter(|k| !new.contains_key(*k))
-        .map(|(map, key)| MapOp::Delete { map: *map, key: key.clone() })
+        .map(|(map, key)| MapOp::Delete {
+            map: *map,
+            key: key.clone(),
+        })
         .collect();
     deletes.reverse();
     ops.extend(deletes);
@@ -375,7 +431,11 @@ impl fmt::Display for EbpfArtifact {
             cfg.ct_tcp_syn, cfg.ct_tcp_established, cfg.ct_tcp_closing, cfg.ct_udp, cfg.ct_sctp, cfg.ct_icmp, cfg.ct_other, cfg.flags
         )?;
         for (a, e) in &self.endpoints {
-            writeln!(f, "endpoint {a} id={} ifindex={} identity={}", e.id, e.ifindex, e.identity)?;
+            writeln!(
+                f,
+                "endpoint {a} id={} ifindex={} identity={}",
+                e.id, e.ifindex, e.identity
+            )?;
         }
         for (p, id) in &self.ipcache {
             writeln!(f, "ipcache {p} identity={id}")?;
@@ -385,7 +445,11 @@ impl fmt::Display for EbpfArtifact {
                 Direction::Egress => "egress",
                 Direction::Ingress => "ingress",
             };
-            let remote = if m.identity == 0 { "any".to_string() } else { m.identity.to_string() };
+            let remote = if m.identity == 0 {
+                "any".to_string()
+            } else {
+                m.identity.to_string()
+            };
             let l4 = match (m.protocol, m.port) {
                 (None, _) => "any".to_string(),
                 (Some(p), None) => proto_name(p),
@@ -441,7 +505,11 @@ pub fn port_range_prefixes(lo: u16, hi: u16) -> Vec<(u16, u8)> {
     let (mut lo, hi) = (u32::from(lo), u32::from(hi));
     while lo <= hi {
         // The largest aligned block starting at `lo` that does not pass `hi`.
-        let mut size = if lo == 0 { 1 << 16 } else { 1u32 << lo.trailing_zeros() };
+        let mut size = if lo == 0 {
+            1 << 16
+        } else {
+            1u32 << lo.trailing_zeros()
+        };
         while lo + size - 1 > hi {
             size >>= 1;
         }
@@ -461,20 +529,47 @@ mod tests {
         assert_eq!(port_range_prefixes(0, 65535), vec![(0, 0)]);
         assert_eq!(port_range_prefixes(8080, 8083), vec![(8080, 14)]);
         assert_eq!(port_range_prefixes(1, 3), vec![(1, 16), (2, 15)]);
-        let total: u32 = port_range_prefixes(1000, 2000).iter().map(|(_, b)| 1u32 << (16 - b)).sum();
+        let total: u32 = port_range_prefixes(1000, 2000)
+            .iter()
+            .map(|(_, b)| 1u32 << (16 - b))
+            .sum();
         assert_eq!(total, 1001);
     }
 
     #[test]
     fn diff_upserts_before_deletes() {
         let mut old = EbpfArtifact::default();
-        old.ipcache.insert(Prefix { addr: "10.0.0.0".parse().unwrap(), len: 24 }, 256);
+        old.ipcache.insert(
+            Prefix {
+                addr: "10.0.0.0".parse().unwrap(),
+                len: 24,
+            },
+            256,
+        );
         let mut new = EbpfArtifact::default();
-        new.ipcache.insert(Prefix { addr: "10.0.1.0".parse().unwrap(), len: 24 }, 257);
+        new.ipcache.insert(
+            Prefix {
+                addr: "10.0.1.0".parse().unwrap(),
+                len: 24,
+            },
+            257,
+        );
         let ops = new.diff(&old);
         assert_eq!(ops.len(), 2);
-        assert!(matches!(ops[0], MapOp::Upsert { map: MapName::Ipcache, .. }));
-        assert!(matches!(ops[1], MapOp::Delete { map: MapName::Ipcache, .. }));
+        assert!(matches!(
+            ops[0],
+            MapOp::Upsert {
+                map: MapName::Ipcache,
+                ..
+            }
+        ));
+        assert!(matches!(
+            ops[1],
+            MapOp::Delete {
+                map: MapName::Ipcache,
+                ..
+            }
+        ));
         assert!(new.diff(&new).is_empty());
     }
 }

@@ -37,7 +37,9 @@ fn name_at(strings: &[u8], off: u32) -> String {
 /// Every named struct in the `.BTF` section of an ELF object (little-endian BPF).
 pub fn structs(object_bytes: &[u8]) -> Result<BTreeMap<String, BtfStruct>, String> {
     let file = object::File::parse(object_bytes).map_err(|e| e.to_string())?;
-    let section = file.section_by_name(".BTF").ok_or("the object has no .BTF section")?;
+    let section = file
+        .section_by_name(".BTF")
+        .ok_or("the object has no .BTF section")?;
     let btf = section.data().map_err(|e| e.to_string())?;
     if btf.len() < 24 || u16::from_le_bytes([btf[0], btf[1]]) != 0xeb9f {
         return Err("bad BTF magic (big-endian objects are not supported)".into());
@@ -46,11 +48,19 @@ pub fn structs(object_bytes: &[u8]) -> Result<BTreeMap<String, BtfStruct>, Strin
     let (type_off, type_len) = (u32_at(btf, 8)? as usize, u32_at(btf, 12)? as usize);
     let str_off = u32_at(btf, 16)? as usize;
     let str_len = u32_at(btf, 20)? as usize;
-    let types_bytes = btf.get(hdr_len + type_off..hdr_len + type_off + type_len).ok_or("BTF types out of range")?;
-    let strings = btf.get(hdr_len + str_off..hdr_len + str_off + str_len).ok_or("BTF strings out of range")?;
+    let types_bytes = btf
+        .get(hdr_len + type_off..hdr_len + type_off + type_len)
+        .ok_or("BTF types out of range")?;
+    let strings = btf
+        .get(hdr_len + str_off..hdr_len + str_off + str_len)
+        .ok_or("BTF strings out of range")?;
 
     // Type ids start at 1; id 0 is void.
-    let mut types = vec![Type { kind: 0, size_or_type: 0, array: None }];
+    let mut types = vec![Type {
+        kind: 0,
+        size_or_type: 0,
+        array: None,
+    }];
     let mut raw_structs = Vec::new();
     let mut off = 0;
     while off < types_bytes.len() {
@@ -74,7 +84,11 @@ pub fn structs(object_bytes: &[u8]) -> Result<BTreeMap<String, BtfStruct>, Strin
                     let m = off + i * 12;
                     let bits = u32_at(types_bytes, m + 8)?;
                     let bit_off = if kind_flag { bits & 0x00ff_ffff } else { bits };
-                    members.push((name_at(strings, u32_at(types_bytes, m)?), u32_at(types_bytes, m + 4)?, bit_off));
+                    members.push((
+                        name_at(strings, u32_at(types_bytes, m)?),
+                        u32_at(types_bytes, m + 4)?,
+                        bit_off,
+                    ));
                 }
                 if kind == 4 {
                     raw_structs.push((name_at(strings, name_off), size_or_type, members));
@@ -86,13 +100,19 @@ pub fn structs(object_bytes: &[u8]) -> Result<BTreeMap<String, BtfStruct>, Strin
             2 | 7..=12 | 16 | 18 => {}
             k => return Err(format!("unknown BTF kind {k}")),
         }
-        types.push(Type { kind, size_or_type, array });
+        types.push(Type {
+            kind,
+            size_or_type,
+            array,
+        });
     }
 
     let size_of = |mut id: u32| -> Result<u32, String> {
         let mut factor = 1u32;
         for _ in 0..64 {
-            let t = types.get(id as usize).ok_or_else(|| format!("bad BTF type id {id}"))?;
+            let t = types
+                .get(id as usize)
+                .ok_or_else(|| format!("bad BTF type id {id}"))?;
             match t.kind {
                 1 | 4 | 5 | 6 | 15 | 16 | 19 => return Ok(factor * t.size_or_type),
                 2 => return Ok(factor * 8),

@@ -85,7 +85,12 @@ pub enum Program {
 
 impl Program {
     /// Every program.
-    pub const ALL: [Program; 4] = [Program::FromPod, Program::ToPod, Program::FromWire, Program::ToWire];
+    pub const ALL: [Program; 4] = [
+        Program::FromPod,
+        Program::ToPod,
+        Program::FromWire,
+        Program::ToWire,
+    ];
 
     /// The program's name in the object.
     pub fn name(self) -> &'static str {
@@ -198,8 +203,14 @@ fn load_programs(ebpf: &mut Ebpf, names: &[&'static str]) -> Result<(), Error> {
             .program_mut(name)
             .ok_or(Error::Missing(name))?
             .try_into()
-            .map_err(|source| Error::Program { program: name, source })?;
-        prog.load().map_err(|source| Error::Program { program: name, source })?;
+            .map_err(|source| Error::Program {
+                program: name,
+                source,
+            })?;
+        prog.load().map_err(|source| Error::Program {
+            program: name,
+            source,
+        })?;
     }
     Ok(())
 }
@@ -209,8 +220,14 @@ fn program_fd<'a>(ebpf: &'a Ebpf, name: &'static str) -> Result<BorrowedFd<'a>, 
         .program(name)
         .ok_or(Error::Missing(name))?
         .try_into()
-        .map_err(|source| Error::Program { program: name, source })?;
-    let fd = prog.fd().map_err(|source| Error::Program { program: name, source })?;
+        .map_err(|source| Error::Program {
+            program: name,
+            source,
+        })?;
+    let fd = prog.fd().map_err(|source| Error::Program {
+        program: name,
+        source,
+    })?;
     Ok(fd.as_fd())
 }
 
@@ -246,7 +263,11 @@ impl Datapath {
         let mut ebpf = load_object(OBJECT, pin_dir)?;
         let names: Vec<&'static str> = Program::ALL.iter().map(|p| p.name()).collect();
         load_programs(&mut ebpf, &names)?;
-        Ok(Datapath { ebpf, pin_dir: pin_dir.map(Path::to_path_buf), next_attachment: 1 })
+        Ok(Datapath {
+            ebpf,
+            pin_dir: pin_dir.map(Path::to_path_buf),
+            next_attachment: 1,
+        })
     }
 
     /// The pin directory, if maps are pinned.
@@ -268,15 +289,30 @@ impl Datapath {
             .program_mut(name)
             .ok_or(Error::Missing(name))?
             .try_into()
-            .map_err(|source| Error::Program { program: name, source })?;
-        let err = |source| Error::Program { program: name, source };
+            .map_err(|source| Error::Program {
+                program: name,
+                source,
+            })?;
+        let err = |source| Error::Program {
+            program: name,
+            source,
+        };
         let id = prog
-            .attach_with_options(iface, program.hook(), TcAttachOptions::Netlink(NlOptions::default()))
+            .attach_with_options(
+                iface,
+                program.hook(),
+                TcAttachOptions::Netlink(NlOptions::default()),
+            )
             .map_err(err)?;
         let link = prog.take_link(id).map_err(err)?;
         let n = self.next_attachment;
         self.next_attachment += 1;
-        Ok(Attachment { id: n, program, iface: iface.to_string(), link: Some(link) })
+        Ok(Attachment {
+            id: n,
+            program,
+            iface: iface.to_string(),
+            link: Some(link),
+        })
     }
 
     fn map_data(&self, name: &'static str) -> Result<&MapData, Error> {
@@ -358,7 +394,8 @@ impl Datapath {
                 }
                 MapOp::Delete { map, key } => {
                     let fd = self.map_fd(map.as_str())?;
-                    sys::map_delete(fd, key).map_err(io_err(format!("deleting from {}", map.as_str())))?;
+                    sys::map_delete(fd, key)
+                        .map_err(io_err(format!("deleting from {}", map.as_str())))?;
                     stats.deletes += 1;
                     i += 1;
                 }
@@ -391,14 +428,25 @@ impl Datapath {
                     // support for this map type answers EINVAL or ENOTSUPP at once).
                     stats.upserts += done as usize;
                     let done = done as usize;
-                    return self.upsert_each(fd, &keys[done * ks..], &values[done * vs..], ks, vs, map, stats);
+                    return self.upsert_each(
+                        fd,
+                        &keys[done * ks..],
+                        &values[done * vs..],
+                        ks,
+                        vs,
+                        map,
+                        stats,
+                    );
                 }
             }
         }
         self.upsert_each(fd, keys, values, ks, vs, map, stats)
     }
 
-    #[allow(clippy::too_many_arguments, reason = "a private helper of upsert_batch")]
+    #[allow(
+        clippy::too_many_arguments,
+        reason = "a private helper of upsert_batch"
+    )]
     fn upsert_each(
         &self,
         fd: BorrowedFd<'_>,
@@ -410,7 +458,8 @@ impl Datapath {
         stats: &mut ApplyStats,
     ) -> Result<(), Error> {
         for (k, v) in keys.chunks(ks).zip(values.chunks(vs)) {
-            sys::map_update(fd, k, v, sys::BPF_ANY).map_err(io_err(format!("updating {}", map.as_str())))?;
+            sys::map_update(fd, k, v, sys::BPF_ANY)
+                .map_err(io_err(format!("updating {}", map.as_str())))?;
             stats.upserts += 1;
         }
         Ok(())
@@ -418,16 +467,32 @@ impl Datapath {
 
     /// Runs one packet through a program with `BPF_PROG_TEST_RUN`, as if it arrived on
     /// the device `ifindex` (1, the loopback device, when 0) with `mark`.
-    pub fn run(&self, program: Program, packet: &[u8], ifindex: u32, mark: u32) -> Result<RunResult, Error> {
+    pub fn run(
+        &self,
+        program: Program,
+        packet: &[u8],
+        ifindex: u32,
+        mark: u32,
+    ) -> Result<RunResult, Error> {
         let fd = program_fd(&self.ebpf, program.name())?;
         let r = sys::prog_test_run(fd, packet, &skb_ctx(ifindex, mark), 1)
             .map_err(io_err(format!("BPF_PROG_TEST_RUN of {}", program.name())))?;
         let mark = u32::from_ne_bytes(r.ctx_out[8..12].try_into().unwrap_or_default());
-        Ok(RunResult { verdict: r.retval as i32, packet: r.data_out, mark })
+        Ok(RunResult {
+            verdict: r.retval as i32,
+            packet: r.data_out,
+            mark,
+        })
     }
 
     /// The average time of `repeat` runs of a program on one packet, in nanoseconds.
-    pub fn time(&self, program: Program, packet: &[u8], ifindex: u32, repeat: u32) -> Result<u32, Error> {
+    pub fn time(
+        &self,
+        program: Program,
+        packet: &[u8],
+        ifindex: u32,
+        repeat: u32,
+    ) -> Result<u32, Error> {
         let fd = program_fd(&self.ebpf, program.name())?;
         let r = sys::prog_test_run(fd, packet, &skb_ctx(ifindex, 0), repeat)
             .map_err(io_err(format!("BPF_PROG_TEST_RUN of {}", program.name())))?;
@@ -447,7 +512,9 @@ impl Datapath {
                 break;
             }
             let mut v = c::CtValue::default();
-            if sys::map_lookup(fd, sys::bytes_of(&next), bytes_mut(&mut v)).map_err(io_err("ct lookup"))? {
+            if sys::map_lookup(fd, sys::bytes_of(&next), bytes_mut(&mut v))
+                .map_err(io_err("ct lookup"))?
+            {
                 out.push((next, v));
             }
             key = Some(next);
@@ -473,12 +540,21 @@ impl Datapath {
 
     /// Per-rule counters, summed over CPUs, by cookie.
     pub fn counters(&self) -> Result<BTreeMap<u64, c::CounterValue>, Error> {
-        let map = self.ebpf.map("counters").ok_or(Error::Missing("counters"))?;
-        let m: PerCpuHashMap<&MapData, u64, c::CounterValue> =
-            PerCpuHashMap::try_from(map).map_err(|source| Error::Map { map: "counters", source })?;
+        let map = self
+            .ebpf
+            .map("counters")
+            .ok_or(Error::Missing("counters"))?;
+        let m: PerCpuHashMap<&MapData, u64, c::CounterValue> = PerCpuHashMap::try_from(map)
+            .map_err(|source| Error::Map {
+                map: "counters",
+                source,
+            })?;
         let mut out = BTreeMap::new();
         for item in m.iter() {
-            let (cookie, per_cpu) = item.map_err(|source| Error::Map { map: "counters", source })?;
+            let (cookie, per_cpu) = item.map_err(|source| Error::Map {
+                map: "counters",
+                source,
+            })?;
             let mut sum = c::CounterValue::default();
             for v in per_cpu.iter() {
                 sum.packets += v.packets;
@@ -491,8 +567,14 @@ impl Datapath {
 
     /// Drains the flow-event ring buffer.
     pub fn events(&mut self) -> Result<Vec<c::FlowEvent>, Error> {
-        let map = self.ebpf.map_mut("events").ok_or(Error::Missing("events"))?;
-        let mut rb = RingBuf::try_from(map).map_err(|source| Error::Map { map: "events", source })?;
+        let map = self
+            .ebpf
+            .map_mut("events")
+            .ok_or(Error::Missing("events"))?;
+        let mut rb = RingBuf::try_from(map).map_err(|source| Error::Map {
+            map: "events",
+            source,
+        })?;
         let mut out = Vec::new();
         while let Some(item) = rb.next() {
             if let Some(e) = sys::from_bytes::<c::FlowEvent>(&item) {
@@ -506,7 +588,8 @@ impl Datapath {
     pub fn unpin(&self) -> Result<(), Error> {
         if let Some(dir) = &self.pin_dir {
             if dir.exists() {
-                std::fs::remove_dir_all(dir).map_err(io_err(format!("removing {}", dir.display())))?;
+                std::fs::remove_dir_all(dir)
+                    .map_err(io_err(format!("removing {}", dir.display())))?;
             }
         }
         Ok(())

@@ -68,7 +68,11 @@ mod tests {
         }
         // Removing one backend moves only (about) its own slots.
         let t2 = table(&[1, 2], 251);
-        let moved = t.iter().zip(&t2).filter(|(a, b)| a != b && **a != 3).count();
+        let moved = t
+            .iter()
+            .zip(&t2)
+            .filter(|(a, b)| a != b && **a != 3)
+            .count();
         assert!(moved < 30, "{moved} slots moved");
         assert_eq!(table(&[3, 1, 2], 251), t);
         assert!(table(&[], 251).is_empty());

@@ -72,7 +72,11 @@ fn fold(mut sum: u32) -> u16 {
 
 fn add_bytes(mut sum: u32, b: &[u8]) -> u32 {
     for chunk in b.chunks(2) {
-        let w = if chunk.len() == 2 { u16::from_be_bytes([chunk[0], chunk[1]]) } else { u16::from(chunk[0]) << 8 };
+        let w = if chunk.len() == 2 {
+            u16::from_be_bytes([chunk[0], chunk[1]])
+        } else {
+            u16::from(chunk[0]) << 8
+        };
         sum += u32::from(w);
     }
     sum
@@ -98,7 +102,11 @@ fn pseudo(src: IpAddr, dst: IpAddr, proto: u8, len: usize) -> u32 {
 pub fn build(src: IpAddr, dst: IpAddr, l4: L4) -> Vec<u8> {
     let v6 = src.is_ipv6();
     let (proto, mut seg) = match l4 {
-        L4::Tcp { sport, dport, flags } => {
+        L4::Tcp {
+            sport,
+            dport,
+            flags,
+        } => {
             let mut h = vec![0u8; 20];
             h[0..2].copy_from_slice(&sport.to_be_bytes());
             h[2..4].copy_from_slice(&dport.to_be_bytes());
@@ -143,7 +151,11 @@ pub fn build(src: IpAddr, dst: IpAddr, l4: L4) -> Vec<u8> {
         _ => None,
     };
     if let Some(off) = csum_off {
-        let base = if proto == 1 { 0 } else { pseudo(src, dst, proto, seg.len()) };
+        let base = if proto == 1 {
+            0
+        } else {
+            pseudo(src, dst, proto, seg.len())
+        };
         let c = !fold(add_bytes(base, &seg));
         let c = if c == 0 && proto == 17 { 0xffff } else { c };
         seg[off..off + 2].copy_from_slice(&c.to_be_bytes());
@@ -191,7 +203,13 @@ fn l3(frame: &[u8]) -> Option<(IpAddr, IpAddr, u8, usize, usize)> {
             let total = usize::from(u16::from_be_bytes([ip[2], ip[3]]));
             let src: [u8; 4] = ip[12..16].try_into().ok()?;
             let dst: [u8; 4] = ip[16..20].try_into().ok()?;
-            Some((IpAddr::from(src), IpAddr::from(dst), ip[9], 14 + ihl, 14 + total))
+            Some((
+                IpAddr::from(src),
+                IpAddr::from(dst),
+                ip[9],
+                14 + ihl,
+                14 + total,
+            ))
         }
         0x86dd => {
             let ip = frame.get(14..54)?;
@@ -214,16 +232,26 @@ pub fn parse(frame: &[u8]) -> Option<Parsed> {
         ),
         _ => (0, 0),
     };
-    Some(Parsed { src, dst, protocol, sport, dport })
+    Some(Parsed {
+        src,
+        dst,
+        protocol,
+        sport,
+        dport,
+    })
 }
 
 /// Whether the IPv4 header checksum and the TCP/UDP/ICMP checksum of a frame are right.
 pub fn checksums_ok(frame: &[u8]) -> bool {
-    let Some((src, dst, proto, l4, end)) = l3(frame) else { return false };
+    let Some((src, dst, proto, l4, end)) = l3(frame) else {
+        return false;
+    };
     if src.is_ipv4() && fold(add_bytes(0, &frame[14..l4])) != 0xffff {
         return false;
     }
-    let Some(seg) = frame.get(l4..end) else { return false };
+    let Some(seg) = frame.get(l4..end) else {
+        return false;
+    };
     match proto {
         6 | 17 | 58 => fold(add_bytes(pseudo(src, dst, proto, seg.len()), seg)) == 0xffff,
         1 => fold(add_bytes(0, seg)) == 0xffff,
@@ -239,16 +267,30 @@ mod tests {
     fn built_packets_have_valid_checksums() {
         let v4 = |s: &str| s.parse::<IpAddr>().unwrap();
         for l4 in [
-            L4::Tcp { sport: 1000, dport: 80, flags: TCP_SYN },
-            L4::Udp { sport: 1000, dport: 53 },
-            L4::Echo { id: 7, reply: false },
+            L4::Tcp {
+                sport: 1000,
+                dport: 80,
+                flags: TCP_SYN,
+            },
+            L4::Udp {
+                sport: 1000,
+                dport: 53,
+            },
+            L4::Echo {
+                id: 7,
+                reply: false,
+            },
         ] {
             let f = build(v4("10.0.0.1"), v4("10.0.0.2"), l4);
             assert!(checksums_ok(&f), "{l4:?}");
             let f = build(v4("fd00::1"), v4("fd00::2"), l4);
             assert!(checksums_ok(&f), "{l4:?} v6");
         }
-        let f = build(v4("10.0.0.1"), v4("10.0.0.2"), L4::Udp { sport: 1, dport: 2 });
+        let f = build(
+            v4("10.0.0.1"),
+            v4("10.0.0.2"),
+            L4::Udp { sport: 1, dport: 2 },
+        );
         let p = parse(&f).unwrap();
         assert_eq!((p.sport, p.dport, p.protocol), (1, 2, 17));
     }

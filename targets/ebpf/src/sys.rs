@@ -5,7 +5,10 @@
 //! This is the crate's only `unsafe` code. Each call builds a zeroed `bpf_attr` (the
 //! kernel rejects non-zero bytes past the fields a command knows), fills the command's
 //! fields at their UAPI offsets, and passes pointers to buffers that outlive the call.
-#![allow(unsafe_code, reason = "the bpf(2) system call has no safe wrapper for these commands")]
+#![allow(
+    unsafe_code,
+    reason = "the bpf(2) system call has no safe wrapper for these commands"
+)]
 
 use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd};
@@ -46,7 +49,12 @@ impl Attr {
         // SAFETY: `self.0` is a properly sized and aligned bpf_attr; the pointers stored in
         // it point to buffers the caller keeps alive for the duration of this call.
         let r = unsafe {
-            libc::syscall(libc::SYS_bpf, cmd, self.0.as_mut_ptr(), ATTR_SIZE as libc::c_uint)
+            libc::syscall(
+                libc::SYS_bpf,
+                cmd,
+                self.0.as_mut_ptr(),
+                ATTR_SIZE as libc::c_uint,
+            )
         };
         if r < 0 {
             Err(io::Error::last_os_error())
@@ -169,7 +177,12 @@ pub fn prog_test_run(
     a.call(BPF_PROG_TEST_RUN)?;
     let size_out = a.get_u32(12) as usize;
     out.truncate(size_out);
-    Ok(TestRun { retval: a.get_u32(4), duration_ns: a.get_u32(36), data_out: out, ctx_out })
+    Ok(TestRun {
+        retval: a.get_u32(4),
+        duration_ns: a.get_u32(36),
+        data_out: out,
+        ctx_out,
+    })
 }
 
 /// The bytes of a plain-old-data value (one of the `repr(C)` layouts).
@@ -195,7 +208,10 @@ pub fn bytes_of_mut<T: aya::Pod>(v: &mut T) -> &mut [u8] {
 
 /// `CLOCK_MONOTONIC` in nanoseconds: the clock of `bpf_ktime_get_ns()`.
 pub fn monotonic_ns() -> u64 {
-    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
     // SAFETY: `ts` is a valid timespec for the call to fill.
     unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64

@@ -8,7 +8,9 @@ use pipec_ebpf::Datapath;
 
 /// Fails the test unless it runs as root: loading programs and creating namespaces need it.
 pub fn require_root() {
-    let uid = std::fs::metadata("/proc/self").map(|m| m.uid()).unwrap_or(u32::MAX);
+    let uid = std::fs::metadata("/proc/self")
+        .map(|m| m.uid())
+        .unwrap_or(u32::MAX);
     assert_eq!(
         uid, 0,
         "this kernel test needs root (BPF, BPF_PROG_TEST_RUN, netns); run the tests as root"
@@ -22,8 +24,14 @@ impl TestDatapath {
     pub fn load(tag: &str) -> Self {
         require_root();
         let dir = scratch_pin_dir(tag);
-        let dp = Datapath::load(Some(&dir)).unwrap_or_else(|e| panic!("loading the datapath: {e}"));
-        TestDatapath(dp)
+        match Datapath::load(Some(&dir)) {
+            Ok(dp) => TestDatapath(dp),
+            Err(e) => {
+                // Maps pinned before the failure would outlive the test.
+                let _ = std::fs::remove_dir_all(&dir);
+                panic!("loading the datapath: {e}")
+            }
+        }
     }
 }
 
