@@ -196,7 +196,14 @@ pub fn emit_to_string(sources: &Sources, diags: &[Diagnostic]) -> String {
 
 /// Renders diagnostics to standard error, in colour where the terminal supports it.
 pub fn emit_to_stderr(sources: &Sources, diags: &[Diagnostic]) {
-    let stream = StandardStream::stderr(ColorChoice::Auto);
+    // termcolor's `Auto` looks only at TERM and NO_COLOR; escape codes must not reach a
+    // file or a pipe, so the terminal check is made here.
+    let choice = if std::io::IsTerminal::is_terminal(&std::io::stderr()) {
+        ColorChoice::Auto
+    } else {
+        ColorChoice::Never
+    };
+    let stream = StandardStream::stderr(choice);
     let mut lock = stream.lock();
     let config = term::Config::default();
     for d in diags {
