@@ -60,10 +60,7 @@ fn check(path: &Path) -> String {
     if warn_only {
         assert!(errors.is_empty(), "{name}: a warning case gave errors");
         assert!(
-            loaded
-                .diags
-                .iter()
-                .any(|d| d.severity == Severity::Warning),
+            loaded.diags.iter().any(|d| d.severity == Severity::Warning),
             "{name}: no warning"
         );
     } else {
@@ -97,8 +94,10 @@ fn bad_input() {
             .and_then(|s| s.to_str())
             .expect("UTF-8 file name")
             .to_string();
+        // insta resolves `input_file` against the workspace root, so give it in full.
+        let input = Path::new(env!("CARGO_MANIFEST_DIR")).join(&path);
         insta::with_settings!({
-            input_file => &path,
+            input_file => &input,
             snapshot_path => "snapshots/bad_input",
             prepend_module_to_snapshot => false,
             omit_expression => true,
@@ -114,7 +113,7 @@ fn every_code_has_a_case() {
     use pipec::diag::Code;
     let mut seen = std::collections::BTreeSet::new();
     for path in cases() {
-        let loaded = driver::load(&[path.clone()], &options(&path));
+        let loaded = driver::load(std::slice::from_ref(&path), &options(&path));
         seen.extend(loaded.diags.iter().map(|d| d.code));
     }
     // Not reachable from manifest files: an unreadable path is not a file one can commit,
@@ -125,7 +124,10 @@ fn every_code_has_a_case() {
         .filter(|c| !seen.contains(c) && !unreachable.contains(c))
         .map(|c| c.as_str())
         .collect();
-    assert!(missing.is_empty(), "codes without a bad-input case: {missing:?}");
+    assert!(
+        missing.is_empty(),
+        "codes without a bad-input case: {missing:?}"
+    );
 }
 
 #[test]

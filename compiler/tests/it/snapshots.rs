@@ -38,7 +38,11 @@ fn stem(p: &Path) -> String {
 /// Every example as (snapshot name, inputs), in name order.
 fn examples() -> Vec<(String, Vec<PathBuf>)> {
     let mut out = Vec::new();
-    let mut stack = vec![(PathBuf::from(EXAMPLES), Vec::<PathBuf>::new(), String::new())];
+    let mut stack = vec![(
+        PathBuf::from(EXAMPLES),
+        Vec::<PathBuf>::new(),
+        String::new(),
+    )];
     while let Some((dir, inherited, prefix)) = stack.pop() {
         let mut subdirs: Vec<PathBuf> = std::fs::read_dir(&dir)
             .expect("examples directory")
@@ -86,7 +90,12 @@ fn settings(inputs: &[PathBuf]) -> insta::Settings {
     s.set_snapshot_path("snapshots/examples");
     s.set_prepend_module_to_snapshot(false);
     s.set_omit_expression(true);
-    s.set_info(&inputs.iter().map(|p| p.display().to_string()).collect::<Vec<_>>());
+    s.set_info(
+        &inputs
+            .iter()
+            .map(|p| p.display().to_string())
+            .collect::<Vec<_>>(),
+    );
     s
 }
 
