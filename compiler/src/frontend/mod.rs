@@ -215,15 +215,25 @@ fn decode_json_file(sources: &Sources, file: FileId, out: &mut Vec<Object>, sink
         Ok(v) => v,
         Err(e) => {
             let offset = offset_of_line_col(text, e.line(), e.column());
-            let message = tidy(&e.to_string());
-            let hint = if message.contains("trailing comma") || message == "key must be a string" {
-                "JSON allows no comma after the last member of an object or array"
-            } else {
-                "check for a missing comma, quote or bracket near this position"
-            };
+            let mut message = tidy(&e.to_string());
+            let mut span = Span::new(file, offset..offset);
+            let mut label = "here";
+            let mut hint = "check for a missing comma, quote or bracket near this position";
+            // serde_json reports `{"a": 1,}` as "key must be a string" at the `}`; the comma
+            // before it is the mistake.
+            let before = text.get(..offset).unwrap_or("").trim_end();
+            let at_close = matches!(text.as_bytes().get(offset), Some(b'}' | b']'));
+            if (at_close || message.contains("trailing comma")) && before.ends_with(',') {
+                let comma = before.len() - 1;
+                message = "trailing comma".to_string();
+                span = Span::new(file, comma..comma + 1);
+                label = "this comma";
+                hint =
+                    "JSON allows no comma after the last member of an object or array; remove it";
+            }
             sink.push(
                 Diagnostic::error(Code::JsonSyntax, format!("invalid JSON: {message}"))
-                    .at(Span::new(file, offset..offset), "here")
+                    .at(span, label)
                     .hint(hint),
             );
             return;
@@ -305,11 +315,23 @@ fn decode_yaml_file(sources: &Sources, file: FileId, out: &mut Vec<Object>, sink
             } else {
                 "check the indentation and the quoting near this position"
             };
-            sink.push(
-                Diagnostic::error(Code::YamlSyntax, format!("invalid YAML: {}", e.message))
-                    .at(Span::new(file, e.offset..e.offset), "here")
-                    .hint(hint),
-            );
+            let mut d = Diagnostic::error(Code::YamlSyntax, format!("invalid YAML: {}", e.message))
+                .at(Span::new(file, e.offset..e.offset), "here")
+                .hint(hint);
+            if e.message.contains("flow") {
+                if let Some(open) = unclosed_bracket(text.get(..e.offset).unwrap_or("")) {
+                    let c = &text[open..open + 1];
+                    d = d
+                        .also(
+                            Span::new(file, open..open + 1),
+                            format!("this `{c}` is not closed"),
+                        )
+                        .hint(format!(
+                            "close the `{c}` on its line, or write the value as an indented block"
+                        ));
+                }
+            }
+            sink.push(d);
             return;
         }
     };
@@ -392,6 +414,34 @@ fn decode_yaml_node(
         }
         Choice::Unknown => sink.push(unknown_kind(sources, span, kind, &api_version)),
     }
+}
+
+/// The offset of the last `[` or `{` of `text` that is not closed, outside quotes and
+/// comments: where an unclosed flow collection began.
+fn unclosed_bracket(text: &str) -> Option<usize> {
+    let mut open = Vec::new();
+    let mut quote: Option<char> = None;
+    let mut comment = false;
+    let mut prev = '\n';
+    for (i, c) in text.char_indices() {
+        // A quote opens a quoted scalar only where a scalar can start (not in `don't`).
+        let starts_scalar = prev.is_whitespace() || matches!(prev, ':' | '[' | '{' | ',');
+        let p = prev;
+        prev = c;
+        match (quote, c) {
+            _ if comment => comment = c != '\n',
+            (Some(q), _) if c == q => quote = None,
+            (Some(_), _) => {}
+            (None, '"' | '\'') if starts_scalar => quote = Some(c),
+            (None, '#') if p.is_whitespace() => comment = true,
+            (None, '[' | '{') => open.push(i),
+            (None, ']' | '}') => {
+                open.pop();
+            }
+            _ => {}
+        }
+    }
+    open.pop()
 }
 
 fn is_list(kind: &str) -> bool {

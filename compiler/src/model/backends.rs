@@ -46,7 +46,7 @@ pub(super) fn resolve(
         else {
             sink.push(
                 Diagnostic::warning(Code::UnknownReference, "EndpointSlice has no `kubernetes.io/service-name` label and belongs to no Service")
-                    .at(sources.locate(at.span, &FieldPath::parse("metadata")), "no service-name label")
+                    .at(sources.locate_key(at.span, &FieldPath::parse("metadata")), "no service-name label")
                     .hint("add the label `kubernetes.io/service-name: <service>`"),
             );
             continue;

@@ -110,11 +110,18 @@ impl Builder<'_> {
                 sources: self.sources,
                 span: obj.span,
             };
-            if !self.check_meta(obj, at) {
+            // An object with bad metadata (an invalid name, labels, a duplicate) is still
+            // checked, so that all its problems are reported at once, and then left out.
+            let Some(keep) = self.check_meta(obj, at) else {
                 continue;
-            }
+            };
+            let lens = self.lens();
             match &obj.body {
-                Body::Namespace(ns) => self.namespace(ns, at),
+                Body::Namespace(ns) => {
+                    if keep {
+                        self.namespace(ns, at)
+                    }
+                }
                 Body::Node(n) => self.node(n, at),
                 Body::Pod(p) => self.pod(p, at),
                 Body::Deployment(_)
@@ -122,17 +129,21 @@ impl Builder<'_> {
                 | Body::StatefulSet(_)
                 | Body::DaemonSet(_)
                 | Body::Job(_) => {
-                    if self.check_workload(&obj.body, at) {
+                    if self.check_workload(&obj.body, at) && keep {
                         workloads.push(obj)
                     }
                 }
-                Body::Service(s) => services.push((s, at)),
+                Body::Service(s) => services.push((s, at, keep)),
                 Body::EndpointSlice(s) => {
-                    if self.check_slice(s, at) {
+                    if self.check_slice(s, at) && keep {
                         slices.push((s, at))
                     }
                 }
-                Body::Endpoints(e) => endpoints.push((e, at)),
+                Body::Endpoints(e) => {
+                    if keep {
+                        endpoints.push((e, at))
+                    }
+                }
                 Body::NetworkPolicy(np) => self.network_policy(np, at),
                 Body::CiliumNetworkPolicy(p) => self.cilium_policy(p, false, at),
                 Body::CiliumClusterwideNetworkPolicy(p) => self.cilium_policy(p, true, at),
@@ -143,6 +154,9 @@ impl Builder<'_> {
                 Body::CiliumIdentity(i) => self.cilium_identity(i, at),
                 Body::CiliumEndpoint(e) => self.cilium_endpoint(e, at),
             }
+            if !keep {
+                self.truncate(lens);
+            }
         }
         self.cluster.nodes.sort_by(|a, b| a.name.cmp(&b.name));
         super::workload::expand(self, &workloads);
@@ -151,8 +165,12 @@ impl Builder<'_> {
             .sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
         self.assign_pod_ips();
         self.check_pod_ips();
-        for (s, at) in services {
+        for (s, at, keep) in services {
+            let before = self.cluster.services.len();
             self.service(s, at);
+            if !keep {
+                self.cluster.services.truncate(before);
+            }
         }
         self.cluster
             .services
@@ -193,8 +211,35 @@ impl Builder<'_> {
         self.sink.diags.last_mut().expect("just pushed")
     }
 
-    /// Checks metadata common to every object; false when the object must be skipped.
-    fn check_meta(&mut self, obj: &Object, at: At) -> bool {
+    /// The lengths of the model's lists, to undo what one object added.
+    fn lens(&self) -> [usize; 7] {
+        let c = &self.cluster;
+        [
+            c.nodes.len(),
+            c.pods.len(),
+            c.network_policies.len(),
+            c.cilium_policies.len(),
+            c.admin_policies.len(),
+            c.cilium_identities.len(),
+            c.cilium_endpoints.len(),
+        ]
+    }
+
+    /// Removes what was added to the model since `lens`.
+    fn truncate(&mut self, lens: [usize; 7]) {
+        let c = &mut self.cluster;
+        c.nodes.truncate(lens[0]);
+        c.pods.truncate(lens[1]);
+        c.network_policies.truncate(lens[2]);
+        c.cilium_policies.truncate(lens[3]);
+        c.admin_policies.truncate(lens[4]);
+        c.cilium_identities.truncate(lens[5]);
+        c.cilium_endpoints.truncate(lens[6]);
+    }
+
+    /// Checks metadata common to every object: `None` when the object has no name and
+    /// cannot be checked further, `Some(false)` when it is checked but left out of the model.
+    fn check_meta(&mut self, obj: &Object, at: At) -> Option<bool> {
         let kind = obj.body.kind();
         let meta = meta_of(&obj.body);
         let Some(name) = meta.name.clone().filter(|n| !n.is_empty()) else {
@@ -206,7 +251,7 @@ impl Builder<'_> {
                 "no `name` in this metadata",
             );
             d.hints.push("add `name:` under `metadata:`".into());
-            return false;
+            return None;
         };
         let namespaced = !matches!(
             obj.body,
@@ -237,7 +282,6 @@ impl Builder<'_> {
                 "invalid name",
             );
             d.hints.push(format!("the name must be {rule}"));
-            return false;
         }
         let namespace = if namespaced {
             meta.namespace
@@ -255,9 +299,10 @@ impl Builder<'_> {
                 "invalid namespace name",
             );
             d.hints.push("a namespace name is a DNS-1123 label: at most 63 lower-case letters, digits or '-', starting and ending with a letter or digit".into());
-            return false;
         }
-        let mut ok = self.check_labels(meta.labels.as_ref(), at, "metadata.labels");
+        let namespace_ok = !namespaced || is_dns_label(&namespace);
+        let mut ok = name_ok && namespace_ok;
+        ok &= self.check_labels(meta.labels.as_ref(), at, "metadata.labels");
         let key = (kind.to_string(), namespace, name);
         if let Some(first) = self.seen.get(&key).copied() {
             let span = at.field("metadata.name");
@@ -280,7 +325,7 @@ impl Builder<'_> {
         } else {
             self.seen.insert(key, at.field("metadata.name"));
         }
-        ok
+        Some(ok)
     }
 
     fn check_labels(
