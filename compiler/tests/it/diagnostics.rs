@@ -174,3 +174,39 @@ fn check_command_accepts_the_example() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// One bad item of a `kubectl get -o json` List is reported, and the good items are read.
+#[test]
+fn a_bad_list_item_does_not_hide_the_good_ones() {
+    let path = PathBuf::from("tests/it/bad_input/53-kubectl-list-one-bad.json");
+    let loaded = driver::load(std::slice::from_ref(&path), &BuildOptions::default());
+    let errors = loaded.diags.iter().filter(|d| d.is_error()).count();
+    assert_eq!(errors, 1);
+    let names: Vec<&str> = loaded
+        .cluster
+        .services
+        .iter()
+        .map(|s| s.name.as_str())
+        .collect();
+    assert_eq!(names, ["db", "web"]);
+}
+
+/// Errors in different documents of one stream are all reported, in file order.
+#[test]
+fn every_document_of_a_stream_is_checked() {
+    let path = PathBuf::from("tests/it/bad_input/46-multi-document-errors.yaml");
+    let loaded = driver::load(std::slice::from_ref(&path), &BuildOptions::default());
+    let lines: Vec<usize> = loaded
+        .diags
+        .iter()
+        .filter(|d| d.is_error())
+        .filter_map(|d| d.primary.as_ref())
+        .map(|p| {
+            loaded
+                .sources
+                .line_col(p.span.file, p.span.start as usize)
+                .line
+        })
+        .collect();
+    assert_eq!(lines, [14, 26, 45]);
+}
