@@ -10,5 +10,6 @@ pub mod driver;
 pub mod frontend;
 pub mod identity;
 pub mod model;
+pub mod semantics;
 pub mod source;
 pub mod util;

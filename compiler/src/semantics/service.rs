@@ -1,0 +1,374 @@
+//! Service translation: a destination address and port → the candidate backends (DNAT).
+//!
+//! Spec: the Service concept page and API reference
+//! (<https://kubernetes.io/docs/concepts/services-networking/service/>), "Service Internal
+//! Traffic Policy", "Virtual IPs and Service Proxies" (traffic policies, KEP-1669
+//! terminating endpoints), as kube-proxy and Cilium's load balancer implement them.
+//!
+//! - **Frontends**: a ClusterIP (any of `clusterIPs`) at a service port; a node address at a
+//!   `nodePort` (NodePort and LoadBalancer services); a LoadBalancer ingress IP or an
+//!   externalIP at a service port. A pod address is the pod itself; any other address is
+//!   not translated. A frontend address without the probed port/protocol drops the
+//!   connection (no rule forwards it); ICMP to a frontend is not forwarded.
+//! - **Candidates**: the ready endpoints of the address family of the frontend; when none
+//!   is ready, the serving-and-terminating ones (KEP-1669). `internalTrafficPolicy: Local`
+//!   keeps, for ClusterIP traffic from a pod, only endpoints on the pod's node;
+//!   `externalTrafficPolicy: Local` keeps, for NodePort traffic, only endpoints on the node
+//!   that received it (for LoadBalancer IPs and externalIPs the receiving node is not known,
+//!   and every endpoint stays a candidate). When a node is unknown nothing is filtered.
+//!   No candidate left: the connection is rejected ("service has no ready endpoints", as
+//!   kube-proxy's REJECT rule).
+//! - **Ports**: service port → the endpoint port that serves it, matched by the service port
+//!   name and protocol (the EndpointSlice convention; the model resolved named target ports
+//!   per pod). An endpoint without that port is not a candidate for it.
+//! - **Affinity**: `sessionAffinity: ClientIP` pins a client to the backend first chosen; it
+//!   does not change the candidate set, so it is only noted.
+
+use super::{Context, Destination, Peer};
+use crate::model::{
+    Backend, PodId, PortRef, Protocol, Service, ServiceId, ServicePort, ServiceType,
+};
+use serde::Serialize;
+use std::fmt;
+use std::net::IpAddr;
+
+/// The frontend a connection reached a Service on.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub enum Frontend {
+    /// A cluster IP.
+    ClusterIp(IpAddr),
+    /// A headless service reached by name: no virtual IP, the client picks an endpoint.
+    Headless,
+    /// A node address at a node port.
+    NodePort {
+        /// The node that received the connection.
+        node: String,
+        /// Its address.
+        ip: IpAddr,
+    },
+    /// A LoadBalancer ingress IP.
+    LoadBalancer(IpAddr),
+    /// An externalIP.
+    ExternalIp(IpAddr),
+}
+
+impl fmt::Display for Frontend {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Frontend::ClusterIp(ip) => write!(f, "ClusterIP {ip}"),
+            Frontend::Headless => f.write_str("headless (no virtual IP)"),
+            Frontend::NodePort { node, ip } => write!(f, "NodePort on node {node} ({ip})"),
+            Frontend::LoadBalancer(ip) => write!(f, "LoadBalancer IP {ip}"),
+            Frontend::ExternalIp(ip) => write!(f, "externalIP {ip}"),
+        }
+    }
+}
+
+impl Frontend {
+    /// The frontend address, when there is one.
+    pub fn ip(&self) -> Option<IpAddr> {
+        match self {
+            Frontend::ClusterIp(ip)
+            | Frontend::LoadBalancer(ip)
+            | Frontend::ExternalIp(ip)
+            | Frontend::NodePort { ip, .. } => Some(*ip),
+            Frontend::Headless => None,
+        }
+    }
+
+    fn is_external(&self) -> bool {
+        matches!(
+            self,
+            Frontend::NodePort { .. } | Frontend::LoadBalancer(_) | Frontend::ExternalIp(_)
+        )
+    }
+}
+
+/// One backend the load balancer may choose.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Candidate {
+    /// The backend pod, when the address is a known pod.
+    pub pod: Option<PodId>,
+    /// Address after DNAT.
+    pub ip: IpAddr,
+    /// Port after DNAT.
+    pub port: u16,
+    /// The node the backend runs on.
+    pub node: Option<String>,
+    /// Whether the endpoint is ready (else serving and terminating).
+    pub ready: bool,
+}
+
+/// How a Service destination was translated.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct ServiceResolution {
+    /// The service.
+    pub service: ServiceId,
+    /// The frontend reached.
+    pub frontend: Frontend,
+    /// The port the client connected to (the node port for NodePort).
+    pub frontend_port: u16,
+    /// Protocol.
+    pub protocol: Protocol,
+    /// The service port.
+    pub service_port: u16,
+    /// The service port's name.
+    pub port_name: Option<String>,
+    /// The target port as the Service declares it (number or container port name).
+    pub target: PortRef,
+    /// The backends the load balancer may choose, sorted by address.
+    pub candidates: Vec<Candidate>,
+    /// ClientIP session affinity timeout in seconds, when affinity is on.
+    pub affinity_timeout: Option<u32>,
+    /// What shaped the candidate set (fallbacks, traffic policies, affinity).
+    pub notes: Vec<String>,
+    /// Why there is no candidate, when there is none.
+    pub empty_reason: Option<String>,
+}
+
+/// Where a destination leads.
+pub(crate) enum Routed {
+    /// Straight to an address (a pod's, or one outside the pod network).
+    Direct {
+        /// The pod with that address (host-network pods included).
+        pod: Option<PodId>,
+        /// The address.
+        ip: IpAddr,
+    },
+    /// Through a Service.
+    Service(ServiceResolution),
+    /// Nowhere: the connection is dropped before any policy.
+    Unreachable(String),
+}
+
+/// Resolves a destination for a connection from `from`.
+pub(crate) fn resolve(
+    ctx: &Context,
+    from: Peer,
+    to: &Destination,
+    protocol: Protocol,
+    port: Option<u16>,
+) -> Routed {
+    let cluster = ctx.cluster;
+    match *to {
+        Destination::Pod(p) => match cluster.pod(p).ip() {
+            Some(ip) => Routed::Direct { pod: Some(p), ip },
+            None => Routed::Unreachable(format!("pod {} has no IP", cluster.pod(p).key())),
+        },
+        Destination::Service { service, port } => {
+            let svc = cluster.service(service);
+            let frontend = match svc.cluster_ips.first() {
+                Some(ip) => Frontend::ClusterIp(*ip),
+                None => Frontend::Headless,
+            };
+            by_service_port(ctx, from, service, frontend, protocol, Some(port))
+        }
+        Destination::Ip(ip) => {
+            if let Some(p) = ctx.pod_by_ip(ip) {
+                return Routed::Direct { pod: Some(p), ip };
+            }
+            for (i, svc) in cluster.services.iter().enumerate() {
+                let id = ServiceId(i as u32);
+                if svc.service_type == ServiceType::ExternalName {
+                    continue;
+                }
+                let frontend = if svc.cluster_ips.contains(&ip) {
+                    Frontend::ClusterIp(ip)
+                } else if svc.load_balancer_ips.contains(&ip) {
+                    Frontend::LoadBalancer(ip)
+                } else if svc.external_ips.contains(&ip) {
+                    Frontend::ExternalIp(ip)
+                } else {
+                    continue;
+                };
+                return by_service_port(ctx, from, id, frontend, protocol, port);
+            }
+            if let (Some(node), Some(port)) = (ctx.node_by_ip(ip), port) {
+                for (i, svc) in cluster.services.iter().enumerate() {
+                    if !matches!(
+                        svc.service_type,
+                        ServiceType::NodePort | ServiceType::LoadBalancer
+                    ) {
+                        continue;
+                    }
+                    if let Some(sp) = svc
+                        .ports
+                        .iter()
+                        .find(|sp| sp.node_port == Some(port) && sp.protocol == protocol)
+                    {
+                        let frontend = Frontend::NodePort {
+                            node: node.to_string(),
+                            ip,
+                        };
+                        return Routed::Service(translate(
+                            ctx,
+                            from,
+                            ServiceId(i as u32),
+                            frontend,
+                            port,
+                            sp,
+                        ));
+                    }
+                }
+            }
+            let host_pod = cluster
+                .pod_ids()
+                .find(|p| cluster.pod(*p).ips.contains(&ip));
+            Routed::Direct { pod: host_pod, ip }
+        }
+    }
+}
+
+/// Translates a connection to `frontend` at service port `port`.
+fn by_service_port(
+    ctx: &Context,
+    from: Peer,
+    id: ServiceId,
+    frontend: Frontend,
+    protocol: Protocol,
+    port: Option<u16>,
+) -> Routed {
+    let svc = ctx.cluster.service(id);
+    if svc.service_type == ServiceType::ExternalName {
+        return Routed::Unreachable(format!(
+            "service {} is an ExternalName service (DNS only, no datapath)",
+            svc.key()
+        ));
+    }
+    let Some(port) = port.filter(|_| protocol.has_ports()) else {
+        return Routed::Unreachable(format!(
+            "service {} forwards TCP, UDP and SCTP only; {protocol} to its frontend is dropped",
+            svc.key()
+        ));
+    };
+    match svc
+        .ports
+        .iter()
+        .find(|sp| sp.port == port && sp.protocol == protocol)
+    {
+        Some(sp) => Routed::Service(translate(ctx, from, id, frontend, port, sp)),
+        None => Routed::Unreachable(format!(
+            "service {} has no port {port}/{protocol}",
+            svc.key()
+        )),
+    }
+}
+
+fn translate(
+    ctx: &Context,
+    from: Peer,
+    id: ServiceId,
+    frontend: Frontend,
+    frontend_port: u16,
+    sp: &ServicePort,
+) -> ServiceResolution {
+    let cluster = ctx.cluster;
+    let svc: &Service = cluster.service(id);
+    let mut notes = Vec::new();
+    let family = frontend.ip().map(|ip| ip.is_ipv6());
+    let eligible: Vec<&Backend> = svc
+        .backends
+        .iter()
+        .filter(|b| family.is_none_or(|v6| b.ip.is_ipv6() == v6))
+        .collect();
+    let mut empty_reason = None;
+    let ready: Vec<&Backend> = eligible.iter().copied().filter(|b| b.ready).collect();
+    let mut pool = if ready.is_empty() {
+        let terminating: Vec<&Backend> = eligible
+            .iter()
+            .copied()
+            .filter(|b| b.serving && b.terminating)
+            .collect();
+        if !terminating.is_empty() {
+            notes.push(
+                "no ready endpoint: serving terminating endpoints take the traffic (KEP-1669)"
+                    .to_string(),
+            );
+        }
+        terminating
+    } else {
+        ready
+    };
+    if pool.is_empty() {
+        empty_reason = Some("service has no ready endpoints".to_string());
+    }
+    let local = if frontend.is_external() && svc.external_local {
+        match &frontend {
+            Frontend::NodePort { node, .. } => Some(("externalTrafficPolicy: Local", node.clone())),
+            _ => {
+                notes.push(
+                    "externalTrafficPolicy: Local, but the receiving node is not known: every endpoint is a candidate"
+                        .to_string(),
+                );
+                None
+            }
+        }
+    } else if !frontend.is_external() && svc.internal_local {
+        let node = match from {
+            Peer::Pod(p) => cluster.pod(p).node.clone(),
+            Peer::External(_) => None,
+        };
+        match node {
+            Some(n) => Some(("internalTrafficPolicy: Local", n)),
+            None => {
+                notes.push(
+                    "internalTrafficPolicy: Local, but the client's node is not known: every endpoint is a candidate"
+                        .to_string(),
+                );
+                None
+            }
+        }
+    } else {
+        None
+    };
+    if let Some((policy, node)) = &local {
+        pool.retain(|b| b.node.as_deref() == Some(node.as_str()));
+        notes.push(format!("{policy}: only endpoints on node {node}"));
+        if pool.is_empty() && empty_reason.is_none() {
+            empty_reason = Some(format!(
+                "service has no ready endpoints on node {node} ({policy})"
+            ));
+        }
+    }
+    let wanted = sp.name.as_deref().filter(|n| !n.is_empty());
+    let mut candidates: Vec<Candidate> = pool
+        .iter()
+        .filter_map(|b| {
+            let ep = b.ports.iter().find(|p| {
+                p.name.as_deref().filter(|n| !n.is_empty()) == wanted && p.protocol == sp.protocol
+            })?;
+            Some(Candidate {
+                pod: b.pod,
+                ip: b.ip,
+                port: ep.port,
+                node: b.node.clone(),
+                ready: b.ready,
+            })
+        })
+        .collect();
+    candidates.sort_by(|a, b| (a.ip, a.port).cmp(&(b.ip, b.port)));
+    if candidates.is_empty() && empty_reason.is_none() {
+        empty_reason = Some(format!(
+            "service has no ready endpoints serving port {}",
+            sp.name.as_deref().unwrap_or(&sp.port.to_string())
+        ));
+    }
+    if let Some(t) = svc.affinity_timeout {
+        notes.push(format!(
+            "sessionAffinity: ClientIP ({t}s): a client sticks to its first backend; the candidates are unchanged"
+        ));
+    }
+    ServiceResolution {
+        service: id,
+        frontend,
+        frontend_port,
+        protocol: sp.protocol,
+        service_port: sp.port,
+        port_name: sp.name.clone(),
+        target: sp.target.clone(),
+        candidates,
+        affinity_timeout: svc.affinity_timeout,
+        notes,
+        empty_reason,
+    }
+}
