@@ -5,6 +5,7 @@
 )]
 
 pub mod cli;
+pub mod conformance;
 pub mod diag;
 pub mod driver;
 pub mod frontend;

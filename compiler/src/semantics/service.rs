@@ -372,3 +372,25 @@ fn translate(
         empty_reason,
     }
 }
+
+/// Resolves `port`/`protocol` of a service reached on its cluster IP (or by name, for a
+/// headless service) by a client whose node is unknown: the candidate set, or why the
+/// connection goes nowhere.
+pub fn resolve_service_port(
+    ctx: &Context,
+    service: ServiceId,
+    port: u16,
+    protocol: Protocol,
+) -> Result<ServiceResolution, String> {
+    let svc = ctx.cluster.service(service);
+    let frontend = match svc.cluster_ips.first() {
+        Some(ip) => Frontend::ClusterIp(*ip),
+        None => Frontend::Headless,
+    };
+    let client = Peer::External(IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED));
+    match by_service_port(ctx, client, service, frontend, protocol, Some(port)) {
+        Routed::Service(res) => Ok(res),
+        Routed::Unreachable(why) => Err(why),
+        Routed::Direct { .. } => Err(format!("{} is not translated", svc.key())),
+    }
+}
