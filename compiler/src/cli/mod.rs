@@ -7,7 +7,7 @@ mod check;
 mod compile;
 mod conformance;
 mod output;
-mod trace;
+pub mod trace;
 
 use crate::model::build::BuildOptions;
 use clap::{Args, Parser, Subcommand, ValueEnum};

@@ -718,10 +718,10 @@ fn evaluate_direction(ctx: &Context, conn: &Conn) -> DirectionResult {
             passed_by,
             reason: match l7 {
                 Some(l7) => format!(
-                    "allowed by a {dir} rule with L7 rules: redirected to the {} proxy",
+                    "allowed by an {dir} rule with L7 rules: redirected to the {} proxy",
                     l7_name(l7)
                 ),
-                None => format!("allowed by a {dir} rule"),
+                None => format!("allowed by an {dir} rule"),
             },
         };
     }
