@@ -118,3 +118,105 @@ fn ports_match(ctx: &Context, rule: &AdminRule, conn: &Conn) -> bool {
         }
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::semantics::testutil::{allowed, base, describe, eval};
+
+    const ANP: &str = "apiVersion: policy.networking.k8s.io/v1alpha1
+kind: AdminNetworkPolicy
+metadata: {name: second}
+spec:
+  priority: 20
+  subject: {namespaces: {matchLabels: {team: tx}}}
+  ingress:
+  - {name: deny-all, action: Deny, from: [{namespaces: {}}]}
+---
+apiVersion: policy.networking.k8s.io/v1alpha1
+kind: AdminNetworkPolicy
+metadata: {name: first}
+spec:
+  priority: 10
+  subject: {namespaces: {matchLabels: {team: tx}}}
+  ingress:
+  - name: allow-web-from-y
+    action: Allow
+    from: [{namespaces: {matchLabels: {team: ty}}}]
+    ports: [{namedPort: web}]
+  - {name: pass-y, action: Pass, from: [{namespaces: {matchLabels: {team: ty}}}]}
+  egress:
+  - name: deny-net
+    action: Deny
+    to: [{networks: [10.244.2.11/32]}]
+";
+
+    #[test]
+    fn priority_order_first_match_and_pass() {
+        let c = base(ANP);
+        assert!(
+            allowed(&c, "y/a", "x/a", "80/TCP"),
+            "priority 10 allows first"
+        );
+        assert!(
+            allowed(&c, "y/a", "x/a", "53/UDP"),
+            "Pass skips priority 20's deny"
+        );
+        assert!(
+            !allowed(&c, "x/b", "x/a", "80/TCP"),
+            "priority 20 denies the rest"
+        );
+        assert!(
+            !allowed(&c, "x/a", "y/b", "80/TCP"),
+            "networks match pod IPs"
+        );
+        insta::assert_snapshot!(describe(&c, &eval(&c, "y/a", "x/a", "53/UDP")), @r"
+        allow: egress and ingress allow
+          egress allow [default] no policy isolates the pod for egress
+          ingress allow [default] no policy isolates the pod for ingress
+        ");
+        let o = eval(&c, "y/a", "x/a", "53/UDP");
+        assert_eq!(
+            o.paths[0]
+                .ingress
+                .passed_by
+                .as_ref()
+                .and_then(|r| r.name.as_deref()),
+            Some("pass-y")
+        );
+    }
+
+    #[test]
+    fn baseline_applies_only_where_no_networkpolicy_isolates() {
+        let c = base(
+            "apiVersion: policy.networking.k8s.io/v1alpha1
+kind: BaselineAdminNetworkPolicy
+metadata: {name: default}
+spec:
+  subject: {namespaces: {}}
+  ingress:
+  - {action: Deny, from: [{namespaces: {}}]}
+---
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: allow-b, namespace: x}
+spec:
+  podSelector: {matchLabels: {app: a}}
+  ingress:
+  - from: [{podSelector: {matchLabels: {app: b}}}]
+",
+        );
+        assert!(
+            allowed(&c, "x/b", "x/a", "80/TCP"),
+            "NP isolates and allows"
+        );
+        assert!(
+            !allowed(&c, "y/b", "x/a", "80/TCP"),
+            "NP isolates and denies"
+        );
+        assert!(!allowed(&c, "x/a", "x/b", "80/TCP"), "baseline denies x/b");
+        assert!(
+            allowed(&c, "ip:192.0.2.1", "x/b", "80/TCP"),
+            "baseline peers are pods"
+        );
+    }
+}

@@ -232,3 +232,165 @@ fn cilium_port_matches(ctx: &Context, p: &CiliumPort, conn: &Conn) -> bool {
         )
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::semantics::testutil::{allowed, base, describe, eval};
+    use crate::semantics::Verdict;
+
+    #[test]
+    fn deny_rules_beat_any_allow_of_the_tier() {
+        let c = base(
+            "apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: allow-all, namespace: x}
+spec:
+  podSelector: {}
+  ingress: [{}]
+---
+apiVersion: cilium.io/v2
+kind: CiliumNetworkPolicy
+metadata: {name: deny-y, namespace: x}
+spec:
+  endpointSelector: {matchLabels: {app: a}}
+  ingressDeny:
+  - fromEndpoints: [{matchLabels: {k8s:io.kubernetes.pod.namespace: y}}]
+    toPorts: [{ports: [{port: '80', protocol: TCP}]}]
+",
+        );
+        assert!(!allowed(&c, "y/a", "x/a", "80/TCP"));
+        assert!(allowed(&c, "y/a", "x/a", "53/UDP"));
+        assert!(allowed(&c, "x/b", "x/a", "80/TCP"));
+        insta::assert_snapshot!(describe(&c, &eval(&c, "y/a", "x/a", "80/TCP")), @r"
+        deny: ingress denied: denied by a Cilium ingressDeny rule
+          egress allow [default] no policy isolates the pod for egress
+          ingress deny [network-policy] denied by a Cilium ingressDeny rule: CiliumNetworkPolicy/x/deny-y ingressDeny[0]
+        ");
+    }
+
+    #[test]
+    fn endpoint_selectors_are_namespaced_and_l7_redirects() {
+        let c = base(
+            "apiVersion: cilium.io/v2
+kind: CiliumNetworkPolicy
+metadata: {name: l7, namespace: x}
+spec:
+  endpointSelector: {matchLabels: {app: a}}
+  ingress:
+  - fromEndpoints: [{matchLabels: {app: b}}]
+    toPorts:
+    - ports: [{port: '80', protocol: TCP}]
+      rules: {http: [{method: GET}]}
+  - fromEndpoints: [{matchLabels: {app: b}}]
+    toPorts:
+    - ports: [{port: '0', protocol: ANY}]
+",
+        );
+        let o = eval(&c, "x/b", "x/a", "80/TCP");
+        assert!(matches!(o.verdict, Some(Verdict::Redirect(_))));
+        assert_eq!(
+            eval(&c, "x/b", "x/a", "53/UDP").verdict,
+            Some(Verdict::Allow)
+        );
+        assert!(allowed(&c, "x/b", "x/a", "7/SCTP"), "ANY includes SCTP");
+        assert!(
+            !allowed(&c, "x/b", "x/a", "ICMP"),
+            "toPorts never match ICMP"
+        );
+        assert!(
+            !allowed(&c, "y/b", "x/a", "80/TCP"),
+            "CNP selectors are namespaced"
+        );
+    }
+
+    #[test]
+    fn enable_default_deny_false_does_not_isolate() {
+        let c = base(
+            "apiVersion: cilium.io/v2
+kind: CiliumNetworkPolicy
+metadata: {name: audit, namespace: x}
+spec:
+  endpointSelector: {}
+  enableDefaultDeny: {ingress: false}
+  ingress:
+  - fromEndpoints: [{matchLabels: {app: b}}]
+",
+        );
+        assert!(allowed(&c, "y/a", "x/a", "80/TCP"));
+        assert!(allowed(&c, "x/b", "x/a", "80/TCP"));
+    }
+
+    #[test]
+    fn entities_and_cidrs() {
+        let c = base(
+            "apiVersion: v1
+kind: Node
+metadata: {name: n1}
+status: {addresses: [{type: InternalIP, address: 172.18.0.2}]}
+---
+apiVersion: cilium.io/v2
+kind: CiliumNetworkPolicy
+metadata: {name: out, namespace: x}
+spec:
+  endpointSelector: {matchLabels: {app: a}}
+  egress:
+  - toCIDRSet: [{cidr: 10.0.0.0/8, except: [10.1.0.0/16]}]
+  - toEntities: [remote-node]
+    toPorts: [{ports: [{port: '10250'}]}]
+",
+        );
+        assert!(allowed(&c, "x/a", "ip:10.2.3.4", "443/TCP"));
+        assert!(!allowed(&c, "x/a", "ip:10.1.3.4", "443/TCP"), "except");
+        assert!(
+            !allowed(&c, "x/a", "y/a", "80/TCP"),
+            "CIDR rules never match pods"
+        );
+        assert!(allowed(&c, "x/a", "ip:172.18.0.2", "10250/TCP"));
+        assert!(!allowed(&c, "x/a", "ip:172.18.0.2", "22/TCP"));
+    }
+
+    #[test]
+    fn world_and_cluster_entities() {
+        let c = base(
+            "apiVersion: cilium.io/v2
+kind: CiliumNetworkPolicy
+metadata: {name: in, namespace: x}
+spec:
+  endpointSelector: {matchLabels: {app: a}}
+  ingress:
+  - fromEntities: [world]
+    toPorts: [{ports: [{port: '80', protocol: TCP}]}]
+  - fromEntities: [cluster]
+    toPorts: [{ports: [{port: '53', protocol: UDP}]}]
+",
+        );
+        assert!(allowed(&c, "ip:203.0.113.9", "x/a", "80/TCP"));
+        assert!(!allowed(&c, "y/b", "x/a", "80/TCP"));
+        assert!(allowed(&c, "y/b", "x/a", "53/UDP"));
+        assert!(!allowed(&c, "ip:203.0.113.9", "x/a", "53/UDP"));
+    }
+
+    #[test]
+    fn requires_constrain_every_endpoint_selector() {
+        let c = base(
+            "apiVersion: cilium.io/v2
+kind: CiliumClusterwideNetworkPolicy
+metadata: {name: req}
+spec:
+  endpointSelector: {matchLabels: {app: a}}
+  ingress:
+  - fromRequires: [{matchLabels: {k8s:io.kubernetes.pod.namespace: y}}]
+  - fromEndpoints: [{matchLabels: {app: b}}]
+",
+        );
+        assert!(allowed(&c, "y/b", "x/a", "80/TCP"));
+        assert!(
+            !allowed(&c, "x/b", "x/a", "80/TCP"),
+            "x/b fails the requirement"
+        );
+        assert!(
+            allowed(&c, "y/a", "x/a", "80/TCP"),
+            "a requires-only rule is wildcard + requirement"
+        );
+    }
+}

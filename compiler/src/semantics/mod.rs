@@ -61,6 +61,8 @@ pub mod cilium;
 pub mod netpol;
 pub mod ports;
 pub mod service;
+#[cfg(test)]
+pub(crate) mod testutil;
 
 use crate::identity;
 use crate::model::{Cluster, Labels, PodId, Protocol, RuleRef, ServiceId, L7};

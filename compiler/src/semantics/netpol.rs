@@ -110,3 +110,145 @@ fn peer_matches(ctx: &Context, np: &NetworkPolicy, peer: &NpPeer, conn: &Conn) -
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::semantics::testutil::{allowed, base, describe, eval};
+
+    const DENY_X: &str = "apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: deny-all, namespace: x}
+spec:
+  podSelector: {}
+---
+";
+
+    #[test]
+    fn default_deny_and_podselector_peer_is_namespace_local() {
+        let c = base(&format!(
+            "{DENY_X}apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {{name: from-b, namespace: x}}
+spec:
+  podSelector: {{matchLabels: {{app: a}}}}
+  ingress:
+  - from: [{{podSelector: {{matchLabels: {{app: b}}}}}}]
+"
+        ));
+        assert!(allowed(&c, "x/b", "x/a", "80/TCP"));
+        assert!(
+            !allowed(&c, "y/b", "x/a", "80/TCP"),
+            "podSelector alone is x only"
+        );
+        assert!(!allowed(&c, "x/a", "x/b", "80/TCP"));
+        assert!(
+            allowed(&c, "x/a", "y/b", "80/TCP"),
+            "egress is not isolated"
+        );
+        insta::assert_snapshot!(describe(&c, &eval(&c, "y/b", "x/a", "80/TCP")), @r"
+        deny: ingress denied: isolated for ingress and no rule allows it
+          egress allow [default] no policy isolates the pod for egress
+          ingress deny [network-policy] isolated for ingress and no rule allows it: NetworkPolicy/x/deny-all podSelector[0], NetworkPolicy/x/from-b podSelector[0]
+        ");
+    }
+
+    #[test]
+    fn namespace_and_pod_selector_in_one_peer_is_and() {
+        let c = base(&format!(
+            "{DENY_X}apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {{name: and, namespace: x}}
+spec:
+  podSelector: {{}}
+  ingress:
+  - from:
+    - namespaceSelector: {{matchLabels: {{team: ty}}}}
+      podSelector: {{matchLabels: {{app: b}}}}
+"
+        ));
+        assert!(allowed(&c, "y/b", "x/a", "80/TCP"));
+        assert!(!allowed(&c, "y/a", "x/a", "80/TCP"));
+        assert!(!allowed(&c, "x/b", "x/a", "80/TCP"));
+    }
+
+    #[test]
+    fn ipblock_with_except_matches_pod_ips_and_outside_addresses() {
+        let c = base(
+            "apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: cidr, namespace: x}
+spec:
+  podSelector: {matchLabels: {app: a}}
+  policyTypes: [Egress]
+  egress:
+  - to:
+    - ipBlock: {cidr: 10.244.2.0/24, except: [10.244.2.11/32]}
+    - ipBlock: {cidr: 192.0.2.0/24}
+",
+        );
+        assert!(allowed(&c, "x/a", "y/a", "80/TCP"));
+        assert!(!allowed(&c, "x/a", "y/b", "80/TCP"), "except");
+        assert!(allowed(&c, "x/a", "ip:192.0.2.7", "443/TCP"));
+        assert!(!allowed(&c, "x/a", "ip:198.51.100.1", "443/TCP"));
+        assert!(!allowed(&c, "x/a", "x/b", "80/TCP"));
+    }
+
+    #[test]
+    fn named_ports_resolve_on_the_destination_for_egress_too() {
+        let c = base(
+            "apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: named, namespace: x}
+spec:
+  podSelector: {matchLabels: {app: a}}
+  policyTypes: [Egress]
+  egress:
+  - ports: [{port: web}, {port: nope}, {port: dns, protocol: UDP}]
+",
+        );
+        assert!(allowed(&c, "x/a", "y/a", "80/TCP"));
+        assert!(allowed(&c, "x/a", "y/a", "53/UDP"));
+        assert!(!allowed(&c, "x/a", "y/a", "81/TCP"));
+        assert!(
+            !allowed(&c, "x/a", "ip:192.0.2.1", "80/TCP"),
+            "no pod, no name"
+        );
+        assert!(
+            !allowed(&c, "x/a", "y/a", "ICMP"),
+            "a port rule never matches ICMP"
+        );
+    }
+
+    #[test]
+    fn ranges_protocol_only_rules_and_icmp() {
+        let c = base(
+            "apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: ports, namespace: x}
+spec:
+  podSelector: {matchLabels: {app: a}}
+  ingress:
+  - ports: [{port: 8000, endPort: 8100}, {protocol: SCTP}]
+---
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: all, namespace: x}
+spec:
+  podSelector: {matchLabels: {app: b}}
+  ingress:
+  - from: [{namespaceSelector: {}}]
+",
+        );
+        assert!(allowed(&c, "y/a", "x/a", "8000/TCP"));
+        assert!(allowed(&c, "y/a", "x/a", "8100/TCP"));
+        assert!(!allowed(&c, "y/a", "x/a", "8101/TCP"));
+        assert!(allowed(&c, "y/a", "x/a", "9/SCTP"));
+        assert!(!allowed(&c, "y/a", "x/a", "9/UDP"));
+        assert!(!allowed(&c, "y/a", "x/a", "ICMP"));
+        assert!(
+            allowed(&c, "y/a", "x/b", "ICMP"),
+            "no ports: every protocol"
+        );
+        assert!(!allowed(&c, "ip:192.0.2.1", "x/b", "80/TCP"), "pods only");
+    }
+}

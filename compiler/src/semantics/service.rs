@@ -394,3 +394,145 @@ pub fn resolve_service_port(
         Routed::Direct { .. } => Err(format!("{} is not translated", svc.key())),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::semantics::testutil::{allowed, cluster, describe, eval};
+
+    const NODES_AND_PODS: &str = "apiVersion: v1
+kind: Node
+metadata: {name: n1}
+status: {addresses: [{type: InternalIP, address: 172.18.0.1}]}
+---
+apiVersion: v1
+kind: Node
+metadata: {name: n2}
+status: {addresses: [{type: InternalIP, address: 172.18.0.2}]}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: web-1, namespace: default, labels: {app: web}}
+spec:
+  nodeName: n1
+  containers: [{name: c, ports: [{name: http, containerPort: 8080}]}]
+status: {podIP: 10.244.1.5}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: web-2, namespace: default, labels: {app: web}}
+spec:
+  nodeName: n2
+  containers: [{name: c, ports: [{name: http, containerPort: 8081}]}]
+status: {podIP: 10.244.2.5}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: client, namespace: default}
+spec:
+  nodeName: n1
+  containers: [{name: c}]
+status: {podIP: 10.244.1.9}
+---
+";
+
+    fn with_service(spec: &str) -> crate::model::Cluster {
+        cluster(&format!(
+            "{NODES_AND_PODS}apiVersion: v1
+kind: Service
+metadata: {{name: web, namespace: default}}
+spec:
+  selector: {{app: web}}
+  clusterIP: 10.96.0.10
+  ports: [{{name: http, port: 80, targetPort: http, nodePort: 30080}}]
+{spec}"
+        ))
+    }
+
+    #[test]
+    fn cluster_ip_translates_named_target_ports_per_pod() {
+        let c = with_service("  type: NodePort\n  sessionAffinity: ClientIP\n");
+        insta::assert_snapshot!(describe(&c, &eval(&c, "default/client", "ip:10.96.0.10", "80/TCP")), @r"
+        allow: every one of 2 candidates: egress and ingress allow
+        service default/web via ClusterIP 10.96.0.10
+          candidate default/web-1 10.244.1.5:8080
+          candidate default/web-2 10.244.2.5:8081
+          note sessionAffinity: ClientIP (10800s): a client sticks to its first backend; the candidates are unchanged
+          egress allow [default] no policy isolates the pod for egress
+          ingress allow [default] no policy isolates the pod for ingress
+          egress allow [default] no policy isolates the pod for egress
+          ingress allow [default] no policy isolates the pod for ingress
+        ");
+        let o = eval(&c, "default/client", "ip:10.96.0.10", "81/TCP");
+        assert_eq!(o.reason, "service default/web has no port 81/TCP");
+        let o = eval(&c, "ip:192.0.2.1", "ip:172.18.0.2", "30080/TCP");
+        assert_eq!(o.paths.len(), 2, "NodePort reaches every backend");
+    }
+
+    #[test]
+    fn traffic_policies_keep_local_endpoints() {
+        let c = with_service(
+            "  type: NodePort\n  internalTrafficPolicy: Local\n  externalTrafficPolicy: Local\n",
+        );
+        let o = eval(&c, "default/client", "svc:default/web", "80/TCP");
+        let pods: Vec<_> = o.paths.iter().map(|p| p.dst_port).collect();
+        assert_eq!(
+            pods,
+            vec![Some(8080)],
+            "only web-1 is on the client's node n1"
+        );
+        let o = eval(&c, "ip:192.0.2.1", "ip:172.18.0.2", "30080/TCP");
+        let pods: Vec<_> = o.paths.iter().map(|p| p.dst_port).collect();
+        assert_eq!(
+            pods,
+            vec![Some(8081)],
+            "only web-2 is on the receiving node n2"
+        );
+    }
+
+    #[test]
+    fn no_endpoints_is_a_reject_and_terminating_endpoints_are_a_fallback() {
+        let c = cluster(&format!(
+            "{NODES_AND_PODS}apiVersion: v1
+kind: Service
+metadata: {{name: empty, namespace: default}}
+spec:
+  clusterIP: 10.96.0.11
+  selector: {{app: nobody}}
+  ports: [{{port: 80}}]
+---
+apiVersion: v1
+kind: Service
+metadata: {{name: draining, namespace: default}}
+spec:
+  clusterIP: 10.96.0.12
+  externalIPs: [198.51.100.7]
+  ports: [{{port: 80, targetPort: 8080}}]
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata:
+  name: draining-1
+  namespace: default
+  labels: {{kubernetes.io/service-name: draining}}
+addressType: IPv4
+ports: [{{port: 8080, protocol: TCP}}]
+endpoints:
+- addresses: [10.244.1.5]
+  conditions: {{ready: false, serving: true, terminating: true}}
+- addresses: [10.244.2.5]
+  conditions: {{ready: false, serving: false, terminating: true}}
+"
+        ));
+        let o = eval(&c, "default/client", "svc:default/empty", "80/TCP");
+        assert_eq!(o.reason, "service has no ready endpoints");
+        assert_eq!(o.allowed(), Some(false));
+        let o = eval(&c, "ip:192.0.2.1", "ip:198.51.100.7", "80/TCP");
+        assert_eq!(o.paths.len(), 1, "only the serving terminating endpoint");
+        assert!(allowed(
+            &c,
+            "default/client",
+            "svc:default/draining",
+            "80/TCP"
+        ));
+    }
+}
