@@ -767,3 +767,48 @@ fn check_service(ctx: &Context, exp: &ServiceExpectation) -> Result<(), String> 
         ))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn engines_by_name() {
+        assert_eq!(
+            engine_by_name("reference").map(|e| e.name()),
+            Ok("reference")
+        );
+        assert_eq!(
+            engine_by_name("ebpf").err(),
+            Some("engine `ebpf` is not built yet; available: reference".to_string())
+        );
+        assert_eq!(
+            engine_by_name("nope").err(),
+            Some("unknown engine `nope`; available: reference".to_string())
+        );
+    }
+
+    #[test]
+    fn a_rejection_the_case_allows_is_a_skip() {
+        let case = r#"
+id: r-01
+semantics_notes: ['A compiler may either reject the policy or clamp it.']
+cluster:
+  namespaces: [{name: x}]
+  pods: [{namespace: x, name: a, ip: 10.0.0.1}]
+policies:
+- |
+  apiVersion: networking.k8s.io/v1
+  kind: NetworkPolicy
+  metadata: {name: p, namespace: x}
+  spec:
+    podSelector: {}
+    egress: [{ports: [{port: 1, endPort: 65537}]}]
+probes:
+- {from: x/a, to: x/a, port: 1, protocol: TCP, expect: deny}
+"#;
+        let report = run_case_text("r-01.yaml", case, &available_engines());
+        assert_eq!((report.passed, report.failed, report.skipped), (0, 0, 1));
+        insta::assert_snapshot!(report.lines.join("\n"), @"SKIP r-01: 1 check(s) not run: pipec rejects a policy, which the case allows: [E0110] endPort 65537 is above 65535");
+    }
+}

@@ -2,6 +2,7 @@
 
 use crate::conformance;
 use clap::Args;
+use std::io::Write as _;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -28,10 +29,11 @@ pub fn run(args: &ConformanceArgs) -> anyhow::Result<ExitCode> {
             .map_err(anyhow::Error::msg)?
     };
     let report = conformance::run_paths(&args.dirs, &engines).map_err(anyhow::Error::msg)?;
+    let mut out = std::io::stdout().lock();
     for line in &report.lines {
-        println!("{line}");
+        writeln!(out, "{line}")?;
     }
-    println!("{}", report.summary());
+    writeln!(out, "{}", report.summary())?;
     Ok(if report.failed > 0 {
         ExitCode::from(1)
     } else {

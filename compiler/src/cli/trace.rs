@@ -456,3 +456,28 @@ pub fn report_to_text(r: &TraceReport) -> String {
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn port_forms() {
+        assert_eq!(parse_port("80/TCP"), Ok((Protocol::Tcp, Some(80))));
+        assert_eq!(parse_port("53/udp"), Ok((Protocol::Udp, Some(53))));
+        assert_eq!(parse_port("8080"), Ok((Protocol::Tcp, Some(8080))));
+        assert_eq!(parse_port("ICMP"), Ok((Protocol::Icmp, None)));
+        insta::assert_snapshot!(
+            [parse_port("TCP"), parse_port("0/TCP"), parse_port("80/GRE")]
+                .into_iter()
+                .map(|r| r.err().unwrap_or_default())
+                .collect::<Vec<_>>()
+                .join("\n"),
+            @r"
+        TCP needs a port, such as 80/TCP
+        `0` is not a port number (1-65535)
+        unknown protocol `GRE`: use TCP, UDP, SCTP or ICMP
+        "
+        );
+    }
+}

@@ -346,7 +346,7 @@ fn translate(
             })
         })
         .collect();
-    candidates.sort_by(|a, b| (a.ip, a.port).cmp(&(b.ip, b.port)));
+    candidates.sort_by_key(|c| (c.ip, c.port));
     if candidates.is_empty() && empty_reason.is_none() {
         empty_reason = Some(format!(
             "service has no ready endpoints serving port {}",
