@@ -5,10 +5,12 @@
 )]
 
 pub mod cli;
+pub mod conformance;
 pub mod diag;
 pub mod driver;
 pub mod frontend;
 pub mod identity;
 pub mod model;
+pub mod semantics;
 pub mod source;
 pub mod util;

@@ -13,7 +13,7 @@ mod compile;
 mod conformance;
 mod fmt;
 mod output;
-mod trace;
+pub mod trace;
 
 use crate::model::build::BuildOptions;
 use clap::{Args, Parser, Subcommand, ValueEnum};

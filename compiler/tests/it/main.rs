@@ -1,5 +1,8 @@
 //! The one integration test binary of pipec: each module is one suite.
 
 mod bad_error_messages;
+mod conformance;
 mod diagnostics;
+mod semantics_props;
 mod snapshots;
+mod trace;
