@@ -46,6 +46,10 @@ pub struct Case {
     /// Policies: YAML strings, each one document or a `---` stream.
     #[serde(default)]
     pub policies: Vec<String>,
+    /// pipec's extension of the format: `.pipe` policy texts, loaded beside `policies`
+    /// (they join the admin tier, as AdminNetworkPolicies do).
+    #[serde(default)]
+    pub pipe_policies: Vec<String>,
     /// Probes.
     #[serde(default)]
     pub probes: Vec<CaseProbe>,
@@ -500,8 +504,22 @@ pub fn build_cluster(file: &str, case: &Case) -> Result<BuiltCase, BuildError> {
     for (i, p) in case.policies.iter().enumerate() {
         files.push(sources.add(format!("{file}#policies[{i}]"), p.clone()));
     }
+    for (i, p) in case.pipe_policies.iter().enumerate() {
+        files.push(sources.add(format!("{file}#pipe_policies[{i}].pipe"), p.clone()));
+    }
     let policy_files = files[first_policy..].to_vec();
     let loaded = driver::load_sources(sources, &files, &BuildOptions::default(), Sink::default());
+    if loaded
+        .pipe
+        .diags
+        .iter()
+        .any(policy_lang::Diagnostic::is_error)
+    {
+        return Err(BuildError::Failed(policy_lang::render(
+            &loaded.pipe.diags,
+            &loaded.pipe.files,
+        )));
+    }
     let (errors, warnings): (Vec<Diagnostic>, Vec<Diagnostic>) =
         loaded.diags.into_iter().partition(Diagnostic::is_error);
     if !errors.is_empty() {

@@ -121,6 +121,7 @@ pub struct LineCol {
 #[derive(Default)]
 pub struct Sources {
     files: SimpleFiles<String, String>,
+    count: usize,
 }
 
 impl Sources {
@@ -131,7 +132,25 @@ impl Sources {
 
     /// Adds a file and returns its id.
     pub fn add(&mut self, name: impl Into<String>, text: impl Into<String>) -> FileId {
+        self.count += 1;
         FileId(self.files.add(name.into(), text.into()) as u32)
+    }
+
+    /// The id of the file with this name, if it was added.
+    pub fn find(&self, name: &str) -> Option<FileId> {
+        (0..self.len())
+            .map(|i| FileId(i as u32))
+            .find(|&f| self.name(f) == name)
+    }
+
+    /// How many files the set holds.
+    pub fn len(&self) -> usize {
+        self.count
+    }
+
+    /// True when no file was added.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
     }
 
     /// The file's text.

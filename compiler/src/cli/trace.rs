@@ -6,7 +6,6 @@
 //! ran, whatever the verdict, and 1 when the input or the arguments are wrong.
 
 use super::{output, Format, InputArgs};
-use crate::diag;
 use crate::driver;
 use crate::model::{Cluster, PodId, Protocol, RuleRef};
 use crate::semantics::{
@@ -46,9 +45,7 @@ pub struct TraceArgs {
 /// Runs `pipec trace`.
 pub fn run(args: &TraceArgs) -> anyhow::Result<ExitCode> {
     let loaded = driver::load(&args.input.inputs, &args.input.build_options());
-    if !loaded.diags.is_empty() {
-        diag::emit_to_stderr(&loaded.sources, &loaded.diags);
-    }
+    loaded.emit_to_stderr();
     if loaded.has_errors() {
         return Ok(ExitCode::from(1));
     }
@@ -258,10 +255,7 @@ fn rule_report(sources: &Sources, r: &RuleRef) -> RuleReport {
         policy: r.origin.display_name(),
         rule,
         name: r.name.clone(),
-        at: r
-            .origin
-            .span
-            .map(|span| sources.file_line(sources.locate(span, &r.path))),
+        at: r.location(sources).map(|span| sources.file_line(span)),
     }
 }
 

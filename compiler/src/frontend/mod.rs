@@ -152,7 +152,7 @@ fn collect_files(path: &Path, out: &mut Vec<PathBuf>, sink: &mut Sink) {
         for entry in entries {
             let is_manifest = entry
                 .extension()
-                .is_some_and(|e| e == "yaml" || e == "yml" || e == "json");
+                .is_some_and(|e| e == "yaml" || e == "yml" || e == "json" || e == "pipe");
             if entry.is_file() && is_manifest {
                 out.push(entry);
             }

@@ -2709,6 +2709,7 @@ fn rule_ref(
         index,
         name,
         path: FieldPath::parse(path),
+        span: None,
     }
 }
 

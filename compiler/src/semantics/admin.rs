@@ -16,7 +16,10 @@
 //! - **Peers**: `namespaces`, `pods` (namespace AND pod selector) match pods on the pod
 //!   network; `nodes` (egress) matches the addresses of the matching nodes; `networks`
 //!   (egress) matches any address in the CIDRs, pod addresses included; a Cilium entity
-//!   (from `.pipe`) as in [`super::cilium`].
+//!   (from `.pipe`) as in [`super::cilium`]; a Service (from `.pipe`) matches its backends,
+//!   since policy sees the connection after DNAT.
+//! - **Actions from `.pipe`**: `Log` never decides (evaluation goes on with the next rule);
+//!   `Redirect` allows at L4, redirects to the proxy, and ends the evaluation like `Allow`.
 //! - **Ports**: absent = every port and protocol (ICMP too); `portNumber`, `portRange`
 //!   (inclusive), `namedPort` (resolved on the destination pod for the connection's
 //!   protocol). A rule with ports never matches ICMP.
@@ -35,6 +38,8 @@ pub enum Decision {
     Deny(RuleRef),
     /// A rule passes it to the NetworkPolicy tier.
     Pass(RuleRef),
+    /// A rule allows it and redirects it to the L7 proxy (`.pipe` only).
+    Redirect(RuleRef),
     /// No rule of the tier matches.
     NoMatch,
 }
@@ -49,12 +54,20 @@ pub(crate) fn evaluate(ctx: &Context, conn: &Conn, tier: AdminTier) -> Decision 
             Direction::Ingress => &policy.ingress,
             Direction::Egress => &policy.egress,
         };
-        if let Some(rule) = rules.iter().find(|r| rule_matches(ctx, r, conn)) {
+        // A `Log` rule records the connection and never decides, so the first matching rule
+        // of any other action is the one that counts.
+        let deciding = rules
+            .iter()
+            .filter(|r| r.action != AdminAction::Log)
+            .find(|r| rule_matches(ctx, r, conn));
+        if let Some(rule) = deciding {
             let r = rule.rule.clone();
             return match rule.action {
                 AdminAction::Allow => Decision::Allow(r),
                 AdminAction::Deny => Decision::Deny(r),
                 AdminAction::Pass => Decision::Pass(r),
+                AdminAction::Redirect => Decision::Redirect(r),
+                AdminAction::Log => Decision::NoMatch,
             };
         }
     }
@@ -96,6 +109,15 @@ fn peer_matches(ctx: &Context, peer: &AdminPeer, conn: &Conn) -> bool {
             c.cidr.contains(&remote.ip) && !c.except.iter().any(|e| e.contains(&remote.ip))
         }),
         AdminPeer::Entity(e) => cilium::entity_matches(*e, remote),
+        AdminPeer::Service { namespace, name } => {
+            ctx.cluster.find_service(namespace, name).is_some_and(|s| {
+                ctx.cluster
+                    .service(s)
+                    .backends
+                    .iter()
+                    .any(|b| b.ip == remote.ip)
+            })
+        }
     }
 }
 

@@ -146,6 +146,7 @@ pub fn isolation_ref(policy: &CiliumPolicy, index: usize) -> RuleRef {
         index,
         name: None,
         path: base.key("endpointSelector"),
+        span: None,
     }
 }
 

@@ -682,6 +682,15 @@ fn evaluate_direction(ctx: &Context, conn: &Conn) -> DirectionResult {
                 passed_by: None,
             }
         }
+        admin::Decision::Redirect(rule) => {
+            return DirectionResult {
+                verdict: Verdict::Redirect(crate::model::L7::Other),
+                tier: Tier::Admin,
+                reason: format!("redirected to the proxy by an admin {dir} rule"),
+                deciding: vec![rule],
+                passed_by: None,
+            }
+        }
         admin::Decision::Pass(rule) => passed_by = Some(rule),
         admin::Decision::NoMatch => {}
     }
@@ -741,6 +750,13 @@ fn evaluate_direction(ctx: &Context, conn: &Conn) -> DirectionResult {
             deciding: vec![rule],
             passed_by,
             reason: format!("denied by a BaselineAdminNetworkPolicy {dir} rule"),
+        },
+        admin::Decision::Redirect(rule) => DirectionResult {
+            verdict: Verdict::Redirect(crate::model::L7::Other),
+            tier: Tier::Baseline,
+            deciding: vec![rule],
+            passed_by,
+            reason: format!("redirected to the proxy by a baseline {dir} rule"),
         },
         admin::Decision::Pass(_) | admin::Decision::NoMatch => match l7 {
             Some(l7) => DirectionResult {

@@ -69,6 +69,7 @@ pub fn isolation_ref(np: &NetworkPolicy) -> RuleRef {
         index: 0,
         name: None,
         path: FieldPath::parse("spec.podSelector"),
+        span: None,
     }
 }
 

@@ -3,6 +3,7 @@
 mod bad_error_messages;
 mod conformance;
 mod diagnostics;
+mod pipe_policies;
 mod semantics_props;
 mod snapshots;
 mod trace;

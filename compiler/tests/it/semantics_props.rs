@@ -126,6 +126,7 @@ fn rule_ref(origin: &Origin, section: &str, index: usize) -> RuleRef {
         index,
         name: None,
         path: FieldPath::parse(&format!("spec.{section}[{index}]")),
+        span: None,
     }
 }
 
