@@ -4,10 +4,12 @@
     warn(clippy::panic, clippy::print_stdout, clippy::todo, clippy::dbg_macro)
 )]
 
+pub mod backend;
 pub mod cli;
 pub mod diag;
 pub mod driver;
 pub mod frontend;
+pub mod hwmodel;
 pub mod identity;
 pub mod model;
 pub mod source;
