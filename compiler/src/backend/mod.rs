@@ -120,6 +120,11 @@ pub enum Reason {
         /// The feature.
         feature: String,
     },
+    /// The rule cannot be written as one device rule of this target (it must be split).
+    Shape {
+        /// What is wrong.
+        detail: String,
+    },
     /// A budget ran out (entries, counters, RSS groups, ...).
     Capacity {
         /// The resource.
@@ -149,6 +154,7 @@ impl Reason {
             Reason::ArgumentOutOfRange { .. } => "argument-out-of-range",
             Reason::PriorityLevel { .. } => "priority-level",
             Reason::Feature { .. } => "feature",
+            Reason::Shape { .. } => "shape",
             Reason::Capacity { .. } => "capacity",
             Reason::Device { .. } => "device",
         }
@@ -178,6 +184,7 @@ impl fmt::Display for Reason {
                 )
             }
             Reason::Feature { feature } => write!(f, "no {feature}"),
+            Reason::Shape { detail } => write!(f, "not one device rule: {detail}"),
             Reason::Capacity { resource, limit } => {
                 write!(f, "{resource} budget of {limit} is used up")
             }
