@@ -53,14 +53,15 @@ fn get(buf: &[u8], offset: usize, width: u32) -> u128 {
 /// One item field's place in the item struct: offset and width.
 type Place = (usize, u32);
 
-/// The fields of an item, with their places, as (name, place, value) for writing.
-fn item_fields(
-    item: &Item,
-) -> (
+/// An item's C type, its struct size, and each field's place with its (spec, mask).
+type ItemLayout = (
     sys::rte_flow_item_type,
     usize,
     Vec<(Place, Option<(u128, u128)>)>,
-) {
+);
+
+/// The layout of an item and the values of its fields.
+fn item_fields(item: &Item) -> ItemLayout {
     fn mk<T: FieldValue>(m: &Option<Masked<T>>) -> Option<(u128, u128)> {
         m.as_ref().map(|m| (m.spec.to_bits(), m.mask.to_bits()))
     }
