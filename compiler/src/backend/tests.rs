@@ -165,3 +165,39 @@ fn diff_is_make_before_break() {
 fn targets_text_lists_profiles() {
     insta::assert_snapshot!(targets_text(&builtin_profiles()));
 }
+
+/// The public surface of the backend module, one declaration a line: out-of-tree
+/// backends implement this, so any change to it shows up in review as a snapshot diff.
+#[test]
+fn public_api() {
+    let files = [
+        ("mod.rs", include_str!("mod.rs")),
+        ("profile.rs", include_str!("profile.rs")),
+        ("slice.rs", include_str!("slice.rs")),
+    ];
+    let mut api = String::new();
+    for (name, text) in files {
+        let mut depth_in_tests = false;
+        let mut in_trait = false;
+        for line in text.lines() {
+            if line.starts_with("pub trait") {
+                in_trait = true;
+            } else if line.starts_with('}') {
+                in_trait = false;
+            }
+            let t = line.trim_start();
+            if t.starts_with("mod tests") || t.starts_with("#[cfg(test)]") {
+                depth_in_tests = true;
+            }
+            if depth_in_tests {
+                continue;
+            }
+            let trait_fn = in_trait && t.starts_with("fn ");
+            if trait_fn || (t.starts_with("pub ") && !t.starts_with("pub(")) {
+                let decl = t.trim_end_matches(['{', ' ']).trim_end();
+                api.push_str(&format!("{name}: {decl}\n"));
+            }
+        }
+    }
+    insta::assert_snapshot!(api);
+}
