@@ -45,10 +45,18 @@ pub fn load_sources(
 ) -> Loaded {
     let objects = frontend::files_to_objects(&sources, files, &mut sink);
     let cluster = objects_to_cluster(&sources, &objects, options, &mut sink);
+    let mut diags = sink.diags;
+    // Stages check kinds in their own order (services after pods, for example); users
+    // read diagnostics in file order. The sort is stable, and diagnostics without a place
+    // come last.
+    diags.sort_by_key(|d| match &d.primary {
+        Some(p) => (0, p.span.file, p.span.start),
+        None => (1, crate::source::FileId(0), 0),
+    });
     Loaded {
         sources,
         cluster,
-        diags: sink.diags,
+        diags,
     }
 }
 

@@ -195,4 +195,27 @@ impl Sources {
             None => object,
         }
     }
+
+    /// True when the field at `path` is written in the object's text.
+    pub fn exists(&self, object: Span, path: &FieldPath) -> bool {
+        let text = self.text(object.file);
+        text.get(object.range())
+            .is_some_and(|slice| yaml::exists(slice, path))
+    }
+
+    /// Like [`Sources::locate`], but when the path ends in a key that exists, the span of
+    /// the key itself: the place for "this field is unknown, misplaced or missing a part".
+    pub fn locate_key(&self, object: Span, path: &FieldPath) -> Span {
+        let text = self.text(object.file);
+        let Some(slice) = text.get(object.range()) else {
+            return object;
+        };
+        match yaml::locate_key(slice, path) {
+            Some(r) => Span::new(
+                object.file,
+                object.start as usize + r.start..object.start as usize + r.end,
+            ),
+            None => object,
+        }
+    }
 }
