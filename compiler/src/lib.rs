@@ -4,11 +4,15 @@
     warn(clippy::panic, clippy::print_stdout, clippy::todo, clippy::dbg_macro)
 )]
 
+pub mod backend;
 pub mod cli;
+pub mod conformance;
 pub mod diag;
 pub mod driver;
 pub mod frontend;
+pub mod hwmodel;
 pub mod identity;
 pub mod model;
+pub mod semantics;
 pub mod source;
 pub mod util;

@@ -1,7 +1,6 @@
 //! `pipec check`: every diagnostic of a run, and a summary.
 
 use super::InputArgs;
-use crate::diag;
 use crate::driver;
 use clap::Args;
 use std::process::ExitCode;
@@ -13,12 +12,13 @@ pub struct CheckArgs {
     input: InputArgs,
 }
 
-/// Runs `pipec check`.
+/// Runs `pipec check`: manifests and `.pipe` files alike. The target profiles that `.pipe`
+/// files define are printed resolved (merged with the preset they extend), so that a
+/// profile can be checked before anything is compiled for it.
 pub fn run(args: &CheckArgs) -> anyhow::Result<ExitCode> {
     let loaded = driver::load(&args.input.inputs, &args.input.build_options());
-    diag::emit_to_stderr(&loaded.sources, &loaded.diags);
-    let errors = loaded.diags.iter().filter(|d| d.is_error()).count();
-    let warnings = loaded.diags.len() - errors;
+    loaded.emit_to_stderr();
+    let (errors, warnings) = loaded.diagnostic_count();
     if errors > 0 {
         eprintln!("check failed: {errors} error(s), {warnings} warning(s)");
         return Ok(ExitCode::from(1));
@@ -33,5 +33,10 @@ pub fn run(args: &CheckArgs) -> anyhow::Result<ExitCode> {
         c.cilium_policies.len(),
         c.admin_policies.len()
     );
+    if let Some(program) = &loaded.pipe.program {
+        for profile in program.targets.values() {
+            println!("\n{}", profile.to_pipe().trim_end());
+        }
+    }
     Ok(ExitCode::SUCCESS)
 }

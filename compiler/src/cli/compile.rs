@@ -1,7 +1,6 @@
 //! `pipec compile --emit STAGE`: the stable text of one stage.
 
 use super::{output, Format, InputArgs};
-use crate::diag;
 use crate::driver;
 use crate::identity;
 use crate::model::text as model_text;
@@ -36,9 +35,7 @@ pub struct CompileArgs {
 /// Runs `pipec compile`.
 pub fn run(args: &CompileArgs) -> anyhow::Result<ExitCode> {
     let loaded = driver::load(&args.input.inputs, &args.input.build_options());
-    if !loaded.diags.is_empty() {
-        diag::emit_to_stderr(&loaded.sources, &loaded.diags);
-    }
+    loaded.emit_to_stderr();
     if loaded.has_errors() {
         return Ok(ExitCode::from(1));
     }

@@ -11,8 +11,9 @@
 mod check;
 mod compile;
 mod conformance;
+mod fmt;
 mod output;
-mod trace;
+pub mod trace;
 
 use crate::model::build::BuildOptions;
 use clap::{Args, Parser, Subcommand, ValueEnum};
@@ -38,6 +39,8 @@ enum Command {
     Trace(trace::TraceArgs),
     /// Runs a directory of conformance cases through every engine.
     Conformance(conformance::ConformanceArgs),
+    /// Formats `.pipe` policy files canonically.
+    Fmt(fmt::FmtArgs),
 }
 
 /// Output format, as kubectl's `-o`.
@@ -88,6 +91,7 @@ pub fn main() -> ExitCode {
         Command::Compile(a) => compile::run(&a),
         Command::Trace(a) => trace::run(&a),
         Command::Conformance(a) => conformance::run(&a),
+        Command::Fmt(a) => fmt::run(&a),
     };
     match result {
         Ok(code) => code,

@@ -1,0 +1,9 @@
+//! The one integration test binary of pipec: each module is one suite.
+
+mod bad_error_messages;
+mod conformance;
+mod diagnostics;
+mod pipe_policies;
+mod semantics_props;
+mod snapshots;
+mod trace;

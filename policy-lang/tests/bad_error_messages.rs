@@ -1,0 +1,47 @@
+//! Error messages known to be poor. Each test pins today's output so that an improvement
+//! shows up as a snapshot change; when a message becomes good, move the case to
+//! `tests/bad/` (the real error snapshots) and delete it here.
+
+use policy_lang::{check_source, render};
+
+fn rendered(src: &str) -> String {
+    let (files, result) = check_source("test.pipe", src);
+    match result {
+        Ok(p) => render(&p.warnings, &files),
+        Err(d) => render(&d, &files),
+    }
+}
+
+/// A block left open is reported where the next item starts; the message does not point
+/// at the `{` that was never closed.
+#[test]
+fn unclosed_block_does_not_point_at_its_brace() {
+    insta::assert_snapshot!(rendered("policy \"a\" priority 1 {\n  subject namespaces {};\n\npolicy \"b\" priority 2 {}\n"), @r###"
+    error[P0001]: syntax error: expected `egress`, `ingress`, `subject` or `}`, found `policy`
+      ┌─ test.pipe:4:1
+      │
+    4 │ policy "b" priority 2 {}
+      │ ^^^^^^ unexpected `policy`
+    "###);
+}
+
+/// After a syntax error the resolver does not run, so the semantic errors of the same
+/// file (here the unknown entity) only show up once the syntax error is fixed.
+#[test]
+fn syntax_error_hides_semantic_errors() {
+    insta::assert_snapshot!(rendered("policy \"a\" priority 1 {\n  subject namespaces {}\n  ingress allow from entity wrold;\n}\n"), @r###"
+    error[P0001]: syntax error: expected `;`, found `ingress`
+      ┌─ test.pipe:2:23
+      │
+    2 │   subject namespaces {}
+      │                       ^ expected `;` after this
+    3 │   ingress allow from entity wrold;
+      │   ------- unexpected `ingress`
+    "###);
+}
+
+/// A missing comma between port items reads the next protocol as a port name.
+#[test]
+fn missing_comma_between_ports_reads_a_port_name() {
+    insta::assert_snapshot!(rendered("policy \"a\" priority 1 {\n  subject namespaces {};\n  ingress allow from entity all ports tcp udp;\n}\n"), @"");
+}
