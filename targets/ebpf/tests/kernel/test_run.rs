@@ -705,3 +705,52 @@ fn writes_apply_diffs_entry_by_entry() {
         TC_ACT_SHOT
     );
 }
+
+#[test]
+fn wire_side_runs_ingress_once_and_clears_marks() {
+    let dp = loaded("wire");
+    let from_a = packet::build(ip("10.0.0.1"), ip("10.0.0.2"), tcp(42000, 80, TCP_SYN));
+    let r = dp.run(Program::FromWire, &from_a, LO, 0).unwrap();
+    assert_eq!(r.verdict, TC_ACT_OK);
+    assert_eq!(
+        r.mark,
+        c::MARK_POLICY_DONE,
+        "from_wire marks what it already judged"
+    );
+    // to_pod trusts the mark and clears it.
+    let r = dp
+        .run(Program::ToPod, &from_a, LO, c::MARK_POLICY_DONE)
+        .unwrap();
+    assert_eq!((r.verdict, r.mark), (TC_ACT_OK, 0));
+    // The world may not reach B; traffic for non-local addresses is not from_wire's business.
+    assert_eq!(
+        verdict(
+            &dp,
+            Program::FromWire,
+            "192.0.2.1",
+            "10.0.0.2",
+            tcp(1, 80, TCP_SYN)
+        ),
+        TC_ACT_SHOT
+    );
+    assert_eq!(
+        verdict(
+            &dp,
+            Program::FromWire,
+            "192.0.2.1",
+            "192.0.2.2",
+            tcp(1, 80, TCP_SYN)
+        ),
+        TC_ACT_OK
+    );
+    // No pipec mark leaves on the wire.
+    let r = dp
+        .run(
+            Program::ToWire,
+            &from_a,
+            LO,
+            (15001 << 16) | c::MARK_TO_PROXY,
+        )
+        .unwrap();
+    assert_eq!((r.verdict, r.mark), (TC_ACT_OK, 0));
+}
