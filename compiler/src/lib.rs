@@ -12,6 +12,8 @@ pub mod driver;
 pub mod frontend;
 pub mod hwmodel;
 pub mod identity;
+pub mod lower;
+pub mod mag;
 pub mod model;
 pub mod semantics;
 pub mod source;

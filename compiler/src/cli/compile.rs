@@ -3,6 +3,8 @@
 use super::{output, Format, InputArgs};
 use crate::driver;
 use crate::identity;
+use crate::lower;
+use crate::mag;
 use crate::model::text as model_text;
 use clap::{Args, ValueEnum};
 use std::process::ExitCode;
@@ -14,6 +16,10 @@ pub enum Emit {
     Model,
     /// Security identities and the ipcache.
     Identities,
+    /// The match-action graph of one node (`--node`).
+    Mag,
+    /// The match-action graph as Graphviz DOT.
+    Dot,
 }
 
 /// Arguments of `pipec compile`.
@@ -48,6 +54,18 @@ pub fn run(args: &CompileArgs) -> anyhow::Result<ExitCode> {
             output::print(args.format, &ids, || {
                 identity::text::identities_to_text(&loaded.cluster, &ids)
             })?
+        }
+        Emit::Mag | Emit::Dot => {
+            let lowered = lower::cluster_to_mag(&loaded.cluster, args.node.as_deref());
+            if let Err(e) = mag::validate(&lowered.mag) {
+                anyhow::bail!("internal compiler error: lowering made an invalid graph: {e}");
+            }
+            let text = if args.emit == Emit::Mag {
+                mag::text::mag_to_text(&lowered.mag)
+            } else {
+                mag::dot::mag_to_dot(&lowered.mag)
+            };
+            output::print(args.format, &text, || text.clone())?
         }
     }
     Ok(ExitCode::SUCCESS)

@@ -3,6 +3,9 @@
 mod bad_error_messages;
 mod conformance;
 mod diagnostics;
+mod mag_gen;
+mod mag_incremental;
+mod mag_starwars;
 mod pipe_policies;
 mod semantics_props;
 mod snapshots;

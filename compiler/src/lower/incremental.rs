@@ -1,0 +1,334 @@
+//! Incremental lowering: one model change → the new MAG and its entry-level diff.
+//!
+//! Entries live in groups ([`Group`]); a change recomputes the groups it touches and
+//! splices their entries into the canonical tables. Fast paths:
+//!
+//! - **pod added, removed or relabelled**, when its label set already has an identity (and
+//!   a removal leaves the identity and the pod's class non-empty), and its class exists:
+//!   the pod's endpoint group, its ipcache prefixes, and the services of its namespace
+//!   whose backends changed;
+//! - **service added, changed or removed** (not `default/kubernetes`, whose backends are
+//!   ipcache entries): that service's group.
+//!
+//! Anything else (a new identity, policy changes, namespace labels, id collisions) falls
+//! back to a full lowering, still reported as an entry-level diff of the groups that differ.
+//! Either way the result equals a full lowering of the new model, which the property tests
+//! check by comparing the canonical text forms.
+
+use super::*;
+use crate::mag::canonical_order;
+use std::collections::HashSet;
+
+/// The change that turned the previous model into the new one.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Change {
+    /// A pod (`namespace/name`) was added, removed or relabelled.
+    Pod(String),
+    /// A service (`namespace/name`) or its endpoints were added, changed or removed.
+    Service(String),
+    /// A policy was added, changed or removed.
+    Policy,
+    /// A namespace was added or relabelled.
+    Namespace(String),
+}
+
+/// Entry-level difference between two MAGs.
+#[derive(Clone, Debug, Default)]
+pub struct Diff {
+    /// Entries removed, by table.
+    pub removed: Vec<(TableId, Entry)>,
+    /// Entries added, by table.
+    pub added: Vec<(TableId, Entry)>,
+    /// Whether the change needed a full lowering.
+    pub full: bool,
+}
+
+impl Diff {
+    /// Number of entries added or removed.
+    pub fn len(&self) -> usize {
+        self.removed.len() + self.added.len()
+    }
+
+    /// True when nothing changed.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+fn group_diff(old: &[(TableId, Entry)], new: &[(TableId, Entry)], diff: &mut Diff) {
+    let o: HashSet<&(TableId, Entry)> = old.iter().collect();
+    let n: HashSet<&(TableId, Entry)> = new.iter().collect();
+    diff.removed
+        .extend(old.iter().filter(|e| !n.contains(e)).cloned());
+    diff.added
+        .extend(new.iter().filter(|e| !o.contains(e)).cloned());
+}
+
+/// Applies a diff to canonical tables, keeping them canonical.
+pub fn apply_diff(mag: &mut Mag, diff: &Diff) {
+    for (t, e) in &diff.removed {
+        if let Some(table) = mag.table_mut(*t) {
+            if let Ok(i) = table.entries.binary_search_by(|x| canonical_order(x, e)) {
+                table.entries.remove(i);
+            }
+        }
+    }
+    for (t, e) in &diff.added {
+        if let Some(table) = mag.table_mut(*t) {
+            let i = table
+                .entries
+                .binary_search_by(|x| canonical_order(x, e))
+                .unwrap_or_else(|i| i);
+            table.entries.insert(i, e.clone());
+        }
+    }
+}
+
+/// Updates a lowered node for one change; returns the entry-level diff.
+///
+/// `prev` is the model `lowered` was built from and `cluster` the model after `change`.
+pub fn update(lowered: &mut Lowered, prev: &Cluster, cluster: &Cluster, change: &Change) -> Diff {
+    let touched = match change {
+        _ if lowered.state.probed => None,
+        Change::Pod(key) => pod_change(lowered, prev, cluster, key),
+        Change::Service(key) => service_change(lowered, prev, cluster, key),
+        Change::Policy | Change::Namespace(_) => None,
+    };
+    match touched {
+        Some((groups, owners)) => regroup(lowered, cluster, groups, &owners),
+        None => full(lowered, cluster),
+    }
+}
+
+fn full(lowered: &mut Lowered, cluster: &Cluster) -> Diff {
+    let new = cluster_to_mag(cluster, Some(&lowered.state.node));
+    let mut diff = Diff {
+        full: true,
+        ..Diff::default()
+    };
+    let keys: BTreeSet<&Group> = lowered
+        .state
+        .groups
+        .keys()
+        .chain(new.state.groups.keys())
+        .collect();
+    for g in keys {
+        let old = lowered
+            .state
+            .groups
+            .get(g)
+            .map(Vec::as_slice)
+            .unwrap_or(&[]);
+        let n = new.state.groups.get(g).map(Vec::as_slice).unwrap_or(&[]);
+        if old != n {
+            group_diff(old, n, &mut diff);
+        }
+    }
+    *lowered = new;
+    diff
+}
+
+/// Touched groups, and the pod owning each touched prefix.
+type Touched = (BTreeSet<Group>, BTreeMap<IpNet, PodId>);
+
+fn regroup(
+    lowered: &mut Lowered,
+    cluster: &Cluster,
+    groups: BTreeSet<Group>,
+    owners: &BTreeMap<IpNet, PodId>,
+) -> Diff {
+    let mut diff = Diff::default();
+    let mut provs = std::mem::take(&mut lowered.mag.provenance);
+    let state = &mut lowered.state;
+    let mut fresh: Vec<(Group, Option<GroupEntries>)> = Vec::new();
+    {
+        let mut resolver = Resolver::new(cluster, &state.ids, &state.classes);
+        for g in &groups {
+            let entries = match g {
+                Group::Static => Some(static_group(state, &mut provs)),
+                Group::Endpoint(key) => {
+                    let (ns, name) = key.split_once('/').unwrap_or(("", key));
+                    cluster
+                        .find_pod(ns, name)
+                        .and_then(|p| endpoint_group(cluster, state, &mut resolver, p, &mut provs))
+                }
+                Group::Prefix(net) => state.ids.ipcache.entries.contains_key(net).then(|| {
+                    let owner = owners
+                        .get(net)
+                        .copied()
+                        .or_else(|| cluster.pod_by_ip(net.addr()));
+                    prefix_group(cluster, state, *net, owner, &mut provs)
+                }),
+                Group::Service(key) => {
+                    let (ns, name) = key.split_once('/').unwrap_or(("", key));
+                    cluster
+                        .find_service(ns, name)
+                        .map(|s| service_group(cluster, state, cluster.service(s), &mut provs))
+                        .filter(|g| !g.is_empty())
+                }
+            };
+            fresh.push((g.clone(), entries));
+        }
+    }
+    for (g, entries) in fresh {
+        let old = state.groups.remove(&g).unwrap_or_default();
+        let new = entries.unwrap_or_default();
+        group_diff(&old, &new, &mut diff);
+        if !new.is_empty() {
+            state.groups.insert(g, new);
+        }
+    }
+    lowered.mag.provenance = provs;
+    apply_diff(&mut lowered.mag, &diff);
+    diff
+}
+
+fn split(key: &str) -> (&str, &str) {
+    key.split_once('/').unwrap_or(("", key))
+}
+
+/// The fast path of a pod change; `None` when a full lowering is needed.
+fn pod_change(
+    lowered: &mut Lowered,
+    prev: &Cluster,
+    cluster: &Cluster,
+    key: &str,
+) -> Option<Touched> {
+    let (ns, name) = split(key);
+    let mut owners = BTreeMap::new();
+    let old = prev.find_pod(ns, name);
+    let new = cluster.find_pod(ns, name);
+    let state = &mut lowered.state;
+    if cluster.pods.len()
+        != prev.pods.len() + usize::from(new.is_some()) - usize::from(old.is_some())
+    {
+        return None;
+    }
+    let mut groups = BTreeSet::new();
+    groups.insert(Group::Endpoint(key.to_string()));
+    // Removal of the old pod.
+    if let Some(p) = old {
+        let pod = prev.pod(p);
+        if pod.host_network {
+            return None;
+        }
+        let labels = crate::identity::pod_labels(prev, p, &state.relevant);
+        let slot = state.label_index.get_mut(&labels)?;
+        if slot.1 <= 1 {
+            return None;
+        }
+        for ip in &pod.ips {
+            let net = IpNet::from(*ip);
+            let ci = *state.classes.by_net.get(&net)?;
+            if state.classes.list[ci].pod == Some(p) || state.class_size[ci] <= 1 {
+                return None;
+            }
+        }
+        slot.1 -= 1;
+        for ip in &pod.ips {
+            let net = IpNet::from(*ip);
+            if let Some(ci) = state.classes.by_net.remove(&net) {
+                state.class_size[ci] -= 1;
+            }
+            state.ids.ipcache.entries.remove(&net);
+            groups.insert(Group::Prefix(net));
+        }
+        state.ids.pods.remove(p.0 as usize);
+        for c in &mut state.classes.list {
+            if let Some(cp) = c.pod.as_mut() {
+                if cp.0 > p.0 {
+                    cp.0 -= 1;
+                }
+            }
+        }
+        state.endpoints.remove(key);
+    }
+    // Addition of the new pod.
+    if let Some(p) = new {
+        let pod = cluster.pod(p);
+        if pod.host_network {
+            return None;
+        }
+        let labels = crate::identity::pod_labels(cluster, p, &state.relevant);
+        let &(id, _) = state.label_index.get(&labels)?;
+        for ip in &pod.ips {
+            if state.ids.ipcache.entries.contains_key(&IpNet::from(*ip)) {
+                return None;
+            }
+        }
+        if is_local(cluster, p, &state.node, state.synthetic) {
+            let ep = natural_endpoint(pod.ip()?);
+            if state.endpoints.values().any(|v| *v == ep) {
+                return None;
+            }
+            state.endpoints.insert(key.to_string(), ep);
+        }
+        state.ids.pods.insert(p.0 as usize, id);
+        for c in &mut state.classes.list {
+            if let Some(cp) = c.pod.as_mut() {
+                if cp.0 >= p.0 {
+                    cp.0 += 1;
+                }
+            }
+        }
+        let mut nets = Vec::new();
+        for ip in &pod.ips {
+            let ck = state.classes.pod_key(&state.ids, cluster, p, *ip);
+            let ci = *state.classes.by_key.get(&ck)?;
+            nets.push((IpNet::from(*ip), ci));
+        }
+        if let Some(slot) = state.label_index.get_mut(&labels) {
+            slot.1 += 1;
+        }
+        for (net, ci) in nets {
+            state.classes.by_net.insert(net, ci);
+            state.class_size[ci] += 1;
+            state.ids.ipcache.entries.insert(net, id);
+            groups.insert(Group::Prefix(net));
+            owners.insert(net, p);
+        }
+    }
+    // Services whose backends changed: only services of the pod's namespace select it,
+    // and EndpointSlices name it by address.
+    for s in cluster.services.iter().filter(|s| s.namespace == ns) {
+        let before = prev
+            .find_service(&s.namespace, &s.name)
+            .map(|i| &prev.service(i).backends);
+        if before != Some(&s.backends) {
+            if s.key() == "default/kubernetes" {
+                return None;
+            }
+            groups.insert(Group::Service(s.key()));
+        }
+    }
+    Some((groups, owners))
+}
+
+/// The fast path of a service change.
+fn service_change(
+    lowered: &mut Lowered,
+    prev: &Cluster,
+    cluster: &Cluster,
+    key: &str,
+) -> Option<Touched> {
+    if key == "default/kubernetes" || prev.services.len().abs_diff(cluster.services.len()) > 1 {
+        return None;
+    }
+    let (ns, name) = split(key);
+    let state = &mut lowered.state;
+    state.lb_ids.remove(key);
+    if let Some(s) = cluster.find_service(ns, name) {
+        let svc = cluster.service(s);
+        if let Some(ip) = primary_frontend(svc) {
+            let id = natural_lb(ip);
+            if state.lb_ids.values().any(|v| *v == id) {
+                return None;
+            }
+            state.lb_ids.insert(key.to_string(), id);
+        }
+    }
+    Some((
+        BTreeSet::from([Group::Service(key.to_string())]),
+        BTreeMap::new(),
+    ))
+}

@@ -1,0 +1,1078 @@
+//! Policy resolution: every NetworkPolicy, Cilium policy and admin policy folded into one
+//! decision table per direction, keyed by (local endpoint, remote class, protocol, port
+//! prefix), the way Cilium's policy map is a resolved result.
+//!
+//! # Remote classes
+//!
+//! The remote side of a key is a *policy class*, not a bare Cilium identity. A class is the
+//! set of addresses that every rule treats alike:
+//!
+//! - pods with one identity, one set of containing policy CIDRs, and one container-port
+//!   list. A Kubernetes `ipBlock` (and an ANP `networks` peer) also matches pod IPs after
+//!   DNAT, so two pods of one identity inside and outside a policy CIDR must differ; and a
+//!   named port on egress resolves on the destination pod, so pods of one identity that map
+//!   a name to different numbers must differ too;
+//! - node addresses (host, remote-node) with their labels (ANP `nodes` peers);
+//! - kube-apiserver addresses;
+//! - each policy CIDR identity, and world (per family, `world-ipv4`/`world-ipv6`).
+//!
+//! A class keeps its identity's number when the identity has one class; otherwise its
+//! classes are numbered from [`SPLIT_BASE`] in sorted order. Cilium identities keep every
+//! label key a policy selects on (see [`crate::identity`]), so pods of one identity look
+//! alike to every label selector, Kubernetes NetworkPolicy selectors included.
+//!
+//! # Decisions
+//!
+//! For a local endpoint, a direction, a remote class, a protocol and a port, the decision
+//! is: the first admin-tier rule that matches (Allow / Deny; Pass skips to the next tier);
+//! then NetworkPolicy and Cilium policy (a Cilium deny wins over any allow; an allow with L7
+//! rules redirects to the proxy; an endpoint selected for the direction by any policy and
+//! allowed by none is denied); then the baseline tier in order; then allow. CiliumNetwork-
+//! Policy CIDR rules match only world addresses; Kubernetes `ipBlock` matches any address.
+
+use crate::identity::{cilium_matches, reserved, Identities, IdentityId};
+use crate::mag::{ProvId, Provenance};
+use crate::model::*;
+use indexmap::IndexSet;
+use ipnet::IpNet;
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::net::IpAddr;
+use std::rc::Rc;
+
+/// First number of split classes (local flag and a split bit).
+pub const SPLIT_BASE: u32 = reserved::LOCAL_FLAG | (1 << 23);
+
+/// The protocols the decision table distinguishes.
+pub const PROTOS: [u8; 5] = [6, 17, 132, 1, 58];
+
+/// What a class stands for.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum ClassKey {
+    /// Pods.
+    Pod {
+        /// Identity.
+        identity: IdentityId,
+        /// Policy CIDRs containing the address.
+        members: Vec<IpNet>,
+        /// Container ports (for named ports on egress).
+        ports: Vec<ContainerPort>,
+    },
+    /// Node addresses.
+    Node {
+        /// Identity (host or remote-node).
+        identity: IdentityId,
+        /// Policy CIDRs containing the address.
+        members: Vec<IpNet>,
+        /// Node labels.
+        labels: Labels,
+    },
+    /// kube-apiserver addresses.
+    Apiserver {
+        /// Policy CIDRs containing the address.
+        members: Vec<IpNet>,
+    },
+    /// A policy CIDR's identity.
+    Cidr {
+        /// Identity.
+        identity: IdentityId,
+        /// The CIDR.
+        net: IpNet,
+        /// Policy CIDRs containing it.
+        members: Vec<IpNet>,
+    },
+    /// Everything else of one family.
+    World {
+        /// IPv6.
+        v6: bool,
+        /// Policy CIDRs containing it (only `/0` ones).
+        members: Vec<IpNet>,
+    },
+}
+
+impl ClassKey {
+    fn identity(&self) -> IdentityId {
+        match self {
+            ClassKey::Pod { identity, .. }
+            | ClassKey::Node { identity, .. }
+            | ClassKey::Cidr { identity, .. } => *identity,
+            ClassKey::Apiserver { .. } => reserved::KUBE_APISERVER,
+            ClassKey::World { v6: false, .. } => reserved::WORLD_IPV4,
+            ClassKey::World { v6: true, .. } => reserved::WORLD_IPV6,
+        }
+    }
+
+    fn members(&self) -> &[IpNet] {
+        match self {
+            ClassKey::Pod { members, .. }
+            | ClassKey::Node { members, .. }
+            | ClassKey::Apiserver { members }
+            | ClassKey::Cidr { members, .. }
+            | ClassKey::World { members, .. } => members,
+        }
+    }
+}
+
+/// One class.
+#[derive(Clone, Debug)]
+pub struct Class {
+    /// The number in `meta.src_identity` / `meta.dst_identity`.
+    pub id: u32,
+    /// What it stands for.
+    pub key: ClassKey,
+    /// A pod of the class (pod classes), for selectors and named ports.
+    pub pod: Option<PodId>,
+    /// A node of the class (node classes).
+    pub node: Option<usize>,
+}
+
+/// Every class, and which prefix maps to which.
+#[derive(Clone, Debug, Default)]
+pub struct Classes {
+    /// Classes, sorted by key.
+    pub list: Vec<Class>,
+    /// Key → index in `list`.
+    pub by_key: HashMap<ClassKey, usize>,
+    /// ipcache prefix → index in `list`.
+    pub by_net: BTreeMap<IpNet, usize>,
+    /// Policy CIDRs used for membership, and their prefix lengths per family.
+    pub policy_cidrs: HashSet<IpNet>,
+    lens: BTreeSet<(bool, u8)>,
+}
+
+impl Classes {
+    /// Policy CIDRs containing `net`.
+    pub fn members_of(&self, net: IpNet) -> Vec<IpNet> {
+        let v6 = net.addr().is_ipv6();
+        let mut out: Vec<IpNet> = self
+            .lens
+            .iter()
+            .filter(|(f, l)| *f == v6 && *l <= net.prefix_len())
+            .filter_map(|(_, l)| IpNet::new(net.addr(), *l).ok().map(|n| n.trunc()))
+            .filter(|n| self.policy_cidrs.contains(n))
+            .collect();
+        out.sort();
+        out
+    }
+
+    /// The class key of a pod address.
+    pub fn pod_key(&self, ids: &Identities, cluster: &Cluster, pod: PodId, ip: IpAddr) -> ClassKey {
+        let mut ports = cluster.pod(pod).ports.clone();
+        ports.sort();
+        ClassKey::Pod {
+            identity: ids.of_pod(pod),
+            members: self.members_of(IpNet::from(ip)),
+            ports,
+        }
+    }
+}
+
+/// CIDRs whose membership splits classes: `ipBlock` and ANP `networks`, with exceptions.
+pub fn policy_cidrs(cluster: &Cluster) -> HashSet<IpNet> {
+    let mut out = HashSet::new();
+    for np in &cluster.network_policies {
+        for r in np.ingress.iter().chain(&np.egress) {
+            for p in &r.peers {
+                if let NpPeer::IpBlock { cidr, except } = p {
+                    out.insert(cidr.trunc());
+                    out.extend(except.iter().map(|e| e.trunc()));
+                }
+            }
+        }
+    }
+    for cp in &cluster.cilium_policies {
+        for spec in &cp.specs {
+            for r in spec
+                .ingress
+                .iter()
+                .chain(&spec.ingress_deny)
+                .chain(&spec.egress)
+                .chain(&spec.egress_deny)
+            {
+                for c in &r.cidrs {
+                    out.insert(c.cidr.trunc());
+                    out.extend(c.except.iter().map(|e| e.trunc()));
+                }
+            }
+        }
+    }
+    for ap in &cluster.admin_policies {
+        for r in ap.ingress.iter().chain(&ap.egress) {
+            for p in &r.peers {
+                if let AdminPeer::Networks(nets) = p {
+                    for c in nets {
+                        out.insert(c.cidr.trunc());
+                        out.extend(c.except.iter().map(|e| e.trunc()));
+                    }
+                }
+                // A Service peer (from `.pipe`) matches the service's backends, so each
+                // backend address splits classes the way a host-length CIDR does.
+                if let AdminPeer::Service { namespace, name } = p {
+                    if let Some(s) = cluster.find_service(namespace, name) {
+                        out.extend(
+                            cluster
+                                .service(s)
+                                .backends
+                                .iter()
+                                .map(|b| IpNet::from(b.ip)),
+                        );
+                    }
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Computes the classes of every ipcache prefix.
+pub fn classes(cluster: &Cluster, ids: &Identities, local_node: &str) -> Classes {
+    let mut c = Classes {
+        policy_cidrs: policy_cidrs(cluster),
+        ..Classes::default()
+    };
+    c.lens = c
+        .policy_cidrs
+        .iter()
+        .map(|n| (n.addr().is_ipv6(), n.prefix_len()))
+        .collect();
+    let pod_by_ip: HashMap<IpAddr, PodId> = cluster
+        .pod_ids()
+        .filter(|p| !cluster.pod(*p).host_network)
+        .flat_map(|p| cluster.pod(p).ips.iter().map(move |ip| (*ip, p)))
+        .collect();
+    let node_by_ip: HashMap<IpAddr, usize> = cluster
+        .nodes
+        .iter()
+        .enumerate()
+        .flat_map(|(i, n)| n.addresses.iter().map(move |a| (*a, i)))
+        .collect();
+    let mut keys: BTreeMap<ClassKey, Members> = BTreeMap::new();
+    for (net, id) in &ids.ipcache.entries {
+        let host = net.prefix_len() == net.max_prefix_len();
+        let members = c.members_of(*net);
+        let (key, pod, node) = if *id == reserved::WORLD && net.prefix_len() == 0 {
+            (
+                ClassKey::World {
+                    v6: net.addr().is_ipv6(),
+                    members,
+                },
+                None,
+                None,
+            )
+        } else if *id == reserved::KUBE_APISERVER {
+            (ClassKey::Apiserver { members }, None, None)
+        } else if host && (*id == reserved::HOST || *id == reserved::REMOTE_NODE) {
+            let node = node_by_ip.get(&net.addr()).copied();
+            let labels = node
+                .map(|n| cluster.nodes[n].labels.clone())
+                .unwrap_or_default();
+            let _ = local_node;
+            (
+                ClassKey::Node {
+                    identity: *id,
+                    members,
+                    labels,
+                },
+                None,
+                node,
+            )
+        } else if let Some(pod) = host
+            .then(|| pod_by_ip.get(&net.addr()).copied())
+            .flatten()
+            .filter(|p| ids.of_pod(*p) == *id)
+        {
+            (c.pod_key(ids, cluster, pod, net.addr()), Some(pod), None)
+        } else {
+            (
+                ClassKey::Cidr {
+                    identity: *id,
+                    net: *net,
+                    members,
+                },
+                None,
+                None,
+            )
+        };
+        let slot = keys.entry(key).or_insert((pod, node, Vec::new()));
+        slot.2.push(*net);
+    }
+    number(&mut c, keys);
+    c
+}
+
+/// A class's representative pod or node, and its ipcache prefixes.
+type Members = (Option<PodId>, Option<usize>, Vec<IpNet>);
+
+fn number(c: &mut Classes, keys: BTreeMap<ClassKey, Members>) {
+    let mut per_identity: HashMap<IdentityId, usize> = HashMap::new();
+    for k in keys.keys() {
+        *per_identity.entry(k.identity()).or_default() += 1;
+    }
+    let mut next = SPLIT_BASE;
+    for (key, (pod, node, nets)) in keys {
+        let id = if per_identity[&key.identity()] == 1 {
+            key.identity().0
+        } else {
+            next += 1;
+            next - 1
+        };
+        let idx = c.list.len();
+        for n in nets {
+            c.by_net.insert(n, idx);
+        }
+        c.by_key.insert(key.clone(), idx);
+        c.list.push(Class { id, key, pod, node });
+    }
+}
+
+/// A verdict of the decision table.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Decision {
+    /// Allowed.
+    Allow,
+    /// Denied.
+    Deny,
+    /// Allowed and redirected to the L7 proxy.
+    Redirect,
+}
+
+/// Traffic direction, seen from the local endpoint.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Dir {
+    /// Into the endpoint.
+    Ingress,
+    /// Out of the endpoint.
+    Egress,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum Tier {
+    Admin,
+    Np,
+    Baseline,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Act {
+    Allow,
+    Deny,
+    Pass,
+}
+
+/// One rule's say on one class: its place, action, ports and provenance.
+#[derive(Clone, Debug)]
+struct Contribution {
+    tier: Tier,
+    order: (usize, usize),
+    act: Act,
+    l7: bool,
+    ports: Rc<Vec<(u8, u16, u16)>>,
+    prov: ProvId,
+}
+
+/// One resolved decision-table row for an endpoint.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Row {
+    /// Priority: 0 endpoint default, 1 every class, 2 one class.
+    pub priority: u32,
+    /// The remote class number; `None` for every class.
+    pub class: Option<u32>,
+    /// Protocol; `None` for every protocol.
+    pub proto: Option<u8>,
+    /// Destination port prefix (value, length); length 0 for every port.
+    pub port: (u16, u8),
+    /// The decision.
+    pub decision: Decision,
+    /// The deciding rules.
+    pub prov: Vec<ProvId>,
+}
+
+/// What resolution reads: the model, identities and classes, and caches of rule matches.
+pub struct Resolver<'a> {
+    cluster: &'a Cluster,
+    ids: &'a Identities,
+    classes: &'a Classes,
+    matched: HashMap<(usize, u8), Rc<Vec<usize>>>,
+    all: Rc<Vec<usize>>,
+}
+
+type Ports = Rc<Vec<(u8, u16, u16)>>;
+
+const ALL_PORTS: (u16, u16) = (0, u16::MAX);
+
+fn all_protocols() -> Vec<(u8, u16, u16)> {
+    PROTOS
+        .iter()
+        .map(|p| (*p, ALL_PORTS.0, ALL_PORTS.1))
+        .collect()
+}
+
+fn proto_numbers(p: Protocol) -> Vec<u8> {
+    match p {
+        Protocol::Icmp => vec![1, 58],
+        p => vec![p.number()],
+    }
+}
+
+fn net_matches(members: &[IpNet], cidr: &IpNet, except: &[IpNet]) -> bool {
+    let has = |n: &IpNet| members.binary_search(&n.trunc()).is_ok();
+    has(cidr) && !except.iter().any(has)
+}
+
+impl<'a> Resolver<'a> {
+    /// A resolver over one model.
+    pub fn new(cluster: &'a Cluster, ids: &'a Identities, classes: &'a Classes) -> Resolver<'a> {
+        Resolver {
+            cluster,
+            ids,
+            classes,
+            matched: HashMap::new(),
+            all: Rc::new((0..classes.list.len()).collect()),
+        }
+    }
+
+    fn class_pod(&self, c: &Class) -> Option<&'a Pod> {
+        c.pod.map(|p| self.cluster.pod(p))
+    }
+
+    fn entity_matches(&self, e: Entity, c: &Class) -> bool {
+        let world_v6 = match &c.key {
+            ClassKey::World { v6, .. } => Some(*v6),
+            ClassKey::Cidr { net, .. } => Some(net.addr().is_ipv6()),
+            _ => None,
+        };
+        let id = c.key.identity();
+        match e {
+            Entity::All => true,
+            Entity::World => world_v6.is_some(),
+            Entity::WorldIpv4 => world_v6 == Some(false),
+            Entity::WorldIpv6 => world_v6 == Some(true),
+            Entity::Cluster => world_v6.is_none(),
+            Entity::Host => id == reserved::HOST,
+            Entity::RemoteNode => id == reserved::REMOTE_NODE,
+            Entity::KubeApiserver => id == reserved::KUBE_APISERVER,
+            Entity::Init => id == reserved::INIT,
+            Entity::Health => id == reserved::HEALTH,
+            Entity::Unmanaged => id == reserved::UNMANAGED,
+            Entity::Ingress => id == reserved::INGRESS,
+        }
+    }
+
+    fn identity_labels(&self, c: &Class) -> Option<&'a Labels> {
+        self.ids.labels(c.key.identity())
+    }
+
+    fn np_peer(&self, np_ns: &str, peer: &NpPeer, c: &Class) -> bool {
+        match peer {
+            NpPeer::Pods { namespaces, pods } => {
+                let Some(pod) = self.class_pod(c) else {
+                    return false;
+                };
+                let ns_ok = match namespaces {
+                    None => pod.namespace == np_ns,
+                    Some(s) => s.matches(self.cluster.namespace_labels(&pod.namespace)),
+                };
+                ns_ok && pods.as_ref().is_none_or(|s| s.matches(&pod.labels))
+            }
+            NpPeer::IpBlock { cidr, except } => net_matches(c.key.members(), cidr, except),
+        }
+    }
+
+    fn cilium_peer(&self, r: &CiliumRule, c: &Class) -> bool {
+        let labels = self.identity_labels(c);
+        let sel = |s: &Selector| labels.is_some_and(|l| cilium_matches(s, l));
+        if !r.requires.is_empty() && !r.requires.iter().all(sel) {
+            return false;
+        }
+        if r.any_peer {
+            return true;
+        }
+        let world = matches!(c.key, ClassKey::World { .. } | ClassKey::Cidr { .. });
+        r.endpoints.iter().any(|s| !world && sel(s))
+            || r.entities.iter().any(|e| self.entity_matches(*e, c))
+            || (world
+                && r.cidrs
+                    .iter()
+                    .any(|p| net_matches(c.key.members(), &p.cidr, &p.except)))
+    }
+
+    fn admin_peer(&self, p: &AdminPeer, c: &Class) -> bool {
+        match p {
+            AdminPeer::Namespaces(s) => self
+                .class_pod(c)
+                .is_some_and(|pod| s.matches(self.cluster.namespace_labels(&pod.namespace))),
+            AdminPeer::Pods { namespaces, pods } => self.class_pod(c).is_some_and(|pod| {
+                namespaces.matches(self.cluster.namespace_labels(&pod.namespace))
+                    && pods.matches(&pod.labels)
+            }),
+            AdminPeer::Nodes(s) => c
+                .node
+                .is_some_and(|n| s.matches(&self.cluster.nodes[n].labels)),
+            AdminPeer::Networks(nets) => nets
+                .iter()
+                .any(|p| net_matches(c.key.members(), &p.cidr, &p.except)),
+            AdminPeer::Entity(e) => self.entity_matches(*e, c),
+            AdminPeer::Service { namespace, name } => {
+                self.cluster.find_service(namespace, name).is_some_and(|s| {
+                    self.cluster
+                        .service(s)
+                        .backends
+                        .iter()
+                        .any(|b| net_matches(c.key.members(), &IpNet::from(b.ip), &[]))
+                })
+            }
+        }
+    }
+
+    /// The classes a rule's peers match, cached by the rule's address.
+    fn matched<T>(&mut self, rule: &T, f: impl Fn(&Self, &Class) -> bool) -> Rc<Vec<usize>> {
+        let key = (rule as *const T as usize, 0);
+        if let Some(v) = self.matched.get(&key) {
+            return v.clone();
+        }
+        let v: Vec<usize> = (0..self.classes.list.len())
+            .filter(|i| f(self, &self.classes.list[*i]))
+            .collect();
+        let v = if v.len() == self.classes.list.len() {
+            self.all.clone()
+        } else {
+            Rc::new(v)
+        };
+        self.matched.insert(key, v.clone());
+        v
+    }
+
+    /// Resolves the decision rows of one endpoint in one direction.
+    pub fn endpoint_rows(
+        &mut self,
+        pod_id: PodId,
+        dir: Dir,
+        provs: &mut IndexSet<Provenance>,
+    ) -> Vec<Row> {
+        let cluster = self.cluster;
+        let pod = cluster.pod(pod_id);
+        let ns_labels = cluster.namespace_labels(&pod.namespace);
+        let pod_identity = self.ids.labels(self.ids.of_pod(pod_id));
+        let mut prov = |p: Provenance| ProvId(provs.insert_full(p).0 as u32);
+        // (class set, contribution, named ports needing the remote pod).
+        let mut contribs: Vec<(Rc<Vec<usize>>, Contribution, Option<NamedPorts<'a>>)> = Vec::new();
+        let mut isolating: Vec<ProvId> = Vec::new();
+        let dst_pod = |c: Option<&Class>| -> Option<&'a Pod> {
+            match dir {
+                Dir::Ingress => Some(pod),
+                Dir::Egress => c.and_then(|c| c.pod.map(|p| cluster.pod(p))),
+            }
+        };
+        let _ = dst_pod;
+        // Admin tiers.
+        for (pi, ap) in cluster.admin_policies.iter().enumerate() {
+            let selected = match &ap.subject {
+                AdminSubject::Namespaces(s) => s.matches(ns_labels),
+                AdminSubject::Pods { namespaces, pods } => {
+                    namespaces.matches(ns_labels) && pods.matches(&pod.labels)
+                }
+            };
+            if !selected {
+                continue;
+            }
+            let rules = match dir {
+                Dir::Ingress => &ap.ingress,
+                Dir::Egress => &ap.egress,
+            };
+            let tier = match ap.tier {
+                AdminTier::Admin => Tier::Admin,
+                AdminTier::Baseline => Tier::Baseline,
+            };
+            for (ri, r) in rules.iter().enumerate() {
+                // A `Log` rule never decides (see semantics::admin); it adds no row.
+                if r.action == AdminAction::Log {
+                    continue;
+                }
+                let classes = self.matched(r, |s, c| r.peers.iter().any(|p| s.admin_peer(p, c)));
+                let (ports, named) = admin_ports(r.ports.as_deref());
+                contribs.push((
+                    classes,
+                    Contribution {
+                        tier,
+                        order: (pi, ri),
+                        act: match r.action {
+                            AdminAction::Allow | AdminAction::Redirect | AdminAction::Log => {
+                                Act::Allow
+                            }
+                            AdminAction::Deny => Act::Deny,
+                            AdminAction::Pass => Act::Pass,
+                        },
+                        l7: r.action == AdminAction::Redirect,
+                        ports,
+                        prov: prov(Provenance::Rule(r.rule.clone())),
+                    },
+                    named,
+                ));
+            }
+        }
+        // NetworkPolicy.
+        for (pi, np) in cluster.network_policies.iter().enumerate() {
+            if np.namespace != pod.namespace || !np.pod_selector.matches(&pod.labels) {
+                continue;
+            }
+            let (isolates, rules) = match dir {
+                Dir::Ingress => (np.policy_types.ingress, &np.ingress),
+                Dir::Egress => (np.policy_types.egress, &np.egress),
+            };
+            if !isolates {
+                continue;
+            }
+            isolating.push(prov(Provenance::Object(np.origin.clone())));
+            for (ri, r) in rules.iter().enumerate() {
+                let classes = if r.peers.is_empty() {
+                    self.all.clone()
+                } else {
+                    let ns = np.namespace.as_str();
+                    self.matched(r, |s, c| r.peers.iter().any(|p| s.np_peer(ns, p, c)))
+                };
+                let (ports, named) = np_ports(&r.ports);
+                contribs.push((
+                    classes,
+                    Contribution {
+                        tier: Tier::Np,
+                        order: (pi, ri),
+                        act: Act::Allow,
+                        l7: false,
+                        ports,
+                        prov: prov(Provenance::Rule(r.rule.clone())),
+                    },
+                    named,
+                ));
+            }
+        }
+        // Cilium policies.
+        for (pi, cp) in cluster.cilium_policies.iter().enumerate() {
+            for spec in &cp.specs {
+                if !pod_identity.is_some_and(|l| cilium_matches(&spec.endpoint_selector, l)) {
+                    continue;
+                }
+                let (has, default_deny, allow, deny) = match dir {
+                    Dir::Ingress => (
+                        spec.has_ingress,
+                        spec.default_deny.ingress,
+                        &spec.ingress,
+                        &spec.ingress_deny,
+                    ),
+                    Dir::Egress => (
+                        spec.has_egress,
+                        spec.default_deny.egress,
+                        &spec.egress,
+                        &spec.egress_deny,
+                    ),
+                };
+                if has && default_deny != Some(false) {
+                    isolating.push(prov(Provenance::Object(cp.origin.clone())));
+                }
+                for (is_deny, rules) in [(false, allow), (true, deny)] {
+                    for (ri, r) in rules.iter().enumerate() {
+                        let classes = self.matched(r, |s, c| s.cilium_peer(r, c));
+                        for (ports, named, l7) in cilium_ports(r) {
+                            contribs.push((
+                                classes.clone(),
+                                Contribution {
+                                    tier: Tier::Np,
+                                    order: (pi, ri),
+                                    act: if is_deny { Act::Deny } else { Act::Allow },
+                                    l7: l7 && !is_deny,
+                                    ports,
+                                    prov: prov(Provenance::Rule(r.rule.clone())),
+                                },
+                                named,
+                            ));
+                        }
+                    }
+                }
+            }
+        }
+        isolating.sort();
+        isolating.dedup();
+        let default_allow = prov(Provenance::Builtin("default allow".into()));
+        let ctx = Decide {
+            isolated: !isolating.is_empty(),
+            isolating,
+            default_allow,
+        };
+        // Split contributions into every-class ones and per-class ones, resolving named
+        // ports on the destination pod.
+        let all_len = self.classes.list.len();
+        let mut common: Vec<Contribution> = Vec::new();
+        let mut per_class: BTreeMap<usize, Vec<Contribution>> = BTreeMap::new();
+        for (classes, mut c, named) in contribs {
+            let every = classes.len() == all_len;
+            let needs_class = named.is_some() && dir == Dir::Egress;
+            if let (Some(n), Dir::Ingress) = (&named, dir) {
+                c.ports = n.resolve(&c.ports, Some(pod));
+            }
+            if every && !needs_class {
+                common.push(c);
+                continue;
+            }
+            for ci in classes.iter() {
+                let mut c = c.clone();
+                if needs_class {
+                    let remote = self.classes.list[*ci].pod.map(|p| cluster.pod(p));
+                    c.ports = named
+                        .as_ref()
+                        .map(|n| n.resolve(&c.ports, remote))
+                        .unwrap_or(c.ports);
+                }
+                per_class.entry(*ci).or_default().push(c);
+            }
+        }
+        let mut rows = Vec::new();
+        let base = ctx.decide(&[], 0, 0);
+        rows.push(Row {
+            priority: 0,
+            class: None,
+            proto: None,
+            port: (0, 0),
+            decision: base.0,
+            prov: base.1.clone(),
+        });
+        let common_ivs = intervals(&ctx, &common);
+        let full = vec![(0u16, u16::MAX, base.clone())];
+        emit_rows(&mut rows, 1, None, &common_ivs, |_| full.clone());
+        for (ci, cs) in per_class {
+            let mut all: Vec<Contribution> = common.clone();
+            all.extend(cs);
+            let ivs = intervals(&ctx, &all);
+            let class_id = self.classes.list[ci].id;
+            emit_rows(&mut rows, 2, Some(class_id), &ivs, |proto| {
+                common_ivs
+                    .iter()
+                    .find(|(p, _)| *p == proto)
+                    .map(|(_, v)| v.clone())
+                    .unwrap_or_else(|| full.clone())
+            });
+        }
+        rows
+    }
+}
+
+/// Named ports of a rule: (protocol or any, name), resolved later on the destination pod.
+#[derive(Clone, Debug)]
+struct NamedPorts<'a> {
+    names: Vec<(Option<Protocol>, &'a str)>,
+}
+
+impl NamedPorts<'_> {
+    fn resolve(&self, fixed: &Ports, pod: Option<&Pod>) -> Ports {
+        let mut v: Vec<(u8, u16, u16)> = fixed.as_ref().clone();
+        if let Some(pod) = pod {
+            for (proto, name) in &self.names {
+                for cp in &pod.ports {
+                    if cp.name.as_deref() == Some(*name) && proto.is_none_or(|p| p == cp.protocol) {
+                        v.push((cp.protocol.number(), cp.port, cp.port));
+                    }
+                }
+            }
+        }
+        Rc::new(v)
+    }
+}
+
+fn np_ports(ports: &[NpPort]) -> (Ports, Option<NamedPorts<'_>>) {
+    if ports.is_empty() {
+        return (Rc::new(all_protocols()), None);
+    }
+    let mut v = Vec::new();
+    let mut names = Vec::new();
+    for p in ports {
+        for proto in proto_numbers(p.protocol) {
+            match &p.port {
+                None => v.push((proto, 0, u16::MAX)),
+                Some(PortRef::Number(n)) => {
+                    let end = p.end_port.unwrap_or(*n).max(*n);
+                    v.push((proto, *n, end));
+                }
+                Some(PortRef::Name(s)) => names.push((Some(p.protocol), s.as_str())),
+            }
+        }
+    }
+    let named = (!names.is_empty()).then_some(NamedPorts { names });
+    (Rc::new(v), named)
+}
+
+fn admin_ports(ports: Option<&[AdminPort]>) -> (Ports, Option<NamedPorts<'_>>) {
+    let Some(ports) = ports else {
+        return (Rc::new(all_protocols()), None);
+    };
+    let mut v = Vec::new();
+    let mut names = Vec::new();
+    for p in ports {
+        match p {
+            AdminPort::Number { protocol, port } => {
+                for proto in proto_numbers(*protocol) {
+                    v.push((proto, *port, *port));
+                }
+            }
+            AdminPort::Range {
+                protocol,
+                start,
+                end,
+            } => {
+                for proto in proto_numbers(*protocol) {
+                    v.push((proto, *start, (*end).max(*start)));
+                }
+            }
+            AdminPort::Named(s) => names.push((None, s.as_str())),
+        }
+    }
+    let named = (!names.is_empty()).then_some(NamedPorts { names });
+    (Rc::new(v), named)
+}
+
+fn cilium_ports(r: &CiliumRule) -> Vec<(Ports, Option<NamedPorts<'_>>, bool)> {
+    if r.icmp {
+        return vec![(
+            Rc::new(vec![(1, 0, u16::MAX), (58, 0, u16::MAX)]),
+            None,
+            false,
+        )];
+    }
+    if r.to_ports.is_empty() {
+        return vec![(Rc::new(all_protocols()), None, false)];
+    }
+    let mut out = Vec::new();
+    for pr in &r.to_ports {
+        let l7 = pr.l7.is_some();
+        let mut v = Vec::new();
+        let mut names = Vec::new();
+        let protos = |p: Option<Protocol>| match p {
+            None => vec![6, 17, 132],
+            Some(p) => proto_numbers(p),
+        };
+        if pr.ports.is_empty() {
+            v.extend([6, 17, 132].map(|p| (p, 0, u16::MAX)));
+        }
+        for p in &pr.ports {
+            match &p.port {
+                None | Some(PortRef::Number(0)) => {
+                    v.extend(protos(p.protocol).into_iter().map(|x| (x, 0, u16::MAX)))
+                }
+                Some(PortRef::Number(n)) => {
+                    let end = p.end_port.unwrap_or(*n).max(*n);
+                    v.extend(protos(p.protocol).into_iter().map(|x| (x, *n, end)));
+                }
+                Some(PortRef::Name(s)) => match p.protocol {
+                    None => {
+                        for proto in [Protocol::Tcp, Protocol::Udp, Protocol::Sctp] {
+                            names.push((Some(proto), s.as_str()));
+                        }
+                    }
+                    Some(proto) => names.push((Some(proto), s.as_str())),
+                },
+            }
+        }
+        let named = (!names.is_empty()).then_some(NamedPorts { names });
+        out.push((Rc::new(v), named, l7));
+    }
+    out
+}
+
+type Outcome = (Decision, Vec<ProvId>);
+
+struct Decide {
+    isolated: bool,
+    isolating: Vec<ProvId>,
+    default_allow: ProvId,
+}
+
+impl Decide {
+    /// The decision for one protocol and port, given every contribution that applies to
+    /// the class, in any order.
+    fn decide(&self, cs: &[&Contribution], proto: u8, port: u16) -> Outcome {
+        let hit = |c: &Contribution| {
+            c.ports
+                .iter()
+                .any(|(p, lo, hi)| *p == proto && *lo <= port && port <= *hi)
+        };
+        let mut admin: Vec<&Contribution> = cs
+            .iter()
+            .copied()
+            .filter(|c| c.tier == Tier::Admin && hit(c))
+            .collect();
+        admin.sort_by_key(|c| c.order);
+        if let Some(c) = admin.first() {
+            match c.act {
+                Act::Allow => return (Decision::Allow, vec![c.prov]),
+                Act::Deny => return (Decision::Deny, vec![c.prov]),
+                Act::Pass => {}
+            }
+        }
+        let np: Vec<&Contribution> = cs
+            .iter()
+            .copied()
+            .filter(|c| c.tier == Tier::Np && hit(c))
+            .collect();
+        let provs = |act: Act, l7: Option<bool>| {
+            let mut v: Vec<ProvId> = np
+                .iter()
+                .filter(|c| c.act == act && l7.is_none_or(|l| c.l7 == l))
+                .map(|c| c.prov)
+                .collect();
+            v.sort();
+            v.dedup();
+            v
+        };
+        let denies = provs(Act::Deny, None);
+        if !denies.is_empty() {
+            return (Decision::Deny, denies);
+        }
+        let redirects = provs(Act::Allow, Some(true));
+        if !redirects.is_empty() {
+            return (Decision::Redirect, redirects);
+        }
+        let allows = provs(Act::Allow, None);
+        if !allows.is_empty() {
+            return (Decision::Allow, allows);
+        }
+        if self.isolated {
+            return (Decision::Deny, self.isolating.clone());
+        }
+        let mut base: Vec<&Contribution> = cs
+            .iter()
+            .copied()
+            .filter(|c| c.tier == Tier::Baseline && hit(c))
+            .collect();
+        base.sort_by_key(|c| c.order);
+        for c in base {
+            match c.act {
+                Act::Allow => return (Decision::Allow, vec![c.prov]),
+                Act::Deny => return (Decision::Deny, vec![c.prov]),
+                Act::Pass => {}
+            }
+        }
+        (Decision::Allow, vec![self.default_allow])
+    }
+}
+
+/// Per protocol: maximal port intervals with one outcome, covering 0..=65535.
+type Intervals = Vec<(u8, Vec<(u16, u16, Outcome)>)>;
+
+fn intervals(ctx: &Decide, cs: &[Contribution]) -> Intervals {
+    let refs: Vec<&Contribution> = cs.iter().collect();
+    PROTOS
+        .iter()
+        .map(|&proto| {
+            let mut cuts: BTreeSet<u32> = BTreeSet::from([0, 65536]);
+            for c in cs {
+                for (p, lo, hi) in c.ports.iter() {
+                    if *p == proto {
+                        cuts.insert(u32::from(*lo));
+                        cuts.insert(u32::from(*hi) + 1);
+                    }
+                }
+            }
+            let cuts: Vec<u32> = cuts.into_iter().collect();
+            let mut ivs: Vec<(u16, u16, Outcome)> = Vec::new();
+            for w in cuts.windows(2) {
+                let (lo, hi) = (w[0] as u16, (w[1] - 1) as u16);
+                let o = ctx.decide(&refs, proto, lo);
+                match ivs.last_mut() {
+                    Some(last) if last.2 == o && u32::from(last.1) + 1 == u32::from(lo) => {
+                        last.1 = hi
+                    }
+                    _ => ivs.push((lo, hi, o)),
+                }
+            }
+            (proto, ivs)
+        })
+        .collect()
+}
+
+/// The ternary prefixes that cover `lo..=hi` exactly, as (value, length).
+pub fn port_prefixes(lo: u16, hi: u16) -> Vec<(u16, u8)> {
+    let mut out = Vec::new();
+    let mut lo = u32::from(lo);
+    let hi = u32::from(hi);
+    while lo <= hi {
+        let mut size = if lo == 0 {
+            1 << 16
+        } else {
+            lo & lo.wrapping_neg()
+        };
+        while lo + size - 1 > hi {
+            size >>= 1;
+        }
+        out.push((lo as u16, 16 - size.trailing_zeros() as u8));
+        lo += size;
+    }
+    out
+}
+
+/// Emits rows for the intervals whose outcome differs from what lower-priority rows give
+/// (`below`, as intervals per protocol).
+fn emit_rows(
+    rows: &mut Vec<Row>,
+    priority: u32,
+    class: Option<u32>,
+    ivs: &Intervals,
+    below: impl Fn(u8) -> Vec<(u16, u16, Outcome)>,
+) {
+    // One row for every protocol and port when the outcome is uniform.
+    let first = ivs
+        .first()
+        .and_then(|(_, v)| v.first())
+        .map(|x| x.2.clone());
+    let uniform = ivs
+        .iter()
+        .all(|(_, v)| v.len() == 1 && Some(&v[0].2) == first.as_ref());
+    if let (true, Some(o)) = (uniform, first) {
+        let same = PROTOS.iter().all(|p| {
+            let b = below(*p);
+            b.len() == 1 && b[0].2 == o
+        });
+        if !same {
+            rows.push(Row {
+                priority,
+                class,
+                proto: None,
+                port: (0, 0),
+                decision: o.0,
+                prov: o.1,
+            });
+        }
+        return;
+    }
+    for (proto, v) in ivs {
+        let b = below(*proto);
+        for (lo, hi, o) in v {
+            for (blo, bhi, bo) in &b {
+                let (s, e) = ((*lo).max(*blo), (*hi).min(*bhi));
+                if s > e || bo == o {
+                    continue;
+                }
+                for (value, len) in port_prefixes(s, e) {
+                    rows.push(Row {
+                        priority,
+                        class,
+                        proto: Some(*proto),
+                        port: (value, len),
+                        decision: o.0,
+                        prov: o.1.clone(),
+                    });
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn port_ranges_become_prefixes() {
+        assert_eq!(port_prefixes(0, 65535), vec![(0, 0)]);
+        assert_eq!(port_prefixes(80, 80), vec![(80, 16)]);
+        assert_eq!(
+            port_prefixes(1000, 1010),
+            vec![(1000, 13), (1008, 15), (1010, 16)]
+        );
+    }
+}

@@ -1,0 +1,291 @@
+//! Running connections through lowered MAGs: the "mag" engine of trace, conformance and
+//! the differential tests.
+//!
+//! A connection starts on the node of its source (a pod's node, or for an outside client
+//! the node that owns the destination), runs through that node's MAG, and when the MAG
+//! tunnels it to another node, through that node's MAG from the wire. Each node keeps its
+//! own connection tracker, so replies and later packets see what the first packet
+//! committed.
+
+use super::{cluster_to_mag, pick_node, Lowered};
+use crate::mag::interp::{Conntrack, Interp, Packet, Trace, Verdict};
+use crate::mag::{ports, validate, value_ip, Field, MagInfo};
+use crate::model::{Cluster, PodId, Protocol, ServiceId};
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+
+/// Where a connection comes from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum From {
+    /// A pod.
+    Pod(PodId),
+    /// A client outside the cluster.
+    External(IpAddr),
+}
+
+/// Where a connection goes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum To {
+    /// A pod, by its address.
+    Pod(PodId),
+    /// An address.
+    Ip(IpAddr),
+    /// A service port (by the service port number), through its first frontend.
+    Service(ServiceId, u16),
+}
+
+/// One connection's first packet.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Conn {
+    /// Source.
+    pub from: From,
+    /// Destination.
+    pub to: To,
+    /// Protocol.
+    pub protocol: Protocol,
+    /// Destination port (`None` for ICMP).
+    pub port: Option<u16>,
+}
+
+/// What the MAGs did with a packet.
+#[derive(Clone, Debug)]
+pub struct Outcome {
+    /// The decision over every node the packet crossed.
+    pub verdict: Verdict,
+    /// The translated destination, when a service translated it.
+    pub dnat: Option<(IpAddr, u16)>,
+    /// Each node's trace, in order.
+    pub traces: Vec<(String, Trace)>,
+    /// The packet as sent (for replies).
+    pub first: Option<(String, Packet)>,
+}
+
+struct NodeMag {
+    lowered: Lowered,
+    info: MagInfo,
+    ct: Conntrack,
+}
+
+/// Lowered MAGs of the nodes a run needs, with their connection trackers.
+pub struct Engine<'c> {
+    cluster: &'c Cluster,
+    nodes: BTreeMap<String, NodeMag>,
+    next_sport: u16,
+}
+
+impl<'c> Engine<'c> {
+    /// An engine over one model; nodes are lowered when first needed.
+    pub fn new(cluster: &'c Cluster) -> Engine<'c> {
+        Engine {
+            cluster,
+            nodes: BTreeMap::new(),
+            next_sport: 40000,
+        }
+    }
+
+    /// The lowered MAG of a node.
+    pub fn node(&mut self, name: &str) -> Result<&Lowered, String> {
+        self.load(name)?;
+        Ok(&self.nodes[name].lowered)
+    }
+
+    fn load(&mut self, name: &str) -> Result<(), String> {
+        if !self.nodes.contains_key(name) {
+            let lowered = cluster_to_mag(self.cluster, Some(name));
+            let info = validate(&lowered.mag).map_err(|e| format!("invalid MAG: {e}"))?;
+            self.nodes.insert(
+                name.to_string(),
+                NodeMag {
+                    lowered,
+                    info,
+                    ct: Conntrack::default(),
+                },
+            );
+        }
+        Ok(())
+    }
+
+    fn node_of_pod(&self, p: PodId) -> String {
+        match (&self.cluster.pod(p).node, self.cluster.nodes.is_empty()) {
+            (Some(n), false) => n.clone(),
+            _ => pick_node(self.cluster, None).0,
+        }
+    }
+
+    fn default_node(&self) -> String {
+        pick_node(self.cluster, None).0
+    }
+
+    /// The address and port a connection is sent to.
+    fn destination(&self, c: &Conn, src_v6: Option<bool>) -> Option<(IpAddr, u16, Option<String>)> {
+        let port = c.port.unwrap_or(0);
+        let fam = |ips: &[IpAddr]| {
+            ips.iter()
+                .find(|ip| src_v6.is_none_or(|v6| ip.is_ipv6() == v6))
+                .or(ips.first())
+                .copied()
+        };
+        match c.to {
+            To::Pod(p) => {
+                let ip = fam(&self.cluster.pod(p).ips)?;
+                Some((ip, port, Some(self.node_of_pod(p))))
+            }
+            To::Ip(ip) => {
+                let node = self.cluster.pod_by_ip(ip).map(|p| self.node_of_pod(p));
+                Some((ip, port, node))
+            }
+            To::Service(s, sport) => {
+                let svc = self.cluster.service(s);
+                let mut ips: Vec<IpAddr> = svc.cluster_ips.clone();
+                ips.extend(&svc.load_balancer_ips);
+                ips.extend(&svc.external_ips);
+                if let Some(ip) = fam(&ips) {
+                    return Some((ip, sport, None));
+                }
+                let np = svc.ports.iter().find(|p| p.port == sport)?.node_port?;
+                let node = self.cluster.nodes.first()?;
+                Some((fam(&node.addresses)?, np, Some(node.name.clone())))
+            }
+        }
+    }
+
+    fn endpoint_port(&mut self, node: &str, p: PodId) -> Result<u128, String> {
+        self.load(node)?;
+        let key = self.cluster.pod(p).key();
+        Ok(self.nodes[node]
+            .lowered
+            .state
+            .endpoints
+            .get(&key)
+            .map(|e| u128::from(*e))
+            .unwrap_or(ports::HOST))
+    }
+
+    fn run_on(&mut self, node: &str, p: Packet) -> Result<Trace, String> {
+        self.load(node)?;
+        let n = self.nodes.get_mut(node).ok_or("no node")?;
+        let mut interp = Interp::new(&n.lowered.mag, &n.info);
+        interp.ct = std::mem::take(&mut n.ct);
+        let t = interp.run(p);
+        n.ct = interp.ct;
+        Ok(t)
+    }
+
+    /// Follows a packet from `node` across the nodes it is tunnelled to.
+    fn follow(&mut self, mut node: String, mut p: Packet) -> Result<Outcome, String> {
+        let mut traces = Vec::new();
+        let first = Some((node.clone(), p));
+        let mut dnat = None;
+        let mut verdict = Verdict::Allow;
+        for _ in 0..4 {
+            let t = self.run_on(&node, p)?;
+            dnat = dnat.or(t.dnat);
+            verdict = match (verdict, t.verdict) {
+                (Verdict::Deny, _) | (_, Verdict::Deny) => Verdict::Deny,
+                (Verdict::Redirect, _) | (_, Verdict::Redirect) => Verdict::Redirect,
+                _ => Verdict::Allow,
+            };
+            let next = t.packet.get(Field::NextHop);
+            let out = t.out_port();
+            let leaves = t.verdict != Verdict::Deny && out == ports::WIRE && next != 0;
+            let mut onward = t.packet;
+            traces.push((node.clone(), t));
+            if !leaves {
+                break;
+            }
+            let hop = value_ip(next);
+            let Some(n) = self
+                .cluster
+                .nodes
+                .iter()
+                .find(|n| n.addresses.contains(&hop))
+            else {
+                break;
+            };
+            node = n.name.clone();
+            // The packet arrives from the wire with its metadata cleared.
+            let mut fresh = Packet::zero();
+            for f in Field::ALL.iter().filter(|f| !f.is_metadata()) {
+                fresh.set(*f, onward.get(*f));
+            }
+            fresh.set(Field::InPort, ports::WIRE);
+            onward = fresh;
+            p = onward;
+        }
+        Ok(Outcome {
+            verdict,
+            dnat,
+            traces,
+            first,
+        })
+    }
+
+    /// Runs the first packet of a new connection.
+    pub fn connect(&mut self, c: &Conn) -> Result<Outcome, String> {
+        let (src_ip, src_node, in_port_pod) = match c.from {
+            From::Pod(p) => {
+                let ip = self.cluster.pod(p).ip().ok_or("the source pod has no IP")?;
+                (ip, self.node_of_pod(p), Some(p))
+            }
+            From::External(ip) => (ip, String::new(), None),
+        };
+        let src_v6 = Some(src_ip.is_ipv6());
+        let (dst_ip, dport, dst_node) = self
+            .destination(c, src_v6)
+            .ok_or("the destination has no address")?;
+        let src_ip = match c.from {
+            From::Pod(p) => self
+                .cluster
+                .pod(p)
+                .ips
+                .iter()
+                .find(|ip| ip.is_ipv6() == dst_ip.is_ipv6())
+                .copied()
+                .unwrap_or(src_ip),
+            From::External(ip) => ip,
+        };
+        let node = match in_port_pod {
+            Some(_) => src_node,
+            None => dst_node.unwrap_or_else(|| self.default_node()),
+        };
+        let in_port = match in_port_pod {
+            Some(p) => self.endpoint_port(&node, p)?,
+            None => ports::WIRE,
+        };
+        let sport = self.next_sport;
+        self.next_sport = self.next_sport.wrapping_add(1).max(1024);
+        let (sport, dport) = if c.protocol.has_ports() {
+            (sport, dport)
+        } else {
+            (0, 0)
+        };
+        let proto = match (c.protocol, dst_ip) {
+            (Protocol::Icmp, IpAddr::V6(_)) => 58,
+            (p, _) => p.number(),
+        };
+        let p = Packet::new(in_port, src_ip, dst_ip, proto, sport, dport);
+        self.follow(node, p)
+    }
+
+    /// Runs the reply to a connection's first packet, from the side that received it.
+    pub fn reply(&mut self, first: &Outcome) -> Result<Outcome, String> {
+        let Some((last_node, last)) = first.traces.last() else {
+            return Err("no packet to reply to".into());
+        };
+        let sent = last.packet;
+        let out = last.out_port();
+        // The server answers from the port the packet was delivered to.
+        let in_port = if out >= ports::FIRST_ENDPOINT {
+            out
+        } else {
+            ports::WIRE
+        };
+        let mut reply = Packet::zero();
+        reply.set(Field::InPort, in_port);
+        reply.set_addrs(sent.dst(), sent.src());
+        reply.set(Field::IpProto, sent.get(Field::IpProto));
+        reply.set(Field::L4Sport, sent.get(Field::L4Dport));
+        reply.set(Field::L4Dport, sent.get(Field::L4Sport));
+        self.follow(last_node.clone(), reply)
+    }
+}
