@@ -5,7 +5,6 @@
 )]
 
 pub mod backend;
-pub mod cli;
 pub mod conformance;
 pub mod diag;
 pub mod driver;
@@ -17,4 +16,5 @@ pub mod mag;
 pub mod model;
 pub mod semantics;
 pub mod source;
+pub mod trace;
 pub mod util;

@@ -21,7 +21,7 @@ pub fn cluster(yaml: &str) -> Cluster {
 
 /// Evaluates `from` → `to` at `port` (the `pipec trace` argument forms).
 pub fn eval(c: &Cluster, from: &str, to: &str, port: &str) -> Outcome {
-    let probe = crate::cli::trace::parse_probe(c, from, to, port).expect("valid probe");
+    let probe = crate::trace::parse_probe(c, from, to, port).expect("valid probe");
     evaluate(&Context::with_options(c, Options::default()), &probe)
 }
 

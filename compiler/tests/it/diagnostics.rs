@@ -10,7 +10,6 @@ use pipec::diag::{self, Severity};
 use pipec::driver;
 use pipec::model::build::BuildOptions;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 /// The case files, sorted, as paths relative to the crate root (so that rendered file
 /// names are the same on every machine).
@@ -127,51 +126,6 @@ fn every_code_has_a_case() {
     assert!(
         missing.is_empty(),
         "codes without a bad-input case: {missing:?}"
-    );
-}
-
-#[test]
-fn check_command_exits_1_with_positions() {
-    let out = Command::new(env!("CARGO_BIN_EXE_pipec"))
-        .args(["check", "tests/it/bad_input/14-port-out-of-range.yaml"])
-        .output()
-        .expect("run pipec");
-    assert_eq!(out.status.code(), Some(1));
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        stderr.contains("┌─ tests/it/bad_input/14-port-out-of-range.yaml:"),
-        "{stderr}"
-    );
-    assert!(stderr.contains("error[E0109]"), "{stderr}");
-}
-
-#[test]
-fn check_command_reports_every_file_of_a_run() {
-    let out = Command::new(env!("CARGO_BIN_EXE_pipec"))
-        .args([
-            "check",
-            "tests/it/bad_input/14-port-out-of-range.yaml",
-            "tests/it/bad_input/11-invalid-cidr.yaml",
-        ])
-        .output()
-        .expect("run pipec");
-    assert_eq!(out.status.code(), Some(1));
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("14-port-out-of-range.yaml:"), "{stderr}");
-    assert!(stderr.contains("11-invalid-cidr.yaml:"), "{stderr}");
-}
-
-#[test]
-fn check_command_accepts_the_example() {
-    let out = Command::new(env!("CARGO_BIN_EXE_pipec"))
-        .args(["check", "../examples/starwars"])
-        .output()
-        .expect("run pipec");
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
     );
 }
 

@@ -1,9 +1,9 @@
 //! `pipec trace` on the Star Wars example: the text a network engineer reads.
 
-use pipec::cli::trace::{parse_probe, report_to_text, trace_report};
 use pipec::driver;
 use pipec::model::build::BuildOptions;
 use pipec::semantics::{evaluate, Context};
+use pipec::trace::{parse_probe, report_to_text, trace_report};
 
 fn example(files: &[&str]) -> driver::Loaded {
     let texts: Vec<(String, String)> = files

@@ -1,7 +1,7 @@
 //! `pipec conformance DIR`: conformance cases through every engine.
 
-use crate::conformance;
 use clap::Args;
+use pipec::conformance;
 use std::io::Write as _;
 use std::path::PathBuf;
 use std::process::ExitCode;

@@ -1,6 +1,6 @@
 //! Printing results: tables for people, JSON or YAML for machines.
 
-use super::Format;
+use crate::Format;
 use serde::Serialize;
 
 /// Prints `value` in the requested format; `text` renders the human form.

@@ -1,8 +1,8 @@
 //! `pipec check`: every diagnostic of a run, and a summary.
 
-use super::InputArgs;
-use crate::driver;
+use crate::InputArgs;
 use clap::Args;
+use pipec::driver;
 use std::process::ExitCode;
 
 /// Arguments of `pipec check`.

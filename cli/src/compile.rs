@@ -1,12 +1,12 @@
 //! `pipec compile --emit STAGE`: the stable text of one stage.
 
-use super::{output, Format, InputArgs};
-use crate::driver;
-use crate::identity;
-use crate::lower;
-use crate::mag;
-use crate::model::text as model_text;
+use crate::{output, Format, InputArgs};
 use clap::{Args, ValueEnum};
+use pipec::driver;
+use pipec::identity;
+use pipec::lower;
+use pipec::mag;
+use pipec::model::text as model_text;
 use std::process::ExitCode;
 
 /// The stages `compile` can print.

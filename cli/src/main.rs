@@ -13,11 +13,11 @@ mod compile;
 mod conformance;
 mod fmt;
 mod output;
-pub mod trace;
+mod trace;
 
-use crate::model::build::BuildOptions;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use ipnet::IpNet;
+use pipec::model::build::BuildOptions;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -84,7 +84,7 @@ impl InputArgs {
 }
 
 /// Runs the command line.
-pub fn main() -> ExitCode {
+fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Check(a) => check::run(&a),
