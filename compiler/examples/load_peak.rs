@@ -1,0 +1,113 @@
+//! Loads one input once and prints wall time per stage and the peak resident set size.
+//!
+//! ```text
+//! cargo build --release -p gencluster -p pipec --example load_peak
+//! target/release/gencluster --compact -o /tmp/cluster.json
+//! taskset -c 0 target/release/examples/load_peak /tmp/cluster.json
+//! ```
+//!
+//! Stages are those of `driver::load` (read, parse, model) followed by
+//! `identity::cluster_to_identities`. Peak RSS is `VmHWM` from `/proc/self/status`, read after
+//! each stage (it never decreases, so the last value is the peak of the whole run).
+
+use pipec::diag::Sink;
+use pipec::model::build::{objects_to_cluster, BuildOptions};
+use pipec::source::Sources;
+use pipec::{frontend, identity};
+use std::path::PathBuf;
+use std::time::Instant;
+
+fn status_kib(field: &str) -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(field))
+        .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
+}
+
+fn mib(kib: u64) -> f64 {
+    kib as f64 / 1024.0
+}
+
+fn main() {
+    let paths: Vec<PathBuf> = std::env::args_os().skip(1).map(PathBuf::from).collect();
+    if paths.is_empty() {
+        eprintln!("usage: load_peak FILE...");
+        std::process::exit(2);
+    }
+    let bytes: u64 = paths
+        .iter()
+        .filter_map(|p| std::fs::metadata(p).ok())
+        .map(|m| m.len())
+        .sum();
+    println!(
+        "input: {} ({} bytes, {:.1} MiB)",
+        paths
+            .iter()
+            .map(|p| p.display().to_string())
+            .collect::<Vec<_>>()
+            .join(" "),
+        bytes,
+        bytes as f64 / (1024.0 * 1024.0)
+    );
+    println!(
+        "{:<12} {:>10} {:>12} {:>12}",
+        "stage", "wall ms", "VmRSS MiB", "VmHWM MiB"
+    );
+    let report = |stage: &str, ms: f64| {
+        println!(
+            "{:<12} {:>10.1} {:>12.1} {:>12.1}",
+            stage,
+            ms,
+            mib(status_kib("VmRSS:")),
+            mib(status_kib("VmHWM:"))
+        );
+    };
+    let options = BuildOptions::default();
+    let total = Instant::now();
+
+    let t = Instant::now();
+    let mut sources = Sources::new();
+    let mut sink = Sink::default();
+    let files = frontend::read_inputs(&paths, &mut sources, &mut sink);
+    report("read", t.elapsed().as_secs_f64() * 1e3);
+
+    let t = Instant::now();
+    let objects = frontend::files_to_objects(&sources, &files, &mut sink);
+    report("parse", t.elapsed().as_secs_f64() * 1e3);
+
+    let t = Instant::now();
+    let cluster = objects_to_cluster(&sources, &objects, &options, &mut sink);
+    drop(objects);
+    report("model", t.elapsed().as_secs_f64() * 1e3);
+
+    let t = Instant::now();
+    let ids = identity::cluster_to_identities(&cluster, None);
+    report("identities", t.elapsed().as_secs_f64() * 1e3);
+
+    let all = total.elapsed().as_secs_f64() * 1e3;
+    report("total", all);
+    let errors = sink.diags.iter().filter(|d| d.is_error()).count();
+    println!(
+        "model: {} pods, {} services ({} backends), {} nodes, {} namespaces, {} network policies; {} identities, {} ipcache entries; {} diagnostics ({} errors)",
+        cluster.pods.len(),
+        cluster.services.len(),
+        cluster.services.iter().map(|s| s.backends.len()).sum::<usize>(),
+        cluster.nodes.len(),
+        cluster.namespaces.len(),
+        cluster.network_policies.len(),
+        ids.by_id.len(),
+        ids.ipcache.entries.len(),
+        sink.diags.len(),
+        errors
+    );
+    println!(
+        "peak RSS (VmHWM): {:.1} MiB; parse+model+identities: {:.0} ms",
+        mib(status_kib("VmHWM:")),
+        all
+    );
+    if errors > 0 {
+        std::process::exit(1);
+    }
+}
