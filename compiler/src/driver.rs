@@ -5,7 +5,7 @@
 
 use crate::diag::{Diagnostic, Sink};
 use crate::frontend;
-use crate::model::build::{objects_to_cluster, BuildOptions};
+use crate::model::build::{BuildOptions, ClusterBuilder};
 use crate::model::Cluster;
 use crate::source::Sources;
 use std::path::PathBuf;
@@ -43,8 +43,13 @@ pub fn load_sources(
     options: &BuildOptions,
     mut sink: Sink,
 ) -> Loaded {
-    let objects = frontend::files_to_objects(&sources, files, &mut sink);
-    let cluster = objects_to_cluster(&sources, &objects, options, &mut sink);
+    // Objects are modelled as they are decoded, so they are never all in memory at once.
+    // The model's diagnostics come after the frontend's, as if the stages ran one by one.
+    let mut model_sink = Sink::default();
+    let mut builder = ClusterBuilder::new(&sources, options, &mut model_sink);
+    frontend::for_each_object(&sources, files, &mut sink, |obj| builder.add(obj));
+    let cluster = builder.finish();
+    sink.diags.append(&mut model_sink.diags);
     Loaded {
         sources,
         cluster,

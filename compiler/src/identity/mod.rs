@@ -336,13 +336,30 @@ pub fn cluster_to_identities(cluster: &Cluster, local_node: Option<&str>) -> Ide
     let mut interned: HashMap<Labels, usize> = HashMap::new();
     let mut sets: Vec<Labels> = Vec::new();
     let mut pod_set = Vec::with_capacity(cluster.pods.len());
+    // Pods with the same inputs to `pod_labels` (replicas of one workload, mostly) get the
+    // same label set; it is built once per distinct input, not once per pod.
+    let mut by_input: HashMap<(&str, &str, &Labels, &Labels), usize> = HashMap::new();
     for pod in cluster.pod_ids() {
-        let labels = pod_labels(cluster, pod, &relevant);
-        let next = sets.len();
-        let idx = *interned.entry(labels.clone()).or_insert_with(|| {
-            sets.push(labels);
-            next
-        });
+        let p = cluster.pod(pod);
+        let input = (
+            p.namespace.as_str(),
+            p.service_account.as_str(),
+            &p.labels,
+            &p.cilium_labels,
+        );
+        let idx = match by_input.get(&input) {
+            Some(&idx) => idx,
+            None => {
+                let labels = pod_labels(cluster, pod, &relevant);
+                let next = sets.len();
+                let idx = *interned.entry(labels.clone()).or_insert_with(|| {
+                    sets.push(labels);
+                    next
+                });
+                by_input.insert(input, idx);
+                idx
+            }
+        };
         pod_set.push(idx);
     }
     let given: HashMap<&Labels, u32> = cluster

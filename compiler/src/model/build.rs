@@ -13,7 +13,7 @@ use crate::source::{FieldPath, Sources, Span};
 use k8s_openapi::api::core::v1 as core;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString as K8sIntOrString;
-use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::net::IpAddr;
 
 /// Settings of the model stage.
@@ -44,19 +44,52 @@ pub fn objects_to_cluster(
     options: &BuildOptions,
     sink: &mut Sink,
 ) -> Cluster {
-    let mut b = Builder {
-        sources,
-        sink,
-        options,
-        cluster: Cluster {
-            name: options.cluster_name.clone(),
-            ..Cluster::default()
-        },
-        seen: BTreeMap::new(),
-        headless: BTreeSet::new(),
-    };
+    let mut b = Builder::new(sources, options, sink);
     b.run(objects);
     b.cluster
+}
+
+/// Builds the cluster model from objects handed over one at a time, as the frontend decodes
+/// them ([`crate::frontend::for_each_object`]). The result and the diagnostics are those of
+/// [`objects_to_cluster`] on the same objects; the difference is memory: an object whose
+/// kind is modelled on its own (pods, policies, ...) is dropped as soon as it is modelled,
+/// and only Services, endpoints and workloads are kept until [`ClusterBuilder::finish`].
+pub struct ClusterBuilder<'a> {
+    builder: Builder<'a>,
+    deferred: Vec<Object>,
+}
+
+impl<'a> ClusterBuilder<'a> {
+    /// A builder that reports into `sink`.
+    pub fn new(
+        sources: &'a Sources,
+        options: &'a BuildOptions,
+        sink: &'a mut Sink,
+    ) -> ClusterBuilder<'a> {
+        ClusterBuilder {
+            builder: Builder::new(sources, options, sink),
+            deferred: Vec::new(),
+        }
+    }
+
+    /// Checks and models one object (or keeps it for [`ClusterBuilder::finish`]).
+    pub fn add(&mut self, obj: Object) {
+        if self.builder.take(&obj) {
+            self.deferred.push(obj);
+        }
+    }
+
+    /// Resolves what needs every object (workloads, Service backends, ...) and returns the
+    /// model.
+    pub fn finish(self) -> Cluster {
+        let ClusterBuilder {
+            mut builder,
+            deferred,
+        } = self;
+        let refs: Vec<&Object> = deferred.iter().collect();
+        builder.finish(&refs);
+        builder.cluster
+    }
 }
 
 pub(super) struct Builder<'a> {
@@ -64,7 +97,7 @@ pub(super) struct Builder<'a> {
     pub(super) sink: &'a mut Sink,
     pub(super) options: &'a BuildOptions,
     pub(super) cluster: Cluster,
-    seen: BTreeMap<(String, String, String), Span>,
+    seen: HashMap<(&'static str, String, String), Span>,
     headless: BTreeSet<(String, String)>,
 }
 
@@ -81,41 +114,77 @@ impl At<'_> {
     }
 }
 
+impl<'a> Builder<'a> {
+    fn new(sources: &'a Sources, options: &'a BuildOptions, sink: &'a mut Sink) -> Builder<'a> {
+        Builder {
+            sources,
+            sink,
+            options,
+            cluster: Cluster {
+                name: options.cluster_name.clone(),
+                ..Cluster::default()
+            },
+            seen: HashMap::new(),
+            headless: BTreeSet::new(),
+        }
+    }
+}
+
 impl Builder<'_> {
     fn run(&mut self, objects: &[Object]) {
+        let deferred: Vec<&Object> = objects.iter().filter(|obj| self.take(obj)).collect();
+        self.finish(&deferred);
+    }
+
+    /// Checks one object and models it, unless its kind needs every object first: then it
+    /// returns true and the caller hands it to [`Builder::finish`].
+    fn take(&mut self, obj: &Object) -> bool {
+        let at = At {
+            sources: self.sources,
+            span: obj.span,
+        };
+        if !self.check_meta(obj, at) {
+            return false;
+        }
+        match &obj.body {
+            Body::Namespace(ns) => self.namespace(ns, at),
+            Body::Node(n) => self.node(n, at),
+            Body::Pod(p) => self.pod(p, at),
+            Body::Deployment(_)
+            | Body::ReplicaSet(_)
+            | Body::StatefulSet(_)
+            | Body::DaemonSet(_)
+            | Body::Job(_)
+            | Body::Service(_)
+            | Body::EndpointSlice(_)
+            | Body::Endpoints(_) => return true,
+            Body::NetworkPolicy(np) => self.network_policy(np, at),
+            Body::CiliumNetworkPolicy(p) => self.cilium_policy(p, false, at),
+            Body::CiliumClusterwideNetworkPolicy(p) => self.cilium_policy(p, true, at),
+            Body::AdminNetworkPolicy(p) => self.admin_policy(p, AdminTier::Admin, at),
+            Body::BaselineAdminNetworkPolicy(p) => self.admin_policy(p, AdminTier::Baseline, at),
+            Body::CiliumIdentity(i) => self.cilium_identity(i, at),
+            Body::CiliumEndpoint(e) => self.cilium_endpoint(e, at),
+        }
+        false
+    }
+
+    /// Models the objects [`Builder::take`] kept, then everything that needs all objects.
+    fn finish(&mut self, deferred: &[&Object]) {
         let mut workloads = Vec::new();
         let mut slices = Vec::new();
         let mut endpoints = Vec::new();
         let mut services = Vec::new();
-        for obj in objects {
+        for &obj in deferred {
             let at = At {
                 sources: self.sources,
                 span: obj.span,
             };
-            if !self.check_meta(obj, at) {
-                continue;
-            }
             match &obj.body {
-                Body::Namespace(ns) => self.namespace(ns, at),
-                Body::Node(n) => self.node(n, at),
-                Body::Pod(p) => self.pod(p, at),
-                Body::Deployment(_)
-                | Body::ReplicaSet(_)
-                | Body::StatefulSet(_)
-                | Body::DaemonSet(_)
-                | Body::Job(_) => workloads.push(obj),
                 Body::Service(s) => services.push((s, at)),
                 Body::EndpointSlice(s) => slices.push((s, at)),
                 Body::Endpoints(e) => endpoints.push((e, at)),
-                Body::NetworkPolicy(np) => self.network_policy(np, at),
-                Body::CiliumNetworkPolicy(p) => self.cilium_policy(p, false, at),
-                Body::CiliumClusterwideNetworkPolicy(p) => self.cilium_policy(p, true, at),
-                Body::AdminNetworkPolicy(p) => self.admin_policy(p, AdminTier::Admin, at),
-                Body::BaselineAdminNetworkPolicy(p) => {
-                    self.admin_policy(p, AdminTier::Baseline, at)
-                }
-                Body::CiliumIdentity(i) => self.cilium_identity(i, at),
-                Body::CiliumEndpoint(e) => self.cilium_endpoint(e, at),
+                _ => workloads.push(obj),
             }
         }
         self.cluster.nodes.sort_by(|a, b| a.name.cmp(&b.name));
@@ -231,7 +300,7 @@ impl Builder<'_> {
             return false;
         }
         let mut ok = self.check_labels(meta.labels.as_ref(), at, "metadata.labels");
-        let key = (kind.to_string(), namespace, name);
+        let key = (kind, namespace, name);
         if let Some(first) = self.seen.get(&key).copied() {
             let span = at.field("metadata.name");
             let d = self.err(
@@ -371,8 +440,15 @@ impl Builder<'_> {
 
     fn pod(&mut self, p: &core::Pod, at: At) {
         let origin = self.origin("Pod", &p.metadata, true, at.span);
-        let spec = p.spec.clone().unwrap_or_default();
-        let Some(ports) = self.container_ports(&spec, at, "spec") else {
+        let default_spec;
+        let spec = match &p.spec {
+            Some(spec) => spec,
+            None => {
+                default_spec = core::PodSpec::default();
+                &default_spec
+            }
+        };
+        let Some(ports) = self.container_ports(spec, at, "spec") else {
             return;
         };
         let mut ips = Vec::new();
@@ -2293,7 +2369,7 @@ fn meta_of(body: &Body) -> &ObjectMeta {
     }
 }
 
-fn display_key(key: &(String, String, String)) -> String {
+fn display_key(key: &(&str, String, String)) -> String {
     if key.1.is_empty() {
         key.2.clone()
     } else {
