@@ -166,11 +166,24 @@ mod tests {
         assert_eq!(lean.metadata.name, full.metadata.name);
         assert_eq!(lean.metadata.namespace, full.metadata.namespace);
         assert_eq!(lean.metadata.labels, full.metadata.labels);
-        assert_eq!(lean.metadata.owner_references, full.metadata.owner_references);
+        assert_eq!(
+            lean.metadata.owner_references,
+            full.metadata.owner_references
+        );
         let (ls, fs) = (lean.spec.expect("spec"), full.spec.expect("spec"));
-        let names = |s: &core::PodSpec| s.containers.iter().map(|c| c.name.clone()).collect::<Vec<_>>();
+        let names = |s: &core::PodSpec| {
+            s.containers
+                .iter()
+                .map(|c| c.name.clone())
+                .collect::<Vec<_>>()
+        };
         assert_eq!(names(&ls), names(&fs));
-        let ports = |s: &core::PodSpec| s.containers.iter().map(|c| c.ports.clone()).collect::<Vec<_>>();
+        let ports = |s: &core::PodSpec| {
+            s.containers
+                .iter()
+                .map(|c| c.ports.clone())
+                .collect::<Vec<_>>()
+        };
         assert_eq!(ports(&ls), ports(&fs));
         assert_eq!(ls.node_name, fs.node_name);
         assert_eq!(ls.service_account_name, fs.service_account_name);

@@ -10,10 +10,11 @@ use crate::diag::{Code, Diagnostic, Sink};
 use crate::frontend::crd::{self, IntOrString};
 use crate::frontend::{Body, Object};
 use crate::source::{FieldPath, Sources, Span};
+use crate::util::FxHashMap;
 use k8s_openapi::api::core::v1 as core;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString as K8sIntOrString;
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::net::IpAddr;
 
 /// Settings of the model stage.
@@ -97,7 +98,7 @@ pub(super) struct Builder<'a> {
     pub(super) sink: &'a mut Sink,
     pub(super) options: &'a BuildOptions,
     pub(super) cluster: Cluster,
-    seen: HashMap<(&'static str, String, String), Span>,
+    seen: FxHashMap<(&'static str, String, String), Span>,
     headless: BTreeSet<(String, String)>,
 }
 
@@ -124,7 +125,7 @@ impl<'a> Builder<'a> {
                 name: options.cluster_name.clone(),
                 ..Cluster::default()
             },
-            seen: HashMap::new(),
+            seen: FxHashMap::default(),
             headless: BTreeSet::new(),
         }
     }
@@ -453,21 +454,26 @@ impl Builder<'_> {
         };
         let mut ips = Vec::new();
         let status = p.status.as_ref();
-        let listed: Vec<(String, String)> = match status.and_then(|s| s.pod_ips.as_ref()) {
+        // (address, index in status.podIPs); the field path is only made for a diagnostic.
+        let listed: Vec<(&str, Option<usize>)> = match status.and_then(|s| s.pod_ips.as_ref()) {
             Some(list) if !list.is_empty() => list
                 .iter()
                 .enumerate()
-                .map(|(i, ip)| (ip.ip.clone(), format!("status.podIPs[{i}].ip")))
+                .map(|(i, ip)| (ip.ip.as_str(), Some(i)))
                 .collect(),
             _ => status
-                .and_then(|s| s.pod_ip.clone())
-                .map(|ip| vec![(ip, "status.podIP".to_string())])
+                .and_then(|s| s.pod_ip.as_deref())
+                .map(|ip| vec![(ip, None)])
                 .unwrap_or_default(),
         };
-        for (text, path) in listed {
+        for (text, index) in listed {
             match text.parse::<IpAddr>() {
                 Ok(ip) => ips.push(ip),
                 Err(_) => {
+                    let path = match index {
+                        Some(i) => format!("status.podIPs[{i}].ip"),
+                        None => "status.podIP".to_string(),
+                    };
                     let span = at.field(&path);
                     let d = self.err(
                         Code::InvalidCidr,
@@ -517,10 +523,12 @@ impl Builder<'_> {
         let mut names = BTreeSet::new();
         for (ci, c) in spec.containers.iter().enumerate() {
             for (pi, p) in c.ports.iter().flatten().enumerate() {
-                let path = format!("{base}.containers[{ci}].ports[{pi}]");
+                // Made only for a diagnostic: this runs for every port of every pod.
+                let path = || format!("{base}.containers[{ci}].ports[{pi}]");
                 let port = match u16::try_from(p.container_port) {
                     Ok(n) if n > 0 => n,
                     _ => {
+                        let path = path();
                         let span = at.field(&format!("{path}.containerPort"));
                         let d = self.err(
                             Code::PortRange,
@@ -533,12 +541,19 @@ impl Builder<'_> {
                         continue;
                     }
                 };
-                let protocol = match self.protocol(
-                    p.protocol.as_deref(),
-                    at,
-                    &format!("{path}.protocol"),
-                    false,
-                ) {
+                let valid = p
+                    .protocol
+                    .as_deref()
+                    .map_or(Some(Protocol::Tcp), Protocol::parse)
+                    .filter(|pr| *pr != Protocol::Icmp);
+                let protocol = match valid.map(Some).or_else(|| {
+                    self.protocol(
+                        p.protocol.as_deref(),
+                        at,
+                        &format!("{}.protocol", path()),
+                        false,
+                    )
+                }) {
                     Some(Some(pr)) => pr,
                     _ => {
                         ok = false;
@@ -547,7 +562,7 @@ impl Builder<'_> {
                 };
                 if let Some(name) = &p.name {
                     if let Err(why) = check_port_name(name) {
-                        let span = at.field(&format!("{path}.name"));
+                        let span = at.field(&format!("{}.name", path()));
                         let d = self.err(
                             Code::InvalidPortName,
                             span,
@@ -559,7 +574,7 @@ impl Builder<'_> {
                         continue;
                     }
                     if !names.insert(name.clone()) {
-                        let span = at.field(&format!("{path}.name"));
+                        let span = at.field(&format!("{}.name", path()));
                         self.err(
                             Code::InvalidPortName,
                             span,
@@ -619,6 +634,14 @@ impl Builder<'_> {
     }
 
     fn assign_pod_ips(&mut self) {
+        if !self
+            .cluster
+            .pods
+            .iter()
+            .any(|p| p.ips.is_empty() && !p.host_network)
+        {
+            return;
+        }
         let taken: HashSet<IpAddr> = self
             .cluster
             .pods
@@ -668,7 +691,7 @@ impl Builder<'_> {
     }
 
     fn check_pod_ips(&mut self) {
-        let mut owner: BTreeMap<IpAddr, usize> = BTreeMap::new();
+        let mut owner: FxHashMap<IpAddr, usize> = FxHashMap::default();
         let mut conflicts = Vec::new();
         for (i, pod) in self
             .cluster
@@ -1996,7 +2019,9 @@ impl Builder<'_> {
     fn finish_namespaces(&mut self) {
         let mut used: BTreeMap<String, Option<Span>> = BTreeMap::new();
         for p in &self.cluster.pods {
-            used.entry(p.namespace.clone()).or_insert(p.origin.span);
+            if !used.contains_key(&p.namespace) {
+                used.insert(p.namespace.clone(), p.origin.span);
+            }
         }
         for s in &self.cluster.services {
             used.entry(s.namespace.clone()).or_insert(s.origin.span);

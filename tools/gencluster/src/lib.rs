@@ -110,7 +110,12 @@ pub struct Stats {
 impl Stats {
     /// Every object of the List.
     pub fn objects(&self) -> usize {
-        self.namespaces + self.nodes + self.pods + self.services + self.endpoint_slices + self.policies
+        self.namespaces
+            + self.nodes
+            + self.pods
+            + self.services
+            + self.endpoint_slices
+            + self.policies
     }
 }
 
@@ -250,16 +255,61 @@ fn suffix(mut n: u64, len: usize) -> String {
 // Vocabulary
 
 const TEAMS: &[&str] = &[
-    "payments", "checkout", "catalog", "search", "identity", "platform", "data", "growth",
-    "mobile", "ads", "logistics", "support", "risk", "media", "infra", "billing", "messaging",
-    "analytics", "partners", "security",
+    "payments",
+    "checkout",
+    "catalog",
+    "search",
+    "identity",
+    "platform",
+    "data",
+    "growth",
+    "mobile",
+    "ads",
+    "logistics",
+    "support",
+    "risk",
+    "media",
+    "infra",
+    "billing",
+    "messaging",
+    "analytics",
+    "partners",
+    "security",
 ];
 const ENVS: &[&str] = &["prod", "staging", "dev"];
 const APPS: &[&str] = &[
-    "api", "web", "frontend", "backend", "worker", "cache", "auth", "gateway", "cart", "orders",
-    "inventory", "pricing", "ledger", "notifier", "ingest", "indexer", "scheduler", "reporting",
-    "session", "profile", "recommend", "shipping", "invoice", "fraud-check", "media-proxy",
-    "thumbnailer", "event-router", "audit", "export", "webhooks", "graphql", "admin",
+    "api",
+    "web",
+    "frontend",
+    "backend",
+    "worker",
+    "cache",
+    "auth",
+    "gateway",
+    "cart",
+    "orders",
+    "inventory",
+    "pricing",
+    "ledger",
+    "notifier",
+    "ingest",
+    "indexer",
+    "scheduler",
+    "reporting",
+    "session",
+    "profile",
+    "recommend",
+    "shipping",
+    "invoice",
+    "fraud-check",
+    "media-proxy",
+    "thumbnailer",
+    "event-router",
+    "audit",
+    "export",
+    "webhooks",
+    "graphql",
+    "admin",
 ];
 const TIERS: &[&str] = &["frontend", "backend", "data", "cache", "worker", "edge"];
 const ZONES: &[&str] = &["us-east-1a", "us-east-1b", "us-east-1c"];
@@ -410,7 +460,11 @@ impl<'s> Plan<'s> {
     }
 
     fn namespace_name(&self, ns: usize) -> String {
-        let base = format!("{}-{}", TEAMS[ns % TEAMS.len()], ENVS[(ns / TEAMS.len()) % ENVS.len()]);
+        let base = format!(
+            "{}-{}",
+            TEAMS[ns % TEAMS.len()],
+            ENVS[(ns / TEAMS.len()) % ENVS.len()]
+        );
         let round = ns / (TEAMS.len() * ENVS.len());
         if round == 0 {
             base
@@ -434,15 +488,15 @@ impl<'s> Plan<'s> {
             let name = self.namespace_name(ns);
             let mut labels = Map::new();
             labels.insert("team".into(), json!(self.team(ns)));
-            labels.insert(
-                "env".into(),
-                json!(ENVS[(ns / TEAMS.len()) % ENVS.len()]),
-            );
+            labels.insert("env".into(), json!(ENVS[(ns / TEAMS.len()) % ENVS.len()]));
             if r.chance(40) {
                 labels.insert("istio-injection".into(), json!("enabled"));
             }
             if r.chance(20) {
-                labels.insert("pod-security.kubernetes.io/enforce".into(), json!("baseline"));
+                labels.insert(
+                    "pod-security.kubernetes.io/enforce".into(),
+                    json!("baseline"),
+                );
             }
             list.push((name.clone(), namespace(&mut r, &name, labels)));
         }
@@ -724,7 +778,11 @@ impl<'s> Plan<'s> {
     }
 
     /// (name, port, targetPort by name?, container port, protocol) of each Service port.
-    fn service_ports(&self, s: usize, w: usize) -> Vec<(Option<&'static str>, u16, bool, u16, &'static str)> {
+    fn service_ports(
+        &self,
+        s: usize,
+        w: usize,
+    ) -> Vec<(Option<&'static str>, u16, bool, u16, &'static str)> {
         let ports = self.ports(w);
         let by_name = s % 3 != 0;
         ports
@@ -887,7 +945,11 @@ impl<'s> Plan<'s> {
             }));
             j = end;
         }
-        out.sort_by(|a, b| a["metadata"]["name"].as_str().cmp(&b["metadata"]["name"].as_str()));
+        out.sort_by(|a, b| {
+            a["metadata"]["name"]
+                .as_str()
+                .cmp(&b["metadata"]["name"].as_str())
+        });
         out
     }
 
