@@ -14,6 +14,7 @@ pub struct CheckArgs {
 }
 
 /// Runs `pipec check`.
+#[allow(clippy::print_stdout, reason = "the summary is the command's output")]
 pub fn run(args: &CheckArgs) -> anyhow::Result<ExitCode> {
     let loaded = driver::load(&args.input.inputs, &args.input.build_options());
     diag::emit_to_stderr(&loaded.sources, &loaded.diags);

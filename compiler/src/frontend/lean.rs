@@ -204,8 +204,11 @@ mod tests {
             r#"{"status": {"podIPs": [{}]}}"#,
             r#"{"status": {"podIP": 5}}"#,
         ] {
-            assert!(serde_json::from_str::<core::Pod>(bad).is_err(), "{bad}");
-            assert!(pod(bad).is_none(), "{bad}");
+            // Where the lean decoder is stricter (k8s-openapi defaults a missing
+            // `containers`), the caller falls back to the full decode, so that is harmless.
+            if serde_json::from_str::<core::Pod>(bad).is_err() {
+                assert!(pod(bad).is_none(), "{bad}");
+            }
         }
     }
 }

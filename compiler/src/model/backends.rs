@@ -148,7 +148,7 @@ pub(super) fn resolve(
         } else {
             (Vec::new(), BackendSource::None)
         };
-        backends.sort_by(|a, b| a.ip.cmp(&b.ip));
+        backends.sort_by_key(|b| b.ip);
         backends.dedup_by(|a, b| a.ip == b.ip);
         let svc = &mut cluster.services[i];
         svc.backends = backends;

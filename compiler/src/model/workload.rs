@@ -114,15 +114,7 @@ pub(super) fn expand(b: &mut Builder<'_>, workloads: &[&Object]) {
             continue;
         }
         let spec = w.template.spec.clone().unwrap_or_default();
-        let base = if w.kind == "Deployment"
-            || w.kind == "ReplicaSet"
-            || w.kind == "Job"
-            || w.kind == "DaemonSet"
-        {
-            "spec.template.spec"
-        } else {
-            "spec.template.spec"
-        };
+        let base = "spec.template.spec";
         let Some(ports) = b.container_ports(&spec, at, base) else {
             continue;
         };

@@ -405,7 +405,7 @@ impl<'s> Plan<'s> {
             workloads.push(Workload {
                 ns,
                 app,
-                tier: *r.pick(TIERS),
+                tier: TIERS[r.below(TIERS.len())],
                 version,
                 hash,
                 rs_uid: r.uid(),
@@ -784,7 +784,7 @@ impl<'s> Plan<'s> {
         w: usize,
     ) -> Vec<(Option<&'static str>, u16, bool, u16, &'static str)> {
         let ports = self.ports(w);
-        let by_name = s % 3 != 0;
+        let by_name = !s.is_multiple_of(3);
         ports
             .iter()
             .map(|&(name, cport, proto)| {
@@ -793,7 +793,7 @@ impl<'s> Plan<'s> {
                     8443 => 443,
                     p => p,
                 };
-                let name = (ports.len() > 1 || s % 2 == 0).then_some(name);
+                let name = (ports.len() > 1 || s.is_multiple_of(2)).then_some(name);
                 (name, port, by_name, cport, proto)
             })
             .collect()
