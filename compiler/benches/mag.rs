@@ -201,6 +201,7 @@ fn cluster(s: &Scale) -> Cluster {
             index,
             name: None,
             path: Default::default(),
+            span: None,
         };
         let mut peers = vec![NpPeer::Pods {
             namespaces: Some(Selector::from_labels(Labels::from([(

@@ -72,6 +72,7 @@ codes! {
     NoNamespace = "W0003", "a namespaced object refers to a namespace that is not defined";
     PodWithoutIp = "W0004", "a pod has no IP and is left out of the datapath";
     L7Redirect = "W0005", "an L7 rule is enforced at L4 and redirected to the proxy";
+    EmptyInput = "W0006", "an input file holds no objects";
 }
 
 /// A secondary label: another place that explains the problem.
@@ -196,7 +197,15 @@ pub fn emit_to_string(sources: &Sources, diags: &[Diagnostic]) -> String {
 
 /// Renders diagnostics to standard error, in colour where the terminal supports it.
 pub fn emit_to_stderr(sources: &Sources, diags: &[Diagnostic]) {
-    let stream = StandardStream::stderr(ColorChoice::Auto);
+    // termcolor's `Auto` looks at TERM and NO_COLOR but not at whether stderr is a terminal,
+    // so a redirected stderr would get escape codes.
+    use std::io::IsTerminal;
+    let choice = if std::io::stderr().is_terminal() {
+        ColorChoice::Auto
+    } else {
+        ColorChoice::Never
+    };
+    let stream = StandardStream::stderr(choice);
     let mut lock = stream.lock();
     let config = term::Config::default();
     for d in diags {
@@ -230,5 +239,52 @@ impl Sink {
     /// True if any error was recorded.
     pub fn has_errors(&self) -> bool {
         self.diags.iter().any(Diagnostic::is_error)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The catalogue in `docs/diagnostics.md` has a section for every code, so that it
+    /// cannot drift from [`Code::ALL`].
+    #[test]
+    fn every_code_is_in_the_catalogue() {
+        let doc = include_str!("../../docs/diagnostics.md");
+        let missing: Vec<&str> = Code::ALL
+            .iter()
+            .map(|c| c.as_str())
+            .filter(|c| !doc.contains(&format!("### {c} ")))
+            .collect();
+        assert!(missing.is_empty(), "docs/diagnostics.md lacks {missing:?}");
+    }
+
+    #[test]
+    fn codes_are_unique_and_well_formed() {
+        let mut seen = std::collections::BTreeSet::new();
+        for c in Code::ALL {
+            let s = c.as_str();
+            assert!(seen.insert(s), "{s} is used twice");
+            assert_eq!(s.len(), 5, "{s}");
+            assert!(s.starts_with('E') || s.starts_with('W'), "{s}");
+        }
+    }
+
+    #[test]
+    fn rendering_has_code_position_and_help() {
+        let mut sources = Sources::new();
+        let file = sources.add("a.yaml", "kind: Pod\nport: 70000\n");
+        let d = Diagnostic::error(Code::PortRange, "port 70000 is out of range")
+            .at(Span::new(file, 16..21), "out of range")
+            .hint("a port is a number from 1 to 65535");
+        insta::assert_snapshot!(emit_to_string(&sources, &[d]), @r"
+        error[E0109]: port 70000 is out of range
+          ┌─ a.yaml:2:7
+          │
+        2 │ port: 70000
+          │       ^^^^^ out of range
+          │
+          = help: a port is a number from 1 to 65535
+        ");
     }
 }

@@ -3,11 +3,11 @@
 //! `load` is the one place that runs parse → model and decides whether the run may go on:
 //! any error diagnostic stops it before a later stage sees a half-valid model.
 
-use crate::diag::{Diagnostic, Sink};
+use crate::diag::{self, Diagnostic, Sink};
 use crate::frontend;
-use crate::model::build::{objects_to_cluster, BuildOptions};
-use crate::model::Cluster;
-use crate::source::Sources;
+use crate::model::build::{BuildOptions, ClusterBuilder};
+use crate::model::{self, Cluster};
+use crate::source::{FileId, Sources};
 use std::path::PathBuf;
 
 /// The result of loading inputs: the sources (for rendering), the model, and every
@@ -17,14 +17,56 @@ pub struct Loaded {
     pub sources: Sources,
     /// The model; only meaningful when `diags` has no error.
     pub cluster: Cluster,
-    /// Everything reported, in order.
+    /// Everything reported about manifests, in order.
     pub diags: Vec<Diagnostic>,
+    /// The `.pipe` files of the run, their resolved program and their diagnostics.
+    pub pipe: PipeInput,
+}
+
+/// The `.pipe` part of a run. policy-lang keeps its own file set and diagnostics; the
+/// same files are also in [`Loaded::sources`], so provenance spans work everywhere.
+#[derive(Default)]
+pub struct PipeInput {
+    /// policy-lang's view of the files (includes too).
+    pub files: policy_lang::SourceSet,
+    /// The resolved program, when every file resolved.
+    pub program: Option<policy_lang::resolved::Program>,
+    /// Errors and warnings from policy-lang.
+    pub diags: Vec<policy_lang::Diagnostic>,
 }
 
 impl Loaded {
-    /// True when any diagnostic is an error.
+    /// True when any diagnostic, of manifests or of `.pipe` files, is an error.
     pub fn has_errors(&self) -> bool {
         self.diags.iter().any(Diagnostic::is_error)
+            || self
+                .pipe
+                .diags
+                .iter()
+                .any(policy_lang::Diagnostic::is_error)
+    }
+
+    /// The number of diagnostics of both kinds.
+    pub fn diagnostic_count(&self) -> (usize, usize) {
+        let errors = self.diags.iter().filter(|d| d.is_error()).count()
+            + self.pipe.diags.iter().filter(|d| d.is_error()).count();
+        (errors, self.diags.len() + self.pipe.diags.len() - errors)
+    }
+
+    /// Renders every diagnostic to standard error.
+    pub fn emit_to_stderr(&self) {
+        diag::emit_to_stderr(&self.sources, &self.diags);
+        if !self.pipe.diags.is_empty() {
+            // A failure to write to stderr leaves nothing better to report it to.
+            let _ = policy_lang::emit_to_stderr(&self.pipe.diags, &self.pipe.files);
+        }
+    }
+
+    /// Renders every diagnostic without colour.
+    pub fn render(&self) -> String {
+        let mut out = diag::emit_to_string(&self.sources, &self.diags);
+        out.push_str(&policy_lang::render(&self.pipe.diags, &self.pipe.files));
+        out
     }
 }
 
@@ -43,13 +85,78 @@ pub fn load_sources(
     options: &BuildOptions,
     mut sink: Sink,
 ) -> Loaded {
-    let objects = frontend::files_to_objects(&sources, files, &mut sink);
-    let cluster = objects_to_cluster(&sources, &objects, options, &mut sink);
+    let (pipe_files, manifests): (Vec<FileId>, Vec<FileId>) = files
+        .iter()
+        .partition(|f| sources.name(**f).ends_with(".pipe"));
+    // Objects are modelled as they are decoded, so they are never all in memory at once.
+    // The model's diagnostics come after the frontend's, as if the stages ran one by one.
+    let mut model_sink = Sink::default();
+    let mut builder = ClusterBuilder::new(&sources, options, &mut model_sink);
+    frontend::for_each_object(&sources, &manifests, &mut sink, |obj| builder.add(obj));
+    let mut cluster = builder.finish();
+    sink.diags.append(&mut model_sink.diags);
+    let mut sources = sources;
+    let pipe = load_pipe(&mut sources, &pipe_files);
+    if let Some(program) = &pipe.program {
+        cluster
+            .admin_policies
+            .extend(model::pipe::program_to_admin_policies(
+                program,
+                &pipe.files,
+                &sources,
+            ));
+        cluster
+            .admin_policies
+            .sort_by(|a, b| (a.tier, a.priority, &a.name).cmp(&(b.tier, b.priority, &b.name)));
+    }
+    let mut diags = sink.diags;
+    // Stages check kinds in their own order (services after pods, for example); users
+    // read diagnostics in file order. The sort is stable, and diagnostics without a place
+    // come last.
+    diags.sort_by_key(|d| match &d.primary {
+        Some(p) => (0, p.span.file, p.span.start),
+        None => (1, FileId(0), 0),
+    });
     Loaded {
         sources,
         cluster,
-        diags: sink.diags,
+        diags,
+        pipe,
     }
+}
+
+/// Parses and resolves the `.pipe` files of a run. Includes are read from disk relative to
+/// the including file (this and `frontend::read_inputs` are the compiler's only reads), and
+/// every file policy-lang read is added to `sources` so that provenance spans resolve.
+fn load_pipe(sources: &mut Sources, files: &[FileId]) -> PipeInput {
+    let mut input = PipeInput::default();
+    if files.is_empty() {
+        return input;
+    }
+    let roots: Vec<policy_lang::FileId> = files
+        .iter()
+        .map(|f| input.files.add(sources.name(*f), sources.text(*f)))
+        .collect();
+    let mut loader = |path: &str| std::fs::read_to_string(path).map_err(|e| e.to_string());
+    match policy_lang::resolve(&mut input.files, &roots, &mut loader) {
+        Ok(mut program) => {
+            input.diags = std::mem::take(&mut program.warnings);
+            input.program = Some(program);
+        }
+        Err(diags) => input.diags = diags,
+    }
+    for id in input.files.ids() {
+        let name = input.files.name(id);
+        if sources.find(name).is_none() {
+            let text = input
+                .files
+                .get(id)
+                .map(|f| f.text.clone())
+                .unwrap_or_default();
+            sources.add(name, text);
+        }
+    }
+    input
 }
 
 /// Builds the model from in-memory text, one `(name, text)` per file.

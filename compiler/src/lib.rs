@@ -4,13 +4,17 @@
     warn(clippy::panic, clippy::print_stdout, clippy::todo, clippy::dbg_macro)
 )]
 
-pub mod cli;
+pub mod backend;
+pub mod conformance;
 pub mod diag;
 pub mod driver;
 pub mod frontend;
+pub mod hwmodel;
 pub mod identity;
 pub mod lower;
 pub mod mag;
 pub mod model;
+pub mod semantics;
 pub mod source;
+pub mod trace;
 pub mod util;

@@ -121,6 +121,7 @@ pub struct LineCol {
 #[derive(Default)]
 pub struct Sources {
     files: SimpleFiles<String, String>,
+    count: usize,
 }
 
 impl Sources {
@@ -131,7 +132,25 @@ impl Sources {
 
     /// Adds a file and returns its id.
     pub fn add(&mut self, name: impl Into<String>, text: impl Into<String>) -> FileId {
+        self.count += 1;
         FileId(self.files.add(name.into(), text.into()) as u32)
+    }
+
+    /// The id of the file with this name, if it was added.
+    pub fn find(&self, name: &str) -> Option<FileId> {
+        (0..self.len())
+            .map(|i| FileId(i as u32))
+            .find(|&f| self.name(f) == name)
+    }
+
+    /// How many files the set holds.
+    pub fn len(&self) -> usize {
+        self.count
+    }
+
+    /// True when no file was added.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
     }
 
     /// The file's text.
@@ -188,6 +207,29 @@ impl Sources {
             return object;
         };
         match yaml::locate(slice, path) {
+            Some(r) => Span::new(
+                object.file,
+                object.start as usize + r.start..object.start as usize + r.end,
+            ),
+            None => object,
+        }
+    }
+
+    /// True when the field at `path` is written in the object's text.
+    pub fn exists(&self, object: Span, path: &FieldPath) -> bool {
+        let text = self.text(object.file);
+        text.get(object.range())
+            .is_some_and(|slice| yaml::exists(slice, path))
+    }
+
+    /// Like [`Sources::locate`], but when the path ends in a key that exists, the span of
+    /// the key itself: the place for "this field is unknown, misplaced or missing a part".
+    pub fn locate_key(&self, object: Span, path: &FieldPath) -> Span {
+        let text = self.text(object.file);
+        let Some(slice) = text.get(object.range()) else {
+            return object;
+        };
+        match yaml::locate_key(slice, path) {
             Some(r) => Span::new(
                 object.file,
                 object.start as usize + r.start..object.start as usize + r.end,

@@ -10,6 +10,7 @@
 //! so that one run reports all of them.
 
 pub mod crd;
+mod lean;
 pub mod yaml;
 
 use crate::diag::{Code, Diagnostic, Sink};
@@ -95,17 +96,45 @@ pub fn read_inputs(paths: &[PathBuf], sources: &mut Sources, sink: &mut Sink) ->
     }
     files
         .into_iter()
-        .filter_map(|path| match std::fs::read_to_string(&path) {
-            Ok(text) => Some(sources.add(path.display().to_string(), text)),
+        .filter_map(|path| match std::fs::read(&path) {
+            Ok(bytes) => add_text(sources, &path, bytes, sink),
             Err(e) => {
-                sink.push(Diagnostic::error(
-                    Code::Io,
-                    format!("cannot read {}: {e}", path.display()),
-                ));
+                sink.push(
+                    Diagnostic::error(Code::Io, format!("cannot read {}: {e}", path.display()))
+                        .hint("check that the path exists and is readable"),
+                );
                 None
             }
         })
         .collect()
+}
+
+/// Adds a file's bytes to `sources` and returns the id of a file to decode. Text that is
+/// not UTF-8 is added with replacement characters, so that the error can point at the
+/// first bad byte, and is not decoded (`None`).
+fn add_text(sources: &mut Sources, path: &Path, bytes: Vec<u8>, sink: &mut Sink) -> Option<FileId> {
+    let name = path.display().to_string();
+    match String::from_utf8(bytes) {
+        Ok(text) => Some(sources.add(name, text)),
+        Err(e) => {
+            let valid = e.utf8_error().valid_up_to();
+            let bad = e.as_bytes().get(valid).copied().unwrap_or(0);
+            let file = sources.add(name, String::from_utf8_lossy(e.as_bytes()).into_owned());
+            // The replacement character is 3 bytes; the valid prefix is unchanged.
+            sink.push(
+                Diagnostic::error(
+                    Code::Io,
+                    format!("{} is not UTF-8 text", path.display()),
+                )
+                .at(
+                    Span::new(file, valid..valid + 3),
+                    format!("byte 0x{bad:02x} is not UTF-8"),
+                )
+                .hint("Kubernetes manifests are UTF-8; re-encode the file, for example with `iconv -f latin1 -t utf-8`"),
+            );
+            None
+        }
+    }
 }
 
 fn collect_files(path: &Path, out: &mut Vec<PathBuf>, sink: &mut Sink) {
@@ -124,7 +153,7 @@ fn collect_files(path: &Path, out: &mut Vec<PathBuf>, sink: &mut Sink) {
         for entry in entries {
             let is_manifest = entry
                 .extension()
-                .is_some_and(|e| e == "yaml" || e == "yml" || e == "json");
+                .is_some_and(|e| e == "yaml" || e == "yml" || e == "json" || e == "pipe");
             if entry.is_file() && is_manifest {
                 out.push(entry);
             }
@@ -142,17 +171,49 @@ fn collect_files(path: &Path, out: &mut Vec<PathBuf>, sink: &mut Sink) {
 /// Decodes every object of the given files, in file order, then document order.
 pub fn files_to_objects(sources: &Sources, files: &[FileId], sink: &mut Sink) -> Vec<Object> {
     let mut out = Vec::new();
+    for_each_object(sources, files, sink, |o| out.push(o));
+    out
+}
+
+/// Like [`files_to_objects`], but hands each object to `f` as soon as it is decoded, so a
+/// caller that consumes objects one by one never holds all of them (the model stage of
+/// [`crate::driver::load`] does this: 150k decoded pods would not fit the memory budget).
+pub fn for_each_object(
+    sources: &Sources,
+    files: &[FileId],
+    sink: &mut Sink,
+    mut f: impl FnMut(Object),
+) {
     for &file in files {
         let text = sources.text(file);
         let trimmed = text.trim_start();
+        let errors_before = sink.diags.len();
+        let mut count = 0usize;
+        let mut counted = |o: Object| {
+            count += 1;
+            f(o)
+        };
         if trimmed.starts_with('{') || trimmed.starts_with('[') {
-            decode_json_file(sources, file, &mut out, sink);
+            decode_json_file(sources, file, &mut counted, sink);
         } else {
-            decode_yaml_file(sources, file, &mut out, sink);
+            decode_yaml_file(sources, file, &mut counted, sink);
+        }
+        if count == 0 && sink.diags.len() == errors_before {
+            let end = text.len();
+            sink.push(
+                Diagnostic::warning(
+                    Code::EmptyInput,
+                    format!("{} holds no Kubernetes object", sources.name(file)),
+                )
+                .at(Span::new(file, end..end), "end of file")
+                .hint("add objects to the file, or leave it out of the input"),
+            );
         }
     }
-    out
 }
+
+/// Where decoded objects go.
+type Out<'o> = dyn FnMut(Object) + 'o;
 
 /// The fields every object has, read before the typed decode to choose the type.
 #[derive(Deserialize)]
@@ -162,23 +223,99 @@ struct Header {
     kind: Option<String>,
 }
 
+impl Header {
+    /// Reads the header without scanning the whole object when `apiVersion` and `kind` are
+    /// its first two keys, as kubectl and the API server write them (keys sorted). `None`
+    /// when they are not, or are not plain strings: then the object is decoded as a whole.
+    /// `text` is one JSON value that has already been checked for syntax.
+    fn quick(text: &str) -> Option<Header> {
+        fn string(s: &str) -> Option<(&str, &str)> {
+            let rest = s.trim_start().strip_prefix('"')?;
+            let end = rest.find(['"', '\\'])?;
+            (rest.as_bytes()[end] == b'"').then(|| (&rest[..end], &rest[end + 1..]))
+        }
+        let mut rest = text.trim_start().strip_prefix('{')?;
+        let mut header = Header {
+            api_version: None,
+            kind: None,
+        };
+        for i in 0..2 {
+            if i == 1 {
+                rest = rest.trim_start().strip_prefix(',')?;
+            }
+            let (key, after) = string(rest)?;
+            let (value, after) = string(after.trim_start().strip_prefix(':')?)?;
+            let slot = match key {
+                "apiVersion" => &mut header.api_version,
+                "kind" => &mut header.kind,
+                _ => return None,
+            };
+            if slot.replace(value.to_string()).is_some() {
+                return None;
+            }
+            rest = after;
+        }
+        Some(header)
+    }
+}
+
 #[derive(Deserialize)]
 struct JsonList<'a> {
     #[serde(borrow)]
     items: Vec<&'a RawValue>,
 }
 
-fn decode_json_file(sources: &Sources, file: FileId, out: &mut Vec<Object>, sink: &mut Sink) {
+/// A JSON file that is one `List` object, read in a single pass: header and item slices.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct JsonRootList<'a> {
+    api_version: Option<String>,
+    kind: Option<String>,
+    #[serde(borrow)]
+    items: Option<Vec<&'a RawValue>>,
+}
+
+fn decode_json_file(sources: &Sources, file: FileId, out: &mut Out<'_>, sink: &mut Sink) {
     let text = sources.text(file);
+    // Fast path for the usual large input, one `kind: List` object: one pass over the file
+    // instead of three (syntax check, header, items). Anything else, or any problem, takes
+    // the general path below, which reports it.
+    if let Ok(root) = serde_json::from_str::<JsonRootList>(text) {
+        if let (Some(kind), Some(_), Some(items)) = (&root.kind, &root.api_version, root.items) {
+            if is_list(kind) {
+                for item in items {
+                    let span = Span::new(file, slice_range(text, item.get()));
+                    decode_json_object(sources, span, item, out, sink, 1);
+                }
+                return;
+            }
+        }
+    }
     let whole = Span::new(file, 0..text.len());
     let root: &RawValue = match serde_json::from_str(text) {
         Ok(v) => v,
         Err(e) => {
             let offset = offset_of_line_col(text, e.line(), e.column());
+            let mut message = tidy(&e.to_string());
+            let mut span = Span::new(file, offset..offset);
+            let mut label = "here";
+            let mut hint = "check for a missing comma, quote or bracket near this position";
+            // serde_json reports `{"a": 1,}` as "key must be a string" at the `}`; the comma
+            // before it is the mistake.
+            let before = text.get(..offset).unwrap_or("").trim_end();
+            let at_close = matches!(text.as_bytes().get(offset), Some(b'}' | b']'));
+            if (at_close || message.contains("trailing comma")) && before.ends_with(',') {
+                let comma = before.len() - 1;
+                message = "trailing comma".to_string();
+                span = Span::new(file, comma..comma + 1);
+                label = "this comma";
+                hint =
+                    "JSON allows no comma after the last member of an object or array; remove it";
+            }
             sink.push(
-                Diagnostic::error(Code::JsonSyntax, format!("invalid JSON: {e}"))
-                    .at(Span::new(file, offset..offset), "here")
-                    .hint("check for a missing comma, quote or bracket near this position"),
+                Diagnostic::error(Code::JsonSyntax, format!("invalid JSON: {message}"))
+                    .at(span, label)
+                    .hint(hint),
             );
             return;
         }
@@ -199,11 +336,14 @@ fn decode_json_object(
     sources: &Sources,
     span: Span,
     raw: &RawValue,
-    out: &mut Vec<Object>,
+    out: &mut Out<'_>,
     sink: &mut Sink,
     depth: usize,
 ) {
-    let header: Header = match serde_json::from_str(raw.get()) {
+    let header: Header = match Header::quick(raw.get()).map_or_else(
+        || serde_json::from_str(raw.get()),
+        Ok::<_, serde_json::Error>,
+    ) {
         Ok(h) => h,
         Err(_) => {
             sink.push(not_an_object(span));
@@ -232,9 +372,12 @@ fn decode_json_object(
         }
         return;
     }
-    let api_version = header.api_version.unwrap_or_default();
+    let Some(api_version) = header.api_version else {
+        sink.push(missing_header(sources, span, "apiVersion").hint(api_version_hint(kind)));
+        return;
+    };
     let mut decode = |path_err: Result<Body, (FieldPath, String)>| match path_err {
-        Ok(body) => out.push(Object { span, body }),
+        Ok(body) => out(Object { span, body }),
         Err((path, msg)) => sink.push(type_error(sources, span, &path, &msg)),
     };
     match choose(&api_version, kind) {
@@ -246,21 +389,53 @@ fn decode_json_object(
     }
 }
 
-fn decode_yaml_file(sources: &Sources, file: FileId, out: &mut Vec<Object>, sink: &mut Sink) {
+fn decode_yaml_file(sources: &Sources, file: FileId, out: &mut Out<'_>, sink: &mut Sink) {
     let text = sources.text(file);
     let docs = match yaml::parse_stream(text) {
         Ok(d) => d,
         Err(e) => {
-            sink.push(
-                Diagnostic::error(Code::YamlSyntax, format!("invalid YAML: {}", e.message))
-                    .at(Span::new(file, e.offset..e.offset), "here")
-                    .hint("check the indentation and the quoting near this position"),
-            );
+            let hint = if e.message.contains("tab") {
+                "YAML indentation must be spaces; replace the tab characters"
+            } else {
+                "check the indentation and the quoting near this position"
+            };
+            let mut d = Diagnostic::error(Code::YamlSyntax, format!("invalid YAML: {}", e.message))
+                .at(Span::new(file, e.offset..e.offset), "here")
+                .hint(hint);
+            if e.message.contains("flow") {
+                if let Some(open) = unclosed_bracket(text.get(..e.offset).unwrap_or("")) {
+                    let c = &text[open..open + 1];
+                    d = d
+                        .also(
+                            Span::new(file, open..open + 1),
+                            format!("this `{c}` is not closed"),
+                        )
+                        .hint(format!(
+                            "close the `{c}` on its line, or write the value as an indented block"
+                        ));
+                }
+            }
+            sink.push(d);
             return;
         }
     };
     for doc in docs {
+        for (first, again) in &doc.duplicate_keys {
+            let key = text.get(again.clone()).unwrap_or("");
+            sink.push(
+                Diagnostic::error(
+                    Code::YamlSyntax,
+                    format!("invalid YAML: the key `{key}` appears twice in one mapping"),
+                )
+                .at(Span::new(file, again.clone()), "again here")
+                .also(Span::new(file, first.clone()), "first here")
+                .hint("YAML keys must be unique; kubectl rejects this file. Remove one of the two"),
+            );
+        }
         let Some(root) = doc.root else { continue };
+        if root.is_null() {
+            continue;
+        }
         decode_yaml_node(sources, file, &root, out, sink, 0);
     }
 }
@@ -269,7 +444,7 @@ fn decode_yaml_node(
     sources: &Sources,
     file: FileId,
     node: &yaml::Node,
-    out: &mut Vec<Object>,
+    out: &mut Out<'_>,
     sink: &mut Sink,
     depth: usize,
 ) {
@@ -289,25 +464,33 @@ fn decode_yaml_node(
                     decode_yaml_node(sources, file, item, out, sink, depth + 1);
                 }
             }
-            Some(_) => sink.push(type_error(
-                sources,
-                span,
-                &FieldPath::parse("items"),
-                "items must be a list",
-            )),
+            Some(_) => sink.push(
+                Diagnostic::error(
+                    Code::NotAnObject,
+                    format!("the `items` of a {kind} must be a sequence of objects"),
+                )
+                .at(
+                    sources.locate_key(span, &FieldPath::parse("items")),
+                    "not a sequence",
+                )
+                .hint("write each object as a `- ` item under `items:`"),
+            ),
             None => {}
         }
         return;
     }
-    let api_version = node
+    let Some(api_version) = node
         .get("apiVersion")
         .and_then(yaml::Node::as_str)
-        .unwrap_or("")
-        .to_string();
+        .map(str::to_string)
+    else {
+        sink.push(missing_header(sources, span, "apiVersion").hint(api_version_hint(kind)));
+        return;
+    };
     let value = node.to_json();
     match choose(&api_version, kind) {
         Choice::Known(make) => match make(Input::Value(value)) {
-            Ok(body) => out.push(Object { span, body }),
+            Ok(body) => out(Object { span, body }),
             Err((path, msg)) => sink.push(type_error(sources, span, &path, &msg)),
         },
         Choice::WrongVersion(expected) => {
@@ -315,6 +498,34 @@ fn decode_yaml_node(
         }
         Choice::Unknown => sink.push(unknown_kind(sources, span, kind, &api_version)),
     }
+}
+
+/// The offset of the last `[` or `{` of `text` that is not closed, outside quotes and
+/// comments: where an unclosed flow collection began.
+fn unclosed_bracket(text: &str) -> Option<usize> {
+    let mut open = Vec::new();
+    let mut quote: Option<char> = None;
+    let mut comment = false;
+    let mut prev = '\n';
+    for (i, c) in text.char_indices() {
+        // A quote opens a quoted scalar only where a scalar can start (not in `don't`).
+        let starts_scalar = prev.is_whitespace() || matches!(prev, ':' | '[' | '{' | ',');
+        let p = prev;
+        prev = c;
+        match (quote, c) {
+            _ if comment => comment = c != '\n',
+            (Some(q), _) if c == q => quote = None,
+            (Some(_), _) => {}
+            (None, '"' | '\'') if starts_scalar => quote = Some(c),
+            (None, '#') if p.is_whitespace() => comment = true,
+            (None, '[' | '{') => open.push(i),
+            (None, ']' | '}') => {
+                open.pop();
+            }
+            _ => {}
+        }
+    }
+    open.pop()
 }
 
 fn is_list(kind: &str) -> bool {
@@ -336,6 +547,13 @@ enum Choice {
 }
 
 fn decode_as<T: DeserializeOwned>(input: Input<'_>) -> Result<T, (FieldPath, String)> {
+    // Fast path: a plain decode. Path tracking allocates a string per key, so it runs only
+    // when the plain decode fails, to say where; both report the same first error.
+    if let Input::Json(raw) = &input {
+        if let Ok(v) = serde_json::from_str(raw.get()) {
+            return Ok(v);
+        }
+    }
     let result = match input {
         Input::Json(raw) => {
             let mut de = serde_json::Deserializer::from_str(raw.get());
@@ -367,11 +585,22 @@ macro_rules! maker {
     };
 }
 
+/// Pods from JSON take the lean decoder (see [`lean`]); anything it rejects, and YAML, the
+/// full one.
+fn decode_pod(input: Input<'_>) -> Result<Body, (FieldPath, String)> {
+    if let Input::Json(raw) = &input {
+        if let Some(pod) = lean::pod(raw.get()) {
+            return Ok(Body::Pod(Box::new(pod)));
+        }
+    }
+    decode_as::<core::Pod>(input).map(|o| Body::Pod(Box::new(o)))
+}
+
 /// Chooses the type for an apiVersion and kind.
 fn choose(api_version: &str, kind: &str) -> Choice {
     let (expected, make): (&'static str, Maker) = match kind {
         "Namespace" => ("v1", maker!(Namespace, core::Namespace)),
-        "Pod" => ("v1", maker!(Pod, core::Pod)),
+        "Pod" => ("v1", decode_pod),
         "Node" => ("v1", maker!(Node, core::Node)),
         "Service" => ("v1", maker!(Service, core::Service)),
         "Endpoints" => ("v1", maker!(Endpoints, core::Endpoints)),
@@ -443,87 +672,125 @@ fn not_an_object(span: Span) -> Diagnostic {
         span,
         "expected a mapping with apiVersion, kind and metadata",
     )
+    .hint("each document (between `---` lines) must be one object, or a `kind: List` with `items`")
 }
 
 fn missing_header(sources: &Sources, span: Span, field: &str) -> Diagnostic {
-    let _ = sources;
+    // Point at the first key of the object, where the missing field would usually be.
+    let text = sources.text(span.file).get(span.range()).unwrap_or("");
+    let first_key = yaml::parse_stream(text)
+        .ok()
+        .and_then(|docs| docs.into_iter().find_map(|d| d.root))
+        .and_then(|root| match root.kind {
+            yaml::NodeKind::Map(entries) => entries.first().map(|(k, _)| k.span.clone()),
+            _ => None,
+        });
+    let at = match first_key {
+        Some(r) => Span::new(
+            span.file,
+            span.start as usize + r.start..span.start as usize + r.end,
+        ),
+        None => Span::new(span.file, span.start as usize..span.start as usize),
+    };
     Diagnostic::error(Code::NotAnObject, format!("object has no `{field}`"))
-        .at(
-            Span::new(span.file, span.start as usize..span.start as usize),
-            format!("`{field}` expected in this object"),
-        )
+        .at(at, format!("this object has no `{field}`"))
         .hint("every Kubernetes object needs `apiVersion` and `kind`")
 }
 
+fn api_version_hint(kind: &str) -> String {
+    match choose("", kind) {
+        Choice::WrongVersion(v) => format!("a {kind} has `apiVersion: {v}`"),
+        _ => "add the apiVersion of the object's API group, such as `v1`".to_string(),
+    }
+}
+
 fn type_error(sources: &Sources, object: Span, path: &FieldPath, message: &str) -> Diagnostic {
-    let (code, hint) = classify_serde_error(message);
-    let span = locate_key_or_value(sources, object, path, message);
-    let mut d = Diagnostic::error(
-        code,
-        format!(
-            "{}: {}",
-            if path.0.is_empty() {
-                "object".to_string()
-            } else {
-                path.to_string()
-            },
-            tidy(message)
-        ),
-    )
-    .at(span, "here");
-    if let Some(h) = hint {
-        d = d.hint(h);
-    }
-    d
+    let message = tidy(message);
+    let (code, hint, label) = classify_serde_error(&message, path);
+    let span = match code {
+        // The path of a missing field is its parent; the parent's key is the place.
+        Code::MissingField => sources.locate_key(object, path),
+        _ if message.starts_with("unknown field") => sources.locate_key(object, path),
+        _ => sources.locate(object, path),
+    };
+    // serde lists every accepted field after "expected one of"; the hint has the useful part.
+    let short = match message.find(", expected one of") {
+        Some(i) if message.starts_with("unknown field") => &message[..i],
+        _ => &message,
+    };
+    let whole = if path.0.is_empty() {
+        "object".to_string()
+    } else {
+        path.to_string()
+    };
+    Diagnostic::error(code, format!("{whole}: {short}"))
+        .at(span, label)
+        .hint(hint)
 }
 
-/// Points at the offending key for unknown or missing fields, and at the value otherwise.
-fn locate_key_or_value(sources: &Sources, object: Span, path: &FieldPath, message: &str) -> Span {
-    if let Some(field) = message
-        .strip_prefix("unknown field `")
-        .and_then(|m| m.split('`').next())
-    {
-        let text = sources.text(object.file).get(object.range()).unwrap_or("");
-        if let Ok(docs) = yaml::parse_stream(text) {
-            if let Some(root) = docs.into_iter().find_map(|d| d.root) {
-                if let Some(key) = root.find_key(&path.key(field)) {
-                    return Span::new(
-                        object.file,
-                        object.start as usize + key.span.start
-                            ..object.start as usize + key.span.end,
-                    );
-                }
-            }
-        }
-    }
-    sources.locate(object, path)
-}
-
-fn classify_serde_error(message: &str) -> (Code, Option<String>) {
+/// The code, a hint and a label for a serde message.
+fn classify_serde_error(message: &str, path: &FieldPath) -> (Code, String, &'static str) {
     if let Some(rest) = message.strip_prefix("missing field `") {
         let field = rest.split('`').next().unwrap_or("");
+        let parent = if path.0.is_empty() {
+            "the object".to_string()
+        } else {
+            format!("`{path}`")
+        };
         return (
             Code::MissingField,
-            Some(format!("add the required field `{field}`")),
+            format!("add the required field `{field}` to {parent}"),
+            "a required field is missing here",
         );
     }
     if message.starts_with("unknown field") {
-        let expected = message
-            .split("expected ")
-            .nth(1)
-            .map(|e| format!("expected {e}"));
+        let expected = message.split("expected ").nth(1);
         let field = message
             .strip_prefix("unknown field `")
             .and_then(|m| m.split('`').next())
             .unwrap_or("");
-        let suggestion = expected.as_deref().and_then(|e| did_you_mean(field, e));
-        let hint = match (suggestion, expected) {
-            (Some(s), _) => Some(format!("did you mean `{s}`?")),
-            (None, e) => e,
+        let hint = match expected {
+            Some(e) => match did_you_mean(field, e) {
+                Some(s) => format!("did you mean `{s}`?"),
+                None => format!("expected {e}"),
+            },
+            None => "remove the field".to_string(),
         };
-        return (Code::WrongType, hint);
+        return (Code::WrongType, hint, "unknown field");
     }
-    (Code::WrongType, None)
+    let field = match path.0.last() {
+        Some(crate::source::PathSeg::Key(k)) => format!("`{k}`"),
+        _ => "this value".to_string(),
+    };
+    let expected = message
+        .rsplit("expected ")
+        .next()
+        .filter(|_| message.contains("expected "))
+        .map(describe_expected);
+    let hint = match expected {
+        Some(e) => format!("{field} must be {e}"),
+        None => "check the field against the API reference (`kubectl explain`)".to_string(),
+    };
+    (Code::WrongType, hint, "wrong type")
+}
+
+/// Turns serde's Rust-flavoured expectations into words.
+fn describe_expected(e: &str) -> String {
+    let e = e.trim();
+    match e {
+        "i32" | "i64" | "u16" | "u32" | "u64" | "usize" | "u8" | "i16" => {
+            "a whole number".to_string()
+        }
+        "f64" | "f32" => "a number".to_string(),
+        "a string" | "a borrowed string" | "string" => "a string".to_string(),
+        "a boolean" | "bool" => "`true` or `false`".to_string(),
+        "a sequence" => "a list (`- item` lines, or `[a, b]`)".to_string(),
+        "a map" => "a mapping (`key: value` lines, or `{}`)".to_string(),
+        _ if e.contains("IntOrString") || e.contains("int or string") => {
+            "a number or a string".to_string()
+        }
+        _ => e.to_string(),
+    }
 }
 
 /// Suggests the closest name among the backquoted candidates of a serde message.
@@ -562,7 +829,7 @@ fn wrong_version(
         sources.locate(span, &FieldPath::parse("apiVersion")),
         "this version",
     )
-    .hint(format!("use apiVersion `{expected}`"))
+    .hint(format!("use `apiVersion: {expected}`"))
 }
 
 fn unknown_kind(sources: &Sources, span: Span, kind: &str, api_version: &str) -> Diagnostic {
@@ -572,4 +839,5 @@ fn unknown_kind(sources: &Sources, span: Span, kind: &str, api_version: &str) ->
         format!("objects of kind `{kind}` are not modelled and are skipped"),
     )
     .at(sources.locate(span, &FieldPath::parse("kind")), "this kind")
+    .hint("pipec reads namespaces, nodes, workloads, pods, services, endpoints and network policies; other kinds have no effect on the datapath")
 }

@@ -48,6 +48,8 @@ pub struct Document {
     pub root: Option<Node>,
     /// Byte range of the document's content.
     pub span: Range<usize>,
+    /// Keys that appear twice in one mapping, which YAML forbids: (first, again).
+    pub duplicate_keys: Vec<(Range<usize>, Range<usize>)>,
 }
 
 /// Maps the parser's character offsets to byte offsets.
@@ -91,6 +93,7 @@ struct Builder<'a> {
     docs: Vec<Document>,
     doc_start: usize,
     root: Option<Node>,
+    duplicate_keys: Vec<(Range<usize>, Range<usize>)>,
 }
 
 impl Builder<'_> {
@@ -100,9 +103,30 @@ impl Builder<'_> {
             Some(Frame::Seq(_, items)) => items.push(node),
             Some(Frame::Map(_, entries, key)) => match key.take() {
                 None => *key = Some(node),
-                Some(k) => entries.push((k, node)),
+                Some(k) => {
+                    if let Some((first, _)) = entries
+                        .iter()
+                        .find(|(e, _)| e.as_str().is_some() && e.as_str() == k.as_str())
+                    {
+                        self.duplicate_keys
+                            .push((first.span.clone(), k.span.clone()));
+                    }
+                    entries.push((k, node))
+                }
             },
         }
+    }
+
+    /// The end of a collection: one past its closing bracket when it is a flow collection
+    /// (the end event's mark is on the bracket), else the end of its last child.
+    fn collection_end(&self, start: usize, last_child_end: Option<usize>, at: usize) -> usize {
+        let closes = matches!(self.text.as_bytes().get(at), Some(b']' | b'}'));
+        let end = match (closes, last_child_end) {
+            (true, _) => at + 1,
+            (false, Some(e)) => e,
+            (false, None) => at,
+        };
+        end.max(start).min(self.text.len())
     }
 
     fn scalar_end(&self, start: usize, value: &str, style: TScalarStyle) -> usize {
@@ -157,6 +181,7 @@ impl MarkedEventReceiver for Builder<'_> {
                 self.docs.push(Document {
                     root: self.root.take(),
                     span: start..end,
+                    duplicate_keys: std::mem::take(&mut self.duplicate_keys),
                 });
             }
             Event::Scalar(value, style, _, _) => {
@@ -175,25 +200,23 @@ impl MarkedEventReceiver for Builder<'_> {
             Event::MappingStart(..) => self.stack.push(Frame::Map(at, Vec::new(), None)),
             Event::SequenceEnd | Event::MappingEnd => {
                 let node = match self.stack.pop() {
-                    // The start marker of a block collection is not always at its first
-                    // character, so the first child bounds the start as well.
                     Some(Frame::Seq(start, items)) => {
-                        let start = items.first().map_or(start, |n| n.span.start.min(start));
-                        let end = items.last().map(|n| n.span.end).unwrap_or(at).max(start);
+                        let end = self.collection_end(start, items.last().map(|n| n.span.end), at);
                         Node {
                             kind: NodeKind::Seq(items),
-                            span: start..end.max(at.min(self.text.len())),
+                            span: start..end,
                         }
                     }
                     Some(Frame::Map(start, entries, _)) => {
+                        // A block mapping's start event is marked where the parser learnt
+                        // that the first key is a key (its `:`), so the key's own start is
+                        // the true start.
                         let start = entries
                             .first()
-                            .map_or(start, |(k, _)| k.span.start.min(start));
-                        let end = entries
-                            .last()
-                            .map(|(_, v)| v.span.end)
-                            .unwrap_or(at)
-                            .max(start);
+                            .map(|(k, _)| k.span.start.min(start))
+                            .unwrap_or(start);
+                        let end =
+                            self.collection_end(start, entries.last().map(|(_, v)| v.span.end), at);
                         Node {
                             kind: NodeKind::Map(entries),
                             span: start..end,
@@ -218,6 +241,7 @@ pub fn parse_stream(text: &str) -> Result<Vec<Document>, SyntaxError> {
         docs: Vec::new(),
         doc_start: 0,
         root: None,
+        duplicate_keys: Vec::new(),
     };
     let mut parser = Parser::new_from_str(text);
     parser.load(&mut builder, true).map_err(|e| SyntaxError {
@@ -343,6 +367,49 @@ pub fn locate(text: &str, path: &FieldPath) -> Option<Range<usize>> {
     Some(root.find(path).span.clone())
 }
 
+/// Like [`locate`], but a path that ends in a mapping key gives the span of the key
+/// itself, the place to point at for "this field is unknown" or "this field is wrong".
+pub fn locate_key(text: &str, path: &FieldPath) -> Option<Range<usize>> {
+    let docs = parse_stream(text).ok()?;
+    let root = docs.into_iter().find_map(|d| d.root)?;
+    Some(
+        root.find_key(path)
+            .unwrap_or_else(|| root.find(path))
+            .span
+            .clone(),
+    )
+}
+
+/// True when the field at `path` is written in `text` (a single document), as opposed to
+/// defaulted by the decoder.
+pub fn exists(text: &str, path: &FieldPath) -> bool {
+    let Ok(docs) = parse_stream(text) else {
+        return false;
+    };
+    let Some(mut node) = docs.into_iter().find_map(|d| d.root) else {
+        return false;
+    };
+    for seg in &path.0 {
+        let next = match (seg, &node.kind) {
+            (PathSeg::Key(k), NodeKind::Map(_)) => node.get(k).cloned(),
+            (PathSeg::Index(i), NodeKind::Seq(items)) => items.get(*i).cloned(),
+            _ => None,
+        };
+        match next {
+            Some(n) => node = n,
+            None => return false,
+        }
+    }
+    true
+}
+
+impl Node {
+    /// True for a plain empty or `null` scalar, what an empty YAML document holds.
+    pub fn is_null(&self) -> bool {
+        matches!(&self.kind, NodeKind::Scalar(s, false) if matches!(s.as_str(), "" | "~" | "null" | "Null" | "NULL"))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -382,6 +449,35 @@ mod tests {
         let text = "é: 1\nb: zz\n";
         let r = locate(text, &FieldPath::parse("b")).unwrap();
         assert_eq!(&text[r], "zz");
+    }
+
+    #[test]
+    fn block_mappings_start_at_their_first_key() {
+        let text = "a:\n  b: 1\n  c: {}\n  d: [x, y]\n";
+        let docs = parse_stream(text).unwrap();
+        let root = docs[0].root.as_ref().unwrap();
+        let a = root.find(&FieldPath::parse("a"));
+        assert_eq!(&text[a.span.clone()], "b: 1\n  c: {}\n  d: [x, y]");
+        let c = root.find(&FieldPath::parse("a.c"));
+        assert_eq!(&text[c.span.clone()], "{}");
+    }
+
+    #[test]
+    fn duplicate_keys_are_found() {
+        let text = "a: 1\nb:\n  c: 1\n  c: 2\n";
+        let docs = parse_stream(text).unwrap();
+        let dups = &docs[0].duplicate_keys;
+        assert_eq!(dups.len(), 1);
+        assert_eq!(&text[dups[0].1.clone()], "c");
+        assert_eq!(&text[dups[0].0.clone()], "c");
+        assert!(dups[0].0.start < dups[0].1.start);
+    }
+
+    #[test]
+    fn keys_are_located() {
+        let text = "a:\n  bad key: 1\n";
+        let r = locate_key(text, &FieldPath::parse("a.bad key")).unwrap();
+        assert_eq!(&text[r], "bad key");
     }
 
     #[test]

@@ -204,6 +204,19 @@ pub fn policy_cidrs(cluster: &Cluster) -> HashSet<IpNet> {
                         out.extend(c.except.iter().map(|e| e.trunc()));
                     }
                 }
+                // A Service peer (from `.pipe`) matches the service's backends, so each
+                // backend address splits classes the way a host-length CIDR does.
+                if let AdminPeer::Service { namespace, name } = p {
+                    if let Some(s) = cluster.find_service(namespace, name) {
+                        out.extend(
+                            cluster
+                                .service(s)
+                                .backends
+                                .iter()
+                                .map(|b| IpNet::from(b.ip)),
+                        );
+                    }
+                }
             }
         }
     }
@@ -498,6 +511,15 @@ impl<'a> Resolver<'a> {
                 .iter()
                 .any(|p| net_matches(c.key.members(), &p.cidr, &p.except)),
             AdminPeer::Entity(e) => self.entity_matches(*e, c),
+            AdminPeer::Service { namespace, name } => {
+                self.cluster.find_service(namespace, name).is_some_and(|s| {
+                    self.cluster
+                        .service(s)
+                        .backends
+                        .iter()
+                        .any(|b| net_matches(c.key.members(), &IpNet::from(b.ip), &[]))
+                })
+            }
         }
     }
 
@@ -561,6 +583,10 @@ impl<'a> Resolver<'a> {
                 AdminTier::Baseline => Tier::Baseline,
             };
             for (ri, r) in rules.iter().enumerate() {
+                // A `Log` rule never decides (see semantics::admin); it adds no row.
+                if r.action == AdminAction::Log {
+                    continue;
+                }
                 let classes = self.matched(r, |s, c| r.peers.iter().any(|p| s.admin_peer(p, c)));
                 let (ports, named) = admin_ports(r.ports.as_deref());
                 contribs.push((
@@ -569,11 +595,13 @@ impl<'a> Resolver<'a> {
                         tier,
                         order: (pi, ri),
                         act: match r.action {
-                            AdminAction::Allow => Act::Allow,
+                            AdminAction::Allow | AdminAction::Redirect | AdminAction::Log => {
+                                Act::Allow
+                            }
                             AdminAction::Deny => Act::Deny,
                             AdminAction::Pass => Act::Pass,
                         },
-                        l7: false,
+                        l7: r.action == AdminAction::Redirect,
                         ports,
                         prov: prov(Provenance::Rule(r.rule.clone())),
                     },

@@ -224,6 +224,7 @@ fn parse_prov(s: &str) -> Option<Provenance> {
                 index: idx.parse().ok()?,
                 name: None,
                 path: FieldPath::default(),
+                span: None,
             }))
         }
     }

@@ -22,7 +22,7 @@ pub(super) fn resolve(
     endpoints: &[Located<'_, core::Endpoints>],
     sink: &mut Sink,
 ) {
-    let pod_by_ip: BTreeMap<IpAddr, PodId> = cluster
+    let pod_by_ip: crate::util::FxHashMap<IpAddr, PodId> = cluster
         .pods
         .iter()
         .enumerate()
@@ -30,6 +30,7 @@ pub(super) fn resolve(
         .flat_map(|(i, p)| p.ips.iter().map(move |ip| (*ip, PodId(i as u32))))
         .collect();
     let mut from_slices: BTreeMap<(String, String), Vec<Backend>> = BTreeMap::new();
+    let mut slice_label: BTreeMap<(String, String), crate::source::Span> = BTreeMap::new();
     for (slice, at) in slices {
         let ns = slice
             .metadata
@@ -45,7 +46,7 @@ pub(super) fn resolve(
         else {
             sink.push(
                 Diagnostic::warning(Code::UnknownReference, "EndpointSlice has no `kubernetes.io/service-name` label and belongs to no Service")
-                    .at(sources.locate(at.span, &FieldPath::parse("metadata")), "no service-name label")
+                    .at(sources.locate_key(at.span, &FieldPath::parse("metadata")), "no service-name label")
                     .hint("add the label `kubernetes.io/service-name: <service>`"),
             );
             continue;
@@ -54,6 +55,18 @@ pub(super) fn resolve(
             continue;
         }
         let ports = slice_ports(slice.ports.as_deref().unwrap_or(&[]));
+        slice_label
+            .entry((ns.clone(), svc.clone()))
+            .or_insert_with(|| {
+                sources.locate(
+                    at.span,
+                    &FieldPath(vec![
+                        crate::source::PathSeg::Key("metadata".into()),
+                        crate::source::PathSeg::Key("labels".into()),
+                        crate::source::PathSeg::Key("kubernetes.io/service-name".into()),
+                    ]),
+                )
+            });
         let list = from_slices.entry((ns, svc)).or_default();
         for (i, ep) in slice.endpoints.iter().enumerate() {
             let cond = ep.conditions.clone().unwrap_or_default();
@@ -71,7 +84,8 @@ pub(super) fn resolve(
                                 &FieldPath::parse(&format!("endpoints[{i}].addresses[{j}]")),
                             ),
                             "not an IP",
-                        ),
+                        )
+                        .hint("an endpoint address of an IPv4 or IPv6 slice is an IP address"),
                     );
                     continue;
                 };
@@ -155,13 +169,15 @@ pub(super) fn resolve(
         svc.backend_source = source;
     }
     for ((ns, name), _) in from_slices {
-        sink.push(
-            Diagnostic::warning(
-                Code::UnknownReference,
-                format!("EndpointSlices name Service {ns}/{name}, which is not defined"),
-            )
-            .hint("add the Service, or remove the slices"),
-        );
+        let mut d = Diagnostic::warning(
+            Code::UnknownReference,
+            format!("EndpointSlices name Service {ns}/{name}, which is not defined"),
+        )
+        .hint("add the Service, or remove the slices");
+        if let Some(span) = slice_label.get(&(ns, name)) {
+            d = d.at(*span, "no Service of this name");
+        }
+        sink.push(d);
     }
 }
 

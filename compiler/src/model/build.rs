@@ -10,11 +10,15 @@ use crate::diag::{Code, Diagnostic, Sink};
 use crate::frontend::crd::{self, IntOrString};
 use crate::frontend::{Body, Object};
 use crate::source::{FieldPath, Sources, Span};
+use crate::util::FxHashMap;
 use k8s_openapi::api::core::v1 as core;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString as K8sIntOrString;
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::net::IpAddr;
+
+/// Cilium's limit on the ports of one `toPorts` entry (the CRD's `maxItems`).
+const MAX_CILIUM_PORTS: usize = 40;
 
 /// Settings of the model stage.
 #[derive(Clone, Debug)]
@@ -44,19 +48,62 @@ pub fn objects_to_cluster(
     options: &BuildOptions,
     sink: &mut Sink,
 ) -> Cluster {
-    let mut b = Builder {
-        sources,
-        sink,
-        options,
-        cluster: Cluster {
-            name: options.cluster_name.clone(),
-            ..Cluster::default()
-        },
-        seen: BTreeMap::new(),
-        headless: BTreeSet::new(),
-    };
+    let mut b = Builder::new(sources, options, sink);
     b.run(objects);
     b.cluster
+}
+
+/// Builds the cluster model from objects handed over one at a time, as the frontend decodes
+/// them ([`crate::frontend::for_each_object`]). The result and the diagnostics are those of
+/// [`objects_to_cluster`] on the same objects; the difference is memory: an object whose
+/// kind is modelled on its own (pods, policies, ...) is dropped as soon as it is modelled,
+/// and only Services, endpoints and workloads are kept until [`ClusterBuilder::finish`].
+pub struct ClusterBuilder<'a> {
+    builder: Builder<'a>,
+    deferred: Vec<Object>,
+}
+
+impl<'a> ClusterBuilder<'a> {
+    /// A builder that reports into `sink`.
+    pub fn new(
+        sources: &'a Sources,
+        options: &'a BuildOptions,
+        sink: &'a mut Sink,
+    ) -> ClusterBuilder<'a> {
+        ClusterBuilder {
+            builder: Builder::new(sources, options, sink),
+            deferred: Vec::new(),
+        }
+    }
+
+    /// Checks and models one object (or keeps it for [`ClusterBuilder::finish`]).
+    pub fn add(&mut self, mut obj: Object) {
+        // Grow the pod list in steps of 1/8 rather than doubling it: at 150k pods, doubling
+        // leaves up to 40 MB of unused capacity at the peak of the run.
+        let pods = &mut self.builder.cluster.pods;
+        if matches!(obj.body, Body::Pod(_)) && pods.len() == pods.capacity() {
+            pods.reserve_exact((pods.len() / 8).max(1024));
+        }
+        if self.builder.take(&obj) {
+            // Kept objects wait for every other: give back what decoding over-allocated.
+            if let Body::EndpointSlice(s) = &mut obj.body {
+                s.endpoints.shrink_to_fit();
+            }
+            self.deferred.push(obj);
+        }
+    }
+
+    /// Resolves what needs every object (workloads, Service backends, ...) and returns the
+    /// model.
+    pub fn finish(self) -> Cluster {
+        let ClusterBuilder {
+            mut builder,
+            deferred,
+        } = self;
+        let refs: Vec<&Object> = deferred.iter().collect();
+        builder.finish(&refs);
+        builder.cluster
+    }
 }
 
 pub(super) struct Builder<'a> {
@@ -64,7 +111,9 @@ pub(super) struct Builder<'a> {
     pub(super) sink: &'a mut Sink,
     pub(super) options: &'a BuildOptions,
     pub(super) cluster: Cluster,
-    seen: BTreeMap<(String, String, String), Span>,
+    /// Kind and `namespace/name` (or `name`) of every object so far: one string per object,
+    /// as this map holds every object of a 180k-object dump.
+    seen: FxHashMap<(&'static str, Box<str>), Span>,
     headless: BTreeSet<(String, String)>,
 }
 
@@ -79,54 +128,164 @@ impl At<'_> {
     pub(super) fn field(&self, path: &str) -> Span {
         self.sources.locate(self.span, &FieldPath::parse(path))
     }
+
+    /// The key of the field at `path` (or its value when the path ends in an index).
+    pub(super) fn key(&self, path: &str) -> Span {
+        self.sources.locate_key(self.span, &FieldPath::parse(path))
+    }
+
+    /// The key and the value of the map entry `key` under `path`; the key may contain dots
+    /// (label keys such as `app.kubernetes.io/name`).
+    pub(super) fn entry(&self, path: &str, key: &str) -> (Span, Span) {
+        let p = FieldPath::parse(path).key(key);
+        (
+            self.sources.locate_key(self.span, &p),
+            self.sources.locate(self.span, &p),
+        )
+    }
+}
+
+impl<'a> Builder<'a> {
+    fn new(sources: &'a Sources, options: &'a BuildOptions, sink: &'a mut Sink) -> Builder<'a> {
+        Builder {
+            sources,
+            sink,
+            options,
+            cluster: Cluster {
+                name: options.cluster_name.clone(),
+                ..Cluster::default()
+            },
+            seen: FxHashMap::default(),
+            headless: BTreeSet::new(),
+        }
+    }
 }
 
 impl Builder<'_> {
     fn run(&mut self, objects: &[Object]) {
+        let deferred: Vec<&Object> = objects.iter().filter(|obj| self.take(obj)).collect();
+        self.finish(&deferred);
+    }
+
+    /// Checks one object and models it, unless its kind needs every object first: then it
+    /// returns true and the caller hands it to [`Builder::finish`].
+    fn take(&mut self, obj: &Object) -> bool {
+        let at = At {
+            sources: self.sources,
+            span: obj.span,
+        };
+        // An object with bad metadata (an invalid name, labels, a duplicate) is still
+        // checked, so that all its problems are reported at once, and then left out.
+        let Some(keep) = self.check_meta(obj, at) else {
+            return false;
+        };
+        let lens = self.lens();
+        let defer = match &obj.body {
+            Body::Namespace(ns) => {
+                if keep {
+                    self.namespace(ns, at);
+                }
+                false
+            }
+            Body::Node(n) => {
+                self.node(n, at);
+                false
+            }
+            Body::Pod(p) => {
+                self.pod(p, at);
+                false
+            }
+            Body::Deployment(_)
+            | Body::ReplicaSet(_)
+            | Body::StatefulSet(_)
+            | Body::DaemonSet(_)
+            | Body::Job(_) => self.check_workload(&obj.body, at) && keep,
+            // A Service left out is still checked now; one kept waits for the pods.
+            Body::Service(s) => {
+                if !keep {
+                    let before = self.cluster.services.len();
+                    self.service(s, at);
+                    self.cluster.services.truncate(before);
+                }
+                keep
+            }
+            Body::EndpointSlice(s) => self.check_slice(s, at) && keep,
+            Body::Endpoints(_) => keep,
+            Body::NetworkPolicy(np) => {
+                self.network_policy(np, at);
+                false
+            }
+            Body::CiliumNetworkPolicy(p) => {
+                self.cilium_policy(p, false, at);
+                false
+            }
+            Body::CiliumClusterwideNetworkPolicy(p) => {
+                self.cilium_policy(p, true, at);
+                false
+            }
+            Body::AdminNetworkPolicy(p) => {
+                self.admin_policy(p, AdminTier::Admin, at);
+                false
+            }
+            Body::BaselineAdminNetworkPolicy(p) => {
+                self.admin_policy(p, AdminTier::Baseline, at);
+                false
+            }
+            Body::CiliumIdentity(i) => {
+                self.cilium_identity(i, at);
+                false
+            }
+            Body::CiliumEndpoint(e) => {
+                self.cilium_endpoint(e, at);
+                false
+            }
+        };
+        if !keep {
+            self.truncate(lens);
+        }
+        defer
+    }
+
+    /// Models the objects [`Builder::take`] kept, then everything that needs all objects.
+    fn finish(&mut self, deferred: &[&Object]) {
         let mut workloads = Vec::new();
         let mut slices = Vec::new();
         let mut endpoints = Vec::new();
         let mut services = Vec::new();
-        for obj in objects {
+        for &obj in deferred {
             let at = At {
                 sources: self.sources,
                 span: obj.span,
             };
-            if !self.check_meta(obj, at) {
-                continue;
-            }
             match &obj.body {
-                Body::Namespace(ns) => self.namespace(ns, at),
-                Body::Node(n) => self.node(n, at),
-                Body::Pod(p) => self.pod(p, at),
-                Body::Deployment(_)
-                | Body::ReplicaSet(_)
-                | Body::StatefulSet(_)
-                | Body::DaemonSet(_)
-                | Body::Job(_) => workloads.push(obj),
-                Body::Service(s) => services.push((s, at)),
+                Body::Service(s) => services.push((s, at, true)),
                 Body::EndpointSlice(s) => slices.push((s, at)),
                 Body::Endpoints(e) => endpoints.push((e, at)),
-                Body::NetworkPolicy(np) => self.network_policy(np, at),
-                Body::CiliumNetworkPolicy(p) => self.cilium_policy(p, false, at),
-                Body::CiliumClusterwideNetworkPolicy(p) => self.cilium_policy(p, true, at),
-                Body::AdminNetworkPolicy(p) => self.admin_policy(p, AdminTier::Admin, at),
-                Body::BaselineAdminNetworkPolicy(p) => {
-                    self.admin_policy(p, AdminTier::Baseline, at)
-                }
-                Body::CiliumIdentity(i) => self.cilium_identity(i, at),
-                Body::CiliumEndpoint(e) => self.cilium_endpoint(e, at),
+                _ => workloads.push(obj),
             }
         }
         self.cluster.nodes.sort_by(|a, b| a.name.cmp(&b.name));
         super::workload::expand(self, &workloads);
-        self.cluster
+        // Dumps from the API server list pods in this order already; a stable sort of sorted
+        // input changes nothing, and skipping it saves its scratch copy of every pod.
+        self.cluster.pods.shrink_to_fit();
+        if !self
+            .cluster
             .pods
-            .sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
+            .is_sorted_by(|a, b| (&a.namespace, &a.name) <= (&b.namespace, &b.name))
+        {
+            self.cluster
+                .pods
+                .sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
+        }
         self.assign_pod_ips();
         self.check_pod_ips();
-        for (s, at) in services {
+        for (s, at, keep) in services {
+            let before = self.cluster.services.len();
             self.service(s, at);
+            if !keep {
+                self.cluster.services.truncate(before);
+            }
         }
         self.cluster
             .services
@@ -167,20 +326,47 @@ impl Builder<'_> {
         self.sink.diags.last_mut().expect("just pushed")
     }
 
-    /// Checks metadata common to every object; false when the object must be skipped.
-    fn check_meta(&mut self, obj: &Object, at: At) -> bool {
+    /// The lengths of the model's lists, to undo what one object added.
+    fn lens(&self) -> [usize; 7] {
+        let c = &self.cluster;
+        [
+            c.nodes.len(),
+            c.pods.len(),
+            c.network_policies.len(),
+            c.cilium_policies.len(),
+            c.admin_policies.len(),
+            c.cilium_identities.len(),
+            c.cilium_endpoints.len(),
+        ]
+    }
+
+    /// Removes what was added to the model since `lens`.
+    fn truncate(&mut self, lens: [usize; 7]) {
+        let c = &mut self.cluster;
+        c.nodes.truncate(lens[0]);
+        c.pods.truncate(lens[1]);
+        c.network_policies.truncate(lens[2]);
+        c.cilium_policies.truncate(lens[3]);
+        c.admin_policies.truncate(lens[4]);
+        c.cilium_identities.truncate(lens[5]);
+        c.cilium_endpoints.truncate(lens[6]);
+    }
+
+    /// Checks metadata common to every object: `None` when the object has no name and
+    /// cannot be checked further, `Some(false)` when it is checked but left out of the model.
+    fn check_meta(&mut self, obj: &Object, at: At) -> Option<bool> {
         let kind = obj.body.kind();
         let meta = meta_of(&obj.body);
         let Some(name) = meta.name.clone().filter(|n| !n.is_empty()) else {
-            let span = at.field("metadata");
+            let span = at.key("metadata");
             let d = self.err(
                 Code::MissingField,
                 span,
                 format!("{kind} has no metadata.name"),
-                "name expected here",
+                "no `name` in this metadata",
             );
-            d.hints.push("add `metadata.name`".into());
-            return false;
+            d.hints.push("add `name:` under `metadata:`".into());
+            return None;
         };
         let namespaced = !matches!(
             obj.body,
@@ -211,7 +397,6 @@ impl Builder<'_> {
                 "invalid name",
             );
             d.hints.push(format!("the name must be {rule}"));
-            return false;
         }
         let namespace = if namespaced {
             meta.namespace
@@ -222,35 +407,40 @@ impl Builder<'_> {
         };
         if namespaced && !is_dns_label(&namespace) {
             let span = at.field("metadata.namespace");
-            self.err(
+            let d = self.err(
                 Code::InvalidName,
                 span,
                 format!("namespace `{namespace}` is invalid"),
                 "invalid namespace name",
             );
-            return false;
+            d.hints.push("a namespace name is a DNS-1123 label: at most 63 lower-case letters, digits or '-', starting and ending with a letter or digit".into());
         }
-        let mut ok = self.check_labels(meta.labels.as_ref(), at, "metadata.labels");
-        let key = (kind.to_string(), namespace, name);
+        let namespace_ok = !namespaced || is_dns_label(&namespace);
+        let mut ok = name_ok && namespace_ok;
+        ok &= self.check_labels(meta.labels.as_ref(), at, "metadata.labels");
+        let key = (kind, display_key(&(kind, namespace, name)).into_boxed_str());
         if let Some(first) = self.seen.get(&key).copied() {
             let span = at.field("metadata.name");
             let d = self.err(
                 Code::DuplicateObject,
                 span,
-                format!("{kind} `{}` is defined twice", display_key(&key)),
+                format!("{kind} `{}` is defined twice", key.1),
                 "defined again here",
             );
             d.secondary.push(crate::diag::Label {
                 span: first,
                 message: "first defined here".into(),
             });
-            d.hints
-                .push("remove one of the two definitions, or rename one".into());
+            d.hints.push(if kind == "BaselineAdminNetworkPolicy" {
+                "there is one baseline policy per cluster; merge the rules into one object".into()
+            } else {
+                "remove one of the two definitions, or rename one".into()
+            });
             ok = false;
         } else {
-            self.seen.insert(key, obj.span);
+            self.seen.insert(key, at.field("metadata.name"));
         }
-        ok
+        Some(ok)
     }
 
     fn check_labels(
@@ -262,7 +452,7 @@ impl Builder<'_> {
         let mut ok = true;
         for (k, v) in labels.into_iter().flatten() {
             if let Err(why) = check_label_key(k) {
-                let span = at.field(&format!("{path}.{k}"));
+                let span = at.entry(path, k).0;
                 let d = self.err(
                     Code::InvalidLabel,
                     span,
@@ -273,7 +463,7 @@ impl Builder<'_> {
                 ok = false;
             }
             if let Err(why) = check_label_value(v) {
-                let span = at.field(&format!("{path}.{k}"));
+                let span = at.entry(path, k).1;
                 let d = self.err(
                     Code::InvalidLabel,
                     span,
@@ -331,32 +521,43 @@ impl Builder<'_> {
                     Ok(ip) => addresses.push(ip),
                     Err(_) => {
                         let span = at.field(&format!("status.addresses[{i}].address"));
-                        self.err(
+                        let d = self.err(
                             Code::InvalidCidr,
                             span,
                             format!("node address `{}` is not an IP address", a.address),
                             "not an IP",
                         );
+                        d.hints.push(format!(
+                            "an address of type {} is an IP address; a DNS name has type Hostname",
+                            a.type_
+                        ));
                     }
                 }
             }
         }
         let mut pod_cidrs = Vec::new();
         let spec = n.spec.as_ref();
-        let cidrs = spec
-            .and_then(|s| s.pod_cidrs.clone())
-            .or_else(|| spec.and_then(|s| s.pod_cidr.clone()).map(|c| vec![c]));
+        let plural = spec.and_then(|s| s.pod_cidrs.clone());
+        let listed = plural.is_some();
+        let cidrs = plural.or_else(|| spec.and_then(|s| s.pod_cidr.clone()).map(|c| vec![c]));
         for (i, c) in cidrs.into_iter().flatten().enumerate() {
             match c.parse::<IpNet>() {
                 Ok(net) => pod_cidrs.push(net.trunc()),
                 Err(_) => {
-                    let span = at.field(&format!("spec.podCIDRs[{i}]"));
-                    self.err(
+                    let path = if listed {
+                        format!("spec.podCIDRs[{i}]")
+                    } else {
+                        "spec.podCIDR".to_string()
+                    };
+                    let span = at.field(&path);
+                    let d = self.err(
                         Code::InvalidCidr,
                         span,
                         format!("pod CIDR `{c}` is invalid"),
                         "not a CIDR",
                     );
+                    d.hints
+                        .push("write an address and a prefix length, such as 10.244.1.0/24".into());
                 }
             }
         }
@@ -371,27 +572,40 @@ impl Builder<'_> {
 
     fn pod(&mut self, p: &core::Pod, at: At) {
         let origin = self.origin("Pod", &p.metadata, true, at.span);
-        let spec = p.spec.clone().unwrap_or_default();
-        let Some(ports) = self.container_ports(&spec, at, "spec") else {
-            return;
+        let default_spec;
+        let spec = match &p.spec {
+            Some(spec) => spec,
+            None => {
+                default_spec = core::PodSpec::default();
+                &default_spec
+            }
         };
+        let has_containers = self.require_containers(p.spec.as_ref(), at, "spec");
+        // Checked before the early returns below, so that every problem of the pod is listed.
+        let ports = self.container_ports(spec, at, "spec");
+        let mut bad_ip = false;
         let mut ips = Vec::new();
         let status = p.status.as_ref();
-        let listed: Vec<(String, String)> = match status.and_then(|s| s.pod_ips.as_ref()) {
+        // (address, index in status.podIPs); the field path is only made for a diagnostic.
+        let listed: Vec<(&str, Option<usize>)> = match status.and_then(|s| s.pod_ips.as_ref()) {
             Some(list) if !list.is_empty() => list
                 .iter()
                 .enumerate()
-                .map(|(i, ip)| (ip.ip.clone(), format!("status.podIPs[{i}].ip")))
+                .map(|(i, ip)| (ip.ip.as_str(), Some(i)))
                 .collect(),
             _ => status
-                .and_then(|s| s.pod_ip.clone())
-                .map(|ip| vec![(ip, "status.podIP".to_string())])
+                .and_then(|s| s.pod_ip.as_deref())
+                .map(|ip| vec![(ip, None)])
                 .unwrap_or_default(),
         };
-        for (text, path) in listed {
+        for (text, index) in listed {
             match text.parse::<IpAddr>() {
                 Ok(ip) => ips.push(ip),
                 Err(_) => {
+                    let path = match index {
+                        Some(i) => format!("status.podIPs[{i}].ip"),
+                        None => "status.podIP".to_string(),
+                    };
                     let span = at.field(&path);
                     let d = self.err(
                         Code::InvalidCidr,
@@ -400,10 +614,13 @@ impl Builder<'_> {
                         "not an IP",
                     );
                     d.hints.push("write an IPv4 address such as 10.244.1.5 or an IPv6 address such as fd00::5".into());
-                    return;
+                    bad_ip = true;
                 }
             }
         }
+        let Some(ports) = ports.filter(|_| has_containers && !bad_ip) else {
+            return;
+        };
         ips.sort_by_key(|ip| ip.is_ipv6());
         self.cluster.pods.push(Pod {
             namespace: origin.namespace.clone().unwrap_or_default(),
@@ -429,6 +646,29 @@ impl Builder<'_> {
         });
     }
 
+    /// Checks that a pod spec at `base` has a container, as the API requires. A missing spec
+    /// is accepted: hand-written test inputs often give pods only labels and an IP.
+    pub(super) fn require_containers(
+        &mut self,
+        spec: Option<&core::PodSpec>,
+        at: At,
+        base: &str,
+    ) -> bool {
+        if spec.is_none_or(|s| !s.containers.is_empty()) {
+            return true;
+        }
+        let d = self.err(
+            Code::MissingField,
+            at.key(base),
+            format!("`{base}` has no containers; a pod needs at least one"),
+            "no `containers` here",
+        );
+        d.hints.push(format!(
+            "add `containers:` with at least one `- name: ...` and `image: ...` under `{base}`"
+        ));
+        false
+    }
+
     /// Reads and checks the container ports of a pod spec at `base` (`spec` or `spec.template.spec`).
     pub(super) fn container_ports(
         &mut self,
@@ -441,10 +681,22 @@ impl Builder<'_> {
         let mut names = BTreeSet::new();
         for (ci, c) in spec.containers.iter().enumerate() {
             for (pi, p) in c.ports.iter().flatten().enumerate() {
-                let path = format!("{base}.containers[{ci}].ports[{pi}]");
+                // Made only for a diagnostic: this runs for every port of every pod.
+                let path = || format!("{base}.containers[{ci}].ports[{pi}]");
                 let port = match u16::try_from(p.container_port) {
                     Ok(n) if n > 0 => n,
+                    Ok(0)
+                        if !self.sources.exists(
+                            at.span,
+                            &FieldPath::parse(&format!("{}.containerPort", path())),
+                        ) =>
+                    {
+                        self.missing_port(at, &format!("{}.containerPort", path()));
+                        ok = false;
+                        continue;
+                    }
                     _ => {
+                        let path = path();
                         let span = at.field(&format!("{path}.containerPort"));
                         let d = self.err(
                             Code::PortRange,
@@ -457,12 +709,19 @@ impl Builder<'_> {
                         continue;
                     }
                 };
-                let protocol = match self.protocol(
-                    p.protocol.as_deref(),
-                    at,
-                    &format!("{path}.protocol"),
-                    false,
-                ) {
+                let valid = p
+                    .protocol
+                    .as_deref()
+                    .map_or(Some(Protocol::Tcp), Protocol::parse)
+                    .filter(|pr| *pr != Protocol::Icmp);
+                let protocol = match valid.map(Some).or_else(|| {
+                    self.protocol(
+                        p.protocol.as_deref(),
+                        at,
+                        &format!("{}.protocol", path()),
+                        false,
+                    )
+                }) {
                     Some(Some(pr)) => pr,
                     _ => {
                         ok = false;
@@ -471,7 +730,7 @@ impl Builder<'_> {
                 };
                 if let Some(name) = &p.name {
                     if let Err(why) = check_port_name(name) {
-                        let span = at.field(&format!("{path}.name"));
+                        let span = at.field(&format!("{}.name", path()));
                         let d = self.err(
                             Code::InvalidPortName,
                             span,
@@ -483,12 +742,16 @@ impl Builder<'_> {
                         continue;
                     }
                     if !names.insert(name.clone()) {
-                        let span = at.field(&format!("{path}.name"));
-                        self.err(
+                        let span = at.field(&format!("{}.name", path()));
+                        let d = self.err(
                             Code::InvalidPortName,
                             span,
                             format!("port name `{name}` is used twice in this pod"),
                             "duplicate name",
+                        );
+                        d.hints.push(
+                            "port names must be unique across the containers of a pod; rename one"
+                                .into(),
                         );
                         ok = false;
                         continue;
@@ -543,6 +806,14 @@ impl Builder<'_> {
     }
 
     fn assign_pod_ips(&mut self) {
+        if !self
+            .cluster
+            .pods
+            .iter()
+            .any(|p| p.ips.is_empty() && !p.host_network)
+        {
+            return;
+        }
         let taken: HashSet<IpAddr> = self
             .cluster
             .pods
@@ -557,7 +828,7 @@ impl Builder<'_> {
             .collect();
         let mut cursors: BTreeMap<IpNet, u128> = BTreeMap::new();
         let fallback = self.options.pod_cidr;
-        let mut exhausted = false;
+        let mut exhausted: Option<(Span, usize)> = None;
         for pod in self
             .cluster
             .pods
@@ -577,22 +848,30 @@ impl Builder<'_> {
             let cursor = cursors.entry(net).or_insert(1);
             match next_free(net, cursor, &taken) {
                 Some(ip) => pod.ips.push(ip),
-                None => exhausted = true,
+                None => match (&mut exhausted, pod.origin.span) {
+                    (Some((_, n)), _) => *n += 1,
+                    (None, Some(span)) => exhausted = Some((span, 1)),
+                    (None, None) => {}
+                },
             }
         }
-        if exhausted {
+        if let Some((span, n)) = exhausted {
+            let at = self
+                .sources
+                .locate_key(span, &FieldPath::parse("metadata.name"));
             self.sink.push(
                 Diagnostic::error(
                     Code::PodCidrExhausted,
-                    format!("the pod CIDR {fallback} has no free address for every pod"),
+                    format!("the pod CIDR {fallback} has no free address for {n} pod(s)"),
                 )
+                .at(at, "the first pod without an address comes from here")
                 .hint("give a larger range with --pod-cidr, or pod IPs in the manifests"),
             );
         }
     }
 
     fn check_pod_ips(&mut self) {
-        let mut owner: BTreeMap<IpAddr, usize> = BTreeMap::new();
+        let mut owner: FxHashMap<IpAddr, usize> = FxHashMap::default();
         let mut conflicts = Vec::new();
         for (i, pod) in self
             .cluster
@@ -673,11 +952,15 @@ impl Builder<'_> {
                         "spec.clusterIP".into()
                     };
                     let span = at.field(&path);
-                    self.err(
+                    let d = self.err(
                         Code::InvalidCidr,
                         span,
                         format!("cluster IP `{text}` is not an IP address"),
                         "not an IP",
+                    );
+                    d.hints.push(
+                        "write an IP address, `None` for a headless Service, or leave it out"
+                            .into(),
                     );
                     ok = false;
                 }
@@ -717,12 +1000,14 @@ impl Builder<'_> {
             if let Some(name) = &p.name {
                 if !names.insert(name.clone()) {
                     let span = at.field(&format!("{path}.name"));
-                    self.err(
+                    let d = self.err(
                         Code::InvalidService,
                         span,
                         format!("port name `{name}` is used twice"),
                         "duplicate name",
                     );
+                    d.hints
+                        .push("the ports of a Service need distinct names; rename one".into());
                     ok = false;
                 }
             }
@@ -748,12 +1033,13 @@ impl Builder<'_> {
                     Err(_) => {
                         if let Err(why) = check_port_name(name) {
                             let span = at.field(&format!("{path}.targetPort"));
-                            self.err(
+                            let d = self.err(
                                 Code::InvalidPortName,
                                 span,
                                 format!("targetPort `{name}` is not a valid port name: {why}"),
                                 "invalid name",
                             );
+                            d.hints.push("a targetPort is a number, or the name of a container port: at most 15 lower-case letters, digits or '-'".into());
                             ok = false;
                             continue;
                         }
@@ -792,14 +1078,44 @@ impl Builder<'_> {
                 Ok(ip) => external_ips.push(ip),
                 Err(_) => {
                     let span = at.field(&format!("spec.externalIPs[{i}]"));
-                    self.err(
+                    let d = self.err(
                         Code::InvalidCidr,
                         span,
                         format!("external IP `{text}` is not an IP address"),
                         "not an IP",
                     );
+                    d.hints
+                        .push("write an IP address such as 203.0.113.10".into());
                     ok = false;
                 }
+            }
+        }
+        if service_type == ServiceType::ExternalName
+            && spec.external_name.as_deref().is_none_or(str::is_empty)
+        {
+            let span = at.key("spec.type");
+            let d = self.err(
+                Code::InvalidService,
+                span,
+                "a Service of type ExternalName needs `externalName`",
+                "no externalName",
+            );
+            d.hints
+                .push("add `externalName: <DNS name>` to spec, or use another type".into());
+            ok = false;
+        }
+        if let Some(text) = spec.load_balancer_ip.as_deref().filter(|t| !t.is_empty()) {
+            if text.parse::<IpAddr>().is_err() {
+                let span = at.field("spec.loadBalancerIP");
+                let d = self.err(
+                    Code::InvalidCidr,
+                    span,
+                    format!("loadBalancerIP `{text}` is not an IP address"),
+                    "not an IP",
+                );
+                d.hints
+                    .push("write an IPv4 address such as 203.0.113.10, or remove the field".into());
+                ok = false;
             }
         }
         let lb = s
@@ -807,11 +1123,28 @@ impl Builder<'_> {
             .as_ref()
             .and_then(|st| st.load_balancer.as_ref())
             .and_then(|lb| lb.ingress.as_ref());
-        let load_balancer_ips = lb
-            .into_iter()
-            .flatten()
-            .filter_map(|i| i.ip.as_ref()?.parse().ok())
-            .collect();
+        let mut load_balancer_ips = Vec::new();
+        for (i, ingress) in lb.into_iter().flatten().enumerate() {
+            let Some(text) = ingress.ip.as_deref() else {
+                continue;
+            };
+            match text.parse::<IpAddr>() {
+                Ok(ip) => load_balancer_ips.push(ip),
+                Err(_) => {
+                    let span = at.field(&format!("status.loadBalancer.ingress[{i}].ip"));
+                    let d = self.err(
+                        Code::InvalidCidr,
+                        span,
+                        format!("load-balancer ingress IP `{text}` is not an IP address"),
+                        "not an IP",
+                    );
+                    d.hints.push(
+                        "write an IP address; a DNS name belongs in `hostname`, not `ip`".into(),
+                    );
+                    ok = false;
+                }
+            }
+        }
         if !ok {
             return;
         }
@@ -878,11 +1211,9 @@ impl Builder<'_> {
         let origin = self.origin("NetworkPolicy", &np.metadata, true, at.span);
         let namespace = origin.namespace.clone().unwrap_or_default();
         let spec = np.spec.clone().unwrap_or_default();
-        let mut ok = true;
-        let pod_selector = match self.selector(spec.pod_selector.as_ref(), at, "spec.podSelector") {
-            Some(s) => s,
-            None => return,
-        };
+        // A bad selector does not stop the check: the rules' problems are reported too.
+        let pod_selector = self.selector(spec.pod_selector.as_ref(), at, "spec.podSelector");
+        let mut ok = pod_selector.is_some();
         let mut types = PolicyTypes {
             ingress: true,
             egress: spec.egress.is_some(),
@@ -940,7 +1271,7 @@ impl Builder<'_> {
                 _ => ok = false,
             }
         }
-        if ok {
+        if let (true, Some(pod_selector)) = (ok, pod_selector) {
             self.cluster.network_policies.push(NetworkPolicy {
                 namespace,
                 name: origin.name.clone(),
@@ -974,6 +1305,19 @@ impl Builder<'_> {
                     );
                     d.hints
                         .push("split it into two peers: one ipBlock, one selector".into());
+                    ok = false;
+                    continue;
+                }
+                if block.cidr.is_empty() {
+                    let span = at.key(&format!("{ppath}.ipBlock"));
+                    let d = self.err(
+                        Code::MissingField,
+                        span,
+                        "an ipBlock needs a `cidr`",
+                        "no cidr",
+                    );
+                    d.hints
+                        .push("add `cidr:` such as `10.0.0.0/8` (and `except:` inside it)".into());
                     ok = false;
                     continue;
                 }
@@ -1128,7 +1472,7 @@ impl Builder<'_> {
         if specs_in.is_empty() {
             let d = self.err(
                 Code::MissingField,
-                at.span,
+                at.key("kind"),
                 format!("{kind} has neither `spec` nor `specs`"),
                 "no rules",
             );
@@ -1162,12 +1506,15 @@ impl Builder<'_> {
         base: &str,
     ) -> Option<CiliumSpec> {
         if s.node_selector.is_some() {
-            let span = at.field(&format!("{base}.nodeSelector"));
-            self.warn(
+            let span = at.key(&format!("{base}.nodeSelector"));
+            let d = self.warn(
                 Code::IgnoredField,
                 span,
                 "host policies (nodeSelector) are not modelled; this rule object is skipped",
                 "ignored",
+            );
+            d.hints.push(
+                "pipec compiles pod traffic; enforce host policies with Cilium itself".into(),
             );
             return Some(CiliumSpec {
                 endpoint_selector: impossible_selector(),
@@ -1286,7 +1633,28 @@ impl Builder<'_> {
                 || r.from_requires.is_some()
         };
         if wrong_side {
-            let span = at.field(path);
+            let fields = if ingress {
+                [
+                    ("toEndpoints", r.to_endpoints.is_some()),
+                    ("toCIDR", r.to_cidr.is_some()),
+                    ("toCIDRSet", r.to_cidr_set.is_some()),
+                    ("toEntities", r.to_entities.is_some()),
+                    ("toRequires", r.to_requires.is_some()),
+                ]
+            } else {
+                [
+                    ("fromEndpoints", r.from_endpoints.is_some()),
+                    ("fromCIDR", r.from_cidr.is_some()),
+                    ("fromCIDRSet", r.from_cidr_set.is_some()),
+                    ("fromEntities", r.from_entities.is_some()),
+                    ("fromRequires", r.from_requires.is_some()),
+                ]
+            };
+            let first = fields.iter().find(|(_, set)| *set).map(|(f, _)| *f);
+            let span = match first {
+                Some(f) => at.key(&format!("{path}.{f}")),
+                None => at.field(path),
+            };
             let (other, this) = if ingress {
                 ("to", "from")
             } else {
@@ -1385,12 +1753,15 @@ impl Builder<'_> {
             ("toNodes", r.to_nodes.is_some() || r.from_nodes.is_some()),
         ] {
             if present {
-                let span = at.field(path);
-                self.warn(
+                let span = at.key(&format!("{path}.{field}"));
+                let d = self.warn(
                     Code::IgnoredField,
                     span,
                     format!("`{field}`-style peers are not modelled; they match nothing"),
                     "ignored peer",
+                );
+                d.hints.push(
+                    "the rule allows less than in Cilium; use toCIDR or toEndpoints peers where possible".into(),
                 );
             }
         }
@@ -1408,6 +1779,21 @@ impl Builder<'_> {
         for (i, pr) in r.to_ports.iter().flatten().enumerate() {
             let ppath = format!("{path}.toPorts[{i}]");
             let mut ports = Vec::new();
+            let count = pr.ports.as_ref().map_or(0, Vec::len);
+            if count > MAX_CILIUM_PORTS {
+                let span = at.key(&format!("{ppath}.ports"));
+                let d = self.err(
+                    Code::PortRange,
+                    span,
+                    format!("{count} ports in one toPorts entry; Cilium allows at most {MAX_CILIUM_PORTS}"),
+                    "too many ports",
+                );
+                d.hints.push(
+                    "split the ports over several `toPorts` entries, or use `endPort` ranges"
+                        .into(),
+                );
+                ok = false;
+            }
             for (j, pp) in pr.ports.iter().flatten().enumerate() {
                 let pppath = format!("{ppath}.ports[{j}]");
                 let Some(protocol) = self.protocol(
@@ -1608,11 +1994,14 @@ impl Builder<'_> {
             let mut out = Vec::new();
             if rules.as_ref().is_some_and(|r| r.len() > 100) {
                 let span = at.field(&format!("spec.{section}"));
-                self.err(
+                let d = self.err(
                     Code::WrongType,
                     span,
                     format!("more than 100 {section} rules"),
                     "too many rules",
+                );
+                d.hints.push(
+                    "the API allows at most 100 rules per direction; split the policy".into(),
                 );
                 ok = false;
             }
@@ -1660,6 +2049,20 @@ impl Builder<'_> {
             ("Allow", _) => AdminAction::Allow,
             ("Deny", _) => AdminAction::Deny,
             ("Pass", AdminTier::Admin) => AdminAction::Pass,
+            ("Pass", AdminTier::Baseline) => {
+                let span = at.field(&format!("{path}.action"));
+                let d = self.err(
+                    Code::InvalidAction,
+                    span,
+                    "`Pass` is not allowed in a BaselineAdminNetworkPolicy",
+                    "expected Allow or Deny",
+                );
+                d.hints.push(
+                    "Pass hands the decision to NetworkPolicies, which the baseline tier already comes after; use Allow or Deny".into(),
+                );
+                ok = false;
+                AdminAction::Deny
+            }
             (other, _) => {
                 let span = at.field(&format!("{path}.action"));
                 let allowed: &[&str] = if tier == AdminTier::Admin {
@@ -1714,22 +2117,31 @@ impl Builder<'_> {
             .count();
             if set != 1 {
                 let span = at.field(&ppath);
-                self.err(
+                let d = self.err(
                     Code::WrongType,
                     span,
                     "a peer needs exactly one of namespaces, pods, nodes, networks",
                     "invalid peer",
                 );
+                d.hints.push(if set == 0 {
+                    "add one of `namespaces`, `pods`, `nodes` or `networks`".into()
+                } else {
+                    "split it into several peers, one field each; peers of a rule are ORed".into()
+                });
                 ok = false;
                 continue;
             }
             if ingress && (p.nodes.is_some() || p.networks.is_some()) {
                 let span = at.field(&ppath);
-                self.err(
+                let d = self.err(
                     Code::WrongType,
                     span,
                     "`nodes` and `networks` peers are only allowed in egress rules",
                     "egress-only peer",
+                );
+                d.hints.push(
+                    "move the peer to an `egress` rule's `to`, or select pods or namespaces here"
+                        .into(),
                 );
                 ok = false;
                 continue;
@@ -1784,11 +2196,15 @@ impl Builder<'_> {
                     .count();
                     if set != 1 {
                         let span = at.field(&ppath);
-                        self.err(
+                        let d = self.err(
                             Code::WrongType,
                             span,
                             "a port needs exactly one of portNumber, namedPort, portRange",
                             "invalid port",
+                        );
+                        d.hints.push(
+                            "write each port as its own list item with one of the three fields"
+                                .into(),
                         );
                         ok = false;
                         continue;
@@ -1861,7 +2277,18 @@ impl Builder<'_> {
     fn cilium_identity(&mut self, i: &crd::CiliumIdentity, at: At) {
         let name = i.metadata.name.clone().unwrap_or_default();
         let id = match name.parse::<u32>() {
-            Ok(n) if (256..(1 << 24)).contains(&n) || (n >= (1 << 24)) => n,
+            Ok(n) if n >= 256 => n,
+            Ok(n) => {
+                let span = at.field("metadata.name");
+                let d = self.err(
+                    Code::InvalidIdentity,
+                    span,
+                    format!("CiliumIdentity {n} is a reserved identity"),
+                    "reserved (below 256)",
+                );
+                d.hints.push("identities below 256 are Cilium's reserved identities (host, world, ...), which Cilium never stores as CiliumIdentity objects; use a number of 256 or above".into());
+                return;
+            }
             _ => {
                 let span = at.field("metadata.name");
                 let d = self.err(
@@ -1877,12 +2304,14 @@ impl Builder<'_> {
         let labels = i.security_labels.clone().unwrap_or_default();
         if labels.is_empty() {
             let span = at.field("metadata.name");
-            self.err(
+            let d = self.err(
                 Code::InvalidIdentity,
                 span,
                 format!("CiliumIdentity {id} has no security-labels"),
                 "no labels",
             );
+            d.hints
+                .push("add `security-labels:` with the labels the identity stands for".into());
             return;
         }
         let origin = self.origin("CiliumIdentity", &i.metadata, false, at.span);
@@ -1920,7 +2349,9 @@ impl Builder<'_> {
     fn finish_namespaces(&mut self) {
         let mut used: BTreeMap<String, Option<Span>> = BTreeMap::new();
         for p in &self.cluster.pods {
-            used.entry(p.namespace.clone()).or_insert(p.origin.span);
+            if !used.contains_key(&p.namespace) {
+                used.insert(p.namespace.clone(), p.origin.span);
+            }
         }
         for s in &self.cluster.services {
             used.entry(s.namespace.clone()).or_insert(s.origin.span);
@@ -1994,8 +2425,112 @@ impl Builder<'_> {
             if let Some(span) = span {
                 d = d.at(span, "second baseline");
             }
-            self.sink.push(d);
+            self.sink
+                .push(d.hint("merge the rules into the one policy named `default`"));
         }
+    }
+}
+
+// Checks of kinds that are used later in the run (workloads, EndpointSlices).
+impl Builder<'_> {
+    /// Checks a workload before it is expanded: a pod template with containers, and a
+    /// selector that selects the template's pods (the API server rejects a workload whose
+    /// selector "does not match template labels").
+    fn check_workload(&mut self, body: &Body, at: At) -> bool {
+        let (kind, selector, template) = match body {
+            Body::Deployment(d) => match &d.spec {
+                Some(s) => ("Deployment", Some(&s.selector), Some(&s.template)),
+                None => return true,
+            },
+            Body::ReplicaSet(r) => match &r.spec {
+                Some(s) => ("ReplicaSet", Some(&s.selector), s.template.as_ref()),
+                None => return true,
+            },
+            Body::StatefulSet(s) => match &s.spec {
+                Some(s) => ("StatefulSet", Some(&s.selector), Some(&s.template)),
+                None => return true,
+            },
+            Body::DaemonSet(d) => match &d.spec {
+                Some(s) => ("DaemonSet", Some(&s.selector), Some(&s.template)),
+                None => return true,
+            },
+            // A Job's selector is generated by the API server unless manualSelector is set.
+            Body::Job(j) => match &j.spec {
+                Some(s) => ("Job", s.selector.as_ref(), Some(&s.template)),
+                None => return true,
+            },
+            _ => return true,
+        };
+        let Some(template) = template else {
+            return true;
+        };
+        let mut ok = self.require_containers(template.spec.as_ref(), at, "spec.template.spec");
+        let labels = template
+            .metadata
+            .as_ref()
+            .and_then(|m| m.labels.clone())
+            .unwrap_or_default();
+        ok &= self.check_labels(Some(&labels), at, "spec.template.metadata.labels");
+        if let Some(sel) = selector {
+            let empty = sel.match_labels.as_ref().is_none_or(BTreeMap::is_empty)
+                && sel.match_expressions.as_ref().is_none_or(Vec::is_empty);
+            match self.selector(Some(sel), at, "spec.selector") {
+                None => ok = false,
+                Some(_) if empty && kind != "Job" => {
+                    let span = at.key("spec.selector");
+                    let d = self.err(
+                        Code::InvalidSelector,
+                        span,
+                        format!("{kind} selector is empty"),
+                        "selects nothing in particular",
+                    );
+                    d.hints.push(format!(
+                        "a {kind} needs a non-empty selector; copy the template's labels into `spec.selector.matchLabels`"
+                    ));
+                    ok = false;
+                }
+                Some(s) if !s.matches(&labels) => {
+                    let span = at.key("spec.selector");
+                    let d = self.err(
+                        Code::InvalidSelector,
+                        span,
+                        format!("{kind} selector does not match template labels"),
+                        "this selector",
+                    );
+                    d.secondary.push(crate::diag::Label {
+                        span: at.key("spec.template.metadata.labels"),
+                        message: "does not select these labels".into(),
+                    });
+                    d.hints.push(
+                        "make every `matchLabels` entry of the selector a label of the template"
+                            .into(),
+                    );
+                    ok = false;
+                }
+                Some(_) => {}
+            }
+        }
+        ok
+    }
+
+    /// Checks the fields of an EndpointSlice that backends rely on.
+    fn check_slice(&mut self, s: &k8s_openapi::api::discovery::v1::EndpointSlice, at: At) -> bool {
+        const TYPES: [&str; 3] = ["IPv4", "IPv6", "FQDN"];
+        if TYPES.contains(&s.address_type.as_str()) {
+            return true;
+        }
+        let span = at.field("addressType");
+        let d = self.err(
+            Code::WrongType,
+            span,
+            format!("unknown EndpointSlice addressType `{}`", s.address_type),
+            "expected IPv4, IPv6 or FQDN",
+        );
+        match crate::util::closest(&s.address_type, TYPES) {
+            Some(t) => d.hints.push(format!("did you mean `{t}`?")),
+            None => d.hints.push("use IPv4, IPv6 or FQDN".into()),
+        }
+        false
     }
 }
 
@@ -2031,19 +2566,46 @@ impl Builder<'_> {
                         format!("unknown selector operator `{other}`"),
                         "expected In, NotIn, Exists or DoesNotExist",
                     );
-                    if let Some(s) =
-                        crate::util::closest(other, ["In", "NotIn", "Exists", "DoesNotExist"])
+                    match crate::util::closest(other, ["In", "NotIn", "Exists", "DoesNotExist"])
                     {
-                        d.hints.push(format!("did you mean `{s}`?"));
+                        Some(s) => d.hints.push(format!("did you mean `{s}`?")),
+                        None => d.hints.push(
+                            "use `In` or `NotIn` with values, or `Exists` or `DoesNotExist` without; for equality, write `operator: In` and one value".into(),
+                        ),
                     }
                     ok = false;
                     continue;
                 }
             };
+            let bare_key = e.key.split_once(':').map(|(_, k)| k).unwrap_or(&e.key);
+            if let Err(why) = check_label_key(bare_key) {
+                let span = at.field(&format!("{epath}.key"));
+                let d = self.err(
+                    Code::InvalidLabel,
+                    span,
+                    format!("selector key `{}` is invalid: {why}", e.key),
+                    "invalid key",
+                );
+                d.hints.push("a key is an optional DNS prefix and '/', then at most 63 letters, digits, '-', '_' or '.', starting and ending with a letter or digit".into());
+                ok = false;
+            }
+            for (vi, v) in e.values.iter().flatten().enumerate() {
+                if let Err(why) = check_label_value(v) {
+                    let span = at.field(&format!("{epath}.values[{vi}]"));
+                    let d = self.err(
+                        Code::InvalidLabel,
+                        span,
+                        format!("selector value `{v}` is invalid: {why}"),
+                        "invalid value",
+                    );
+                    d.hints.push("a label value is empty or at most 63 letters, digits, '-', '_' or '.', starting and ending with a letter or digit; a value with any other character matches no label".into());
+                    ok = false;
+                }
+            }
             let values: BTreeSet<String> = e.values.iter().flatten().cloned().collect();
             let needs_values = matches!(operator, Operator::In | Operator::NotIn);
             if needs_values && values.is_empty() {
-                let span = at.field(&epath);
+                let span = at.field(&format!("{epath}.operator"));
                 let d = self.err(
                     Code::InvalidSelector,
                     span,
@@ -2091,13 +2653,19 @@ impl Builder<'_> {
         for (k, v) in labels.into_iter().flatten() {
             let bare = k.split_once(':').map(|(_, rest)| rest).unwrap_or(k);
             if let Err(why) = check_label_key(bare).and_then(|_| check_label_value(v)) {
-                let span = at.field(&format!("{path}.{k}"));
-                self.err(
+                let (key_span, value_span) = at.entry(path, k);
+                let span = if check_label_key(bare).is_err() {
+                    key_span
+                } else {
+                    value_span
+                };
+                let d = self.err(
                     Code::InvalidLabel,
                     span,
                     format!("selector label `{k}: {v}` is invalid: {why}"),
                     "invalid label",
                 );
+                d.hints.push("label keys and values are at most 63 letters, digits, '-', '_' or '.', starting and ending with a letter or digit; such a selector could match no pod".into());
                 ok = false;
             }
         }
@@ -2183,6 +2751,11 @@ impl Builder<'_> {
     }
 
     fn port_number(&mut self, n: i64, at: At, path: &str) -> Option<u16> {
+        // Required port fields that are absent decode as 0.
+        if n == 0 && !self.sources.exists(at.span, &FieldPath::parse(path)) {
+            self.missing_port(at, path);
+            return None;
+        }
         match u16::try_from(n) {
             Ok(p) if p > 0 => Some(p),
             _ => {
@@ -2197,6 +2770,19 @@ impl Builder<'_> {
                 None
             }
         }
+    }
+
+    fn missing_port(&mut self, at: At, path: &str) {
+        let (parent, field) = path.rsplit_once('.').unwrap_or(("", path));
+        let span = at.field(parent);
+        let d = self.err(
+            Code::MissingField,
+            span,
+            format!("`{path}` is missing"),
+            format!("no `{field}` here"),
+        );
+        d.hints
+            .push(format!("add `{field}:` with a number from 1 to 65535"));
     }
 
     fn port_name(&mut self, name: &str, at: At, path: &str) -> Option<PortRef> {
@@ -2269,6 +2855,7 @@ fn rule_ref(
         index,
         name,
         path: FieldPath::parse(path),
+        span: None,
     }
 }
 
@@ -2293,7 +2880,7 @@ fn meta_of(body: &Body) -> &ObjectMeta {
     }
 }
 
-fn display_key(key: &(String, String, String)) -> String {
+fn display_key(key: &(&str, String, String)) -> String {
     if key.1.is_empty() {
         key.2.clone()
     } else {

@@ -15,6 +15,7 @@
 
 pub mod backends;
 pub mod build;
+pub mod pipe;
 pub mod selector;
 pub mod text;
 pub mod workload;
@@ -139,6 +140,21 @@ pub struct RuleRef {
     /// Path of the rule inside the object, such as `spec.ingress[1]`.
     #[serde(skip)]
     pub path: FieldPath,
+    /// The rule's own text, for sources that are not YAML (`.pipe` files); when set it is
+    /// used instead of locating `path` in the object.
+    #[serde(skip)]
+    pub span: Option<Span>,
+}
+
+impl RuleRef {
+    /// Where the rule is written: its own span, or its path located in its object.
+    pub fn location(&self, sources: &crate::source::Sources) -> Option<Span> {
+        self.span.or_else(|| {
+            self.origin
+                .span
+                .map(|object| sources.locate(object, &self.path))
+        })
+    }
 }
 
 /// Index of a pod in [`Cluster::pods`].
@@ -620,6 +636,10 @@ pub enum AdminAction {
     Deny,
     /// Skip the rest of the admin tier; NetworkPolicy decides.
     Pass,
+    /// Record the connection and go on with the next rule (`.pipe` only): never decides.
+    Log,
+    /// Allow at L4 and redirect to the L7 proxy, skipping the lower tiers (`.pipe` only).
+    Redirect,
 }
 
 /// The subject of an admin policy.
@@ -654,6 +674,13 @@ pub enum AdminPeer {
     Networks(Vec<CidrPeer>),
     /// A Cilium entity (from `.pipe`).
     Entity(Entity),
+    /// The backends of a Service (from `.pipe`); policy sees the backend after DNAT.
+    Service {
+        /// Namespace of the Service.
+        namespace: String,
+        /// Name of the Service.
+        name: String,
+    },
 }
 
 /// A port of an admin rule.

@@ -375,6 +375,7 @@ pub fn describe_admin_rule(r: &AdminRule) -> String {
                     .join(",")
             ),
             AdminPeer::Entity(e) => format!("entity {e:?}"),
+            AdminPeer::Service { namespace, name } => format!("service {namespace}/{name}"),
         })
         .collect::<Vec<_>>()
         .join(" | ");

@@ -287,11 +287,16 @@ fn cnp_rule(out: &mut String, r: &RuleSpec, dir: &str, l7: bool) {
     if !eps.is_empty() {
         line(out, format!("{dir}Endpoints: [{}]", eps.join(", ")));
     }
+    // Entities go in one list: a key may appear only once in a YAML mapping.
+    let mut entities = Vec::new();
     if r.peers.iter().any(|p| matches!(p, PeerSpec::World)) {
-        line(out, format!("{dir}Entities: [world]"));
+        entities.push("world");
     }
     if r.peers.iter().any(|p| matches!(p, PeerSpec::Namespace(_))) {
-        line(out, format!("{dir}Entities: [cluster]"));
+        entities.push("cluster");
+    }
+    if !entities.is_empty() {
+        line(out, format!("{dir}Entities: [{}]", entities.join(", ")));
     }
     if let Some(PeerSpec::IpBlock(k)) = r.peers.iter().find(|p| matches!(p, PeerSpec::IpBlock(_))) {
         let cidr = if *k % 2 == 0 {

@@ -1,5 +1,12 @@
-//! The single integration-test binary of `pipec`; each module tests one area.
+//! The one integration test binary of pipec: each module is one suite.
 
+mod bad_error_messages;
+mod conformance;
+mod diagnostics;
 mod mag_gen;
 mod mag_incremental;
 mod mag_starwars;
+mod pipe_policies;
+mod semantics_props;
+mod snapshots;
+mod trace;

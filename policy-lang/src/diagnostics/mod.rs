@@ -237,7 +237,14 @@ fn severity_word(s: Severity) -> &'static str {
 /// Writes diagnostics to standard error, in colour when it is a terminal that wants it.
 pub fn emit_to_stderr(diags: &[Diagnostic], files: &SourceSet) -> std::io::Result<()> {
     use term::termcolor::{ColorChoice, StandardStream};
-    let stream = StandardStream::stderr(ColorChoice::Auto);
+    // termcolor's `Auto` looks only at TERM and NO_COLOR; escape codes must not reach a
+    // file or a pipe, so the terminal check is made here.
+    let choice = if std::io::IsTerminal::is_terminal(&std::io::stderr()) {
+        ColorChoice::Auto
+    } else {
+        ColorChoice::Never
+    };
+    let stream = StandardStream::stderr(choice);
     let mut lock = stream.lock();
     let styles = term::Styles::default();
     let mut writer = term::StylesWriter::new(&mut lock, &styles);

@@ -1,0 +1,72 @@
+//! `pipec compile --emit STAGE`: the stable text of one stage.
+
+use crate::{output, Format, InputArgs};
+use clap::{Args, ValueEnum};
+use pipec::driver;
+use pipec::identity;
+use pipec::lower;
+use pipec::mag;
+use pipec::model::text as model_text;
+use std::process::ExitCode;
+
+/// The stages `compile` can print.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Emit {
+    /// The validated cluster model.
+    Model,
+    /// Security identities and the ipcache.
+    Identities,
+    /// The match-action graph of one node (`--node`).
+    Mag,
+    /// The match-action graph as Graphviz DOT.
+    Dot,
+}
+
+/// Arguments of `pipec compile`.
+#[derive(Args, Debug)]
+pub struct CompileArgs {
+    #[command(flatten)]
+    input: InputArgs,
+    /// Which stage to print.
+    #[arg(long, value_enum)]
+    emit: Emit,
+    /// Output format.
+    #[arg(short = 'o', long = "output", value_enum, default_value_t = Format::Text)]
+    format: Format,
+    /// The node to compile for (its addresses are `host` in the ipcache).
+    #[arg(long)]
+    node: Option<String>,
+}
+
+/// Runs `pipec compile`.
+pub fn run(args: &CompileArgs) -> anyhow::Result<ExitCode> {
+    let loaded = driver::load(&args.input.inputs, &args.input.build_options());
+    loaded.emit_to_stderr();
+    if loaded.has_errors() {
+        return Ok(ExitCode::from(1));
+    }
+    match args.emit {
+        Emit::Model => output::print(args.format, &loaded.cluster, || {
+            model_text::cluster_to_text(&loaded.cluster)
+        })?,
+        Emit::Identities => {
+            let ids = identity::cluster_to_identities(&loaded.cluster, args.node.as_deref());
+            output::print(args.format, &ids, || {
+                identity::text::identities_to_text(&loaded.cluster, &ids)
+            })?
+        }
+        Emit::Mag | Emit::Dot => {
+            let lowered = lower::cluster_to_mag(&loaded.cluster, args.node.as_deref());
+            if let Err(e) = mag::validate(&lowered.mag) {
+                anyhow::bail!("internal compiler error: lowering made an invalid graph: {e}");
+            }
+            let text = if args.emit == Emit::Mag {
+                mag::text::mag_to_text(&lowered.mag)
+            } else {
+                mag::dot::mag_to_dot(&lowered.mag)
+            };
+            output::print(args.format, &text, || text.clone())?
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}

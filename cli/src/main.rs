@@ -1,0 +1,103 @@
+//! The `pipec` command line: one subcommand per job, kubectl's output habits.
+//!
+//! Exit codes: 0 success; 1 the input has errors or a check failed (conformance, trace
+//! disagreement); 2 the command line itself is wrong (clap's own code).
+
+#![allow(
+    clippy::print_stdout,
+    reason = "printing results is the command line's job"
+)]
+
+mod check;
+mod compile;
+mod conformance;
+mod fmt;
+mod output;
+mod trace;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use ipnet::IpNet;
+use pipec::model::build::BuildOptions;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+/// pipec compiles Kubernetes networking intent into a DPU packet pipeline.
+#[derive(Parser, Debug)]
+#[command(name = "pipec", version, about, long_about = None)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Checks inputs and reports every problem found.
+    Check(check::CheckArgs),
+    /// Compiles inputs and prints one stage's representation.
+    Compile(compile::CompileArgs),
+    /// Shows the verdict for one connection and the rules that decided it.
+    Trace(trace::TraceArgs),
+    /// Runs a directory of conformance cases through every engine.
+    Conformance(conformance::ConformanceArgs),
+    /// Formats `.pipe` policy files canonically.
+    Fmt(fmt::FmtArgs),
+}
+
+/// Output format, as kubectl's `-o`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum)]
+pub enum Format {
+    /// Human-readable tables.
+    #[default]
+    Text,
+    /// JSON.
+    Json,
+    /// YAML.
+    Yaml,
+}
+
+/// Options shared by every command that reads manifests.
+#[derive(Args, Debug, Clone)]
+pub struct InputArgs {
+    /// Manifest files or directories (YAML or JSON; `kubectl get -o yaml|json` output works).
+    #[arg(required = true)]
+    pub inputs: Vec<PathBuf>,
+    /// Where pods without an IP get one.
+    #[arg(long, default_value = "10.244.0.0/16")]
+    pub pod_cidr: IpNet,
+    /// Where services without a cluster IP get one.
+    #[arg(long, default_value = "10.96.0.0/12")]
+    pub service_cidr: IpNet,
+    /// Cluster name, for Cilium's cluster label.
+    #[arg(long, default_value = "default")]
+    pub cluster_name: String,
+}
+
+impl InputArgs {
+    /// The model-stage options these arguments give.
+    pub fn build_options(&self) -> BuildOptions {
+        BuildOptions {
+            pod_cidr: self.pod_cidr,
+            service_cidr: self.service_cidr,
+            cluster_name: self.cluster_name.clone(),
+        }
+    }
+}
+
+/// Runs the command line.
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Check(a) => check::run(&a),
+        Command::Compile(a) => compile::run(&a),
+        Command::Trace(a) => trace::run(&a),
+        Command::Conformance(a) => conformance::run(&a),
+        Command::Fmt(a) => fmt::run(&a),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}

@@ -1,0 +1,136 @@
+//! The `pipec` binary as a user runs it: exit codes, where diagnostics point, and the
+//! README's main command.
+
+use std::process::{Command, Output};
+
+/// Runs the binary from the repository root, as the README does.
+fn pipec(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_pipec"))
+        .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
+        .args(args)
+        .output()
+        .expect("run pipec")
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+const BAD: &str = "compiler/tests/it/bad_input/14-port-out-of-range.yaml";
+
+#[test]
+fn check_exits_1_and_points_at_file_line_column() {
+    let out = pipec(&["check", BAD]);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = text(&out.stderr);
+    assert!(stderr.contains(&format!("┌─ {BAD}:")), "{stderr}");
+    assert!(stderr.contains("error[E0109]"), "{stderr}");
+    assert!(
+        !stderr.contains('\u{1b}'),
+        "no colour escapes when stderr is not a terminal"
+    );
+}
+
+#[test]
+fn check_reports_every_file_of_a_run() {
+    let out = pipec(&[
+        "check",
+        BAD,
+        "compiler/tests/it/bad_input/11-invalid-cidr.yaml",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = text(&out.stderr);
+    assert!(stderr.contains("14-port-out-of-range.yaml:"), "{stderr}");
+    assert!(stderr.contains("11-invalid-cidr.yaml:"), "{stderr}");
+}
+
+#[test]
+fn check_accepts_the_example() {
+    let out = pipec(&["check", "examples/starwars"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+}
+
+#[test]
+fn the_readme_trace_allows_the_tiefighter_and_denies_the_xwing() {
+    let args = |from: &'static str| {
+        [
+            "trace",
+            "examples/starwars",
+            "--from",
+            from,
+            "--to",
+            "svc:default/deathstar",
+            "--port",
+            "80/TCP",
+        ]
+    };
+    let tie = pipec(&args("default/tiefighter"));
+    assert_eq!(tie.status.code(), Some(0), "{}", text(&tie.stderr));
+    assert!(
+        text(&tie.stdout).contains("verdict  ALLOW"),
+        "{}",
+        text(&tie.stdout)
+    );
+    let xwing = pipec(&args("default/xwing"));
+    assert_eq!(
+        xwing.status.code(),
+        Some(0),
+        "a trace that ran exits 0 whatever the verdict"
+    );
+    let stdout = text(&xwing.stdout);
+    assert!(stdout.contains("verdict  DENY"), "{stdout}");
+    assert!(
+        stdout.contains("CiliumNetworkPolicy/default/rule1"),
+        "{stdout}"
+    );
+}
+
+#[test]
+fn trace_with_an_unknown_pod_is_an_error() {
+    let out = pipec(&[
+        "trace",
+        "examples/starwars",
+        "--from",
+        "default/nobody",
+        "--to",
+        "default/xwing",
+        "--port",
+        "80",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("nobody"),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+#[test]
+fn conformance_passes_the_shared_cases_and_ends_with_the_count_line() {
+    let out = pipec(&["conformance", "../shared/conformance"]);
+    let stdout = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}{}", text(&out.stderr));
+    let last = stdout.lines().last().unwrap_or_default();
+    assert!(last.ends_with(" passed, 0 failed"), "{last}");
+}
+
+#[test]
+fn fmt_check_fails_on_unformatted_input_and_leaves_it_alone() {
+    let dir = std::env::temp_dir().join(format!("pipec-fmt-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let file = dir.join("p.pipe");
+    let messy = "policy \"a\"   priority 3 {\n subject namespaces {};\n}\n";
+    std::fs::write(&file, messy).expect("write");
+    let path = file.to_str().expect("utf-8 path");
+    let check = pipec(&["fmt", "--check", path]);
+    assert_eq!(check.status.code(), Some(1));
+    assert_eq!(std::fs::read_to_string(&file).expect("read"), messy);
+    let fmt = pipec(&["fmt", path]);
+    assert_eq!(fmt.status.code(), Some(0), "{}", text(&fmt.stderr));
+    assert_eq!(
+        pipec(&["fmt", "--check", path]).status.code(),
+        Some(0),
+        "formatting is idempotent"
+    );
+    std::fs::remove_dir_all(&dir).ok();
+}

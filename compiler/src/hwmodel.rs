@@ -1,0 +1,287 @@
+//! An executable model of the cnxk NPC flow table: the hardware half of engine `hw`.
+//!
+//! # What the model says
+//!
+//! The NPC is one flat TCAM per SoC. Rules sit in priority levels (0 is the highest); a
+//! packet is looked up against the rules of its port and direction, level by level, and
+//! the first level with a matching rule decides. A packet that no rule matches takes the
+//! port's default path (normal receive, into the software pipeline): [`Lookup::Default`].
+//!
+//! Within one level the device orders rules by the MCAM index it happened to allocate, and
+//! the rte_flow specification leaves the outcome of overlapping same-level rules
+//! undefined. The model therefore refuses ([`TcamError::Ambiguous`]) any slice where two
+//! rules of the same level overlap and do different things: if it loads, every lookup has
+//! one answer, whatever order the device chose.
+
+use crate::backend::{Direction, HwAction, HwRule, PacketField, PlanSlice};
+use std::collections::BTreeMap;
+use std::fmt;
+
+/// A packet as the hardware sees it: header field values; a missing field is a missing
+/// header (a packet without a TCP header has no `l4.dport` for a TCP rule).
+pub type HwPacket = BTreeMap<PacketField, u128>;
+
+/// Why a slice cannot be loaded into the model.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum TcamError {
+    /// A rule asks for a level the table does not have.
+    #[error("rule {rule} is at level {level}, but the table has {levels} levels")]
+    LevelOutOfRange {
+        /// The rule id.
+        rule: u32,
+        /// Its level.
+        level: u32,
+        /// The levels configured.
+        levels: u32,
+    },
+    /// Two overlapping rules of one level have different actions: the device's order
+    /// between them is undefined.
+    #[error("rules {a} and {b} overlap at level {level} with different actions (order undefined on the device)")]
+    Ambiguous {
+        /// The level.
+        level: u32,
+        /// The first rule id.
+        a: u32,
+        /// The second rule id.
+        b: u32,
+    },
+    /// More rules than entries.
+    #[error("{rules} rules do not fit in {entries} entries")]
+    Full {
+        /// The rules asked for.
+        rules: usize,
+        /// The entries available.
+        entries: u64,
+    },
+}
+
+/// The outcome of one lookup.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Lookup<'a> {
+    /// A rule matched.
+    Hit(&'a HwRule),
+    /// Nothing matched: the port's default path.
+    Default,
+}
+
+impl Lookup<'_> {
+    /// Whether the hardware dropped the packet.
+    pub fn drops(&self) -> bool {
+        matches!(self, Lookup::Hit(r) if r.actions.contains(&HwAction::Drop))
+    }
+}
+
+/// A loaded flow table.
+#[derive(Clone, Debug)]
+pub struct Tcam {
+    levels: u32,
+    /// Rules sorted by (level, id).
+    rules: Vec<HwRule>,
+}
+
+impl Tcam {
+    /// Loads a slice into a table with `levels` priority levels and `entries` entries.
+    pub fn load(slice: &PlanSlice, levels: u32, entries: Option<u64>) -> Result<Tcam, TcamError> {
+        if let Some(entries) = entries {
+            if slice.rules.len() as u64 > entries {
+                return Err(TcamError::Full {
+                    rules: slice.rules.len(),
+                    entries,
+                });
+            }
+        }
+        for r in &slice.rules {
+            if r.level >= levels {
+                return Err(TcamError::LevelOutOfRange {
+                    rule: r.id,
+                    level: r.level,
+                    levels,
+                });
+            }
+        }
+        let mut rules = slice.rules.clone();
+        rules.sort_by_key(|r| (r.level, r.id));
+        if let Some((level, a, b)) = first_conflict(&rules) {
+            return Err(TcamError::Ambiguous { level, a, b });
+        }
+        Ok(Tcam { levels, rules })
+    }
+
+    /// The levels configured.
+    pub fn levels(&self) -> u32 {
+        self.levels
+    }
+
+    /// The rules, by level then id.
+    pub fn rules(&self) -> &[HwRule] {
+        &self.rules
+    }
+
+    /// Looks a packet up: the first matching rule by level, or the default path.
+    pub fn lookup(&self, port: u16, direction: Direction, packet: &HwPacket) -> Lookup<'_> {
+        self.rules
+            .iter()
+            .find(|r| r.port == port && r.direction == direction && r.matches_packet(packet))
+            .map_or(Lookup::Default, Lookup::Hit)
+    }
+}
+
+/// The first pair of same-level rules that overlap with different actions, as
+/// `(level, a, b)`; `rules` must be sorted by level.
+pub fn first_conflict(rules: &[HwRule]) -> Option<(u32, u32, u32)> {
+    let mut start = 0;
+    while start < rules.len() {
+        let level = rules[start].level;
+        let end = start + rules[start..].partition_point(|r| r.level == level);
+        let group = &rules[start..end];
+        for (i, a) in group.iter().enumerate() {
+            for b in &group[i + 1..] {
+                if a.actions != b.actions && a.overlaps(b) {
+                    return Some((level, a.id.min(b.id), a.id.max(b.id)));
+                }
+            }
+        }
+        start = end;
+    }
+    None
+}
+
+impl fmt::Display for Tcam {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for r in &self.rules {
+            write!(f, "L{} r{} port {} {}", r.level, r.id, r.port, r.direction)?;
+            for m in &r.matches {
+                write!(
+                    f,
+                    " {}={}/{:#x}",
+                    m.field,
+                    m.field.fmt_value(m.value),
+                    m.mask
+                )?;
+            }
+            writeln!(f, " -> {:?}", r.actions)?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::HwMatch;
+
+    fn rule(id: u32, level: u32, matches: Vec<HwMatch>, actions: Vec<HwAction>) -> HwRule {
+        HwRule {
+            id,
+            port: 0,
+            direction: Direction::Ingress,
+            level,
+            matches,
+            actions,
+            origin: String::new(),
+        }
+    }
+
+    fn pkt(src: [u8; 4], proto: u128, dport: u128) -> HwPacket {
+        let mut p = HwPacket::new();
+        p.insert(PacketField::Ipv4Src, u32::from_be_bytes(src) as u128);
+        p.insert(PacketField::IpProto, proto);
+        p.insert(PacketField::L4Dport, dport);
+        p
+    }
+
+    #[test]
+    fn first_level_wins_and_unmatched_goes_default() {
+        let allow = rule(
+            1,
+            0,
+            vec![HwMatch::prefix(PacketField::Ipv4Src, 0x0a00_0100, 24)],
+            vec![HwAction::Mark { id: 7 }],
+        );
+        let deny = rule(
+            2,
+            1,
+            vec![HwMatch::prefix(PacketField::Ipv4Src, 0x0a00_0000, 8)],
+            vec![HwAction::Drop],
+        );
+        let slice = PlanSlice {
+            target: "octeon-cn10k".into(),
+            rules: vec![deny, allow],
+        };
+        let t = Tcam::load(&slice, 3, Some(8192)).unwrap();
+        let hit = t.lookup(0, Direction::Ingress, &pkt([10, 0, 1, 9], 6, 80));
+        assert!(matches!(hit, Lookup::Hit(r) if r.id == 1));
+        assert!(t
+            .lookup(0, Direction::Ingress, &pkt([10, 9, 1, 9], 6, 80))
+            .drops());
+        assert_eq!(
+            t.lookup(0, Direction::Ingress, &pkt([11, 0, 0, 1], 6, 80)),
+            Lookup::Default
+        );
+        assert_eq!(
+            t.lookup(1, Direction::Ingress, &pkt([10, 0, 1, 9], 6, 80)),
+            Lookup::Default
+        );
+    }
+
+    #[test]
+    fn overlapping_same_level_different_actions_is_rejected() {
+        let a = rule(
+            1,
+            0,
+            vec![HwMatch::prefix(PacketField::Ipv4Src, 0x0a00_0000, 8)],
+            vec![HwAction::Drop],
+        );
+        let b = rule(
+            2,
+            0,
+            vec![HwMatch::exact(PacketField::L4Dport, 80)],
+            vec![HwAction::Mark { id: 1 }],
+        );
+        let slice = PlanSlice {
+            target: "t".into(),
+            rules: vec![a.clone(), b.clone()],
+        };
+        assert_eq!(
+            Tcam::load(&slice, 3, None).unwrap_err(),
+            TcamError::Ambiguous {
+                level: 0,
+                a: 1,
+                b: 2
+            }
+        );
+        // Disjoint values on a shared field do not overlap.
+        let mut c = b.clone();
+        c.matches = vec![HwMatch::prefix(PacketField::Ipv4Src, 0x0b00_0000, 8)];
+        let ok = PlanSlice {
+            target: "t".into(),
+            rules: vec![a.clone(), c],
+        };
+        assert!(Tcam::load(&ok, 3, None).is_ok());
+        // The same action may overlap freely.
+        let mut d = b;
+        d.actions = vec![HwAction::Drop];
+        let same = PlanSlice {
+            target: "t".into(),
+            rules: vec![a, d],
+        };
+        assert!(Tcam::load(&same, 1, None).is_ok());
+    }
+
+    #[test]
+    fn levels_and_capacity_are_enforced() {
+        let a = rule(1, 3, vec![], vec![HwAction::Drop]);
+        let slice = PlanSlice {
+            target: "t".into(),
+            rules: vec![a],
+        };
+        assert!(matches!(
+            Tcam::load(&slice, 3, None),
+            Err(TcamError::LevelOutOfRange { level: 3, .. })
+        ));
+        assert!(matches!(
+            Tcam::load(&slice, 32, Some(0)),
+            Err(TcamError::Full { .. })
+        ));
+    }
+}

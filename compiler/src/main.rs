@@ -1,5 +1,0 @@
-//! The `pipec` command.
-
-fn main() -> std::process::ExitCode {
-    pipec::cli::main()
-}

@@ -1,0 +1,86 @@
+//! The shared conformance suite through the library, and the runner's own behaviour.
+
+use pipec::conformance::{available_engines, run_case_text, run_paths};
+use std::path::PathBuf;
+
+#[test]
+fn shared_conformance_suite_passes() {
+    let dir = PathBuf::from(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../shared/conformance"
+    ));
+    assert!(
+        dir.is_dir(),
+        "the conformance suite is missing at {} (the repository is expected beside shared/)",
+        dir.display()
+    );
+    let report = run_paths(&[dir], &available_engines()).expect("cases are readable");
+    assert!(
+        report.passed > 100,
+        "too few checks ran: {}",
+        report.summary()
+    );
+    assert_eq!(
+        report.failed,
+        0,
+        "{}\n{}",
+        report.lines.join("\n"),
+        report.summary()
+    );
+}
+
+const CASE: &str = r#"
+id: t-01
+cluster:
+  namespaces:
+  - {name: x, labels: {kubernetes.io/metadata.name: x}}
+  pods:
+  - {namespace: x, name: a, labels: {app: a}, ip: 10.0.0.1, ports: [{name: web, containerPort: 80, protocol: TCP}]}
+  - {namespace: x, name: b, labels: {app: b}, ip: 10.0.0.2, ports: []}
+  services:
+  - {namespace: x, name: web, clusterIP: 10.96.0.1, selector: {app: a}, ports: [{name: http, protocol: TCP, port: 8080, targetPort: web}]}
+policies:
+- |
+  apiVersion: networking.k8s.io/v1
+  kind: NetworkPolicy
+  metadata: {name: only-b, namespace: x}
+  spec:
+    podSelector: {matchLabels: {app: a}}
+    ingress:
+    - from: [{podSelector: {matchLabels: {app: b}}}]
+probes:
+- {from: x/b, to_service: x/web, port: 8080, protocol: TCP, expect: allow}
+- {from: x/b, to: x/a, port: 81, protocol: TCP, expect: allow}
+- {from: "ip:192.0.2.1", to: x/a, port: 80, protocol: TCP, expect: allow}
+- {from: x/b, to: x/a, port: null, protocol: ICMP, expect: allow}
+service_expectations:
+- {service: x/web, port: 8080, protocol: TCP, backends: ["x/a:80"]}
+- {service: x/web, port: 8080, protocol: TCP, backends: ["x/b:80"]}
+"#;
+
+#[test]
+fn failures_are_reported_one_line_each() {
+    let report = run_case_text("t-01.yaml", CASE, &available_engines());
+    insta::assert_snapshot!(report.lines.join("\n") + "\n" + &report.summary(), @r"
+    FAIL t-01: x/b -> x/a 81/TCP: expected allow, got deny (engine reference): nothing listens on port 81/TCP
+    FAIL t-01: ip:192.0.2.1 -> x/a 80/TCP: expected allow, got deny (engine reference): ingress denied: isolated for ingress and no rule allows it
+    FAIL t-01: service x/web port 8080: expected backends [x/b:80], got [x/a:80]
+    3 passed, 3 failed
+    ");
+}
+
+#[test]
+fn a_policy_error_fails_the_case_with_the_diagnostic() {
+    let bad = CASE.replace(
+        "podSelector: {matchLabels: {app: a}}",
+        "podSelector: {matchLabels: {app: 'a b'}}",
+    );
+    let report = run_case_text("t-01.yaml", &bad, &available_engines());
+    assert_eq!(report.passed, 0);
+    assert_eq!(report.failed, 6);
+    assert!(
+        report.lines[0].contains("t-01.yaml#policies[0]"),
+        "{}",
+        report.lines[0]
+    );
+}

@@ -1,0 +1,166 @@
+//! Bad input: every file in `bad_input/` is loaded, and its rendered diagnostics are
+//! snapshotted (`snapshots/bad_input/<stem>.snap`).
+//!
+//! Each case starts with a `#` comment saying what is wrong (JSON cases have a sibling
+//! `.md`). A case whose name contains `-warn-` must give warnings and no error; every other
+//! case must give at least one error. Lines of the form `# option: pod-cidr=10.0.0.0/30`
+//! set build options for that case.
+
+use pipec::diag::{self, Severity};
+use pipec::driver;
+use pipec::model::build::BuildOptions;
+use std::path::{Path, PathBuf};
+
+/// The case files, sorted, as paths relative to the crate root (so that rendered file
+/// names are the same on every machine).
+fn cases() -> Vec<PathBuf> {
+    let dir = Path::new("tests/it/bad_input");
+    let mut out: Vec<PathBuf> = std::fs::read_dir(dir)
+        .expect("bad_input directory")
+        .map(|e| e.expect("directory entry").path())
+        .filter(|p| {
+            p.extension()
+                .is_some_and(|e| e == "yaml" || e == "yml" || e == "json")
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+/// Reads `# option: key=value` lines; the file may not be UTF-8, so bytes are read.
+fn options(path: &Path) -> BuildOptions {
+    let mut o = BuildOptions::default();
+    let bytes = std::fs::read(path).expect("case file");
+    let text = String::from_utf8_lossy(&bytes);
+    for line in text.lines() {
+        let Some(rest) = line.strip_prefix("# option: ") else {
+            continue;
+        };
+        match rest.split_once('=') {
+            Some(("pod-cidr", v)) => o.pod_cidr = v.trim().parse().expect("pod-cidr option"),
+            Some(("service-cidr", v)) => {
+                o.service_cidr = v.trim().parse().expect("service-cidr option")
+            }
+            _ => panic!("{}: unknown option line `{line}`", path.display()),
+        }
+    }
+    o
+}
+
+/// Loads one case and checks the properties every diagnostic must have.
+fn check(path: &Path) -> String {
+    let loaded = driver::load(&[path.to_path_buf()], &options(path));
+    let name = path.display();
+    let warn_only = path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .is_some_and(|n| n.contains("-warn-"));
+    let errors: Vec<_> = loaded.diags.iter().filter(|d| d.is_error()).collect();
+    if warn_only {
+        assert!(errors.is_empty(), "{name}: a warning case gave errors");
+        assert!(
+            loaded.diags.iter().any(|d| d.severity == Severity::Warning),
+            "{name}: no warning"
+        );
+    } else {
+        assert!(!errors.is_empty(), "{name}: no error reported");
+    }
+    for d in &loaded.diags {
+        assert!(!d.code.as_str().is_empty(), "{name}: empty code");
+        assert!(!d.message.is_empty(), "{name}: empty message");
+        let Some(primary) = &d.primary else {
+            panic!("{name}: `{}` has no primary span", d.message);
+        };
+        let lc = loaded
+            .sources
+            .line_col(primary.span.file, primary.span.start as usize);
+        assert!(lc.line > 0, "{name}: `{}` points at line 0", d.message);
+        if d.is_error() {
+            assert!(!d.hints.is_empty(), "{name}: `{}` has no hint", d.message);
+        }
+    }
+    diag::emit_to_string(&loaded.sources, &loaded.diags)
+}
+
+#[test]
+fn bad_input() {
+    let cases = cases();
+    assert!(cases.len() >= 35, "only {} bad-input cases", cases.len());
+    for path in cases {
+        let rendered = check(&path);
+        let stem = path
+            .file_stem()
+            .and_then(|s| s.to_str())
+            .expect("UTF-8 file name")
+            .to_string();
+        // insta resolves `input_file` against the workspace root, so give it in full.
+        let input = Path::new(env!("CARGO_MANIFEST_DIR")).join(&path);
+        insta::with_settings!({
+            input_file => &input,
+            snapshot_path => "snapshots/bad_input",
+            prepend_module_to_snapshot => false,
+            omit_expression => true,
+        }, {
+            insta::assert_snapshot!(stem, rendered);
+        });
+    }
+}
+
+/// Every error code that manifests can trigger appears in some case.
+#[test]
+fn every_code_has_a_case() {
+    use pipec::diag::Code;
+    let mut seen = std::collections::BTreeSet::new();
+    for path in cases() {
+        let loaded = driver::load(std::slice::from_ref(&path), &options(&path));
+        seen.extend(loaded.diags.iter().map(|d| d.code));
+    }
+    // Not reachable from manifest files: an unreadable path is not a file one can commit,
+    // and these warnings belong to later stages that do not exist yet.
+    let unreachable = [Code::PodWithoutIp, Code::L7Redirect];
+    let missing: Vec<_> = Code::ALL
+        .iter()
+        .filter(|c| !seen.contains(c) && !unreachable.contains(c))
+        .map(|c| c.as_str())
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "codes without a bad-input case: {missing:?}"
+    );
+}
+
+/// One bad item of a `kubectl get -o json` List is reported, and the good items are read.
+#[test]
+fn a_bad_list_item_does_not_hide_the_good_ones() {
+    let path = PathBuf::from("tests/it/bad_input/53-kubectl-list-one-bad.json");
+    let loaded = driver::load(std::slice::from_ref(&path), &BuildOptions::default());
+    let errors = loaded.diags.iter().filter(|d| d.is_error()).count();
+    assert_eq!(errors, 1);
+    let names: Vec<&str> = loaded
+        .cluster
+        .services
+        .iter()
+        .map(|s| s.name.as_str())
+        .collect();
+    assert_eq!(names, ["db", "web"]);
+}
+
+/// Errors in different documents of one stream are all reported, in file order.
+#[test]
+fn every_document_of_a_stream_is_checked() {
+    let path = PathBuf::from("tests/it/bad_input/46-multi-document-errors.yaml");
+    let loaded = driver::load(std::slice::from_ref(&path), &BuildOptions::default());
+    let lines: Vec<usize> = loaded
+        .diags
+        .iter()
+        .filter(|d| d.is_error())
+        .filter_map(|d| d.primary.as_ref())
+        .map(|p| {
+            loaded
+                .sources
+                .line_col(p.span.file, p.span.start as usize)
+                .line
+        })
+        .collect();
+    assert_eq!(lines, [14, 26, 45]);
+}

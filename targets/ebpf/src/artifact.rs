@@ -1,0 +1,575 @@
+//! The eBPF artifact: the complete content of the datapath's maps, as typed data.
+//!
+//! `EbpfArtifact` is what codegen produces and what the loader writes. It is
+//! deterministic (every collection is a `BTreeMap`), has a stable text form for snapshot
+//! tests ([`std::fmt::Display`]), lowers to raw map entries ([`EbpfArtifact::entries`]),
+//! and diffs against an older artifact into ordered map operations
+//! ([`EbpfArtifact::diff`]): every upsert before any delete, and within each, maps in an
+//! order where nothing refers to an entry that is not there yet (backends before the
+//! Maglev slots that name them, services after both; policy before the endpoints it
+//! covers, so a new pod is default-deny until its table is in place).
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::IpAddr;
+
+use pipec_ebpf_common as c;
+
+use crate::sys::bytes_of;
+
+/// A traffic direction, seen from the local endpoint.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Direction {
+    /// Traffic the endpoint sends.
+    Egress,
+    /// Traffic the endpoint receives.
+    Ingress,
+}
+
+impl Direction {
+    fn raw(self) -> u8 {
+        match self {
+            Direction::Egress => c::DIR_EGRESS,
+            Direction::Ingress => c::DIR_INGRESS,
+        }
+    }
+}
+
+/// An address prefix of the ipcache.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Prefix {
+    /// The address; bits past `len` should be zero (the kernel ignores them).
+    pub addr: IpAddr,
+    /// Prefix length in bits.
+    pub len: u8,
+}
+
+impl fmt::Display for Prefix {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.addr, self.len)
+    }
+}
+
+/// A local endpoint (pod).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Endpoint {
+    /// Endpoint id, the key of its policy entries.
+    pub id: u32,
+    /// Interface its packets arrive on (host side of its veth); anti-spoof checks it.
+    pub ifindex: u32,
+    /// Its security identity.
+    pub identity: u32,
+}
+
+/// The key of one resolved policy entry.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct PolicyMatch {
+    /// The local endpoint.
+    pub endpoint: u32,
+    /// Direction.
+    pub direction: Direction,
+    /// Remote identity; 0 is any identity.
+    pub identity: u32,
+    /// IP protocol, or any.
+    pub protocol: Option<u8>,
+    /// Destination port prefix `(port, bits)`, or any port. Only with a protocol.
+    pub port: Option<(u16, u8)>,
+}
+
+/// What a policy entry decides.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Action {
+    /// Allow the flow.
+    Allow,
+    /// Drop the flow; wins over allows of the wildcard lookup.
+    Deny,
+    /// Allow at L4 and redirect to the L7 proxy on this port.
+    Redirect {
+        /// The proxy's port.
+        proxy_port: u16,
+    },
+}
+
+/// The value of one resolved policy entry.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PolicyDecision {
+    /// The action.
+    pub action: Action,
+    /// Provenance cookie of the deciding rule (counters and flow events use it).
+    pub cookie: u64,
+}
+
+/// A service frontend: where clients send.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Frontend {
+    /// ClusterIP, node address, load-balancer or external IP.
+    pub addr: IpAddr,
+    /// IP protocol.
+    pub protocol: u8,
+    /// Frontend port.
+    pub port: u16,
+}
+
+/// A service frontend's load-balancing state.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Service {
+    /// Service id (unique per frontend): Maglev, affinity and reverse-NAT key.
+    pub id: u32,
+    /// ClientIP affinity timeout in seconds, if the service has affinity.
+    pub affinity_timeout: Option<u32>,
+    /// The Maglev lookup table: backend id per slot. Empty when there is no backend.
+    pub maglev: Vec<u32>,
+}
+
+/// A service backend.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Backend {
+    /// Backend address.
+    pub addr: IpAddr,
+    /// Backend (target) port.
+    pub port: u16,
+}
+
+/// The complete content of the datapath's maps.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct EbpfArtifact {
+    /// Conntrack lifetimes and flags.
+    pub config: c::Config,
+    /// Local endpoints by address.
+    pub endpoints: BTreeMap<IpAddr, Endpoint>,
+    /// Address prefix to identity.
+    pub ipcache: BTreeMap<Prefix, u32>,
+    /// The resolved policy decision table.
+    pub policy: BTreeMap<PolicyMatch, PolicyDecision>,
+    /// Service frontends.
+    pub services: BTreeMap<Frontend, Service>,
+    /// Backends by id.
+    pub backends: BTreeMap<u32, Backend>,
+}
+
+/// The maps an artifact fills, in the order upserts are applied (deletes: reversed).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum MapName {
+    /// `config`.
+    Config,
+    /// `backends`.
+    Backends,
+    /// `maglev`.
+    Maglev,
+    /// `revnat`.
+    Revnat,
+    /// `services`.
+    Services,
+    /// `ipcache`.
+    Ipcache,
+    /// `policy`.
+    Policy,
+    /// `endpoints`.
+    Endpoints,
+}
+
+impl MapName {
+    /// Every map an artifact fills.
+    pub const ALL: [MapName; 8] = [
+        MapName::Config,
+        MapName::Backends,
+        MapName::Maglev,
+        MapName::Revnat,
+        MapName::Services,
+        MapName::Ipcache,
+        MapName::Policy,
+        MapName::Endpoints,
+    ];
+
+    /// The map's name in the object (and under the pin directory).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MapName::Config => "config",
+            MapName::Backends => "backends",
+            MapName::Maglev => "maglev",
+            MapName::Revnat => "revnat",
+            MapName::Services => "services",
+            MapName::Ipcache => "ipcache",
+            MapName::Policy => "policy",
+            MapName::Endpoints => "endpoints",
+        }
+    }
+}
+
+/// One map operation of a diff, on raw key and value bytes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum MapOp {
+    /// Create or replace an entry.
+    Upsert {
+        /// The map.
+        map: MapName,
+        /// Key bytes.
+        key: Vec<u8>,
+        /// Value bytes.
+        value: Vec<u8>,
+    },
+    /// Remove an entry.
+    Delete {
+        /// The map.
+        map: MapName,
+        /// Key bytes.
+        key: Vec<u8>,
+    },
+}
+
+/// Raw map content: `(map, key bytes) -> value bytes`.
+pub type MapEntries = BTreeMap<(MapName, Vec<u8>), Vec<u8>>;
+
+/// The 16-byte form and family of an address.
+pub fn raw_addr(addr: IpAddr) -> ([u8; 16], u8) {
+    match addr {
+        IpAddr::V4(a) => (c::v4_addr(a.octets()), c::AF_INET),
+        IpAddr::V6(a) => (a.octets(), c::AF_INET6),
+    }
+}
+
+/// The `policy` map key of a match.
+pub fn policy_key(m: &PolicyMatch) -> c::PolicyKey {
+    let mut prefixlen = c::POLICY_PREFIX_FIXED;
+    let mut protocol = 0;
+    let mut dport = 0u16;
+    if let Some(p) = m.protocol {
+        protocol = p;
+        prefixlen += 8;
+        if let Some((port, bits)) = m.port {
+            let bits = bits.min(16);
+            let mask = if bits == 0 {
+                0
+            } else {
+                u16::MAX << (16 - bits)
+            };
+            dport = (port & mask).to_be();
+            prefixlen += u32::from(bits);
+        }
+    }
+    c::PolicyKey {
+        prefixlen,
+        endpoint_id: m.endpoint,
+        identity: m.identity,
+        direction: m.direction.raw(),
+        protocol,
+        dport,
+    }
+}
+
+/// The `policy` map value of a decision.
+pub fn policy_value(d: &PolicyDecision) -> c::PolicyValue {
+    let (action, proxy_port) = match d.action {
+        Action::Allow => (c::ACTION_ALLOW, 0),
+        Action::Deny => (c::ACTION_DENY, 0),
+        Action::Redirect { proxy_port } => (c::ACTION_REDIRECT, proxy_port),
+    };
+    c::PolicyValue {
+        cookie: d.cookie,
+        action,
+        pad: 0,
+        proxy_port,
+        pad2: 0,
+    }
+}
+
+/// The `ipcache` map key of a prefix.
+pub fn ipcache_key(p: &Prefix) -> c::IpcacheKey {
+    let (addr, family) = raw_addr(p.addr);
+    c::IpcacheKey {
+        prefixlen: c::IPCACHE_PREFIX_FIXED + u32::from(p.len),
+        family,
+        pad: [0; 3],
+        addr,
+    }
+}
+
+/// The `services` map key of a frontend.
+pub fn service_key(f: &Frontend) -> c::ServiceKey {
+    let (addr, family) = raw_addr(f.addr);
+    c::ServiceKey {
+        addr,
+        family,
+        protocol: f.protocol,
+        port: f.port.to_be(),
+    }
+}
+
+/// The `endpoints` map key of an address.
+pub fn endpoint_key(a: IpAddr) -> c::EndpointKey {
+    let (addr, family) = raw_addr(a);
+    c::EndpointKey {
+        addr,
+        family,
+        pad: [0; 3],
+    }
+}
+
+fn put<K: aya::Pod, V: aya::Pod>(out: &mut MapEntries, map: MapName, k: &K, v: &V) {
+    out.insert((map, bytes_of(k).to_vec()), bytes_of(v).to_vec());
+}
+
+impl EbpfArtifact {
+    /// The raw content of every map.
+    pub fn entries(&self) -> MapEntries {
+        let mut out = MapEntries::new();
+        put(&mut out, MapName::Config, &0u32, &self.config);
+        for (a, e) in &self.endpoints {
+            let v = c::EndpointValue {
+                endpoint_id: e.id,
+                ifindex: e.ifindex,
+                identity: e.identity,
+                flags: 0,
+            };
+            put(&mut out, MapName::Endpoints, &endpoint_key(*a), &v);
+        }
+        for (p, id) in &self.ipcache {
+            put(
+                &mut out,
+                MapName::Ipcache,
+                &ipcache_key(p),
+                &c::IpcacheValue {
+                    identity: *id,
+                    flags: 0,
+                },
+            );
+        }
+        for (m, d) in &self.policy {
+            put(&mut out, MapName::Policy, &policy_key(m), &policy_value(d));
+        }
+        for (id, b) in &self.backends {
+            let (addr, family) = raw_addr(b.addr);
+            let v = c::BackendValue {
+                addr,
+                family,
+                flags: 0,
+                port: b.port.to_be(),
+            };
+            put(&mut out, MapName::Backends, id, &v);
+        }
+        for (f, s) in &self.services {
+            let v = c::ServiceValue {
+                service_id: s.id,
+                maglev_size: s.maglev.len() as u32,
+                flags: if s.affinity_timeout.is_some() {
+                    c::SVC_AFFINITY
+                } else {
+                    0
+                },
+                affinity_timeout: s.affinity_timeout.unwrap_or(0),
+            };
+            put(&mut out, MapName::Services, &service_key(f), &v);
+            let (addr, family) = raw_addr(f.addr);
+            let rn = c::RevnatValue {
+                addr,
+                family,
+                pad: 0,
+                port: f.port.to_be(),
+            };
+            put(&mut out, MapName::Revnat, &s.id, &rn);
+            for (slot, backend) in s.maglev.iter().enumerate() {
+                let k = c::MaglevKey {
+                    service_id: s.id,
+                    slot: slot as u32,
+                };
+                put(&mut out, MapName::Maglev, &k, backend);
+            }
+        }
+        out
+    }
+
+    /// The operations that turn the maps of `old` into those of `self`: upserts in
+    /// [`MapName`] order, then deletes in reverse order (make before break).
+    pub fn diff(&self, old: &EbpfArtifact) -> Vec<MapOp> {
+        diff_entries(&old.entries(), &self.entries())
+    }
+}
+
+/// The operations that turn `old` into `new` (see [`EbpfArtifact::diff`]).
+pub fn diff_entries(old: &MapEntries, new: &MapEntries) -> Vec<MapOp> {
+    let mut ops = Vec::new();
+    for ((map, key), value) in new {
+        if old.get(&(*map, key.clone())) != Some(value) {
+            ops.push(MapOp::Upsert {
+                map: *map,
+                key: key.clone(),
+                value: value.clone(),
+            });
+        }
+    }
+    let mut deletes: Vec<MapOp> = old
+        .keys()
+        .filter(|k| !new.contains_key(*k))
+        .map(|(map, key)| MapOp::Delete {
+            map: *map,
+            key: key.clone(),
+        })
+        .collect();
+    deletes.reverse();
+    ops.extend(deletes);
+    ops
+}
+
+fn proto_name(p: u8) -> String {
+    match p {
+        1 => "icmp".into(),
+        6 => "tcp".into(),
+        17 => "udp".into(),
+        58 => "icmpv6".into(),
+        132 => "sctp".into(),
+        other => format!("proto{other}"),
+    }
+}
+
+impl fmt::Display for EbpfArtifact {
+    /// The stable text form: one line per entry, in map and key order.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let cfg = &self.config;
+        writeln!(
+            f,
+            "config ct_tcp_syn={} ct_tcp_established={} ct_tcp_closing={} ct_udp={} ct_sctp={} ct_icmp={} ct_other={} flags={:#x}",
+            cfg.ct_tcp_syn, cfg.ct_tcp_established, cfg.ct_tcp_closing, cfg.ct_udp, cfg.ct_sctp, cfg.ct_icmp, cfg.ct_other, cfg.flags
+        )?;
+        for (a, e) in &self.endpoints {
+            writeln!(
+                f,
+                "endpoint {a} id={} ifindex={} identity={}",
+                e.id, e.ifindex, e.identity
+            )?;
+        }
+        for (p, id) in &self.ipcache {
+            writeln!(f, "ipcache {p} identity={id}")?;
+        }
+        for (m, d) in &self.policy {
+            let dir = match m.direction {
+                Direction::Egress => "egress",
+                Direction::Ingress => "ingress",
+            };
+            let remote = if m.identity == 0 {
+                "any".to_string()
+            } else {
+                m.identity.to_string()
+            };
+            let l4 = match (m.protocol, m.port) {
+                (None, _) => "any".to_string(),
+                (Some(p), None) => proto_name(p),
+                (Some(p), Some((port, bits))) => format!("{}/{port}/{bits}", proto_name(p)),
+            };
+            let action = match d.action {
+                Action::Allow => "allow".to_string(),
+                Action::Deny => "deny".to_string(),
+                Action::Redirect { proxy_port } => format!("redirect proxy_port={proxy_port}"),
+            };
+            writeln!(
+                f,
+                "policy ep={} {dir} remote={remote} {l4} -> {action} cookie={:#x}",
+                m.endpoint, d.cookie
+            )?;
+        }
+        for (id, b) in &self.backends {
+            let addr = match b.addr {
+                IpAddr::V4(a) => a.to_string(),
+                IpAddr::V6(a) => format!("[{a}]"),
+            };
+            writeln!(f, "backend {id} {addr}:{}", b.port)?;
+        }
+        for (fe, s) in &self.services {
+            let addr = match fe.addr {
+                IpAddr::V4(a) => a.to_string(),
+                IpAddr::V6(a) => format!("[{a}]"),
+            };
+            let affinity = match s.affinity_timeout {
+                Some(t) => format!(" affinity=clientip/{t}s"),
+                None => String::new(),
+            };
+            writeln!(
+                f,
+                "service {} {addr}:{} id={}{affinity} maglev={}",
+                proto_name(fe.protocol),
+                fe.port,
+                s.id,
+                s.maglev.len()
+            )?;
+            for (i, chunk) in s.maglev.chunks(32).enumerate() {
+                let slots: Vec<String> = chunk.iter().map(u32::to_string).collect();
+                writeln!(f, "  maglev[{}..] {}", i * 32, slots.join(" "))?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The prefixes (`(value, bits)`) that cover the port range `lo..=hi` exactly.
+pub fn port_range_prefixes(lo: u16, hi: u16) -> Vec<(u16, u8)> {
+    let mut out = Vec::new();
+    let (mut lo, hi) = (u32::from(lo), u32::from(hi));
+    while lo <= hi {
+        // The largest aligned block starting at `lo` that does not pass `hi`.
+        let mut size = if lo == 0 {
+            1 << 16
+        } else {
+            1u32 << lo.trailing_zeros()
+        };
+        while lo + size - 1 > hi {
+            size >>= 1;
+        }
+        out.push((lo as u16, 16 - size.trailing_zeros() as u8));
+        lo += size;
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn port_ranges_expand_to_exact_prefixes() {
+        assert_eq!(port_range_prefixes(80, 80), vec![(80, 16)]);
+        assert_eq!(port_range_prefixes(0, 65535), vec![(0, 0)]);
+        assert_eq!(port_range_prefixes(8080, 8083), vec![(8080, 14)]);
+        assert_eq!(port_range_prefixes(1, 3), vec![(1, 16), (2, 15)]);
+        let total: u32 = port_range_prefixes(1000, 2000)
+            .iter()
+            .map(|(_, b)| 1u32 << (16 - b))
+            .sum();
+        assert_eq!(total, 1001);
+    }
+
+    #[test]
+    fn diff_upserts_before_deletes() {
+        let mut old = EbpfArtifact::default();
+        old.ipcache.insert(
+            Prefix {
+                addr: "10.0.0.0".parse().unwrap(),
+                len: 24,
+            },
+            256,
+        );
+        let mut new = EbpfArtifact::default();
+        new.ipcache.insert(
+            Prefix {
+                addr: "10.0.1.0".parse().unwrap(),
+                len: 24,
+            },
+            257,
+        );
+        let ops = new.diff(&old);
+        assert_eq!(ops.len(), 2);
+        assert!(matches!(
+            ops[0],
+            MapOp::Upsert {
+                map: MapName::Ipcache,
+                ..
+            }
+        ));
+        assert!(matches!(
+            ops[1],
+            MapOp::Delete {
+                map: MapName::Ipcache,
+                ..
+            }
+        ));
+        assert!(new.diff(&new).is_empty());
+    }
+}

@@ -1,0 +1,55 @@
+//! Test helpers: the root check and a datapath on its own pin directory.
+
+use std::ops::{Deref, DerefMut};
+use std::os::unix::fs::MetadataExt;
+
+use pipec_ebpf::datapath::scratch_pin_dir;
+use pipec_ebpf::Datapath;
+
+/// Fails the test unless it runs as root: loading programs and creating namespaces need it.
+pub fn require_root() {
+    let uid = std::fs::metadata("/proc/self")
+        .map(|m| m.uid())
+        .unwrap_or(u32::MAX);
+    assert_eq!(
+        uid, 0,
+        "this kernel test needs root (BPF, BPF_PROG_TEST_RUN, netns); run the tests as root"
+    );
+}
+
+/// A loaded datapath whose pinned maps are removed when the test ends, pass or fail.
+pub struct TestDatapath(pub Datapath);
+
+impl TestDatapath {
+    pub fn load(tag: &str) -> Self {
+        require_root();
+        let dir = scratch_pin_dir(tag);
+        match Datapath::load(Some(&dir)) {
+            Ok(dp) => TestDatapath(dp),
+            Err(e) => {
+                // Maps pinned before the failure would outlive the test.
+                let _ = std::fs::remove_dir_all(&dir);
+                panic!("loading the datapath: {e}")
+            }
+        }
+    }
+}
+
+impl Drop for TestDatapath {
+    fn drop(&mut self) {
+        let _ = self.0.unpin();
+    }
+}
+
+impl Deref for TestDatapath {
+    type Target = Datapath;
+    fn deref(&self) -> &Datapath {
+        &self.0
+    }
+}
+
+impl DerefMut for TestDatapath {
+    fn deref_mut(&mut self) -> &mut Datapath {
+        &mut self.0
+    }
+}

@@ -1,0 +1,13 @@
+//! The eBPF backend's object and kernel tests, in one test binary.
+//!
+//! - `object`: the committed object is current and its BTF matches the Rust layouts;
+//! - `test_run`: real packets through the loaded programs with `BPF_PROG_TEST_RUN`;
+//! - `netns`: pods as network namespaces joined by veth pairs, real TCP and UDP.
+//!
+//! The kernel tests need root (CI runs as root) and fail loudly without it: a skipped
+//! kernel test would look like a passing one.
+
+mod common;
+mod netns;
+mod object;
+mod test_run;

@@ -1,0 +1,247 @@
+//! pipec's rte_flow backend: the OCTEON 10 (cnxk) NPC flow table through DPDK rte_flow.
+//!
+//! ```text
+//!  PlanSlice ──lower::lower_rule──▶ FlowRule (typed: attr, items with spec/mask, actions)
+//!     (HwRule)                         │ cnxk::check_rule (driver + default MKEX limits)
+//!                                      ├──serde──▶ JSON            (--emit rte_flow)
+//!                                      ├──testpmd::flow_create──▶ text  (--emit testpmd)
+//!                                      └──ffi (feature `dpdk`)──▶ rte_flow_attr/item/action
+//!                                            arrays → rte_flow_conv / validate / create
+//! ```
+//!
+//! The backend is [`RteFlowBackend`] (target `octeon-cn10k`); its artifact is
+//! [`RteFlowArtifact`]. Every rule the backend emits passed [`cnxk::check_rule`]: no item
+//! the driver would skip, no field outside the default key, no action the driver lacks.
+//! With the `dpdk` feature, [`ffi`] builds the C structures and applies rules to a port,
+//! turning a device refusal into an [`Unsupported`] (the rule goes back to eBPF).
+
+#![cfg_attr(
+    not(test),
+    warn(clippy::panic, clippy::print_stdout, clippy::todo, clippy::dbg_macro)
+)]
+
+pub mod cnxk;
+#[cfg(feature = "dpdk")]
+pub mod ffi;
+pub mod fixtures;
+pub mod lower;
+pub mod oracle;
+pub mod rule;
+pub mod testpmd;
+
+use pipec::backend::{
+    octeon_cn10k_profile, Artifact, Backend, HwAction, HwRule, PlanSlice, Profile, Reason,
+    Unsupported,
+};
+use rule::{Action, FlowRule};
+use serde::Serialize;
+use std::any::Any;
+use std::collections::BTreeMap;
+
+/// The `octeon-cn10k` backend.
+#[derive(Clone, Debug)]
+pub struct RteFlowBackend {
+    profile: Profile,
+    levels: u32,
+}
+
+impl Default for RteFlowBackend {
+    fn default() -> Self {
+        RteFlowBackend::new(octeon_cn10k_profile())
+    }
+}
+
+impl RteFlowBackend {
+    /// A backend for `profile`, with the profile's default number of priority levels.
+    pub fn new(profile: Profile) -> RteFlowBackend {
+        let levels = profile.caps.priority_levels;
+        RteFlowBackend { profile, levels }
+    }
+
+    /// The same backend with `flow_max_priority` set to `levels` (at most the profile's
+    /// maximum).
+    pub fn with_levels(mut self, levels: u32) -> RteFlowBackend {
+        self.levels = levels.min(self.profile.caps.max_priority_levels);
+        self
+    }
+
+    /// The configured priority levels.
+    pub fn levels(&self) -> u32 {
+        self.levels
+    }
+
+    /// Lowers and checks one rule.
+    pub fn lower_rule(&self, rule: &HwRule) -> Result<FlowRule, Unsupported> {
+        let fail = |r| Unsupported::new(self.profile.name.clone(), r);
+        self.profile.check_rule(rule)?;
+        let flow = lower::lower_rule(rule).map_err(fail)?;
+        cnxk::check_rule(&self.profile, self.levels, &flow)?;
+        Ok(flow)
+    }
+
+    /// Lowers a whole slice into the concrete artifact.
+    pub fn lower_slice(&self, slice: &PlanSlice) -> Result<RteFlowArtifact, Unsupported> {
+        let fail = |r| Unsupported::new(self.profile.name.clone(), r);
+        let budget = &self.profile.budget;
+        if let Some(entries) = budget.entries {
+            let usable = entries - budget.reserved_entries;
+            if slice.rules.len() as u64 > usable {
+                return Err(fail(Reason::Capacity {
+                    resource: "flow entries".to_string(),
+                    limit: usable,
+                }));
+            }
+        }
+        let count = |f: fn(&HwAction) -> bool| {
+            slice
+                .rules
+                .iter()
+                .filter(|r| r.actions.iter().any(f))
+                .count() as u64
+        };
+        if let Some(counters) = budget.counters {
+            if count(|a| matches!(a, HwAction::Count)) > counters {
+                return Err(fail(Reason::Capacity {
+                    resource: "counters".to_string(),
+                    limit: counters,
+                }));
+            }
+        }
+        if let Some(rss) = budget.rss_rules_per_port {
+            let mut per_port: BTreeMap<u16, u64> = BTreeMap::new();
+            for r in &slice.rules {
+                if r.actions.iter().any(|a| matches!(a, HwAction::Rss { .. })) {
+                    *per_port.entry(r.port).or_default() += 1;
+                }
+            }
+            if per_port.values().any(|n| *n > rss) {
+                return Err(fail(Reason::Capacity {
+                    resource: "RSS rules per port".to_string(),
+                    limit: rss,
+                }));
+            }
+        }
+        let mut rules = Vec::with_capacity(slice.rules.len());
+        for r in &slice.rules {
+            rules.push(EmittedRule {
+                id: r.id,
+                origin: r.origin.clone(),
+                rule: self.lower_rule(r)?,
+            });
+        }
+        rules.sort_by_key(|r| (r.rule.port, r.rule.attr.priority, r.id));
+        Ok(RteFlowArtifact {
+            target: self.profile.name.clone(),
+            rules,
+        })
+    }
+}
+
+impl Backend for RteFlowBackend {
+    fn name(&self) -> &str {
+        &self.profile.name
+    }
+
+    fn profile(&self) -> &Profile {
+        &self.profile
+    }
+
+    fn lower(&self, slice: &PlanSlice) -> Result<Box<dyn Artifact>, Unsupported> {
+        Ok(Box::new(self.lower_slice(slice)?))
+    }
+}
+
+/// One emitted rule with the plan rule it came from.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct EmittedRule {
+    /// The plan rule's id.
+    pub id: u32,
+    /// Where it came from.
+    pub origin: String,
+    /// The rte_flow rule.
+    #[serde(flatten)]
+    pub rule: FlowRule,
+}
+
+/// The rte_flow rules of one plan slice, by port, priority level, then id.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct RteFlowArtifact {
+    /// The target name.
+    pub target: String,
+    /// The rules.
+    pub rules: Vec<EmittedRule>,
+}
+
+impl RteFlowArtifact {
+    /// The testpmd script: a `# rN origin` comment and a `flow create` line per rule; a
+    /// rule testpmd cannot express (SECURITY) is a comment that says why.
+    pub fn testpmd_text(&self) -> String {
+        let mut out = String::new();
+        for r in &self.rules {
+            out.push_str(&format!("# r{} {}\n", r.id, r.origin));
+            match testpmd::flow_create(&r.rule) {
+                Ok(line) => out.push_str(&line),
+                Err(e) => out.push_str(&format!("# not expressible in testpmd: {e}")),
+            }
+            out.push('\n');
+        }
+        out
+    }
+
+    /// Only the `flow create` lines (for the testpmd oracle).
+    pub fn flow_lines(&self) -> Vec<String> {
+        self.rules
+            .iter()
+            .filter_map(|r| testpmd::flow_create(&r.rule).ok())
+            .collect()
+    }
+
+    /// Rules that used each action class, for budget summaries.
+    pub fn count_actions(&self, f: fn(&Action) -> bool) -> usize {
+        self.rules
+            .iter()
+            .filter(|r| r.rule.actions.iter().any(f))
+            .count()
+    }
+}
+
+impl Artifact for RteFlowArtifact {
+    fn target(&self) -> &str {
+        &self.target
+    }
+
+    fn text(&self) -> String {
+        self.testpmd_text()
+    }
+
+    fn json(&self) -> serde_json::Value {
+        serde_json::to_value(self).unwrap_or(serde_json::Value::Null)
+    }
+
+    fn items(&self) -> Vec<(String, String)> {
+        // The key is the rule's match (port, attributes, pattern): a changed action list
+        // on the same match is a modification (destroy + create on the device).
+        self.rules
+            .iter()
+            .map(|r| {
+                let actions: Vec<String> = r
+                    .rule
+                    .actions
+                    .iter()
+                    .map(|a| {
+                        testpmd::action_text(a)
+                            .unwrap_or_else(|_| serde_json::to_string(a).unwrap_or_default())
+                    })
+                    .collect();
+                (testpmd::match_text(&r.rule), actions.join(" / "))
+            })
+            .collect()
+    }
+
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,158 @@
+//! Unit tests: lowering, the cnxk checks, text and JSON forms, diff.
+
+use super::*;
+use crate::fixtures::{cnxk_slice, syntax_rules};
+use pipec::backend::{DeltaOp, Direction, HwMatch, PacketField};
+
+#[test]
+fn cnxk_slice_lowers_to_testpmd_text() {
+    let art = RteFlowBackend::default()
+        .lower_slice(&cnxk_slice())
+        .unwrap();
+    insta::assert_snapshot!(art.testpmd_text());
+}
+
+#[test]
+fn cnxk_slice_lowers_to_json() {
+    let art = RteFlowBackend::default()
+        .lower_slice(&cnxk_slice())
+        .unwrap();
+    insta::assert_json_snapshot!(art.json());
+}
+
+#[test]
+fn json_round_trips() {
+    for r in syntax_rules() {
+        let text = serde_json::to_string(&r).unwrap();
+        let back: FlowRule = serde_json::from_str(&text).unwrap();
+        assert_eq!(back, r);
+    }
+}
+
+fn hw(matches: Vec<HwMatch>, actions: Vec<HwAction>) -> HwRule {
+    HwRule {
+        id: 1,
+        port: 0,
+        direction: Direction::Ingress,
+        level: 0,
+        matches,
+        actions,
+        origin: String::new(),
+    }
+}
+
+fn refusal(rule: HwRule) -> String {
+    RteFlowBackend::default()
+        .lower_rule(&rule)
+        .unwrap_err()
+        .reason
+        .to_string()
+}
+
+#[test]
+fn cnxk_refuses_what_the_default_key_lacks() {
+    use PacketField::*;
+    let tcp = HwMatch::exact(IpProto, 6);
+    let v4 = HwMatch::exact(EthType, 0x0800);
+    assert_eq!(
+        refusal(hw(
+            vec![HwMatch::prefix(Ipv6Src, 1 << 120, 8)],
+            vec![HwAction::Drop]
+        )),
+        "field ipv6.src is not matchable"
+    );
+    assert_eq!(
+        refusal(hw(
+            vec![v4, tcp, HwMatch::exact(TcpFlags, 2)],
+            vec![HwAction::Drop]
+        )),
+        "field tcp.flags is not matchable"
+    );
+    assert_eq!(
+        refusal(hw(
+            vec![v4, HwMatch::exact(EspSpi, 5)],
+            vec![HwAction::Drop]
+        )),
+        "field esp.spi is not matchable"
+    );
+    assert_eq!(
+        refusal(hw(
+            vec![v4, HwMatch::exact(IpProto, 47)],
+            vec![HwAction::Drop]
+        )),
+        "field ip.proto cannot be matched with value 47"
+    );
+    assert_eq!(
+        refusal(hw(vec![tcp, HwMatch::exact(L4Dport, 80)], vec![HwAction::Drop])),
+        "not one device rule: a transport match without an address family (split the rule by family)"
+    );
+    assert_eq!(
+        refusal(hw(vec![], vec![HwAction::Drop, HwAction::Mark { id: 1 }])),
+        "actions: DROP may only be combined with COUNT"
+    );
+    assert_eq!(
+        refusal(hw(
+            vec![],
+            vec![HwAction::Queue { index: 0 }, HwAction::Drop]
+        )),
+        "actions: more than one fate action (DROP, QUEUE, RSS, SECURITY)"
+    );
+    assert_eq!(
+        refusal(hw(vec![], vec![HwAction::Mark { id: 1 }, HwAction::Flag])),
+        "actions: MARK and FLAG are mutually exclusive"
+    );
+    let mut deep = hw(vec![], vec![HwAction::Drop]);
+    deep.level = 3;
+    assert_eq!(
+        refusal(deep.clone()),
+        "priority level 3 needs more than the 3 levels"
+    );
+    assert!(RteFlowBackend::default()
+        .with_levels(32)
+        .lower_rule(&deep)
+        .is_ok());
+}
+
+#[test]
+fn cnxk_refuses_items_and_actions_outside_the_driver() {
+    let p = pipec::backend::octeon_cn10k_profile();
+    let reasons: Vec<String> = syntax_rules()
+        .iter()
+        .map(|r| match cnxk::check_rule(&p, 32, r) {
+            Ok(()) => "ok".to_string(),
+            Err(e) => e.reason.to_string(),
+        })
+        .collect();
+    insta::assert_debug_snapshot!(reasons);
+}
+
+#[test]
+fn budgets_are_enforced() {
+    let mut slice = cnxk_slice();
+    let rss = slice.rules[6].clone();
+    for i in 0..7 {
+        let mut r = rss.clone();
+        r.id = 100 + i;
+        r.matches
+            .push(HwMatch::exact(PacketField::L4Dport, u128::from(i)));
+        r.matches.sort();
+        slice.rules.push(r);
+    }
+    let err = RteFlowBackend::default().lower_slice(&slice).unwrap_err();
+    assert_eq!(
+        err.reason.to_string(),
+        "RSS rules per port budget of 7 is used up"
+    );
+}
+
+#[test]
+fn diff_keys_on_the_match() {
+    let b = RteFlowBackend::default();
+    let old = b.lower_slice(&cnxk_slice()).unwrap();
+    let mut s = cnxk_slice();
+    s.rules[0].actions = vec![HwAction::Mark { id: 9 }];
+    s.rules.remove(1);
+    let new = b.lower_slice(&s).unwrap();
+    let ops: Vec<DeltaOp> = b.diff(&old, &new).into_iter().map(|d| d.op).collect();
+    assert_eq!(ops, vec![DeltaOp::Modify, DeltaOp::Remove]);
+}
