@@ -264,10 +264,13 @@ impl<'c> Engine<'c> {
         };
         let sport = self.next_sport;
         self.next_sport = self.next_sport.wrapping_add(1).max(1024);
+        // ICMP has no ports: the echo identifier stands in for the source port (so that
+        // conntrack tells connections apart, as it does with ICMP ids), and the
+        // destination port is 0.
         let (sport, dport) = if c.protocol.has_ports() {
             (sport, dport)
         } else {
-            (0, 0)
+            (sport, 0)
         };
         let proto = match (c.protocol, dst_ip) {
             (Protocol::Icmp, IpAddr::V6(_)) => 58,
@@ -298,4 +301,106 @@ impl<'c> Engine<'c> {
         reply.set(Field::L4Dport, sent.get(Field::L4Sport));
         self.follow(last_node.clone(), reply)
     }
+}
+
+/// The connection of a reference-semantics probe. An external source that is a pod's
+/// address is that pod, as in the semantics.
+pub fn conn_of_probe(cluster: &Cluster, p: &crate::semantics::Probe) -> Conn {
+    use crate::semantics::{Destination, Peer};
+    Conn {
+        from: match p.from {
+            Peer::Pod(id) => From::Pod(id),
+            Peer::External(ip) => match cluster.pod_by_ip(ip) {
+                Some(id) => From::Pod(id),
+                None => From::External(ip),
+            },
+        },
+        to: match p.to {
+            Destination::Pod(id) => To::Pod(id),
+            Destination::Ip(ip) => To::Ip(ip),
+            Destination::Service { service, port } => To::Service(service, port),
+        },
+        protocol: p.protocol,
+        port: p.port,
+    }
+}
+
+/// The pod a (possibly translated) destination address belongs to.
+pub fn delivered_pod(cluster: &Cluster, o: &Outcome) -> Option<PodId> {
+    let (_, last) = o.traces.last()?;
+    cluster.pod_by_ip(last.packet.dst())
+}
+
+/// The MAG interpreter as a conformance engine (`--engine mag`).
+pub struct MagEngine;
+
+struct MagEvaluator<'c> {
+    cluster: &'c Cluster,
+    engine: std::cell::RefCell<Engine<'c>>,
+}
+
+impl crate::conformance::Engine for MagEngine {
+    fn name(&self) -> &'static str {
+        "mag"
+    }
+
+    fn prepare<'c>(
+        &self,
+        cluster: &'c Cluster,
+    ) -> Result<Box<dyn crate::conformance::Evaluator + 'c>, String> {
+        let mut engine = Engine::new(cluster);
+        engine.node(&pick_node(cluster, None).0)?;
+        Ok(Box::new(MagEvaluator {
+            cluster,
+            engine: std::cell::RefCell::new(engine),
+        }))
+    }
+}
+
+impl crate::conformance::Evaluator for MagEvaluator<'_> {
+    fn evaluate(&self, probe: &crate::semantics::Probe) -> crate::conformance::EngineVerdict {
+        let conn = conn_of_probe(self.cluster, probe);
+        let result = self.engine.borrow_mut().connect(&conn);
+        let (allowed, reason) = match result {
+            Err(e) => (Some(false), e),
+            Ok(o) => match (o.verdict, refused(self.cluster, &o, probe)) {
+                (Verdict::Deny, _) => (Some(false), mag_reason(&o)),
+                (_, Some(r)) => (Some(false), r),
+                (v, None) => (Some(true), format!("{v:?} by the MAG")),
+            },
+        };
+        crate::conformance::EngineVerdict { allowed, reason }
+    }
+}
+
+fn mag_reason(o: &Outcome) -> String {
+    o.traces
+        .iter()
+        .flat_map(|(n, t)| t.hits.last().map(move |h| (n, h)))
+        .map(|(n, h)| {
+            let prov: Vec<String> = h.provenance.iter().map(|p| p.to_string()).collect();
+            format!("dropped on {n} at {}: {}", h.table, prov.join(" | "))
+        })
+        .next_back()
+        .unwrap_or_else(|| "dropped".into())
+}
+
+/// The semantics' listening check (`check_listening`): a pod that lists its ports refuses
+/// connections to other ports. This is the server's answer, not the network's, so it is
+/// applied after the MAG.
+pub fn refused(cluster: &Cluster, o: &Outcome, probe: &crate::semantics::Probe) -> Option<String> {
+    if !probe.protocol.has_ports() {
+        return None;
+    }
+    let pod = cluster.pod(delivered_pod(cluster, o)?);
+    if pod.ports.is_empty() && pod.extra_ports.is_empty() {
+        return None;
+    }
+    let port = o.traces.last()?.1.packet.get(Field::L4Dport) as u16;
+    let listens = pod
+        .ports
+        .iter()
+        .any(|p| p.port == port && p.protocol == probe.protocol)
+        || pod.extra_ports.contains(&(port, probe.protocol));
+    (!listens).then(|| format!("nothing listens on port {port}/{}", probe.protocol))
 }
