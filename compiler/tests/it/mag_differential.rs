@@ -83,31 +83,32 @@ pub fn check_cluster(c: &Cluster) -> Result<usize, String> {
         let conn = conn_of_probe(c, &probe);
         let mag = engine.connect(&conn)?;
         n += 1;
-        let expected =
-            match mag.dnat {
-                Some((ip, port)) if !reference.paths.is_empty() => {
-                    let path = reference
-                        .paths
-                        .iter()
-                        .find(|p| p.dst_ip == ip && p.dst_port.is_none_or(|d| d == port));
-                    match path {
-                        Some(p) => p.verdict,
-                        None => return Err(format!(
+        let expected = match mag.dnat {
+            Some((ip, port)) if !reference.paths.is_empty() => {
+                let path = reference
+                    .paths
+                    .iter()
+                    .find(|p| p.dst_ip == ip && p.dst_port.is_none_or(|d| d == port));
+                match path {
+                    Some(p) => p.verdict,
+                    None => {
+                        return Err(format!(
                             "{probe:?}: MAG chose {ip}:{port}, not a reference candidate ({:?})",
                             reference
                                 .paths
                                 .iter()
                                 .map(|p| (p.dst_ip, p.dst_port))
                                 .collect::<Vec<_>>()
-                        )),
+                        ))
                     }
                 }
-                _ => match (reference.verdict, reference.paths.first()) {
-                    (Some(v), _) => v,
-                    (None, Some(p)) => p.verdict,
-                    (None, None) => Verdict::Deny,
-                },
-            };
+            }
+            _ => match (reference.verdict, reference.paths.first()) {
+                (Some(v), _) => v,
+                (None, Some(p)) => p.verdict,
+                (None, None) => Verdict::Deny,
+            },
+        };
         if !same(expected, mag.verdict) {
             let text: String = mag
                 .traces
