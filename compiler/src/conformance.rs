@@ -258,11 +258,14 @@ impl Evaluator for ReferenceEvaluator<'_> {
 }
 
 /// Engines that exist in the design but are not built yet.
-pub const PLANNED_ENGINES: &[&str] = &["mag", "hw", "ebpf"];
+pub const PLANNED_ENGINES: &[&str] = &["mag", "ebpf"];
 
 /// Every engine available in this build.
 pub fn available_engines() -> Vec<Box<dyn Engine>> {
-    vec![Box::new(Reference)]
+    vec![
+        Box::new(Reference),
+        Box::new(crate::partition::engine::HwEngine::default()),
+    ]
 }
 
 /// The engine called `name`.
