@@ -10,10 +10,9 @@ use crate::backend::Profile;
 /// Chooses the candidates that fit; leaves the others with [`Why::Budget`]. Returns the
 /// chosen indices.
 pub fn choose(cands: &mut [Candidate], profile: &Profile) -> Vec<usize> {
-    let limit = profile
-        .budget
-        .entries
-        .map_or(u64::MAX, |e| e.saturating_sub(profile.budget.reserved_entries));
+    let limit = profile.budget.entries.map_or(u64::MAX, |e| {
+        e.saturating_sub(profile.budget.reserved_entries)
+    });
     let mut order: Vec<usize> = (0..cands.len()).filter(|i| cands[*i].ok).collect();
     order.sort_by(|a, b| {
         cands[*b]

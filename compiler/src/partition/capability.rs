@@ -32,11 +32,15 @@ impl Kind {
         };
         if def.ops.iter().any(|o| matches!(o, Op::Drop)) {
             Kind::Drop
-        } else if def
-            .ops
-            .iter()
-            .any(|o| matches!(o, Op::Set { field: Field::Mark, .. }))
-        {
+        } else if def.ops.iter().any(|o| {
+            matches!(
+                o,
+                Op::Set {
+                    field: Field::Mark,
+                    ..
+                }
+            )
+        }) {
             Kind::Redirect
         } else {
             Kind::Allow
@@ -104,7 +108,9 @@ fn stage_reason(table: &str) -> String {
     match table {
         "classify" => "needs the receiving port as metadata (no metadata match in hardware)",
         "anti_spoof" => "needs the sending pod as metadata (no metadata match in hardware)",
-        "service_lb" | "lb_backend" => "service load balancing rewrites headers (no NAT in hardware)",
+        "service_lb" | "lb_backend" => {
+            "service load balancing rewrites headers (no NAT in hardware)"
+        }
         "conntrack" => "connection tracking (no conntrack in hardware)",
         "src_ipcache" | "dst_ipcache" => {
             "identity lookup; hardware rules carry the addresses instead"
@@ -233,7 +239,11 @@ fn ingress_rules(
     };
     let (srcs, naive_src): (Vec<Option<(u32, u8)>>, u64) = match c.get(Field::SrcIdentity) {
         FieldMatch::Any => (vec![None], 1),
-        FieldMatch::Exact(id) => match ids.v4.get(&id) {
+        FieldMatch::Exact(id)
+        | FieldMatch::Ternary {
+            value: id,
+            mask: 0xffff_ffff,
+        } => match ids.v4.get(&id) {
             Some(p) if !p.is_empty() => (
                 p.iter().map(|p| Some(*p)).collect(),
                 ids.naive.get(&id).copied().unwrap_or(1),
@@ -268,7 +278,10 @@ fn ingress_rules(
         FieldMatch::Exact(p) => vec![Some((p as u16, 0xffff))],
         FieldMatch::Ternary { value, mask } => vec![Some((value as u16, mask as u16))],
         FieldMatch::Prefix { value, len } => {
-            vec![Some((value as u16, (0xffffu32 << (16 - u32::from(len))) as u16))]
+            vec![Some((
+                value as u16,
+                (0xffffu32 << (16 - u32::from(len))) as u16,
+            ))]
         }
         FieldMatch::Range { lo, hi } => port_range_to_ternary(lo as u16, hi as u16)
             .into_iter()

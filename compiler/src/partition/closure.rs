@@ -128,10 +128,9 @@ pub fn check(mag: &Mag, cands: &mut [Candidate]) {
             cands[i].leave(Why::NotPriorityClosed { above });
         } else if !cands[i].deps.is_empty() {
             let n = cands[i].deps.len();
-            cands[i]
-                .placement
-                .chain
-                .push(format!("priority-closed: the {n} rule(s) above it go to hardware too"));
+            cands[i].placement.chain.push(format!(
+                "priority-closed: the {n} rule(s) above it go to hardware too"
+            ));
         }
     }
 }
@@ -144,7 +143,9 @@ struct EgressView<'m> {
 
 impl<'m> EgressView<'m> {
     fn new(mag: &'m Mag) -> EgressView<'m> {
-        let table = mag.table_by_name("egress_policy").and_then(|t| mag.table(t));
+        let table = mag
+            .table_by_name("egress_policy")
+            .and_then(|t| mag.table(t));
         EgressView { mag, table }
     }
 
@@ -154,8 +155,9 @@ impl<'m> EgressView<'m> {
         let Some(t) = self.table else {
             return Some("no egress policy table to prove replies safe".into());
         };
-        let unsafe_msg =
-            || Some("the pod may open connections to these sources; a hardware drop would drop their replies".to_string());
+        let unsafe_msg = || {
+            Some("the pod may open connections to these sources; a hardware drop would drop their replies".to_string())
+        };
         if Kind::of(self.mag, t.default_action.action) != Kind::Drop {
             return unsafe_msg();
         }
@@ -163,13 +165,17 @@ impl<'m> EgressView<'m> {
             if Kind::of(self.mag, e.action.action) == Kind::Drop {
                 continue;
             }
-            let fits = t.key.iter().zip(e.matches.iter()).all(|(k, m)| match k.field {
-                Field::CtState => admits(m, ct::NEW, 8),
-                Field::Endpoint => admits(m, ep, 32),
-                Field::DstIdentity => intersects(m, to, 32),
-                Field::IpProto => intersects(m, proto, 8),
-                _ => true,
-            });
+            let fits = t
+                .key
+                .iter()
+                .zip(e.matches.iter())
+                .all(|(k, m)| match k.field {
+                    Field::CtState => admits(m, ct::NEW, 8),
+                    Field::Endpoint => admits(m, ep, 32),
+                    Field::DstIdentity => intersects(m, to, 32),
+                    Field::IpProto => intersects(m, proto, 8),
+                    _ => true,
+                });
             if fits {
                 return unsafe_msg();
             }

@@ -68,10 +68,9 @@ pub fn build(cands: &mut [Candidate], chosen: &[usize], profile: &Profile) -> (P
     }
     let mut groups: HashMap<(u32, Vec<HwAction>), Vec<HwRule>> = HashMap::new();
     let mut usage = Usage {
-        entries_limit: profile
-            .budget
-            .entries
-            .map_or(u64::MAX, |e| e.saturating_sub(profile.budget.reserved_entries)),
+        entries_limit: profile.budget.entries.map_or(u64::MAX, |e| {
+            e.saturating_sub(profile.budget.reserved_entries)
+        }),
         counters_limit: profile.budget.counters.unwrap_or(u64::MAX),
         levels_limit,
         ..Usage::default()
@@ -119,7 +118,10 @@ pub fn build(cands: &mut [Candidate], chosen: &[usize], profile: &Profile) -> (P
         .count() as u64;
     // Counters go on every drop rule or on none, so overlapping drops stay identical.
     if drops > 0 && drops <= usage.counters_limit {
-        for r in rules.iter_mut().filter(|r| r.actions.contains(&HwAction::Drop)) {
+        for r in rules
+            .iter_mut()
+            .filter(|r| r.actions.contains(&HwAction::Drop))
+        {
             r.actions = vec![HwAction::Count, HwAction::Drop];
         }
         usage.counters = drops;

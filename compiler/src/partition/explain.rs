@@ -52,21 +52,19 @@ pub fn report(plan: &Plan, mag: &Mag, sources: &Sources) -> Report {
         let policy = p.table.ends_with("_policy");
         if !policy {
             if let Why::Stage { detail } = &p.why {
-                let e = stages
-                    .entry(p.table.clone())
-                    .or_insert((0, detail.clone()));
+                let e = stages.entry(p.table.clone()).or_insert((0, detail.clone()));
                 e.0 += 1;
                 continue;
             }
         }
-        let location = p
-            .prov
-            .and_then(|i| mag.provenance.get_index(i))
-            .and_then(|prov| match prov {
-                Provenance::Rule(r) => r.location(sources).map(|s| sources.file_line(s)),
-                Provenance::Object(o) => o.span.map(|s| sources.file_line(s)),
-                Provenance::Builtin(_) => None,
-            });
+        let location =
+            p.prov
+                .and_then(|i| mag.provenance.get_index(i))
+                .and_then(|prov| match prov {
+                    Provenance::Rule(r) => r.location(sources).map(|s| sources.file_line(s)),
+                    Provenance::Object(o) => o.span.map(|s| sources.file_line(s)),
+                    Provenance::Builtin(_) => None,
+                });
         let mut chain = p.chain.clone();
         chain.push(p.why.to_string());
         rows.push(Row {
@@ -107,20 +105,46 @@ pub fn select<'r>(report: &'r Report, id: &str) -> Vec<&'r Row> {
     if !exact.is_empty() {
         return exact;
     }
-    report.rows.iter().filter(|r| r.source.contains(id)).collect()
+    report
+        .rows
+        .iter()
+        .filter(|r| r.source.contains(id))
+        .collect()
 }
 
 /// Renders the report as a table.
 pub fn to_text(report: &Report) -> String {
     let mut out = String::new();
-    let _ = writeln!(out, "node {}, hardware target {}", report.node, report.target);
-    let w_id = report.rows.iter().map(|r| r.id.len()).max().unwrap_or(2).max(4);
+    let _ = writeln!(
+        out,
+        "node {}, hardware target {}",
+        report.node, report.target
+    );
+    let w_id = report
+        .rows
+        .iter()
+        .map(|r| r.id.len())
+        .max()
+        .unwrap_or(2)
+        .max(4);
     let src = |r: &Row| match &r.location {
         Some(l) => format!("{} ({l})", r.source),
         None => r.source.clone(),
     };
-    let w_src = report.rows.iter().map(|r| src(r).len()).max().unwrap_or(6).max(6);
-    let w_t = report.rows.iter().map(|r| r.target.len()).max().unwrap_or(6).max(6);
+    let w_src = report
+        .rows
+        .iter()
+        .map(|r| src(r).len())
+        .max()
+        .unwrap_or(6)
+        .max(6);
+    let w_t = report
+        .rows
+        .iter()
+        .map(|r| r.target.len())
+        .max()
+        .unwrap_or(6)
+        .max(6);
     let _ = writeln!(
         out,
         "{:<w_id$}  {:<w_src$}  {:<w_t$}  {:>7}  REASON",
@@ -182,7 +206,11 @@ pub fn chain_text(rows: &[&Row]) -> String {
         for (i, step) in r.chain.iter().enumerate() {
             let _ = writeln!(out, "  {}. {step}", i + 1);
         }
-        let _ = writeln!(out, "  => {} [{}], {} hardware entries", r.target, r.code, r.hw_entries);
+        let _ = writeln!(
+            out,
+            "  => {} [{}], {} hardware entries",
+            r.target, r.code, r.hw_entries
+        );
     }
     out
 }

@@ -61,7 +61,11 @@ impl IdentitySets {
             *naive.entry(*id).or_default() += 1;
             let lo = u64::from(*value & prefix_mask(*len));
             let hi = lo + (1u64 << (32 - u32::from(*len))) - 1;
-            let after = paint.range(..=hi + 1).next_back().map(|(_, v)| *v).flatten();
+            let after = paint
+                .range(..=hi + 1)
+                .next_back()
+                .map(|(_, v)| *v)
+                .flatten();
             let inside: Vec<u64> = paint.range(lo..=hi + 1).map(|(k, _)| *k).collect();
             for k in inside {
                 paint.remove(&k);
