@@ -6,6 +6,7 @@ mod diagnostics;
 mod mag_gen;
 mod mag_incremental;
 mod mag_starwars;
+mod partition_hw;
 mod pipe_policies;
 mod semantics_props;
 mod snapshots;
