@@ -258,13 +258,14 @@ impl Evaluator for ReferenceEvaluator<'_> {
 }
 
 /// Engines that exist in the design but are not built yet.
-pub const PLANNED_ENGINES: &[&str] = &["hw", "ebpf"];
+pub const PLANNED_ENGINES: &[&str] = &["ebpf"];
 
 /// Every engine available in this build.
 pub fn available_engines() -> Vec<Box<dyn Engine>> {
     vec![
         Box::new(Reference),
         Box::new(crate::lower::probe::MagEngine),
+        Box::new(crate::partition::engine::HwEngine::default()),
     ]
 }
 
@@ -800,7 +801,7 @@ mod tests {
             Ok("reference")
         );
         assert_eq!(engine_by_name("mag").map(|e| e.name()), Ok("mag"));
-        let available = "reference, mag";
+        let available = "reference, mag, hw";
         assert_eq!(
             engine_by_name("ebpf").err(),
             Some(format!(

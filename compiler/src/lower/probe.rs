@@ -71,7 +71,12 @@ pub struct Engine<'c> {
     cluster: &'c Cluster,
     nodes: BTreeMap<String, NodeMag>,
     next_sport: u16,
+    hardware: Option<HardwareHook<'c>>,
 }
+
+/// A hardware model in front of each node's MAG (engine `hw`): called with the node, its
+/// MAG and the packet; `true` means hardware dropped the packet and the MAG never sees it.
+pub type HardwareHook<'c> = Box<dyn FnMut(&str, &crate::mag::Mag, &MagInfo, &Packet) -> bool + 'c>;
 
 impl<'c> Engine<'c> {
     /// An engine over one model; nodes are lowered when first needed.
@@ -80,7 +85,14 @@ impl<'c> Engine<'c> {
             cluster,
             nodes: BTreeMap::new(),
             next_sport: 40000,
+            hardware: None,
         }
+    }
+
+    /// The same engine with a hardware model in front of every node's MAG.
+    pub fn with_hardware(mut self, hook: HardwareHook<'c>) -> Engine<'c> {
+        self.hardware = Some(hook);
+        self
     }
 
     /// The lowered MAG of a node.
@@ -174,6 +186,16 @@ impl<'c> Engine<'c> {
     fn run_on(&mut self, node: &str, p: Packet) -> Result<Trace, String> {
         self.load(node)?;
         let n = self.nodes.get_mut(node).ok_or("no node")?;
+        if let Some(hw) = self.hardware.as_mut() {
+            if hw(node, &n.lowered.mag, &n.info, &p) {
+                return Ok(Trace {
+                    hits: Vec::new(),
+                    verdict: Verdict::Deny,
+                    dnat: None,
+                    packet: p,
+                });
+            }
+        }
         let mut interp = Interp::new(&n.lowered.mag, &n.info);
         interp.ct = std::mem::take(&mut n.ct);
         let t = interp.run(p);
