@@ -423,7 +423,9 @@ impl Builder<'_> {
             let span = at.field("metadata.name");
             // `seen` keeps the first object's span, not its name's: locating a field parses
             // the object's text, which every object would pay for on the happy path.
-            let first = self.sources.locate(first, &FieldPath::parse("metadata.name"));
+            let first = self
+                .sources
+                .locate(first, &FieldPath::parse("metadata.name"));
             let d = self.err(
                 Code::DuplicateObject,
                 span,
