@@ -421,6 +421,11 @@ impl Builder<'_> {
         let key = (kind, display_key(&(kind, namespace, name)).into_boxed_str());
         if let Some(first) = self.seen.get(&key).copied() {
             let span = at.field("metadata.name");
+            // `seen` keeps the first object's span, not its name's: locating a field parses
+            // the object's text, which every object would pay for on the happy path.
+            let first = self
+                .sources
+                .locate(first, &FieldPath::parse("metadata.name"));
             let d = self.err(
                 Code::DuplicateObject,
                 span,
@@ -438,7 +443,7 @@ impl Builder<'_> {
             });
             ok = false;
         } else {
-            self.seen.insert(key, at.field("metadata.name"));
+            self.seen.insert(key, obj.span);
         }
         Some(ok)
     }
