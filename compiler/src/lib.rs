@@ -16,5 +16,7 @@ pub mod mag;
 pub mod model;
 pub mod semantics;
 pub mod source;
+#[cfg(feature = "testgen")]
+pub mod testgen;
 pub mod trace;
 pub mod util;

@@ -522,6 +522,30 @@ impl Datapath {
         Ok(out)
     }
 
+    /// Deletes every conntrack and affinity entry: the next packet of any flow is a first
+    /// packet again (the `ebpf` engine isolates probes with it).
+    pub fn flush_state(&self) -> Result<usize, Error> {
+        use std::mem::size_of;
+        let mut n = 0;
+        for (name, ks) in [
+            ("ct", size_of::<c::CtKey>()),
+            ("affinity", size_of::<c::AffinityKey>()),
+        ] {
+            let fd = self.map_fd(name)?;
+            loop {
+                let mut key = vec![0u8; ks];
+                if !sys::map_next_key(fd, None, &mut key)
+                    .map_err(io_err(format!("iterating {name}")))?
+                {
+                    break;
+                }
+                sys::map_delete(fd, &key).map_err(io_err(format!("deleting from {name}")))?;
+                n += 1;
+            }
+        }
+        Ok(n)
+    }
+
     /// Garbage-collects conntrack: deletes every entry whose deadline is before `now_ns`
     /// (`CLOCK_MONOTONIC`, the datapath's clock; the current time when `None`). Returns
     /// how many were deleted. LRU eviction bounds the map between collections.
