@@ -5,7 +5,10 @@
 //! A copy of the generator of `compiler/tests/it/mag_gen.rs`, so that other crates' tests
 //! (the eBPF differential test) can use it; the fields of the spec types are the
 //! generator's knobs and documented on their types.
-#![allow(missing_docs, reason = "spec fields are generator knobs, described on their types")]
+#![allow(
+    missing_docs,
+    reason = "spec fields are generator knobs, described on their types"
+)]
 
 use crate::driver;
 use crate::model::build::BuildOptions;

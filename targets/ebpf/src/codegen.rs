@@ -96,7 +96,10 @@ fn drops(mag: &Mag, call: &ActionCall) -> bool {
 }
 
 fn cookie(e: &mag::Entry) -> u64 {
-    e.provenance.first().map(|p| u64::from(p.0) + 1).unwrap_or(0)
+    e.provenance
+        .first()
+        .map(|p| u64::from(p.0) + 1)
+        .unwrap_or(0)
 }
 
 /// The policy action of a call: drop, redirect (verdict or mark), or allow.
@@ -125,7 +128,11 @@ fn key_positions(t: &Table, fields: &[Field]) -> Result<Vec<usize>, Unsupported>
     if t.key.len() != fields.len() {
         return Err(unsupported(
             &t.name,
-            format!("the key has {} fields, the datapath matches {}", t.key.len(), fields.len()),
+            format!(
+                "the key has {} fields, the datapath matches {}",
+                t.key.len(),
+                fields.len()
+            ),
         ));
     }
     fields
@@ -165,7 +172,9 @@ fn prefix(m: &FieldMatch, f: Field, site: &str) -> Result<(u128, u32), Unsupport
             if mag::prefix_mask(len, w) != mask {
                 return Err(unsupported(
                     site,
-                    format!("{f} mask {mask:#x} is not a prefix; the datapath's tries match prefixes"),
+                    format!(
+                        "{f} mask {mask:#x} is not a prefix; the datapath's tries match prefixes"
+                    ),
                 ));
             }
             Ok((value, len))
@@ -260,8 +269,18 @@ impl EbpfArtifact {
 fn ipcache(mag: &Mag, a: &mut EbpfArtifact) -> Result<(), Unsupported> {
     let mut tables = Vec::new();
     for (name, f4, f6, id) in [
-        ("src_ipcache", Field::Ipv4Src, Field::Ipv6Src, Field::SrcIdentity),
-        ("dst_ipcache", Field::Ipv4Dst, Field::Ipv6Dst, Field::DstIdentity),
+        (
+            "src_ipcache",
+            Field::Ipv4Src,
+            Field::Ipv6Src,
+            Field::SrcIdentity,
+        ),
+        (
+            "dst_ipcache",
+            Field::Ipv4Dst,
+            Field::Ipv6Dst,
+            Field::DstIdentity,
+        ),
     ] {
         let t = table(mag, name)?;
         let pos = key_positions(t, &[Field::EthType, f4, f6])?;
@@ -313,9 +332,20 @@ fn identity_of(a: &EbpfArtifact, ip: IpAddr) -> u32 {
 
 fn endpoints(mag: &Mag, a: &mut EbpfArtifact) -> Result<(), Unsupported> {
     let t = table(mag, "anti_spoof")?;
-    let pos = key_positions(t, &[Field::Endpoint, Field::EthType, Field::Ipv4Src, Field::Ipv6Src])?;
+    let pos = key_positions(
+        t,
+        &[
+            Field::Endpoint,
+            Field::EthType,
+            Field::Ipv4Src,
+            Field::Ipv6Src,
+        ],
+    )?;
     if !drops(mag, &t.default_action) {
-        return Err(unsupported("anti_spoof", "the default action does not drop"));
+        return Err(unsupported(
+            "anti_spoof",
+            "the default action does not drop",
+        ));
     }
     let mut addrs: BTreeMap<IpAddr, u32> = BTreeMap::new();
     for e in &t.entries {
@@ -326,10 +356,20 @@ fn endpoints(mag: &Mag, a: &mut EbpfArtifact) -> Result<(), Unsupported> {
         let ep = exact(&e.matches[pos[0]], Field::Endpoint, &site)?
             .ok_or_else(|| unsupported(&site, "no endpoint"))?;
         let et = exact(&e.matches[pos[1]], Field::EthType, &site)?;
-        let p = addr_prefix(et, &e.matches[pos[2]], &e.matches[pos[3]], Field::Ipv4Src, Field::Ipv6Src, &site)?
-            .ok_or_else(|| unsupported(&site, "not an IPv4 or IPv6 address"))?;
+        let p = addr_prefix(
+            et,
+            &e.matches[pos[2]],
+            &e.matches[pos[3]],
+            Field::Ipv4Src,
+            Field::Ipv6Src,
+            &site,
+        )?
+        .ok_or_else(|| unsupported(&site, "not an IPv4 or IPv6 address"))?;
         if u32::from(p.len) != if p.addr.is_ipv4() { 32 } else { 128 } {
-            return Err(unsupported(&site, "a prefix; the endpoints map holds addresses"));
+            return Err(unsupported(
+                &site,
+                "a prefix; the endpoints map holds addresses",
+            ));
         }
         addrs.insert(p.addr, ep as u32);
     }
@@ -345,7 +385,14 @@ fn endpoints(mag: &Mag, a: &mut EbpfArtifact) -> Result<(), Unsupported> {
         }
         let site = format!("route entry {:?}", e.matches);
         let et = exact(&e.matches[rpos[0]], Field::EthType, &site)?;
-        let p = addr_prefix(et, &e.matches[rpos[1]], &e.matches[rpos[2]], Field::Ipv4Dst, Field::Ipv6Dst, &site)?;
+        let p = addr_prefix(
+            et,
+            &e.matches[rpos[1]],
+            &e.matches[rpos[2]],
+            Field::Ipv4Dst,
+            Field::Ipv6Dst,
+            &site,
+        )?;
         match p {
             Some(p) if addrs.get(&p.addr) == Some(&(ep as u32)) => {}
             _ => {
@@ -374,7 +421,13 @@ fn services(mag: &Mag, a: &mut EbpfArtifact) -> Result<(), Unsupported> {
     let lb = table(mag, "service_lb")?;
     let pos = key_positions(
         lb,
-        &[Field::EthType, Field::Ipv4Dst, Field::Ipv6Dst, Field::IpProto, Field::L4Dport],
+        &[
+            Field::EthType,
+            Field::Ipv4Dst,
+            Field::Ipv6Dst,
+            Field::IpProto,
+            Field::L4Dport,
+        ],
     )?;
     let be = table(mag, "lb_backend")?;
     let bpos = key_positions(be, &[Field::Service, Field::Hash])?;
@@ -395,7 +448,10 @@ fn services(mag: &Mag, a: &mut EbpfArtifact) -> Result<(), Unsupported> {
         };
         let port = set_value(mag, &e.action, Field::L4Dport)
             .ok_or_else(|| unsupported(&site, "the action translates no port"))?;
-        slots.entry(svc).or_default().insert(slot, (addr, port as u16));
+        slots
+            .entry(svc)
+            .or_default()
+            .insert(slot, (addr, port as u16));
     }
     let backend_set: BTreeSet<(IpAddr, u16)> =
         slots.values().flat_map(|s| s.values().copied()).collect();
@@ -513,7 +569,13 @@ fn policy(
     let t = table(mag, name)?;
     let pos = key_positions(
         t,
-        &[Field::CtState, Field::Endpoint, remote_field, Field::IpProto, Field::L4Dport],
+        &[
+            Field::CtState,
+            Field::Endpoint,
+            remote_field,
+            Field::IpProto,
+            Field::L4Dport,
+        ],
     )?;
     let default = policy_action(mag, &t.default_action)
         .ok_or_else(|| unsupported(name, "the default action decides nothing"))?;
@@ -534,7 +596,10 @@ fn policy(
             // Packets with no local source endpoint: the datapath runs no egress policy
             // for them (from_wire), so the row must let them pass.
             if drops(mag, &e.action) {
-                return Err(unsupported(&site, "a drop for packets without a local endpoint"));
+                return Err(unsupported(
+                    &site,
+                    "a drop for packets without a local endpoint",
+                ));
             }
             continue;
         }
@@ -611,7 +676,10 @@ fn policy(
         let class: BTreeMap<u32, (BTreeMap<u8, Ivs>, Val)> = remotes
             .iter()
             .map(|r| {
-                let f = protos.iter().map(|p| (*p, function(Some(*r), *p))).collect();
+                let f = protos
+                    .iter()
+                    .map(|p| (*p, function(Some(*r), *p)))
+                    .collect();
                 (*r, (f, decide(Some(*r), None, 0)))
             })
             .collect();
@@ -619,7 +687,10 @@ fn policy(
         // Conflict cells: the wildcard denies, some class is allowed.
         let conflict = |proto: u8, port: u16| -> bool {
             let w = value_at(&wild[&proto], port);
-            w.0 == Action::Deny && class.values().any(|(f, _)| allows(&value_at(&f[&proto], port)))
+            w.0 == Action::Deny
+                && class
+                    .values()
+                    .any(|(f, _)| allows(&value_at(&f[&proto], port)))
         };
         let any_conflict = protos.iter().any(|p| {
             let mut points: BTreeSet<u16> = wild[p].iter().map(|x| x.0).collect();
@@ -628,8 +699,7 @@ fn policy(
             }
             points.into_iter().any(|port| conflict(*p, port))
         });
-        let other_conflict =
-            wild_other.0 == Action::Deny && class.values().any(|(_, o)| allows(o));
+        let other_conflict = wild_other.0 == Action::Deny && class.values().any(|(_, o)| allows(o));
         let emit_other = !(wild_other.0 == Action::Deny && (any_conflict || other_conflict));
         let any_other: Option<Val> = emit_other.then_some(wild_other);
         let mut put = |identity: u32, proto: Option<u8>, port: Option<(u16, u8)>, v: Val| {
@@ -658,7 +728,9 @@ fn policy(
             let uniform = ivs.len() == 1 && Some(ivs[0].2) == any_other;
             let mut cells = Vec::new();
             for &(lo, hi, v) in ivs {
-                for (clo, chi) in split_conflicts(lo, hi, |port| conflict(*p, port), &class, *p, ivs) {
+                for (clo, chi) in
+                    split_conflicts(lo, hi, |port| conflict(*p, port), &class, *p, ivs)
+                {
                     let c = conflict(*p, clo);
                     let got = if c || uniform { any_other } else { Some(v) };
                     if !c && !uniform {
@@ -684,11 +756,7 @@ fn policy(
                             continue;
                         }
                         let got = final_val(None, av);
-                        let same = if av.is_none() {
-                            got.0 == v.0
-                        } else {
-                            got == v
-                        };
+                        let same = if av.is_none() { got.0 == v.0 } else { got == v };
                         if needs_other || !same {
                             emit_cells(&mut put, *r, *p, s, e, v);
                         }

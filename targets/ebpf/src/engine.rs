@@ -67,10 +67,29 @@ impl Engine for EbpfEngine {
     }
 
     fn prepare<'c>(&self, cluster: &'c Cluster) -> Result<Box<dyn Evaluator + 'c>, String> {
+        Ok(Box::new(EbpfEvaluator::new(cluster, true)?))
+    }
+}
+
+/// The engine prepared for one cluster: a loaded datapath with its maps written.
+pub struct EbpfEvaluator<'c> {
+    cluster: &'c Cluster,
+    art: EbpfArtifact,
+    dp: Datapath,
+    next_sport: Cell<u16>,
+    check_listening: bool,
+}
+
+impl<'c> EbpfEvaluator<'c> {
+    /// Compiles `cluster`, loads the datapath and writes its maps. With `check_listening`,
+    /// a connection to a port the destination pod does not list is refused.
+    pub fn new(cluster: &'c Cluster, check_listening: bool) -> Result<Self, String> {
         if !is_root() {
-            return Err("engine ebpf needs root (BPF, BPF_PROG_TEST_RUN); run as root or \
+            return Err(
+                "engine ebpf needs root (BPF, BPF_PROG_TEST_RUN); run as root or \
                         choose other engines with --engine"
-                .into());
+                    .into(),
+            );
         }
         if cluster.nodes.len() > 1 {
             return Err(format!(
@@ -82,21 +101,19 @@ impl Engine for EbpfEngine {
         let mut dp = Datapath::load(None).map_err(|e| format!("loading the datapath: {e}"))?;
         dp.write(&art)
             .map_err(|e| format!("writing the maps: {e}"))?;
-        Ok(Box::new(EbpfEvaluator {
+        Ok(EbpfEvaluator {
             cluster,
             art,
             dp,
             next_sport: Cell::new(40000),
-        }))
+            check_listening,
+        })
     }
-}
 
-/// The engine prepared for one cluster: a loaded datapath with its maps written.
-pub struct EbpfEvaluator<'c> {
-    cluster: &'c Cluster,
-    art: EbpfArtifact,
-    dp: Datapath,
-    next_sport: Cell<u16>,
+    /// The map contents the datapath holds.
+    pub fn artifact(&self) -> &EbpfArtifact {
+        &self.art
+    }
 }
 
 /// What happened to one probe in the datapath.
@@ -202,7 +219,10 @@ impl EbpfEvaluator<'_> {
             },
         };
         if src.is_ipv6() != dst.is_ipv6() {
-            return Ok(verdict(None, "source and destination are of different families"));
+            return Ok(verdict(
+                None,
+                "source and destination are of different families",
+            ));
         }
         let proto = match (probe.protocol, dst) {
             (Protocol::Icmp, IpAddr::V6(_)) => 58,
@@ -248,7 +268,10 @@ impl EbpfEvaluator<'_> {
             };
             let (ok, out, m) = self.run(prog, &frame, mark)?;
             if !ok {
-                return Ok(verdict(Some(false), format!("dropped by {} (ingress)", prog.name())));
+                return Ok(verdict(
+                    Some(false),
+                    format!("dropped by {} (ingress)", prog.name()),
+                ));
             }
             frame = out;
             mark = m;
@@ -256,33 +279,50 @@ impl EbpfEvaluator<'_> {
         let delivered = packet::parse(&frame).ok_or("to_pod left an unparsable packet")?;
         let redirected = mark & c::MARK_MAGIC_MASK == c::MARK_TO_PROXY;
         let dst_pod = cluster.pod_by_ip(delivered.dst);
-        if let Some(why) = refused(cluster, dst_pod, probe.protocol, delivered.dport) {
-            return Ok(verdict(Some(false), why));
+        if self.check_listening {
+            if let Some(why) = refused(cluster, dst_pod, probe.protocol, delivered.dport) {
+                return Ok(verdict(Some(false), why));
+            }
         }
 
         // The reply, from where the first packet was delivered.
         let reply = packet::build(
             delivered.dst,
             delivered.src,
-            l4(proto, delivered.dport, delivered.sport, true),
+            if probe.protocol.has_ports() {
+                l4(proto, delivered.dport, delivered.sport, true)
+            } else {
+                // An echo reply keeps the request's identifier.
+                l4(proto, sport, sport, true)
+            },
         );
         let mut reply = reply;
         if self.is_endpoint(delivered.dst) {
             let (ok, out, _) = self.run(Program::FromPod, &reply, 0)?;
             if !ok {
-                return Ok(verdict(None, "the first packet passed but from_pod dropped the reply"));
+                return Ok(verdict(
+                    None,
+                    "the first packet passed but from_pod dropped the reply",
+                ));
             }
             reply = out;
         }
         if from_endpoint {
             let (ok, out, _) = self.run(Program::ToPod, &reply, 0)?;
             if !ok {
-                return Ok(verdict(None, "the first packet passed but to_pod dropped the reply"));
+                return Ok(verdict(
+                    None,
+                    "the first packet passed but to_pod dropped the reply",
+                ));
             }
             reply = out;
         }
         let back = packet::parse(&reply).ok_or("the reply became unparsable")?;
-        let want_port = if probe.protocol.has_ports() { dport } else { back.sport };
+        let want_port = if probe.protocol.has_ports() {
+            dport
+        } else {
+            back.sport
+        };
         if from_endpoint && (back.src, back.sport) != (dst, want_port) {
             return Ok(verdict(
                 None,

@@ -22,13 +22,13 @@
 pub mod artifact;
 pub mod btf;
 pub mod codegen;
-pub mod engine;
 pub mod datapath;
+pub mod engine;
 pub mod maglev;
 pub mod packet;
 pub mod sys;
 
 pub use artifact::EbpfArtifact;
 pub use codegen::{mag_to_ebpf, Unsupported};
-pub use engine::EbpfEngine;
 pub use datapath::{Attachment, Datapath, Program};
+pub use engine::EbpfEngine;

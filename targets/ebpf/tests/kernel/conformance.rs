@@ -21,5 +21,9 @@ fn shared_conformance_passes_on_ebpf() {
     let engines: Vec<Box<dyn Engine>> = vec![Box::new(EbpfEngine)];
     let report = run_paths(&[dir], &engines).unwrap();
     assert_eq!(report.failed, 0, "{}", report.lines.join("\n"));
-    assert!(report.passed >= 100, "too few checks ran: {}", report.summary());
+    assert!(
+        report.passed >= 100,
+        "too few checks ran: {}",
+        report.summary()
+    );
 }

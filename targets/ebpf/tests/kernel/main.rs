@@ -14,6 +14,7 @@
 mod codegen;
 mod common;
 mod conformance;
+mod differential;
 mod netns;
 mod object;
 mod test_run;
