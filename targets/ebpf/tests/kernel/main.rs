@@ -15,6 +15,7 @@ mod codegen;
 mod common;
 mod conformance;
 mod differential;
+mod e2e_mag;
 mod netns;
 mod object;
 mod test_run;
