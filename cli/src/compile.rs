@@ -22,6 +22,13 @@ pub enum Emit {
     Dot,
     /// The eBPF datapath's map contents for one node (`--node`).
     Ebpf,
+    /// The partition plan: every entry's placement and the hardware rules.
+    Plan,
+    /// The hardware rules as rte_flow rules (JSON).
+    #[value(name = "rte_flow")]
+    RteFlow,
+    /// The hardware rules as `dpdk-testpmd` `flow create` lines.
+    Testpmd,
 }
 
 /// Arguments of `pipec compile`.
@@ -38,6 +45,9 @@ pub struct CompileArgs {
     /// The node to compile for (its addresses are `host` in the ipcache).
     #[arg(long)]
     node: Option<String>,
+    /// The hardware target (`--emit plan|rte_flow|testpmd`).
+    #[arg(long, default_value = "octeon-cn10k")]
+    target: String,
 }
 
 /// Runs `pipec compile`.
@@ -77,6 +87,26 @@ pub fn run(args: &CompileArgs) -> anyhow::Result<ExitCode> {
             let artifact = pipec_ebpf::mag_to_ebpf(&lowered.mag, &info)?;
             let text = artifact.to_string();
             output::print(args.format, &text, || text.clone())?
+        }
+        Emit::Plan | Emit::RteFlow | Emit::Testpmd => {
+            let (plan, _) =
+                crate::partition::plan(&loaded.cluster, args.node.as_deref(), &args.target)?;
+            match args.emit {
+                Emit::Plan => {
+                    output::print(args.format, &plan, || pipec::partition::plan_to_text(&plan))?
+                }
+                Emit::RteFlow => {
+                    let art = crate::partition::rte_flow(&plan)?;
+                    let json = pipec::backend::Artifact::json(&art);
+                    let text = serde_json::to_string_pretty(&json)? + "\n";
+                    output::print(args.format, &json, || text)?
+                }
+                _ => {
+                    let art = crate::partition::rte_flow(&plan)?;
+                    let text = art.testpmd_text();
+                    output::print(args.format, &text, || text.clone())?
+                }
+            }
         }
     }
     Ok(ExitCode::SUCCESS)

@@ -13,6 +13,7 @@ mod compile;
 mod conformance;
 mod fmt;
 mod output;
+mod partition;
 mod trace;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
@@ -41,6 +42,10 @@ enum Command {
     Conformance(conformance::ConformanceArgs),
     /// Formats `.pipe` policy files canonically.
     Fmt(fmt::FmtArgs),
+    /// Shows where every rule runs (hardware or eBPF), why, and the hardware budget.
+    Explain(partition::ExplainArgs),
+    /// Lists the built-in target profiles.
+    Targets(partition::TargetsArgs),
 }
 
 /// Output format, as kubectl's `-o`.
@@ -92,6 +97,8 @@ fn main() -> ExitCode {
         Command::Trace(a) => trace::run(&a),
         Command::Conformance(a) => conformance::run(&a),
         Command::Fmt(a) => fmt::run(&a),
+        Command::Explain(a) => partition::run_explain(&a),
+        Command::Targets(a) => partition::run_targets(&a),
     };
     match result {
         Ok(code) => code,

@@ -4,6 +4,10 @@ use crate::Format;
 use serde::Serialize;
 
 /// Prints `value` in the requested format; `text` renders the human form.
+#[allow(
+    clippy::print_stdout,
+    reason = "printing the artifact is this function's job"
+)]
 pub fn print<T: Serialize>(
     format: Format,
     value: &T,

@@ -5,7 +5,7 @@
 
 use crate::diag::{self, Diagnostic, Sink};
 use crate::frontend;
-use crate::model::build::{objects_to_cluster, BuildOptions};
+use crate::model::build::{BuildOptions, ClusterBuilder};
 use crate::model::{self, Cluster};
 use crate::source::{FileId, Sources};
 use std::path::PathBuf;
@@ -88,8 +88,13 @@ pub fn load_sources(
     let (pipe_files, manifests): (Vec<FileId>, Vec<FileId>) = files
         .iter()
         .partition(|f| sources.name(**f).ends_with(".pipe"));
-    let objects = frontend::files_to_objects(&sources, &manifests, &mut sink);
-    let mut cluster = objects_to_cluster(&sources, &objects, options, &mut sink);
+    // Objects are modelled as they are decoded, so they are never all in memory at once.
+    // The model's diagnostics come after the frontend's, as if the stages ran one by one.
+    let mut model_sink = Sink::default();
+    let mut builder = ClusterBuilder::new(&sources, options, &mut model_sink);
+    frontend::for_each_object(&sources, &manifests, &mut sink, |obj| builder.add(obj));
+    let mut cluster = builder.finish();
+    sink.diags.append(&mut model_sink.diags);
     let mut sources = sources;
     let pipe = load_pipe(&mut sources, &pipe_files);
     if let Some(program) = &pipe.program {
@@ -110,7 +115,7 @@ pub fn load_sources(
     // come last.
     diags.sort_by_key(|d| match &d.primary {
         Some(p) => (0, p.span.file, p.span.start),
-        None => (1, crate::source::FileId(0), 0),
+        None => (1, FileId(0), 0),
     });
     Loaded {
         sources,

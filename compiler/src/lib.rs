@@ -14,6 +14,7 @@ pub mod identity;
 pub mod lower;
 pub mod mag;
 pub mod model;
+pub mod partition;
 pub mod semantics;
 pub mod source;
 #[cfg(feature = "testgen")]

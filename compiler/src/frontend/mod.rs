@@ -10,6 +10,7 @@
 //! so that one run reports all of them.
 
 pub mod crd;
+mod lean;
 pub mod yaml;
 
 use crate::diag::{Code, Diagnostic, Sink};
@@ -170,16 +171,34 @@ fn collect_files(path: &Path, out: &mut Vec<PathBuf>, sink: &mut Sink) {
 /// Decodes every object of the given files, in file order, then document order.
 pub fn files_to_objects(sources: &Sources, files: &[FileId], sink: &mut Sink) -> Vec<Object> {
     let mut out = Vec::new();
+    for_each_object(sources, files, sink, |o| out.push(o));
+    out
+}
+
+/// Like [`files_to_objects`], but hands each object to `f` as soon as it is decoded, so a
+/// caller that consumes objects one by one never holds all of them (the model stage of
+/// [`crate::driver::load`] does this: 150k decoded pods would not fit the memory budget).
+pub fn for_each_object(
+    sources: &Sources,
+    files: &[FileId],
+    sink: &mut Sink,
+    mut f: impl FnMut(Object),
+) {
     for &file in files {
         let text = sources.text(file);
         let trimmed = text.trim_start();
-        let (before, errors_before) = (out.len(), sink.diags.len());
+        let errors_before = sink.diags.len();
+        let mut count = 0usize;
+        let mut counted = |o: Object| {
+            count += 1;
+            f(o)
+        };
         if trimmed.starts_with('{') || trimmed.starts_with('[') {
-            decode_json_file(sources, file, &mut out, sink);
+            decode_json_file(sources, file, &mut counted, sink);
         } else {
-            decode_yaml_file(sources, file, &mut out, sink);
+            decode_yaml_file(sources, file, &mut counted, sink);
         }
-        if out.len() == before && sink.diags.len() == errors_before {
+        if count == 0 && sink.diags.len() == errors_before {
             let end = text.len();
             sink.push(
                 Diagnostic::warning(
@@ -191,8 +210,10 @@ pub fn files_to_objects(sources: &Sources, files: &[FileId], sink: &mut Sink) ->
             );
         }
     }
-    out
 }
+
+/// Where decoded objects go.
+type Out<'o> = dyn FnMut(Object) + 'o;
 
 /// The fields every object has, read before the typed decode to choose the type.
 #[derive(Deserialize)]
@@ -202,14 +223,74 @@ struct Header {
     kind: Option<String>,
 }
 
+impl Header {
+    /// Reads the header without scanning the whole object when `apiVersion` and `kind` are
+    /// its first two keys, as kubectl and the API server write them (keys sorted). `None`
+    /// when they are not, or are not plain strings: then the object is decoded as a whole.
+    /// `text` is one JSON value that has already been checked for syntax.
+    fn quick(text: &str) -> Option<Header> {
+        fn string(s: &str) -> Option<(&str, &str)> {
+            let rest = s.trim_start().strip_prefix('"')?;
+            let end = rest.find(['"', '\\'])?;
+            (rest.as_bytes()[end] == b'"').then(|| (&rest[..end], &rest[end + 1..]))
+        }
+        let mut rest = text.trim_start().strip_prefix('{')?;
+        let mut header = Header {
+            api_version: None,
+            kind: None,
+        };
+        for i in 0..2 {
+            if i == 1 {
+                rest = rest.trim_start().strip_prefix(',')?;
+            }
+            let (key, after) = string(rest)?;
+            let (value, after) = string(after.trim_start().strip_prefix(':')?)?;
+            let slot = match key {
+                "apiVersion" => &mut header.api_version,
+                "kind" => &mut header.kind,
+                _ => return None,
+            };
+            if slot.replace(value.to_string()).is_some() {
+                return None;
+            }
+            rest = after;
+        }
+        Some(header)
+    }
+}
+
 #[derive(Deserialize)]
 struct JsonList<'a> {
     #[serde(borrow)]
     items: Vec<&'a RawValue>,
 }
 
-fn decode_json_file(sources: &Sources, file: FileId, out: &mut Vec<Object>, sink: &mut Sink) {
+/// A JSON file that is one `List` object, read in a single pass: header and item slices.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct JsonRootList<'a> {
+    api_version: Option<String>,
+    kind: Option<String>,
+    #[serde(borrow)]
+    items: Option<Vec<&'a RawValue>>,
+}
+
+fn decode_json_file(sources: &Sources, file: FileId, out: &mut Out<'_>, sink: &mut Sink) {
     let text = sources.text(file);
+    // Fast path for the usual large input, one `kind: List` object: one pass over the file
+    // instead of three (syntax check, header, items). Anything else, or any problem, takes
+    // the general path below, which reports it.
+    if let Ok(root) = serde_json::from_str::<JsonRootList>(text) {
+        if let (Some(kind), Some(_), Some(items)) = (&root.kind, &root.api_version, root.items) {
+            if is_list(kind) {
+                for item in items {
+                    let span = Span::new(file, slice_range(text, item.get()));
+                    decode_json_object(sources, span, item, out, sink, 1);
+                }
+                return;
+            }
+        }
+    }
     let whole = Span::new(file, 0..text.len());
     let root: &RawValue = match serde_json::from_str(text) {
         Ok(v) => v,
@@ -255,11 +336,14 @@ fn decode_json_object(
     sources: &Sources,
     span: Span,
     raw: &RawValue,
-    out: &mut Vec<Object>,
+    out: &mut Out<'_>,
     sink: &mut Sink,
     depth: usize,
 ) {
-    let header: Header = match serde_json::from_str(raw.get()) {
+    let header: Header = match Header::quick(raw.get()).map_or_else(
+        || serde_json::from_str(raw.get()),
+        Ok::<_, serde_json::Error>,
+    ) {
         Ok(h) => h,
         Err(_) => {
             sink.push(not_an_object(span));
@@ -293,7 +377,7 @@ fn decode_json_object(
         return;
     };
     let mut decode = |path_err: Result<Body, (FieldPath, String)>| match path_err {
-        Ok(body) => out.push(Object { span, body }),
+        Ok(body) => out(Object { span, body }),
         Err((path, msg)) => sink.push(type_error(sources, span, &path, &msg)),
     };
     match choose(&api_version, kind) {
@@ -305,7 +389,7 @@ fn decode_json_object(
     }
 }
 
-fn decode_yaml_file(sources: &Sources, file: FileId, out: &mut Vec<Object>, sink: &mut Sink) {
+fn decode_yaml_file(sources: &Sources, file: FileId, out: &mut Out<'_>, sink: &mut Sink) {
     let text = sources.text(file);
     let docs = match yaml::parse_stream(text) {
         Ok(d) => d,
@@ -360,7 +444,7 @@ fn decode_yaml_node(
     sources: &Sources,
     file: FileId,
     node: &yaml::Node,
-    out: &mut Vec<Object>,
+    out: &mut Out<'_>,
     sink: &mut Sink,
     depth: usize,
 ) {
@@ -406,7 +490,7 @@ fn decode_yaml_node(
     let value = node.to_json();
     match choose(&api_version, kind) {
         Choice::Known(make) => match make(Input::Value(value)) {
-            Ok(body) => out.push(Object { span, body }),
+            Ok(body) => out(Object { span, body }),
             Err((path, msg)) => sink.push(type_error(sources, span, &path, &msg)),
         },
         Choice::WrongVersion(expected) => {
@@ -463,6 +547,13 @@ enum Choice {
 }
 
 fn decode_as<T: DeserializeOwned>(input: Input<'_>) -> Result<T, (FieldPath, String)> {
+    // Fast path: a plain decode. Path tracking allocates a string per key, so it runs only
+    // when the plain decode fails, to say where; both report the same first error.
+    if let Input::Json(raw) = &input {
+        if let Ok(v) = serde_json::from_str(raw.get()) {
+            return Ok(v);
+        }
+    }
     let result = match input {
         Input::Json(raw) => {
             let mut de = serde_json::Deserializer::from_str(raw.get());
@@ -494,11 +585,22 @@ macro_rules! maker {
     };
 }
 
+/// Pods from JSON take the lean decoder (see [`lean`]); anything it rejects, and YAML, the
+/// full one.
+fn decode_pod(input: Input<'_>) -> Result<Body, (FieldPath, String)> {
+    if let Input::Json(raw) = &input {
+        if let Some(pod) = lean::pod(raw.get()) {
+            return Ok(Body::Pod(Box::new(pod)));
+        }
+    }
+    decode_as::<core::Pod>(input).map(|o| Body::Pod(Box::new(o)))
+}
+
 /// Chooses the type for an apiVersion and kind.
 fn choose(api_version: &str, kind: &str) -> Choice {
     let (expected, make): (&'static str, Maker) = match kind {
         "Namespace" => ("v1", maker!(Namespace, core::Namespace)),
-        "Pod" => ("v1", maker!(Pod, core::Pod)),
+        "Pod" => ("v1", decode_pod),
         "Node" => ("v1", maker!(Node, core::Node)),
         "Service" => ("v1", maker!(Service, core::Service)),
         "Endpoints" => ("v1", maker!(Endpoints, core::Endpoints)),

@@ -21,6 +21,7 @@
 pub mod text;
 
 use crate::model::{AdminPeer, AdminSubject, Cluster, Labels, NpPeer, PodId, Selector};
+use crate::util::FxHashMap;
 use ipnet::IpNet;
 use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -333,16 +334,40 @@ pub fn cluster_to_identities(cluster: &Cluster, local_node: Option<&str>) -> Ide
     }
     let relevant = selected_keys(cluster);
     // Label sets are interned first, then numbered in sorted order for determinism.
-    let mut interned: HashMap<Labels, usize> = HashMap::new();
+    let mut interned: FxHashMap<Labels, usize> = FxHashMap::default();
     let mut sets: Vec<Labels> = Vec::new();
     let mut pod_set = Vec::with_capacity(cluster.pods.len());
+    // Pods with the same inputs to `pod_labels` (replicas of one workload, mostly) get the
+    // same label set; it is built once per distinct input, not once per pod.
+    // Replicas are mostly adjacent (pods are sorted by name), so the previous pod is tried
+    // before the map.
+    let mut by_input: FxHashMap<(&str, &str, &Labels, &Labels), usize> = FxHashMap::default();
+    let mut last = None;
     for pod in cluster.pod_ids() {
-        let labels = pod_labels(cluster, pod, &relevant);
-        let next = sets.len();
-        let idx = *interned.entry(labels.clone()).or_insert_with(|| {
-            sets.push(labels);
-            next
-        });
+        let p = cluster.pod(pod);
+        let input = (
+            p.namespace.as_str(),
+            p.service_account.as_str(),
+            &p.labels,
+            &p.cilium_labels,
+        );
+        let idx = match last.filter(|(i, _)| *i == input).map(|(_, idx)| idx) {
+            Some(idx) => idx,
+            None => match by_input.get(&input) {
+                Some(&idx) => idx,
+                None => {
+                    let labels = pod_labels(cluster, pod, &relevant);
+                    let next = sets.len();
+                    let idx = *interned.entry(labels.clone()).or_insert_with(|| {
+                        sets.push(labels);
+                        next
+                    });
+                    by_input.insert(input, idx);
+                    idx
+                }
+            },
+        };
+        last = Some((input, idx));
         pod_set.push(idx);
     }
     let given: HashMap<&Labels, u32> = cluster
@@ -403,6 +428,9 @@ fn fill_ipcache(cluster: &Cluster, local_node: Option<&str>, ids: &mut Identitie
         IpNet::from(IpAddr::V6(Ipv6Addr::UNSPECIFIED)).supernet_or_self(0),
         reserved::WORLD,
     );
+    // Pod addresses are inserted in address order (the first pod wins a duplicate, as
+    // before): in-order inserts into the B-tree are much cheaper than random ones.
+    let mut pod_entries: Vec<(IpNet, IdentityId)> = Vec::with_capacity(cluster.pods.len());
     for (i, pod) in cluster.pods.iter().enumerate() {
         let id = if pod.host_network {
             continue;
@@ -410,8 +438,12 @@ fn fill_ipcache(cluster: &Cluster, local_node: Option<&str>, ids: &mut Identitie
             ids.pods[i]
         };
         for ip in &pod.ips {
-            cache.insert(IpNet::from(*ip), id);
+            pod_entries.push((IpNet::from(*ip), id));
         }
+    }
+    pod_entries.sort_by_key(|(net, _)| *net);
+    for (net, id) in pod_entries {
+        cache.insert(net, id);
     }
     for node in &cluster.nodes {
         let id = if Some(node.name.as_str()) == local_node {

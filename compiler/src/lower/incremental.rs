@@ -64,23 +64,61 @@ fn group_diff(old: &[(TableId, Entry)], new: &[(TableId, Entry)], diff: &mut Dif
         .extend(new.iter().filter(|e| !o.contains(e)).cloned());
 }
 
-/// Applies a diff to canonical tables, keeping them canonical.
+/// Applies a diff to canonical tables, keeping them canonical. A table that takes more
+/// than two changes is rebuilt in one merge pass, so its entries move once.
 pub fn apply_diff(mag: &mut Mag, diff: &Diff) {
+    let mut per_table: BTreeMap<TableId, (Vec<&Entry>, Vec<&Entry>)> = BTreeMap::new();
     for (t, e) in &diff.removed {
-        if let Some(table) = mag.table_mut(*t) {
-            if let Ok(i) = table.entries.binary_search_by(|x| canonical_order(x, e)) {
-                table.entries.remove(i);
-            }
-        }
+        per_table.entry(*t).or_default().0.push(e);
     }
     for (t, e) in &diff.added {
-        if let Some(table) = mag.table_mut(*t) {
-            let i = table
-                .entries
-                .binary_search_by(|x| canonical_order(x, e))
-                .unwrap_or_else(|i| i);
-            table.entries.insert(i, e.clone());
+        per_table.entry(*t).or_default().1.push(e);
+    }
+    for (t, (removed, mut added)) in per_table {
+        let Some(table) = mag.table_mut(t) else {
+            continue;
+        };
+        let mut gone: Vec<usize> = removed
+            .iter()
+            .filter_map(|e| {
+                table
+                    .entries
+                    .binary_search_by(|x| canonical_order(x, e))
+                    .ok()
+            })
+            .collect();
+        gone.sort_unstable();
+        gone.dedup();
+        if gone.len() + added.len() <= 2 {
+            for i in gone.into_iter().rev() {
+                table.entries.remove(i);
+            }
+            for e in added {
+                let i = table
+                    .entries
+                    .binary_search_by(|x| canonical_order(x, e))
+                    .unwrap_or_else(|i| i);
+                table.entries.insert(i, e.clone());
+            }
+            continue;
         }
+        added.sort_by(|a, b| canonical_order(a, b));
+        let old = std::mem::take(&mut table.entries);
+        let mut out = Vec::with_capacity(old.len() + added.len() - gone.len().min(old.len()));
+        let mut gone = gone.into_iter().peekable();
+        let mut adds = added.into_iter().peekable();
+        for (i, e) in old.into_iter().enumerate() {
+            if gone.peek() == Some(&i) {
+                gone.next();
+                continue;
+            }
+            while let Some(a) = adds.next_if(|a| canonical_order(a, &e).is_lt()) {
+                out.push(a.clone());
+            }
+            out.push(e);
+        }
+        out.extend(adds.cloned());
+        table.entries = out;
     }
 }
 

@@ -71,7 +71,12 @@ pub struct Engine<'c> {
     cluster: &'c Cluster,
     nodes: BTreeMap<String, NodeMag>,
     next_sport: u16,
+    hardware: Option<HardwareHook<'c>>,
 }
+
+/// A hardware model in front of each node's MAG (engine `hw`): called with the node, its
+/// MAG and the packet; `true` means hardware dropped the packet and the MAG never sees it.
+pub type HardwareHook<'c> = Box<dyn FnMut(&str, &crate::mag::Mag, &MagInfo, &Packet) -> bool + 'c>;
 
 impl<'c> Engine<'c> {
     /// An engine over one model; nodes are lowered when first needed.
@@ -80,7 +85,14 @@ impl<'c> Engine<'c> {
             cluster,
             nodes: BTreeMap::new(),
             next_sport: 40000,
+            hardware: None,
         }
+    }
+
+    /// The same engine with a hardware model in front of every node's MAG.
+    pub fn with_hardware(mut self, hook: HardwareHook<'c>) -> Engine<'c> {
+        self.hardware = Some(hook);
+        self
     }
 
     /// The lowered MAG of a node.
@@ -131,7 +143,17 @@ impl<'c> Engine<'c> {
                 Some((ip, port, Some(self.node_of_pod(p))))
             }
             To::Ip(ip) => {
-                let node = self.cluster.pod_by_ip(ip).map(|p| self.node_of_pod(p));
+                let node = self
+                    .cluster
+                    .pod_by_ip(ip)
+                    .map(|p| self.node_of_pod(p))
+                    .or_else(|| {
+                        self.cluster
+                            .nodes
+                            .iter()
+                            .find(|n| n.addresses.contains(&ip))
+                            .map(|n| n.name.clone())
+                    });
                 Some((ip, port, node))
             }
             To::Service(s, sport) => {
@@ -164,6 +186,16 @@ impl<'c> Engine<'c> {
     fn run_on(&mut self, node: &str, p: Packet) -> Result<Trace, String> {
         self.load(node)?;
         let n = self.nodes.get_mut(node).ok_or("no node")?;
+        if let Some(hw) = self.hardware.as_mut() {
+            if hw(node, &n.lowered.mag, &n.info, &p) {
+                return Ok(Trace {
+                    hits: Vec::new(),
+                    verdict: Verdict::Deny,
+                    dnat: None,
+                    packet: p,
+                });
+            }
+        }
         let mut interp = Interp::new(&n.lowered.mag, &n.info);
         interp.ct = std::mem::take(&mut n.ct);
         let t = interp.run(p);
@@ -254,10 +286,13 @@ impl<'c> Engine<'c> {
         };
         let sport = self.next_sport;
         self.next_sport = self.next_sport.wrapping_add(1).max(1024);
+        // ICMP has no ports: the echo identifier stands in for the source port (so that
+        // conntrack tells connections apart, as it does with ICMP ids), and the
+        // destination port is 0.
         let (sport, dport) = if c.protocol.has_ports() {
             (sport, dport)
         } else {
-            (0, 0)
+            (sport, 0)
         };
         let proto = match (c.protocol, dst_ip) {
             (Protocol::Icmp, IpAddr::V6(_)) => 58,
@@ -288,4 +323,106 @@ impl<'c> Engine<'c> {
         reply.set(Field::L4Dport, sent.get(Field::L4Sport));
         self.follow(last_node.clone(), reply)
     }
+}
+
+/// The connection of a reference-semantics probe. An external source that is a pod's
+/// address is that pod, as in the semantics.
+pub fn conn_of_probe(cluster: &Cluster, p: &crate::semantics::Probe) -> Conn {
+    use crate::semantics::{Destination, Peer};
+    Conn {
+        from: match p.from {
+            Peer::Pod(id) => From::Pod(id),
+            Peer::External(ip) => match cluster.pod_by_ip(ip) {
+                Some(id) => From::Pod(id),
+                None => From::External(ip),
+            },
+        },
+        to: match p.to {
+            Destination::Pod(id) => To::Pod(id),
+            Destination::Ip(ip) => To::Ip(ip),
+            Destination::Service { service, port } => To::Service(service, port),
+        },
+        protocol: p.protocol,
+        port: p.port,
+    }
+}
+
+/// The pod a (possibly translated) destination address belongs to.
+pub fn delivered_pod(cluster: &Cluster, o: &Outcome) -> Option<PodId> {
+    let (_, last) = o.traces.last()?;
+    cluster.pod_by_ip(last.packet.dst())
+}
+
+/// The MAG interpreter as a conformance engine (`--engine mag`).
+pub struct MagEngine;
+
+struct MagEvaluator<'c> {
+    cluster: &'c Cluster,
+    engine: std::cell::RefCell<Engine<'c>>,
+}
+
+impl crate::conformance::Engine for MagEngine {
+    fn name(&self) -> &'static str {
+        "mag"
+    }
+
+    fn prepare<'c>(
+        &self,
+        cluster: &'c Cluster,
+    ) -> Result<Box<dyn crate::conformance::Evaluator + 'c>, String> {
+        let mut engine = Engine::new(cluster);
+        engine.node(&pick_node(cluster, None).0)?;
+        Ok(Box::new(MagEvaluator {
+            cluster,
+            engine: std::cell::RefCell::new(engine),
+        }))
+    }
+}
+
+impl crate::conformance::Evaluator for MagEvaluator<'_> {
+    fn evaluate(&self, probe: &crate::semantics::Probe) -> crate::conformance::EngineVerdict {
+        let conn = conn_of_probe(self.cluster, probe);
+        let result = self.engine.borrow_mut().connect(&conn);
+        let (allowed, reason) = match result {
+            Err(e) => (Some(false), e),
+            Ok(o) => match (o.verdict, refused(self.cluster, &o, probe)) {
+                (Verdict::Deny, _) => (Some(false), mag_reason(&o)),
+                (_, Some(r)) => (Some(false), r),
+                (v, None) => (Some(true), format!("{v:?} by the MAG")),
+            },
+        };
+        crate::conformance::EngineVerdict { allowed, reason }
+    }
+}
+
+fn mag_reason(o: &Outcome) -> String {
+    o.traces
+        .iter()
+        .flat_map(|(n, t)| t.hits.last().map(move |h| (n, h)))
+        .map(|(n, h)| {
+            let prov: Vec<String> = h.provenance.iter().map(|p| p.to_string()).collect();
+            format!("dropped on {n} at {}: {}", h.table, prov.join(" | "))
+        })
+        .next_back()
+        .unwrap_or_else(|| "dropped".into())
+}
+
+/// The semantics' listening check (`check_listening`): a pod that lists its ports refuses
+/// connections to other ports. This is the server's answer, not the network's, so it is
+/// applied after the MAG.
+pub fn refused(cluster: &Cluster, o: &Outcome, probe: &crate::semantics::Probe) -> Option<String> {
+    if !probe.protocol.has_ports() {
+        return None;
+    }
+    let pod = cluster.pod(delivered_pod(cluster, o)?);
+    if pod.ports.is_empty() && pod.extra_ports.is_empty() {
+        return None;
+    }
+    let port = o.traces.last()?.1.packet.get(Field::L4Dport) as u16;
+    let listens = pod
+        .ports
+        .iter()
+        .any(|p| p.port == port && p.protocol == probe.protocol)
+        || pod.extra_ports.contains(&(port, probe.protocol));
+    (!listens).then(|| format!("nothing listens on port {port}/{}", probe.protocol))
 }

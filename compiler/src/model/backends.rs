@@ -22,7 +22,7 @@ pub(super) fn resolve(
     endpoints: &[Located<'_, core::Endpoints>],
     sink: &mut Sink,
 ) {
-    let pod_by_ip: BTreeMap<IpAddr, PodId> = cluster
+    let pod_by_ip: crate::util::FxHashMap<IpAddr, PodId> = cluster
         .pods
         .iter()
         .enumerate()

@@ -10,6 +10,7 @@ use crate::diag::{Code, Diagnostic, Sink};
 use crate::frontend::crd::{self, IntOrString};
 use crate::frontend::{Body, Object};
 use crate::source::{FieldPath, Sources, Span};
+use crate::util::FxHashMap;
 use k8s_openapi::api::core::v1 as core;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString as K8sIntOrString;
@@ -47,19 +48,62 @@ pub fn objects_to_cluster(
     options: &BuildOptions,
     sink: &mut Sink,
 ) -> Cluster {
-    let mut b = Builder {
-        sources,
-        sink,
-        options,
-        cluster: Cluster {
-            name: options.cluster_name.clone(),
-            ..Cluster::default()
-        },
-        seen: BTreeMap::new(),
-        headless: BTreeSet::new(),
-    };
+    let mut b = Builder::new(sources, options, sink);
     b.run(objects);
     b.cluster
+}
+
+/// Builds the cluster model from objects handed over one at a time, as the frontend decodes
+/// them ([`crate::frontend::for_each_object`]). The result and the diagnostics are those of
+/// [`objects_to_cluster`] on the same objects; the difference is memory: an object whose
+/// kind is modelled on its own (pods, policies, ...) is dropped as soon as it is modelled,
+/// and only Services, endpoints and workloads are kept until [`ClusterBuilder::finish`].
+pub struct ClusterBuilder<'a> {
+    builder: Builder<'a>,
+    deferred: Vec<Object>,
+}
+
+impl<'a> ClusterBuilder<'a> {
+    /// A builder that reports into `sink`.
+    pub fn new(
+        sources: &'a Sources,
+        options: &'a BuildOptions,
+        sink: &'a mut Sink,
+    ) -> ClusterBuilder<'a> {
+        ClusterBuilder {
+            builder: Builder::new(sources, options, sink),
+            deferred: Vec::new(),
+        }
+    }
+
+    /// Checks and models one object (or keeps it for [`ClusterBuilder::finish`]).
+    pub fn add(&mut self, mut obj: Object) {
+        // Grow the pod list in steps of 1/8 rather than doubling it: at 150k pods, doubling
+        // leaves up to 40 MB of unused capacity at the peak of the run.
+        let pods = &mut self.builder.cluster.pods;
+        if matches!(obj.body, Body::Pod(_)) && pods.len() == pods.capacity() {
+            pods.reserve_exact((pods.len() / 8).max(1024));
+        }
+        if self.builder.take(&obj) {
+            // Kept objects wait for every other: give back what decoding over-allocated.
+            if let Body::EndpointSlice(s) = &mut obj.body {
+                s.endpoints.shrink_to_fit();
+            }
+            self.deferred.push(obj);
+        }
+    }
+
+    /// Resolves what needs every object (workloads, Service backends, ...) and returns the
+    /// model.
+    pub fn finish(self) -> Cluster {
+        let ClusterBuilder {
+            mut builder,
+            deferred,
+        } = self;
+        let refs: Vec<&Object> = deferred.iter().collect();
+        builder.finish(&refs);
+        builder.cluster
+    }
 }
 
 pub(super) struct Builder<'a> {
@@ -67,7 +111,9 @@ pub(super) struct Builder<'a> {
     pub(super) sink: &'a mut Sink,
     pub(super) options: &'a BuildOptions,
     pub(super) cluster: Cluster,
-    seen: BTreeMap<(String, String, String), Span>,
+    /// Kind and `namespace/name` (or `name`) of every object so far: one string per object,
+    /// as this map holds every object of a 180k-object dump.
+    seen: FxHashMap<(&'static str, Box<str>), Span>,
     headless: BTreeSet<(String, String)>,
 }
 
@@ -99,70 +145,139 @@ impl At<'_> {
     }
 }
 
+impl<'a> Builder<'a> {
+    fn new(sources: &'a Sources, options: &'a BuildOptions, sink: &'a mut Sink) -> Builder<'a> {
+        Builder {
+            sources,
+            sink,
+            options,
+            cluster: Cluster {
+                name: options.cluster_name.clone(),
+                ..Cluster::default()
+            },
+            seen: FxHashMap::default(),
+            headless: BTreeSet::new(),
+        }
+    }
+}
+
 impl Builder<'_> {
     fn run(&mut self, objects: &[Object]) {
+        let deferred: Vec<&Object> = objects.iter().filter(|obj| self.take(obj)).collect();
+        self.finish(&deferred);
+    }
+
+    /// Checks one object and models it, unless its kind needs every object first: then it
+    /// returns true and the caller hands it to [`Builder::finish`].
+    fn take(&mut self, obj: &Object) -> bool {
+        let at = At {
+            sources: self.sources,
+            span: obj.span,
+        };
+        // An object with bad metadata (an invalid name, labels, a duplicate) is still
+        // checked, so that all its problems are reported at once, and then left out.
+        let Some(keep) = self.check_meta(obj, at) else {
+            return false;
+        };
+        let lens = self.lens();
+        let defer = match &obj.body {
+            Body::Namespace(ns) => {
+                if keep {
+                    self.namespace(ns, at);
+                }
+                false
+            }
+            Body::Node(n) => {
+                self.node(n, at);
+                false
+            }
+            Body::Pod(p) => {
+                self.pod(p, at);
+                false
+            }
+            Body::Deployment(_)
+            | Body::ReplicaSet(_)
+            | Body::StatefulSet(_)
+            | Body::DaemonSet(_)
+            | Body::Job(_) => self.check_workload(&obj.body, at) && keep,
+            // A Service left out is still checked now; one kept waits for the pods.
+            Body::Service(s) => {
+                if !keep {
+                    let before = self.cluster.services.len();
+                    self.service(s, at);
+                    self.cluster.services.truncate(before);
+                }
+                keep
+            }
+            Body::EndpointSlice(s) => self.check_slice(s, at) && keep,
+            Body::Endpoints(_) => keep,
+            Body::NetworkPolicy(np) => {
+                self.network_policy(np, at);
+                false
+            }
+            Body::CiliumNetworkPolicy(p) => {
+                self.cilium_policy(p, false, at);
+                false
+            }
+            Body::CiliumClusterwideNetworkPolicy(p) => {
+                self.cilium_policy(p, true, at);
+                false
+            }
+            Body::AdminNetworkPolicy(p) => {
+                self.admin_policy(p, AdminTier::Admin, at);
+                false
+            }
+            Body::BaselineAdminNetworkPolicy(p) => {
+                self.admin_policy(p, AdminTier::Baseline, at);
+                false
+            }
+            Body::CiliumIdentity(i) => {
+                self.cilium_identity(i, at);
+                false
+            }
+            Body::CiliumEndpoint(e) => {
+                self.cilium_endpoint(e, at);
+                false
+            }
+        };
+        if !keep {
+            self.truncate(lens);
+        }
+        defer
+    }
+
+    /// Models the objects [`Builder::take`] kept, then everything that needs all objects.
+    fn finish(&mut self, deferred: &[&Object]) {
         let mut workloads = Vec::new();
         let mut slices = Vec::new();
         let mut endpoints = Vec::new();
         let mut services = Vec::new();
-        for obj in objects {
+        for &obj in deferred {
             let at = At {
                 sources: self.sources,
                 span: obj.span,
             };
-            // An object with bad metadata (an invalid name, labels, a duplicate) is still
-            // checked, so that all its problems are reported at once, and then left out.
-            let Some(keep) = self.check_meta(obj, at) else {
-                continue;
-            };
-            let lens = self.lens();
             match &obj.body {
-                Body::Namespace(ns) => {
-                    if keep {
-                        self.namespace(ns, at)
-                    }
-                }
-                Body::Node(n) => self.node(n, at),
-                Body::Pod(p) => self.pod(p, at),
-                Body::Deployment(_)
-                | Body::ReplicaSet(_)
-                | Body::StatefulSet(_)
-                | Body::DaemonSet(_)
-                | Body::Job(_) => {
-                    if self.check_workload(&obj.body, at) && keep {
-                        workloads.push(obj)
-                    }
-                }
-                Body::Service(s) => services.push((s, at, keep)),
-                Body::EndpointSlice(s) => {
-                    if self.check_slice(s, at) && keep {
-                        slices.push((s, at))
-                    }
-                }
-                Body::Endpoints(e) => {
-                    if keep {
-                        endpoints.push((e, at))
-                    }
-                }
-                Body::NetworkPolicy(np) => self.network_policy(np, at),
-                Body::CiliumNetworkPolicy(p) => self.cilium_policy(p, false, at),
-                Body::CiliumClusterwideNetworkPolicy(p) => self.cilium_policy(p, true, at),
-                Body::AdminNetworkPolicy(p) => self.admin_policy(p, AdminTier::Admin, at),
-                Body::BaselineAdminNetworkPolicy(p) => {
-                    self.admin_policy(p, AdminTier::Baseline, at)
-                }
-                Body::CiliumIdentity(i) => self.cilium_identity(i, at),
-                Body::CiliumEndpoint(e) => self.cilium_endpoint(e, at),
-            }
-            if !keep {
-                self.truncate(lens);
+                Body::Service(s) => services.push((s, at, true)),
+                Body::EndpointSlice(s) => slices.push((s, at)),
+                Body::Endpoints(e) => endpoints.push((e, at)),
+                _ => workloads.push(obj),
             }
         }
         self.cluster.nodes.sort_by(|a, b| a.name.cmp(&b.name));
         super::workload::expand(self, &workloads);
-        self.cluster
+        // Dumps from the API server list pods in this order already; a stable sort of sorted
+        // input changes nothing, and skipping it saves its scratch copy of every pod.
+        self.cluster.pods.shrink_to_fit();
+        if !self
+            .cluster
             .pods
-            .sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
+            .is_sorted_by(|a, b| (&a.namespace, &a.name) <= (&b.namespace, &b.name))
+        {
+            self.cluster
+                .pods
+                .sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
+        }
         self.assign_pod_ips();
         self.check_pod_ips();
         for (s, at, keep) in services {
@@ -303,13 +418,13 @@ impl Builder<'_> {
         let namespace_ok = !namespaced || is_dns_label(&namespace);
         let mut ok = name_ok && namespace_ok;
         ok &= self.check_labels(meta.labels.as_ref(), at, "metadata.labels");
-        let key = (kind.to_string(), namespace, name);
+        let key = (kind, display_key(&(kind, namespace, name)).into_boxed_str());
         if let Some(first) = self.seen.get(&key).copied() {
             let span = at.field("metadata.name");
             let d = self.err(
                 Code::DuplicateObject,
                 span,
-                format!("{kind} `{}` is defined twice", display_key(&key)),
+                format!("{kind} `{}` is defined twice", key.1),
                 "defined again here",
             );
             d.secondary.push(crate::diag::Label {
@@ -457,28 +572,40 @@ impl Builder<'_> {
 
     fn pod(&mut self, p: &core::Pod, at: At) {
         let origin = self.origin("Pod", &p.metadata, true, at.span);
-        let spec = p.spec.clone().unwrap_or_default();
+        let default_spec;
+        let spec = match &p.spec {
+            Some(spec) => spec,
+            None => {
+                default_spec = core::PodSpec::default();
+                &default_spec
+            }
+        };
         let has_containers = self.require_containers(p.spec.as_ref(), at, "spec");
         // Checked before the early returns below, so that every problem of the pod is listed.
-        let ports = self.container_ports(&spec, at, "spec");
+        let ports = self.container_ports(spec, at, "spec");
         let mut bad_ip = false;
         let mut ips = Vec::new();
         let status = p.status.as_ref();
-        let listed: Vec<(String, String)> = match status.and_then(|s| s.pod_ips.as_ref()) {
+        // (address, index in status.podIPs); the field path is only made for a diagnostic.
+        let listed: Vec<(&str, Option<usize>)> = match status.and_then(|s| s.pod_ips.as_ref()) {
             Some(list) if !list.is_empty() => list
                 .iter()
                 .enumerate()
-                .map(|(i, ip)| (ip.ip.clone(), format!("status.podIPs[{i}].ip")))
+                .map(|(i, ip)| (ip.ip.as_str(), Some(i)))
                 .collect(),
             _ => status
-                .and_then(|s| s.pod_ip.clone())
-                .map(|ip| vec![(ip, "status.podIP".to_string())])
+                .and_then(|s| s.pod_ip.as_deref())
+                .map(|ip| vec![(ip, None)])
                 .unwrap_or_default(),
         };
-        for (text, path) in listed {
+        for (text, index) in listed {
             match text.parse::<IpAddr>() {
                 Ok(ip) => ips.push(ip),
                 Err(_) => {
+                    let path = match index {
+                        Some(i) => format!("status.podIPs[{i}].ip"),
+                        None => "status.podIP".to_string(),
+                    };
                     let span = at.field(&path);
                     let d = self.err(
                         Code::InvalidCidr,
@@ -554,20 +681,22 @@ impl Builder<'_> {
         let mut names = BTreeSet::new();
         for (ci, c) in spec.containers.iter().enumerate() {
             for (pi, p) in c.ports.iter().flatten().enumerate() {
-                let path = format!("{base}.containers[{ci}].ports[{pi}]");
+                // Made only for a diagnostic: this runs for every port of every pod.
+                let path = || format!("{base}.containers[{ci}].ports[{pi}]");
                 let port = match u16::try_from(p.container_port) {
                     Ok(n) if n > 0 => n,
                     Ok(0)
                         if !self.sources.exists(
                             at.span,
-                            &FieldPath::parse(&format!("{path}.containerPort")),
+                            &FieldPath::parse(&format!("{}.containerPort", path())),
                         ) =>
                     {
-                        self.missing_port(at, &format!("{path}.containerPort"));
+                        self.missing_port(at, &format!("{}.containerPort", path()));
                         ok = false;
                         continue;
                     }
                     _ => {
+                        let path = path();
                         let span = at.field(&format!("{path}.containerPort"));
                         let d = self.err(
                             Code::PortRange,
@@ -580,12 +709,19 @@ impl Builder<'_> {
                         continue;
                     }
                 };
-                let protocol = match self.protocol(
-                    p.protocol.as_deref(),
-                    at,
-                    &format!("{path}.protocol"),
-                    false,
-                ) {
+                let valid = p
+                    .protocol
+                    .as_deref()
+                    .map_or(Some(Protocol::Tcp), Protocol::parse)
+                    .filter(|pr| *pr != Protocol::Icmp);
+                let protocol = match valid.map(Some).or_else(|| {
+                    self.protocol(
+                        p.protocol.as_deref(),
+                        at,
+                        &format!("{}.protocol", path()),
+                        false,
+                    )
+                }) {
                     Some(Some(pr)) => pr,
                     _ => {
                         ok = false;
@@ -594,7 +730,7 @@ impl Builder<'_> {
                 };
                 if let Some(name) = &p.name {
                     if let Err(why) = check_port_name(name) {
-                        let span = at.field(&format!("{path}.name"));
+                        let span = at.field(&format!("{}.name", path()));
                         let d = self.err(
                             Code::InvalidPortName,
                             span,
@@ -606,7 +742,7 @@ impl Builder<'_> {
                         continue;
                     }
                     if !names.insert(name.clone()) {
-                        let span = at.field(&format!("{path}.name"));
+                        let span = at.field(&format!("{}.name", path()));
                         let d = self.err(
                             Code::InvalidPortName,
                             span,
@@ -670,6 +806,14 @@ impl Builder<'_> {
     }
 
     fn assign_pod_ips(&mut self) {
+        if !self
+            .cluster
+            .pods
+            .iter()
+            .any(|p| p.ips.is_empty() && !p.host_network)
+        {
+            return;
+        }
         let taken: HashSet<IpAddr> = self
             .cluster
             .pods
@@ -727,7 +871,7 @@ impl Builder<'_> {
     }
 
     fn check_pod_ips(&mut self) {
-        let mut owner: BTreeMap<IpAddr, usize> = BTreeMap::new();
+        let mut owner: FxHashMap<IpAddr, usize> = FxHashMap::default();
         let mut conflicts = Vec::new();
         for (i, pod) in self
             .cluster
@@ -2205,7 +2349,9 @@ impl Builder<'_> {
     fn finish_namespaces(&mut self) {
         let mut used: BTreeMap<String, Option<Span>> = BTreeMap::new();
         for p in &self.cluster.pods {
-            used.entry(p.namespace.clone()).or_insert(p.origin.span);
+            if !used.contains_key(&p.namespace) {
+                used.insert(p.namespace.clone(), p.origin.span);
+            }
         }
         for s in &self.cluster.services {
             used.entry(s.namespace.clone()).or_insert(s.origin.span);
@@ -2734,7 +2880,7 @@ fn meta_of(body: &Body) -> &ObjectMeta {
     }
 }
 
-fn display_key(key: &(String, String, String)) -> String {
+fn display_key(key: &(&str, String, String)) -> String {
     if key.1.is_empty() {
         key.2.clone()
     } else {

@@ -1,6 +1,6 @@
 //! The shared conformance suite through the library, and the runner's own behaviour.
 
-use pipec::conformance::{available_engines, run_case_text, run_paths};
+use pipec::conformance::{available_engines, engine_by_name, run_case_text, run_paths};
 use std::path::PathBuf;
 
 #[test]
@@ -60,7 +60,11 @@ service_expectations:
 
 #[test]
 fn failures_are_reported_one_line_each() {
-    let report = run_case_text("t-01.yaml", CASE, &available_engines());
+    let report = run_case_text(
+        "t-01.yaml",
+        CASE,
+        &[engine_by_name("reference").expect("reference engine")],
+    );
     insta::assert_snapshot!(report.lines.join("\n") + "\n" + &report.summary(), @r"
     FAIL t-01: x/b -> x/a 81/TCP: expected allow, got deny (engine reference): nothing listens on port 81/TCP
     FAIL t-01: ip:192.0.2.1 -> x/a 80/TCP: expected allow, got deny (engine reference): ingress denied: isolated for ingress and no rule allows it
@@ -75,7 +79,11 @@ fn a_policy_error_fails_the_case_with_the_diagnostic() {
         "podSelector: {matchLabels: {app: a}}",
         "podSelector: {matchLabels: {app: 'a b'}}",
     );
-    let report = run_case_text("t-01.yaml", &bad, &available_engines());
+    let report = run_case_text(
+        "t-01.yaml",
+        &bad,
+        &[engine_by_name("reference").expect("reference engine")],
+    );
     assert_eq!(report.passed, 0);
     assert_eq!(report.failed, 6);
     assert!(

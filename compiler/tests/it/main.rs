@@ -3,9 +3,11 @@
 mod bad_error_messages;
 mod conformance;
 mod diagnostics;
+mod mag_differential;
 mod mag_gen;
 mod mag_incremental;
 mod mag_starwars;
+mod partition_hw;
 mod pipe_policies;
 mod semantics_props;
 mod snapshots;

@@ -1,0 +1,216 @@
+//! Step 4, compression and priority levels.
+//!
+//! **Levels by overlap.** An entry's level is one below the deepest entry above it that it
+//! depends on (overlapping, another action); entries with nothing above them share level 0.
+//! So the number of levels is the longest chain of overlapping entries with alternating
+//! actions, not the number of policy priorities. An entry that would need a level the
+//! profile does not have stays in eBPF (so do the entries below it, which need deeper
+//! levels still).
+//!
+//! **Merging (TCAM-Razor style).** Within one level and one action, two rules that differ
+//! in exactly one bit of one field's value (same masks everywhere) become one rule with
+//! that bit masked out. The union is exact, so the table means the same; repeated, this
+//! aggregates CIDRs and port prefixes across rules and entries.
+
+use super::capability::{Candidate, Kind};
+use super::{Usage, Why};
+use crate::backend::{HwAction, HwMatch, HwRule, MaskCap, PacketField, PlanSlice, Profile};
+use std::collections::HashMap;
+
+/// The text of a hardware action.
+pub fn action_text(a: &HwAction) -> String {
+    match a {
+        HwAction::Drop => "drop".into(),
+        HwAction::Count => "count".into(),
+        HwAction::Mark { id } => format!("mark {id}"),
+        HwAction::Flag => "flag".into(),
+        HwAction::Queue { index } => format!("queue {index}"),
+        HwAction::Rss { queues } => format!("rss {queues:?}"),
+        HwAction::Security { sa } => format!("security {sa:?}"),
+        HwAction::PushVlan { vid } => format!("push_vlan {vid}"),
+    }
+}
+
+/// Assigns levels, builds the compressed slice, and fills the placements of the chosen.
+pub fn build(cands: &mut [Candidate], chosen: &[usize], profile: &Profile) -> (PlanSlice, Usage) {
+    let levels_limit = profile.caps.priority_levels.max(1);
+    let mut order = chosen.to_vec();
+    order.sort_by_key(|i| std::cmp::Reverse(cands[*i].priority));
+    let mut placed = vec![false; cands.len()];
+    for i in order {
+        let level = cands[i]
+            .deps
+            .iter()
+            .map(|d| cands[*d].level + 1)
+            .max()
+            .unwrap_or(0);
+        cands[i].level = level;
+        let deps_placed = cands[i].deps.iter().all(|d| placed[*d]);
+        if level >= levels_limit || !deps_placed {
+            cands[i].leave(Why::Budget {
+                resource: "priority levels".into(),
+                limit: u64::from(levels_limit),
+            });
+            continue;
+        }
+        placed[i] = true;
+        let c = &mut cands[i];
+        c.placement.target = profile.name.clone();
+        let does = match c.kind {
+            Kind::Drop => "drop",
+            Kind::Allow => "mark as allowed, hand to software",
+            Kind::Redirect => "mark for the L7 proxy, hand to software",
+        };
+        c.placement
+            .chain
+            .push(format!("in budget: priority level {level}"));
+        c.placement.why = Why::InHardware { does: does.into() };
+    }
+    let mut groups: HashMap<(u32, Vec<HwAction>), Vec<HwRule>> = HashMap::new();
+    let mut usage = Usage {
+        entries_limit: profile.budget.entries.map_or(u64::MAX, |e| {
+            e.saturating_sub(profile.budget.reserved_entries)
+        }),
+        counters_limit: profile.budget.counters.unwrap_or(u64::MAX),
+        levels_limit,
+        ..Usage::default()
+    };
+    for (i, c) in cands.iter().enumerate() {
+        if !placed[i] {
+            continue;
+        }
+        usage.uncompressed += c.placement.hw_rules;
+        usage.naive += c.placement.naive_rules;
+        for r in &c.rules {
+            let mut r = r.clone();
+            r.level = c.level;
+            groups
+                .entry((c.level, r.actions.clone()))
+                .or_default()
+                .push(r);
+        }
+    }
+    let mergeable: Vec<PacketField> = [
+        PacketField::Ipv4Src,
+        PacketField::Ipv4Dst,
+        PacketField::L4Dport,
+    ]
+    .into_iter()
+    .filter(|f| {
+        profile
+            .caps
+            .fields
+            .get(f.name())
+            .is_some_and(|c| c.masks == MaskCap::Any)
+    })
+    .collect();
+    let mut rules: Vec<HwRule> = Vec::new();
+    let mut keys: Vec<(u32, Vec<HwAction>)> = groups.keys().cloned().collect();
+    keys.sort();
+    for k in keys {
+        let group = groups.remove(&k).unwrap_or_default();
+        rules.extend(merge(group, &mergeable));
+    }
+    rules.sort_by(|a, b| (a.level, &a.matches, &a.actions).cmp(&(b.level, &b.matches, &b.actions)));
+    let drops = rules
+        .iter()
+        .filter(|r| r.actions.contains(&HwAction::Drop))
+        .count() as u64;
+    // Counters go on every drop rule or on none, so overlapping drops stay identical.
+    if drops > 0 && drops <= usage.counters_limit {
+        for r in rules
+            .iter_mut()
+            .filter(|r| r.actions.contains(&HwAction::Drop))
+        {
+            r.actions = vec![HwAction::Count, HwAction::Drop];
+        }
+        usage.counters = drops;
+    }
+    for (i, r) in rules.iter_mut().enumerate() {
+        r.id = i as u32;
+    }
+    usage.entries = rules.len() as u64;
+    usage.levels = rules.iter().map(|r| r.level + 1).max().unwrap_or(0);
+    (
+        PlanSlice {
+            target: profile.name.clone(),
+            rules,
+        },
+        usage,
+    )
+}
+
+/// Merges rules of one level and action that differ in one bit of one field.
+fn merge(mut rules: Vec<HwRule>, fields: &[PacketField]) -> Vec<HwRule> {
+    // Identical matches first.
+    rules.sort_by(|a, b| a.matches.cmp(&b.matches));
+    rules.dedup_by(|a, b| {
+        if a.matches == b.matches {
+            b.origin = merge_origin(&b.origin, &a.origin);
+            true
+        } else {
+            false
+        }
+    });
+    loop {
+        let before = rules.len();
+        for f in fields {
+            for bit in 0..f.width() {
+                rules = merge_bit(rules, *f, bit);
+            }
+        }
+        if rules.len() == before {
+            return rules;
+        }
+    }
+}
+
+fn merge_origin(a: &str, b: &str) -> String {
+    let mut parts: Vec<&str> = a.split(',').chain(b.split(',')).collect();
+    parts.sort_unstable();
+    parts.dedup();
+    if parts.len() > 4 {
+        format!("{},... ({} entries)", parts[..4].join(","), parts.len())
+    } else {
+        parts.join(",")
+    }
+}
+
+fn merge_bit(rules: Vec<HwRule>, f: PacketField, bit: u32) -> Vec<HwRule> {
+    let b = 1u128 << bit;
+    let mut seen: HashMap<Vec<HwMatch>, usize> = HashMap::new();
+    let mut out: Vec<Option<HwRule>> = Vec::with_capacity(rules.len());
+    for r in rules {
+        let Some(m) = r.get(f).copied() else {
+            out.push(Some(r));
+            continue;
+        };
+        if m.mask & b == 0 {
+            out.push(Some(r));
+            continue;
+        }
+        let mut key = r.matches.clone();
+        for k in &mut key {
+            if k.field == f {
+                k.mask &= !b;
+                k.value &= !b;
+            }
+        }
+        if let Some(j) = seen.remove(&key) {
+            if let Some(Some(other)) = out.get_mut(j) {
+                let ov = other.get(f).map_or(0, |m| m.value & b);
+                if ov != m.value & b {
+                    other.origin = merge_origin(&other.origin, &r.origin);
+                    other.matches = key.into_iter().filter(|k| k.mask != 0).collect();
+                    continue;
+                }
+            }
+            seen.insert(key, out.len());
+            out.push(Some(r));
+        } else {
+            seen.insert(key, out.len());
+            out.push(Some(r));
+        }
+    }
+    out.into_iter().flatten().collect()
+}
