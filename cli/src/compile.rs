@@ -20,6 +20,8 @@ pub enum Emit {
     Mag,
     /// The match-action graph as Graphviz DOT.
     Dot,
+    /// The eBPF datapath's map contents for one node (`--node`).
+    Ebpf,
     /// The partition plan: every entry's placement and the hardware rules.
     Plan,
     /// The hardware rules as rte_flow rules (JSON).
@@ -75,6 +77,15 @@ pub fn run(args: &CompileArgs) -> anyhow::Result<ExitCode> {
             } else {
                 mag::dot::mag_to_dot(&lowered.mag)
             };
+            output::print(args.format, &text, || text.clone())?
+        }
+        Emit::Ebpf => {
+            let lowered = lower::cluster_to_mag(&loaded.cluster, args.node.as_deref());
+            let info = mag::validate(&lowered.mag).map_err(|e| {
+                anyhow::anyhow!("internal compiler error: lowering made an invalid graph: {e}")
+            })?;
+            let artifact = pipec_ebpf::mag_to_ebpf(&lowered.mag, &info)?;
+            let text = artifact.to_string();
             output::print(args.format, &text, || text.clone())?
         }
         Emit::Plan | Emit::RteFlow | Emit::Testpmd => {

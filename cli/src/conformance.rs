@@ -20,11 +20,11 @@ pub struct ConformanceArgs {
 /// Runs `pipec conformance`: one line per failing check, then `N passed, M failed`.
 pub fn run(args: &ConformanceArgs) -> anyhow::Result<ExitCode> {
     let engines = if args.engines.is_empty() {
-        conformance::available_engines()
+        engines()
     } else {
         args.engines
             .iter()
-            .map(|n| conformance::engine_by_name(n))
+            .map(|n| engine_by_name(n))
             .collect::<Result<Vec<_>, String>>()
             .map_err(anyhow::Error::msg)?
     };
@@ -39,4 +39,26 @@ pub fn run(args: &ConformanceArgs) -> anyhow::Result<ExitCode> {
     } else {
         ExitCode::SUCCESS
     })
+}
+
+/// Every engine of this build: the library's, then the targets' (`ebpf`).
+fn engines() -> Vec<Box<dyn conformance::Engine>> {
+    let mut v = conformance::available_engines();
+    v.push(Box::new(pipec_ebpf::EbpfEngine));
+    v
+}
+
+/// The engine called `name`, among the library's and the targets'.
+fn engine_by_name(name: &str) -> Result<Box<dyn conformance::Engine>, String> {
+    if let Some(e) = engines().into_iter().find(|e| e.name() == name) {
+        return Ok(e);
+    }
+    let available: Vec<&str> = engines().iter().map(|e| e.name()).collect();
+    match conformance::engine_by_name(name) {
+        Ok(e) => Ok(e),
+        Err(_) => Err(format!(
+            "unknown or unbuilt engine `{name}`; available: {}",
+            available.join(", ")
+        )),
+    }
 }

@@ -17,5 +17,7 @@ pub mod model;
 pub mod partition;
 pub mod semantics;
 pub mod source;
+#[cfg(feature = "testgen")]
+pub mod testgen;
 pub mod trace;
 pub mod util;

@@ -182,6 +182,17 @@ static __always_inline void ct_make_key(struct ct_key *k, const struct pkt *p, _
 	k->direction = dir;
 }
 
+/* Whether the packet's reverse tuple is the packet's own tuple. */
+static __always_inline int symmetric(const struct pkt *p)
+{
+	if (p->sport != p->dport)
+		return 0;
+	__u64 s[2], d[2];
+	__builtin_memcpy(s, p->saddr, 16);
+	__builtin_memcpy(d, p->daddr, 16);
+	return s[0] == d[0] && s[1] == d[1];
+}
+
 /* Looks a tuple up, dropping an entry whose deadline has passed (LRU eviction and the
  * userspace GC reclaim the rest). */
 static __always_inline struct ct_value *ct_lookup(struct ct_key *k, __u64 now)
@@ -588,7 +599,10 @@ static __always_inline int ingress_pipeline(struct __sk_buff *skb, int *handled)
 	}
 	struct ct_key rk;
 	ct_make_key(&rk, &p, PIPEC_DIR_EGRESS, 1);
-	cv = ct_lookup(&rk, now);
+	/* A packet a pod sends to itself with equal ports (an ICMP echo to itself) has a
+	 * reverse tuple equal to its own: the egress entry its first packet just created is
+	 * not a connection it replies to. */
+	cv = symmetric(&p) ? 0 : ct_lookup(&rk, now);
 	if (cv) {
 		/* A reply of a connection the endpoint opened; undo the service DNAT. */
 		ct_update(cv, &p, 1, cfg, now);

@@ -145,6 +145,9 @@ pub struct EbpfArtifact {
     pub services: BTreeMap<Frontend, Service>,
     /// Backends by id.
     pub backends: BTreeMap<u32, Backend>,
+    /// What each rule cookie stands for (the provenance of the deciding rules), so that
+    /// counters and flow events can name their rule. Not written to the kernel.
+    pub cookies: BTreeMap<u64, String>,
 }
 
 /// The maps an artifact fills, in the order upserts are applied (deletes: reversed).
@@ -494,6 +497,9 @@ impl fmt::Display for EbpfArtifact {
                 let slots: Vec<String> = chunk.iter().map(u32::to_string).collect();
                 writeln!(f, "  maglev[{}..] {}", i * 32, slots.join(" "))?;
             }
+        }
+        for (cookie, what) in &self.cookies {
+            writeln!(f, "cookie {cookie:#x} {what}")?;
         }
         Ok(())
     }

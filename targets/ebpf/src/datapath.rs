@@ -260,7 +260,15 @@ impl Datapath {
     /// mounted if needed), maps are pinned there by name, and maps already pinned there are
     /// reused: a restarted loader keeps the state.
     pub fn load(pin_dir: Option<&Path>) -> Result<Self, Error> {
-        let mut ebpf = load_object(OBJECT, pin_dir)?;
+        // The object's maps are pinned by name, and aya pins them under bpffs itself when
+        // no directory is given (so every unpinned loader would share one set of maps): an
+        // unpinned datapath pins into a scratch directory and removes it at once.
+        let scratch = pin_dir.is_none().then(|| scratch_pin_dir("unpinned"));
+        let loaded = load_object(OBJECT, pin_dir.or(scratch.as_deref()));
+        if let Some(dir) = &scratch {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+        let mut ebpf = loaded?;
         let names: Vec<&'static str> = Program::ALL.iter().map(|p| p.name()).collect();
         load_programs(&mut ebpf, &names)?;
         Ok(Datapath {
@@ -520,6 +528,30 @@ impl Datapath {
             key = Some(next);
         }
         Ok(out)
+    }
+
+    /// Deletes every conntrack and affinity entry: the next packet of any flow is a first
+    /// packet again (the `ebpf` engine isolates probes with it).
+    pub fn flush_state(&self) -> Result<usize, Error> {
+        use std::mem::size_of;
+        let mut n = 0;
+        for (name, ks) in [
+            ("ct", size_of::<c::CtKey>()),
+            ("affinity", size_of::<c::AffinityKey>()),
+        ] {
+            let fd = self.map_fd(name)?;
+            loop {
+                let mut key = vec![0u8; ks];
+                if !sys::map_next_key(fd, None, &mut key)
+                    .map_err(io_err(format!("iterating {name}")))?
+                {
+                    break;
+                }
+                sys::map_delete(fd, &key).map_err(io_err(format!("deleting from {name}")))?;
+                n += 1;
+            }
+        }
+        Ok(n)
     }
 
     /// Garbage-collects conntrack: deletes every entry whose deadline is before `now_ns`

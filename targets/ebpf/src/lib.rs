@@ -10,7 +10,9 @@
 //!   building pipec needs no clang. A test rebuilds it where clang is present and fails when
 //!   the committed object is stale; another checks every map layout of
 //!   `pipec-ebpf-common` against the object's BTF.
+//! - [`codegen`]: [`mag_to_ebpf`], the MAG of one node as map contents.
 //! - [`artifact`]: the typed map contents, their text form and diffs.
+//! - [`engine`]: the `ebpf` conformance engine (probes as real packets, `BPF_PROG_TEST_RUN`).
 //! - [`datapath`]: loading with aya, pinning, tc attachment, map writing, test runs.
 //! - [`maglev`]: Maglev tables; [`packet`]: a packet builder for tests and benchmarks.
 //!
@@ -19,10 +21,14 @@
 
 pub mod artifact;
 pub mod btf;
+pub mod codegen;
 pub mod datapath;
+pub mod engine;
 pub mod maglev;
 pub mod packet;
 pub mod sys;
 
 pub use artifact::EbpfArtifact;
+pub use codegen::{mag_to_ebpf, Unsupported};
 pub use datapath::{Attachment, Datapath, Program};
+pub use engine::EbpfEngine;

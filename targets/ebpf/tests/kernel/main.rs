@@ -2,12 +2,20 @@
 //!
 //! - `object`: the committed object is current and its BTF matches the Rust layouts;
 //! - `test_run`: real packets through the loaded programs with `BPF_PROG_TEST_RUN`;
-//! - `netns`: pods as network namespaces joined by veth pairs, real TCP and UDP.
+//! - `netns`: pods as network namespaces joined by veth pairs, real TCP and UDP;
+//! - `codegen`: `mag_to_ebpf` on the Star Wars example (snapshot, no kernel needed);
+//! - `conformance`: the shared conformance suite through the `ebpf` engine;
+//! - `differential`: random clusters, eBPF == MAG == reference;
+//! - `e2e_mag`: maps compiled from the MAG, real connections between pod namespaces.
 //!
 //! The kernel tests need root (CI runs as root) and fail loudly without it: a skipped
 //! kernel test would look like a passing one.
 
+mod codegen;
 mod common;
+mod conformance;
+mod differential;
+mod e2e_mag;
 mod netns;
 mod object;
 mod test_run;

@@ -1,0 +1,837 @@
+//! Codegen: the MAG of one node → the content of the datapath's maps.
+//!
+//! The programs in `bpf/pipec.bpf.c` are a fixed implementation of the default node
+//! pipeline of [`pipec::lower`], so codegen reads the MAG's tables by name and checks that
+//! each has the key and actions the programs implement; anything else is [`Unsupported`].
+//!
+//! | MAG table | eBPF map |
+//! |---|---|
+//! | `classify`, `anti_spoof`, `route` (`to_endpoint`) | `endpoints` |
+//! | `src_ipcache`, `dst_ipcache` (must agree) | `ipcache` |
+//! | `egress_policy`, `ingress_policy` | `policy` (LPM, two lookups, deny precedence) |
+//! | `service_lb`, `lb_backend` | `services`, `maglev`, `backends`, `revnat` |
+//! | `conntrack`, the conntrack rows of the policy tables | built into the programs |
+//!
+//! # The policy table
+//!
+//! The MAG's decision table is priority-ordered: a row for one remote class beats a row
+//! for every class. The datapath makes two LPM lookups instead, the remote identity and the
+//! wildcard identity 0, where a deny of either wins. Codegen evaluates the MAG's decision
+//! for every (endpoint, direction, remote class, protocol, port interval) cell and encodes
+//! it so the two lookups give the same answer:
+//!
+//! - the wildcard entries hold the decision for a remote class no row names (`W`), as an
+//!   exact prefix cover of each protocol's port intervals, and one all-protocol entry for
+//!   the protocols no row names;
+//! - where `W` denies but some class is allowed (a *conflict* cell), the wildcard holds no
+//!   deny: the cell is left out (no entry denies) so the class's own allow is not overruled;
+//! - each class gets entries exactly where the two lookups would otherwise give another
+//!   answer than the MAG.
+//!
+//! Cookies are provenance ids plus one (0 is "no rule"); [`EbpfArtifact::cookies`] names
+//! them. A denial that falls on a left-out conflict cell is counted on cookie 0.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::IpAddr;
+
+use pipec::mag::{self, ct, eth, mark, verdict, ActionCall, Field, FieldMatch, Mag, MagInfo, Op};
+use pipec::mag::{Operand, Table};
+use pipec_ebpf_common as c;
+
+use crate::artifact::{
+    port_range_prefixes, Action, Backend, Direction, EbpfArtifact, Endpoint, Frontend,
+    PolicyDecision, PolicyMatch, Prefix, Service,
+};
+
+/// The proxy port of redirected flows: the MAG marks a flow for the L7 proxy without
+/// naming a port, and pipec's proxy listens here.
+pub const PROXY_PORT: u16 = 15001;
+
+/// ClientIP affinity timeout: the MAG does not carry the service's `timeoutSeconds`, so
+/// the Kubernetes default is used.
+pub const AFFINITY_TIMEOUT: u32 = 10800;
+
+/// Something in the MAG that the eBPF maps cannot express.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("the eBPF datapath cannot express {site}: {reason}")]
+pub struct Unsupported {
+    /// The table or entry.
+    pub site: String,
+    /// Why.
+    pub reason: String,
+}
+
+fn unsupported(site: impl Into<String>, reason: impl Into<String>) -> Unsupported {
+    Unsupported {
+        site: site.into(),
+        reason: reason.into(),
+    }
+}
+
+/// A policy outcome: the action and the cookie of the deciding rule.
+type Val = (Action, u64);
+
+const DENY0: Val = (Action::Deny, 0);
+
+/// Protocols whose packets carry ports the datapath matches on.
+fn has_ports(proto: u8) -> bool {
+    matches!(proto, 6 | 17 | 132)
+}
+
+/// The value an action call writes into `field`, if it writes a known value.
+fn set_value(mag: &Mag, call: &ActionCall, field: Field) -> Option<u128> {
+    let def = mag.action(call.action)?;
+    def.ops.iter().rev().find_map(|op| match op {
+        Op::Set { field: f, value } if *f == field => match value {
+            Operand::Param(i) => call.args.get(*i as usize).copied(),
+            Operand::Const(v) => Some(*v),
+        },
+        _ => None,
+    })
+}
+
+fn drops(mag: &Mag, call: &ActionCall) -> bool {
+    mag.action(call.action)
+        .is_some_and(|d| d.ops.iter().any(|o| matches!(o, Op::Drop)))
+}
+
+fn cookie(e: &mag::Entry) -> u64 {
+    e.provenance
+        .first()
+        .map(|p| u64::from(p.0) + 1)
+        .unwrap_or(0)
+}
+
+/// The policy action of a call: drop, redirect (verdict or mark), or allow.
+fn policy_action(mag: &Mag, call: &ActionCall) -> Option<Action> {
+    if drops(mag, call) {
+        return Some(Action::Deny);
+    }
+    let v = set_value(mag, call, Field::Verdict);
+    let m = set_value(mag, call, Field::Mark).unwrap_or(0);
+    if v == Some(verdict::REDIRECT) || m & mark::L7_REDIRECT != 0 {
+        return Some(Action::Redirect {
+            proxy_port: PROXY_PORT,
+        });
+    }
+    (v == Some(verdict::ALLOW)).then_some(Action::Allow)
+}
+
+fn table<'m>(mag: &'m Mag, name: &str) -> Result<&'m Table, Unsupported> {
+    mag.table_by_name(name)
+        .and_then(|t| mag.table(t))
+        .ok_or_else(|| unsupported(name, "the table is missing (not the default node pipeline)"))
+}
+
+/// Positions of `fields` in a table's key, which must hold exactly these fields.
+fn key_positions(t: &Table, fields: &[Field]) -> Result<Vec<usize>, Unsupported> {
+    if t.key.len() != fields.len() {
+        return Err(unsupported(
+            &t.name,
+            format!(
+                "the key has {} fields, the datapath matches {}",
+                t.key.len(),
+                fields.len()
+            ),
+        ));
+    }
+    fields
+        .iter()
+        .map(|f| {
+            t.key
+                .iter()
+                .position(|k| k.field == *f)
+                .ok_or_else(|| unsupported(&t.name, format!("the key lacks {f}")))
+        })
+        .collect()
+}
+
+/// The value of an exact match (an exact or a full-mask ternary match); `None` for any.
+fn exact(m: &FieldMatch, f: Field, site: &str) -> Result<Option<u128>, Unsupported> {
+    match *m {
+        FieldMatch::Any => Ok(None),
+        FieldMatch::Exact(v) => Ok(Some(v)),
+        FieldMatch::Ternary { value, mask } if mask == f.max() => Ok(Some(value)),
+        FieldMatch::Prefix { value, len } if u32::from(len) == f.width() => Ok(Some(value)),
+        other => Err(unsupported(
+            site,
+            format!("{f} matches {other:?}; the datapath matches it exactly or not at all"),
+        )),
+    }
+}
+
+/// A prefix match as (value, length); `Any` is length 0.
+fn prefix(m: &FieldMatch, f: Field, site: &str) -> Result<(u128, u32), Unsupported> {
+    let w = f.width();
+    match *m {
+        FieldMatch::Any => Ok((0, 0)),
+        FieldMatch::Exact(v) => Ok((v, w)),
+        FieldMatch::Prefix { value, len } => Ok((value, u32::from(len))),
+        FieldMatch::Ternary { value, mask } => {
+            let len = mask.count_ones().min(w);
+            if mag::prefix_mask(len, w) != mask {
+                return Err(unsupported(
+                    site,
+                    format!(
+                        "{f} mask {mask:#x} is not a prefix; the datapath's tries match prefixes"
+                    ),
+                ));
+            }
+            Ok((value, len))
+        }
+        FieldMatch::Range { .. } => Err(unsupported(site, format!("{f} is a range"))),
+    }
+}
+
+/// The address prefix of an (eth.type, v4, v6) match, or `None` for another family.
+fn addr_prefix(
+    et: Option<u128>,
+    v4: &FieldMatch,
+    v6: &FieldMatch,
+    f4: Field,
+    f6: Field,
+    site: &str,
+) -> Result<Option<Prefix>, Unsupported> {
+    match et {
+        Some(eth::IPV4) => {
+            let (v, len) = prefix(v4, f4, site)?;
+            Ok(Some(Prefix {
+                addr: IpAddr::V4((v as u32).into()),
+                len: len as u8,
+            }))
+        }
+        Some(eth::IPV6) => {
+            let (v, len) = prefix(v6, f6, site)?;
+            Ok(Some(Prefix {
+                addr: IpAddr::V6(v.into()),
+                len: len as u8,
+            }))
+        }
+        _ => Ok(None),
+    }
+}
+
+/// Compiles the MAG of one node into the datapath's map contents.
+///
+/// Endpoint interfaces are left 0: they are known when pods are wired, and bound with
+/// [`EbpfArtifact::bind_interfaces`].
+pub fn mag_to_ebpf(mag: &Mag, info: &MagInfo) -> Result<EbpfArtifact, Unsupported> {
+    let _ = info.start;
+    let mut a = EbpfArtifact::default();
+    let mut used_cookies = BTreeSet::new();
+    ipcache(mag, &mut a)?;
+    endpoints(mag, &mut a)?;
+    services(mag, &mut a)?;
+    let universe: BTreeSet<u32> = a
+        .ipcache
+        .values()
+        .copied()
+        .chain([c::IDENTITY_WORLD])
+        .collect();
+    let eps: Vec<u32> = a
+        .endpoints
+        .values()
+        .map(|e| e.id)
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    for (name, dir, remote) in [
+        ("egress_policy", Direction::Egress, Field::DstIdentity),
+        ("ingress_policy", Direction::Ingress, Field::SrcIdentity),
+    ] {
+        policy(mag, name, dir, remote, &eps, &universe, &mut a)?;
+    }
+    for d in a.policy.values() {
+        if d.cookie != 0 {
+            used_cookies.insert(d.cookie);
+        }
+    }
+    for ck in used_cookies {
+        if let Some(p) = mag.provenance.get_index((ck - 1) as usize) {
+            a.cookies.insert(ck, p.to_string());
+        }
+    }
+    Ok(a)
+}
+
+impl EbpfArtifact {
+    /// Sets each endpoint's interface: `ifindex(endpoint id)`; endpoints it has no
+    /// interface for keep theirs.
+    pub fn bind_interfaces(&mut self, ifindex: impl Fn(u32) -> Option<u32>) {
+        for e in self.endpoints.values_mut() {
+            if let Some(i) = ifindex(e.id) {
+                e.ifindex = i;
+            }
+        }
+    }
+}
+
+fn ipcache(mag: &Mag, a: &mut EbpfArtifact) -> Result<(), Unsupported> {
+    let mut tables = Vec::new();
+    for (name, f4, f6, id) in [
+        (
+            "src_ipcache",
+            Field::Ipv4Src,
+            Field::Ipv6Src,
+            Field::SrcIdentity,
+        ),
+        (
+            "dst_ipcache",
+            Field::Ipv4Dst,
+            Field::Ipv6Dst,
+            Field::DstIdentity,
+        ),
+    ] {
+        let t = table(mag, name)?;
+        let pos = key_positions(t, &[Field::EthType, f4, f6])?;
+        let default = set_value(mag, &t.default_action, id);
+        if default != Some(u128::from(c::IDENTITY_WORLD)) {
+            return Err(unsupported(
+                name,
+                format!("the default identity is {default:?}; the datapath's is world (2)"),
+            ));
+        }
+        let mut out = BTreeMap::new();
+        for e in &t.entries {
+            let site = format!("{name} entry {:?}", e.matches);
+            let et = exact(&e.matches[pos[0]], Field::EthType, &site)?;
+            let p = addr_prefix(et, &e.matches[pos[1]], &e.matches[pos[2]], f4, f6, &site)?
+                .ok_or_else(|| unsupported(&site, "not an IPv4 or IPv6 prefix"))?;
+            let v = set_value(mag, &e.action, id)
+                .ok_or_else(|| unsupported(&site, "the action sets no identity"))?;
+            if u32::from(p.len) != e.priority {
+                return Err(unsupported(&site, "the priority is not the prefix length"));
+            }
+            out.insert(p, v as u32);
+        }
+        tables.push(out);
+    }
+    if tables[0] != tables[1] {
+        return Err(unsupported(
+            "src_ipcache/dst_ipcache",
+            "the two tables differ; the datapath has one ipcache",
+        ));
+    }
+    a.ipcache = tables.swap_remove(0);
+    Ok(())
+}
+
+fn identity_of(a: &EbpfArtifact, ip: IpAddr) -> u32 {
+    a.ipcache
+        .iter()
+        .filter(|(p, _)| {
+            let Ok(net) = ipnet::IpNet::new(p.addr, p.len) else {
+                return false;
+            };
+            net.contains(&ip)
+        })
+        .max_by_key(|(p, _)| p.len)
+        .map(|(_, id)| *id)
+        .unwrap_or(c::IDENTITY_WORLD)
+}
+
+fn endpoints(mag: &Mag, a: &mut EbpfArtifact) -> Result<(), Unsupported> {
+    let t = table(mag, "anti_spoof")?;
+    let pos = key_positions(
+        t,
+        &[
+            Field::Endpoint,
+            Field::EthType,
+            Field::Ipv4Src,
+            Field::Ipv6Src,
+        ],
+    )?;
+    if !drops(mag, &t.default_action) {
+        return Err(unsupported(
+            "anti_spoof",
+            "the default action does not drop",
+        ));
+    }
+    let mut addrs: BTreeMap<IpAddr, u32> = BTreeMap::new();
+    for e in &t.entries {
+        let site = format!("anti_spoof entry {:?}", e.matches);
+        if drops(mag, &e.action) {
+            return Err(unsupported(&site, "an explicit drop row"));
+        }
+        let ep = exact(&e.matches[pos[0]], Field::Endpoint, &site)?
+            .ok_or_else(|| unsupported(&site, "no endpoint"))?;
+        let et = exact(&e.matches[pos[1]], Field::EthType, &site)?;
+        let p = addr_prefix(
+            et,
+            &e.matches[pos[2]],
+            &e.matches[pos[3]],
+            Field::Ipv4Src,
+            Field::Ipv6Src,
+            &site,
+        )?
+        .ok_or_else(|| unsupported(&site, "not an IPv4 or IPv6 address"))?;
+        if u32::from(p.len) != if p.addr.is_ipv4() { 32 } else { 128 } {
+            return Err(unsupported(
+                &site,
+                "a prefix; the endpoints map holds addresses",
+            ));
+        }
+        addrs.insert(p.addr, ep as u32);
+    }
+    // Delivery to an endpoint (where its ingress policy runs) must use the same addresses.
+    let route = table(mag, "route")?;
+    let rpos = key_positions(route, &[Field::EthType, Field::Ipv4Dst, Field::Ipv6Dst])?;
+    for e in &route.entries {
+        let Some(ep) = set_value(mag, &e.action, Field::OutPort) else {
+            continue;
+        };
+        if ep < mag::ports::FIRST_ENDPOINT {
+            continue;
+        }
+        let site = format!("route entry {:?}", e.matches);
+        let et = exact(&e.matches[rpos[0]], Field::EthType, &site)?;
+        let p = addr_prefix(
+            et,
+            &e.matches[rpos[1]],
+            &e.matches[rpos[2]],
+            Field::Ipv4Dst,
+            Field::Ipv6Dst,
+            &site,
+        )?;
+        match p {
+            Some(p) if addrs.get(&p.addr) == Some(&(ep as u32)) => {}
+            _ => {
+                return Err(unsupported(
+                    &site,
+                    "delivers to an endpoint at an address that is not the endpoint's own",
+                ))
+            }
+        }
+    }
+    for (addr, ep) in addrs {
+        let identity = identity_of(a, addr);
+        a.endpoints.insert(
+            addr,
+            Endpoint {
+                id: ep,
+                ifindex: 0,
+                identity,
+            },
+        );
+    }
+    Ok(())
+}
+
+fn services(mag: &Mag, a: &mut EbpfArtifact) -> Result<(), Unsupported> {
+    let lb = table(mag, "service_lb")?;
+    let pos = key_positions(
+        lb,
+        &[
+            Field::EthType,
+            Field::Ipv4Dst,
+            Field::Ipv6Dst,
+            Field::IpProto,
+            Field::L4Dport,
+        ],
+    )?;
+    let be = table(mag, "lb_backend")?;
+    let bpos = key_positions(be, &[Field::Service, Field::Hash])?;
+    // Maglev slots of every MAG service id: slot -> (address, port).
+    let mut slots: BTreeMap<u128, BTreeMap<u128, (IpAddr, u16)>> = BTreeMap::new();
+    for e in &be.entries {
+        let site = format!("lb_backend entry {:?}", e.matches);
+        let svc = exact(&e.matches[bpos[0]], Field::Service, &site)?
+            .ok_or_else(|| unsupported(&site, "no service"))?;
+        let slot = exact(&e.matches[bpos[1]], Field::Hash, &site)?
+            .ok_or_else(|| unsupported(&site, "no slot"))?;
+        let addr = if let Some(v) = set_value(mag, &e.action, Field::Ipv4Dst) {
+            IpAddr::V4((v as u32).into())
+        } else if let Some(v) = set_value(mag, &e.action, Field::Ipv6Dst) {
+            IpAddr::V6(v.into())
+        } else {
+            return Err(unsupported(&site, "the action translates no address"));
+        };
+        let port = set_value(mag, &e.action, Field::L4Dport)
+            .ok_or_else(|| unsupported(&site, "the action translates no port"))?;
+        slots
+            .entry(svc)
+            .or_default()
+            .insert(slot, (addr, port as u16));
+    }
+    let backend_set: BTreeSet<(IpAddr, u16)> =
+        slots.values().flat_map(|s| s.values().copied()).collect();
+    let backend_id: BTreeMap<(IpAddr, u16), u32> = backend_set
+        .iter()
+        .enumerate()
+        .map(|(i, b)| (*b, i as u32 + 1))
+        .collect();
+    for ((addr, port), id) in &backend_id {
+        a.backends.insert(
+            *id,
+            Backend {
+                addr: *addr,
+                port: *port,
+            },
+        );
+    }
+    let mut frontends: BTreeMap<Frontend, (Option<u32>, Vec<u32>)> = BTreeMap::new();
+    for e in &lb.entries {
+        let site = format!("service_lb entry {:?}", e.matches);
+        let et = exact(&e.matches[pos[0]], Field::EthType, &site)?;
+        let addr = match et {
+            Some(eth::IPV4) => exact(&e.matches[pos[1]], Field::Ipv4Dst, &site)?
+                .map(|v| IpAddr::V4((v as u32).into())),
+            Some(eth::IPV6) => {
+                exact(&e.matches[pos[2]], Field::Ipv6Dst, &site)?.map(|v| IpAddr::V6(v.into()))
+            }
+            _ => None,
+        }
+        .ok_or_else(|| unsupported(&site, "a frontend must be one address"))?;
+        let proto = exact(&e.matches[pos[3]], Field::IpProto, &site)?
+            .ok_or_else(|| unsupported(&site, "a frontend must have a protocol"))?;
+        let port = exact(&e.matches[pos[4]], Field::L4Dport, &site)?
+            .ok_or_else(|| unsupported(&site, "a frontend must have a port"))?;
+        let fe = Frontend {
+            addr,
+            protocol: proto as u8,
+            port: port as u16,
+        };
+        if drops(mag, &e.action) {
+            frontends.insert(fe, (None, Vec::new()));
+            continue;
+        }
+        let def = mag
+            .action(e.action.action)
+            .ok_or_else(|| unsupported(&site, "unknown action"))?;
+        let svc = set_value(mag, &e.action, Field::Service)
+            .ok_or_else(|| unsupported(&site, "the action selects no service"))?;
+        let (fields, modulo) = def
+            .ops
+            .iter()
+            .find_map(|op| match op {
+                Op::Hash { fields, modulo, .. } => Some((fields.clone(), *modulo)),
+                _ => None,
+            })
+            .ok_or_else(|| unsupported(&site, "the action hashes nothing"))?;
+        let m = match modulo {
+            Operand::Param(i) => e.action.args.get(i as usize).copied().unwrap_or(0),
+            Operand::Const(v) => v,
+        };
+        if m == 0 || m > 1 << 20 {
+            return Err(unsupported(&site, format!("Maglev table size {m}")));
+        }
+        // Hashing only the client address is ClientIP affinity; the datapath remembers
+        // the backend per client instead of hashing.
+        let affinity = fields
+            .iter()
+            .all(|f| matches!(f, Field::Ipv4Src | Field::Ipv6Src));
+        let table_slots = slots.get(&svc);
+        let maglev: Vec<u32> = (0..m)
+            .map(|s| {
+                table_slots
+                    .and_then(|t| t.get(&s))
+                    .and_then(|b| backend_id.get(b).copied())
+                    .unwrap_or(0)
+            })
+            .collect();
+        frontends.insert(fe, (affinity.then_some(AFFINITY_TIMEOUT), maglev));
+    }
+    for (i, (fe, (affinity_timeout, maglev))) in frontends.into_iter().enumerate() {
+        a.services.insert(
+            fe,
+            Service {
+                id: i as u32 + 1,
+                affinity_timeout,
+                maglev,
+            },
+        );
+    }
+    Ok(())
+}
+
+/// One policy row, decoded.
+struct Row {
+    priority: u32,
+    endpoint: Option<u32>,
+    remote: Option<u32>,
+    proto: Option<u8>,
+    ports: (u16, u16),
+    val: Val,
+}
+
+/// A decision function over one protocol's ports: intervals covering 0..=65535.
+type Ivs = Vec<(u16, u16, Val)>;
+
+fn policy(
+    mag: &Mag,
+    name: &str,
+    dir: Direction,
+    remote_field: Field,
+    eps: &[u32],
+    universe: &BTreeSet<u32>,
+    a: &mut EbpfArtifact,
+) -> Result<(), Unsupported> {
+    let t = table(mag, name)?;
+    let pos = key_positions(
+        t,
+        &[
+            Field::CtState,
+            Field::Endpoint,
+            remote_field,
+            Field::IpProto,
+            Field::L4Dport,
+        ],
+    )?;
+    let default = policy_action(mag, &t.default_action)
+        .ok_or_else(|| unsupported(name, "the default action decides nothing"))?;
+    let mut rows = Vec::new();
+    for e in &t.entries {
+        let site = format!("{name} entry {:?}", e.matches);
+        let ct_m = e.matches[pos[0]];
+        if !ct_m.matches(ct::NEW, Field::CtState.width()) {
+            // Rows for later packets of a connection: the datapath's conntrack allows
+            // those by itself, so only an allow is expressible.
+            if policy_action(mag, &e.action) != Some(Action::Allow) {
+                return Err(unsupported(&site, "a conntrack row that does not allow"));
+            }
+            continue;
+        }
+        let endpoint = exact(&e.matches[pos[1]], Field::Endpoint, &site)?.map(|v| v as u32);
+        if endpoint == Some(0) {
+            // Packets with no local source endpoint: the datapath runs no egress policy
+            // for them (from_wire), so the row must let them pass.
+            if drops(mag, &e.action) {
+                return Err(unsupported(
+                    &site,
+                    "a drop for packets without a local endpoint",
+                ));
+            }
+            continue;
+        }
+        let Some(act) = policy_action(mag, &e.action) else {
+            return Err(unsupported(&site, "the action decides nothing"));
+        };
+        let remote = exact(&e.matches[pos[2]], remote_field, &site)?.map(|v| v as u32);
+        let proto = exact(&e.matches[pos[3]], Field::IpProto, &site)?.map(|v| v as u8);
+        let (pv, plen) = prefix(&e.matches[pos[4]], Field::L4Dport, &site)?;
+        let lo = pv as u16;
+        let hi = lo | !(mag::prefix_mask(plen, 16) as u16);
+        rows.push(Row {
+            priority: e.priority,
+            endpoint,
+            remote,
+            proto,
+            ports: (lo, hi),
+            val: (act, cookie(e)),
+        });
+    }
+    let default = (default, 0);
+    for &ep in eps {
+        let mine: Vec<&Row> = rows
+            .iter()
+            .filter(|r| r.endpoint.is_none_or(|e| e == ep))
+            .collect();
+        let protos: BTreeSet<u8> = mine.iter().filter_map(|r| r.proto).collect();
+        let remotes: BTreeSet<u32> = mine
+            .iter()
+            .filter_map(|r| r.remote)
+            .chain(universe.iter().copied())
+            .collect();
+        // The MAG's decision: the highest-priority row that matches (first on ties, as
+        // the interpreter does), else the default.
+        let decide = |remote: Option<u32>, proto: Option<u8>, port: u16| -> Val {
+            let mut best: Option<&Row> = None;
+            for r in &mine {
+                let hit = r.remote.is_none_or(|x| Some(x) == remote)
+                    && r.proto.is_none_or(|x| Some(x) == proto)
+                    && r.ports.0 <= port
+                    && port <= r.ports.1;
+                if hit && best.is_none_or(|b| r.priority > b.priority) {
+                    best = Some(r);
+                }
+            }
+            best.map(|r| r.val).unwrap_or(default)
+        };
+        let function = |remote: Option<u32>, proto: u8| -> Ivs {
+            if !has_ports(proto) {
+                return vec![(0, u16::MAX, decide(remote, Some(proto), 0))];
+            }
+            let mut cuts: BTreeSet<u32> = BTreeSet::from([0, 65536]);
+            for r in &mine {
+                if r.proto.is_none_or(|p| p == proto) {
+                    cuts.insert(u32::from(r.ports.0));
+                    cuts.insert(u32::from(r.ports.1) + 1);
+                }
+            }
+            let cuts: Vec<u32> = cuts.into_iter().collect();
+            let mut out: Ivs = Vec::new();
+            for w in cuts.windows(2) {
+                let (lo, hi) = (w[0] as u16, (w[1] - 1) as u16);
+                let v = decide(remote, Some(proto), lo);
+                match out.last_mut() {
+                    Some(last) if last.2 == v => last.1 = hi,
+                    _ => out.push((lo, hi, v)),
+                }
+            }
+            out
+        };
+        // Ports of other protocols are 0 in the datapath, so one value covers them.
+        let wild: BTreeMap<u8, Ivs> = protos.iter().map(|p| (*p, function(None, *p))).collect();
+        let wild_other = decide(None, None, 0);
+        let class: BTreeMap<u32, (BTreeMap<u8, Ivs>, Val)> = remotes
+            .iter()
+            .map(|r| {
+                let f = protos
+                    .iter()
+                    .map(|p| (*p, function(Some(*r), *p)))
+                    .collect();
+                (*r, (f, decide(Some(*r), None, 0)))
+            })
+            .collect();
+        let allows = |v: &Val| v.0 != Action::Deny;
+        // Conflict cells: the wildcard denies, some class is allowed.
+        let conflict = |proto: u8, port: u16| -> bool {
+            let w = value_at(&wild[&proto], port);
+            w.0 == Action::Deny
+                && class
+                    .values()
+                    .any(|(f, _)| allows(&value_at(&f[&proto], port)))
+        };
+        let any_conflict = protos.iter().any(|p| {
+            let mut points: BTreeSet<u16> = wild[p].iter().map(|x| x.0).collect();
+            for (f, _) in class.values() {
+                points.extend(f[p].iter().map(|x| x.0));
+            }
+            points.into_iter().any(|port| conflict(*p, port))
+        });
+        let other_conflict = wild_other.0 == Action::Deny && class.values().any(|(_, o)| allows(o));
+        let emit_other = !(wild_other.0 == Action::Deny && (any_conflict || other_conflict));
+        let any_other: Option<Val> = emit_other.then_some(wild_other);
+        let mut put = |identity: u32, proto: Option<u8>, port: Option<(u16, u8)>, v: Val| {
+            let m = PolicyMatch {
+                endpoint: ep,
+                direction: dir,
+                identity,
+                protocol: proto,
+                port: port.filter(|(_, bits)| *bits > 0),
+            };
+            a.policy.insert(
+                m,
+                PolicyDecision {
+                    action: v.0,
+                    cookie: v.1,
+                },
+            );
+        };
+        if let Some(v) = any_other {
+            put(0, None, None, v);
+        }
+        // The wildcard entries, and what the wildcard lookup answers per cell.
+        let mut any_at: BTreeMap<u8, Vec<(u16, u16, Option<Val>)>> = BTreeMap::new();
+        for p in &protos {
+            let ivs = &wild[p];
+            let uniform = ivs.len() == 1 && Some(ivs[0].2) == any_other;
+            let mut cells = Vec::new();
+            for &(lo, hi, v) in ivs {
+                for (clo, chi) in
+                    split_conflicts(lo, hi, |port| conflict(*p, port), &class, *p, ivs)
+                {
+                    let c = conflict(*p, clo);
+                    let got = if c || uniform { any_other } else { Some(v) };
+                    if !c && !uniform {
+                        emit_cells(&mut put, 0, *p, clo, chi, v);
+                    }
+                    cells.push((clo, chi, got));
+                }
+            }
+            any_at.insert(*p, cells);
+        }
+        // Class entries where the two lookups would answer otherwise.
+        for (r, (f, other)) in &class {
+            let needs_other = final_val(None, any_other) != *other
+                && !(any_other.is_none() && other.0 == Action::Deny);
+            if needs_other {
+                put(*r, None, None, *other);
+            }
+            for p in &protos {
+                for &(lo, hi, v) in &f[p] {
+                    for &(alo, ahi, av) in &any_at[p] {
+                        let (s, e) = (lo.max(alo), hi.min(ahi));
+                        if s > e {
+                            continue;
+                        }
+                        let got = final_val(None, av);
+                        let same = if av.is_none() { got.0 == v.0 } else { got == v };
+                        if needs_other || !same {
+                            emit_cells(&mut put, *r, *p, s, e, v);
+                        }
+                    }
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Splits `lo..=hi` (one interval of the wildcard function) where conflict status changes;
+/// the cut points are the class functions' interval starts.
+fn split_conflicts(
+    lo: u16,
+    hi: u16,
+    conflict: impl Fn(u16) -> bool,
+    class: &BTreeMap<u32, (BTreeMap<u8, Ivs>, Val)>,
+    proto: u8,
+    _wild: &Ivs,
+) -> Vec<(u16, u16)> {
+    let mut cuts: BTreeSet<u32> = BTreeSet::from([u32::from(lo), u32::from(hi) + 1]);
+    for (f, _) in class.values() {
+        for (s, e, _) in &f[&proto] {
+            for x in [u32::from(*s), u32::from(*e) + 1] {
+                if x > u32::from(lo) && x <= u32::from(hi) {
+                    cuts.insert(x);
+                }
+            }
+        }
+    }
+    let cuts: Vec<u32> = cuts.into_iter().collect();
+    let mut out: Vec<(u16, u16, bool)> = Vec::new();
+    for w in cuts.windows(2) {
+        let (s, e) = (w[0] as u16, (w[1] - 1) as u16);
+        let c = conflict(s);
+        match out.last_mut() {
+            Some(last) if last.2 == c => last.1 = e,
+            _ => out.push((s, e, c)),
+        }
+    }
+    out.into_iter().map(|(s, e, _)| (s, e)).collect()
+}
+
+fn value_at(ivs: &Ivs, port: u16) -> Val {
+    ivs.iter()
+        .find(|(lo, hi, _)| *lo <= port && port <= *hi)
+        .map(|x| x.2)
+        .unwrap_or(DENY0)
+}
+
+/// What the datapath decides from the two lookups (see `policy_decide` in the C code).
+fn final_val(specific: Option<Val>, any: Option<Val>) -> Val {
+    match (specific, any) {
+        (Some(s), _) if s.0 == Action::Deny => s,
+        (_, Some(a)) if a.0 == Action::Deny => a,
+        (Some(s), _) => s,
+        (None, Some(a)) => a,
+        (None, None) => DENY0,
+    }
+}
+
+fn emit_cells(
+    put: &mut impl FnMut(u32, Option<u8>, Option<(u16, u8)>, Val),
+    identity: u32,
+    proto: u8,
+    lo: u16,
+    hi: u16,
+    v: Val,
+) {
+    if !has_ports(proto) {
+        put(identity, Some(proto), None, v);
+        return;
+    }
+    for (value, bits) in port_range_prefixes(lo, hi) {
+        put(identity, Some(proto), Some((value, bits)), v);
+    }
+}
