@@ -57,13 +57,13 @@ pub fn run(args: &CompileArgs) -> anyhow::Result<ExitCode> {
         }
         Emit::Mag | Emit::Dot => {
             let lowered = lower::cluster_to_mag(&loaded.cluster, args.node.as_deref());
-            if let Err(e) = mag::validate(&lowered.mag) {
+            if let Err(e) = mag::validate(lowered.mag()) {
                 anyhow::bail!("internal compiler error: lowering made an invalid graph: {e}");
             }
             let text = if args.emit == Emit::Mag {
-                mag::text::mag_to_text(&lowered.mag)
+                mag::text::mag_to_text(lowered.mag())
             } else {
-                mag::dot::mag_to_dot(&lowered.mag)
+                mag::dot::mag_to_dot(lowered.mag())
             };
             output::print(args.format, &text, || text.clone())?
         }

@@ -92,7 +92,7 @@ impl<'c> Engine<'c> {
     fn load(&mut self, name: &str) -> Result<(), String> {
         if !self.nodes.contains_key(name) {
             let lowered = cluster_to_mag(self.cluster, Some(name));
-            let info = validate(&lowered.mag).map_err(|e| format!("invalid MAG: {e}"))?;
+            let info = validate(lowered.mag()).map_err(|e| format!("invalid MAG: {e}"))?;
             self.nodes.insert(
                 name.to_string(),
                 NodeMag {
@@ -174,7 +174,7 @@ impl<'c> Engine<'c> {
     fn run_on(&mut self, node: &str, p: Packet) -> Result<Trace, String> {
         self.load(node)?;
         let n = self.nodes.get_mut(node).ok_or("no node")?;
-        let mut interp = Interp::new(&n.lowered.mag, &n.info);
+        let mut interp = Interp::new(n.lowered.mag(), &n.info);
         interp.ct = std::mem::take(&mut n.ct);
         let t = interp.run(p);
         n.ct = interp.ct;
