@@ -357,11 +357,20 @@ fn pod_change(
     }
     // Services whose backends changed: only services of the pod's namespace select it,
     // and EndpointSlices name it by address.
+    // Only what `service_group` reads of a backend counts: pod ids shift when a pod is
+    // inserted before them, which changes no entry.
     for s in cluster.services.iter().filter(|s| s.namespace == ns) {
         let before = prev
             .find_service(&s.namespace, &s.name)
             .map(|i| &prev.service(i).backends);
-        if before != Some(&s.backends) {
+        let same = before.is_some_and(|b| {
+            b.len() == s.backends.len()
+                && b.iter().zip(&s.backends).all(|(x, y)| {
+                    (x.ip, x.ready, x.serving, x.terminating, &x.ports)
+                        == (y.ip, y.ready, y.serving, y.terminating, &y.ports)
+                })
+        });
+        if !same {
             if s.key() == "default/kubernetes" {
                 return None;
             }
