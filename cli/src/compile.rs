@@ -69,22 +69,22 @@ pub fn run(args: &CompileArgs) -> anyhow::Result<ExitCode> {
         }
         Emit::Mag | Emit::Dot => {
             let lowered = lower::cluster_to_mag(&loaded.cluster, args.node.as_deref());
-            if let Err(e) = mag::validate(&lowered.mag) {
+            if let Err(e) = mag::validate(lowered.mag()) {
                 anyhow::bail!("internal compiler error: lowering made an invalid graph: {e}");
             }
             let text = if args.emit == Emit::Mag {
-                mag::text::mag_to_text(&lowered.mag)
+                mag::text::mag_to_text(lowered.mag())
             } else {
-                mag::dot::mag_to_dot(&lowered.mag)
+                mag::dot::mag_to_dot(lowered.mag())
             };
             output::print(args.format, &text, || text.clone())?
         }
         Emit::Ebpf => {
             let lowered = lower::cluster_to_mag(&loaded.cluster, args.node.as_deref());
-            let info = mag::validate(&lowered.mag).map_err(|e| {
+            let info = mag::validate(lowered.mag()).map_err(|e| {
                 anyhow::anyhow!("internal compiler error: lowering made an invalid graph: {e}")
             })?;
-            let artifact = pipec_ebpf::mag_to_ebpf(&lowered.mag, &info)?;
+            let artifact = pipec_ebpf::mag_to_ebpf(lowered.mag(), &info)?;
             let text = artifact.to_string();
             output::print(args.format, &text, || text.clone())?
         }

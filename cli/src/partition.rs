@@ -52,10 +52,10 @@ pub fn plan(
     target: &str,
 ) -> anyhow::Result<(Plan, mag::Mag)> {
     let lowered = lower::cluster_to_mag(cluster, node);
-    let info = mag::validate(&lowered.mag)
+    let info = mag::validate(lowered.mag())
         .map_err(|e| anyhow::anyhow!("internal compiler error: invalid graph: {e}"))?;
-    let plan = partition::mag_to_plan(&lowered.mag, &info, &[profile(target)?]);
-    Ok((plan, lowered.mag))
+    let plan = partition::mag_to_plan(lowered.mag(), &info, &[profile(target)?]);
+    Ok((plan, lowered.mag().clone()))
 }
 
 /// The rte_flow artifact of a plan.

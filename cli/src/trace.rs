@@ -54,7 +54,7 @@ fn mag_column(
     for (node, t) in &outcome.traces {
         out.push_str(&format!("  node {node}:\n"));
         if let Ok(l) = engine.node(node) {
-            for line in t.to_text(&l.mag).lines() {
+            for line in t.to_text(l.mag()).lines() {
                 out.push_str(&format!("    {line}\n"));
             }
         }

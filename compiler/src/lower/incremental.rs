@@ -14,6 +14,12 @@
 //! back to a full lowering, still reported as an entry-level diff of the groups that differ.
 //! Either way the result equals a full lowering of the new model, which the property tests
 //! check by comparing the canonical text forms.
+//!
+//! The fast paths do not touch the canonical tables: the diff is recorded in the
+//! [`Lowered`] and applied by [`Lowered::mag`] on first use ([`apply_diff`]), so a consumer
+//! that programs a target from the diff never pays for moving entries in the large sorted
+//! tables. The classes each policy rule matches are kept in [`LowerState::matched`] between
+//! updates, so resolving the new endpoint's rows does not rescan every class.
 
 use super::*;
 use crate::mag::canonical_order;
@@ -103,21 +109,42 @@ pub fn apply_diff(mag: &mut Mag, diff: &Diff) {
             continue;
         }
         added.sort_by(|a, b| canonical_order(a, b));
+        // Each added entry goes after the old entries not greater than it; the runs of old
+        // entries between cut points move without comparisons.
+        let at: Vec<usize> = added
+            .iter()
+            .map(|a| {
+                table
+                    .entries
+                    .partition_point(|x| !canonical_order(a, x).is_lt())
+            })
+            .collect();
         let old = std::mem::take(&mut table.entries);
         let mut out = Vec::with_capacity(old.len() + added.len() - gone.len().min(old.len()));
         let mut gone = gone.into_iter().peekable();
-        let mut adds = added.into_iter().peekable();
-        for (i, e) in old.into_iter().enumerate() {
-            if gone.peek() == Some(&i) {
-                gone.next();
-                continue;
+        let mut adds = added.into_iter().zip(at).peekable();
+        let mut old = old.into_iter().enumerate().peekable();
+        loop {
+            // The next cut: an old entry to drop or a position to insert at.
+            let cut = match (gone.peek(), adds.peek()) {
+                (Some(g), Some((_, a))) => (*g).min(*a),
+                (Some(g), None) => *g,
+                (None, Some((_, a))) => *a,
+                (None, None) => usize::MAX,
+            };
+            while let Some((_, e)) = old.next_if(|(i, _)| *i < cut) {
+                out.push(e);
             }
-            while let Some(a) = adds.next_if(|a| canonical_order(a, &e).is_lt()) {
+            while let Some((a, _)) = adds.next_if(|(_, at)| *at == cut) {
                 out.push(a.clone());
             }
-            out.push(e);
+            if gone.next_if_eq(&cut).is_some() {
+                old.next();
+            }
+            if cut == usize::MAX {
+                break;
+            }
         }
-        out.extend(adds.cloned());
         table.entries = out;
     }
 }
@@ -176,11 +203,12 @@ fn regroup(
     owners: &BTreeMap<IpNet, PodId>,
 ) -> Diff {
     let mut diff = Diff::default();
-    let mut provs = std::mem::take(&mut lowered.mag.provenance);
+    let mut provs = std::mem::take(&mut lowered.pending_mut().mag.provenance);
     let state = &mut lowered.state;
     let mut fresh: Vec<(Group, Option<GroupEntries>)> = Vec::new();
     {
-        let mut resolver = Resolver::new(cluster, &state.ids, &state.classes);
+        let cache = std::mem::take(&mut state.matched);
+        let mut resolver = Resolver::with_cache(cluster, &state.ids, &state.classes, cache);
         for g in &groups {
             let entries = match g {
                 Group::Static => Some(static_group(state, &mut provs)),
@@ -207,6 +235,7 @@ fn regroup(
             };
             fresh.push((g.clone(), entries));
         }
+        state.matched = resolver.into_cache();
     }
     for (g, entries) in fresh {
         let old = state.groups.remove(&g).unwrap_or_default();
@@ -216,8 +245,8 @@ fn regroup(
             state.groups.insert(g, new);
         }
     }
-    lowered.mag.provenance = provs;
-    apply_diff(&mut lowered.mag, &diff);
+    lowered.pending_mut().mag.provenance = provs;
+    lowered.record(&diff);
     diff
 }
 
@@ -328,11 +357,20 @@ fn pod_change(
     }
     // Services whose backends changed: only services of the pod's namespace select it,
     // and EndpointSlices name it by address.
+    // Only what `service_group` reads of a backend counts: pod ids shift when a pod is
+    // inserted before them, which changes no entry.
     for s in cluster.services.iter().filter(|s| s.namespace == ns) {
         let before = prev
             .find_service(&s.namespace, &s.name)
             .map(|i| &prev.service(i).backends);
-        if before != Some(&s.backends) {
+        let same = before.is_some_and(|b| {
+            b.len() == s.backends.len()
+                && b.iter().zip(&s.backends).all(|(x, y)| {
+                    (x.ip, x.ready, x.serving, x.terminating, &x.ports)
+                        == (y.ip, y.ready, y.serving, y.terminating, &y.ports)
+                })
+        });
+        if !same {
             if s.key() == "default/kubernetes" {
                 return None;
             }

@@ -403,15 +403,107 @@ pub struct LowerState {
     /// Whether an endpoint or load-balancer id was moved off its natural value by a
     /// collision (then incremental updates fall back to full lowering).
     pub probed: bool,
+    /// The classes each policy rule matches, kept for incremental updates.
+    pub matched: policy::MatchCache,
 }
 
-/// A lowered node: the canonical graph and the state for incremental updates.
-#[derive(Clone, Debug)]
+/// A lowered node: the graph and the state for incremental updates.
+///
+/// The canonical graph (entries sorted) is materialised lazily: an incremental update
+/// recomputes the groups it touches and returns the entry-level diff, and only records the
+/// diff against the graph it last materialised. [`Lowered::mag`] applies the pending diffs
+/// (or, after many changes, reassembles the tables from the groups) on first use.
+#[derive(Debug)]
 pub struct Lowered {
-    /// The graph, canonical (entries sorted).
-    pub mag: Mag,
+    /// The canonical graph, when it is up to date.
+    canon: std::sync::OnceLock<Mag>,
+    /// Otherwise the last graph with the diffs not applied to it yet.
+    pending: std::sync::Mutex<Option<Pending>>,
     /// State for [`incremental`].
     pub state: LowerState,
+}
+
+/// A graph whose tables lag behind the groups.
+#[derive(Debug)]
+pub(crate) struct Pending {
+    /// The graph; its provenance records are current, its tables are not.
+    pub(crate) mag: Mag,
+    /// Diffs to apply in order.
+    pub(crate) diffs: Vec<incremental::Diff>,
+    /// Whether to reassemble the tables from the groups instead.
+    pub(crate) rebuild: bool,
+}
+
+/// Pending diffs beyond this many are dropped for one reassembly.
+const MAX_PENDING: usize = 8;
+
+impl Lowered {
+    /// A lowered node from its canonical graph and state.
+    pub fn new(mag: Mag, state: LowerState) -> Lowered {
+        Lowered {
+            canon: std::sync::OnceLock::from(mag),
+            pending: std::sync::Mutex::new(None),
+            state,
+        }
+    }
+
+    /// The canonical graph (entries sorted), materialised on first use after a change.
+    pub fn mag(&self) -> &Mag {
+        self.canon.get_or_init(|| {
+            let p = self
+                .pending
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .take()
+                .expect("a lowered node holds its graph in one of its two cells");
+            let mut mag = p.mag;
+            if p.rebuild {
+                assemble(&mut mag, &self.state);
+            } else {
+                for d in &p.diffs {
+                    incremental::apply_diff(&mut mag, d);
+                }
+            }
+            mag
+        })
+    }
+
+    /// The graph as a pending one, for an update to record its diff against.
+    pub(crate) fn pending_mut(&mut self) -> &mut Pending {
+        let slot = self
+            .pending
+            .get_mut()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(mag) = self.canon.take() {
+            *slot = Some(Pending {
+                mag,
+                diffs: Vec::new(),
+                rebuild: false,
+            });
+        }
+        slot.as_mut()
+            .expect("a lowered node holds its graph in one of its two cells")
+    }
+
+    /// Records a diff (already reflected in the groups) for the next [`Lowered::mag`].
+    pub(crate) fn record(&mut self, diff: &incremental::Diff) {
+        let p = self.pending_mut();
+        if p.rebuild || diff.is_empty() {
+            return;
+        }
+        if p.diffs.len() >= MAX_PENDING {
+            p.diffs.clear();
+            p.rebuild = true;
+        } else {
+            p.diffs.push(diff.clone());
+        }
+    }
+}
+
+impl Clone for Lowered {
+    fn clone(&self) -> Lowered {
+        Lowered::new(self.mag().clone(), self.state.clone())
+    }
 }
 
 /// The node a compile is for: `--node`, else the first node, else the synthetic node.
@@ -532,6 +624,7 @@ pub fn cluster_to_mag(cluster: &Cluster, node: Option<&str>) -> Lowered {
         label_index,
         class_size,
         probed: probed_eps || probed_lbs,
+        matched: policy::MatchCache::new(),
     };
     let mut provs = std::mem::take(&mut mag.provenance);
     state
@@ -539,13 +632,14 @@ pub fn cluster_to_mag(cluster: &Cluster, node: Option<&str>) -> Lowered {
         .insert(Group::Static, static_group(&state, &mut provs));
     {
         let mut resolver = Resolver::new(cluster, &state.ids, &state.classes);
+        let mut endpoints = Vec::new();
         for p in cluster.pod_ids() {
             if let Some(g) = endpoint_group(cluster, &state, &mut resolver, p, &mut provs) {
-                state
-                    .groups
-                    .insert(Group::Endpoint(cluster.pod(p).key()), g);
+                endpoints.push((Group::Endpoint(cluster.pod(p).key()), g));
             }
         }
+        state.matched = resolver.into_cache();
+        state.groups.extend(endpoints);
     }
     let pod_by_ip: std::collections::HashMap<IpAddr, PodId> = cluster
         .pod_ids()
@@ -565,7 +659,7 @@ pub fn cluster_to_mag(cluster: &Cluster, node: Option<&str>) -> Lowered {
     }
     mag.provenance = provs;
     assemble(&mut mag, &state);
-    Lowered { mag, state }
+    Lowered::new(mag, state)
 }
 
 /// Fills the tables from the groups and puts them in canonical order.

@@ -38,6 +38,7 @@ use ipnet::IpNet;
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::net::IpAddr;
 use std::rc::Rc;
+use std::sync::Arc;
 
 /// First number of split classes (local flag and a split bit).
 pub const SPLIT_BASE: u32 = reserved::LOCAL_FLAG | (1 << 23);
@@ -386,13 +387,35 @@ pub struct Row {
     pub prov: Vec<ProvId>,
 }
 
+/// A rule's place in the model: (kind: 0 admin, 1 NetworkPolicy, 2 Cilium; policy index;
+/// spec index; direction and deny flag; rule index).
+pub type RuleKey = (u8, u32, u32, u8, u32);
+
+/// The classes each rule's peers match, kept between compiles.
+///
+/// Valid as long as the policies, namespaces and the class list (with each class's
+/// representative pod) are unchanged, which holds on the incremental fast paths; a full
+/// lowering starts a new one. Rules whose match depends on service backends (admin
+/// `services` peers) are never kept.
+pub type MatchCache = HashMap<RuleKey, Arc<Vec<usize>>>;
+
 /// What resolution reads: the model, identities and classes, and caches of rule matches.
 pub struct Resolver<'a> {
     cluster: &'a Cluster,
     ids: &'a Identities,
     classes: &'a Classes,
-    matched: HashMap<(usize, u8), Rc<Vec<usize>>>,
-    all: Rc<Vec<usize>>,
+    matched: MatchCache,
+    volatile: HashMap<RuleKey, Arc<Vec<usize>>>,
+    all: Arc<Vec<usize>>,
+    index: Option<ClassIndex<'a>>,
+}
+
+/// Classes by a label of their pod and by policy CIDR, to find the candidates of a
+/// NetworkPolicy peer without scanning every class.
+#[derive(Default)]
+struct ClassIndex<'a> {
+    by_label: HashMap<(&'a str, &'a str), Vec<usize>>,
+    by_member: HashMap<IpNet, Vec<usize>>,
 }
 
 type Ports = Rc<Vec<(u8, u16, u16)>>;
@@ -426,8 +449,71 @@ impl<'a> Resolver<'a> {
             ids,
             classes,
             matched: HashMap::new(),
-            all: Rc::new((0..classes.list.len()).collect()),
+            volatile: HashMap::new(),
+            all: Arc::new((0..classes.list.len()).collect()),
+            index: None,
         }
+    }
+
+    /// A superset of the classes some NetworkPolicy peer of `peers` matches, in class
+    /// order; `None` when a peer needs a scan of every class.
+    fn np_candidates(&mut self, peers: &'a [NpPeer]) -> Option<Vec<usize>> {
+        let (cluster, classes) = (self.cluster, self.classes);
+        let index = self.index.get_or_insert_with(|| {
+            let mut ix = ClassIndex::default();
+            for (i, c) in classes.list.iter().enumerate() {
+                if let Some(p) = c.pod {
+                    for (k, v) in &cluster.pod(p).labels {
+                        ix.by_label
+                            .entry((k.as_str(), v.as_str()))
+                            .or_default()
+                            .push(i);
+                    }
+                }
+                for m in c.key.members() {
+                    ix.by_member.entry(*m).or_default().push(i);
+                }
+            }
+            ix
+        });
+        let mut out = Vec::new();
+        for p in peers {
+            let hits = match p {
+                NpPeer::Pods {
+                    pods: Some(sel), ..
+                } => {
+                    // A class matches only if its pod has every `matchLabels` pair.
+                    let (k, v) = sel.match_labels.iter().next()?;
+                    index.by_label.get(&(k.as_str(), v.as_str()))
+                }
+                NpPeer::Pods { pods: None, .. } => return None,
+                // `net_matches` needs the CIDR itself among the class's members.
+                NpPeer::IpBlock { cidr, .. } => index.by_member.get(&cidr.trunc()),
+            };
+            out.extend(hits.into_iter().flatten());
+        }
+        out.sort_unstable();
+        out.dedup();
+        Some(out)
+    }
+
+    /// A resolver that starts from the rule matches an earlier one kept (see
+    /// [`MatchCache`]).
+    pub fn with_cache(
+        cluster: &'a Cluster,
+        ids: &'a Identities,
+        classes: &'a Classes,
+        cache: MatchCache,
+    ) -> Resolver<'a> {
+        Resolver {
+            matched: cache,
+            ..Resolver::new(cluster, ids, classes)
+        }
+    }
+
+    /// The rule matches to keep for the next resolver over the same classes.
+    pub fn into_cache(self) -> MatchCache {
+        self.matched
     }
 
     fn class_pod(&self, c: &Class) -> Option<&'a Pod> {
@@ -467,11 +553,13 @@ impl<'a> Resolver<'a> {
                 let Some(pod) = self.class_pod(c) else {
                     return false;
                 };
-                let ns_ok = match namespaces {
-                    None => pod.namespace == np_ns,
-                    Some(s) => s.matches(self.cluster.namespace_labels(&pod.namespace)),
-                };
-                ns_ok && pods.as_ref().is_none_or(|s| s.matches(&pod.labels))
+                // Pod selectors first: they are usually the more selective test and need
+                // no namespace lookup.
+                pods.as_ref().is_none_or(|s| s.matches(&pod.labels))
+                    && match namespaces {
+                        None => pod.namespace == np_ns,
+                        Some(s) => s.matches(self.cluster.namespace_labels(&pod.namespace)),
+                    }
             }
             NpPeer::IpBlock { cidr, except } => net_matches(c.key.members(), cidr, except),
         }
@@ -523,21 +611,53 @@ impl<'a> Resolver<'a> {
         }
     }
 
-    /// The classes a rule's peers match, cached by the rule's address.
-    fn matched<T>(&mut self, rule: &T, f: impl Fn(&Self, &Class) -> bool) -> Rc<Vec<usize>> {
-        let key = (rule as *const T as usize, 0);
-        if let Some(v) = self.matched.get(&key) {
+    /// The classes a rule's peers match, cached by the rule's place in the model; `keep`
+    /// says whether the result may outlive this resolver (see [`MatchCache`]).
+    fn matched(
+        &mut self,
+        key: RuleKey,
+        keep: bool,
+        f: impl Fn(&Self, &Class) -> bool,
+    ) -> Arc<Vec<usize>> {
+        self.matched_among(key, keep, None, f)
+    }
+
+    /// [`Resolver::matched`], testing only `candidates` when given (a superset of the
+    /// matching classes, in class order).
+    fn matched_among(
+        &mut self,
+        key: RuleKey,
+        keep: bool,
+        candidates: Option<Vec<usize>>,
+        f: impl Fn(&Self, &Class) -> bool,
+    ) -> Arc<Vec<usize>> {
+        let cached = if keep {
+            self.matched.get(&key)
+        } else {
+            self.volatile.get(&key)
+        };
+        if let Some(v) = cached {
             return v.clone();
         }
-        let v: Vec<usize> = (0..self.classes.list.len())
-            .filter(|i| f(self, &self.classes.list[*i]))
-            .collect();
+        let v: Vec<usize> = match candidates {
+            Some(c) => c
+                .into_iter()
+                .filter(|i| f(self, &self.classes.list[*i]))
+                .collect(),
+            None => (0..self.classes.list.len())
+                .filter(|i| f(self, &self.classes.list[*i]))
+                .collect(),
+        };
         let v = if v.len() == self.classes.list.len() {
             self.all.clone()
         } else {
-            Rc::new(v)
+            Arc::new(v)
         };
-        self.matched.insert(key, v.clone());
+        if keep {
+            self.matched.insert(key, v.clone());
+        } else {
+            self.volatile.insert(key, v.clone());
+        }
         v
     }
 
@@ -554,7 +674,7 @@ impl<'a> Resolver<'a> {
         let pod_identity = self.ids.labels(self.ids.of_pod(pod_id));
         let mut prov = |p: Provenance| ProvId(provs.insert_full(p).0 as u32);
         // (class set, contribution, named ports needing the remote pod).
-        let mut contribs: Vec<(Rc<Vec<usize>>, Contribution, Option<NamedPorts<'a>>)> = Vec::new();
+        let mut contribs: Vec<(Arc<Vec<usize>>, Contribution, Option<NamedPorts<'a>>)> = Vec::new();
         let mut isolating: Vec<ProvId> = Vec::new();
         let dst_pod = |c: Option<&Class>| -> Option<&'a Pod> {
             match dir {
@@ -587,7 +707,14 @@ impl<'a> Resolver<'a> {
                 if r.action == AdminAction::Log {
                     continue;
                 }
-                let classes = self.matched(r, |s, c| r.peers.iter().any(|p| s.admin_peer(p, c)));
+                let keep = !r
+                    .peers
+                    .iter()
+                    .any(|p| matches!(p, AdminPeer::Service { .. }));
+                let classes =
+                    self.matched((0, pi as u32, 0, dir as u8, ri as u32), keep, |s, c| {
+                        r.peers.iter().any(|p| s.admin_peer(p, c))
+                    });
                 let (ports, named) = admin_ports(r.ports.as_deref());
                 contribs.push((
                     classes,
@@ -627,7 +754,15 @@ impl<'a> Resolver<'a> {
                     self.all.clone()
                 } else {
                     let ns = np.namespace.as_str();
-                    self.matched(r, |s, c| r.peers.iter().any(|p| s.np_peer(ns, p, c)))
+                    let key = (1, pi as u32, 0, dir as u8, ri as u32);
+                    let candidates = if self.matched.contains_key(&key) {
+                        None
+                    } else {
+                        self.np_candidates(&r.peers)
+                    };
+                    self.matched_among(key, true, candidates, |s, c| {
+                        r.peers.iter().any(|p| s.np_peer(ns, p, c))
+                    })
                 };
                 let (ports, named) = np_ports(&r.ports);
                 contribs.push((
@@ -646,7 +781,7 @@ impl<'a> Resolver<'a> {
         }
         // Cilium policies.
         for (pi, cp) in cluster.cilium_policies.iter().enumerate() {
-            for spec in &cp.specs {
+            for (si, spec) in cp.specs.iter().enumerate() {
                 if !pod_identity.is_some_and(|l| cilium_matches(&spec.endpoint_selector, l)) {
                     continue;
                 }
@@ -669,7 +804,14 @@ impl<'a> Resolver<'a> {
                 }
                 for (is_deny, rules) in [(false, allow), (true, deny)] {
                     for (ri, r) in rules.iter().enumerate() {
-                        let classes = self.matched(r, |s, c| s.cilium_peer(r, c));
+                        let key = (
+                            2,
+                            pi as u32,
+                            si as u32,
+                            dir as u8 * 2 + u8::from(is_deny),
+                            ri as u32,
+                        );
+                        let classes = self.matched(key, true, |s, c| s.cilium_peer(r, c));
                         for (ports, named, l7) in cilium_ports(r) {
                             contribs.push((
                                 classes.clone(),

@@ -104,7 +104,7 @@ impl<'c> Engine<'c> {
     fn load(&mut self, name: &str) -> Result<(), String> {
         if !self.nodes.contains_key(name) {
             let lowered = cluster_to_mag(self.cluster, Some(name));
-            let info = validate(&lowered.mag).map_err(|e| format!("invalid MAG: {e}"))?;
+            let info = validate(lowered.mag()).map_err(|e| format!("invalid MAG: {e}"))?;
             self.nodes.insert(
                 name.to_string(),
                 NodeMag {
@@ -187,7 +187,7 @@ impl<'c> Engine<'c> {
         self.load(node)?;
         let n = self.nodes.get_mut(node).ok_or("no node")?;
         if let Some(hw) = self.hardware.as_mut() {
-            if hw(node, &n.lowered.mag, &n.info, &p) {
+            if hw(node, n.lowered.mag(), &n.info, &p) {
                 return Ok(Trace {
                     hits: Vec::new(),
                     verdict: Verdict::Deny,
@@ -196,7 +196,7 @@ impl<'c> Engine<'c> {
                 });
             }
         }
-        let mut interp = Interp::new(&n.lowered.mag, &n.info);
+        let mut interp = Interp::new(n.lowered.mag(), &n.info);
         interp.ct = std::mem::take(&mut n.ct);
         let t = interp.run(p);
         n.ct = interp.ct;

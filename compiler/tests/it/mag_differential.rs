@@ -116,7 +116,7 @@ pub fn check_cluster(c: &Cluster) -> Result<usize, String> {
                 .map(|(node, t)| {
                     format!(
                         "node {node}:\n{}",
-                        t.to_text(&engine.node(node).unwrap().mag)
+                        t.to_text(engine.node(node).unwrap().mag())
                     )
                 })
                 .collect();

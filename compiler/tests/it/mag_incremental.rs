@@ -124,8 +124,8 @@ proptest! {
             let next = load_live(&spec, &alive);
             let diff = update(&mut lowered, &cluster, &next, &change);
             let full = lower::cluster_to_mag(&next, None);
-            mag::validate(&lowered.mag).unwrap();
-            prop_assert_eq!(mag_to_text(&lowered.mag), mag_to_text(&full.mag), "after {:?} (full: {})", e, diff.full);
+            mag::validate(lowered.mag()).unwrap();
+            prop_assert_eq!(mag_to_text(lowered.mag()), mag_to_text(full.mag()), "after {:?} (full: {})", e, diff.full);
             cluster = next;
         }
     }

@@ -20,8 +20,8 @@ fn starwars() -> Cluster {
 fn emit_mag_snapshot() {
     let cluster = starwars();
     let lowered = lower::cluster_to_mag(&cluster, None);
-    mag::validate(&lowered.mag).unwrap();
-    let text = text::mag_to_text(&lowered.mag);
+    mag::validate(lowered.mag()).unwrap();
+    let text = text::mag_to_text(lowered.mag());
     insta::assert_snapshot!("starwars_mag", text);
     let parsed = text::text_to_mag(&text).unwrap();
     mag::validate(&parsed).unwrap();
@@ -54,6 +54,6 @@ fn only_the_empire_lands() {
     assert_eq!(denied.verdict, Verdict::Deny);
     let t = denied.traces[0]
         .1
-        .to_text(&engine.node("local").unwrap().mag);
+        .to_text(engine.node("local").unwrap().mag());
     assert!(t.contains("CiliumNetworkPolicy/default/rule1"), "{t}");
 }

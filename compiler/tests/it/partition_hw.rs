@@ -32,9 +32,9 @@ proptest! {
     fn hardware_drops_only_what_the_reference_denies(s in mag_gen::spec(6)) {
         let cluster = mag_gen::load(&s);
         let lowered = lower::cluster_to_mag(&cluster, None);
-        let info = mag::validate(&lowered.mag).expect("valid");
+        let info = mag::validate(lowered.mag()).expect("valid");
         let profile = octeon_cn10k_profile();
-        let plan = mag_to_plan(&lowered.mag, &info, std::slice::from_ref(&profile));
+        let plan = mag_to_plan(lowered.mag(), &info, std::slice::from_ref(&profile));
         prop_assert!(plan.usage.levels <= profile.caps.priority_levels);
         prop_assert!(Tcam::load(&plan.slice, profile.caps.priority_levels, None).is_ok());
         let reference = Reference.prepare(&cluster).expect("reference");

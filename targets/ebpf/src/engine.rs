@@ -54,8 +54,8 @@ pub fn is_root() -> bool {
 /// Compiles a cluster for the engine: the artifact of its node, endpoints on loopback.
 pub fn compile(cluster: &Cluster) -> Result<EbpfArtifact, String> {
     let lowered = lower::cluster_to_mag(cluster, None);
-    let info = mag::validate(&lowered.mag).map_err(|e| format!("invalid MAG: {e}"))?;
-    let mut art = mag_to_ebpf(&lowered.mag, &info).map_err(|e| e.to_string())?;
+    let info = mag::validate(lowered.mag()).map_err(|e| format!("invalid MAG: {e}"))?;
+    let mut art = mag_to_ebpf(lowered.mag(), &info).map_err(|e| e.to_string())?;
     art.bind_interfaces(|_| Some(LOOPBACK));
     art.config.flags |= c::CONFIG_NO_EVENTS;
     Ok(art)

@@ -22,11 +22,11 @@ pub fn starwars() -> Cluster {
 fn starwars_artifact_snapshot() {
     let cluster = starwars();
     let lowered = lower::cluster_to_mag(&cluster, None);
-    let info = mag::validate(&lowered.mag).unwrap();
-    let art = mag_to_ebpf(&lowered.mag, &info).unwrap();
+    let info = mag::validate(lowered.mag()).unwrap();
+    let art = mag_to_ebpf(lowered.mag(), &info).unwrap();
     insta::assert_snapshot!("starwars_ebpf", art.to_string());
     // Deterministic: a second compile prints the same text.
-    let again = mag_to_ebpf(&lowered.mag, &info).unwrap();
+    let again = mag_to_ebpf(lowered.mag(), &info).unwrap();
     assert_eq!(again.to_string(), art.to_string());
 }
 

@@ -256,8 +256,8 @@ fn run(cluster: &Cluster, probes: &[(Probe, bool)]) -> usize {
     crate::common::require_root();
     let topo = Topology::new(cluster);
     let lowered = lower::cluster_to_mag(cluster, None);
-    let info = mag::validate(&lowered.mag).unwrap();
-    let mut art = mag_to_ebpf(&lowered.mag, &info).unwrap();
+    let info = mag::validate(lowered.mag()).unwrap();
+    let mut art = mag_to_ebpf(lowered.mag(), &info).unwrap();
     // Endpoint ids of the pods, to bind each to its veth.
     let mut by_ep = BTreeMap::new();
     for (p, (_, iface)) in &topo.pods {
