@@ -579,7 +579,7 @@ impl Profile {
         let ternary = tp.kinds.contains(&MatchKind::Ternary);
         let lpm = tp.kinds.contains(&MatchKind::Lpm);
         for (f, m) in &tp.fields {
-            if base_tp.fields.get(f) == Some(m) && p.caps.fields.contains_key(f) {
+            if base_tp.fields.get(f) == Some(m) {
                 continue;
             }
             let mut masks = pipe_mask(*m);
