@@ -6,8 +6,8 @@ use clap::Args;
 use pipec::backend::{builtin_profiles, targets_text, Profile};
 use pipec::partition::{self, explain, Plan};
 use pipec::{driver, lower, mag};
-use policy_lang::resolved::Program;
 use pipec_rte_flow::RteFlowBackend;
+use policy_lang::resolved::Program;
 use std::process::ExitCode;
 
 /// Arguments of `pipec explain`.
@@ -46,7 +46,10 @@ pub fn profile(name: &str, program: Option<&Program>) -> anyhow::Result<Profile>
         return Ok(p);
     }
     if let Some(tp) = program.and_then(|p| p.targets.get(name)) {
-        return Ok(Profile::from_pipe(tp, &program.expect("found in it").targets));
+        return Ok(Profile::from_pipe(
+            tp,
+            &program.expect("found in it").targets,
+        ));
     }
     anyhow::bail!("unknown target {name}; `pipec targets [INPUT...]` lists them")
 }
@@ -66,7 +69,11 @@ pub fn all_profiles(program: Option<&Program>) -> Vec<Profile> {
 
 /// Lowers the node's MAG and partitions it for `target` (a built-in or a `.pipe` target),
 /// honouring the `.pipe` placement hints.
-pub fn plan(loaded: &driver::Loaded, node: Option<&str>, target: &str) -> anyhow::Result<(Plan, mag::Mag, Profile)> {
+pub fn plan(
+    loaded: &driver::Loaded,
+    node: Option<&str>,
+    target: &str,
+) -> anyhow::Result<(Plan, mag::Mag, Profile)> {
     let program = loaded.pipe.program.as_ref();
     let profile = profile(target, program)?;
     let hints = program.map_or(&[][..], |p| p.placements.as_slice());

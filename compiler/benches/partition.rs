@@ -84,7 +84,11 @@ fn partition(c: &mut Criterion) {
         times[4],
     );
 
-    let mut g = c.benchmark_group(if small { "partition-small" } else { "partition" });
+    let mut g = c.benchmark_group(if small {
+        "partition-small"
+    } else {
+        "partition"
+    });
     g.sample_size(10)
         .sampling_mode(SamplingMode::Flat)
         .warm_up_time(Duration::from_secs(1))

@@ -553,9 +553,10 @@ impl Profile {
         // The parent: a built-in or another block (resolve rejects cycles; the depth
         // bound is a second guard).
         let parent: Option<(TargetProfile, Profile)> = tp.extends.as_ref().and_then(|name| {
-            let ptp = targets.get(name).cloned().or_else(|| {
-                policy_lang::targets::preset(name).map(TargetProfile::from_preset)
-            })?;
+            let ptp = targets
+                .get(name)
+                .cloned()
+                .or_else(|| policy_lang::targets::preset(name).map(TargetProfile::from_preset))?;
             (depth < 16).then(|| {
                 let p = Self::from_pipe_depth(&ptp, targets, depth + 1);
                 (ptp, p)
