@@ -89,20 +89,20 @@ pub fn run(args: &CompileArgs) -> anyhow::Result<ExitCode> {
             output::print(args.format, &text, || text.clone())?
         }
         Emit::Plan | Emit::RteFlow | Emit::Testpmd => {
-            let (plan, _) =
-                crate::partition::plan(&loaded.cluster, args.node.as_deref(), &args.target)?;
+            let (plan, _, profile) =
+                crate::partition::plan(&loaded, args.node.as_deref(), &args.target)?;
             match args.emit {
                 Emit::Plan => {
                     output::print(args.format, &plan, || pipec::partition::plan_to_text(&plan))?
                 }
                 Emit::RteFlow => {
-                    let art = crate::partition::rte_flow(&plan)?;
+                    let art = crate::partition::rte_flow(&plan, &profile)?;
                     let json = pipec::backend::Artifact::json(&art);
                     let text = serde_json::to_string_pretty(&json)? + "\n";
                     output::print(args.format, &json, || text)?
                 }
                 _ => {
-                    let art = crate::partition::rte_flow(&plan)?;
+                    let art = crate::partition::rte_flow(&plan, &profile)?;
                     let text = art.testpmd_text();
                     output::print(args.format, &text, || text.clone())?
                 }

@@ -44,7 +44,7 @@ enum Command {
     Fmt(fmt::FmtArgs),
     /// Shows where every rule runs (hardware or eBPF), why, and the hardware budget.
     Explain(partition::ExplainArgs),
-    /// Lists the built-in target profiles.
+    /// Lists the target profiles: built-ins, and the `.pipe` targets of the inputs.
     Targets(partition::TargetsArgs),
 }
 

@@ -35,6 +35,7 @@ pub mod closure;
 pub mod compress;
 pub mod engine;
 pub mod explain;
+pub mod hints;
 pub mod prefixes;
 
 use crate::backend::{PlanSlice, Profile};
@@ -81,6 +82,11 @@ pub enum Why {
         /// Why.
         detail: String,
     },
+    /// A `.pipe` placement hint keeps it out of hardware.
+    Excluded {
+        /// The hint, `exclude policy "p" from hardware`.
+        hint: String,
+    },
     /// The budget ran out before this entry's turn.
     Budget {
         /// The resource (`flow entries`, `priority levels`).
@@ -100,6 +106,7 @@ impl Why {
             Why::NotPriorityClosed { .. } => "not-priority-closed",
             Why::NotSound { .. } => "not-stateless-sound",
             Why::NothingToMatch { .. } => "nothing-to-match",
+            Why::Excluded { .. } => "excluded-by-hint",
             Why::Budget { .. } => "over-budget",
         }
     }
@@ -116,6 +123,7 @@ impl fmt::Display for Why {
             }
             Why::NotSound { detail } => write!(f, "{detail}"),
             Why::NothingToMatch { detail } => write!(f, "{detail}"),
+            Why::Excluded { hint } => write!(f, "placement hint: {hint}"),
             Why::Budget { resource, limit } => write!(f, "no room: {resource} ({limit}) used up"),
         }
     }
@@ -190,12 +198,24 @@ pub struct Plan {
 /// Partitions a validated MAG over `profiles` (the first one is the hardware target; the
 /// eBPF pipeline takes everything else). With no profile, everything stays in eBPF.
 pub fn mag_to_plan(mag: &Mag, info: &MagInfo, profiles: &[Profile]) -> Plan {
+    mag_to_plan_with_hints(mag, info, profiles, &[])
+}
+
+/// [`mag_to_plan`] honouring `.pipe` placement hints (`resolved::Program::placements`):
+/// see [`hints`].
+pub fn mag_to_plan_with_hints(
+    mag: &Mag,
+    info: &MagInfo,
+    profiles: &[Profile],
+    placement_hints: &[policy_lang::resolved::Placement],
+) -> Plan {
     let _ = info;
     let profile = profiles
         .first()
         .cloned()
         .unwrap_or_else(crate::backend::octeon_cn10k_profile);
     let mut cands = capability::candidates(mag, &profile);
+    hints::apply(mag, &mut cands, placement_hints, &profile.name);
     closure::check(mag, &mut cands);
     let chosen = budget::choose(&mut cands, &profile);
     let (slice, usage) = compress::build(&mut cands, &chosen, &profile);
