@@ -7,7 +7,7 @@
 //! Egress policy stays too: its entries apply to packets a pod sends, and one flow table
 //! for every packet cannot tell a pod's own packets from packets that carry its address.
 
-use super::prefixes::{port_range_to_ternary, IdentitySets};
+use super::prefixes::{port_range_to_ternary, IdentitySets, Prefix};
 use super::{entry_name, Placement, Why, MARK_ALLOW, MARK_REDIRECT};
 use crate::backend::{Direction, HwAction, HwMatch, HwRule, PacketField, Profile};
 use crate::mag::{ct, ActionId, EntryId, Field, FieldMatch, Mag, Op, TableId};
@@ -74,21 +74,45 @@ pub struct Candidate {
     pub kind: Kind,
     /// The MAG priority.
     pub priority: u32,
-    /// The MAG key and matches, for overlap checks.
-    pub key: Vec<(Field, FieldMatch)>,
+    /// The local endpoint an ingress entry applies to (`None`: several or every one).
+    pub endpoint: Option<u128>,
+    /// The one remote identity it matches (`None`: any or a partial match).
+    pub identity: Option<u128>,
     /// Candidates above it (higher priority, overlapping, another action).
     pub deps: Vec<usize>,
     /// Its priority level once placed.
     pub level: u32,
+    /// Whether [`materialize`] ran: rules built, soundness and closure checked.
+    pub built: bool,
 }
 
 impl Candidate {
-    /// The match on `f`, if the key has it.
-    pub fn get(&self, f: Field) -> FieldMatch {
-        self.key
+    /// The match on `f`, if the entry's table has that field; read from the MAG so that a
+    /// million candidates do not each keep a copy of their key.
+    pub fn get(&self, mag: &Mag, f: Field) -> FieldMatch {
+        let Some(table) = mag.table(self.table) else {
+            return FieldMatch::Any;
+        };
+        let Some(e) = table.entries.get(self.entry.0 as usize) else {
+            return FieldMatch::Any;
+        };
+        table
+            .key
             .iter()
-            .find(|(k, _)| *k == f)
-            .map_or(FieldMatch::Any, |(_, m)| *m)
+            .position(|k| k.field == f)
+            .and_then(|i| e.matches.get(i).copied())
+            .unwrap_or(FieldMatch::Any)
+    }
+
+    /// The entry's key and matches, for overlap checks.
+    pub fn key<'m>(&self, mag: &'m Mag) -> impl Iterator<Item = (Field, FieldMatch)> + 'm {
+        let table = mag.table(self.table);
+        let entry = table.and_then(|t| t.entries.get(self.entry.0 as usize));
+        table
+            .into_iter()
+            .flat_map(|t| t.key.iter())
+            .zip(entry.into_iter().flat_map(|e| e.matches.iter()))
+            .map(|(k, m)| (k.field, *m))
     }
 
     fn fail(&mut self, why: Why) {
@@ -155,32 +179,109 @@ pub fn admits(m: &FieldMatch, v: u128, width: u32) -> bool {
     m.matches(v, width)
 }
 
-/// Placements for every entry, and hardware rules for the ingress policy entries.
-pub fn candidates(mag: &Mag, profile: &Profile) -> Vec<Candidate> {
-    let ids = IdentitySets::from_mag(mag);
-    let eps = endpoint_addrs(mag);
+/// What the capability step reads once per MAG: identities' addresses, endpoints'
+/// addresses, and the hardware profile.
+pub struct Context<'m> {
+    /// The MAG.
+    pub mag: &'m Mag,
+    /// The hardware profile.
+    pub profile: &'m Profile,
+    ids: IdentitySets,
+    eps: BTreeMap<u128, Vec<u32>>,
+}
+
+impl<'m> Context<'m> {
+    /// Reads the ipcache and route tables of `mag`.
+    pub fn new(mag: &'m Mag, profile: &'m Profile) -> Context<'m> {
+        Context {
+            mag,
+            profile,
+            ids: IdentitySets::from_mag(mag),
+            eps: endpoint_addrs(mag),
+        }
+    }
+}
+
+/// An ingress entry's hardware rules in factored form: every destination address ×
+/// every source prefix × every port match. Building the rules multiplies this out.
+struct Shape<'c> {
+    dsts: &'c [u32],
+    srcs: Vec<Option<Prefix>>,
+    naive_src: u64,
+    proto: Option<u128>,
+    ports: Vec<Option<(u16, u16)>>,
+}
+
+impl Shape<'_> {
+    fn rules(&self) -> u64 {
+        (self.dsts.len() * self.srcs.len() * self.ports.len()) as u64
+    }
+
+    /// Drops decide in hardware and come first; then the address space covered per
+    /// hardware rule (bits of wildcard of the fields a rule matches on, plus one, averaged
+    /// over the rules). Computed from the factors, so that ranking builds no rule.
+    fn value(&self, kind: Kind) -> u64 {
+        let src_bits: u64 = self
+            .srcs
+            .iter()
+            .map(|s| match s {
+                Some((_, len)) if *len > 0 => 32 - u64::from(*len),
+                _ => 0,
+            })
+            .sum();
+        let port_bits: u64 = self
+            .ports
+            .iter()
+            .map(|p| match p {
+                Some((_, mask)) if *mask != 0 => 16 - u64::from(mask.count_ones()),
+                _ => 0,
+            })
+            .sum();
+        let (d, s, p) = (
+            self.dsts.len() as u64,
+            self.srcs.len() as u64,
+            self.ports.len() as u64,
+        );
+        let covered = d * (p * src_bits + s * port_bits + s * p);
+        let drop_bonus = if kind == Kind::Drop { 1 << 40 } else { 0 };
+        drop_bonus + covered * 1000 / self.rules().max(1)
+    }
+}
+
+/// Placements for every entry. Ingress policy entries that hardware could take are only
+/// screened here (cheap checks, cost and value from the factored form); their rules are
+/// built by [`materialize`] when the budget reaches them.
+pub fn candidates(ctx: &Context<'_>) -> Vec<Candidate> {
+    let mag = ctx.mag;
     let mut out = Vec::new();
     for t in mag.table_ids() {
         let Some(table) = mag.table(t) else { continue };
+        let ingress = table.name == "ingress_policy";
+        let detail = stage_reason(&table.name);
+        let ep_col = table.key.iter().position(|k| k.field == Field::Endpoint);
+        let id_col = table.key.iter().position(|k| k.field == Field::SrcIdentity);
+        let mut origins: BTreeMap<usize, String> = BTreeMap::new();
         for (i, e) in table.entries.iter().enumerate() {
             let eid = EntryId(i as u32);
             let prov = e.provenance.first().map(|p| p.0 as usize);
-            let origin = prov
-                .and_then(|p| mag.provenance.get_index(p))
-                .map_or_else(String::new, |p| p.to_string());
-            let key: Vec<(Field, FieldMatch)> = table
-                .key
-                .iter()
-                .zip(e.matches.iter())
-                .map(|(k, m)| (k.field, *m))
-                .collect();
+            let origin = prov.map_or_else(String::new, |p| {
+                origins
+                    .entry(p)
+                    .or_insert_with(|| {
+                        mag.provenance
+                            .get_index(p)
+                            .map_or_else(String::new, |p| p.to_string())
+                    })
+                    .clone()
+            });
+            let col = |c: Option<usize>| c.map_or(FieldMatch::Any, |c| e.matches[c]);
             let mut c = Candidate {
                 placement: Placement {
                     entry: entry_name(t, eid),
                     table: table.name.clone(),
                     target: "ebpf".to_string(),
                     why: Why::Stage {
-                        detail: stage_reason(&table.name),
+                        detail: detail.clone(),
                     },
                     chain: Vec::new(),
                     hw_rules: 0,
@@ -195,13 +296,14 @@ pub fn candidates(mag: &Mag, profile: &Profile) -> Vec<Candidate> {
                 rules: Vec::new(),
                 kind: Kind::of(mag, e.action.action),
                 priority: e.priority,
-                key,
+                endpoint: exact32(&col(ep_col)),
+                identity: exact32(&col(id_col)),
                 deps: Vec::new(),
                 level: 0,
+                built: !ingress,
             };
-            if table.name == "ingress_policy" {
-                c.ok = true;
-                ingress_rules(&mut c, &ids, &eps, profile);
+            if ingress {
+                screen_ingress(&mut c, ctx);
             }
             out.push(c);
         }
@@ -209,71 +311,100 @@ pub fn candidates(mag: &Mag, profile: &Profile) -> Vec<Candidate> {
     out
 }
 
-fn ingress_rules(
-    c: &mut Candidate,
-    ids: &IdentitySets,
-    eps: &BTreeMap<u128, Vec<u32>>,
-    profile: &Profile,
-) {
-    if !admits(&c.get(Field::CtState), ct::NEW, 8) {
-        c.fail(Why::Stage {
+/// The value of an exact match on a 32-bit field (an exact or full-mask ternary match).
+pub fn exact32(m: &FieldMatch) -> Option<u128> {
+    match *m {
+        FieldMatch::Exact(v) => Some(v),
+        FieldMatch::Ternary { value, mask } if mask == u128::from(u32::MAX) => Some(value),
+        _ => None,
+    }
+}
+
+/// The cheap checks of an ingress entry; sets its cost, naive cost and value.
+fn screen_ingress(c: &mut Candidate, ctx: &Context<'_>) {
+    match shape(c, ctx) {
+        Ok(s) => {
+            c.ok = true;
+            c.placement.naive_rules = s.naive_src * s.dsts.len() as u64 * s.ports.len() as u64;
+            c.placement.hw_rules = s.rules();
+            c.placement.value = s.value(c.kind);
+        }
+        Err(why) => c.fail(why),
+    }
+}
+
+/// The factored rules of an ingress entry, or why hardware cannot take it.
+fn shape<'c>(c: &Candidate, ctx: &'c Context<'_>) -> Result<Shape<'c>, Why> {
+    let mag = ctx.mag;
+    if !admits(&c.get(mag, Field::CtState), ct::NEW, 8) {
+        return Err(Why::Stage {
             detail: "matches packets of known connections (no conntrack in hardware)".into(),
         });
-        return;
     }
-    let ep = match c.get(Field::Endpoint) {
-        FieldMatch::Exact(v) => v,
-        FieldMatch::Ternary { value, mask } if mask == u128::from(u32::MAX) => value,
-        _ => {
-            c.fail(Why::NotCapable {
-                detail: "it applies to every local pod".into(),
-            });
-            return;
-        }
+    let Some(ep) = exact32(&c.get(mag, Field::Endpoint)) else {
+        return Err(Why::NotCapable {
+            detail: "it applies to every local pod".into(),
+        });
     };
-    let Some(dsts) = eps.get(&ep) else {
-        c.fail(Why::NothingToMatch {
+    let Some(dsts) = ctx.eps.get(&ep) else {
+        return Err(Why::NothingToMatch {
             detail: "the pod has no IPv4 address (IPv6 is not in the hardware key)".into(),
         });
-        return;
     };
-    let (srcs, naive_src): (Vec<Option<(u32, u8)>>, u64) = match c.get(Field::SrcIdentity) {
+    let (srcs, naive_src): (Vec<Option<Prefix>>, u64) = match c.get(mag, Field::SrcIdentity) {
         FieldMatch::Any => (vec![None], 1),
         FieldMatch::Exact(id)
         | FieldMatch::Ternary {
             value: id,
             mask: 0xffff_ffff,
-        } => match ids.v4.get(&id) {
+        } => match ctx.ids.v4.get(&id) {
             Some(p) if !p.is_empty() => (
                 p.iter().map(|p| Some(*p)).collect(),
-                ids.naive.get(&id).copied().unwrap_or(1),
+                ctx.ids.naive.get(&id).copied().unwrap_or(1),
             ),
             _ => {
-                c.fail(Why::NothingToMatch {
+                return Err(Why::NothingToMatch {
                     detail: format!("identity {id} has no IPv4 address"),
-                });
-                return;
+                })
             }
         },
         _ => {
-            c.fail(Why::NotCapable {
+            return Err(Why::NotCapable {
                 detail: "a partial identity match".into(),
-            });
-            return;
+            })
         }
     };
-    let proto = match c.get(Field::IpProto) {
+    let proto = match c.get(mag, Field::IpProto) {
         FieldMatch::Any => None,
         FieldMatch::Exact(p) => Some(p),
         FieldMatch::Ternary { value, mask: 0xff } => Some(value),
         _ => {
-            c.fail(Why::NotCapable {
+            return Err(Why::NotCapable {
                 detail: "a partial protocol match".into(),
-            });
-            return;
+            })
         }
     };
-    let ports: Vec<Option<(u16, u16)>> = match c.get(Field::L4Dport) {
+    let ports = port_matches(&c.get(mag, Field::L4Dport));
+    let has_ports = matches!(proto, Some(6 | 17 | 132));
+    if ports.iter().any(Option::is_some) && !has_ports {
+        // For other protocols the MAG's port is 0 and the packet has no port header, so
+        // a hardware port match would mean something else.
+        return Err(Why::NotCapable {
+            detail: "a port match without TCP, UDP or SCTP".into(),
+        });
+    }
+    Ok(Shape {
+        dsts,
+        srcs,
+        naive_src,
+        proto,
+        ports,
+    })
+}
+
+/// The destination port match as (value, mask) pairs; ranges are prefix-expanded.
+fn port_matches(m: &FieldMatch) -> Vec<Option<(u16, u16)>> {
+    match *m {
         FieldMatch::Any => vec![None],
         FieldMatch::Exact(p) => vec![Some((p as u16, 0xffff))],
         FieldMatch::Ternary { value, mask } => vec![Some((value as u16, mask as u16))],
@@ -287,79 +418,82 @@ fn ingress_rules(
             .into_iter()
             .map(Some)
             .collect(),
-    };
-    let has_ports = matches!(proto, Some(6 | 17 | 132));
-    if ports.iter().any(Option::is_some) && !has_ports {
-        // For other protocols the MAG's port is 0 and the packet has no port header, so
-        // a hardware port match would mean something else.
-        c.fail(Why::NotCapable {
-            detail: "a port match without TCP, UDP or SCTP".into(),
-        });
-        return;
     }
-    let mut rules = Vec::new();
-    for d in dsts {
-        for s in &srcs {
-            for p in &ports {
-                let mut matches = Vec::new();
-                if let Some((v, len)) = s {
-                    matches.push(HwMatch::prefix(
-                        PacketField::Ipv4Src,
-                        u128::from(*v),
-                        u32::from(*len),
-                    ));
-                }
-                matches.push(HwMatch::exact(PacketField::Ipv4Dst, u128::from(*d)));
-                if let Some(proto) = proto {
-                    matches.push(HwMatch::exact(PacketField::IpProto, proto));
-                }
-                if let Some((v, m)) = p {
-                    matches.push(HwMatch::ternary(
-                        PacketField::L4Dport,
-                        u128::from(*v),
-                        u128::from(*m),
-                    ));
-                }
-                matches.retain(|m| m.mask != 0);
-                matches.sort();
-                rules.push(HwRule {
-                    id: 0,
-                    port: 0,
-                    direction: Direction::Ingress,
-                    level: 0,
-                    matches,
-                    actions: c.kind.actions(),
-                    origin: c.placement.entry.clone(),
-                });
+}
+
+/// Builds the hardware rules of a screened ingress entry and checks them against the
+/// profile; an entry the profile refuses leaves for eBPF. Returns whether it is still a
+/// candidate.
+pub fn build_rules(c: &mut Candidate, ctx: &Context<'_>) -> bool {
+    if !c.ok {
+        return false;
+    }
+    let s = match shape(c, ctx) {
+        Ok(s) => s,
+        Err(why) => {
+            c.fail(why);
+            return false;
+        }
+    };
+    let mut rules = Vec::with_capacity(s.rules() as usize);
+    for d in s.dsts {
+        for src in &s.srcs {
+            for p in &s.ports {
+                rules.push(rule(c, *d, *src, s.proto, *p));
             }
         }
     }
     for r in &rules {
-        if let Err(e) = profile.check_rule(r) {
+        if let Err(e) = ctx.profile.check_rule(r) {
             c.fail(Why::NotCapable {
                 detail: e.reason.to_string(),
             });
-            return;
+            return false;
         }
     }
-    c.placement.naive_rules = naive_src * dsts.len() as u64 * ports.len() as u64;
-    c.placement.hw_rules = rules.len() as u64;
-    // Value: drops decide in hardware and come first; then the address space covered per
-    // hardware rule (bits of wildcard, summed).
-    let covered: u64 = rules
-        .iter()
-        .map(|r| {
-            r.matches
-                .iter()
-                .map(|m| u64::from(m.field.width() - m.mask.count_ones()))
-                .sum::<u64>()
-                + 1
-        })
-        .sum();
-    let drop_bonus = if c.kind == Kind::Drop { 1 << 40 } else { 0 };
-    c.placement.value = drop_bonus + covered * 1000 / rules.len().max(1) as u64;
     c.placement
         .chain
-        .push(format!("capable: {} hardware rule(s)", rules.len()));
+        .insert(0, format!("capable: {} hardware rule(s)", rules.len()));
     c.rules = rules;
+    true
+}
+
+/// One hardware rule: destination `d`, source prefix, protocol and port match.
+fn rule(
+    c: &Candidate,
+    d: u32,
+    src: Option<Prefix>,
+    proto: Option<u128>,
+    port: Option<(u16, u16)>,
+) -> HwRule {
+    let mut matches = Vec::new();
+    if let Some((v, len)) = src {
+        matches.push(HwMatch::prefix(
+            PacketField::Ipv4Src,
+            u128::from(v),
+            u32::from(len),
+        ));
+    }
+    matches.push(HwMatch::exact(PacketField::Ipv4Dst, u128::from(d)));
+    if let Some(proto) = proto {
+        matches.push(HwMatch::exact(PacketField::IpProto, proto));
+    }
+    if let Some((v, m)) = port {
+        matches.push(HwMatch::ternary(
+            PacketField::L4Dport,
+            u128::from(v),
+            u128::from(m),
+        ));
+    }
+    matches.retain(|m| m.mask != 0);
+    matches.sort();
+    HwRule {
+        id: 0,
+        port: 0,
+        direction: Direction::Ingress,
+        level: 0,
+        matches,
+        actions: c.kind.actions(),
+        origin: c.placement.entry.clone(),
+    }
 }

@@ -16,10 +16,16 @@
 //!   connection to `S`. This is what the check reads from the `egress_policy` table;
 //!   anything it cannot prove leaves the drop in eBPF.
 
-use super::capability::{admits, Candidate, Kind};
+//!
+//! Both checks run lazily, entry by entry, when the budget reaches an entry
+//! ([`Closure::materialize`]): the entries above one are found through an index by
+//! endpoint and remote identity (entries of different endpoints or different identities
+//! never overlap), not by a scan of the table.
+
+use super::capability::{admits, build_rules, exact32, Candidate, Context, Kind};
 use super::Why;
 use crate::mag::{ct, Field, FieldMatch, Mag};
-use std::collections::BTreeMap;
+use std::ops::Range;
 
 /// The (value, mask) of a match over a `width`-bit field, or `None` for a range.
 fn ternary(m: &FieldMatch, width: u32) -> Option<(u128, u128)> {
@@ -49,96 +55,161 @@ pub fn intersects(a: &FieldMatch, b: &FieldMatch, width: u32) -> bool {
 }
 
 /// Whether two entries of one table can match one packet.
-pub fn overlaps(a: &Candidate, b: &Candidate) -> bool {
-    a.key
-        .iter()
-        .zip(b.key.iter())
-        .all(|((f, ma), (_, mb))| intersects(ma, mb, f.width()))
+pub fn overlaps(mag: &Mag, a: &Candidate, b: &Candidate) -> bool {
+    a.key(mag)
+        .zip(b.key(mag))
+        .all(|((f, ma), (_, mb))| intersects(&ma, &mb, f.width()))
 }
 
-fn endpoint_of(c: &Candidate) -> Option<u128> {
-    match c.get(Field::Endpoint) {
-        FieldMatch::Exact(v) => Some(v),
-        FieldMatch::Ternary { value, mask } if mask == u128::from(u32::MAX) => Some(value),
-        _ => None,
-    }
+/// The overlap index of the ingress entries and the egress view, for lazy checks.
+pub struct Closure<'m> {
+    /// Ingress entries sorted by (endpoint, identity, index); `None` (several endpoints,
+    /// any identity) sorts first.
+    ingress: Vec<usize>,
+    egress: EgressView<'m>,
 }
 
-/// Fills `deps`, then leaves to eBPF every entry that is not priority-closed or not sound.
-pub fn check(mag: &Mag, cands: &mut [Candidate]) {
-    let ingress: Vec<usize> = (0..cands.len())
-        .filter(|i| cands[*i].placement.table == "ingress_policy")
-        .collect();
-    // Group by endpoint: entries of different endpoints never overlap.
-    let mut by_ep: BTreeMap<Option<u128>, Vec<usize>> = BTreeMap::new();
-    for i in &ingress {
-        by_ep.entry(endpoint_of(&cands[*i])).or_default().push(*i);
-    }
-    let wild: Vec<usize> = by_ep.get(&None).cloned().unwrap_or_default();
-    for i in &ingress {
-        let b = &cands[*i];
-        if !b.ok {
-            continue;
+impl<'m> Closure<'m> {
+    /// Indexes the ingress entries of `cands` and the egress table of `mag`.
+    pub fn new(mag: &'m Mag, cands: &[Candidate]) -> Closure<'m> {
+        let mut ingress: Vec<usize> = (0..cands.len())
+            .filter(|i| cands[*i].placement.table == "ingress_policy")
+            .collect();
+        ingress.sort_by_key(|i| (cands[*i].endpoint, cands[*i].identity, *i));
+        Closure {
+            ingress,
+            egress: EgressView::new(mag),
         }
-        let mut deps = Vec::new();
-        let ep = endpoint_of(b);
-        let peers = by_ep.get(&ep).into_iter().flatten().chain(wild.iter());
-        for j in peers {
-            let a = &cands[*j];
-            if *j != *i
-                && a.priority > b.priority
-                && a.kind != b.kind
-                && admits(&a.get(Field::CtState), ct::NEW, 8)
-                && overlaps(a, b)
-            {
-                deps.push(*j);
+    }
+
+    /// The positions in the index of the entries with this endpoint and identity key
+    /// (`identity: None` of the argument: every identity of the endpoint).
+    fn range(
+        &self,
+        cands: &[Candidate],
+        ep: Option<u128>,
+        id: Option<Option<u128>>,
+    ) -> Range<usize> {
+        let key = |i: &usize| (cands[*i].endpoint, cands[*i].identity);
+        let (lo, hi) = match id {
+            Some(id) => (
+                self.ingress.partition_point(|i| key(i) < (ep, id)),
+                self.ingress.partition_point(|i| key(i) <= (ep, id)),
+            ),
+            None => (
+                self.ingress.partition_point(|i| cands[*i].endpoint < ep),
+                self.ingress.partition_point(|i| cands[*i].endpoint <= ep),
+            ),
+        };
+        lo..hi
+    }
+
+    /// Entries that may overlap `b`: same endpoint or several endpoints, same identity
+    /// or any identity.
+    fn peers(&self, cands: &[Candidate], b: usize) -> Vec<usize> {
+        let c = &cands[b];
+        let mut eps = vec![None];
+        if c.endpoint.is_some() {
+            eps.push(c.endpoint);
+        }
+        let mut out = Vec::new();
+        for ep in eps {
+            let ranges = match c.identity {
+                Some(id) => vec![
+                    self.range(cands, ep, Some(None)),
+                    self.range(cands, ep, Some(Some(id))),
+                ],
+                None => vec![self.range(cands, ep, None)],
+            };
+            for r in ranges {
+                out.extend_from_slice(&self.ingress[r]);
             }
         }
+        out
+    }
+
+    /// The entries above `b` that it depends on: higher priority, another action, able
+    /// to match a new connection, overlapping. Sorted by index.
+    fn deps(&self, mag: &Mag, cands: &[Candidate], b: usize) -> Vec<usize> {
+        let c = &cands[b];
+        let mut deps: Vec<usize> = self
+            .peers(cands, b)
+            .into_iter()
+            .filter(|j| {
+                let a = &cands[*j];
+                *j != b
+                    && a.priority > c.priority
+                    && a.kind != c.kind
+                    && admits(&a.get(mag, Field::CtState), ct::NEW, 8)
+                    && overlaps(mag, a, c)
+            })
+            .collect();
         deps.sort_unstable();
         deps.dedup();
-        cands[*i].deps = deps;
+        deps
     }
-    // Soundness of drops.
-    let egress = EgressView::new(mag);
-    for i in &ingress {
-        let c = &cands[*i];
-        if !c.ok || c.kind != Kind::Drop {
-            continue;
+
+    /// Builds entry `i`'s rules and checks soundness and priority closure (building the
+    /// entries above it first). Returns whether it is still a hardware candidate.
+    pub fn materialize(&self, ctx: &Context<'_>, cands: &mut [Candidate], i: usize) -> bool {
+        if cands[i].built {
+            return cands[i].ok;
         }
-        let Some(ep) = endpoint_of(c) else { continue };
-        let why = egress.may_open(ep, &c.get(Field::SrcIdentity), &c.get(Field::IpProto));
-        if let Some(detail) = why {
-            cands[*i].leave(Why::NotSound { detail });
-        } else {
-            cands[*i]
-                .placement
-                .chain
-                .push("sound: the pod opens no such connection, so no reply is dropped".into());
+        cands[i].built = true;
+        if !build_rules(&mut cands[i], ctx) {
+            return false;
         }
-    }
-    // Priority closure, highest priority first, so that what is above is settled.
-    let mut order = ingress.clone();
-    order.sort_by_key(|i| std::cmp::Reverse(cands[*i].priority));
-    for i in order {
-        if !cands[i].ok {
-            continue;
+        if cands[i].kind == Kind::Drop && !self.sound(ctx.mag, &mut cands[i]) {
+            return false;
         }
-        if let Some(j) = cands[i].deps.iter().copied().find(|j| !cands[*j].ok) {
-            let above = cands[j].placement.entry.clone();
-            cands[i].leave(Why::NotPriorityClosed { above });
-        } else if !cands[i].deps.is_empty() {
-            let n = cands[i].deps.len();
+        let deps = self.deps(ctx.mag, cands, i);
+        // Entries above have a strictly higher priority, so this recursion ends.
+        for j in &deps {
+            if !self.materialize(ctx, cands, *j) {
+                let above = cands[*j].placement.entry.clone();
+                cands[i].leave(Why::NotPriorityClosed { above });
+                cands[i].deps = deps;
+                return false;
+            }
+        }
+        if !deps.is_empty() {
+            let n = deps.len();
             cands[i].placement.chain.push(format!(
                 "priority-closed: the {n} rule(s) above it go to hardware too"
             ));
         }
+        cands[i].deps = deps;
+        true
+    }
+
+    /// Whether a drop is stateless-sound; leaves it to eBPF if not.
+    fn sound(&self, mag: &Mag, c: &mut Candidate) -> bool {
+        let Some(ep) = c.endpoint else {
+            return true;
+        };
+        let why = self.egress.may_open(
+            mag,
+            ep,
+            &c.get(mag, Field::SrcIdentity),
+            &c.get(mag, Field::IpProto),
+        );
+        if let Some(detail) = why {
+            c.leave(Why::NotSound { detail });
+            false
+        } else {
+            c.placement
+                .chain
+                .push("sound: the pod opens no such connection, so no reply is dropped".into());
+            true
+        }
     }
 }
 
-/// The egress policy table, read for the soundness check.
+/// The egress policy table, read for the soundness check: its entries that do not drop,
+/// sorted by endpoint (`None`: several endpoints) so one pod's entries are found at once.
 struct EgressView<'m> {
-    mag: &'m Mag,
     table: Option<&'m crate::mag::Table>,
+    passing: Vec<(Option<u128>, usize)>,
 }
 
 impl<'m> EgressView<'m> {
@@ -146,25 +217,46 @@ impl<'m> EgressView<'m> {
         let table = mag
             .table_by_name("egress_policy")
             .and_then(|t| mag.table(t));
-        EgressView { mag, table }
+        let mut passing = Vec::new();
+        if let Some(t) = table {
+            let ep_col = t.key.iter().position(|k| k.field == Field::Endpoint);
+            for (i, e) in t.entries.iter().enumerate() {
+                if Kind::of(mag, e.action.action) != Kind::Drop {
+                    let ep = ep_col.and_then(|c| exact32(&e.matches[c]));
+                    passing.push((ep, i));
+                }
+            }
+        }
+        passing.sort_unstable();
+        EgressView { table, passing }
+    }
+
+    /// The indices of the passing entries that may apply to endpoint `ep`, in table order.
+    fn for_endpoint(&self, ep: u128) -> Vec<usize> {
+        let of = |key: Option<u128>| {
+            let lo = self.passing.partition_point(|(e, _)| *e < key);
+            let hi = self.passing.partition_point(|(e, _)| *e <= key);
+            self.passing[lo..hi].iter().map(|(_, i)| *i)
+        };
+        let mut out: Vec<usize> = of(None).chain(of(Some(ep))).collect();
+        out.sort_unstable();
+        out
     }
 
     /// Why pod `ep` may open a new connection of protocol `proto` to identity `to`, or
     /// `None` when its egress policy denies every such connection.
-    fn may_open(&self, ep: u128, to: &FieldMatch, proto: &FieldMatch) -> Option<String> {
+    fn may_open(&self, mag: &Mag, ep: u128, to: &FieldMatch, proto: &FieldMatch) -> Option<String> {
         let Some(t) = self.table else {
             return Some("no egress policy table to prove replies safe".into());
         };
         let unsafe_msg = || {
             Some("the pod may open connections to these sources; a hardware drop would drop their replies".to_string())
         };
-        if Kind::of(self.mag, t.default_action.action) != Kind::Drop {
+        if Kind::of(mag, t.default_action.action) != Kind::Drop {
             return unsafe_msg();
         }
-        for e in &t.entries {
-            if Kind::of(self.mag, e.action.action) == Kind::Drop {
-                continue;
-            }
+        for i in self.for_endpoint(ep) {
+            let e = &t.entries[i];
             let fits = t
                 .key
                 .iter()

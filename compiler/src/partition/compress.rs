@@ -15,7 +15,7 @@
 use super::capability::{Candidate, Kind};
 use super::{Usage, Why};
 use crate::backend::{HwAction, HwMatch, HwRule, MaskCap, PacketField, PlanSlice, Profile};
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
 /// The text of a hardware action.
 pub fn action_text(a: &HwAction) -> String {
@@ -31,61 +31,37 @@ pub fn action_text(a: &HwAction) -> String {
     }
 }
 
-/// Assigns levels, builds the compressed slice, and fills the placements of the chosen.
-pub fn build(cands: &mut [Candidate], chosen: &[usize], profile: &Profile) -> (PlanSlice, Usage) {
-    let levels_limit = profile.caps.priority_levels.max(1);
+/// The level of each chosen entry (one below the deepest entry above it that it depends
+/// on), and whether it fits the profile's levels: an entry is placed only if its level
+/// exists and every entry it depends on is placed.
+fn levels(cands: &[Candidate], chosen: &[usize], limit: u32) -> HashMap<usize, (u32, bool)> {
     let mut order = chosen.to_vec();
-    order.sort_by_key(|i| std::cmp::Reverse(cands[*i].priority));
-    let mut placed = vec![false; cands.len()];
+    order.sort_by_key(|i| (std::cmp::Reverse(cands[*i].priority), *i));
+    let mut out: HashMap<usize, (u32, bool)> = HashMap::with_capacity(order.len());
     for i in order {
-        let level = cands[i]
-            .deps
+        let deps = &cands[i].deps;
+        // An entry above that is not in `chosen` was placed by an earlier budget pool (a
+        // reservation): counted as placed at level 0.
+        let level = deps
             .iter()
-            .map(|d| cands[*d].level + 1)
+            .map(|d| out.get(d).map_or(1, |(l, _)| l + 1))
             .max()
             .unwrap_or(0);
-        cands[i].level = level;
-        let deps_placed = cands[i].deps.iter().all(|d| placed[*d]);
-        if level >= levels_limit || !deps_placed {
-            cands[i].leave(Why::Budget {
-                resource: "priority levels".into(),
-                limit: u64::from(levels_limit),
-            });
-            continue;
-        }
-        placed[i] = true;
-        let c = &mut cands[i];
-        c.placement.target = profile.name.clone();
-        let does = match c.kind {
-            Kind::Drop => "drop",
-            Kind::Allow => "mark as allowed, hand to software",
-            Kind::Redirect => "mark for the L7 proxy, hand to software",
-        };
-        c.placement
-            .chain
-            .push(format!("in budget: priority level {level}"));
-        c.placement.why = Why::InHardware { does: does.into() };
+        let deps_placed = deps.iter().all(|d| !matches!(out.get(d), Some((_, false))));
+        out.insert(i, (level, level < limit && deps_placed));
     }
-    let mut groups: HashMap<(u32, Vec<HwAction>), Vec<HwRule>> = HashMap::new();
-    let mut usage = Usage {
-        entries_limit: profile.budget.entries.map_or(u64::MAX, |e| {
-            e.saturating_sub(profile.budget.reserved_entries)
-        }),
-        counters_limit: profile.budget.counters.unwrap_or(u64::MAX),
-        levels_limit,
-        ..Usage::default()
-    };
-    for (i, c) in cands.iter().enumerate() {
-        if !placed[i] {
-            continue;
-        }
-        usage.uncompressed += c.placement.hw_rules;
-        usage.naive += c.placement.naive_rules;
-        for r in &c.rules {
+    out
+}
+
+/// The compressed rules of the placed entries, ordered by level, matches and actions.
+fn compressed(cands: &[Candidate], placed: &[(usize, u32)], profile: &Profile) -> Vec<HwRule> {
+    let mut groups: BTreeMap<(u32, Vec<HwAction>), Vec<HwRule>> = BTreeMap::new();
+    for (i, level) in placed {
+        for r in &cands[*i].rules {
             let mut r = r.clone();
-            r.level = c.level;
+            r.level = *level;
             groups
-                .entry((c.level, r.actions.clone()))
+                .entry((*level, r.actions.clone()))
                 .or_default()
                 .push(r);
         }
@@ -105,13 +81,73 @@ pub fn build(cands: &mut [Candidate], chosen: &[usize], profile: &Profile) -> (P
     })
     .collect();
     let mut rules: Vec<HwRule> = Vec::new();
-    let mut keys: Vec<(u32, Vec<HwAction>)> = groups.keys().cloned().collect();
-    keys.sort();
-    for k in keys {
-        let group = groups.remove(&k).unwrap_or_default();
+    for (_, group) in groups {
         rules.extend(merge(group, &mergeable));
     }
     rules.sort_by(|a, b| (a.level, &a.matches, &a.actions).cmp(&(b.level, &b.matches, &b.actions)));
+    rules
+}
+
+/// The placed entries of `chosen` with their levels, in index order.
+fn placed(cands: &[Candidate], chosen: &[usize], profile: &Profile) -> Vec<(usize, u32)> {
+    let levels = levels(cands, chosen, profile.caps.priority_levels.max(1));
+    let mut out: Vec<(usize, u32)> = levels
+        .into_iter()
+        .filter(|(_, (_, ok))| *ok)
+        .map(|(i, (l, _))| (i, l))
+        .collect();
+    out.sort_unstable();
+    out
+}
+
+/// How many flow entries `chosen` takes after compression: what the budget charges.
+pub fn count(cands: &[Candidate], chosen: &[usize], profile: &Profile) -> u64 {
+    compressed(cands, &placed(cands, chosen, profile), profile).len() as u64
+}
+
+/// Assigns levels, builds the compressed slice, and fills the placements of the chosen.
+pub fn build(cands: &mut [Candidate], chosen: &[usize], profile: &Profile) -> (PlanSlice, Usage) {
+    let levels_limit = profile.caps.priority_levels.max(1);
+    let levels = levels(cands, chosen, levels_limit);
+    let mut placed: Vec<(usize, u32)> = Vec::new();
+    let mut order = chosen.to_vec();
+    order.sort_unstable();
+    for i in order {
+        let (level, fits) = levels[&i];
+        cands[i].level = level;
+        if !fits {
+            cands[i].leave(Why::Budget {
+                resource: "priority levels".into(),
+                limit: u64::from(levels_limit),
+            });
+            continue;
+        }
+        placed.push((i, level));
+        let c = &mut cands[i];
+        c.placement.target = profile.name.clone();
+        let does = match c.kind {
+            Kind::Drop => "drop",
+            Kind::Allow => "mark as allowed, hand to software",
+            Kind::Redirect => "mark for the L7 proxy, hand to software",
+        };
+        c.placement
+            .chain
+            .push(format!("in budget: priority level {level}"));
+        c.placement.why = Why::InHardware { does: does.into() };
+    }
+    let mut usage = Usage {
+        entries_limit: profile.budget.entries.map_or(u64::MAX, |e| {
+            e.saturating_sub(profile.budget.reserved_entries)
+        }),
+        counters_limit: profile.budget.counters.unwrap_or(u64::MAX),
+        levels_limit,
+        ..Usage::default()
+    };
+    for (i, _) in &placed {
+        usage.uncompressed += cands[*i].placement.hw_rules;
+        usage.naive += cands[*i].placement.naive_rules;
+    }
+    let mut rules = compressed(cands, &placed, profile);
     let drops = rules
         .iter()
         .filter(|r| r.actions.contains(&HwAction::Drop))

@@ -184,6 +184,13 @@ pub fn to_text(report: &Report) -> String {
         u.levels,
         u.levels_limit.saturating_sub(u.levels)
     );
+    for r in &u.reserved {
+        let _ = writeln!(
+            out,
+            "  reserved         {} used of {} set aside ({})",
+            r.used, r.entries, r.hint
+        );
+    }
     if report.left_out.is_empty() {
         let _ = writeln!(out, "left out for budget: nothing");
     } else {

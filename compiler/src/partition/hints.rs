@@ -5,13 +5,16 @@
 //! subject in eBPF with [`Why::Excluded`]; the closure step then keeps the entries below
 //! it that depend on it in eBPF too, so a hint never makes the plan unsound. A **pin** to
 //! the hardware target ranks the subject's entries first in the budget (it cannot make an
-//! incapable or unsound entry hardware: those reasons stay). `prefer` ranks like `pin`;
-//! `reserve` is not applied yet (the hint is shown in the chain of the subject's entries).
+//! incapable or unsound entry hardware: those reasons stay). `prefer` ranks like `pin`.
+//! A **reserve** hint of flow entries on the hardware target becomes a
+//! [`Reservation`] that the budget step fills with the subject's entries first; a
+//! reservation of another resource or for another target is only shown in the chain.
 
+use super::budget::Reservation;
 use super::capability::Candidate;
 use super::Why;
 use crate::mag::{Mag, Provenance};
-use policy_lang::resolved::{Hint, PlaceSubject, Placement};
+use policy_lang::resolved::{Hint, PlaceSubject, Placement, Resource};
 
 /// The text of a hint, as explain shows it.
 pub fn hint_text(p: &Placement) -> String {
@@ -65,12 +68,34 @@ pub fn names(mag: &Mag, c: &Candidate, subject: &PlaceSubject) -> bool {
     })
 }
 
-/// Applies `hints` for the hardware target `target`.
-pub fn apply(mag: &Mag, cands: &mut [Candidate], hints: &[Placement], target: &str) {
+/// Applies `hints` for the hardware target `target`; returns the reservations of flow
+/// entries on it, in the order of the hints.
+pub fn apply(
+    mag: &Mag,
+    cands: &mut [Candidate],
+    hints: &[Placement],
+    target: &str,
+) -> Vec<Reservation> {
+    let mut reservations: Vec<Reservation> = hints
+        .iter()
+        .filter_map(|h| match &h.hint {
+            Hint::Reserve {
+                target: t,
+                resource: Resource::Entries,
+                amount,
+            } if t == target => Some(Reservation {
+                hint: hint_text(h),
+                amount: u64::from(*amount),
+                members: Vec::new(),
+            }),
+            _ => None,
+        })
+        .collect();
     if hints.is_empty() {
-        return;
+        return reservations;
     }
-    for c in cands.iter_mut() {
+    for (i, c) in cands.iter_mut().enumerate() {
+        let mut reserved = 0;
         for h in hints {
             if !names(mag, c, &h.subject) {
                 continue;
@@ -85,10 +110,28 @@ pub fn apply(mag: &Mag, cands: &mut [Candidate], hints: &[Placement], target: &s
                         c.placement.chain.push(format!("ranked first: {text}"));
                     }
                 }
+                Hint::Reserve {
+                    target: t,
+                    resource: Resource::Entries,
+                    ..
+                } if t == target => {
+                    // Each reserve hint is one reservation; the entry joins the first that
+                    // names it.
+                    if let Some(r) = reservations.iter_mut().filter(|r| r.hint == text).nth(0) {
+                        if reserved == 0 && c.ok {
+                            r.members.push(i);
+                            c.placement.chain.push(format!("budget set aside: {text}"));
+                        }
+                    }
+                    reserved += 1;
+                }
                 Hint::Reserve { .. } => {
-                    c.placement.chain.push(format!("not applied yet: {text}"));
+                    c.placement
+                        .chain
+                        .push(format!("not applied (another target or resource): {text}"));
                 }
             }
         }
     }
+    reservations
 }

@@ -23,7 +23,9 @@
 //!    action is placed too) and **stateless-sound** (a drop only where the pod itself can
 //!    open no connection of that protocol to the sources, so no reply is ever dropped);
 //! 3. [`budget`]: entries, counters, ranked by value (drops first, then address space
-//!    covered per hardware entry);
+//!    covered per hardware entry), charged after compression, with `reserve` hints'
+//!    entries set aside; steps 1 (building the rules) and 2 run lazily, only for the
+//!    entries the budget reaches;
 //! 4. [`compress`]: merges rules of one action and level into fewer ternary rules, and
 //!    assigns priority levels by overlap depth, never more than the profile has.
 //!
@@ -176,6 +178,9 @@ pub struct Usage {
     pub uncompressed: u64,
     /// Naive direct expansion of the placed entries.
     pub naive: u64,
+    /// Flow entries set aside by `reserve` hints, and what their subjects used.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub reserved: Vec<budget::ReservationUse>,
 }
 
 /// The partition of one node's MAG.
@@ -214,24 +219,33 @@ pub fn mag_to_plan_with_hints(
         .first()
         .cloned()
         .unwrap_or_else(crate::backend::octeon_cn10k_profile);
-    let mut cands = capability::candidates(mag, &profile);
-    hints::apply(mag, &mut cands, placement_hints, &profile.name);
-    closure::check(mag, &mut cands);
-    let chosen = budget::choose(&mut cands, &profile);
-    let (slice, usage) = compress::build(&mut cands, &chosen, &profile);
-    let mut left_out: Vec<(u64, String)> = cands
+    let ctx = capability::Context::new(mag, &profile);
+    let mut cands = capability::candidates(&ctx);
+    let reservations = hints::apply(mag, &mut cands, placement_hints, &profile.name);
+    let closure = closure::Closure::new(mag, &cands);
+    let (chosen, reserved) =
+        budget::Chooser::new(&ctx, &closure, cands.len()).choose(&mut cands, &reservations);
+    let (slice, mut usage) = compress::build(&mut cands, &chosen, &profile);
+    usage.reserved = reserved;
+    let mut left_out: Vec<(u64, usize)> = cands
         .iter()
-        .filter(|c| matches!(c.placement.why, Why::Budget { .. }))
-        .map(|c| (c.placement.value, c.placement.entry.clone()))
+        .enumerate()
+        .filter(|(_, c)| matches!(c.placement.why, Why::Budget { .. }))
+        .map(|(i, c)| (c.placement.value, i))
         .collect();
-    left_out.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.cmp(&b.1)));
+    // Most valuable first; equal values in table order, as the budget ranked them.
+    left_out.sort_unstable_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.cmp(&b.1)));
+    let left_out = left_out
+        .into_iter()
+        .map(|(_, i)| cands[i].placement.entry.clone())
+        .collect();
     Plan {
         node: mag.node.clone(),
         target: profile.name.clone(),
         placements: cands.into_iter().map(|c| c.placement).collect(),
         slice,
         usage,
-        left_out: left_out.into_iter().map(|(_, e)| e).collect(),
+        left_out,
     }
 }
 
@@ -258,6 +272,9 @@ pub fn plan_to_text(plan: &Plan) -> String {
         u.uncompressed,
         u.naive
     );
+    for r in &u.reserved {
+        let _ = writeln!(out, "reserved {}/{} {}", r.used, r.entries, r.hint);
+    }
     for p in &plan.placements {
         let _ = writeln!(
             out,
