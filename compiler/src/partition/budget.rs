@@ -47,7 +47,11 @@ pub struct ReservationUse {
 
 /// Batches sized by the compression ratio (each followed by one compression) before the
 /// conservative fill; after a few, the slack left is small.
-const MAX_BATCHES: usize = 6;
+const MAX_BATCHES: usize = 8;
+
+/// Compressions spent cutting an overflowing batch; what is left after them goes to the
+/// conservative fill.
+const MAX_BISECTIONS: usize = 6;
 
 /// The budget step over all candidates.
 pub struct Chooser<'a, 'm> {
@@ -120,7 +124,7 @@ impl<'a, 'm> Chooser<'a, 'm> {
             // Uncompressed rules this batch may add, by the compression seen so far; a
             // little under, so that a batch rarely overflows.
             let slack = limit - used;
-            let target = ((slack as f64) * ratio * 0.9).max(slack as f64) as u64;
+            let target = ((slack as f64) * ratio * 0.8).max(slack as f64) as u64;
             let (groups, next) = self.batch(cands, order, pos, target);
             if groups.is_empty() {
                 break;
@@ -136,6 +140,14 @@ impl<'a, 'm> Chooser<'a, 'm> {
                 ratio = (uncompressed as f64 / used.max(1) as f64).max(1.0);
                 continue;
             }
+            // The batch compressed less than the pool so far: size the next one by its
+            // own ratio.
+            let batch_cost: u64 = groups
+                .iter()
+                .flatten()
+                .map(|i| cands[*i].placement.hw_rules)
+                .sum();
+            ratio = (batch_cost as f64 / n.saturating_sub(used).max(1) as f64).max(1.0);
             let (k, n) = self.longest_fit(cands, &pool, &groups, limit);
             for g in &groups[k..] {
                 for i in g {
@@ -144,12 +156,11 @@ impl<'a, 'm> Chooser<'a, 'm> {
             }
             pool.extend(groups[..k].iter().flatten());
             used = n;
-            // The first group that did not fit starts the conservative fill.
+            // The first group that did not fit starts the next batch.
             pos = order
                 .iter()
                 .position(|i| *i == groups[k][0])
                 .unwrap_or(next);
-            break;
         }
         let tail = self.fill_tail(cands, order, pos, limit.saturating_sub(used));
         if tail.is_empty() {
@@ -211,7 +222,9 @@ impl<'a, 'm> Chooser<'a, 'm> {
         // Invariant: a prefix of `lo` groups fits, one of `hi` does not.
         let (mut lo, mut hi) = (0usize, groups.len());
         let mut lo_n = compress::count(cands, pool, profile);
-        while hi - lo > 1 {
+        let mut steps = 0;
+        while hi - lo > 1 && steps < MAX_BISECTIONS {
+            steps += 1;
             let mid = lo + (hi - lo) / 2;
             let n = with(mid);
             if n <= limit {

@@ -15,6 +15,7 @@
 use super::capability::{Candidate, Kind};
 use super::{Usage, Why};
 use crate::backend::{HwAction, HwMatch, HwRule, MaskCap, PacketField, PlanSlice, Profile};
+use rustc_hash::FxHashMap;
 use std::collections::{BTreeMap, HashMap};
 
 /// The text of a hardware action.
@@ -214,7 +215,10 @@ fn merge_origin(a: &str, b: &str) -> String {
 
 fn merge_bit(rules: Vec<HwRule>, f: PacketField, bit: u32) -> Vec<HwRule> {
     let b = 1u128 << bit;
-    let mut seen: HashMap<Vec<HwMatch>, usize> = HashMap::new();
+    // Called thousands of times per plan on tens of thousands of rules (the budget
+    // compresses each batch): a fast non-cryptographic hasher keeps this cheap, and the
+    // map's order never escapes.
+    let mut seen: FxHashMap<Vec<HwMatch>, usize> = FxHashMap::default();
     let mut out: Vec<Option<HwRule>> = Vec::with_capacity(rules.len());
     for r in rules {
         let Some(m) = r.get(f).copied() else {

@@ -9,7 +9,9 @@ use pipec::hwmodel::Tcam;
 use pipec::lower;
 use pipec::mag;
 use pipec::model::{PodId, Protocol};
-use pipec::partition::{engine::HwEngine, mag_to_plan};
+use pipec::partition::{engine::HwEngine, mag_to_plan, mag_to_plan_with_hints};
+use policy_lang::resolved::{Hint, PlaceSubject, Placement, Resource};
+use policy_lang::Span;
 use pipec::semantics::{Destination, Peer, Probe};
 use proptest::prelude::*;
 use std::path::PathBuf;
@@ -57,4 +59,70 @@ proptest! {
             }
         }
     }
+}
+
+/// The Star Wars example on a flow table of `limit` entries, with `hints`.
+fn starwars_plan(limit: u64, hints: &[Placement]) -> pipec::partition::Plan {
+    let dir = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/starwars"));
+    let loaded = pipec::driver::load(&[dir], &pipec::model::build::BuildOptions::default());
+    assert!(!loaded.has_errors());
+    let lowered = lower::cluster_to_mag(&loaded.cluster, None);
+    let info = mag::validate(lowered.mag()).expect("valid");
+    let mut profile = octeon_cn10k_profile();
+    profile.budget.entries = Some(profile.budget.reserved_entries + limit);
+    mag_to_plan_with_hints(lowered.mag(), &info, &[profile], hints)
+}
+
+fn reserve(policy: &str, amount: u32) -> Placement {
+    Placement {
+        subject: PlaceSubject::Policy(policy.into()),
+        hint: Hint::Reserve {
+            target: "octeon-cn10k".into(),
+            resource: Resource::Entries,
+            amount,
+        },
+        span: Span::default(),
+    }
+}
+
+/// The sources of the entries placed in hardware.
+fn placed_origins(plan: &pipec::partition::Plan) -> Vec<String> {
+    plan.placements
+        .iter()
+        .filter(|p| p.target != "ebpf")
+        .map(|p| p.origin.clone())
+        .collect()
+}
+
+#[test]
+fn reserved_entries_go_to_their_subject_only() {
+    // Without a hint, three entries go to the highest-ranked entries, some of them the
+    // built-in default allows.
+    let plain = starwars_plan(3, &[]);
+    assert!(plain.usage.entries > 0 && plain.usage.entries <= 3);
+    assert!(plain.usage.reserved.is_empty());
+    // All three reserved for rule1: only rule1's entries are in hardware.
+    let plan = starwars_plan(3, &[reserve("rule1", 3)]);
+    let origins = placed_origins(&plan);
+    assert!(!origins.is_empty());
+    assert!(
+        origins.iter().all(|o| o.contains("rule1")),
+        "{origins:?}"
+    );
+    assert!(plan.usage.entries <= 3);
+    let r = &plan.usage.reserved[0];
+    assert_eq!((r.entries, r.used), (3, plan.usage.entries));
+    assert!(r.hint.contains("rule1"), "{}", r.hint);
+    // A reservation nobody uses stays free: the others cannot take it.
+    let plan = starwars_plan(3, &[reserve("no-such-policy", 3)]);
+    assert_eq!(plan.usage.entries, 0);
+    assert_eq!(plan.usage.reserved[0].used, 0);
+    assert!(plan.left_out.len() >= plain.left_out.len());
+    // One of three reserved: the subject's entries use at most that one, the others at
+    // most the two left.
+    let plan = starwars_plan(3, &[reserve("rule1", 1)]);
+    assert!(plan.usage.reserved[0].used <= 1);
+    assert!(plan.usage.entries <= 3);
+    let text = pipec::partition::plan_to_text(&plan);
+    assert!(text.contains("reserved "), "{text}");
 }
