@@ -25,7 +25,7 @@ pub mod maglev;
 pub mod policy;
 pub mod probe;
 
-use crate::identity::{cluster_to_identities, Identities};
+use crate::identity::{cluster_to_identities_and_sets, Identities};
 use crate::mag::{
     ct, eth, mark, ports, verdict, ActionCall, ActionId, Entry, Field, FieldMatch, KeyField, Mag,
     MatchKind, Op, Operand, ProvId, Provenance, Table, TableId,
@@ -36,6 +36,7 @@ use ipnet::IpNet;
 use policy::{Classes, Decision, Dir, Resolver};
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
+use std::sync::Arc;
 
 /// The name of the node pipec makes up when the input has no nodes: it holds every pod.
 pub const SYNTHETIC_NODE: &str = "local";
@@ -578,7 +579,7 @@ pub fn cluster_to_mag(cluster: &Cluster, node: Option<&str>) -> Lowered {
     let (node, synthetic) = pick_node(cluster, node);
     let mut mag = Mag::new(node.clone());
     let sk = skeleton(&mut mag);
-    let ids = cluster_to_identities(cluster, Some(&node));
+    let (ids, label_sets) = cluster_to_identities_and_sets(cluster, Some(&node));
     let classes = policy::classes(cluster, &ids, &node);
     let (endpoints, probed_eps) = allocate(
         cluster
@@ -602,11 +603,10 @@ pub fn cluster_to_mag(cluster: &Cluster, node: Option<&str>) -> Lowered {
         256,
     );
     let relevant = crate::identity::selected_keys(cluster);
-    let mut label_index = std::collections::HashMap::new();
-    for p in cluster.pod_ids() {
-        let labels = crate::identity::pod_labels(cluster, p, &relevant);
-        label_index.entry(labels).or_insert((ids.of_pod(p), 0)).1 += 1;
-    }
+    let label_index = label_sets
+        .into_iter()
+        .map(|(labels, id, n)| (labels, (id, n)))
+        .collect();
     let mut class_size = vec![0; classes.list.len()];
     for c in classes.by_net.values() {
         class_size[*c] += 1;
@@ -641,7 +641,7 @@ pub fn cluster_to_mag(cluster: &Cluster, node: Option<&str>) -> Lowered {
         state.matched = resolver.into_cache();
         state.groups.extend(endpoints);
     }
-    let pod_by_ip: std::collections::HashMap<IpAddr, PodId> = cluster
+    let pod_by_ip: crate::util::FxHashMap<IpAddr, PodId> = cluster
         .pod_ids()
         .filter(|p| !cluster.pod(*p).host_network)
         .flat_map(|p| cluster.pod(p).ips.iter().map(move |ip| (*ip, p)))
@@ -663,21 +663,38 @@ pub fn cluster_to_mag(cluster: &Cluster, node: Option<&str>) -> Lowered {
 }
 
 /// Fills the tables from the groups and puts them in canonical order.
+///
+/// The tables are sized before they are filled, because growing a 600k-entry `Vec` by
+/// doubling copies it several times; cloning an entry only bumps reference counts.
 pub fn assemble(mag: &mut Mag, state: &LowerState) {
-    for t in mag.graph.node_weights_mut() {
-        t.entries.clear();
+    let mut sizes = vec![0usize; petgraph::visit::NodeIndexable::node_bound(&mag.graph)];
+    for (t, _) in state.groups.values().flatten() {
+        if let Some(n) = sizes.get_mut(t.0.index()) {
+            *n += 1;
+        }
     }
-    for entries in state.groups.values() {
-        for (t, e) in entries {
-            if let Some(table) = mag.table_mut(*t) {
-                table.entries.push(e.clone());
-            }
+    for t in mag.table_ids() {
+        if let Some(table) = mag.table_mut(t) {
+            table.entries.clear();
+            table.entries.reserve_exact(sizes[t.0.index()]);
+        }
+    }
+    for (t, e) in state.groups.values().flatten() {
+        if let Some(table) = mag.table_mut(*t) {
+            table.entries.push(e.clone());
         }
     }
     mag.canonicalize();
 }
 
-fn entry(priority: u32, matches: Vec<FieldMatch>, action: ActionCall, prov: Vec<ProvId>) -> Entry {
+/// An entry. Callers pass arrays where they can: an array becomes the entry's shared
+/// slice in one allocation, a `Vec` in two.
+fn entry(
+    priority: u32,
+    matches: impl Into<Arc<[FieldMatch]>>,
+    action: ActionCall,
+    prov: impl Into<Arc<[ProvId]>>,
+) -> Entry {
     Entry {
         priority,
         matches: matches.into(),
@@ -730,16 +747,16 @@ pub(crate) fn static_group(state: &LowerState, provs: &mut IndexSet<Provenance>)
     let mut out = Vec::new();
     for t in [sk.egress_policy, sk.ingress_policy] {
         for st in [ct::ESTABLISHED, ct::REPLY] {
-            let mut m = vec![FieldMatch::Any; 5];
+            let mut m = [FieldMatch::Any; 5];
             m[0] = tern_exact(st, Field::CtState);
-            out.push((t, entry(3, m, call(sk.allow_ct, &[]), vec![ct_prov])));
+            out.push((t, entry(3, m, call(sk.allow_ct, &[]), [ct_prov])));
         }
     }
-    let mut m = vec![FieldMatch::Any; 5];
+    let mut m = [FieldMatch::Any; 5];
     m[1] = tern_exact(0, Field::Endpoint);
     out.push((
         sk.egress_policy,
-        entry(3, m, call(sk.pass, &[]), vec![wire_prov]),
+        entry(3, m, call(sk.pass, &[]), [wire_prov]),
     ));
     out
 }
@@ -773,9 +790,9 @@ pub(crate) fn endpoint_group(
         sk.classify,
         entry(
             0,
-            vec![FieldMatch::Exact(ep)],
+            [FieldMatch::Exact(ep)],
             call(sk.from_endpoint, &[ep]),
-            vec![prov],
+            [prov],
         ),
     ));
     for ip in &pod.ips {
@@ -784,18 +801,18 @@ pub(crate) fn endpoint_group(
             sk.anti_spoof,
             entry(
                 0,
-                vec![FieldMatch::Exact(ep), FieldMatch::Exact(et), v4, v6],
+                [FieldMatch::Exact(ep), FieldMatch::Exact(et), v4, v6],
                 call(sk.pass, &[]),
-                vec![prov],
+                [prov],
             ),
         ));
         out.push((
             sk.route,
             entry(
                 net_len(*ip),
-                vec![FieldMatch::Exact(et), v4, v6],
+                [FieldMatch::Exact(et), v4, v6],
                 call(sk.to_endpoint, &[ep]),
-                vec![prov],
+                [prov],
             ),
         ));
     }
@@ -814,7 +831,7 @@ pub(crate) fn endpoint_group(
                 Dir::Egress => Field::DstIdentity,
                 Dir::Ingress => Field::SrcIdentity,
             };
-            let m = vec![
+            let m = [
                 FieldMatch::Any,
                 tern_exact(ep, Field::Endpoint),
                 row.class
@@ -880,9 +897,9 @@ pub(crate) fn prefix_group(
         sk.src_ipcache,
         entry(
             prio,
-            vec![FieldMatch::Exact(et), v4, v6],
+            [FieldMatch::Exact(et), v4, v6],
             call(sk.set_src_identity, &[id]),
-            vec![prov],
+            [prov],
         ),
     ));
     let (et, d4, d6) = addr_matches(net);
@@ -890,9 +907,9 @@ pub(crate) fn prefix_group(
         sk.dst_ipcache,
         entry(
             prio,
-            vec![FieldMatch::Exact(et), d4, d6],
+            [FieldMatch::Exact(et), d4, d6],
             call(sk.set_dst_identity, &[id]),
-            vec![prov],
+            [prov],
         ),
     ));
     // Routes: remote pods go to their node, the node's own addresses to the host.
@@ -904,16 +921,16 @@ pub(crate) fn prefix_group(
                     .pod(pod)
                     .node
                     .as_deref()
-                    .and_then(|n| cluster.nodes.iter().find(|x| x.name == n))
+                    .and_then(|n| find_node(cluster, n))
                     .and_then(|n| n.addresses.first().copied());
                 if let Some(nh) = next_hop {
                     out.push((
                         sk.route,
                         entry(
                             prio,
-                            vec![FieldMatch::Exact(et), d4, d6],
+                            [FieldMatch::Exact(et), d4, d6],
                             call(sk.to_node, &[crate::mag::ip_value(nh)]),
-                            vec![prov],
+                            [prov],
                         ),
                     ));
                 }
@@ -926,14 +943,27 @@ pub(crate) fn prefix_group(
                 sk.route,
                 entry(
                     prio,
-                    vec![FieldMatch::Exact(et), d4, d6],
+                    [FieldMatch::Exact(et), d4, d6],
                     call(sk.to_host, &[]),
-                    vec![prov],
+                    [prov],
                 ),
             ));
         }
     }
     out
+}
+
+/// The node named `name`. Nodes are sorted by name (a model invariant), so a binary
+/// search finds it among thousands without comparing every name for every remote pod; the
+/// linear scan only runs for a cluster built by hand out of order.
+fn find_node<'c>(cluster: &'c Cluster, name: &str) -> Option<&'c crate::model::Node> {
+    match cluster
+        .nodes
+        .binary_search_by(|x| x.name.as_str().cmp(name))
+    {
+        Ok(i) => cluster.nodes.get(i),
+        Err(_) => cluster.nodes.iter().find(|x| x.name == name),
+    }
 }
 
 pub(crate) fn service_group(
@@ -1003,7 +1033,7 @@ pub(crate) fn service_group(
                     sk.service_lb,
                     entry(
                         0,
-                        vec![
+                        [
                             FieldMatch::Exact(et),
                             d4,
                             d6,
@@ -1011,7 +1041,7 @@ pub(crate) fn service_group(
                             FieldMatch::Exact(u128::from(*port)),
                         ],
                         action,
-                        vec![prov],
+                        [prov],
                     ),
                 ));
             }
@@ -1032,12 +1062,12 @@ pub(crate) fn service_group(
                     sk.lb_backend,
                     entry(
                         0,
-                        vec![
+                        [
                             FieldMatch::Exact(u128::from(svc_id)),
                             FieldMatch::Exact(slot as u128),
                         ],
                         call(action, &[u128::from(*b), addr, u128::from(*port)]),
-                        vec![prov],
+                        [prov],
                     ),
                 ));
             }

@@ -57,6 +57,7 @@ use petgraph::visit::EdgeRef;
 use std::collections::{BTreeMap, HashSet};
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::sync::Arc;
 
 /// A field of the packet record: header fields first, then metadata.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -500,8 +501,8 @@ pub struct ActionDef {
 pub struct ActionCall {
     /// The action.
     pub action: ActionId,
-    /// One argument per parameter.
-    pub args: Box<[u128]>,
+    /// One argument per parameter (shared, as [`Entry`]'s slices are).
+    pub args: Arc<[u128]>,
 }
 
 /// Where an entry came from.
@@ -528,16 +529,20 @@ impl fmt::Display for Provenance {
 }
 
 /// One entry of a table.
+///
+/// The slices are shared (`Arc`), so that cloning an entry allocates nothing: lowering
+/// keeps every entry twice, once in its group (for incremental updates) and once in its
+/// table, and a cluster-scale node has a million entries.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct Entry {
     /// Priority: higher wins.
     pub priority: u32,
     /// One match per key field.
-    pub matches: Box<[FieldMatch]>,
+    pub matches: Arc<[FieldMatch]>,
     /// What to do.
     pub action: ActionCall,
     /// Where the entry came from (indices into [`Mag::provenance`]).
-    pub provenance: Box<[ProvId]>,
+    pub provenance: Arc<[ProvId]>,
 }
 
 /// A match-action table.
@@ -708,9 +713,54 @@ impl Mag {
     /// then action. Entry numbers are positions in this order.
     pub fn canonicalize(&mut self) {
         for t in self.graph.node_weights_mut() {
-            t.entries.sort_by(canonical_order);
+            sort_canonical(&mut t.entries);
         }
     }
+}
+
+/// The leading part of an entry's place in [`canonical_order`], copied out of the entry:
+/// priority, then its first two matches (`None` past the end, as a shorter slice sorts
+/// first). Comparing these needs no pointer chasing into the entries' slices.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+struct SortKey {
+    priority: std::cmp::Reverse<u32>,
+    first: Option<FieldMatch>,
+    second: Option<FieldMatch>,
+}
+
+impl SortKey {
+    fn of(e: &Entry) -> SortKey {
+        SortKey {
+            priority: std::cmp::Reverse(e.priority),
+            first: e.matches.first().copied(),
+            second: e.matches.get(1).copied(),
+        }
+    }
+}
+
+/// Sorts entries into canonical order, exactly as a stable sort by [`canonical_order`]
+/// would (equal entries keep their order).
+///
+/// A table holds up to a million entries whose slices live in separate allocations, so
+/// comparing entries directly is a cache miss per comparison. The sort runs on compact keys
+/// with the entry's index instead; only keys that tie fall back to the full comparison,
+/// and the index breaks the remaining ties, which makes the unstable sort stable.
+pub fn sort_canonical(entries: &mut Vec<Entry>) {
+    let mut keys: Vec<(SortKey, u32)> = entries
+        .iter()
+        .enumerate()
+        .map(|(i, e)| (SortKey::of(e), i as u32))
+        .collect();
+    keys.sort_unstable_by(|(ka, ia), (kb, ib)| {
+        ka.cmp(kb)
+            .then_with(|| canonical_order(&entries[*ia as usize], &entries[*ib as usize]))
+            .then_with(|| ia.cmp(ib))
+    });
+    let mut slots: Vec<Option<Entry>> = std::mem::take(entries).into_iter().map(Some).collect();
+    entries.extend(
+        keys.iter()
+            .filter_map(|(_, i)| slots.get_mut(*i as usize).and_then(Option::take)),
+    );
 }
 
 /// The canonical order of entries in a table: priority descending, then match, then
@@ -1090,7 +1140,7 @@ mod tests {
             actions: vec![a],
             default_action: ActionCall {
                 action: a,
-                args: Box::new([]),
+                args: Arc::new([]),
             },
             size_hint: 1,
             entries: vec![],
@@ -1106,12 +1156,12 @@ mod tests {
         m2.graph.clear_edges();
         m2.table_mut(t0).unwrap().entries.push(Entry {
             priority: 1,
-            matches: Box::new([FieldMatch::Any]),
+            matches: Arc::new([FieldMatch::Any]),
             action: ActionCall {
                 action: a,
-                args: Box::new([]),
+                args: Arc::new([]),
             },
-            provenance: Box::new([]),
+            provenance: Arc::new([]),
         });
         insta::assert_snapshot!(validate(&m2).unwrap_err(), @"t0.e0: Any does not fit in_port exact");
     }
