@@ -1118,6 +1118,33 @@ mod tests {
         assert_eq!(format!("{:?}", EntryId(41)), "e41");
     }
 
+    /// The key sort must give exactly the stable sort's order, including for entries that
+    /// tie on the key (equal first two matches), tie completely (differ only in
+    /// provenance), or have matches of different lengths.
+    #[test]
+    fn key_sort_equals_the_stable_sort() {
+        let e = |priority: u32, matches: &[u128], arg: u128, prov: u32| Entry {
+            priority,
+            matches: matches.iter().map(|v| FieldMatch::Exact(*v)).collect(),
+            action: ActionCall {
+                action: ActionId(0),
+                args: Arc::new([arg]),
+            },
+            provenance: Arc::new([ProvId(prov)]),
+        };
+        let mut entries = Vec::new();
+        for i in 0..200u32 {
+            let v = u128::from(i * 7919 % 13);
+            entries.push(e(i % 3, &[v % 2, v % 3, v], u128::from(i % 2), i));
+            entries.push(e(i % 3, &[v % 2], 0, i));
+            entries.push(e(i % 3, &[v % 2, v % 3, v], u128::from(i % 2), 1000 + i));
+        }
+        let mut stable = entries.clone();
+        stable.sort_by(canonical_order);
+        sort_canonical(&mut entries);
+        assert_eq!(entries, stable);
+    }
+
     #[test]
     fn prefix_masks() {
         assert_eq!(prefix_mask(0, 16), 0);
