@@ -31,7 +31,6 @@ use crate::mag::{
     MatchKind, Op, Operand, ProvId, Provenance, Table, TableId,
 };
 use crate::model::{Cluster, Origin, PodId, Protocol, Service, ServiceType};
-use indexmap::IndexSet;
 use ipnet::IpNet;
 use policy::{Classes, Decision, Dir, Resolver};
 use std::collections::{BTreeMap, BTreeSet};
@@ -703,7 +702,7 @@ fn entry(
     }
 }
 
-fn intern(provs: &mut IndexSet<Provenance>, p: Provenance) -> ProvId {
+fn intern(provs: &mut crate::mag::ProvSet, p: Provenance) -> ProvId {
     ProvId(provs.insert_full(p).0 as u32)
 }
 
@@ -734,7 +733,7 @@ fn addr_matches(net: IpNet) -> (u128, FieldMatch, FieldMatch) {
     }
 }
 
-pub(crate) fn static_group(state: &LowerState, provs: &mut IndexSet<Provenance>) -> GroupEntries {
+pub(crate) fn static_group(state: &LowerState, provs: &mut crate::mag::ProvSet) -> GroupEntries {
     let sk = &state.sk;
     let ct_prov = intern(
         provs,
@@ -776,7 +775,7 @@ pub(crate) fn endpoint_group(
     state: &LowerState,
     resolver: &mut Resolver<'_>,
     p: PodId,
-    provs: &mut IndexSet<Provenance>,
+    provs: &mut crate::mag::ProvSet,
 ) -> Option<GroupEntries> {
     if !is_local(cluster, p, &state.node, state.synthetic) {
         return None;
@@ -865,7 +864,7 @@ pub(crate) fn prefix_group(
     state: &LowerState,
     net: IpNet,
     owner: Option<PodId>,
-    provs: &mut IndexSet<Provenance>,
+    provs: &mut crate::mag::ProvSet,
 ) -> GroupEntries {
     let sk = &state.sk;
     let owner = owner.filter(|_| net.prefix_len() == net.max_prefix_len());
@@ -970,7 +969,7 @@ pub(crate) fn service_group(
     cluster: &Cluster,
     state: &LowerState,
     s: &Service,
-    provs: &mut IndexSet<Provenance>,
+    provs: &mut crate::mag::ProvSet,
 ) -> GroupEntries {
     let sk = &state.sk;
     let mut out = Vec::new();

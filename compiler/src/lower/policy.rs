@@ -33,7 +33,6 @@
 use crate::identity::{cilium_matches, reserved, Identities, IdentityId};
 use crate::mag::{ProvId, Provenance};
 use crate::model::*;
-use indexmap::IndexSet;
 use ipnet::IpNet;
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::net::IpAddr;
@@ -682,7 +681,7 @@ impl<'a> Resolver<'a> {
         &mut self,
         pod_id: PodId,
         dir: Dir,
-        provs: &mut IndexSet<Provenance>,
+        provs: &mut crate::mag::ProvSet,
     ) -> Vec<Row> {
         let cluster = self.cluster;
         let pod = cluster.pod(pod_id);

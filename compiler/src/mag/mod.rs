@@ -528,6 +528,12 @@ impl fmt::Display for Provenance {
     }
 }
 
+/// Interned provenance records, in the order they were first seen (that order gives the
+/// `ProvId`s). Hashed with [`crate::util::FxHasher`]: lowering interns one record per pod
+/// and per service, and SipHash over their names was a visible part of its time.
+pub type ProvSet =
+    IndexSet<Provenance, std::hash::BuildHasherDefault<crate::util::FxHasher>>;
+
 /// One entry of a table.
 ///
 /// The slices are shared (`Arc`), so that cloning an entry allocates nothing: lowering
@@ -618,7 +624,7 @@ pub struct Mag {
     /// Actions.
     pub actions: Vec<ActionDef>,
     /// Provenance records, interned.
-    pub provenance: IndexSet<Provenance>,
+    pub provenance: ProvSet,
     /// The first table.
     pub start: Option<TableId>,
 }
