@@ -531,8 +531,7 @@ impl fmt::Display for Provenance {
 /// Interned provenance records, in the order they were first seen (that order gives the
 /// `ProvId`s). Hashed with [`crate::util::FxHasher`]: lowering interns one record per pod
 /// and per service, and SipHash over their names was a visible part of its time.
-pub type ProvSet =
-    IndexSet<Provenance, std::hash::BuildHasherDefault<crate::util::FxHasher>>;
+pub type ProvSet = IndexSet<Provenance, std::hash::BuildHasherDefault<crate::util::FxHasher>>;
 
 /// One entry of a table.
 ///
