@@ -702,6 +702,13 @@ fn entry(
     }
 }
 
+/// A one-record provenance list, made once per group and shared by its entries (a
+/// service's 61+ Maglev rows, a prefix's two ipcache rows and route) instead of one
+/// allocation per entry.
+fn shared_prov(p: ProvId) -> Arc<[ProvId]> {
+    Arc::new([p])
+}
+
 fn intern(provs: &mut crate::mag::ProvSet, p: Provenance) -> ProvId {
     ProvId(provs.insert_full(p).0 as u32)
 }
@@ -783,7 +790,7 @@ pub(crate) fn endpoint_group(
     let sk = &state.sk;
     let pod = cluster.pod(p);
     let ep = u128::from(*state.endpoints.get(&pod.key())?);
-    let prov = intern(provs, Provenance::Object(pod_origin(cluster, p)));
+    let prov = shared_prov(intern(provs, Provenance::Object(pod_origin(cluster, p))));
     let mut out = Vec::new();
     out.push((
         sk.classify,
@@ -791,7 +798,7 @@ pub(crate) fn endpoint_group(
             0,
             [FieldMatch::Exact(ep)],
             call(sk.from_endpoint, &[ep]),
-            [prov],
+            prov.clone(),
         ),
     ));
     for ip in &pod.ips {
@@ -802,7 +809,7 @@ pub(crate) fn endpoint_group(
                 0,
                 [FieldMatch::Exact(ep), FieldMatch::Exact(et), v4, v6],
                 call(sk.pass, &[]),
-                [prov],
+                prov.clone(),
             ),
         ));
         out.push((
@@ -811,7 +818,7 @@ pub(crate) fn endpoint_group(
                 net_len(*ip),
                 [FieldMatch::Exact(et), v4, v6],
                 call(sk.to_endpoint, &[ep]),
-                [prov],
+                prov.clone(),
             ),
         ));
     }
@@ -888,7 +895,7 @@ pub(crate) fn prefix_group(
         _ => None,
     }
     .unwrap_or_else(|| Provenance::Builtin(format!("ipcache {net}")));
-    let prov = intern(provs, prov);
+    let prov = shared_prov(intern(provs, prov));
     let (et, v4, v6) = addr_matches(net);
     let prio = u32::from(net.prefix_len());
     let id = u128::from(class.id);
@@ -898,7 +905,7 @@ pub(crate) fn prefix_group(
             prio,
             [FieldMatch::Exact(et), v4, v6],
             call(sk.set_src_identity, &[id]),
-            [prov],
+            prov.clone(),
         ),
     ));
     let (et, d4, d6) = addr_matches(net);
@@ -908,7 +915,7 @@ pub(crate) fn prefix_group(
             prio,
             [FieldMatch::Exact(et), d4, d6],
             call(sk.set_dst_identity, &[id]),
-            [prov],
+            prov.clone(),
         ),
     ));
     // Routes: remote pods go to their node, the node's own addresses to the host.
@@ -929,7 +936,7 @@ pub(crate) fn prefix_group(
                             prio,
                             [FieldMatch::Exact(et), d4, d6],
                             call(sk.to_node, &[crate::mag::ip_value(nh)]),
-                            [prov],
+                            prov.clone(),
                         ),
                     ));
                 }
@@ -944,7 +951,7 @@ pub(crate) fn prefix_group(
                     prio,
                     [FieldMatch::Exact(et), d4, d6],
                     call(sk.to_host, &[]),
-                    [prov],
+                    prov.clone(),
                 ),
             ));
         }
@@ -979,7 +986,7 @@ pub(crate) fn service_group(
     let Some(&base) = state.lb_ids.get(&s.key()) else {
         return out;
     };
-    let prov = intern(provs, Provenance::Object(s.origin.clone()));
+    let prov = shared_prov(intern(provs, Provenance::Object(s.origin.clone())));
     let local_addrs: Vec<IpAddr> = cluster
         .nodes
         .iter()
@@ -1040,7 +1047,7 @@ pub(crate) fn service_group(
                             FieldMatch::Exact(u128::from(*port)),
                         ],
                         action,
-                        [prov],
+                        prov.clone(),
                     ),
                 ));
             }
@@ -1066,7 +1073,7 @@ pub(crate) fn service_group(
                             FieldMatch::Exact(slot as u128),
                         ],
                         call(action, &[u128::from(*b), addr, u128::from(*port)]),
-                        [prov],
+                        prov.clone(),
                     ),
                 ));
             }
