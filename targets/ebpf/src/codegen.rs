@@ -512,6 +512,11 @@ fn services(mag: &Mag, a: &mut EbpfArtifact) -> Result<(), Unsupported> {
             protocol: proto as u8,
             port: port as u16,
         };
+        // The services map has one value per frontend; rows that differ in what else they
+        // match (their priority decides in the MAG) cannot both be written.
+        if frontends.contains_key(&fe) {
+            return Err(unsupported(&site, "a second row for the same frontend"));
+        }
         if drops(mag, &e.action) {
             frontends.insert(fe, (None, Vec::new()));
             continue;
