@@ -1193,7 +1193,13 @@ pub(crate) fn service_group(
                 }
             }
             for (scope, backends) in &tables {
-                maglev_entries(sk, lb_table_id(base, pi, v6, *scope), backends, prov, &mut out);
+                maglev_entries(
+                    sk,
+                    lb_table_id(base, pi, v6, *scope),
+                    backends,
+                    prov,
+                    &mut out,
+                );
             }
         }
     }

@@ -12,8 +12,8 @@ use std::collections::BTreeSet;
 use std::net::IpAddr;
 
 fn cluster() -> Cluster {
-    let dir = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../examples/traffic-policy");
+    let dir =
+        std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../examples/traffic-policy");
     let loaded = pipec::driver::load(&[dir], &Default::default());
     assert!(!loaded.has_errors(), "{:?}", loaded.diags);
     loaded.cluster
@@ -21,7 +21,13 @@ fn cluster() -> Cluster {
 
 /// The reference's outcome and the MAG's outcomes of `connections` connections (each from
 /// its own source port, so Maglev spreads them).
-fn run(c: &Cluster, from: &str, to: &str, port: &str, connections: usize) -> (Reference, Vec<Outcome>) {
+fn run(
+    c: &Cluster,
+    from: &str,
+    to: &str,
+    port: &str,
+    connections: usize,
+) -> (Reference, Vec<Outcome>) {
     let probe = parse_probe(c, from, to, port).expect("valid probe");
     let reference = evaluate(&Context::new(c), &probe);
     let mut engine = Engine::new(c);
@@ -51,7 +57,9 @@ fn web(n: u8) -> (IpAddr, u16) {
 fn assert_dropped(reference: &Reference, mag: &[Outcome], node: &str) {
     assert_eq!(reference.allowed(), Some(false), "{}", reference.reason);
     assert!(
-        reference.reason.contains(&format!("no ready endpoints on node {node}")),
+        reference
+            .reason
+            .contains(&format!("no ready endpoints on node {node}")),
         "{}",
         reference.reason
     );

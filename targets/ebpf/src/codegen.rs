@@ -423,7 +423,11 @@ fn endpoints(mag: &Mag, a: &mut EbpfArtifact) -> Result<(), Unsupported> {
 /// nothing to do there. A row for one pod only is not expressible: services are keyed by
 /// frontend alone.
 fn for_pods(m: Option<&FieldMatch>, site: &str) -> Result<bool, Unsupported> {
-    match m.map(|m| exact(m, Field::Endpoint, site)).transpose()?.flatten() {
+    match m
+        .map(|m| exact(m, Field::Endpoint, site))
+        .transpose()?
+        .flatten()
+    {
         None => Ok(true),
         Some(0) => Ok(false),
         Some(ep) => Err(unsupported(

@@ -58,7 +58,12 @@ fn destinations(
                 flags: TCP_SYN,
             };
             let r = dp
-                .run(Program::FromPod, &packet::build(ip(client), ip(dst), l4), LO, 0)
+                .run(
+                    Program::FromPod,
+                    &packet::build(ip(client), ip(dst), l4),
+                    LO,
+                    0,
+                )
                 .expect("test run");
             match r.verdict {
                 TC_ACT_OK => {
@@ -99,5 +104,8 @@ fn a_node_without_endpoints_drops() {
     dp.write(&art).expect("write the maps");
     let dropped = BTreeSet::from([None]);
     assert_eq!(destinations(&dp, "10.244.3.9", "10.96.0.10", 80), dropped);
-    assert_eq!(destinations(&dp, "10.244.3.9", "172.18.0.3", 30080), dropped);
+    assert_eq!(
+        destinations(&dp, "10.244.3.9", "172.18.0.3", 30080),
+        dropped
+    );
 }
