@@ -249,6 +249,88 @@ fn all_errors_of_a_file_in_one_run() {
     );
 }
 
+/// The codes of the diagnostics of one file, in order.
+fn codes_of(src: &str) -> Vec<Code> {
+    let (_, result) = policy_lang::check_source("test.pipe", src);
+    match result {
+        Ok(p) => p.warnings,
+        Err(d) => d,
+    }
+    .iter()
+    .map(|d| d.code)
+    .collect()
+}
+
+/// A syntax error once hid every semantic error of its file; now the statements and items
+/// that parse are still resolved (this was `syntax_error_hides_semantic_errors` of the
+/// poor messages).
+#[test]
+fn syntax_error_does_not_hide_semantic_errors() {
+    assert_eq!(
+        codes_of("policy \"a\" priority 1 {\n  subject namespaces {}\n  ingress allow from entity wrold;\n}\n"),
+        vec![Code::SyntaxError, Code::UnknownEntity]
+    );
+}
+
+#[test]
+fn statements_after_a_broken_one_are_checked() {
+    let src = "target \"t\" {\n  entries x;\n  kinds exact, lmp;\n}\n\
+               policy \"p\" priority 1 {\n  subject namespaces {};\n  ingress allow from entity all ports tcp 1 2;\n  ingress allow from entity wrold;\n}\n";
+    assert_eq!(
+        codes_of(src),
+        vec![
+            Code::SyntaxError,
+            Code::UnknownMatchKind,
+            Code::SyntaxError,
+            Code::UnknownEntity
+        ]
+    );
+}
+
+#[test]
+fn lost_item_names_are_not_unknown() {
+    // `polcy` loses the policy whole; the placement that names it is not an error too, but
+    // the one that names a policy nobody wrote is.
+    let src = "polcy \"lost\" priority 1 {}\n\
+               placement {\n  exclude policy \"lost\" from hardware;\n  exclude policy \"nope\" from hardware;\n}\n";
+    assert_eq!(codes_of(src), vec![Code::SyntaxError, Code::UnknownPolicy]);
+}
+
+#[test]
+fn a_policy_cut_short_does_not_lack_its_subject() {
+    let src = "policy \"p\" priority 1 {\n  subject pods { app = };\n  ingress allow from entity all;\n}\n";
+    assert_eq!(codes_of(src), vec![Code::SyntaxError]);
+    // Without the syntax error the missing subject is reported, so the test above can fail.
+    let src = "policy \"p\" priority 1 {\n  ingress allow from entity all;\n}\n";
+    assert_eq!(codes_of(src), vec![Code::MissingSubject]);
+}
+
+#[test]
+fn an_include_without_its_semicolon_is_still_read() {
+    let mut files = SourceSet::new();
+    let a = files.add(
+        "a.pipe",
+        "include \"b.pipe\"\nplacement {\n  exclude policy \"b\" from hardware;\n}\n",
+    );
+    let mut loader = MemoryLoader::new([(
+        "b.pipe",
+        "policy \"b\" priority 1 { subject namespaces {}; ingress allow from entity wrold; }\n",
+    )]);
+    let diags = resolve(&mut files, &[a], &mut loader).expect_err("rejected");
+    let codes: Vec<Code> = diags.iter().map(|d| d.code).collect();
+    assert_eq!(codes, vec![Code::SyntaxError, Code::UnknownEntity]);
+}
+
+#[test]
+fn parse_gives_no_tree_after_a_syntax_error() {
+    // `parse` is what the formatter and the fuzz target call: a tree that lacks a broken
+    // statement must not be formatted back over the file.
+    let (tree, diags) = parse(FileId(0), "policy \"p\" priority 1 {\n  oops;\n}\n");
+    assert!(tree.is_none());
+    assert_eq!(diags.len(), 1);
+    assert_eq!(diags[0].code, Code::SyntaxError);
+}
+
 // ---- Round trip: AST -> format -> parse gives the same AST ----
 
 /// The Debug form of a tree with every span removed.
