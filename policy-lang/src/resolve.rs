@@ -483,7 +483,9 @@ impl Resolver<'_> {
                 let mut out = Vec::new();
                 for e in except {
                     let Some(en) = self.cidr(e) else { continue };
-                    if net.contains(&en) {
+                    if en == net {
+                        self.diags.push(except_covers_cidr::new(e, cidr));
+                    } else if net.contains(&en) {
                         out.push(en);
                     } else {
                         self.diags.push(except_outside_cidr::new(e, cidr));
@@ -568,6 +570,10 @@ impl Resolver<'_> {
                 Ports::Range(a_n, b_n)
             }
             Some(ast::PortValue::Named(w)) => {
+                if vocab::PROTOCOLS.contains(&w.text.as_str()) {
+                    self.diags.push(protocol_as_port_name::new(&p.protocol, w));
+                    return None;
+                }
                 if let Err(reason) = port_name(&w.text) {
                     self.diags.push(invalid_named_port::new(w, reason));
                     return None;

@@ -24,9 +24,3 @@ fn unclosed_block_does_not_point_at_its_brace() {
       │ ^^^^^^ unexpected `policy`
     "###);
 }
-
-/// A missing comma between port items reads the next protocol as a port name.
-#[test]
-fn missing_comma_between_ports_reads_a_port_name() {
-    insta::assert_snapshot!(rendered("policy \"a\" priority 1 {\n  subject namespaces {};\n  ingress allow from entity all ports tcp udp;\n}\n"), @"");
-}

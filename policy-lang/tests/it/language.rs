@@ -785,6 +785,19 @@ fn every_diagnostic_has_its_module() {
 // ---- The language reference ----
 
 #[test]
+fn every_diagnostic_is_in_the_reference_table() {
+    let doc = std::fs::read_to_string(workspace_root().join("docs/pipe-language.md"))
+        .expect("docs/pipe-language.md");
+    for code in Code::ALL {
+        let cell = format!("| {} | {}", code.as_str(), code.name());
+        assert!(
+            doc.contains(&cell),
+            "docs/pipe-language.md does not list `{cell} |` in its table of diagnostics"
+        );
+    }
+}
+
+#[test]
 fn reference_examples_resolve() {
     let doc = std::fs::read_to_string(workspace_root().join("docs/pipe-language.md"))
         .expect("docs/pipe-language.md");
