@@ -599,6 +599,7 @@ impl Resolver<'_> {
     }
 
     fn selector(&mut self, sel: &ast::Selector) -> Selector {
+        self.contradictions(sel);
         let mut out = Selector::default();
         let mut eq_spans: BTreeMap<String, Span> = BTreeMap::new();
         for e in &sel.exprs {
@@ -672,6 +673,24 @@ impl Resolver<'_> {
             }
         }
         out
+    }
+
+    /// Reports each requirement that contradicts an earlier one on the same key. Keys that
+    /// are not valid label keys are reported (and dropped) on their own.
+    fn contradictions(&mut self, sel: &ast::Selector) {
+        let valid: Vec<&ast::SelExpr> = sel
+            .exprs
+            .iter()
+            .filter(|e| label_key(&e.key.text).is_ok())
+            .collect();
+        for (j, second) in valid.iter().enumerate() {
+            let first = valid[..j]
+                .iter()
+                .find(|f| f.key.text == second.key.text && contradict(&f.op, &second.op));
+            if let Some(first) = first {
+                self.diags.push(contradictory_selector::new(first, second));
+            }
+        }
     }
 
     fn check_value(&mut self, v: &ast::Str) -> bool {
@@ -1069,6 +1088,27 @@ fn describe_subject(s: &PlaceSubject) -> String {
         PlaceSubject::Policy(n) => format!("policy `{n}`"),
         PlaceSubject::Service { namespace, name } => format!("service `{namespace}/{name}`"),
         PlaceSubject::Table(n) => format!("table `{n}`"),
+    }
+}
+
+/// Whether two requirements on one label key can never hold together.
+fn contradict(a: &ast::SelOp, b: &ast::SelOp) -> bool {
+    excludes(a, b) || excludes(b, a)
+}
+
+/// One direction of [`contradict`]. Empty value lists are reported as invalid on their
+/// own, so they contradict nothing here.
+fn excludes(a: &ast::SelOp, b: &ast::SelOp) -> bool {
+    use ast::SelOp::{Eq, Exists, In, NotExists, NotIn};
+    let has = |list: &[ast::Str], v: &ast::Str| list.iter().any(|x| x.value == v.value);
+    match (a, b) {
+        (NotExists, Exists | Eq(_)) => true,
+        (NotExists, In(l)) => !l.is_empty(),
+        (Eq(v), In(l)) => !l.is_empty() && !has(l, v),
+        (Eq(v), NotIn(l)) => has(l, v),
+        (In(l), In(m)) => !l.is_empty() && !m.is_empty() && l.iter().all(|x| !has(m, x)),
+        (In(l), NotIn(m)) => !l.is_empty() && l.iter().all(|x| has(m, x)),
+        _ => false,
     }
 }
 
