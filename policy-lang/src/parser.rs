@@ -80,8 +80,8 @@ pub(crate) fn parse_recovering(file: FileId, src: &str) -> Parsed {
     }
 }
 
-/// Parses `rule` (one of the `*_at_start` rules of the grammar) at `pos` and returns its
-/// pair, whose positions count from `pos`.
+/// Parses `rule` (a rule of the grammar's recovery section, which starts at `SOI`) at `pos`
+/// and returns its pair, whose positions count from `pos`.
 fn parse_at(
     rule: Rule,
     src: &str,
@@ -98,6 +98,9 @@ fn parse_at(
     })
 }
 
+// The keywords that begin an item, and a statement of each kind of block, in
+// `grammar.pest`; a line that starts with one is where reading resumes after an error.
+// The test `keywords_begin_statements` checks them against the grammar.
 const ITEM_KEYWORDS: &[&str] = &["policy", "target", "placement", "include"];
 const POLICY_KEYWORDS: &[&str] = &["subject", "ingress", "egress"];
 const TARGET_KEYWORDS: &[&str] = &[
@@ -1028,4 +1031,54 @@ fn next<'s>(it: &mut Pairs<'s, Rule>) -> Pair<'s, Rule> {
 /// Skips a keyword the grammar guarantees.
 fn skip(it: &mut Pairs<'_, Rule>) {
     it.next();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The farthest offset `rule` gets to in `text`, or `None` when it parses.
+    fn reach(rule: Rule, text: &str) -> Option<usize> {
+        parse_at(rule, text, 0)
+            .err()
+            .map(|e| diagnostics::syntax_error::farthest(&e))
+    }
+
+    #[test]
+    fn keywords_begin_statements() {
+        let blocks = [
+            (Rule::policy_body_at_start, POLICY_KEYWORDS),
+            (Rule::target_body_at_start, TARGET_KEYWORDS),
+            (Rule::placement_body_at_start, PLACEMENT_KEYWORDS),
+            (Rule::item_at_start, ITEM_KEYWORDS),
+        ];
+        for (rule, keywords) in blocks {
+            for kw in keywords {
+                // The keyword itself is accepted; the parse fails only after it.
+                let text = format!("{kw} !");
+                assert!(reach(rule, &text).is_some_and(|r| r > kw.len()), "{kw}");
+            }
+            assert_eq!(reach(rule, "nonsense !"), Some(0), "{rule:?}");
+        }
+    }
+
+    #[test]
+    fn resync_after_semicolon_at_next_statement_or_block_end() {
+        let src = "subject pods { a = };\n  ingress allow;\n}";
+        assert_eq!(resync(src, 0, 19, POLICY_KEYWORDS), Resync::At(21));
+        let src = "subject namespaces {}\n  ingress allow;\n}";
+        assert_eq!(resync(src, 0, 24, POLICY_KEYWORDS), Resync::At(24));
+        let src = "ingress allow from entity\n}";
+        assert_eq!(resync(src, 0, 26, POLICY_KEYWORDS), Resync::At(26));
+        let src = "subject x\n\npolicy \"b\" priority 1 {}";
+        assert_eq!(resync(src, 0, 8, POLICY_KEYWORDS), Resync::Item(11));
+        assert_eq!(resync("oops \"; }\"", 0, 0, POLICY_KEYWORDS), Resync::End);
+    }
+
+    #[test]
+    fn lost_names_come_from_the_head() {
+        assert_eq!(lost_name("polcy \"p\" priority 1 {"), Some("p".to_string()));
+        assert_eq!(lost_name("garbage { x = \"v\" }"), None);
+        assert_eq!(lost_name("policy \"open"), None);
+    }
 }
