@@ -16,6 +16,16 @@
 //! and egress checks. Replies and later packets of committed connections match the
 //! conntrack rows of the policy tables and are always allowed.
 //!
+//! Traffic policies (`externalTrafficPolicy` / `internalTrafficPolicy: Local`) give a
+//! frontend a second, node-local Maglev table of the endpoints on this node, under its own
+//! service id in `lb_backend`: a node port of a service with `externalTrafficPolicy: Local`
+//! balances over it for every sender, and a cluster IP of a service with
+//! `internalTrafficPolicy: Local` for the pods of this node, while a packet from the wire
+//! keeps the cluster-wide table (the reference does not know an outside client's node).
+//! Telling the two apart needs the sending endpoint in the key of `service_lb`, which is
+//! added only when some service needs it ([`source_keyed_lb`]). No local endpoint: the
+//! frontend drops (`lb_no_backend`), as the reference rejects the connection.
+//!
 //! Entries are built in *groups* ([`Group`]): one per local endpoint, per ipcache prefix,
 //! per service, plus a static group. A change to the model recomputes only the groups it
 //! touches ([`incremental`]); the canonical MAG is the union of the groups.
@@ -119,7 +129,11 @@ fn key(fields: &[(Field, MatchKind)]) -> Vec<KeyField> {
 }
 
 /// Builds the tables, actions and edges of the node pipeline, with no entries.
-pub fn skeleton(mag: &mut Mag) -> Skeleton {
+///
+/// `source_keyed` adds the sending endpoint to the key of `service_lb` (see
+/// [`source_keyed_lb`]): only then can a frontend balance pods and outside clients
+/// differently.
+pub fn skeleton(mag: &mut Mag, source_keyed: bool) -> Skeleton {
     use Field::*;
     use MatchKind::*;
     let from_wire = mag.add_action("from_wire", &[], vec![set_const(Endpoint, 0)]);
@@ -247,15 +261,19 @@ pub fn skeleton(mag: &mut Mag) -> Skeleton {
         drop_spoofed,
         512,
     ));
+    let mut lb_key = vec![
+        (EthType, Exact),
+        (Ipv4Dst, Ternary),
+        (Ipv6Dst, Ternary),
+        (IpProto, Exact),
+        (L4Dport, Exact),
+    ];
+    if source_keyed {
+        lb_key.push((Endpoint, Ternary));
+    }
     let service_lb = mag.add_table(table(
         "service_lb",
-        key(&[
-            (EthType, Exact),
-            (Ipv4Dst, Ternary),
-            (Ipv6Dst, Ternary),
-            (IpProto, Exact),
-            (L4Dport, Exact),
-        ]),
+        key(&lb_key),
         vec![lb_select, lb_select_affinity, lb_no_backend],
         no_service,
         65536,
@@ -400,6 +418,8 @@ pub struct LowerState {
         std::collections::HashMap<crate::model::Labels, (crate::identity::IdentityId, usize)>,
     /// How many ipcache prefixes each class has.
     pub class_size: Vec<usize>,
+    /// Whether `service_lb` is keyed on the sending endpoint too ([`source_keyed_lb`]).
+    pub source_keyed: bool,
     /// Whether an endpoint or load-balancer id was moved off its natural value by a
     /// collision (then incremental updates fall back to full lowering).
     pub probed: bool,
@@ -577,7 +597,8 @@ fn allocate(
 pub fn cluster_to_mag(cluster: &Cluster, node: Option<&str>) -> Lowered {
     let (node, synthetic) = pick_node(cluster, node);
     let mut mag = Mag::new(node.clone());
-    let sk = skeleton(&mut mag);
+    let source_keyed = source_keyed_lb(cluster, synthetic);
+    let sk = skeleton(&mut mag, source_keyed);
     let (ids, label_sets) = cluster_to_identities_and_sets(cluster, Some(&node));
     let classes = policy::classes(cluster, &ids, &node);
     let (endpoints, probed_eps) = allocate(
@@ -622,6 +643,7 @@ pub fn cluster_to_mag(cluster: &Cluster, node: Option<&str>) -> Lowered {
         relevant,
         label_index,
         class_size,
+        source_keyed,
         probed: probed_eps || probed_lbs,
         matched: policy::MatchCache::new(),
     };
@@ -972,6 +994,187 @@ fn find_node<'c>(cluster: &'c Cluster, name: &str) -> Option<&'c crate::model::N
     }
 }
 
+/// Whether `service_lb` needs the sending endpoint in its key: some service has
+/// `internalTrafficPolicy: Local` on a cluster IP. Pods of this node then reach that cluster
+/// IP through the node's own endpoints, while a packet from the wire (endpoint 0) keeps
+/// every endpoint, as the reference does for a client whose node it does not know. The
+/// synthetic node stands for every node at once, so it applies no traffic policy and keeps
+/// the plain key; so does every node of a cluster without such a service, whose graph
+/// therefore does not change.
+pub fn source_keyed_lb(cluster: &Cluster, synthetic: bool) -> bool {
+    !synthetic
+        && cluster.services.iter().any(|s| {
+            s.internal_local
+                && s.service_type != ServiceType::ExternalName
+                && !s.cluster_ips.is_empty()
+        })
+}
+
+/// How a frontend address is reached, in the order the reference resolves an address
+/// (a cluster IP before a load-balancer or external IP, those before a node port).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum FrontendKind {
+    ClusterIp,
+    External,
+    NodePort,
+}
+
+/// Which endpoints a Maglev table holds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum Scope {
+    /// Every endpoint of the service.
+    Cluster,
+    /// The endpoints on this node (a traffic policy `Local`).
+    Local,
+}
+
+/// Which senders a `service_lb` row is for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Senders {
+    /// Every sender.
+    Any,
+    /// Packets from the wire only (endpoint 0); the row outranks the `Any` row.
+    Wire,
+}
+
+/// The Maglev table id of a service port, address family and scope: the service's base id,
+/// two ids per port and one for IPv6. Node-local tables take the upper half of the 256 ids
+/// of a service, so a service of up to 64 ports never has two tables on one id.
+fn lb_table_id(base: u32, port_index: usize, v6: bool, scope: Scope) -> u32 {
+    let local = match scope {
+        Scope::Cluster => 0,
+        Scope::Local => 128,
+    };
+    base + local + (port_index as u32) * 2 + u32::from(v6)
+}
+
+/// The frontends of one service port on this node, each address once with the kind the
+/// reference would resolve it as.
+fn port_frontends(
+    s: &Service,
+    sp: &crate::model::ServicePort,
+    local_addrs: &[IpAddr],
+) -> Vec<(IpAddr, u16, FrontendKind)> {
+    let mut out: Vec<(IpAddr, u16, FrontendKind)> = Vec::new();
+    for (ips, kind) in [
+        (&s.cluster_ips, FrontendKind::ClusterIp),
+        (&s.load_balancer_ips, FrontendKind::External),
+        (&s.external_ips, FrontendKind::External),
+    ] {
+        out.extend(ips.iter().map(|ip| (*ip, sp.port, kind)));
+    }
+    if let Some(np) = sp.node_port {
+        if matches!(
+            s.service_type,
+            ServiceType::NodePort | ServiceType::LoadBalancer
+        ) {
+            out.extend(
+                local_addrs
+                    .iter()
+                    .map(|ip| (*ip, np, FrontendKind::NodePort)),
+            );
+        }
+    }
+    out.sort();
+    out.dedup_by_key(|(ip, port, _)| (*ip, *port));
+    out
+}
+
+/// The `service_lb` rows of a frontend: which senders use which table, following the
+/// reference. `externalTrafficPolicy: Local` keeps the receiving node's endpoints for a
+/// node port (this node's addresses are its only node ports); load-balancer and external
+/// IPs keep every endpoint, since the reference does not know which node receives them.
+/// `internalTrafficPolicy: Local` keeps, for a pod's connection to a cluster IP, the
+/// endpoints of the pod's node, which is this node; a packet from the wire keeps every
+/// endpoint.
+fn frontend_rows(s: &Service, kind: FrontendKind, state: &LowerState) -> Vec<(Senders, Scope)> {
+    match kind {
+        FrontendKind::ClusterIp if s.internal_local && state.source_keyed => vec![
+            (Senders::Wire, Scope::Cluster),
+            (Senders::Any, Scope::Local),
+        ],
+        FrontendKind::NodePort if s.external_local && !state.synthetic => {
+            vec![(Senders::Any, Scope::Local)]
+        }
+        _ => vec![(Senders::Any, Scope::Cluster)],
+    }
+}
+
+/// The note a node-local frontend row carries, so a trace says why its endpoints are few.
+fn local_note(kind: FrontendKind, node: &str) -> Provenance {
+    let policy = match kind {
+        FrontendKind::NodePort => "externalTrafficPolicy",
+        _ => "internalTrafficPolicy",
+    };
+    Provenance::Builtin(format!("{policy}: Local: only endpoints on node {node}"))
+}
+
+/// The `service_lb` key values of a frontend for some senders.
+fn frontend_match(
+    ip: IpAddr,
+    port: u16,
+    protocol: Protocol,
+    senders: Senders,
+    source_keyed: bool,
+) -> Vec<FieldMatch> {
+    let (et, _, _) = addr_matches(IpNet::from(ip));
+    let (d4, d6) = match ip {
+        IpAddr::V4(a) => (
+            tern_exact(u128::from(u32::from(a)), Field::Ipv4Dst),
+            FieldMatch::Any,
+        ),
+        IpAddr::V6(a) => (FieldMatch::Any, tern_exact(u128::from(a), Field::Ipv6Dst)),
+    };
+    let mut m = vec![
+        FieldMatch::Exact(et),
+        d4,
+        d6,
+        FieldMatch::Exact(u128::from(protocol.number())),
+        FieldMatch::Exact(u128::from(port)),
+    ];
+    if source_keyed {
+        m.push(match senders {
+            Senders::Any => FieldMatch::Any,
+            Senders::Wire => tern_exact(0, Field::Endpoint),
+        });
+    }
+    m
+}
+
+/// The `lb_backend` entries of one Maglev table.
+fn maglev_entries(
+    sk: &Skeleton,
+    id: u32,
+    backends: &[(IpAddr, u16)],
+    prov: &Arc<[ProvId]>,
+    out: &mut GroupEntries,
+) {
+    let m = crate::lower::maglev::table_size(backends.len());
+    let names: Vec<String> = backends.iter().map(|(ip, p)| format!("{ip}:{p}")).collect();
+    let slots = crate::lower::maglev::populate(&names, m);
+    for (slot, b) in slots.iter().enumerate() {
+        let Some((ip, port)) = backends.get(*b as usize) else {
+            continue;
+        };
+        let (action, addr) = match ip {
+            IpAddr::V4(a) => (sk.dnat4, u128::from(u32::from(*a))),
+            IpAddr::V6(a) => (sk.dnat6, u128::from(*a)),
+        };
+        out.push((
+            sk.lb_backend,
+            entry(
+                0,
+                [
+                    FieldMatch::Exact(u128::from(id)),
+                    FieldMatch::Exact(slot as u128),
+                ],
+                call(action, &[u128::from(*b), addr, u128::from(*port)]),
+                prov.clone(),
+            ),
+        ));
+    }
+}
+
 pub(crate) fn service_group(
     cluster: &Cluster,
     state: &LowerState,
@@ -986,7 +1189,9 @@ pub(crate) fn service_group(
     let Some(&base) = state.lb_ids.get(&s.key()) else {
         return out;
     };
-    let prov = shared_prov(intern(provs, Provenance::Object(s.origin.clone())));
+    let prov = intern(provs, Provenance::Object(s.origin.clone()));
+    // The Maglev rows of all tables of the service share one provenance slice.
+    let shared = shared_prov(prov);
     let local_addrs: Vec<IpAddr> = cluster
         .nodes
         .iter()
@@ -994,88 +1199,45 @@ pub(crate) fn service_group(
         .flat_map(|n| n.addresses.iter().copied())
         .collect();
     for (pi, sp) in s.ports.iter().enumerate() {
-        let mut frontends: Vec<(IpAddr, u16)> = Vec::new();
-        frontends.extend(s.cluster_ips.iter().map(|ip| (*ip, sp.port)));
-        frontends.extend(s.load_balancer_ips.iter().map(|ip| (*ip, sp.port)));
-        frontends.extend(s.external_ips.iter().map(|ip| (*ip, sp.port)));
-        if let Some(np) = sp.node_port {
-            if matches!(
-                s.service_type,
-                ServiceType::NodePort | ServiceType::LoadBalancer
-            ) {
-                frontends.extend(local_addrs.iter().map(|ip| (*ip, np)));
-            }
-        }
-        frontends.sort();
-        frontends.dedup();
+        let frontends = port_frontends(s, sp, &local_addrs);
         for v6 in [false, true] {
-            let fams: Vec<&(IpAddr, u16)> = frontends
-                .iter()
-                .filter(|(ip, _)| ip.is_ipv6() == v6)
-                .collect();
-            if fams.is_empty() {
-                continue;
+            // The Maglev tables the frontends of this family use, by scope.
+            let mut tables: BTreeMap<Scope, Vec<(IpAddr, u16)>> = BTreeMap::new();
+            for (ip, port, kind) in frontends.iter().filter(|f| f.0.is_ipv6() == v6) {
+                for (senders, scope) in frontend_rows(s, *kind, state) {
+                    let backends = tables.entry(scope).or_insert_with(|| {
+                        let node = (scope == Scope::Local).then_some(state.node.as_str());
+                        eligible_backends_on(s, sp.name.as_deref(), sp.protocol, v6, node)
+                    });
+                    let id = u128::from(lb_table_id(base, pi, v6, scope));
+                    let m = u128::from(crate::lower::maglev::table_size(backends.len()));
+                    let action = if backends.is_empty() {
+                        call(sk.lb_no_backend, &[])
+                    } else if s.affinity_timeout.is_some() {
+                        call(sk.lb_select_affinity, &[id, m])
+                    } else {
+                        call(sk.lb_select, &[id, m])
+                    };
+                    let mut why = vec![prov];
+                    if scope == Scope::Local {
+                        why.push(intern(provs, local_note(*kind, &state.node)));
+                    }
+                    let priority = match senders {
+                        Senders::Any => 0,
+                        Senders::Wire => 1,
+                    };
+                    let m = frontend_match(*ip, *port, sp.protocol, senders, state.source_keyed);
+                    out.push((sk.service_lb, entry(priority, m, action, why)));
+                }
             }
-            let svc_id = base + (pi as u32) * 2 + u32::from(v6);
-            let backends = eligible_backends(s, sp.name.as_deref(), sp.protocol, v6);
-            let m = crate::lower::maglev::table_size(backends.len());
-            for (ip, port) in fams {
-                let (et, _, _) = addr_matches(IpNet::from(*ip));
-                let (d4, d6) = match ip {
-                    IpAddr::V4(a) => (
-                        tern_exact(u128::from(u32::from(*a)), Field::Ipv4Dst),
-                        FieldMatch::Any,
-                    ),
-                    IpAddr::V6(a) => (FieldMatch::Any, tern_exact(u128::from(*a), Field::Ipv6Dst)),
-                };
-                let action = if backends.is_empty() {
-                    call(sk.lb_no_backend, &[])
-                } else if s.affinity_timeout.is_some() {
-                    call(sk.lb_select_affinity, &[u128::from(svc_id), u128::from(m)])
-                } else {
-                    call(sk.lb_select, &[u128::from(svc_id), u128::from(m)])
-                };
-                out.push((
-                    sk.service_lb,
-                    entry(
-                        0,
-                        [
-                            FieldMatch::Exact(et),
-                            d4,
-                            d6,
-                            FieldMatch::Exact(u128::from(sp.protocol.number())),
-                            FieldMatch::Exact(u128::from(*port)),
-                        ],
-                        action,
-                        prov.clone(),
-                    ),
-                ));
-            }
-            if backends.is_empty() {
-                continue;
-            }
-            let names: Vec<String> = backends.iter().map(|(ip, p)| format!("{ip}:{p}")).collect();
-            let slots = crate::lower::maglev::populate(&names, m);
-            for (slot, b) in slots.iter().enumerate() {
-                let Some((ip, port)) = backends.get(*b as usize) else {
-                    continue;
-                };
-                let (action, addr) = match ip {
-                    IpAddr::V4(a) => (sk.dnat4, u128::from(u32::from(*a))),
-                    IpAddr::V6(a) => (sk.dnat6, u128::from(*a)),
-                };
-                out.push((
-                    sk.lb_backend,
-                    entry(
-                        0,
-                        [
-                            FieldMatch::Exact(u128::from(svc_id)),
-                            FieldMatch::Exact(slot as u128),
-                        ],
-                        call(action, &[u128::from(*b), addr, u128::from(*port)]),
-                        prov.clone(),
-                    ),
-                ));
+            for (scope, backends) in &tables {
+                maglev_entries(
+                    sk,
+                    lb_table_id(base, pi, v6, *scope),
+                    backends,
+                    &shared,
+                    &mut out,
+                );
             }
         }
     }
@@ -1090,7 +1252,20 @@ pub fn eligible_backends(
     protocol: Protocol,
     v6: bool,
 ) -> Vec<(IpAddr, u16)> {
-    let with_port = |ready_only: bool| -> Vec<(IpAddr, u16)> {
+    eligible_backends_on(s, port_name, protocol, v6, None)
+}
+
+/// [`eligible_backends`] on `node` only, when a node is given. Ready or terminating is
+/// chosen over every node first, as the reference does: a node whose endpoints all
+/// terminate gets none while another node has a ready one.
+pub fn eligible_backends_on(
+    s: &Service,
+    port_name: Option<&str>,
+    protocol: Protocol,
+    v6: bool,
+    node: Option<&str>,
+) -> Vec<(IpAddr, u16)> {
+    let with_port = |ready_only: bool| -> Vec<(&crate::model::Backend, u16)> {
         s.backends
             .iter()
             .filter(|b| b.ip.is_ipv6() == v6)
@@ -1105,14 +1280,18 @@ pub fn eligible_backends(
                 b.ports
                     .iter()
                     .find(|p| p.name.as_deref() == port_name && p.protocol == protocol)
-                    .map(|p| (b.ip, p.port))
+                    .map(|p| (b, p.port))
             })
             .collect()
     };
     let ready = with_port(true);
-    if ready.is_empty() {
+    let pool = if ready.is_empty() {
         with_port(false)
     } else {
         ready
-    }
+    };
+    pool.into_iter()
+        .filter(|(b, _)| node.is_none_or(|n| b.node.as_deref() == Some(n)))
+        .map(|(b, port)| (b.ip, port))
+        .collect()
 }
