@@ -86,6 +86,38 @@ fn the_readme_trace_allows_the_tiefighter_and_denies_the_xwing() {
 }
 
 #[test]
+fn trace_of_a_local_node_port_agrees_on_both_nodes() {
+    let args = |node_ip: &'static str| {
+        [
+            "trace",
+            "examples/traffic-policy",
+            "--from",
+            "ip:192.0.2.1",
+            "--to",
+            node_ip,
+            "--port",
+            "30080/TCP",
+        ]
+    };
+    // Node n3 runs no endpoint of the service: externalTrafficPolicy Local drops there.
+    let out = pipec(&args("ip:172.18.0.3"));
+    let stdout = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}{}", text(&out.stderr));
+    assert!(
+        stdout.contains("verdict  DENY: service has no ready endpoints on node n3"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("  verdict: Deny"), "{stdout}");
+    // Node n1 runs web-1, the one candidate, and the MAG translates to it.
+    let out = pipec(&args("ip:172.18.0.1"));
+    let stdout = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}{}", text(&out.stderr));
+    assert!(stdout.contains("verdict  ALLOW"), "{stdout}");
+    assert!(stdout.contains("translated to 10.244.1.5:8080"), "{stdout}");
+    assert!(!stdout.contains("DISAGREEMENT"), "{stdout}");
+}
+
+#[test]
 fn trace_with_an_unknown_pod_is_an_error() {
     let out = pipec(&[
         "trace",

@@ -346,6 +346,30 @@ fn pod_events(lowered: &mut Lowered, a: &Cluster, b: &Cluster, key: &str, n: usi
     );
 }
 
+/// CPU time of this process so far, from `/proc/self/schedstat` (Linux; zero elsewhere).
+/// The development machine is shared, so wall time alone overstates the work when other
+/// processes hold the core.
+fn cpu_time() -> Duration {
+    std::fs::read_to_string("/proc/self/schedstat")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse().ok())
+        .map(Duration::from_nanos)
+        .unwrap_or_default()
+}
+
+/// Lowers `node-0` a few times and prints the wall and CPU time of each run.
+fn full_lowerings(base: &Cluster, runs: usize) {
+    for run in 0..runs {
+        let (t, cpu) = (Instant::now(), cpu_time());
+        let lowered = lower::cluster_to_mag(base, Some("node-0"));
+        let (wall, cpu) = (t.elapsed(), cpu_time() - cpu);
+        println!(
+            "full lowering of node-0, run {run}: wall {wall:?}, cpu {cpu:?}, {} entries",
+            lowered.mag().entry_count()
+        );
+    }
+}
+
 fn benches(c: &mut Criterion) {
     let t = Instant::now();
     let base = cluster(&FULL);
@@ -367,6 +391,7 @@ fn benches(c: &mut Criterion) {
         let tb = lowered.mag().table(tid).unwrap();
         println!("  {tid} {:<15} {:>8} entries", tb.name, tb.entries.len());
     }
+    full_lowerings(&base, 3);
     let (next, key) = with_new_pod(&FULL, &base);
     pod_events(&mut lowered, &base, &next, &key, 1000);
     let mut g = c.benchmark_group("mag");

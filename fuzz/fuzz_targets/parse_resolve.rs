@@ -3,7 +3,7 @@
 //!
 //! Run with `cargo +nightly fuzz run parse_resolve fuzz/corpus/parse_resolve -- -max_total_time=60`.
 //! A crash found here is copied into `fuzz/corpus/parse_resolve/`, where the stable test
-//! `policy-lang/tests/fuzz_corpus.rs` replays it.
+//! `policy-lang/tests/it/fuzz_corpus.rs` replays it.
 
 #![no_main]
 

@@ -13,8 +13,9 @@
 //! ```
 //!
 //! One function per arrow: [`parse`], [`resolve`], [`format()`], [`render`].
-//! Every error of a file is reported in one run: the parser restarts at the next item
-//! after a syntax error, and the resolver checks everything before it gives up.
+//! Every error of a file is reported in one run: after a syntax error the parser goes on
+//! with the next statement or item, the resolver checks everything that parsed, and it
+//! collects all diagnostics before it gives up.
 
 #![deny(missing_docs)]
 #![cfg_attr(

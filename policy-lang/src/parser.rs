@@ -1,12 +1,17 @@
 //! The parser: `.pipe` text → [`crate::ast::File`], with syntax errors as diagnostics.
 //!
-//! The grammar is in `grammar.pest`. When the whole file does not parse, the parser
-//! restarts item by item (at lines that begin with `policy`, `target`, `placement` or
-//! `include`) so that one run reports the syntax errors of every broken item. Comments are
-//! found by a separate scan ([`scan_comments`]) and attached to the nearest statement.
+//! The grammar is in `grammar.pest`. When the whole file does not parse, the parser reads
+//! it again piece by piece ([`parse_recovering`]): each item whole if it parses, else its
+//! head (`policy "p" priority 1 {`) and then its statements one at a time. A statement that
+//! does not parse is reported and skipped up to its `;`, to the next line that starts a
+//! statement, or to the block's `}`; an item whose head does not parse is skipped up to the
+//! next line that begins with `policy`, `target`, `placement` or `include`. The resolver
+//! then checks what did parse, so one run reports the syntax errors and the semantic
+//! errors of a file. Comments are found by a separate scan ([`scan_comments`]) and attached
+//! to the nearest statement.
 
 use crate::ast::*;
-use crate::diagnostics::{self, Diagnostic};
+use crate::diagnostics::{self, Code, Diagnostic};
 use crate::span::{FileId, Span};
 use pest::iterators::{Pair, Pairs};
 use pest::Parser as _;
@@ -26,65 +31,109 @@ pub(crate) use grammar::Rule;
 /// Parses one file. Returns the tree (unless there was a syntax error) and every
 /// diagnostic found while parsing.
 pub fn parse(file: FileId, src: &str) -> (Option<File>, Vec<Diagnostic>) {
+    let parsed = parse_recovering(file, src);
+    (parsed.complete.then_some(parsed.file), parsed.diags)
+}
+
+/// What [`parse_recovering`] read: the tree of everything that parsed, and what did not.
+#[derive(Clone, Debug)]
+pub(crate) struct Parsed {
+    /// The items that parsed, in whole or in part.
+    pub file: File,
+    /// Whether the whole file follows the grammar; then `file` is all of it.
+    pub complete: bool,
+    /// The spans of the items in `file` that lost a statement (or their closing `}`) to a
+    /// syntax error.
+    pub partial_items: Vec<Span>,
+    /// The names of the items lost whole (the first string of their text): other items
+    /// may refer to them, and those references are not errors of their own.
+    pub lost_names: Vec<String>,
+    /// Every diagnostic found while parsing.
+    pub diags: Vec<Diagnostic>,
+}
+
+/// Parses one file, and after a syntax error goes on with the next statement or item, so
+/// that the resolver can check what did parse.
+pub(crate) fn parse_recovering(file: FileId, src: &str) -> Parsed {
     pest::set_error_detail(true);
-    match PipeParser::parse(Rule::file, src) {
+    let mut b = Builder::new(file, src);
+    let (items, complete) = match PipeParser::parse(Rule::file, src) {
         Ok(mut pairs) => {
-            let mut b = Builder::new(file, src);
             let items = match pairs.next() {
                 Some(pair) => b.items(pair.into_inner()),
                 None => Vec::new(),
             };
-            let end_comments = b.take_leading(usize::MAX);
-            (
-                Some(File {
-                    items,
-                    end_comments,
-                }),
-                b.diags,
-            )
+            (items, true)
         }
-        Err(_) => (None, syntax_errors(file, src)),
+        Err(err) => (b.recover(&err), false),
+    };
+    let end_comments = b.take_leading(usize::MAX);
+    Parsed {
+        file: File {
+            items,
+            end_comments,
+        },
+        complete,
+        partial_items: b.partial_items,
+        lost_names: b.lost_names,
+        diags: b.diags,
     }
 }
 
-/// Parses item by item and reports one syntax error per item that does not parse.
-fn syntax_errors(file: FileId, src: &str) -> Vec<Diagnostic> {
-    let mut diags = Vec::new();
-    let mut pos = 0;
-    while pos < src.len() {
+/// Parses `rule` (a rule of the grammar's recovery section, which starts at `SOI`) at `pos`
+/// and returns its pair, whose positions count from `pos`.
+fn parse_at(
+    rule: Rule,
+    src: &str,
+    pos: usize,
+) -> Result<Pair<'_, Rule>, Box<pest::error::Error<Rule>>> {
+    let mut pairs = PipeParser::parse(rule, &src[pos..]).map_err(Box::new)?;
+    pairs.next().ok_or_else(|| {
+        Box::new(pest::error::Error::new_from_pos(
+            pest::error::ErrorVariant::CustomError {
+                message: "empty parse".into(),
+            },
+            pest::Position::from_start(&src[pos..]),
+        ))
+    })
+}
+
+// The keywords that begin an item, and a statement of each kind of block, in
+// `grammar.pest`; a line that starts with one is where reading resumes after an error.
+// The test `keywords_begin_statements` checks them against the grammar.
+const ITEM_KEYWORDS: &[&str] = &["policy", "target", "placement", "include"];
+const POLICY_KEYWORDS: &[&str] = &["subject", "ingress", "egress"];
+const TARGET_KEYWORDS: &[&str] = &[
+    "match", "kinds", "actions", "priority", "entries", "counters", "sa", "cost", "remove",
+];
+const PLACEMENT_KEYWORDS: &[&str] = &["pin", "prefer", "reserve", "exclude"];
+
+fn is_ident_char(c: char) -> bool {
+    c.is_ascii_alphanumeric() || "_-.".contains(c)
+}
+
+/// The word that starts at `at` (possibly empty).
+fn word_at(src: &str, at: usize) -> &str {
+    let rest = &src[at..];
+    &rest[..rest.find(|c: char| !is_ident_char(c)).unwrap_or(rest.len())]
+}
+
+/// Whether `at` is the first non-blank character of its line.
+fn starts_line(src: &str, at: usize) -> bool {
+    let line_start = src[..at].rfind('\n').map_or(0, |i| i + 1);
+    src[line_start..at].chars().all(|c| c == ' ' || c == '\t')
+}
+
+/// The first offset at or after `pos` that is not white space or a comment.
+fn skip_trivia(src: &str, mut pos: usize) -> usize {
+    loop {
         let rest = &src[pos..];
-        if PipeParser::parse(Rule::only_trivia, rest).is_ok() {
-            break;
+        let trimmed = rest.trim_start_matches([' ', '\t', '\r', '\n']);
+        pos += rest.len() - trimmed.len();
+        if !trimmed.starts_with("//") {
+            return pos;
         }
-        match PipeParser::parse(Rule::item_at_start, rest) {
-            Ok(pairs) => {
-                let end = pairs.peek().map_or(rest.len(), |p| p.as_span().end());
-                pos += end.max(1);
-            }
-            Err(err) => {
-                let d = diagnostics::syntax_error::from_pest(file, src, pos, &err);
-                let at = (d.primary.span.start as usize).max(pos + error_offset(&err));
-                diags.push(d);
-                match next_item_start(src, at, pos) {
-                    Some(next) => pos = next,
-                    None => break,
-                }
-            }
-        }
-    }
-    if diags.is_empty() {
-        // The item loop and the whole-file rule disagree; report the whole-file error.
-        if let Err(err) = PipeParser::parse(Rule::file, src) {
-            diags.push(diagnostics::syntax_error::from_pest(file, src, 0, &err));
-        }
-    }
-    diags
-}
-
-fn error_offset(err: &pest::error::Error<Rule>) -> usize {
-    match err.location {
-        pest::error::InputLocation::Pos(p) => p,
-        pest::error::InputLocation::Span((s, _)) => s,
+        pos += trimmed.find('\n').unwrap_or(trimmed.len());
     }
 }
 
@@ -93,13 +142,10 @@ fn error_offset(err: &pest::error::Error<Rule>) -> usize {
 /// later line.
 fn next_item_start(src: &str, at: usize, min: usize) -> Option<usize> {
     let is_item = |line: &str| {
-        ["policy", "target", "placement", "include"]
-            .iter()
-            .any(|kw| {
-                line.strip_prefix(kw).is_some_and(|after| {
-                    !after.starts_with(|c: char| c.is_ascii_alphanumeric() || "_-.".contains(c))
-                })
-            })
+        ITEM_KEYWORDS.iter().any(|kw| {
+            line.strip_prefix(kw)
+                .is_some_and(|after| !after.starts_with(is_ident_char))
+        })
     };
     let mut line_start = src[..at.min(src.len())].rfind('\n').map_or(0, |i| i + 1);
     if line_start == at && at > min && is_item(&src[at..]) {
@@ -111,6 +157,68 @@ fn next_item_start(src: &str, at: usize, min: usize) -> Option<usize> {
             return Some(line_start);
         }
     }
+}
+
+/// Where the statement reading goes on after a syntax error in a block.
+#[derive(Debug, PartialEq, Eq)]
+enum Resync {
+    /// At this offset: a statement keyword that starts a line, or the block's `}`.
+    At(usize),
+    /// The block was never closed; the next item starts here.
+    Item(usize),
+    /// The file ends inside the block.
+    End,
+}
+
+/// Finds where to go on after a syntax error at `err` in the statement that starts at
+/// `start`: just after the next `;` (no statement has one inside it), at the next line that
+/// starts with one of `keywords` (the statement lacks its `;`), at the `}` that closes the
+/// block (braces of selectors are counted from `start`), or at the next item when a line
+/// starts with a top-level keyword (the block lacks its `}`).
+fn resync(src: &str, start: usize, err: usize, keywords: &[&str]) -> Resync {
+    let bytes = src.as_bytes();
+    let mut depth = 0usize;
+    let mut i = start;
+    while i < bytes.len() {
+        if i >= err && src.is_char_boundary(i) && starts_line(src, i) {
+            let word = word_at(src, i);
+            let column0 = i == 0 || bytes[i - 1] == b'\n';
+            if column0 && ITEM_KEYWORDS.contains(&word) {
+                return Resync::Item(i);
+            }
+            // The statement at `start` itself is the broken one; going back to it would loop.
+            if i > start && keywords.contains(&word) {
+                return Resync::At(i);
+            }
+        }
+        match bytes[i] {
+            b'"' => {
+                i += 1;
+                while i < bytes.len() && bytes[i] != b'"' && bytes[i] != b'\n' {
+                    i += if bytes[i] == b'\\' { 2 } else { 1 };
+                }
+            }
+            b'/' if bytes.get(i + 1) == Some(&b'/') => {
+                i = src[i..].find('\n').map_or(bytes.len(), |n| i + n);
+                continue;
+            }
+            b'{' => depth += 1,
+            b'}' if depth == 0 && i >= err => return Resync::At(i),
+            b'}' => depth = depth.saturating_sub(1),
+            b';' if i >= err => return Resync::At(i + 1),
+            _ => {}
+        }
+        i += 1;
+    }
+    Resync::End
+}
+
+/// The first string of a lost item's text before its `{`: the name it would have defined.
+fn lost_name(text: &str) -> Option<String> {
+    let head = &text[..text.find('{').unwrap_or(text.len())];
+    let body = &head[head.find('"')? + 1..];
+    let close = body.find(['"', '\n'])?;
+    (body.as_bytes()[close] == b'"').then(|| body[..close].to_string())
 }
 
 /// A comment found by [`scan_comments`].
@@ -158,9 +266,13 @@ pub fn scan_comments(src: &str) -> Vec<RawComment> {
 struct Builder<'s> {
     file: FileId,
     src: &'s str,
+    /// The offset of the text the current pairs were parsed from (not 0 while recovering).
+    base: usize,
     comments: Vec<RawComment>,
     next_comment: usize,
     diags: Vec<Diagnostic>,
+    partial_items: Vec<Span>,
+    lost_names: Vec<String>,
 }
 
 fn inner(pair: Pair<'_, Rule>) -> Pairs<'_, Rule> {
@@ -172,15 +284,18 @@ impl<'s> Builder<'s> {
         Builder {
             file,
             src,
+            base: 0,
             comments: scan_comments(src),
             next_comment: 0,
             diags: Vec::new(),
+            partial_items: Vec::new(),
+            lost_names: Vec::new(),
         }
     }
 
     fn span(&self, pair: &Pair<'_, Rule>) -> Span {
         let s = pair.as_span();
-        Span::new(self.file, s.start(), s.end())
+        Span::new(self.file, self.base + s.start(), self.base + s.end())
     }
 
     fn take_leading(&mut self, before: usize) -> Vec<String> {
@@ -211,12 +326,21 @@ impl<'s> Builder<'s> {
         build: impl FnOnce(&mut Self, Pair<'s, Rule>) -> T,
     ) -> Stmt<T> {
         let span = self.span(&pair);
+        self.stmt_from(span.start as usize, |b| (build(b, pair), span.end as usize))
+    }
+
+    /// Makes a statement that starts at `start`; `build` returns the node and where it ends.
+    fn stmt_from<T>(
+        &mut self,
+        start: usize,
+        build: impl FnOnce(&mut Self) -> (T, usize),
+    ) -> Stmt<T> {
         let first = self.next_comment;
-        let mut leading = self.take_leading(span.start as usize);
+        let mut leading = self.take_leading(start);
         // Comments up to the last one followed by a blank line are detached.
         let taken = &self.comments[first..self.next_comment];
         let last_detached = taken.iter().enumerate().rev().find_map(|(i, c)| {
-            let next_start = taken.get(i + 1).map_or(span.start as usize, |n| n.start);
+            let next_start = taken.get(i + 1).map_or(start, |n| n.start);
             let gap = self.src.get(c.end..next_start).unwrap_or("");
             (gap.matches('\n').count() >= 2).then_some(i)
         });
@@ -224,9 +348,9 @@ impl<'s> Builder<'s> {
             Some(k) => leading.drain(..=k).collect(),
             None => Vec::new(),
         };
-        let node = build(self, pair);
-        leading.extend(self.take_leading(span.end as usize));
-        let trailing = self.take_trailing(span.end as usize);
+        let (node, end) = build(self);
+        leading.extend(self.take_leading(end));
+        let trailing = self.take_trailing(end);
         Stmt {
             comments: Comments {
                 detached,
@@ -234,7 +358,7 @@ impl<'s> Builder<'s> {
                 trailing,
             },
             node,
-            span,
+            span: Span::new(self.file, start, end),
         }
     }
 
@@ -343,35 +467,46 @@ impl<'s> Builder<'s> {
     }
 
     fn block_end(&mut self, pair: &Pair<'s, Rule>) -> Vec<String> {
-        let start = pair.as_span().start();
+        let start = self.base + pair.as_span().start();
         self.take_leading(start)
     }
 
     fn policy(&mut self, pair: Pair<'s, Rule>) -> Policy {
         let mut it = inner(pair);
-        skip(&mut it); // `policy`
-        let name = self.string(next(&mut it));
-        skip(&mut it); // `priority`
-        let priority = self.number(next(&mut it));
-        let mut body = Vec::new();
-        let mut end_comments = Vec::new();
+        let mut policy = self.policy_head(&mut it);
         for p in it {
-            match p.as_rule() {
-                Rule::subject => body.push(self.stmt(p, |b, p| {
-                    let mut it = inner(p);
-                    skip(&mut it); // `subject`
-                    PolicyStmt::Subject(b.peer(next(&mut it)))
-                })),
-                Rule::rule_stmt => body.push(self.stmt(p, |b, p| PolicyStmt::Rule(b.rule(p)))),
-                Rule::block_end => end_comments = self.block_end(&p),
-                _ => {}
-            }
+            self.policy_part(&mut policy, p);
         }
+        policy
+    }
+
+    /// The policy of `policy "NAME" priority N`, with no statements yet.
+    fn policy_head(&mut self, it: &mut Pairs<'s, Rule>) -> Policy {
+        skip(it); // `policy`
+        let name = self.string(next(it));
+        skip(it); // `priority`
+        let priority = self.number(next(it));
         Policy {
             name,
             priority,
-            body,
-            end_comments,
+            body: Vec::new(),
+            end_comments: Vec::new(),
+        }
+    }
+
+    /// Adds a statement or the closing brace to a policy.
+    fn policy_part(&mut self, policy: &mut Policy, p: Pair<'s, Rule>) {
+        match p.as_rule() {
+            Rule::subject => policy.body.push(self.stmt(p, |b, p| {
+                let mut it = inner(p);
+                skip(&mut it); // `subject`
+                PolicyStmt::Subject(b.peer(next(&mut it)))
+            })),
+            Rule::rule_stmt => policy
+                .body
+                .push(self.stmt(p, |b, p| PolicyStmt::Rule(b.rule(p)))),
+            Rule::block_end => policy.end_comments = self.block_end(&p),
+            _ => {}
         }
     }
 
@@ -545,24 +680,31 @@ impl<'s> Builder<'s> {
 
     fn target(&mut self, pair: Pair<'s, Rule>) -> Target {
         let mut it = inner(pair);
-        skip(&mut it); // `target`
-        let name = self.string(next(&mut it));
-        let mut extends = None;
-        let mut body = Vec::new();
-        let mut end_comments = Vec::new();
+        let mut target = self.target_head(&mut it);
         for p in it {
-            match p.as_rule() {
-                Rule::kw_extends => {}
-                Rule::string => extends = Some(self.string(p)),
-                Rule::block_end => end_comments = self.block_end(&p),
-                _ => body.push(self.stmt(p, |b, p| b.target_stmt(p))),
-            }
+            self.target_part(&mut target, p);
         }
+        target
+    }
+
+    /// The target of `target "NAME"`, with no statements yet; `extends` is a part.
+    fn target_head(&mut self, it: &mut Pairs<'s, Rule>) -> Target {
+        skip(it); // `target`
         Target {
-            name,
-            extends,
-            body,
-            end_comments,
+            name: self.string(next(it)),
+            extends: None,
+            body: Vec::new(),
+            end_comments: Vec::new(),
+        }
+    }
+
+    /// Adds `extends "PRESET"`, a statement or the closing brace to a target.
+    fn target_part(&mut self, target: &mut Target, p: Pair<'s, Rule>) {
+        match p.as_rule() {
+            Rule::kw_extends => {}
+            Rule::string => target.extends = Some(self.string(p)),
+            Rule::block_end => target.end_comments = self.block_end(&p),
+            _ => target.body.push(self.stmt(p, |b, p| b.target_stmt(p))),
         }
     }
 
@@ -637,16 +779,25 @@ impl<'s> Builder<'s> {
     }
 
     fn placement(&mut self, pair: Pair<'s, Rule>) -> Placement {
-        let mut body = Vec::new();
-        let mut end_comments = Vec::new();
+        let mut placement = Placement {
+            body: Vec::new(),
+            end_comments: Vec::new(),
+        };
         for p in inner(pair) {
-            match p.as_rule() {
-                Rule::kw_placement => {}
-                Rule::block_end => end_comments = self.block_end(&p),
-                _ => body.push(self.stmt(p, |b, p| b.placement_stmt(p))),
-            }
+            self.placement_part(&mut placement, p);
         }
-        Placement { body, end_comments }
+        placement
+    }
+
+    /// Adds a statement or the closing brace to a placement block.
+    fn placement_part(&mut self, placement: &mut Placement, p: Pair<'s, Rule>) {
+        match p.as_rule() {
+            Rule::kw_placement => {}
+            Rule::block_end => placement.end_comments = self.block_end(&p),
+            _ => placement
+                .body
+                .push(self.stmt(p, |b, p| b.placement_stmt(p))),
+        }
     }
 
     fn place_subject(&mut self, pair: Pair<'s, Rule>) -> PlaceSubject {
@@ -698,6 +849,177 @@ impl<'s> Builder<'s> {
     }
 }
 
+/// Error recovery: reading a file that does not parse, piece by piece.
+impl<'s> Builder<'s> {
+    /// Reads every item that parses, in whole or in part, and reports one syntax error per
+    /// broken statement or item. `err` is the error of the whole file, reported only if
+    /// every piece parses (the rules of the grammar should make that impossible).
+    fn recover(&mut self, err: &pest::error::Error<Rule>) -> Vec<Stmt<Item>> {
+        let src = self.src;
+        let mut items = Vec::new();
+        let mut pos = skip_trivia(src, 0);
+        while pos < src.len() {
+            let next = match parse_at(Rule::item_at_start, src, pos) {
+                Ok(pair) => {
+                    self.base = pos;
+                    let end = pos + pair.as_span().end();
+                    items.extend(self.items(pair.into_inner()));
+                    end
+                }
+                Err(item_err) => self.broken_item(pos, &item_err, &mut items),
+            };
+            pos = skip_trivia(src, next.max(pos + 1).min(src.len()));
+        }
+        if !self.diags.iter().any(|d| d.code == Code::SyntaxError) {
+            self.diags
+                .push(diagnostics::syntax_error::from_pest(self.file, src, 0, err));
+        }
+        items
+    }
+
+    /// Reads an item that does not parse: from its head on when the head parses (and then
+    /// adds it to `items`), else not at all. Returns where the next item may start.
+    fn broken_item(
+        &mut self,
+        pos: usize,
+        err: &pest::error::Error<Rule>,
+        items: &mut Vec<Stmt<Item>>,
+    ) -> usize {
+        let heads = [
+            Rule::policy_head,
+            Rule::target_head,
+            Rule::placement_head,
+            Rule::include_head,
+        ];
+        let head = heads
+            .into_iter()
+            .find_map(|rule| parse_at(rule, self.src, pos).ok());
+        let Some(head) = head else {
+            return self.lost_item(pos, err);
+        };
+        let mut next = 0;
+        let item = self.stmt_from(pos, |b| {
+            b.base = pos;
+            let (node, end, resume) = b.partial_item(pos, head, err);
+            next = resume;
+            (node, end)
+        });
+        self.partial_items.push(item.span);
+        items.push(item);
+        next
+    }
+
+    /// Builds an item from its head (parsed at `pos`) and as many of its statements as
+    /// parse. Returns it, where it ends, and where the next item may start.
+    fn partial_item(
+        &mut self,
+        pos: usize,
+        head: Pair<'s, Rule>,
+        err: &pest::error::Error<Rule>,
+    ) -> (Item, usize, usize) {
+        let head_end = pos + head.as_span().end();
+        let rule = head.as_rule();
+        let mut it = inner(head);
+        match rule {
+            Rule::policy_head => {
+                let mut policy = self.policy_head(&mut it);
+                let (end, next) =
+                    self.block_body(head_end, rule, |b, p| b.policy_part(&mut policy, p));
+                (Item::Policy(policy), end, next)
+            }
+            Rule::target_head => {
+                let mut target = self.target_head(&mut it);
+                for p in it {
+                    self.target_part(&mut target, p);
+                }
+                let (end, next) =
+                    self.block_body(head_end, rule, |b, p| b.target_part(&mut target, p));
+                (Item::Target(target), end, next)
+            }
+            Rule::placement_head => {
+                let mut placement = Placement {
+                    body: Vec::new(),
+                    end_comments: Vec::new(),
+                };
+                let (end, next) =
+                    self.block_body(head_end, rule, |b, p| b.placement_part(&mut placement, p));
+                (Item::Placement(placement), end, next)
+            }
+            _ => {
+                // `include "PATH"` without its `;`: the path is still worth reading.
+                skip(&mut it); // `include`
+                let path = self.string(next(&mut it));
+                let at = self.report(pos, err);
+                let next = next_item_start(self.src, at, pos).unwrap_or(self.src.len());
+                (Item::Include(path), head_end, next)
+            }
+        }
+    }
+
+    /// Reads the statements of a block from `pos` (just after the `{` of the head parsed by
+    /// `head`) to its `}`, one at a time, and skips each one that does not parse. `part`
+    /// adds a statement or the `}` to the item. Returns where the block ends (after its last
+    /// piece that parsed) and where the next item may start.
+    fn block_body(
+        &mut self,
+        mut pos: usize,
+        head: Rule,
+        mut part: impl FnMut(&mut Self, Pair<'s, Rule>),
+    ) -> (usize, usize) {
+        let (rule, keywords) = match head {
+            Rule::policy_head => (Rule::policy_body_at_start, POLICY_KEYWORDS),
+            Rule::target_head => (Rule::target_body_at_start, TARGET_KEYWORDS),
+            _ => (Rule::placement_body_at_start, PLACEMENT_KEYWORDS),
+        };
+        let src = self.src;
+        let mut last_end = pos;
+        loop {
+            pos = skip_trivia(src, pos);
+            match parse_at(rule, src, pos) {
+                Ok(pair) => {
+                    self.base = pos;
+                    let Some(p) = pair.into_inner().next() else {
+                        return (last_end, src.len());
+                    };
+                    let end = pos + p.as_span().end();
+                    let closes = p.as_rule() == Rule::block_end;
+                    part(self, p);
+                    if closes {
+                        return (end, end);
+                    }
+                    (pos, last_end) = (end, end);
+                }
+                Err(err) => {
+                    let at = self.report(pos, &err);
+                    match resync(src, pos, at, keywords) {
+                        Resync::At(next) if next > pos => pos = next,
+                        Resync::Item(next) => return (last_end, next),
+                        Resync::At(_) | Resync::End => return (last_end, src.len()),
+                    }
+                }
+            }
+        }
+    }
+
+    /// Reports the syntax error of a piece parsed at `pos`; returns where the error is.
+    fn report(&mut self, pos: usize, err: &pest::error::Error<Rule>) -> usize {
+        let d = diagnostics::syntax_error::from_pest(self.file, self.src, pos, err);
+        let at =
+            (d.primary.span.start as usize).max(pos + diagnostics::syntax_error::farthest(err));
+        self.diags.push(d);
+        at
+    }
+
+    /// Skips an item whose head does not parse, after reporting its syntax error, and
+    /// returns where the next item may start.
+    fn lost_item(&mut self, pos: usize, err: &pest::error::Error<Rule>) -> usize {
+        let at = self.report(pos, err);
+        let next = next_item_start(self.src, at, pos).unwrap_or(self.src.len());
+        self.lost_names.extend(lost_name(&self.src[pos..next]));
+        next
+    }
+}
+
 type Rule_ = crate::ast::Rule;
 
 /// The next pair; the grammar guarantees it is there.
@@ -709,4 +1031,54 @@ fn next<'s>(it: &mut Pairs<'s, Rule>) -> Pair<'s, Rule> {
 /// Skips a keyword the grammar guarantees.
 fn skip(it: &mut Pairs<'_, Rule>) {
     it.next();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The farthest offset `rule` gets to in `text`, or `None` when it parses.
+    fn reach(rule: Rule, text: &str) -> Option<usize> {
+        parse_at(rule, text, 0)
+            .err()
+            .map(|e| diagnostics::syntax_error::farthest(&e))
+    }
+
+    #[test]
+    fn keywords_begin_statements() {
+        let blocks = [
+            (Rule::policy_body_at_start, POLICY_KEYWORDS),
+            (Rule::target_body_at_start, TARGET_KEYWORDS),
+            (Rule::placement_body_at_start, PLACEMENT_KEYWORDS),
+            (Rule::item_at_start, ITEM_KEYWORDS),
+        ];
+        for (rule, keywords) in blocks {
+            for kw in keywords {
+                // The keyword itself is accepted; the parse fails only after it.
+                let text = format!("{kw} !");
+                assert!(reach(rule, &text).is_some_and(|r| r > kw.len()), "{kw}");
+            }
+            assert_eq!(reach(rule, "nonsense !"), Some(0), "{rule:?}");
+        }
+    }
+
+    #[test]
+    fn resync_after_semicolon_at_next_statement_or_block_end() {
+        let src = "subject pods { a = };\n  ingress allow;\n}";
+        assert_eq!(resync(src, 0, 19, POLICY_KEYWORDS), Resync::At(21));
+        let src = "subject namespaces {}\n  ingress allow;\n}";
+        assert_eq!(resync(src, 0, 24, POLICY_KEYWORDS), Resync::At(24));
+        let src = "ingress allow from entity\n}";
+        assert_eq!(resync(src, 0, 26, POLICY_KEYWORDS), Resync::At(26));
+        let src = "subject x\n\npolicy \"b\" priority 1 {}";
+        assert_eq!(resync(src, 0, 8, POLICY_KEYWORDS), Resync::Item(11));
+        assert_eq!(resync("oops \"; }\"", 0, 0, POLICY_KEYWORDS), Resync::End);
+    }
+
+    #[test]
+    fn lost_names_come_from_the_head() {
+        assert_eq!(lost_name("polcy \"p\" priority 1 {"), Some("p".to_string()));
+        assert_eq!(lost_name("garbage { x = \"v\" }"), None);
+        assert_eq!(lost_name("policy \"open"), None);
+    }
 }

@@ -26,23 +26,23 @@ pub fn resolve(
     roots: &[FileId],
     loader: &mut dyn Loader,
 ) -> Result<Program, Vec<Diagnostic>> {
-    let mut diags = Vec::new();
-    let mut items = Vec::new();
-    let mut done = BTreeSet::new();
+    let mut loaded = Loaded::default();
     for &root in roots {
         let mut stack = Vec::new();
-        load(
-            files, root, loader, &mut stack, &mut done, &mut items, &mut diags,
-        );
+        load(files, root, loader, &mut stack, &mut loaded);
     }
     let mut r = Resolver {
         files,
-        diags,
+        diags: loaded.diags,
+        partial_items: loaded.partial_items,
+        lost_names: loaded.lost_names,
         policies: Vec::new(),
         targets: BTreeMap::new(),
+        damaged_targets: BTreeSet::new(),
+        unknown_capacities: BTreeSet::new(),
         placements: Vec::new(),
     };
-    r.program(&items);
+    r.program(&loaded.items);
     let Resolver {
         mut diags,
         mut policies,
@@ -63,43 +63,59 @@ pub fn resolve(
     })
 }
 
+/// What the files of a program hold, read by [`load`].
+#[derive(Default)]
+struct Loaded {
+    /// The files already read.
+    done: BTreeSet<FileId>,
+    /// Their items, but includes.
+    items: Vec<Stmt<Item>>,
+    /// The diagnostics found while reading them.
+    diags: Vec<Diagnostic>,
+    /// The spans of the items that a syntax error cut short.
+    partial_items: BTreeSet<Span>,
+    /// The names that items lost to syntax errors may have defined.
+    lost_names: BTreeSet<String>,
+}
+
 /// Parses `file`, then the files it includes (depth first), appending their items.
+///
+/// After a syntax error the items that did parse are kept, so that their own errors are
+/// reported in the same run; [`Loaded`] records what was lost, so that the resolver does
+/// not report its consequences as errors of their own.
 fn load(
     files: &mut SourceSet,
     file: FileId,
     loader: &mut dyn Loader,
     stack: &mut Vec<String>,
-    done: &mut BTreeSet<FileId>,
-    items: &mut Vec<Stmt<Item>>,
-    diags: &mut Vec<Diagnostic>,
+    out: &mut Loaded,
 ) {
-    if !done.insert(file) {
+    if !out.done.insert(file) {
         return;
     }
     let Some(source) = files.get(file) else {
         return;
     };
     let name = source.name.clone();
-    let (ast, parse_diags) = crate::parser::parse(file, &source.text);
-    diags.extend(parse_diags);
-    let Some(ast) = ast else {
-        return;
-    };
+    let parsed = crate::parser::parse_recovering(file, &source.text);
+    out.diags.extend(parsed.diags);
+    out.partial_items.extend(parsed.partial_items);
+    out.lost_names.extend(parsed.lost_names);
     stack.push(name.clone());
-    for item in ast.items {
+    for item in parsed.file.items {
         let Item::Include(inc) = &item.node else {
-            items.push(item);
+            out.items.push(item);
             continue;
         };
         if inc.value.is_empty() {
-            diags.push(empty_name::new("include path", inc.span));
+            out.diags.push(empty_name::new("include path", inc.span));
             continue;
         }
         let path = join_include(&name, &inc.value);
         if let Some(pos) = stack.iter().position(|s| *s == path) {
             let mut chain = stack[pos..].to_vec();
             chain.push(path);
-            diags.push(include_cycle::new(inc, &chain));
+            out.diags.push(include_cycle::new(inc, &chain));
             continue;
         }
         let id = match files.find(&path) {
@@ -107,12 +123,12 @@ fn load(
             None => match loader.load(&path) {
                 Ok(text) => files.add(path.clone(), text),
                 Err(reason) => {
-                    diags.push(include_failed::new(inc, &path, &reason));
+                    out.diags.push(include_failed::new(inc, &path, &reason));
                     continue;
                 }
             },
         };
-        load(files, id, loader, stack, done, items, diags);
+        load(files, id, loader, stack, out);
     }
     stack.pop();
 }
@@ -120,8 +136,18 @@ fn load(
 struct Resolver<'f> {
     files: &'f SourceSet,
     diags: Vec<Diagnostic>,
+    /// Items cut short by a syntax error: what they lack is not reported again.
+    partial_items: BTreeSet<Span>,
+    /// Names that items lost to a syntax error may have defined: references to them are
+    /// not reported as unknown.
+    lost_names: BTreeSet<String>,
     policies: Vec<Policy>,
     targets: BTreeMap<String, TargetProfile>,
+    /// The user targets cut short by a syntax error.
+    damaged_targets: BTreeSet<String>,
+    /// The capacities of those targets that no statement of theirs that parsed states:
+    /// the statement lost may have stated them.
+    unknown_capacities: BTreeSet<(String, Resource)>,
     placements: Vec<Placement>,
 }
 
@@ -169,6 +195,9 @@ impl Resolver<'_> {
                     continue;
                 }
                 target_spans.insert(t.name.value.clone(), t.name.span);
+                if self.partial_items.contains(&item.span) {
+                    self.note_damaged_target(t);
+                }
                 let profile = self.target(t, &user_targets);
                 self.targets.insert(t.name.value.clone(), profile);
             }
@@ -204,12 +233,39 @@ impl Resolver<'_> {
                 self.policies.push(policy);
             }
         }
+        // Placement hints may name any policy of the program, even one with errors of its
+        // own: those errors are reported already.
+        let policy_names: BTreeSet<String> = items
+            .iter()
+            .filter_map(|i| match &i.node {
+                Item::Policy(p) => Some(p.name.value.clone()),
+                _ => None,
+            })
+            .collect();
         let mut state = PlacementState::default();
         for item in items {
             if let Item::Placement(pl) = &item.node {
                 for stmt in &pl.body {
-                    self.placement(stmt, &policy_spans, &mut state);
+                    self.placement(stmt, &policy_names, &mut state);
                 }
+            }
+        }
+    }
+
+    /// Records a target cut short by a syntax error, and the capacities it may have lost.
+    fn note_damaged_target(&mut self, t: &ast::Target) {
+        self.damaged_targets.insert(t.name.value.clone());
+        for res in [Resource::Entries, Resource::Counters, Resource::Sas] {
+            let stated = t.body.iter().any(|s| {
+                matches!(
+                    (&s.node, res),
+                    (ast::TargetStmt::Entries(_), Resource::Entries)
+                        | (ast::TargetStmt::Counters(_), Resource::Counters)
+                        | (ast::TargetStmt::SaLimit(_), Resource::Sas)
+                )
+            });
+            if !stated {
+                self.unknown_capacities.insert((t.name.value.clone(), res));
             }
         }
     }
@@ -277,8 +333,11 @@ impl Resolver<'_> {
             }
         }
         let Some((subject, _)) = subject else {
-            self.diags
-                .push(missing_subject::new(&p.name.value, p.name.span));
+            // In a policy cut short by a syntax error, the subject may be what was lost.
+            if !self.partial_items.contains(&span) {
+                self.diags
+                    .push(missing_subject::new(&p.name.value, p.name.span));
+            }
             return None;
         };
         Some(Policy {
@@ -424,7 +483,9 @@ impl Resolver<'_> {
                 let mut out = Vec::new();
                 for e in except {
                     let Some(en) = self.cidr(e) else { continue };
-                    if net.contains(&en) {
+                    if en == net {
+                        self.diags.push(except_covers_cidr::new(e, cidr));
+                    } else if net.contains(&en) {
                         out.push(en);
                     } else {
                         self.diags.push(except_outside_cidr::new(e, cidr));
@@ -509,6 +570,10 @@ impl Resolver<'_> {
                 Ports::Range(a_n, b_n)
             }
             Some(ast::PortValue::Named(w)) => {
+                if vocab::PROTOCOLS.contains(&w.text.as_str()) {
+                    self.diags.push(protocol_as_port_name::new(&p.protocol, w));
+                    return None;
+                }
                 if let Err(reason) = port_name(&w.text) {
                     self.diags.push(invalid_named_port::new(w, reason));
                     return None;
@@ -534,6 +599,7 @@ impl Resolver<'_> {
     }
 
     fn selector(&mut self, sel: &ast::Selector) -> Selector {
+        self.contradictions(sel);
         let mut out = Selector::default();
         let mut eq_spans: BTreeMap<String, Span> = BTreeMap::new();
         for e in &sel.exprs {
@@ -607,6 +673,24 @@ impl Resolver<'_> {
             }
         }
         out
+    }
+
+    /// Reports each requirement that contradicts an earlier one on the same key. Keys that
+    /// are not valid label keys are reported (and dropped) on their own.
+    fn contradictions(&mut self, sel: &ast::Selector) {
+        let valid: Vec<&ast::SelExpr> = sel
+            .exprs
+            .iter()
+            .filter(|e| label_key(&e.key.text).is_ok())
+            .collect();
+        for (j, second) in valid.iter().enumerate() {
+            let first = valid[..j]
+                .iter()
+                .find(|f| f.key.text == second.key.text && contradict(&f.op, &second.op));
+            if let Some(first) = first {
+                self.diags.push(contradictory_selector::new(first, second));
+            }
+        }
     }
 
     fn check_value(&mut self, v: &ast::Str) -> bool {
@@ -796,7 +880,9 @@ impl Resolver<'_> {
                 profile.actions.remove(&w.text)
             }
         };
-        if !removed {
+        // In a target cut short by a syntax error, the statement that would have added the
+        // name may be the one lost.
+        if !removed && !self.damaged_targets.contains(&profile.name) {
             let list = match what {
                 ast::RemoveWhat::Match => "fields",
                 ast::RemoveWhat::Kinds => "match kinds",
@@ -811,7 +897,7 @@ impl Resolver<'_> {
     fn place_subject(
         &mut self,
         s: &ast::PlaceSubject,
-        policies: &BTreeMap<String, Span>,
+        policies: &BTreeSet<String>,
     ) -> Option<PlaceSubject> {
         if s.name.value.is_empty() {
             self.diags
@@ -820,11 +906,13 @@ impl Resolver<'_> {
         }
         match s.kind {
             ast::PlaceKind::Policy => {
-                if !policies.contains_key(&s.name.value) {
-                    self.diags.push(unknown_policy::new(
-                        &s.name,
-                        policies.keys().map(String::as_str),
-                    ));
+                if !policies.contains(&s.name.value) {
+                    if !self.lost_names.contains(&s.name.value) {
+                        self.diags.push(unknown_policy::new(
+                            &s.name,
+                            policies.iter().map(String::as_str),
+                        ));
+                    }
                     return None;
                 }
                 Some(PlaceSubject::Policy(s.name.value.clone()))
@@ -840,6 +928,8 @@ impl Resolver<'_> {
     fn target_name(&mut self, t: &ast::Str) -> Option<String> {
         if self.targets.contains_key(&t.value) {
             Some(t.value.clone())
+        } else if self.lost_names.contains(&t.value) {
+            None
         } else {
             let known: Vec<String> = self.targets.keys().cloned().collect();
             self.diags
@@ -857,7 +947,7 @@ impl Resolver<'_> {
     fn placement(
         &mut self,
         stmt: &Stmt<ast::PlacementStmt>,
-        policies: &BTreeMap<String, Span>,
+        policies: &BTreeSet<String>,
         state: &mut PlacementState,
     ) {
         let span = stmt.span;
@@ -898,7 +988,8 @@ impl Resolver<'_> {
                 let total = state.reserved.entry((t.clone(), res)).or_insert(0);
                 *total += u64::from(n);
                 let total = *total;
-                if let Some(profile) = self.targets.get(&t) {
+                let unknown = self.unknown_capacities.contains(&(t.clone(), res));
+                if let Some(profile) = self.targets.get(&t).filter(|_| !unknown) {
                     let cap = match res {
                         Resource::Entries => profile.entries,
                         Resource::Counters => profile.counters,
@@ -997,6 +1088,27 @@ fn describe_subject(s: &PlaceSubject) -> String {
         PlaceSubject::Policy(n) => format!("policy `{n}`"),
         PlaceSubject::Service { namespace, name } => format!("service `{namespace}/{name}`"),
         PlaceSubject::Table(n) => format!("table `{n}`"),
+    }
+}
+
+/// Whether two requirements on one label key can never hold together.
+fn contradict(a: &ast::SelOp, b: &ast::SelOp) -> bool {
+    excludes(a, b) || excludes(b, a)
+}
+
+/// One direction of [`contradict`]. Empty value lists are reported as invalid on their
+/// own, so they contradict nothing here.
+fn excludes(a: &ast::SelOp, b: &ast::SelOp) -> bool {
+    use ast::SelOp::{Eq, Exists, In, NotExists, NotIn};
+    let has = |list: &[ast::Str], v: &ast::Str| list.iter().any(|x| x.value == v.value);
+    match (a, b) {
+        (NotExists, Exists | Eq(_)) => true,
+        (NotExists, In(l)) => !l.is_empty(),
+        (Eq(v), In(l)) => !l.is_empty() && !has(l, v),
+        (Eq(v), NotIn(l)) => has(l, v),
+        (In(l), In(m)) => !l.is_empty() && !m.is_empty() && l.iter().all(|x| !has(m, x)),
+        (In(l), NotIn(m)) => !l.is_empty() && l.iter().all(|x| has(m, x)),
+        _ => false,
     }
 }
 

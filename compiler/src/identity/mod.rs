@@ -319,6 +319,20 @@ pub fn selected_keys(cluster: &Cluster) -> BTreeSet<String> {
 /// Computes identities and the ipcache of a cluster. `local_node` names the node pipec
 /// compiles for: its addresses map to `host`, other nodes' to `remote-node`.
 pub fn cluster_to_identities(cluster: &Cluster, local_node: Option<&str>) -> Identities {
+    cluster_to_identities_and_sets(cluster, local_node).0
+}
+
+/// A distinct pod label set ([`pod_labels`]), its identity, and how many pods have it.
+pub type LabelSet = (Labels, IdentityId, usize);
+
+/// [`cluster_to_identities`], and the distinct pod label sets it computed on the way.
+///
+/// Incremental lowering indexes pods by label set; taking the sets from here spares it a
+/// second [`pod_labels`] pass over every pod of the cluster.
+pub fn cluster_to_identities_and_sets(
+    cluster: &Cluster,
+    local_node: Option<&str>,
+) -> (Identities, Vec<LabelSet>) {
     let mut ids = Identities::default();
     for (id, name) in reserved::ALL {
         let labels = Labels::from([(format!("reserved:{name}"), String::new())]);
@@ -415,7 +429,17 @@ pub fn cluster_to_identities(cluster: &Cluster, local_node: Option<&str>) -> Ide
     }
     ids.pods = pod_set.iter().map(|i| number_of[*i]).collect();
     fill_ipcache(cluster, local_node, &mut ids);
-    ids
+    let mut counts = vec![0; sets.len()];
+    for idx in &pod_set {
+        counts[*idx] += 1;
+    }
+    let label_sets = sets
+        .into_iter()
+        .zip(number_of)
+        .zip(counts)
+        .map(|((labels, id), n)| (labels, id, n))
+        .collect();
+    (ids, label_sets)
 }
 
 fn fill_ipcache(cluster: &Cluster, local_node: Option<&str>, ids: &mut Identities) {

@@ -8,7 +8,11 @@
 //!   the pod's endpoint group, its ipcache prefixes, and the services of its namespace
 //!   whose backends changed;
 //! - **service added, changed or removed** (not `default/kubernetes`, whose backends are
-//!   ipcache entries): that service's group.
+//!   ipcache entries, and not the first or last `internalTrafficPolicy: Local` service,
+//!   which changes the key of `service_lb`): that service's group.
+//!
+//! A service group holds the node-local Maglev tables of its traffic policies too, so a pod
+//! added or removed on any node recomputes the services that select it, here or elsewhere.
 //!
 //! Anything else (a new identity, policy changes, namespace labels, id collisions) falls
 //! back to a full lowering, still reported as an entry-level diff of the groups that differ.
@@ -358,7 +362,9 @@ fn pod_change(
     // Services whose backends changed: only services of the pod's namespace select it,
     // and EndpointSlices name it by address.
     // Only what `service_group` reads of a backend counts: pod ids shift when a pod is
-    // inserted before them, which changes no entry.
+    // inserted before them, which changes no entry. The node counts for the node-local
+    // tables of traffic policies: a pod added on another node changes the service's
+    // cluster-wide table and leaves its local one as it was, which the group diff shows.
     for s in cluster.services.iter().filter(|s| s.namespace == ns) {
         let before = prev
             .find_service(&s.namespace, &s.name)
@@ -366,8 +372,8 @@ fn pod_change(
         let same = before.is_some_and(|b| {
             b.len() == s.backends.len()
                 && b.iter().zip(&s.backends).all(|(x, y)| {
-                    (x.ip, x.ready, x.serving, x.terminating, &x.ports)
-                        == (y.ip, y.ready, y.serving, y.terminating, &y.ports)
+                    (x.ip, &x.node, x.ready, x.serving, x.terminating, &x.ports)
+                        == (y.ip, &y.node, y.ready, y.serving, y.terminating, &y.ports)
                 })
         });
         if !same {
@@ -388,6 +394,11 @@ fn service_change(
     key: &str,
 ) -> Option<Touched> {
     if key == "default/kubernetes" || prev.services.len().abs_diff(cluster.services.len()) > 1 {
+        return None;
+    }
+    // The first or last service with `internalTrafficPolicy: Local` changes the key of
+    // `service_lb`, so every frontend row changes.
+    if source_keyed_lb(cluster, lowered.state.synthetic) != lowered.state.source_keyed {
         return None;
     }
     let (ns, name) = split(key);

@@ -16,6 +16,16 @@
 //! and egress checks. Replies and later packets of committed connections match the
 //! conntrack rows of the policy tables and are always allowed.
 //!
+//! Traffic policies (`externalTrafficPolicy` / `internalTrafficPolicy: Local`) give a
+//! frontend a second, node-local Maglev table of the endpoints on this node, under its own
+//! service id in `lb_backend`: a node port of a service with `externalTrafficPolicy: Local`
+//! balances over it for every sender, and a cluster IP of a service with
+//! `internalTrafficPolicy: Local` for the pods of this node, while a packet from the wire
+//! keeps the cluster-wide table (the reference does not know an outside client's node).
+//! Telling the two apart needs the sending endpoint in the key of `service_lb`, which is
+//! added only when some service needs it ([`source_keyed_lb`]). No local endpoint: the
+//! frontend drops (`lb_no_backend`), as the reference rejects the connection.
+//!
 //! Entries are built in *groups* ([`Group`]): one per local endpoint, per ipcache prefix,
 //! per service, plus a static group. A change to the model recomputes only the groups it
 //! touches ([`incremental`]); the canonical MAG is the union of the groups.
@@ -25,17 +35,17 @@ pub mod maglev;
 pub mod policy;
 pub mod probe;
 
-use crate::identity::{cluster_to_identities, Identities};
+use crate::identity::{cluster_to_identities_and_sets, Identities};
 use crate::mag::{
     ct, eth, mark, ports, verdict, ActionCall, ActionId, Entry, Field, FieldMatch, KeyField, Mag,
     MatchKind, Op, Operand, ProvId, Provenance, Table, TableId,
 };
 use crate::model::{Cluster, Origin, PodId, Protocol, Service, ServiceType};
-use indexmap::IndexSet;
 use ipnet::IpNet;
 use policy::{Classes, Decision, Dir, Resolver};
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
+use std::sync::Arc;
 
 /// The name of the node pipec makes up when the input has no nodes: it holds every pod.
 pub const SYNTHETIC_NODE: &str = "local";
@@ -119,7 +129,11 @@ fn key(fields: &[(Field, MatchKind)]) -> Vec<KeyField> {
 }
 
 /// Builds the tables, actions and edges of the node pipeline, with no entries.
-pub fn skeleton(mag: &mut Mag) -> Skeleton {
+///
+/// `source_keyed` adds the sending endpoint to the key of `service_lb` (see
+/// [`source_keyed_lb`]): only then can a frontend balance pods and outside clients
+/// differently.
+pub fn skeleton(mag: &mut Mag, source_keyed: bool) -> Skeleton {
     use Field::*;
     use MatchKind::*;
     let from_wire = mag.add_action("from_wire", &[], vec![set_const(Endpoint, 0)]);
@@ -247,15 +261,19 @@ pub fn skeleton(mag: &mut Mag) -> Skeleton {
         drop_spoofed,
         512,
     ));
+    let mut lb_key = vec![
+        (EthType, Exact),
+        (Ipv4Dst, Ternary),
+        (Ipv6Dst, Ternary),
+        (IpProto, Exact),
+        (L4Dport, Exact),
+    ];
+    if source_keyed {
+        lb_key.push((Endpoint, Ternary));
+    }
     let service_lb = mag.add_table(table(
         "service_lb",
-        key(&[
-            (EthType, Exact),
-            (Ipv4Dst, Ternary),
-            (Ipv6Dst, Ternary),
-            (IpProto, Exact),
-            (L4Dport, Exact),
-        ]),
+        key(&lb_key),
         vec![lb_select, lb_select_affinity, lb_no_backend],
         no_service,
         65536,
@@ -400,6 +418,8 @@ pub struct LowerState {
         std::collections::HashMap<crate::model::Labels, (crate::identity::IdentityId, usize)>,
     /// How many ipcache prefixes each class has.
     pub class_size: Vec<usize>,
+    /// Whether `service_lb` is keyed on the sending endpoint too ([`source_keyed_lb`]).
+    pub source_keyed: bool,
     /// Whether an endpoint or load-balancer id was moved off its natural value by a
     /// collision (then incremental updates fall back to full lowering).
     pub probed: bool,
@@ -577,8 +597,9 @@ fn allocate(
 pub fn cluster_to_mag(cluster: &Cluster, node: Option<&str>) -> Lowered {
     let (node, synthetic) = pick_node(cluster, node);
     let mut mag = Mag::new(node.clone());
-    let sk = skeleton(&mut mag);
-    let ids = cluster_to_identities(cluster, Some(&node));
+    let source_keyed = source_keyed_lb(cluster, synthetic);
+    let sk = skeleton(&mut mag, source_keyed);
+    let (ids, label_sets) = cluster_to_identities_and_sets(cluster, Some(&node));
     let classes = policy::classes(cluster, &ids, &node);
     let (endpoints, probed_eps) = allocate(
         cluster
@@ -602,11 +623,10 @@ pub fn cluster_to_mag(cluster: &Cluster, node: Option<&str>) -> Lowered {
         256,
     );
     let relevant = crate::identity::selected_keys(cluster);
-    let mut label_index = std::collections::HashMap::new();
-    for p in cluster.pod_ids() {
-        let labels = crate::identity::pod_labels(cluster, p, &relevant);
-        label_index.entry(labels).or_insert((ids.of_pod(p), 0)).1 += 1;
-    }
+    let label_index = label_sets
+        .into_iter()
+        .map(|(labels, id, n)| (labels, (id, n)))
+        .collect();
     let mut class_size = vec![0; classes.list.len()];
     for c in classes.by_net.values() {
         class_size[*c] += 1;
@@ -623,6 +643,7 @@ pub fn cluster_to_mag(cluster: &Cluster, node: Option<&str>) -> Lowered {
         relevant,
         label_index,
         class_size,
+        source_keyed,
         probed: probed_eps || probed_lbs,
         matched: policy::MatchCache::new(),
     };
@@ -641,7 +662,7 @@ pub fn cluster_to_mag(cluster: &Cluster, node: Option<&str>) -> Lowered {
         state.matched = resolver.into_cache();
         state.groups.extend(endpoints);
     }
-    let pod_by_ip: std::collections::HashMap<IpAddr, PodId> = cluster
+    let pod_by_ip: crate::util::FxHashMap<IpAddr, PodId> = cluster
         .pod_ids()
         .filter(|p| !cluster.pod(*p).host_network)
         .flat_map(|p| cluster.pod(p).ips.iter().map(move |ip| (*ip, p)))
@@ -663,21 +684,38 @@ pub fn cluster_to_mag(cluster: &Cluster, node: Option<&str>) -> Lowered {
 }
 
 /// Fills the tables from the groups and puts them in canonical order.
+///
+/// The tables are sized before they are filled, because growing a 600k-entry `Vec` by
+/// doubling copies it several times; cloning an entry only bumps reference counts.
 pub fn assemble(mag: &mut Mag, state: &LowerState) {
-    for t in mag.graph.node_weights_mut() {
-        t.entries.clear();
+    let mut sizes = vec![0usize; petgraph::visit::NodeIndexable::node_bound(&mag.graph)];
+    for (t, _) in state.groups.values().flatten() {
+        if let Some(n) = sizes.get_mut(t.0.index()) {
+            *n += 1;
+        }
     }
-    for entries in state.groups.values() {
-        for (t, e) in entries {
-            if let Some(table) = mag.table_mut(*t) {
-                table.entries.push(e.clone());
-            }
+    for t in mag.table_ids() {
+        if let Some(table) = mag.table_mut(t) {
+            table.entries.clear();
+            table.entries.reserve_exact(sizes[t.0.index()]);
+        }
+    }
+    for (t, e) in state.groups.values().flatten() {
+        if let Some(table) = mag.table_mut(*t) {
+            table.entries.push(e.clone());
         }
     }
     mag.canonicalize();
 }
 
-fn entry(priority: u32, matches: Vec<FieldMatch>, action: ActionCall, prov: Vec<ProvId>) -> Entry {
+/// An entry. Callers pass arrays where they can: an array becomes the entry's shared
+/// slice in one allocation, a `Vec` in two.
+fn entry(
+    priority: u32,
+    matches: impl Into<Arc<[FieldMatch]>>,
+    action: ActionCall,
+    prov: impl Into<Arc<[ProvId]>>,
+) -> Entry {
     Entry {
         priority,
         matches: matches.into(),
@@ -686,7 +724,14 @@ fn entry(priority: u32, matches: Vec<FieldMatch>, action: ActionCall, prov: Vec<
     }
 }
 
-fn intern(provs: &mut IndexSet<Provenance>, p: Provenance) -> ProvId {
+/// A one-record provenance list, made once per group and shared by its entries (a
+/// service's 61+ Maglev rows, a prefix's two ipcache rows and route) instead of one
+/// allocation per entry.
+fn shared_prov(p: ProvId) -> Arc<[ProvId]> {
+    Arc::new([p])
+}
+
+fn intern(provs: &mut crate::mag::ProvSet, p: Provenance) -> ProvId {
     ProvId(provs.insert_full(p).0 as u32)
 }
 
@@ -717,7 +762,7 @@ fn addr_matches(net: IpNet) -> (u128, FieldMatch, FieldMatch) {
     }
 }
 
-pub(crate) fn static_group(state: &LowerState, provs: &mut IndexSet<Provenance>) -> GroupEntries {
+pub(crate) fn static_group(state: &LowerState, provs: &mut crate::mag::ProvSet) -> GroupEntries {
     let sk = &state.sk;
     let ct_prov = intern(
         provs,
@@ -730,16 +775,16 @@ pub(crate) fn static_group(state: &LowerState, provs: &mut IndexSet<Provenance>)
     let mut out = Vec::new();
     for t in [sk.egress_policy, sk.ingress_policy] {
         for st in [ct::ESTABLISHED, ct::REPLY] {
-            let mut m = vec![FieldMatch::Any; 5];
+            let mut m = [FieldMatch::Any; 5];
             m[0] = tern_exact(st, Field::CtState);
-            out.push((t, entry(3, m, call(sk.allow_ct, &[]), vec![ct_prov])));
+            out.push((t, entry(3, m, call(sk.allow_ct, &[]), [ct_prov])));
         }
     }
-    let mut m = vec![FieldMatch::Any; 5];
+    let mut m = [FieldMatch::Any; 5];
     m[1] = tern_exact(0, Field::Endpoint);
     out.push((
         sk.egress_policy,
-        entry(3, m, call(sk.pass, &[]), vec![wire_prov]),
+        entry(3, m, call(sk.pass, &[]), [wire_prov]),
     ));
     out
 }
@@ -759,7 +804,7 @@ pub(crate) fn endpoint_group(
     state: &LowerState,
     resolver: &mut Resolver<'_>,
     p: PodId,
-    provs: &mut IndexSet<Provenance>,
+    provs: &mut crate::mag::ProvSet,
 ) -> Option<GroupEntries> {
     if !is_local(cluster, p, &state.node, state.synthetic) {
         return None;
@@ -767,15 +812,15 @@ pub(crate) fn endpoint_group(
     let sk = &state.sk;
     let pod = cluster.pod(p);
     let ep = u128::from(*state.endpoints.get(&pod.key())?);
-    let prov = intern(provs, Provenance::Object(pod_origin(cluster, p)));
+    let prov = shared_prov(intern(provs, Provenance::Object(pod_origin(cluster, p))));
     let mut out = Vec::new();
     out.push((
         sk.classify,
         entry(
             0,
-            vec![FieldMatch::Exact(ep)],
+            [FieldMatch::Exact(ep)],
             call(sk.from_endpoint, &[ep]),
-            vec![prov],
+            prov.clone(),
         ),
     ));
     for ip in &pod.ips {
@@ -784,18 +829,18 @@ pub(crate) fn endpoint_group(
             sk.anti_spoof,
             entry(
                 0,
-                vec![FieldMatch::Exact(ep), FieldMatch::Exact(et), v4, v6],
+                [FieldMatch::Exact(ep), FieldMatch::Exact(et), v4, v6],
                 call(sk.pass, &[]),
-                vec![prov],
+                prov.clone(),
             ),
         ));
         out.push((
             sk.route,
             entry(
                 net_len(*ip),
-                vec![FieldMatch::Exact(et), v4, v6],
+                [FieldMatch::Exact(et), v4, v6],
                 call(sk.to_endpoint, &[ep]),
-                vec![prov],
+                prov.clone(),
             ),
         ));
     }
@@ -814,7 +859,7 @@ pub(crate) fn endpoint_group(
                 Dir::Egress => Field::DstIdentity,
                 Dir::Ingress => Field::SrcIdentity,
             };
-            let m = vec![
+            let m = [
                 FieldMatch::Any,
                 tern_exact(ep, Field::Endpoint),
                 row.class
@@ -848,7 +893,7 @@ pub(crate) fn prefix_group(
     state: &LowerState,
     net: IpNet,
     owner: Option<PodId>,
-    provs: &mut IndexSet<Provenance>,
+    provs: &mut crate::mag::ProvSet,
 ) -> GroupEntries {
     let sk = &state.sk;
     let owner = owner.filter(|_| net.prefix_len() == net.max_prefix_len());
@@ -872,7 +917,7 @@ pub(crate) fn prefix_group(
         _ => None,
     }
     .unwrap_or_else(|| Provenance::Builtin(format!("ipcache {net}")));
-    let prov = intern(provs, prov);
+    let prov = shared_prov(intern(provs, prov));
     let (et, v4, v6) = addr_matches(net);
     let prio = u32::from(net.prefix_len());
     let id = u128::from(class.id);
@@ -880,9 +925,9 @@ pub(crate) fn prefix_group(
         sk.src_ipcache,
         entry(
             prio,
-            vec![FieldMatch::Exact(et), v4, v6],
+            [FieldMatch::Exact(et), v4, v6],
             call(sk.set_src_identity, &[id]),
-            vec![prov],
+            prov.clone(),
         ),
     ));
     let (et, d4, d6) = addr_matches(net);
@@ -890,9 +935,9 @@ pub(crate) fn prefix_group(
         sk.dst_ipcache,
         entry(
             prio,
-            vec![FieldMatch::Exact(et), d4, d6],
+            [FieldMatch::Exact(et), d4, d6],
             call(sk.set_dst_identity, &[id]),
-            vec![prov],
+            prov.clone(),
         ),
     ));
     // Routes: remote pods go to their node, the node's own addresses to the host.
@@ -904,16 +949,16 @@ pub(crate) fn prefix_group(
                     .pod(pod)
                     .node
                     .as_deref()
-                    .and_then(|n| cluster.nodes.iter().find(|x| x.name == n))
+                    .and_then(|n| find_node(cluster, n))
                     .and_then(|n| n.addresses.first().copied());
                 if let Some(nh) = next_hop {
                     out.push((
                         sk.route,
                         entry(
                             prio,
-                            vec![FieldMatch::Exact(et), d4, d6],
+                            [FieldMatch::Exact(et), d4, d6],
                             call(sk.to_node, &[crate::mag::ip_value(nh)]),
-                            vec![prov],
+                            prov.clone(),
                         ),
                     ));
                 }
@@ -926,9 +971,9 @@ pub(crate) fn prefix_group(
                 sk.route,
                 entry(
                     prio,
-                    vec![FieldMatch::Exact(et), d4, d6],
+                    [FieldMatch::Exact(et), d4, d6],
                     call(sk.to_host, &[]),
-                    vec![prov],
+                    prov.clone(),
                 ),
             ));
         }
@@ -936,11 +981,205 @@ pub(crate) fn prefix_group(
     out
 }
 
+/// The node named `name`. Nodes are sorted by name (a model invariant), so a binary
+/// search finds it among thousands without comparing every name for every remote pod; the
+/// linear scan only runs for a cluster built by hand out of order.
+fn find_node<'c>(cluster: &'c Cluster, name: &str) -> Option<&'c crate::model::Node> {
+    match cluster
+        .nodes
+        .binary_search_by(|x| x.name.as_str().cmp(name))
+    {
+        Ok(i) => cluster.nodes.get(i),
+        Err(_) => cluster.nodes.iter().find(|x| x.name == name),
+    }
+}
+
+/// Whether `service_lb` needs the sending endpoint in its key: some service has
+/// `internalTrafficPolicy: Local` on a cluster IP. Pods of this node then reach that cluster
+/// IP through the node's own endpoints, while a packet from the wire (endpoint 0) keeps
+/// every endpoint, as the reference does for a client whose node it does not know. The
+/// synthetic node stands for every node at once, so it applies no traffic policy and keeps
+/// the plain key; so does every node of a cluster without such a service, whose graph
+/// therefore does not change.
+pub fn source_keyed_lb(cluster: &Cluster, synthetic: bool) -> bool {
+    !synthetic
+        && cluster.services.iter().any(|s| {
+            s.internal_local
+                && s.service_type != ServiceType::ExternalName
+                && !s.cluster_ips.is_empty()
+        })
+}
+
+/// How a frontend address is reached, in the order the reference resolves an address
+/// (a cluster IP before a load-balancer or external IP, those before a node port).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum FrontendKind {
+    ClusterIp,
+    External,
+    NodePort,
+}
+
+/// Which endpoints a Maglev table holds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum Scope {
+    /// Every endpoint of the service.
+    Cluster,
+    /// The endpoints on this node (a traffic policy `Local`).
+    Local,
+}
+
+/// Which senders a `service_lb` row is for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Senders {
+    /// Every sender.
+    Any,
+    /// Packets from the wire only (endpoint 0); the row outranks the `Any` row.
+    Wire,
+}
+
+/// The Maglev table id of a service port, address family and scope: the service's base id,
+/// two ids per port and one for IPv6. Node-local tables take the upper half of the 256 ids
+/// of a service, so a service of up to 64 ports never has two tables on one id.
+fn lb_table_id(base: u32, port_index: usize, v6: bool, scope: Scope) -> u32 {
+    let local = match scope {
+        Scope::Cluster => 0,
+        Scope::Local => 128,
+    };
+    base + local + (port_index as u32) * 2 + u32::from(v6)
+}
+
+/// The frontends of one service port on this node, each address once with the kind the
+/// reference would resolve it as.
+fn port_frontends(
+    s: &Service,
+    sp: &crate::model::ServicePort,
+    local_addrs: &[IpAddr],
+) -> Vec<(IpAddr, u16, FrontendKind)> {
+    let mut out: Vec<(IpAddr, u16, FrontendKind)> = Vec::new();
+    for (ips, kind) in [
+        (&s.cluster_ips, FrontendKind::ClusterIp),
+        (&s.load_balancer_ips, FrontendKind::External),
+        (&s.external_ips, FrontendKind::External),
+    ] {
+        out.extend(ips.iter().map(|ip| (*ip, sp.port, kind)));
+    }
+    if let Some(np) = sp.node_port {
+        if matches!(
+            s.service_type,
+            ServiceType::NodePort | ServiceType::LoadBalancer
+        ) {
+            out.extend(
+                local_addrs
+                    .iter()
+                    .map(|ip| (*ip, np, FrontendKind::NodePort)),
+            );
+        }
+    }
+    out.sort();
+    out.dedup_by_key(|(ip, port, _)| (*ip, *port));
+    out
+}
+
+/// The `service_lb` rows of a frontend: which senders use which table, following the
+/// reference. `externalTrafficPolicy: Local` keeps the receiving node's endpoints for a
+/// node port (this node's addresses are its only node ports); load-balancer and external
+/// IPs keep every endpoint, since the reference does not know which node receives them.
+/// `internalTrafficPolicy: Local` keeps, for a pod's connection to a cluster IP, the
+/// endpoints of the pod's node, which is this node; a packet from the wire keeps every
+/// endpoint.
+fn frontend_rows(s: &Service, kind: FrontendKind, state: &LowerState) -> Vec<(Senders, Scope)> {
+    match kind {
+        FrontendKind::ClusterIp if s.internal_local && state.source_keyed => vec![
+            (Senders::Wire, Scope::Cluster),
+            (Senders::Any, Scope::Local),
+        ],
+        FrontendKind::NodePort if s.external_local && !state.synthetic => {
+            vec![(Senders::Any, Scope::Local)]
+        }
+        _ => vec![(Senders::Any, Scope::Cluster)],
+    }
+}
+
+/// The note a node-local frontend row carries, so a trace says why its endpoints are few.
+fn local_note(kind: FrontendKind, node: &str) -> Provenance {
+    let policy = match kind {
+        FrontendKind::NodePort => "externalTrafficPolicy",
+        _ => "internalTrafficPolicy",
+    };
+    Provenance::Builtin(format!("{policy}: Local: only endpoints on node {node}"))
+}
+
+/// The `service_lb` key values of a frontend for some senders.
+fn frontend_match(
+    ip: IpAddr,
+    port: u16,
+    protocol: Protocol,
+    senders: Senders,
+    source_keyed: bool,
+) -> Vec<FieldMatch> {
+    let (et, _, _) = addr_matches(IpNet::from(ip));
+    let (d4, d6) = match ip {
+        IpAddr::V4(a) => (
+            tern_exact(u128::from(u32::from(a)), Field::Ipv4Dst),
+            FieldMatch::Any,
+        ),
+        IpAddr::V6(a) => (FieldMatch::Any, tern_exact(u128::from(a), Field::Ipv6Dst)),
+    };
+    let mut m = vec![
+        FieldMatch::Exact(et),
+        d4,
+        d6,
+        FieldMatch::Exact(u128::from(protocol.number())),
+        FieldMatch::Exact(u128::from(port)),
+    ];
+    if source_keyed {
+        m.push(match senders {
+            Senders::Any => FieldMatch::Any,
+            Senders::Wire => tern_exact(0, Field::Endpoint),
+        });
+    }
+    m
+}
+
+/// The `lb_backend` entries of one Maglev table.
+fn maglev_entries(
+    sk: &Skeleton,
+    id: u32,
+    backends: &[(IpAddr, u16)],
+    prov: &Arc<[ProvId]>,
+    out: &mut GroupEntries,
+) {
+    let m = crate::lower::maglev::table_size(backends.len());
+    let names: Vec<String> = backends.iter().map(|(ip, p)| format!("{ip}:{p}")).collect();
+    let slots = crate::lower::maglev::populate(&names, m);
+    for (slot, b) in slots.iter().enumerate() {
+        let Some((ip, port)) = backends.get(*b as usize) else {
+            continue;
+        };
+        let (action, addr) = match ip {
+            IpAddr::V4(a) => (sk.dnat4, u128::from(u32::from(*a))),
+            IpAddr::V6(a) => (sk.dnat6, u128::from(*a)),
+        };
+        out.push((
+            sk.lb_backend,
+            entry(
+                0,
+                [
+                    FieldMatch::Exact(u128::from(id)),
+                    FieldMatch::Exact(slot as u128),
+                ],
+                call(action, &[u128::from(*b), addr, u128::from(*port)]),
+                prov.clone(),
+            ),
+        ));
+    }
+}
+
 pub(crate) fn service_group(
     cluster: &Cluster,
     state: &LowerState,
     s: &Service,
-    provs: &mut IndexSet<Provenance>,
+    provs: &mut crate::mag::ProvSet,
 ) -> GroupEntries {
     let sk = &state.sk;
     let mut out = Vec::new();
@@ -951,6 +1190,8 @@ pub(crate) fn service_group(
         return out;
     };
     let prov = intern(provs, Provenance::Object(s.origin.clone()));
+    // The Maglev rows of all tables of the service share one provenance slice.
+    let shared = shared_prov(prov);
     let local_addrs: Vec<IpAddr> = cluster
         .nodes
         .iter()
@@ -958,88 +1199,45 @@ pub(crate) fn service_group(
         .flat_map(|n| n.addresses.iter().copied())
         .collect();
     for (pi, sp) in s.ports.iter().enumerate() {
-        let mut frontends: Vec<(IpAddr, u16)> = Vec::new();
-        frontends.extend(s.cluster_ips.iter().map(|ip| (*ip, sp.port)));
-        frontends.extend(s.load_balancer_ips.iter().map(|ip| (*ip, sp.port)));
-        frontends.extend(s.external_ips.iter().map(|ip| (*ip, sp.port)));
-        if let Some(np) = sp.node_port {
-            if matches!(
-                s.service_type,
-                ServiceType::NodePort | ServiceType::LoadBalancer
-            ) {
-                frontends.extend(local_addrs.iter().map(|ip| (*ip, np)));
-            }
-        }
-        frontends.sort();
-        frontends.dedup();
+        let frontends = port_frontends(s, sp, &local_addrs);
         for v6 in [false, true] {
-            let fams: Vec<&(IpAddr, u16)> = frontends
-                .iter()
-                .filter(|(ip, _)| ip.is_ipv6() == v6)
-                .collect();
-            if fams.is_empty() {
-                continue;
+            // The Maglev tables the frontends of this family use, by scope.
+            let mut tables: BTreeMap<Scope, Vec<(IpAddr, u16)>> = BTreeMap::new();
+            for (ip, port, kind) in frontends.iter().filter(|f| f.0.is_ipv6() == v6) {
+                for (senders, scope) in frontend_rows(s, *kind, state) {
+                    let backends = tables.entry(scope).or_insert_with(|| {
+                        let node = (scope == Scope::Local).then_some(state.node.as_str());
+                        eligible_backends_on(s, sp.name.as_deref(), sp.protocol, v6, node)
+                    });
+                    let id = u128::from(lb_table_id(base, pi, v6, scope));
+                    let m = u128::from(crate::lower::maglev::table_size(backends.len()));
+                    let action = if backends.is_empty() {
+                        call(sk.lb_no_backend, &[])
+                    } else if s.affinity_timeout.is_some() {
+                        call(sk.lb_select_affinity, &[id, m])
+                    } else {
+                        call(sk.lb_select, &[id, m])
+                    };
+                    let mut why = vec![prov];
+                    if scope == Scope::Local {
+                        why.push(intern(provs, local_note(*kind, &state.node)));
+                    }
+                    let priority = match senders {
+                        Senders::Any => 0,
+                        Senders::Wire => 1,
+                    };
+                    let m = frontend_match(*ip, *port, sp.protocol, senders, state.source_keyed);
+                    out.push((sk.service_lb, entry(priority, m, action, why)));
+                }
             }
-            let svc_id = base + (pi as u32) * 2 + u32::from(v6);
-            let backends = eligible_backends(s, sp.name.as_deref(), sp.protocol, v6);
-            let m = crate::lower::maglev::table_size(backends.len());
-            for (ip, port) in fams {
-                let (et, _, _) = addr_matches(IpNet::from(*ip));
-                let (d4, d6) = match ip {
-                    IpAddr::V4(a) => (
-                        tern_exact(u128::from(u32::from(*a)), Field::Ipv4Dst),
-                        FieldMatch::Any,
-                    ),
-                    IpAddr::V6(a) => (FieldMatch::Any, tern_exact(u128::from(*a), Field::Ipv6Dst)),
-                };
-                let action = if backends.is_empty() {
-                    call(sk.lb_no_backend, &[])
-                } else if s.affinity_timeout.is_some() {
-                    call(sk.lb_select_affinity, &[u128::from(svc_id), u128::from(m)])
-                } else {
-                    call(sk.lb_select, &[u128::from(svc_id), u128::from(m)])
-                };
-                out.push((
-                    sk.service_lb,
-                    entry(
-                        0,
-                        vec![
-                            FieldMatch::Exact(et),
-                            d4,
-                            d6,
-                            FieldMatch::Exact(u128::from(sp.protocol.number())),
-                            FieldMatch::Exact(u128::from(*port)),
-                        ],
-                        action,
-                        vec![prov],
-                    ),
-                ));
-            }
-            if backends.is_empty() {
-                continue;
-            }
-            let names: Vec<String> = backends.iter().map(|(ip, p)| format!("{ip}:{p}")).collect();
-            let slots = crate::lower::maglev::populate(&names, m);
-            for (slot, b) in slots.iter().enumerate() {
-                let Some((ip, port)) = backends.get(*b as usize) else {
-                    continue;
-                };
-                let (action, addr) = match ip {
-                    IpAddr::V4(a) => (sk.dnat4, u128::from(u32::from(*a))),
-                    IpAddr::V6(a) => (sk.dnat6, u128::from(*a)),
-                };
-                out.push((
-                    sk.lb_backend,
-                    entry(
-                        0,
-                        vec![
-                            FieldMatch::Exact(u128::from(svc_id)),
-                            FieldMatch::Exact(slot as u128),
-                        ],
-                        call(action, &[u128::from(*b), addr, u128::from(*port)]),
-                        vec![prov],
-                    ),
-                ));
+            for (scope, backends) in &tables {
+                maglev_entries(
+                    sk,
+                    lb_table_id(base, pi, v6, *scope),
+                    backends,
+                    &shared,
+                    &mut out,
+                );
             }
         }
     }
@@ -1054,7 +1252,20 @@ pub fn eligible_backends(
     protocol: Protocol,
     v6: bool,
 ) -> Vec<(IpAddr, u16)> {
-    let with_port = |ready_only: bool| -> Vec<(IpAddr, u16)> {
+    eligible_backends_on(s, port_name, protocol, v6, None)
+}
+
+/// [`eligible_backends`] on `node` only, when a node is given. Ready or terminating is
+/// chosen over every node first, as the reference does: a node whose endpoints all
+/// terminate gets none while another node has a ready one.
+pub fn eligible_backends_on(
+    s: &Service,
+    port_name: Option<&str>,
+    protocol: Protocol,
+    v6: bool,
+    node: Option<&str>,
+) -> Vec<(IpAddr, u16)> {
+    let with_port = |ready_only: bool| -> Vec<(&crate::model::Backend, u16)> {
         s.backends
             .iter()
             .filter(|b| b.ip.is_ipv6() == v6)
@@ -1069,14 +1280,18 @@ pub fn eligible_backends(
                 b.ports
                     .iter()
                     .find(|p| p.name.as_deref() == port_name && p.protocol == protocol)
-                    .map(|p| (b.ip, p.port))
+                    .map(|p| (b, p.port))
             })
             .collect()
     };
     let ready = with_port(true);
-    if ready.is_empty() {
+    let pool = if ready.is_empty() {
         with_port(false)
     } else {
         ready
-    }
+    };
+    pool.into_iter()
+        .filter(|(b, _)| node.is_none_or(|n| b.node.as_deref() == Some(n)))
+        .map(|(b, port)| (b.ip, port))
+        .collect()
 }

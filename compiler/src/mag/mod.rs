@@ -57,6 +57,7 @@ use petgraph::visit::EdgeRef;
 use std::collections::{BTreeMap, HashSet};
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::sync::Arc;
 
 /// A field of the packet record: header fields first, then metadata.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -500,8 +501,8 @@ pub struct ActionDef {
 pub struct ActionCall {
     /// The action.
     pub action: ActionId,
-    /// One argument per parameter.
-    pub args: Box<[u128]>,
+    /// One argument per parameter (shared, as [`Entry`]'s slices are).
+    pub args: Arc<[u128]>,
 }
 
 /// Where an entry came from.
@@ -527,17 +528,26 @@ impl fmt::Display for Provenance {
     }
 }
 
+/// Interned provenance records, in the order they were first seen (that order gives the
+/// `ProvId`s). Hashed with [`crate::util::FxHasher`]: lowering interns one record per pod
+/// and per service, and SipHash over their names was a visible part of its time.
+pub type ProvSet = IndexSet<Provenance, std::hash::BuildHasherDefault<crate::util::FxHasher>>;
+
 /// One entry of a table.
+///
+/// The slices are shared (`Arc`), so that cloning an entry allocates nothing: lowering
+/// keeps every entry twice, once in its group (for incremental updates) and once in its
+/// table, and a cluster-scale node has a million entries.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct Entry {
     /// Priority: higher wins.
     pub priority: u32,
     /// One match per key field.
-    pub matches: Box<[FieldMatch]>,
+    pub matches: Arc<[FieldMatch]>,
     /// What to do.
     pub action: ActionCall,
     /// Where the entry came from (indices into [`Mag::provenance`]).
-    pub provenance: Box<[ProvId]>,
+    pub provenance: Arc<[ProvId]>,
 }
 
 /// A match-action table.
@@ -613,7 +623,7 @@ pub struct Mag {
     /// Actions.
     pub actions: Vec<ActionDef>,
     /// Provenance records, interned.
-    pub provenance: IndexSet<Provenance>,
+    pub provenance: ProvSet,
     /// The first table.
     pub start: Option<TableId>,
 }
@@ -708,9 +718,54 @@ impl Mag {
     /// then action. Entry numbers are positions in this order.
     pub fn canonicalize(&mut self) {
         for t in self.graph.node_weights_mut() {
-            t.entries.sort_by(canonical_order);
+            sort_canonical(&mut t.entries);
         }
     }
+}
+
+/// The leading part of an entry's place in [`canonical_order`], copied out of the entry:
+/// priority, then its first two matches (`None` past the end, as a shorter slice sorts
+/// first). Comparing these needs no pointer chasing into the entries' slices.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+struct SortKey {
+    priority: std::cmp::Reverse<u32>,
+    first: Option<FieldMatch>,
+    second: Option<FieldMatch>,
+}
+
+impl SortKey {
+    fn of(e: &Entry) -> SortKey {
+        SortKey {
+            priority: std::cmp::Reverse(e.priority),
+            first: e.matches.first().copied(),
+            second: e.matches.get(1).copied(),
+        }
+    }
+}
+
+/// Sorts entries into canonical order, exactly as a stable sort by [`canonical_order`]
+/// would (equal entries keep their order).
+///
+/// A table holds up to a million entries whose slices live in separate allocations, so
+/// comparing entries directly is a cache miss per comparison. The sort runs on compact keys
+/// with the entry's index instead; only keys that tie fall back to the full comparison,
+/// and the index breaks the remaining ties, which makes the unstable sort stable.
+pub fn sort_canonical(entries: &mut Vec<Entry>) {
+    let mut keys: Vec<(SortKey, u32)> = entries
+        .iter()
+        .enumerate()
+        .map(|(i, e)| (SortKey::of(e), i as u32))
+        .collect();
+    keys.sort_unstable_by(|(ka, ia), (kb, ib)| {
+        ka.cmp(kb)
+            .then_with(|| canonical_order(&entries[*ia as usize], &entries[*ib as usize]))
+            .then_with(|| ia.cmp(ib))
+    });
+    let mut slots: Vec<Option<Entry>> = std::mem::take(entries).into_iter().map(Some).collect();
+    entries.extend(
+        keys.iter()
+            .filter_map(|(_, i)| slots.get_mut(*i as usize).and_then(Option::take)),
+    );
 }
 
 /// The canonical order of entries in a table: priority descending, then match, then
@@ -1068,6 +1123,33 @@ mod tests {
         assert_eq!(format!("{:?}", EntryId(41)), "e41");
     }
 
+    /// The key sort must give exactly the stable sort's order, including for entries that
+    /// tie on the key (equal first two matches), tie completely (differ only in
+    /// provenance), or have matches of different lengths.
+    #[test]
+    fn key_sort_equals_the_stable_sort() {
+        let e = |priority: u32, matches: &[u128], arg: u128, prov: u32| Entry {
+            priority,
+            matches: matches.iter().map(|v| FieldMatch::Exact(*v)).collect(),
+            action: ActionCall {
+                action: ActionId(0),
+                args: Arc::new([arg]),
+            },
+            provenance: Arc::new([ProvId(prov)]),
+        };
+        let mut entries = Vec::new();
+        for i in 0..200u32 {
+            let v = u128::from(i * 7919 % 13);
+            entries.push(e(i % 3, &[v % 2, v % 3, v], u128::from(i % 2), i));
+            entries.push(e(i % 3, &[v % 2], 0, i));
+            entries.push(e(i % 3, &[v % 2, v % 3, v], u128::from(i % 2), 1000 + i));
+        }
+        let mut stable = entries.clone();
+        stable.sort_by(canonical_order);
+        sort_canonical(&mut entries);
+        assert_eq!(entries, stable);
+    }
+
     #[test]
     fn prefix_masks() {
         assert_eq!(prefix_mask(0, 16), 0);
@@ -1090,7 +1172,7 @@ mod tests {
             actions: vec![a],
             default_action: ActionCall {
                 action: a,
-                args: Box::new([]),
+                args: Arc::new([]),
             },
             size_hint: 1,
             entries: vec![],
@@ -1106,12 +1188,12 @@ mod tests {
         m2.graph.clear_edges();
         m2.table_mut(t0).unwrap().entries.push(Entry {
             priority: 1,
-            matches: Box::new([FieldMatch::Any]),
+            matches: Arc::new([FieldMatch::Any]),
             action: ActionCall {
                 action: a,
-                args: Box::new([]),
+                args: Arc::new([]),
             },
-            provenance: Box::new([]),
+            provenance: Arc::new([]),
         });
         insta::assert_snapshot!(validate(&m2).unwrap_err(), @"t0.e0: Any does not fit in_port exact");
     }

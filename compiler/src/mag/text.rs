@@ -542,7 +542,7 @@ pub fn text_to_mag(text: &str) -> Result<Mag, ParseError> {
                     actions: vec![],
                     default_action: ActionCall {
                         action: ActionId(0),
-                        args: Box::new([]),
+                        args: Arc::new([]),
                     },
                     size_hint: 0,
                     entries: vec![],

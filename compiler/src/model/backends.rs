@@ -55,18 +55,11 @@ pub(super) fn resolve(
             continue;
         }
         let ports = slice_ports(slice.ports.as_deref().unwrap_or(&[]));
+        // Only the object's span is kept: locating the label re-reads the object's text,
+        // which is worth paying only for the rare slice whose Service is missing.
         slice_label
             .entry((ns.clone(), svc.clone()))
-            .or_insert_with(|| {
-                sources.locate(
-                    at.span,
-                    &FieldPath(vec![
-                        crate::source::PathSeg::Key("metadata".into()),
-                        crate::source::PathSeg::Key("labels".into()),
-                        crate::source::PathSeg::Key("kubernetes.io/service-name".into()),
-                    ]),
-                )
-            });
+            .or_insert(at.span);
         let list = from_slices.entry((ns, svc)).or_default();
         for (i, ep) in slice.endpoints.iter().enumerate() {
             let cond = ep.conditions.clone().unwrap_or_default();
@@ -174,8 +167,13 @@ pub(super) fn resolve(
             format!("EndpointSlices name Service {ns}/{name}, which is not defined"),
         )
         .hint("add the Service, or remove the slices");
-        if let Some(span) = slice_label.get(&(ns, name)) {
-            d = d.at(*span, "no Service of this name");
+        if let Some(object) = slice_label.get(&(ns, name)) {
+            let label = FieldPath(vec![
+                crate::source::PathSeg::Key("metadata".into()),
+                crate::source::PathSeg::Key("labels".into()),
+                crate::source::PathSeg::Key("kubernetes.io/service-name".into()),
+            ]);
+            d = d.at(sources.locate(*object, &label), "no Service of this name");
         }
         sink.push(d);
     }

@@ -36,7 +36,7 @@ fn probes(c: &Cluster) -> Vec<Probe> {
             port: 80,
         });
     }
-    let mut out = Vec::new();
+    let mut out = node_port_probes(c, &sources);
     for from in &sources {
         for to in &dests {
             if let (Peer::Pod(a), Destination::Pod(b)) = (from, to) {
@@ -58,6 +58,34 @@ fn probes(c: &Cluster) -> Vec<Probe> {
                     protocol,
                     port: if svc { Some(80) } else { port },
                 });
+            }
+        }
+    }
+    out
+}
+
+/// Connections to every node port on every node, from outside (the node that owns the
+/// address receives them) and from the pods of that node. A pod's connection to another
+/// node's node port is left out: its own node does not translate it, and the MAG engine
+/// does not follow a packet to a node address.
+fn node_port_probes(c: &Cluster, sources: &[Peer]) -> Vec<Probe> {
+    let mut out = Vec::new();
+    for s in &c.services {
+        for port in s.ports.iter().filter_map(|p| p.node_port) {
+            for node in &c.nodes {
+                let Some(ip) = node.addresses.first() else {
+                    continue;
+                };
+                let on_node = |p: &Peer| match p {
+                    Peer::Pod(id) => c.pod(*id).node.as_deref() == Some(node.name.as_str()),
+                    Peer::External(_) => true,
+                };
+                out.extend(sources.iter().filter(|p| on_node(p)).map(|from| Probe {
+                    from: *from,
+                    to: Destination::Ip(*ip),
+                    protocol: Protocol::Tcp,
+                    port: Some(port),
+                }));
             }
         }
     }

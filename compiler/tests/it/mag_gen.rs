@@ -8,7 +8,8 @@ use pipec::model::Cluster;
 use proptest::prelude::*;
 use std::fmt::Write;
 
-/// A pod: namespace index, app label, tier label, ports (http number, dns), IPv6 too.
+/// A pod: namespace index, app label, tier label, ports (http number, dns), IPv6 too, and
+/// its node (an index taken modulo the number of nodes; unused without nodes).
 #[derive(Clone, Debug)]
 pub struct PodSpec {
     pub ns: usize,
@@ -16,15 +17,21 @@ pub struct PodSpec {
     pub tier: Option<usize>,
     pub http: Option<u16>,
     pub dns: bool,
+    pub node: usize,
 }
 
-/// A service selecting an app, with a named or numbered target port.
+/// A service selecting an app, with a named or numbered target port, optionally of type
+/// NodePort (node port [`node_port`]), with `externalTrafficPolicy: Local` (NodePort
+/// services only, as the API server requires) and `internalTrafficPolicy: Local`.
 #[derive(Clone, Debug)]
 pub struct SvcSpec {
     pub ns: usize,
     pub app: usize,
     pub named_target: bool,
     pub affinity: bool,
+    pub node_port: bool,
+    pub external_local: bool,
+    pub internal_local: bool,
 }
 
 /// A peer of a generated rule.
@@ -77,9 +84,11 @@ pub enum PolicySpec {
     },
 }
 
-/// A whole generated cluster.
+/// A whole generated cluster: without nodes every pod is on the synthetic node; with nodes
+/// the pods are spread over them.
 #[derive(Clone, Debug)]
 pub struct Spec {
+    pub nodes: usize,
     pub ns_team: Vec<usize>,
     pub pods: Vec<PodSpec>,
     pub services: Vec<SvcSpec>,
@@ -96,13 +105,15 @@ fn pod_spec() -> impl Strategy<Value = PodSpec> {
         proptest::option::of(0..2usize),
         proptest::option::of(prop_oneof![Just(80u16), Just(8080u16)]),
         any::<bool>(),
+        0..2usize,
     )
-        .prop_map(|(ns, app, tier, http, dns)| PodSpec {
+        .prop_map(|(ns, app, tier, http, dns, node)| PodSpec {
             ns,
             app,
             tier,
             http,
             dns,
+            node,
         })
 }
 
@@ -172,25 +183,37 @@ fn policy() -> impl Strategy<Value = PolicySpec> {
     ]
 }
 
-/// Clusters of up to `max_pods` pods.
-pub fn spec(max_pods: usize) -> impl Strategy<Value = Spec> {
+fn svc_spec() -> impl Strategy<Value = SvcSpec> {
     (
-        proptest::collection::vec(0..2usize, 3),
-        proptest::collection::vec(pod_spec(), 1..max_pods),
-        proptest::collection::vec(
-            (0..3usize, 0..3usize, any::<bool>(), any::<bool>()).prop_map(
-                |(ns, app, named_target, affinity)| SvcSpec {
+        (0..3usize, 0..3usize, any::<bool>(), any::<bool>()),
+        (any::<bool>(), any::<bool>(), any::<bool>()),
+    )
+        .prop_map(
+            |((ns, app, named_target, affinity), (node_port, external_local, internal_local))| {
+                SvcSpec {
                     ns,
                     app,
                     named_target,
                     affinity,
-                },
-            ),
-            0..3,
-        ),
+                    node_port,
+                    external_local: external_local && node_port,
+                    internal_local,
+                }
+            },
+        )
+}
+
+/// Clusters of up to `max_pods` pods on no nodes (the synthetic one), one node or two.
+pub fn spec(max_pods: usize) -> impl Strategy<Value = Spec> {
+    (
+        0..3usize,
+        proptest::collection::vec(0..2usize, 3),
+        proptest::collection::vec(pod_spec(), 1..max_pods),
+        proptest::collection::vec(svc_spec(), 0..3),
         proptest::collection::vec(policy(), 0..4),
     )
-        .prop_map(|(ns_team, pods, services, policies)| Spec {
+        .prop_map(|(nodes, ns_team, pods, services, policies)| Spec {
+            nodes,
             ns_team,
             pods,
             services,
@@ -201,6 +224,21 @@ pub fn spec(max_pods: usize) -> impl Strategy<Value = Spec> {
 /// The address of pod `i`.
 pub fn pod_ip(i: usize) -> String {
     format!("10.244.0.{}", 10 + i)
+}
+
+/// The name of node `k`.
+pub fn node_name(k: usize) -> String {
+    format!("n{k}")
+}
+
+/// The address of node `k`.
+pub fn node_ip(k: usize) -> String {
+    format!("172.18.0.{}", 1 + k)
+}
+
+/// The node port of service `i` (NodePort services only).
+pub fn node_port(i: usize) -> u16 {
+    30080 + i as u16
 }
 
 fn peers_yaml(out: &mut String, indent: &str, peers: &[PeerSpec], kind: &str) {
@@ -342,14 +380,27 @@ pub fn to_yaml(s: &Spec) -> String {
             TEAMS[*t]
         );
     }
+    for k in 0..s.nodes {
+        let _ = writeln!(
+            out,
+            "---\napiVersion: v1\nkind: Node\nmetadata:\n  name: {}\nstatus:\n  addresses: [{{type: InternalIP, address: {}}}]",
+            node_name(k),
+            node_ip(k)
+        );
+    }
     for (i, p) in s.pods.iter().enumerate() {
         let tier = p
             .tier
             .map(|t| format!(", tier: {}", ["fe", "be"][t]))
             .unwrap_or_default();
+        let node = if s.nodes > 0 {
+            format!("\n  nodeName: {}", node_name(p.node % s.nodes))
+        } else {
+            String::new()
+        };
         let _ = writeln!(
             out,
-            "---\napiVersion: v1\nkind: Pod\nmetadata:\n  name: p{i}\n  namespace: ns{}\n  labels: {{app: {}{tier}}}\nspec:\n  containers:\n  - name: c\n    image: i",
+            "---\napiVersion: v1\nkind: Pod\nmetadata:\n  name: p{i}\n  namespace: ns{}\n  labels: {{app: {}{tier}}}\nspec:{node}\n  containers:\n  - name: c\n    image: i",
             p.ns, APPS[p.app]
         );
         if p.http.is_some() || p.dns {
@@ -373,9 +424,24 @@ pub fn to_yaml(s: &Spec) -> String {
         } else {
             ""
         };
+        let mut extra = String::new();
+        if svc.node_port {
+            extra.push_str("\n  type: NodePort");
+        }
+        if svc.external_local {
+            extra.push_str("\n  externalTrafficPolicy: Local");
+        }
+        if svc.internal_local {
+            extra.push_str("\n  internalTrafficPolicy: Local");
+        }
+        let node_port = if svc.node_port {
+            format!(", nodePort: {}", node_port(i))
+        } else {
+            String::new()
+        };
         let _ = writeln!(
             out,
-            "---\napiVersion: v1\nkind: Service\nmetadata:\n  name: s{i}\n  namespace: ns{}\nspec:\n  clusterIP: 10.96.0.{}\n  selector: {{app: {}}}{aff}\n  ports:\n  - {{name: web, port: 80, protocol: TCP, targetPort: {target}}}",
+            "---\napiVersion: v1\nkind: Service\nmetadata:\n  name: s{i}\n  namespace: ns{}\nspec:\n  clusterIP: 10.96.0.{}\n  selector: {{app: {}}}{aff}{extra}\n  ports:\n  - {{name: web, port: 80, protocol: TCP, targetPort: {target}{node_port}}}",
             svc.ns,
             10 + i,
             APPS[svc.app]

@@ -12,7 +12,7 @@ enum Edit {
     AddPod(PodSpec),
     RemovePod(usize),
     Relabel(usize, usize),
-    AddService(usize, usize),
+    AddService(usize, usize, bool, bool),
     RemoveService(usize),
     RemovePolicy(usize),
     RelabelNamespace(usize),
@@ -20,16 +20,18 @@ enum Edit {
 
 fn edit() -> impl Strategy<Value = Edit> {
     prop_oneof![
-        3 => (0..3usize, 0..3usize, any::<bool>()).prop_map(|(ns, app, dns)| Edit::AddPod(PodSpec {
+        3 => (0..3usize, 0..3usize, any::<bool>(), 0..2usize).prop_map(|(ns, app, dns, node)| Edit::AddPod(PodSpec {
             ns,
             app,
             tier: None,
             http: Some(80),
             dns,
+            node,
         })),
         2 => (0..8usize).prop_map(Edit::RemovePod),
         2 => (0..8usize, 0..3usize).prop_map(|(i, a)| Edit::Relabel(i, a)),
-        1 => (0..3usize, 0..3usize).prop_map(|(ns, app)| Edit::AddService(ns, app)),
+        1 => (0..3usize, 0..3usize, any::<bool>(), any::<bool>())
+            .prop_map(|(ns, app, ext, int)| Edit::AddService(ns, app, ext, int)),
         1 => (0..3usize).prop_map(Edit::RemoveService),
         1 => (0..4usize).prop_map(Edit::RemovePolicy),
         1 => (0..3usize).prop_map(Edit::RelabelNamespace),
@@ -57,12 +59,15 @@ fn apply(spec: &mut Spec, alive: &mut Vec<bool>, e: &Edit) -> Option<Change> {
             }
             Some(Change::Pod(format!("ns{}/p{i}", spec.pods[*i].ns)))
         }
-        Edit::AddService(ns, app) => {
+        Edit::AddService(ns, app, external_local, internal_local) => {
             spec.services.push(mag_gen::SvcSpec {
                 ns: *ns,
                 app: *app,
                 named_target: true,
                 affinity: false,
+                node_port: *external_local,
+                external_local: *external_local,
+                internal_local: *internal_local,
             });
             Some(Change::Service(format!(
                 "ns{ns}/s{}",

@@ -12,3 +12,4 @@ mod pipe_policies;
 mod semantics_props;
 mod snapshots;
 mod trace;
+mod traffic_policy;

@@ -86,6 +86,9 @@ catalog! {
     InvalidPriorityLevels = "P0034", "invalid-priority-levels", invalid_priority_levels, Error;
     UnknownResource = "P0035", "unknown-resource", unknown_resource, Error;
     EmptyName = "P0036", "empty-name", empty_name, Error;
+    ProtocolAsPortName = "P0037", "protocol-as-port-name", protocol_as_port_name, Error;
+    ExceptCoversCidr = "P0038", "except-covers-cidr", except_covers_cidr, Error;
+    ContradictorySelector = "P0039", "contradictory-selector", contradictory_selector, Error;
 }
 
 /// How bad a diagnostic is.

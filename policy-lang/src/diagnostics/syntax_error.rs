@@ -3,8 +3,12 @@
 //! Fires when the text does not follow the grammar: a missing `;` or `}`, a misspelt
 //! keyword, a token in the wrong place. The message lists the tokens that would have been
 //! accepted at that point, the label shows what was found, and a misspelt keyword gets a
-//! "did you mean" hint. After an error the parser skips to the next line that starts with
-//! `policy`, `target`, `placement` or `include`, so each broken item is reported once.
+//! "did you mean" hint. After an error the parser skips the broken statement (up to its
+//! `;`, the next line that starts a statement, or the block's `}`), or the broken item when
+//! even its first line does not parse (up to the next line that starts with `policy`,
+//! `target`, `placement` or `include`), so each broken statement is reported once and the
+//! rest of the file is still resolved. What the skipped text defined is not reported as
+//! missing or unknown elsewhere.
 //!
 //! Fix: write one of the expected tokens at the marked place.
 
@@ -21,10 +25,7 @@ pub(crate) fn from_pest(
     base: usize,
     err: &pest::error::Error<Rule>,
 ) -> Diagnostic {
-    let err_pos = match err.location {
-        pest::error::InputLocation::Pos(p) => p,
-        pest::error::InputLocation::Span((s, _)) => s,
-    };
+    let err_pos = location(err);
     let mut expected: BTreeSet<String> = BTreeSet::new();
     let mut at = err_pos;
     match err.parse_attempts() {
@@ -118,6 +119,20 @@ pub(crate) fn from_pest(
         format!("unexpected {found_text}"),
     )
     .with_suggestion(suggestion)
+}
+
+fn location(err: &pest::error::Error<Rule>) -> usize {
+    match err.location {
+        pest::error::InputLocation::Pos(p) => p,
+        pest::error::InputLocation::Span((s, _)) => s,
+    }
+}
+
+/// The farthest offset (from the start of the parsed text) that the parser reached before
+/// `err`: where the input stops following the grammar.
+pub(crate) fn farthest(err: &pest::error::Error<Rule>) -> usize {
+    let attempts = err.parse_attempts().map_or(0, |a| a.max_position);
+    location(err).max(attempts)
 }
 
 fn is_keyword(token: &str) -> bool {

@@ -9,7 +9,7 @@
 //! | `classify`, `anti_spoof`, `route` (`to_endpoint`) | `endpoints` |
 //! | `src_ipcache`, `dst_ipcache` (must agree) | `ipcache` |
 //! | `egress_policy`, `ingress_policy` | `policy` (LPM, two lookups, deny precedence) |
-//! | `service_lb`, `lb_backend` | `services`, `maglev`, `backends`, `revnat` |
+//! | `service_lb` (rows for pods), `lb_backend` | `services`, `maglev`, `backends`, `revnat` |
 //! | `conntrack`, the conntrack rows of the policy tables | built into the programs |
 //!
 //! # The policy table
@@ -417,18 +417,40 @@ fn endpoints(mag: &Mag, a: &mut EbpfArtifact) -> Result<(), Unsupported> {
     Ok(())
 }
 
+/// Whether a `service_lb` row applies to packets from pods. The datapath balances only
+/// what pods send (`from_pod`); a row for the wire alone (sending endpoint 0, the
+/// cluster-wide table an outside client keeps under `internalTrafficPolicy: Local`) has
+/// nothing to do there. A row for one pod only is not expressible: services are keyed by
+/// frontend alone.
+fn for_pods(m: Option<&FieldMatch>, site: &str) -> Result<bool, Unsupported> {
+    match m
+        .map(|m| exact(m, Field::Endpoint, site))
+        .transpose()?
+        .flatten()
+    {
+        None => Ok(true),
+        Some(0) => Ok(false),
+        Some(ep) => Err(unsupported(
+            site,
+            format!("a frontend for endpoint {ep} only; the datapath keys services by frontend"),
+        )),
+    }
+}
+
 fn services(mag: &Mag, a: &mut EbpfArtifact) -> Result<(), Unsupported> {
     let lb = table(mag, "service_lb")?;
-    let pos = key_positions(
-        lb,
-        &[
-            Field::EthType,
-            Field::Ipv4Dst,
-            Field::Ipv6Dst,
-            Field::IpProto,
-            Field::L4Dport,
-        ],
-    )?;
+    let mut fields = vec![
+        Field::EthType,
+        Field::Ipv4Dst,
+        Field::Ipv6Dst,
+        Field::IpProto,
+        Field::L4Dport,
+    ];
+    // The sending endpoint is in the key when a traffic policy tells pods and the wire apart.
+    if lb.key.iter().any(|k| k.field == Field::Endpoint) {
+        fields.push(Field::Endpoint);
+    }
+    let pos = key_positions(lb, &fields)?;
     let be = table(mag, "lb_backend")?;
     let bpos = key_positions(be, &[Field::Service, Field::Hash])?;
     // Maglev slots of every MAG service id: slot -> (address, port).
@@ -472,6 +494,9 @@ fn services(mag: &Mag, a: &mut EbpfArtifact) -> Result<(), Unsupported> {
     let mut frontends: BTreeMap<Frontend, (Option<u32>, Vec<u32>)> = BTreeMap::new();
     for e in &lb.entries {
         let site = format!("service_lb entry {:?}", e.matches);
+        if !for_pods(pos.get(5).map(|p| &e.matches[*p]), &site)? {
+            continue;
+        }
         let et = exact(&e.matches[pos[0]], Field::EthType, &site)?;
         let addr = match et {
             Some(eth::IPV4) => exact(&e.matches[pos[1]], Field::Ipv4Dst, &site)?
@@ -491,6 +516,11 @@ fn services(mag: &Mag, a: &mut EbpfArtifact) -> Result<(), Unsupported> {
             protocol: proto as u8,
             port: port as u16,
         };
+        // The services map has one value per frontend; rows that differ in what else they
+        // match (their priority decides in the MAG) cannot both be written.
+        if frontends.contains_key(&fe) {
+            return Err(unsupported(&site, "a second row for the same frontend"));
+        }
         if drops(mag, &e.action) {
             frontends.insert(fe, (None, Vec::new()));
             continue;

@@ -40,7 +40,7 @@ fn a_mag_that_is_not_the_node_pipeline_is_unsupported() {
         actions: vec![a],
         default_action: mag::ActionCall {
             action: a,
-            args: Box::new([]),
+            args: std::sync::Arc::new([]),
         },
         size_hint: 1,
         entries: vec![],

@@ -6,7 +6,8 @@
 //! - `codegen`: `mag_to_ebpf` on the Star Wars example (snapshot, no kernel needed);
 //! - `conformance`: the shared conformance suite through the `ebpf` engine;
 //! - `differential`: random clusters, eBPF == MAG == reference;
-//! - `e2e_mag`: maps compiled from the MAG, real connections between pod namespaces.
+//! - `e2e_mag`: maps compiled from the MAG, real connections between pod namespaces;
+//! - `traffic_policy`: node-local service tables of traffic policies, from each node's MAG.
 //!
 //! The kernel tests need root (CI runs as root) and fail loudly without it: a skipped
 //! kernel test would look like a passing one.
@@ -19,3 +20,4 @@ mod e2e_mag;
 mod netns;
 mod object;
 mod test_run;
+mod traffic_policy;
