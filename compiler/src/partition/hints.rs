@@ -117,7 +117,7 @@ pub fn apply(
                 } if t == target => {
                     // Each reserve hint is one reservation; the entry joins the first that
                     // names it.
-                    if let Some(r) = reservations.iter_mut().filter(|r| r.hint == text).nth(0) {
+                    if let Some(r) = reservations.iter_mut().find(|r| r.hint == text) {
                         if reserved == 0 && c.ok {
                             r.members.push(i);
                             c.placement.chain.push(format!("budget set aside: {text}"));

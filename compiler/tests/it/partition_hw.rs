@@ -10,9 +10,9 @@ use pipec::lower;
 use pipec::mag;
 use pipec::model::{PodId, Protocol};
 use pipec::partition::{engine::HwEngine, mag_to_plan, mag_to_plan_with_hints};
+use pipec::semantics::{Destination, Peer, Probe};
 use policy_lang::resolved::{Hint, PlaceSubject, Placement, Resource};
 use policy_lang::Span;
-use pipec::semantics::{Destination, Peer, Probe};
 use proptest::prelude::*;
 use std::path::PathBuf;
 
@@ -105,10 +105,7 @@ fn reserved_entries_go_to_their_subject_only() {
     let plan = starwars_plan(3, &[reserve("rule1", 3)]);
     let origins = placed_origins(&plan);
     assert!(!origins.is_empty());
-    assert!(
-        origins.iter().all(|o| o.contains("rule1")),
-        "{origins:?}"
-    );
+    assert!(origins.iter().all(|o| o.contains("rule1")), "{origins:?}");
     assert!(plan.usage.entries <= 3);
     let r = &plan.usage.reserved[0];
     assert_eq!((r.entries, r.used), (3, plan.usage.entries));
