@@ -8,6 +8,12 @@
     reason = "printing results is the command line's job"
 )]
 
+/// glibc's malloc spent about a quarter of a full-scale load (150k pods) merging and
+/// splitting free chunks (`malloc_consolidate`, `unlink_chunk`); mimalloc's size-class pages
+/// avoid that work at the same peak memory (BENCHMARKS.md, issue 2).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 mod check;
 mod compile;
 mod conformance;

@@ -104,4 +104,9 @@ mod group {
     criterion::criterion_group!(benches, super::load);
 }
 use group::benches;
+
+/// The allocator the `pipec` binary uses (see `cli/src/main.rs`), so that the figures are the
+/// binary's.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 criterion_main!(benches);

@@ -19,6 +19,11 @@ use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr};
 use std::time::{Duration, Instant};
 
+/// The allocator the `pipec` binary uses (see `cli/src/main.rs`), so that the figures are the
+/// binary's.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Scale of the generated cluster.
 struct Scale {
     nodes: usize,

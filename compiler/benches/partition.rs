@@ -8,7 +8,7 @@
 //! ```
 //!
 //! Before criterion runs, the binary prints one line with the figures of
-//! `docs/benchmarks-partition.md`: hardware entries after compression, before it, naive
+//! BENCHMARKS.md (partitioner section): hardware entries after compression, before it, naive
 //! direct expansion, levels used and allowed, and the median partition time of 5 runs.
 //! The MAG is lowered once, outside the timed region (the node is the first one, as
 //! `pipec compile` picks it; `PIPEC_BENCH_NODE` chooses another).
@@ -27,6 +27,11 @@ use pipec::source::Sources;
 use pipec::{driver, lower, mag, partition};
 use std::hint::black_box;
 use std::time::{Duration, Instant};
+
+/// The allocator the `pipec` binary uses (see `cli/src/main.rs`), so that the figures are the
+/// binary's.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn partition(c: &mut Criterion) {
     let small = std::env::var_os("PIPEC_BENCH_SMALL").is_some();

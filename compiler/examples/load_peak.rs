@@ -21,6 +21,11 @@ use pipec::{driver, frontend, identity};
 use std::path::PathBuf;
 use std::time::Instant;
 
+/// The allocator the `pipec` binary uses (see `cli/src/main.rs`), so that the figures are the
+/// binary's.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn status_kib(field: &str) -> u64 {
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
     status
