@@ -834,4 +834,38 @@ fn host_entries_in_the_hash_map_win_over_covering_prefixes() {
     assert_eq!(run(&dp, "192.168.7.7", 80), TC_ACT_SHOT);
     assert_eq!(run(&dp, "192.168.7.7", 81), TC_ACT_OK);
     assert_eq!(dp.read_entries().unwrap(), b.entries());
+
+    // The same for IPv6: a /128 in the hash map inside a /64 of the trie.
+    let host6 = Prefix {
+        addr: ip("fd00:7::7"),
+        len: 128,
+    };
+    let mut c6 = b.clone();
+    c6.ipcache.insert(host6, 5001);
+    c6.ipcache.insert(
+        Prefix {
+            addr: ip("fd00:7::"),
+            len: 64,
+        },
+        5002,
+    );
+    dp.write(&c6).unwrap();
+    let run6 = |dp: &TestDatapath, src: &str, dport: u16| {
+        verdict(
+            dp,
+            Program::FromWire,
+            src,
+            "fd00::2",
+            tcp(40000, dport, TCP_SYN),
+        )
+    };
+    assert_eq!(run6(&dp, "fd00:7::7", 80), TC_ACT_OK);
+    assert_eq!(run6(&dp, "fd00:7::7", 81), TC_ACT_SHOT);
+    assert_eq!(run6(&dp, "fd00:7::8", 80), TC_ACT_SHOT);
+    assert_eq!(run6(&dp, "fd00:7::8", 81), TC_ACT_OK);
+    let mut d6 = c6.clone();
+    d6.ipcache.remove(&host6);
+    dp.write(&d6).unwrap();
+    assert_eq!(run6(&dp, "fd00:7::7", 80), TC_ACT_SHOT);
+    assert_eq!(run6(&dp, "fd00:7::7", 81), TC_ACT_OK);
 }
