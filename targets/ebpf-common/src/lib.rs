@@ -130,7 +130,21 @@ pub struct IpcacheKey {
     pub addr: [u8; 16],
 }
 
-/// Value of the `ipcache` map.
+/// Key of the `ipcache_host` hash map: an IPv4 /32 or IPv6 /128 host entry of the ipcache
+/// (an [`IpcacheKey`] without its prefix length). Every shorter prefix is in the `ipcache`
+/// LPM trie; the datapath looks this map up first and the trie on a miss.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct IpcacheHostKey {
+    /// [`AF_INET`] or [`AF_INET6`].
+    pub family: u8,
+    /// Zero.
+    pub pad: [u8; 3],
+    /// The host's address.
+    pub addr: [u8; 16],
+}
+
+/// Value of the `ipcache` and `ipcache_host` maps.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct IpcacheValue {
@@ -418,6 +432,7 @@ mod pod {
         EndpointKey,
         EndpointValue,
         IpcacheKey,
+        IpcacheHostKey,
         IpcacheValue,
         PolicyKey,
         PolicyValue,

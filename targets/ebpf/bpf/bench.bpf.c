@@ -28,7 +28,8 @@ static __always_inline int load_tuple(struct __sk_buff *skb, struct tuple4 *t)
 	return 0;
 }
 
-/* endpoint, service (miss), conntrack twice (miss), ipcache, policy twice, counter. */
+/* endpoint, service (miss), conntrack twice (miss), ipcache (host hash, then LPM trie on a
+ * miss), policy twice, counter. */
 static __always_inline int policy_lookups(struct tuple4 *t, int with_service)
 {
 	__u32 zero = 0;
@@ -63,10 +64,16 @@ static __always_inline int policy_lookups(struct tuple4 *t, int with_service)
 	n += bpf_map_lookup_elem(&ct, &ck) != 0;
 	ck.direction = PIPEC_DIR_INGRESS;
 	n += bpf_map_lookup_elem(&ct, &ck) != 0;
-	struct ipcache_key ik = {.prefixlen = PIPEC_IPCACHE_PREFIX_FIXED + 32,
-				 .family = PIPEC_AF_INET};
-	__builtin_memcpy(ik.addr, t->daddr, 16);
-	struct ipcache_value *iv = bpf_map_lookup_elem(&ipcache, &ik);
+	/* The ipcache as the pipeline reads it: the host hash map, the LPM trie on a miss. */
+	struct ipcache_host_key hk = {.family = PIPEC_AF_INET};
+	__builtin_memcpy(hk.addr, t->daddr, 16);
+	struct ipcache_value *iv = bpf_map_lookup_elem(&ipcache_host, &hk);
+	if (!iv) {
+		struct ipcache_key ik = {.prefixlen = PIPEC_IPCACHE_PREFIX_FIXED + 32,
+					 .family = PIPEC_AF_INET};
+		__builtin_memcpy(ik.addr, t->daddr, 16);
+		iv = bpf_map_lookup_elem(&ipcache, &ik);
+	}
 	struct policy_key pk = {.prefixlen = PIPEC_POLICY_PREFIX_FULL,
 				.endpoint_id = 1,
 				.identity = iv ? iv->identity : 2,

@@ -301,8 +301,22 @@ static __always_inline void emit(const struct pkt *p, const struct config *cfg, 
 	bpf_ringbuf_submit(e, 0);
 }
 
+/*
+ * The identity of an address: the longest ipcache prefix that covers it. Host entries
+ * (/32, /128) live in the hash map ipcache_host, all shorter prefixes in the LPM trie
+ * ipcache. A host entry is always the longest prefix its address can have, so when
+ * ipcache_host holds the address, no entry of the trie could be longer; and on a miss,
+ * no host entry covers the address, so the trie alone gives the longest match. Hash
+ * first, trie on a miss: the same answer as one LPM lookup over both maps together.
+ */
 static __always_inline __u32 lookup_identity(const __u8 *addr, __u8 family)
 {
+	struct ipcache_host_key hk = {};
+	hk.family = family;
+	copy16(hk.addr, addr);
+	struct ipcache_value *hv = bpf_map_lookup_elem(&ipcache_host, &hk);
+	if (hv)
+		return hv->identity;
 	struct ipcache_key k = {};
 	k.prefixlen = PIPEC_IPCACHE_PREFIX_FIXED + (family == PIPEC_AF_INET ? 32 : 128);
 	k.family = family;

@@ -92,6 +92,13 @@ struct ipcache_key {
 	__u8 addr[16];
 };
 
+/* ipcache_host key: an IPv4 /32 or IPv6 /128 (the LPM key without its prefix length). */
+struct ipcache_host_key {
+	__u8 family;
+	__u8 pad[3];
+	__u8 addr[16];
+};
+
 struct ipcache_value {
 	__u32 identity;
 	__u32 flags;
@@ -229,6 +236,15 @@ struct config {
 	} name_ SEC(".maps")
 
 PIPEC_MAP(endpoints, BPF_MAP_TYPE_HASH, struct endpoint_key, struct endpoint_value, 16384, 0);
+/*
+ * The ipcache is two maps: host entries (IPv4 /32, IPv6 /128: the pod addresses, which
+ * churn on every pod add) in the hash map ipcache_host, every other prefix in the LPM
+ * trie ipcache. A hash map takes batched updates several times faster than the trie,
+ * which inserts one node at a time. Readers look ipcache_host up first and the trie on
+ * a miss (see lookup_identity in pipec.bpf.c).
+ */
+PIPEC_MAP(ipcache_host, BPF_MAP_TYPE_HASH, struct ipcache_host_key, struct ipcache_value, 524288,
+	  0);
 PIPEC_MAP(ipcache, BPF_MAP_TYPE_LPM_TRIE, struct ipcache_key, struct ipcache_value, 524288,
 	  BPF_F_NO_PREALLOC);
 PIPEC_MAP(policy, BPF_MAP_TYPE_LPM_TRIE, struct policy_key, struct policy_value, 262144,

@@ -6,13 +6,19 @@
 //! The packet programs run with `CONFIG_NO_CT_CREATE | CONFIG_NO_EVENTS`, so every run
 //! is a first packet taking the whole new-flow path (service LB, both conntrack lookups,
 //! ipcache, both policy lookups, counters); the established path is measured apart.
+//!
+//! The ipcache is two maps: host entries (/32, /128) in the `ipcache_host` hash map, the
+//! other prefixes in the `ipcache` LPM trie; the datapath and the "lookups only" baseline
+//! both look the hash map up first and the trie on a miss. The "allowed" packets go to a
+//! host entry (one hash lookup), "allowed, dst in a /24" to an address only a /24 covers
+//! (a hash miss, then the trie).
 
 use std::net::{IpAddr, Ipv4Addr};
 use std::time::Instant;
 
 use pipec_ebpf::artifact::{
-    Action, Backend, Direction, Endpoint, Frontend, MapOp, PolicyDecision, PolicyMatch, Prefix,
-    Service,
+    Action, Backend, Direction, Endpoint, Frontend, MapName, MapOp, PolicyDecision, PolicyMatch,
+    Prefix, Service,
 };
 use pipec_ebpf::datapath::{scratch_pin_dir, Baseline, Baselines, TC_ACT_OK, TC_ACT_SHOT};
 use pipec_ebpf::packet::{self, L4, TCP_SYN};
@@ -141,6 +147,15 @@ fn main() {
             flags: TCP_SYN,
         },
     );
+    let allowed_net = packet::build(
+        v4(CLIENT),
+        v4([11, 0, 1, 5]), // only the /24 11.0.1.0/24 covers it (identity 259)
+        L4::Tcp {
+            sport: 40000,
+            dport: 80,
+            flags: TCP_SYN,
+        },
+    );
     let service = packet::build(
         v4(CLIENT),
         v4([10, 96, 0, 10]),
@@ -168,6 +183,12 @@ fn main() {
         dp.write(&a2).expect("write maps");
         for (name, pkt, expect, base) in [
             ("allowed", &allowed, TC_ACT_OK, Baseline::Policy),
+            (
+                "allowed, dst in a /24",
+                &allowed_net,
+                TC_ACT_OK,
+                Baseline::Policy,
+            ),
             ("denied", &denied, TC_ACT_SHOT, Baseline::Policy),
             ("service (DNAT)", &service, TC_ACT_OK, Baseline::Service),
         ] {
@@ -221,7 +242,7 @@ fn main() {
         &mut dp,
         "maglev (hash, no prealloc)",
         &a,
-        pipec_ebpf::artifact::MapName::Maglev,
+        &[MapName::Maglev],
     );
     // A preallocated hash map: 60,000 backends.
     let mut h = EbpfArtifact::default();
@@ -238,37 +259,58 @@ fn main() {
         &mut dp,
         "backends (hash, preallocated)",
         &h,
-        pipec_ebpf::artifact::MapName::Backends,
+        &[MapName::Backends],
     );
-    // An LPM trie: 150,000 ipcache prefixes.
+    // The ipcache: 150,000 prefixes, half /32 (to the ipcache_host hash map), half /24
+    // (to the ipcache LPM trie); each map alone, then both as one diff (the maps are
+    // emptied between the rows, so every row inserts into an empty map).
     let b = EbpfArtifact {
         ipcache: artifact(150_000).ipcache,
         ..Default::default()
     };
-    rate(
-        &mut dp,
-        "ipcache (LPM trie)",
-        &b,
-        pipec_ebpf::artifact::MapName::Ipcache,
-    );
+    let rows: [(&str, &[MapName]); 3] = [
+        (
+            "ipcache host entries /32 → ipcache_host (hash, preallocated)",
+            &[MapName::IpcacheHost],
+        ),
+        (
+            "ipcache prefixes /24 → ipcache (LPM trie)",
+            &[MapName::Ipcache],
+        ),
+        (
+            "ipcache, all 150,000 (both maps, one diff)",
+            &[MapName::IpcacheHost, MapName::Ipcache],
+        ),
+    ];
+    for (name, maps) in rows {
+        rate(&mut dp, name, &b, maps);
+        let clear: Vec<MapOp> = EbpfArtifact::default()
+            .diff(&b)
+            .into_iter()
+            .filter(|op| matches!(op, MapOp::Delete { map, .. } if maps.contains(map)))
+            .collect();
+        dp.apply(&clear).expect("clear the ipcache");
+    }
     let _ = dp.unpin();
 }
 
-fn rate(dp: &mut Datapath, name: &str, a: &EbpfArtifact, map: pipec_ebpf::artifact::MapName) {
+/// The rate of applying the upserts of `a` into `maps`: batched with [`Datapath::apply`],
+/// then again (over the same entries) with one `BPF_MAP_UPDATE_ELEM` per entry.
+fn rate(dp: &mut Datapath, name: &str, a: &EbpfArtifact, maps: &[MapName]) {
     let ops: Vec<MapOp> = a
         .diff(&EbpfArtifact::default())
         .into_iter()
-        .filter(|op| matches!(op, MapOp::Upsert { map: m, .. } if *m == map))
+        .filter(|op| matches!(op, MapOp::Upsert { map: m, .. } if maps.contains(m)))
         .collect();
     let n = ops.len();
     let t = Instant::now();
     let stats = dp.apply(&ops).expect("apply");
     let batched = n as f64 / t.elapsed().as_secs_f64();
     assert!(stats.batches > 0);
-    let fd = dp.map_fd(map.as_str()).expect("fd");
     let t = Instant::now();
     for op in &ops {
-        if let MapOp::Upsert { key, value, .. } = op {
+        if let MapOp::Upsert { map, key, value } = op {
+            let fd = dp.map_fd(map.as_str()).expect("fd");
             sys::map_update(fd, key, value, sys::BPF_ANY).expect("update");
         }
     }

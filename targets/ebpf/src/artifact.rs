@@ -44,6 +44,17 @@ pub struct Prefix {
     pub len: u8,
 }
 
+impl Prefix {
+    /// Whether the prefix is a single host (IPv4 /32, IPv6 /128): such entries go to the
+    /// `ipcache_host` hash map, every other prefix to the `ipcache` LPM trie.
+    pub fn is_host(&self) -> bool {
+        match self.addr {
+            IpAddr::V4(_) => self.len == 32,
+            IpAddr::V6(_) => self.len == 128,
+        }
+    }
+}
+
 impl fmt::Display for Prefix {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}/{}", self.addr, self.len)
@@ -137,7 +148,8 @@ pub struct EbpfArtifact {
     pub config: c::Config,
     /// Local endpoints by address.
     pub endpoints: BTreeMap<IpAddr, Endpoint>,
-    /// Address prefix to identity.
+    /// Address prefix to identity: the logical ipcache. [`EbpfArtifact::entries`] writes
+    /// its host entries ([`Prefix::is_host`]) to `ipcache_host`, the rest to `ipcache`.
     pub ipcache: BTreeMap<Prefix, u32>,
     /// The resolved policy decision table.
     pub policy: BTreeMap<PolicyMatch, PolicyDecision>,
@@ -163,8 +175,10 @@ pub enum MapName {
     Revnat,
     /// `services`.
     Services,
-    /// `ipcache`.
+    /// `ipcache`: the ipcache's prefixes that are not host entries (LPM trie).
     Ipcache,
+    /// `ipcache_host`: the ipcache's host entries, IPv4 /32 and IPv6 /128 (hash map).
+    IpcacheHost,
     /// `policy`.
     Policy,
     /// `endpoints`.
@@ -173,13 +187,14 @@ pub enum MapName {
 
 impl MapName {
     /// Every map an artifact fills.
-    pub const ALL: [MapName; 8] = [
+    pub const ALL: [MapName; 9] = [
         MapName::Config,
         MapName::Backends,
         MapName::Maglev,
         MapName::Revnat,
         MapName::Services,
         MapName::Ipcache,
+        MapName::IpcacheHost,
         MapName::Policy,
         MapName::Endpoints,
     ];
@@ -193,6 +208,7 @@ impl MapName {
             MapName::Revnat => "revnat",
             MapName::Services => "services",
             MapName::Ipcache => "ipcache",
+            MapName::IpcacheHost => "ipcache_host",
             MapName::Policy => "policy",
             MapName::Endpoints => "endpoints",
         }
@@ -287,6 +303,16 @@ pub fn ipcache_key(p: &Prefix) -> c::IpcacheKey {
     }
 }
 
+/// The `ipcache_host` map key of a host address.
+pub fn ipcache_host_key(a: IpAddr) -> c::IpcacheHostKey {
+    let (addr, family) = raw_addr(a);
+    c::IpcacheHostKey {
+        family,
+        pad: [0; 3],
+        addr,
+    }
+}
+
 /// The `services` map key of a frontend.
 pub fn service_key(f: &Frontend) -> c::ServiceKey {
     let (addr, family) = raw_addr(f.addr);
@@ -326,16 +352,24 @@ impl EbpfArtifact {
             };
             put(&mut out, MapName::Endpoints, &endpoint_key(*a), &v);
         }
+        // Host entries go to the hash map, the other prefixes to the LPM trie: a host
+        // entry is the longest prefix of its address, so the datapath's "hash first, trie
+        // on a miss" finds the same identity as one longest-prefix match over both.
         for (p, id) in &self.ipcache {
-            put(
-                &mut out,
-                MapName::Ipcache,
-                &ipcache_key(p),
-                &c::IpcacheValue {
-                    identity: *id,
-                    flags: 0,
-                },
-            );
+            let v = c::IpcacheValue {
+                identity: *id,
+                flags: 0,
+            };
+            if p.is_host() {
+                put(
+                    &mut out,
+                    MapName::IpcacheHost,
+                    &ipcache_host_key(p.addr),
+                    &v,
+                );
+            } else {
+                put(&mut out, MapName::Ipcache, &ipcache_key(p), &v);
+            }
         }
         for (m, d) in &self.policy {
             put(&mut out, MapName::Policy, &policy_key(m), &policy_value(d));
@@ -577,5 +611,38 @@ mod tests {
             }
         ));
         assert!(new.diff(&new).is_empty());
+    }
+
+    #[test]
+    fn host_entries_go_to_the_hash_map() {
+        let mut a = EbpfArtifact::default();
+        for (p, len, id) in [
+            ("10.0.0.1", 32, 1),
+            ("10.0.0.0", 24, 2),
+            ("fd00::1", 128, 3),
+            ("fd00::", 64, 4),
+            ("0.0.0.0", 0, 5),
+        ] {
+            a.ipcache.insert(
+                Prefix {
+                    addr: p.parse().unwrap(),
+                    len,
+                },
+                id,
+            );
+        }
+        let e = a.entries();
+        let in_map = |m: MapName| e.keys().filter(|(n, _)| *n == m).count();
+        assert_eq!(in_map(MapName::IpcacheHost), 2);
+        assert_eq!(in_map(MapName::Ipcache), 3);
+        let host = ipcache_host_key("10.0.0.1".parse().unwrap());
+        let value = c::IpcacheValue {
+            identity: 1,
+            flags: 0,
+        };
+        assert_eq!(
+            e.get(&(MapName::IpcacheHost, bytes_of(&host).to_vec())),
+            Some(&bytes_of(&value).to_vec())
+        );
     }
 }

@@ -7,7 +7,7 @@
 //! | MAG table | eBPF map |
 //! |---|---|
 //! | `classify`, `anti_spoof`, `route` (`to_endpoint`) | `endpoints` |
-//! | `src_ipcache`, `dst_ipcache` (must agree) | `ipcache` |
+//! | `src_ipcache`, `dst_ipcache` (must agree) | `ipcache_host` (/32, /128 entries), `ipcache` (LPM, the other prefixes) |
 //! | `egress_policy`, `ingress_policy` | `policy` (LPM, two lookups, deny precedence) |
 //! | `service_lb` (rows for pods), `lb_backend` | `services`, `maglev`, `backends`, `revnat` |
 //! | `conntrack`, the conntrack rows of the policy tables | built into the programs |

@@ -98,6 +98,12 @@ fn layouts_match_btf() {
         c::IpcacheKey,
         [prefixlen, family, pad, addr]
     );
+    layout!(
+        btf,
+        "ipcache_host_key",
+        c::IpcacheHostKey,
+        [family, pad, addr]
+    );
     layout!(btf, "ipcache_value", c::IpcacheValue, [identity, flags]);
     layout!(
         btf,

@@ -754,3 +754,118 @@ fn wire_side_runs_ingress_once_and_clears_marks() {
         .unwrap();
     assert_eq!((r.verdict, r.mark), (TC_ACT_OK, 0));
 }
+
+/// The ipcache is split: host entries in the `ipcache_host` hash map, other prefixes in the
+/// `ipcache` LPM trie. A /32 in the hash map wins over the /24 of the trie that covers it,
+/// another address of the /24 gets the /24's identity, and deleting the host entry falls
+/// back to the /24.
+#[test]
+fn host_entries_in_the_hash_map_win_over_covering_prefixes() {
+    use pipec_ebpf::artifact::{ipcache_host_key, ipcache_key, MapName, MapOp};
+    use pipec_ebpf::sys::bytes_of;
+    let mut dp = TestDatapath::load("iphost");
+    let mut a = fixture();
+    // Every packet is judged as a new flow (no conntrack entry lets a later one through).
+    a.config.flags = c::CONFIG_NO_CT_CREATE | c::CONFIG_NO_EVENTS;
+    // B accepts TCP 80 from identity 5001 (the host) only, TCP 81 from 5002 (the /24) only.
+    rule(
+        &mut a,
+        2,
+        Direction::Ingress,
+        5001,
+        Some((TCP, Some(80))),
+        Action::Allow,
+        0x51,
+    );
+    rule(
+        &mut a,
+        2,
+        Direction::Ingress,
+        5002,
+        Some((TCP, Some(81))),
+        Action::Allow,
+        0x52,
+    );
+    let host = Prefix {
+        addr: ip("192.168.7.7"),
+        len: 32,
+    };
+    let net = Prefix {
+        addr: ip("192.168.7.0"),
+        len: 24,
+    };
+    a.ipcache.insert(host, 5001);
+    a.ipcache.insert(net, 5002);
+    dp.write(&a).unwrap();
+    let entries = dp.read_entries().unwrap();
+    let host_key = bytes_of(&ipcache_host_key(host.addr)).to_vec();
+    let net_key = bytes_of(&ipcache_key(&net)).to_vec();
+    assert!(entries.contains_key(&(MapName::IpcacheHost, host_key.clone())));
+    assert!(entries.contains_key(&(MapName::Ipcache, net_key)));
+    let host_in_trie = (MapName::Ipcache, bytes_of(&ipcache_key(&host)).to_vec());
+    assert!(!entries.contains_key(&host_in_trie));
+    let run = |dp: &TestDatapath, src: &str, dport: u16| {
+        verdict(
+            dp,
+            Program::FromWire,
+            src,
+            "10.0.0.2",
+            tcp(40000, dport, TCP_SYN),
+        )
+    };
+    // The host: identity 5001 (allowed on 80, not on 81).
+    assert_eq!(run(&dp, "192.168.7.7", 80), TC_ACT_OK);
+    assert_eq!(run(&dp, "192.168.7.7", 81), TC_ACT_SHOT);
+    // Another address of the /24: identity 5002.
+    assert_eq!(run(&dp, "192.168.7.8", 80), TC_ACT_SHOT);
+    assert_eq!(run(&dp, "192.168.7.8", 81), TC_ACT_OK);
+    // Deleting the host entry (one delete, from the hash map) falls back to the /24.
+    let mut b = a.clone();
+    b.ipcache.remove(&host);
+    let ops = b.diff(&a);
+    assert_eq!(
+        ops,
+        vec![MapOp::Delete {
+            map: MapName::IpcacheHost,
+            key: host_key
+        }]
+    );
+    dp.apply(&ops).unwrap();
+    assert_eq!(run(&dp, "192.168.7.7", 80), TC_ACT_SHOT);
+    assert_eq!(run(&dp, "192.168.7.7", 81), TC_ACT_OK);
+    assert_eq!(dp.read_entries().unwrap(), b.entries());
+
+    // The same for IPv6: a /128 in the hash map inside a /64 of the trie.
+    let host6 = Prefix {
+        addr: ip("fd00:7::7"),
+        len: 128,
+    };
+    let mut c6 = b.clone();
+    c6.ipcache.insert(host6, 5001);
+    c6.ipcache.insert(
+        Prefix {
+            addr: ip("fd00:7::"),
+            len: 64,
+        },
+        5002,
+    );
+    dp.write(&c6).unwrap();
+    let run6 = |dp: &TestDatapath, src: &str, dport: u16| {
+        verdict(
+            dp,
+            Program::FromWire,
+            src,
+            "fd00::2",
+            tcp(40000, dport, TCP_SYN),
+        )
+    };
+    assert_eq!(run6(&dp, "fd00:7::7", 80), TC_ACT_OK);
+    assert_eq!(run6(&dp, "fd00:7::7", 81), TC_ACT_SHOT);
+    assert_eq!(run6(&dp, "fd00:7::8", 80), TC_ACT_SHOT);
+    assert_eq!(run6(&dp, "fd00:7::8", 81), TC_ACT_OK);
+    let mut d6 = c6.clone();
+    d6.ipcache.remove(&host6);
+    dp.write(&d6).unwrap();
+    assert_eq!(run6(&dp, "fd00:7::7", 80), TC_ACT_SHOT);
+    assert_eq!(run6(&dp, "fd00:7::7", 81), TC_ACT_OK);
+}
