@@ -8,7 +8,7 @@
 //! for every packet cannot tell a pod's own packets from packets that carry its address.
 
 use super::prefixes::{port_range_to_ternary, IdentitySets, Prefix};
-use super::{entry_name, Placement, Why, MARK_ALLOW, MARK_REDIRECT};
+use super::{Placement, Target, Why, MARK_ALLOW, MARK_REDIRECT};
 use crate::backend::{Direction, HwAction, HwMatch, HwRule, PacketField, Profile};
 use crate::mag::{ct, ActionId, EntryId, Field, FieldMatch, Mag, Op, TableId};
 use std::collections::BTreeMap;
@@ -117,7 +117,7 @@ impl Candidate {
 
     fn fail(&mut self, why: Why) {
         self.ok = false;
-        self.placement.target = "ebpf".to_string();
+        self.placement.target = Target::Ebpf;
         self.placement.why = why;
     }
 
@@ -128,7 +128,7 @@ impl Candidate {
 }
 
 /// The reason a whole stage stays in eBPF.
-fn stage_reason(table: &str) -> String {
+fn stage_reason(table: &str) -> &'static str {
     match table {
         "classify" => "needs the receiving port as metadata (no metadata match in hardware)",
         "anti_spoof" => "needs the sending pod as metadata (no metadata match in hardware)",
@@ -143,7 +143,6 @@ fn stage_reason(table: &str) -> String {
         "route" => "forwarding to pods and nodes stays in software",
         _ => "this stage is not offloaded",
     }
-    .to_string()
 }
 
 /// Endpoint number → its IPv4 addresses, from the `route` table.
@@ -260,36 +259,15 @@ pub fn candidates(ctx: &Context<'_>) -> Vec<Candidate> {
         let detail = stage_reason(&table.name);
         let ep_col = table.key.iter().position(|k| k.field == Field::Endpoint);
         let id_col = table.key.iter().position(|k| k.field == Field::SrcIdentity);
-        let mut origins: BTreeMap<usize, String> = BTreeMap::new();
         for (i, e) in table.entries.iter().enumerate() {
             let eid = EntryId(i as u32);
-            let prov = e.provenance.first().map(|p| p.0 as usize);
-            let origin = prov.map_or_else(String::new, |p| {
-                origins
-                    .entry(p)
-                    .or_insert_with(|| {
-                        mag.provenance
-                            .get_index(p)
-                            .map_or_else(String::new, |p| p.to_string())
-                    })
-                    .clone()
-            });
+            let prov = e.provenance.first().map(|p| p.0);
             let col = |c: Option<usize>| c.map_or(FieldMatch::Any, |c| e.matches[c]);
+            let why = Why::Stage {
+                detail: detail.into(),
+            };
             let mut c = Candidate {
-                placement: Placement {
-                    entry: entry_name(t, eid),
-                    table: table.name.clone(),
-                    target: "ebpf".to_string(),
-                    why: Why::Stage {
-                        detail: detail.clone(),
-                    },
-                    chain: Vec::new(),
-                    hw_rules: 0,
-                    naive_rules: 0,
-                    value: 0,
-                    origin,
-                    prov,
-                },
+                placement: Placement::ebpf(t, eid, why, prov),
                 table: t,
                 entry: eid,
                 ok: false,
@@ -364,7 +342,7 @@ fn shape<'c>(c: &Candidate, ctx: &'c Context<'_>) -> Result<Shape<'c>, Why> {
             ),
             _ => {
                 return Err(Why::NothingToMatch {
-                    detail: format!("identity {id} has no IPv4 address"),
+                    detail: format!("identity {id} has no IPv4 address").into(),
                 })
             }
         },
@@ -446,7 +424,7 @@ pub fn build_rules(c: &mut Candidate, ctx: &Context<'_>) -> bool {
     for r in &rules {
         if let Err(e) = ctx.profile.check_rule(r) {
             c.fail(Why::NotCapable {
-                detail: e.reason.to_string(),
+                detail: e.reason.to_string().into(),
             });
             return false;
         }
@@ -494,6 +472,6 @@ fn rule(
         level: 0,
         matches,
         actions: c.kind.actions(),
-        origin: c.placement.entry.clone(),
+        origin: c.placement.entry_name(),
     }
 }
