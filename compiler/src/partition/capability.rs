@@ -75,9 +75,11 @@ pub struct Candidate {
     /// The MAG priority.
     pub priority: u32,
     /// The local endpoint an ingress entry applies to (`None`: several or every one).
-    pub endpoint: Option<u128>,
+    /// Endpoints and identities are 32-bit fields, kept as `u32` so that a candidate of
+    /// a million-entry MAG stays small.
+    pub endpoint: Option<u32>,
     /// The one remote identity it matches (`None`: any or a partial match).
-    pub identity: Option<u128>,
+    pub identity: Option<u32>,
     /// Candidates above it (higher priority, overlapping, another action).
     pub deps: Vec<usize>,
     /// Its priority level once placed.
@@ -252,7 +254,15 @@ impl Shape<'_> {
 /// built by [`materialize`] when the budget reaches them.
 pub fn candidates(ctx: &Context<'_>) -> Vec<Candidate> {
     let mag = ctx.mag;
-    let mut out = Vec::new();
+    // Sized exactly: at millions of entries, growing by doubling would hold up to twice
+    // the candidates' memory, and the old and new buffers at once while copying.
+    let total = mag
+        .table_ids()
+        .into_iter()
+        .filter_map(|t| mag.table(t))
+        .map(|t| t.entries.len())
+        .sum();
+    let mut out = Vec::with_capacity(total);
     for t in mag.table_ids() {
         let Some(table) = mag.table(t) else { continue };
         let ingress = table.name == "ingress_policy";
@@ -274,8 +284,8 @@ pub fn candidates(ctx: &Context<'_>) -> Vec<Candidate> {
                 rules: Vec::new(),
                 kind: Kind::of(mag, e.action.action),
                 priority: e.priority,
-                endpoint: exact32(&col(ep_col)),
-                identity: exact32(&col(id_col)),
+                endpoint: exact_u32(&col(ep_col)),
+                identity: exact_u32(&col(id_col)),
                 deps: Vec::new(),
                 level: 0,
                 built: !ingress,
@@ -287,6 +297,12 @@ pub fn candidates(ctx: &Context<'_>) -> Vec<Candidate> {
         }
     }
     out
+}
+
+/// [`exact32`] as a `u32`: validation keeps every match within its field's width, so
+/// the value of a 32-bit field always fits.
+fn exact_u32(m: &FieldMatch) -> Option<u32> {
+    exact32(m).and_then(|v| u32::try_from(v).ok())
 }
 
 /// The value of an exact match on a 32-bit field (an exact or full-mask ternary match).

@@ -85,12 +85,7 @@ impl<'m> Closure<'m> {
 
     /// The positions in the index of the entries with this endpoint and identity key
     /// (`identity: None` of the argument: every identity of the endpoint).
-    fn range(
-        &self,
-        cands: &[Candidate],
-        ep: Option<u128>,
-        id: Option<Option<u128>>,
-    ) -> Range<usize> {
+    fn range(&self, cands: &[Candidate], ep: Option<u32>, id: Option<Option<u32>>) -> Range<usize> {
         let key = |i: &usize| (cands[*i].endpoint, cands[*i].identity);
         let (lo, hi) = match id {
             Some(id) => (
@@ -190,7 +185,7 @@ impl<'m> Closure<'m> {
         };
         let why = self.egress.may_open(
             mag,
-            ep,
+            u128::from(ep),
             &c.get(mag, Field::SrcIdentity),
             &c.get(mag, Field::IpProto),
         );
