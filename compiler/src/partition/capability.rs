@@ -119,6 +119,11 @@ impl Candidate {
 
     fn fail(&mut self, why: Why) {
         self.ok = false;
+        // Only candidates still in the running are compressed or followed up by their
+        // dependants, so a candidate that leaves frees its rules and dependencies: at
+        // full scale the budget builds and rejects millions of them.
+        self.rules = Vec::new();
+        self.deps = Vec::new();
         self.placement.target = Target::Ebpf;
         self.placement.why = why;
     }
