@@ -77,16 +77,14 @@ pub fn plan(
     let program = loaded.pipe.program.as_ref();
     let profile = profile(target, program)?;
     let hints = program.map_or(&[][..], |p| p.placements.as_slice());
-    let lowered = lower::cluster_to_mag(&loaded.cluster, node);
-    let info = mag::validate(lowered.mag())
+    // The graph is taken out of the lowered node, whose incremental state is freed here,
+    // so that a large cluster's graph is neither copied nor held twice.
+    let mag = lower::cluster_to_mag(&loaded.cluster, node).into_mag();
+    let info = mag::validate(&mag)
         .map_err(|e| anyhow::anyhow!("internal compiler error: invalid graph: {e}"))?;
-    let plan = partition::mag_to_plan_with_hints(
-        lowered.mag(),
-        &info,
-        std::slice::from_ref(&profile),
-        hints,
-    );
-    Ok((plan, lowered.mag().clone(), profile))
+    let plan =
+        partition::mag_to_plan_with_hints(&mag, &info, std::slice::from_ref(&profile), hints);
+    Ok((plan, mag, profile))
 }
 
 /// The rte_flow artifact of a plan.

@@ -67,7 +67,7 @@ fn partition(c: &mut Criterion) {
     let ingress = plan
         .placements
         .iter()
-        .filter(|p| p.table == "ingress_policy")
+        .filter(|p| plan.table_name(p) == "ingress_policy")
         .count();
     assert!(u.levels <= profile.caps.priority_levels);
     println!(

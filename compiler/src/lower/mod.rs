@@ -467,6 +467,15 @@ impl Lowered {
         }
     }
 
+    /// The canonical graph, giving up the state for incremental updates: a caller done
+    /// with updates frees that state and needs no copy of the graph.
+    pub fn into_mag(self) -> Mag {
+        self.mag();
+        self.canon
+            .into_inner()
+            .expect("Lowered::mag has just materialised the graph")
+    }
+
     /// The canonical graph (entries sorted), materialised on first use after a change.
     pub fn mag(&self) -> &Mag {
         self.canon.get_or_init(|| {

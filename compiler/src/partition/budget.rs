@@ -49,6 +49,11 @@ pub struct ReservationUse {
 /// conservative fill; after a few, the slack left is small.
 const MAX_BATCHES: usize = 8;
 
+/// Uncompressed rules one batch may build beyond the slack. Where almost everything
+/// compresses (hundreds of rules into one), the ratio would size the next batch to every
+/// remaining entry and build millions of rules at once, more than the machine holds.
+const MAX_BATCH_RULES: u64 = 1 << 20;
+
 /// Compressions spent cutting an overflowing batch; what is left after them goes to the
 /// conservative fill.
 const MAX_BISECTIONS: usize = 6;
@@ -125,6 +130,7 @@ impl<'a, 'm> Chooser<'a, 'm> {
             // little under, so that a batch rarely overflows.
             let slack = limit - used;
             let target = ((slack as f64) * ratio * 0.8).max(slack as f64) as u64;
+            let target = target.min(MAX_BATCH_RULES.max(slack));
             let (groups, next) = self.batch(cands, order, pos, target);
             if groups.is_empty() {
                 break;

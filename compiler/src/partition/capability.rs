@@ -8,7 +8,7 @@
 //! for every packet cannot tell a pod's own packets from packets that carry its address.
 
 use super::prefixes::{port_range_to_ternary, IdentitySets, Prefix};
-use super::{entry_name, Placement, Why, MARK_ALLOW, MARK_REDIRECT};
+use super::{Placement, Target, Why, MARK_ALLOW, MARK_REDIRECT};
 use crate::backend::{Direction, HwAction, HwMatch, HwRule, PacketField, Profile};
 use crate::mag::{ct, ActionId, EntryId, Field, FieldMatch, Mag, Op, TableId};
 use std::collections::BTreeMap;
@@ -75,9 +75,11 @@ pub struct Candidate {
     /// The MAG priority.
     pub priority: u32,
     /// The local endpoint an ingress entry applies to (`None`: several or every one).
-    pub endpoint: Option<u128>,
+    /// Endpoints and identities are 32-bit fields, kept as `u32` so that a candidate of
+    /// a million-entry MAG stays small.
+    pub endpoint: Option<u32>,
     /// The one remote identity it matches (`None`: any or a partial match).
-    pub identity: Option<u128>,
+    pub identity: Option<u32>,
     /// Candidates above it (higher priority, overlapping, another action).
     pub deps: Vec<usize>,
     /// Its priority level once placed.
@@ -117,7 +119,12 @@ impl Candidate {
 
     fn fail(&mut self, why: Why) {
         self.ok = false;
-        self.placement.target = "ebpf".to_string();
+        // Only candidates still in the running are compressed or followed up by their
+        // dependants, so a candidate that leaves frees its rules and dependencies: at
+        // full scale the budget builds and rejects millions of them.
+        self.rules = Vec::new();
+        self.deps = Vec::new();
+        self.placement.target = Target::Ebpf;
         self.placement.why = why;
     }
 
@@ -128,7 +135,7 @@ impl Candidate {
 }
 
 /// The reason a whole stage stays in eBPF.
-fn stage_reason(table: &str) -> String {
+fn stage_reason(table: &str) -> &'static str {
     match table {
         "classify" => "needs the receiving port as metadata (no metadata match in hardware)",
         "anti_spoof" => "needs the sending pod as metadata (no metadata match in hardware)",
@@ -143,7 +150,6 @@ fn stage_reason(table: &str) -> String {
         "route" => "forwarding to pods and nodes stays in software",
         _ => "this stage is not offloaded",
     }
-    .to_string()
 }
 
 /// Endpoint number → its IPv4 addresses, from the `route` table.
@@ -253,51 +259,38 @@ impl Shape<'_> {
 /// built by [`materialize`] when the budget reaches them.
 pub fn candidates(ctx: &Context<'_>) -> Vec<Candidate> {
     let mag = ctx.mag;
-    let mut out = Vec::new();
+    // Sized exactly: at millions of entries, growing by doubling would hold up to twice
+    // the candidates' memory, and the old and new buffers at once while copying.
+    let total = mag
+        .table_ids()
+        .into_iter()
+        .filter_map(|t| mag.table(t))
+        .map(|t| t.entries.len())
+        .sum();
+    let mut out = Vec::with_capacity(total);
     for t in mag.table_ids() {
         let Some(table) = mag.table(t) else { continue };
         let ingress = table.name == "ingress_policy";
         let detail = stage_reason(&table.name);
         let ep_col = table.key.iter().position(|k| k.field == Field::Endpoint);
         let id_col = table.key.iter().position(|k| k.field == Field::SrcIdentity);
-        let mut origins: BTreeMap<usize, String> = BTreeMap::new();
         for (i, e) in table.entries.iter().enumerate() {
             let eid = EntryId(i as u32);
-            let prov = e.provenance.first().map(|p| p.0 as usize);
-            let origin = prov.map_or_else(String::new, |p| {
-                origins
-                    .entry(p)
-                    .or_insert_with(|| {
-                        mag.provenance
-                            .get_index(p)
-                            .map_or_else(String::new, |p| p.to_string())
-                    })
-                    .clone()
-            });
+            let prov = e.provenance.first().map(|p| p.0);
             let col = |c: Option<usize>| c.map_or(FieldMatch::Any, |c| e.matches[c]);
+            let why = Why::Stage {
+                detail: detail.into(),
+            };
             let mut c = Candidate {
-                placement: Placement {
-                    entry: entry_name(t, eid),
-                    table: table.name.clone(),
-                    target: "ebpf".to_string(),
-                    why: Why::Stage {
-                        detail: detail.clone(),
-                    },
-                    chain: Vec::new(),
-                    hw_rules: 0,
-                    naive_rules: 0,
-                    value: 0,
-                    origin,
-                    prov,
-                },
+                placement: Placement::ebpf(t, eid, why, prov),
                 table: t,
                 entry: eid,
                 ok: false,
                 rules: Vec::new(),
                 kind: Kind::of(mag, e.action.action),
                 priority: e.priority,
-                endpoint: exact32(&col(ep_col)),
-                identity: exact32(&col(id_col)),
+                endpoint: exact_u32(&col(ep_col)),
+                identity: exact_u32(&col(id_col)),
                 deps: Vec::new(),
                 level: 0,
                 built: !ingress,
@@ -309,6 +302,12 @@ pub fn candidates(ctx: &Context<'_>) -> Vec<Candidate> {
         }
     }
     out
+}
+
+/// [`exact32`] as a `u32`: validation keeps every match within its field's width, so
+/// the value of a 32-bit field always fits.
+fn exact_u32(m: &FieldMatch) -> Option<u32> {
+    exact32(m).and_then(|v| u32::try_from(v).ok())
 }
 
 /// The value of an exact match on a 32-bit field (an exact or full-mask ternary match).
@@ -364,7 +363,7 @@ fn shape<'c>(c: &Candidate, ctx: &'c Context<'_>) -> Result<Shape<'c>, Why> {
             ),
             _ => {
                 return Err(Why::NothingToMatch {
-                    detail: format!("identity {id} has no IPv4 address"),
+                    detail: format!("identity {id} has no IPv4 address").into(),
                 })
             }
         },
@@ -446,7 +445,7 @@ pub fn build_rules(c: &mut Candidate, ctx: &Context<'_>) -> bool {
     for r in &rules {
         if let Err(e) = ctx.profile.check_rule(r) {
             c.fail(Why::NotCapable {
-                detail: e.reason.to_string(),
+                detail: e.reason.to_string().into(),
             });
             return false;
         }
@@ -494,6 +493,6 @@ fn rule(
         level: 0,
         matches,
         actions: c.kind.actions(),
-        origin: c.placement.entry.clone(),
+        origin: c.placement.entry_name(),
     }
 }

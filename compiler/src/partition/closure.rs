@@ -72,8 +72,9 @@ pub struct Closure<'m> {
 impl<'m> Closure<'m> {
     /// Indexes the ingress entries of `cands` and the egress table of `mag`.
     pub fn new(mag: &'m Mag, cands: &[Candidate]) -> Closure<'m> {
+        let ingress_table = mag.table_by_name("ingress_policy");
         let mut ingress: Vec<usize> = (0..cands.len())
-            .filter(|i| cands[*i].placement.table == "ingress_policy")
+            .filter(|i| Some(cands[*i].table) == ingress_table)
             .collect();
         ingress.sort_by_key(|i| (cands[*i].endpoint, cands[*i].identity, *i));
         Closure {
@@ -84,12 +85,7 @@ impl<'m> Closure<'m> {
 
     /// The positions in the index of the entries with this endpoint and identity key
     /// (`identity: None` of the argument: every identity of the endpoint).
-    fn range(
-        &self,
-        cands: &[Candidate],
-        ep: Option<u128>,
-        id: Option<Option<u128>>,
-    ) -> Range<usize> {
+    fn range(&self, cands: &[Candidate], ep: Option<u32>, id: Option<Option<u32>>) -> Range<usize> {
         let key = |i: &usize| (cands[*i].endpoint, cands[*i].identity);
         let (lo, hi) = match id {
             Some(id) => (
@@ -166,7 +162,7 @@ impl<'m> Closure<'m> {
         // Entries above have a strictly higher priority, so this recursion ends.
         for j in &deps {
             if !self.materialize(ctx, cands, *j) {
-                let above = cands[*j].placement.entry.clone();
+                let above = cands[*j].placement.entry_name().into();
                 cands[i].leave(Why::NotPriorityClosed { above });
                 cands[i].deps = deps;
                 return false;
@@ -189,12 +185,14 @@ impl<'m> Closure<'m> {
         };
         let why = self.egress.may_open(
             mag,
-            ep,
+            u128::from(ep),
             &c.get(mag, Field::SrcIdentity),
             &c.get(mag, Field::IpProto),
         );
         if let Some(detail) = why {
-            c.leave(Why::NotSound { detail });
+            c.leave(Why::NotSound {
+                detail: detail.into(),
+            });
             false
         } else {
             c.placement

@@ -13,7 +13,7 @@
 //! aggregates CIDRs and port prefixes across rules and entries.
 
 use super::capability::{Candidate, Kind};
-use super::{Usage, Why};
+use super::{Target, Usage, Why};
 use crate::backend::{HwAction, HwMatch, HwRule, MaskCap, PacketField, PlanSlice, Profile};
 use rustc_hash::FxHashMap;
 use std::collections::{BTreeMap, HashMap};
@@ -125,7 +125,7 @@ pub fn build(cands: &mut [Candidate], chosen: &[usize], profile: &Profile) -> (P
         }
         placed.push((i, level));
         let c = &mut cands[i];
-        c.placement.target = profile.name.clone();
+        c.placement.target = Target::Hardware;
         let does = match c.kind {
             Kind::Drop => "drop",
             Kind::Allow => "mark as allowed, hand to software",

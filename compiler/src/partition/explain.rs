@@ -1,7 +1,7 @@
 //! The report of `pipec explain`: every rule's placement, in words a network engineer
 //! reads, then the budget and what it left out.
 
-use super::{Plan, Why};
+use super::{Placement, Plan, Why};
 use crate::mag::{Mag, Provenance};
 use crate::source::Sources;
 use serde::Serialize;
@@ -47,47 +47,27 @@ pub struct Report {
 /// Builds the report of a plan.
 pub fn report(plan: &Plan, mag: &Mag, sources: &Sources) -> Report {
     let mut rows = Vec::new();
-    let mut stages: BTreeMap<String, (usize, String)> = BTreeMap::new();
+    let mut stages: BTreeMap<&str, (usize, &str)> = BTreeMap::new();
     for p in &plan.placements {
-        let policy = p.table.ends_with("_policy");
-        if !policy {
+        let table = plan.table_name(p);
+        if !table.ends_with("_policy") {
             if let Why::Stage { detail } = &p.why {
-                let e = stages.entry(p.table.clone()).or_insert((0, detail.clone()));
-                e.0 += 1;
+                stages.entry(table).or_insert((0, detail)).0 += 1;
                 continue;
             }
         }
-        let location =
-            p.prov
-                .and_then(|i| mag.provenance.get_index(i))
-                .and_then(|prov| match prov {
-                    Provenance::Rule(r) => r.location(sources).map(|s| sources.file_line(s)),
-                    Provenance::Object(o) => o.span.map(|s| sources.file_line(s)),
-                    Provenance::Builtin(_) => None,
-                });
-        let mut chain = p.chain.clone();
-        chain.push(p.why.to_string());
-        rows.push(Row {
-            id: p.entry.clone(),
-            source: p.origin.clone(),
-            location,
-            target: p.target.clone(),
-            code: p.why.code().to_string(),
-            reason: p.why.to_string(),
-            hw_entries: p.hw_rules,
-            chain,
-        });
+        rows.push(row(plan, p, mag, sources));
     }
     for (table, (n, detail)) in stages {
         rows.push(Row {
-            id: table.clone(),
+            id: table.to_string(),
             source: format!("{n} entries of stage {table}"),
             location: None,
             target: "ebpf".into(),
             code: "stage-not-offloadable".into(),
-            reason: detail.clone(),
+            reason: detail.to_string(),
             hw_entries: 0,
-            chain: vec![detail],
+            chain: vec![detail.to_string()],
         });
     }
     Report {
@@ -96,6 +76,30 @@ pub fn report(plan: &Plan, mag: &Mag, sources: &Sources) -> Report {
         rows,
         usage: plan.usage.clone(),
         left_out: plan.left_out.clone(),
+    }
+}
+
+/// The row of one placement.
+fn row(plan: &Plan, p: &Placement, mag: &Mag, sources: &Sources) -> Row {
+    let location = p
+        .prov
+        .and_then(|i| mag.provenance.get_index(i as usize))
+        .and_then(|prov| match prov {
+            Provenance::Rule(r) => r.location(sources).map(|s| sources.file_line(s)),
+            Provenance::Object(o) => o.span.map(|s| sources.file_line(s)),
+            Provenance::Builtin(_) => None,
+        });
+    let mut chain = p.chain.clone();
+    chain.push(p.why.to_string());
+    Row {
+        id: p.entry_name(),
+        source: plan.origin(p).to_string(),
+        location,
+        target: plan.target_name(p).to_string(),
+        code: p.why.code().to_string(),
+        reason: p.why.to_string(),
+        hw_entries: p.hw_rules,
+        chain,
     }
 }
 

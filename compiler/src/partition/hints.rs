@@ -42,7 +42,7 @@ fn subject_text(s: &PlaceSubject) -> String {
 /// Whether candidate `c` of `mag` is about `subject`.
 pub fn names(mag: &Mag, c: &Candidate, subject: &PlaceSubject) -> bool {
     if let PlaceSubject::Table(t) = subject {
-        return c.placement.table == *t;
+        return mag.table(c.table).is_some_and(|table| table.name == *t);
     }
     let Some(table) = mag.table(c.table) else {
         return false;
@@ -102,8 +102,10 @@ pub fn apply(
             }
             let text = hint_text(h);
             match &h.hint {
-                Hint::ExcludeFromHardware => c.leave(Why::Excluded { hint: text }),
-                Hint::Pin { target: t } if t != target => c.leave(Why::Excluded { hint: text }),
+                Hint::ExcludeFromHardware => c.leave(Why::Excluded { hint: text.into() }),
+                Hint::Pin { target: t } if t != target => {
+                    c.leave(Why::Excluded { hint: text.into() })
+                }
                 Hint::Pin { .. } | Hint::Prefer { .. } => {
                     if c.ok {
                         c.placement.value = c.placement.value.saturating_add(1 << 50);

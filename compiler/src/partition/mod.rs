@@ -42,13 +42,19 @@ pub mod prefixes;
 
 use crate::backend::{PlanSlice, Profile};
 use crate::mag::{EntryId, Mag, MagInfo, TableId};
-use serde::Serialize;
+use serde::{Serialize, Serializer};
+use std::borrow::Cow;
+use std::collections::BTreeMap;
 use std::fmt;
 
 /// The MARK id of a packet that hardware found allowed by policy.
 pub const MARK_ALLOW: u32 = 1;
 /// The MARK id of a packet that policy sends to the L7 proxy.
 pub const MARK_REDIRECT: u32 = 2;
+
+/// The text of a reason: most reasons are fixed sentences, borrowed so that millions of
+/// placements that share one allocate nothing.
+pub type Text = Cow<'static, str>;
 
 /// Why an entry is where it is: a stable code and a few words for a network engineer.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -57,42 +63,42 @@ pub enum Why {
     /// In hardware: capable, priority-closed, sound, within budget.
     InHardware {
         /// What hardware does with the packets (`drop` or `mark`).
-        does: String,
+        does: Text,
     },
     /// The pipeline stage needs something the flow table lacks (rewrite, state, metadata).
     Stage {
         /// What is missing, in a few words.
-        detail: String,
+        detail: Text,
     },
     /// The entry cannot be written as hardware rules of this profile.
     NotCapable {
         /// The profile's answer, in a few words.
-        detail: String,
+        detail: Text,
     },
     /// A higher-priority overlapping entry with another action stays in eBPF.
     NotPriorityClosed {
         /// The entry that stays in eBPF (`t9.e2`).
-        above: String,
+        above: Text,
     },
     /// A hardware drop here could drop replies of connections policy allows.
     NotSound {
         /// Why, in a few words.
-        detail: String,
+        detail: Text,
     },
     /// The entry matches no IPv4 address, so hardware has nothing to match.
     NothingToMatch {
         /// Why.
-        detail: String,
+        detail: Text,
     },
     /// A `.pipe` placement hint keeps it out of hardware.
     Excluded {
         /// The hint, `exclude policy "p" from hardware`.
-        hint: String,
+        hint: Text,
     },
     /// The budget ran out before this entry's turn.
     Budget {
         /// The resource (`flow entries`, `priority levels`).
-        resource: String,
+        resource: Text,
         /// Its size.
         limit: u64,
     },
@@ -131,19 +137,31 @@ impl fmt::Display for Why {
     }
 }
 
+/// The target that decides an entry.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Target {
+    /// The eBPF pipeline (which always holds every entry too).
+    Ebpf,
+    /// The hardware profile the plan is for ([`Plan::target`]).
+    Hardware,
+}
+
 /// Where one MAG entry runs.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+///
+/// A plan has one per MAG entry, millions at full scale, so it holds ids rather than
+/// text: [`Plan`] renders the entry, table, target and origin names when it is printed.
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Placement {
-    /// The entry, `t9.e2`.
-    pub entry: String,
-    /// The table's name.
-    pub table: String,
-    /// The target that decides it: the hardware profile's name or `ebpf` (which always
-    /// holds it too).
-    pub target: String,
+    /// The entry's table.
+    pub table: TableId,
+    /// The entry.
+    pub entry: EntryId,
+    /// The target that decides it.
+    pub target: Target,
     /// Why.
     pub why: Why,
-    /// Earlier steps of the reasoning (for `explain --rule`), in order.
+    /// Earlier steps of the reasoning (for `explain --rule`), in order; empty (and not
+    /// allocated) for the entries that never reach the hardware checks.
     pub chain: Vec<String>,
     /// Hardware rules before compression (the entry's cost).
     pub hw_rules: u64,
@@ -152,11 +170,30 @@ pub struct Placement {
     pub naive_rules: u64,
     /// The entry's value for ranking (higher first).
     pub value: u64,
-    /// Where it came from (provenance text).
-    pub origin: String,
     /// Index into [`Mag::provenance`] of the first provenance record, if any.
-    #[serde(skip)]
-    pub prov: Option<usize>,
+    pub prov: Option<u32>,
+}
+
+impl Placement {
+    /// A placement in eBPF for `why`, with nothing counted yet.
+    pub fn ebpf(table: TableId, entry: EntryId, why: Why, prov: Option<u32>) -> Placement {
+        Placement {
+            table,
+            entry,
+            target: Target::Ebpf,
+            why,
+            chain: Vec::new(),
+            hw_rules: 0,
+            naive_rules: 0,
+            value: 0,
+            prov,
+        }
+    }
+
+    /// The entry's name, `t9.e2`.
+    pub fn entry_name(&self) -> String {
+        entry_name(self.table, self.entry)
+    }
 }
 
 /// Budget use of the hardware slice.
@@ -184,7 +221,7 @@ pub struct Usage {
 }
 
 /// The partition of one node's MAG.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Plan {
     /// The node.
     pub node: String,
@@ -198,6 +235,129 @@ pub struct Plan {
     pub usage: Usage,
     /// Entries that were capable and sound but left out for budget, most valuable first.
     pub left_out: Vec<String>,
+    /// The MAG's table names, by table index, to name placements without the MAG.
+    pub tables: Vec<String>,
+    /// The provenance text of every first provenance record a placement names, by its
+    /// index into [`Mag::provenance`]: far fewer than placements, so each is kept once.
+    pub origins: BTreeMap<u32, String>,
+}
+
+impl Plan {
+    /// The name of `p`'s table.
+    pub fn table_name(&self, p: &Placement) -> &str {
+        self.tables
+            .get(p.table.0.index())
+            .map_or("", String::as_str)
+    }
+
+    /// The name of the target that decides `p`: the hardware profile's or `ebpf`.
+    pub fn target_name(&self, p: &Placement) -> &str {
+        match p.target {
+            Target::Hardware => &self.target,
+            Target::Ebpf => "ebpf",
+        }
+    }
+
+    /// Where `p` came from (provenance text; empty when it has none).
+    pub fn origin(&self, p: &Placement) -> &str {
+        p.prov
+            .and_then(|i| self.origins.get(&i))
+            .map_or("", String::as_str)
+    }
+
+    /// `p` with its names, as JSON and YAML show it.
+    fn row<'p>(&'p self, p: &'p Placement) -> PlacementRow<'p> {
+        PlacementRow {
+            entry: p.entry_name(),
+            table: self.table_name(p),
+            target: self.target_name(p),
+            why: &p.why,
+            chain: &p.chain,
+            hw_rules: p.hw_rules,
+            naive_rules: p.naive_rules,
+            value: p.value,
+            origin: self.origin(p),
+        }
+    }
+}
+
+/// A placement with its names, rendered one at a time while serializing.
+#[derive(Serialize)]
+struct PlacementRow<'p> {
+    entry: String,
+    table: &'p str,
+    target: &'p str,
+    why: &'p Why,
+    chain: &'p [String],
+    hw_rules: u64,
+    naive_rules: u64,
+    value: u64,
+    origin: &'p str,
+}
+
+/// The placements of a plan, serialized as a sequence of [`PlacementRow`]s.
+struct Rows<'p>(&'p Plan);
+
+impl Serialize for Rows<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(self.0.placements.iter().map(|p| self.0.row(p)))
+    }
+}
+
+/// The serialized form of a plan; the name tables are not part of it, they only render
+/// the placements.
+#[derive(Serialize)]
+struct PlanView<'p> {
+    node: &'p str,
+    target: &'p str,
+    placements: Rows<'p>,
+    slice: &'p PlanSlice,
+    usage: &'p Usage,
+    left_out: &'p [String],
+}
+
+impl Serialize for Plan {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        PlanView {
+            node: &self.node,
+            target: &self.target,
+            placements: Rows(self),
+            slice: &self.slice,
+            usage: &self.usage,
+            left_out: &self.left_out,
+        }
+        .serialize(s)
+    }
+}
+
+/// The table names of `mag`, by table index.
+fn table_names(mag: &Mag) -> Vec<String> {
+    let mut names = Vec::new();
+    for t in mag.table_ids() {
+        let i = t.0.index();
+        if names.len() <= i {
+            names.resize(i + 1, String::new());
+        }
+        if let Some(table) = mag.table(t) {
+            names[i] = table.name.clone();
+        }
+    }
+    names
+}
+
+/// The provenance text of each first provenance record that `placements` name.
+fn origin_texts(mag: &Mag, placements: &[Placement]) -> BTreeMap<u32, String> {
+    let mut out = BTreeMap::new();
+    for p in placements {
+        if let Some(i) = p.prov {
+            out.entry(i).or_insert_with(|| {
+                mag.provenance
+                    .get_index(i as usize)
+                    .map_or_else(String::new, ToString::to_string)
+            });
+        }
+    }
+    out
 }
 
 /// Partitions a validated MAG over `profiles` (the first one is the hardware target; the
@@ -237,12 +397,15 @@ pub fn mag_to_plan_with_hints(
     left_out.sort_unstable_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.cmp(&b.1)));
     let left_out = left_out
         .into_iter()
-        .map(|(_, i)| cands[i].placement.entry.clone())
+        .map(|(_, i)| cands[i].placement.entry_name())
         .collect();
+    let placements: Vec<Placement> = cands.into_iter().map(|c| c.placement).collect();
     Plan {
         node: mag.node.clone(),
         target: profile.name.clone(),
-        placements: cands.into_iter().map(|c| c.placement).collect(),
+        tables: table_names(mag),
+        origins: origin_texts(mag, &placements),
+        placements,
         slice,
         usage,
         left_out,
@@ -278,14 +441,15 @@ pub fn plan_to_text(plan: &Plan) -> String {
     for p in &plan.placements {
         let _ = writeln!(
             out,
-            "entry {} {} -> {} [{}] cost {} naive {} @ {}",
-            p.entry,
+            "entry {}.{} {} -> {} [{}] cost {} naive {} @ {}",
             p.table,
-            p.target,
+            p.entry,
+            plan.table_name(p),
+            plan.target_name(p),
             p.why.code(),
             p.hw_rules,
             p.naive_rules,
-            p.origin
+            plan.origin(p)
         );
     }
     for r in &plan.slice.rules {

@@ -89,8 +89,8 @@ fn reserve(policy: &str, amount: u32) -> Placement {
 fn placed_origins(plan: &pipec::partition::Plan) -> Vec<String> {
     plan.placements
         .iter()
-        .filter(|p| p.target != "ebpf")
-        .map(|p| p.origin.clone())
+        .filter(|p| p.target == pipec::partition::Target::Hardware)
+        .map(|p| plan.origin(p).to_string())
         .collect()
 }
 
