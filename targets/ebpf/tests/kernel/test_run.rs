@@ -827,7 +827,7 @@ fn host_entries_in_the_hash_map_win_over_covering_prefixes() {
         ops,
         vec![MapOp::Delete {
             map: MapName::IpcacheHost,
-            key: host_key
+            key: host_key.clone()
         }]
     );
     dp.apply(&ops).unwrap();
@@ -868,4 +868,25 @@ fn host_entries_in_the_hash_map_win_over_covering_prefixes() {
     dp.write(&d6).unwrap();
     assert_eq!(run6(&dp, "fd00:7::7", 80), TC_ACT_SHOT);
     assert_eq!(run6(&dp, "fd00:7::7", 81), TC_ACT_OK);
+
+    // An in-place upgrade: maps pinned before the split hold host entries in the trie.
+    // `write` diffs against what the maps hold, so it moves the /32 into the hash map
+    // (upserts before deletes: no moment without it) and removes it from the trie, where
+    // it would otherwise outlive the pod's removal.
+    let value = a.entries()[&(MapName::IpcacheHost, host_key.clone())].clone();
+    dp.write(&b).unwrap();
+    dp.apply(&[MapOp::Upsert {
+        map: MapName::Ipcache,
+        key: host_in_trie.1.clone(),
+        value,
+    }])
+    .unwrap();
+    assert_eq!(run(&dp, "192.168.7.7", 80), TC_ACT_OK);
+    let stats = dp.write(&a).unwrap();
+    assert_eq!((stats.upserts, stats.deletes), (1, 1));
+    assert_eq!(dp.read_entries().unwrap(), a.entries());
+    assert_eq!(run(&dp, "192.168.7.7", 80), TC_ACT_OK);
+    dp.write(&b).unwrap();
+    assert_eq!(run(&dp, "192.168.7.7", 80), TC_ACT_SHOT);
+    assert_eq!(run(&dp, "192.168.7.7", 81), TC_ACT_OK);
 }
