@@ -2,9 +2,9 @@
 //! that proptest generates and shrinks, rendered to manifests and loaded through the real
 //! frontend, so every generated case is also valid input to `pipec`.
 //!
-//! A copy of the generator of `compiler/tests/it/mag_gen.rs`, so that other crates' tests
-//! (the eBPF differential test) can use it; the fields of the spec types are the
-//! generator's knobs and documented on their types.
+//! Shared by the MAG property tests (`compiler/tests/it/mag_gen.rs`) and other crates'
+//! tests (the eBPF differential test); the fields of the spec types are the generator's
+//! knobs and documented on their types.
 #![allow(
     missing_docs,
     reason = "spec fields are generator knobs, described on their types"
@@ -212,10 +212,15 @@ fn svc_spec() -> impl Strategy<Value = SvcSpec> {
 }
 
 /// Clusters of up to `max_pods` pods on no nodes (the synthetic one) or one node: the
-/// eBPF engine runs one node's datapath. (The MAG tests' copy spreads pods over two nodes.)
+/// eBPF engine runs one node's datapath.
 pub fn spec(max_pods: usize) -> impl Strategy<Value = Spec> {
+    spec_on_nodes(max_pods, 1)
+}
+
+/// Clusters of up to `max_pods` pods on no nodes (the synthetic one) up to `max_nodes`.
+pub fn spec_on_nodes(max_pods: usize, max_nodes: usize) -> impl Strategy<Value = Spec> {
     (
-        0..2usize,
+        0..max_nodes + 1,
         proptest::collection::vec(0..2usize, 3),
         proptest::collection::vec(pod_spec(), 1..max_pods),
         proptest::collection::vec(svc_spec(), 0..3),
