@@ -804,15 +804,13 @@ fn host_entries_in_the_hash_map_win_over_covering_prefixes() {
     assert!(entries.contains_key(&(MapName::Ipcache, net_key)));
     let host_in_trie = (MapName::Ipcache, bytes_of(&ipcache_key(&host)).to_vec());
     assert!(!entries.contains_key(&host_in_trie));
-    let run = |dp: &TestDatapath, src: &str, dport: u16| {
-        verdict(
-            dp,
-            Program::FromWire,
-            src,
-            "10.0.0.2",
-            tcp(40000, dport, TCP_SYN),
-        )
+    // A new TCP connection from the wire to B (10.0.0.2) on `dport`; `run6` to B's IPv6
+    // address.
+    let to = |dp: &TestDatapath, src: &str, dst: &str, dport: u16| {
+        verdict(dp, Program::FromWire, src, dst, tcp(40000, dport, TCP_SYN))
     };
+    let run = |dp: &TestDatapath, src: &str, dport: u16| to(dp, src, "10.0.0.2", dport);
+    let run6 = |dp: &TestDatapath, src: &str, dport: u16| to(dp, src, "fd00::2", dport);
     // The host: identity 5001 (allowed on 80, not on 81).
     assert_eq!(run(&dp, "192.168.7.7", 80), TC_ACT_OK);
     assert_eq!(run(&dp, "192.168.7.7", 81), TC_ACT_SHOT);
@@ -850,15 +848,6 @@ fn host_entries_in_the_hash_map_win_over_covering_prefixes() {
         5002,
     );
     dp.write(&c6).unwrap();
-    let run6 = |dp: &TestDatapath, src: &str, dport: u16| {
-        verdict(
-            dp,
-            Program::FromWire,
-            src,
-            "fd00::2",
-            tcp(40000, dport, TCP_SYN),
-        )
-    };
     assert_eq!(run6(&dp, "fd00:7::7", 80), TC_ACT_OK);
     assert_eq!(run6(&dp, "fd00:7::7", 81), TC_ACT_SHOT);
     assert_eq!(run6(&dp, "fd00:7::8", 80), TC_ACT_SHOT);
