@@ -20,6 +20,7 @@ mod conformance;
 mod fmt;
 mod output;
 mod partition;
+mod session;
 mod trace;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};

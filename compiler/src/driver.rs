@@ -4,7 +4,7 @@
 //! any error diagnostic stops it before a later stage sees a half-valid model.
 
 use crate::diag::{self, Diagnostic, Sink};
-use crate::frontend;
+use crate::frontend::{self, Object};
 use crate::model::build::{BuildOptions, ClusterBuilder};
 use crate::model::{self, Cluster};
 use crate::source::{FileId, Sources};
@@ -83,20 +83,66 @@ pub fn load_sources(
     sources: Sources,
     files: &[crate::source::FileId],
     options: &BuildOptions,
-    mut sink: Sink,
+    sink: Sink,
+) -> Loaded {
+    load_sources_with(sources, files, options, sink, |_| {})
+}
+
+/// [`load_sources`], showing every decoded object to `on_object` before it is modelled
+/// (a compile session keeps them, to model again after a change).
+pub fn load_sources_with(
+    sources: Sources,
+    files: &[crate::source::FileId],
+    options: &BuildOptions,
+    sink: Sink,
+    mut on_object: impl FnMut(&Object),
 ) -> Loaded {
     let (pipe_files, manifests): (Vec<FileId>, Vec<FileId>) = files
         .iter()
         .partition(|f| sources.name(**f).ends_with(".pipe"));
     // Objects are modelled as they are decoded, so they are never all in memory at once.
+    build(sources, &pipe_files, options, sink, |sources, sink, add| {
+        frontend::for_each_object(sources, &manifests, sink, |obj| {
+            on_object(&obj);
+            add(obj)
+        })
+    })
+}
+
+/// Models objects decoded earlier (their spans point into `sources`) and the `.pipe`
+/// files `pipe_files`: what a compile session does after a change.
+pub fn load_objects(
+    sources: Sources,
+    objects: impl Iterator<Item = Object>,
+    pipe_files: &[FileId],
+    options: &BuildOptions,
+) -> Loaded {
+    build(
+        sources,
+        pipe_files,
+        options,
+        Sink::default(),
+        |_, _, add| objects.for_each(add),
+    )
+}
+
+/// The model stage: `feed` hands every object to the builder; then the `.pipe` program
+/// joins the admin tier and the diagnostics are put in file order.
+fn build(
+    sources: Sources,
+    pipe_files: &[FileId],
+    options: &BuildOptions,
+    mut sink: Sink,
+    feed: impl FnOnce(&Sources, &mut Sink, &mut dyn FnMut(Object)),
+) -> Loaded {
     // The model's diagnostics come after the frontend's, as if the stages ran one by one.
     let mut model_sink = Sink::default();
     let mut builder = ClusterBuilder::new(&sources, options, &mut model_sink);
-    frontend::for_each_object(&sources, &manifests, &mut sink, |obj| builder.add(obj));
+    feed(&sources, &mut sink, &mut |obj| builder.add(obj));
     let mut cluster = builder.finish();
     sink.diags.append(&mut model_sink.diags);
     let mut sources = sources;
-    let pipe = load_pipe(&mut sources, &pipe_files);
+    let pipe = load_pipe(&mut sources, pipe_files);
     if let Some(program) = &pipe.program {
         cluster
             .admin_policies

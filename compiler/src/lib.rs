@@ -16,6 +16,7 @@ pub mod mag;
 pub mod model;
 pub mod partition;
 pub mod semantics;
+pub mod session;
 pub mod source;
 #[cfg(feature = "testgen")]
 pub mod testgen;

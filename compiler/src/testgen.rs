@@ -152,7 +152,8 @@ fn rule() -> impl Strategy<Value = RuleSpec> {
         .prop_map(|(peers, ports)| RuleSpec { peers, ports })
 }
 
-fn policy() -> impl Strategy<Value = PolicySpec> {
+/// A random policy.
+pub fn policy() -> impl Strategy<Value = PolicySpec> {
     let rules = || proptest::collection::vec(rule(), 0..3);
     prop_oneof![
         (

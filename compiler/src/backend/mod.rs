@@ -3,27 +3,30 @@
 //! # The contract
 //!
 //! A target is anything that can run part of the pipeline: the OCTEON NPC flow table
-//! (`octeon-cn10k`, crate `pipec-rte-flow`), the eBPF pipeline (`ebpf`), inline IPsec
-//! (`cpt`), or a vendor's own backend outside this workspace. Each target says three
+//! (`octeon-cn10k`, crate `pipec-rte-flow`), the eBPF pipeline (`ebpf`, crate
+//! `pipec-ebpf`), or a vendor's own backend outside this workspace. Each target says four
 //! things about itself:
 //!
 //! - its **name**, under which it is looked up ([`lookup`], [`LookupError`]);
 //! - its **profile** ([`Profile`]): what it can match and do ([`Capabilities`]) and how
 //!   much of it ([`Budget`]). Capabilities are conservative: [`Capabilities::default`]
 //!   can do nothing, and anything a profile does not declare is "can't";
-//! - how to **lower** the part of a plan placed on it ([`PlanSlice`]) into an
-//!   [`Artifact`], or why it cannot ([`Unsupported`]). The partitioner reads these answers
-//!   to place an entry elsewhere (the eBPF pipeline holds every rule anyway).
-//!
-//! Artifacts print as stable text and as JSON, and two artifacts of one target diff into
-//! ordered [`Delta`] operations (make-before-break: additions, then changes, then removals).
+//! - how to **compile** its part of a node's pipeline ([`Backend::compile`]): it is given
+//!   the MAG, the [`MagInfo`] that proves it well formed, and the partition [`Plan`]
+//!   (a hardware target lowers the plan's [`PlanSlice`]; the eBPF target takes the whole
+//!   MAG, since it always holds every rule), and returns an [`Artifact`] or why it cannot
+//!   ([`Unsupported`], the one "can't" type of every target);
+//! - how to **move a device** from one artifact to the next ([`Backend::diff`]): typed,
+//!   ordered, printable [`Operations`], make-before-break (additions, then changes, then
+//!   removals), which the runtime applies.
 //!
 //! ```text
-//!  Plan ──PlanSlice──▶ Backend::lower ──▶ Artifact ──text / json──▶ emitted
-//!                                            │
-//!  old Artifact, new Artifact ──Backend::diff──▶ Vec<Delta> ──▶ apply (runtime)
+//!  (Mag, MagInfo, Plan) ──Backend::compile──▶ Artifact ──text / json──▶ emitted
+//!                                               │
+//!  old Artifact, new Artifact ──Backend::diff──▶ Operations ──▶ apply (runtime)
 //! ```
 //!
+//! [`crate::session::Session`] is the one caller of `compile` and `diff` in the workspace.
 //! This module is the API that out-of-tree backends implement; its public surface is
 //! snapshotted by the `backend_api` test, so a change to it is a deliberate one.
 
@@ -36,6 +39,8 @@ pub use profile::{
 };
 pub use slice::{Direction, HwAction, HwMatch, HwRule, PacketField, PlanSlice};
 
+use crate::mag::{Mag, MagInfo};
+use crate::partition::Plan;
 use serde::Serialize;
 use std::any::Any;
 use std::collections::BTreeMap;
@@ -132,6 +137,14 @@ pub enum Reason {
         /// Its size.
         limit: u64,
     },
+    /// The target's implementation has no support for this part of the pipeline (a table,
+    /// key or action its fixed programs do not implement).
+    NotImplemented {
+        /// Where in the pipeline (a table, an entry).
+        site: String,
+        /// What is missing.
+        detail: String,
+    },
     /// The device refused the rule when it was validated or created.
     Device {
         /// The error name (`ENOSYS`, `ENOSPC`, `EINVAL`, ...).
@@ -156,6 +169,7 @@ impl Reason {
             Reason::Feature { .. } => "feature",
             Reason::Shape { .. } => "shape",
             Reason::Capacity { .. } => "capacity",
+            Reason::NotImplemented { .. } => "not-implemented",
             Reason::Device { .. } => "device",
         }
     }
@@ -188,6 +202,7 @@ impl fmt::Display for Reason {
             Reason::Capacity { resource, limit } => {
                 write!(f, "{resource} budget of {limit} is used up")
             }
+            Reason::NotImplemented { site, detail } => write!(f, "{site}: {detail}"),
             Reason::Device { errno, message } => write!(f, "device refused ({errno}): {message}"),
         }
     }
@@ -260,16 +275,81 @@ pub fn diff_items(old: &[(String, String)], new: &[(String, String)]) -> Vec<Del
         .collect()
 }
 
-/// A target: identity, profile, lowering, emission and diff.
+/// What a backend compiles from: one node's pipeline, its proof of well-formedness, and
+/// the partition of it onto the hardware target (`None` when the run has no hardware
+/// target).
+#[derive(Clone, Copy, Debug)]
+pub struct CompileInput<'a> {
+    /// The node's match-action graph.
+    pub mag: &'a Mag,
+    /// What [`crate::mag::validate`] proved about it.
+    pub info: &'a MagInfo,
+    /// The partition plan, whose [`Plan::slice`] holds the hardware rules.
+    pub plan: Option<&'a Plan>,
+}
+
+/// A backend's typed operations from one artifact to the next, in the order they must be
+/// applied (make-before-break). Each backend has its own operation type; the runtime gets
+/// it back with [`Operations::as_any`].
+pub trait Operations: fmt::Debug + Send + Sync + 'static {
+    /// The target they are for.
+    fn target(&self) -> &str;
+    /// How many operations there are.
+    fn len(&self) -> usize;
+    /// True when there is nothing to do.
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+    /// One line per operation, in order, for logs and snapshots.
+    fn text(&self) -> String;
+    /// For the runtime that applies them (`downcast_ref` to the backend's type).
+    fn as_any(&self) -> &dyn Any;
+}
+
+/// The generic operations: [`Delta`]s over an artifact's [`items`](Artifact::items), what
+/// [`Backend::diff`] gives unless a backend has operations of its own.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Deltas {
+    /// The target.
+    pub target: String,
+    /// The deltas, in order.
+    pub deltas: Vec<Delta>,
+}
+
+impl Operations for Deltas {
+    fn target(&self) -> &str {
+        &self.target
+    }
+    fn len(&self) -> usize {
+        self.deltas.len()
+    }
+    fn text(&self) -> String {
+        self.deltas
+            .iter()
+            .map(|d| format!("{:?} {} {}\n", d.op, d.key, d.text).to_lowercase())
+            .collect()
+    }
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+}
+
+/// A target: identity, profile, compilation, emission and diff.
 ///
-/// Implementations must be deterministic: equal slices lower to equal artifacts.
+/// Implementations must be deterministic: equal inputs compile to equal artifacts.
 pub trait Backend: Send + Sync {
     /// The name the target is looked up by (`octeon-cn10k`).
     fn name(&self) -> &str;
     /// What the target can do and how much of it.
     fn profile(&self) -> &Profile;
-    /// Lowers the part of a plan placed on this target, or says why it cannot.
-    fn lower(&self, slice: &PlanSlice) -> Result<Box<dyn Artifact>, Unsupported>;
+    /// Whether the target can hold one hardware rule. The partitioner asks this for every
+    /// rule it would place, so a plan never holds a rule the backend refuses; the default
+    /// asks the profile alone.
+    fn check_rule(&self, rule: &HwRule) -> Result<(), Unsupported> {
+        self.profile().check_rule(rule)
+    }
+    /// Compiles the target's part of a node's pipeline, or says why it cannot.
+    fn compile(&self, input: &CompileInput<'_>) -> Result<Box<dyn Artifact>, Unsupported>;
     /// The stable text form of an artifact of this target.
     fn emit_text(&self, artifact: &dyn Artifact) -> String {
         artifact.text()
@@ -278,9 +358,22 @@ pub trait Backend: Send + Sync {
     fn emit_json(&self, artifact: &dyn Artifact) -> serde_json::Value {
         artifact.json()
     }
-    /// Ordered delta operations from `old` to `new` (both of this target).
-    fn diff(&self, old: &dyn Artifact, new: &dyn Artifact) -> Vec<Delta> {
-        diff_items(&old.items(), &new.items())
+    /// Ordered operations that take a device holding `old` (nothing, for `None`) to `new`;
+    /// both are artifacts of this target.
+    fn diff(&self, old: Option<&dyn Artifact>, new: &dyn Artifact) -> Box<dyn Operations> {
+        let old = old.map(Artifact::items).unwrap_or_default();
+        Box::new(Deltas {
+            target: self.name().to_string(),
+            deltas: diff_items(&old, &new.items()),
+        })
+    }
+}
+
+/// The hardware slice of a compile input: an empty slice when there is no plan.
+pub fn plan_slice<'a>(input: &CompileInput<'a>) -> std::borrow::Cow<'a, PlanSlice> {
+    match input.plan {
+        Some(p) => std::borrow::Cow::Borrowed(&p.slice),
+        None => std::borrow::Cow::Owned(PlanSlice::default()),
     }
 }
 
@@ -319,7 +412,6 @@ pub enum SupportLevel {
 pub const BUILTIN_TARGETS: &[(&str, &str, SupportLevel)] = &[
     ("octeon-cn10k", "rte_flow", SupportLevel::Experimental),
     ("ebpf", "ebpf", SupportLevel::Experimental),
-    ("cpt", "cpt", SupportLevel::Experimental),
 ];
 
 /// Finds a target by name among `available` (the backends this binary was built with);

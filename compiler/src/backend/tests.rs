@@ -32,7 +32,8 @@ impl Backend for Dummy {
     fn profile(&self) -> &Profile {
         &self.0
     }
-    fn lower(&self, slice: &PlanSlice) -> Result<Box<dyn Artifact>, Unsupported> {
+    fn compile(&self, input: &CompileInput<'_>) -> Result<Box<dyn Artifact>, Unsupported> {
+        let slice = plan_slice(input);
         for r in &slice.rules {
             self.0.check_rule(r)?;
         }
@@ -146,11 +147,9 @@ fn diff_is_make_before_break() {
         ("r3".into(), "c".into()),
         ("r4".into(), "d".into()),
     ]);
-    let ops: Vec<(DeltaOp, String)> = b
-        .diff(&old, &new)
-        .into_iter()
-        .map(|d| (d.op, d.key))
-        .collect();
+    let ops = b.diff(Some(&old), &new);
+    let deltas = &ops.as_any().downcast_ref::<Deltas>().unwrap().deltas;
+    let ops: Vec<(DeltaOp, String)> = deltas.iter().map(|d| (d.op, d.key.clone())).collect();
     assert_eq!(
         ops,
         vec![

@@ -389,15 +389,28 @@ pub fn cluster_to_identities_and_sets(
         .iter()
         .map(|i| (&i.labels, i.id))
         .collect();
-    let used: BTreeSet<u32> = given.values().copied().collect();
+    // A session's pinned numbers come after the objects' (an object for the same labels
+    // wins), and its retired numbers are never handed out again.
+    let pins = &cluster.identity_pins;
+    let objects: BTreeSet<u32> = given.values().copied().collect();
+    let pinned = |labels: &Labels| {
+        pins.numbers
+            .get(labels)
+            .copied()
+            .filter(|n| !objects.contains(n))
+    };
+    let mut used = objects.clone();
+    used.extend(pins.numbers.values().copied());
+    used.extend(pins.retired.iter().copied());
     let mut order: Vec<usize> = (0..sets.len()).collect();
     order.sort_by(|a, b| sets[*a].cmp(&sets[*b]));
     let mut number_of = vec![IdentityId(0); sets.len()];
     let mut next = reserved::FIRST_CLUSTER;
     for idx in order {
-        let (num, from_object) = match given.get(&sets[idx]) {
-            Some(n) => (*n, true),
-            None => {
+        let (num, from_object) = match (given.get(&sets[idx]), pinned(&sets[idx])) {
+            (Some(n), _) => (*n, true),
+            (None, Some(n)) => (n, false),
+            (None, None) => {
                 while used.contains(&next) {
                     next += 1;
                 }

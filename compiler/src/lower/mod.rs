@@ -154,10 +154,18 @@ pub fn skeleton(mag: &mut Mag, source_keyed: bool) -> Skeleton {
             hash(vec![Ipv4Src, Ipv6Src, L4Sport, IpProto]),
         ],
     );
+    // The timeout is a number of seconds; a parameter takes the width of a field, and the
+    // hash's 32 bits hold every timeout the API server accepts (at most 86400).
     let lb_select_affinity = mag.add_action(
         "lb_select_affinity",
-        &[("svc", Service), ("m", Hash)],
-        vec![set(Service, 0), hash(vec![Ipv4Src, Ipv6Src])],
+        &[("svc", Service), ("m", Hash), ("timeout", Hash)],
+        vec![
+            set(Service, 0),
+            hash(vec![Ipv4Src, Ipv6Src]),
+            Op::Affinity {
+                timeout: Operand::Param(2),
+            },
+        ],
     );
     let lb_no_backend = mag.add_action("lb_no_backend", &[], vec![Op::Drop]);
     let no_service = mag.add_action("no_service", &[], vec![]);
@@ -1222,8 +1230,8 @@ pub(crate) fn service_group(
                     let m = u128::from(crate::lower::maglev::table_size(backends.len()));
                     let action = if backends.is_empty() {
                         call(sk.lb_no_backend, &[])
-                    } else if s.affinity_timeout.is_some() {
-                        call(sk.lb_select_affinity, &[id, m])
+                    } else if let Some(timeout) = s.affinity_timeout {
+                        call(sk.lb_select_affinity, &[id, m, u128::from(timeout)])
                     } else {
                         call(sk.lb_select, &[id, m])
                     };

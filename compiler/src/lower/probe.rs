@@ -7,10 +7,12 @@
 //! own connection tracker, so replies and later packets see what the first packet
 //! committed.
 
-use super::{cluster_to_mag, pick_node, Lowered};
+use super::{pick_node, Lowered};
+use crate::backend::Profile;
 use crate::mag::interp::{Conntrack, Interp, Packet, Trace, Verdict};
-use crate::mag::{ports, validate, value_ip, Field, MagInfo};
+use crate::mag::{ports, value_ip, Field};
 use crate::model::{Cluster, PodId, Protocol, ServiceId};
+use crate::session::{no_backends, Hardware, Session, SessionOptions};
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 
@@ -61,8 +63,7 @@ pub struct Outcome {
 }
 
 struct NodeMag {
-    lowered: Lowered,
-    info: MagInfo,
+    session: Session,
     ct: Conntrack,
 }
 
@@ -71,12 +72,13 @@ pub struct Engine<'c> {
     cluster: &'c Cluster,
     nodes: BTreeMap<String, NodeMag>,
     next_sport: u16,
-    hardware: Option<HardwareHook<'c>>,
+    hardware: Option<(Profile, HardwareHook<'c>)>,
 }
 
 /// A hardware model in front of each node's MAG (engine `hw`): called with the node, its
-/// MAG and the packet; `true` means hardware dropped the packet and the MAG never sees it.
-pub type HardwareHook<'c> = Box<dyn FnMut(&str, &crate::mag::Mag, &MagInfo, &Packet) -> bool + 'c>;
+/// compile session (whose plan is for the hardware profile) and the packet; `true` means
+/// hardware dropped the packet and the MAG never sees it.
+pub type HardwareHook<'c> = Box<dyn FnMut(&str, &Session, &Packet) -> bool + 'c>;
 
 impl<'c> Engine<'c> {
     /// An engine over one model; nodes are lowered when first needed.
@@ -89,27 +91,35 @@ impl<'c> Engine<'c> {
         }
     }
 
-    /// The same engine with a hardware model in front of every node's MAG.
-    pub fn with_hardware(mut self, hook: HardwareHook<'c>) -> Engine<'c> {
-        self.hardware = Some(hook);
+    /// The same engine with a hardware model for `profile` in front of every node's MAG.
+    pub fn with_hardware(mut self, profile: Profile, hook: HardwareHook<'c>) -> Engine<'c> {
+        self.hardware = Some((profile, hook));
         self
     }
 
     /// The lowered MAG of a node.
     pub fn node(&mut self, name: &str) -> Result<&Lowered, String> {
         self.load(name)?;
-        Ok(&self.nodes[name].lowered)
+        Ok(self.nodes[name].session.lowered())
     }
 
     fn load(&mut self, name: &str) -> Result<(), String> {
         if !self.nodes.contains_key(name) {
-            let lowered = cluster_to_mag(self.cluster, Some(name));
-            let info = validate(lowered.mag()).map_err(|e| format!("invalid MAG: {e}"))?;
+            let options = SessionOptions {
+                node: Some(name.to_string()),
+                hardware: self
+                    .hardware
+                    .as_ref()
+                    .map(|(p, _)| Hardware::Profile(Box::new(p.clone()))),
+                ..SessionOptions::default()
+            };
+            let session = Session::from_cluster(self.cluster, options, &no_backends)
+                .map_err(|e| e.to_string())?;
+            session.info()?;
             self.nodes.insert(
                 name.to_string(),
                 NodeMag {
-                    lowered,
-                    info,
+                    session,
                     ct: Conntrack::default(),
                 },
             );
@@ -175,7 +185,8 @@ impl<'c> Engine<'c> {
         self.load(node)?;
         let key = self.cluster.pod(p).key();
         Ok(self.nodes[node]
-            .lowered
+            .session
+            .lowered()
             .state
             .endpoints
             .get(&key)
@@ -186,8 +197,8 @@ impl<'c> Engine<'c> {
     fn run_on(&mut self, node: &str, p: Packet) -> Result<Trace, String> {
         self.load(node)?;
         let n = self.nodes.get_mut(node).ok_or("no node")?;
-        if let Some(hw) = self.hardware.as_mut() {
-            if hw(node, n.lowered.mag(), &n.info, &p) {
+        if let Some((_, hw)) = self.hardware.as_mut() {
+            if hw(node, &n.session, &p) {
                 return Ok(Trace {
                     hits: Vec::new(),
                     verdict: Verdict::Deny,
@@ -196,7 +207,7 @@ impl<'c> Engine<'c> {
                 });
             }
         }
-        let mut interp = Interp::new(n.lowered.mag(), &n.info);
+        let mut interp = Interp::new(n.session.mag(), n.session.info()?);
         interp.ct = std::mem::take(&mut n.ct);
         let t = interp.run(p);
         n.ct = interp.ct;

@@ -358,6 +358,8 @@ impl<'a> Interp<'a> {
                 };
                 p.set(Field::CtState, state);
             }
+            // Each probe runs on its own: the hash of the client address is the memory.
+            Op::Affinity { .. } => {}
             Op::CtCommit => {
                 if p.get(Field::CtState) == ct::NEW {
                     self.ct.conns.insert(p.tuple(), orig_dst);

@@ -467,6 +467,15 @@ pub enum Op {
         /// Written field.
         into: Field,
     },
+    /// ClientIP session affinity: the load-balancing choice of this action is remembered
+    /// per client and reused until the client has been idle for `timeout` seconds (a
+    /// Service's `sessionAffinityConfig.clientIP.timeoutSeconds`). A datapath keeps the
+    /// memory; the interpreter, which runs each probe on its own, needs none, since the
+    /// hash of the client address already gives a client the same choice.
+    Affinity {
+        /// The idle timeout in seconds (never zero in a valid graph).
+        timeout: Operand,
+    },
     /// Looks the packet up in connection tracking; sets `meta.ct_state`, and reverse-NATs
     /// replies of translated connections.
     CtLookup,
@@ -987,6 +996,12 @@ pub fn validate(mag: &Mag) -> Result<MagInfo, ValidationError> {
                         return Err(bad("hash of no fields".into()));
                     }
                     check_operand(modulo, *into)?;
+                }
+                Op::Affinity { timeout } => {
+                    if *timeout == Operand::Const(0) {
+                        return Err(bad("affinity with a zero timeout".into()));
+                    }
+                    check_operand(timeout, Field::Hash)?;
                 }
                 Op::CtLookup | Op::CtCommit | Op::Drop => {}
             }

@@ -80,6 +80,7 @@ fn fmt_op(op: &Op, def: &ActionDef) -> String {
         ),
         Op::CtLookup => "ct_lookup".into(),
         Op::CtCommit => "ct_commit".into(),
+        Op::Affinity { timeout } => format!("affinity({})", fmt_operand(timeout, def, Field::Hash)),
         Op::Drop => "drop".into(),
     }
 }
@@ -322,6 +323,14 @@ impl<'a> Parser<'a> {
             "ct_commit" => return Ok(Op::CtCommit),
             "drop" => return Ok(Op::Drop),
             _ => {}
+        }
+        if let Some(t) = s
+            .strip_prefix("affinity(")
+            .and_then(|t| t.strip_suffix(')'))
+        {
+            return Ok(Op::Affinity {
+                timeout: self.operand(t, params, Field::Hash)?,
+            });
         }
         let Some((lhs, rhs)) = s.split_once(" = ") else {
             return self.err(format!("bad operation `{s}`"));

@@ -28,7 +28,7 @@ pub use selector::{Labels, Operator, Requirement, Selector};
 use crate::source::{FieldPath, Span};
 use ipnet::IpNet;
 use serde::Serialize;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::net::IpAddr;
 
@@ -787,6 +787,31 @@ pub struct Cluster {
     pub cilium_identities: Vec<CiliumIdentityObject>,
     /// CiliumEndpoint objects, sorted by namespace and name.
     pub cilium_endpoints: Vec<CiliumEndpointObject>,
+    /// Identity numbers a long-lived compile session has handed out; empty for a one-off
+    /// compile. Not an input object: [`crate::session::Session`] sets it.
+    #[serde(skip_serializing_if = "IdentityPins::is_empty")]
+    pub identity_pins: IdentityPins,
+}
+
+/// Identity numbers that must not change: the numbers a compile session has given the
+/// label sets in use, and the numbers it freed and keeps from reuse.
+///
+/// An identity in use keeps its number across every change (a datapath and a peer node
+/// may hold it in flight); a CiliumIdentity object for the same labels still wins, as it
+/// does for a one-off compile.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct IdentityPins {
+    /// The number of each label set in use.
+    pub numbers: BTreeMap<Labels, u32>,
+    /// Numbers no label set has any more, kept from reuse.
+    pub retired: BTreeSet<u32>,
+}
+
+impl IdentityPins {
+    /// True when nothing is pinned.
+    pub fn is_empty(&self) -> bool {
+        self.numbers.is_empty() && self.retired.is_empty()
+    }
 }
 
 impl Cluster {

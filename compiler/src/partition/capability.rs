@@ -185,6 +185,10 @@ pub fn admits(m: &FieldMatch, v: u128, width: u32) -> bool {
     m.matches(v, width)
 }
 
+/// A target's answer for one hardware rule: `Ok` when it can hold it.
+pub type RuleCheck<'a> =
+    dyn Fn(&crate::backend::HwRule) -> Result<(), crate::backend::Unsupported> + 'a;
+
 /// What the capability step reads once per MAG: identities' addresses, endpoints'
 /// addresses, and the hardware profile.
 pub struct Context<'m> {
@@ -192,6 +196,9 @@ pub struct Context<'m> {
     pub mag: &'m Mag,
     /// The hardware profile.
     pub profile: &'m Profile,
+    /// The hardware target's own answer for one rule (its backend's
+    /// [`check_rule`](crate::backend::Backend::check_rule)); the profile's when none is given.
+    pub check: Option<&'m RuleCheck<'m>>,
     ids: IdentitySets,
     eps: BTreeMap<u128, Vec<u32>>,
 }
@@ -202,6 +209,7 @@ impl<'m> Context<'m> {
         Context {
             mag,
             profile,
+            check: None,
             ids: IdentitySets::from_mag(mag),
             eps: endpoint_addrs(mag),
         }
@@ -443,7 +451,11 @@ pub fn build_rules(c: &mut Candidate, ctx: &Context<'_>) -> bool {
         }
     }
     for r in &rules {
-        if let Err(e) = ctx.profile.check_rule(r) {
+        let answer = match ctx.check {
+            Some(check) => check(r),
+            None => ctx.profile.check_rule(r),
+        };
+        if let Err(e) = answer {
             c.fail(Why::NotCapable {
                 detail: e.reason.to_string().into(),
             });

@@ -5,7 +5,6 @@
 //! engine's answer differs from the MAG's only where hardware drops: exactly where the
 //! partitioner's soundness rules must hold.
 
-use super::mag_to_plan;
 use crate::backend::{octeon_cn10k_profile, Direction, PacketField, Profile};
 use crate::conformance::{Engine, EngineVerdict, Evaluator};
 use crate::hwmodel::{HwPacket, Tcam};
@@ -14,6 +13,7 @@ use crate::mag::interp::{Packet, Verdict};
 use crate::mag::{eth, Field};
 use crate::model::Cluster;
 use crate::semantics::{Destination, Peer, Probe};
+use crate::session::Session;
 use std::cell::RefCell;
 use std::collections::BTreeMap;
 
@@ -56,12 +56,12 @@ impl Engine for HwEngine {
     }
 
     fn prepare<'c>(&self, cluster: &'c Cluster) -> Result<Box<dyn Evaluator + 'c>, String> {
-        let profile = self.profile.clone();
+        let levels = self.profile.caps.priority_levels;
         let mut tables: BTreeMap<String, Option<Tcam>> = BTreeMap::new();
-        let hook = Box::new(move |node: &str, mag: &_, info: &_, p: &Packet| {
+        let hook = Box::new(move |node: &str, session: &Session, p: &Packet| {
             let tcam = tables.entry(node.to_string()).or_insert_with(|| {
-                let plan = mag_to_plan(mag, info, std::slice::from_ref(&profile));
-                Tcam::load(&plan.slice, profile.caps.priority_levels, None).ok()
+                let plan = session.plan()?;
+                Tcam::load(&plan.slice, levels, None).ok()
             });
             match (tcam, hw_packet(p)) {
                 (Some(t), Some(h)) => t.lookup(0, Direction::Ingress, &h).drops(),
@@ -70,7 +70,9 @@ impl Engine for HwEngine {
         });
         Ok(Box::new(HwEvaluator {
             cluster,
-            engine: RefCell::new(probe::Engine::new(cluster).with_hardware(hook)),
+            engine: RefCell::new(
+                probe::Engine::new(cluster).with_hardware(self.profile.clone(), hook),
+            ),
         }))
     }
 }

@@ -374,12 +374,27 @@ pub fn mag_to_plan_with_hints(
     profiles: &[Profile],
     placement_hints: &[policy_lang::resolved::Placement],
 ) -> Plan {
-    let _ = info;
     let profile = profiles
         .first()
         .cloned()
         .unwrap_or_else(crate::backend::octeon_cn10k_profile);
-    let ctx = capability::Context::new(mag, &profile);
+    mag_to_plan_checked(mag, info, &profile, placement_hints, None)
+}
+
+/// [`mag_to_plan_with_hints`] for one profile, asking `check` (the hardware backend's
+/// [`check_rule`](crate::backend::Backend::check_rule)) whether the target can hold each
+/// rule, so that nothing the backend would refuse is placed.
+pub fn mag_to_plan_checked(
+    mag: &Mag,
+    info: &MagInfo,
+    profile: &Profile,
+    placement_hints: &[policy_lang::resolved::Placement],
+    check: Option<&capability::RuleCheck<'_>>,
+) -> Plan {
+    let _ = info;
+    let profile = profile.clone();
+    let mut ctx = capability::Context::new(mag, &profile);
+    ctx.check = check;
     let mut cands = capability::candidates(&ctx);
     let reservations = hints::apply(mag, &mut cands, placement_hints, &profile.name);
     let closure = closure::Closure::new(mag, &cands);

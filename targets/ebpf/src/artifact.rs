@@ -236,6 +236,18 @@ pub enum MapOp {
     },
 }
 
+impl fmt::Display for MapOp {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let hex = crate::backend::hex;
+        match self {
+            MapOp::Upsert { map, key, value } => {
+                write!(f, "upsert {} {} = {}", map.as_str(), hex(key), hex(value))
+            }
+            MapOp::Delete { map, key } => write!(f, "delete {} {}", map.as_str(), hex(key)),
+        }
+    }
+}
+
 /// Raw map content: `(map, key bytes) -> value bytes`.
 pub type MapEntries = BTreeMap<(MapName, Vec<u8>), Vec<u8>>;
 

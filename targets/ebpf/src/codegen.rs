@@ -34,6 +34,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 
+use pipec::backend::{Reason, Unsupported};
 use pipec::mag::{self, ct, eth, mark, verdict, ActionCall, Field, FieldMatch, Mag, MagInfo, Op};
 use pipec::mag::{Operand, Table};
 use pipec_ebpf_common as c;
@@ -47,25 +48,19 @@ use crate::artifact::{
 /// naming a port, and pipec's proxy listens here.
 pub const PROXY_PORT: u16 = 15001;
 
-/// ClientIP affinity timeout: the MAG does not carry the service's `timeoutSeconds`, so
-/// the Kubernetes default is used.
-pub const AFFINITY_TIMEOUT: u32 = 10800;
+/// The name the eBPF target is known by (its profile's name).
+pub const TARGET: &str = "ebpf";
 
-/// Something in the MAG that the eBPF maps cannot express.
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-#[error("the eBPF datapath cannot express {site}: {reason}")]
-pub struct Unsupported {
-    /// The table or entry.
-    pub site: String,
-    /// Why.
-    pub reason: String,
-}
-
+/// Something in the MAG that the eBPF maps cannot express: the one [`Unsupported`] of every
+/// target, with [`Reason::NotImplemented`].
 fn unsupported(site: impl Into<String>, reason: impl Into<String>) -> Unsupported {
-    Unsupported {
-        site: site.into(),
-        reason: reason.into(),
-    }
+    Unsupported::new(
+        TARGET,
+        Reason::NotImplemented {
+            site: site.into(),
+            detail: reason.into(),
+        },
+    )
 }
 
 /// A policy outcome: the action and the cookie of the deciding rule.
@@ -208,6 +203,15 @@ fn addr_prefix(
             }))
         }
         _ => Ok(None),
+    }
+}
+
+/// The value of an operand in one call of its action (a missing argument reads as 0,
+/// which every caller refuses).
+fn operand_value(call: &ActionCall, operand: Operand) -> u128 {
+    match operand {
+        Operand::Param(i) => call.args.get(i as usize).copied().unwrap_or(0),
+        Operand::Const(v) => v,
     }
 }
 
@@ -530,26 +534,29 @@ fn services(mag: &Mag, a: &mut EbpfArtifact) -> Result<(), Unsupported> {
             .ok_or_else(|| unsupported(&site, "unknown action"))?;
         let svc = set_value(mag, &e.action, Field::Service)
             .ok_or_else(|| unsupported(&site, "the action selects no service"))?;
-        let (fields, modulo) = def
+        let modulo = def
             .ops
             .iter()
             .find_map(|op| match op {
-                Op::Hash { fields, modulo, .. } => Some((fields.clone(), *modulo)),
+                Op::Hash { modulo, .. } => Some(*modulo),
                 _ => None,
             })
             .ok_or_else(|| unsupported(&site, "the action hashes nothing"))?;
-        let m = match modulo {
-            Operand::Param(i) => e.action.args.get(i as usize).copied().unwrap_or(0),
-            Operand::Const(v) => v,
-        };
+        let m = operand_value(&e.action, modulo);
         if m == 0 || m > 1 << 20 {
             return Err(unsupported(&site, format!("Maglev table size {m}")));
         }
-        // Hashing only the client address is ClientIP affinity; the datapath remembers
-        // the backend per client instead of hashing.
-        let affinity = fields
-            .iter()
-            .all(|f| matches!(f, Field::Ipv4Src | Field::Ipv6Src));
+        // The datapath remembers the backend per client for the timeout the action
+        // carries (the Service's `timeoutSeconds`).
+        let affinity = def.ops.iter().find_map(|op| match op {
+            Op::Affinity { timeout } => Some(operand_value(&e.action, *timeout)),
+            _ => None,
+        });
+        let affinity = match affinity.map(u32::try_from) {
+            None => None,
+            Some(Ok(t)) if t > 0 => Some(t),
+            Some(_) => return Err(unsupported(&site, "an affinity timeout out of range")),
+        };
         let table_slots = slots.get(&svc);
         let maglev: Vec<u32> = (0..m)
             .map(|s| {
@@ -559,7 +566,7 @@ fn services(mag: &Mag, a: &mut EbpfArtifact) -> Result<(), Unsupported> {
                     .unwrap_or(0)
             })
             .collect();
-        frontends.insert(fe, (affinity.then_some(AFFINITY_TIMEOUT), maglev));
+        frontends.insert(fe, (affinity, maglev));
     }
     for (i, (fe, (affinity_timeout, maglev))) in frontends.into_iter().enumerate() {
         a.services.insert(

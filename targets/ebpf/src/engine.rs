@@ -26,16 +26,16 @@ use std::cell::Cell;
 use std::net::IpAddr;
 
 use pipec::conformance::{Engine, EngineVerdict, Evaluator};
-use pipec::lower;
-use pipec::mag;
 use pipec::model::{Cluster, PodId, Protocol};
 use pipec::semantics::{Destination, Peer, Probe};
 use pipec_ebpf_common as c;
 
-use crate::codegen::mag_to_ebpf;
+use crate::backend::EbpfBackend;
+use crate::codegen::TARGET;
 use crate::datapath::{Datapath, Program, TC_ACT_SHOT};
 use crate::packet::{self, L4};
 use crate::EbpfArtifact;
+use pipec::session::{Session, SessionOptions};
 
 /// The `ebpf` engine.
 pub struct EbpfEngine;
@@ -53,9 +53,20 @@ pub fn is_root() -> bool {
 
 /// Compiles a cluster for the engine: the artifact of its node, endpoints on loopback.
 pub fn compile(cluster: &Cluster) -> Result<EbpfArtifact, String> {
-    let lowered = lower::cluster_to_mag(cluster, None);
-    let info = mag::validate(lowered.mag()).map_err(|e| format!("invalid MAG: {e}"))?;
-    let mut art = mag_to_ebpf(lowered.mag(), &info).map_err(|e| e.to_string())?;
+    let backends = |_: Option<&_>| -> Vec<Box<dyn pipec::backend::Backend>> {
+        vec![Box::new(EbpfBackend::default())]
+    };
+    let session = Session::from_cluster(cluster, SessionOptions::default(), &backends)
+        .map_err(|e| e.to_string())?;
+    let mut art = match session.artifact(TARGET) {
+        Some(Ok(a)) => a
+            .as_any()
+            .downcast_ref::<EbpfArtifact>()
+            .cloned()
+            .ok_or("the ebpf target made another artifact")?,
+        Some(Err(e)) => return Err(e.to_string()),
+        None => return Err("the session has no ebpf target".into()),
+    };
     art.bind_interfaces(|_| Some(LOOPBACK));
     art.config.flags |= c::CONFIG_NO_EVENTS;
     Ok(art)

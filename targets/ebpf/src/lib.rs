@@ -29,6 +29,9 @@ pub mod packet;
 pub mod sys;
 
 pub use artifact::EbpfArtifact;
-pub use codegen::{mag_to_ebpf, Unsupported};
+pub mod backend;
+
+pub use backend::{EbpfBackend, MapOps};
+pub use codegen::mag_to_ebpf;
 pub use datapath::{Attachment, Datapath, Program};
 pub use engine::EbpfEngine;

@@ -30,8 +30,8 @@ pub mod rule;
 pub mod testpmd;
 
 use pipec::backend::{
-    octeon_cn10k_profile, Artifact, Backend, HwAction, HwRule, PlanSlice, Profile, Reason,
-    Unsupported,
+    octeon_cn10k_profile, plan_slice, Artifact, Backend, CompileInput, HwAction, HwRule,
+    Operations, PlanSlice, Profile, Reason, Unsupported,
 };
 use rule::{Action, FlowRule};
 use serde::Serialize;
@@ -146,9 +146,129 @@ impl Backend for RteFlowBackend {
         &self.profile
     }
 
-    fn lower(&self, slice: &PlanSlice) -> Result<Box<dyn Artifact>, Unsupported> {
-        Ok(Box::new(self.lower_slice(slice)?))
+    fn check_rule(&self, rule: &HwRule) -> Result<(), Unsupported> {
+        self.lower_rule(rule).map(|_| ())
     }
+
+    fn compile(&self, input: &CompileInput<'_>) -> Result<Box<dyn Artifact>, Unsupported> {
+        Ok(Box::new(self.lower_slice(&plan_slice(input))?))
+    }
+
+    fn diff(&self, old: Option<&dyn Artifact>, new: &dyn Artifact) -> Box<dyn Operations> {
+        let empty = RteFlowArtifact {
+            target: self.profile.name.clone(),
+            rules: Vec::new(),
+        };
+        let old = old
+            .and_then(|a| a.as_any().downcast_ref::<RteFlowArtifact>())
+            .unwrap_or(&empty);
+        match new.as_any().downcast_ref::<RteFlowArtifact>() {
+            Some(new) => Box::new(flow_ops(old, new)),
+            None => Box::new(FlowOps {
+                target: self.profile.name.clone(),
+                ops: Vec::new(),
+            }),
+        }
+    }
+}
+
+/// One operation on the device's flow table.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum FlowOp {
+    /// `rte_flow_destroy` of the rule the device holds for this key.
+    Destroy {
+        /// The rule's [`rule_key`].
+        key: String,
+    },
+    /// `rte_flow_create` of a rule.
+    Create {
+        /// The rule's [`rule_key`].
+        key: String,
+        /// The rule.
+        rule: EmittedRule,
+    },
+}
+
+/// The flow-table operations between two artifacts: every stale rule destroyed, then
+/// every new rule created, each group in key order.
+///
+/// Destroying first is the safe order for a table that is a cache in front of the complete
+/// eBPF pipeline: a rule the table does not hold only sends its packets to software, which
+/// decides them by the same policy, so no intermediate table lets through what the new
+/// policy forbids. Creating first could leave, for a moment, two overlapping rules of one
+/// priority level with different actions, whose order the device does not define. The
+/// runtime applies the eBPF operations of a change before these.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct FlowOps {
+    /// The target.
+    pub target: String,
+    /// The operations, in order.
+    pub ops: Vec<FlowOp>,
+}
+
+impl Operations for FlowOps {
+    fn target(&self) -> &str {
+        &self.target
+    }
+    fn len(&self) -> usize {
+        self.ops.len()
+    }
+    fn text(&self) -> String {
+        self.ops
+            .iter()
+            .map(|op| match op {
+                FlowOp::Destroy { key } => format!("destroy {key}\n"),
+                FlowOp::Create { key, rule } => format!("create r{} {key}\n", rule.id),
+            })
+            .collect()
+    }
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+}
+
+/// A rule's identity on the device: port, attributes, pattern and actions, without the
+/// plan's rule id and origin (a re-plan may renumber a rule the device already holds).
+pub fn rule_key(rule: &FlowRule) -> String {
+    let actions: Vec<String> = rule
+        .actions
+        .iter()
+        .map(|a| {
+            testpmd::action_text(a).unwrap_or_else(|_| serde_json::to_string(a).unwrap_or_default())
+        })
+        .collect();
+    format!(
+        "{} actions {}",
+        testpmd::match_text(rule),
+        actions.join(" / ")
+    )
+}
+
+/// The operations that turn a device holding `old` into one holding `new` ([`FlowOps`]).
+pub fn flow_ops(old: &RteFlowArtifact, new: &RteFlowArtifact) -> FlowOps {
+    let keyed = |a: &RteFlowArtifact| -> BTreeMap<String, EmittedRule> {
+        a.rules
+            .iter()
+            .map(|r| (rule_key(&r.rule), r.clone()))
+            .collect()
+    };
+    let target = new.target.clone();
+    let (old, new) = (keyed(old), keyed(new));
+    let mut ops: Vec<FlowOp> = old
+        .keys()
+        .filter(|k| !new.contains_key(*k))
+        .map(|k| FlowOp::Destroy { key: k.clone() })
+        .collect();
+    ops.extend(
+        new.iter()
+            .filter(|(k, _)| !old.contains_key(*k))
+            .map(|(k, r)| FlowOp::Create {
+                key: k.clone(),
+                rule: r.clone(),
+            }),
+    );
+    FlowOps { target, ops }
 }
 
 /// One emitted rule with the plan rule it came from.

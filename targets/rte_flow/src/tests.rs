@@ -2,7 +2,7 @@
 
 use super::*;
 use crate::fixtures::{cnxk_slice, syntax_rules};
-use pipec::backend::{DeltaOp, Direction, HwMatch, PacketField};
+use pipec::backend::{Direction, HwMatch, PacketField};
 
 #[test]
 fn cnxk_slice_lowers_to_testpmd_text() {
@@ -146,13 +146,42 @@ fn budgets_are_enforced() {
 }
 
 #[test]
-fn diff_keys_on_the_match() {
+fn diff_destroys_stale_rules_before_creating_new_ones() {
     let b = RteFlowBackend::default();
     let old = b.lower_slice(&cnxk_slice()).unwrap();
     let mut s = cnxk_slice();
     s.rules[0].actions = vec![HwAction::Mark { id: 9 }];
     s.rules.remove(1);
     let new = b.lower_slice(&s).unwrap();
-    let ops: Vec<DeltaOp> = b.diff(&old, &new).into_iter().map(|d| d.op).collect();
-    assert_eq!(ops, vec![DeltaOp::Modify, DeltaOp::Remove]);
+    let ops = b.diff(Some(&old), &new);
+    let ops = &ops.as_any().downcast_ref::<FlowOps>().unwrap().ops;
+    let kinds: Vec<&str> = ops
+        .iter()
+        .map(|op| match op {
+            FlowOp::Destroy { .. } => "destroy",
+            FlowOp::Create { .. } => "create",
+        })
+        .collect();
+    // The first rule's action changed (destroy + create) and the second is gone (destroy).
+    assert_eq!(kinds, vec!["destroy", "destroy", "create"]);
+    let FlowOp::Create { rule, .. } = &ops[2] else {
+        unreachable!("the last operation is the create")
+    };
+    assert_eq!(
+        rule.id,
+        cnxk_slice().rules[0].id,
+        "the re-created rule is the one that changed"
+    );
+    // Applying the operations to the old rule set gives the new one.
+    let mut device: std::collections::BTreeSet<String> =
+        old.rules.iter().map(|r| rule_key(&r.rule)).collect();
+    for op in ops {
+        match op {
+            FlowOp::Destroy { key } => assert!(device.remove(key)),
+            FlowOp::Create { key, .. } => assert!(device.insert(key.clone())),
+        }
+    }
+    let want: std::collections::BTreeSet<String> =
+        new.rules.iter().map(|r| rule_key(&r.rule)).collect();
+    assert_eq!(device, want);
 }

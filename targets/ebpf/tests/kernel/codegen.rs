@@ -50,6 +50,6 @@ fn a_mag_that_is_not_the_node_pipeline_is_unsupported() {
     let err = mag_to_ebpf(&m, &info).unwrap_err();
     assert_eq!(
         err.to_string(),
-        "the eBPF datapath cannot express src_ipcache: the table is missing (not the default node pipeline)"
+        "target ebpf cannot take this: src_ipcache: the table is missing (not the default node pipeline)"
     );
 }

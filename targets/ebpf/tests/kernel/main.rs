@@ -12,6 +12,7 @@
 //! The kernel tests need root (CI runs as root) and fail loudly without it: a skipped
 //! kernel test would look like a passing one.
 
+mod affinity;
 mod codegen;
 mod common;
 mod conformance;

@@ -1,0 +1,153 @@
+//! Benchmark of the compile session (issue 12): `Session::load` through every stage (plan
+//! and both artifacts included), then pod add, pod label change and pod delete events,
+//! each from the event to every target's operations, against the baseline a
+//! non-incremental tool has (a full load of the new state per event).
+//!
+//! `cargo run --release -p pipec-cli --example session_bench -- [--pods N] [--events N]`
+//! (default: gencluster's small cluster, 1,500 pods, and 200 events of each kind).
+
+use pipec::session::{Event, Hardware, ObjectKey, Session, SessionOptions};
+use std::time::{Duration, Instant};
+
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+fn backends(hw: Option<&pipec::backend::Profile>) -> Vec<Box<dyn pipec::backend::Backend>> {
+    let mut out: Vec<Box<dyn pipec::backend::Backend>> =
+        vec![Box::new(pipec_ebpf::EbpfBackend::default())];
+    if let Some(p) = hw {
+        out.push(Box::new(pipec_rte_flow::RteFlowBackend::new(p.clone())));
+    }
+    out
+}
+
+fn options() -> SessionOptions {
+    SessionOptions {
+        node: Some("node-0".into()),
+        hardware: Some(Hardware::Named("octeon-cn10k".into())),
+        ..SessionOptions::default()
+    }
+}
+
+/// Loads and forces every stage (the MAG, the plan, both artifacts).
+fn load_all(texts: &[(&str, &str)]) -> Session {
+    let s = Session::load_texts(texts, options(), &backends).expect("the generated cluster loads");
+    for t in ["ebpf", "octeon-cn10k"] {
+        s.artifact(t).expect("target").expect("compiles");
+    }
+    s
+}
+
+fn pod_yaml(name: &str, ns: &str, labels: &str, ip: &str) -> String {
+    format!(
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: {name}\n  namespace: {ns}\n  labels: {{{labels}}}\nspec:\n  nodeName: node-0\n  containers:\n  - name: c\n    ports:\n    - containerPort: 80\nstatus:\n  podIP: {ip}\n  podIPs:\n  - ip: {ip}\n"
+    )
+}
+
+fn percentile(v: &mut [Duration], p: f64) -> Duration {
+    v.sort();
+    v[((v.len() as f64 - 1.0) * p).round() as usize]
+}
+
+fn arg(name: &str, default: usize) -> usize {
+    let args: Vec<String> = std::env::args().collect();
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn main() {
+    let mut spec = gencluster::Spec::small();
+    spec.pods = arg("--pods", spec.pods);
+    let events = arg("--events", 200);
+    let json = gencluster::generate(&spec);
+    let texts = [("cluster.json", json.as_str())];
+    let t = Instant::now();
+    let mut session = load_all(&texts);
+    let load = t.elapsed();
+    println!(
+        "load: {} pods, {} MAG entries, {} hardware rules: {:.1} ms",
+        session.cluster().pods.len(),
+        session
+            .mag()
+            .table_ids()
+            .iter()
+            .filter_map(|t| session.mag().table(*t))
+            .map(|t| t.entries.len())
+            .sum::<usize>(),
+        session.plan().map_or(0, |p| p.slice.rules.len()),
+        load.as_secs_f64() * 1e3
+    );
+    // Each new pod copies the namespace and labels of an existing pod on node-0, so its
+    // label set has an identity already (the common case: a replica scaled up).
+    let template = session
+        .cluster()
+        .pods
+        .iter()
+        .find(|p| p.node.as_deref() == Some("node-0"))
+        .expect("a pod on node-0");
+    let ns = template.namespace.clone();
+    let labels: Vec<String> = template
+        .labels
+        .iter()
+        .map(|(k, v)| format!("\"{k}\": \"{v}\""))
+        .collect();
+    let labels = labels.join(", ");
+    let other: Vec<String> = template
+        .labels
+        .iter()
+        .map(|(k, v)| format!("\"{k}\": \"{v}\""))
+        .chain(["\"bench\": \"relabelled\"".to_string()])
+        .collect();
+    let other = other.join(", ");
+    let report = |kind: &str, samples: &mut Vec<Duration>, ops: usize| {
+        println!(
+            "{kind}: p50 {:.3} ms, p99 {:.3} ms over {} events, {:.1} operations per event",
+            percentile(samples, 0.5).as_secs_f64() * 1e3,
+            percentile(samples, 0.99).as_secs_f64() * 1e3,
+            samples.len(),
+            ops as f64 / samples.len() as f64
+        );
+    };
+    let ip = |i: usize| format!("10.250.{}.{}", i / 250, i % 250 + 1);
+    for (kind, text) in [("pod add", &labels), ("pod label change", &other)] {
+        let mut samples = Vec::new();
+        let mut ops = 0;
+        for i in 0..events {
+            let ev = Event::Upsert {
+                source: format!("watch:bench-{i}"),
+                text: pod_yaml(&format!("bench-{i}"), &ns, text, &ip(i)),
+            };
+            let t = Instant::now();
+            let c = session.apply(&[ev]).expect("applies");
+            samples.push(t.elapsed());
+            ops += c.targets.iter().map(|t| t.ops.len()).sum::<usize>();
+        }
+        report(kind, &mut samples, ops);
+    }
+    let mut samples = Vec::new();
+    let mut ops = 0;
+    for i in 0..events {
+        let ev = Event::Delete(ObjectKey::new("Pod", &ns, &format!("bench-{i}")));
+        let t = Instant::now();
+        let c = session.apply(&[ev]).expect("applies");
+        samples.push(t.elapsed());
+        ops += c.targets.iter().map(|t| t.ops.len()).sum::<usize>();
+    }
+    report("pod delete", &mut samples, ops);
+    // The baseline: a full load of the whole state for each event.
+    let runs = 5;
+    let mut full = Vec::new();
+    for _ in 0..runs {
+        let t = Instant::now();
+        let _ = load_all(&texts);
+        full.push(t.elapsed());
+    }
+    let full_p50 = percentile(&mut full, 0.5);
+    println!(
+        "baseline (full load per event): p50 {:.1} ms over {runs} runs",
+        full_p50.as_secs_f64() * 1e3
+    );
+}

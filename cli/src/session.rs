@@ -1,0 +1,90 @@
+//! The compile session of the commands that compile (`compile`, `explain`): the options
+//! that choose the node and the hardware target, the backends of this binary, and the
+//! session's outputs as the commands need them.
+
+use crate::InputArgs;
+use clap::Args;
+use pipec::backend::{lookup, Artifact, Backend, LookupError, Profile};
+use pipec::session::{Hardware, LoadError, Session, SessionOptions};
+use pipec_ebpf::EbpfBackend;
+use pipec_rte_flow::{RteFlowArtifact, RteFlowBackend};
+
+/// Options that choose what a session compiles for.
+#[derive(Args, Debug, Clone)]
+pub struct SessionArgs {
+    /// The node to compile for (its addresses are `host` in the ipcache).
+    #[arg(long)]
+    pub node: Option<String>,
+    /// The hardware target (a built-in target, or a `target` block of a `.pipe` input).
+    #[arg(long, default_value = "octeon-cn10k")]
+    pub target: String,
+}
+
+/// The backends of this binary: the eBPF pipeline, which always holds every rule, then
+/// the hardware target. A `.pipe` target that extends `octeon-cn10k` is compiled by the
+/// rte_flow backend with that profile.
+pub fn backends(hardware: Option<&Profile>) -> Vec<Box<dyn Backend>> {
+    let mut out: Vec<Box<dyn Backend>> = vec![Box::new(EbpfBackend::default())];
+    if let Some(p) = hardware {
+        out.push(Box::new(RteFlowBackend::new(p.clone())));
+    }
+    out
+}
+
+/// Loads a session; prints its diagnostics. `None` when the inputs have errors (they are
+/// printed).
+pub fn load(input: &InputArgs, args: &SessionArgs) -> anyhow::Result<Option<Session>> {
+    let options = SessionOptions {
+        build: input.build_options(),
+        node: args.node.clone(),
+        hardware: Some(Hardware::Named(args.target.clone())),
+        ..SessionOptions::default()
+    };
+    match Session::load(&input.inputs, options, &backends) {
+        Ok(s) => {
+            s.loaded().emit_to_stderr();
+            Ok(Some(s))
+        }
+        Err(LoadError::Input(loaded)) => {
+            loaded.emit_to_stderr();
+            Ok(None)
+        }
+        Err(LoadError::Other(e)) => anyhow::bail!(e),
+    }
+}
+
+/// The artifact of `target`, found through [`lookup`] among the session's backends.
+pub fn artifact<'s>(session: &'s Session, target: &str) -> anyhow::Result<&'s dyn Artifact> {
+    let found = session.backend(target).map(|b| b.name().to_string());
+    let Some(name) = found else {
+        let available: Vec<Box<dyn Backend>> = backends(session.profile());
+        return Err(match lookup(&available, target) {
+            Ok(_) => anyhow::anyhow!("the session has no target {target}"),
+            Err(e @ (LookupError::Disabled { .. } | LookupError::Unknown { .. })) => e.into(),
+        });
+    };
+    match session.artifact(&name) {
+        Some(Ok(a)) => Ok(a),
+        Some(Err(e)) => anyhow::bail!("{e}"),
+        None => anyhow::bail!("the session has no target {target}"),
+    }
+}
+
+/// The partition plan.
+pub fn plan(session: &Session) -> anyhow::Result<&pipec::partition::Plan> {
+    session
+        .plan()
+        .ok_or_else(|| anyhow::anyhow!("no hardware target to partition for"))
+}
+
+/// The hardware target's rte_flow rules.
+pub fn rte_flow(session: &Session) -> anyhow::Result<&RteFlowArtifact> {
+    let name = session
+        .profile()
+        .map(|p| p.name.clone())
+        .ok_or_else(|| anyhow::anyhow!("no hardware target"))?;
+    artifact(session, &name)?
+        .as_any()
+        .downcast_ref::<RteFlowArtifact>()
+        .ok_or_else(|| anyhow::anyhow!("target {name} is not an rte_flow target"))
+}

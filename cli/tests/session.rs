@@ -1,0 +1,276 @@
+//! The compile session: random clusters and random event sequences. After every step,
+//! `Session::apply` gives the same MAG, plan and artifacts as `Session::load` of the same
+//! objects (with the session's identity numbers), and replaying every step's operations
+//! on empty device models reproduces the final artifacts exactly.
+
+use pipec::backend::Operations;
+use pipec::session::{Changes, Event, Hardware, ObjectKey, Session, SessionOptions};
+use pipec::testgen::{self, PodSpec, Spec, SvcSpec};
+use pipec_ebpf::artifact::MapEntries;
+use pipec_ebpf::{EbpfArtifact, MapOps};
+use pipec_rte_flow::{rule_key, FlowOp, FlowOps, RteFlowArtifact};
+use proptest::prelude::*;
+use std::collections::{BTreeMap, BTreeSet};
+
+/// The backends the CLI gives a session (`cli/src/session.rs`).
+fn backends(hardware: Option<&pipec::backend::Profile>) -> Vec<Box<dyn pipec::backend::Backend>> {
+    let mut out: Vec<Box<dyn pipec::backend::Backend>> =
+        vec![Box::new(pipec_ebpf::EbpfBackend::default())];
+    if let Some(p) = hardware {
+        out.push(Box::new(pipec_rte_flow::RteFlowBackend::new(p.clone())));
+    }
+    out
+}
+
+/// One edit of a generated cluster.
+#[derive(Clone, Debug)]
+enum Edit {
+    AddPod(PodSpec),
+    RemovePod(usize),
+    Relabel(usize, usize),
+    AddService(usize, usize, bool),
+    RemoveService,
+    AddPolicy(testgen::PolicySpec),
+    RemovePolicy(usize),
+    RelabelNamespace(usize),
+}
+
+fn edit() -> impl Strategy<Value = Edit> {
+    prop_oneof![
+        3 => (0..3usize, 0..3usize, any::<bool>(), 0..2usize).prop_map(|(ns, app, dns, node)| {
+            Edit::AddPod(PodSpec { ns, app, tier: None, http: Some(80), dns, node })
+        }),
+        2 => (0..8usize).prop_map(Edit::RemovePod),
+        2 => (0..8usize, 0..3usize).prop_map(|(i, a)| Edit::Relabel(i, a)),
+        1 => (0..3usize, 0..3usize, any::<bool>()).prop_map(|(ns, app, a)| Edit::AddService(ns, app, a)),
+        1 => Just(Edit::RemoveService),
+        1 => testgen::policy().prop_map(Edit::AddPolicy),
+        1 => (0..4usize).prop_map(Edit::RemovePolicy),
+        1 => (0..3usize).prop_map(Edit::RelabelNamespace),
+    ]
+}
+
+/// Applies an edit to the spec; pods keep their index (so their name and address), and
+/// removed pods are left out of the manifests.
+fn apply_edit(spec: &mut Spec, alive: &mut Vec<bool>, e: &Edit) {
+    match e {
+        Edit::AddPod(p) => {
+            spec.pods.push(p.clone());
+            alive.push(true);
+        }
+        Edit::RemovePod(i) if *i < alive.len() => alive[*i] = false,
+        Edit::Relabel(i, a) if *i < spec.pods.len() => spec.pods[*i].app = *a,
+        Edit::AddService(ns, app, affinity) => spec.services.push(SvcSpec {
+            ns: *ns,
+            app: *app,
+            named_target: true,
+            affinity: *affinity,
+            node_port: false,
+            external_local: false,
+            internal_local: false,
+        }),
+        Edit::RemoveService => {
+            spec.services.pop();
+        }
+        Edit::AddPolicy(p) => spec.policies.push(p.clone()),
+        Edit::RemovePolicy(i) if *i < spec.policies.len() => {
+            spec.policies.remove(*i);
+        }
+        Edit::RelabelNamespace(i) => spec.ns_team[*i] = 1 - spec.ns_team[*i],
+        _ => {}
+    }
+}
+
+/// The manifests of the live objects, one document per object, by key.
+fn documents(spec: &Spec, alive: &[bool]) -> BTreeMap<ObjectKey, String> {
+    let mut out = BTreeMap::new();
+    for doc in testgen::to_yaml(spec).split("---\n") {
+        let Ok(v) = serde_yaml::from_str::<serde_yaml::Value>(doc) else {
+            continue;
+        };
+        let get = |k: &str| {
+            v.get("metadata")
+                .and_then(|m| m.get(k))
+                .and_then(|x| x.as_str())
+        };
+        let (Some(kind), Some(name)) = (v.get("kind").and_then(|k| k.as_str()), get("name")) else {
+            continue;
+        };
+        let dead = kind == "Pod"
+            && name
+                .strip_prefix('p')
+                .and_then(|n| n.parse::<usize>().ok())
+                .is_some_and(|i| i < alive.len() && !alive[i]);
+        if !dead {
+            let key = ObjectKey::new(kind, get("namespace").unwrap_or("default"), name);
+            out.insert(key, doc.to_string());
+        }
+    }
+    out
+}
+
+/// The events that take the objects `old` to `new`.
+fn events(old: &BTreeMap<ObjectKey, String>, new: &BTreeMap<ObjectKey, String>) -> Vec<Event> {
+    let mut out: Vec<Event> = new
+        .iter()
+        .filter(|(k, t)| old.get(*k) != Some(*t))
+        .map(|(k, t)| Event::Upsert {
+            source: format!("watch:{k}"),
+            text: t.clone(),
+        })
+        .collect();
+    out.extend(
+        old.keys()
+            .filter(|k| !new.contains_key(*k))
+            .cloned()
+            .map(Event::Delete),
+    );
+    out
+}
+
+fn options() -> SessionOptions {
+    SessionOptions {
+        hardware: Some(Hardware::Named("octeon-cn10k".into())),
+        ..SessionOptions::default()
+    }
+}
+
+fn load(docs: &BTreeMap<ObjectKey, String>, options: SessionOptions) -> Session {
+    let texts: Vec<(String, &str)> = docs
+        .iter()
+        .map(|(k, t)| (format!("{k}.yaml"), t.as_str()))
+        .collect();
+    let texts: Vec<(&str, &str)> = texts.iter().map(|(n, t)| (n.as_str(), *t)).collect();
+    Session::load_texts(&texts, options, &backends).expect("generated input loads")
+}
+
+fn ebpf(s: &Session) -> EbpfArtifact {
+    s.artifact("ebpf")
+        .expect("target")
+        .expect("compiles")
+        .as_any()
+        .downcast_ref::<EbpfArtifact>()
+        .expect("eBPF")
+        .clone()
+}
+
+fn hw(s: &Session) -> BTreeSet<String> {
+    let a = s
+        .artifact("octeon-cn10k")
+        .expect("target")
+        .expect("compiles");
+    let a = a
+        .as_any()
+        .downcast_ref::<RteFlowArtifact>()
+        .expect("rte_flow");
+    a.rules.iter().map(|r| rule_key(&r.rule)).collect()
+}
+
+/// The device models: eBPF maps and the flow table's rules.
+#[derive(Default)]
+struct Devices {
+    maps: MapEntries,
+    flows: BTreeSet<String>,
+}
+
+impl Devices {
+    fn apply(&mut self, ebpf: &dyn Operations, hw: &dyn Operations) {
+        ebpf.as_any()
+            .downcast_ref::<MapOps>()
+            .expect("eBPF ops")
+            .apply_to(&mut self.maps);
+        for op in &hw.as_any().downcast_ref::<FlowOps>().expect("flow ops").ops {
+            match op {
+                FlowOp::Destroy { key } => assert!(
+                    self.flows.remove(key),
+                    "destroy of a rule the device lacks: {key}"
+                ),
+                FlowOp::Create { key, .. } => assert!(
+                    self.flows.insert(key.clone()),
+                    "create of a rule the device has: {key}"
+                ),
+            }
+        }
+    }
+
+    fn apply_changes(&mut self, c: &Changes) {
+        self.apply(
+            c.ops("ebpf").expect("ebpf ops"),
+            c.ops("octeon-cn10k").expect("hw ops"),
+        );
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+    #[test]
+    fn apply_equals_load(s in testgen::spec(6), steps in proptest::collection::vec(proptest::collection::vec(edit(), 1..3), 1..6)) {
+        let mut spec = s;
+        let mut alive = vec![true; spec.pods.len()];
+        let mut docs = documents(&spec, &alive);
+        let mut session = load(&docs, options());
+        // The devices start empty and take the load's artifacts as operations.
+        let mut devices = Devices::default();
+        let ebpf_backend = session.backend("ebpf").expect("ebpf");
+        let hw_backend = session.backend("octeon-cn10k").expect("hw");
+        let first_ebpf = ebpf_backend.diff(None, session.artifact("ebpf").unwrap().unwrap());
+        let first_hw = hw_backend.diff(None, session.artifact("octeon-cn10k").unwrap().unwrap());
+        devices.apply(first_ebpf.as_ref(), first_hw.as_ref());
+        for step in &steps {
+            for e in step {
+                apply_edit(&mut spec, &mut alive, e);
+            }
+            let next = documents(&spec, &alive);
+            let evs = events(&docs, &next);
+            docs = next;
+            let changes = session.apply(&evs).map_err(|r| TestCaseError::fail(r.to_string()))?;
+            devices.apply_changes(&changes);
+            let fresh = load(&docs, SessionOptions { pins: session.pins().clone(), ..options() });
+            prop_assert_eq!(pipec::mag::text::mag_to_text(session.mag()), pipec::mag::text::mag_to_text(fresh.mag()));
+            prop_assert_eq!(
+                pipec::partition::plan_to_text(session.plan().unwrap()),
+                pipec::partition::plan_to_text(fresh.plan().unwrap())
+            );
+            prop_assert_eq!(ebpf(&session), ebpf(&fresh));
+            prop_assert_eq!(hw(&session), hw(&fresh));
+        }
+        prop_assert!(devices.maps == ebpf(&session).entries(), "replayed eBPF maps differ from the final artifact");
+        prop_assert_eq!(&devices.flows, &hw(&session));
+    }
+}
+
+/// A rejected event leaves the session as it was, and the next good event applies.
+#[test]
+fn a_rejected_event_changes_nothing() {
+    let spec = Spec {
+        nodes: 0,
+        ns_team: vec![0, 1, 0],
+        pods: vec![PodSpec {
+            ns: 0,
+            app: 0,
+            tier: None,
+            http: Some(80),
+            dns: false,
+            node: 0,
+        }],
+        services: Vec::new(),
+        policies: Vec::new(),
+    };
+    let docs = documents(&spec, &[true]);
+    let mut session = load(&docs, options());
+    let before = pipec::mag::text::mag_to_text(session.mag());
+    let bad = Event::Upsert {
+        source: "watch:bad".into(),
+        text: "apiVersion: v1\nkind: Pod\nmetadata:\n  name: q\n  namespace: ns0\nspec:\n  containers:\n  - name: c\n    ports:\n    - containerPort: 70000\n".into(),
+    };
+    let err = session
+        .apply(&[bad])
+        .expect_err("a port above 65535 is rejected");
+    assert!(err.rendered.contains("watch:bad"), "{}", err.rendered);
+    assert_eq!(pipec::mag::text::mag_to_text(session.mag()), before);
+    assert_eq!(session.generation(), 0);
+    let good = Event::Delete(ObjectKey::new("Pod", "ns0", "p0"));
+    let changes = session.apply(&[good]).expect("a delete applies");
+    assert_eq!(changes.generation, 1);
+    assert!(!changes.ops("ebpf").expect("ebpf").is_empty());
+}

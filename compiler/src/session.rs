@@ -1,0 +1,902 @@
+//! The compile session of one node: the one owner of every stage, applied incrementally.
+//!
+//! A [`Session`] holds what one node's pipeline is compiled from and everything compiled
+//! from it: the objects keyed by kind, namespace and name ([`ObjectKey`]), the `.pipe`
+//! files, the model ([`Cluster`]), the lowered MAG with its [`MagInfo`], the partition
+//! [`Plan`] for the hardware profile, and one artifact per target ([`Backend`]). It has the
+//! shape of rust-analyzer's `AnalysisHost::apply_change`:
+//!
+//! ```text
+//!  Session::load(inputs) ──▶ Session ──apply(events)──▶ Changes (per target, typed, ordered)
+//!                               │                         or Rejected (state unchanged)
+//!                               └─ mag() / plan() / artifact(target): computed on first use
+//! ```
+//!
+//! An [`Event`] is what a watcher sees: an object added or updated (its YAML or JSON
+//! text), an object deleted (its key), a `.pipe` file written or removed. The session
+//! works out the lowering [`Change`] itself, lowers incrementally
+//! ([`lower::incremental::update`]), re-plans, compiles every target and diffs each
+//! target's old and new artifact into that target's typed [`Operations`]. A rejected
+//! batch (a manifest the model refuses, a pipeline a target cannot hold) changes nothing:
+//! the session stays at its last good state and [`Rejected`] says why.
+//!
+//! Stages after lowering are computed on first use, so `pipec compile --emit mag` never
+//! partitions and `pipec trace` never compiles a target.
+//!
+//! Identity numbers are stable for the session's life: after every load and apply the
+//! session pins the number of each label set in use ([`IdentityPins`]); a number whose
+//! label set is gone is retired and not handed out again while the session lives (so an
+//! address that is still in flight in a peer's or the datapath's state is never read as
+//! another workload). A restarted daemon starts from the pins it persisted.
+
+use crate::backend::{
+    builtin_profiles, Artifact, Backend, CompileInput, Operations, Profile, Unsupported,
+};
+use crate::diag::{self, Sink};
+use crate::driver::{self, Loaded};
+use crate::frontend::{self, Body, Object};
+use crate::lower::{self, incremental, incremental::Change, Lowered};
+use crate::mag::{self, Mag, MagInfo};
+use crate::model::build::BuildOptions;
+use crate::model::{Cluster, IdentityPins};
+use crate::partition::{self, Plan};
+use crate::source::{FileId, Sources};
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::PathBuf;
+use std::sync::OnceLock;
+
+/// What a session compiles for.
+#[derive(Clone, Debug, Default)]
+pub struct SessionOptions {
+    /// Model options (address ranges, cluster name).
+    pub build: BuildOptions,
+    /// The node (`None`: the first node, or the synthetic node that holds every pod).
+    pub node: Option<String>,
+    /// The hardware target the plan is for; `None` compiles no plan and gives hardware
+    /// backends an empty slice.
+    pub hardware: Option<Hardware>,
+    /// Identity numbers to keep (what a restarted daemon persisted; empty otherwise).
+    pub pins: IdentityPins,
+}
+
+/// The hardware target of a session.
+#[derive(Clone, Debug)]
+pub enum Hardware {
+    /// A built-in profile or a `target` block of the session's `.pipe` files, by name.
+    Named(String),
+    /// A profile given as it is.
+    Profile(Box<Profile>),
+}
+
+/// Makes a session's backends once its hardware profile is known (a `.pipe` file may
+/// define it): the eBPF backend, and a hardware backend for the profile. Backends are
+/// applied in the order given.
+pub type BackendFactory<'a> = &'a dyn Fn(Option<&Profile>) -> Vec<Box<dyn Backend>>;
+
+/// A factory for sessions that compile no target (the MAG and the plan only).
+pub fn no_backends(_: Option<&Profile>) -> Vec<Box<dyn Backend>> {
+    Vec::new()
+}
+
+/// The key of an object, as a watcher names it. Namespaced kinds without a namespace are
+/// in `default`, as the API server puts them; cluster-scoped kinds have an empty one.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+pub struct ObjectKey {
+    /// The kind (`Pod`).
+    pub kind: String,
+    /// The namespace, empty for cluster-scoped kinds.
+    pub namespace: String,
+    /// The name.
+    pub name: String,
+}
+
+impl ObjectKey {
+    /// The key of a decoded object.
+    pub fn of(body: &Body) -> ObjectKey {
+        let meta = meta(body);
+        let kind = body.kind();
+        let namespace = if cluster_scoped(kind) {
+            String::new()
+        } else {
+            meta.namespace
+                .clone()
+                .unwrap_or_else(|| "default".to_string())
+        };
+        ObjectKey {
+            kind: kind.to_string(),
+            namespace,
+            name: meta.name.clone().unwrap_or_default(),
+        }
+    }
+
+    /// A key from its parts (`namespace` is ignored for cluster-scoped kinds).
+    pub fn new(kind: &str, namespace: &str, name: &str) -> ObjectKey {
+        ObjectKey {
+            kind: kind.to_string(),
+            namespace: if cluster_scoped(kind) {
+                String::new()
+            } else {
+                namespace.to_string()
+            },
+            name: name.to_string(),
+        }
+    }
+
+    fn qualified(&self) -> String {
+        format!("{}/{}", self.namespace, self.name)
+    }
+}
+
+impl fmt::Display for ObjectKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.namespace.is_empty() {
+            write!(f, "{}/{}", self.kind, self.name)
+        } else {
+            write!(f, "{}/{}/{}", self.kind, self.namespace, self.name)
+        }
+    }
+}
+
+/// Kinds without a namespace.
+fn cluster_scoped(kind: &str) -> bool {
+    matches!(
+        kind,
+        "Namespace"
+            | "Node"
+            | "CiliumClusterwideNetworkPolicy"
+            | "CiliumIdentity"
+            | "AdminNetworkPolicy"
+            | "BaselineAdminNetworkPolicy"
+    )
+}
+
+fn meta(body: &Body) -> &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta {
+    match body {
+        Body::Namespace(o) => &o.metadata,
+        Body::Pod(o) => &o.metadata,
+        Body::Node(o) => &o.metadata,
+        Body::Service(o) => &o.metadata,
+        Body::Endpoints(o) => &o.metadata,
+        Body::EndpointSlice(o) => &o.metadata,
+        Body::Deployment(o) => &o.metadata,
+        Body::ReplicaSet(o) => &o.metadata,
+        Body::StatefulSet(o) => &o.metadata,
+        Body::DaemonSet(o) => &o.metadata,
+        Body::Job(o) => &o.metadata,
+        Body::NetworkPolicy(o) => &o.metadata,
+        Body::CiliumNetworkPolicy(o) | Body::CiliumClusterwideNetworkPolicy(o) => &o.metadata,
+        Body::CiliumIdentity(o) => &o.metadata,
+        Body::CiliumEndpoint(o) => &o.metadata,
+        Body::AdminNetworkPolicy(o) | Body::BaselineAdminNetworkPolicy(o) => &o.metadata,
+    }
+}
+
+/// One change a watcher saw.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Event {
+    /// Objects added or updated: YAML or JSON text of one or more objects (a watch
+    /// event's object, or a manifest file), named `source` in diagnostics.
+    Upsert {
+        /// A name for diagnostics (a path, or `watch:Pod/ns/name`).
+        source: String,
+        /// The text.
+        text: String,
+    },
+    /// An object was deleted (deleting an object the session does not hold does nothing).
+    Delete(ObjectKey),
+    /// A `.pipe` file was written.
+    PipeUpsert {
+        /// Its path (includes are resolved relative to it).
+        path: String,
+        /// Its text.
+        text: String,
+    },
+    /// A `.pipe` file was removed.
+    PipeDelete {
+        /// Its path.
+        path: String,
+    },
+}
+
+/// One target's part of a change.
+#[derive(Debug)]
+pub struct TargetChanges {
+    /// The target's name.
+    pub target: String,
+    /// Its operations, in order.
+    pub ops: Box<dyn Operations>,
+}
+
+/// What one [`Session::apply`] changed: the MAG's entry diff and, per target in the
+/// order of the session's backends (apply them in this order: the eBPF pipeline first,
+/// so that hardware, a cache in front of it, never decides by a policy software does not
+/// have yet), the operations that take the device from the old artifact to the new one.
+#[derive(Debug)]
+pub struct Changes {
+    /// The session's generation after the change (load is generation 0).
+    pub generation: u64,
+    /// MAG entries added.
+    pub mag_added: usize,
+    /// MAG entries removed.
+    pub mag_removed: usize,
+    /// Whether lowering had to redo the whole node.
+    pub full_lowering: bool,
+    /// Per target, in apply order.
+    pub targets: Vec<TargetChanges>,
+}
+
+impl Changes {
+    /// The operations of `target`, if the session has it.
+    pub fn ops(&self, target: &str) -> Option<&dyn Operations> {
+        self.targets
+            .iter()
+            .find(|t| t.target == target)
+            .map(|t| t.ops.as_ref())
+    }
+
+    /// The stable text of the change: a header per target, one operation per line.
+    pub fn text(&self) -> String {
+        let mut out = format!(
+            "generation {}: mag +{} -{}{}\n",
+            self.generation,
+            self.mag_added,
+            self.mag_removed,
+            if self.full_lowering {
+                " (full lowering)"
+            } else {
+                ""
+            }
+        );
+        for t in &self.targets {
+            out.push_str(&format!("target {}: {} ops\n", t.target, t.ops.len()));
+            out.push_str(&t.ops.text());
+        }
+        out
+    }
+}
+
+/// Why a batch of events was refused; the session is unchanged.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Rejected {
+    /// The diagnostics, rendered without colour (stable codes, file:line:column).
+    pub rendered: String,
+    /// How many errors.
+    pub errors: usize,
+}
+
+impl fmt::Display for Rejected {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} error(s); the last good state stays:\n{}",
+            self.errors, self.rendered
+        )
+    }
+}
+
+impl std::error::Error for Rejected {}
+
+/// Why a session could not be made.
+pub enum LoadError {
+    /// The inputs have errors: render them with [`Loaded::emit_to_stderr`].
+    Input(Box<Loaded>),
+    /// Something that is not the input's fault (an unknown hardware target, a pipeline a
+    /// target cannot hold).
+    Other(String),
+}
+
+impl fmt::Debug for LoadError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
+}
+
+impl fmt::Display for LoadError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            LoadError::Input(l) => write!(f, "{}", l.render()),
+            LoadError::Other(e) => write!(f, "{e}"),
+        }
+    }
+}
+
+/// A target's compiled artifact, or why it has none.
+type Compiled = Result<Box<dyn Artifact>, Unsupported>;
+
+/// The compile session of one node (see the module documentation).
+pub struct Session {
+    options: SessionOptions,
+    backends: Vec<Box<dyn Backend>>,
+    /// Every object, by key; `None` for a session made from a model alone.
+    objects: Option<BTreeMap<ObjectKey, Object>>,
+    /// The `.pipe` files, by path.
+    pipe_files: BTreeMap<String, FileId>,
+    loaded: Loaded,
+    /// The lowered node, computed on first use (a model-only command never lowers).
+    lowered: OnceLock<Lowered>,
+    /// What validation proved of it, or the internal error it found.
+    info: OnceLock<Result<MagInfo, String>>,
+    profile: Option<Profile>,
+    plan: OnceLock<Plan>,
+    artifacts: Vec<OnceLock<Compiled>>,
+    generation: u64,
+}
+
+impl fmt::Debug for Session {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Session")
+            .field("node", &self.node())
+            .field("generation", &self.generation)
+            .field("targets", &self.target_names())
+            .finish_non_exhaustive()
+    }
+}
+
+/// The profile called `name`: a built-in, or a `target` block of the run's `.pipe` files.
+pub fn resolve_profile(
+    name: &str,
+    program: Option<&policy_lang::resolved::Program>,
+) -> Result<Profile, String> {
+    if let Some(p) = builtin_profiles().into_iter().find(|p| p.name == name) {
+        return Ok(p);
+    }
+    if let Some(program) = program {
+        if let Some(tp) = program.targets.get(name) {
+            return Ok(Profile::from_pipe(tp, &program.targets));
+        }
+    }
+    Err(format!(
+        "unknown target {name}; `pipec targets [INPUT...]` lists them"
+    ))
+}
+
+impl Session {
+    /// Reads files and directories and compiles them for one node. Warnings are in
+    /// [`Session::loaded`]; errors fail the load.
+    pub fn load(
+        inputs: &[PathBuf],
+        options: SessionOptions,
+        backends: BackendFactory<'_>,
+    ) -> Result<Session, LoadError> {
+        let mut sources = Sources::new();
+        let mut sink = Sink::default();
+        let files = frontend::read_inputs(inputs, &mut sources, &mut sink);
+        Session::load_files(sources, &files, sink, options, backends)
+    }
+
+    /// [`Session::load`] from in-memory text, one `(name, text)` per file.
+    pub fn load_texts(
+        texts: &[(&str, &str)],
+        options: SessionOptions,
+        backends: BackendFactory<'_>,
+    ) -> Result<Session, LoadError> {
+        let mut sources = Sources::new();
+        let files: Vec<FileId> = texts.iter().map(|(n, t)| sources.add(*n, *t)).collect();
+        Session::load_files(sources, &files, Sink::default(), options, backends)
+    }
+
+    fn load_files(
+        sources: Sources,
+        files: &[FileId],
+        sink: Sink,
+        options: SessionOptions,
+        backends: BackendFactory<'_>,
+    ) -> Result<Session, LoadError> {
+        let mut objects = BTreeMap::new();
+        let loaded = driver::load_sources_with(sources, files, &options.build, sink, |o| {
+            objects.insert(ObjectKey::of(&o.body), o.clone());
+        });
+        if loaded.has_errors() {
+            return Err(LoadError::Input(Box::new(loaded)));
+        }
+        let pipe_files = files
+            .iter()
+            .filter(|f| loaded.sources.name(**f).ends_with(".pipe"))
+            .map(|f| (loaded.sources.name(*f).to_string(), *f))
+            .collect();
+        let mut session = Session::from_loaded(loaded, options, backends)?;
+        session.objects = Some(objects);
+        session.pipe_files = pipe_files;
+        Ok(session)
+    }
+
+    /// A session over a model that is already built (conformance cases, tests, benches).
+    /// It compiles every stage, but cannot take object events ([`Session::apply`] rejects
+    /// them), since it does not hold the objects.
+    pub fn from_loaded(
+        mut loaded: Loaded,
+        options: SessionOptions,
+        backends: BackendFactory<'_>,
+    ) -> Result<Session, LoadError> {
+        let profile = match &options.hardware {
+            Some(Hardware::Named(name)) => Some(
+                resolve_profile(name, loaded.pipe.program.as_ref()).map_err(LoadError::Other)?,
+            ),
+            Some(Hardware::Profile(p)) => Some(p.as_ref().clone()),
+            None => None,
+        };
+        let backends = backends(profile.as_ref());
+        loaded.cluster.identity_pins = options.pins.clone();
+        let artifacts = backends.iter().map(|_| OnceLock::new()).collect();
+        Ok(Session {
+            options,
+            backends,
+            objects: None,
+            pipe_files: BTreeMap::new(),
+            loaded,
+            lowered: OnceLock::new(),
+            info: OnceLock::new(),
+            profile,
+            plan: OnceLock::new(),
+            artifacts,
+            generation: 0,
+        })
+    }
+
+    /// A session over a model alone (see [`Session::from_loaded`]).
+    pub fn from_cluster(
+        cluster: &Cluster,
+        options: SessionOptions,
+        backends: BackendFactory<'_>,
+    ) -> Result<Session, LoadError> {
+        let loaded = Loaded {
+            sources: Sources::new(),
+            cluster: cluster.clone(),
+            diags: Vec::new(),
+            pipe: Default::default(),
+        };
+        Session::from_loaded(loaded, options, backends)
+    }
+
+    /// The inputs as read: sources, model, diagnostics (warnings) and the `.pipe` program.
+    pub fn loaded(&self) -> &Loaded {
+        &self.loaded
+    }
+
+    /// The model.
+    pub fn cluster(&self) -> &Cluster {
+        &self.loaded.cluster
+    }
+
+    /// Every file read so far (diagnostics and provenance point into these).
+    pub fn sources(&self) -> &Sources {
+        &self.loaded.sources
+    }
+
+    /// The node compiled for.
+    pub fn node(&self) -> &str {
+        match &self.options.node {
+            Some(n) if self.lowered.get().is_none() => n,
+            _ => &self.lowered().state.node,
+        }
+    }
+
+    /// The lowered node, with its state for incremental updates.
+    pub fn lowered(&self) -> &Lowered {
+        self.lowered.get_or_init(|| {
+            lower::cluster_to_mag(&self.loaded.cluster, self.options.node.as_deref())
+        })
+    }
+
+    /// The node's match-action graph.
+    pub fn mag(&self) -> &Mag {
+        self.lowered().mag()
+    }
+
+    /// What validation proved of the graph; an error is an internal compiler error
+    /// (lowering made an invalid graph).
+    pub fn info(&self) -> Result<&MagInfo, String> {
+        self.info
+            .get_or_init(|| {
+                mag::validate(self.mag()).map_err(|e| {
+                    format!("internal compiler error: lowering made an invalid graph: {e}")
+                })
+            })
+            .as_ref()
+            .map_err(Clone::clone)
+    }
+
+    /// The hardware profile, when the session has a hardware target.
+    pub fn profile(&self) -> Option<&Profile> {
+        self.profile.as_ref()
+    }
+
+    /// The identity numbers the session holds stable.
+    pub fn pins(&self) -> &IdentityPins {
+        &self.loaded.cluster.identity_pins
+    }
+
+    /// How many changes were applied since load.
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+
+    /// The partition plan for the hardware target (computed on first use); `None`
+    /// without a hardware target.
+    pub fn plan(&self) -> Option<&Plan> {
+        let profile = self.profile.as_ref()?;
+        let info = self.info().ok()?;
+        Some(self.plan.get_or_init(|| self.make_plan(profile, info)))
+    }
+
+    fn make_plan(&self, profile: &Profile, info: &MagInfo) -> Plan {
+        let hints = self
+            .loaded
+            .pipe
+            .program
+            .as_ref()
+            .map_or(&[][..], |p| p.placements.as_slice());
+        // The hardware backend answers for each rule, so the plan holds nothing it refuses.
+        let backend = self.backends.iter().find(|b| b.name() == profile.name);
+        let check = |r: &crate::backend::HwRule| match backend {
+            Some(b) => b.check_rule(r),
+            None => profile.check_rule(r),
+        };
+        partition::mag_to_plan_checked(self.mag(), info, profile, hints, Some(&check))
+    }
+
+    /// The names of the session's targets, in apply order.
+    pub fn target_names(&self) -> Vec<&str> {
+        self.backends.iter().map(|b| b.name()).collect()
+    }
+
+    /// The backend of `target`.
+    pub fn backend(&self, target: &str) -> Option<&dyn Backend> {
+        self.backends
+            .iter()
+            .find(|b| b.name() == target)
+            .map(|b| b.as_ref())
+    }
+
+    /// The artifact of `target` (compiled on first use), or why the target cannot hold
+    /// this node's pipeline. `None` when the session has no such target.
+    pub fn artifact(&self, target: &str) -> Option<Result<&dyn Artifact, &Unsupported>> {
+        let i = self.backends.iter().position(|b| b.name() == target)?;
+        Some(self.artifact_at(i))
+    }
+
+    fn artifact_at(&self, i: usize) -> Result<&dyn Artifact, &Unsupported> {
+        self.artifacts[i]
+            .get_or_init(|| self.compile_target(i))
+            .as_ref()
+            .map(|a| a.as_ref())
+    }
+
+    fn compile_target(&self, i: usize) -> Compiled {
+        let info = self.info().map_err(|e| {
+            Unsupported::new(
+                self.backends[i].name(),
+                crate::backend::Reason::NotImplemented {
+                    site: "the node's graph".into(),
+                    detail: e,
+                },
+            )
+        })?;
+        let input = CompileInput {
+            mag: self.mag(),
+            info,
+            plan: self.plan(),
+        };
+        self.backends[i].compile(&input)
+    }
+
+    /// Applies a batch of events: the new state, and per target the operations from the
+    /// old artifact to the new one. A rejected batch leaves the session as it was.
+    pub fn apply(&mut self, events: &[Event]) -> Result<Changes, Rejected> {
+        // The identity numbers of the current state are pinned before anything changes.
+        let pins = pins_after(&self.loaded.cluster.identity_pins, self.lowered());
+        self.loaded.cluster.identity_pins = pins;
+        // The operations are relative to what the devices hold: the old artifacts.
+        for i in 0..self.backends.len() {
+            if let Err(e) = self.artifact_at(i) {
+                return Err(reject_text(format!(
+                    "the current state does not compile for {}: {e}",
+                    self.backends[i].name()
+                )));
+            }
+        }
+        let Some(objects) = self.objects.as_mut() else {
+            return Err(reject_text(
+                "this session was made from a model and holds no objects to change".into(),
+            ));
+        };
+        let mut sources = std::mem::take(&mut self.loaded.sources);
+        let staged = stage(&mut sources, objects, &mut self.pipe_files, events);
+        let (undo, change) = match staged {
+            Ok(s) => s,
+            Err(rejected) => {
+                self.loaded.sources = sources;
+                return Err(rejected);
+            }
+        };
+        let pipe_files: Vec<FileId> = self.pipe_files.values().copied().collect();
+        let mut next = driver::load_objects(
+            sources,
+            objects.values().cloned(),
+            &pipe_files,
+            &self.options.build,
+        );
+        if next.has_errors() {
+            let rejected = Rejected {
+                rendered: render_errors(&next),
+                errors: next.diagnostic_count().0,
+            };
+            self.loaded.sources = std::mem::take(&mut next.sources);
+            self.undo(undo);
+            return Err(rejected);
+        }
+        next.cluster.identity_pins = self.loaded.cluster.identity_pins.clone();
+        let lowered = self
+            .lowered
+            .get_mut()
+            .expect("apply lowered the node before staging");
+        let diff = incremental::update(lowered, &self.loaded.cluster, &next.cluster, &change);
+        let (previous, outcome) = self.compile_next(next);
+        match outcome {
+            Ok(()) => {
+                let targets = self.diff_targets(&previous.artifacts);
+                drop(previous);
+                self.generation += 1;
+                Ok(Changes {
+                    generation: self.generation,
+                    mag_added: diff.added.len(),
+                    mag_removed: diff.removed.len(),
+                    full_lowering: diff.full,
+                    targets,
+                })
+            }
+            Err(rejected) => {
+                self.restore(previous);
+                self.undo(undo);
+                Err(rejected)
+            }
+        }
+    }
+
+    /// Moves the session to `next` (whose MAG is already in `self.lowered`): validates,
+    /// plans and compiles every target. Returns the previous model, artifacts and plan
+    /// (to diff against, or to restore when the outcome is a rejection).
+    fn compile_next(&mut self, next: Loaded) -> (Previous, Result<(), Rejected>) {
+        let fresh = self.backends.iter().map(|_| OnceLock::new()).collect();
+        let previous = Previous {
+            loaded: std::mem::replace(&mut self.loaded, next),
+            artifacts: std::mem::replace(&mut self.artifacts, fresh),
+            plan: std::mem::take(&mut self.plan),
+        };
+        self.info = OnceLock::new();
+        if let Err(e) = self.info() {
+            return (previous, Err(reject_text(e)));
+        }
+        for i in 0..self.backends.len() {
+            if let Err(e) = self.artifact_at(i) {
+                let text = format!(
+                    "target {} cannot hold the new pipeline: {}",
+                    self.backends[i].name(),
+                    e.reason
+                );
+                return (previous, Err(reject_text(text)));
+            }
+        }
+        self.loaded.cluster.identity_pins =
+            pins_after(&self.loaded.cluster.identity_pins, self.lowered());
+        (previous, Ok(()))
+    }
+
+    fn diff_targets(&self, old: &[OnceLock<Compiled>]) -> Vec<TargetChanges> {
+        self.backends
+            .iter()
+            .enumerate()
+            .map(|(i, b)| {
+                let before = old[i]
+                    .get()
+                    .and_then(|r| r.as_ref().ok())
+                    .map(|a| a.as_ref());
+                let after = self
+                    .artifact_at(i)
+                    .expect("compile_next compiled every target");
+                TargetChanges {
+                    target: b.name().to_string(),
+                    ops: b.diff(before, after),
+                }
+            })
+            .collect()
+    }
+
+    /// Puts back the previous model and stages after a failed compile; the MAG is
+    /// lowered again from the previous model (a rare path: only an internal error or a
+    /// target refusing the new pipeline gets here).
+    fn restore(&mut self, old: Previous) {
+        let sources = std::mem::take(&mut self.loaded.sources);
+        self.loaded = old.loaded;
+        self.loaded.sources = sources;
+        self.artifacts = old.artifacts;
+        self.plan = old.plan;
+        let node = self.node().to_string();
+        self.lowered = OnceLock::from(lower::cluster_to_mag(&self.loaded.cluster, Some(&node)));
+        self.info = OnceLock::new();
+    }
+
+    fn undo(&mut self, undo: Undo) {
+        let objects = self.objects.as_mut().expect("apply checked it has objects");
+        undo.revert(objects, &mut self.pipe_files);
+    }
+
+    /// The objects the session holds, in key order (`None` for a session over a model).
+    pub fn objects(&self) -> Option<impl Iterator<Item = &ObjectKey>> {
+        self.objects.as_ref().map(|o| o.keys())
+    }
+
+    /// The options the session was made with.
+    pub fn options(&self) -> &SessionOptions {
+        &self.options
+    }
+}
+
+/// The state a failed apply restores.
+struct Previous {
+    loaded: Loaded,
+    artifacts: Vec<OnceLock<Compiled>>,
+    plan: OnceLock<Plan>,
+}
+
+/// How to take back the object and `.pipe` changes of a batch: each key's previous value,
+/// in the order the changes were made.
+#[derive(Default)]
+struct Undo {
+    objects: Vec<(ObjectKey, Option<Object>)>,
+    pipe: Vec<(String, Option<FileId>)>,
+}
+
+impl Undo {
+    /// Puts every changed key back, the last change first.
+    fn revert(
+        self,
+        objects: &mut BTreeMap<ObjectKey, Object>,
+        pipe_files: &mut BTreeMap<String, FileId>,
+    ) {
+        for (key, old) in self.objects.into_iter().rev() {
+            match old {
+                Some(o) => objects.insert(key, o),
+                None => objects.remove(&key),
+            };
+        }
+        for (path, old) in self.pipe.into_iter().rev() {
+            match old {
+                Some(f) => pipe_files.insert(path, f),
+                None => pipe_files.remove(&path),
+            };
+        }
+    }
+}
+
+/// Applies a batch's events to the object and `.pipe` maps (decoding new text into
+/// `sources`), and works out the lowering change. Errors in the new text reject the
+/// batch, with the maps already put back.
+fn stage(
+    sources: &mut Sources,
+    objects: &mut BTreeMap<ObjectKey, Object>,
+    pipe_files: &mut BTreeMap<String, FileId>,
+    events: &[Event],
+) -> Result<(Undo, Change), Rejected> {
+    let mut undo = Undo::default();
+    let mut sink = Sink::default();
+    let mut touched: Vec<(ObjectKey, Option<String>)> = Vec::new();
+    for event in events {
+        match event {
+            Event::Upsert { source, text } => {
+                let file = sources.add(source.clone(), text.clone());
+                let before = sink.diags.len();
+                let mut decoded = Vec::new();
+                frontend::for_each_object(sources, &[file], &mut sink, |o| decoded.push(o));
+                if sink.diags[before..].iter().any(diag::Diagnostic::is_error) {
+                    continue;
+                }
+                for o in decoded {
+                    let key = ObjectKey::of(&o.body);
+                    touched.push((key.clone(), service_of(&o.body)));
+                    undo.objects.push((key.clone(), objects.insert(key, o)));
+                }
+            }
+            Event::Delete(key) => {
+                let old = objects.remove(key);
+                touched.push((key.clone(), old.as_ref().and_then(|o| service_of(&o.body))));
+                undo.objects.push((key.clone(), old));
+            }
+            Event::PipeUpsert { path, text } => {
+                let file = sources.add(path.clone(), text.clone());
+                undo.pipe
+                    .push((path.clone(), pipe_files.insert(path.clone(), file)));
+                touched.push((ObjectKey::new("pipe", "", path), None));
+            }
+            Event::PipeDelete { path } => {
+                undo.pipe.push((path.clone(), pipe_files.remove(path)));
+                touched.push((ObjectKey::new("pipe", "", path), None));
+            }
+        }
+    }
+    let errors = sink.diags.iter().filter(|d| d.is_error()).count();
+    if errors > 0 {
+        let rendered = diag::emit_to_string(sources, &sink.diags);
+        undo.revert(objects, pipe_files);
+        return Err(Rejected { rendered, errors });
+    }
+    Ok((undo, change_of(&touched)))
+}
+
+/// The service an EndpointSlice or Endpoints object belongs to (`namespace/name`).
+fn service_of(body: &Body) -> Option<String> {
+    let m = meta(body);
+    let ns = m.namespace.clone().unwrap_or_else(|| "default".into());
+    match body {
+        Body::EndpointSlice(_) => m
+            .labels
+            .as_ref()
+            .and_then(|l| l.get("kubernetes.io/service-name"))
+            .map(|s| format!("{ns}/{s}")),
+        Body::Endpoints(_) => m.name.as_ref().map(|n| format!("{ns}/{n}")),
+        _ => None,
+    }
+}
+
+/// The lowering change of a batch: one pod's or one service's, which lowering applies to
+/// the groups it touches; anything else (several objects, policies, namespaces, nodes,
+/// workloads, identities, `.pipe` files) lowers the node again and diffs by group.
+fn change_of(touched: &[(ObjectKey, Option<String>)]) -> Change {
+    let [(key, service)] = touched else {
+        return Change::Policy;
+    };
+    match key.kind.as_str() {
+        "Pod" => Change::Pod(key.qualified()),
+        "Service" => Change::Service(key.qualified()),
+        "EndpointSlice" | "Endpoints" => match service {
+            Some(s) => Change::Service(s.clone()),
+            None => Change::Policy,
+        },
+        "Namespace" => Change::Namespace(key.name.clone()),
+        _ => Change::Policy,
+    }
+}
+
+/// The pins after a lowering: every label set in use keeps (or gets) its number; a pinned
+/// number no label set has any more is retired.
+fn pins_after(old: &IdentityPins, lowered: &Lowered) -> IdentityPins {
+    let numbers: BTreeMap<_, _> = lowered
+        .state
+        .label_index
+        .iter()
+        .map(|(labels, (id, _))| (labels.clone(), id.0))
+        .collect();
+    let mut retired = old.retired.clone();
+    let in_use: std::collections::BTreeSet<u32> = numbers.values().copied().collect();
+    retired.extend(old.numbers.values().filter(|n| !in_use.contains(n)));
+    IdentityPins { numbers, retired }
+}
+
+fn reject_text(text: String) -> Rejected {
+    Rejected {
+        rendered: format!("error: {text}\n"),
+        errors: 1,
+    }
+}
+
+/// The errors of a failed model, rendered.
+fn render_errors(loaded: &Loaded) -> String {
+    let errors: Vec<_> = loaded
+        .diags
+        .iter()
+        .filter(|d| d.is_error())
+        .cloned()
+        .collect();
+    let mut out = diag::emit_to_string(&loaded.sources, &errors);
+    let pipe: Vec<_> = loaded
+        .pipe
+        .diags
+        .iter()
+        .filter(|d| d.is_error())
+        .cloned()
+        .collect();
+    out.push_str(&policy_lang::render(&pipe, &loaded.pipe.files));
+    out
+}
