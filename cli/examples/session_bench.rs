@@ -6,7 +6,7 @@
 //! `cargo run --release -p pipec-cli --example session_bench -- [--pods N] [--events N]`
 //! (default: gencluster's small cluster, 1,500 pods, and 200 events of each kind).
 
-use pipec::session::{Event, Hardware, ObjectKey, Session, SessionOptions};
+use pipec::session::{Changes, Event, Hardware, ObjectKey, Session, SessionOptions, StageTimes};
 use std::time::{Duration, Instant};
 
 #[global_allocator]
@@ -42,6 +42,26 @@ fn pod_yaml(name: &str, ns: &str, labels: &str, ip: &str) -> String {
     format!(
         "apiVersion: v1\nkind: Pod\nmetadata:\n  name: {name}\n  namespace: {ns}\n  labels: {{{labels}}}\nspec:\n  nodeName: node-0\n  containers:\n  - name: c\n    ports:\n    - containerPort: 80\nstatus:\n  podIP: {ip}\n  podIPs:\n  - ip: {ip}\n"
     )
+}
+
+/// Operations and stage times summed over events.
+#[derive(Default)]
+struct Stats {
+    ops: usize,
+    times: StageTimes,
+}
+
+impl Stats {
+    fn add(&mut self, c: &Changes) {
+        self.ops += c.targets.iter().map(|t| t.ops.len()).sum::<usize>();
+        let (t, d) = (&mut self.times, &c.times);
+        t.model += d.model;
+        t.lower += d.lower;
+        t.validate += d.validate;
+        t.plan += d.plan;
+        t.codegen += d.codegen;
+        t.diff += d.diff;
+    }
 }
 
 fn percentile(v: &mut [Duration], p: f64) -> Duration {
@@ -102,19 +122,29 @@ fn main() {
         .chain(["\"bench\": \"relabelled\"".to_string()])
         .collect();
     let other = other.join(", ");
-    let report = |kind: &str, samples: &mut Vec<Duration>, ops: usize| {
+    let report = |kind: &str, samples: &mut Vec<Duration>, stats: &Stats| {
+        let n = samples.len() as f64;
+        let ms = |d: Duration| d.as_secs_f64() * 1e3 / n;
+        let t = &stats.times;
         println!(
-            "{kind}: p50 {:.3} ms, p99 {:.3} ms over {} events, {:.1} operations per event",
+            "{kind}: p50 {:.3} ms, p99 {:.3} ms over {} events, {:.1} operations per event \
+             (mean ms: model {:.3}, lower {:.3}, validate {:.3}, plan {:.3}, codegen {:.3}, diff {:.3})",
             percentile(samples, 0.5).as_secs_f64() * 1e3,
             percentile(samples, 0.99).as_secs_f64() * 1e3,
             samples.len(),
-            ops as f64 / samples.len() as f64
+            stats.ops as f64 / n,
+            ms(t.model),
+            ms(t.lower),
+            ms(t.validate),
+            ms(t.plan),
+            ms(t.codegen),
+            ms(t.diff),
         );
     };
     let ip = |i: usize| format!("10.250.{}.{}", i / 250, i % 250 + 1);
     for (kind, text) in [("pod add", &labels), ("pod label change", &other)] {
         let mut samples = Vec::new();
-        let mut ops = 0;
+        let mut stats = Stats::default();
         for i in 0..events {
             let ev = Event::Upsert {
                 source: format!("watch:bench-{i}"),
@@ -123,20 +153,20 @@ fn main() {
             let t = Instant::now();
             let c = session.apply(&[ev]).expect("applies");
             samples.push(t.elapsed());
-            ops += c.targets.iter().map(|t| t.ops.len()).sum::<usize>();
+            stats.add(&c);
         }
-        report(kind, &mut samples, ops);
+        report(kind, &mut samples, &stats);
     }
     let mut samples = Vec::new();
-    let mut ops = 0;
+    let mut stats = Stats::default();
     for i in 0..events {
         let ev = Event::Delete(ObjectKey::new("Pod", &ns, &format!("bench-{i}")));
         let t = Instant::now();
         let c = session.apply(&[ev]).expect("applies");
         samples.push(t.elapsed());
-        ops += c.targets.iter().map(|t| t.ops.len()).sum::<usize>();
+        stats.add(&c);
     }
-    report("pod delete", &mut samples, ops);
+    report("pod delete", &mut samples, &stats);
     // The baseline: a full load of the whole state for each event.
     let runs = 5;
     let mut full = Vec::new();

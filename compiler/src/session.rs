@@ -225,6 +225,25 @@ pub struct Changes {
     pub full_lowering: bool,
     /// Per target, in apply order.
     pub targets: Vec<TargetChanges>,
+    /// Where the time went.
+    pub times: StageTimes,
+}
+
+/// The time one apply spent in each stage (for benchmarks and the daemon's metrics).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct StageTimes {
+    /// Decoding the events and modelling the object set.
+    pub model: std::time::Duration,
+    /// Incremental lowering.
+    pub lower: std::time::Duration,
+    /// Materialising and validating the graph.
+    pub validate: std::time::Duration,
+    /// Partitioning.
+    pub plan: std::time::Duration,
+    /// Compiling every target.
+    pub codegen: std::time::Duration,
+    /// Diffing every target's artifacts into operations.
+    pub diff: std::time::Duration,
 }
 
 impl Changes {
@@ -602,6 +621,8 @@ impl Session {
                 "this session was made from a model and holds no objects to change".into(),
             ));
         };
+        let mut times = StageTimes::default();
+        let clock = std::time::Instant::now();
         let mut sources = std::mem::take(&mut self.loaded.sources);
         let staged = stage(&mut sources, objects, &mut self.pipe_files, events);
         let (undo, change) = match staged {
@@ -628,15 +649,20 @@ impl Session {
             return Err(rejected);
         }
         next.cluster.identity_pins = self.loaded.cluster.identity_pins.clone();
+        times.model = clock.elapsed();
+        let clock = std::time::Instant::now();
         let lowered = self
             .lowered
             .get_mut()
             .expect("apply lowered the node before staging");
         let diff = incremental::update(lowered, &self.loaded.cluster, &next.cluster, &change);
-        let (previous, outcome) = self.compile_next(next);
+        times.lower = clock.elapsed();
+        let (previous, outcome) = self.compile_next(next, &mut times);
         match outcome {
             Ok(()) => {
+                let clock = std::time::Instant::now();
                 let targets = self.diff_targets(&previous.artifacts);
+                times.diff = clock.elapsed();
                 drop(previous);
                 self.generation += 1;
                 Ok(Changes {
@@ -645,6 +671,7 @@ impl Session {
                     mag_removed: diff.removed.len(),
                     full_lowering: diff.full,
                     targets,
+                    times,
                 })
             }
             Err(rejected) => {
@@ -658,7 +685,11 @@ impl Session {
     /// Moves the session to `next` (whose MAG is already in `self.lowered`): validates,
     /// plans and compiles every target. Returns the previous model, artifacts and plan
     /// (to diff against, or to restore when the outcome is a rejection).
-    fn compile_next(&mut self, next: Loaded) -> (Previous, Result<(), Rejected>) {
+    fn compile_next(
+        &mut self,
+        next: Loaded,
+        times: &mut StageTimes,
+    ) -> (Previous, Result<(), Rejected>) {
         let fresh = self.backends.iter().map(|_| OnceLock::new()).collect();
         let previous = Previous {
             loaded: std::mem::replace(&mut self.loaded, next),
@@ -666,9 +697,15 @@ impl Session {
             plan: std::mem::take(&mut self.plan),
         };
         self.info = OnceLock::new();
+        let clock = std::time::Instant::now();
         if let Err(e) = self.info() {
             return (previous, Err(reject_text(e)));
         }
+        times.validate = clock.elapsed();
+        let clock = std::time::Instant::now();
+        self.plan();
+        times.plan = clock.elapsed();
+        let clock = std::time::Instant::now();
         for i in 0..self.backends.len() {
             if let Err(e) = self.artifact_at(i) {
                 let text = format!(
@@ -679,6 +716,7 @@ impl Session {
                 return (previous, Err(reject_text(text)));
             }
         }
+        times.codegen = clock.elapsed();
         self.loaded.cluster.identity_pins =
             pins_after(&self.loaded.cluster.identity_pins, self.lowered());
         (previous, Ok(()))

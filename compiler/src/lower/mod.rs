@@ -134,6 +134,7 @@ fn key(fields: &[(Field, MatchKind)]) -> Vec<KeyField> {
 /// [`source_keyed_lb`]): only then can a frontend balance pods and outside clients
 /// differently.
 pub fn skeleton(mag: &mut Mag, source_keyed: bool) -> Skeleton {
+    use crate::mag::pipeline::table as pt;
     use Field::*;
     use MatchKind::*;
     let from_wire = mag.add_action("from_wire", &[], vec![set_const(Endpoint, 0)]);
@@ -251,14 +252,14 @@ pub fn skeleton(mag: &mut Mag, source_keyed: bool) -> Skeleton {
             }
         };
     let classify = mag.add_table(table(
-        "classify",
+        pt::CLASSIFY,
         key(&[(InPort, Exact)]),
         vec![from_endpoint],
         from_wire,
         256,
     ));
     let anti_spoof = mag.add_table(table(
-        "anti_spoof",
+        pt::ANTI_SPOOF,
         key(&[
             (Endpoint, Exact),
             (EthType, Exact),
@@ -280,20 +281,20 @@ pub fn skeleton(mag: &mut Mag, source_keyed: bool) -> Skeleton {
         lb_key.push((Endpoint, Ternary));
     }
     let service_lb = mag.add_table(table(
-        "service_lb",
+        pt::SERVICE_LB,
         key(&lb_key),
         vec![lb_select, lb_select_affinity, lb_no_backend],
         no_service,
         65536,
     ));
     let lb_backend = mag.add_table(table(
-        "lb_backend",
+        pt::LB_BACKEND,
         key(&[(Service, Exact), (Hash, Exact)]),
         vec![dnat4, dnat6],
         lb_no_backend,
         1 << 20,
     ));
-    let conntrack = mag.add_table(table("conntrack", vec![], vec![], ct_lookup, 1 << 18));
+    let conntrack = mag.add_table(table(pt::CONNTRACK, vec![], vec![], ct_lookup, 1 << 18));
     let ipcache_key = |a: Field, b: Field| key(&[(EthType, Exact), (a, Ternary), (b, Ternary)]);
     let src_ipcache = mag.add_table(Table {
         default_action: call(
@@ -301,7 +302,7 @@ pub fn skeleton(mag: &mut Mag, source_keyed: bool) -> Skeleton {
             &[crate::identity::reserved::WORLD.0.into()],
         ),
         ..table(
-            "src_ipcache",
+            pt::SRC_IPCACHE,
             ipcache_key(Ipv4Src, Ipv6Src),
             vec![set_src_identity],
             set_src_identity,
@@ -314,7 +315,7 @@ pub fn skeleton(mag: &mut Mag, source_keyed: bool) -> Skeleton {
             &[crate::identity::reserved::WORLD.0.into()],
         ),
         ..table(
-            "dst_ipcache",
+            pt::DST_IPCACHE,
             ipcache_key(Ipv4Dst, Ipv6Dst),
             vec![set_dst_identity],
             set_dst_identity,
@@ -331,21 +332,21 @@ pub fn skeleton(mag: &mut Mag, source_keyed: bool) -> Skeleton {
         ])
     };
     let egress_policy = mag.add_table(table(
-        "egress_policy",
+        pt::EGRESS_POLICY,
         policy_key(DstIdentity),
         vec![allow_ct, pass, allow, deny, redirect],
         deny,
         1 << 16,
     ));
     let route = mag.add_table(table(
-        "route",
+        pt::ROUTE,
         key(&[(EthType, Exact), (Ipv4Dst, Ternary), (Ipv6Dst, Ternary)]),
         vec![to_endpoint, to_node, to_host],
         to_wire,
         1 << 18,
     ));
     let ingress_policy = mag.add_table(table(
-        "ingress_policy",
+        pt::INGRESS_POLICY,
         policy_key(SrcIdentity),
         vec![allow_ct, allow_commit, deny, redirect_commit],
         deny,

@@ -48,6 +48,7 @@
 
 pub mod dot;
 pub mod interp;
+pub mod pipeline;
 pub mod text;
 
 use crate::model::{Origin, RuleRef};
@@ -886,6 +887,8 @@ pub struct MagInfo {
     pub next: BTreeMap<TableId, (BTreeMap<ActionId, TableId>, Option<TableId>)>,
     /// The start table.
     pub start: TableId,
+    /// The default pipeline's tables, resolved by name ([`pipeline`]).
+    pub pipeline: pipeline::Pipeline,
 }
 
 impl MagInfo {
@@ -1124,7 +1127,13 @@ pub fn validate(mag: &Mag) -> Result<MagInfo, ValidationError> {
         .into_iter()
         .map(TableId)
         .collect();
-    Ok(MagInfo { order, next, start })
+    let pipeline = pipeline::Pipeline::resolve(mag);
+    Ok(MagInfo {
+        order,
+        next,
+        start,
+        pipeline,
+    })
 }
 
 #[cfg(test)]

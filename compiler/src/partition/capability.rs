@@ -136,18 +136,19 @@ impl Candidate {
 
 /// The reason a whole stage stays in eBPF.
 fn stage_reason(table: &str) -> &'static str {
+    use crate::mag::pipeline::table as pt;
     match table {
-        "classify" => "needs the receiving port as metadata (no metadata match in hardware)",
-        "anti_spoof" => "needs the sending pod as metadata (no metadata match in hardware)",
-        "service_lb" | "lb_backend" => {
+        pt::CLASSIFY => "needs the receiving port as metadata (no metadata match in hardware)",
+        pt::ANTI_SPOOF => "needs the sending pod as metadata (no metadata match in hardware)",
+        pt::SERVICE_LB | pt::LB_BACKEND => {
             "service load balancing rewrites headers (no NAT in hardware)"
         }
-        "conntrack" => "connection tracking (no conntrack in hardware)",
-        "src_ipcache" | "dst_ipcache" => {
+        pt::CONNTRACK => "connection tracking (no conntrack in hardware)",
+        pt::SRC_IPCACHE | pt::DST_IPCACHE => {
             "identity lookup; hardware rules carry the addresses instead"
         }
-        "egress_policy" => "egress rule: hardware cannot tell which pod sent a packet",
-        "route" => "forwarding to pods and nodes stays in software",
+        pt::EGRESS_POLICY => "egress rule: hardware cannot tell which pod sent a packet",
+        pt::ROUTE => "forwarding to pods and nodes stays in software",
         _ => "this stage is not offloaded",
     }
 }
@@ -155,7 +156,10 @@ fn stage_reason(table: &str) -> &'static str {
 /// Endpoint number → its IPv4 addresses, from the `route` table.
 fn endpoint_addrs(mag: &Mag) -> BTreeMap<u128, Vec<u32>> {
     let mut out: BTreeMap<u128, Vec<u32>> = BTreeMap::new();
-    let Some(t) = mag.table_by_name("route").and_then(|t| mag.table(t)) else {
+    let Some(t) = mag
+        .table_by_name(crate::mag::pipeline::table::ROUTE)
+        .and_then(|t| mag.table(t))
+    else {
         return out;
     };
     let v4 = t.key.iter().position(|k| k.field == Field::Ipv4Dst);
@@ -278,7 +282,7 @@ pub fn candidates(ctx: &Context<'_>) -> Vec<Candidate> {
     let mut out = Vec::with_capacity(total);
     for t in mag.table_ids() {
         let Some(table) = mag.table(t) else { continue };
-        let ingress = table.name == "ingress_policy";
+        let ingress = table.name == crate::mag::pipeline::table::INGRESS_POLICY;
         let detail = stage_reason(&table.name);
         let ep_col = table.key.iter().position(|k| k.field == Field::Endpoint);
         let id_col = table.key.iter().position(|k| k.field == Field::SrcIdentity);

@@ -72,7 +72,7 @@ pub struct Closure<'m> {
 impl<'m> Closure<'m> {
     /// Indexes the ingress entries of `cands` and the egress table of `mag`.
     pub fn new(mag: &'m Mag, cands: &[Candidate]) -> Closure<'m> {
-        let ingress_table = mag.table_by_name("ingress_policy");
+        let ingress_table = mag.table_by_name(crate::mag::pipeline::table::INGRESS_POLICY);
         let mut ingress: Vec<usize> = (0..cands.len())
             .filter(|i| Some(cands[*i].table) == ingress_table)
             .collect();
@@ -213,7 +213,7 @@ struct EgressView<'m> {
 impl<'m> EgressView<'m> {
     fn new(mag: &'m Mag) -> EgressView<'m> {
         let table = mag
-            .table_by_name("egress_policy")
+            .table_by_name(crate::mag::pipeline::table::EGRESS_POLICY)
             .and_then(|t| mag.table(t));
         let mut passing = Vec::new();
         if let Some(t) = table {

@@ -21,7 +21,10 @@ impl IdentitySets {
     /// set_src_identity(id)`); an empty set when the table is missing.
     pub fn from_mag(mag: &Mag) -> IdentitySets {
         let mut prefixes: Vec<(u8, u32, u128)> = Vec::new();
-        let Some(t) = mag.table_by_name("src_ipcache").and_then(|t| mag.table(t)) else {
+        let Some(t) = mag
+            .table_by_name(crate::mag::pipeline::table::SRC_IPCACHE)
+            .and_then(|t| mag.table(t))
+        else {
             return IdentitySets::default();
         };
         let col = t.key.iter().position(|k| k.field == Field::Ipv4Src);

@@ -35,6 +35,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 
 use pipec::backend::{Reason, Unsupported};
+use pipec::mag::pipeline::table as pt;
 use pipec::mag::{self, ct, eth, mark, verdict, ActionCall, Field, FieldMatch, Mag, MagInfo, Op};
 use pipec::mag::{Operand, Table};
 use pipec_ebpf_common as c;
@@ -240,8 +241,8 @@ pub fn mag_to_ebpf(mag: &Mag, info: &MagInfo) -> Result<EbpfArtifact, Unsupporte
         .into_iter()
         .collect();
     for (name, dir, remote) in [
-        ("egress_policy", Direction::Egress, Field::DstIdentity),
-        ("ingress_policy", Direction::Ingress, Field::SrcIdentity),
+        (pt::EGRESS_POLICY, Direction::Egress, Field::DstIdentity),
+        (pt::INGRESS_POLICY, Direction::Ingress, Field::SrcIdentity),
     ] {
         policy(mag, name, dir, remote, &eps, &universe, &mut a)?;
     }
@@ -274,13 +275,13 @@ fn ipcache(mag: &Mag, a: &mut EbpfArtifact) -> Result<(), Unsupported> {
     let mut tables = Vec::new();
     for (name, f4, f6, id) in [
         (
-            "src_ipcache",
+            pt::SRC_IPCACHE,
             Field::Ipv4Src,
             Field::Ipv6Src,
             Field::SrcIdentity,
         ),
         (
-            "dst_ipcache",
+            pt::DST_IPCACHE,
             Field::Ipv4Dst,
             Field::Ipv6Dst,
             Field::DstIdentity,
@@ -335,7 +336,7 @@ fn identity_of(a: &EbpfArtifact, ip: IpAddr) -> u32 {
 }
 
 fn endpoints(mag: &Mag, a: &mut EbpfArtifact) -> Result<(), Unsupported> {
-    let t = table(mag, "anti_spoof")?;
+    let t = table(mag, pt::ANTI_SPOOF)?;
     let pos = key_positions(
         t,
         &[
@@ -347,7 +348,7 @@ fn endpoints(mag: &Mag, a: &mut EbpfArtifact) -> Result<(), Unsupported> {
     )?;
     if !drops(mag, &t.default_action) {
         return Err(unsupported(
-            "anti_spoof",
+            pt::ANTI_SPOOF,
             "the default action does not drop",
         ));
     }
@@ -378,7 +379,7 @@ fn endpoints(mag: &Mag, a: &mut EbpfArtifact) -> Result<(), Unsupported> {
         addrs.insert(p.addr, ep as u32);
     }
     // Delivery to an endpoint (where its ingress policy runs) must use the same addresses.
-    let route = table(mag, "route")?;
+    let route = table(mag, pt::ROUTE)?;
     let rpos = key_positions(route, &[Field::EthType, Field::Ipv4Dst, Field::Ipv6Dst])?;
     for e in &route.entries {
         let Some(ep) = set_value(mag, &e.action, Field::OutPort) else {
@@ -442,7 +443,7 @@ fn for_pods(m: Option<&FieldMatch>, site: &str) -> Result<bool, Unsupported> {
 }
 
 fn services(mag: &Mag, a: &mut EbpfArtifact) -> Result<(), Unsupported> {
-    let lb = table(mag, "service_lb")?;
+    let lb = table(mag, pt::SERVICE_LB)?;
     let mut fields = vec![
         Field::EthType,
         Field::Ipv4Dst,
@@ -455,7 +456,7 @@ fn services(mag: &Mag, a: &mut EbpfArtifact) -> Result<(), Unsupported> {
         fields.push(Field::Endpoint);
     }
     let pos = key_positions(lb, &fields)?;
-    let be = table(mag, "lb_backend")?;
+    let be = table(mag, pt::LB_BACKEND)?;
     let bpos = key_positions(be, &[Field::Service, Field::Hash])?;
     // Maglev slots of every MAG service id: slot -> (address, port).
     let mut slots: BTreeMap<u128, BTreeMap<u128, (IpAddr, u16)>> = BTreeMap::new();
