@@ -23,7 +23,6 @@ fn backends(hw: Option<&pipec::backend::Profile>) -> Vec<Box<dyn pipec::backend:
 
 fn options() -> SessionOptions {
     SessionOptions {
-        node: Some("node-0".into()),
         hardware: Some(Hardware::Named("octeon-cn10k".into())),
         ..SessionOptions::default()
     }
@@ -38,9 +37,9 @@ fn load_all(texts: &[(&str, &str)]) -> Session {
     s
 }
 
-fn pod_yaml(name: &str, ns: &str, labels: &str, ip: &str) -> String {
+fn pod_yaml(name: &str, ns: &str, labels: &str, ip: &str, node: &str) -> String {
     format!(
-        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: {name}\n  namespace: {ns}\n  labels: {{{labels}}}\nspec:\n  nodeName: node-0\n  containers:\n  - name: c\n    ports:\n    - containerPort: 80\nstatus:\n  podIP: {ip}\n  podIPs:\n  - ip: {ip}\n"
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: {name}\n  namespace: {ns}\n  labels: {{{labels}}}\nspec:\n  nodeName: {node}\n  containers:\n  - name: c\n    ports:\n    - containerPort: 80\nstatus:\n  podIP: {ip}\n  podIPs:\n  - ip: {ip}\n"
     )
 }
 
@@ -100,14 +99,16 @@ fn main() {
         session.plan().map_or(0, |p| p.slice.rules.len()),
         load.as_secs_f64() * 1e3
     );
-    // Each new pod copies the namespace and labels of an existing pod on node-0, so its
-    // label set has an identity already (the common case: a replica scaled up).
+    // Each new pod copies the namespace and labels of an existing pod on the session's
+    // node (the first node), so its label set has an identity already (the common case:
+    // a replica scaled up).
+    let node = session.node().to_string();
     let template = session
         .cluster()
         .pods
         .iter()
-        .find(|p| p.node.as_deref() == Some("node-0"))
-        .expect("a pod on node-0");
+        .find(|p| p.node.as_deref() == Some(node.as_str()))
+        .expect("a pod on the node");
     let ns = template.namespace.clone();
     let labels: Vec<String> = template
         .labels
@@ -148,7 +149,7 @@ fn main() {
         for i in 0..events {
             let ev = Event::Upsert {
                 source: format!("watch:bench-{i}"),
-                text: pod_yaml(&format!("bench-{i}"), &ns, text, &ip(i)),
+                text: pod_yaml(&format!("bench-{i}"), &ns, text, &ip(i), &node),
             };
             let t = Instant::now();
             let c = session.apply(&[ev]).expect("applies");
