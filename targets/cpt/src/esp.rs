@@ -138,9 +138,7 @@ fn checksum(h: &[u8]) -> u16 {
 /// A pcap file (LINKTYPE_RAW, IPv4) of the packets, for tshark.
 pub fn pcap(packets: &[Vec<u8>]) -> Vec<u8> {
     let mut out = Vec::new();
-    for w in [0xa1b2_c3d4_u32] {
-        out.extend_from_slice(&w.to_le_bytes());
-    }
+    out.extend_from_slice(&0xa1b2_c3d4_u32.to_le_bytes());
     out.extend_from_slice(&2u16.to_le_bytes());
     out.extend_from_slice(&4u16.to_le_bytes());
     out.extend_from_slice(&[0; 8]);

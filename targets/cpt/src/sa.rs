@@ -182,11 +182,13 @@ pub fn compile_with(
         };
         let peer_boot = boot_id(keys, &peer.name, global.per_pair, &mut diags);
         let index = index_of(limits.in_min_spi, ordinal, spi);
-        if index > limits.in_max_spi || index > limits.out_max_sa {
+        // The peer's highest slot must fit too, or a later rotation could not be made.
+        let top = index_of(limits.in_min_spi, ordinal, 2);
+        if top > limits.in_max_spi || top > limits.out_max_sa {
             diags.push(CptDiagnostic::new(
                 CptCode::C0104,
                 &peer.name,
-                format!("SA index {index} is beyond ipsec_in_max_spi={} / ipsec_out_max_sa={}; raise the devargs", limits.in_max_spi, limits.out_max_sa),
+                format!("SA index {top} is beyond ipsec_in_max_spi={} / ipsec_out_max_sa={}; raise the devargs", limits.in_max_spi, limits.out_max_sa),
             ));
             continue;
         }

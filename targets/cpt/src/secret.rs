@@ -337,7 +337,7 @@ fn parse_line(at: &str, line: &str) -> Result<GlobalKey, CptDiagnostic> {
 
 fn parse_hex(s: &str) -> Option<Vec<u8>> {
     let s = s.strip_prefix("0x").unwrap_or(s);
-    if s.len() % 2 != 0 {
+    if s.len() & 1 == 1 {
         return None;
     }
     (0..s.len())
