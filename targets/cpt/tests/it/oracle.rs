@@ -157,7 +157,7 @@ fn req(sa: &Sa, key: &AeadKey, op: &str, esn: bool) -> serde_json::Value {
 }
 
 fn scapy_present() -> bool {
-    tool("python3-scapy", &[PY, "-c"]) && {
+    tool("python3", &[PY, "--version"]) && {
         let ok = Command::new(PY)
             .args(["-c", "import scapy.layers.ipsec"])
             .output()
