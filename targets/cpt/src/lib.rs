@@ -35,6 +35,8 @@
 mod derive;
 mod diag;
 pub mod esp;
+#[cfg(feature = "dpdk")]
+pub mod ffi;
 mod key;
 mod ops;
 mod sa;

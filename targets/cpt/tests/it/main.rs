@@ -4,6 +4,8 @@
 
 mod common;
 mod compile;
+#[cfg(feature = "dpdk")]
+mod ffi;
 mod input;
 mod leak;
 mod oracle;
