@@ -9,3 +9,4 @@ mod ffi;
 mod input;
 mod leak;
 mod oracle;
+mod secgw;
