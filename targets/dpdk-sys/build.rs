@@ -53,6 +53,11 @@ mod dpdk {
                 "rte_flow_action_(count|mark|queue|rss|jump|of_push_vlan|of_set_vlan_vid)",
             )
             .allowlist_var("RTE_FLOW_.*")
+            // targets/cpt: the IPsec session configuration and its AEAD transform.
+            .allowlist_type(
+                "rte_security_(session_conf|ipsec_xform|ipsec_sa_options|ipsec_tunnel_param)",
+            )
+            .allowlist_type("rte_crypto_(sym_xform|aead_xform)")
             .derive_debug(false)
             .derive_default(true)
             .layout_tests(false)
