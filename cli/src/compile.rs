@@ -28,6 +28,12 @@ pub enum Emit {
     RteFlow,
     /// The hardware rules as `dpdk-testpmd` `flow create` lines.
     Testpmd,
+    /// The node's IPsec SAs on the CPT: rte_security session configurations and inbound
+    /// steering, keys redacted.
+    Cpt,
+    /// The same SAs as `ip xfrm` commands for a node without a CPT. They carry the keys,
+    /// so they go only to `--secret-file` (created with mode 0600), never to the terminal.
+    Xfrm,
 }
 
 /// Arguments of `pipec compile`.
@@ -43,6 +49,9 @@ pub struct CompileArgs {
     format: Format,
     #[command(flatten)]
     session: SessionArgs,
+    /// Where `--emit xfrm` writes its key-bearing commands (a new file of mode 0600).
+    #[arg(long, value_name = "PATH")]
+    secret_file: Option<std::path::PathBuf>,
 }
 
 /// Runs `pipec compile`.
@@ -89,6 +98,36 @@ pub fn run(args: &CompileArgs) -> anyhow::Result<ExitCode> {
             let text = session::rte_flow(&session)?.testpmd_text();
             output::print(args.format, &text, || text.clone())?
         }
+        Emit::Cpt => {
+            let art = session::artifact(&session, pipec_cpt::TARGET)?;
+            let json = art.json();
+            output::print(args.format, &json, || art.text())?
+        }
+        Emit::Xfrm => return write_xfrm(&session, args.secret_file.as_deref()),
     }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Writes the node's XFRM commands to `path` (mode 0600) and says on stdout what it wrote,
+/// without a key.
+fn write_xfrm(
+    session: &pipec::session::Session,
+    path: Option<&std::path::Path>,
+) -> anyhow::Result<ExitCode> {
+    let Some(path) = path else {
+        anyhow::bail!("--emit xfrm writes keys, so it needs --secret-file PATH (created with mode 0600); it never prints them");
+    };
+    let Some(sa_set) = session::ipsec(session)? else {
+        anyhow::bail!("the cluster has no kube-system/cilium-ipsec-keys Secret: IPsec is off, there are no XFRM states to write");
+    };
+    let text = sa_set.xfrm_text();
+    pipec_cpt::write_secret_file(path, &text)
+        .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", path.display()))?;
+    println!(
+        "wrote {} XFRM states for node {} to {} (mode 0600)",
+        sa_set.sas.len(),
+        sa_set.node,
+        path.display()
+    );
     Ok(ExitCode::SUCCESS)
 }

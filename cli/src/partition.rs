@@ -64,9 +64,26 @@ pub fn run_explain(args: &ExplainArgs) -> anyhow::Result<ExitCode> {
             }
             output::print(args.format, &rows, || explain::chain_text(&rows))?;
         }
-        None => output::print(args.format, &report, || explain::to_text(&report))?,
+        None => output::print(args.format, &report, || {
+            explain::to_text(&report) + &ipsec_line(&session)
+        })?,
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// One line on the node's IPsec: what the CPT holds, or why it holds nothing.
+fn ipsec_line(session: &pipec::session::Session) -> String {
+    match session::ipsec(session) {
+        Ok(Some(a)) => format!(
+            "\nipsec (cpt): spi {}, {} peers, {} SAs, {} inbound steering rules (pipec compile --emit cpt)\n",
+            a.spi,
+            a.steering.len(),
+            a.sas.len(),
+            a.steering.len()
+        ),
+        Ok(None) => "\nipsec (cpt): off (no kube-system/cilium-ipsec-keys Secret)\n".to_string(),
+        Err(e) => format!("\nipsec (cpt): not compiled: {e}\n"),
+    }
 }
 
 /// Runs `pipec targets`.

@@ -6,6 +6,7 @@ use crate::InputArgs;
 use clap::Args;
 use pipec::backend::{lookup, Artifact, Backend, LookupError, Profile};
 use pipec::session::{Hardware, LoadError, Session, SessionOptions};
+use pipec_cpt::{CptBackend, IpsecArtifact};
 use pipec_ebpf::EbpfBackend;
 use pipec_rte_flow::{RteFlowArtifact, RteFlowBackend};
 
@@ -21,13 +22,14 @@ pub struct SessionArgs {
 }
 
 /// The backends of this binary: the eBPF pipeline, which always holds every rule, then
-/// the hardware target. A `.pipe` target that extends `octeon-cn10k` is compiled by the
-/// rte_flow backend with that profile.
+/// the hardware target, then the CPT's node-to-node IPsec. A `.pipe` target that extends
+/// `octeon-cn10k` is compiled by the rte_flow backend with that profile.
 pub fn backends(hardware: Option<&Profile>) -> Vec<Box<dyn Backend>> {
     let mut out: Vec<Box<dyn Backend>> = vec![Box::new(EbpfBackend::default())];
     if let Some(p) = hardware {
         out.push(Box::new(RteFlowBackend::new(p.clone())));
     }
+    out.push(Box::new(CptBackend::default()));
     out
 }
 
@@ -87,4 +89,13 @@ pub fn rte_flow(session: &Session) -> anyhow::Result<&RteFlowArtifact> {
         .as_any()
         .downcast_ref::<RteFlowArtifact>()
         .ok_or_else(|| anyhow::anyhow!("target {name} is not an rte_flow target"))
+}
+
+/// The node's IPsec SA set (`None` when the cluster has no key Secret).
+pub fn ipsec(session: &Session) -> anyhow::Result<Option<&pipec_cpt::CptArtifact>> {
+    let art = artifact(session, pipec_cpt::TARGET)?
+        .as_any()
+        .downcast_ref::<IpsecArtifact>()
+        .ok_or_else(|| anyhow::anyhow!("target cpt is not the CPT backend"))?;
+    Ok(art.sa_set.as_ref())
 }

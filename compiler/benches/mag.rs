@@ -135,6 +135,7 @@ fn cluster(s: &Scale) -> Cluster {
                 (n % 256) as u8,
             ))],
             pod_cidrs: vec![],
+            boot_id: None,
             origin: None,
         });
     }

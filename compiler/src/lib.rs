@@ -15,6 +15,7 @@ pub mod lower;
 pub mod mag;
 pub mod model;
 pub mod partition;
+pub mod secret;
 pub mod semantics;
 pub mod session;
 pub mod source;

@@ -169,6 +169,7 @@ fn meta(body: &Body) -> &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectM
         Body::CiliumNetworkPolicy(o) | Body::CiliumClusterwideNetworkPolicy(o) => &o.metadata,
         Body::CiliumIdentity(o) => &o.metadata,
         Body::CiliumEndpoint(o) => &o.metadata,
+        Body::Secret(o) => &o.metadata,
         Body::AdminNetworkPolicy(o) | Body::BaselineAdminNetworkPolicy(o) => &o.metadata,
     }
 }
@@ -597,6 +598,8 @@ impl Session {
             mag: self.mag(),
             info,
             plan: self.plan(),
+            cluster: self.cluster(),
+            node: self.node(),
         };
         self.backends[i].compile(&input)
     }
@@ -607,14 +610,12 @@ impl Session {
         // The identity numbers of the current state are pinned before anything changes.
         let pins = pins_after(&self.loaded.cluster.identity_pins, self.lowered());
         self.loaded.cluster.identity_pins = pins;
-        // The operations are relative to what the devices hold: the old artifacts.
+        // The operations are relative to what the devices hold: the old artifacts, compiled
+        // now before the state changes. A target whose current state does not compile (a
+        // malformed IPsec Secret at load) holds nothing, so its operations start from empty
+        // and a corrected input can still be applied.
         for i in 0..self.backends.len() {
-            if let Err(e) = self.artifact_at(i) {
-                return Err(reject_text(format!(
-                    "the current state does not compile for {}: {e}",
-                    self.backends[i].name()
-                )));
-            }
+            let _ = self.artifact_at(i);
         }
         let Some(objects) = self.objects.as_mut() else {
             return Err(reject_text(

@@ -145,6 +145,12 @@ pub enum Reason {
         /// What is missing.
         detail: String,
     },
+    /// The cluster state a target compiles from is malformed (an IPsec key Secret with a
+    /// bad key line): nothing of the target is compiled, so nothing is applied.
+    InvalidInput {
+        /// The target's coded diagnostics, one per line; never a Secret's value.
+        diagnostics: Vec<String>,
+    },
     /// The device refused the rule when it was validated or created.
     Device {
         /// The error name (`ENOSYS`, `ENOSPC`, `EINVAL`, ...).
@@ -170,6 +176,7 @@ impl Reason {
             Reason::Shape { .. } => "shape",
             Reason::Capacity { .. } => "capacity",
             Reason::NotImplemented { .. } => "not-implemented",
+            Reason::InvalidInput { .. } => "invalid-input",
             Reason::Device { .. } => "device",
         }
     }
@@ -203,6 +210,9 @@ impl fmt::Display for Reason {
                 write!(f, "{resource} budget of {limit} is used up")
             }
             Reason::NotImplemented { site, detail } => write!(f, "{site}: {detail}"),
+            Reason::InvalidInput { diagnostics } => {
+                write!(f, "invalid input: {}", diagnostics.join("; "))
+            }
             Reason::Device { errno, message } => write!(f, "device refused ({errno}): {message}"),
         }
     }
@@ -286,6 +296,11 @@ pub struct CompileInput<'a> {
     pub info: &'a MagInfo,
     /// The partition plan, whose [`Plan::slice`] holds the hardware rules.
     pub plan: Option<&'a Plan>,
+    /// The cluster model the MAG was lowered from, for targets that compile cluster state
+    /// the MAG does not carry (the CPT target's nodes, boot IDs and IPsec key Secret).
+    pub cluster: &'a crate::model::Cluster,
+    /// The node compiled for.
+    pub node: &'a str,
 }
 
 /// A backend's typed operations from one artifact to the next, in the order they must be

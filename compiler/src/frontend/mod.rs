@@ -14,6 +14,7 @@ mod lean;
 pub mod yaml;
 
 use crate::diag::{Code, Diagnostic, Sink};
+use crate::secret::SecretBytes;
 use crate::source::{FieldPath, FileId, PathSeg, Sources, Span};
 use k8s_openapi::api::{
     apps::v1 as apps, batch::v1 as batch, core::v1 as core, discovery::v1 as discovery,
@@ -58,6 +59,39 @@ pub enum Body {
     CiliumEndpoint(Box<crd::CiliumEndpoint>),
     AdminNetworkPolicy(Box<crd::AdminNetworkPolicy>),
     BaselineAdminNetworkPolicy(Box<crd::AdminNetworkPolicy>),
+    Secret(Box<Secret>),
+}
+
+/// A Secret, its values redacted: `stringData` is merged over `data` as the API server
+/// does on write, and every value is a [`SecretBytes`], so printing the object never shows
+/// one.
+#[derive(Clone, Debug)]
+pub struct Secret {
+    /// Metadata.
+    pub metadata: k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
+    /// `type`, such as `Opaque`.
+    pub type_: Option<String>,
+    /// Values by key.
+    pub data: std::collections::BTreeMap<String, SecretBytes>,
+}
+
+impl Secret {
+    fn from_api(s: core::Secret) -> Secret {
+        let mut data: std::collections::BTreeMap<String, SecretBytes> = s
+            .data
+            .unwrap_or_default()
+            .into_iter()
+            .map(|(k, v)| (k, SecretBytes::new(v.0)))
+            .collect();
+        for (k, v) in s.string_data.unwrap_or_default() {
+            data.insert(k, SecretBytes::new(v.into_bytes()));
+        }
+        Secret {
+            metadata: s.metadata,
+            type_: s.type_,
+            data,
+        }
+    }
 }
 
 impl Body {
@@ -80,6 +114,7 @@ impl Body {
             Body::CiliumClusterwideNetworkPolicy(_) => "CiliumClusterwideNetworkPolicy",
             Body::CiliumIdentity(_) => "CiliumIdentity",
             Body::CiliumEndpoint(_) => "CiliumEndpoint",
+            Body::Secret(_) => "Secret",
             Body::AdminNetworkPolicy(_) => "AdminNetworkPolicy",
             Body::BaselineAdminNetworkPolicy(_) => "BaselineAdminNetworkPolicy",
         }
@@ -596,6 +631,30 @@ fn decode_pod(input: Input<'_>) -> Result<Body, (FieldPath, String)> {
     decode_as::<core::Pod>(input).map(|o| Body::Pod(Box::new(o)))
 }
 
+/// Secrets decode like any object, but an error must not show a value: the serde message
+/// can quote it, and a span on the value would print its line. The error therefore names
+/// the field only and points at the object's `kind`.
+fn decode_secret(input: Input<'_>) -> Result<Body, (FieldPath, String)> {
+    decode_as::<core::Secret>(input)
+        .map(|o| Body::Secret(Box::new(Secret::from_api(o))))
+        .map_err(|(path, _)| {
+            let field = path
+                .0
+                .iter()
+                .map(|s| match s {
+                    PathSeg::Key(k) => k.clone(),
+                    PathSeg::Index(i) => i.to_string(),
+                })
+                .collect::<Vec<_>>()
+                .join(".");
+            // The label goes on `kind: Secret`: any span over the values would print them.
+            (
+                FieldPath(vec![PathSeg::Key("kind".into())]),
+                format!("Secret field `{field}` is invalid (the value is not shown): values in `data` are base64 strings, values in `stringData` are strings"),
+            )
+        })
+}
+
 /// Chooses the type for an apiVersion and kind.
 fn choose(api_version: &str, kind: &str) -> Choice {
     let (expected, make): (&'static str, Maker) = match kind {
@@ -635,6 +694,7 @@ fn choose(api_version: &str, kind: &str) -> Choice {
             "policy.networking.k8s.io/v1alpha1",
             maker!(BaselineAdminNetworkPolicy, crd::AdminNetworkPolicy),
         ),
+        "Secret" => ("v1", decode_secret),
         _ => return Choice::Unknown,
     };
     if api_version == expected {

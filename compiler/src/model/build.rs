@@ -239,6 +239,10 @@ impl Builder<'_> {
                 self.cilium_endpoint(e, at);
                 false
             }
+            Body::Secret(secret) => {
+                self.secret(secret, at);
+                false
+            }
         };
         if !keep {
             self.truncate(lens);
@@ -327,7 +331,7 @@ impl Builder<'_> {
     }
 
     /// The lengths of the model's lists, to undo what one object added.
-    fn lens(&self) -> [usize; 7] {
+    fn lens(&self) -> [usize; 8] {
         let c = &self.cluster;
         [
             c.nodes.len(),
@@ -337,11 +341,12 @@ impl Builder<'_> {
             c.admin_policies.len(),
             c.cilium_identities.len(),
             c.cilium_endpoints.len(),
+            c.secrets.len(),
         ]
     }
 
     /// Removes what was added to the model since `lens`.
-    fn truncate(&mut self, lens: [usize; 7]) {
+    fn truncate(&mut self, lens: [usize; 8]) {
         let c = &mut self.cluster;
         c.nodes.truncate(lens[0]);
         c.pods.truncate(lens[1]);
@@ -350,6 +355,7 @@ impl Builder<'_> {
         c.admin_policies.truncate(lens[4]);
         c.cilium_identities.truncate(lens[5]);
         c.cilium_endpoints.truncate(lens[6]);
+        c.secrets.truncate(lens[7]);
     }
 
     /// Checks metadata common to every object: `None` when the object has no name and
@@ -571,6 +577,12 @@ impl Builder<'_> {
             labels: n.metadata.labels.clone().unwrap_or_default(),
             addresses,
             pod_cidrs,
+            boot_id: n
+                .status
+                .as_ref()
+                .and_then(|s| s.node_info.as_ref())
+                .map(|i| i.boot_id.clone())
+                .filter(|b| !b.is_empty()),
             origin: Some(self.origin("Node", &n.metadata, false, at.span)),
         });
     }
@@ -2350,6 +2362,40 @@ impl Builder<'_> {
         });
     }
 
+    /// Keeps a Secret for the targets that read one; its values stay redacted.
+    fn secret(&mut self, s: &crate::frontend::Secret, at: At) {
+        let origin = self.origin("Secret", &s.metadata, true, at.span);
+        let value_locations = s
+            .data
+            .keys()
+            .map(|k| {
+                // stringData wins over data, as the API server merges them.
+                let string = FieldPath::parse("stringData").key(k);
+                let span = self.sources.locate(at.span, &string);
+                let span = if span == at.span
+                    || span
+                        == self
+                            .sources
+                            .locate(at.span, &FieldPath::parse("stringData"))
+                {
+                    self.sources
+                        .locate(at.span, &FieldPath::parse("data").key(k))
+                } else {
+                    span
+                };
+                (k.clone(), self.sources.position(span))
+            })
+            .collect();
+        self.cluster.secrets.push(Secret {
+            namespace: origin.namespace.clone().unwrap_or_default(),
+            name: origin.name.clone(),
+            data: s.data.clone(),
+            location: self.sources.position(at.span),
+            value_locations,
+            origin: Some(origin),
+        });
+    }
+
     /// Adds namespaces that objects use but no manifest defines, with a warning each.
     fn finish_namespaces(&mut self) {
         let mut used: BTreeMap<String, Option<Span>> = BTreeMap::new();
@@ -2416,6 +2462,8 @@ impl Builder<'_> {
             .sort_by(|a, b| (a.tier, a.priority, &a.name).cmp(&(b.tier, b.priority, &b.name)));
         c.cilium_identities.sort_by_key(|i| i.id);
         c.cilium_endpoints
+            .sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
+        c.secrets
             .sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
         let mut baselines = c
             .admin_policies
@@ -2881,6 +2929,7 @@ fn meta_of(body: &Body) -> &ObjectMeta {
         Body::CiliumNetworkPolicy(o) | Body::CiliumClusterwideNetworkPolicy(o) => &o.metadata,
         Body::CiliumIdentity(o) => &o.metadata,
         Body::CiliumEndpoint(o) => &o.metadata,
+        Body::Secret(o) => &o.metadata,
         Body::AdminNetworkPolicy(o) | Body::BaselineAdminNetworkPolicy(o) => &o.metadata,
     }
 }

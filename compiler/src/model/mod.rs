@@ -247,6 +247,27 @@ pub struct Node {
     pub addresses: Vec<IpAddr>,
     /// Pod CIDRs allocated to the node.
     pub pod_cidrs: Vec<IpNet>,
+    /// `status.nodeInfo.bootID`, which per-node-pair IPsec keys are derived from.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub boot_id: Option<String>,
+    /// Source.
+    pub origin: Option<Origin>,
+}
+
+/// A Secret a target reads (the IPsec keys), its values redacted when printed.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Secret {
+    /// Namespace.
+    pub namespace: String,
+    /// Name.
+    pub name: String,
+    /// Values by key, with `stringData` merged over `data`.
+    pub data: BTreeMap<String, crate::secret::SecretBytes>,
+    /// Where the object is, as `file:line:column`, for the diagnostics of the target that
+    /// reads it (they must point at the Secret without quoting it).
+    pub location: String,
+    /// Where each value is (its `stringData` or `data` entry), as `file:line:column`.
+    pub value_locations: BTreeMap<String, String>,
     /// Source.
     pub origin: Option<Origin>,
 }
@@ -787,6 +808,10 @@ pub struct Cluster {
     pub cilium_identities: Vec<CiliumIdentityObject>,
     /// CiliumEndpoint objects, sorted by namespace and name.
     pub cilium_endpoints: Vec<CiliumEndpointObject>,
+    /// Secrets, sorted by namespace and name. Only targets read them (the CPT target's
+    /// IPsec keys); policy never does.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub secrets: Vec<Secret>,
     /// Identity numbers a long-lived compile session has handed out; empty for a one-off
     /// compile. Not an input object: [`crate::session::Session`] sets it.
     #[serde(skip_serializing_if = "IdentityPins::is_empty")]

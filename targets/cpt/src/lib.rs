@@ -7,6 +7,8 @@
 //! - [`compile`] builds one node's SA set: per peer an outbound and an inbound SA with the
 //!   rte_security session configuration, and an inbound steering rule;
 //! - [`diff`] orders the SA operations of a change, make-before-break;
+//! - [`CptBackend`] is the target behind pipec's `Backend` seam: a compile session reads
+//!   the Secret and the Nodes from its model ([`keys_from_cluster`]) and reports [`SaOps`];
 //! - [`esp`] is a software model of the ESP the CPT emits, checked against tshark and scapy.
 //!
 //! # Keys never leak
@@ -32,6 +34,7 @@
 //!
 //! Any error means nothing is compiled, so nothing is applied.
 
+mod backend;
 mod derive;
 mod diag;
 pub mod esp;
@@ -49,23 +52,29 @@ mod xfrm;
 use std::io::Write as _;
 use std::path::Path;
 
+pub use backend::{CptBackend, IpsecArtifact, SaOps, TARGET};
 pub use derive::pair_key;
 pub use diag::{CptCode, CptDiagnostic};
 pub use key::{AeadKey, SecretBytes};
 pub use ops::{diff, diff_with_window, SaOp, ROTATION_WINDOW};
 pub use sa::{compile, compile_with, CptArtifact, DeviceLimits, Direction, Sa, Steering};
-pub use secret::{parse_keys, read_keys, read_keys_from_texts, GlobalKey, KeySet};
+pub use secret::{
+    keys_from_cluster, parse_keys, read_keys, read_keys_from_texts, GlobalKey, KeySet,
+};
 pub use session::{SessionConf, REPLAY_WINDOW};
 
 /// Writes secret-bearing text (XFRM or ipsec-secgw configuration) to a new file of mode
 /// 0600, so that only its owner can read the keys.
 pub fn write_secret_file(path: &Path, text: &str) -> std::io::Result<()> {
-    use std::os::unix::fs::OpenOptionsExt as _;
+    use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
     let mut f = std::fs::OpenOptions::new()
         .write(true)
         .create(true)
         .truncate(true)
         .mode(0o600)
         .open(path)?;
+    // `mode` applies only to a file this call creates; an existing file keeps its mode
+    // unless it is narrowed here, before any key is written.
+    f.set_permissions(std::fs::Permissions::from_mode(0o600))?;
     f.write_all(text.as_bytes())
 }

@@ -1,9 +1,9 @@
-//! Reading Cilium's `cilium-ipsec-keys` Secret (and the Nodes' boot IDs) from manifests.
+//! Reading Cilium's `cilium-ipsec-keys` Secret (and the Nodes' boot IDs).
 //!
-//! The compiler's frontend does not model Secrets, so this module reads the same manifest
-//! files itself, looking only for `kind: Secret` named `cilium-ipsec-keys` in `kube-system`
-//! and for `kind: Node` (whose `status.nodeInfo.bootID` Cilium mixes into per-pair keys).
-//! Everything else in the files is left to the frontend.
+//! A compile session reads them from its model ([`keys_from_cluster`]: the frontend keeps
+//! Secrets with redacted values); [`read_keys`] reads manifest files directly, looking only
+//! for `kind: Secret` named `cilium-ipsec-keys` in `kube-system` and for `kind: Node` (whose
+//! `status.nodeInfo.bootID` Cilium mixes into per-pair keys).
 //!
 //! Key lines follow Cilium's `LoadIPSecKeys`: `key-id algorithm key-hex icv-bits`, where a
 //! trailing `+` on the key id asks for per-node-pair keys. Only the AEAD form with
@@ -194,6 +194,64 @@ pub fn read_keys_from_texts(texts: &[(&str, &str)]) -> Result<Option<KeySet>, Ve
             })
             .collect()),
     }
+}
+
+/// Finds the `cilium-ipsec-keys` Secret and the Nodes' boot IDs in a cluster model (what
+/// a compile session holds). `Ok(None)` when there is no such Secret: IPsec is off.
+pub fn keys_from_cluster(
+    cluster: &pipec::model::Cluster,
+) -> Result<Option<KeySet>, Vec<CptDiagnostic>> {
+    let boot_ids: BTreeMap<String, String> = cluster
+        .nodes
+        .iter()
+        .filter_map(|n| Some((n.name.clone(), n.boot_id.clone()?)))
+        .collect();
+    let mut found = cluster
+        .secrets
+        .iter()
+        .filter(|s| s.namespace == SECRET_NAMESPACE && s.name == SECRET_NAME);
+    let Some(secret) = found.next() else {
+        return Ok(None);
+    };
+    if let Some(second) = found.next() {
+        return Err(vec![CptDiagnostic::new(
+            CptCode::C0006,
+            second.location.clone(),
+            format!("a second {SECRET_NAMESPACE}/{SECRET_NAME} Secret"),
+        )]);
+    }
+    // Locations are `file:line:column`; diagnostics name the file and the line of `keys`.
+    let location = secret
+        .value_locations
+        .get("keys")
+        .unwrap_or(&secret.location);
+    let mut parts = location.rsplitn(3, ':');
+    let (_column, line, file) = (parts.next(), parts.next(), parts.next());
+    let (file, line) = match (file, line.and_then(|l| l.parse().ok())) {
+        (Some(f), Some(l)) => (f, l),
+        _ => (location.as_str(), 1),
+    };
+    let at = format!("{file}:{line}");
+    let Some(bytes) = secret.data.get("keys") else {
+        return Err(vec![CptDiagnostic::new(
+            CptCode::C0001,
+            at,
+            "the Secret has no `keys` entry in data or stringData",
+        )]);
+    };
+    let text = std::str::from_utf8(bytes.expose()).map_err(|_| {
+        vec![CptDiagnostic::new(
+            CptCode::C0001,
+            at.clone(),
+            "data.keys is not UTF-8 text",
+        )]
+    })?;
+    let (keys, current) = parse_keys(file, line, text)?;
+    Ok(Some(KeySet {
+        keys,
+        current,
+        boot_ids,
+    }))
 }
 
 /// The line of the `keys:` entry in a document, for diagnostics.

@@ -10,3 +10,4 @@ mod input;
 mod leak;
 mod oracle;
 mod secgw;
+mod session;
