@@ -141,3 +141,53 @@ fn no_command_prints_a_key() {
         }
     }
 }
+
+/// The eBPF side of the hand-over agrees with the CPT: `to_wire`'s peer id `p` is the peer
+/// whose SA slot the CPT numbers from ordinal `p - 1`.
+#[test]
+fn ebpf_peer_ids_name_the_cpt_peers() {
+    let ebpf = String::from_utf8(ok(&[
+        "compile", "--emit", "ebpf", "--node", "node-a", EXAMPLE,
+    ]))
+    .expect("utf-8");
+    let routes: Vec<&str> = ebpf.lines().filter(|l| l.starts_with("ipsec ")).collect();
+    assert_eq!(
+        routes,
+        ["ipsec 10.10.2.0/24 peer=1", "ipsec 10.10.3.0/24 peer=2"],
+        "node-b and node-c's pod CIDRs"
+    );
+    let cpt = String::from_utf8(ok(&[
+        "compile", "--emit", "cpt", "--node", "node-a", EXAMPLE,
+    ]))
+    .expect("utf-8");
+    // SPI 3: slot = 3 * ordinal + 3 mod 3.
+    assert!(
+        cpt.contains("sa_index 0 alg0") && cpt.contains("# peer node-b spi 3"),
+        "{cpt}"
+    );
+    assert!(
+        cpt.contains("sa_index 3 alg0") && cpt.contains("# peer node-c spi 3"),
+        "{cpt}"
+    );
+    // Without the Secret, IPsec is off on both sides.
+    let off = String::from_utf8(ok(&[
+        "compile",
+        "--emit",
+        "ebpf",
+        "--node",
+        "node-a",
+        "examples/ipsec/cluster.yaml",
+    ]))
+    .expect("utf-8");
+    assert!(!off.contains("\nipsec "), "{off}");
+    let off = String::from_utf8(ok(&[
+        "compile",
+        "--emit",
+        "cpt",
+        "--node",
+        "node-a",
+        "examples/ipsec/cluster.yaml",
+    ]))
+    .expect("utf-8");
+    assert!(off.contains("IPsec is off"), "{off}");
+}

@@ -71,6 +71,8 @@ pub const MARK_MAGIC_MASK: u32 = 0x0f00;
 pub const MARK_TO_PROXY: u32 = 0x0200;
 /// Mark set by `from_wire` so that `to_pod` does not run the ingress pipeline twice.
 pub const MARK_POLICY_DONE: u32 = 0x0a00;
+/// Mark set by `to_wire` on a packet the CPT encrypts; the peer id is in the upper 16 bits.
+pub const MARK_ENCRYPT: u32 = 0x0e00;
 
 /// Conntrack state: a TCP SYN was seen, no reply yet.
 pub const CT_SYN_SENT: u8 = 1;
@@ -150,6 +152,18 @@ pub struct IpcacheHostKey {
 pub struct IpcacheValue {
     /// Security identity of every address in the prefix.
     pub identity: u32,
+    /// Reserved, zero.
+    pub flags: u32,
+}
+
+/// Value of the `ipsec` LPM trie (keyed like `ipcache`): the peer node a remote pod
+/// prefix lives on, when IPsec is on.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct IpsecValue {
+    /// The peer node's 1-based position among the local node's peers in name order (the
+    /// CPT target's SA slot order); `to_wire` puts it in the upper 16 bits of the mark.
+    pub peer: u32,
     /// Reserved, zero.
     pub flags: u32,
 }
@@ -434,6 +448,7 @@ mod pod {
         IpcacheKey,
         IpcacheHostKey,
         IpcacheValue,
+        IpsecValue,
         PolicyKey,
         PolicyValue,
         ServiceKey,

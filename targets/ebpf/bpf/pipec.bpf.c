@@ -11,8 +11,9 @@
  *       conntrack (reverse NAT of replies) -> src ipcache -> ingress policy
  *   from_wire (tc ingress of the uplink): the to_pod pipeline for local destinations, then
  *       a mark so that to_pod does not run it a second time
- *   to_wire   (tc egress of the uplink): clears pipec's mark bits; routing, encapsulation
- *       and encryption belong to the other targets.
+ *   to_wire   (tc egress of the uplink): clears pipec's mark bits, and marks pod-to-pod
+ *       packets for a remote node for IPsec on the CPT (PIPEC_MARK_ENCRYPT | peer id);
+ *       routing, encapsulation and the encryption itself belong to the other targets.
  *
  * Only helpers that are not GPL-only are used, so the object carries the project's licence.
  */
@@ -681,12 +682,42 @@ int from_wire(struct __sk_buff *skb)
 	return verdict;
 }
 
+/*
+ * The CPT hand-over: a packet from a local pod to a pod of a remote node is marked for
+ * encryption with that node's peer id; the runtime maps the id to the peer's outbound SA.
+ * Only pod-to-pod traffic is handed over (as Cilium's IPsec encrypts it): host, remote-node
+ * and world destinations are not in the ipsec map, and a source that is not a local pod
+ * (the host itself) is never encrypted. Returns the peer id, or 0.
+ */
+static __always_inline __u32 ipsec_peer(const struct pkt *p)
+{
+	struct ipcache_key k = {};
+	k.prefixlen = PIPEC_IPCACHE_PREFIX_FIXED + (p->family == PIPEC_AF_INET ? 32 : 128);
+	k.family = p->family;
+	copy16(k.addr, p->daddr);
+	struct ipsec_value *v = bpf_map_lookup_elem(&ipsec, &k);
+	if (!v || v->peer == 0 || v->peer > 0xffff)
+		return 0;
+	struct endpoint_key ek = {};
+	ek.family = p->family;
+	copy16(ek.addr, p->saddr);
+	if (!bpf_map_lookup_elem(&endpoints, &ek))
+		return 0;
+	return v->peer;
+}
+
 SEC("classifier")
 int to_wire(struct __sk_buff *skb)
 {
 	/* pipec's marks are node-local; they never leave on the wire. */
 	if (skb->mark & PIPEC_MARK_MAGIC_MASK)
 		skb->mark = 0;
+	struct pkt p;
+	if (parse(skb, &p) < 0)
+		return TC_ACT_OK;
+	__u32 peer = ipsec_peer(&p);
+	if (peer)
+		skb->mark = PIPEC_MARK_ENCRYPT | (peer << 16);
 	return TC_ACT_OK;
 }
 

@@ -55,6 +55,8 @@
 #define PIPEC_MARK_MAGIC_MASK 0x0f00
 #define PIPEC_MARK_TO_PROXY 0x0200    /* proxy port in the upper 16 bits */
 #define PIPEC_MARK_POLICY_DONE 0x0a00 /* from_wire already ran the ingress pipeline */
+/* to_wire hands the packet to the CPT for IPsec; the peer id is in the upper 16 bits. */
+#define PIPEC_MARK_ENCRYPT 0x0e00
 
 /* Conntrack states. */
 #define PIPEC_CT_NEW 0
@@ -101,6 +103,16 @@ struct ipcache_host_key {
 
 struct ipcache_value {
 	__u32 identity;
+	__u32 flags;
+};
+
+/*
+ * ipsec value: the peer node a destination prefix lives on. The peer id is the node's
+ * 1-based position among the local node's peers in name order, the order the CPT target
+ * numbers its SA slots by; the runtime maps it to the peer's current outbound SA.
+ */
+struct ipsec_value {
+	__u32 peer;
 	__u32 flags;
 };
 
@@ -246,6 +258,9 @@ PIPEC_MAP(endpoints, BPF_MAP_TYPE_HASH, struct endpoint_key, struct endpoint_val
 PIPEC_MAP(ipcache_host, BPF_MAP_TYPE_HASH, struct ipcache_host_key, struct ipcache_value, 524288,
 	  0);
 PIPEC_MAP(ipcache, BPF_MAP_TYPE_LPM_TRIE, struct ipcache_key, struct ipcache_value, 524288,
+	  BPF_F_NO_PREALLOC);
+/* Remote pods' prefixes (pod CIDRs and addresses) when IPsec is on; empty otherwise. */
+PIPEC_MAP(ipsec, BPF_MAP_TYPE_LPM_TRIE, struct ipcache_key, struct ipsec_value, 65536,
 	  BPF_F_NO_PREALLOC);
 PIPEC_MAP(policy, BPF_MAP_TYPE_LPM_TRIE, struct policy_key, struct policy_value, 262144,
 	  BPF_F_NO_PREALLOC);

@@ -160,6 +160,9 @@ pub struct EbpfArtifact {
     /// What each rule cookie stands for (the provenance of the deciding rules), so that
     /// counters and flow events can name their rule. Not written to the kernel.
     pub cookies: BTreeMap<u64, String>,
+    /// Remote pod prefixes to their node's peer id, for the CPT hand-over in `to_wire`;
+    /// empty unless the cluster has the IPsec key Secret.
+    pub ipsec: BTreeMap<Prefix, u32>,
 }
 
 /// The maps an artifact fills, in the order upserts are applied (deletes: reversed).
@@ -181,13 +184,15 @@ pub enum MapName {
     IpcacheHost,
     /// `policy`.
     Policy,
+    /// `ipsec`: remote pod prefixes to their node's peer id (LPM trie).
+    Ipsec,
     /// `endpoints`.
     Endpoints,
 }
 
 impl MapName {
     /// Every map an artifact fills.
-    pub const ALL: [MapName; 9] = [
+    pub const ALL: [MapName; 10] = [
         MapName::Config,
         MapName::Backends,
         MapName::Maglev,
@@ -196,6 +201,7 @@ impl MapName {
         MapName::Ipcache,
         MapName::IpcacheHost,
         MapName::Policy,
+        MapName::Ipsec,
         MapName::Endpoints,
     ];
 
@@ -210,6 +216,7 @@ impl MapName {
             MapName::Ipcache => "ipcache",
             MapName::IpcacheHost => "ipcache_host",
             MapName::Policy => "policy",
+            MapName::Ipsec => "ipsec",
             MapName::Endpoints => "endpoints",
         }
     }
@@ -386,6 +393,13 @@ impl EbpfArtifact {
         for (m, d) in &self.policy {
             put(&mut out, MapName::Policy, &policy_key(m), &policy_value(d));
         }
+        for (p, peer) in &self.ipsec {
+            let v = c::IpsecValue {
+                peer: *peer,
+                flags: 0,
+            };
+            put(&mut out, MapName::Ipsec, &ipcache_key(p), &v);
+        }
         for (id, b) in &self.backends {
             let (addr, family) = raw_addr(b.addr);
             let v = c::BackendValue {
@@ -543,6 +557,9 @@ impl fmt::Display for EbpfArtifact {
                 let slots: Vec<String> = chunk.iter().map(u32::to_string).collect();
                 writeln!(f, "  maglev[{}..] {}", i * 32, slots.join(" "))?;
             }
+        }
+        for (p, peer) in &self.ipsec {
+            writeln!(f, "ipsec {p} peer={peer}")?;
         }
         for (cookie, what) in &self.cookies {
             writeln!(f, "cookie {cookie:#x} {what}")?;

@@ -4,12 +4,15 @@
 //! The eBPF pipeline always holds every rule, so it ignores the plan: whatever the
 //! hardware takes is still decided here too.
 
+use crate::artifact::Prefix;
 use crate::artifact::{diff_entries, EbpfArtifact, MapEntries, MapOp};
 use crate::codegen::{mag_to_ebpf, TARGET};
 use pipec::backend::{
     ebpf_profile, Artifact, Backend, CompileInput, Operations, Profile, Unsupported,
 };
+use pipec::model::Cluster;
 use std::any::Any;
+use std::collections::BTreeMap;
 
 /// The eBPF backend (target `ebpf`).
 #[derive(Clone, Debug)]
@@ -35,7 +38,9 @@ impl Backend for EbpfBackend {
     }
 
     fn compile(&self, input: &CompileInput<'_>) -> Result<Box<dyn Artifact>, Unsupported> {
-        Ok(Box::new(mag_to_ebpf(input.mag, input.info)?))
+        let mut artifact = mag_to_ebpf(input.mag, input.info)?;
+        artifact.ipsec = ipsec_routes(input.cluster, input.node);
+        Ok(Box::new(artifact))
     }
 
     fn diff(&self, old: Option<&dyn Artifact>, new: &dyn Artifact) -> Box<dyn Operations> {
@@ -48,6 +53,61 @@ impl Backend for EbpfBackend {
             ops: diff_entries(&entries(old), &entries(Some(new))),
         })
     }
+}
+
+/// The `ipsec` map of `node`: when the cluster has Cilium's IPsec key Secret, every remote
+/// node's pod CIDRs and the addresses of its pods (not host-network ones, whose address is
+/// the node's) map to the node's peer id: its 1-based position among `node`'s peers in
+/// name order, the order in which the CPT target numbers its SA slots. Without the Secret
+/// the map is empty and `to_wire` hands nothing to the CPT.
+pub fn ipsec_routes(cluster: &Cluster, node: &str) -> BTreeMap<Prefix, u32> {
+    let mut out = BTreeMap::new();
+    let on = cluster
+        .secrets
+        .iter()
+        .any(|s| s.namespace == "kube-system" && s.name == "cilium-ipsec-keys");
+    if !on {
+        return out;
+    }
+    let peers: BTreeMap<&str, u32> = cluster
+        .nodes
+        .iter()
+        .filter(|n| n.name != node)
+        .zip(1u32..)
+        .map(|(n, id)| (n.name.as_str(), id))
+        .collect();
+    for n in &cluster.nodes {
+        if let Some(&id) = peers.get(n.name.as_str()) {
+            for net in &n.pod_cidrs {
+                let prefix = Prefix {
+                    addr: net.network(),
+                    len: net.prefix_len(),
+                };
+                out.insert(prefix, id);
+            }
+        }
+    }
+    let cidrs: BTreeMap<&str, &[ipnet::IpNet]> = cluster
+        .nodes
+        .iter()
+        .map(|n| (n.name.as_str(), n.pod_cidrs.as_slice()))
+        .collect();
+    for pod in cluster.pods.iter().filter(|p| !p.host_network) {
+        let Some((name, &id)) = pod.node.as_deref().and_then(|n| peers.get_key_value(n)) else {
+            continue;
+        };
+        let covered = cidrs.get(name).copied().unwrap_or_default();
+        // An address inside its node's pod CIDR is already covered by the CIDR's entry.
+        for &addr in pod
+            .ips
+            .iter()
+            .filter(|a| !covered.iter().any(|c| c.contains(*a)))
+        {
+            let len = if addr.is_ipv4() { 32 } else { 128 };
+            out.insert(Prefix { addr, len }, id);
+        }
+    }
+    out
 }
 
 /// The map operations of one change, in the order they must be applied: upserts in map

@@ -644,6 +644,7 @@ fn entry_sizes(map: MapName) -> (usize, usize) {
         MapName::Ipcache => (size_of::<c::IpcacheKey>(), size_of::<c::IpcacheValue>()),
         MapName::IpcacheHost => (size_of::<c::IpcacheHostKey>(), size_of::<c::IpcacheValue>()),
         MapName::Policy => (size_of::<c::PolicyKey>(), size_of::<c::PolicyValue>()),
+        MapName::Ipsec => (size_of::<c::IpcacheKey>(), size_of::<c::IpsecValue>()),
         MapName::Endpoints => (size_of::<c::EndpointKey>(), size_of::<c::EndpointValue>()),
     }
 }

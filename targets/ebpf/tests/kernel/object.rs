@@ -105,6 +105,7 @@ fn layouts_match_btf() {
         [family, pad, addr]
     );
     layout!(btf, "ipcache_value", c::IpcacheValue, [identity, flags]);
+    layout!(btf, "ipsec_value", c::IpsecValue, [peer, flags]);
     layout!(
         btf,
         "policy_key",

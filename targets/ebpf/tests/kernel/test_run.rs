@@ -755,6 +755,67 @@ fn wire_side_runs_ingress_once_and_clears_marks() {
     assert_eq!((r.verdict, r.mark), (TC_ACT_OK, 0));
 }
 
+/// The CPT hand-over: with remote pod prefixes in the `ipsec` map, `to_wire` marks a local
+/// pod's packet to a remote pod with the peer's id; the host's own packets, packets to
+/// addresses outside the map (a remote node, the world) and every packet once the map is
+/// empty (IPsec off) leave unmarked.
+#[test]
+fn to_wire_hands_remote_pod_traffic_to_the_cpt() {
+    let mut dp = loaded("ipsec");
+    let mut a = fixture();
+    // Node 2 (peer 2) holds 10.2.0.0/24 and fd00:2::/64; a pod outside its CIDR is a host entry.
+    for (addr, len, peer) in [
+        ("10.2.0.0", 24, 2),
+        ("fd00:2::", 64, 2),
+        ("10.9.9.9", 32, 3),
+    ] {
+        a.ipsec.insert(
+            Prefix {
+                addr: ip(addr),
+                len,
+            },
+            peer,
+        );
+    }
+    dp.write(&a).expect("write");
+    let mark = |dp: &TestDatapath, src: &str, dst: &str, before: u32| {
+        let pkt = packet::build(ip(src), ip(dst), tcp(40000, 80, TCP_SYN));
+        let r = dp.run(Program::ToWire, &pkt, LO, before).expect("test run");
+        assert_eq!(r.verdict, TC_ACT_OK, "to_wire never drops");
+        r.mark
+    };
+    assert_eq!(
+        mark(&dp, "10.0.0.1", "10.2.0.7", 0),
+        c::MARK_ENCRYPT | (2 << 16)
+    );
+    assert_eq!(
+        mark(&dp, "fd00::1", "fd00:2::7", 0),
+        c::MARK_ENCRYPT | (2 << 16)
+    );
+    assert_eq!(
+        mark(&dp, "10.0.0.2", "10.9.9.9", 0),
+        c::MARK_ENCRYPT | (3 << 16)
+    );
+    // A stale proxy mark is replaced, not combined.
+    assert_eq!(
+        mark(
+            &dp,
+            "10.0.0.1",
+            "10.2.0.7",
+            (15001 << 16) | c::MARK_TO_PROXY
+        ),
+        c::MARK_ENCRYPT | (2 << 16)
+    );
+    // Not a local pod (the host), or not a remote pod: no hand-over.
+    assert_eq!(mark(&dp, "192.168.50.1", "10.2.0.7", 0), 0);
+    assert_eq!(mark(&dp, "10.0.0.1", "192.168.50.2", 0), 0);
+    assert_eq!(mark(&dp, "10.0.0.1", "10.3.0.7", 0), 0);
+    // IPsec off: the map is emptied and nothing is marked any more.
+    a.ipsec.clear();
+    dp.write(&a).expect("write");
+    assert_eq!(mark(&dp, "10.0.0.1", "10.2.0.7", 0), 0);
+}
+
 /// The ipcache is split: host entries in the `ipcache_host` hash map, other prefixes in the
 /// `ipcache` LPM trie. A /32 in the hash map wins over the /24 of the trie that covers it,
 /// another address of the /24 gets the /24's identity, and deleting the host entry falls
