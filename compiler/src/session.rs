@@ -528,6 +528,12 @@ impl Session {
         &self.loaded.cluster.identity_pins
     }
 
+    /// The identity numbers to persist now: those of the current state's label sets, plus
+    /// the numbers retired so far (what a restarted session is given back).
+    pub fn pins_now(&self) -> IdentityPins {
+        pins_after(&self.loaded.cluster.identity_pins, self.lowered())
+    }
+
     /// How many changes were applied since load.
     pub fn generation(&self) -> u64 {
         self.generation
@@ -862,6 +868,25 @@ fn stage(
         return Err(Rejected { rendered, errors });
     }
     Ok((undo, change_of(&touched)))
+}
+
+/// The keys of the objects in one manifest text, as the session would store them: what a
+/// file source needs to turn "this file now reads so" into deletes of the objects that
+/// left it. Errors are rendered diagnostics.
+pub fn object_keys(source: &str, text: &str) -> Result<Vec<ObjectKey>, String> {
+    let mut sources = Sources::new();
+    let file = sources.add(source, text);
+    let mut sink = Sink::default();
+    let mut keys = Vec::new();
+    frontend::for_each_object(&sources, &[file], &mut sink, |o| {
+        keys.push(ObjectKey::of(&o.body))
+    });
+    if sink.diags.iter().any(diag::Diagnostic::is_error) {
+        return Err(diag::emit_to_string(&sources, &sink.diags));
+    }
+    keys.sort();
+    keys.dedup();
+    Ok(keys)
 }
 
 /// The service an EndpointSlice or Endpoints object belongs to (`namespace/name`).

@@ -28,8 +28,8 @@
 //! - each class gets entries exactly where the two lookups would otherwise give another
 //!   answer than the MAG.
 //!
-//! Cookies are provenance ids plus one (0 is "no rule"); [`EbpfArtifact::cookies`] names
-//! them. A denial that falls on a left-out conflict cell is counted on cookie 0.
+//! Cookies are stable hashes of the deciding rule's provenance ([`cookie_of`]; 0 is "no
+//! rule"); [`EbpfArtifact::cookies`] names them. A denial that falls on a left-out conflict cell is counted on cookie 0.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
@@ -91,11 +91,25 @@ fn drops(mag: &Mag, call: &ActionCall) -> bool {
         .is_some_and(|d| d.ops.iter().any(|o| matches!(o, Op::Drop)))
 }
 
-fn cookie(e: &mag::Entry) -> u64 {
+/// The cookie of an entry's first provenance (0 when it has none).
+fn cookie(mag: &Mag, e: &mag::Entry) -> u64 {
     e.provenance
         .first()
-        .map(|p| u64::from(p.0) + 1)
-        .unwrap_or(0)
+        .and_then(|p| mag.provenance.get_index(p.0 as usize))
+        .map_or(0, |p| cookie_of(&p.to_string()))
+}
+
+/// A rule's cookie: a 64-bit FNV-1a hash of its provenance text, never 0. It depends on
+/// the rule alone, not on the order a session first saw the rules, so the same rule keeps
+/// its cookie across changes, restarts and fresh compiles (a restarted daemon rewrites no
+/// policy entry, and counters keyed by cookie stay the rule's).
+pub fn cookie_of(provenance: &str) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in provenance.bytes() {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    h.max(1)
 }
 
 /// The policy action of a call: drop, redirect (verdict or mark), or allow.
@@ -251,9 +265,11 @@ pub fn mag_to_ebpf(mag: &Mag, info: &MagInfo) -> Result<EbpfArtifact, Unsupporte
             used_cookies.insert(d.cookie);
         }
     }
-    for ck in used_cookies {
-        if let Some(p) = mag.provenance.get_index((ck - 1) as usize) {
-            a.cookies.insert(ck, p.to_string());
+    for p in &mag.provenance {
+        let name = p.to_string();
+        let ck = cookie_of(&name);
+        if used_cookies.contains(&ck) {
+            a.cookies.insert(ck, name);
         }
     }
     Ok(a)
@@ -655,7 +671,7 @@ fn policy(
             remote,
             proto,
             ports: (lo, hi),
-            val: (act, cookie(e)),
+            val: (act, cookie(mag, e)),
         });
     }
     let default = (default, 0);

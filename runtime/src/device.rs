@@ -1,0 +1,280 @@
+//! Where the session's operations go: the node's datapath.
+//!
+//! - `model` ([`Device::model`]): an in-memory mirror of the eBPF maps, the hardware flow
+//!   table and the CPT's SAs; runs without root.
+//! - `kernel` ([`Device::kernel`]): the real eBPF programs and maps, pinned in bpffs so that
+//!   they (and the traffic they carry) outlive the daemon; the hardware flow table and the
+//!   SAs stay models, as there is no OCTEON here.
+//!
+//! On start the device is reconciled: what it holds (nothing for the model, the pinned maps
+//! for the kernel) is diffed against the session's artifacts and only the difference is
+//! applied. Nothing is ever flushed.
+
+use pipec::session::{Changes, Session};
+use pipec_cpt::{IpsecArtifact, SaOp, SaOps};
+use pipec_ebpf::artifact::{diff_entries, MapEntries, MapName, MapOp};
+use pipec_ebpf::{Attachment, Datapath, EbpfArtifact, MapOps, Program};
+use pipec_rte_flow::{FlowOp, FlowOps, RteFlowArtifact};
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+/// How many operations an apply carried out, per target.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Applied {
+    /// eBPF map upserts and deletes.
+    pub map_ops: usize,
+    /// Flow-table creates and destroys.
+    pub flow_ops: usize,
+    /// SA operations.
+    pub sa_ops: usize,
+}
+
+/// The node's datapath.
+pub struct Device {
+    /// The kernel datapath, for `--datapath kernel`.
+    kernel: Option<Datapath>,
+    /// Keeps the wire attachments alive (dropping one detaches it).
+    _attachments: Vec<Attachment>,
+    /// The eBPF maps, for `--datapath model`.
+    maps: MapEntries,
+    /// The flow table: rule keys.
+    flows: BTreeSet<String>,
+    /// The CPT's SAs: (direction, peer, spi).
+    sas: BTreeSet<(String, String, u32)>,
+    /// Inbound SAs to remove once their rotation window has passed.
+    pending: Vec<(Instant, (String, String, u32))>,
+}
+
+impl Device {
+    /// The in-memory device.
+    pub fn model() -> Device {
+        Device {
+            kernel: None,
+            _attachments: Vec::new(),
+            maps: MapEntries::new(),
+            flows: BTreeSet::new(),
+            sas: BTreeSet::new(),
+            pending: Vec::new(),
+        }
+    }
+
+    /// The kernel datapath with maps pinned in `pin_dir` (reused when already pinned there),
+    /// and `from_wire`/`to_wire` attached to `wire` when given.
+    pub fn kernel(pin_dir: &Path, wire: Option<&str>) -> anyhow::Result<Device> {
+        let mut dp = Datapath::load(Some(pin_dir))?;
+        let mut attachments = Vec::new();
+        if let Some(iface) = wire {
+            attachments.push(dp.attach(Program::FromWire, iface)?);
+            attachments.push(dp.attach(Program::ToWire, iface)?);
+        }
+        Ok(Device {
+            kernel: Some(dp),
+            _attachments: attachments,
+            ..Device::model()
+        })
+    }
+
+    /// What the eBPF maps hold now.
+    fn map_entries(&self) -> anyhow::Result<MapEntries> {
+        match &self.kernel {
+            Some(dp) => Ok(dp.read_entries()?),
+            None => Ok(self.maps.clone()),
+        }
+    }
+
+    fn apply_map_ops(&mut self, ops: &[MapOp]) -> anyhow::Result<()> {
+        match &mut self.kernel {
+            Some(dp) => {
+                dp.apply(ops)?;
+            }
+            None => MapOps { ops: ops.to_vec() }.apply_to(&mut self.maps),
+        }
+        Ok(())
+    }
+
+    /// Brings the device to the session's artifacts, applying only the difference.
+    pub fn reconcile(&mut self, session: &Session) -> anyhow::Result<Applied> {
+        let mut applied = Applied::default();
+        if let Some(Ok(a)) = session.artifact(pipec_ebpf::codegen::TARGET) {
+            if let Some(a) = a.as_any().downcast_ref::<EbpfArtifact>() {
+                let ops = diff_entries(&self.map_entries()?, &a.entries());
+                applied.map_ops = ops.len();
+                self.apply_map_ops(&ops)?;
+            }
+        }
+        if let Some(hw) = session.profile().map(|p| p.name.clone()) {
+            if let Some(Ok(a)) = session.artifact(&hw) {
+                if let Some(a) = a.as_any().downcast_ref::<RteFlowArtifact>() {
+                    let want: BTreeSet<String> = a
+                        .rules
+                        .iter()
+                        .map(|r| pipec_rte_flow::rule_key(&r.rule))
+                        .collect();
+                    applied.flow_ops = want.symmetric_difference(&self.flows).count();
+                    self.flows = want;
+                }
+            }
+        }
+        if let Some(Ok(a)) = session.artifact(pipec_cpt::TARGET) {
+            if let Some(a) = a.as_any().downcast_ref::<IpsecArtifact>() {
+                let want: BTreeSet<(String, String, u32)> = a
+                    .sa_set
+                    .iter()
+                    .flat_map(|s| &s.sas)
+                    .map(|s| {
+                        (
+                            format!("{:?}", s.direction).to_lowercase(),
+                            s.peer.clone(),
+                            s.spi,
+                        )
+                    })
+                    .collect();
+                applied.sa_ops = want.symmetric_difference(&self.sas).count();
+                self.sas = want;
+            }
+        }
+        Ok(applied)
+    }
+
+    /// Applies one change's operations in the session's target order (eBPF first).
+    pub fn apply(&mut self, changes: &Changes) -> anyhow::Result<Applied> {
+        let mut applied = Applied::default();
+        for t in &changes.targets {
+            let any = t.ops.as_any();
+            if let Some(ops) = any.downcast_ref::<MapOps>() {
+                applied.map_ops += ops.ops.len();
+                self.apply_map_ops(&ops.ops)?;
+            } else if let Some(ops) = any.downcast_ref::<FlowOps>() {
+                applied.flow_ops += ops.ops.len();
+                for op in &ops.ops {
+                    match op {
+                        FlowOp::Destroy { key } => {
+                            self.flows.remove(key);
+                        }
+                        FlowOp::Create { key, .. } => {
+                            self.flows.insert(key.clone());
+                        }
+                    }
+                }
+            } else if let Some(ops) = any.downcast_ref::<SaOps>() {
+                applied.sa_ops += ops.ops.len();
+                for op in &ops.ops {
+                    self.apply_sa(op);
+                }
+            } else {
+                anyhow::bail!("pipecd cannot apply operations of target {}", t.target);
+            }
+        }
+        Ok(applied)
+    }
+
+    fn apply_sa(&mut self, op: &SaOp) {
+        let sa = |dir: &str, peer: &str, spi: u32| (dir.to_string(), peer.to_string(), spi);
+        match op {
+            SaOp::AddInbound { peer, spi, .. } => {
+                self.sas.insert(sa("inbound", peer, *spi));
+            }
+            SaOp::AddOutbound { peer, spi, .. } => {
+                self.sas.insert(sa("outbound", peer, *spi));
+            }
+            SaOp::SwitchOutbound { peer, from, to } => {
+                // The model switches at once; the device waits for the peer's advertisement.
+                self.sas.remove(&sa("outbound", peer, *from));
+                self.sas.insert(sa("outbound", peer, *to));
+            }
+            SaOp::RemoveOutbound { peer, spi } => {
+                self.sas.remove(&sa("outbound", peer, *spi));
+            }
+            SaOp::RemoveInbound { peer, spi, after } => {
+                if after.is_zero() {
+                    self.sas.remove(&sa("inbound", peer, *spi));
+                } else {
+                    self.pending
+                        .push((Instant::now() + *after, sa("inbound", peer, *spi)));
+                }
+            }
+            SaOp::Replace { .. } | SaOp::AdvertiseSpi { .. } => {}
+        }
+    }
+
+    /// Carries out the removals whose window has passed; returns how many.
+    pub fn expire(&mut self, now: Instant) -> usize {
+        let (due, later): (Vec<_>, Vec<_>) = self.pending.drain(..).partition(|(t, _)| *t <= now);
+        self.pending = later;
+        for (_, sa) in &due {
+            self.sas.remove(sa);
+        }
+        due.len()
+    }
+
+    /// The next pending removal, if any.
+    pub fn next_expiry(&self) -> Option<Duration> {
+        let now = Instant::now();
+        self.pending
+            .iter()
+            .map(|(t, _)| t.saturating_duration_since(now))
+            .min()
+    }
+
+    /// The device's content, one sorted line per entry: `ebpf MAP KEY VALUE` (hex),
+    /// `flow KEY`, `sa DIRECTION PEER SPI`. A policy value's rule cookie is printed as the
+    /// rule it names (`cookies`): cookies are numbered in the order a session first saw the
+    /// rules, so two sessions may number one rule differently. Equal devices dump equal text.
+    pub fn dump(&self, cookies: &BTreeMap<u64, String>) -> anyhow::Result<String> {
+        let mut out = String::new();
+        for ((map, key), value) in self.map_entries()? {
+            let value = match (map, value.get(..8)) {
+                (MapName::Policy, Some(c)) => {
+                    let cookie = u64::from_ne_bytes(c.try_into().unwrap_or([0; 8]));
+                    let name = cookies.get(&cookie).map_or("none", String::as_str);
+                    format!("cookie[{name}] {}", hex(&value[8..]))
+                }
+                _ => hex(&value),
+            };
+            out.push_str(&format!("ebpf {} {} {value}\n", map.as_str(), hex(&key)));
+        }
+        for f in &self.flows {
+            out.push_str(&format!("flow {f}\n"));
+        }
+        for (dir, peer, spi) in &self.sas {
+            out.push_str(&format!("sa {dir} {peer} {spi}\n"));
+        }
+        Ok(out)
+    }
+
+    /// Entries per eBPF map, flow rules and SAs, for the metrics.
+    pub fn sizes(&self) -> anyhow::Result<BTreeMap<String, usize>> {
+        let mut out = BTreeMap::new();
+        for (map, _) in self.map_entries()?.keys() {
+            *out.entry(format!("ebpf/{}", map.as_str())).or_insert(0) += 1;
+        }
+        out.insert("hardware/flows".into(), self.flows.len());
+        out.insert("cpt/sas".into(), self.sas.len());
+        Ok(out)
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The dump of what a device holding `session`'s artifacts holds (the expected state the
+/// tests compare a running daemon with).
+pub fn expected_dump(session: &Session) -> anyhow::Result<String> {
+    let mut d = Device::model();
+    d.reconcile(session)?;
+    d.dump(&cookie_names(session))
+}
+
+/// What each rule cookie of the session's eBPF artifact names.
+pub fn cookie_names(session: &Session) -> BTreeMap<u64, String> {
+    match session.artifact(pipec_ebpf::codegen::TARGET) {
+        Some(Ok(a)) => a
+            .as_any()
+            .downcast_ref::<EbpfArtifact>()
+            .map(|a| a.cookies.clone())
+            .unwrap_or_default(),
+        _ => BTreeMap::new(),
+    }
+}

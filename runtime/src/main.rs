@@ -1,0 +1,178 @@
+//! `pipecd`: see the crate documentation of `pipec_runtime`.
+
+use clap::{Parser, ValueEnum};
+use pipec_runtime::daemon::Daemon;
+use pipec_runtime::device::Device;
+use pipec_runtime::source::ManifestDir;
+use pipec_runtime::state::StateDir;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+/// Keeps one node's datapath equal to the cluster's state.
+#[derive(Parser, Debug)]
+#[command(name = "pipecd", version, about, long_about = None)]
+struct Args {
+    /// The manifests directory (YAML, JSON and `.pipe` files), watched for changes. Write
+    /// files atomically (a rename), so that a half-written file is never read.
+    #[arg(long, value_name = "DIR")]
+    manifests: PathBuf,
+    /// The node this daemon runs the datapath of.
+    #[arg(long, value_name = "NAME")]
+    node: String,
+    /// Where identity numbers are kept across restarts (created with mode 0700).
+    #[arg(long, value_name = "DIR")]
+    state_dir: Option<PathBuf>,
+    /// Where `/healthz`, `/readyz`, `/metrics`, `/status` and `/debug/state` are served.
+    #[arg(long, value_name = "ADDR:PORT", default_value = "127.0.0.1:9964")]
+    metrics_addr: SocketAddr,
+    /// `kernel`: real eBPF maps pinned in bpffs (needs root); `model`: in-memory mirrors.
+    #[arg(long, value_enum, default_value_t = DatapathKind::Kernel)]
+    datapath: DatapathKind,
+    /// The uplink, where `from_wire` and `to_wire` are attached (kernel datapath).
+    #[arg(long, value_name = "IFACE")]
+    wire: Option<String>,
+    /// The bpffs directory the kernel datapath pins its maps in (default
+    /// `/sys/fs/bpf/pipec/NODE`); maps pinned there by an earlier run are reused.
+    #[arg(long, value_name = "DIR")]
+    bpffs: Option<PathBuf>,
+    /// The control API socket (`unix:PATH`).
+    #[arg(long, value_name = "unix:PATH")]
+    control: Option<String>,
+    /// Watch the Kubernetes API with this kubeconfig.
+    #[arg(long, value_name = "FILE")]
+    kubeconfig: Option<PathBuf>,
+    /// Watch the Kubernetes API with the in-cluster configuration.
+    #[arg(long)]
+    in_cluster: bool,
+    /// Log format.
+    #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum DatapathKind {
+    Kernel,
+    Model,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    let sub = tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_ansi(false);
+    match args.log_format {
+        LogFormat::Text => sub.init(),
+        LogFormat::Json => sub.json().init(),
+    }
+    match run(args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn refuse_unbuilt(args: &Args) -> anyhow::Result<()> {
+    if args.kubeconfig.is_some() || args.in_cluster {
+        anyhow::bail!("the Kubernetes API source is not built yet; run with --manifests only");
+    }
+    if args.control.is_some() {
+        anyhow::bail!("the control API is not built yet; use --metrics-addr's /status");
+    }
+    Ok(())
+}
+
+fn device(args: &Args) -> anyhow::Result<Device> {
+    match args.datapath {
+        DatapathKind::Model => {
+            if args.wire.is_some() {
+                anyhow::bail!("--wire needs --datapath kernel");
+            }
+            Ok(Device::model())
+        }
+        DatapathKind::Kernel => {
+            let dir = args
+                .bpffs
+                .clone()
+                .unwrap_or_else(|| PathBuf::from("/sys/fs/bpf/pipec").join(&args.node));
+            Device::kernel(&dir, args.wire.as_deref())
+        }
+    }
+}
+
+fn run(args: Args) -> anyhow::Result<()> {
+    refuse_unbuilt(&args)?;
+    let state = args.state_dir.as_deref().map(StateDir::open).transpose()?;
+    let daemon = Daemon::new(
+        &args.node,
+        ManifestDir::new(&args.manifests),
+        device(&args)?,
+        state,
+    )?;
+    let daemon = Arc::new(Mutex::new(daemon));
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(serve(args, daemon))
+}
+
+/// The coalescing window: changes seen within it are applied together.
+const WINDOW: Duration = Duration::from_millis(2);
+/// A full look at the sources at least this often (a missed notification, SA expiry).
+const TICK: Duration = Duration::from_secs(1);
+
+async fn serve(args: Args, daemon: Arc<Mutex<Daemon>>) -> anyhow::Result<()> {
+    let listener = tokio::net::TcpListener::bind(args.metrics_addr)
+        .await
+        .map_err(|e| anyhow::anyhow!("binding --metrics-addr {}: {e}", args.metrics_addr))?;
+    tracing::info!(addr = %listener.local_addr()?, node = %args.node, "serving /healthz /readyz /metrics /status");
+    tokio::spawn(pipec_runtime::http::serve(listener, daemon.clone()));
+    // One slot: notifications that arrive while a step is pending coalesce into it.
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<()>(1);
+    let mut watcher = notify::recommended_watcher(move |_: notify::Result<notify::Event>| {
+        let _ = tx.try_send(());
+    })?;
+    notify::Watcher::watch(
+        &mut watcher,
+        &args.manifests,
+        notify::RecursiveMode::NonRecursive,
+    )?;
+    let mut tick = tokio::time::interval(TICK);
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    loop {
+        tokio::select! {
+            _ = rx.recv() => tokio::time::sleep(WINDOW).await,
+            _ = tick.tick() => {}
+            _ = term.recv() => break,
+            _ = tokio::signal::ctrl_c() => break,
+        }
+        while rx.try_recv().is_ok() {}
+        let seen = Instant::now();
+        let d = daemon.clone();
+        let step = tokio::task::spawn_blocking(move || {
+            let mut d = d
+                .lock()
+                .map_err(|_| anyhow::anyhow!("daemon state poisoned"))?;
+            d.step(seen)
+        })
+        .await?;
+        step?;
+    }
+    // The datapath keeps working without the daemon: the maps stay pinned and the programs
+    // attached, so the process ends here without running the attachments' destructors.
+    tracing::info!("stopping; the datapath stays in place");
+    std::process::exit(0)
+}

@@ -1,0 +1,138 @@
+//! The daemon's status and its Prometheus text.
+
+use crate::device::Applied;
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// Upper bounds (seconds) of the event → applied latency histogram.
+const BUCKETS: [f64; 10] = [
+    0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 1.0,
+];
+
+/// Status and counters.
+#[derive(Clone, Debug, Default)]
+pub struct Metrics {
+    /// Whether the first full state is applied (`/readyz`).
+    pub ready: bool,
+    /// The session's generation.
+    pub generation: u64,
+    /// Source events handed to the session.
+    pub events: u64,
+    /// Applies that reached the device.
+    pub applies: u64,
+    /// Files or changes refused.
+    pub errors: u64,
+    /// Files that do not apply now, with why.
+    pub bad_files: BTreeMap<PathBuf, String>,
+    /// Latency histogram counts per bucket, then the +Inf count.
+    latency: [u64; BUCKETS.len() + 1],
+    latency_sum: f64,
+    /// Entries per target and table.
+    pub sizes: BTreeMap<String, usize>,
+    /// What the start-up reconciliation applied.
+    pub reconciled: Option<Applied>,
+}
+
+impl Metrics {
+    /// Records a refused file.
+    pub fn bad_file(&mut self, path: &Path, why: &str) {
+        self.errors += 1;
+        self.bad_files.insert(path.to_path_buf(), why.to_string());
+    }
+
+    /// Records a file that applies.
+    pub fn good_file(&mut self, path: &Path) {
+        self.bad_files.remove(path);
+    }
+
+    /// Records one apply's event → applied latency.
+    pub fn observe_apply(&mut self, d: Duration) {
+        self.applies += 1;
+        let s = d.as_secs_f64();
+        self.latency_sum += s;
+        let i = BUCKETS
+            .iter()
+            .position(|b| s <= *b)
+            .unwrap_or(BUCKETS.len());
+        self.latency[i] += 1;
+    }
+
+    /// The Prometheus text exposition.
+    pub fn text(&self) -> String {
+        let mut o = String::new();
+        let mut gauge = |name: &str, help: &str, v: String| {
+            let _ = writeln!(o, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {v}");
+        };
+        gauge(
+            "pipecd_ready",
+            "1 once the first full state is applied.",
+            u8::from(self.ready).to_string(),
+        );
+        gauge(
+            "pipecd_generation",
+            "The compile session's generation.",
+            self.generation.to_string(),
+        );
+        gauge(
+            "pipecd_bad_sources",
+            "Source files that do not apply now; the last good state of their objects stays.",
+            self.bad_files.len().to_string(),
+        );
+        let mut counter = |name: &str, help: &str, v: u64| {
+            let _ = writeln!(o, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}");
+        };
+        counter(
+            "pipecd_events_total",
+            "Source events handed to the session.",
+            self.events,
+        );
+        counter(
+            "pipecd_applies_total",
+            "Changes applied to the device.",
+            self.applies,
+        );
+        counter(
+            "pipecd_apply_errors_total",
+            "Source files or changes refused.",
+            self.errors,
+        );
+        let name = "pipecd_event_to_applied_seconds";
+        let _ = writeln!(o, "# HELP {name} From a source change seen to its operations applied.\n# TYPE {name} histogram");
+        let mut cumulative = 0;
+        for (i, b) in BUCKETS.iter().enumerate() {
+            cumulative += self.latency[i];
+            let _ = writeln!(o, "{name}_bucket{{le=\"{b}\"}} {cumulative}");
+        }
+        cumulative += self.latency[BUCKETS.len()];
+        let _ = writeln!(o, "{name}_bucket{{le=\"+Inf\"}} {cumulative}");
+        let _ = writeln!(o, "{name}_sum {}", self.latency_sum);
+        let _ = writeln!(o, "{name}_count {cumulative}");
+        let name = "pipecd_entries";
+        let _ = writeln!(
+            o,
+            "# HELP {name} Entries the device holds, per target and table.\n# TYPE {name} gauge"
+        );
+        for (k, v) in &self.sizes {
+            let (target, table) = k.split_once('/').unwrap_or((k, ""));
+            let _ = writeln!(o, "{name}{{target=\"{target}\",table=\"{table}\"}} {v}");
+        }
+        o
+    }
+
+    /// The status as JSON (`/status`).
+    pub fn status(&self) -> serde_json::Value {
+        serde_json::json!({
+            "ready": self.ready,
+            "generation": self.generation,
+            "events": self.events,
+            "applies": self.applies,
+            "errors": self.errors,
+            "bad_files": self.bad_files.iter().map(|(p, w)| (p.display().to_string(), w.clone())).collect::<BTreeMap<_, _>>(),
+            "reconciled": self.reconciled.as_ref().map(|a| serde_json::json!({
+                "map_ops": a.map_ops, "flow_ops": a.flow_ops, "sa_ops": a.sa_ops
+            })),
+        })
+    }
+}

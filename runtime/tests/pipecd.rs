@@ -1,0 +1,370 @@
+//! `pipecd` as it runs: started by its own process id, driven by writing into its manifests
+//! directory, checked through its HTTP endpoints against a fresh compile of the same state.
+
+use pipec::session::{Hardware, Session, SessionOptions};
+use pipec_runtime::daemon::backends;
+use pipec_runtime::device::expected_dump;
+use pipec_runtime::state::StateDir;
+use std::io::{Read as _, Write as _};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const EXAMPLE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/ipsec");
+
+/// A test's scratch directory and daemon, removed and stopped (by pid) on drop.
+struct Run {
+    dir: PathBuf,
+    port: u16,
+    child: Option<Child>,
+    bpffs: Option<PathBuf>,
+}
+
+impl Run {
+    fn new(tag: &str) -> Run {
+        let dir = std::env::temp_dir().join(format!("pipecd-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(dir.join("m")).expect("scratch dir");
+        for f in ["cluster.yaml", "ipsec-keys.yaml"] {
+            std::fs::copy(Path::new(EXAMPLE).join(f), dir.join("m").join(f)).expect("copy");
+        }
+        Run {
+            dir,
+            port: free_port(),
+            child: None,
+            bpffs: None,
+        }
+    }
+
+    fn manifests(&self) -> PathBuf {
+        self.dir.join("m")
+    }
+
+    fn start(&mut self, extra: &[&str]) {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_pipecd"));
+        cmd.arg("--manifests")
+            .arg(self.manifests())
+            .args(["--node", "node-a", "--metrics-addr"])
+            .arg(format!("127.0.0.1:{}", self.port))
+            .arg("--state-dir")
+            .arg(self.dir.join("state"))
+            .args(extra)
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(self.dir.join("log")).expect("log"));
+        self.child = Some(cmd.spawn().expect("start pipecd"));
+        self.wait("the first full state", |r| {
+            get(r.port, "/readyz").is_some_and(|b| b == "ready\n")
+        });
+    }
+
+    fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("log")).unwrap_or_default()
+    }
+
+    /// Polls `ok` every 20 ms for at most 20 s.
+    fn wait(&self, what: &str, ok: impl Fn(&Run) -> bool) {
+        let start = Instant::now();
+        for _ in 0..1000 {
+            if ok(self) {
+                return;
+            }
+            if start.elapsed() > Duration::from_secs(20) {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("pipecd did not reach {what}; log:\n{}", self.log());
+    }
+
+    /// Writes a file atomically (a rename), as the daemon asks.
+    fn write(&self, name: &str, text: &str) {
+        let tmp = self.manifests().join(format!(".{name}.tmp"));
+        std::fs::write(&tmp, text).expect("write");
+        std::fs::rename(&tmp, self.manifests().join(name)).expect("rename");
+    }
+
+    fn status(&self) -> serde_json::Value {
+        get(self.port, "/status")
+            .and_then(|b| serde_json::from_str(&b).ok())
+            .unwrap_or(serde_json::Value::Null)
+    }
+
+    fn generation(&self) -> u64 {
+        self.status()["generation"].as_u64().unwrap_or(0)
+    }
+
+    /// What a fresh compile of the directory (without `skip`) gives, numbered with the
+    /// identity numbers the daemon kept.
+    fn expected(&self, skip: &[&str]) -> String {
+        let pins = StateDir::open(&self.dir.join("state"))
+            .and_then(|s| s.read_pins())
+            .expect("pins");
+        let options = SessionOptions {
+            node: Some("node-a".into()),
+            hardware: Some(Hardware::Named("octeon-cn10k".into())),
+            pins,
+            ..SessionOptions::default()
+        };
+        let mut files: Vec<PathBuf> = std::fs::read_dir(self.manifests())
+            .expect("dir")
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| {
+                let name = p.file_name().and_then(|n| n.to_str()).unwrap_or("");
+                !name.starts_with('.') && !skip.contains(&name)
+            })
+            .collect();
+        files.sort();
+        let s = Session::load(&files, options, &backends).unwrap_or_else(|e| panic!("{e}"));
+        expected_dump(&s).expect("dump")
+    }
+
+    fn state(&self) -> String {
+        get(self.port, "/debug/state").expect("/debug/state")
+    }
+}
+
+impl Drop for Run {
+    fn drop(&mut self) {
+        self.kill9();
+        if let Some(b) = &self.bpffs {
+            let _ = std::fs::remove_dir_all(b);
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+/// GET on loopback; the body of a 200 answer.
+fn get(port: u16, path: &str) -> Option<String> {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(s, "GET {path} HTTP/1.1\r\nHost: localhost\r\n\r\n").ok()?;
+    let mut out = String::new();
+    s.read_to_string(&mut out).ok()?;
+    let (head, body) = out.split_once("\r\n\r\n")?;
+    head.starts_with("HTTP/1.1 200").then(|| body.to_string())
+}
+
+const POD: &str = "apiVersion: v1
+kind: Pod
+metadata: {name: web-NAME, namespace: shop, labels: {app: server}}
+spec:
+  nodeName: node-a
+  containers: [{name: s, image: nginx, ports: [{containerPort: 80, protocol: TCP}]}]
+status: {podIP: 10.10.1.ADDR, podIPs: [{ip: 10.10.1.ADDR}]}
+";
+
+fn pod(n: u32) -> String {
+    POD.replace("NAME", &n.to_string())
+        .replace("ADDR", &(100 + n).to_string())
+}
+
+#[test]
+fn the_model_datapath_follows_the_directory_and_keeps_the_last_good_state() {
+    let mut run = Run::new("model");
+    run.start(&["--datapath", "model"]);
+    assert_eq!(run.state(), run.expected(&[]));
+    let metrics = get(run.port, "/metrics").expect("/metrics");
+    assert!(metrics.contains("pipecd_ready 1"), "{metrics}");
+    assert!(
+        metrics.contains("pipecd_entries{target=\"cpt\",table=\"sas\"} 4"),
+        "{metrics}"
+    );
+
+    // A pod on this node, then more in the same file, then the file removed.
+    let g = run.generation();
+    run.write("pods.yaml", &pod(1));
+    run.wait("the pod applied", |r| r.generation() > g);
+    assert_eq!(run.state(), run.expected(&[]));
+    let g = run.generation();
+    run.write("pods.yaml", &format!("{}---\n{}", pod(2), pod(3)));
+    run.wait("the pods replaced", |r| r.generation() > g);
+    assert_eq!(run.state(), run.expected(&[]));
+    assert!(
+        !run.state().contains(&hex_v4([10, 10, 1, 101])),
+        "web-1 left the file"
+    );
+
+    // A file that does not parse changes nothing and is reported.
+    let before = run.state();
+    run.write(
+        "broken.yaml",
+        "apiVersion: v1\nkind: Pod\nmetadata: {name: x\n",
+    );
+    run.wait("the bad file reported", |r| {
+        r.status()["bad_files"]
+            .as_object()
+            .is_some_and(|m| !m.is_empty())
+    });
+    assert_eq!(run.state(), before, "the last good state stays");
+    let metrics = get(run.port, "/metrics").expect("/metrics");
+    assert!(metrics.contains("pipecd_bad_sources 1"), "{metrics}");
+    // A file the API server would reject (a port out of range) is refused the same way.
+    run.write(
+        "badport.yaml",
+        &pod(4).replace("containerPort: 80", "containerPort: 70000"),
+    );
+    run.wait("the refused file reported", |r| {
+        r.status()["bad_files"]
+            .as_object()
+            .is_some_and(|m| m.len() == 2)
+    });
+    assert_eq!(run.state(), before);
+
+    // Fixing it applies it.
+    let g = run.generation();
+    run.write("broken.yaml", &pod(5));
+    run.wait("the fixed file applied", |r| r.generation() > g);
+    assert_eq!(run.state(), run.expected(&["badport.yaml"]));
+
+    // A key rotation: new SAs in, the old inbound ones kept for the window.
+    let keys = std::fs::read_to_string(run.manifests().join("ipsec-keys.yaml")).expect("keys");
+    let g = run.generation();
+    run.write(
+        "ipsec-keys.yaml",
+        &keys.replace("3+ rfc4106(gcm(aes)) 5d", "4+ rfc4106(gcm(aes)) 6d"),
+    );
+    run.wait("the rotation applied", |r| r.generation() > g);
+    let state = run.state();
+    for line in [
+        "sa inbound node-b 3",
+        "sa inbound node-b 4",
+        "sa outbound node-b 4",
+    ] {
+        assert!(state.contains(line), "{line}:\n{state}");
+    }
+    assert!(!state.contains("sa outbound node-b 3"), "{state}");
+    assert!(!run.log().contains("6d1a2b3c"), "a key reached the log");
+
+    // The removed file's pods go.
+    let g = run.generation();
+    std::fs::remove_file(run.manifests().join("pods.yaml")).expect("rm");
+    run.wait("the removal applied", |r| r.generation() > g);
+    let ebpf = |s: &str| {
+        s.lines()
+            .filter(|l| l.starts_with("ebpf "))
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    assert_eq!(ebpf(&run.state()), ebpf(&run.expected(&["badport.yaml"])));
+}
+
+fn hex_v4(o: [u8; 4]) -> String {
+    o.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[test]
+fn an_unknown_node_is_an_error_naming_close_matches() {
+    let run = Run::new("node");
+    let out = Command::new(env!("CARGO_BIN_EXE_pipecd"))
+        .arg("--manifests")
+        .arg(run.manifests())
+        .args(["--node", "node-x", "--datapath", "model", "--metrics-addr"])
+        .arg(format!("127.0.0.1:{}", run.port))
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("did you mean node-a?"), "{err}");
+}
+
+fn require_root() -> bool {
+    // SAFETY-free check: root's effective uid is 0; /proc/self/status says so.
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let root = status
+        .lines()
+        .find(|l| l.starts_with("Uid:"))
+        .is_some_and(|l| l.split_whitespace().nth(2) == Some("0"));
+    if !root {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI must run the kernel datapath test as root"
+        );
+        eprintln!("skipped: the kernel datapath needs root");
+    }
+    root
+}
+
+/// `kill -9` during operation, a change while the daemon is down, a restart: the pinned
+/// maps carry the old state while it is down, and the restart applies only the difference.
+#[test]
+fn the_kernel_datapath_survives_kill_9_and_reconciles_only_the_difference() {
+    if !require_root() {
+        return;
+    }
+    let mut run = Run::new("kernel");
+    let bpffs = PathBuf::from(format!("/sys/fs/bpf/pipecd-test-{}", std::process::id()));
+    run.bpffs = Some(bpffs.clone());
+    let bpffs_arg = bpffs.to_str().expect("utf-8").to_string();
+    run.start(&["--datapath", "kernel", "--bpffs", &bpffs_arg]);
+    assert_eq!(run.state(), run.expected(&[]));
+    let g = run.generation();
+    run.write("pods.yaml", &pod(1));
+    run.wait("the pod applied", |r| r.generation() > g);
+    let before = run.state();
+    assert_eq!(before, run.expected(&[]));
+
+    run.kill9();
+    // While the daemon is down the maps are still pinned with the last state.
+    let dp = pipec_ebpf::Datapath::load(Some(&bpffs)).expect("the pinned maps");
+    let pinned = dp.read_entries().expect("read");
+    let has_pod = pinned
+        .keys()
+        .any(|(m, k)| m.as_str() == "ipcache_host" && k.windows(4).any(|w| w == [10, 10, 1, 101]));
+    assert!(has_pod, "{pinned:?}\n{before}");
+    drop(dp);
+    run.write("pods.yaml", &format!("{}---\n{}", pod(1), pod(2)));
+    std::fs::remove_file(run.dir.join("log")).expect("rm log");
+    run.start(&["--datapath", "kernel", "--bpffs", &bpffs_arg]);
+    assert_eq!(run.state(), run.expected(&[]));
+    let log = run.log();
+    let line = log
+        .lines()
+        .find(|l| l.contains("reconciled the device"))
+        .unwrap_or_else(|| panic!("{log}"));
+    // One pod more: its endpoint, address and policy entries, not the whole state again.
+    let ops: usize = line
+        .split("map_ops=")
+        .nth(1)
+        .and_then(|s| s.split_whitespace().next())
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("{line}"));
+    // Exactly the entries that differ between the pinned state and the new one: nothing
+    // was flushed and rewritten.
+    let entries = |dump: &str| -> std::collections::BTreeMap<String, String> {
+        dump.lines()
+            .filter(|l| l.starts_with("ebpf "))
+            .filter_map(|l| {
+                l.rsplit_once(' ')
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+            })
+            .collect()
+    };
+    let (old, new) = (entries(&before), entries(&run.state()));
+    let differ = old
+        .keys()
+        .chain(new.keys())
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .filter(|k| old.get(*k) != new.get(*k))
+        .count();
+    assert!(differ > 0, "the new pod changed something");
+    assert_eq!(ops, differ, "{line}");
+    run.kill9();
+    let dp = pipec_ebpf::Datapath::load(Some(&bpffs)).expect("the pinned maps");
+    let _ = dp.unpin();
+}
