@@ -225,6 +225,13 @@ pub trait Engine {
 pub trait Evaluator {
     /// Judges one probe.
     fn evaluate(&self, probe: &Probe) -> EngineVerdict;
+    /// Why this engine cannot judge `probe` at all (a backend that renders no Services,
+    /// say), or `None`. Such a probe is reported as skipped with the reason, never counted
+    /// as passed; the default judges every probe.
+    fn cannot_judge(&self, probe: &Probe) -> Option<String> {
+        let _ = probe;
+        None
+    }
 }
 
 /// The reference semantics ([`crate::semantics`]) as an engine.
@@ -346,6 +353,25 @@ pub fn case_files(paths: &[PathBuf]) -> Result<Vec<PathBuf>, String> {
     Ok(out)
 }
 
+/// The conformance harness of a backend crate: runs the cases under `cases` (the shared
+/// cases are `shared/conformance` beside pipec's repository) through the reference semantics
+/// and the backend's `engine`, and fails with every failing line when any check fails.
+/// Skipped checks (a case pipec rejects, a probe the engine cannot judge) are listed in
+/// the report, which the caller should print.
+pub fn check_engine(cases: &[PathBuf], engine: Box<dyn Engine>) -> Result<Report, String> {
+    let report = run_paths(cases, &[Box::new(Reference), engine])?;
+    if report.failed > 0 {
+        let fails: Vec<&str> = report
+            .lines
+            .iter()
+            .filter(|l| l.starts_with("FAIL"))
+            .map(String::as_str)
+            .collect();
+        return Err(format!("{}\n{}", report.summary(), fails.join("\n")));
+    }
+    Ok(report)
+}
+
 /// Runs every case under `paths` through `engines`.
 pub fn run_paths(paths: &[PathBuf], engines: &[Box<dyn Engine>]) -> Result<Report, String> {
     let mut report = Report::default();
@@ -442,6 +468,15 @@ pub fn run_case(file: &str, case: &Case, engines: &[Box<dyn Engine>]) -> Report 
                     continue;
                 }
             };
+            if let Some(why) = evaluator.cannot_judge(probe) {
+                report.skipped += 1;
+                report.lines.push(format!(
+                    "SKIP {}: {desc}: engine {} cannot judge it: {why}",
+                    case.id,
+                    engine.name()
+                ));
+                continue;
+            }
             let got = evaluator.evaluate(probe);
             if got.allowed == Some(expected) {
                 report.passed += 1;
@@ -836,5 +871,57 @@ probes:
         let report = run_case_text("r-01.yaml", case, &[engine_by_name("reference").unwrap()]);
         assert_eq!((report.passed, report.failed, report.skipped), (0, 0, 1));
         insta::assert_snapshot!(report.lines.join("\n"), @"SKIP r-01: 1 check(s) not run: pipec rejects a policy, which the case allows: [E0110] endPort 65537 is above 65535");
+    }
+}
+
+#[cfg(test)]
+mod harness_tests {
+    use super::*;
+
+    /// An engine that judges nothing but UDP probes, and gets those wrong on purpose, to
+    /// show that the harness skips what an engine cannot judge and fails what it gets wrong.
+    struct UdpOnly(bool);
+
+    impl Engine for UdpOnly {
+        fn name(&self) -> &'static str {
+            "udp-only"
+        }
+        fn prepare<'c>(&self, cluster: &'c Cluster) -> Result<Box<dyn Evaluator + 'c>, String> {
+            Ok(Box::new(UdpOnlyEval(Context::new(cluster), self.0)))
+        }
+    }
+
+    struct UdpOnlyEval<'c>(Context<'c>, bool);
+
+    impl Evaluator for UdpOnlyEval<'_> {
+        fn evaluate(&self, probe: &Probe) -> EngineVerdict {
+            let right = semantics::evaluate(&self.0, probe).allowed();
+            EngineVerdict {
+                allowed: if self.1 { right } else { right.map(|a| !a) },
+                reason: "reference, maybe inverted".into(),
+            }
+        }
+        fn cannot_judge(&self, probe: &Probe) -> Option<String> {
+            (probe.protocol != Protocol::Udp).then(|| "this engine judges UDP only".into())
+        }
+    }
+
+    fn cases() -> Vec<PathBuf> {
+        vec![PathBuf::from(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../shared/conformance"
+        ))]
+    }
+
+    #[test]
+    fn the_harness_skips_what_an_engine_cannot_judge_and_fails_what_it_gets_wrong() {
+        let report = check_engine(&cases(), Box::new(UdpOnly(true))).expect("passes");
+        assert!(report.skipped > 0, "{report:?}");
+        assert!(report
+            .lines
+            .iter()
+            .any(|l| l.contains("engine udp-only cannot judge it: this engine judges UDP only")));
+        let err = check_engine(&cases(), Box::new(UdpOnly(false)));
+        assert!(err.is_err_and(|e| e.contains("(engine udp-only)")));
     }
 }

@@ -554,10 +554,21 @@ impl Session {
             .program
             .as_ref()
             .map_or(&[][..], |p| p.placements.as_slice());
-        // The hardware backend answers for each rule, so the plan holds nothing it refuses.
+        // The hardware backend answers for each rule, so the plan holds nothing it refuses,
+        // and nothing its profile does not declare (a backend that claims more is refused
+        // the rule, with the violation in the reason, which explain shows).
         let backend = self.backends.iter().find(|b| b.name() == profile.name);
         let check = |r: &crate::backend::HwRule| match backend {
-            Some(b) => b.check_rule(r),
+            Some(b) => crate::backend::check_declared(b.as_ref(), r).map_err(|e| match e {
+                crate::backend::CheckError::Refused(u) => u,
+                crate::backend::CheckError::Undeclared(v) => Unsupported::new(
+                    b.name(),
+                    crate::backend::Reason::NotImplemented {
+                        site: format!("rule r{}", v.rule),
+                        detail: v.to_string(),
+                    },
+                ),
+            }),
             None => profile.check_rule(r),
         };
         partition::mag_to_plan_checked(self.mag(), info, profile, hints, Some(&check))

@@ -384,6 +384,60 @@ pub trait Backend: Send + Sync {
     }
 }
 
+/// A backend that takes a rule its own profile does not declare it can hold: a bug in the
+/// backend (its `check_rule` or its profile is wrong), caught before the rule is placed.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, thiserror::Error)]
+#[error("target {target} accepts rule r{rule} ({origin}), but its profile does not declare it: {capability}")]
+pub struct ProfileViolation {
+    /// The backend.
+    pub target: String,
+    /// The rule's id.
+    pub rule: u32,
+    /// Where the rule came from.
+    pub origin: String,
+    /// The capability the profile lacks (what the profile check says).
+    pub capability: String,
+}
+
+/// Whether `backend` holds one rule: its own [`Backend::check_rule`] *and* its declared
+/// [`Profile`] must both accept it. A backend that accepts what its profile does not declare
+/// is refused the rule with [`ProfileViolation`], so a plan never rests on an undeclared
+/// capability. The session's partitioner asks this for every rule.
+pub fn check_declared(backend: &dyn Backend, rule: &HwRule) -> Result<(), CheckError> {
+    backend.check_rule(rule).map_err(CheckError::Refused)?;
+    backend.profile().check_rule(rule).map_err(|e| {
+        CheckError::Undeclared(ProfileViolation {
+            target: backend.name().to_string(),
+            rule: rule.id,
+            origin: rule.origin.clone(),
+            capability: e.reason.to_string(),
+        })
+    })
+}
+
+/// Why [`check_declared`] did not accept a rule.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum CheckError {
+    /// The backend refused it (an ordinary "can't").
+    #[error(transparent)]
+    Refused(Unsupported),
+    /// The backend accepted it, but its profile does not declare what the rule needs.
+    #[error(transparent)]
+    Undeclared(ProfileViolation),
+}
+
+/// Every [`ProfileViolation`] of `backend` over `rules`: the check a backend crate runs in
+/// its tests over the rules a plan would give it (see `docs/backends.md`).
+pub fn profile_violations(backend: &dyn Backend, rules: &[HwRule]) -> Vec<ProfileViolation> {
+    rules
+        .iter()
+        .filter_map(|r| match check_declared(backend, r) {
+            Err(CheckError::Undeclared(v)) => Some(v),
+            _ => None,
+        })
+        .collect()
+}
+
 /// The hardware slice of a compile input: an empty slice when there is no plan.
 pub fn plan_slice<'a>(input: &CompileInput<'a>) -> std::borrow::Cow<'a, PlanSlice> {
     match input.plan {

@@ -173,6 +173,10 @@ fn public_api() {
         ("mod.rs", include_str!("mod.rs")),
         ("profile.rs", include_str!("profile.rs")),
         ("slice.rs", include_str!("slice.rs")),
+        // A backend crate also drives a session in its tests and runs the conformance
+        // harness; their surfaces are part of what a backend relies on.
+        ("session.rs", include_str!("../session.rs")),
+        ("conformance.rs", include_str!("../conformance.rs")),
     ];
     let mut api = String::new();
     for (name, text) in files {
@@ -199,4 +203,84 @@ fn public_api() {
         }
     }
     insta::assert_snapshot!(api);
+}
+
+/// A backend whose `check_rule` accepts everything while its profile cannot match IPv4
+/// destinations: the kind of mistake `check_declared` exists for.
+struct Lying(Profile);
+
+impl Backend for Lying {
+    fn name(&self) -> &str {
+        &self.0.name
+    }
+    fn profile(&self) -> &Profile {
+        &self.0
+    }
+    fn check_rule(&self, _: &HwRule) -> Result<(), Unsupported> {
+        Ok(())
+    }
+    fn compile(&self, input: &CompileInput<'_>) -> Result<Box<dyn Artifact>, Unsupported> {
+        Dummy(self.0.clone()).compile(input)
+    }
+}
+
+fn lying_profile() -> Profile {
+    let mut p = octeon_cn10k_profile();
+    p.name = "lying".into();
+    p.caps.fields.remove("ipv4.dst");
+    p
+}
+
+#[test]
+fn a_backend_that_takes_more_than_its_profile_declares_is_caught() {
+    let b = Lying(lying_profile());
+    let rules = vec![
+        rule(
+            7,
+            vec![HwMatch::prefix(PacketField::Ipv4Dst, 0x0a00_0001, 32)],
+            vec![HwAction::Drop],
+        ),
+        rule(
+            8,
+            vec![HwMatch::prefix(PacketField::Ipv4Src, 0x0a00_0001, 32)],
+            vec![HwAction::Drop],
+        ),
+    ];
+    let v = profile_violations(&b, &rules);
+    assert_eq!(v.len(), 1, "{v:?}");
+    assert_eq!(
+        v[0].to_string(),
+        "target lying accepts rule r7 (), but its profile does not declare it: field ipv4.dst is not matchable"
+    );
+    assert!(check_declared(&b, &rules[1]).is_ok());
+}
+
+#[test]
+fn the_session_never_places_an_undeclared_rule() {
+    use crate::session::{Hardware, Session, SessionOptions};
+    let dir =
+        std::path::PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/starwars"));
+    let options = SessionOptions {
+        hardware: Some(Hardware::Profile(Box::new(lying_profile()))),
+        ..SessionOptions::default()
+    };
+    let factory = |p: Option<&Profile>| -> Vec<Box<dyn Backend>> {
+        vec![Box::new(Lying(p.cloned().unwrap_or_default()))]
+    };
+    let s = Session::load(&[dir], options, &factory).unwrap_or_else(|e| panic!("{e}"));
+    let plan = s.plan().expect("a plan");
+    assert!(
+        plan.slice
+            .rules
+            .iter()
+            .all(|r| r.get(PacketField::Ipv4Dst).is_none()),
+        "no placed rule matches ipv4.dst"
+    );
+    // The refusals name the violation, so explain shows why those entries stay in eBPF.
+    let report = crate::partition::explain::report(plan, s.mag(), s.sources());
+    let text = crate::partition::explain::to_text(&report);
+    assert!(
+        text.contains("its profile does not declare it: field ipv4.dst"),
+        "{text}"
+    );
 }
