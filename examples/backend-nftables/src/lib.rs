@@ -1,0 +1,540 @@
+//! An out-of-tree pipec backend: a node's policy as one nftables table.
+//!
+//! This crate stands for a vendor's backend: it depends on the `pipec` library alone and
+//! implements [`pipec::backend::Backend`] as `docs/backends.md` describes. It renders the
+//! policy part of the node's match-action graph, for a node that routes between its pods
+//! (the `forward` hook):
+//!
+//! - the ipcache as two interval maps per family (`src4`, `dst4`, `src6`, `dst6`), address
+//!   to security identity, flattened from longest-prefix-match into disjoint ranges
+//!   ([`ranges`]), since an nftables interval map refuses overlapping elements;
+//! - per local endpoint an egress and an ingress chain, reached through verdict maps keyed by
+//!   the pod's address; each chain first loads the remote identity into the packet mark,
+//!   then holds the endpoint's policy entries in the MAG's order (priority, then entry
+//!   order: the first match decides, as the MAG's interpreter does) and ends in a drop,
+//!   the tables' default;
+//! - `ct state established,related accept` first, which is the MAG's conntrack entries:
+//!   replies and later packets of a connection the policy let through.
+//!
+//! An egress allow returns to `forward` so that the destination's ingress chain still
+//! runs, as the MAG runs the ingress table after the egress one.
+//!
+//! Not rendered (the compile refuses with a reason): Services (no DNAT here), the L7 proxy
+//! redirect. Anti-spoofing is left to the node's routing (a pod's traffic is matched by its
+//! source address).
+//!
+//! Operations: the whole table is replaced by one `nft -f` transaction (add, delete and
+//! define the table in one batch), which the kernel applies atomically: packets see the old
+//! table or the new one, never a mix, so the replace is make-before-break at packet
+//! granularity. [`NftOps`] says so per change.
+
+pub mod ranges;
+
+use pipec::backend::{
+    Artifact, Backend, Budget, Capabilities, CompileInput, Operations, Profile, Reason, Unsupported,
+};
+use pipec::mag::pipeline::table as pt;
+use pipec::mag::{verdict, ActionCall, FieldMatch, Mag, Op, Operand, Table};
+use std::any::Any;
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+/// The target's name.
+pub const TARGET: &str = "nftables";
+/// The nftables table it owns.
+pub const TABLE: &str = "pipec";
+
+/// The nftables backend.
+#[derive(Clone, Debug)]
+pub struct NftBackend {
+    profile: Profile,
+}
+
+impl Default for NftBackend {
+    fn default() -> Self {
+        NftBackend {
+            profile: Profile {
+                name: TARGET.into(),
+                description: "nftables in the node's forward hook: the policy tables of the node pipeline as one table".into(),
+                // It takes no hardware rules: like eBPF, it compiles the MAG itself.
+                caps: Capabilities::default(),
+                budget: Budget::default(),
+            },
+        }
+    }
+}
+
+/// One node's table.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NftArtifact {
+    /// The `nft -f` script that replaces the table atomically.
+    pub script: String,
+    /// Local endpoints by id, with their addresses.
+    pub endpoints: BTreeMap<u32, Vec<String>>,
+}
+
+impl Artifact for NftArtifact {
+    fn target(&self) -> &str {
+        TARGET
+    }
+    fn text(&self) -> String {
+        self.script.clone()
+    }
+    fn json(&self) -> serde_json::Value {
+        serde_json::json!({ "table": TABLE, "script": self.script, "endpoints": self.endpoints })
+    }
+    fn items(&self) -> Vec<(String, String)> {
+        vec![(format!("table inet {TABLE}"), self.script.clone())]
+    }
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+}
+
+/// One change of the table.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum NftOp {
+    /// Replace the whole table with this script, in one atomic transaction.
+    ReplaceTable {
+        /// The `nft -f` script.
+        script: String,
+    },
+}
+
+/// The operations of one change: nothing, or one atomic replace.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct NftOps {
+    /// The operations.
+    pub ops: Vec<NftOp>,
+}
+
+impl Operations for NftOps {
+    fn target(&self) -> &str {
+        TARGET
+    }
+    fn len(&self) -> usize {
+        self.ops.len()
+    }
+    fn text(&self) -> String {
+        self.ops
+            .iter()
+            .map(|NftOp::ReplaceTable { script }| {
+                format!(
+                    "replace table inet {TABLE} ({} lines, atomic)\n",
+                    script.lines().count()
+                )
+            })
+            .collect()
+    }
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+}
+
+impl Backend for NftBackend {
+    fn name(&self) -> &str {
+        TARGET
+    }
+    fn profile(&self) -> &Profile {
+        &self.profile
+    }
+    fn compile(&self, input: &CompileInput<'_>) -> Result<Box<dyn Artifact>, Unsupported> {
+        Ok(Box::new(render(input.mag)?))
+    }
+    fn diff(&self, old: Option<&dyn Artifact>, new: &dyn Artifact) -> Box<dyn Operations> {
+        let script = |a: &dyn Artifact| {
+            a.as_any()
+                .downcast_ref::<NftArtifact>()
+                .map(|a| a.script.clone())
+        };
+        let new = script(new);
+        let old = old.and_then(script);
+        let ops = match new {
+            Some(n) if Some(&n) != old.as_ref() => vec![NftOp::ReplaceTable { script: n }],
+            _ => Vec::new(),
+        };
+        Box::new(NftOps { ops })
+    }
+}
+
+fn refuse(site: &str, detail: impl Into<String>) -> Unsupported {
+    Unsupported::new(
+        TARGET,
+        Reason::NotImplemented {
+            site: site.into(),
+            detail: detail.into(),
+        },
+    )
+}
+
+fn table<'m>(mag: &'m Mag, name: &str) -> Result<&'m Table, Unsupported> {
+    mag.table_by_name(name)
+        .and_then(|t| mag.table(t))
+        .ok_or_else(|| refuse(name, "the table is missing (not the default node pipeline)"))
+}
+
+/// The value an action call sets `field` (by name) to, if any.
+fn sets(mag: &Mag, call: &ActionCall, field: &str) -> Option<u128> {
+    mag.action(call.action)?
+        .ops
+        .iter()
+        .rev()
+        .find_map(|op| match op {
+            Op::Set { field: f, value } if f.name() == field => match value {
+                Operand::Param(i) => call.args.get(usize::from(*i)).copied(),
+                Operand::Const(v) => Some(*v),
+            },
+            _ => None,
+        })
+}
+
+fn drops(mag: &Mag, call: &ActionCall) -> bool {
+    mag.action(call.action)
+        .is_some_and(|d| d.ops.iter().any(|o| matches!(o, Op::Drop)))
+}
+
+/// What a policy entry does.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Decision {
+    Allow,
+    Deny,
+    /// No decision: the table is done with the packet.
+    Pass,
+}
+
+fn decision(mag: &Mag, call: &ActionCall, site: &str) -> Result<Decision, Unsupported> {
+    if drops(mag, call) {
+        return Ok(Decision::Deny);
+    }
+    match sets(mag, call, "meta.verdict") {
+        Some(verdict::ALLOW) => Ok(Decision::Allow),
+        Some(verdict::REDIRECT) => Err(Unsupported::new(
+            TARGET,
+            Reason::Feature {
+                feature: format!("L7 proxy redirect ({site})"),
+            },
+        )),
+        None => Ok(Decision::Pass),
+        Some(other) => Err(refuse(site, format!("verdict {other}"))),
+    }
+}
+
+/// The (family width, value, prefix length) an address match covers.
+fn prefix_of(m: &FieldMatch, width: u8) -> Option<(u128, u8)> {
+    match *m {
+        FieldMatch::Any => Some((0, 0)),
+        FieldMatch::Exact(v) => Some((v, width)),
+        FieldMatch::Prefix { value, len } => Some((value, len)),
+        FieldMatch::Ternary { value, mask } => {
+            let len = mask.count_ones() as u8;
+            let (lo, _) = ranges::bounds(width, u128::MAX, len);
+            // Only contiguous (prefix) masks are addresses the ipcache can hold.
+            (mask
+                == lo
+                    & (if width == 128 {
+                        u128::MAX
+                    } else {
+                        (1u128 << width) - 1
+                    }))
+            .then_some((value, len))
+        }
+        FieldMatch::Range { .. } => None,
+    }
+}
+
+/// An ipcache table (src or dst) as identity ranges per family.
+#[derive(Default)]
+struct Ipcache {
+    v4: Vec<(u128, u8, u32)>,
+    v6: Vec<(u128, u8, u32)>,
+}
+
+fn ipcache(mag: &Mag, name: &str, dir: &str) -> Result<Ipcache, Unsupported> {
+    let t = table(mag, name)?;
+    let col = |f: &str| t.key.iter().position(|k| k.field.name() == f);
+    let (v4, v6) = (col(&format!("ipv4.{dir}")), col(&format!("ipv6.{dir}")));
+    let default = t.default_action.args.first().copied().unwrap_or(0) as u32;
+    let mut out = Ipcache {
+        v4: vec![(0, 0, default)],
+        v6: vec![(0, 0, default)],
+    };
+    for e in &t.entries {
+        let id = e.action.args.first().copied().unwrap_or(0) as u32;
+        let eth = col("eth.type").and_then(|i| match e.matches[i] {
+            FieldMatch::Exact(v) => Some(v),
+            _ => None,
+        });
+        let (list, column, width) = match eth {
+            Some(0x0800) => (&mut out.v4, v4, 32),
+            Some(0x86dd) => (&mut out.v6, v6, 128),
+            _ => return Err(refuse(name, "an entry without an IP ethertype")),
+        };
+        let m = column.map_or(FieldMatch::Any, |i| e.matches[i]);
+        let (value, len) =
+            prefix_of(&m, width).ok_or_else(|| refuse(name, "a non-prefix address mask"))?;
+        list.push((value, len, id));
+    }
+    Ok(out)
+}
+
+fn addr(width: u8, v: u128) -> String {
+    if width == 32 {
+        std::net::Ipv4Addr::from(v as u32).to_string()
+    } else {
+        std::net::Ipv6Addr::from(v).to_string()
+    }
+}
+
+fn map_elements(width: u8, prefixes: &[(u128, u8, u32)]) -> String {
+    ranges::lpm_ranges(width, prefixes)
+        .iter()
+        .map(|&(lo, hi, id)| {
+            if lo == hi {
+                format!("{} : {id}", addr(width, lo))
+            } else {
+                format!("{}-{} : {id}", addr(width, lo), addr(width, hi))
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Local endpoints: the `route` table's entries that deliver to an endpoint.
+fn endpoints(mag: &Mag) -> Result<BTreeMap<u32, Vec<(u8, u128)>>, Unsupported> {
+    let t = table(mag, pt::ROUTE)?;
+    let col = |f: &str| t.key.iter().position(|k| k.field.name() == f);
+    let mut out: BTreeMap<u32, Vec<(u8, u128)>> = BTreeMap::new();
+    for e in &t.entries {
+        let Some(ep) = sets(mag, &e.action, "meta.out_port")
+            .filter(|_| sets(mag, &e.action, "meta.endpoint").is_some())
+        else {
+            continue;
+        };
+        for (f, width) in [("ipv4.dst", 32u8), ("ipv6.dst", 128)] {
+            if let Some(i) = col(f) {
+                if let Some((v, len)) = prefix_of(&e.matches[i], width) {
+                    if len == width {
+                        out.entry(ep as u32).or_default().push((width, v));
+                    }
+                }
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// One policy entry as an nft rule body (matches only), or `None` when it matches on
+/// connection tracking (those are the `ct state` rule of `forward`).
+fn matches(t: &Table, e: &pipec::mag::Entry, identity: &str) -> Option<String> {
+    let mut out = Vec::new();
+    let mut has_proto = false;
+    for (k, m) in t.key.iter().zip(e.matches.iter()) {
+        let m = &norm(*m);
+        let name = k.field.name();
+        let expr = match name {
+            "meta.ct_state" => {
+                if *m != FieldMatch::Any {
+                    return None;
+                }
+                continue;
+            }
+            "meta.endpoint" => continue,
+            n if n == identity => "meta mark",
+            "ip.proto" => {
+                has_proto = *m != FieldMatch::Any;
+                "meta l4proto"
+            }
+            "l4.dport" => {
+                if *m != FieldMatch::Any && !has_proto {
+                    out.push("meta l4proto { tcp, udp, sctp }".to_string());
+                }
+                "th dport"
+            }
+            _ => continue,
+        };
+        match *m {
+            FieldMatch::Any => {}
+            FieldMatch::Exact(v) => out.push(format!("{expr} {v}")),
+            FieldMatch::Prefix { value, len } => {
+                let width = if name == "l4.dport" { 16 } else { 32 };
+                let (lo, hi) = ranges::bounds(width, value, len);
+                out.push(format!("{expr} {lo}-{hi}"));
+            }
+            FieldMatch::Ternary { value, mask } => {
+                out.push(format!("{expr} & {mask:#x} == {value:#x}"))
+            }
+            FieldMatch::Range { lo, hi } => out.push(format!("{expr} {lo}-{hi}")),
+        }
+    }
+    Some(out.join(" "))
+}
+
+/// A ternary match with an empty mask matches anything.
+fn norm(m: FieldMatch) -> FieldMatch {
+    match m {
+        FieldMatch::Ternary { mask: 0, .. } => FieldMatch::Any,
+        other => other,
+    }
+}
+
+fn entry_endpoint(t: &Table, e: &pipec::mag::Entry) -> Option<Option<u32>> {
+    let i = t
+        .key
+        .iter()
+        .position(|k| k.field.name() == "meta.endpoint")?;
+    match norm(e.matches[i]) {
+        FieldMatch::Any => Some(None),
+        FieldMatch::Exact(v) => Some(Some(v as u32)),
+        // Endpoint ids are matched whole.
+        FieldMatch::Ternary { value, .. } => Some(Some(value as u32)),
+        _ => None,
+    }
+}
+
+/// The rules of one endpoint's chain for a policy table.
+fn chain_rules(
+    mag: &Mag,
+    name: &str,
+    ep: u32,
+    identity: &str,
+    allow: &str,
+) -> Result<Vec<String>, Unsupported> {
+    let t = table(mag, name)?;
+    let mut order: Vec<(usize, &pipec::mag::Entry)> = t.entries.iter().enumerate().collect();
+    // Highest priority first; at one priority the earlier entry, as the interpreter picks.
+    order.sort_by(|(ia, a), (ib, b)| b.priority.cmp(&a.priority).then(ia.cmp(ib)));
+    let mut rules = Vec::new();
+    for (i, e) in order {
+        match entry_endpoint(t, e) {
+            Some(Some(x)) if x == ep => {}
+            Some(None) => {}
+            _ => continue,
+        }
+        let Some(m) = matches(t, e, identity) else {
+            continue;
+        };
+        let site = format!("{name} entry {i}");
+        let verdict = match decision(mag, &e.action, &site)? {
+            Decision::Allow => allow,
+            Decision::Deny => "drop",
+            Decision::Pass => "return",
+        };
+        let why = e
+            .provenance
+            .first()
+            .and_then(|p| mag.provenance.get_index(p.0 as usize))
+            .map(|p| p.to_string())
+            .unwrap_or_default()
+            .replace('"', "'");
+        let sep = if m.is_empty() { "" } else { " " };
+        rules.push(format!("{m}{sep}{verdict} comment \"{why}\""));
+    }
+    rules.push(format!("drop comment \"{name}: default deny\""));
+    Ok(rules)
+}
+
+/// Renders the node's pipeline as the `nft -f` script that replaces the table; refuses a
+/// node with Services, which this backend does not translate.
+pub fn render(mag: &Mag) -> Result<NftArtifact, Unsupported> {
+    let lb = table(mag, pt::SERVICE_LB)?;
+    if !lb.entries.is_empty() {
+        return Err(Unsupported::new(
+            TARGET,
+            Reason::Feature {
+                feature: "Services (DNAT); this backend renders policy only".into(),
+            },
+        ));
+    }
+    render_policy(mag)
+}
+
+/// Renders the node's policy alone, whatever its Services: for a node whose Services are
+/// translated elsewhere (and for the conformance harness, which skips Service probes).
+pub fn render_policy(mag: &Mag) -> Result<NftArtifact, Unsupported> {
+    let src = ipcache(mag, pt::SRC_IPCACHE, "src")?;
+    let dst = ipcache(mag, pt::DST_IPCACHE, "dst")?;
+    let eps = endpoints(mag)?;
+    let mut s = String::new();
+    // Add, delete and define in one batch: one atomic transaction, whether or not the
+    // table existed before.
+    let _ = writeln!(
+        s,
+        "add table inet {TABLE}\ndelete table inet {TABLE}\ntable inet {TABLE} {{"
+    );
+    for (name, fam, ty, ranges) in [
+        ("src4", 32u8, "ipv4_addr", &src.v4),
+        ("dst4", 32, "ipv4_addr", &dst.v4),
+        ("src6", 128, "ipv6_addr", &src.v6),
+        ("dst6", 128, "ipv6_addr", &dst.v6),
+    ] {
+        let _ = writeln!(
+            s,
+            "\tmap {name} {{\n\t\ttype {ty} : mark\n\t\tflags interval\n\t\telements = {{ {} }}\n\t}}",
+            map_elements(fam, ranges)
+        );
+    }
+    for (dir, key) in [("egress", "saddr"), ("ingress", "daddr")] {
+        for (fam, ty, w) in [("4", "ipv4_addr", 32u8), ("6", "ipv6_addr", 128)] {
+            let elems: Vec<String> = eps
+                .iter()
+                .flat_map(|(ep, addrs)| {
+                    addrs
+                        .iter()
+                        .filter(|(width, _)| *width == w)
+                        .map(move |(_, a)| format!("{} : jump {dir}_{ep}", addr(w, *a)))
+                })
+                .collect();
+            let _ = writeln!(s, "\tmap {dir}{fam} {{\n\t\ttype {ty} : verdict");
+            if !elems.is_empty() {
+                let _ = writeln!(s, "\t\telements = {{ {} }}", elems.join(", "));
+            }
+            let _ = writeln!(s, "\t}}");
+            let _ = key;
+        }
+    }
+    for &ep in eps.keys() {
+        for (dir, name, identity, allow, remote) in [
+            (
+                "egress",
+                pt::EGRESS_POLICY,
+                "meta.dst_identity",
+                "return",
+                "daddr",
+            ),
+            (
+                "ingress",
+                pt::INGRESS_POLICY,
+                "meta.src_identity",
+                "accept",
+                "saddr",
+            ),
+        ] {
+            let m = if dir == "egress" { "dst" } else { "src" };
+            let _ = writeln!(s, "\tchain {dir}_{ep} {{");
+            let _ = writeln!(
+                s,
+                "\t\tmeta nfproto ipv4 meta mark set ip {remote} map @{m}4"
+            );
+            let _ = writeln!(
+                s,
+                "\t\tmeta nfproto ipv6 meta mark set ip6 {remote} map @{m}6"
+            );
+            for r in chain_rules(mag, name, ep, identity, allow)? {
+                let _ = writeln!(s, "\t\t{r}");
+            }
+            let _ = writeln!(s, "\t}}");
+        }
+    }
+    let _ = writeln!(
+        s,
+        "\tchain forward {{\n\t\ttype filter hook forward priority filter; policy accept;\n\t\tct state established,related accept\n\t\tip saddr vmap @egress4\n\t\tip6 saddr vmap @egress6\n\t\tip daddr vmap @ingress4\n\t\tip6 daddr vmap @ingress6\n\t}}\n}}"
+    );
+    let endpoints = eps
+        .into_iter()
+        .map(|(ep, addrs)| (ep, addrs.into_iter().map(|(w, a)| addr(w, a)).collect()))
+        .collect();
+    Ok(NftArtifact {
+        script: s,
+        endpoints,
+    })
+}

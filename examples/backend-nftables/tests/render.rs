@@ -1,0 +1,122 @@
+//! The rendered table: its stable text, and real `nft` accepts it.
+
+use pipec::backend::{Backend, Profile};
+use pipec::session::{Session, SessionOptions};
+use pipec_backend_nftables::{NftBackend, TARGET};
+use std::path::PathBuf;
+use std::process::Command;
+
+fn nft_only(_: Option<&Profile>) -> Vec<Box<dyn Backend>> {
+    vec![Box::new(NftBackend::default())]
+}
+
+fn script() -> String {
+    let dir = PathBuf::from(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../ipsec/cluster.yaml"
+    ));
+    let options = SessionOptions {
+        node: Some("node-a".into()),
+        ..SessionOptions::default()
+    };
+    let s = Session::load(&[dir], options, &nft_only).unwrap_or_else(|e| panic!("{e}"));
+    let text = s
+        .artifact(TARGET)
+        .expect("target")
+        .expect("compiles")
+        .text();
+    text
+}
+
+#[test]
+fn the_table_text_is_stable() {
+    insta::assert_snapshot!(script());
+}
+
+/// `nft --check` in a namespace of the test's own (it needs root and nftables; CI has both).
+#[test]
+fn nft_accepts_the_table() {
+    if !pipec_root() {
+        return;
+    }
+    let ns = format!("pipec-nft-render-{}", std::process::id());
+    let ok = Command::new("ip")
+        .args(["netns", "add", &ns])
+        .status()
+        .expect("ip");
+    assert!(ok.success());
+    let path = std::env::temp_dir().join(format!("{ns}.nft"));
+    std::fs::write(&path, script()).expect("write");
+    let out = Command::new("ip")
+        .args(["netns", "exec", &ns, "nft", "-c", "-f"])
+        .arg(&path)
+        .output()
+        .expect("nft");
+    let _ = Command::new("ip").args(["netns", "del", &ns]).status();
+    let _ = std::fs::remove_file(&path);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn pipec_root() -> bool {
+    let root = std::fs::read_to_string("/proc/self/status")
+        .unwrap_or_default()
+        .lines()
+        .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(2) == Some("0"));
+    let nft = Command::new("nft").arg("--version").output().is_ok();
+    if !(root && nft) {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI must run this as root with nftables installed"
+        );
+        eprintln!("skipped: needs root and nft");
+    }
+    root && nft
+}
+
+/// Through a session, as the runtime drives a backend: a policy change is one atomic table
+/// replace; a change that leaves the table alone is no operation.
+#[test]
+fn a_policy_change_is_one_atomic_replace() {
+    use pipec::session::Event;
+    use pipec_backend_nftables::{NftOp, NftOps};
+    let dir = PathBuf::from(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../ipsec/cluster.yaml"
+    ));
+    let options = SessionOptions {
+        node: Some("node-a".into()),
+        ..SessionOptions::default()
+    };
+    let mut s = Session::load(&[dir], options, &nft_only).unwrap_or_else(|e| panic!("{e}"));
+    let deny_all = "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: deny, namespace: shop}\nspec:\n  podSelector: {}\n  policyTypes: [Egress]\n";
+    let c = s
+        .apply(&[Event::Upsert {
+            source: "deny.yaml".into(),
+            text: deny_all.into(),
+        }])
+        .unwrap_or_else(|e| panic!("{e}"));
+    let ops = c
+        .ops(TARGET)
+        .expect("nftables")
+        .as_any()
+        .downcast_ref::<NftOps>()
+        .expect("NftOps");
+    assert_eq!(ops.ops.len(), 1);
+    let NftOp::ReplaceTable { script } = &ops.ops[0];
+    assert!(script.starts_with("add table inet pipec\ndelete table inet pipec\n"));
+    assert!(
+        !script.contains("return comment \"builtin:default allow\""),
+        "egress is isolated now"
+    );
+    let c = s
+        .apply(&[Event::Upsert {
+            source: "deny.yaml".into(),
+            text: deny_all.into(),
+        }])
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(c.ops(TARGET).expect("nftables").is_empty());
+}
