@@ -48,9 +48,10 @@ fn spellings(hex: &str) -> Vec<Vec<u8>> {
     ]
 }
 
-#[test]
-fn xfrm_goes_to_a_0600_file_only() {
-    let dir = std::env::temp_dir().join(format!("pipec-ipsec-{}", std::process::id()));
+/// Runs `--emit xfrm` into a scratch file; returns what pipec said, the file's text and
+/// its mode.
+fn emit_xfrm(tag: &str) -> (Vec<u8>, String, u32) {
+    let dir = std::env::temp_dir().join(format!("pipec-ipsec-{tag}-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("dir");
     let file = dir.join("xfrm.sh");
     let path = file.to_str().expect("utf-8");
@@ -66,6 +67,13 @@ fn xfrm_goes_to_a_0600_file_only() {
     ]);
     let text = std::fs::read_to_string(&file).expect("written");
     let mode = std::fs::metadata(&file).expect("meta").permissions().mode() & 0o777;
+    std::fs::remove_dir_all(&dir).expect("clean up");
+    (said, text, mode)
+}
+
+#[test]
+fn xfrm_goes_to_a_0600_file_only() {
+    let (said, text, mode) = emit_xfrm("mode");
     assert_eq!(mode, 0o600);
     let keys = xfrm_keys(&text);
     assert_eq!(keys.len(), 4, "two peers, both directions: {text}");
@@ -75,27 +83,11 @@ fn xfrm_goes_to_a_0600_file_only() {
     let refused = pipec(&["compile", "--emit", "xfrm", "--node", "node-a", EXAMPLE]);
     assert_eq!(refused.status.code(), Some(1));
     assert!(refused.stdout.is_empty());
-    std::fs::remove_dir_all(&dir).expect("clean up");
 }
 
 #[test]
 fn no_command_prints_a_key() {
-    let dir = std::env::temp_dir().join(format!("pipec-ipsec-leak-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("dir");
-    let file = dir.join("xfrm.sh");
-    let path = file.to_str().expect("utf-8");
-    ok(&[
-        "compile",
-        "--emit",
-        "xfrm",
-        "--node",
-        "node-a",
-        EXAMPLE,
-        "--secret-file",
-        path,
-    ]);
-    let mut keys = xfrm_keys(&std::fs::read_to_string(&file).expect("written"));
-    std::fs::remove_dir_all(&dir).expect("clean up");
+    let mut keys = xfrm_keys(&emit_xfrm("leak").1);
     keys.push(GLOBAL_KEY.to_string());
     let mut runs: Vec<Vec<&str>> = Vec::new();
     for emit in [

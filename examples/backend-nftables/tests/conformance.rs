@@ -98,65 +98,39 @@ impl Topology {
             run(&["ip", "netns", "add", &ns])?;
             t.pods.push((ns.clone(), addr));
             let host = format!("v{i}");
-            run(&[
-                "ip", "-n", &n, "link", "add", &host, "type", "veth", "peer", "name", "eth0",
-                "netns", &ns,
-            ])?;
-            run(&[
-                "ip",
-                "-n",
-                &n,
-                "addr",
-                "add",
-                "169.254.1.1/32",
-                "dev",
-                &host,
-            ])?;
-            run(&["ip", "-n", &n, "link", "set", &host, "up"])?;
-            run(&[
-                "ip",
-                "-n",
-                &n,
-                "route",
-                "add",
-                &format!("{addr}/32"),
-                "dev",
-                &host,
-            ])?;
-            run(&["ip", "-n", &ns, "link", "set", "lo", "up"])?;
-            run(&[
-                "ip",
-                "-n",
-                &ns,
-                "addr",
-                "add",
-                &format!("{addr}/32"),
-                "dev",
-                "eth0",
-            ])?;
-            run(&["ip", "-n", &ns, "link", "set", "eth0", "up"])?;
-            run(&[
-                "ip",
-                "-n",
-                &ns,
-                "route",
-                "add",
-                "169.254.1.1",
-                "dev",
-                "eth0",
-            ])?;
-            run(&[
-                "ip",
-                "-n",
-                &ns,
-                "route",
-                "add",
-                "default",
-                "via",
-                "169.254.1.1",
-                "dev",
-                "eth0",
-            ])?;
+            let pod_addr = format!("{addr}/32");
+            // The node side routes the pod's address to its veth; the pod routes everything
+            // to the node through a link-local next hop.
+            let node_side: [&[&str]; 4] = [
+                &[
+                    "link", "add", &host, "type", "veth", "peer", "name", "eth0", "netns", &ns,
+                ],
+                &["addr", "add", "169.254.1.1/32", "dev", &host],
+                &["link", "set", &host, "up"],
+                &["route", "add", &pod_addr, "dev", &host],
+            ];
+            let pod_side: [&[&str]; 5] = [
+                &["link", "set", "lo", "up"],
+                &["addr", "add", &pod_addr, "dev", "eth0"],
+                &["link", "set", "eth0", "up"],
+                &["route", "add", "169.254.1.1", "dev", "eth0"],
+                &[
+                    "route",
+                    "add",
+                    "default",
+                    "via",
+                    "169.254.1.1",
+                    "dev",
+                    "eth0",
+                ],
+            ];
+            for (netns, cmds) in [(&n, &node_side[..]), (&ns, &pod_side[..])] {
+                for cmd in cmds {
+                    let mut args = vec!["ip", "-n", netns.as_str()];
+                    args.extend_from_slice(cmd);
+                    run(&args)?;
+                }
+            }
             let mut ports: Vec<(u16, Protocol)> =
                 pod.ports.iter().map(|p| (p.port, p.protocol)).collect();
             ports.extend(pod.extra_ports.iter().copied());

@@ -10,7 +10,8 @@ fn nft_only(_: Option<&Profile>) -> Vec<Box<dyn Backend>> {
     vec![Box::new(NftBackend::default())]
 }
 
-fn script() -> String {
+/// A session over `examples/ipsec/cluster.yaml` for node-a, with the nftables backend only.
+fn session() -> Session {
     let dir = PathBuf::from(concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/../ipsec/cluster.yaml"
@@ -19,7 +20,11 @@ fn script() -> String {
         node: Some("node-a".into()),
         ..SessionOptions::default()
     };
-    let s = Session::load(&[dir], options, &nft_only).unwrap_or_else(|e| panic!("{e}"));
+    Session::load(&[dir], options, &nft_only).unwrap_or_else(|e| panic!("{e}"))
+}
+
+fn script() -> String {
+    let s = session();
     let text = s
         .artifact(TARGET)
         .expect("target")
@@ -83,15 +88,7 @@ fn pipec_root() -> bool {
 fn a_policy_change_is_one_atomic_replace() {
     use pipec::session::Event;
     use pipec_backend_nftables::{NftOp, NftOps};
-    let dir = PathBuf::from(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../ipsec/cluster.yaml"
-    ));
-    let options = SessionOptions {
-        node: Some("node-a".into()),
-        ..SessionOptions::default()
-    };
-    let mut s = Session::load(&[dir], options, &nft_only).unwrap_or_else(|e| panic!("{e}"));
+    let mut s = session();
     let deny_all = "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: deny, namespace: shop}\nspec:\n  podSelector: {}\n  policyTypes: [Egress]\n";
     let c = s
         .apply(&[Event::Upsert {
