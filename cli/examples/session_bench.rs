@@ -142,7 +142,30 @@ fn main() {
             ms(t.diff),
         );
     };
-    let ip = |i: usize| format!("10.250.{}.{}", i / 250, i % 250 + 1);
+    // Addresses a new pod of the node really gets: free ones of the node's pod CIDR (an
+    // address outside every pod CIDR is a new address class, which makes lowering redo the
+    // whole node).
+    let used: std::collections::BTreeSet<std::net::IpAddr> = session
+        .cluster()
+        .pods
+        .iter()
+        .flat_map(|p| p.ips.iter().copied())
+        .collect();
+    let cidr = session
+        .cluster()
+        .nodes
+        .iter()
+        .find(|n| n.name == node)
+        .and_then(|n| n.pod_cidrs.first().copied())
+        .expect("the node has a pod CIDR");
+    let free: Vec<String> = cidr
+        .hosts()
+        .filter(|a| !used.contains(a))
+        .take(events)
+        .map(|a| a.to_string())
+        .collect();
+    assert_eq!(free.len(), events, "the node's pod CIDR has {events} free addresses");
+    let ip = |i: usize| free[i].clone();
     for (kind, text) in [("pod add", &labels), ("pod label change", &other)] {
         let mut samples = Vec::new();
         let mut stats = Stats::default();
