@@ -164,7 +164,11 @@ fn main() {
         .take(events)
         .map(|a| a.to_string())
         .collect();
-    assert_eq!(free.len(), events, "the node's pod CIDR has {events} free addresses");
+    assert_eq!(
+        free.len(),
+        events,
+        "the node's pod CIDR has {events} free addresses"
+    );
     let ip = |i: usize| free[i].clone();
     for (kind, text) in [("pod add", &labels), ("pod label change", &other)] {
         let mut samples = Vec::new();
