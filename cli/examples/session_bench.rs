@@ -4,7 +4,7 @@
 //! non-incremental tool has (a full load of the new state per event).
 //!
 //! `cargo run --release -p pipec-cli --example session_bench -- [--pods N] [--events N]`
-//! (default: gencluster's small cluster, 1,500 pods, and 200 events of each kind).
+//! (default: gencluster's small cluster, 1,500 pods, and 100 events of each kind: the node's pod CIDR has 135 free addresses).
 
 use pipec::session::{Changes, Event, Hardware, ObjectKey, Session, SessionOptions, StageTimes};
 use std::time::{Duration, Instant};
@@ -80,7 +80,7 @@ fn arg(name: &str, default: usize) -> usize {
 fn main() {
     let mut spec = gencluster::Spec::small();
     spec.pods = arg("--pods", spec.pods);
-    let events = arg("--events", 200);
+    let events = arg("--events", 100);
     let json = gencluster::generate(&spec);
     let texts = [("cluster.json", json.as_str())];
     let t = Instant::now();
