@@ -473,7 +473,7 @@ pub fn render_policy(mag: &Mag) -> Result<NftArtifact, Unsupported> {
             map_elements(fam, ranges)
         );
     }
-    for (dir, key) in [("egress", "saddr"), ("ingress", "daddr")] {
+    for dir in ["egress", "ingress"] {
         for (fam, ty, w) in [("4", "ipv4_addr", 32u8), ("6", "ipv6_addr", 128)] {
             let elems: Vec<String> = eps
                 .iter()
@@ -489,7 +489,6 @@ pub fn render_policy(mag: &Mag) -> Result<NftArtifact, Unsupported> {
                 let _ = writeln!(s, "\t\telements = {{ {} }}", elems.join(", "));
             }
             let _ = writeln!(s, "\t}}");
-            let _ = key;
         }
     }
     for &ep in eps.keys() {

@@ -38,32 +38,60 @@ fn the_table_text_is_stable() {
     insta::assert_snapshot!(script());
 }
 
+/// A network namespace of the test's own, deleted by name when dropped (also when the
+/// test panics).
+struct Netns(String);
+
+impl Netns {
+    fn new(what: &str) -> Netns {
+        let name = format!("pipec-nft-{what}-{}", std::process::id());
+        let ok = Command::new("ip")
+            .args(["netns", "add", &name])
+            .status()
+            .expect("ip");
+        assert!(ok.success(), "ip netns add {name}");
+        Netns(name)
+    }
+
+    /// Runs `nft ARGS` in the namespace, with `stdin` as its input; its stdout, or the
+    /// error it printed.
+    fn nft(&self, args: &[&str], stdin: &str) -> Result<String, String> {
+        use std::io::Write as _;
+        let mut child = Command::new("ip")
+            .args(["netns", "exec", &self.0, "nft"])
+            .args(args)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .map_err(|e| format!("nft: {e}"))?;
+        if let Some(mut i) = child.stdin.take() {
+            i.write_all(stdin.as_bytes()).map_err(|e| e.to_string())?;
+        }
+        let out = child.wait_with_output().map_err(|e| e.to_string())?;
+        if out.status.success() {
+            Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+        } else {
+            Err(String::from_utf8_lossy(&out.stderr).into_owned())
+        }
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
+    }
+}
+
 /// `nft --check` in a namespace of the test's own (it needs root and nftables; CI has both).
 #[test]
 fn nft_accepts_the_table() {
     if !pipec_root() {
         return;
     }
-    let ns = format!("pipec-nft-render-{}", std::process::id());
-    let ok = Command::new("ip")
-        .args(["netns", "add", &ns])
-        .status()
-        .expect("ip");
-    assert!(ok.success());
-    let path = std::env::temp_dir().join(format!("{ns}.nft"));
-    std::fs::write(&path, script()).expect("write");
-    let out = Command::new("ip")
-        .args(["netns", "exec", &ns, "nft", "-c", "-f"])
-        .arg(&path)
-        .output()
-        .expect("nft");
-    let _ = Command::new("ip").args(["netns", "del", &ns]).status();
-    let _ = std::fs::remove_file(&path);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let ns = Netns::new("render");
+    ns.nft(&["-c", "-f", "-"], &script())
+        .unwrap_or_else(|e| panic!("{e}"));
 }
 
 fn pipec_root() -> bool {
@@ -109,6 +137,37 @@ fn a_policy_change_is_one_atomic_replace() {
         !script.contains("return comment \"builtin:default allow\""),
         "egress is isolated now"
     );
+    // The same script replaces a table that is there: real nft takes it on a live table
+    // (the first load) and again on the table it replaced, and what is listed afterwards is
+    // the new table (its isolated egress chains), not the old one.
+    if pipec_root() {
+        let ns = Netns::new("replace");
+        ns.nft(&["-f", "-"], &crate::script())
+            .unwrap_or_else(|e| panic!("{e}"));
+        let before = ns
+            .nft(&["list", "table", "inet", "pipec"], "")
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert!(
+            before.contains("return comment \"builtin:default allow\""),
+            "the old table allows egress: {before}"
+        );
+        for _ in 0..2 {
+            ns.nft(&["-f", "-"], script)
+                .unwrap_or_else(|e| panic!("{e}"));
+        }
+        let listed = ns
+            .nft(&["list", "table", "inet", "pipec"], "")
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert!(
+            !listed.contains("return comment \"builtin:default allow\""),
+            "{listed}"
+        );
+        assert!(listed.contains("chain egress_"), "{listed}");
+        let tables = ns
+            .nft(&["list", "tables"], "")
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(tables.trim(), "table inet pipec", "exactly one table");
+    }
     let c = s
         .apply(&[Event::Upsert {
             source: "deny.yaml".into(),
