@@ -288,7 +288,11 @@ pub fn diff_items(old: &[(String, String)], new: &[(String, String)]) -> Vec<Del
 /// What a backend compiles from: one node's pipeline, its proof of well-formedness, and
 /// the partition of it onto the hardware target (`None` when the run has no hardware
 /// target).
+///
+/// Only pipec builds it (the session); backends read it. It is `#[non_exhaustive]` so that
+/// a new input (a field) is not a breaking change for backend crates.
 #[derive(Clone, Copy, Debug)]
+#[non_exhaustive]
 pub struct CompileInput<'a> {
     /// The node's match-action graph.
     pub mag: &'a Mag,
