@@ -177,7 +177,11 @@ fn code_of(line: &str, state: &mut Lexed) -> (String, String) {
         match *state {
             Lexed::Block(n) => {
                 if c[i] == '*' && c.get(i + 1) == Some(&'/') {
-                    *state = if n == 1 { Lexed::Code } else { Lexed::Block(n - 1) };
+                    *state = if n == 1 {
+                        Lexed::Code
+                    } else {
+                        Lexed::Block(n - 1)
+                    };
                     i += 2;
                 } else if c[i] == '/' && c.get(i + 1) == Some(&'*') {
                     *state = Lexed::Block(n + 1);
@@ -492,7 +496,14 @@ fn public_surface(text: &str) -> Vec<String> {
                 // the API itself.
                 let bare = text.trim_start().trim_start_matches("pub ");
                 let header = [
-                    "fn ", "const fn ", "unsafe fn ", "impl", "trait ", "mod ", "struct ", "enum ",
+                    "fn ",
+                    "const fn ",
+                    "unsafe fn ",
+                    "impl",
+                    "trait ",
+                    "mod ",
+                    "struct ",
+                    "enum ",
                 ]
                 .iter()
                 .any(|k| bare.starts_with(k));
@@ -625,9 +636,8 @@ fn breaking(released: &str, now: &str) -> Vec<String> {
         }
     }
     let non_exhaustive = |parents: &[String]| {
-        new.iter().any(|g| {
-            g.item == "#[non_exhaustive]" && g.parents.as_slice() == parents
-        })
+        new.iter()
+            .any(|g| g.item == "#[non_exhaustive]" && g.parents.as_slice() == parents)
     };
     for f in &new {
         if old.contains(f) || f.item.starts_with("derives ") || f.item.starts_with("#[") {
@@ -715,8 +725,10 @@ pub trait Backend
 pub fn old(a: u32) -> u32
 ";
     // Additions that break nothing: a new free function, a trait method with a default.
-    let grown = format!("{released}pub fn new_helper()\n")
-        .replace("  fn diff(&self) -> Ops\n", "  fn diff(&self) -> Ops\n  fn extra(&self) -> u32\n");
+    let grown = format!("{released}pub fn new_helper()\n").replace(
+        "  fn diff(&self) -> Ops\n",
+        "  fn diff(&self) -> Ops\n  fn extra(&self) -> u32\n",
+    );
     assert_eq!(breaking(released, &grown), Vec::<String>::new());
     let sealed = released.replace("pub struct Input", "#[non_exhaustive]\npub struct Input");
     let sealed_grown = sealed.replace("  pub mag: Mag\n", "  pub mag: Mag\n  pub node: String\n");
@@ -725,7 +737,10 @@ pub fn old(a: u32) -> u32
         .replace("#[derive(Clone, Debug)]", "#[derive(Debug)]")
         .replace("  pub mag: Mag\n", "  pub mag: Mag\n  pub node: String\n")
         .replace("    feature: String\n", "    feature: String\n  Capacity\n")
-        .replace("  fn diff(&self) -> Ops\n", "  fn diff(&self) -> Ops\n  fn must(&self);\n")
+        .replace(
+            "  fn diff(&self) -> Ops\n",
+            "  fn diff(&self) -> Ops\n  fn must(&self);\n",
+        )
         .replace("pub fn old(a: u32) -> u32", "pub fn old(a: u64) -> u32");
     insta::assert_snapshot!(breaking(released, &changed).join("\n"), @r"
     removed: m.rs > pub struct Input > derives Clone
