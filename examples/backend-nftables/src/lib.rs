@@ -19,9 +19,21 @@
 //! An egress allow returns to `forward` so that the destination's ingress chain still
 //! runs, as the MAG runs the ingress table after the egress one.
 //!
-//! Not rendered (the compile refuses with a reason): Services (no DNAT here), the L7 proxy
-//! redirect. Anti-spoofing is left to the node's routing (a pod's traffic is matched by its
-//! source address).
+//! Services are the MAG's `service_lb` and `lb_backend` tables as they are: a `nat`
+//! prerouting chain looks the frontend (address, protocol, port) up in a verdict map and
+//! jumps to the frontend's chain, which DNATs to the Maglev slot that a `jhash` of the
+//! MAG's hash fields picks (`lb_backend`'s slots as an anonymous map), and drops when the
+//! slot or the frontend has no backend (`lb_no_backend`). Prerouting runs before `forward`,
+//! so policy sees the backend, as the MAG evaluates policy after DNAT; conntrack reverses
+//! the translation on replies. ClientIP affinity hashes the client address alone, so a
+//! client keeps its backend while the backends stay the same (stateless, where the MAG
+//! remembers the choice for the timeout).
+//!
+//! Not rendered (the compile refuses with a reason): the L7 proxy redirect, and Service
+//! traffic policies that tell pods and the wire apart (`meta.endpoint` in `service_lb`).
+//! Anti-spoofing is left to the node's routing (a pod's traffic is matched by its source
+//! address). Services apply to packets the node forwards (pods and the wire), not to the
+//! node's own processes (no `output` hook).
 //!
 //! Operations: the whole table is replaced by one `nft -f` transaction (add, delete and
 //! define the table in one batch), which the kernel applies atomically: packets see the old
@@ -433,24 +445,285 @@ fn chain_rules(
     Ok(rules)
 }
 
-/// Renders the node's pipeline as the `nft -f` script that replaces the table; refuses a
-/// node with Services, which this backend does not translate.
-pub fn render(mag: &Mag) -> Result<NftArtifact, Unsupported> {
+/// What a Service frontend does with a new connection.
+#[derive(Debug)]
+enum Balance {
+    /// No backend at all (`lb_no_backend`): drop.
+    Drop,
+    /// Pick `slots[jhash(hash) mod modulo]`; an empty slot drops.
+    Maglev {
+        /// The nft expressions of the MAG's hash fields for this family, concatenated.
+        hash: String,
+        modulo: u128,
+        /// Maglev slot to (backend address, backend port).
+        slots: BTreeMap<u128, (u128, u16)>,
+    },
+}
+
+/// One row of `service_lb`, decoded.
+#[derive(Debug)]
+struct Frontend {
+    /// 32 (IPv4) or 128 (IPv6).
+    width: u8,
+    addr: u128,
+    proto: u8,
+    port: u16,
+    balance: Balance,
+    why: String,
+}
+
+fn exact(m: &FieldMatch) -> Option<u128> {
+    match norm(*m) {
+        FieldMatch::Exact(v) => Some(v),
+        FieldMatch::Ternary { value, mask } if mask.count_ones() >= 16 => Some(value & mask),
+        _ => None,
+    }
+}
+
+/// The nft expression of a field the MAG hashes, for one family (`None`: the field is of
+/// the other family, and hashes as nothing here).
+fn hash_expr(field: &str, width: u8) -> Result<Option<&'static str>, Unsupported> {
+    Ok(match (field, width) {
+        ("ipv4.src", 32) => Some("ip saddr"),
+        ("ipv6.src", 128) => Some("ip6 saddr"),
+        ("ipv4.dst", 32) => Some("ip daddr"),
+        ("ipv6.dst", 128) => Some("ip6 daddr"),
+        ("ipv4.src" | "ipv4.dst", _) | ("ipv6.src" | "ipv6.dst", _) => None,
+        ("l4.sport", _) => Some("th sport"),
+        ("l4.dport", _) => Some("th dport"),
+        ("ip.proto", _) => Some("meta l4proto"),
+        (other, _) => return Err(refuse(pt::SERVICE_LB, format!("a hash over {other}"))),
+    })
+}
+
+/// Decodes the node's Service frontends from `service_lb` and `lb_backend`, sorted by
+/// (family, address, protocol, port).
+fn frontends(mag: &Mag) -> Result<Vec<Frontend>, Unsupported> {
     let lb = table(mag, pt::SERVICE_LB)?;
-    if !lb.entries.is_empty() {
-        return Err(Unsupported::new(
-            TARGET,
-            Reason::Feature {
-                feature: "Services (DNAT); this backend renders policy only".into(),
-            },
+    let be = table(mag, pt::LB_BACKEND)?;
+    let col = |t: &Table, f: &str| t.key.iter().position(|k| k.field.name() == f);
+    if let Some(i) = col(lb, "meta.endpoint") {
+        if lb
+            .entries
+            .iter()
+            .any(|e| norm(e.matches[i]) != FieldMatch::Any)
+        {
+            return Err(Unsupported::new(
+                TARGET,
+                Reason::Feature {
+                    feature: "Service traffic policies Local (frontends that tell pods and the wire apart)".into(),
+                },
+            ));
+        }
+    }
+    let missing = |f: &str| refuse(pt::SERVICE_LB, format!("no {f} in the key"));
+    let (eth, v4, v6, proto, dport) = (
+        col(lb, "eth.type").ok_or_else(|| missing("eth.type"))?,
+        col(lb, "ipv4.dst").ok_or_else(|| missing("ipv4.dst"))?,
+        col(lb, "ipv6.dst").ok_or_else(|| missing("ipv6.dst"))?,
+        col(lb, "ip.proto").ok_or_else(|| missing("ip.proto"))?,
+        col(lb, "l4.dport").ok_or_else(|| missing("l4.dport"))?,
+    );
+    let (bsvc, bslot) = (
+        col(be, "meta.service").ok_or_else(|| refuse(pt::LB_BACKEND, "no service in the key"))?,
+        col(be, "meta.hash").ok_or_else(|| refuse(pt::LB_BACKEND, "no hash in the key"))?,
+    );
+    // Maglev slots per MAG service id.
+    let mut slots: BTreeMap<u128, BTreeMap<u128, (u8, u128, u16)>> = BTreeMap::new();
+    for (i, e) in be.entries.iter().enumerate() {
+        let site = format!("{} entry {i}", pt::LB_BACKEND);
+        let (Some(svc), Some(slot)) = (exact(&e.matches[bsvc]), exact(&e.matches[bslot])) else {
+            return Err(refuse(
+                &site,
+                "a slot that is not one service and one hash value",
+            ));
+        };
+        let (width, addr) = match (
+            sets(mag, &e.action, "ipv4.dst"),
+            sets(mag, &e.action, "ipv6.dst"),
+        ) {
+            (Some(a), _) => (32, a),
+            (None, Some(a)) => (128, a),
+            (None, None) => return Err(refuse(&site, "the action translates no address")),
+        };
+        let port = sets(mag, &e.action, "l4.dport")
+            .ok_or_else(|| refuse(&site, "the action translates no port"))?;
+        slots
+            .entry(svc)
+            .or_default()
+            .insert(slot, (width, addr, port as u16));
+    }
+    let mut out: Vec<Frontend> = Vec::new();
+    for (i, e) in lb.entries.iter().enumerate() {
+        let site = format!("{} entry {i}", pt::SERVICE_LB);
+        let (width, addr) = match exact(&e.matches[eth]) {
+            Some(0x0800) => (32, exact(&e.matches[v4])),
+            Some(0x86dd) => (128, exact(&e.matches[v6])),
+            _ => return Err(refuse(&site, "a frontend without an IP ethertype")),
+        };
+        let (Some(addr), Some(proto), Some(port)) =
+            (addr, exact(&e.matches[proto]), exact(&e.matches[dport]))
+        else {
+            return Err(refuse(
+                &site,
+                "a frontend that is not one address, protocol and port",
+            ));
+        };
+        let balance = if drops(mag, &e.action) {
+            Balance::Drop
+        } else {
+            let def = mag
+                .action(e.action.action)
+                .ok_or_else(|| refuse(&site, "an unknown action"))?;
+            let svc = sets(mag, &e.action, "meta.service")
+                .ok_or_else(|| refuse(&site, "the action selects no service"))?;
+            let (fields, modulo) = def
+                .ops
+                .iter()
+                .find_map(|op| match op {
+                    Op::Hash { fields, modulo, .. } => Some((fields, *modulo)),
+                    _ => None,
+                })
+                .ok_or_else(|| refuse(&site, "the action hashes nothing"))?;
+            let modulo = match modulo {
+                Operand::Param(p) => e.action.args.get(usize::from(p)).copied(),
+                Operand::Const(v) => Some(v),
+            }
+            .filter(|m| (1..=1 << 20).contains(m))
+            .ok_or_else(|| refuse(&site, "a Maglev table size out of range"))?;
+            let mut hash = Vec::new();
+            for f in fields {
+                if let Some(x) = hash_expr(f.name(), width)? {
+                    hash.push(x);
+                }
+            }
+            let mut own = BTreeMap::new();
+            for (slot, (w, a, p)) in slots.get(&svc).into_iter().flatten() {
+                if *w != width {
+                    return Err(refuse(&site, "a backend of the other family"));
+                }
+                own.insert(*slot, (*a, *p));
+            }
+            Balance::Maglev {
+                hash: hash.join(" . "),
+                modulo,
+                slots: own,
+            }
+        };
+        let why = e
+            .provenance
+            .first()
+            .and_then(|p| mag.provenance.get_index(p.0 as usize))
+            .map(|p| p.to_string())
+            .unwrap_or_default()
+            .replace('"', "'");
+        out.push(Frontend {
+            width,
+            addr,
+            proto: proto as u8,
+            port: port as u16,
+            balance,
+            why,
+        });
+    }
+    out.sort_by_key(|f| (f.width, f.addr, f.proto, f.port));
+    if let Some(w) = out.windows(2).find(|w| {
+        (w[0].width, w[0].addr, w[0].proto, w[0].port)
+            == (w[1].width, w[1].addr, w[1].proto, w[1].port)
+    }) {
+        // The MAG would pick one of two rows by priority; a verdict map has one element
+        // per key.
+        return Err(refuse(
+            pt::SERVICE_LB,
+            format!(
+                "two rows for the frontend {} {}",
+                addr(w[0].width, w[0].addr),
+                w[0].port
+            ),
         ));
     }
-    render_policy(mag)
+    Ok(out)
+}
+
+/// The `nat` part: the frontend maps, the prerouting chain, one chain per frontend.
+/// Nothing when the node has no Services.
+fn render_services(s: &mut String, frontends: &[Frontend]) {
+    if frontends.is_empty() {
+        return;
+    }
+    for (fam, ty, w) in [("4", "ipv4_addr", 32u8), ("6", "ipv6_addr", 128)] {
+        let elems: Vec<String> = frontends
+            .iter()
+            .enumerate()
+            .filter(|(_, f)| f.width == w)
+            .map(|(i, f)| {
+                format!(
+                    "{} . {} . {} : jump svc_{i}",
+                    addr(w, f.addr),
+                    f.proto,
+                    f.port
+                )
+            })
+            .collect();
+        let _ = writeln!(
+            s,
+            "\tmap svc{fam} {{\n\t\ttype {ty} . inet_proto . inet_service : verdict"
+        );
+        if !elems.is_empty() {
+            let _ = writeln!(s, "\t\telements = {{ {} }}", elems.join(", "));
+        }
+        let _ = writeln!(s, "\t}}");
+    }
+    for (i, f) in frontends.iter().enumerate() {
+        let _ = writeln!(s, "\tchain svc_{i} {{");
+        if let Balance::Maglev {
+            hash,
+            modulo,
+            slots,
+        } = &f.balance
+        {
+            if !slots.is_empty() {
+                let family = if f.width == 32 { "ip" } else { "ip6" };
+                let elems: Vec<String> = slots
+                    .iter()
+                    .map(|(slot, (a, p))| format!("{slot} : {} . {p}", addr(f.width, *a)))
+                    .collect();
+                let _ = writeln!(
+                    s,
+                    "\t\tmeta l4proto {} dnat {family} addr . port to jhash {hash} mod {modulo} map {{ {} }} comment \"{}\"",
+                    f.proto,
+                    elems.join(", "),
+                    f.why
+                );
+            }
+        }
+        let _ = writeln!(s, "\t\tdrop comment \"{}: no backend\"", f.why);
+        let _ = writeln!(s, "\t}}");
+    }
+    let _ = writeln!(
+        s,
+        "\tchain prerouting {{\n\t\ttype nat hook prerouting priority dstnat; policy accept;\n\t\tip daddr . meta l4proto . th dport vmap @svc4\n\t\tip6 daddr . meta l4proto . th dport vmap @svc6\n\t}}"
+    );
+}
+
+/// Renders the node's pipeline (Services and policy) as the `nft -f` script that replaces
+/// the table.
+pub fn render(mag: &Mag) -> Result<NftArtifact, Unsupported> {
+    render_with(mag, true)
 }
 
 /// Renders the node's policy alone, whatever its Services: for a node whose Services are
-/// translated elsewhere (and for the conformance harness, which skips Service probes).
+/// translated elsewhere (kube-proxy, say).
 pub fn render_policy(mag: &Mag) -> Result<NftArtifact, Unsupported> {
+    render_with(mag, false)
+}
+
+fn render_with(mag: &Mag, with_services: bool) -> Result<NftArtifact, Unsupported> {
+    let frontends = if with_services {
+        frontends(mag)?
+    } else {
+        Vec::new()
+    };
     let src = ipcache(mag, pt::SRC_IPCACHE, "src")?;
     let dst = ipcache(mag, pt::DST_IPCACHE, "dst")?;
     let eps = endpoints(mag)?;
@@ -524,6 +797,7 @@ pub fn render_policy(mag: &Mag) -> Result<NftArtifact, Unsupported> {
             let _ = writeln!(s, "\t}}");
         }
     }
+    render_services(&mut s, &frontends);
     let _ = writeln!(
         s,
         "\tchain forward {{\n\t\ttype filter hook forward priority filter; policy accept;\n\t\tct state established,related accept\n\t\tip saddr vmap @egress4\n\t\tip6 saddr vmap @egress6\n\t\tip daddr vmap @ingress4\n\t\tip6 daddr vmap @ingress6\n\t}}\n}}"

@@ -11,7 +11,7 @@ use pipec::conformance::{check_engine, Engine, EngineVerdict, Evaluator};
 use pipec::model::{Cluster, Protocol};
 use pipec::semantics::{Destination, Peer, Probe};
 use pipec::session::{Session, SessionOptions};
-use pipec_backend_nftables::{render_policy, NftBackend};
+use pipec_backend_nftables::{NftBackend, TARGET};
 use std::io::{Read as _, Write as _};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::os::fd::{AsRawFd as _, FromRawFd as _, OwnedFd};
@@ -486,10 +486,14 @@ impl Engine for NftEngine {
     fn prepare<'c>(&self, cluster: &'c Cluster) -> Result<Box<dyn Evaluator + 'c>, String> {
         let session = Session::from_cluster(cluster, SessionOptions::default(), &nft_only)
             .map_err(|e| e.to_string())?;
-        match render_policy(session.mag()) {
+        // The table as a runtime would get it: the backend's artifact, compiled by the session.
+        let compiled = session
+            .artifact(TARGET)
+            .ok_or("the session has no nftables target")?;
+        match compiled {
             Ok(a) => Ok(Box::new(NftEval {
                 cluster,
-                topo: Some(Topology::new(cluster, &a.script)?),
+                topo: Some(Topology::new(cluster, &a.text())?),
                 skip: None,
             })),
             Err(u) if matches!(u.reason, Reason::Feature { .. }) => Ok(Box::new(NftEval {
@@ -509,31 +513,30 @@ struct NftEval<'c> {
 }
 
 impl NftEval<'_> {
-    /// The source pod's namespace, the destination pod's namespace and address.
-    fn endpoints(&self, probe: &Probe) -> Option<(&str, &str, IpAddr)> {
+    /// The source pod's namespace, and where the probe goes: the destination pod's
+    /// namespace (`None` for a Service, whose backend the node picks) and the address and
+    /// port to send to (a Service's cluster IP and service port).
+    fn endpoints(&self, probe: &Probe) -> Option<(&str, Option<&str>, SocketAddr)> {
         let topo = self.topo.as_ref()?;
         let Peer::Pod(from) = probe.from else {
             return None;
         };
-        let from = self
-            .cluster
-            .pod(from)
-            .ips
-            .iter()
-            .copied()
-            .find(IpAddr::is_ipv4)?;
-        let to = match probe.to {
-            Destination::Pod(p) => self
-                .cluster
-                .pod(p)
-                .ips
-                .iter()
-                .copied()
-                .find(IpAddr::is_ipv4)?,
-            Destination::Ip(ip) => ip,
-            Destination::Service { .. } => return None,
-        };
-        Some((topo.netns_of(from)?, topo.netns_of(to)?, to))
+        let v4 = |ips: &[IpAddr]| ips.iter().copied().find(IpAddr::is_ipv4);
+        let from = topo.netns_of(v4(&self.cluster.pod(from).ips)?)?;
+        let port = probe.port.unwrap_or(0);
+        match probe.to {
+            Destination::Pod(p) => {
+                let to = v4(&self.cluster.pod(p).ips)?;
+                Some((from, Some(topo.netns_of(to)?), SocketAddr::new(to, port)))
+            }
+            Destination::Ip(ip) => {
+                Some((from, Some(topo.netns_of(ip)?), SocketAddr::new(ip, port)))
+            }
+            Destination::Service { service, port } => {
+                let vip = v4(&self.cluster.services[service.0 as usize].cluster_ips)?;
+                Some((from, None, SocketAddr::new(vip, port)))
+            }
+        }
     }
 }
 
@@ -545,16 +548,16 @@ impl Evaluator for NftEval<'_> {
                 reason: "not runnable".into(),
             };
         };
-        let port = probe.port.unwrap_or(0);
-        let v4 = match to {
+        let v4 = match to.ip() {
             IpAddr::V4(a) => a,
             IpAddr::V6(_) => Ipv4Addr::UNSPECIFIED,
         };
-        let seen = match probe.protocol {
-            Protocol::Tcp => probe_tcp(from, SocketAddr::new(to, port)),
-            Protocol::Udp => probe_udp(from, SocketAddr::new(to, port)),
-            Protocol::Sctp => probe_sctp(from, to_ns, v4, port),
-            Protocol::Icmp => probe_icmp(from, v4),
+        let seen = match (probe.protocol, to_ns) {
+            (Protocol::Tcp, _) => probe_tcp(from, to),
+            (Protocol::Udp, _) => probe_udp(from, to),
+            (Protocol::Sctp, Some(to_ns)) => probe_sctp(from, to_ns, v4, to.port()),
+            (Protocol::Icmp, Some(_)) => probe_icmp(from, v4),
+            (_, None) => Err("not runnable".into()),
         };
         match seen {
             Ok(how) => EngineVerdict {
@@ -572,13 +575,18 @@ impl Evaluator for NftEval<'_> {
         if let Some(why) = &self.skip {
             return Some(format!("the backend does not render this case: {why}"));
         }
-        if matches!(probe.to, Destination::Service { .. }) {
-            return Some("Services are not rendered by this backend".into());
-        }
-        if self.endpoints(probe).is_none() {
+        let Some((_, to_ns, _)) = self.endpoints(probe) else {
             return Some(
-                "only probes between IPv4 pods run in this topology (no outside clients)".into(),
+                "only probes from IPv4 pods to pods or Service cluster IPs run in this topology (no outside clients)"
+                    .into(),
             );
+        };
+        if to_ns.is_none() && !matches!(probe.protocol, Protocol::Tcp | Protocol::Udp) {
+            // Raw SCTP and ICMP probes need a receiver or a reply that knows the backend.
+            return Some(format!(
+                "{:?} probes to a Service are not run (the node picks the backend)",
+                probe.protocol
+            ));
         }
         None
     }

@@ -94,6 +94,36 @@ fn nft_accepts_the_table() {
         .unwrap_or_else(|e| panic!("{e}"));
 }
 
+/// `examples/starwars` without its L7 rules: the deathstar Service (two backends) and an
+/// L3/L4 CiliumNetworkPolicy, on the synthetic node that holds every pod.
+fn starwars() -> String {
+    let dir = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../starwars"));
+    let s = Session::load(
+        &[dir.join("app.yaml"), dir.join("policy.yaml")],
+        SessionOptions::default(),
+        &nft_only,
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let text = s
+        .artifact(TARGET)
+        .expect("target")
+        .unwrap_or_else(|e| panic!("{e}"))
+        .text();
+    text
+}
+
+/// Services: a verdict map from frontend to a chain that DNATs by the MAG's Maglev slots.
+#[test]
+fn services_are_dnat_by_maglev_slot() {
+    let text = starwars();
+    insta::assert_snapshot!(text);
+    if pipec_root() {
+        let ns = Netns::new("services");
+        ns.nft(&["-c", "-f", "-"], &text)
+            .unwrap_or_else(|e| panic!("{e}"));
+    }
+}
+
 fn pipec_root() -> bool {
     let root = std::fs::read_to_string("/proc/self/status")
         .unwrap_or_default()
