@@ -335,17 +335,108 @@ fn endpoints(mag: &Mag) -> Result<BTreeMap<u32, Vec<(u8, u128)>>, Unsupported> {
     Ok(out)
 }
 
-/// One policy entry as an nft rule body (matches only), or `None` when it matches on
-/// connection tracking (those are the `ct state` rule of `forward`).
-fn matches(t: &Table, e: &pipec::mag::Entry, identity: &str) -> Option<String> {
+/// What one expression of a rule matches: a union of disjoint, sorted value intervals
+/// (written as a value, a range or an anonymous set), or a masked value.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Val {
+    /// Disjoint intervals, sorted.
+    Set(Vec<(u128, u128)>),
+    /// `& mask == value`: a mask that is no prefix, which a set cannot hold.
+    Masked { value: u128, mask: u128 },
+}
+
+impl Val {
+    fn one(lo: u128, hi: u128) -> Val {
+        Val::Set(vec![(lo, hi)])
+    }
+
+    /// The union of two sets, or `None` for a masked value.
+    fn union(&self, other: &Val) -> Option<Val> {
+        let (Val::Set(a), Val::Set(b)) = (self, other) else {
+            return None;
+        };
+        let mut all: Vec<(u128, u128)> = a.iter().chain(b).copied().collect();
+        all.sort_unstable();
+        let mut out: Vec<(u128, u128)> = Vec::new();
+        for (lo, hi) in all {
+            match out.last_mut() {
+                // Overlapping intervals become one: nftables refuses overlapping elements
+                // in one set. Adjacent ones stay apart, so identities read as a list.
+                Some(last) if lo <= last.1 => last.1 = last.1.max(hi),
+                _ => out.push((lo, hi)),
+            }
+        }
+        Some(Val::Set(out))
+    }
+
+    fn render(&self, expr: &str) -> String {
+        match self {
+            Val::Masked { value, mask } => format!("{expr} & {mask:#x} == {value:#x}"),
+            Val::Set(ivs) => {
+                let items: Vec<String> = ivs
+                    .iter()
+                    .map(|&(lo, hi)| {
+                        if lo == hi {
+                            lo.to_string()
+                        } else {
+                            format!("{lo}-{hi}")
+                        }
+                    })
+                    .collect();
+                if items.len() == 1 {
+                    format!("{expr} {}", items[0])
+                } else {
+                    format!("{expr} {{ {} }}", items.join(", "))
+                }
+            }
+        }
+    }
+}
+
+/// One match of a policy entry as an interval or a masked value of a field `width` bits
+/// wide, or `None` for a match on anything.
+fn val(m: FieldMatch, width: u32) -> Option<Val> {
+    let full = if width >= 128 {
+        u128::MAX
+    } else {
+        (1u128 << width) - 1
+    };
+    match norm(m) {
+        FieldMatch::Any => None,
+        FieldMatch::Exact(v) => Some(Val::one(v, v)),
+        FieldMatch::Prefix { value, len } => {
+            let (lo, hi) = ranges::bounds(width as u8, value, len);
+            Some(Val::one(lo, hi))
+        }
+        FieldMatch::Range { lo, hi } => Some(Val::one(lo, hi)),
+        FieldMatch::Ternary { value, mask } => {
+            let mask = mask & full;
+            let len = mask.count_ones();
+            let (prefix, _) = ranges::bounds(width as u8, full, len as u8);
+            if mask == prefix & full {
+                // A prefix mask: the interval of the values under it.
+                let (lo, hi) = ranges::bounds(width as u8, value & mask, len as u8);
+                Some(Val::one(lo, hi))
+            } else {
+                Some(Val::Masked {
+                    value: value & mask,
+                    mask,
+                })
+            }
+        }
+    }
+}
+
+/// One policy entry as the expressions of an nft rule, in key order, or `None` when it
+/// matches on connection tracking (those are the `ct state` rule of `forward`).
+fn matches(t: &Table, e: &pipec::mag::Entry, identity: &str) -> Option<Vec<(&'static str, Val)>> {
     let mut out = Vec::new();
     let mut has_proto = false;
     for (k, m) in t.key.iter().zip(e.matches.iter()) {
-        let m = &norm(*m);
         let name = k.field.name();
         let expr = match name {
             "meta.ct_state" => {
-                if *m != FieldMatch::Any {
+                if norm(*m) != FieldMatch::Any {
                     return None;
                 }
                 continue;
@@ -353,32 +444,48 @@ fn matches(t: &Table, e: &pipec::mag::Entry, identity: &str) -> Option<String> {
             "meta.endpoint" => continue,
             n if n == identity => "meta mark",
             "ip.proto" => {
-                has_proto = *m != FieldMatch::Any;
+                has_proto = norm(*m) != FieldMatch::Any;
                 "meta l4proto"
             }
             "l4.dport" => {
-                if *m != FieldMatch::Any && !has_proto {
-                    out.push("meta l4proto { tcp, udp, sctp }".to_string());
+                if norm(*m) != FieldMatch::Any && !has_proto {
+                    // A port means a protocol with ports.
+                    let with_ports = Val::Set(vec![(6, 6), (17, 17), (132, 132)]);
+                    out.push(("meta l4proto", with_ports));
                 }
                 "th dport"
             }
             _ => continue,
         };
-        match *m {
-            FieldMatch::Any => {}
-            FieldMatch::Exact(v) => out.push(format!("{expr} {v}")),
-            FieldMatch::Prefix { value, len } => {
-                let width = if name == "l4.dport" { 16 } else { 32 };
-                let (lo, hi) = ranges::bounds(width, value, len);
-                out.push(format!("{expr} {lo}-{hi}"));
-            }
-            FieldMatch::Ternary { value, mask } => {
-                out.push(format!("{expr} & {mask:#x} == {value:#x}"))
-            }
-            FieldMatch::Range { lo, hi } => out.push(format!("{expr} {lo}-{hi}")),
+        if let Some(v) = val(*m, k.field.width()) {
+            out.push((expr, v));
         }
     }
-    Some(out.join(" "))
+    Some(out)
+}
+
+/// A rule comment: the provenance, with quotes, backslashes and control characters
+/// replaced, cut to the 128 bytes nftables takes (a Kubernetes name alone may have 253).
+fn comment(why: &str) -> String {
+    const MAX: usize = 128;
+    let clean: String = why
+        .chars()
+        .map(|c| {
+            if c == '"' || c == '\\' || c.is_control() {
+                '\''
+            } else {
+                c
+            }
+        })
+        .collect();
+    if clean.len() <= MAX {
+        return clean;
+    }
+    let mut end = MAX - 3;
+    while !clean.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}...", &clean[..end])
 }
 
 /// A ternary match with an empty mask matches anything.
@@ -403,19 +510,74 @@ fn entry_endpoint(t: &Table, e: &pipec::mag::Entry) -> Option<Option<u32>> {
     }
 }
 
-/// The rules of one endpoint's chain for a policy table.
+/// One rule of an endpoint's chain before rendering.
+struct Rule {
+    matches: Vec<(&'static str, Val)>,
+    verdict: &'static str,
+    /// The provenance of every entry the rule stands for, without repeats.
+    why: Vec<String>,
+}
+
+impl Rule {
+    /// Takes `next` into this rule when both have the same verdict and match on the same
+    /// expressions, equal in all but one, whose values are sets. The two rules, one after
+    /// the other, then decide exactly as one rule over the union: a packet either rule
+    /// matches gets the same verdict, whichever matched first.
+    fn absorb(&mut self, next: &Rule) -> bool {
+        if self.verdict != next.verdict || self.matches.len() != next.matches.len() {
+            return false;
+        }
+        let mut differ = None;
+        for (i, ((ea, va), (eb, vb))) in self.matches.iter().zip(&next.matches).enumerate() {
+            if ea != eb {
+                return false;
+            }
+            if va != vb {
+                if differ.is_some() {
+                    return false;
+                }
+                differ = Some(i);
+            }
+        }
+        if let Some(i) = differ {
+            let Some(u) = self.matches[i].1.union(&next.matches[i].1) else {
+                return false;
+            };
+            self.matches[i].1 = u;
+        }
+        for w in &next.why {
+            if !self.why.contains(w) {
+                self.why.push(w.clone());
+            }
+        }
+        true
+    }
+
+    fn render(&self) -> String {
+        let mut parts: Vec<String> = self.matches.iter().map(|(e, v)| v.render(e)).collect();
+        parts.push(format!(
+            "{} comment \"{}\"",
+            self.verdict,
+            comment(&self.why.join(", "))
+        ));
+        parts.join(" ")
+    }
+}
+
+/// The rules of one endpoint's chain for a policy table, adjacent rules that can be one
+/// merged into sets.
 fn chain_rules(
     mag: &Mag,
     name: &str,
     ep: u32,
     identity: &str,
-    allow: &str,
+    allow: &'static str,
 ) -> Result<Vec<String>, Unsupported> {
     let t = table(mag, name)?;
     let mut order: Vec<(usize, &pipec::mag::Entry)> = t.entries.iter().enumerate().collect();
     // Highest priority first; at one priority the earlier entry, as the interpreter picks.
     order.sort_by(|(ia, a), (ib, b)| b.priority.cmp(&a.priority).then(ia.cmp(ib)));
-    let mut rules = Vec::new();
+    let mut rules: Vec<Rule> = Vec::new();
     for (i, e) in order {
         match entry_endpoint(t, e) {
             Some(Some(x)) if x == ep => {}
@@ -436,13 +598,20 @@ fn chain_rules(
             .first()
             .and_then(|p| mag.provenance.get_index(p.0 as usize))
             .map(|p| p.to_string())
-            .unwrap_or_default()
-            .replace('"', "'");
-        let sep = if m.is_empty() { "" } else { " " };
-        rules.push(format!("{m}{sep}{verdict} comment \"{why}\""));
+            .unwrap_or_default();
+        let rule = Rule {
+            matches: m,
+            verdict,
+            why: vec![why],
+        };
+        let absorbed = rules.last_mut().is_some_and(|last| last.absorb(&rule));
+        if !absorbed {
+            rules.push(rule);
+        }
     }
-    rules.push(format!("drop comment \"{name}: default deny\""));
-    Ok(rules)
+    let mut out: Vec<String> = rules.iter().map(Rule::render).collect();
+    out.push(format!("drop comment \"{name}: default deny\""));
+    Ok(out)
 }
 
 /// What a Service frontend does with a new connection.
@@ -615,8 +784,7 @@ fn frontends(mag: &Mag) -> Result<Vec<Frontend>, Unsupported> {
             .first()
             .and_then(|p| mag.provenance.get_index(p.0 as usize))
             .map(|p| p.to_string())
-            .unwrap_or_default()
-            .replace('"', "'");
+            .unwrap_or_default();
         out.push(Frontend {
             width,
             addr,
@@ -693,11 +861,15 @@ fn render_services(s: &mut String, frontends: &[Frontend]) {
                     "\t\tmeta l4proto {} dnat {family} addr . port to jhash {hash} mod {modulo} map {{ {} }} comment \"{}\"",
                     f.proto,
                     elems.join(", "),
-                    f.why
+                    comment(&f.why)
                 );
             }
         }
-        let _ = writeln!(s, "\t\tdrop comment \"{}: no backend\"", f.why);
+        let _ = writeln!(
+            s,
+            "\t\tdrop comment \"{}\"",
+            comment(&format!("{}: no backend", f.why))
+        );
         let _ = writeln!(s, "\t}}");
     }
     let _ = writeln!(
@@ -810,4 +982,29 @@ fn render_with(mag: &Mag, with_services: bool) -> Result<NftArtifact, Unsupporte
         script: s,
         endpoints,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn comments_fit_nftables() {
+        assert_eq!(comment("a \"b\" \\ c\n"), "a 'b' ' c'");
+        let long = "é".repeat(100);
+        let c = comment(&long);
+        assert!(c.len() <= 128 && c.ends_with("..."), "{c}");
+    }
+
+    #[test]
+    fn unions_merge_only_overlaps() {
+        let a = Val::one(80, 80);
+        let b = Val::one(81, 90);
+        let c = Val::one(85, 100);
+        let u = a.union(&b).and_then(|u| u.union(&c)).expect("sets");
+        assert_eq!(u, Val::Set(vec![(80, 80), (81, 100)]));
+        assert_eq!(u.render("th dport"), "th dport { 80, 81-100 }");
+        let masked = Val::Masked { value: 1, mask: 5 };
+        assert_eq!(a.union(&masked), None);
+    }
 }

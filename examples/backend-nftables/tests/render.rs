@@ -124,6 +124,42 @@ fn services_are_dnat_by_maglev_slot() {
     }
 }
 
+/// A policy with a name of 245 characters (Kubernetes allows 253): its rules' comments are
+/// cut to the 128 bytes nftables takes, and nft loads the table.
+#[test]
+fn long_names_fit_the_comment_limit() {
+    use pipec::session::Event;
+    let mut s = session();
+    // Four labels of 60 characters and one of 1: a valid DNS subdomain name.
+    let label = "x".repeat(60);
+    let name = format!("{label}.{label}.{label}.{label}.x");
+    assert_eq!(name.len(), 245);
+    let policy = format!(
+        "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {{name: {name}, namespace: shop}}\nspec:\n  podSelector: {{}}\n  ingress:\n  - ports:\n    - {{port: 8080, protocol: TCP}}\n"
+    );
+    s.apply(&[Event::Upsert {
+        source: "long.yaml".into(),
+        text: policy,
+    }])
+    .unwrap_or_else(|e| panic!("{e}"));
+    let text = s
+        .artifact(TARGET)
+        .expect("target")
+        .unwrap_or_else(|e| panic!("{e}"))
+        .text();
+    assert!(text.contains(&name[..40]), "the policy is rendered");
+    for line in text.lines() {
+        if let Some((_, c)) = line.split_once("comment \"") {
+            assert!(c.trim_end_matches('"').len() <= 128, "{line}");
+        }
+    }
+    if pipec_root() {
+        let ns = Netns::new("long");
+        ns.nft(&["-c", "-f", "-"], &text)
+            .unwrap_or_else(|e| panic!("{e}"));
+    }
+}
+
 fn pipec_root() -> bool {
     let root = std::fs::read_to_string("/proc/self/status")
         .unwrap_or_default()
