@@ -12,7 +12,8 @@
 //!   the pod's address; each chain first loads the remote identity into the packet mark,
 //!   then holds the endpoint's policy entries in the MAG's order (priority, then entry
 //!   order: the first match decides, as the MAG's interpreter does) and ends in a drop,
-//!   the tables' default;
+//!   the tables' default; adjacent entries with one verdict that differ in one match are
+//!   one rule over an anonymous set (ports, identities), which decides the same;
 //! - `ct state established,related accept` first, which is the MAG's conntrack entries:
 //!   replies and later packets of a connection the policy let through.
 //!
