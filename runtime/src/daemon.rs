@@ -1,6 +1,7 @@
 //! The daemon's state and its one loop step: look at the sources, apply what changed to the
 //! session, apply the session's operations to the device, record what happened.
 
+use crate::api::{ApiChange, ApiSource};
 use crate::device::{Applied, Device};
 use crate::metrics::Metrics;
 use crate::source::{FileChange, ManifestDir};
@@ -8,6 +9,7 @@ use crate::state::StateDir;
 use pipec::backend::{Backend, Profile};
 use pipec::model::IdentityPins;
 use pipec::session::{Event, Hardware, Session, SessionOptions};
+use std::collections::BTreeSet;
 use std::time::Instant;
 
 /// The backends pipecd compiles for, in apply order: the eBPF pipeline first, then the
@@ -19,6 +21,47 @@ pub fn backends(hardware: Option<&Profile>) -> Vec<Box<dyn Backend>> {
     }
     out.push(Box::new(pipec_cpt::CptBackend::default()));
     out
+}
+
+/// Where the cluster's state comes from: a manifests directory, the Kubernetes API, or both
+/// (a directory beside the API holds `.pipe` programs and objects the API does not have).
+#[derive(Default)]
+pub struct Sources {
+    /// The manifests directory.
+    pub dir: Option<ManifestDir>,
+    /// The Kubernetes API's watchers.
+    pub api: Option<ApiSource>,
+}
+
+/// One source's change: a file's or an object's.
+#[derive(Clone, Debug)]
+enum Change {
+    File(FileChange),
+    Object(ApiChange),
+}
+
+impl Change {
+    fn events(&self) -> Vec<Event> {
+        match self {
+            Change::File(c) => c.events.clone(),
+            Change::Object(c) => c.events(),
+        }
+    }
+
+    /// The name status and logs give the change's source.
+    fn label(&self) -> String {
+        match self {
+            Change::File(c) => c.path.display().to_string(),
+            Change::Object(c) => c.label(),
+        }
+    }
+
+    fn text(&self) -> Option<&str> {
+        match self {
+            Change::File(c) => c.text(),
+            Change::Object(c) => c.text.as_deref(),
+        }
+    }
 }
 
 /// What a step did.
@@ -37,7 +80,7 @@ pub struct Daemon {
     node: String,
     session: Session,
     options: SessionOptions,
-    source: ManifestDir,
+    sources: Sources,
     device: Device,
     state: Option<StateDir>,
     /// Metrics and status, read by the HTTP endpoints.
@@ -45,11 +88,11 @@ pub struct Daemon {
 }
 
 impl Daemon {
-    /// A daemon for `node` over `source`, with identity numbers from `state` (if any).
+    /// A daemon for `node` over `sources`, with identity numbers from `state` (if any).
     /// Nothing is loaded yet: the first [`Daemon::step`] loads the sources.
     pub fn new(
         node: &str,
-        source: ManifestDir,
+        sources: Sources,
         device: Device,
         state: Option<StateDir>,
     ) -> anyhow::Result<Daemon> {
@@ -69,7 +112,7 @@ impl Daemon {
             node: node.to_string(),
             session,
             options,
-            source: source_checked(source)?,
+            sources: sources_checked(sources)?,
             device,
             state,
             metrics: Metrics::default(),
@@ -81,29 +124,28 @@ impl Daemon {
     /// the last run are given to their label sets again rather than retired). When the files
     /// do not load together, they are taken one by one and the ones that break the load are
     /// refused.
-    fn first_load(&mut self, changes: Vec<FileChange>, step: &mut Step) -> anyhow::Result<()> {
-        let load = |files: &[&FileChange]| {
-            let texts: Vec<(String, &str)> = files
+    fn first_load(&mut self, changes: Vec<Change>, step: &mut Step) -> anyhow::Result<()> {
+        let options = self.options.clone();
+        let load = |changes: &[&Change]| {
+            let texts: Vec<(String, &str)> = changes
                 .iter()
-                .filter_map(|c| Some((c.path.display().to_string(), c.text()?)))
+                .filter_map(|c| Some((c.label(), c.text()?)))
                 .collect();
             let refs: Vec<(&str, &str)> = texts.iter().map(|(n, t)| (n.as_str(), *t)).collect();
-            Session::load_texts(&refs, self.options.clone(), &backends)
+            Session::load_texts(&refs, options.clone(), &backends)
         };
-        let all: Vec<&FileChange> = changes.iter().collect();
+        let all: Vec<&Change> = changes.iter().collect();
+        let mut refused = BTreeSet::new();
         let session = match load(&all) {
             Ok(s) => s,
             Err(_) => {
-                let mut kept: Vec<&FileChange> = Vec::new();
-                for c in &changes {
+                let mut kept: Vec<&Change> = Vec::new();
+                for (i, c) in changes.iter().enumerate() {
                     kept.push(c);
                     if let Err(e) = load(&kept) {
                         kept.pop();
-                        let why = e.to_string();
-                        tracing::warn!(file = %c.path.display(), "not loaded:\n{why}");
-                        self.metrics.bad_file(&c.path, &why);
-                        self.source.refused(c);
-                        step.refused_files += 1;
+                        refused.insert(i);
+                        self.refuse(c, &e.to_string(), step);
                     }
                 }
                 load(&kept).map_err(|e| anyhow::anyhow!("{e}"))?
@@ -111,14 +153,56 @@ impl Daemon {
         };
         self.session = session;
         self.metrics.events += changes.len() as u64;
-        for change in changes {
-            if self.metrics.bad_files.contains_key(&change.path) {
-                continue;
+        for (i, change) in changes.into_iter().enumerate() {
+            if !refused.contains(&i) {
+                self.taken(change, step);
             }
-            self.source.applied(change);
-            step.applied_files += 1;
         }
         Ok(())
+    }
+
+    /// Records that the session holds `change`.
+    fn taken(&mut self, change: Change, step: &mut Step) {
+        self.metrics.good_source(&change.label());
+        match change {
+            Change::File(c) => {
+                if let Some(dir) = &mut self.sources.dir {
+                    dir.applied(c);
+                }
+            }
+            Change::Object(c) => {
+                if let Some(api) = &self.sources.api {
+                    api.with(|f| f.applied(c));
+                }
+            }
+        }
+        step.applied_files += 1;
+    }
+
+    /// Every change of the sources since the last look; `None` while the API's initial lists
+    /// are not complete and nothing is loaded yet (the first load waits for them).
+    fn collect(&mut self, step: &mut Step) -> anyhow::Result<Option<Vec<Change>>> {
+        if let Some(api) = &self.sources.api {
+            self.metrics.watch_errors = api.with(|f| f.error_count());
+            if !self.metrics.ready && !api.synced() {
+                return Ok(None);
+            }
+        }
+        let mut changes = Vec::new();
+        if let Some(dir) = &mut self.sources.dir {
+            let scan = dir.scan()?;
+            for bad in &scan.bad {
+                tracing::warn!(file = %bad.path.display(), "not applied, the last good state stays:\n{}", bad.message);
+                self.metrics
+                    .bad_source(&bad.path.display().to_string(), &bad.message);
+                step.refused_files += 1;
+            }
+            changes.extend(scan.changes.into_iter().map(Change::File));
+        }
+        if let Some(api) = &self.sources.api {
+            changes.extend(api.with(|f| f.take()).into_iter().map(Change::Object));
+        }
+        Ok(Some(changes))
     }
 
     /// The session (for the tests and the control endpoints).
@@ -136,17 +220,14 @@ impl Daemon {
     /// was seen (for the event → applied latency).
     pub fn step(&mut self, since: Instant) -> anyhow::Result<Step> {
         let mut step = Step::default();
-        let scan = self.source.scan()?;
-        for bad in &scan.bad {
-            tracing::warn!(file = %bad.path.display(), "not applied, the last good state stays:\n{}", bad.message);
-            self.metrics.bad_file(&bad.path, &bad.message);
-            step.refused_files += 1;
-        }
+        let Some(changes) = self.collect(&mut step)? else {
+            return Ok(step);
+        };
         if !self.metrics.ready {
-            self.first_load(scan.changes, &mut step)?;
+            self.first_load(changes, &mut step)?;
             self.first_apply(&mut step)?;
-        } else if !scan.changes.is_empty() {
-            self.apply_changes(scan.changes, &mut step)?;
+        } else if !changes.is_empty() {
+            self.apply_changes(changes, &mut step)?;
         }
         let expired = self.device.expire(Instant::now());
         if expired > 0 {
@@ -160,18 +241,25 @@ impl Daemon {
         Ok(step)
     }
 
-    /// Applies the changes as one batch; when the session refuses the batch, file by file,
-    /// so that one bad file does not hold back the others.
-    fn apply_changes(&mut self, changes: Vec<FileChange>, step: &mut Step) -> anyhow::Result<()> {
-        let events: Vec<Event> = changes.iter().flat_map(|c| c.events.clone()).collect();
+    /// The status (`/status`): the metrics' and the API source's.
+    pub fn status(&self) -> serde_json::Value {
+        let mut s = self.metrics.status();
+        if let Some(api) = &self.sources.api {
+            s["api"] = api.status();
+        }
+        s
+    }
+
+    /// Applies the changes as one batch; when the session refuses the batch, change by
+    /// change, so that one bad file or object does not hold back the others.
+    fn apply_changes(&mut self, changes: Vec<Change>, step: &mut Step) -> anyhow::Result<()> {
+        let events: Vec<Event> = changes.iter().flat_map(Change::events).collect();
         self.metrics.events += events.len() as u64;
         match self.session.apply(&events) {
             Ok(c) => {
                 self.after_apply(&c, step)?;
                 for change in changes {
-                    self.metrics.good_file(&change.path);
-                    self.source.applied(change);
-                    step.applied_files += 1;
+                    self.taken(change, step);
                 }
                 return Ok(());
             }
@@ -182,12 +270,10 @@ impl Daemon {
             Err(_) => {}
         }
         for change in changes {
-            match self.session.apply(&change.events) {
+            match self.session.apply(&change.events()) {
                 Ok(c) => {
                     self.after_apply(&c, step)?;
-                    self.metrics.good_file(&change.path);
-                    self.source.applied(change);
-                    step.applied_files += 1;
+                    self.taken(change, step);
                 }
                 Err(e) => self.refuse(&change, &e.to_string(), step),
             }
@@ -195,10 +281,12 @@ impl Daemon {
         Ok(())
     }
 
-    fn refuse(&mut self, change: &FileChange, why: &str, step: &mut Step) {
-        tracing::warn!(file = %change.path.display(), "change refused, the last good state stays:\n{why}");
-        self.metrics.bad_file(&change.path, why);
-        self.source.refused(change);
+    fn refuse(&mut self, change: &Change, why: &str, step: &mut Step) {
+        tracing::warn!(source = %change.label(), "change refused, the last good state stays:\n{why}");
+        self.metrics.bad_source(&change.label(), why);
+        if let (Change::File(c), Some(dir)) = (change, &mut self.sources.dir) {
+            dir.refused(c);
+        }
         step.refused_files += 1;
     }
 
@@ -271,9 +359,14 @@ fn add(total: &mut Applied, a: &Applied) {
     total.sa_ops += a.sa_ops;
 }
 
-fn source_checked(source: ManifestDir) -> anyhow::Result<ManifestDir> {
-    if !source.dir().is_dir() {
-        anyhow::bail!("--manifests {} is not a directory", source.dir().display());
+fn sources_checked(sources: Sources) -> anyhow::Result<Sources> {
+    if let Some(dir) = &sources.dir {
+        if !dir.dir().is_dir() {
+            anyhow::bail!("--manifests {} is not a directory", dir.dir().display());
+        }
     }
-    Ok(source)
+    if sources.dir.is_none() && sources.api.is_none() {
+        anyhow::bail!("no source: give --manifests DIR, --kubeconfig FILE or --in-cluster");
+    }
+    Ok(sources)
 }

@@ -74,11 +74,7 @@ fn route(path: &str, daemon: &Mutex<Daemon>) -> (&'static str, &'static str, Str
             "the first full state is not applied yet\n".into(),
         ),
         "/metrics" => (OK, "text/plain; version=0.0.4", d.metrics.text()),
-        "/status" => (
-            OK,
-            "application/json",
-            d.metrics.status().to_string() + "\n",
-        ),
+        "/status" => (OK, "application/json", d.status().to_string() + "\n"),
         "/debug/state" => match d.device().dump(&crate::device::cookie_names(d.session())) {
             Ok(t) => (OK, TEXT, t),
             Err(e) => ("500 Internal Server Error", TEXT, format!("{e}\n")),

@@ -1,15 +1,17 @@
 //! `pipecd`, the runtime daemon on the DPU: it keeps one node's datapath equal to the
-//! cluster's state. Sources (a manifests directory today) feed a compile session
+//! cluster's state. Sources (a manifests directory, the Kubernetes API) feed a compile session
 //! ([`pipec::session::Session`]); each change's operations go to the device (the eBPF maps
 //! first, then the hardware flow table and the CPT's SAs), make-before-break; a change the
 //! session refuses is reported and the last good state stays applied.
 //!
 //! - [`source`]: the manifests directory as per-file session events;
+//! - [`api`]: the Kubernetes API's watchers, folded into per-object changes;
 //! - [`device`]: the model and kernel datapaths, reconciliation on start;
 //! - [`daemon`]: one step of the loop;
 //! - [`metrics`], [`http`]: status, Prometheus text, health and readiness;
 //! - [`state`]: identity numbers kept across restarts.
 
+pub mod api;
 pub mod daemon;
 pub mod device;
 pub mod http;

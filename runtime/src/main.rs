@@ -1,7 +1,8 @@
 //! `pipecd`: see the crate documentation of `pipec_runtime`.
 
 use clap::{Parser, ValueEnum};
-use pipec_runtime::daemon::Daemon;
+use pipec_runtime::api::{ApiConfig, ApiSource};
+use pipec_runtime::daemon::{Daemon, Sources};
 use pipec_runtime::device::Device;
 use pipec_runtime::source::ManifestDir;
 use pipec_runtime::state::StateDir;
@@ -19,9 +20,10 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 #[command(name = "pipecd", version, about, long_about = None)]
 struct Args {
     /// The manifests directory (YAML, JSON and `.pipe` files), watched for changes. Write
-    /// files atomically (a rename), so that a half-written file is never read.
+    /// files atomically (a rename), so that a half-written file is never read. With
+    /// `--kubeconfig` or `--in-cluster` it adds to what the API holds (`.pipe` programs).
     #[arg(long, value_name = "DIR")]
-    manifests: PathBuf,
+    manifests: Option<PathBuf>,
     /// The node this daemon runs the datapath of.
     #[arg(long, value_name = "NAME")]
     node: String,
@@ -44,10 +46,11 @@ struct Args {
     /// The control API socket (`unix:PATH`).
     #[arg(long, value_name = "unix:PATH")]
     control: Option<String>,
-    /// Watch the Kubernetes API with this kubeconfig.
-    #[arg(long, value_name = "FILE")]
+    /// Watch the Kubernetes API with this kubeconfig (its current context).
+    #[arg(long, value_name = "FILE", conflicts_with = "in_cluster")]
     kubeconfig: Option<PathBuf>,
-    /// Watch the Kubernetes API with the in-cluster configuration.
+    /// Watch the Kubernetes API with the in-cluster configuration (the pod's service
+    /// account).
     #[arg(long)]
     in_cluster: bool,
     /// Log format.
@@ -86,9 +89,6 @@ fn main() -> ExitCode {
 }
 
 fn refuse_unbuilt(args: &Args) -> anyhow::Result<()> {
-    if args.kubeconfig.is_some() || args.in_cluster {
-        anyhow::bail!("the Kubernetes API source is not built yet; run with --manifests only");
-    }
     if args.control.is_some() {
         anyhow::bail!("the control API is not built yet; use --metrics-addr's /status");
     }
@@ -113,20 +113,20 @@ fn device(args: &Args) -> anyhow::Result<Device> {
     }
 }
 
+fn api_config(args: &Args) -> Option<ApiConfig> {
+    match (&args.kubeconfig, args.in_cluster) {
+        (Some(path), _) => Some(ApiConfig::Kubeconfig(path.clone())),
+        (None, true) => Some(ApiConfig::InCluster),
+        (None, false) => None,
+    }
+}
+
 fn run(args: Args) -> anyhow::Result<()> {
     refuse_unbuilt(&args)?;
-    let state = args.state_dir.as_deref().map(StateDir::open).transpose()?;
-    let daemon = Daemon::new(
-        &args.node,
-        ManifestDir::new(&args.manifests),
-        device(&args)?,
-        state,
-    )?;
-    let daemon = Arc::new(Mutex::new(daemon));
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    rt.block_on(serve(args, daemon))
+    rt.block_on(serve(args))
 }
 
 /// The coalescing window: changes seen within it are applied together.
@@ -134,22 +134,29 @@ const WINDOW: Duration = Duration::from_millis(2);
 /// A full look at the sources at least this often (a missed notification, SA expiry).
 const TICK: Duration = Duration::from_secs(1);
 
-async fn serve(args: Args, daemon: Arc<Mutex<Daemon>>) -> anyhow::Result<()> {
+async fn serve(args: Args) -> anyhow::Result<()> {
+    // One slot: notifications that arrive while a step is pending coalesce into it.
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<()>(1);
+    let api = match api_config(&args) {
+        Some(c) => Some(ApiSource::start(&c, tx.clone()).await?),
+        None => None,
+    };
+    let state = args.state_dir.as_deref().map(StateDir::open).transpose()?;
+    let sources = Sources {
+        dir: args.manifests.as_deref().map(ManifestDir::new),
+        api,
+    };
+    let daemon = Daemon::new(&args.node, sources, device(&args)?, state)?;
+    let daemon = Arc::new(Mutex::new(daemon));
     let listener = tokio::net::TcpListener::bind(args.metrics_addr)
         .await
         .map_err(|e| anyhow::anyhow!("binding --metrics-addr {}: {e}", args.metrics_addr))?;
     tracing::info!(addr = %listener.local_addr()?, node = %args.node, "serving /healthz /readyz /metrics /status");
     tokio::spawn(pipec_runtime::http::serve(listener, daemon.clone()));
-    // One slot: notifications that arrive while a step is pending coalesce into it.
-    let (tx, mut rx) = tokio::sync::mpsc::channel::<()>(1);
-    let mut watcher = notify::recommended_watcher(move |_: notify::Result<notify::Event>| {
-        let _ = tx.try_send(());
-    })?;
-    notify::Watcher::watch(
-        &mut watcher,
-        &args.manifests,
-        notify::RecursiveMode::NonRecursive,
-    )?;
+    let _watcher = match &args.manifests {
+        Some(dir) => Some(watch_dir(dir, tx)?),
+        None => None,
+    };
     let mut tick = tokio::time::interval(TICK);
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     loop {
@@ -175,4 +182,17 @@ async fn serve(args: Args, daemon: Arc<Mutex<Daemon>>) -> anyhow::Result<()> {
     // attached, so the process ends here without running the attachments' destructors.
     tracing::info!("stopping; the datapath stays in place");
     std::process::exit(0)
+}
+
+/// Wakes the loop on every change in `dir` (the loop then looks at the whole directory).
+fn watch_dir(
+    dir: &std::path::Path,
+    wake: tokio::sync::mpsc::Sender<()>,
+) -> anyhow::Result<notify::RecommendedWatcher> {
+    let mut watcher = notify::recommended_watcher(move |_: notify::Result<notify::Event>| {
+        let _ = wake.try_send(());
+    })?;
+    notify::Watcher::watch(&mut watcher, dir, notify::RecursiveMode::NonRecursive)
+        .map_err(|e| anyhow::anyhow!("watching --manifests {}: {e}", dir.display()))?;
+    Ok(watcher)
 }

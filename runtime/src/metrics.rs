@@ -3,7 +3,6 @@
 use crate::device::Applied;
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 /// Upper bounds (seconds) of the event → applied latency histogram.
@@ -24,8 +23,11 @@ pub struct Metrics {
     pub applies: u64,
     /// Files or changes refused.
     pub errors: u64,
-    /// Files that do not apply now, with why.
-    pub bad_files: BTreeMap<PathBuf, String>,
+    /// Sources (files, or API objects as `watch:Kind/ns/name`) that do not apply now, with
+    /// why.
+    pub bad_files: BTreeMap<String, String>,
+    /// Errors the API watchers met (they retry with back-off).
+    pub watch_errors: u64,
     /// Latency histogram counts per bucket, then the +Inf count.
     latency: [u64; BUCKETS.len() + 1],
     latency_sum: f64,
@@ -36,15 +38,15 @@ pub struct Metrics {
 }
 
 impl Metrics {
-    /// Records a refused file.
-    pub fn bad_file(&mut self, path: &Path, why: &str) {
+    /// Records a refused source.
+    pub fn bad_source(&mut self, label: &str, why: &str) {
         self.errors += 1;
-        self.bad_files.insert(path.to_path_buf(), why.to_string());
+        self.bad_files.insert(label.to_string(), why.to_string());
     }
 
-    /// Records a file that applies.
-    pub fn good_file(&mut self, path: &Path) {
-        self.bad_files.remove(path);
+    /// Records a source that applies.
+    pub fn good_source(&mut self, label: &str) {
+        self.bad_files.remove(label);
     }
 
     /// Records one apply's event → applied latency.
@@ -98,6 +100,11 @@ impl Metrics {
             "Source files or changes refused.",
             self.errors,
         );
+        counter(
+            "pipecd_watch_errors_total",
+            "Errors of the Kubernetes API watchers (each retried with back-off).",
+            self.watch_errors,
+        );
         let name = "pipecd_event_to_applied_seconds";
         let _ = writeln!(o, "# HELP {name} From a source change seen to its operations applied.\n# TYPE {name} histogram");
         let mut cumulative = 0;
@@ -129,7 +136,7 @@ impl Metrics {
             "events": self.events,
             "applies": self.applies,
             "errors": self.errors,
-            "bad_files": self.bad_files.iter().map(|(p, w)| (p.display().to_string(), w.clone())).collect::<BTreeMap<_, _>>(),
+            "bad_files": self.bad_files,
             "reconciled": self.reconciled.as_ref().map(|a| serde_json::json!({
                 "map_ops": a.map_ops, "flow_ops": a.flow_ops, "sa_ops": a.sa_ops
             })),
