@@ -40,3 +40,10 @@ pub fn run(args: &CheckArgs) -> anyhow::Result<ExitCode> {
     }
     Ok(ExitCode::SUCCESS)
 }
+
+impl CheckArgs {
+    /// The inputs.
+    pub fn input(&self) -> &InputArgs {
+        &self.input
+    }
+}

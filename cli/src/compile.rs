@@ -131,3 +131,10 @@ fn write_xfrm(
     );
     Ok(ExitCode::SUCCESS)
 }
+
+impl CompileArgs {
+    /// The inputs.
+    pub fn input(&self) -> &InputArgs {
+        &self.input
+    }
+}

@@ -18,6 +18,7 @@ mod check;
 mod compile;
 mod conformance;
 mod fmt;
+mod live;
 mod output;
 mod partition;
 mod session;
@@ -53,6 +54,25 @@ enum Command {
     Explain(partition::ExplainArgs),
     /// Lists the target profiles: built-ins, and the `.pipe` targets of the inputs.
     Targets(partition::TargetsArgs),
+    /// Shows the running pipecd's status (sources synced, last apply, errors).
+    Status(live::StatusArgs),
+}
+
+impl Command {
+    /// The inputs a command needs and was not given: clap cannot say "required unless
+    /// `--live`" across the commands that share [`InputArgs`], so this check does.
+    fn missing_inputs(&self) -> bool {
+        match self {
+            Command::Check(a) => a.input().inputs.is_empty(),
+            Command::Compile(a) => a.input().inputs.is_empty(),
+            Command::Trace(a) => a.input().inputs.is_empty() && !a.live.live,
+            Command::Explain(a) => a.input().inputs.is_empty() && !a.live.live,
+            Command::Conformance(_)
+            | Command::Fmt(_)
+            | Command::Targets(_)
+            | Command::Status(_) => false,
+        }
+    }
 }
 
 /// Output format, as kubectl's `-o`.
@@ -71,7 +91,7 @@ pub enum Format {
 #[derive(Args, Debug, Clone)]
 pub struct InputArgs {
     /// Manifest files or directories (YAML or JSON; `kubectl get -o yaml|json` output works).
-    #[arg(required = true)]
+    /// Required, except with `--live`, which asks the running pipecd instead.
     pub inputs: Vec<PathBuf>,
     /// Where pods without an IP get one.
     #[arg(long, default_value = "10.244.0.0/16")]
@@ -98,6 +118,15 @@ impl InputArgs {
 /// Runs the command line.
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if cli.command.missing_inputs() {
+        use clap::CommandFactory as _;
+        Cli::command()
+            .error(
+                clap::error::ErrorKind::MissingRequiredArgument,
+                "the following required arguments were not provided:\n  <INPUTS>...",
+            )
+            .exit();
+    }
     let result = match cli.command {
         Command::Check(a) => check::run(&a),
         Command::Compile(a) => compile::run(&a),
@@ -106,6 +135,7 @@ fn main() -> ExitCode {
         Command::Fmt(a) => fmt::run(&a),
         Command::Explain(a) => partition::run_explain(&a),
         Command::Targets(a) => partition::run_targets(&a),
+        Command::Status(a) => live::status(&a),
     };
     match result {
         Ok(code) => code,

@@ -1,6 +1,7 @@
 //! `pipec explain`, `pipec targets`, and the partition outputs of `pipec compile`
 //! (`--emit plan|rte_flow|testpmd`).
 
+use crate::live::{self, LiveArgs};
 use crate::session::{self, SessionArgs};
 use crate::{output, Format, InputArgs};
 use clap::Args;
@@ -24,6 +25,8 @@ pub struct ExplainArgs {
     /// Output format.
     #[arg(short = 'o', long = "output", value_enum, default_value_t = Format::Text)]
     format: Format,
+    #[command(flatten)]
+    pub live: LiveArgs,
 }
 
 /// Arguments of `pipec targets`.
@@ -51,6 +54,10 @@ pub fn all_profiles(program: Option<&Program>) -> Vec<Profile> {
 
 /// Runs `pipec explain`.
 pub fn run_explain(args: &ExplainArgs) -> anyhow::Result<ExitCode> {
+    if args.live.live {
+        args.live.refuse_inputs(&args.input)?;
+        return live::explain(&args.live, args.rule.as_deref(), args.format);
+    }
     let Some(session) = session::load(&args.input, &args.session)? else {
         return Ok(ExitCode::from(1));
     };
@@ -65,25 +72,10 @@ pub fn run_explain(args: &ExplainArgs) -> anyhow::Result<ExitCode> {
             output::print(args.format, &rows, || explain::chain_text(&rows))?;
         }
         None => output::print(args.format, &report, || {
-            explain::to_text(&report) + &ipsec_line(&session)
+            explain::to_text(&report) + &pipec_cpt::explain_line(&session)
         })?,
     }
     Ok(ExitCode::SUCCESS)
-}
-
-/// One line on the node's IPsec: what the CPT holds, or why it holds nothing.
-fn ipsec_line(session: &pipec::session::Session) -> String {
-    match session::ipsec(session) {
-        Ok(Some(a)) => format!(
-            "\nipsec (cpt): spi {}, {} peers, {} SAs, {} inbound steering rules (pipec compile --emit cpt)\n",
-            a.spi,
-            a.steering.len(),
-            a.sas.len(),
-            a.steering.len()
-        ),
-        Ok(None) => "\nipsec (cpt): off (no kube-system/cilium-ipsec-keys Secret)\n".to_string(),
-        Err(e) => format!("\nipsec (cpt): not compiled: {e}\n"),
-    }
 }
 
 /// Runs `pipec targets`.
@@ -100,4 +92,11 @@ pub fn run_targets(args: &TargetsArgs) -> anyhow::Result<ExitCode> {
     };
     output::print(args.format, &profiles, || targets_text(&profiles))?;
     Ok(ExitCode::SUCCESS)
+}
+
+impl ExplainArgs {
+    /// The inputs.
+    pub fn input(&self) -> &InputArgs {
+        &self.input
+    }
 }

@@ -1,7 +1,6 @@
 //! The `pipec` binary as a user runs it: exit codes, where diagnostics point, and the
 //! README's main command.
 
-use serde::Deserialize as _;
 use std::process::{Command, Output};
 
 /// Runs the binary from the repository root, as the README does.

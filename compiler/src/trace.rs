@@ -426,3 +426,112 @@ mod tests {
         );
     }
 }
+
+/// A connection to trace, as the command line names it.
+#[derive(Clone, Copy, Debug)]
+pub struct Query<'a> {
+    /// The client: `NS/POD` or `ip:ADDR`.
+    pub from: &'a str,
+    /// The destination: `NS/POD`, `svc:NS/NAME` or `ip:ADDR`.
+    pub to: &'a str,
+    /// `PORT/PROTO`, `PORT` or `ICMP`.
+    pub port: &'a str,
+    /// Refuse connections to ports a destination pod does not list.
+    pub check_listening: bool,
+}
+
+/// A trace: the reference's report and the MAG's column beside it.
+#[derive(Clone, Debug)]
+pub struct Trace {
+    /// The reference semantics' report.
+    pub report: TraceReport,
+    /// The same connection through the MAG, as text.
+    pub mag_text: String,
+    /// Whether the MAG agrees with the reference.
+    pub agrees: bool,
+}
+
+impl Trace {
+    /// The text `pipec trace` prints.
+    pub fn text(&self) -> String {
+        format!("{}\n{}", report_to_text(&self.report), self.mag_text)
+    }
+}
+
+/// Traces one connection through the reference semantics and through the MAG (`pipec trace`,
+/// and pipecd's live trace on its running state).
+pub fn trace(sources: &Sources, cluster: &Cluster, q: &Query<'_>) -> Result<Trace, String> {
+    let probe = parse_probe(cluster, q.from, q.to, q.port)?;
+    let ctx = crate::semantics::Context::with_options(
+        cluster,
+        crate::semantics::Options {
+            check_listening: q.check_listening,
+        },
+    );
+    let outcome = crate::semantics::evaluate(&ctx, &probe);
+    let report = trace_report(sources, cluster, &probe, &outcome);
+    let (mag_text, agrees) = mag_column(cluster, &probe, &outcome, q.check_listening);
+    Ok(Trace {
+        report,
+        mag_text,
+        agrees,
+    })
+}
+
+/// The MAG side of a trace: the same connection through the lowered pipeline, table by
+/// table, and whether it agrees with the reference (for the backend the MAG chose).
+fn mag_column(
+    cluster: &Cluster,
+    probe: &Probe,
+    reference: &Outcome,
+    check_listening: bool,
+) -> (String, bool) {
+    use crate::lower::probe::{conn_of_probe, refused, Engine};
+    use crate::mag::interp::Verdict as MagVerdict;
+    let mut engine = Engine::new(cluster);
+    let outcome = match engine.connect(&conn_of_probe(cluster, probe)) {
+        Ok(o) => o,
+        Err(e) => return (format!("MAG: cannot run: {e}\n"), false),
+    };
+    let mut out = String::from("MAG (match-action graph interpreter):\n");
+    for (node, t) in &outcome.traces {
+        out.push_str(&format!("  node {node}:\n"));
+        if let Ok(l) = engine.node(node) {
+            for line in t.to_text(l.mag()).lines() {
+                out.push_str(&format!("    {line}\n"));
+            }
+        }
+    }
+    let mut mag_allowed = outcome.verdict != MagVerdict::Deny;
+    if check_listening && mag_allowed {
+        if let Some(r) = refused(cluster, &outcome, probe) {
+            out.push_str(&format!("  refused: {r}\n"));
+            mag_allowed = false;
+        }
+    }
+    if let Some((ip, port)) = outcome.dnat {
+        out.push_str(&format!("  translated to {ip}:{port}\n"));
+    }
+    out.push_str(&format!("  verdict: {:?}\n", outcome.verdict));
+    let expected = match outcome.dnat {
+        Some((ip, port)) => reference
+            .paths
+            .iter()
+            .find(|p| p.dst_ip == ip && p.dst_port.is_none_or(|d| d == port))
+            .map(|p| p.verdict.is_allowed()),
+        None => reference.allowed(),
+    };
+    let agrees = expected.is_none_or(|e| e == mag_allowed);
+    if !agrees {
+        out.push_str(&format!(
+            "!!! DISAGREEMENT: the reference says {}, the MAG says {} !!!\n",
+            if expected == Some(true) {
+                "allow"
+            } else {
+                "deny"
+            },
+            if mag_allowed { "allow" } else { "deny" }
+        ));
+    }
+    (out, agrees)
+}

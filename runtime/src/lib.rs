@@ -9,9 +9,11 @@
 //! - [`device`]: the model and kernel datapaths, reconciliation on start;
 //! - [`daemon`]: one step of the loop;
 //! - [`metrics`], [`http`]: status, Prometheus text, health and readiness;
+//! - [`control`]: the control API (gRPC on a unix socket): status, live explain and trace;
 //! - [`state`]: identity numbers kept across restarts.
 
 pub mod api;
+pub mod control;
 pub mod daemon;
 pub mod device;
 pub mod http;

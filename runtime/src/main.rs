@@ -43,7 +43,8 @@ struct Args {
     /// `/sys/fs/bpf/pipec/NODE`); maps pinned there by an earlier run are reused.
     #[arg(long, value_name = "DIR")]
     bpffs: Option<PathBuf>,
-    /// The control API socket (`unix:PATH`).
+    /// The control API socket (`unix:PATH`, made with mode 0600) for `pipec status`,
+    /// `pipec explain --live` and `pipec trace --live`.
     #[arg(long, value_name = "unix:PATH")]
     control: Option<String>,
     /// Watch the Kubernetes API with this kubeconfig (its current context).
@@ -88,13 +89,6 @@ fn main() -> ExitCode {
     }
 }
 
-fn refuse_unbuilt(args: &Args) -> anyhow::Result<()> {
-    if args.control.is_some() {
-        anyhow::bail!("the control API is not built yet; use --metrics-addr's /status");
-    }
-    Ok(())
-}
-
 fn device(args: &Args) -> anyhow::Result<Device> {
     match args.datapath {
         DatapathKind::Model => {
@@ -122,7 +116,6 @@ fn api_config(args: &Args) -> Option<ApiConfig> {
 }
 
 fn run(args: Args) -> anyhow::Result<()> {
-    refuse_unbuilt(&args)?;
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
@@ -153,6 +146,17 @@ async fn serve(args: Args) -> anyhow::Result<()> {
         .map_err(|e| anyhow::anyhow!("binding --metrics-addr {}: {e}", args.metrics_addr))?;
     tracing::info!(addr = %listener.local_addr()?, node = %args.node, "serving /healthz /readyz /metrics /status");
     tokio::spawn(pipec_runtime::http::serve(listener, daemon.clone()));
+    if let Some(address) = &args.control {
+        let path =
+            pipec_proto::socket_path(address).map_err(|e| anyhow::anyhow!("--control {e}"))?;
+        let listener = pipec_runtime::control::bind(path)?;
+        let d = daemon.clone();
+        tokio::spawn(async move {
+            if let Err(e) = pipec_runtime::control::serve(listener, d).await {
+                tracing::error!("{e:#}");
+            }
+        });
+    }
     let _watcher = match &args.manifests {
         Some(dir) => Some(watch_dir(dir, tx)?),
         None => None,

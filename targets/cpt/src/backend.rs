@@ -175,3 +175,23 @@ impl Backend for CptBackend {
         Box::new(SaOps { ops })
     }
 }
+
+/// One line on a session's IPsec for `explain`: what the CPT holds, or why it holds nothing.
+pub fn explain_line(session: &pipec::session::Session) -> String {
+    let art = match session.artifact(TARGET) {
+        None => return "\nipsec (cpt): the session has no cpt target\n".to_string(),
+        Some(Err(e)) => return format!("\nipsec (cpt): not compiled: {e}\n"),
+        Some(Ok(a)) => a.as_any().downcast_ref::<IpsecArtifact>(),
+    };
+    match art.map(|a| a.sa_set.as_ref()) {
+        None => "\nipsec (cpt): the cpt target is not the CPT backend\n".to_string(),
+        Some(Some(a)) => format!(
+            "\nipsec (cpt): spi {}, {} peers, {} SAs, {} inbound steering rules (pipec compile --emit cpt)\n",
+            a.spi,
+            a.steering.len(),
+            a.sas.len(),
+            a.steering.len()
+        ),
+        Some(None) => "\nipsec (cpt): off (no kube-system/cilium-ipsec-keys Secret)\n".to_string(),
+    }
+}

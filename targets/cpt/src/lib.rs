@@ -52,7 +52,7 @@ mod xfrm;
 use std::io::Write as _;
 use std::path::Path;
 
-pub use backend::{CptBackend, IpsecArtifact, SaOps, TARGET};
+pub use backend::{explain_line, CptBackend, IpsecArtifact, SaOps, TARGET};
 pub use derive::pair_key;
 pub use diag::{CptCode, CptDiagnostic};
 pub use key::{AeadKey, SecretBytes};

@@ -1,0 +1,170 @@
+//! The commands that ask a running pipecd over its control socket instead of reading files:
+//! `pipec status`, `pipec explain --live` and `pipec trace --live`. The daemon renders the
+//! answer from its running state exactly as the file-based commands do; YAML is made here
+//! from the JSON answer.
+
+use crate::{Format, InputArgs};
+use clap::Args;
+use pipec_proto::v1::control_client::ControlClient;
+use pipec_proto::v1::{ExplainRequest, StatusRequest, TraceRequest};
+use std::process::ExitCode;
+
+/// Where the running pipecd is.
+#[derive(Args, Debug, Clone)]
+pub struct LiveArgs {
+    /// Ask the running pipecd (its control socket) instead of reading inputs.
+    #[arg(long)]
+    pub live: bool,
+    /// pipecd's control socket.
+    #[arg(long, value_name = "unix:PATH", default_value = concat!("unix:", "/run/pipec/pipecd.sock"))]
+    pub control: String,
+}
+
+impl LiveArgs {
+    /// `--live` reads no inputs: giving some is a mistake worth saying.
+    pub fn refuse_inputs(&self, input: &InputArgs) -> anyhow::Result<()> {
+        if !input.inputs.is_empty() {
+            anyhow::bail!("--live asks the running pipecd; give no inputs with it");
+        }
+        Ok(())
+    }
+}
+
+/// Arguments of `pipec status`.
+#[derive(Args, Debug)]
+pub struct StatusArgs {
+    /// pipecd's control socket.
+    #[arg(long, value_name = "unix:PATH", default_value = concat!("unix:", "/run/pipec/pipecd.sock"))]
+    control: String,
+    /// Output format.
+    #[arg(short = 'o', long = "output", value_enum, default_value_t = Format::Text)]
+    format: Format,
+}
+
+/// Runs `f` with a client of the control socket at `address`, on a runtime of its own.
+fn call<T>(
+    address: &str,
+    f: impl AsyncFnOnce(ControlClient<tonic::transport::Channel>) -> Result<T, tonic::Status>,
+) -> anyhow::Result<T> {
+    let path = pipec_proto::socket_path(address).map_err(anyhow::Error::msg)?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async {
+        let channel = pipec_proto::connect(path).await.map_err(|e| {
+            anyhow::anyhow!(
+                "cannot reach pipecd at unix:{}: {e} (is it running with --control?)",
+                path.display()
+            )
+        })?;
+        f(ControlClient::new(channel))
+            .await
+            .map_err(|s| anyhow::anyhow!("pipecd: {}", s.message()))
+    })
+}
+
+fn wire_format(format: Format) -> i32 {
+    match format {
+        Format::Text => pipec_proto::v1::Format::Text as i32,
+        Format::Json | Format::Yaml => pipec_proto::v1::Format::Json as i32,
+    }
+}
+
+/// Prints an answer rendered by the daemon (YAML is converted from its JSON).
+fn print(format: Format, output: &str) -> anyhow::Result<()> {
+    let out = match format {
+        Format::Yaml => {
+            // JSON is YAML, and serde_yaml's mapping keeps the order of the keys (which
+            // serde_json's map would sort).
+            let v: serde_yaml::Value = serde_yaml::from_str(output)?;
+            serde_yaml::to_string(&v)?
+        }
+        Format::Text | Format::Json => output.to_string(),
+    };
+    print!("{out}");
+    Ok(())
+}
+
+/// Runs `pipec status`.
+pub fn status(args: &StatusArgs) -> anyhow::Result<ExitCode> {
+    let reply = call(&args.control, async |mut c| {
+        Ok(c.status(StatusRequest {}).await?.into_inner())
+    })?;
+    let status: serde_json::Value = serde_json::from_str(&reply.json)?;
+    let text = || status_text(&status);
+    match args.format {
+        Format::Text => print!("{}", text()),
+        Format::Json => print!("{}", serde_json::to_string_pretty(&status)? + "\n"),
+        Format::Yaml => print!("{}", serde_yaml::to_string(&status)?),
+    }
+    Ok(if reply.ready {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
+
+/// The status for people: readiness, generation, sources, errors.
+fn status_text(s: &serde_json::Value) -> String {
+    let mut out = format!(
+        "ready:       {}\ngeneration:  {}\nevents:      {}\napplies:     {}\nerrors:      {}\n",
+        s["ready"], s["generation"], s["events"], s["applies"], s["errors"]
+    );
+    if let Some(api) = s.get("api") {
+        out.push_str(&format!(
+            "api:         synced {}, {} objects, {} watch errors, kinds not served: {}\n",
+            api["synced"],
+            api["objects"],
+            api["watch_errors"]
+                .as_object()
+                .map_or(0, |m| m.values().filter_map(|v| v.as_u64()).sum::<u64>()),
+            api["kinds_not_served"]
+        ));
+    }
+    if let Some(bad) = s["bad_files"].as_object() {
+        for (source, why) in bad {
+            out.push_str(&format!(
+                "not applied: {source}: {}\n",
+                why.as_str().unwrap_or("").lines().next().unwrap_or("")
+            ));
+        }
+    }
+    out
+}
+
+/// Runs `pipec explain --live`.
+pub fn explain(args: &LiveArgs, rule: Option<&str>, format: Format) -> anyhow::Result<ExitCode> {
+    let request = ExplainRequest {
+        rule: rule.unwrap_or("").to_string(),
+        format: wire_format(format),
+    };
+    let reply = call(&args.control, async |mut c| {
+        Ok(c.explain(request).await?.into_inner())
+    })?;
+    print(format, &reply.output)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Runs `pipec trace --live`.
+pub fn trace(
+    args: &LiveArgs,
+    q: &pipec::trace::Query<'_>,
+    format: Format,
+) -> anyhow::Result<ExitCode> {
+    let request = TraceRequest {
+        from: q.from.to_string(),
+        to: q.to.to_string(),
+        port: q.port.to_string(),
+        check_listening: q.check_listening,
+        format: wire_format(format),
+    };
+    let reply = call(&args.control, async |mut c| {
+        Ok(c.trace(request).await?.into_inner())
+    })?;
+    print(format, &reply.output)?;
+    Ok(if reply.agrees {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}

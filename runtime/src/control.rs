@@ -1,0 +1,160 @@
+//! The control API (gRPC on a unix socket of mode 0600): status, and `explain` and `trace`
+//! against the running state, rendered exactly as the command line renders them from files.
+//!
+//! Every call reads the daemon under its lock on the blocking pool, so an answer describes
+//! one generation of the state (it says which) and never a half-applied change.
+
+use crate::daemon::Daemon;
+use pipec_proto::v1::control_server::{Control, ControlServer};
+use pipec_proto::v1::{
+    ExplainReply, ExplainRequest, Format, StatusReply, StatusRequest, TraceReply, TraceRequest,
+};
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use tonic::{Request, Response, Status};
+
+/// The service over the daemon's state.
+pub struct ControlApi {
+    daemon: Arc<Mutex<Daemon>>,
+}
+
+/// Binds the control socket at `path` (mode 0600).
+pub fn bind(path: &Path) -> anyhow::Result<tokio::net::UnixListener> {
+    let listener = pipec_proto::bind_private(path)
+        .map_err(|e| anyhow::anyhow!("binding --control unix:{}: {e}", path.display()))?;
+    tracing::info!(socket = %path.display(), "serving the control API");
+    Ok(listener)
+}
+
+/// Serves the control API on `listener` until the task is dropped.
+pub async fn serve(
+    listener: tokio::net::UnixListener,
+    daemon: Arc<Mutex<Daemon>>,
+) -> anyhow::Result<()> {
+    tonic::transport::Server::builder()
+        .add_service(ControlServer::new(ControlApi { daemon }))
+        .serve_with_incoming(pipec_proto::incoming(listener))
+        .await
+        .map_err(|e| anyhow::anyhow!("control API: {e}"))
+}
+
+impl ControlApi {
+    /// Runs `f` on the daemon on the blocking pool.
+    async fn with<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Daemon) -> Result<T, Status> + Send + 'static,
+    ) -> Result<T, Status> {
+        let daemon = self.daemon.clone();
+        tokio::task::spawn_blocking(move || {
+            let d = daemon
+                .lock()
+                .map_err(|_| Status::internal("daemon state poisoned"))?;
+            f(&d)
+        })
+        .await
+        .map_err(|e| Status::internal(e.to_string()))?
+    }
+}
+
+fn not_ready(d: &Daemon) -> Result<(), Status> {
+    if d.metrics.ready {
+        Ok(())
+    } else {
+        Err(Status::unavailable(
+            "the first full state is not applied yet",
+        ))
+    }
+}
+
+fn json<T: serde::Serialize>(value: &T) -> Result<String, Status> {
+    serde_json::to_string_pretty(value)
+        .map(|s| s + "\n")
+        .map_err(|e| Status::internal(e.to_string()))
+}
+
+/// `pipec explain`'s output for the daemon's state.
+pub fn explain(d: &Daemon, rule: &str, format: Format) -> Result<String, Status> {
+    use pipec::partition::explain;
+    let session = d.session();
+    let plan = session
+        .plan()
+        .ok_or_else(|| Status::failed_precondition("no hardware target to partition for"))?;
+    let report = explain::report(plan, session.mag(), session.sources());
+    if !rule.is_empty() {
+        let rows = explain::select(&report, rule);
+        if rows.is_empty() {
+            return Err(Status::not_found(format!("no rule {rule} in the plan")));
+        }
+        return match format {
+            Format::Json => json(&rows),
+            Format::Text => Ok(explain::chain_text(&rows)),
+        };
+    }
+    match format {
+        Format::Json => json(&report),
+        Format::Text => Ok(explain::to_text(&report) + &pipec_cpt::explain_line(session)),
+    }
+}
+
+#[tonic::async_trait]
+impl Control for ControlApi {
+    async fn status(&self, _: Request<StatusRequest>) -> Result<Response<StatusReply>, Status> {
+        let reply = self
+            .with(|d| {
+                Ok(StatusReply {
+                    ready: d.metrics.ready,
+                    generation: d.session().generation(),
+                    json: d.status().to_string(),
+                })
+            })
+            .await?;
+        Ok(Response::new(reply))
+    }
+
+    async fn explain(
+        &self,
+        request: Request<ExplainRequest>,
+    ) -> Result<Response<ExplainReply>, Status> {
+        let r = request.into_inner();
+        let format = r.format();
+        let reply = self
+            .with(move |d| {
+                not_ready(d)?;
+                Ok(ExplainReply {
+                    generation: d.session().generation(),
+                    output: explain(d, &r.rule, format)?,
+                })
+            })
+            .await?;
+        Ok(Response::new(reply))
+    }
+
+    async fn trace(&self, request: Request<TraceRequest>) -> Result<Response<TraceReply>, Status> {
+        let r = request.into_inner();
+        let format = r.format();
+        let reply = self
+            .with(move |d| {
+                not_ready(d)?;
+                let session = d.session();
+                let query = pipec::trace::Query {
+                    from: &r.from,
+                    to: &r.to,
+                    port: &r.port,
+                    check_listening: r.check_listening,
+                };
+                let t = pipec::trace::trace(session.sources(), session.cluster(), &query)
+                    .map_err(Status::invalid_argument)?;
+                let output = match format {
+                    Format::Json => json(&t.report)?,
+                    Format::Text => t.text(),
+                };
+                Ok(TraceReply {
+                    generation: session.generation(),
+                    output,
+                    agrees: t.agrees,
+                })
+            })
+            .await?;
+        Ok(Response::new(reply))
+    }
+}
