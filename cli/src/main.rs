@@ -111,6 +111,7 @@ impl InputArgs {
             pod_cidr: self.pod_cidr,
             service_cidr: self.service_cidr,
             cluster_name: self.cluster_name.clone(),
+            assign_pod_ips: true,
         }
     }
 }

@@ -175,6 +175,7 @@ fn meta(body: &Body) -> &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectM
 }
 
 /// One change a watcher saw.
+#[non_exhaustive]
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Event {
     /// Objects added or updated: YAML or JSON text of one or more objects (a watch
@@ -198,6 +199,20 @@ pub enum Event {
     PipeDelete {
         /// Its path.
         path: String,
+    },
+    /// The CNI set up (or, with no addresses, tore down) a pod's network on this node: the
+    /// pod has these addresses whatever its object's status says, until the next such
+    /// event. The API server learns a pod's IP only after the CNI's ADD has returned, so a
+    /// daemon that must have the pod's policy in place before ADD returns takes the
+    /// address from the CNI. The event may come before the pod's object; it applies when
+    /// the object arrives.
+    PodAddresses {
+        /// The pod's namespace.
+        namespace: String,
+        /// The pod's name.
+        name: String,
+        /// Its addresses; empty to forget them.
+        ips: Vec<std::net::IpAddr>,
     },
 }
 
@@ -331,6 +346,8 @@ pub struct Session {
     backends: Vec<Box<dyn Backend>>,
     /// Every object, by key; `None` for a session made from a model alone.
     objects: Option<BTreeMap<ObjectKey, Object>>,
+    /// Pod addresses the CNI gave ([`Event::PodAddresses`]), laid over the pods' objects.
+    addresses: BTreeMap<ObjectKey, Vec<std::net::IpAddr>>,
     /// The `.pipe` files, by path.
     pipe_files: BTreeMap<String, FileId>,
     loaded: Loaded,
@@ -444,6 +461,7 @@ impl Session {
             options,
             backends,
             objects: None,
+            addresses: BTreeMap::new(),
             pipe_files: BTreeMap::new(),
             loaded,
             lowered: OnceLock::new(),
@@ -642,7 +660,13 @@ impl Session {
         let mut times = StageTimes::default();
         let clock = std::time::Instant::now();
         let mut sources = std::mem::take(&mut self.loaded.sources);
-        let staged = stage(&mut sources, objects, &mut self.pipe_files, events);
+        let staged = stage(
+            &mut sources,
+            objects,
+            &mut self.addresses,
+            &mut self.pipe_files,
+            events,
+        );
         let (undo, change) = match staged {
             Ok(s) => s,
             Err(rejected) => {
@@ -651,9 +675,10 @@ impl Session {
             }
         };
         let pipe_files: Vec<FileId> = self.pipe_files.values().copied().collect();
+        let addresses = &self.addresses;
         let mut next = driver::load_objects(
             sources,
-            objects.values().cloned(),
+            objects.values().map(|o| with_addresses(o, addresses)),
             &pipe_files,
             &self.options.build,
         );
@@ -776,7 +801,12 @@ impl Session {
 
     fn undo(&mut self, undo: Undo) {
         let objects = self.objects.as_mut().expect("apply checked it has objects");
-        undo.revert(objects, &mut self.pipe_files);
+        undo.revert(objects, &mut self.addresses, &mut self.pipe_files);
+    }
+
+    /// The pod addresses the CNI gave, by pod.
+    pub fn pod_addresses(&self) -> &BTreeMap<ObjectKey, Vec<std::net::IpAddr>> {
+        &self.addresses
     }
 
     /// The objects the session holds, in key order (`None` for a session over a model).
@@ -802,6 +832,7 @@ struct Previous {
 #[derive(Default)]
 struct Undo {
     objects: Vec<(ObjectKey, Option<Object>)>,
+    addresses: Vec<(ObjectKey, Option<Vec<std::net::IpAddr>>)>,
     pipe: Vec<(String, Option<FileId>)>,
 }
 
@@ -810,8 +841,15 @@ impl Undo {
     fn revert(
         self,
         objects: &mut BTreeMap<ObjectKey, Object>,
+        addresses: &mut BTreeMap<ObjectKey, Vec<std::net::IpAddr>>,
         pipe_files: &mut BTreeMap<String, FileId>,
     ) {
+        for (key, old) in self.addresses.into_iter().rev() {
+            match old {
+                Some(a) => addresses.insert(key, a),
+                None => addresses.remove(&key),
+            };
+        }
         for (key, old) in self.objects.into_iter().rev() {
             match old {
                 Some(o) => objects.insert(key, o),
@@ -833,6 +871,7 @@ impl Undo {
 fn stage(
     sources: &mut Sources,
     objects: &mut BTreeMap<ObjectKey, Object>,
+    addresses: &mut BTreeMap<ObjectKey, Vec<std::net::IpAddr>>,
     pipe_files: &mut BTreeMap<String, FileId>,
     events: &[Event],
 ) -> Result<(Undo, Change), Rejected> {
@@ -870,15 +909,51 @@ fn stage(
                 undo.pipe.push((path.clone(), pipe_files.remove(path)));
                 touched.push((ObjectKey::new("pipe", "", path), None));
             }
+            Event::PodAddresses {
+                namespace,
+                name,
+                ips,
+            } => {
+                let key = ObjectKey::new("Pod", namespace, name);
+                let old = if ips.is_empty() {
+                    addresses.remove(&key)
+                } else {
+                    addresses.insert(key.clone(), ips.clone())
+                };
+                undo.addresses.push((key.clone(), old));
+                touched.push((key, None));
+            }
         }
     }
     let errors = sink.diags.iter().filter(|d| d.is_error()).count();
     if errors > 0 {
         let rendered = diag::emit_to_string(sources, &sink.diags);
-        undo.revert(objects, pipe_files);
+        undo.revert(objects, addresses, pipe_files);
         return Err(Rejected { rendered, errors });
     }
     Ok((undo, change_of(&touched)))
+}
+
+/// The object with the CNI's addresses laid over its status, when it is a pod that has some.
+fn with_addresses(o: &Object, addresses: &BTreeMap<ObjectKey, Vec<std::net::IpAddr>>) -> Object {
+    let Body::Pod(pod) = &o.body else {
+        return o.clone();
+    };
+    let Some(ips) = addresses.get(&ObjectKey::of(&o.body)) else {
+        return o.clone();
+    };
+    let mut pod = pod.clone();
+    let status = pod.status.get_or_insert_with(Default::default);
+    status.pod_ip = ips.first().map(ToString::to_string);
+    status.pod_ips = Some(
+        ips.iter()
+            .map(|ip| k8s_openapi::api::core::v1::PodIP { ip: ip.to_string() })
+            .collect(),
+    );
+    Object {
+        span: o.span,
+        body: Body::Pod(pod),
+    }
 }
 
 /// The keys of the objects in one manifest text, as the session would store them: what a

@@ -5,18 +5,25 @@
 //! one generation of the state (it says which) and never a half-applied change.
 
 use crate::daemon::Daemon;
+use pipec_proto::v1::cni_server::{Cni, CniServer};
 use pipec_proto::v1::control_server::{Control, ControlServer};
 use pipec_proto::v1::{
-    ExplainReply, ExplainRequest, Format, StatusReply, StatusRequest, TraceReply, TraceRequest,
+    AddReply, AddRequest, CheckReply, CheckRequest, DelReply, DelRequest, ExplainReply,
+    ExplainRequest, Format, StatusReply, StatusRequest, TraceReply, TraceRequest,
 };
 use std::path::Path;
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 use tonic::{Request, Response, Status};
 
-/// The service over the daemon's state.
+/// The services over the daemon's state (control, and the CNI plugin's reports).
+#[derive(Clone)]
 pub struct ControlApi {
     daemon: Arc<Mutex<Daemon>>,
 }
+
+/// The longest an ADD may wait for the pod's object, whatever the plugin asks.
+const MAX_ADD_WAIT: Duration = Duration::from_secs(60);
 
 /// Binds the control socket at `path` (mode 0600).
 pub fn bind(path: &Path) -> anyhow::Result<tokio::net::UnixListener> {
@@ -32,7 +39,10 @@ pub async fn serve(
     daemon: Arc<Mutex<Daemon>>,
 ) -> anyhow::Result<()> {
     tonic::transport::Server::builder()
-        .add_service(ControlServer::new(ControlApi { daemon }))
+        .add_service(ControlServer::new(ControlApi {
+            daemon: daemon.clone(),
+        }))
+        .add_service(CniServer::new(ControlApi { daemon }))
         .serve_with_incoming(pipec_proto::incoming(listener))
         .await
         .map_err(|e| anyhow::anyhow!("control API: {e}"))
@@ -152,6 +162,80 @@ impl Control for ControlApi {
                     generation: session.generation(),
                     output,
                     agrees: t.agrees,
+                })
+            })
+            .await?;
+        Ok(Response::new(reply))
+    }
+}
+
+#[tonic::async_trait]
+impl Cni for ControlApi {
+    async fn add(&self, request: Request<AddRequest>) -> Result<Response<AddReply>, Status> {
+        let r = request.into_inner();
+        let a = r
+            .attachment
+            .ok_or_else(|| Status::invalid_argument("no attachment"))
+            .and_then(|a| crate::cni::Attachment::from_wire(a).map_err(Status::invalid_argument))?;
+        let wait = Duration::from_millis(u64::from(r.timeout_ms)).min(MAX_ADD_WAIT);
+        let deadline = Instant::now() + wait;
+        // Bounded by the deadline: the pod's object may still be on its way from the API.
+        loop {
+            let attempt = a.clone();
+            let daemon = self.daemon.clone();
+            let applied = tokio::task::spawn_blocking(move || {
+                let mut d = daemon
+                    .lock()
+                    .map_err(|_| Status::internal("daemon state poisoned"))?;
+                d.cni_add(attempt)
+                    .map_err(|e| Status::failed_precondition(format!("{e:#}")))
+            })
+            .await
+            .map_err(|e| Status::internal(e.to_string()))??;
+            if let Some(generation) = applied {
+                tracing::info!(pod = %format!("{}/{}", a.pod_namespace, a.pod_name), generation, "CNI ADD: the pod's policy is in the datapath");
+                return Ok(Response::new(AddReply { generation }));
+            }
+            if Instant::now() >= deadline {
+                return Err(Status::unavailable(format!(
+                    "pod {}/{} is not known to pipecd yet (waited {} ms for its object)",
+                    a.pod_namespace,
+                    a.pod_name,
+                    wait.as_millis()
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    async fn del(&self, request: Request<DelRequest>) -> Result<Response<DelReply>, Status> {
+        let r = request.into_inner();
+        let daemon = self.daemon.clone();
+        let known = tokio::task::spawn_blocking(move || {
+            let mut d = daemon
+                .lock()
+                .map_err(|_| Status::internal("daemon state poisoned"))?;
+            d.cni_del(&r.container_id, &r.ifname)
+                .map_err(|e| Status::internal(format!("{e:#}")))
+        })
+        .await
+        .map_err(|e| Status::internal(e.to_string()))??;
+        Ok(Response::new(DelReply { known }))
+    }
+
+    async fn check(&self, request: Request<CheckRequest>) -> Result<Response<CheckReply>, Status> {
+        let r = request.into_inner();
+        let reply = self
+            .with(move |d| {
+                Ok(match d.cni_attachment(&r.container_id, &r.ifname) {
+                    Some(a) => CheckReply {
+                        known: true,
+                        ips: a.ips.iter().map(ToString::to_string).collect(),
+                    },
+                    None => CheckReply {
+                        known: false,
+                        ips: Vec::new(),
+                    },
                 })
             })
             .await?;

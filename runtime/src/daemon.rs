@@ -2,6 +2,7 @@
 //! session, apply the session's operations to the device, record what happened.
 
 use crate::api::{ApiChange, ApiSource};
+use crate::cni::Attachment;
 use crate::device::{Applied, Device};
 use crate::metrics::Metrics;
 use crate::source::{FileChange, ManifestDir};
@@ -9,13 +10,27 @@ use crate::state::StateDir;
 use pipec::backend::{Backend, Profile};
 use pipec::model::IdentityPins;
 use pipec::session::{Event, Hardware, Session, SessionOptions};
+use pipec_ebpf::Interfaces;
+use std::collections::BTreeMap;
 use std::collections::BTreeSet;
 use std::time::Instant;
 
 /// The backends pipecd compiles for, in apply order: the eBPF pipeline first, then the
 /// hardware flow table, then the CPT's SAs (the same set as `pipec compile`).
 pub fn backends(hardware: Option<&Profile>) -> Vec<Box<dyn Backend>> {
-    let mut out: Vec<Box<dyn Backend>> = vec![Box::new(pipec_ebpf::EbpfBackend::default())];
+    backends_with(hardware, None)
+}
+
+/// [`backends`], with the eBPF endpoints bound to the pods' ports from `interfaces`.
+pub fn backends_with(
+    hardware: Option<&Profile>,
+    interfaces: Option<&Interfaces>,
+) -> Vec<Box<dyn Backend>> {
+    let ebpf = match interfaces {
+        Some(i) => pipec_ebpf::EbpfBackend::with_interfaces(i.clone()),
+        None => pipec_ebpf::EbpfBackend::default(),
+    };
+    let mut out: Vec<Box<dyn Backend>> = vec![Box::new(ebpf)];
     if let Some(p) = hardware {
         out.push(Box::new(pipec_rte_flow::RteFlowBackend::new(p.clone())));
     }
@@ -83,6 +98,10 @@ pub struct Daemon {
     sources: Sources,
     device: Device,
     state: Option<StateDir>,
+    /// The pods the CNI wired, by (container id, interface).
+    attachments: BTreeMap<(String, String), Attachment>,
+    /// Each attached pod address's port, read by the eBPF backend.
+    interfaces: Interfaces,
     /// Metrics and status, read by the HTTP endpoints.
     pub metrics: Metrics,
 }
@@ -101,13 +120,25 @@ impl Daemon {
             None => IdentityPins::default(),
         };
         let options = SessionOptions {
+            // A pod without an address is one whose network is not set up yet: it gets its
+            // address from the CNI, never from the compiler's allocator.
+            build: pipec::model::build::BuildOptions {
+                assign_pod_ips: false,
+                ..Default::default()
+            },
             node: Some(node.to_string()),
             hardware: Some(Hardware::Named("octeon-cn10k".into())),
             pins,
-            ..SessionOptions::default()
         };
-        let session = Session::load_texts(&[], options.clone(), &backends)
-            .map_err(|e| anyhow::anyhow!("starting the session: {e}"))?;
+        let attachments = match &state {
+            Some(s) => s.read_attachments()?,
+            None => Vec::new(),
+        };
+        let interfaces = Interfaces::default();
+        let session = Session::load_texts(&[], options.clone(), &|p| {
+            backends_with(p, Some(&interfaces))
+        })
+        .map_err(|e| anyhow::anyhow!("starting the session: {e}"))?;
         Ok(Daemon {
             node: node.to_string(),
             session,
@@ -115,6 +146,8 @@ impl Daemon {
             sources: sources_checked(sources)?,
             device,
             state,
+            attachments: attachments.into_iter().map(|a| (a.key(), a)).collect(),
+            interfaces,
             metrics: Metrics::default(),
         })
     }
@@ -126,13 +159,16 @@ impl Daemon {
     /// refused.
     fn first_load(&mut self, changes: Vec<Change>, step: &mut Step) -> anyhow::Result<()> {
         let options = self.options.clone();
+        let interfaces = self.interfaces.clone();
         let load = |changes: &[&Change]| {
             let texts: Vec<(String, &str)> = changes
                 .iter()
                 .filter_map(|c| Some((c.label(), c.text()?)))
                 .collect();
             let refs: Vec<(&str, &str)> = texts.iter().map(|(n, t)| (n.as_str(), *t)).collect();
-            Session::load_texts(&refs, options.clone(), &backends)
+            Session::load_texts(&refs, options.clone(), &|p| {
+                backends_with(p, Some(&interfaces))
+            })
         };
         let all: Vec<&Change> = changes.iter().collect();
         let mut refused = BTreeSet::new();
@@ -338,6 +374,7 @@ impl Daemon {
                 anyhow::bail!("target {t} cannot hold the node's pipeline: {e}");
             }
         }
+        self.restore_attachments()?;
         let applied = self.device.reconcile(&self.session)?;
         tracing::info!(
             map_ops = applied.map_ops,
@@ -350,6 +387,119 @@ impl Daemon {
         add(&mut step.ops, &applied);
         self.metrics.ready = true;
         Ok(())
+    }
+}
+
+impl Daemon {
+    /// Gives the session the addresses of the pods the last run had wired and attaches
+    /// their ports, before the first reconciliation (which then applies the difference).
+    fn restore_attachments(&mut self) -> anyhow::Result<()> {
+        let list: Vec<Attachment> = self.attachments.values().cloned().collect();
+        for a in &list {
+            self.bind(a)?;
+        }
+        let events: Vec<Event> = list.iter().map(|a| a.event(false)).collect();
+        if !events.is_empty() {
+            self.session
+                .apply(&events)
+                .map_err(|e| anyhow::anyhow!("restoring the CNI's attachments: {e}"))?;
+        }
+        Ok(())
+    }
+
+    /// Records the port of `a`'s addresses and attaches the pod programs to it.
+    fn bind(&mut self, a: &Attachment) -> anyhow::Result<()> {
+        let ifindex = match crate::cni::ifindex(&a.host_ifname) {
+            Some(i) => i,
+            None if !self.device.is_kernel() => 0,
+            None => anyhow::bail!("no interface {} on this side", a.host_ifname),
+        };
+        self.device.attach_port(&a.host_ifname)?;
+        let mut by_addr = self.interfaces.write().unwrap_or_else(|p| p.into_inner());
+        for ip in &a.ips {
+            by_addr.insert(*ip, ifindex);
+        }
+        Ok(())
+    }
+
+    fn unbind(&mut self, a: &Attachment) {
+        self.device.detach_port(&a.host_ifname);
+        let mut by_addr = self.interfaces.write().unwrap_or_else(|p| p.into_inner());
+        for ip in &a.ips {
+            by_addr.remove(ip);
+        }
+    }
+
+    fn write_attachments(&self) -> anyhow::Result<()> {
+        if let Some(s) = &self.state {
+            let list: Vec<Attachment> = self.attachments.values().cloned().collect();
+            s.write_attachments(&list)?;
+        }
+        Ok(())
+    }
+
+    /// A pod the CNI wired: `Ok(None)` while it cannot be applied yet (the first state is
+    /// not loaded, or the pod's object has not arrived), then the generation in which its
+    /// policy is in the datapath. A refusal leaves nothing behind.
+    pub fn cni_add(&mut self, a: Attachment) -> anyhow::Result<Option<u64>> {
+        if !self.metrics.ready {
+            return Ok(None);
+        }
+        let key = pipec::session::ObjectKey::new("Pod", &a.pod_namespace, &a.pod_name);
+        if !self
+            .session
+            .objects()
+            .is_some_and(|mut o| o.any(|k| *k == key))
+        {
+            return Ok(None);
+        }
+        if let Some(old) = self.attachments.get(&a.key()).cloned() {
+            if old == a {
+                return Ok(Some(self.session.generation()));
+            }
+            self.unbind(&old);
+        }
+        self.bind(&a)?;
+        let seen = Instant::now();
+        match self.session.apply(&[a.event(false)]) {
+            Ok(c) => {
+                let mut step = Step::default();
+                self.after_apply(&c, &mut step)?;
+                self.metrics.observe_apply(seen.elapsed());
+                self.attachments.insert(a.key(), a);
+                self.write_attachments()?;
+                Ok(Some(self.session.generation()))
+            }
+            Err(e) => {
+                self.unbind(&a);
+                anyhow::bail!("pod {}/{}: {e}", a.pod_namespace, a.pod_name)
+            }
+        }
+    }
+
+    /// A pod the CNI tore down: its endpoint and policy leave the datapath, then its port is
+    /// detached. `false` when the attachment was not known (a DEL is idempotent).
+    pub fn cni_del(&mut self, container_id: &str, ifname: &str) -> anyhow::Result<bool> {
+        let key = (container_id.to_string(), ifname.to_string());
+        let Some(a) = self.attachments.get(&key).cloned() else {
+            return Ok(false);
+        };
+        let c = self
+            .session
+            .apply(&[a.event(true)])
+            .map_err(|e| anyhow::anyhow!("pod {}/{}: {e}", a.pod_namespace, a.pod_name))?;
+        let mut step = Step::default();
+        self.after_apply(&c, &mut step)?;
+        self.unbind(&a);
+        self.attachments.remove(&key);
+        self.write_attachments()?;
+        Ok(true)
+    }
+
+    /// The attachment under (container id, interface), if known.
+    pub fn cni_attachment(&self, container_id: &str, ifname: &str) -> Option<&Attachment> {
+        self.attachments
+            .get(&(container_id.to_string(), ifname.to_string()))
     }
 }
 

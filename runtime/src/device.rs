@@ -36,6 +36,8 @@ pub struct Device {
     kernel: Option<Datapath>,
     /// Keeps the wire attachments alive (dropping one detaches it).
     _attachments: Vec<Attachment>,
+    /// The programs attached to each pod's port, by interface name.
+    ports: BTreeMap<String, Vec<Attachment>>,
     /// The eBPF maps, for `--datapath model`.
     maps: MapEntries,
     /// The flow table: rule keys.
@@ -47,11 +49,45 @@ pub struct Device {
 }
 
 impl Device {
+    /// Attaches the pod programs to a pod's port (kernel datapath; the model has no ports).
+    /// Until the pod's endpoint is in the maps, both programs drop its packets, so a pod
+    /// is attached before its policy is applied and is never reachable without it.
+    pub fn attach_port(&mut self, iface: &str) -> anyhow::Result<()> {
+        let Some(dp) = self.kernel.as_mut() else {
+            return Ok(());
+        };
+        if self.ports.contains_key(iface) {
+            return Ok(());
+        }
+        let mut links = Vec::new();
+        for program in [Program::FromPod, Program::ToPod] {
+            links
+                .push(dp.attach(program, iface).map_err(|e| {
+                    anyhow::anyhow!("attaching {} to {iface}: {e}", program.name())
+                })?);
+        }
+        self.ports.insert(iface.to_string(), links);
+        Ok(())
+    }
+
+    /// Whether this is the kernel datapath.
+    pub fn is_kernel(&self) -> bool {
+        self.kernel.is_some()
+    }
+
+    /// Detaches the pod programs from a port (nothing when none are attached).
+    pub fn detach_port(&mut self, iface: &str) {
+        for link in self.ports.remove(iface).unwrap_or_default() {
+            link.detach();
+        }
+    }
+
     /// The in-memory device.
     pub fn model() -> Device {
         Device {
             kernel: None,
             _attachments: Vec::new(),
+            ports: BTreeMap::new(),
             maps: MapEntries::new(),
             flows: BTreeSet::new(),
             sas: BTreeSet::new(),

@@ -9,10 +9,12 @@
 //! - [`device`]: the model and kernel datapaths, reconciliation on start;
 //! - [`daemon`]: one step of the loop;
 //! - [`metrics`], [`http`]: status, Prometheus text, health and readiness;
+//! - [`cni`]: the pods the CNI plugin wired (attachments kept across restarts);
 //! - [`control`]: the control API (gRPC on a unix socket): status, live explain and trace;
 //! - [`state`]: identity numbers kept across restarts.
 
 pub mod api;
+pub mod cni;
 pub mod control;
 pub mod daemon;
 pub mod device;

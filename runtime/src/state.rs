@@ -64,3 +64,28 @@ impl StateDir {
         Ok(())
     }
 }
+
+impl StateDir {
+    fn attachments_path(&self) -> PathBuf {
+        self.0.join("attachments.json")
+    }
+
+    /// The pod attachments the CNI reported and the last run kept, or none.
+    pub fn read_attachments(&self) -> anyhow::Result<Vec<crate::cni::Attachment>> {
+        let path = self.attachments_path();
+        match std::fs::read_to_string(&path) {
+            Ok(t) => serde_json::from_str(&t)
+                .map_err(|e| anyhow::anyhow!("{} is not an attachments file: {e}", path.display())),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
+            Err(e) => anyhow::bail!("reading {}: {e}", path.display()),
+        }
+    }
+
+    /// Writes the attachments atomically, as [`StateDir::write_pins`] does.
+    pub fn write_attachments(&self, list: &[crate::cni::Attachment]) -> anyhow::Result<()> {
+        let tmp = self.0.join(".attachments.json.tmp");
+        std::fs::write(&tmp, serde_json::to_vec(list)?)?;
+        std::fs::rename(&tmp, self.attachments_path())?;
+        Ok(())
+    }
+}

@@ -29,6 +29,11 @@ pub struct BuildOptions {
     pub service_cidr: IpNet,
     /// Cilium's cluster name label.
     pub cluster_name: String,
+    /// Whether pods without an IP get one from `pod_cidr` (the compiler's convenience for
+    /// manifests that are not `kubectl get` output). A daemon turns it off: there a pod
+    /// without an IP is one whose network is not set up yet, and its address comes from
+    /// the CNI ([`crate::session::Event::PodAddresses`]).
+    pub assign_pod_ips: bool,
 }
 
 impl Default for BuildOptions {
@@ -37,6 +42,7 @@ impl Default for BuildOptions {
             pod_cidr: "10.244.0.0/16".parse().expect("constant CIDR"),
             service_cidr: "10.96.0.0/12".parse().expect("constant CIDR"),
             cluster_name: "default".to_string(),
+            assign_pod_ips: true,
         }
     }
 }
@@ -823,11 +829,12 @@ impl Builder<'_> {
     }
 
     fn assign_pod_ips(&mut self) {
-        if !self
-            .cluster
-            .pods
-            .iter()
-            .any(|p| p.ips.is_empty() && !p.host_network)
+        if !self.options.assign_pod_ips
+            || !self
+                .cluster
+                .pods
+                .iter()
+                .any(|p| p.ips.is_empty() && !p.host_network)
         {
             return;
         }

@@ -14,16 +14,35 @@ use pipec::model::Cluster;
 use std::any::Any;
 use std::collections::BTreeMap;
 
+/// The interface (ifindex) of each local pod address, as the node's runtime attached them:
+/// shared between the runtime, which fills it when the CNI wires a pod, and the backend,
+/// which writes it into the `endpoints` map (the anti-spoofing check compares it with the
+/// device a packet came in on).
+pub type Interfaces = std::sync::Arc<std::sync::RwLock<BTreeMap<std::net::IpAddr, u32>>>;
+
 /// The eBPF backend (target `ebpf`).
 #[derive(Clone, Debug)]
 pub struct EbpfBackend {
     profile: Profile,
+    interfaces: Option<Interfaces>,
 }
 
 impl Default for EbpfBackend {
     fn default() -> Self {
         EbpfBackend {
             profile: ebpf_profile(),
+            interfaces: None,
+        }
+    }
+}
+
+impl EbpfBackend {
+    /// A backend that binds each local endpoint to its pod's interface from `interfaces`
+    /// (endpoints without one keep ifindex 0, which no packet comes in on).
+    pub fn with_interfaces(interfaces: Interfaces) -> EbpfBackend {
+        EbpfBackend {
+            interfaces: Some(interfaces),
+            ..EbpfBackend::default()
         }
     }
 }
@@ -40,6 +59,14 @@ impl Backend for EbpfBackend {
     fn compile(&self, input: &CompileInput<'_>) -> Result<Box<dyn Artifact>, Unsupported> {
         let mut artifact = mag_to_ebpf(input.mag, input.info)?;
         artifact.ipsec = ipsec_routes(input.cluster, input.node);
+        if let Some(interfaces) = &self.interfaces {
+            let by_addr = interfaces.read().unwrap_or_else(|p| p.into_inner());
+            for (addr, e) in artifact.endpoints.iter_mut() {
+                if let Some(i) = by_addr.get(addr) {
+                    e.ifindex = *i;
+                }
+            }
+        }
         Ok(Box::new(artifact))
     }
 

@@ -31,7 +31,7 @@ pub mod sys;
 pub use artifact::EbpfArtifact;
 pub mod backend;
 
-pub use backend::{EbpfBackend, MapOps};
+pub use backend::{EbpfBackend, Interfaces, MapOps};
 pub use codegen::mag_to_ebpf;
 pub use datapath::{Attachment, Datapath, Program};
 pub use engine::EbpfEngine;
