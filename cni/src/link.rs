@@ -5,15 +5,19 @@
 //! util-linux's `nsenter`, as an administrator would; a step that fails undoes the steps
 //! before it, so nothing half-made is left.
 //!
-//! Routing is point to point: the pod's default route goes through 169.254.1.1 on its link,
-//! which the host end answers by proxy ARP, and the host routes each pod address to its
-//! host end. Pods on one node reach each other through the host end's programs.
+//! Routing is point to point, as Cilium and Calico do it: the pod holds its address as a
+//! host address (/32, /128) and its default route goes through 169.254.1.1 on its link, a
+//! neighbour entry that names the host end's MAC address; the host routes each pod address
+//! to its host end with a neighbour entry for the pod's MAC. No ARP is needed either way,
+//! and every packet a pod sends or receives crosses its host end, where pipecd's programs
+//! are attached. The host forwards between pods (`net.ipv4.ip_forward=1`).
 
 use crate::spec::{self, CniError};
 use serde_json::Value;
 use std::process::Command;
 
-/// The pod's gateway: a link-local address nothing owns; the host end answers for it.
+/// The pod's gateway: a link-local address nothing owns; a neighbour entry in the pod
+/// names the host end's MAC address for it.
 pub const GATEWAY: &str = "169.254.1.1";
 
 /// The host end's name for a container's interface: stable (DEL computes it again without
@@ -115,9 +119,10 @@ pub fn setup(
     ip(&["link", "set", &tmp, "netns", netns]).map_err(fail)?;
     ip_in(netns, &["link", "set", &tmp, "name", ifname]).map_err(fail)?;
     ip_in(netns, &["link", "set", ifname, "up"]).map_err(fail)?;
+    let host_mac = mac(None, host);
     let mut v4 = false;
     for a in addresses {
-        ip_in(netns, &["addr", "add", a, "dev", ifname]).map_err(fail)?;
+        ip_in(netns, &["addr", "add", &host_prefix(a), "dev", ifname]).map_err(fail)?;
         v4 |= !a.contains(':');
     }
     if v4 {
@@ -128,27 +133,61 @@ pub fn setup(
         .map_err(fail)?;
         ip_in(
             netns,
+            &[
+                "neigh",
+                "replace",
+                GATEWAY,
+                "lladdr",
+                &host_mac,
+                "dev",
+                ifname,
+                "nud",
+                "permanent",
+            ],
+        )
+        .map_err(fail)?;
+        ip_in(
+            netns,
             &["route", "add", "default", "via", GATEWAY, "dev", ifname],
         )
         .map_err(fail)?;
+        std::fs::write("/proc/sys/net/ipv4/ip_forward", "1")
+            .map_err(|e| fail(format!("net.ipv4.ip_forward: {e}")))?;
     }
-    std::fs::write(format!("/proc/sys/net/ipv4/conf/{host}/proxy_arp"), "1")
-        .map_err(|e| fail(format!("proxy_arp on {host}: {e}")))?;
     ip(&["link", "set", host, "up"]).map_err(fail)?;
+    let pod_mac = mac(Some(netns), ifname);
     for a in addresses {
+        let route = host_prefix(a);
         let addr = a.split('/').next().unwrap_or(a);
-        let host_route = if addr.contains(':') {
-            format!("{addr}/128")
-        } else {
-            format!("{addr}/32")
-        };
-        ip(&["route", "replace", &host_route, "dev", host]).map_err(fail)?;
+        ip(&["route", "replace", &route, "dev", host]).map_err(fail)?;
+        ip(&[
+            "neigh",
+            "replace",
+            addr,
+            "lladdr",
+            &pod_mac,
+            "dev",
+            host,
+            "nud",
+            "permanent",
+        ])
+        .map_err(fail)?;
     }
     Ok(Link {
         host: host.to_string(),
-        host_mac: mac(None, host),
-        pod_mac: mac(Some(netns), ifname),
+        host_mac,
+        pod_mac,
     })
+}
+
+/// The address as a host prefix (`10.0.0.5/24` → `10.0.0.5/32`).
+fn host_prefix(a: &str) -> String {
+    let addr = a.split('/').next().unwrap_or(a);
+    if addr.contains(':') {
+        format!("{addr}/128")
+    } else {
+        format!("{addr}/32")
+    }
 }
 
 /// Removes the pair (deleting one end deletes both, and the host routes with it); nothing
@@ -163,10 +202,11 @@ pub fn teardown(host: &str) -> Result<(), CniError> {
     }
 }
 
-/// Whether the pod end still has `address` (`ADDR/LEN`), for CHECK.
+/// Whether the pod end still has `address` (`ADDR/LEN` as IPAM gave it), for CHECK.
 pub fn has_address(netns: &str, ifname: &str, address: &str) -> bool {
+    let want = host_prefix(address);
     ip_in(netns, &["-o", "addr", "show", "dev", ifname])
-        .is_ok_and(|t| t.split_whitespace().any(|w| w == address))
+        .is_ok_and(|t| t.split_whitespace().any(|w| w == want))
 }
 
 #[cfg(test)]

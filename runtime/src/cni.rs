@@ -80,8 +80,17 @@ impl Attachment {
     }
 }
 
-/// The ifindex of an interface, `None` when there is no such interface.
+/// The ifindex of an interface in pipecd's network namespace, `None` when there is no such
+/// interface. Asked of the kernel through `ip` rather than read from `/sys/class/net`, which
+/// shows the namespace sysfs was mounted in, not necessarily pipecd's.
 pub fn ifindex(name: &str) -> Option<u32> {
-    let text = std::fs::read_to_string(format!("/sys/class/net/{name}/ifindex")).ok()?;
-    text.trim().parse().ok()
+    let out = std::process::Command::new("ip")
+        .args(["-j", "link", "show", "dev", name])
+        .output()
+        .ok()?;
+    if !out.status.success() {
+        return None;
+    }
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
+    v[0]["ifindex"].as_u64().and_then(|i| u32::try_from(i).ok())
 }

@@ -394,10 +394,19 @@ impl Daemon {
     /// Gives the session the addresses of the pods the last run had wired and attaches
     /// their ports, before the first reconciliation (which then applies the difference).
     fn restore_attachments(&mut self) -> anyhow::Result<()> {
-        let list: Vec<Attachment> = self.attachments.values().cloned().collect();
-        for a in &list {
-            self.bind(a)?;
+        let mut list: Vec<Attachment> = Vec::new();
+        for a in self.attachments.values().cloned().collect::<Vec<_>>() {
+            // A port that went away while the daemon was down belongs to a pod the CNI
+            // deleted meanwhile (its DEL reaches the daemon later, or never): the pod
+            // gets no address, so no packet can claim its identity.
+            if let Err(e) = self.bind(&a) {
+                tracing::warn!(pod = %format!("{}/{}", a.pod_namespace, a.pod_name), "dropping a stale CNI attachment: {e:#}");
+                self.attachments.remove(&a.key());
+                continue;
+            }
+            list.push(a);
         }
+        self.write_attachments()?;
         let events: Vec<Event> = list.iter().map(|a| a.event(false)).collect();
         if !events.is_empty() {
             self.session
@@ -484,6 +493,14 @@ impl Daemon {
         let Some(a) = self.attachments.get(&key).cloned() else {
             return Ok(false);
         };
+        if !self.metrics.ready {
+            // Nothing is loaded yet: forgetting the attachment keeps the first load from
+            // giving the pod its address.
+            self.unbind(&a);
+            self.attachments.remove(&key);
+            self.write_attachments()?;
+            return Ok(true);
+        }
         let c = self
             .session
             .apply(&[a.event(true)])

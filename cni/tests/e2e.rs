@@ -1,0 +1,582 @@
+//! pipec-cni as the kubelet drives it, end to end: a node as a network namespace running
+//! pipecd (kernel datapath), three pods created through the plugin binary with the CNI
+//! environment (as `cnitool` does) in network namespaces, addresses from Debian's real
+//! host-local, NetworkPolicies from pipecd's manifests directory, and real TCP and UDP
+//! between the pods checked against the reference semantics. Then a pod deleted: its address
+//! released and unreachable; pipecd down: DEL still succeeds and is told to pipecd later;
+//! and bad input with the specification's codes and nothing left behind.
+//!
+//! Needs root and Debian's containernetworking-plugins (`.ci/run` installs it); fails loudly
+//! in CI without them.
+
+#![allow(unsafe_code, reason = "setns(2) has no safe wrapper in std")]
+
+use serde_json::{json, Value};
+use std::io::{Read as _, Write as _};
+use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::os::fd::AsRawFd as _;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const CNI_PATH: &str = "/usr/lib/cni";
+const TCP_PORT: u16 = 8080;
+const UDP_PORT: u16 = 8081;
+
+fn ready() -> bool {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let root = status
+        .lines()
+        .find(|l| l.starts_with("Uid:"))
+        .is_some_and(|l| l.split_whitespace().nth(2) == Some("0"));
+    let host_local = Path::new(CNI_PATH).join("host-local").exists();
+    if !(root && host_local) {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI must run the CNI end-to-end test as root with containernetworking-plugins"
+        );
+        eprintln!("skipped: needs root and {CNI_PATH}/host-local");
+    }
+    root && host_local
+}
+
+fn sh(args: &[&str]) {
+    let out = Command::new(args[0])
+        .args(&args[1..])
+        .output()
+        .expect("run");
+    assert!(
+        out.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// The test's world: namespaces named after its pid, a scratch directory, pipecd.
+struct World {
+    tag: String,
+    dir: PathBuf,
+    bpffs: PathBuf,
+    pipecd: Option<Child>,
+}
+
+impl World {
+    fn new(tag: &str) -> World {
+        let tag = format!("{tag}{}", std::process::id());
+        let dir = std::env::temp_dir().join(format!("pipec-cni-{tag}"));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(dir.join("m")).expect("scratch");
+        let w = World {
+            bpffs: PathBuf::from(format!("/sys/fs/bpf/pipec-cni-{tag}")),
+            tag,
+            dir,
+            pipecd: None,
+        };
+        sh(&["ip", "netns", "add", &w.node()]);
+        sh(&["ip", "-n", &w.node(), "link", "set", "lo", "up"]);
+        for p in ["a", "b", "c"] {
+            sh(&["ip", "netns", "add", &w.pod(p)]);
+            sh(&["ip", "-n", &w.pod(p), "link", "set", "lo", "up"]);
+        }
+        w
+    }
+
+    fn node(&self) -> String {
+        format!("pcn{}", self.tag)
+    }
+
+    fn pod(&self, p: &str) -> String {
+        format!("pcp{}{p}", self.tag)
+    }
+
+    fn socket(&self) -> PathBuf {
+        self.dir.join("run/pipecd.sock")
+    }
+
+    fn start_pipecd(&mut self) {
+        let child = Command::new("nsenter")
+            .arg(format!("--net=/run/netns/{}", self.node()))
+            .arg(Path::new(env!("CARGO_BIN_EXE_pipec-cni")).with_file_name("pipecd"))
+            .arg("--manifests")
+            .arg(self.dir.join("m"))
+            .args([
+                "--node",
+                "node-a",
+                "--datapath",
+                "kernel",
+                "--metrics-addr",
+                "127.0.0.1:0",
+            ])
+            .arg("--bpffs")
+            .arg(&self.bpffs)
+            .arg("--state-dir")
+            .arg(self.dir.join("state"))
+            .arg("--control")
+            .arg(format!("unix:{}", self.socket().display()))
+            .stdout(Stdio::null())
+            .stderr(
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(self.dir.join("pipecd.log"))
+                    .expect("log"),
+            )
+            .spawn()
+            .expect("start pipecd (built beside pipec-cni by cargo test --workspace)");
+        self.pipecd = Some(child);
+        // Bounded: the control socket appears within 20 s or the test fails with the log.
+        let start = Instant::now();
+        while !self.socket().exists() {
+            assert!(
+                start.elapsed() < Duration::from_secs(20),
+                "pipecd's control socket did not appear:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn stop_pipecd(&mut self) {
+        if let Some(mut c) = self.pipecd.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        let _ = std::fs::remove_file(self.socket());
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("pipecd.log")).unwrap_or_default()
+    }
+
+    fn config(&self) -> Value {
+        json!({
+            "cniVersion": "1.0.0",
+            "name": format!("pipec-{}", self.tag),
+            "type": "pipec-cni",
+            "pipecd": format!("unix:{}", self.socket().display()),
+            "timeoutMs": 20000,
+            "stateDir": self.dir.join("cni-state"),
+            "ipam": {
+                "type": "host-local",
+                "ranges": [[{"subnet": "10.77.1.0/24"}]],
+                "dataDir": self.dir.join("ipam"),
+            }
+        })
+    }
+
+    fn leases(&self) -> Vec<String> {
+        let dir = self.dir.join("ipam").join(format!("pipec-{}", self.tag));
+        let mut out: Vec<String> = std::fs::read_dir(dir)
+            .map(|d| {
+                d.flatten()
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .filter(|n| n.parse::<IpAddr>().is_ok())
+                    .collect()
+            })
+            .unwrap_or_default();
+        out.sort();
+        out
+    }
+
+    /// Runs the plugin in the node's namespace with the CNI environment.
+    fn cni(&self, command: &str, pod: &str, config: &Value) -> (i32, Value) {
+        self.cni_env(command, config, &[
+            ("CNI_CONTAINERID", format!("ctr-{}-{pod}", self.tag)),
+            ("CNI_NETNS", format!("/run/netns/{}", self.pod(pod))),
+            ("CNI_IFNAME", "eth0".into()),
+            ("CNI_PATH", CNI_PATH.into()),
+            (
+                "CNI_ARGS",
+                format!("IgnoreUnknown=1;K8S_POD_NAMESPACE=shop;K8S_POD_NAME={pod};K8S_POD_UID=uid-{pod}"),
+            ),
+        ])
+    }
+
+    fn cni_env(&self, command: &str, config: &Value, env: &[(&str, String)]) -> (i32, Value) {
+        let mut cmd = Command::new("nsenter");
+        cmd.arg(format!("--net=/run/netns/{}", self.node()))
+            .arg(env!("CARGO_BIN_EXE_pipec-cni"))
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("CNI_COMMAND", command)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().expect("run pipec-cni");
+        child
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(config.to_string().as_bytes())
+            .expect("write config");
+        let out = child.wait_with_output().expect("wait");
+        let v = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+        (out.status.code().unwrap_or(-1), v)
+    }
+
+    fn host_links(&self) -> Vec<String> {
+        let out = Command::new("ip")
+            .args(["-n", &self.node(), "-o", "link", "show"])
+            .output()
+            .expect("ip");
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|l| l.split(": ").nth(1))
+            .map(|n| n.split('@').next().unwrap_or(n).to_string())
+            .filter(|n| n.starts_with("pc"))
+            .collect()
+    }
+}
+
+impl Drop for World {
+    fn drop(&mut self) {
+        self.stop_pipecd();
+        for p in ["a", "b", "c"] {
+            let _ = Command::new("ip")
+                .args(["netns", "del", &self.pod(p)])
+                .status();
+        }
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.node()])
+            .status();
+        let _ = std::fs::remove_dir_all(&self.bpffs);
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+const CLUSTER: &str = "apiVersion: v1
+kind: Node
+metadata: {name: node-a}
+spec: {podCIDR: 10.77.1.0/24}
+status: {addresses: [{type: InternalIP, address: 192.168.77.1}]}
+---
+apiVersion: v1
+kind: Namespace
+metadata: {name: shop, labels: {kubernetes.io/metadata.name: shop}}
+---
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: server-from-client, namespace: shop}
+spec:
+  podSelector: {matchLabels: {app: server}}
+  policyTypes: [Ingress]
+  ingress:
+  - from: [{podSelector: {matchLabels: {app: client}}}]
+    ports: [{protocol: TCP, port: 8080}, {protocol: UDP, port: 8081}]
+";
+
+fn pod_yaml(name: &str, app: &str, ip: Option<&str>) -> String {
+    let status = ip.map_or(String::new(), |ip| {
+        format!("status: {{phase: Running, podIP: {ip}, podIPs: [{{ip: {ip}}}]}}\n")
+    });
+    format!(
+        "---\napiVersion: v1\nkind: Pod\nmetadata: {{name: {name}, namespace: shop, labels: {{app: {app}}}}}\n\
+         spec:\n  nodeName: node-a\n  containers: [{{name: c, image: x, ports: [{{containerPort: {TCP_PORT}}}, {{containerPort: {UDP_PORT}, protocol: UDP}}]}}]\n{status}"
+    )
+}
+
+const APPS: [(&str, &str); 3] = [("a", "client"), ("b", "server"), ("c", "other")];
+
+fn in_netns<T: Send>(ns: &str, f: impl FnOnce() -> T + Send) -> T {
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            let file = std::fs::File::open(format!("/run/netns/{ns}")).expect("open the netns");
+            // SAFETY: a valid namespace fd; setns only changes this thread's network namespace.
+            let r = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
+            assert_eq!(r, 0, "setns into {ns}");
+            f()
+        })
+        .join()
+        .expect("netns thread")
+    })
+}
+
+/// A TCP and a UDP echo server in a pod, answering until the process ends (bounded: 10
+/// minutes).
+fn serve(ns: &str, ip: IpAddr) {
+    let (tcp, udp) = in_netns(ns, || {
+        (
+            TcpListener::bind((ip, TCP_PORT)).expect("bind tcp"),
+            UdpSocket::bind((ip, UDP_PORT)).expect("bind udp"),
+        )
+    });
+    std::thread::spawn(move || {
+        let end = Instant::now() + Duration::from_secs(600);
+        for conn in tcp.incoming() {
+            if Instant::now() > end {
+                break;
+            }
+            if let Ok(mut c) = conn {
+                let _ = c.write_all(b"pong");
+            }
+        }
+    });
+    std::thread::spawn(move || {
+        let end = Instant::now() + Duration::from_secs(600);
+        let mut buf = [0u8; 64];
+        while Instant::now() < end {
+            if let Ok((_, from)) = udp.recv_from(&mut buf) {
+                let _ = udp.send_to(b"pong", from);
+            }
+        }
+    });
+}
+
+/// Whether a connection from `ns` to `dst` gets an answer.
+fn connects(ns: &str, dst: SocketAddr, udp: bool) -> bool {
+    in_netns(ns, || {
+        if udp {
+            let Ok(s) = UdpSocket::bind("0.0.0.0:0") else {
+                return false;
+            };
+            let _ = s.set_read_timeout(Some(Duration::from_millis(400)));
+            let mut buf = [0u8; 16];
+            // Two tries: the first datagram may race the neighbour set-up.
+            (0..2).any(|_| s.send_to(b"ping", dst).is_ok() && s.recv_from(&mut buf).is_ok())
+        } else {
+            TcpStream::connect_timeout(&dst, Duration::from_millis(500))
+                .and_then(|mut c| {
+                    c.set_read_timeout(Some(Duration::from_millis(500)))?;
+                    let mut out = String::new();
+                    c.read_to_string(&mut out)?;
+                    Ok(out == "pong")
+                })
+                .unwrap_or(false)
+        }
+    })
+}
+
+/// The reference verdict for one probe on the cluster with the pods' addresses.
+fn reference(cluster_text: &str, from: &str, to: &str, port: &str) -> bool {
+    let loaded = pipec::driver::load_texts(&[("cluster.yaml", cluster_text)], &Default::default());
+    assert!(!loaded.has_errors(), "the test's cluster does not load");
+    let q = pipec::trace::Query {
+        from,
+        to,
+        port,
+        check_listening: false,
+    };
+    let t = pipec::trace::trace(&loaded.sources, &loaded.cluster, &q).expect("trace");
+    match t.report.verdict.as_str() {
+        "allow" => true,
+        "deny" => false,
+        other => panic!("the test's probes have a plain verdict, not {other}"),
+    }
+}
+
+#[test]
+fn pods_wired_by_pipec_cni_get_their_policy_before_add_returns() {
+    if !ready() {
+        return;
+    }
+    let mut w = World::new("e");
+    let mut manifests = CLUSTER.to_string();
+    for (p, app) in APPS {
+        manifests.push_str(&pod_yaml(p, app, None));
+    }
+    std::fs::write(w.dir.join("m/cluster.yaml"), &manifests).expect("manifests");
+    w.start_pipecd();
+
+    // ADD each pod; the result is the specification's.
+    let config = w.config();
+    let mut ips = Vec::new();
+    for (p, _) in APPS {
+        let (code, result) = w.cni("ADD", p, &config);
+        assert_eq!(code, 0, "ADD {p}: {result}\n{}", w.log());
+        assert_eq!(result["cniVersion"], "1.0.0");
+        assert_eq!(result["interfaces"][1]["name"], "eth0");
+        assert_eq!(
+            result["interfaces"][1]["sandbox"],
+            format!("/run/netns/{}", w.pod(p))
+        );
+        assert_eq!(result["ips"][0]["interface"], 1);
+        let addr = result["ips"][0]["address"].as_str().expect("an address");
+        assert!(
+            addr.starts_with("10.77.1.") && addr.ends_with("/24"),
+            "{addr}"
+        );
+        ips.push(
+            addr.split('/')
+                .next()
+                .expect("ip")
+                .parse::<IpAddr>()
+                .expect("ip"),
+        );
+    }
+    assert_eq!(w.leases().len(), 3);
+    for (i, (p, _)) in APPS.iter().enumerate() {
+        serve(&w.pod(p), ips[i]);
+    }
+
+    // Real traffic between every pair, each against the reference verdict.
+    let mut with_ips = CLUSTER.to_string();
+    for (i, (p, app)) in APPS.iter().enumerate() {
+        with_ips.push_str(&pod_yaml(p, app, Some(&ips[i].to_string())));
+    }
+    let mut checked = 0;
+    for (i, (from, _)) in APPS.iter().enumerate() {
+        for (j, (to, _)) in APPS.iter().enumerate() {
+            if i == j {
+                continue;
+            }
+            for (port, udp) in [(TCP_PORT, false), (UDP_PORT, true)] {
+                let proto = if udp { "UDP" } else { "TCP" };
+                let want = reference(
+                    &with_ips,
+                    &format!("shop/{from}"),
+                    &format!("shop/{to}"),
+                    &format!("{port}/{proto}"),
+                );
+                let got = connects(&w.pod(from), SocketAddr::new(ips[j], port), udp);
+                assert_eq!(got, want, "{from} -> {to} {port}/{proto}\n{}", w.log());
+                checked += 1;
+            }
+        }
+    }
+    assert_eq!(checked, 12);
+    // The policy denies some of them: the datapath is really deciding.
+    assert!(!connects(
+        &w.pod("c"),
+        SocketAddr::new(ips[1], TCP_PORT),
+        false
+    ));
+
+    // CHECK with the ADD's result.
+    let mut with_prev = config.clone();
+    with_prev["prevResult"] =
+        json!({"cniVersion": "1.0.0", "ips": [{"address": format!("{}/24", ips[0])}]});
+    let (code, out) = w.cni("CHECK", "a", &with_prev);
+    assert_eq!(code, 0, "{out}");
+
+    // DEL c: its address is released and no longer reachable; a second DEL succeeds.
+    let (code, out) = w.cni("DEL", "c", &config);
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        !w.leases().contains(&ips[2].to_string()),
+        "{:?}",
+        w.leases()
+    );
+    assert!(!connects(
+        &w.pod("a"),
+        SocketAddr::new(ips[2], TCP_PORT),
+        false
+    ));
+    assert_eq!(w.cni("DEL", "c", &config).0, 0, "DEL is idempotent");
+    assert_eq!(w.host_links().len(), 2, "{:?}", w.host_links());
+
+    // pipecd down: DEL still succeeds and is remembered; CHECK says try again later;
+    // STATUS says ADD cannot be serviced; ADD fails with 11 and leaves nothing behind.
+    w.stop_pipecd();
+    let (code, out) = w.cni("DEL", "b", &config);
+    assert_eq!(code, 0, "{out}");
+    let pending =
+        std::fs::read_to_string(w.dir.join("cni-state/pending-del.json")).unwrap_or_default();
+    assert!(pending.contains(&format!("ctr-{}-b", w.tag)), "{pending}");
+    assert_eq!(w.cni("CHECK", "a", &with_prev).1["code"], 11);
+    let mut v11 = config.clone();
+    v11["cniVersion"] = json!("1.1.0");
+    assert_eq!(w.cni("STATUS", "a", &v11).1["code"], 50);
+    let leases = w.leases();
+    let (code, out) = w.cni("ADD", "c", &config);
+    assert_eq!((code, out["code"].as_u64()), (1, Some(11)), "{out}");
+    assert_eq!(w.leases(), leases, "no leaked address");
+    assert_eq!(
+        w.host_links().len(),
+        1,
+        "no half-made link: {:?}",
+        w.host_links()
+    );
+
+    // pipecd back: the next invocation tells it the deletion it missed.
+    w.start_pipecd();
+    let (code, out) = w.cni("ADD", "c", &config);
+    let alive = w.pipecd.as_mut().map(|c| c.try_wait());
+    assert_eq!(code, 0, "{out}\npipecd: {alive:?}\n{}", w.log());
+    let pending =
+        std::fs::read_to_string(w.dir.join("cni-state/pending-del.json")).unwrap_or_default();
+    assert_eq!(pending.trim(), "[]", "the missed deletion was replayed");
+
+    // GC (1.1.0): leases of attachments the runtime no longer lists are released.
+    let mut gc = v11.clone();
+    gc["cni.dev/valid-attachments"] =
+        json!([{"containerID": format!("ctr-{}-a", w.tag), "ifname": "eth0"}]);
+    let (code, out) = w.cni_env("GC", &gc, &[("CNI_PATH", CNI_PATH.into())]);
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(w.leases(), vec![ips[0].to_string()]);
+}
+
+#[test]
+fn bad_input_gets_the_specifications_codes_and_leaves_nothing() {
+    if !ready() {
+        return;
+    }
+    let w = World::new("b");
+    let config = w.config();
+    // VERSION.
+    let (code, out) = w.cni("VERSION", "a", &json!({"cniVersion": "1.0.0"}));
+    assert_eq!(code, 0);
+    assert_eq!(out["supportedVersions"], json!(["0.4.0", "1.0.0", "1.1.0"]));
+    // Malformed JSON: 6.
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_pipec-cni"));
+    cmd.env("CNI_COMMAND", "ADD")
+        .env("CNI_CONTAINERID", "x")
+        .env("CNI_NETNS", format!("/run/netns/{}", w.pod("a")))
+        .env("CNI_IFNAME", "eth0")
+        .env("CNI_PATH", CNI_PATH)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped());
+    let mut child = cmd.spawn().expect("run");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(b"{not json")
+        .expect("write");
+    let out = child.wait_with_output().expect("wait");
+    let v: Value = serde_json::from_slice(&out.stdout).expect("an error object");
+    assert_eq!((out.status.code(), v["code"].as_u64()), (Some(1), Some(6)));
+    // An unsupported version: 1.
+    let mut old = config.clone();
+    old["cniVersion"] = json!("0.2.0");
+    assert_eq!(w.cni("ADD", "a", &old).1["code"], 1);
+    // A missing CNI_NETNS: 4, naming it.
+    let (_, out) = w.cni_env(
+        "ADD",
+        &config,
+        &[
+            ("CNI_CONTAINERID", "x".into()),
+            ("CNI_IFNAME", "eth0".into()),
+            ("CNI_PATH", CNI_PATH.into()),
+        ],
+    );
+    assert_eq!(out["code"], 4);
+    assert!(
+        out["msg"].as_str().unwrap_or("").contains("CNI_NETNS"),
+        "{out}"
+    );
+    // A namespace that does not exist: 4.
+    let (_, out) = w.cni_env(
+        "ADD",
+        &config,
+        &[
+            ("CNI_CONTAINERID", "x".into()),
+            ("CNI_NETNS", "/run/netns/no-such-namespace".into()),
+            ("CNI_IFNAME", "eth0".into()),
+            ("CNI_PATH", CNI_PATH.into()),
+            ("CNI_ARGS", "K8S_POD_NAMESPACE=shop;K8S_POD_NAME=a".into()),
+        ],
+    );
+    assert_eq!(out["code"], 4, "{out}");
+    // pipecd unreachable: 11, nothing allocated.
+    let (_, out) = w.cni("ADD", "a", &config);
+    assert_eq!(out["code"], 11, "{out}");
+    assert!(w.leases().is_empty());
+    assert!(w.host_links().is_empty());
+    // STATUS and GC need 1.1.0.
+    assert_eq!(w.cni("STATUS", "a", &config).1["code"], 1);
+    // DEL of a container nobody knows succeeds.
+    assert_eq!(w.cni("DEL", "a", &config).0, 0);
+}
