@@ -40,25 +40,43 @@ fn unavailable(s: &tonic::Status) -> bool {
 }
 
 impl Pipecd {
-    /// Connects to pipecd at `address` (`unix:PATH`); unreachable is code 11.
-    pub fn connect(address: &str) -> Result<Pipecd, CniError> {
-        let path = pipec_proto::socket_path(address)
-            .map_err(|e| CniError::new(spec::INVALID_CONFIG, format!("`pipecd`: {e}")))?
-            .to_path_buf();
+    /// Connects to pipecd as the configuration says; unreachable is code 11, a channel
+    /// that does not authenticate too (the details say why).
+    pub fn connect(config: &crate::spec::Config) -> Result<Pipecd, CniError> {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .map_err(|e| CniError::new(spec::IO_FAILURE, e.to_string()))?;
-        let channel = rt
-            .block_on(async { tokio::time::timeout(CONNECT, pipec_proto::connect(&path)).await })
-            .map_err(|_| timeout_error(&path))?
-            .map_err(|e| {
-                CniError::new(
-                    spec::TRY_AGAIN_LATER,
-                    format!("pipecd is not reachable at unix:{}", path.display()),
-                )
-                .details(e.to_string())
-            })?;
+        let address = config.pipecd.as_str();
+        let unreachable = |e: String| {
+            CniError::new(
+                spec::TRY_AGAIN_LATER,
+                format!("pipecd is not reachable at {address}"),
+            )
+            .details(e)
+        };
+        let channel = match &config.tls {
+            Some((files, name)) if address.starts_with("https://") => rt
+                .block_on(async {
+                    tokio::time::timeout(
+                        CONNECT,
+                        pipec_proto::connect_tls(address, files, name.as_deref()),
+                    )
+                    .await
+                })
+                .map_err(|_| timeout_error(address))?
+                .map_err(unreachable)?,
+            _ => {
+                let path = pipec_proto::socket_path(address)
+                    .map_err(|e| CniError::new(spec::INVALID_CONFIG, format!("`pipecd`: {e}")))?
+                    .to_path_buf();
+                rt.block_on(async {
+                    tokio::time::timeout(CONNECT, pipec_proto::connect(&path)).await
+                })
+                .map_err(|_| timeout_error(address))?
+                .map_err(|e| unreachable(e.to_string()))?
+            }
+        };
         Ok(Pipecd {
             rt,
             client: CniClient::new(channel),
@@ -158,13 +176,10 @@ impl Pipecd {
     }
 }
 
-fn timeout_error(path: &Path) -> CniError {
+fn timeout_error(address: &str) -> CniError {
     CniError::new(
         spec::TRY_AGAIN_LATER,
-        format!(
-            "pipecd did not answer at unix:{} within {CONNECT:?}",
-            path.display()
-        ),
+        format!("pipecd did not answer at {address} within {CONNECT:?}"),
     )
 }
 

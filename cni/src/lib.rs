@@ -101,7 +101,7 @@ fn add(config: &Config, env: &Env) -> Result<Value, CniError> {
         ));
     }
     // Reach pipecd before anything is allocated: when it is down there is nothing to undo.
-    let mut pipecd = Pipecd::connect(&config.pipecd)?;
+    let mut pipecd = Pipecd::connect(config)?;
     let _ = pipecd.replay(Path::new(&config.state_dir));
     let attachment = |host: &str, ips: &[String]| pipec_proto::v1::Attachment {
         container_id: env.container_id.clone(),
@@ -253,7 +253,7 @@ fn del(config: &Config, env: &Env) -> Result<(), CniError> {
         pod_name: name,
     };
     // pipecd first: the endpoint leaves the datapath before the address is released.
-    match Pipecd::connect(&config.pipecd) {
+    match Pipecd::connect(config) {
         Ok(mut p) => {
             let _ = p.replay(state);
             if p.del(&pending).is_err() {
@@ -272,7 +272,7 @@ fn del(config: &Config, env: &Env) -> Result<(), CniError> {
 }
 
 fn check(config: &Config, env: &Env) -> Result<(), CniError> {
-    let mut pipecd = Pipecd::connect(&config.pipecd)?;
+    let mut pipecd = Pipecd::connect(config)?;
     let Some(applied) = pipecd.check(&env.container_id, &env.ifname)? else {
         return Err(CniError::new(
             spec::REFUSED,
@@ -325,13 +325,17 @@ fn status(config: &Config) -> Result<(), CniError> {
     }
     // host-local implements no STATUS (its skel answers success or code 3 depending on the
     // release); its readiness is a writable data directory, which ADD checks itself.
-    Pipecd::connect(&config.pipecd).map(|_| ()).map_err(|e| {
-        CniError::new(
-            spec::NOT_AVAILABLE,
-            "pipecd is not available: ADD cannot be serviced",
-        )
-        .details(format!("{}: {}", e.msg, e.details))
-    })
+    // A round trip, not only a connection: with TLS 1.3 the server judges the client's
+    // certificate after the client's handshake is done.
+    Pipecd::connect(config)
+        .and_then(|mut p| p.check("", "").map(|_| ()))
+        .map_err(|e| {
+            CniError::new(
+                spec::NOT_AVAILABLE,
+                "pipecd is not available: ADD cannot be serviced",
+            )
+            .details(format!("{}: {}", e.msg, e.details))
+        })
 }
 
 /// GC: every lease host-local holds for an attachment the runtime no longer lists is

@@ -185,8 +185,12 @@ pub struct Config {
     pub version: String,
     /// The network's name.
     pub name: String,
-    /// Where pipecd is: `unix:PATH`.
+    /// Where pipecd is: `unix:PATH` on one machine, `https://HOST:PORT` across the host↔DPU
+    /// link (with `tls`).
     pub pipecd: String,
+    /// The client side of the mutually authenticated channel (`tls`: `ca`, `cert`, `key`,
+    /// and `serverName` when it differs from the URL's host).
+    pub tls: Option<(pipec_proto::TlsFiles, Option<String>)>,
     /// How long ADD waits for pipecd to have the pod's policy in place.
     pub timeout_ms: u32,
     /// The pod interface's MTU.
@@ -246,7 +250,23 @@ pub fn parse_config(bytes: &[u8]) -> Result<Config, CniError> {
             format!("`mtu` {mtu} is outside 576..=65535"),
         ));
     }
+    let pipecd = string_field(&raw, "pipecd")?
+        .unwrap_or_else(|| format!("unix:{}", pipec_proto::DEFAULT_SOCKET));
+    let tls = tls_config(&raw)?;
+    if pipecd.starts_with("https://") && tls.is_none() {
+        return Err(CniError::new(
+            INVALID_CONFIG,
+            "`pipecd` is an https:// address: the channel needs `tls` (ca, cert, key)",
+        ));
+    }
+    if !pipecd.starts_with("https://") && !pipecd.starts_with("unix:") {
+        return Err(CniError::new(
+            INVALID_CONFIG,
+            format!("`pipecd` {pipecd:?} is neither unix:PATH nor https://HOST:PORT"),
+        ));
+    }
     Ok(Config {
+        tls,
         pipecd: string_field(&raw, "pipecd")?
             .unwrap_or_else(|| format!("unix:{}", pipec_proto::DEFAULT_SOCKET)),
         timeout_ms: number("timeoutMs", 10_000)?,
@@ -258,6 +278,26 @@ pub fn parse_config(bytes: &[u8]) -> Result<Config, CniError> {
         name,
         raw,
     })
+}
+
+/// The `tls` section: every file named, or code 7 naming what is missing.
+fn tls_config(raw: &Value) -> Result<Option<(pipec_proto::TlsFiles, Option<String>)>, CniError> {
+    let Some(tls) = raw.get("tls").filter(|t| !t.is_null()) else {
+        return Ok(None);
+    };
+    let file = |key: &str| -> Result<std::path::PathBuf, CniError> {
+        string_field(tls, key)?
+            .map(std::path::PathBuf::from)
+            .ok_or_else(|| CniError::new(INVALID_CONFIG, format!("`tls.{key}` is missing")))
+    };
+    Ok(Some((
+        pipec_proto::TlsFiles {
+            ca: file("ca")?,
+            cert: file("cert")?,
+            key: file("key")?,
+        },
+        string_field(tls, "serverName")?,
+    )))
 }
 
 fn string_field(v: &Value, key: &str) -> Result<Option<String>, CniError> {

@@ -4,7 +4,10 @@
 //! so that building pipec needs no `protoc`; `tests/current.rs` regenerates it and fails when
 //! the committed file is stale (regenerate with `PIPEC_BLESS=1 cargo test -p pipec-proto`).
 //!
-//! [`bind_private`] and [`connect`] are the two ends of the socket.
+//! [`bind_private`] and [`connect`] are the two ends of the local socket; [`server_tls`]
+//! and [`connect_tls`] the two ends of the mutually authenticated TCP channel between the
+//! host and the DPU (rustls; each side presents a certificate of one CA and accepts only
+//! the other's).
 
 use std::path::Path;
 
@@ -78,7 +81,74 @@ pub async fn connect(path: &Path) -> Result<tonic::transport::Channel, tonic::tr
         .await
 }
 
+/// The stream of connections a server reads from a bound TCP listener.
+pub fn incoming_tcp(
+    listener: tokio::net::TcpListener,
+) -> tokio_stream::wrappers::TcpListenerStream {
+    tokio_stream::wrappers::TcpListenerStream::new(listener)
+}
+
 /// The stream of connections a server reads from a bound socket.
 pub fn incoming(listener: tokio::net::UnixListener) -> tokio_stream::wrappers::UnixListenerStream {
     tokio_stream::wrappers::UnixListenerStream::new(listener)
+}
+
+/// The files of one side of the mutually authenticated channel (PEM).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TlsFiles {
+    /// The CA whose certificates the other side must present.
+    pub ca: std::path::PathBuf,
+    /// This side's certificate.
+    pub cert: std::path::PathBuf,
+    /// This side's key.
+    pub key: std::path::PathBuf,
+}
+
+impl TlsFiles {
+    fn read(&self) -> Result<(tonic::transport::Certificate, tonic::transport::Identity), String> {
+        let read = |p: &Path| std::fs::read(p).map_err(|e| format!("reading {}: {e}", p.display()));
+        let ca = tonic::transport::Certificate::from_pem(read(&self.ca)?);
+        let identity = tonic::transport::Identity::from_pem(read(&self.cert)?, read(&self.key)?);
+        Ok((ca, identity))
+    }
+}
+
+/// The server side: its certificate, and a client certificate of the CA required.
+pub fn server_tls(files: &TlsFiles) -> Result<tonic::transport::ServerTlsConfig, String> {
+    let (ca, identity) = files.read()?;
+    Ok(tonic::transport::ServerTlsConfig::new()
+        .identity(identity)
+        .client_ca_root(ca)
+        .client_auth_optional(false))
+}
+
+/// A channel to `url` (`https://HOST:PORT`) that presents the client certificate and
+/// accepts only a server certificate of the CA, for `server_name` (default: the URL's host).
+pub async fn connect_tls(
+    url: &str,
+    files: &TlsFiles,
+    server_name: Option<&str>,
+) -> Result<tonic::transport::Channel, String> {
+    let (ca, identity) = files.read()?;
+    let mut tls = tonic::transport::ClientTlsConfig::new()
+        .ca_certificate(ca)
+        .identity(identity);
+    if let Some(name) = server_name {
+        tls = tls.domain_name(name);
+    }
+    tonic::transport::Endpoint::from_shared(url.to_string())
+        .map_err(|e| format!("{url}: {e}"))?
+        .tls_config(tls)
+        .map_err(|e| format!("{url}: {e}"))?
+        .connect()
+        .await
+        .map_err(|e| {
+            let mut msg = format!("{url}: {e}");
+            let mut source = std::error::Error::source(&e);
+            while let Some(s) = source {
+                msg.push_str(&format!(": {s}"));
+                source = s.source();
+            }
+            msg
+        })
 }

@@ -48,6 +48,23 @@ pub async fn serve(
         .map_err(|e| anyhow::anyhow!("control API: {e}"))
 }
 
+/// Serves the CNI service alone (never the control API) on a TCP listener with mutual
+/// TLS: the host↔DPU channel. A client without a certificate of the CA is refused in the
+/// handshake.
+pub async fn serve_cni_tls(
+    listener: tokio::net::TcpListener,
+    tls: tonic::transport::ServerTlsConfig,
+    daemon: Arc<Mutex<Daemon>>,
+) -> anyhow::Result<()> {
+    tonic::transport::Server::builder()
+        .tls_config(tls)
+        .map_err(|e| anyhow::anyhow!("--cni-listen TLS: {e}"))?
+        .add_service(CniServer::new(ControlApi { daemon }))
+        .serve_with_incoming(pipec_proto::incoming_tcp(listener))
+        .await
+        .map_err(|e| anyhow::anyhow!("CNI channel: {e}"))
+}
+
 impl ControlApi {
     /// Runs `f` on the daemon on the blocking pool.
     async fn with<T: Send + 'static>(

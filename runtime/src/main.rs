@@ -47,6 +47,19 @@ struct Args {
     /// `pipec explain --live` and `pipec trace --live`.
     #[arg(long, value_name = "unix:PATH")]
     control: Option<String>,
+    /// Serve the CNI channel (ADD, DEL, CHECK from pipec-cni on the host) on TCP with
+    /// mutual TLS; needs --tls-cert, --tls-key and --tls-client-ca.
+    #[arg(long, value_name = "ADDR:PORT", requires_all = ["tls_cert", "tls_key", "tls_client_ca"])]
+    cni_listen: Option<SocketAddr>,
+    /// pipecd's certificate for --cni-listen (PEM).
+    #[arg(long, value_name = "FILE", requires = "cni_listen")]
+    tls_cert: Option<PathBuf>,
+    /// pipecd's key for --cni-listen (PEM).
+    #[arg(long, value_name = "FILE", requires = "cni_listen")]
+    tls_key: Option<PathBuf>,
+    /// The CA whose client certificates --cni-listen accepts (PEM).
+    #[arg(long, value_name = "FILE", requires = "cni_listen")]
+    tls_client_ca: Option<PathBuf>,
     /// Watch the Kubernetes API with this kubeconfig (its current context).
     #[arg(long, value_name = "FILE", conflicts_with = "in_cluster")]
     kubeconfig: Option<PathBuf>,
@@ -153,6 +166,30 @@ async fn serve(args: Args) -> anyhow::Result<()> {
         let d = daemon.clone();
         tokio::spawn(async move {
             if let Err(e) = pipec_runtime::control::serve(listener, d).await {
+                tracing::error!("{e:#}");
+            }
+        });
+    }
+    if let (Some(addr), Some(cert), Some(key), Some(ca)) = (
+        args.cni_listen,
+        &args.tls_cert,
+        &args.tls_key,
+        &args.tls_client_ca,
+    ) {
+        let files = pipec_proto::TlsFiles {
+            ca: ca.clone(),
+            cert: cert.clone(),
+            key: key.clone(),
+        };
+        let tls =
+            pipec_proto::server_tls(&files).map_err(|e| anyhow::anyhow!("--cni-listen: {e}"))?;
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|e| anyhow::anyhow!("binding --cni-listen {addr}: {e}"))?;
+        tracing::info!(addr = %listener.local_addr()?, "serving the CNI channel (mutual TLS)");
+        let d = daemon.clone();
+        tokio::spawn(async move {
+            if let Err(e) = pipec_runtime::control::serve_cni_tls(listener, tls, d).await {
                 tracing::error!("{e:#}");
             }
         });
