@@ -127,7 +127,9 @@ fn add(config: &Config, env: &Env) -> Result<Value, CniError> {
             ),
         ));
     }
+    let timing = Timing::start();
     let ipam = ipam::add(config, env)?;
+    let ipam_done = timing.lap();
     let addresses: Vec<String> = ipam["ips"]
         .as_array()
         .map(|a| {
@@ -149,12 +151,44 @@ fn add(config: &Config, env: &Env) -> Result<Value, CniError> {
     let host = link::host_name(&env.container_id, &env.ifname);
     let made =
         link::setup(&env.netns, &env.ifname, &host, &addresses, config.mtu).map_err(undo_ipam)?;
+    let link_done = timing.lap();
     if let Err(e) = pipecd.add(attachment(&host, &addresses), config.timeout_ms) {
         // A pod never runs without its policy: the link and the address go.
         let _ = link::teardown(&host);
         return Err(undo_ipam(e));
     }
+    timing.report(ipam_done, link_done, timing.lap());
     Ok(result(config, env, &made, &addresses, &ipam))
+}
+
+/// Where an ADD's time goes, reported on stderr (which the runtime logs) as one JSON line
+/// when `PIPEC_CNI_TIMING` is set: the benchmark in `cni/tests/e2e.rs` reads it.
+struct Timing {
+    start: std::time::Instant,
+    on: bool,
+}
+
+impl Timing {
+    fn start() -> Timing {
+        Timing {
+            start: std::time::Instant::now(),
+            on: std::env::var_os("PIPEC_CNI_TIMING").is_some(),
+        }
+    }
+
+    /// Microseconds since the start.
+    fn lap(&self) -> u128 {
+        self.start.elapsed().as_micros()
+    }
+
+    fn report(&self, ipam: u128, link: u128, pipecd: u128) {
+        if self.on {
+            eprintln!(
+                "{}",
+                json!({"ipam_us": ipam, "link_us": link - ipam, "pipecd_us": pipecd - link})
+            );
+        }
+    }
 }
 
 /// The result of a standalone ADD.

@@ -58,10 +58,15 @@ struct World {
     dir: PathBuf,
     bpffs: PathBuf,
     pipecd: Option<Child>,
+    pods: Vec<String>,
 }
 
 impl World {
     fn new(tag: &str) -> World {
+        World::with_pods(tag, &["a", "b", "c"])
+    }
+
+    fn with_pods(tag: &str, pods: &[&str]) -> World {
         let tag = format!("{tag}{}", std::process::id());
         let dir = std::env::temp_dir().join(format!("pipec-cni-{tag}"));
         let _ = std::fs::remove_dir_all(&dir);
@@ -71,10 +76,11 @@ impl World {
             tag,
             dir,
             pipecd: None,
+            pods: pods.iter().map(|p| p.to_string()).collect(),
         };
         sh(&["ip", "netns", "add", &w.node()]);
         sh(&["ip", "-n", &w.node(), "link", "set", "lo", "up"]);
-        for p in ["a", "b", "c"] {
+        for p in pods {
             sh(&["ip", "netns", "add", &w.pod(p)]);
             sh(&["ip", "-n", &w.pod(p), "link", "set", "lo", "up"]);
         }
@@ -180,19 +186,21 @@ impl World {
 
     /// Runs the plugin in the node's namespace with the CNI environment.
     fn cni(&self, command: &str, pod: &str, config: &Value) -> (i32, Value) {
-        self.cni_env(command, config, &[
-            ("CNI_CONTAINERID", format!("ctr-{}-{pod}", self.tag)),
-            ("CNI_NETNS", format!("/run/netns/{}", self.pod(pod))),
-            ("CNI_IFNAME", "eth0".into()),
-            ("CNI_PATH", CNI_PATH.into()),
-            (
-                "CNI_ARGS",
-                format!("IgnoreUnknown=1;K8S_POD_NAMESPACE=shop;K8S_POD_NAME={pod};K8S_POD_UID=uid-{pod}"),
-            ),
-        ])
+        self.cni_env(command, config, &self.pod_env(pod))
     }
 
     fn cni_env(&self, command: &str, config: &Value, env: &[(&str, String)]) -> (i32, Value) {
+        let (code, out, _) = self.cni_full(command, config, env);
+        (code, out)
+    }
+
+    /// The plugin's exit code, stdout as JSON and stderr.
+    fn cni_full(
+        &self,
+        command: &str,
+        config: &Value,
+        env: &[(&str, String)],
+    ) -> (i32, Value, String) {
         let mut cmd = Command::new("nsenter");
         cmd.arg(format!("--net=/run/netns/{}", self.node()))
             .arg(env!("CARGO_BIN_EXE_pipec-cni"))
@@ -214,7 +222,25 @@ impl World {
             .expect("write config");
         let out = child.wait_with_output().expect("wait");
         let v = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
-        (out.status.code().unwrap_or(-1), v)
+        (
+            out.status.code().unwrap_or(-1),
+            v,
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+
+    /// The CNI environment of pod `pod`.
+    fn pod_env(&self, pod: &str) -> Vec<(&'static str, String)> {
+        vec![
+            ("CNI_CONTAINERID", format!("ctr-{}-{pod}", self.tag)),
+            ("CNI_NETNS", format!("/run/netns/{}", self.pod(pod))),
+            ("CNI_IFNAME", "eth0".into()),
+            ("CNI_PATH", CNI_PATH.into()),
+            (
+                "CNI_ARGS",
+                format!("IgnoreUnknown=1;K8S_POD_NAMESPACE=shop;K8S_POD_NAME={pod};K8S_POD_UID=uid-{pod}"),
+            ),
+        ]
     }
 
     fn host_links(&self) -> Vec<String> {
@@ -234,7 +260,7 @@ impl World {
 impl Drop for World {
     fn drop(&mut self) {
         self.stop_pipecd();
-        for p in ["a", "b", "c"] {
+        for p in &self.pods {
             let _ = Command::new("ip")
                 .args(["netns", "del", &self.pod(p)])
                 .status();
@@ -579,4 +605,73 @@ fn bad_input_gets_the_specifications_codes_and_leaves_nothing() {
     assert_eq!(w.cni("STATUS", "a", &config).1["code"], 1);
     // DEL of a container nobody knows succeeds.
     assert_eq!(w.cni("DEL", "a", &config).0, 0);
+}
+
+/// The benchmark of issue 14 (BENCHMARKS.md): CNI ADD → pod ready with its policy live,
+/// over 200 sequential pods and again with 10 in parallel, split into IPAM, link set-up and
+/// pipecd's apply. Run as root:
+/// `cargo test --release -p pipec-cni --test e2e -- --ignored --nocapture add_latency`.
+#[test]
+#[ignore = "a benchmark: run by hand, figures in BENCHMARKS.md"]
+fn add_latency() {
+    assert!(ready(), "the benchmark needs root and host-local");
+    const PODS: usize = 200;
+    let names: Vec<String> = (0..PODS).map(|i| format!("p{i}")).collect();
+    let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+    let mut w = World::with_pods("x", &refs);
+    let mut manifests = CLUSTER.to_string();
+    for p in &names {
+        manifests.push_str(&pod_yaml(p, "bench", None));
+    }
+    std::fs::write(w.dir.join("m/cluster.yaml"), &manifests).expect("manifests");
+    w.start_pipecd();
+    let config = w.config();
+    let add = |p: &str| {
+        let mut env = w.pod_env(p);
+        env.push(("PIPEC_CNI_TIMING", "1".into()));
+        let t = Instant::now();
+        let (code, out, err) = w.cni_full("ADD", &config, &env);
+        let total = t.elapsed().as_micros();
+        assert_eq!(code, 0, "{out}\n{err}");
+        let parts: Value = err
+            .lines()
+            .find_map(|l| serde_json::from_str(l).ok())
+            .expect("the timing line");
+        let us = |k: &str| parts[k].as_u64().expect("a number") as u128;
+        [total, us("ipam_us"), us("link_us"), us("pipecd_us")]
+    };
+    // Warm up pipecd's first load with one pod outside the measurement.
+    add(&names[0]);
+    let start = Instant::now();
+    let sequential: Vec<[u128; 4]> = names[1..].iter().map(|p| add(p)).collect();
+    let sequential_rate = sequential.len() as f64 / start.elapsed().as_secs_f64();
+    for p in &names {
+        assert_eq!(w.cni("DEL", p, &config).0, 0);
+    }
+    let start = Instant::now();
+    let chunks: Vec<Vec<String>> = (0..10)
+        .map(|k| names.iter().skip(k).step_by(10).cloned().collect())
+        .collect();
+    let parallel: Vec<[u128; 4]> = std::thread::scope(|s| {
+        let handles: Vec<_> = chunks
+            .iter()
+            .map(|chunk| s.spawn(|| chunk.iter().map(|p| add(p)).collect::<Vec<_>>()))
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().expect("worker"))
+            .collect()
+    });
+    let parallel_rate = parallel.len() as f64 / start.elapsed().as_secs_f64();
+    let show = |name: &str, rows: &[[u128; 4]], rate: f64| {
+        println!("{name}: {} pods, {rate:.1} pods/s", rows.len());
+        for (i, part) in ["total (process)", "ipam", "link", "pipecd apply"].iter().enumerate() {
+            let mut v: Vec<u128> = rows.iter().map(|r| r[i]).collect();
+            v.sort_unstable();
+            let q = |f: f64| v[((v.len() - 1) as f64 * f).round() as usize] as f64 / 1000.0;
+            println!("  {part:16} p50 {:7.2} ms  p99 {:7.2} ms", q(0.5), q(0.99));
+        }
+    };
+    show("sequential", &sequential, sequential_rate);
+    show("10 in parallel", &parallel, parallel_rate);
 }
