@@ -6,7 +6,7 @@
 use crate::{Format, InputArgs};
 use clap::Args;
 use pipec_proto::v1::control_client::ControlClient;
-use pipec_proto::v1::{ExplainRequest, StatusRequest, TraceRequest};
+use pipec_proto::v1::{ExplainRequest, ObserveRequest, StatusRequest, TraceRequest};
 use std::process::ExitCode;
 
 /// Where the running pipecd is.
@@ -167,4 +167,63 @@ pub fn trace(
     } else {
         ExitCode::from(1)
     })
+}
+
+/// Arguments of `pipec observe`.
+#[derive(Args, Debug)]
+pub struct ObserveArgs {
+    /// pipecd's control socket.
+    #[arg(long, value_name = "unix:PATH", default_value = concat!("unix:", "/run/pipec/pipecd.sock"))]
+    control: String,
+    /// Only flows from or to this address.
+    #[arg(long, value_name = "IP")]
+    address: Option<std::net::IpAddr>,
+    /// Stop after this many flows (default: until interrupted).
+    #[arg(long, value_name = "N")]
+    max: Option<u64>,
+    /// Output format: a line per flow, or a JSON object per line.
+    #[arg(short = 'o', long = "output", value_enum, default_value_t = Format::Text)]
+    format: Format,
+}
+
+/// Runs `pipec observe`: the running datapath's flow events, each with the rule that
+/// decided it, as they happen.
+pub fn observe(args: &ObserveArgs) -> anyhow::Result<ExitCode> {
+    use std::io::Write as _;
+    if args.format == Format::Yaml {
+        anyhow::bail!("observe prints text or JSON lines (-o text|json)");
+    }
+    let request = ObserveRequest {
+        address: args.address.map(|a| a.to_string()).unwrap_or_default(),
+    };
+    let max = args.max;
+    let format = args.format;
+    call(&args.control, async move |mut c| {
+        let mut stream = c.observe(request).await?.into_inner();
+        let mut seen = 0u64;
+        let mut out = std::io::stdout().lock();
+        while max.is_none_or(|m| seen < m) {
+            let Some(e) = stream.message().await? else {
+                break;
+            };
+            let text = match format {
+                Format::Json => serde_json::json!({
+                    "time_ns": e.time_ns, "direction": e.direction, "verdict": e.verdict,
+                    "reason": e.reason, "protocol": e.protocol, "source": e.source,
+                    "source_port": e.source_port, "destination": e.destination,
+                    "destination_port": e.destination_port, "rule": e.rule,
+                    "endpoint_id": e.endpoint_id, "remote_identity": e.remote_identity,
+                })
+                .to_string(),
+                Format::Text | Format::Yaml => pipec_proto::flow_line(&e),
+            };
+            // A closed stdout (`| head`) ends the command quietly.
+            if writeln!(out, "{text}").and_then(|()| out.flush()).is_err() {
+                break;
+            }
+            seen += 1;
+        }
+        Ok(())
+    })?;
+    Ok(ExitCode::SUCCESS)
 }

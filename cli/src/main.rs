@@ -56,6 +56,8 @@ enum Command {
     Targets(partition::TargetsArgs),
     /// Shows the running pipecd's status (sources synced, last apply, errors).
     Status(live::StatusArgs),
+    /// Streams the running datapath's flow events with the rule that decided each.
+    Observe(live::ObserveArgs),
 }
 
 impl Command {
@@ -70,7 +72,8 @@ impl Command {
             Command::Conformance(_)
             | Command::Fmt(_)
             | Command::Targets(_)
-            | Command::Status(_) => false,
+            | Command::Status(_)
+            | Command::Observe(_) => false,
         }
     }
 }
@@ -137,6 +140,7 @@ fn main() -> ExitCode {
         Command::Explain(a) => partition::run_explain(&a),
         Command::Targets(a) => partition::run_targets(&a),
         Command::Status(a) => live::status(&a),
+        Command::Observe(a) => live::observe(&a),
     };
     match result {
         Ok(code) => code,

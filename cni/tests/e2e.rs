@@ -375,6 +375,49 @@ fn connects(ns: &str, dst: SocketAddr, udp: bool) -> bool {
     })
 }
 
+/// The flow events pipecd streams while `f` runs (plus half a second for the drain).
+fn observe_while(socket: &Path, f: impl FnOnce()) -> Vec<pipec_proto::v1::FlowEvent> {
+    let socket = socket.to_path_buf();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let (subscribed_tx, subscribed) = std::sync::mpsc::channel();
+    let collector = std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        rt.block_on(async {
+            let channel = pipec_proto::connect(&socket).await.expect("connect");
+            let mut c = pipec_proto::v1::control_client::ControlClient::new(channel);
+            let mut stream = c
+                .observe(pipec_proto::v1::ObserveRequest::default())
+                .await
+                .expect("observe")
+                .into_inner();
+            let _ = subscribed_tx.send(());
+            let mut out = Vec::new();
+            // Bounded: stop when told, or after 30 s.
+            let end = tokio::time::Instant::now() + Duration::from_secs(30);
+            loop {
+                let next = tokio::time::timeout_at(end, stream.message()).await;
+                match next {
+                    Ok(Ok(Some(e))) => out.push(e),
+                    _ => break,
+                }
+                if rx.try_recv().is_ok() {
+                    break;
+                }
+            }
+            out
+        })
+    });
+    subscribed.recv().expect("subscribed");
+    f();
+    std::thread::sleep(Duration::from_millis(500));
+    let _ = tx.send(());
+    // One more event may be needed to wake the collector; the probes made plenty.
+    collector.join().expect("collector")
+}
+
 /// The reference verdict for one probe on the cluster with the pods' addresses.
 fn reference(cluster_text: &str, from: &str, to: &str, port: &str) -> bool {
     let loaded = pipec::driver::load_texts(&[("cluster.yaml", cluster_text)], &Default::default());
@@ -463,12 +506,34 @@ fn pods_wired_by_pipec_cni_get_their_policy_before_add_returns() {
         }
     }
     assert_eq!(checked, 12);
-    // The policy denies some of them: the datapath is really deciding.
-    assert!(!connects(
-        &w.pod("c"),
-        SocketAddr::new(ips[1], TCP_PORT),
-        false
-    ));
+    // The policy denies some of them: the datapath is really deciding. `pipec observe`'s
+    // stream shows both verdicts, each with the rule that decided it.
+    let events = observe_while(&w.socket(), || {
+        assert!(!connects(
+            &w.pod("c"),
+            SocketAddr::new(ips[1], TCP_PORT),
+            false
+        ));
+        assert!(connects(
+            &w.pod("a"),
+            SocketAddr::new(ips[1], TCP_PORT),
+            false
+        ));
+    });
+    let (a, b, c) = (ips[0].to_string(), ips[1].to_string(), ips[2].to_string());
+    assert!(
+        events
+            .iter()
+            .any(|e| e.verdict == "denied" && e.source == c && e.destination == b),
+        "{events:#?}"
+    );
+    assert!(
+        events.iter().any(|e| e.verdict == "allowed"
+            && e.source == a
+            && e.destination == b
+            && e.rule.contains("server-from-client")),
+        "{events:#?}"
+    );
 
     // CHECK with the ADD's result.
     let mut with_prev = config.clone();
@@ -665,7 +730,10 @@ fn add_latency() {
     let parallel_rate = parallel.len() as f64 / start.elapsed().as_secs_f64();
     let show = |name: &str, rows: &[[u128; 4]], rate: f64| {
         println!("{name}: {} pods, {rate:.1} pods/s", rows.len());
-        for (i, part) in ["total (process)", "ipam", "link", "pipecd apply"].iter().enumerate() {
+        for (i, part) in ["total (process)", "ipam", "link", "pipecd apply"]
+            .iter()
+            .enumerate()
+        {
             let mut v: Vec<u128> = rows.iter().map(|r| r[i]).collect();
             v.sort_unstable();
             let q = |f: f64| v[((v.len() - 1) as f64 * f).round() as usize] as f64 / 1000.0;
@@ -674,4 +742,195 @@ fn add_latency() {
     };
     show("sequential", &sequential, sequential_rate);
     show("10 in parallel", &parallel, parallel_rate);
+}
+
+/// The policy states the make-before-break test moves between: the server's ingress from
+/// the client only, from everyone (no policy), from nobody.
+const STATES: [&str; 3] = [
+    "apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: server-in, namespace: shop}
+spec:
+  podSelector: {matchLabels: {app: server}}
+  policyTypes: [Ingress]
+  ingress:
+  - from: [{podSelector: {matchLabels: {app: client}}}]
+",
+    "",
+    "apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: server-in, namespace: shop}
+spec:
+  podSelector: {matchLabels: {app: server}}
+  policyTypes: [Ingress]
+",
+];
+
+/// pipecd's session generation, through its control socket.
+fn generation(socket: &Path) -> u64 {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(async {
+        let channel = pipec_proto::connect(socket).await.ok()?;
+        let mut c = pipec_proto::v1::control_client::ControlClient::new(channel);
+        c.status(pipec_proto::v1::StatusRequest {})
+            .await
+            .ok()
+            .map(|r| r.into_inner().generation)
+    })
+    .unwrap_or(0)
+}
+
+/// While 100 policy changes are applied, probes run between the pods; every probe's result
+/// must be the reference verdict of the state before or after a change it overlapped, never
+/// anything else (make-before-break).
+#[test]
+fn traffic_sees_no_violation_while_100_changes_apply() {
+    if !ready() {
+        return;
+    }
+    let mut w = World::new("m");
+    // The test's policy lives in its own file; the cluster file keeps no policy.
+    let cut = CLUSTER
+        .find("---\napiVersion: networking.k8s.io/v1")
+        .expect("policy");
+    let mut manifests = CLUSTER[..cut].to_string();
+    for (p, app) in APPS {
+        manifests.push_str(&pod_yaml(p, app, None));
+    }
+    std::fs::write(w.dir.join("m/cluster.yaml"), &manifests).expect("manifests");
+    std::fs::write(w.dir.join("m/policy.yaml"), STATES[0]).expect("policy");
+    w.start_pipecd();
+    let config = w.config();
+    let mut ips = Vec::new();
+    for (p, _) in APPS {
+        let (code, result) = w.cni("ADD", p, &config);
+        assert_eq!(code, 0, "ADD {p}: {result}\n{}", w.log());
+        let addr = result["ips"][0]["address"].as_str().expect("address");
+        ips.push(
+            addr.split('/')
+                .next()
+                .expect("ip")
+                .parse::<IpAddr>()
+                .expect("ip"),
+        );
+    }
+    for (i, (p, _)) in APPS.iter().enumerate() {
+        serve(&w.pod(p), ips[i]);
+    }
+    // The reference verdict of each probe in each state.
+    let probes = [
+        ("a", 1usize, false),
+        ("c", 1, false),
+        ("a", 1, true),
+        ("c", 1, true),
+    ];
+    let verdict: Vec<Vec<bool>> = STATES
+        .iter()
+        .map(|policy| {
+            let mut text = manifests.clone();
+            for (i, (p, app)) in APPS.iter().enumerate() {
+                text = text.replace(
+                    &pod_yaml(p, app, None),
+                    &pod_yaml(p, app, Some(&ips[i].to_string())),
+                );
+            }
+            if !policy.is_empty() {
+                text.push_str("---\n");
+                text.push_str(policy);
+            }
+            probes
+                .iter()
+                .map(|(from, to, udp)| {
+                    let port = if *udp { "8081/UDP" } else { "8080/TCP" };
+                    reference(
+                        &text,
+                        &format!("shop/{from}"),
+                        &format!("shop/{}", APPS[*to].0),
+                        port,
+                    )
+                })
+                .collect()
+        })
+        .collect();
+    assert_ne!(
+        verdict[1], verdict[2],
+        "the states differ, so the probes can tell"
+    );
+
+    // The timeline: (state, from) for each change, taken when the change is applied.
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let t0 = Instant::now();
+    let mut timeline: Vec<(usize, Duration, Duration)> = vec![(0, Duration::ZERO, Duration::ZERO)];
+    let results = std::thread::scope(|s| {
+        let probing = s.spawn(|| {
+            let mut out = Vec::new();
+            let mut k = 0;
+            // Bounded: the change loop ends it, or 5,000 probes.
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) && out.len() < 5_000 {
+                let (from, to, udp) = probes[k % probes.len()];
+                let port = if udp { UDP_PORT } else { TCP_PORT };
+                let start = t0.elapsed();
+                let got = connects(&w.pod(from), SocketAddr::new(ips[to], port), udp);
+                out.push((k % probes.len(), start, t0.elapsed(), got));
+                k += 1;
+            }
+            out
+        });
+        let socket = w.socket();
+        for change in 1..=100 {
+            let state = change % STATES.len();
+            let g = generation(&socket);
+            let written = t0.elapsed();
+            let tmp = w.dir.join("m/.policy.yaml.tmp");
+            std::fs::write(&tmp, STATES[state]).expect("write");
+            std::fs::rename(&tmp, w.dir.join("m/policy.yaml")).expect("rename");
+            let deadline = Instant::now() + Duration::from_secs(20);
+            while generation(&socket) <= g {
+                assert!(
+                    Instant::now() < deadline,
+                    "change {change} not applied\n{}",
+                    w.log()
+                );
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            timeline.push((state, written, t0.elapsed()));
+            std::thread::sleep(Duration::from_millis(30));
+        }
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        probing.join().expect("probes")
+    });
+    // A probe may see any state in force between its start and its end: the state before
+    // the last change applied by its start, up to the last change written by its end.
+    let mut violations = Vec::new();
+    for (probe, start, end, got) in &results {
+        let allowed: Vec<usize> = timeline
+            .iter()
+            .enumerate()
+            .filter(|(i, (_, written, _))| {
+                let applied_before_start = timeline.get(i + 1).is_none_or(|n| n.2 > *start);
+                *written <= *end && applied_before_start
+            })
+            .map(|(_, (state, _, _))| *state)
+            .collect();
+        if !allowed.iter().any(|s| verdict[*s][*probe] == *got) {
+            violations.push(format!(
+                "probe {:?} at {start:?}..{end:?} got {got}, states {allowed:?}",
+                probes[*probe]
+            ));
+        }
+    }
+    // Denied TCP probes wait out their timeout, so fewer probes than changes can run; every
+    // state must still have been probed many times.
+    assert!(results.len() >= 50, "only {} probes ran", results.len());
+    assert!(
+        violations.is_empty(),
+        "{} of {} probes violated:\n{}",
+        violations.len(),
+        results.len(),
+        violations.join("\n")
+    );
+    println!("{} probes across 100 changes, no violation", results.len());
 }

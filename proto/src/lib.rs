@@ -152,3 +152,29 @@ pub async fn connect_tls(
             msg
         })
 }
+
+/// One line of `pipec observe` for a flow event, as `hubble observe` prints flows: time,
+/// direction, verdict, protocol, source -> destination, the reason and the deciding rule.
+pub fn flow_line(e: &v1::FlowEvent) -> String {
+    let at = |addr: &str, port: u32| match (port, addr.contains(':')) {
+        (0, _) => addr.to_string(),
+        (_, true) => format!("[{addr}]:{port}"),
+        (_, false) => format!("{addr}:{port}"),
+    };
+    let mut out = format!(
+        "{:>16.6} {:7} {:10} {:4} {} -> {}",
+        e.time_ns as f64 / 1e9,
+        e.direction,
+        e.verdict.to_uppercase(),
+        e.protocol,
+        at(&e.source, e.source_port),
+        at(&e.destination, e.destination_port),
+    );
+    if !e.reason.is_empty() {
+        out.push_str(&format!(" ({})", e.reason));
+    }
+    if !e.rule.is_empty() {
+        out.push_str(&format!(" by {}", e.rule));
+    }
+    out
+}

@@ -9,7 +9,8 @@ use pipec_proto::v1::cni_server::{Cni, CniServer};
 use pipec_proto::v1::control_server::{Control, ControlServer};
 use pipec_proto::v1::{
     AddReply, AddRequest, CheckReply, CheckRequest, DelReply, DelRequest, ExplainReply,
-    ExplainRequest, Format, StatusReply, StatusRequest, TraceReply, TraceRequest,
+    ExplainRequest, FlowEvent, Format, ObserveRequest, StatusReply, StatusRequest, TraceReply,
+    TraceRequest,
 };
 use std::path::Path;
 use std::sync::{Arc, Mutex};
@@ -123,8 +124,55 @@ pub fn explain(d: &Daemon, rule: &str, format: Format) -> Result<String, Status>
     }
 }
 
+/// The stream `Observe` answers with.
+type FlowStream =
+    std::pin::Pin<Box<dyn tokio_stream::Stream<Item = Result<FlowEvent, Status>> + Send>>;
+
 #[tonic::async_trait]
 impl Control for ControlApi {
+    type ObserveStream = FlowStream;
+
+    async fn observe(
+        &self,
+        request: Request<ObserveRequest>,
+    ) -> Result<Response<FlowStream>, Status> {
+        let address = request.into_inner().address;
+        let mut rx = self
+            .with(|d| {
+                if !d.observable() {
+                    return Err(Status::failed_precondition(
+                        "the model datapath records no flow events (run pipecd with --datapath kernel)",
+                    ));
+                }
+                Ok(d.events.subscribe())
+            })
+            .await?;
+        let stream = async_stream(
+            move |tx: tokio::sync::mpsc::Sender<Result<FlowEvent, Status>>| async move {
+                loop {
+                    match rx.recv().await {
+                        Ok(e) => {
+                            if !address.is_empty()
+                                && e.source != address
+                                && e.destination != address
+                            {
+                                continue;
+                            }
+                            if tx.send(Ok(e)).await.is_err() {
+                                return;
+                            }
+                        }
+                        Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
+                            tracing::debug!(lost = n, "an observer fell behind");
+                        }
+                        Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+                    }
+                }
+            },
+        );
+        Ok(Response::new(stream))
+    }
+
     async fn status(&self, _: Request<StatusRequest>) -> Result<Response<StatusReply>, Status> {
         let reply = self
             .with(|d| {
@@ -258,4 +306,16 @@ impl Cni for ControlApi {
             .await?;
         Ok(Response::new(reply))
     }
+}
+
+/// A stream fed by a task: `f` gets the sending end of a bounded channel and runs until the
+/// receiver (the client's call) is gone.
+fn async_stream<F, Fut>(f: F) -> FlowStream
+where
+    F: FnOnce(tokio::sync::mpsc::Sender<Result<FlowEvent, Status>>) -> Fut,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let (tx, rx) = tokio::sync::mpsc::channel(256);
+    tokio::spawn(f(tx));
+    Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx))
 }

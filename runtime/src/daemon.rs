@@ -102,6 +102,8 @@ pub struct Daemon {
     attachments: BTreeMap<(String, String), Attachment>,
     /// Each attached pod address's port, read by the eBPF backend.
     interfaces: Interfaces,
+    /// Flow events for `pipec observe` subscribers.
+    pub events: crate::observe::Events,
     /// Metrics and status, read by the HTTP endpoints.
     pub metrics: Metrics,
 }
@@ -148,6 +150,7 @@ impl Daemon {
             state,
             attachments: attachments.into_iter().map(|a| (a.key(), a)).collect(),
             interfaces,
+            events: crate::observe::events(),
             metrics: Metrics::default(),
         })
     }
@@ -511,6 +514,31 @@ impl Daemon {
         self.attachments.remove(&key);
         self.write_attachments()?;
         Ok(true)
+    }
+
+    /// Drains the datapath's flow events and hands them to the `pipec observe` subscribers;
+    /// the number drained. With nobody observing nothing is drained: the ring buffer fills
+    /// and the kernel drops further events (the datapath never waits for it), and the
+    /// daemon spends no time on them (draining under the daemon's lock slowed applies to
+    /// seconds under traffic).
+    pub fn publish_events(&mut self) -> anyhow::Result<usize> {
+        if self.events.receiver_count() == 0 {
+            return Ok(0);
+        }
+        let raw = self.device.drain_events()?;
+        if raw.is_empty() {
+            return Ok(0);
+        }
+        let names = crate::device::cookie_names(&self.session);
+        for e in &raw {
+            let _ = self.events.send(crate::observe::to_wire(e, &names));
+        }
+        Ok(raw.len())
+    }
+
+    /// Whether flow events can be observed (the kernel datapath).
+    pub fn observable(&self) -> bool {
+        self.device.is_kernel()
     }
 
     /// The attachment under (container id, interface), if known.

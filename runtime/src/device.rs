@@ -70,6 +70,15 @@ impl Device {
         Ok(())
     }
 
+    /// The flow events the datapath recorded since the last call (none for the model).
+    pub fn drain_events(&mut self) -> anyhow::Result<Vec<pipec_ebpf_common::FlowEvent>> {
+        match self.kernel.as_mut() {
+            // Bounded, so that a flood of events never holds the daemon here.
+            Some(dp) => Ok(dp.events_up_to(crate::observe::BACKLOG)?),
+            None => Ok(Vec::new()),
+        }
+    }
+
     /// Whether this is the kernel datapath.
     pub fn is_kernel(&self) -> bool {
         self.kernel.is_some()

@@ -10,6 +10,7 @@
 //! - [`daemon`]: one step of the loop;
 //! - [`metrics`], [`http`]: status, Prometheus text, health and readiness;
 //! - [`cni`]: the pods the CNI plugin wired (attachments kept across restarts);
+//! - [`observe`]: flow events from the ring buffer, named by their rule, for `pipec observe`;
 //! - [`control`]: the control API (gRPC on a unix socket): status, live explain and trace;
 //! - [`state`]: identity numbers kept across restarts.
 
@@ -20,5 +21,6 @@ pub mod daemon;
 pub mod device;
 pub mod http;
 pub mod metrics;
+pub mod observe;
 pub mod source;
 pub mod state;

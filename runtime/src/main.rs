@@ -137,6 +137,8 @@ fn run(args: Args) -> anyhow::Result<()> {
 
 /// The coalescing window: changes seen within it are applied together.
 const WINDOW: Duration = Duration::from_millis(2);
+/// How often the flow events are drained from the ring buffer for `pipec observe`.
+const EVENTS: Duration = Duration::from_millis(100);
 /// A full look at the sources at least this often (a missed notification, SA expiry).
 const TICK: Duration = Duration::from_secs(1);
 
@@ -199,11 +201,21 @@ async fn serve(args: Args) -> anyhow::Result<()> {
         None => None,
     };
     let mut tick = tokio::time::interval(TICK);
+    let mut drain = tokio::time::interval(EVENTS);
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     loop {
         tokio::select! {
             _ = rx.recv() => tokio::time::sleep(WINDOW).await,
             _ = tick.tick() => {}
+            _ = drain.tick() => {
+                let d = daemon.clone();
+                tokio::task::spawn_blocking(move || {
+                    let mut d = d.lock().map_err(|_| anyhow::anyhow!("daemon state poisoned"))?;
+                    d.publish_events()
+                })
+                .await??;
+                continue;
+            }
             _ = term.recv() => break,
             _ = tokio::signal::ctrl_c() => break,
         }

@@ -599,6 +599,12 @@ impl Datapath {
 
     /// Drains the flow-event ring buffer.
     pub fn events(&mut self) -> Result<Vec<c::FlowEvent>, Error> {
+        self.events_up_to(usize::MAX)
+    }
+
+    /// Takes at most `max` records from the flow-event ring buffer: a caller that holds a
+    /// lock while it drains must not be kept there by traffic that never pauses.
+    pub fn events_up_to(&mut self, max: usize) -> Result<Vec<c::FlowEvent>, Error> {
         let map = self
             .ebpf
             .map_mut("events")
@@ -608,7 +614,10 @@ impl Datapath {
             source,
         })?;
         let mut out = Vec::new();
-        while let Some(item) = rb.next() {
+        while out.len() < max {
+            let Some(item) = rb.next() else {
+                break;
+            };
             if let Some(e) = sys::from_bytes::<c::FlowEvent>(&item) {
                 out.push(e);
             }
