@@ -155,6 +155,10 @@ fn build(
             .admin_policies
             .sort_by(|a, b| (a.tier, a.priority, &a.name).cmp(&(b.tier, b.priority, &b.name)));
     }
+    sink.diags.extend(model::pipe::priority_clashes(
+        &cluster.admin_policies,
+        &sources,
+    ));
     let mut diags = sink.diags;
     // Stages check kinds in their own order (services after pods, for example); users
     // read diagnostics in file order. The sort is stable, and diagnostics without a place

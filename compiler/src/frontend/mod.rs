@@ -11,6 +11,7 @@
 
 pub mod crd;
 mod lean;
+pub mod strict;
 pub mod yaml;
 
 use crate::diag::{Code, Diagnostic, Sink};
@@ -431,6 +432,10 @@ fn decode_yaml_file(sources: &Sources, file: FileId, out: &mut Out<'_>, sink: &m
         Err(e) => {
             let hint = if e.message.contains("tab") {
                 "YAML indentation must be spaces; replace the tab characters"
+            } else if e.message.contains("too many nodes") {
+                "write the repeated parts out, or use fewer levels of aliases"
+            } else if e.message.contains("merge key") {
+                "merge a mapping (`<<: *base`) or a list of mappings (`<<: [*a, *b]`)"
             } else {
                 "check the indentation and the quoting near this position"
             };
@@ -585,7 +590,10 @@ fn decode_as<T: DeserializeOwned>(input: Input<'_>) -> Result<T, (FieldPath, Str
     // Fast path: a plain decode. Path tracking allocates a string per key, so it runs only
     // when the plain decode fails, to say where; both report the same first error.
     if let Input::Json(raw) = &input {
-        if let Ok(v) = serde_json::from_str(raw.get()) {
+        if let Ok(v) = serde_json::from_str::<T>(raw.get()) {
+            let value: serde_json::Value =
+                serde_json::from_str(raw.get()).map_err(|e| (FieldPath(vec![]), e.to_string()))?;
+            reject_unknown_fields::<T>(&value)?;
             return Ok(v);
         }
     }
@@ -594,9 +602,23 @@ fn decode_as<T: DeserializeOwned>(input: Input<'_>) -> Result<T, (FieldPath, Str
             let mut de = serde_json::Deserializer::from_str(raw.get());
             serde_path_to_error::deserialize(&mut de)
         }
-        Input::Value(v) => serde_path_to_error::deserialize(v),
+        Input::Value(v) => {
+            reject_unknown_fields::<T>(&v)?;
+            serde_path_to_error::deserialize(v)
+        }
     };
     result.map_err(|e| (to_field_path(e.path()), e.into_inner().to_string()))
+}
+
+/// Refuses a key the type does not read, as kubectl's strict validation does: the typed
+/// decode would drop it and the object would mean something else than it says.
+fn reject_unknown_fields<T: DeserializeOwned>(
+    value: &serde_json::Value,
+) -> Result<(), (FieldPath, String)> {
+    match strict::first_unknown_field::<T>(value) {
+        Some(u) => Err((u.path.clone(), u.message())),
+        None => Ok(()),
+    }
 }
 
 fn to_field_path(path: &serde_path_to_error::Path) -> FieldPath {
@@ -893,11 +915,96 @@ fn wrong_version(
 }
 
 fn unknown_kind(sources: &Sources, span: Span, kind: &str, api_version: &str) -> Diagnostic {
-    let _ = api_version;
+    let at = sources.locate(span, &FieldPath::parse("kind"));
+    if let Some(known) = misspelt_kind(kind, api_version) {
+        // Skipping the object would drop a policy without a word; kubectl would refuse
+        // the object too ("no matches for kind").
+        return Diagnostic::error(
+            Code::MisspeltKind,
+            format!("`{kind}` is not a kind of `{api_version}`"),
+        )
+        .at(at, "unknown kind")
+        .hint(format!("did you mean `{known}`?"));
+    }
     Diagnostic::warning(
         Code::UnknownKind,
         format!("objects of kind `{kind}` are not modelled and are skipped"),
     )
-    .at(sources.locate(span, &FieldPath::parse("kind")), "this kind")
+    .at(at, "this kind")
     .hint("pipec reads namespaces, nodes, workloads, pods, services, endpoints and network policies; other kinds have no effect on the datapath")
+}
+
+/// Kinds of the API groups pipec reads that it does not model: they stay warnings even
+/// when their name is close to a modelled kind.
+const OTHER_KINDS: &[&str] = &[
+    "Binding",
+    "ComponentStatus",
+    "ConfigMap",
+    "Event",
+    "LimitRange",
+    "PersistentVolume",
+    "PersistentVolumeClaim",
+    "PodTemplate",
+    "ReplicationController",
+    "ResourceQuota",
+    "ServiceAccount",
+    "ControllerRevision",
+    "CronJob",
+    "Ingress",
+    "IngressClass",
+    "IPAddress",
+    "ServiceCIDR",
+    "CiliumNode",
+    "CiliumEndpointSlice",
+    "CiliumCIDRGroup",
+    "CiliumLocalRedirectPolicy",
+    "CiliumEgressGatewayPolicy",
+    "CiliumNodeConfig",
+    "CiliumLoadBalancerIPPool",
+    "CiliumBGPPeeringPolicy",
+    "CiliumEnvoyConfig",
+    "CiliumClusterwideEnvoyConfig",
+];
+
+/// The modelled kind of `api_version`'s group that `kind` is a misspelling of, if any:
+/// within two edits, or the same but for case.
+fn misspelt_kind(kind: &str, api_version: &str) -> Option<&'static str> {
+    const MODELLED: &[&str] = &[
+        "Namespace",
+        "Pod",
+        "Node",
+        "Service",
+        "Endpoints",
+        "EndpointSlice",
+        "Deployment",
+        "ReplicaSet",
+        "StatefulSet",
+        "DaemonSet",
+        "Job",
+        "NetworkPolicy",
+        "CiliumNetworkPolicy",
+        "CiliumClusterwideNetworkPolicy",
+        "CiliumIdentity",
+        "CiliumEndpoint",
+        "AdminNetworkPolicy",
+        "BaselineAdminNetworkPolicy",
+        "Secret",
+    ];
+    if OTHER_KINDS.contains(&kind) {
+        return None;
+    }
+    MODELLED
+        .iter()
+        .filter(|k| matches!(choose(api_version, k), Choice::Known(_)))
+        .map(|k| {
+            let d = if k.eq_ignore_ascii_case(kind) {
+                0
+            } else {
+                crate::util::edit_distance(kind, k)
+            };
+            (d, *k)
+        })
+        .filter(|(d, _)| *d <= 2)
+        .min()
+        .map(|(_, k)| k)
 }

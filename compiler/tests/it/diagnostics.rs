@@ -47,9 +47,24 @@ fn options(path: &Path) -> BuildOptions {
     o
 }
 
+/// The case file and the files its `# also: NAME` lines add (such as a `.pipe` file), named
+/// relative to the case's directory.
+fn inputs(path: &Path) -> Vec<PathBuf> {
+    let bytes = std::fs::read(path).expect("case file");
+    let text = String::from_utf8_lossy(&bytes);
+    let dir = path.parent().expect("case directory");
+    let mut out = vec![path.to_path_buf()];
+    out.extend(
+        text.lines()
+            .filter_map(|l| l.strip_prefix("# also: "))
+            .map(|name| dir.join(name.trim())),
+    );
+    out
+}
+
 /// Loads one case and checks the properties every diagnostic must have.
 fn check(path: &Path) -> String {
-    let loaded = driver::load(&[path.to_path_buf()], &options(path));
+    let loaded = driver::load(&inputs(path), &options(path));
     let name = path.display();
     let warn_only = path
         .file_name()
@@ -112,7 +127,7 @@ fn every_code_has_a_case() {
     use pipec::diag::Code;
     let mut seen = std::collections::BTreeSet::new();
     for path in cases() {
-        let loaded = driver::load(std::slice::from_ref(&path), &options(&path));
+        let loaded = driver::load(&inputs(&path), &options(&path));
         seen.extend(loaded.diags.iter().map(|d| d.code));
     }
     // Not reachable from manifest files: an unreadable path is not a file one can commit,
