@@ -10,6 +10,7 @@
 //! so that one run reports all of them.
 
 pub mod crd;
+mod dupkeys;
 mod lean;
 pub mod strict;
 pub mod yaml;
@@ -313,6 +314,10 @@ struct JsonRootList<'a> {
 
 fn decode_json_file(sources: &Sources, file: FileId, out: &mut Out<'_>, sink: &mut Sink) {
     let text = sources.text(file);
+    if let Some((key, end)) = dupkeys::first_duplicate(text) {
+        sink.push(duplicate_json_key(file, text, &key, end));
+        return;
+    }
     // Fast path for the usual large input, one `kind: List` object: one pass over the file
     // instead of three (syntax check, header, items). Anything else, or any problem, takes
     // the general path below, which reports it.
@@ -366,6 +371,33 @@ fn decode_json_file(sources: &Sources, file: FileId, out: &mut Out<'_>, sink: &m
         decode_json_object(sources, span, item, out, sink, 0);
     }
     let _ = whole;
+}
+
+/// A key written twice in one JSON object. The whole file is refused, as kubectl's strict
+/// decoding refuses it: serde_json would keep the second value without a word.
+fn duplicate_json_key(file: FileId, text: &str, key: &str, end: usize) -> Diagnostic {
+    let quoted = format!("\"{key}\"");
+    let before = text.get(..end).unwrap_or("");
+    let span = match before.rfind(&quoted) {
+        Some(start) => start..start + quoted.len(),
+        None => end..end,
+    };
+    let mut d = Diagnostic::error(
+        Code::JsonSyntax,
+        format!("invalid JSON: the key `{key}` appears twice in one object"),
+    )
+    .at(Span::new(file, span.clone()), "again here");
+    if let Some(first) = before.get(..span.start).and_then(|b| b.rfind(&quoted)) {
+        // The earlier occurrence may belong to another object; it is shown only as a
+        // likely place, hence the cautious label.
+        d = d.also(
+            Span::new(file, first..first + quoted.len()),
+            "written before here",
+        );
+    }
+    d.hint(
+        "JSON keys of one object must be unique; kubectl rejects this file. Remove one of the two",
+    )
 }
 
 fn decode_json_object(
