@@ -295,6 +295,7 @@ impl Builder<'_> {
             .services
             .sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
         self.assign_service_ips();
+        self.check_service_ips();
         super::backends::resolve(
             self.sources,
             &mut self.cluster,
@@ -928,6 +929,86 @@ impl Builder<'_> {
         }
     }
 
+    /// Two Services may not share a cluster IP (the API server's IP allocator refuses the
+    /// second: "provided IP is already allocated"), and no address, port and protocol may
+    /// lead to two Services, such as an external IP equal to another Service's cluster IP.
+    /// The API server accepts the latter, but kube-proxy then matches whichever rule it
+    /// happened to write first, so pipec refuses it rather than pick one (its own rule).
+    fn check_service_ips(&mut self) {
+        let mut cluster_ip_owner: FxHashMap<IpAddr, usize> = FxHashMap::default();
+        let mut frontends: FxHashMap<(IpAddr, u16, String), (usize, &'static str)> =
+            FxHashMap::default();
+        let mut conflicts = Vec::new();
+        for (i, svc) in self.cluster.services.iter().enumerate() {
+            for ip in &svc.cluster_ips {
+                if let Some(&first) = cluster_ip_owner.get(ip) {
+                    conflicts.push((first, i, *ip, "cluster IP", "spec.clusterIP"));
+                } else {
+                    cluster_ip_owner.insert(*ip, i);
+                }
+            }
+            let addresses = svc
+                .cluster_ips
+                .iter()
+                .map(|ip| (*ip, "cluster IP", "spec.clusterIP"))
+                .chain(
+                    svc.external_ips
+                        .iter()
+                        .map(|ip| (*ip, "external IP", "spec.externalIPs")),
+                )
+                .chain(
+                    svc.load_balancer_ips
+                        .iter()
+                        .map(|ip| (*ip, "load balancer IP", "status.loadBalancer")),
+                );
+            for (ip, what, path) in addresses {
+                for port in &svc.ports {
+                    let key = (ip, port.port, format!("{:?}", port.protocol));
+                    match frontends.get(&key) {
+                        Some(&(first, _)) if first != i => {
+                            conflicts.push((first, i, ip, what, path));
+                        }
+                        Some(_) => {}
+                        None => {
+                            frontends.insert(key, (i, what));
+                        }
+                    }
+                }
+            }
+        }
+        conflicts.sort_by_key(|c| (c.0, c.1, c.2));
+        conflicts.dedup_by_key(|c| (c.0, c.1, c.2));
+        for (first, second, ip, what, path) in conflicts {
+            let (a, b) = (
+                &self.cluster.services[first],
+                &self.cluster.services[second],
+            );
+            let mut d = Diagnostic::error(
+                Code::AddressConflict,
+                format!(
+                    "Services {} and {} both take {ip} (the {what} of {})",
+                    a.key(),
+                    b.key(),
+                    b.key()
+                ),
+            )
+            .hint("give each Service its own cluster IP, and no external IP that another Service uses for the same port");
+            if let Some(span) = b.origin.span {
+                d = d.at(
+                    self.sources.locate(span, &FieldPath::parse(path)),
+                    "second use",
+                );
+            }
+            if let Some(span) = a.origin.span {
+                d = d.also(
+                    self.sources.locate(span, &FieldPath::parse("spec")),
+                    "first use",
+                );
+            }
+            self.sink.push(d);
+        }
+    }
+
     fn service(&mut self, s: &core::Service, at: At) {
         let origin = self.origin("Service", &s.metadata, true, at.span);
         let spec = s.spec.clone().unwrap_or_default();
@@ -987,6 +1068,8 @@ impl Builder<'_> {
         let mut ports = Vec::new();
         let all_ports = spec.ports.clone().unwrap_or_default();
         let mut names = BTreeSet::new();
+        let mut numbers = BTreeSet::new();
+        let mut node_ports = BTreeSet::new();
         for (i, p) in all_ports.iter().enumerate() {
             let path = format!("spec.ports[{i}]");
             let Some(port) = self.port_number(i64::from(p.port), at, &format!("{path}.port"))
@@ -1013,6 +1096,39 @@ impl Builder<'_> {
                 );
                 d.hints.push("add `name:` to each port".into());
                 ok = false;
+            }
+            // ValidateService (pkg/apis/core/validation) refuses two ports with one port
+            // number and protocol, and two with one nodePort and protocol.
+            if !numbers.insert((port, format!("{protocol:?}"))) {
+                let span = at.field(&format!("{path}.port"));
+                let d = self.err(
+                    Code::InvalidService,
+                    span,
+                    format!("port {port}/{protocol} is listed twice"),
+                    "duplicate port",
+                );
+                d.hints.push(
+                    "each port and protocol may appear once in a Service; remove or change one"
+                        .into(),
+                );
+                ok = false;
+            }
+            if let Some(np) = p
+                .node_port
+                .filter(|_| service_type != ServiceType::ClusterIp)
+            {
+                if !node_ports.insert((np, format!("{protocol:?}"))) {
+                    let span = at.field(&format!("{path}.nodePort"));
+                    let d = self.err(
+                        Code::InvalidService,
+                        span,
+                        format!("nodePort {np}/{protocol} is listed twice"),
+                        "duplicate nodePort",
+                    );
+                    d.hints
+                        .push("each nodePort and protocol may appear once; change one".into());
+                    ok = false;
+                }
             }
             if let Some(name) = &p.name {
                 if !names.insert(name.clone()) {
