@@ -187,7 +187,10 @@ fn load_pipe(sources: &mut Sources, files: &[FileId]) -> PipeInput {
         .iter()
         .map(|f| input.files.add(sources.name(*f), sources.text(*f)))
         .collect();
-    let mut loader = |path: &str| std::fs::read_to_string(path).map_err(|e| e.to_string());
+    let mut loader = |path: &str| {
+        let bytes = frontend::read_regular_file(std::path::Path::new(path))?;
+        String::from_utf8(bytes).map_err(|_| "not UTF-8 text".to_string())
+    };
     match policy_lang::resolve(&mut input.files, &roots, &mut loader) {
         Ok(mut program) => {
             input.diags = std::mem::take(&mut program.warnings);

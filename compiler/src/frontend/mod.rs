@@ -133,17 +133,52 @@ pub fn read_inputs(paths: &[PathBuf], sources: &mut Sources, sink: &mut Sink) ->
     }
     files
         .into_iter()
-        .filter_map(|path| match std::fs::read(&path) {
+        .filter_map(|path| match read_regular_file(&path) {
             Ok(bytes) => add_text(sources, &path, bytes, sink),
             Err(e) => {
                 sink.push(
                     Diagnostic::error(Code::Io, format!("cannot read {}: {e}", path.display()))
-                        .hint("check that the path exists and is readable"),
+                        .hint(
+                            "name regular files (not devices, FIFOs or sockets) of at most 2 GiB",
+                        ),
                 );
                 None
             }
         })
         .collect()
+}
+
+/// The largest input file pipec reads: spans are 32-bit offsets, and the largest real
+/// cluster dump measured (BENCHMARKS.md) is 1.1 GB as kubectl indents it.
+pub const MAX_INPUT_BYTES: u64 = 2 << 30;
+
+/// Reads a regular file of at most [`MAX_INPUT_BYTES`]. Devices (`/dev/zero`), FIFOs and
+/// sockets are refused before they are opened for reading, since reading them may never
+/// end; a file that grows past the limit while it is read is refused too. The `.pipe`
+/// include loader uses this as well, so an include cannot name such a file either.
+pub fn read_regular_file(path: &Path) -> Result<Vec<u8>, String> {
+    use std::io::Read as _;
+    let meta = std::fs::metadata(path).map_err(|e| e.to_string())?;
+    if !meta.is_file() {
+        return Err("not a regular file".to_string());
+    }
+    if meta.len() > MAX_INPUT_BYTES {
+        return Err(format!(
+            "the file has {} bytes, more than the limit of {MAX_INPUT_BYTES}",
+            meta.len()
+        ));
+    }
+    let file = std::fs::File::open(path).map_err(|e| e.to_string())?;
+    let mut bytes = Vec::with_capacity(meta.len() as usize);
+    file.take(MAX_INPUT_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| e.to_string())?;
+    if bytes.len() as u64 > MAX_INPUT_BYTES {
+        return Err(format!(
+            "the file grew past the limit of {MAX_INPUT_BYTES} bytes while it was read"
+        ));
+    }
+    Ok(bytes)
 }
 
 /// Adds a file's bytes to `sources` and returns the id of a file to decode. Text that is
