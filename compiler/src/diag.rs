@@ -76,6 +76,7 @@ codes! {
     L7Redirect = "W0005", "an L7 rule is enforced at L4 and redirected to the proxy";
     EmptyInput = "W0006", "an input file holds no objects";
     SamePriority = "W0007", "two AdminNetworkPolicies have one priority, so their order is undefined";
+    CidrHostBits = "W0008", "a CIDR has host bits set and is read as its network";
 }
 
 /// A secondary label: another place that explains the problem.

@@ -2863,15 +2863,17 @@ impl Builder<'_> {
                 ok = false;
                 continue;
             };
-            if !net.contains(&ex) || ex.prefix_len() < net.prefix_len() {
+            // ValidateIPBlock: every except entry must be a strict subset of the cidr, so
+            // an except equal to the cidr (which would leave an empty peer) is refused too.
+            if !net.contains(&ex) || ex.prefix_len() <= net.prefix_len() {
                 let span = at.field(&epath);
                 let block = at.field(&cidr_path);
-                let d = self.err(
-                    Code::CidrExcept,
-                    span,
-                    format!("except {ex} is not inside cidr {net}"),
-                    "outside the block",
-                );
+                let message = if ex == net {
+                    format!("except {ex} equals the cidr; it must be a strict subset")
+                } else {
+                    format!("except {ex} is not inside cidr {net}")
+                };
+                let d = self.err(Code::CidrExcept, span, message, "outside the block");
                 d.secondary.push(crate::diag::Label {
                     span: block,
                     message: "the block".into(),
@@ -2890,21 +2892,53 @@ impl Builder<'_> {
     }
 
     fn parse_cidr(&mut self, text: &str, at: At, path: &str) -> Option<IpNet> {
+        // A NetworkPolicy ipBlock needs a prefix length (ValidateIPBlock parses it as a
+        // CIDR); Cilium's CIDR fields take a bare address as a host route.
+        let ip_block = path.contains("ipBlock");
+        // The AdminNetworkPolicy CRD's CEL rule refuses host bits in `networks`; the API
+        // server accepts them in an ipBlock (a legacy field) and Cilium masks them, so
+        // there they mean the network, with a warning.
+        let masked_only = path.contains(".networks[");
         if let Ok(net) = text.parse::<IpNet>() {
             if net.trunc() != net {
                 let span = at.field(path);
-                let d = self.err(
-                    Code::InvalidCidr,
+                if masked_only {
+                    let d = self.err(
+                        Code::InvalidCidr,
+                        span,
+                        format!("CIDR `{text}` has host bits set"),
+                        "host bits set",
+                    );
+                    d.hints.push(format!("did you mean `{}`?", net.trunc()));
+                    return None;
+                }
+                let d = self.warn(
+                    Code::CidrHostBits,
                     span,
-                    format!("CIDR `{text}` has host bits set"),
+                    format!("CIDR `{text}` has host bits set; it means {}", net.trunc()),
                     "host bits set",
                 );
-                d.hints.push(format!("did you mean `{}`?", net.trunc()));
-                return None;
+                d.hints
+                    .push(format!("write `{}` to say what it means", net.trunc()));
+                return Some(net.trunc());
             }
             return Some(net);
         }
         if let Ok(ip) = text.parse::<IpAddr>() {
+            if ip_block {
+                let span = at.field(path);
+                let d = self.err(
+                    Code::InvalidCidr,
+                    span,
+                    format!("ipBlock CIDR `{text}` has no prefix length"),
+                    "no prefix length",
+                );
+                let bits = if ip.is_ipv4() { 32 } else { 128 };
+                d.hints.push(format!(
+                    "an ipBlock is a CIDR; for one address write `{ip}/{bits}`"
+                ));
+                return None;
+            }
             return Some(IpNet::from(ip));
         }
         let span = at.field(path);
