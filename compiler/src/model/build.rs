@@ -908,23 +908,12 @@ impl Builder<'_> {
         }
         for (first, second, ip) in conflicts {
             let (a, b) = (&self.cluster.pods[first], &self.cluster.pods[second]);
-            let mut d = Diagnostic::error(
+            let d = Diagnostic::error(
                 Code::AddressConflict,
                 format!("pods {} and {} both have IP {ip}", a.key(), b.key()),
             )
             .hint("every pod needs its own IP; remove or change one");
-            if let Some(span) = b.origin.span {
-                d = d.at(
-                    self.sources.locate(span, &FieldPath::parse("status.podIP")),
-                    "second use",
-                );
-            }
-            if let Some(span) = a.origin.span {
-                d = d.also(
-                    self.sources.locate(span, &FieldPath::parse("status.podIP")),
-                    "first use",
-                );
-            }
+            let d = self.two_uses(d, (&b.origin, "status.podIP"), (&a.origin, "status.podIP"));
             self.sink.push(d);
         }
     }
@@ -983,7 +972,7 @@ impl Builder<'_> {
                 &self.cluster.services[first],
                 &self.cluster.services[second],
             );
-            let mut d = Diagnostic::error(
+            let d = Diagnostic::error(
                 Code::AddressConflict,
                 format!(
                     "Services {} and {} both take {ip} (the {what} of {})",
@@ -993,20 +982,32 @@ impl Builder<'_> {
                 ),
             )
             .hint("give each Service its own cluster IP, and no external IP that another Service uses for the same port");
-            if let Some(span) = b.origin.span {
-                d = d.at(
-                    self.sources.locate(span, &FieldPath::parse(path)),
-                    "second use",
-                );
-            }
-            if let Some(span) = a.origin.span {
-                d = d.also(
-                    self.sources.locate(span, &FieldPath::parse("spec")),
-                    "first use",
-                );
-            }
+            let d = self.two_uses(d, (&b.origin, path), (&a.origin, "spec"));
             self.sink.push(d);
         }
+    }
+
+    /// Points a conflict at the field of its second use and, as a secondary label, at the
+    /// field of its first use; objects pipec made itself have no text and get no label.
+    fn two_uses(
+        &self,
+        mut d: Diagnostic,
+        second: (&Origin, &str),
+        first: (&Origin, &str),
+    ) -> Diagnostic {
+        if let Some(span) = second.0.span {
+            d = d.at(
+                self.sources.locate(span, &FieldPath::parse(second.1)),
+                "second use",
+            );
+        }
+        if let Some(span) = first.0.span {
+            d = d.also(
+                self.sources.locate(span, &FieldPath::parse(first.1)),
+                "first use",
+            );
+        }
+        d
     }
 
     fn service(&mut self, s: &core::Service, at: At) {
