@@ -186,6 +186,12 @@ pub fn read_regular_file(path: &Path) -> Result<Vec<u8>, String> {
 /// first bad byte, and is not decoded (`None`).
 fn add_text(sources: &mut Sources, path: &Path, bytes: Vec<u8>, sink: &mut Sink) -> Option<FileId> {
     let name = path.display().to_string();
+    // kubectl reads files through a decoder that drops a UTF-8 byte-order mark (cli-runtime's
+    // FileVisitor), so a file saved by an editor that writes one loads there too.
+    let bytes = match bytes.strip_prefix(b"\xef\xbb\xbf") {
+        Some(rest) => rest.to_vec(),
+        None => bytes,
+    };
     match String::from_utf8(bytes) {
         Ok(text) => Some(sources.add(name, text)),
         Err(e) => {

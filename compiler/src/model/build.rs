@@ -672,8 +672,38 @@ impl Builder<'_> {
         at: At,
         base: &str,
     ) -> bool {
-        if spec.is_none_or(|s| !s.containers.is_empty()) {
-            return true;
+        // ValidatePodSpec (pkg/apis/core/validation) requires `containers` and a name for
+        // each container; a Pod or pod template without `spec` has no containers either.
+        let Some(spec) = spec else {
+            let at_kind = at.key(base.rsplit_once('.').map_or("kind", |(parent, _)| parent));
+            let d = self.err(
+                Code::MissingField,
+                at_kind,
+                format!("`{base}` is missing; a pod needs a spec with containers"),
+                "no spec",
+            );
+            d.hints.push(format!(
+                "add `{base}:` with `containers:` and at least one `- name: ...` and `image: ...`"
+            ));
+            return false;
+        };
+        let mut named = true;
+        for (i, c) in spec.containers.iter().enumerate() {
+            if c.name.is_empty() {
+                let path = format!("{base}.containers[{i}]");
+                let d = self.err(
+                    Code::MissingField,
+                    at.field(&path),
+                    format!("`{path}` has no name"),
+                    "no name",
+                );
+                d.hints
+                    .push("add `name:` (a DNS label, unique in the pod) to the container".into());
+                named = false;
+            }
+        }
+        if !spec.containers.is_empty() {
+            return named;
         }
         let d = self.err(
             Code::MissingField,

@@ -179,3 +179,38 @@ fn every_document_of_a_stream_is_checked() {
         .collect();
     assert_eq!(lines, [14, 26, 45]);
 }
+
+/// A UTF-8 byte-order mark, as some editors write it, is dropped as kubectl drops it, in
+/// YAML and in JSON.
+#[test]
+fn a_byte_order_mark_is_accepted() {
+    let dir = std::env::temp_dir().join(format!("pipec-bom-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let files = [
+        (
+            "a.yaml",
+            "apiVersion: v1\nkind: Namespace\nmetadata: {name: a}\n",
+        ),
+        (
+            "b.json",
+            r#"{"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "b"}}"#,
+        ),
+    ];
+    let mut paths = Vec::new();
+    for (name, text) in files {
+        let path = dir.join(name);
+        let mut bytes = b"\xef\xbb\xbf".to_vec();
+        bytes.extend_from_slice(text.as_bytes());
+        std::fs::write(&path, bytes).expect("write case");
+        paths.push(path);
+    }
+    let loaded = driver::load(&paths, &BuildOptions::default());
+    assert!(loaded.diags.is_empty(), "{:?}", loaded.diags);
+    let names: Vec<&str> = loaded
+        .cluster
+        .namespaces
+        .iter()
+        .map(|(name, _)| name.as_str())
+        .collect();
+    assert_eq!(names, ["a", "b"]);
+}
