@@ -209,8 +209,8 @@ fn a_byte_order_mark_is_accepted() {
     let names: Vec<&str> = loaded
         .cluster
         .namespaces
-        .iter()
-        .map(|(name, _)| name.as_str())
+        .keys()
+        .map(String::as_str)
         .collect();
     assert_eq!(names, ["a", "b"]);
 }
