@@ -26,8 +26,10 @@ pub fn run(args: &FmtArgs) -> anyhow::Result<ExitCode> {
     let mut formatted = Vec::new();
     let mut failed = false;
     for path in &args.files {
-        let text = std::fs::read_to_string(path)
+        let bytes = pipec::frontend::read_regular_file(path)
             .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?;
+        let text = String::from_utf8(bytes)
+            .map_err(|_| anyhow::anyhow!("cannot read {}: not UTF-8 text", path.display()))?;
         let id: FileId = sources.add(path.display().to_string(), text.clone());
         match policy_lang::format_source(id, &text) {
             Ok(out) => formatted.push((path, text, out)),

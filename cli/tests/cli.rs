@@ -174,3 +174,33 @@ fn the_deploy_manifests_check() {
     let out = pipec(&["check", "deploy/"]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
 }
+
+/// Devices and FIFOs are refused before they are read, named directly or by a `.pipe`
+/// include: reading `/dev/zero` or a FIFO nobody writes would never end.
+#[test]
+fn devices_and_fifos_are_refused_at_once() {
+    let dir = std::env::temp_dir().join(format!("pipec-fifo-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let fifo = dir.join("fifo.yaml");
+    let _ = std::fs::remove_file(&fifo);
+    let made = Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .expect("run mkfifo");
+    assert!(made.success());
+    let include = dir.join("inc.pipe");
+    std::fs::write(&include, "include \"fifo.yaml\";\n").expect("write include");
+    let fifo_arg = fifo.to_str().expect("UTF-8 path");
+    let include_arg = include.to_str().expect("UTF-8 path");
+    for args in [
+        vec!["check", "/dev/zero"],
+        vec!["check", fifo_arg],
+        vec!["check", include_arg],
+        vec!["fmt", "/dev/zero"],
+    ] {
+        let out = pipec(&args);
+        let stderr = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {stderr}");
+        assert!(stderr.contains("not a regular file"), "{args:?}: {stderr}");
+    }
+}

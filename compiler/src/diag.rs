@@ -67,12 +67,16 @@ codes! {
     InvalidIdentity = "E0119", "a CiliumIdentity is malformed";
     BaselineName = "E0120", "a BaselineAdminNetworkPolicy is not named `default`";
     PodCidrExhausted = "E0121", "the pod CIDR has no room for the expanded workloads";
+    PipePriorityClash = "E0122", "a `.pipe` policy has the priority of another admin-tier policy";
+    MisspeltKind = "E0123", "an object's kind is not a kind of its API group but is close to one pipec reads";
     UnknownKind = "W0001", "an object of a kind pipec does not model is skipped";
     IgnoredField = "W0002", "a field is accepted but has no effect in pipec";
     NoNamespace = "W0003", "a namespaced object refers to a namespace that is not defined";
     PodWithoutIp = "W0004", "a pod has no IP and is left out of the datapath";
     L7Redirect = "W0005", "an L7 rule is enforced at L4 and redirected to the proxy";
     EmptyInput = "W0006", "an input file holds no objects";
+    SamePriority = "W0007", "two AdminNetworkPolicies have one priority, so their order is undefined";
+    CidrHostBits = "W0008", "a CIDR has host bits set and is read as its network";
 }
 
 /// A secondary label: another place that explains the problem.

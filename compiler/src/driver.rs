@@ -155,6 +155,10 @@ fn build(
             .admin_policies
             .sort_by(|a, b| (a.tier, a.priority, &a.name).cmp(&(b.tier, b.priority, &b.name)));
     }
+    sink.diags.extend(model::pipe::priority_clashes(
+        &cluster.admin_policies,
+        &sources,
+    ));
     let mut diags = sink.diags;
     // Stages check kinds in their own order (services after pods, for example); users
     // read diagnostics in file order. The sort is stable, and diagnostics without a place
@@ -183,7 +187,10 @@ fn load_pipe(sources: &mut Sources, files: &[FileId]) -> PipeInput {
         .iter()
         .map(|f| input.files.add(sources.name(*f), sources.text(*f)))
         .collect();
-    let mut loader = |path: &str| std::fs::read_to_string(path).map_err(|e| e.to_string());
+    let mut loader = |path: &str| {
+        let bytes = frontend::read_regular_file(std::path::Path::new(path))?;
+        String::from_utf8(bytes).map_err(|_| "not UTF-8 text".to_string())
+    };
     match policy_lang::resolve(&mut input.files, &roots, &mut loader) {
         Ok(mut program) => {
             input.diags = std::mem::take(&mut program.warnings);

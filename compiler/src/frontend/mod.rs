@@ -10,7 +10,9 @@
 //! so that one run reports all of them.
 
 pub mod crd;
+mod dupkeys;
 mod lean;
+pub mod strict;
 pub mod yaml;
 
 use crate::diag::{Code, Diagnostic, Sink};
@@ -131,12 +133,14 @@ pub fn read_inputs(paths: &[PathBuf], sources: &mut Sources, sink: &mut Sink) ->
     }
     files
         .into_iter()
-        .filter_map(|path| match std::fs::read(&path) {
+        .filter_map(|path| match read_regular_file(&path) {
             Ok(bytes) => add_text(sources, &path, bytes, sink),
             Err(e) => {
                 sink.push(
                     Diagnostic::error(Code::Io, format!("cannot read {}: {e}", path.display()))
-                        .hint("check that the path exists and is readable"),
+                        .hint(
+                            "name regular files (not devices, FIFOs or sockets) of at most 2 GiB",
+                        ),
                 );
                 None
             }
@@ -144,11 +148,50 @@ pub fn read_inputs(paths: &[PathBuf], sources: &mut Sources, sink: &mut Sink) ->
         .collect()
 }
 
+/// The largest input file pipec reads: spans are 32-bit offsets, and the largest real
+/// cluster dump measured (BENCHMARKS.md) is 1.1 GB as kubectl indents it.
+pub const MAX_INPUT_BYTES: u64 = 2 << 30;
+
+/// Reads a regular file of at most [`MAX_INPUT_BYTES`]. Devices (`/dev/zero`), FIFOs and
+/// sockets are refused before they are opened for reading, since reading them may never
+/// end; a file that grows past the limit while it is read is refused too. The `.pipe`
+/// include loader uses this as well, so an include cannot name such a file either.
+pub fn read_regular_file(path: &Path) -> Result<Vec<u8>, String> {
+    use std::io::Read as _;
+    let meta = std::fs::metadata(path).map_err(|e| e.to_string())?;
+    if !meta.is_file() {
+        return Err("not a regular file".to_string());
+    }
+    if meta.len() > MAX_INPUT_BYTES {
+        return Err(format!(
+            "the file has {} bytes, more than the limit of {MAX_INPUT_BYTES}",
+            meta.len()
+        ));
+    }
+    let file = std::fs::File::open(path).map_err(|e| e.to_string())?;
+    let mut bytes = Vec::with_capacity(meta.len() as usize);
+    file.take(MAX_INPUT_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| e.to_string())?;
+    if bytes.len() as u64 > MAX_INPUT_BYTES {
+        return Err(format!(
+            "the file grew past the limit of {MAX_INPUT_BYTES} bytes while it was read"
+        ));
+    }
+    Ok(bytes)
+}
+
 /// Adds a file's bytes to `sources` and returns the id of a file to decode. Text that is
 /// not UTF-8 is added with replacement characters, so that the error can point at the
 /// first bad byte, and is not decoded (`None`).
 fn add_text(sources: &mut Sources, path: &Path, bytes: Vec<u8>, sink: &mut Sink) -> Option<FileId> {
     let name = path.display().to_string();
+    // kubectl reads files through a decoder that drops a UTF-8 byte-order mark (cli-runtime's
+    // FileVisitor), so a file saved by an editor that writes one loads there too.
+    let bytes = match bytes.strip_prefix(b"\xef\xbb\xbf") {
+        Some(rest) => rest.to_vec(),
+        None => bytes,
+    };
     match String::from_utf8(bytes) {
         Ok(text) => Some(sources.add(name, text)),
         Err(e) => {
@@ -312,6 +355,10 @@ struct JsonRootList<'a> {
 
 fn decode_json_file(sources: &Sources, file: FileId, out: &mut Out<'_>, sink: &mut Sink) {
     let text = sources.text(file);
+    if let Some((key, end)) = dupkeys::first_duplicate(text) {
+        sink.push(duplicate_json_key(file, text, &key, end));
+        return;
+    }
     // Fast path for the usual large input, one `kind: List` object: one pass over the file
     // instead of three (syntax check, header, items). Anything else, or any problem, takes
     // the general path below, which reports it.
@@ -365,6 +412,33 @@ fn decode_json_file(sources: &Sources, file: FileId, out: &mut Out<'_>, sink: &m
         decode_json_object(sources, span, item, out, sink, 0);
     }
     let _ = whole;
+}
+
+/// A key written twice in one JSON object. The whole file is refused, as kubectl's strict
+/// decoding refuses it: serde_json would keep the second value without a word.
+fn duplicate_json_key(file: FileId, text: &str, key: &str, end: usize) -> Diagnostic {
+    let quoted = format!("\"{key}\"");
+    let before = text.get(..end).unwrap_or("");
+    let span = match before.rfind(&quoted) {
+        Some(start) => start..start + quoted.len(),
+        None => end..end,
+    };
+    let mut d = Diagnostic::error(
+        Code::JsonSyntax,
+        format!("invalid JSON: the key `{key}` appears twice in one object"),
+    )
+    .at(Span::new(file, span.clone()), "again here");
+    if let Some(first) = before.get(..span.start).and_then(|b| b.rfind(&quoted)) {
+        // The earlier occurrence may belong to another object; it is shown only as a
+        // likely place, hence the cautious label.
+        d = d.also(
+            Span::new(file, first..first + quoted.len()),
+            "written before here",
+        );
+    }
+    d.hint(
+        "JSON keys of one object must be unique; kubectl rejects this file. Remove one of the two",
+    )
 }
 
 fn decode_json_object(
@@ -431,6 +505,10 @@ fn decode_yaml_file(sources: &Sources, file: FileId, out: &mut Out<'_>, sink: &m
         Err(e) => {
             let hint = if e.message.contains("tab") {
                 "YAML indentation must be spaces; replace the tab characters"
+            } else if e.message.contains("too many nodes") {
+                "write the repeated parts out, or use fewer levels of aliases"
+            } else if e.message.contains("merge key") {
+                "merge a mapping (`<<: *base`) or a list of mappings (`<<: [*a, *b]`)"
             } else {
                 "check the indentation and the quoting near this position"
             };
@@ -585,7 +663,10 @@ fn decode_as<T: DeserializeOwned>(input: Input<'_>) -> Result<T, (FieldPath, Str
     // Fast path: a plain decode. Path tracking allocates a string per key, so it runs only
     // when the plain decode fails, to say where; both report the same first error.
     if let Input::Json(raw) = &input {
-        if let Ok(v) = serde_json::from_str(raw.get()) {
+        if let Ok(v) = serde_json::from_str::<T>(raw.get()) {
+            let value: serde_json::Value =
+                serde_json::from_str(raw.get()).map_err(|e| (FieldPath(vec![]), e.to_string()))?;
+            reject_unknown_fields::<T>(&value)?;
             return Ok(v);
         }
     }
@@ -594,9 +675,23 @@ fn decode_as<T: DeserializeOwned>(input: Input<'_>) -> Result<T, (FieldPath, Str
             let mut de = serde_json::Deserializer::from_str(raw.get());
             serde_path_to_error::deserialize(&mut de)
         }
-        Input::Value(v) => serde_path_to_error::deserialize(v),
+        Input::Value(v) => {
+            reject_unknown_fields::<T>(&v)?;
+            serde_path_to_error::deserialize(v)
+        }
     };
     result.map_err(|e| (to_field_path(e.path()), e.into_inner().to_string()))
+}
+
+/// Refuses a key the type does not read, as kubectl's strict validation does: the typed
+/// decode would drop it and the object would mean something else than it says.
+fn reject_unknown_fields<T: DeserializeOwned>(
+    value: &serde_json::Value,
+) -> Result<(), (FieldPath, String)> {
+    match strict::first_unknown_field::<T>(value) {
+        Some(u) => Err((u.path.clone(), u.message())),
+        None => Ok(()),
+    }
 }
 
 fn to_field_path(path: &serde_path_to_error::Path) -> FieldPath {
@@ -893,11 +988,96 @@ fn wrong_version(
 }
 
 fn unknown_kind(sources: &Sources, span: Span, kind: &str, api_version: &str) -> Diagnostic {
-    let _ = api_version;
+    let at = sources.locate(span, &FieldPath::parse("kind"));
+    if let Some(known) = misspelt_kind(kind, api_version) {
+        // Skipping the object would drop a policy without a word; kubectl would refuse
+        // the object too ("no matches for kind").
+        return Diagnostic::error(
+            Code::MisspeltKind,
+            format!("`{kind}` is not a kind of `{api_version}`"),
+        )
+        .at(at, "unknown kind")
+        .hint(format!("did you mean `{known}`?"));
+    }
     Diagnostic::warning(
         Code::UnknownKind,
         format!("objects of kind `{kind}` are not modelled and are skipped"),
     )
-    .at(sources.locate(span, &FieldPath::parse("kind")), "this kind")
+    .at(at, "this kind")
     .hint("pipec reads namespaces, nodes, workloads, pods, services, endpoints and network policies; other kinds have no effect on the datapath")
+}
+
+/// Kinds of the API groups pipec reads that it does not model: they stay warnings even
+/// when their name is close to a modelled kind.
+const OTHER_KINDS: &[&str] = &[
+    "Binding",
+    "ComponentStatus",
+    "ConfigMap",
+    "Event",
+    "LimitRange",
+    "PersistentVolume",
+    "PersistentVolumeClaim",
+    "PodTemplate",
+    "ReplicationController",
+    "ResourceQuota",
+    "ServiceAccount",
+    "ControllerRevision",
+    "CronJob",
+    "Ingress",
+    "IngressClass",
+    "IPAddress",
+    "ServiceCIDR",
+    "CiliumNode",
+    "CiliumEndpointSlice",
+    "CiliumCIDRGroup",
+    "CiliumLocalRedirectPolicy",
+    "CiliumEgressGatewayPolicy",
+    "CiliumNodeConfig",
+    "CiliumLoadBalancerIPPool",
+    "CiliumBGPPeeringPolicy",
+    "CiliumEnvoyConfig",
+    "CiliumClusterwideEnvoyConfig",
+];
+
+/// The modelled kind of `api_version`'s group that `kind` is a misspelling of, if any:
+/// within two edits, or the same but for case.
+fn misspelt_kind(kind: &str, api_version: &str) -> Option<&'static str> {
+    const MODELLED: &[&str] = &[
+        "Namespace",
+        "Pod",
+        "Node",
+        "Service",
+        "Endpoints",
+        "EndpointSlice",
+        "Deployment",
+        "ReplicaSet",
+        "StatefulSet",
+        "DaemonSet",
+        "Job",
+        "NetworkPolicy",
+        "CiliumNetworkPolicy",
+        "CiliumClusterwideNetworkPolicy",
+        "CiliumIdentity",
+        "CiliumEndpoint",
+        "AdminNetworkPolicy",
+        "BaselineAdminNetworkPolicy",
+        "Secret",
+    ];
+    if OTHER_KINDS.contains(&kind) {
+        return None;
+    }
+    MODELLED
+        .iter()
+        .filter(|k| matches!(choose(api_version, k), Choice::Known(_)))
+        .map(|k| {
+            let d = if k.eq_ignore_ascii_case(kind) {
+                0
+            } else {
+                crate::util::edit_distance(kind, k)
+            };
+            (d, *k)
+        })
+        .filter(|(d, _)| *d <= 2)
+        .min()
+        .map(|(_, k)| k)
 }

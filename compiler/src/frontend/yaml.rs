@@ -28,8 +28,6 @@ pub enum NodeKind {
     Seq(Vec<Node>),
     /// A mapping, keys in document order.
     Map(Vec<(Node, Node)>),
-    /// An alias to an anchor that is not supported by Kubernetes tooling either.
-    Alias,
 }
 
 /// A YAML syntax error at a byte offset.
@@ -81,10 +79,16 @@ impl Offsets {
     }
 }
 
+/// A collection being read: its start offset, its anchor id (0 for none) and its children.
 enum Frame {
-    Seq(usize, Vec<Node>),
-    Map(usize, Vec<(Node, Node)>, Option<Node>),
+    Seq(usize, usize, Vec<Node>),
+    Map(usize, usize, Vec<(Node, Node)>, Option<Node>),
 }
+
+/// How many nodes the aliases of one stream may add, beyond one per byte of text. An alias
+/// copies its anchor's node, so nested aliases grow exponentially ("billion laughs"); a
+/// real manifest that uses aliases stays far below this.
+const ALIAS_NODE_BUDGET: usize = 100_000;
 
 struct Builder<'a> {
     offsets: &'a Offsets,
@@ -94,14 +98,97 @@ struct Builder<'a> {
     doc_start: usize,
     root: Option<Node>,
     duplicate_keys: Vec<(Range<usize>, Range<usize>)>,
+    /// The node of each anchor id, as YAML resolves an alias to the node its anchor names.
+    anchors: std::collections::HashMap<usize, Node>,
+    /// Nodes the aliases may still add before the stream is refused.
+    alias_budget: usize,
+    /// The first problem that makes the stream unreadable although the parser accepted
+    /// it: an alias that expands too much, or a merge key that is not a mapping.
+    error: Option<SyntaxError>,
 }
 
 impl Builder<'_> {
+    /// Records `node` under its anchor (if any), then adds it to its parent.
+    fn finish_anchored(&mut self, anchor: usize, node: Node) {
+        if anchor != 0 {
+            self.anchors.insert(anchor, node.clone());
+        }
+        self.finish(node);
+    }
+
+    /// An alias stands for a copy of its anchor's node, as in YAML; the copy counts
+    /// against the alias budget so that nested aliases cannot exhaust memory.
+    fn alias(&mut self, anchor: usize, at: usize) {
+        let Some(node) = self.anchors.get(&anchor).cloned() else {
+            self.fail(
+                at,
+                "an alias refers to an anchor that is not defined before it",
+            );
+            return;
+        };
+        let size = node.count();
+        if size > self.alias_budget {
+            self.fail(
+                at,
+                "aliases expand to too many nodes (a YAML \"billion laughs\" document?)",
+            );
+            return;
+        }
+        self.alias_budget -= size;
+        self.finish(node);
+    }
+
+    fn fail(&mut self, at: usize, message: &str) {
+        if self.error.is_none() {
+            self.error = Some(SyntaxError {
+                offset: at,
+                message: message.to_string(),
+            });
+        }
+    }
+
+    /// Applies YAML merge keys (`<<: *base` or `<<: [*a, *b]`) as Kubernetes' YAML reader
+    /// does: the merged mappings add the keys the mapping does not set itself, and of two
+    /// merged mappings the earlier one wins.
+    fn merge(&mut self, entries: Vec<(Node, Node)>) -> Vec<(Node, Node)> {
+        let is_merge = |k: &Node| matches!(&k.kind, NodeKind::Scalar(s, false) if s == "<<");
+        if !entries.iter().any(|(k, _)| is_merge(k)) {
+            return entries;
+        }
+        let (merges, mut own): (Vec<_>, Vec<_>) =
+            entries.into_iter().partition(|(k, _)| is_merge(k));
+        for (key, value) in merges {
+            let sources = match value.kind {
+                NodeKind::Map(_) => vec![value],
+                NodeKind::Seq(items) => items,
+                NodeKind::Scalar(..) => vec![value],
+            };
+            for source in sources {
+                let NodeKind::Map(extra) = source.kind else {
+                    self.fail(
+                        key.span.start,
+                        "the value of a merge key `<<` must be a mapping or a list of mappings",
+                    );
+                    return own;
+                };
+                for (k, v) in extra {
+                    if !own
+                        .iter()
+                        .any(|(o, _)| o.as_str().is_some() && o.as_str() == k.as_str())
+                    {
+                        own.push((k, v));
+                    }
+                }
+            }
+        }
+        own
+    }
+
     fn finish(&mut self, node: Node) {
         match self.stack.last_mut() {
             None => self.root = Some(node),
-            Some(Frame::Seq(_, items)) => items.push(node),
-            Some(Frame::Map(_, entries, key)) => match key.take() {
+            Some(Frame::Seq(_, _, items)) => items.push(node),
+            Some(Frame::Map(_, _, entries, key)) => match key.take() {
                 None => *key = Some(node),
                 Some(k) => {
                     if let Some((first, _)) = entries
@@ -184,30 +271,31 @@ impl MarkedEventReceiver for Builder<'_> {
                     duplicate_keys: std::mem::take(&mut self.duplicate_keys),
                 });
             }
-            Event::Scalar(value, style, _, _) => {
+            Event::Scalar(value, style, anchor, _) => {
                 let end = self.scalar_end(at, &value, style).min(self.text.len());
                 let quoted = style != TScalarStyle::Plain;
-                self.finish(Node {
+                let node = Node {
                     kind: NodeKind::Scalar(value, quoted),
                     span: at..end,
-                });
+                };
+                self.finish_anchored(anchor, node);
             }
-            Event::Alias(_) => self.finish(Node {
-                kind: NodeKind::Alias,
-                span: at..at + 1,
-            }),
-            Event::SequenceStart(..) => self.stack.push(Frame::Seq(at, Vec::new())),
-            Event::MappingStart(..) => self.stack.push(Frame::Map(at, Vec::new(), None)),
+            Event::Alias(anchor) => self.alias(anchor, at),
+            Event::SequenceStart(anchor, _) => self.stack.push(Frame::Seq(at, anchor, Vec::new())),
+            Event::MappingStart(anchor, _) => {
+                self.stack.push(Frame::Map(at, anchor, Vec::new(), None))
+            }
             Event::SequenceEnd | Event::MappingEnd => {
-                let node = match self.stack.pop() {
-                    Some(Frame::Seq(start, items)) => {
+                let (anchor, node) = match self.stack.pop() {
+                    Some(Frame::Seq(start, anchor, items)) => {
                         let end = self.collection_end(start, items.last().map(|n| n.span.end), at);
-                        Node {
+                        let node = Node {
                             kind: NodeKind::Seq(items),
                             span: start..end,
-                        }
+                        };
+                        (anchor, node)
                     }
-                    Some(Frame::Map(start, entries, _)) => {
+                    Some(Frame::Map(start, anchor, entries, _)) => {
                         // A block mapping's start event is marked where the parser learnt
                         // that the first key is a key (its `:`), so the key's own start is
                         // the true start.
@@ -217,14 +305,15 @@ impl MarkedEventReceiver for Builder<'_> {
                             .unwrap_or(start);
                         let end =
                             self.collection_end(start, entries.last().map(|(_, v)| v.span.end), at);
-                        Node {
-                            kind: NodeKind::Map(entries),
+                        let node = Node {
+                            kind: NodeKind::Map(self.merge(entries)),
                             span: start..end,
-                        }
+                        };
+                        (anchor, node)
                     }
                     None => return,
                 };
-                self.finish(node);
+                self.finish_anchored(anchor, node);
             }
             Event::Nothing | Event::StreamStart | Event::StreamEnd => {}
         }
@@ -242,16 +331,36 @@ pub fn parse_stream(text: &str) -> Result<Vec<Document>, SyntaxError> {
         doc_start: 0,
         root: None,
         duplicate_keys: Vec::new(),
+        anchors: std::collections::HashMap::new(),
+        alias_budget: ALIAS_NODE_BUDGET.saturating_add(text.len()),
+        error: None,
     };
     let mut parser = Parser::new_from_str(text);
     parser.load(&mut builder, true).map_err(|e| SyntaxError {
         offset: offsets.byte(e.marker().index()),
         message: e.info().to_string(),
     })?;
-    Ok(builder.docs)
+    match builder.error {
+        Some(e) => Err(e),
+        None => Ok(builder.docs),
+    }
 }
 
 impl Node {
+    /// The number of nodes in this tree, keys included.
+    pub fn count(&self) -> usize {
+        match &self.kind {
+            NodeKind::Scalar(..) => 1,
+            NodeKind::Seq(items) => 1 + items.iter().map(Node::count).sum::<usize>(),
+            NodeKind::Map(entries) => {
+                1 + entries
+                    .iter()
+                    .map(|(k, v)| k.count() + v.count())
+                    .sum::<usize>()
+            }
+        }
+    }
+
     /// The value at `key` when this node is a mapping.
     pub fn get(&self, key: &str) -> Option<&Node> {
         match &self.kind {
@@ -278,7 +387,6 @@ impl Node {
         match &self.kind {
             NodeKind::Scalar(s, true) => Value::String(s.clone()),
             NodeKind::Scalar(s, false) => plain_scalar(s),
-            NodeKind::Alias => Value::Null,
             NodeKind::Seq(items) => Value::Array(items.iter().map(Node::to_json).collect()),
             NodeKind::Map(entries) => {
                 let mut map = serde_json::Map::new();
@@ -484,5 +592,43 @@ mod tests {
     fn syntax_errors_have_offsets() {
         let err = parse_stream("a: [1, 2\nb: 3\n").unwrap_err();
         assert!(err.offset > 0, "{err:?}");
+    }
+
+    #[test]
+    fn aliases_stand_for_their_anchor() {
+        let text = "a: &sel {app: web}\nb:\n  matchLabels: *sel\n";
+        let docs = parse_stream(text).unwrap();
+        let root = docs[0].root.as_ref().unwrap();
+        assert_eq!(
+            root.to_json(),
+            serde_json::json!({"a": {"app": "web"}, "b": {"matchLabels": {"app": "web"}}})
+        );
+    }
+
+    #[test]
+    fn merge_keys_add_what_the_mapping_does_not_set() {
+        let text = "base: &b {x: 1, y: 2}\nother: &o {y: 3, z: 4}\nm:\n  <<: [*b, *o]\n  x: 9\n";
+        let docs = parse_stream(text).unwrap();
+        let m = docs[0].root.as_ref().unwrap().find(&FieldPath::parse("m"));
+        assert_eq!(m.to_json(), serde_json::json!({"x": 9, "y": 2, "z": 4}));
+    }
+
+    #[test]
+    fn a_merge_key_on_a_scalar_is_refused() {
+        let err = parse_stream("a: &s 1\nm:\n  <<: *s\n").unwrap_err();
+        assert!(err.message.contains("merge key"), "{err:?}");
+    }
+
+    #[test]
+    fn alias_bombs_are_refused() {
+        let mut text = String::from("a0: &a0 [x, x, x, x, x, x, x, x, x, x]\n");
+        for i in 1..12 {
+            let p = i - 1;
+            text.push_str(&format!(
+                "a{i}: &a{i} [*a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}]\n"
+            ));
+        }
+        let err = parse_stream(&text).unwrap_err();
+        assert!(err.message.contains("too many nodes"), "{err:?}");
     }
 }

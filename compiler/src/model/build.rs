@@ -301,6 +301,7 @@ impl Builder<'_> {
             .services
             .sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
         self.assign_service_ips();
+        self.check_service_ips();
         super::backends::resolve(
             self.sources,
             &mut self.cluster,
@@ -677,8 +678,38 @@ impl Builder<'_> {
         at: At,
         base: &str,
     ) -> bool {
-        if spec.is_none_or(|s| !s.containers.is_empty()) {
-            return true;
+        // ValidatePodSpec (pkg/apis/core/validation) requires `containers` and a name for
+        // each container; a Pod or pod template without `spec` has no containers either.
+        let Some(spec) = spec else {
+            let at_kind = at.key(base.rsplit_once('.').map_or("kind", |(parent, _)| parent));
+            let d = self.err(
+                Code::MissingField,
+                at_kind,
+                format!("`{base}` is missing; a pod needs a spec with containers"),
+                "no spec",
+            );
+            d.hints.push(format!(
+                "add `{base}:` with `containers:` and at least one `- name: ...` and `image: ...`"
+            ));
+            return false;
+        };
+        let mut named = true;
+        for (i, c) in spec.containers.iter().enumerate() {
+            if c.name.is_empty() {
+                let path = format!("{base}.containers[{i}]");
+                let d = self.err(
+                    Code::MissingField,
+                    at.field(&path),
+                    format!("`{path}` has no name"),
+                    "no name",
+                );
+                d.hints
+                    .push("add `name:` (a DNS label, unique in the pod) to the container".into());
+                named = false;
+            }
+        }
+        if !spec.containers.is_empty() {
+            return named;
         }
         let d = self.err(
             Code::MissingField,
@@ -914,25 +945,106 @@ impl Builder<'_> {
         }
         for (first, second, ip) in conflicts {
             let (a, b) = (&self.cluster.pods[first], &self.cluster.pods[second]);
-            let mut d = Diagnostic::error(
+            let d = Diagnostic::error(
                 Code::AddressConflict,
                 format!("pods {} and {} both have IP {ip}", a.key(), b.key()),
             )
             .hint("every pod needs its own IP; remove or change one");
-            if let Some(span) = b.origin.span {
-                d = d.at(
-                    self.sources.locate(span, &FieldPath::parse("status.podIP")),
-                    "second use",
-                );
-            }
-            if let Some(span) = a.origin.span {
-                d = d.also(
-                    self.sources.locate(span, &FieldPath::parse("status.podIP")),
-                    "first use",
-                );
-            }
+            let d = self.two_uses(d, (&b.origin, "status.podIP"), (&a.origin, "status.podIP"));
             self.sink.push(d);
         }
+    }
+
+    /// Two Services may not share a cluster IP (the API server's IP allocator refuses the
+    /// second: "provided IP is already allocated"), and no address, port and protocol may
+    /// lead to two Services, such as an external IP equal to another Service's cluster IP.
+    /// The API server accepts the latter, but kube-proxy then matches whichever rule it
+    /// happened to write first, so pipec refuses it rather than pick one (its own rule).
+    fn check_service_ips(&mut self) {
+        let mut cluster_ip_owner: FxHashMap<IpAddr, usize> = FxHashMap::default();
+        let mut frontends: FxHashMap<(IpAddr, u16, String), (usize, &'static str)> =
+            FxHashMap::default();
+        let mut conflicts = Vec::new();
+        for (i, svc) in self.cluster.services.iter().enumerate() {
+            for ip in &svc.cluster_ips {
+                if let Some(&first) = cluster_ip_owner.get(ip) {
+                    conflicts.push((first, i, *ip, "cluster IP", "spec.clusterIP"));
+                } else {
+                    cluster_ip_owner.insert(*ip, i);
+                }
+            }
+            let addresses = svc
+                .cluster_ips
+                .iter()
+                .map(|ip| (*ip, "cluster IP", "spec.clusterIP"))
+                .chain(
+                    svc.external_ips
+                        .iter()
+                        .map(|ip| (*ip, "external IP", "spec.externalIPs")),
+                )
+                .chain(
+                    svc.load_balancer_ips
+                        .iter()
+                        .map(|ip| (*ip, "load balancer IP", "status.loadBalancer")),
+                );
+            for (ip, what, path) in addresses {
+                for port in &svc.ports {
+                    let key = (ip, port.port, format!("{:?}", port.protocol));
+                    match frontends.get(&key) {
+                        Some(&(first, _)) if first != i => {
+                            conflicts.push((first, i, ip, what, path));
+                        }
+                        Some(_) => {}
+                        None => {
+                            frontends.insert(key, (i, what));
+                        }
+                    }
+                }
+            }
+        }
+        conflicts.sort_by_key(|c| (c.0, c.1, c.2));
+        conflicts.dedup_by_key(|c| (c.0, c.1, c.2));
+        for (first, second, ip, what, path) in conflicts {
+            let (a, b) = (
+                &self.cluster.services[first],
+                &self.cluster.services[second],
+            );
+            let d = Diagnostic::error(
+                Code::AddressConflict,
+                format!(
+                    "Services {} and {} both take {ip} (the {what} of {})",
+                    a.key(),
+                    b.key(),
+                    b.key()
+                ),
+            )
+            .hint("give each Service its own cluster IP, and no external IP that another Service uses for the same port");
+            let d = self.two_uses(d, (&b.origin, path), (&a.origin, "spec"));
+            self.sink.push(d);
+        }
+    }
+
+    /// Points a conflict at the field of its second use and, as a secondary label, at the
+    /// field of its first use; objects pipec made itself have no text and get no label.
+    fn two_uses(
+        &self,
+        mut d: Diagnostic,
+        second: (&Origin, &str),
+        first: (&Origin, &str),
+    ) -> Diagnostic {
+        if let Some(span) = second.0.span {
+            d = d.at(
+                self.sources.locate(span, &FieldPath::parse(second.1)),
+                "second use",
+            );
+        }
+        if let Some(span) = first.0.span {
+            d = d.also(
+                self.sources.locate(span, &FieldPath::parse(first.1)),
+                "first use",
+            );
+        }
+        d
     }
 
     fn service(&mut self, s: &core::Service, at: At) {
@@ -994,6 +1106,8 @@ impl Builder<'_> {
         let mut ports = Vec::new();
         let all_ports = spec.ports.clone().unwrap_or_default();
         let mut names = BTreeSet::new();
+        let mut numbers = BTreeSet::new();
+        let mut node_ports = BTreeSet::new();
         for (i, p) in all_ports.iter().enumerate() {
             let path = format!("spec.ports[{i}]");
             let Some(port) = self.port_number(i64::from(p.port), at, &format!("{path}.port"))
@@ -1020,6 +1134,39 @@ impl Builder<'_> {
                 );
                 d.hints.push("add `name:` to each port".into());
                 ok = false;
+            }
+            // ValidateService (pkg/apis/core/validation) refuses two ports with one port
+            // number and protocol, and two with one nodePort and protocol.
+            if !numbers.insert((port, format!("{protocol:?}"))) {
+                let span = at.field(&format!("{path}.port"));
+                let d = self.err(
+                    Code::InvalidService,
+                    span,
+                    format!("port {port}/{protocol} is listed twice"),
+                    "duplicate port",
+                );
+                d.hints.push(
+                    "each port and protocol may appear once in a Service; remove or change one"
+                        .into(),
+                );
+                ok = false;
+            }
+            if let Some(np) = p
+                .node_port
+                .filter(|_| service_type != ServiceType::ClusterIp)
+            {
+                if !node_ports.insert((np, format!("{protocol:?}"))) {
+                    let span = at.field(&format!("{path}.nodePort"));
+                    let d = self.err(
+                        Code::InvalidService,
+                        span,
+                        format!("nodePort {np}/{protocol} is listed twice"),
+                        "duplicate nodePort",
+                    );
+                    d.hints
+                        .push("each nodePort and protocol may appear once; change one".into());
+                    ok = false;
+                }
             }
             if let Some(name) = &p.name {
                 if !names.insert(name.clone()) {
@@ -2754,15 +2901,17 @@ impl Builder<'_> {
                 ok = false;
                 continue;
             };
-            if !net.contains(&ex) || ex.prefix_len() < net.prefix_len() {
+            // ValidateIPBlock: every except entry must be a strict subset of the cidr, so
+            // an except equal to the cidr (which would leave an empty peer) is refused too.
+            if !net.contains(&ex) || ex.prefix_len() <= net.prefix_len() {
                 let span = at.field(&epath);
                 let block = at.field(&cidr_path);
-                let d = self.err(
-                    Code::CidrExcept,
-                    span,
-                    format!("except {ex} is not inside cidr {net}"),
-                    "outside the block",
-                );
+                let message = if ex == net {
+                    format!("except {ex} equals the cidr; it must be a strict subset")
+                } else {
+                    format!("except {ex} is not inside cidr {net}")
+                };
+                let d = self.err(Code::CidrExcept, span, message, "outside the block");
                 d.secondary.push(crate::diag::Label {
                     span: block,
                     message: "the block".into(),
@@ -2781,21 +2930,53 @@ impl Builder<'_> {
     }
 
     fn parse_cidr(&mut self, text: &str, at: At, path: &str) -> Option<IpNet> {
+        // A NetworkPolicy ipBlock needs a prefix length (ValidateIPBlock parses it as a
+        // CIDR); Cilium's CIDR fields take a bare address as a host route.
+        let ip_block = path.contains("ipBlock");
+        // The AdminNetworkPolicy CRD's CEL rule refuses host bits in `networks`; the API
+        // server accepts them in an ipBlock (a legacy field) and Cilium masks them, so
+        // there they mean the network, with a warning.
+        let masked_only = path.contains(".networks[");
         if let Ok(net) = text.parse::<IpNet>() {
             if net.trunc() != net {
                 let span = at.field(path);
-                let d = self.err(
-                    Code::InvalidCidr,
+                if masked_only {
+                    let d = self.err(
+                        Code::InvalidCidr,
+                        span,
+                        format!("CIDR `{text}` has host bits set"),
+                        "host bits set",
+                    );
+                    d.hints.push(format!("did you mean `{}`?", net.trunc()));
+                    return None;
+                }
+                let d = self.warn(
+                    Code::CidrHostBits,
                     span,
-                    format!("CIDR `{text}` has host bits set"),
+                    format!("CIDR `{text}` has host bits set; it means {}", net.trunc()),
                     "host bits set",
                 );
-                d.hints.push(format!("did you mean `{}`?", net.trunc()));
-                return None;
+                d.hints
+                    .push(format!("write `{}` to say what it means", net.trunc()));
+                return Some(net.trunc());
             }
             return Some(net);
         }
         if let Ok(ip) = text.parse::<IpAddr>() {
+            if ip_block {
+                let span = at.field(path);
+                let d = self.err(
+                    Code::InvalidCidr,
+                    span,
+                    format!("ipBlock CIDR `{text}` has no prefix length"),
+                    "no prefix length",
+                );
+                let bits = if ip.is_ipv4() { 32 } else { 128 };
+                d.hints.push(format!(
+                    "an ipBlock is a CIDR; for one address write `{ip}/{bits}`"
+                ));
+                return None;
+            }
             return Some(IpNet::from(ip));
         }
         let span = at.field(path);

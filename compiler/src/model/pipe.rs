@@ -167,3 +167,58 @@ fn ports(specs: &[pl::PortSpec]) -> Option<Vec<AdminPort>> {
     }
     Some(out)
 }
+
+/// Diagnostics for admin-tier policies that share a priority. The AdminNetworkPolicy API
+/// leaves the order of two policies at one priority undefined (the API server accepts
+/// them), so pipec would decide by name: a warning for two AdminNetworkPolicies, and an
+/// error when a `.pipe` policy is one of the two, since `.pipe` is pipec's own language and
+/// can demand an order. `policies` must be sorted by (tier, priority, name).
+pub fn priority_clashes(
+    policies: &[AdminPolicy],
+    sources: &Sources,
+) -> Vec<crate::diag::Diagnostic> {
+    use crate::diag::{Code, Diagnostic};
+    let admin: Vec<&AdminPolicy> = policies
+        .iter()
+        .filter(|p| p.tier == AdminTier::Admin)
+        .collect();
+    let mut out = Vec::new();
+    for pair in admin.windows(2) {
+        let (first, second) = (pair[0], pair[1]);
+        if first.priority != second.priority {
+            continue;
+        }
+        let pipe = first.origin.kind == "PipePolicy" || second.origin.kind == "PipePolicy";
+        let message = format!(
+            "{} and {} both have priority {}",
+            first.origin.display_name(),
+            second.origin.display_name(),
+            second.priority
+        );
+        let mut d = if pipe {
+            Diagnostic::error(Code::PipePriorityClash, message)
+                .hint("give the `.pipe` policy a priority no other admin policy has")
+        } else {
+            Diagnostic::warning(Code::SamePriority, message)
+                .hint("the API leaves their order undefined; pipec evaluates them in name order. Give each policy its own priority")
+        };
+        if let Some(span) = priority_span(second, sources) {
+            d = d.at(span, "this priority");
+        }
+        if let Some(span) = priority_span(first, sources) {
+            d = d.also(span, "the same priority");
+        }
+        out.push(d);
+    }
+    out
+}
+
+/// The place of a policy's priority: the `spec.priority` field of an object, the whole
+/// policy of a `.pipe` file.
+fn priority_span(p: &AdminPolicy, sources: &Sources) -> Option<Span> {
+    let span = p.origin.span?;
+    if p.origin.kind == "PipePolicy" {
+        return Some(span);
+    }
+    Some(sources.locate(span, &FieldPath::parse("spec.priority")))
+}

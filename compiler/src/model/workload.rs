@@ -7,6 +7,7 @@
 
 use super::build::{At, Builder};
 use super::*;
+use crate::diag::Code;
 use crate::frontend::{Body, Object};
 use k8s_openapi::api::core::v1::PodTemplateSpec;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
@@ -71,6 +72,46 @@ fn workload_of(body: &Body) -> Option<Workload<'_>> {
     })
 }
 
+/// The number of pod addresses the pod CIDRs hold (the `--pod-cidr` range and every node's
+/// podCIDRs), less the pods already present, and never more than a hard limit that keeps
+/// the model in memory.
+fn pod_room(b: &Builder<'_>) -> u128 {
+    const MAX_PODS: u128 = 4_000_000;
+    let size = |net: &ipnet::IpNet| {
+        let host_bits = u32::from(net.max_prefix_len() - net.prefix_len());
+        1u128.checked_shl(host_bits).unwrap_or(u128::MAX)
+    };
+    let total = b
+        .cluster
+        .nodes
+        .iter()
+        .flat_map(|n| n.pod_cidrs.iter())
+        .map(size)
+        .fold(size(&b.options.pod_cidr), u128::saturating_add);
+    total
+        .min(MAX_PODS)
+        .saturating_sub(b.cluster.pods.len() as u128)
+}
+
+/// A negative `replicas`, `parallelism` or `completions`, with its path.
+fn negative_count(body: &Body) -> Option<(&'static str, i32)> {
+    let (path, n) = match body {
+        Body::Deployment(d) => ("spec.replicas", d.spec.as_ref()?.replicas?),
+        Body::ReplicaSet(r) => ("spec.replicas", r.spec.as_ref()?.replicas?),
+        Body::StatefulSet(s) => ("spec.replicas", s.spec.as_ref()?.replicas?),
+        Body::Job(j) => {
+            let spec = j.spec.as_ref()?;
+            match (spec.parallelism, spec.completions) {
+                (Some(p), _) if p < 0 => ("spec.parallelism", p),
+                (_, Some(c)) => ("spec.completions", c),
+                _ => return None,
+            }
+        }
+        _ => return None,
+    };
+    (n < 0).then_some((path, n))
+}
+
 /// Expands every workload that has no pods of its own in the input.
 pub(super) fn expand(b: &mut Builder<'_>, workloads: &[&Object]) {
     let present: Vec<(String, String)> = workloads
@@ -85,6 +126,7 @@ pub(super) fn expand(b: &mut Builder<'_>, workloads: &[&Object]) {
         .filter_map(|p| p.owner.clone())
         .collect();
     let nodes: Vec<String> = b.cluster.nodes.iter().map(|n| n.name.clone()).collect();
+    let mut room = pod_room(b);
     for obj in workloads {
         let Some(w) = workload_of(&obj.body) else {
             continue;
@@ -93,6 +135,38 @@ pub(super) fn expand(b: &mut Builder<'_>, workloads: &[&Object]) {
             sources: b.sources,
             span: obj.span,
         };
+        if let Some((path, n)) = negative_count(&obj.body) {
+            // ValidateNonnegativeField in the apps and batch validation refuses these.
+            let d = b.err(
+                Code::WrongType,
+                at.field(path),
+                format!("{path} is {n}; it cannot be negative"),
+                "negative",
+            );
+            d.hints.push("write 0 or a positive number".into());
+            continue;
+        }
+        // Refuse at once a workload that cannot fit, before its pods are made: a
+        // `replicas: 100000000` would otherwise allocate gigabytes first.
+        if w.replicas as u128 > room {
+            let d = b.err(
+                Code::PodCidrExhausted,
+                at.field("spec.replicas"),
+                format!(
+                    "{} {} asks for {} pods, more than the pod CIDRs have room for",
+                    w.kind,
+                    w.meta.name.as_deref().unwrap_or(""),
+                    w.replicas
+                ),
+                "too many replicas",
+            );
+            d.hints.push(
+                "lower the replicas, or give a larger range with --pod-cidr or the nodes' podCIDRs"
+                    .into(),
+            );
+            continue;
+        }
+        room -= w.replicas as u128;
         let name = w.meta.name.clone().unwrap_or_default();
         let namespace = w
             .meta

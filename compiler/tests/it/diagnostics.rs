@@ -47,9 +47,24 @@ fn options(path: &Path) -> BuildOptions {
     o
 }
 
+/// The case file and the files its `# also: NAME` lines add (such as a `.pipe` file), named
+/// relative to the case's directory.
+fn inputs(path: &Path) -> Vec<PathBuf> {
+    let bytes = std::fs::read(path).expect("case file");
+    let text = String::from_utf8_lossy(&bytes);
+    let dir = path.parent().expect("case directory");
+    let mut out = vec![path.to_path_buf()];
+    out.extend(
+        text.lines()
+            .filter_map(|l| l.strip_prefix("# also: "))
+            .map(|name| dir.join(name.trim())),
+    );
+    out
+}
+
 /// Loads one case and checks the properties every diagnostic must have.
 fn check(path: &Path) -> String {
-    let loaded = driver::load(&[path.to_path_buf()], &options(path));
+    let loaded = driver::load(&inputs(path), &options(path));
     let name = path.display();
     let warn_only = path
         .file_name()
@@ -112,7 +127,7 @@ fn every_code_has_a_case() {
     use pipec::diag::Code;
     let mut seen = std::collections::BTreeSet::new();
     for path in cases() {
-        let loaded = driver::load(std::slice::from_ref(&path), &options(&path));
+        let loaded = driver::load(&inputs(&path), &options(&path));
         seen.extend(loaded.diags.iter().map(|d| d.code));
     }
     // Not reachable from manifest files: an unreadable path is not a file one can commit,
@@ -163,4 +178,39 @@ fn every_document_of_a_stream_is_checked() {
         })
         .collect();
     assert_eq!(lines, [14, 26, 45]);
+}
+
+/// A UTF-8 byte-order mark, as some editors write it, is dropped as kubectl drops it, in
+/// YAML and in JSON.
+#[test]
+fn a_byte_order_mark_is_accepted() {
+    let dir = std::env::temp_dir().join(format!("pipec-bom-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let files = [
+        (
+            "a.yaml",
+            "apiVersion: v1\nkind: Namespace\nmetadata: {name: a}\n",
+        ),
+        (
+            "b.json",
+            r#"{"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "b"}}"#,
+        ),
+    ];
+    let mut paths = Vec::new();
+    for (name, text) in files {
+        let path = dir.join(name);
+        let mut bytes = b"\xef\xbb\xbf".to_vec();
+        bytes.extend_from_slice(text.as_bytes());
+        std::fs::write(&path, bytes).expect("write case");
+        paths.push(path);
+    }
+    let loaded = driver::load(&paths, &BuildOptions::default());
+    assert!(loaded.diags.is_empty(), "{:?}", loaded.diags);
+    let names: Vec<&str> = loaded
+        .cluster
+        .namespaces
+        .keys()
+        .map(String::as_str)
+        .collect();
+    assert_eq!(names, ["a", "b"]);
 }
