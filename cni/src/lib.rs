@@ -76,6 +76,18 @@ fn invoke(get: impl Fn(&str) -> Option<String>, stdin: &[u8]) -> Result<Option<V
     }
 }
 
+/// The `ips[].address` values of a result (`ADDR/LEN`).
+fn addresses_of(result: &Value) -> Vec<String> {
+    result["ips"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|ip| ip["address"].as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 /// The pod's namespace and name from `CNI_ARGS`.
 fn pod_of(env: &Env) -> Result<(String, String), CniError> {
     match (
@@ -130,14 +142,7 @@ fn add(config: &Config, env: &Env) -> Result<Value, CniError> {
     let timing = Timing::start();
     let ipam = ipam::add(config, env)?;
     let ipam_done = timing.lap();
-    let addresses: Vec<String> = ipam["ips"]
-        .as_array()
-        .map(|a| {
-            a.iter()
-                .filter_map(|ip| ip["address"].as_str().map(str::to_string))
-                .collect()
-        })
-        .unwrap_or_default();
+    let addresses = addresses_of(&ipam);
     let undo_ipam = |e: CniError| {
         let _ = ipam::del(config, env);
         e
@@ -250,14 +255,7 @@ fn add_chained(
                 "prevResult names no host-side interface (one without `sandbox`) for pipecd to attach to",
             )
         })?;
-    let addresses: Vec<String> = prev["ips"]
-        .as_array()
-        .map(|a| {
-            a.iter()
-                .filter_map(|ip| ip["address"].as_str().map(str::to_string))
-                .collect()
-        })
-        .unwrap_or_default();
+    let addresses = addresses_of(prev);
     if addresses.is_empty() {
         return Err(CniError::new(
             spec::INVALID_CONFIG,

@@ -934,3 +934,91 @@ fn traffic_sees_no_violation_while_100_changes_apply() {
     );
     println!("{} probes across 100 changes, no violation", results.len());
 }
+
+/// Chained after Debian's `ptp` plugin (which makes the veth pair and asks host-local): the
+/// previous result names the host end, pipecd attaches there, the result passes through,
+/// and the policy decides real traffic as the reference does.
+#[test]
+fn chained_after_ptp_the_policy_holds() {
+    if !ready() {
+        return;
+    }
+    let mut w = World::new("k");
+    let mut manifests = CLUSTER.to_string();
+    for (p, app) in APPS {
+        manifests.push_str(&pod_yaml(p, app, None));
+    }
+    std::fs::write(w.dir.join("m/cluster.yaml"), &manifests).expect("manifests");
+    w.start_pipecd();
+    let ptp = json!({
+        "cniVersion": "1.0.0",
+        "name": format!("pipec-{}", w.tag),
+        "type": "ptp",
+        "ipam": {
+            "type": "host-local",
+            "ranges": [[{"subnet": "10.77.1.0/24"}]],
+            "dataDir": w.dir.join("ipam"),
+        }
+    });
+    let mut ips = Vec::new();
+    for (p, _) in APPS {
+        let env = w.pod_env(p);
+        // ptp is run the way pipec-cni is: in the node's namespace with the CNI environment.
+        let mut cmd = Command::new("nsenter");
+        cmd.arg(format!("--net=/run/netns/{}", w.node()))
+            .arg(Path::new(CNI_PATH).join("ptp"))
+            .env("CNI_COMMAND", "ADD")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped());
+        for (k, v) in &env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().expect("ptp");
+        child
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(ptp.to_string().as_bytes())
+            .expect("write");
+        let out = child.wait_with_output().expect("ptp");
+        let prev: Value = serde_json::from_slice(&out.stdout).expect("ptp's result");
+        assert!(out.status.success(), "ptp: {prev}");
+        let chained = json!({
+            "cniVersion": "1.0.0",
+            "name": format!("pipec-{}", w.tag),
+            "type": "pipec-cni",
+            "pipecd": format!("unix:{}", w.socket().display()),
+            "stateDir": w.dir.join("cni-state"),
+            "prevResult": prev,
+        });
+        let (code, result) = w.cni_env("ADD", &chained, &env);
+        assert_eq!(code, 0, "{result}\n{}", w.log());
+        assert_eq!(result["ips"], prev["ips"], "the result passes through");
+        let addr = prev["ips"][0]["address"].as_str().expect("address");
+        ips.push(
+            addr.split('/')
+                .next()
+                .expect("ip")
+                .parse::<IpAddr>()
+                .expect("ip"),
+        );
+    }
+    for (i, (p, _)) in APPS.iter().enumerate() {
+        serve(&w.pod(p), ips[i]);
+    }
+    assert!(connects(
+        &w.pod("a"),
+        SocketAddr::new(ips[1], TCP_PORT),
+        false
+    ));
+    assert!(!connects(
+        &w.pod("c"),
+        SocketAddr::new(ips[1], TCP_PORT),
+        false
+    ));
+    assert!(connects(
+        &w.pod("b"),
+        SocketAddr::new(ips[2], UDP_PORT),
+        true
+    ));
+}
