@@ -13,7 +13,6 @@
 //! are attached. The host forwards between pods (`net.ipv4.ip_forward=1`).
 
 use crate::spec::{self, CniError};
-use serde_json::Value;
 use std::process::Command;
 
 /// The pod's gateway: a link-local address nothing owns; a neighbour entry in the pod
@@ -74,19 +73,6 @@ pub fn exists_in(netns: &str, ifname: &str) -> bool {
     ip_in(netns, &["link", "show", "dev", ifname]).is_ok()
 }
 
-/// The MAC address of an interface (`ip -j link show`).
-fn mac(netns: Option<&str>, ifname: &str) -> String {
-    let args = ["-j", "link", "show", "dev", ifname];
-    let out = match netns {
-        Some(n) => ip_in(n, &args),
-        None => ip(&args),
-    };
-    out.ok()
-        .and_then(|t| serde_json::from_str::<Value>(&t).ok())
-        .and_then(|v| v[0]["address"].as_str().map(str::to_string))
-        .unwrap_or_default()
-}
-
 /// What [`setup`] made.
 #[derive(Clone, Debug)]
 pub struct Link {
@@ -96,6 +82,52 @@ pub struct Link {
     pub host_mac: String,
     /// The pod end's MAC address.
     pub pod_mac: String,
+}
+
+/// A locally administered MAC address for an interface name: the link's MAC addresses are
+/// chosen, not read back, so that both ends can be configured without asking the kernel.
+fn mac_for(name: &str, first: u8) -> String {
+    let h = fnv(name).to_be_bytes();
+    format!(
+        "{first:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
+        h[3], h[4], h[5], h[6], h[7]
+    )
+}
+
+/// Runs `commands` through one `ip -batch -` (in `netns` when given): one process for many
+/// steps, which is most of what setting up a pod costs.
+fn batch(netns: Option<&str>, commands: &[String]) -> Result<(), String> {
+    use std::io::Write as _;
+    let mut cmd = match netns {
+        Some(n) => {
+            let mut c = Command::new("nsenter");
+            c.arg(format!("--net={n}")).arg("ip");
+            c
+        }
+        None => Command::new("ip"),
+    };
+    let mut child = cmd
+        .args(["-batch", "-"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("ip: {e}"))?;
+    let script = commands.join("\n") + "\n";
+    if let Some(mut stdin) = child.stdin.take() {
+        stdin
+            .write_all(script.as_bytes())
+            .map_err(|e| format!("ip -batch: {e}"))?;
+    }
+    let out = child.wait_with_output().map_err(|e| format!("ip: {e}"))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "`ip -batch` of\n{script}: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        ))
+    }
 }
 
 /// Makes the pair and configures both ends. `addresses` are `ADDR/LEN` as IPAM gives them.
@@ -111,68 +143,62 @@ pub fn setup(
         CniError::new(spec::LINK_FAILED, "setting up the pod's link failed").details(e)
     };
     let tmp = format!("pt{}", &host[2..]);
-    let mtu = mtu.to_string();
+    let (host_mac, pod_mac) = (mac_for(host, 0x0a), mac_for(host, 0x0e));
     ip(&[
-        "link", "add", host, "mtu", &mtu, "type", "veth", "peer", "name", &tmp, "mtu", &mtu,
+        "link",
+        "add",
+        host,
+        "address",
+        &host_mac,
+        "mtu",
+        &mtu.to_string(),
+        "type",
+        "veth",
+        "peer",
+        "name",
+        &tmp,
+        "address",
+        &pod_mac,
+        "mtu",
+        &mtu.to_string(),
     ])
     .map_err(|e| CniError::new(spec::LINK_FAILED, "making the veth pair failed").details(e))?;
-    ip(&["link", "set", &tmp, "netns", netns]).map_err(fail)?;
-    ip_in(netns, &["link", "set", &tmp, "name", ifname]).map_err(fail)?;
-    ip_in(netns, &["link", "set", ifname, "up"]).map_err(fail)?;
-    let host_mac = mac(None, host);
-    let mut v4 = false;
-    for a in addresses {
-        ip_in(netns, &["addr", "add", &host_prefix(a), "dev", ifname]).map_err(fail)?;
-        v4 |= !a.contains(':');
-    }
+    let v4 = addresses.iter().any(|a| !a.contains(':'));
     if v4 {
-        ip_in(
-            netns,
-            &["route", "add", GATEWAY, "dev", ifname, "scope", "link"],
-        )
-        .map_err(fail)?;
-        ip_in(
-            netns,
-            &[
-                "neigh",
-                "replace",
-                GATEWAY,
-                "lladdr",
-                &host_mac,
-                "dev",
-                ifname,
-                "nud",
-                "permanent",
-            ],
-        )
-        .map_err(fail)?;
-        ip_in(
-            netns,
-            &["route", "add", "default", "via", GATEWAY, "dev", ifname],
-        )
-        .map_err(fail)?;
         std::fs::write("/proc/sys/net/ipv4/ip_forward", "1")
             .map_err(|e| fail(format!("net.ipv4.ip_forward: {e}")))?;
     }
-    ip(&["link", "set", host, "up"]).map_err(fail)?;
-    let pod_mac = mac(Some(netns), ifname);
+    // The host end: the pod end moved into the pod, then a route and a neighbour entry per
+    // address.
+    let mut host_side = vec![
+        format!("link set {tmp} netns {netns}"),
+        format!("link set {host} up"),
+    ];
     for a in addresses {
-        let route = host_prefix(a);
         let addr = a.split('/').next().unwrap_or(a);
-        ip(&["route", "replace", &route, "dev", host]).map_err(fail)?;
-        ip(&[
-            "neigh",
-            "replace",
-            addr,
-            "lladdr",
-            &pod_mac,
-            "dev",
-            host,
-            "nud",
-            "permanent",
-        ])
-        .map_err(fail)?;
+        host_side.push(format!("route replace {} dev {host}", host_prefix(a)));
+        host_side.push(format!(
+            "neigh replace {addr} lladdr {pod_mac} dev {host} nud permanent"
+        ));
     }
+    batch(None, &host_side).map_err(fail)?;
+    // The pod end: its name, its addresses, the gateway's neighbour entry and the default
+    // route.
+    let mut pod_side = vec![
+        format!("link set {tmp} name {ifname}"),
+        format!("link set {ifname} up"),
+    ];
+    for a in addresses {
+        pod_side.push(format!("addr add {} dev {ifname}", host_prefix(a)));
+    }
+    if v4 {
+        pod_side.push(format!("route add {GATEWAY} dev {ifname} scope link"));
+        pod_side.push(format!(
+            "neigh replace {GATEWAY} lladdr {host_mac} dev {ifname} nud permanent"
+        ));
+        pod_side.push(format!("route add default via {GATEWAY} dev {ifname}"));
+    }
+    batch(Some(netns), &pod_side).map_err(fail)?;
     Ok(Link {
         host: host.to_string(),
         host_mac,
