@@ -142,6 +142,17 @@ impl World {
         }
     }
 
+    /// Writes the test cluster (node, namespace, policy, the three pods without addresses)
+    /// and starts pipecd on it.
+    fn start_with_apps(&mut self) {
+        let mut manifests = CLUSTER.to_string();
+        for (p, app) in APPS {
+            manifests.push_str(&pod_yaml(p, app, None));
+        }
+        std::fs::write(self.dir.join("m/cluster.yaml"), &manifests).expect("manifests");
+        self.start_pipecd();
+    }
+
     fn stop_pipecd(&mut self) {
         if let Some(mut c) = self.pipecd.take() {
             let _ = c.kill();
@@ -442,12 +453,7 @@ fn pods_wired_by_pipec_cni_get_their_policy_before_add_returns() {
         return;
     }
     let mut w = World::new("e");
-    let mut manifests = CLUSTER.to_string();
-    for (p, app) in APPS {
-        manifests.push_str(&pod_yaml(p, app, None));
-    }
-    std::fs::write(w.dir.join("m/cluster.yaml"), &manifests).expect("manifests");
-    w.start_pipecd();
+    w.start_with_apps();
 
     // ADD each pod; the result is the specification's.
     let config = w.config();
@@ -597,6 +603,37 @@ fn pods_wired_by_pipec_cni_get_their_policy_before_add_returns() {
     let (code, out) = w.cni_env("GC", &gc, &[("CNI_PATH", CNI_PATH.into())]);
     assert_eq!(code, 0, "{out}");
     assert_eq!(w.leases(), vec![ips[0].to_string()]);
+
+    // An IPAM failure (host-local refuses CNI_ARGS it does not know unless the runtime
+    // says IgnoreUnknown, as containerd does): code 102, nothing left behind.
+    let links = w.host_links();
+    let mut env = w.pod_env("b");
+    env.retain(|(k, _)| *k != "CNI_ARGS");
+    env.push((
+        "CNI_ARGS",
+        "K8S_POD_NAMESPACE=shop;K8S_POD_NAME=ghost".into(),
+    ));
+    let (code, out) = w.cni_env("ADD", &config, &env);
+    assert_eq!((code, out["code"].as_u64()), (1, Some(102)), "{out}");
+    assert_eq!(w.leases(), vec![ips[0].to_string()]);
+    assert_eq!(w.host_links(), links);
+    // A pod whose object pipecd never gets: ADD waits `timeoutMs`, then answers 11 and
+    // releases what it made (b's namespace is free again since its DEL).
+    let mut short = config.clone();
+    short["timeoutMs"] = json!(1000);
+    env.retain(|(k, _)| *k != "CNI_ARGS");
+    env.push((
+        "CNI_ARGS",
+        "IgnoreUnknown=1;K8S_POD_NAMESPACE=shop;K8S_POD_NAME=ghost".into(),
+    ));
+    let (code, out) = w.cni_env("ADD", &short, &env);
+    assert_eq!((code, out["code"].as_u64()), (1, Some(11)), "{out}");
+    assert_eq!(
+        w.leases(),
+        vec![ips[0].to_string()],
+        "the address was released"
+    );
+    assert_eq!(w.host_links(), links, "the link was removed");
 }
 
 #[test]
@@ -944,12 +981,7 @@ fn chained_after_ptp_the_policy_holds() {
         return;
     }
     let mut w = World::new("k");
-    let mut manifests = CLUSTER.to_string();
-    for (p, app) in APPS {
-        manifests.push_str(&pod_yaml(p, app, None));
-    }
-    std::fs::write(w.dir.join("m/cluster.yaml"), &manifests).expect("manifests");
-    w.start_pipecd();
+    w.start_with_apps();
     let ptp = json!({
         "cniVersion": "1.0.0",
         "name": format!("pipec-{}", w.tag),
