@@ -16,7 +16,7 @@ pub struct LiveArgs {
     #[arg(long)]
     pub live: bool,
     /// pipecd's control socket.
-    #[arg(long, value_name = "unix:PATH", default_value = concat!("unix:", "/run/pipec/pipecd.sock"))]
+    #[arg(long, value_name = "unix:PATH", default_value = pipec_proto::DEFAULT_ADDRESS)]
     pub control: String,
 }
 
@@ -34,7 +34,7 @@ impl LiveArgs {
 #[derive(Args, Debug)]
 pub struct StatusArgs {
     /// pipecd's control socket.
-    #[arg(long, value_name = "unix:PATH", default_value = concat!("unix:", "/run/pipec/pipecd.sock"))]
+    #[arg(long, value_name = "unix:PATH", default_value = pipec_proto::DEFAULT_ADDRESS)]
     control: String,
     /// Output format.
     #[arg(short = 'o', long = "output", value_enum, default_value_t = Format::Text)]
@@ -173,7 +173,7 @@ pub fn trace(
 #[derive(Args, Debug)]
 pub struct ObserveArgs {
     /// pipecd's control socket.
-    #[arg(long, value_name = "unix:PATH", default_value = concat!("unix:", "/run/pipec/pipecd.sock"))]
+    #[arg(long, value_name = "unix:PATH", default_value = pipec_proto::DEFAULT_ADDRESS)]
     control: String,
     /// Only flows from or to this address.
     #[arg(long, value_name = "IP")]

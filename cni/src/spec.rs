@@ -251,7 +251,7 @@ pub fn parse_config(bytes: &[u8]) -> Result<Config, CniError> {
         ));
     }
     let pipecd = string_field(&raw, "pipecd")?
-        .unwrap_or_else(|| format!("unix:{}", pipec_proto::DEFAULT_SOCKET));
+        .unwrap_or_else(|| pipec_proto::DEFAULT_ADDRESS.to_string());
     let tls = tls_config(&raw)?;
     if pipecd.starts_with("https://") && tls.is_none() {
         return Err(CniError::new(
@@ -267,8 +267,7 @@ pub fn parse_config(bytes: &[u8]) -> Result<Config, CniError> {
     }
     Ok(Config {
         tls,
-        pipecd: string_field(&raw, "pipecd")?
-            .unwrap_or_else(|| format!("unix:{}", pipec_proto::DEFAULT_SOCKET)),
+        pipecd,
         timeout_ms: number("timeoutMs", 10_000)?,
         mtu,
         state_dir: string_field(&raw, "stateDir")?.unwrap_or_else(|| "/var/lib/pipec-cni".into()),

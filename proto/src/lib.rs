@@ -24,6 +24,9 @@ pub mod v1 {
 /// The default control socket of pipecd.
 pub const DEFAULT_SOCKET: &str = "/run/pipec/pipecd.sock";
 
+/// [`DEFAULT_SOCKET`] as an address (`unix:PATH`), the default of every client.
+pub const DEFAULT_ADDRESS: &str = "unix:/run/pipec/pipecd.sock";
+
 /// The path of a `unix:PATH` address (a bare path is taken as is).
 pub fn socket_path(address: &str) -> Result<&Path, String> {
     let path = address.strip_prefix("unix:").unwrap_or(address);
@@ -177,4 +180,15 @@ pub fn flow_line(e: &v1::FlowEvent) -> String {
         out.push_str(&format!(" by {}", e.rule));
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_default_address_names_the_default_socket() {
+        assert_eq!(
+            super::socket_path(super::DEFAULT_ADDRESS),
+            Ok(std::path::Path::new(super::DEFAULT_SOCKET))
+        );
+    }
 }
