@@ -250,8 +250,8 @@ pub fn parse_config(bytes: &[u8]) -> Result<Config, CniError> {
             format!("`mtu` {mtu} is outside 576..=65535"),
         ));
     }
-    let pipecd = string_field(&raw, "pipecd")?
-        .unwrap_or_else(|| pipec_proto::DEFAULT_ADDRESS.to_string());
+    let pipecd =
+        string_field(&raw, "pipecd")?.unwrap_or_else(|| pipec_proto::DEFAULT_ADDRESS.to_string());
     let tls = tls_config(&raw)?;
     if pipecd.starts_with("https://") && tls.is_none() {
         return Err(CniError::new(

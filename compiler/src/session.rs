@@ -809,6 +809,11 @@ impl Session {
         &self.addresses
     }
 
+    /// Whether the session holds the object `key`.
+    pub fn holds(&self, key: &ObjectKey) -> bool {
+        self.objects.as_ref().is_some_and(|o| o.contains_key(key))
+    }
+
     /// The objects the session holds, in key order (`None` for a session over a model).
     pub fn objects(&self) -> Option<impl Iterator<Item = &ObjectKey>> {
         self.objects.as_ref().map(|o| o.keys())

@@ -67,20 +67,28 @@ pub async fn serve_cni_tls(
 }
 
 impl ControlApi {
+    /// Runs `f` on the daemon, for changing it, on the blocking pool.
+    async fn with_mut<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Daemon) -> Result<T, Status> + Send + 'static,
+    ) -> Result<T, Status> {
+        let daemon = self.daemon.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut d = daemon
+                .lock()
+                .map_err(|_| Status::internal("daemon state poisoned"))?;
+            f(&mut d)
+        })
+        .await
+        .map_err(|e| Status::internal(e.to_string()))?
+    }
+
     /// Runs `f` on the daemon on the blocking pool.
     async fn with<T: Send + 'static>(
         &self,
         f: impl FnOnce(&Daemon) -> Result<T, Status> + Send + 'static,
     ) -> Result<T, Status> {
-        let daemon = self.daemon.clone();
-        tokio::task::spawn_blocking(move || {
-            let d = daemon
-                .lock()
-                .map_err(|_| Status::internal("daemon state poisoned"))?;
-            f(&d)
-        })
-        .await
-        .map_err(|e| Status::internal(e.to_string()))?
+        self.with_mut(move |d| f(d)).await
     }
 }
 
@@ -247,16 +255,12 @@ impl Cni for ControlApi {
         // Bounded by the deadline: the pod's object may still be on its way from the API.
         loop {
             let attempt = a.clone();
-            let daemon = self.daemon.clone();
-            let applied = tokio::task::spawn_blocking(move || {
-                let mut d = daemon
-                    .lock()
-                    .map_err(|_| Status::internal("daemon state poisoned"))?;
-                d.cni_add(attempt)
-                    .map_err(|e| Status::failed_precondition(format!("{e:#}")))
-            })
-            .await
-            .map_err(|e| Status::internal(e.to_string()))??;
+            let applied = self
+                .with_mut(move |d| {
+                    d.cni_add(attempt)
+                        .map_err(|e| Status::failed_precondition(format!("{e:#}")))
+                })
+                .await?;
             if let Some(generation) = applied {
                 tracing::info!(pod = %format!("{}/{}", a.pod_namespace, a.pod_name), generation, "CNI ADD: the pod's policy is in the datapath");
                 return Ok(Response::new(AddReply { generation }));
@@ -275,16 +279,12 @@ impl Cni for ControlApi {
 
     async fn del(&self, request: Request<DelRequest>) -> Result<Response<DelReply>, Status> {
         let r = request.into_inner();
-        let daemon = self.daemon.clone();
-        let known = tokio::task::spawn_blocking(move || {
-            let mut d = daemon
-                .lock()
-                .map_err(|_| Status::internal("daemon state poisoned"))?;
-            d.cni_del(&r.container_id, &r.ifname)
-                .map_err(|e| Status::internal(format!("{e:#}")))
-        })
-        .await
-        .map_err(|e| Status::internal(e.to_string()))??;
+        let known = self
+            .with_mut(move |d| {
+                d.cni_del(&r.container_id, &r.ifname)
+                    .map_err(|e| Status::internal(format!("{e:#}")))
+            })
+            .await?;
         Ok(Response::new(DelReply { known }))
     }
 

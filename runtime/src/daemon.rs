@@ -458,11 +458,7 @@ impl Daemon {
             return Ok(None);
         }
         let key = pipec::session::ObjectKey::new("Pod", &a.pod_namespace, &a.pod_name);
-        if !self
-            .session
-            .objects()
-            .is_some_and(|mut o| o.any(|k| *k == key))
-        {
+        if !self.session.holds(&key) {
             return Ok(None);
         }
         if let Some(old) = self.attachments.get(&a.key()).cloned() {
