@@ -186,8 +186,9 @@ pub struct Fold {
     listing: BTreeMap<&'static str, BTreeSet<ObjectKey>>,
     /// Changes not yet taken by the daemon.
     pending: BTreeMap<ObjectKey, Option<String>>,
-    /// The text of every object the session holds.
-    held: BTreeMap<ObjectKey, String>,
+    /// A digest of the text of every object the session holds: enough to tell an
+    /// unchanged object, without a second copy of every object (and of the key Secret).
+    held: BTreeMap<ObjectKey, u64>,
     /// Watch errors per kind.
     errors: BTreeMap<&'static str, u64>,
     /// The last watch error, for the status.
@@ -205,7 +206,7 @@ impl Fold {
         if let Some(seen) = self.listing.get_mut(kind_of(&key)) {
             seen.insert(key.clone());
         }
-        if self.held.get(&key) == Some(&text) {
+        if self.held.get(&key) == Some(&digest(&text)) {
             self.pending.remove(&key);
         } else {
             self.pending.insert(key, Some(text));
@@ -264,7 +265,7 @@ impl Fold {
     pub fn applied(&mut self, change: ApiChange) {
         match change.text {
             Some(t) => {
-                self.held.insert(change.key, t);
+                self.held.insert(change.key, digest(&t));
             }
             None => {
                 self.held.remove(&change.key);
@@ -289,6 +290,14 @@ impl Fold {
     pub fn error_count(&self) -> u64 {
         self.errors.values().sum()
     }
+}
+
+/// The digest [`Fold`] keeps of an object's text (only compared within one process).
+fn digest(text: &str) -> u64 {
+    use std::hash::{Hash as _, Hasher as _};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    text.hash(&mut h);
+    h.finish()
 }
 
 /// The kind of a key as the `'static` name the fold uses for lists.
