@@ -362,6 +362,23 @@ fn serve(ns: &str, ip: IpAddr) {
     });
 }
 
+/// The address of an `ADDR/LEN` result entry.
+fn ip_of(address: &str) -> IpAddr {
+    address
+        .split('/')
+        .next()
+        .expect("ip")
+        .parse()
+        .expect("an IP address")
+}
+
+/// Echo servers in every pod of [`APPS`], at its address in `ips`.
+fn serve_all(w: &World, ips: &[IpAddr]) {
+    for (i, (p, _)) in APPS.iter().enumerate() {
+        serve(&w.pod(p), ips[i]);
+    }
+}
+
 /// Whether a connection from `ns` to `dst` gets an answer.
 fn connects(ns: &str, dst: SocketAddr, udp: bool) -> bool {
     in_netns(ns, || {
@@ -473,18 +490,10 @@ fn pods_wired_by_pipec_cni_get_their_policy_before_add_returns() {
             addr.starts_with("10.77.1.") && addr.ends_with("/24"),
             "{addr}"
         );
-        ips.push(
-            addr.split('/')
-                .next()
-                .expect("ip")
-                .parse::<IpAddr>()
-                .expect("ip"),
-        );
+        ips.push(ip_of(addr));
     }
     assert_eq!(w.leases().len(), 3);
-    for (i, (p, _)) in APPS.iter().enumerate() {
-        serve(&w.pod(p), ips[i]);
-    }
+    serve_all(&w, &ips);
 
     // Real traffic between every pair, each against the reference verdict.
     let mut with_ips = CLUSTER.to_string();
@@ -846,17 +855,9 @@ fn traffic_sees_no_violation_while_100_changes_apply() {
         let (code, result) = w.cni("ADD", p, &config);
         assert_eq!(code, 0, "ADD {p}: {result}\n{}", w.log());
         let addr = result["ips"][0]["address"].as_str().expect("address");
-        ips.push(
-            addr.split('/')
-                .next()
-                .expect("ip")
-                .parse::<IpAddr>()
-                .expect("ip"),
-        );
+        ips.push(ip_of(addr));
     }
-    for (i, (p, _)) in APPS.iter().enumerate() {
-        serve(&w.pod(p), ips[i]);
-    }
+    serve_all(&w, &ips);
     // The reference verdict of each probe in each state.
     let probes = [
         ("a", 1usize, false),
@@ -1027,17 +1028,9 @@ fn chained_after_ptp_the_policy_holds() {
         assert_eq!(code, 0, "{result}\n{}", w.log());
         assert_eq!(result["ips"], prev["ips"], "the result passes through");
         let addr = prev["ips"][0]["address"].as_str().expect("address");
-        ips.push(
-            addr.split('/')
-                .next()
-                .expect("ip")
-                .parse::<IpAddr>()
-                .expect("ip"),
-        );
+        ips.push(ip_of(addr));
     }
-    for (i, (p, _)) in APPS.iter().enumerate() {
-        serve(&w.pod(p), ips[i]);
-    }
+    serve_all(&w, &ips);
     assert!(connects(
         &w.pod("a"),
         SocketAddr::new(ips[1], TCP_PORT),
