@@ -49,7 +49,7 @@ pub fn run(args: &FmtArgs) -> anyhow::Result<ExitCode> {
         .collect();
     if args.check {
         for (path, _, _) in &changed {
-            println!("would reformat {}", path.display());
+            crate::output::outln(&format!("would reformat {}", path.display()))?;
         }
         return Ok(if changed.is_empty() {
             ExitCode::SUCCESS
@@ -59,7 +59,7 @@ pub fn run(args: &FmtArgs) -> anyhow::Result<ExitCode> {
     }
     for (path, _, after) in changed {
         write_atomically(path, after)?;
-        println!("formatted {}", path.display());
+        crate::output::outln(&format!("formatted {}", path.display()))?;
     }
     Ok(ExitCode::SUCCESS)
 }

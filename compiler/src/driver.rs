@@ -68,6 +68,94 @@ impl Loaded {
         out.push_str(&policy_lang::render(&self.pipe.diags, &self.pipe.files));
         out
     }
+
+    /// Every diagnostic, of manifests and of `.pipe` files, as machine-readable records
+    /// (`pipec check -o json`), in the order they are rendered.
+    pub fn diagnostic_records(&self) -> Vec<DiagnosticRecord> {
+        let mut out: Vec<DiagnosticRecord> = self
+            .diags
+            .iter()
+            .map(|d| {
+                let at = d.primary.as_ref().map(|l| {
+                    let lc = self.sources.line_col(l.span.file, l.span.start as usize);
+                    (
+                        self.sources.name(l.span.file).to_string(),
+                        lc.line,
+                        lc.column,
+                    )
+                });
+                DiagnosticRecord::new(
+                    d.code.as_str(),
+                    d.is_error(),
+                    &d.message,
+                    at,
+                    d.hints.clone(),
+                )
+            })
+            .collect();
+        out.extend(self.pipe.diags.iter().map(|d| {
+            let lc = self.pipe.files.line_col(d.primary.span);
+            let at = (
+                self.pipe.files.name(d.primary.span.file).to_string(),
+                lc.line as usize,
+                lc.column as usize,
+            );
+            let mut hints = d.help.clone();
+            hints.extend(d.notes.iter().cloned());
+            DiagnosticRecord::new(
+                d.code.as_str(),
+                d.severity == policy_lang::diagnostics::Severity::Error,
+                &d.message,
+                Some(at),
+                hints,
+            )
+        }));
+        out
+    }
+}
+
+/// One diagnostic as `check -o json` prints it: stable code, severity, message, place.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct DiagnosticRecord {
+    /// The stable code (`E0102`, `P0003`).
+    pub code: String,
+    /// `error` or `warning`.
+    pub severity: &'static str,
+    /// What is wrong.
+    pub message: String,
+    /// The file, when the diagnostic has a place.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub file: Option<String>,
+    /// The line, from 1 (0: no place).
+    pub line: usize,
+    /// The column in characters, from 1 (0: no place).
+    pub column: usize,
+    /// What was expected, or how to fix it.
+    pub hints: Vec<String>,
+}
+
+impl DiagnosticRecord {
+    fn new(
+        code: &str,
+        error: bool,
+        message: &str,
+        at: Option<(String, usize, usize)>,
+        hints: Vec<String>,
+    ) -> DiagnosticRecord {
+        let (file, line, column) = match at {
+            Some((f, l, c)) => (Some(f), l, c),
+            None => (None, 0, 0),
+        };
+        DiagnosticRecord {
+            code: code.to_string(),
+            severity: if error { "error" } else { "warning" },
+            message: message.to_string(),
+            file,
+            line,
+            column,
+            hints,
+        }
+    }
 }
 
 /// Reads files and directories and builds the model.

@@ -393,12 +393,19 @@ impl Builder<'_> {
         let name_ok = match &obj.body {
             // Identity names are numbers; their own check reports bad ones.
             Body::CiliumIdentity(_) => true,
-            Body::Namespace(_) | Body::Service(_) => is_dns_label(&name),
+            // ValidateServiceName is NameIsDNS1035Label: a Service name starts with a letter
+            // (it becomes a DNS name and environment variable prefixes).
+            Body::Service(_) => {
+                is_dns_label(&name) && name.starts_with(|c: char| c.is_ascii_lowercase())
+            }
+            Body::Namespace(_) => is_dns_label(&name),
             _ => is_dns_subdomain(&name),
         };
         if !name_ok {
             let span = at.field("metadata.name");
-            let rule = if matches!(obj.body, Body::Namespace(_) | Body::Service(_)) {
+            let rule = if matches!(obj.body, Body::Service(_)) {
+                "a DNS-1035 label: at most 63 lower-case letters, digits or '-', starting with a letter and ending with a letter or digit"
+            } else if matches!(obj.body, Body::Namespace(_)) {
                 "a DNS-1123 label: at most 63 lower-case letters, digits or '-', starting and ending with a letter or digit"
             } else {
                 "a DNS-1123 subdomain: lower-case letters, digits, '-' and '.', at most 253 characters"
@@ -1316,17 +1323,12 @@ impl Builder<'_> {
                 }
             }
         }
+        let affinity_timeout = self.affinity(&spec, at);
+        ok &= affinity_timeout.is_ok();
         if !ok {
             return;
         }
-        let affinity_timeout = (spec.session_affinity.as_deref() == Some("ClientIP")).then(|| {
-            spec.session_affinity_config
-                .as_ref()
-                .and_then(|c| c.client_ip.as_ref())
-                .and_then(|c| c.timeout_seconds)
-                .map(|t| t.clamp(0, 86400) as u32)
-                .unwrap_or(10800)
-        });
+        let affinity_timeout = affinity_timeout.unwrap_or_default();
         self.cluster.services.push(Service {
             namespace: origin.namespace.clone().unwrap_or_default(),
             name: origin.name.clone(),
@@ -1378,6 +1380,70 @@ impl Builder<'_> {
 
 // Policies.
 impl Builder<'_> {
+    /// The ClientIP affinity timeout of a Service (`None`: no affinity), as the API server
+    /// stores and checks it: `SetDefaults_Service` fills 10800 s when `sessionAffinity` is
+    /// ClientIP and no timeout is given; `ValidateService` refuses an affinity other than
+    /// None and ClientIP, a timeout outside 1..=86400 (`validateClientIPAffinityConfig`),
+    /// and a `sessionAffinityConfig` beside affinity None.
+    fn affinity(&mut self, spec: &core::ServiceSpec, at: At) -> Result<Option<u32>, ()> {
+        let config = spec.session_affinity_config.as_ref();
+        match spec.session_affinity.as_deref().unwrap_or("None") {
+            "None" => {
+                if config.is_some_and(|c| c.client_ip.is_some()) {
+                    let span = at.field("spec.sessionAffinityConfig");
+                    let d = self.err(
+                        Code::InvalidService,
+                        span,
+                        "sessionAffinityConfig is set but sessionAffinity is None",
+                        "has no effect without ClientIP affinity",
+                    );
+                    d.hints.push(
+                        "set `sessionAffinity: ClientIP`, or remove `sessionAffinityConfig`".into(),
+                    );
+                    return Err(());
+                }
+                Ok(None)
+            }
+            "ClientIP" => {
+                let timeout = config
+                    .and_then(|c| c.client_ip.as_ref())
+                    .and_then(|c| c.timeout_seconds)
+                    .unwrap_or(10800);
+                if (1..=86400).contains(&timeout) {
+                    return Ok(Some(timeout as u32));
+                }
+                let span = at.field("spec.sessionAffinityConfig.clientIP.timeoutSeconds");
+                let d = self.err(
+                    Code::InvalidService,
+                    span,
+                    format!("affinity timeout {timeout} s is out of range"),
+                    "not within 1..=86400",
+                );
+                d.hints.push(
+                    "the timeout is 1 to 86400 seconds (one day); 10800 is the default".into(),
+                );
+                Err(())
+            }
+            other => {
+                let span = at.field("spec.sessionAffinity");
+                let d = self.err(
+                    Code::WrongType,
+                    span,
+                    format!("unknown session affinity `{other}`"),
+                    "expected None or ClientIP",
+                );
+                if let Some(s) = crate::util::closest(other, ["None", "ClientIP"]) {
+                    d.hints.push(format!("did you mean `{s}`?"));
+                } else {
+                    d.hints.push("sessionAffinity is None or ClientIP".into());
+                }
+                Err(())
+            }
+        }
+    }
+}
+
+impl Builder<'_> {
     fn network_policy(&mut self, np: &k8s_openapi::api::networking::v1::NetworkPolicy, at: At) {
         let origin = self.origin("NetworkPolicy", &np.metadata, true, at.span);
         let namespace = origin.namespace.clone().unwrap_or_default();
@@ -1385,15 +1451,32 @@ impl Builder<'_> {
         // A bad selector does not stop the check: the rules' problems are reported too.
         let pod_selector = self.selector(spec.pod_selector.as_ref(), at, "spec.podSelector");
         let mut ok = pod_selector.is_some();
+        // SetDefaults_NetworkPolicy (kubernetes `pkg/apis/networking/v1/defaults.go`): an
+        // omitted *or empty* `policyTypes` becomes [Ingress], plus Egress when `egress` has
+        // at least one rule; an empty `egress: []` adds nothing.
         let mut types = PolicyTypes {
             ingress: true,
-            egress: spec.egress.is_some(),
+            egress: spec.egress.as_ref().is_some_and(|e| !e.is_empty()),
         };
-        if let Some(list) = &spec.policy_types {
+        if let Some(list) = spec.policy_types.as_ref().filter(|l| !l.is_empty()) {
             types = PolicyTypes {
                 ingress: false,
                 egress: false,
             };
+            // ValidateNetworkPolicySpec refuses more than two entries ("may not specify
+            // more than two policyTypes"), even if they repeat one type.
+            if list.len() > 2 {
+                let span = at.field("spec.policyTypes[2]");
+                let d = self.err(
+                    Code::WrongType,
+                    span,
+                    format!("{} policy types; at most two are allowed", list.len()),
+                    "a third entry",
+                );
+                d.hints
+                    .push("list each of Ingress and Egress at most once".into());
+                ok = false;
+            }
             for (i, t) in list.iter().enumerate() {
                 match t.as_str() {
                     "Ingress" => types.ingress = true,
