@@ -271,7 +271,7 @@ pub fn for_each_object(
             count += 1;
             f(o)
         };
-        if trimmed.starts_with('{') || trimmed.starts_with('[') {
+        if is_json(sources.name(file), trimmed) {
             decode_json_file(sources, file, &mut counted, sink);
         } else {
             decode_yaml_file(sources, file, &mut counted, sink);
@@ -288,6 +288,19 @@ pub fn for_each_object(
             );
         }
     }
+}
+
+/// Whether a file is read as JSON: a `.json` file always (its errors are JSON errors);
+/// another file when it starts like JSON and is JSON, so that a YAML file in flow style
+/// (`{apiVersion: v1, ...}`, unquoted keys) is read as the YAML it is.
+fn is_json(name: &str, trimmed: &str) -> bool {
+    if !(trimmed.starts_with('{') || trimmed.starts_with('[')) {
+        return false;
+    }
+    name.ends_with(".json")
+        || serde_json::Deserializer::from_str(trimmed)
+            .into_iter::<serde::de::IgnoredAny>()
+            .all(|r| r.is_ok())
 }
 
 /// Where decoded objects go.
@@ -373,45 +386,50 @@ fn decode_json_file(sources: &Sources, file: FileId, out: &mut Out<'_>, sink: &m
             }
         }
     }
-    let whole = Span::new(file, 0..text.len());
-    let root: &RawValue = match serde_json::from_str(text) {
-        Ok(v) => v,
-        Err(e) => {
-            let offset = offset_of_line_col(text, e.line(), e.column());
-            let mut message = tidy(&e.to_string());
-            let mut span = Span::new(file, offset..offset);
-            let mut label = "here";
-            let mut hint = "check for a missing comma, quote or bracket near this position";
-            // serde_json reports `{"a": 1,}` as "key must be a string" at the `}`; the comma
-            // before it is the mistake.
-            let before = text.get(..offset).unwrap_or("").trim_end();
-            let at_close = matches!(text.as_bytes().get(offset), Some(b'}' | b']'));
-            if (at_close || message.contains("trailing comma")) && before.ends_with(',') {
-                let comma = before.len() - 1;
-                message = "trailing comma".to_string();
-                span = Span::new(file, comma..comma + 1);
-                label = "this comma";
-                hint =
+    // A file may hold several JSON values one after another (`kubectl get -o json` run
+    // twice into one file, `jq -c` output): each is read in turn, as kubectl reads them.
+    let mut roots: Vec<&RawValue> = Vec::new();
+    for value in serde_json::Deserializer::from_str(text).into_iter::<&RawValue>() {
+        match value {
+            Ok(v) => roots.push(v),
+            Err(e) => {
+                let offset = offset_of_line_col(text, e.line(), e.column());
+                let mut message = tidy(&e.to_string());
+                let mut span = Span::new(file, offset..offset);
+                let mut label = "here";
+                let mut hint = "check for a missing comma, quote or bracket near this position";
+                // serde_json reports `{"a": 1,}` as "key must be a string" at the `}`; the comma
+                // before it is the mistake.
+                let before = text.get(..offset).unwrap_or("").trim_end();
+                let at_close = matches!(text.as_bytes().get(offset), Some(b'}' | b']'));
+                if (at_close || message.contains("trailing comma")) && before.ends_with(',') {
+                    let comma = before.len() - 1;
+                    message = "trailing comma".to_string();
+                    span = Span::new(file, comma..comma + 1);
+                    label = "this comma";
+                    hint =
                     "JSON allows no comma after the last member of an object or array; remove it";
+                }
+                sink.push(
+                    Diagnostic::error(Code::JsonSyntax, format!("invalid JSON: {message}"))
+                        .at(span, label)
+                        .hint(hint),
+                );
+                return;
             }
-            sink.push(
-                Diagnostic::error(Code::JsonSyntax, format!("invalid JSON: {message}"))
-                    .at(span, label)
-                    .hint(hint),
-            );
-            return;
         }
-    };
-    let items: Vec<&RawValue> = if root.get().trim_start().starts_with('[') {
-        serde_json::from_str(root.get()).unwrap_or_default()
-    } else {
-        vec![root]
-    };
-    for item in items {
-        let span = Span::new(file, slice_range(text, item.get()));
-        decode_json_object(sources, span, item, out, sink, 0);
     }
-    let _ = whole;
+    for root in roots {
+        let items: Vec<&RawValue> = if root.get().trim_start().starts_with('[') {
+            serde_json::from_str(root.get()).unwrap_or_default()
+        } else {
+            vec![root]
+        };
+        for item in items {
+            let span = Span::new(file, slice_range(text, item.get()));
+            decode_json_object(sources, span, item, out, sink, 0);
+        }
+    }
 }
 
 /// A key written twice in one JSON object. The whole file is refused, as kubectl's strict
@@ -566,10 +584,13 @@ fn decode_yaml_node(
         sink.push(not_an_object(span));
         return;
     }
-    let Some(kind) = node.get("kind").and_then(yaml::Node::as_str) else {
+    // `kind: null` or `kind: 5` is no kind: only a string names one, as in JSON.
+    let kind = node.get("kind").map(yaml::Node::to_json);
+    let Some(serde_json::Value::String(kind)) = &kind else {
         sink.push(missing_header(sources, span, "kind"));
         return;
     };
+    let kind = kind.as_str();
     if is_list(kind) && depth == 0 {
         match node.get("items").map(|n| &n.kind) {
             Some(yaml::NodeKind::Seq(items)) => {
