@@ -204,3 +204,45 @@ fn devices_and_fifos_are_refused_at_once() {
         assert!(stderr.contains("not a regular file"), "{args:?}: {stderr}");
     }
 }
+
+/// kubectl's input habits (issue 18, item 9): `-` reads standard input, a file named twice
+/// is read once, and an input with no object at all is an error (E0005), not an empty
+/// cluster that allows everything.
+#[test]
+fn stdin_a_file_named_twice_and_empty_input() {
+    use std::io::Write as _;
+    let dir = std::env::temp_dir().join(format!("pipec-inputs-{}", std::process::id()));
+    std::fs::create_dir_all(dir.join("empty")).expect("temp dir");
+    let file = dir.join("ns.yaml");
+    let text = "apiVersion: v1\nkind: Namespace\nmetadata: {name: a}\n";
+    std::fs::write(&file, text).expect("write");
+    let file = file.to_str().expect("UTF-8");
+
+    let mut child = Command::new(env!("CARGO_BIN_EXE_pipec"))
+        .args(["check", "-"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("run pipec");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(text.as_bytes())
+        .expect("write stdin");
+    let out = child.wait_with_output().expect("wait");
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).contains("ok: 1 namespaces"));
+
+    let twice = pipec(&["check", file, file]);
+    assert!(
+        twice.status.success(),
+        "{}",
+        String::from_utf8_lossy(&twice.stderr)
+    );
+
+    let empty = pipec(&["check", "-o", "json", dir.join("empty").to_str().unwrap()]);
+    assert_eq!(empty.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&empty.stdout).contains("\"E0005\""));
+    let _ = std::fs::remove_dir_all(&dir);
+}

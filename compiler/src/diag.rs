@@ -46,6 +46,7 @@ codes! {
     YamlSyntax = "E0002", "the file is not valid YAML";
     JsonSyntax = "E0003", "the file is not valid JSON";
     NotAnObject = "E0004", "a document is not a Kubernetes object (a mapping with apiVersion and kind)";
+    NothingToRead = "E0005", "the inputs hold no object and no `.pipe` file";
     MissingField = "E0101", "a required field is missing";
     WrongType = "E0102", "a field has the wrong type or an unknown value";
     InvalidName = "E0103", "a name is not a valid DNS label or subdomain";

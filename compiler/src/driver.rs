@@ -3,7 +3,7 @@
 //! `load` is the one place that runs parse → model and decides whether the run may go on:
 //! any error diagnostic stops it before a later stage sees a half-valid model.
 
-use crate::diag::{self, Diagnostic, Sink};
+use crate::diag::{self, Code, Diagnostic, Sink};
 use crate::frontend::{self, Object};
 use crate::model::build::{BuildOptions, ClusterBuilder};
 use crate::model::{self, Cluster};
@@ -163,7 +163,35 @@ pub fn load(paths: &[PathBuf], options: &BuildOptions) -> Loaded {
     let mut sources = Sources::new();
     let mut sink = Sink::default();
     let files = frontend::read_inputs(paths, &mut sources, &mut sink);
-    load_sources(sources, &files, options, sink)
+    let mut count = 0usize;
+    let mut loaded = load_sources_with(sources, &files, options, sink, |_| count += 1);
+    require_something(&mut loaded, &files, count);
+    loaded
+}
+
+/// A run over paths that read no object and no `.pipe` file is an error, as `kubectl
+/// apply -f` says "no objects passed to apply": an empty directory or a misnamed file must
+/// not pass `check` as an empty, allow-everything cluster. (A session fed by a watcher may
+/// start empty; only path-based runs call this.)
+pub fn require_something(loaded: &mut Loaded, files: &[FileId], objects: usize) {
+    let has_pipe = files
+        .iter()
+        .any(|f| loaded.sources.name(*f).ends_with(".pipe"));
+    // Any other diagnostic (a skipped kind, an error) already says what the input held.
+    let only_empty_files = loaded.diags.iter().all(|d| d.code == Code::EmptyInput);
+    if objects > 0 || has_pipe || !only_empty_files {
+        return;
+    }
+    let mut d = Diagnostic::error(Code::NothingToRead, "the inputs hold no Kubernetes object")
+        .hint("name manifest files (.yaml, .yml, .json) or directories that hold them; a directory is read one level deep");
+    if let Some(last) = files.last() {
+        let end = loaded.sources.text(*last).len();
+        d = d.at(
+            crate::source::Span::new(*last, end..end),
+            "no object up to here",
+        );
+    }
+    loaded.diags.push(d);
 }
 
 /// Builds the model from sources already in memory (tests, conformance cases).

@@ -129,11 +129,19 @@ impl Body {
 pub fn read_inputs(paths: &[PathBuf], sources: &mut Sources, sink: &mut Sink) -> Vec<FileId> {
     let mut files = Vec::new();
     for path in paths {
-        collect_files(path, &mut files, sink);
+        if path.as_os_str() == "-" {
+            files.push(path.clone());
+        } else {
+            collect_files(path, &mut files, sink);
+        }
     }
+    // A file named twice (`pipec check a.yaml a.yaml`, or a file and its directory) is read
+    // once, as kubectl reads it once: its objects are not "defined twice".
+    let mut seen = std::collections::BTreeSet::new();
+    files.retain(|p| seen.insert(std::fs::canonicalize(p).unwrap_or_else(|_| p.clone())));
     files
         .into_iter()
-        .filter_map(|path| match read_regular_file(&path) {
+        .filter_map(|path| match read_path(&path) {
             Ok(bytes) => add_text(sources, &path, bytes, sink),
             Err(e) => {
                 sink.push(
@@ -146,6 +154,26 @@ pub fn read_inputs(paths: &[PathBuf], sources: &mut Sources, sink: &mut Sink) ->
             }
         })
         .collect()
+}
+
+/// Reads one input: `-` is standard input (as kubectl's `-f -`), anything else a regular file.
+fn read_path(path: &Path) -> Result<Vec<u8>, String> {
+    if path.as_os_str() != "-" {
+        return read_regular_file(path);
+    }
+    use std::io::Read as _;
+    let mut bytes = Vec::new();
+    std::io::stdin()
+        .lock()
+        .take(MAX_INPUT_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| format!("cannot read standard input: {e}"))?;
+    if bytes.len() as u64 > MAX_INPUT_BYTES {
+        return Err(format!(
+            "standard input is larger than {MAX_INPUT_BYTES} bytes"
+        ));
+    }
+    Ok(bytes)
 }
 
 /// The largest input file pipec reads: spans are 32-bit offsets, and the largest real
