@@ -41,23 +41,109 @@ pub struct Cli {
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Checks inputs and reports every problem found.
+    #[command(
+        after_help = "Examples:\n  pipec check examples/starwars\n  kubectl get netpol,svc,pods -A -o yaml | pipec check -\n  pipec check -o json manifests/ | jq '.diagnostics[].code'"
+    )]
     Check(check::CheckArgs),
     /// Compiles inputs and prints one stage's representation.
+    #[command(
+        after_help = "Examples:\n  pipec compile --emit mag --node local examples/starwars\n  pipec compile --emit testpmd examples/starwars\n  pipec compile --emit plan -o json examples/starwars"
+    )]
     Compile(compile::CompileArgs),
     /// Shows the verdict for one connection and the rules that decided it.
+    #[command(
+        after_help = "Examples:\n  pipec trace examples/starwars --from default/tiefighter --to default/deathstar --port 80\n  pipec trace --live --from default/xwing --to 10.96.0.10 --port 80"
+    )]
     Trace(trace::TraceArgs),
     /// Runs a directory of conformance cases through every engine.
+    #[command(
+        after_help = "Examples:\n  pipec conformance ../shared/conformance\n  pipec conformance --engine reference --engine ebpf cases/"
+    )]
     Conformance(conformance::ConformanceArgs),
     /// Formats `.pipe` policy files canonically.
+    #[command(
+        after_help = "Examples:\n  pipec fmt policies/*.pipe\n  pipec fmt --check policies/"
+    )]
     Fmt(fmt::FmtArgs),
     /// Shows where every rule runs (hardware or eBPF), why, and the hardware budget.
+    #[command(
+        after_help = "Examples:\n  pipec explain examples/starwars\n  pipec explain --summary examples/starwars\n  pipec explain --rule t9.e2 examples/starwars\n  pipec explain --live"
+    )]
     Explain(partition::ExplainArgs),
     /// Lists the target profiles: built-ins, and the `.pipe` targets of the inputs.
+    #[command(after_help = "Examples:\n  pipec targets\n  pipec targets -o json policies/")]
     Targets(partition::TargetsArgs),
     /// Shows the running pipecd's status (sources synced, last apply, errors).
+    #[command(
+        after_help = "Examples:\n  pipec status\n  pipec status --control unix:/run/pipecd/control.sock -o json"
+    )]
     Status(live::StatusArgs),
     /// Streams the running datapath's flow events with the rule that decided each.
+    #[command(
+        after_help = "Examples:\n  pipec observe\n  pipec observe --address 10.244.0.5 -o json"
+    )]
     Observe(live::ObserveArgs),
+    /// Prints a shell completion script.
+    #[command(
+        after_help = "Examples:\n  pipec completion bash > /etc/bash_completion.d/pipec\n  pipec completion zsh > \"${fpath[1]}/_pipec\"\n  pipec completion fish > ~/.config/fish/completions/pipec.fish"
+    )]
+    Completion(CompletionArgs),
+    /// Prints pipec's version, the commit it was built from and its targets.
+    #[command(after_help = "Examples:\n  pipec version\n  pipec version -o json")]
+    Version(VersionArgs),
+}
+
+/// Arguments of `pipec completion`.
+#[derive(Args, Debug)]
+struct CompletionArgs {
+    /// The shell.
+    shell: clap_complete::Shell,
+}
+
+/// Arguments of `pipec version`.
+#[derive(Args, Debug)]
+struct VersionArgs {
+    /// Output format.
+    #[arg(short = 'o', long = "output", value_enum, default_value_t = Format::Text)]
+    format: Format,
+}
+
+/// What `pipec version` prints.
+#[derive(serde::Serialize)]
+struct VersionInfo {
+    version: &'static str,
+    commit: &'static str,
+    targets: Vec<&'static str>,
+}
+
+/// Runs `pipec version`.
+fn version(args: &VersionArgs) -> anyhow::Result<ExitCode> {
+    let info = VersionInfo {
+        version: env!("CARGO_PKG_VERSION"),
+        commit: option_env!("PIPEC_COMMIT").unwrap_or("unknown"),
+        targets: pipec::backend::BUILTIN_TARGETS
+            .iter()
+            .map(|(name, _, _)| *name)
+            .collect(),
+    };
+    output::print(args.format, &info, || {
+        format!(
+            "pipec {} (commit {})\ntargets: {}\n",
+            info.version,
+            info.commit,
+            info.targets.join(", ")
+        )
+    })?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Runs `pipec completion`.
+fn completion(args: &CompletionArgs) -> anyhow::Result<ExitCode> {
+    use clap::CommandFactory as _;
+    let mut script = Vec::new();
+    clap_complete::generate(args.shell, &mut Cli::command(), "pipec", &mut script);
+    output::out(&String::from_utf8_lossy(&script))?;
+    Ok(ExitCode::SUCCESS)
 }
 
 impl Command {
@@ -73,7 +159,9 @@ impl Command {
             | Command::Fmt(_)
             | Command::Targets(_)
             | Command::Status(_)
-            | Command::Observe(_) => false,
+            | Command::Observe(_)
+            | Command::Completion(_)
+            | Command::Version(_) => false,
         }
     }
 }
@@ -141,6 +229,8 @@ fn main() -> ExitCode {
         Command::Targets(a) => partition::run_targets(&a),
         Command::Status(a) => live::status(&a),
         Command::Observe(a) => live::observe(&a),
+        Command::Completion(a) => completion(&a),
+        Command::Version(a) => version(&a),
     };
     match result {
         Ok(code) => code,

@@ -246,3 +246,58 @@ fn stdin_a_file_named_twice_and_empty_input() {
     assert!(String::from_utf8_lossy(&empty.stdout).contains("\"E0005\""));
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// cilium-cli's and kubectl's habits (issue 18, item 9): shell completion, a version with
+/// the commit and targets as JSON, an Examples section in every subcommand's help, and
+/// `explain --summary` with the budget and no rule table.
+#[test]
+fn completion_version_examples_and_explain_summary() {
+    for shell in ["bash", "zsh", "fish"] {
+        let out = pipec(&["completion", shell]);
+        assert!(out.status.success(), "completion {shell}");
+        assert!(String::from_utf8_lossy(&out.stdout).contains("explain"));
+    }
+    assert_eq!(pipec(&["completion", "tcsh"]).status.code(), Some(2));
+    let out = pipec(&["version", "-o", "json"]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("version JSON");
+    assert_eq!(v["version"], env!("CARGO_PKG_VERSION"));
+    assert!(v["commit"].as_str().is_some_and(|c| !c.is_empty()));
+    assert!(v["targets"]
+        .as_array()
+        .is_some_and(|t| t.iter().any(|t| t == "ebpf")));
+    for sub in [
+        "check",
+        "compile",
+        "trace",
+        "conformance",
+        "fmt",
+        "explain",
+        "targets",
+        "status",
+        "observe",
+        "completion",
+        "version",
+    ] {
+        let help = pipec(&[sub, "--help"]);
+        assert!(
+            String::from_utf8_lossy(&help.stdout).contains("Examples:"),
+            "`pipec {sub} --help` has no Examples section"
+        );
+    }
+    let out = pipec(&["explain", "--summary", "examples/starwars"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains("budget of octeon-cn10k:"), "{text}");
+    assert!(
+        !text.contains("RULE "),
+        "the summary has no rule table: {text}"
+    );
+    assert_eq!(
+        pipec(&["compile", "--emit", "nonsense", "x"]).status.code(),
+        Some(2)
+    );
+}
