@@ -146,6 +146,23 @@ fn conformance_passes_the_shared_cases_and_ends_with_the_count_line() {
     assert!(last.ends_with(" passed, 0 failed"), "{last}");
 }
 
+/// pipec's own conformance cases (issue 20) on the `ebpf` engine: real packets through the
+/// loaded programs (needs root, as every kernel test; fails without it).
+#[test]
+fn own_conformance_cases_pass_on_ebpf() {
+    let out = pipec(&[
+        "conformance",
+        "compiler/tests/conformance",
+        "--engine",
+        "ebpf",
+    ]);
+    let stdout = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}{}", text(&out.stderr));
+    let last = stdout.lines().last().unwrap_or_default();
+    assert!(last.ends_with(" passed, 0 failed"), "{last}");
+    assert!(!last.starts_with("0 passed"), "{last}");
+}
+
 #[test]
 fn fmt_check_fails_on_unformatted_input_and_leaves_it_alone() {
     let dir = std::env::temp_dir().join(format!("pipec-fmt-{}", std::process::id()));
