@@ -17,7 +17,11 @@ pub struct CheckArgs {
 /// profile can be checked before anything is compiled for it.
 pub fn run(args: &CheckArgs) -> anyhow::Result<ExitCode> {
     let loaded = driver::load(&args.input.inputs, &args.input.build_options());
-    loaded.emit_to_stderr();
+    loaded.emit_to_stderr_with(if args.input.quiet {
+        pipec::diag::WarningDisplay::Quiet
+    } else {
+        pipec::diag::WarningDisplay::All
+    });
     let (errors, warnings) = loaded.diagnostic_count();
     if errors > 0 {
         eprintln!("check failed: {errors} error(s), {warnings} warning(s)");

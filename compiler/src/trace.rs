@@ -74,9 +74,46 @@ fn find_pod(cluster: &Cluster, key: &str) -> Result<PodId, String> {
     let (ns, name) = key
         .split_once('/')
         .ok_or_else(|| format!("`{key}` is not NS/POD (or ip:ADDR)"))?;
-    cluster
-        .find_pod(ns, name)
-        .ok_or_else(|| format!("no pod {key} in the input"))
+    cluster.find_pod(ns, name).ok_or_else(|| {
+        let mut msg = format!("no pod {key} in the input");
+        // `kubectl` users name the workload; pipec names its pods as the controllers do
+        // (`web-<hash>-<suffix>`), so list the pods that workload made.
+        let made: Vec<String> = cluster
+            .pods
+            .iter()
+            .filter(|p| {
+                p.namespace == ns
+                    && p.owner
+                        .as_deref()
+                        .and_then(|o| o.split_once('/'))
+                        .is_some_and(|(_, w)| w == name)
+            })
+            .map(|p| format!("{}/{}", p.namespace, p.name))
+            .collect();
+        if !made.is_empty() {
+            let shown: Vec<&str> = made.iter().take(5).map(String::as_str).collect();
+            let more = made.len().saturating_sub(shown.len());
+            msg.push_str(&format!(
+                "; workload `{name}` made {}{}",
+                shown.join(", "),
+                if more > 0 {
+                    format!(" and {more} more")
+                } else {
+                    String::new()
+                }
+            ));
+        } else if let Some(close) = crate::util::closest(
+            name,
+            cluster
+                .pods
+                .iter()
+                .filter(|p| p.namespace == ns)
+                .map(|p| p.name.as_str()),
+        ) {
+            msg.push_str(&format!("; did you mean {ns}/{close}?"));
+        }
+        msg
+    })
 }
 
 /// A trace, with names and source locations resolved, for people and machines.

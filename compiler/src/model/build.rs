@@ -34,6 +34,13 @@ pub struct BuildOptions {
     /// without an IP is one whose network is not set up yet, and its address comes from
     /// the CNI ([`crate::session::Event::PodAddresses`]).
     pub assign_pod_ips: bool,
+    /// Whether objects of policy kinds pipec does not enforce (E0124: Calico policies, an
+    /// unknown version of a policy kind) are skipped with a warning instead of failing
+    /// the run. Off by default: skipping a policy makes every verdict more permissive.
+    pub allow_ignored_policies: bool,
+    /// The namespace of namespaced objects that name none (`kubectl apply -n`); `None`
+    /// is `default`.
+    pub default_namespace: Option<String>,
 }
 
 impl Default for BuildOptions {
@@ -43,6 +50,8 @@ impl Default for BuildOptions {
             service_cidr: "10.96.0.0/12".parse().expect("constant CIDR"),
             cluster_name: "default".to_string(),
             assign_pod_ips: true,
+            allow_ignored_policies: false,
+            default_namespace: None,
         }
     }
 }
