@@ -163,6 +163,32 @@ fn own_conformance_cases_pass_on_ebpf() {
     assert!(!last.starts_with("0 passed"), "{last}");
 }
 
+/// Issue 20, point 6: a trace to a headless Service follows each pod its name resolves to,
+/// in the reference and in the MAG, and exits 0 (it used to fail with "the destination has
+/// no address").
+#[test]
+fn trace_to_a_headless_service_traces_its_pods() {
+    let out = pipec(&[
+        "trace",
+        "cli/tests/headless.yaml",
+        "--from",
+        "default/client",
+        "--to",
+        "svc:default/db",
+        "--port",
+        "5432",
+    ]);
+    let stdout = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}{}", text(&out.stderr));
+    assert!(stdout.contains("headless (no virtual IP)"), "{stdout}");
+    assert!(
+        stdout.contains("candidate 2/2 (headless: the client connects to "),
+        "{stdout}"
+    );
+    assert!(!stdout.contains("DISAGREEMENT"), "{stdout}");
+    assert!(!stdout.contains("cannot run"), "{stdout}");
+}
+
 /// Issue 20, point 4: a policy pipec does not enforce fails the run, with the real reason;
 /// `--allow-ignored-policies` goes on, and the commands end with what was ignored.
 #[test]

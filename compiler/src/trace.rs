@@ -525,6 +525,39 @@ fn mag_column(
 ) -> (String, bool) {
     use crate::lower::probe::{conn_of_probe, refused, Engine};
     use crate::mag::interp::Verdict as MagVerdict;
+    use crate::semantics::Destination;
+    // A headless Service has no virtual IP: its name resolves to the pods' addresses, and
+    // the client connects to one of them. The MAG runs each candidate as that connection.
+    if let Destination::Service { service, .. } = probe.to {
+        if cluster.service(service).cluster_ips.is_empty() {
+            let mut out = String::new();
+            let mut agrees = true;
+            if reference.paths.is_empty() {
+                out.push_str("MAG: headless service without endpoints: nothing to connect to\n");
+            }
+            for (i, path) in reference.paths.iter().enumerate() {
+                let direct = Probe {
+                    to: Destination::Ip(path.dst_ip),
+                    port: path.dst_port,
+                    ..*probe
+                };
+                let one = Outcome {
+                    paths: vec![path.clone()],
+                    verdict: Some(path.verdict),
+                    ..reference.clone()
+                };
+                let (text, ok) = mag_column(cluster, &direct, &one, check_listening);
+                out.push_str(&format!(
+                    "candidate {}/{} (headless: the client connects to {}):\n{text}",
+                    i + 1,
+                    reference.paths.len(),
+                    path.dst_ip
+                ));
+                agrees &= ok;
+            }
+            return (out, agrees);
+        }
+    }
     let mut engine = Engine::new(cluster);
     let outcome = match engine.connect(&conn_of_probe(cluster, probe)) {
         Ok(o) => o,
