@@ -37,7 +37,11 @@ pub fn run(args: &CheckArgs) -> anyhow::Result<ExitCode> {
             ExitCode::SUCCESS
         });
     }
-    loaded.emit_to_stderr();
+    loaded.emit_to_stderr_with(if args.input.quiet {
+        pipec::diag::WarningDisplay::Quiet
+    } else {
+        pipec::diag::WarningDisplay::All
+    });
     if errors > 0 {
         eprintln!("check failed: {errors} error(s), {warnings} warning(s)");
         return Ok(ExitCode::from(1));

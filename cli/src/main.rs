@@ -193,6 +193,18 @@ pub struct InputArgs {
     /// Cluster name, for Cilium's cluster label.
     #[arg(long, default_value = "default")]
     pub cluster_name: String,
+    /// The namespace of namespaced objects that name none, as `kubectl apply -n`.
+    #[arg(short = 'n', long = "namespace", value_name = "NS")]
+    pub namespace: Option<String>,
+    /// Skip objects of policy kinds pipec does not enforce (Calico policies, an unknown
+    /// version of a policy kind) with a warning and a summary, instead of failing (E0124).
+    /// Verdicts then allow more than the cluster does.
+    #[arg(long)]
+    pub allow_ignored_policies: bool,
+    /// Hide warnings (errors are still shown). Without it, each kind of warning is shown
+    /// a few times and the rest counted; `pipec check` shows every one.
+    #[arg(short = 'q', long)]
+    pub quiet: bool,
 }
 
 impl InputArgs {
@@ -203,6 +215,17 @@ impl InputArgs {
             service_cidr: self.service_cidr,
             cluster_name: self.cluster_name.clone(),
             assign_pod_ips: true,
+            allow_ignored_policies: self.allow_ignored_policies,
+            default_namespace: self.namespace.clone(),
+        }
+    }
+
+    /// How warnings are shown: summarised per code, or hidden with `-q`.
+    pub fn warnings(&self) -> pipec::diag::WarningDisplay {
+        if self.quiet {
+            pipec::diag::WarningDisplay::Quiet
+        } else {
+            pipec::diag::WarningDisplay::Summary
         }
     }
 }

@@ -44,11 +44,11 @@ pub fn load(input: &InputArgs, args: &SessionArgs) -> anyhow::Result<Option<Sess
     };
     match Session::load(&input.inputs, options, &backends) {
         Ok(s) => {
-            s.loaded().emit_to_stderr();
+            s.loaded().emit_to_stderr_with(input.warnings());
             Ok(Some(s))
         }
         Err(LoadError::Input(loaded)) => {
-            loaded.emit_to_stderr();
+            loaded.emit_to_stderr_with(input.warnings());
             Ok(None)
         }
         Err(LoadError::Other(e)) => anyhow::bail!(e),

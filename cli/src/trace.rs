@@ -50,7 +50,7 @@ pub fn run(args: &TraceArgs) -> anyhow::Result<ExitCode> {
         return live::trace(&args.live, &query, args.format);
     }
     let loaded = driver::load(&args.input.inputs, &args.input.build_options());
-    loaded.emit_to_stderr();
+    loaded.emit_to_stderr_with(args.input.warnings());
     if loaded.has_errors() {
         return Ok(ExitCode::from(1));
     }

@@ -146,6 +146,171 @@ fn conformance_passes_the_shared_cases_and_ends_with_the_count_line() {
     assert!(last.ends_with(" passed, 0 failed"), "{last}");
 }
 
+/// pipec's own conformance cases (issue 20) on the `ebpf` engine: real packets through the
+/// loaded programs (needs root, as every kernel test; fails without it).
+#[test]
+fn own_conformance_cases_pass_on_ebpf() {
+    let out = pipec(&[
+        "conformance",
+        "compiler/tests/conformance",
+        "--engine",
+        "ebpf",
+    ]);
+    let stdout = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}{}", text(&out.stderr));
+    let last = stdout.lines().last().unwrap_or_default();
+    assert!(last.ends_with(" passed, 0 failed"), "{last}");
+    assert!(!last.starts_with("0 passed"), "{last}");
+}
+
+/// Issue 20, point 6: a trace to a headless Service follows each pod its name resolves to,
+/// in the reference and in the MAG, and exits 0 (it used to fail with "the destination has
+/// no address").
+#[test]
+fn trace_to_a_headless_service_traces_its_pods() {
+    let out = pipec(&[
+        "trace",
+        "cli/tests/headless.yaml",
+        "--from",
+        "default/client",
+        "--to",
+        "svc:default/db",
+        "--port",
+        "5432",
+    ]);
+    let stdout = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}{}", text(&out.stderr));
+    assert!(stdout.contains("headless (no virtual IP)"), "{stdout}");
+    assert!(
+        stdout.contains("candidate 2/2 (headless: the client connects to "),
+        "{stdout}"
+    );
+    assert!(!stdout.contains("DISAGREEMENT"), "{stdout}");
+    assert!(!stdout.contains("cannot run"), "{stdout}");
+}
+
+/// Issue 20, point 4: a policy pipec does not enforce fails the run, with the real reason;
+/// `--allow-ignored-policies` goes on, and the commands end with what was ignored.
+#[test]
+fn an_unenforced_policy_is_an_error_unless_allowed_and_then_summarised() {
+    let case = "compiler/tests/it/bad_input/74-calico-policies-are-not-enforced.yaml";
+    let out = pipec(&["check", case]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains(
+            "error[E0124]: `GlobalNetworkPolicy` of `projectcalico.org/v3` is a Calico policy"
+        ),
+        "{err}"
+    );
+    assert!(
+        !err.contains("use `apiVersion: networking.k8s.io/v1`"),
+        "{err}"
+    );
+    let out = pipec(&[
+        "compile",
+        case,
+        "--allow-ignored-policies",
+        "--emit",
+        "model",
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("note: ignored 4 policy objects pipec does not enforce"),
+        "{err}"
+    );
+    assert!(
+        err.contains("  1 × `NetworkPolicy` of `projectcalico.org/v3`"),
+        "{err}"
+    );
+}
+
+/// Issue 20, point 9: `-n` places namespace-less objects as `kubectl apply -n` does;
+/// repeated warnings are counted after a few, and `-q` hides them; a workload's name
+/// given as a pod lists the pods it made.
+#[test]
+fn kubectl_habits_namespace_quiet_and_workload_pod_names() {
+    let dir = std::env::temp_dir().join(format!("pipec-habits-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let mut text_in = String::from(
+        "apiVersion: v1\nkind: Namespace\nmetadata: {name: shop}\n---\n\
+         apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: frontend}\n\
+         spec:\n  replicas: 2\n  selector: {matchLabels: {app: fe}}\n  template:\n    \
+         metadata: {labels: {app: fe}}\n    spec: {containers: [{name: c, image: x}]}\n---\n\
+         apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: deny}\n\
+         spec: {podSelector: {}, policyTypes: [Ingress]}\n",
+    );
+    for i in 0..6 {
+        text_in.push_str(&format!(
+            "---\napiVersion: v1\nkind: ConfigMap\nmetadata: {{name: c{i}}}\n"
+        ));
+    }
+    let file = dir.join("app.yaml");
+    std::fs::write(&file, text_in).expect("write");
+    let path = file.to_str().expect("utf-8 path");
+    let trace = |extra: &[&str], to: &str| {
+        let mut args = vec![
+            "trace",
+            path,
+            "--from",
+            "ip:192.0.2.1",
+            "--to",
+            to,
+            "--port",
+            "80",
+        ];
+        args.extend_from_slice(extra);
+        pipec(&args)
+    };
+    // Without -n the deployment and the policy are in `default`.
+    let out = trace(&[], "shop/frontend");
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("no pod shop/frontend"),
+        "{}",
+        text(&out.stderr)
+    );
+    let out = trace(&["-n", "shop"], "shop/frontend");
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("no pod shop/frontend in the input; workload `frontend` made shop/frontend-"),
+        "{err}"
+    );
+    let pod = err
+        .split("made ")
+        .nth(1)
+        .and_then(|r| r.split([',', ' ', '\n']).next())
+        .expect("a pod name")
+        .to_string();
+    let out = trace(&["-n", "shop"], &pod);
+    let (stdout, err) = (text(&out.stdout), text(&out.stderr));
+    assert_eq!(out.status.code(), Some(0), "{stdout}{err}");
+    assert!(
+        stdout.contains("DENY"),
+        "the -n policy isolates the pod: {stdout}"
+    );
+    assert_eq!(
+        err.matches("warning[W0001]").count(),
+        4,
+        "3 shown and a count: {err}"
+    );
+    assert!(
+        err.contains("warning[W0001]: 3 more like the above not shown"),
+        "{err}"
+    );
+    let out = trace(&["-n", "shop", "-q"], &pod);
+    assert_eq!(text(&out.stderr), "", "-q hides warnings");
+    let out = pipec(&["check", path]);
+    assert_eq!(
+        text(&out.stderr).matches("warning[W0001]").count(),
+        6,
+        "check lists every one"
+    );
+    std::fs::remove_dir_all(&dir).ok();
+}
+
 #[test]
 fn fmt_check_fails_on_unformatted_input_and_leaves_it_alone() {
     let dir = std::env::temp_dir().join(format!("pipec-fmt-{}", std::process::id()));

@@ -477,7 +477,11 @@ pub fn run_case(file: &str, case: &Case, engines: &[Box<dyn Engine>]) -> Report 
                 ));
                 continue;
             }
-            let got = evaluator.evaluate(probe);
+            let got = if engine.name() == "reference" {
+                evaluator.evaluate(probe)
+            } else {
+                evaluate_headless_aware(cluster, evaluator.as_ref(), probe)
+            };
             if got.allowed == Some(expected) {
                 report.passed += 1;
             } else {
@@ -511,6 +515,58 @@ pub fn run_case(file: &str, case: &Case, engines: &[Box<dyn Engine>]) -> Report 
         }
     }
     report
+}
+
+/// Evaluates `probe` on a compiled engine. A probe to a headless Service (no cluster IP)
+/// is what a client does with the Service's DNS name: a connection to one of the
+/// addresses it resolves to, the Service's endpoints at the target port. The engines
+/// that compile the datapath have no frontend to balance such a name, so each endpoint
+/// the reference semantics resolve is probed directly: allow when every one is allowed,
+/// deny when every one is denied, mixed otherwise (as the reference answers).
+fn evaluate_headless_aware(
+    cluster: &Cluster,
+    evaluator: &dyn Evaluator,
+    probe: &Probe,
+) -> EngineVerdict {
+    let Destination::Service { service, .. } = probe.to else {
+        return evaluator.evaluate(probe);
+    };
+    if !cluster.service(service).cluster_ips.is_empty() {
+        return evaluator.evaluate(probe);
+    }
+    let outcome = semantics::evaluate(&Context::new(cluster), probe);
+    if outcome.paths.is_empty() {
+        return EngineVerdict {
+            allowed: Some(false),
+            reason: format!("headless service without endpoints: {}", outcome.reason),
+        };
+    }
+    let verdicts: Vec<EngineVerdict> = outcome
+        .paths
+        .iter()
+        .map(|path| {
+            evaluator.evaluate(&Probe {
+                to: Destination::Ip(path.dst_ip),
+                port: path.dst_port,
+                ..*probe
+            })
+        })
+        .collect();
+    let first = verdicts[0].allowed;
+    let allowed = verdicts
+        .iter()
+        .all(|v| v.allowed == first)
+        .then_some(first)
+        .flatten();
+    EngineVerdict {
+        allowed,
+        reason: verdicts
+            .iter()
+            .zip(&outcome.paths)
+            .map(|(v, p)| format!("{}: {}", p.dst_ip, v.reason))
+            .collect::<Vec<_>>()
+            .join("; "),
+    }
 }
 
 /// A case turned into a model.

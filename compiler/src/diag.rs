@@ -70,6 +70,7 @@ codes! {
     PodCidrExhausted = "E0121", "the pod CIDR has no room for the expanded workloads";
     PipePriorityClash = "E0122", "a `.pipe` policy has the priority of another admin-tier policy";
     MisspeltKind = "E0123", "an object's kind is not a kind of its API group but is close to one pipec reads";
+    UnenforcedPolicy = "E0124", "an object of a network-policy kind or version pipec does not enforce (a warning with `--allow-ignored-policies`)";
     UnknownKind = "W0001", "an object of a kind pipec does not model is skipped";
     IgnoredField = "W0002", "a field is accepted but has no effect in pipec";
     NoNamespace = "W0003", "a namespaced object refers to a namespace that is not defined";
@@ -219,6 +220,74 @@ pub fn emit_to_stderr(sources: &Sources, diags: &[Diagnostic]) {
             eprintln!("{}[{}]: {}", severity_word(d), d.code.as_str(), d.message);
         }
     }
+}
+
+/// Which warnings a run shows (errors are always shown in full).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum WarningDisplay {
+    /// Every warning in full (`pipec check`, whose job is to list every problem).
+    All,
+    /// The first [`WARNINGS_SHOWN_PER_CODE`] warnings of each code in full, then one line
+    /// per code counting the rest (the commands that go on to compile or trace).
+    #[default]
+    Summary,
+    /// No warnings (`-q`).
+    Quiet,
+}
+
+/// How many warnings of one code [`WarningDisplay::Summary`] shows in full.
+pub const WARNINGS_SHOWN_PER_CODE: usize = 3;
+
+/// The diagnostics to render under `display`, in their order, and the summary lines of
+/// what is not rendered: per code, how many more warnings there are; and, unless quiet,
+/// what `--allow-ignored-policies` skipped (E0124 as warnings), counted per message.
+pub fn select(diags: &[Diagnostic], display: WarningDisplay) -> (Vec<Diagnostic>, Vec<String>) {
+    let mut shown = Vec::new();
+    let mut per_code: std::collections::BTreeMap<Code, usize> = Default::default();
+    for d in diags {
+        if d.is_error() || display == WarningDisplay::All {
+            shown.push(d.clone());
+            continue;
+        }
+        if display == WarningDisplay::Quiet {
+            continue;
+        }
+        let n = per_code.entry(d.code).or_default();
+        *n += 1;
+        if *n <= WARNINGS_SHOWN_PER_CODE {
+            shown.push(d.clone());
+        }
+    }
+    let mut lines: Vec<String> = per_code
+        .into_iter()
+        .filter(|(_, n)| *n > WARNINGS_SHOWN_PER_CODE)
+        .map(|(code, n)| {
+            format!(
+                "warning[{}]: {} more like the above not shown ({}); `pipec check` lists every one, `-q` hides warnings",
+                code.as_str(),
+                n - WARNINGS_SHOWN_PER_CODE,
+                code.describe()
+            )
+        })
+        .collect();
+    if display != WarningDisplay::Quiet {
+        let mut ignored: std::collections::BTreeMap<&str, usize> = Default::default();
+        for d in diags
+            .iter()
+            .filter(|d| d.code == Code::UnenforcedPolicy && !d.is_error())
+        {
+            *ignored.entry(d.message.as_str()).or_default() += 1;
+        }
+        if !ignored.is_empty() {
+            let total: usize = ignored.values().sum();
+            lines.push(format!(
+                "note: ignored {total} policy object{} pipec does not enforce; verdicts allow more than the cluster does:",
+                if total == 1 { "" } else { "s" }
+            ));
+            lines.extend(ignored.into_iter().map(|(m, n)| format!("  {n} × {m}")));
+        }
+    }
+    (shown, lines)
 }
 
 fn severity_word(d: &Diagnostic) -> &'static str {

@@ -53,6 +53,43 @@ impl Loaded {
         (errors, self.diags.len() + self.pipe.diags.len() - errors)
     }
 
+    /// Renders the diagnostics to standard error, warnings as `display` says, then the
+    /// summary lines of [`diag::select`].
+    pub fn emit_to_stderr_with(&self, display: diag::WarningDisplay) {
+        let (shown, lines) = diag::select(&self.diags, display);
+        diag::emit_to_stderr(&self.sources, &shown);
+        for l in lines {
+            eprintln!("{l}");
+        }
+        if !self.pipe.diags.is_empty() && display != diag::WarningDisplay::Quiet {
+            // policy-lang renders its own diagnostics; they are few.
+            let _ = policy_lang::emit_to_stderr(&self.pipe.diags, &self.pipe.files);
+        }
+        if display == diag::WarningDisplay::Quiet {
+            let errors: Vec<_> = self
+                .pipe
+                .diags
+                .iter()
+                .filter(|d| d.is_error())
+                .cloned()
+                .collect();
+            if !errors.is_empty() {
+                let _ = policy_lang::emit_to_stderr(&errors, &self.pipe.files);
+            }
+        }
+    }
+
+    /// [`Loaded::emit_to_stderr_with`] as text, without colour (tests).
+    pub fn render_with(&self, display: diag::WarningDisplay) -> String {
+        let (shown, lines) = diag::select(&self.diags, display);
+        let mut out = diag::emit_to_string(&self.sources, &shown);
+        for l in lines {
+            out.push_str(&l);
+            out.push('\n');
+        }
+        out
+    }
+
     /// Renders every diagnostic to standard error.
     pub fn emit_to_stderr(&self) {
         diag::emit_to_stderr(&self.sources, &self.diags);
@@ -218,7 +255,16 @@ pub fn load_sources_with(
         .partition(|f| sources.name(**f).ends_with(".pipe"));
     // Objects are modelled as they are decoded, so they are never all in memory at once.
     build(sources, &pipe_files, options, sink, |sources, sink, add| {
-        frontend::for_each_object(sources, &manifests, sink, |obj| {
+        frontend::for_each_object(sources, &manifests, sink, |mut obj| {
+            // `kubectl apply -n NS`: a namespaced object that names no namespace is in NS.
+            if let Some(ns) = &options.default_namespace {
+                if obj.body.namespaced() {
+                    let meta = obj.body.metadata_mut();
+                    if meta.namespace.is_none() {
+                        meta.namespace = Some(ns.clone());
+                    }
+                }
+            }
             on_object(&obj);
             add(obj)
         })
@@ -276,6 +322,18 @@ fn build(
         &sources,
     ));
     let mut diags = sink.diags;
+    if options.allow_ignored_policies {
+        for d in diags
+            .iter_mut()
+            .filter(|d| d.code == crate::diag::Code::UnenforcedPolicy)
+        {
+            d.severity = crate::diag::Severity::Warning;
+            d.hints.retain(|h| !h.contains("--allow-ignored-policies"));
+            d.hints.push(
+                "skipped: `--allow-ignored-policies` is set, so verdicts allow more than the cluster does".into(),
+            );
+        }
+    }
     // Stages check kinds in their own order (services after pods, for example); users
     // read diagnostics in file order. The sort is stable, and diagnostics without a place
     // come last.

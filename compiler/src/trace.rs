@@ -74,9 +74,46 @@ fn find_pod(cluster: &Cluster, key: &str) -> Result<PodId, String> {
     let (ns, name) = key
         .split_once('/')
         .ok_or_else(|| format!("`{key}` is not NS/POD (or ip:ADDR)"))?;
-    cluster
-        .find_pod(ns, name)
-        .ok_or_else(|| format!("no pod {key} in the input"))
+    cluster.find_pod(ns, name).ok_or_else(|| {
+        let mut msg = format!("no pod {key} in the input");
+        // `kubectl` users name the workload; pipec names its pods as the controllers do
+        // (`web-<hash>-<suffix>`), so list the pods that workload made.
+        let made: Vec<String> = cluster
+            .pods
+            .iter()
+            .filter(|p| {
+                p.namespace == ns
+                    && p.owner
+                        .as_deref()
+                        .and_then(|o| o.split_once('/'))
+                        .is_some_and(|(_, w)| w == name)
+            })
+            .map(|p| format!("{}/{}", p.namespace, p.name))
+            .collect();
+        if !made.is_empty() {
+            let shown: Vec<&str> = made.iter().take(5).map(String::as_str).collect();
+            let more = made.len().saturating_sub(shown.len());
+            msg.push_str(&format!(
+                "; workload `{name}` made {}{}",
+                shown.join(", "),
+                if more > 0 {
+                    format!(" and {more} more")
+                } else {
+                    String::new()
+                }
+            ));
+        } else if let Some(close) = crate::util::closest(
+            name,
+            cluster
+                .pods
+                .iter()
+                .filter(|p| p.namespace == ns)
+                .map(|p| p.name.as_str()),
+        ) {
+            msg.push_str(&format!("; did you mean {ns}/{close}?"));
+        }
+        msg
+    })
 }
 
 /// A trace, with names and source locations resolved, for people and machines.
@@ -488,6 +525,39 @@ fn mag_column(
 ) -> (String, bool) {
     use crate::lower::probe::{conn_of_probe, refused, Engine};
     use crate::mag::interp::Verdict as MagVerdict;
+    use crate::semantics::Destination;
+    // A headless Service has no virtual IP: its name resolves to the pods' addresses, and
+    // the client connects to one of them. The MAG runs each candidate as that connection.
+    if let Destination::Service { service, .. } = probe.to {
+        if cluster.service(service).cluster_ips.is_empty() {
+            let mut out = String::new();
+            let mut agrees = true;
+            if reference.paths.is_empty() {
+                out.push_str("MAG: headless service without endpoints: nothing to connect to\n");
+            }
+            for (i, path) in reference.paths.iter().enumerate() {
+                let direct = Probe {
+                    to: Destination::Ip(path.dst_ip),
+                    port: path.dst_port,
+                    ..*probe
+                };
+                let one = Outcome {
+                    paths: vec![path.clone()],
+                    verdict: Some(path.verdict),
+                    ..reference.clone()
+                };
+                let (text, ok) = mag_column(cluster, &direct, &one, check_listening);
+                out.push_str(&format!(
+                    "candidate {}/{} (headless: the client connects to {}):\n{text}",
+                    i + 1,
+                    reference.paths.len(),
+                    path.dst_ip
+                ));
+                agrees &= ok;
+            }
+            return (out, agrees);
+        }
+    }
     let mut engine = Engine::new(cluster);
     let outcome = match engine.connect(&conn_of_probe(cluster, probe)) {
         Ok(o) => o,

@@ -121,6 +121,46 @@ impl Body {
             Body::BaselineAdminNetworkPolicy(_) => "BaselineAdminNetworkPolicy",
         }
     }
+
+    /// Whether objects of this kind live in a namespace.
+    pub fn namespaced(&self) -> bool {
+        !matches!(
+            self,
+            Body::Namespace(_)
+                | Body::Node(_)
+                | Body::CiliumClusterwideNetworkPolicy(_)
+                | Body::CiliumIdentity(_)
+                | Body::AdminNetworkPolicy(_)
+                | Body::BaselineAdminNetworkPolicy(_)
+        )
+    }
+
+    /// The object's metadata, to change (`kubectl apply -n` filling in the namespace).
+    pub fn metadata_mut(
+        &mut self,
+    ) -> &mut k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta {
+        match self {
+            Body::Namespace(o) => &mut o.metadata,
+            Body::Pod(o) => &mut o.metadata,
+            Body::Node(o) => &mut o.metadata,
+            Body::Service(o) => &mut o.metadata,
+            Body::Endpoints(o) => &mut o.metadata,
+            Body::EndpointSlice(o) => &mut o.metadata,
+            Body::Deployment(o) => &mut o.metadata,
+            Body::ReplicaSet(o) => &mut o.metadata,
+            Body::StatefulSet(o) => &mut o.metadata,
+            Body::DaemonSet(o) => &mut o.metadata,
+            Body::Job(o) => &mut o.metadata,
+            Body::NetworkPolicy(o) => &mut o.metadata,
+            Body::CiliumNetworkPolicy(o) | Body::CiliumClusterwideNetworkPolicy(o) => {
+                &mut o.metadata
+            }
+            Body::CiliumIdentity(o) => &mut o.metadata,
+            Body::CiliumEndpoint(o) => &mut o.metadata,
+            Body::Secret(o) => &mut o.metadata,
+            Body::AdminNetworkPolicy(o) | Body::BaselineAdminNetworkPolicy(o) => &mut o.metadata,
+        }
+    }
 }
 
 /// Reads the files named on the command line into `sources`. A directory contributes its
@@ -537,10 +577,14 @@ fn decode_json_object(
     };
     match choose(&api_version, kind) {
         Choice::Known(make) => decode(make(Input::Json(raw))),
-        Choice::WrongVersion(expected) => {
-            sink.push(wrong_version(sources, span, kind, &api_version, expected))
-        }
-        Choice::Unknown => sink.push(unknown_kind(sources, span, kind, &api_version)),
+        Choice::WrongVersion(expected) => sink.push(
+            unenforced_policy(sources, span, kind, &api_version, Some(expected))
+                .unwrap_or_else(|| wrong_version(sources, span, kind, &api_version, expected)),
+        ),
+        Choice::Unknown => sink.push(
+            unenforced_policy(sources, span, kind, &api_version, None)
+                .unwrap_or_else(|| unknown_kind(sources, span, kind, &api_version)),
+        ),
     }
 }
 
@@ -655,10 +699,14 @@ fn decode_yaml_node(
             Ok(body) => out(Object { span, body }),
             Err((path, msg)) => sink.push(type_error(sources, span, &path, &msg)),
         },
-        Choice::WrongVersion(expected) => {
-            sink.push(wrong_version(sources, span, kind, &api_version, expected))
-        }
-        Choice::Unknown => sink.push(unknown_kind(sources, span, kind, &api_version)),
+        Choice::WrongVersion(expected) => sink.push(
+            unenforced_policy(sources, span, kind, &api_version, Some(expected))
+                .unwrap_or_else(|| wrong_version(sources, span, kind, &api_version, expected)),
+        ),
+        Choice::Unknown => sink.push(
+            unenforced_policy(sources, span, kind, &api_version, None)
+                .unwrap_or_else(|| unknown_kind(sources, span, kind, &api_version)),
+        ),
     }
 }
 
@@ -1034,6 +1082,56 @@ fn wrong_version(
         "this version",
     )
     .hint(format!("use `apiVersion: {expected}`"))
+}
+
+/// An object of a network-policy kind that pipec does not enforce (E0124): skipping it
+/// would make every verdict more permissive than the cluster's, so it is an error unless
+/// the run allows ignored policies (`BuildOptions::allow_ignored_policies`, which makes it
+/// a warning). `expected` is the version pipec reads when it knows the kind. `None` when
+/// the object is not a policy (then W0001 or the wrong-version error applies).
+fn unenforced_policy(
+    sources: &Sources,
+    span: Span,
+    kind: &str,
+    api_version: &str,
+    expected: Option<&str>,
+) -> Option<Diagnostic> {
+    let group = api_version.rsplit_once('/').map_or("", |(g, _)| g);
+    let policy_kind = kind.ends_with("NetworkPolicy") || kind.ends_with("NetworkPolicies");
+    let (reason, hint) = match group {
+        "projectcalico.org" | "crd.projectcalico.org" if policy_kind || kind == "Tier" => (
+            format!("`{kind}` of `{api_version}` is a Calico policy, which pipec does not enforce"),
+            "Calico policies have their own tiers, order, actions and selector syntax; write the intent as a `networking.k8s.io/v1` NetworkPolicy or a `cilium.io/v2` CiliumNetworkPolicy".to_string(),
+        ),
+        "crd.antrea.io" if policy_kind || kind == "Tier" => (
+            format!("`{kind}` of `{api_version}` is an Antrea policy, which pipec does not enforce"),
+            "write the intent as a `networking.k8s.io/v1` NetworkPolicy or an AdminNetworkPolicy".to_string(),
+        ),
+        "policy.networking.k8s.io" if kind == "ClusterNetworkPolicy" => (
+            format!("`{kind}` of `{api_version}` is not enforced by pipec yet"),
+            "pipec enforces the network-policy-api's `policy.networking.k8s.io/v1alpha1` AdminNetworkPolicy and BaselineAdminNetworkPolicy; write the rules in that form".to_string(),
+        ),
+        _ => match expected {
+            Some(v) if policy_kind => (
+                format!("pipec enforces `{kind}` only as `{v}`, not `{api_version}`"),
+                format!("if the object is written for `{v}` (same fields), change its apiVersion; otherwise convert it"),
+            ),
+            None if policy_kind => (
+                format!("`{kind}` of `{api_version}` is a policy kind pipec does not enforce"),
+                "pipec enforces Kubernetes NetworkPolicy, Cilium (cilium.io/v2) and network-policy-api (v1alpha1) policies".to_string(),
+            ),
+            _ => return None,
+        },
+    };
+    Some(
+        Diagnostic::error(Code::UnenforcedPolicy, reason)
+            .at(
+                sources.locate(span, &FieldPath::parse("apiVersion")),
+                "not enforced",
+            )
+            .hint(hint)
+            .hint("to go on without this policy (verdicts then allow more than the cluster does), pass `--allow-ignored-policies`"),
+    )
 }
 
 fn unknown_kind(sources: &Sources, span: Span, kind: &str, api_version: &str) -> Diagnostic {

@@ -386,8 +386,9 @@ pub struct Row {
     pub prov: Vec<ProvId>,
 }
 
-/// A rule's place in the model: (kind: 0 admin, 1 NetworkPolicy, 2 Cilium; policy index;
-/// spec index; direction and deny flag; rule index).
+/// A rule's place in the model: (kind: 0 admin, 1 NetworkPolicy, 2 Cilium, 3 a Cilium
+/// rule's endpoint peers, 4 its entity and CIDR peers; policy index; spec index; direction
+/// and deny flag; rule index).
 pub type RuleKey = (u8, u32, u32, u8, u32);
 
 /// The classes each rule's peers match, kept between compiles.
@@ -580,22 +581,65 @@ impl<'a> Resolver<'a> {
         }
     }
 
-    fn cilium_peer(&self, r: &CiliumRule, c: &Class) -> bool {
-        let labels = self.identity_labels(c);
-        let sel = |s: &Selector| labels.is_some_and(|l| cilium_matches(s, l));
-        if !r.requires.is_empty() && !r.requires.iter().all(sel) {
-            return false;
-        }
+    /// The part of a Cilium rule's peers that requirements constrain: its endpoint
+    /// selectors, or every peer for a rule without L3 fields.
+    fn cilium_endpoint_peer(&self, r: &CiliumRule, c: &Class) -> bool {
         if r.any_peer {
             return true;
         }
         let world = matches!(c.key, ClassKey::World { .. } | ClassKey::Cidr { .. });
-        r.endpoints.iter().any(|s| !world && sel(s))
-            || r.entities.iter().any(|e| self.entity_matches(*e, c))
+        let labels = self.identity_labels(c);
+        !world
+            && r.endpoints
+                .iter()
+                .any(|s| labels.is_some_and(|l| cilium_matches(s, l)))
+    }
+
+    /// The part of a Cilium rule's peers that requirements leave alone: entities and CIDRs.
+    fn cilium_other_peer(&self, r: &CiliumRule, c: &Class) -> bool {
+        let world = matches!(c.key, ClassKey::World { .. } | ClassKey::Cidr { .. });
+        r.entities.iter().any(|e| self.entity_matches(*e, c))
             || (world
                 && r.cidrs
                     .iter()
                     .any(|p| net_matches(c.key.members(), &p.cidr, &p.except)))
+    }
+
+    /// The classes a Cilium rule matches for an endpoint whose selecting rule objects
+    /// require `requires` of every endpoint peer (see `semantics::cilium`).
+    fn cilium_classes(
+        &mut self,
+        key: RuleKey,
+        r: &CiliumRule,
+        requires: &[&Selector],
+    ) -> Arc<Vec<usize>> {
+        if requires.is_empty() {
+            return self.matched(key, true, |s, c| {
+                s.cilium_endpoint_peer(r, c) || s.cilium_other_peer(r, c)
+            });
+        }
+        let (kind, pi, si, d, ri) = key;
+        debug_assert_eq!(kind, 2);
+        let by_endpoint = self.matched((3, pi, si, d, ri), true, |s, c| {
+            s.cilium_endpoint_peer(r, c)
+        });
+        let other = self.matched((4, pi, si, d, ri), true, |s, c| s.cilium_other_peer(r, c));
+        let mut v: Vec<usize> = by_endpoint
+            .iter()
+            .copied()
+            .filter(|i| {
+                let labels = self.identity_labels(&self.classes.list[*i]);
+                labels.is_some_and(|l| requires.iter().all(|q| cilium_matches(q, l)))
+            })
+            .chain(other.iter().copied())
+            .collect();
+        v.sort_unstable();
+        v.dedup();
+        if v.len() == self.classes.list.len() {
+            self.all.clone()
+        } else {
+            Arc::new(v)
+        }
     }
 
     fn admin_peer(&self, p: &AdminPeer, c: &Class) -> bool {
@@ -794,7 +838,22 @@ impl<'a> Resolver<'a> {
                 ));
             }
         }
-        // Cilium policies.
+        // Cilium policies. The requirements (`from/toRequires`) of every rule object that
+        // selects this endpoint constrain every endpoint peer of the direction and kind.
+        let mut requires: [Vec<&Selector>; 2] = [Vec::new(), Vec::new()];
+        for cp in &cluster.cilium_policies {
+            for spec in &cp.specs {
+                if !pod_identity.is_some_and(|l| cilium_matches(&spec.endpoint_selector, l)) {
+                    continue;
+                }
+                let (allow, deny) = match dir {
+                    Dir::Ingress => (&spec.ingress, &spec.ingress_deny),
+                    Dir::Egress => (&spec.egress, &spec.egress_deny),
+                };
+                requires[0].extend(allow.iter().flat_map(|r| &r.requires));
+                requires[1].extend(deny.iter().flat_map(|r| &r.requires));
+            }
+        }
         for (pi, cp) in cluster.cilium_policies.iter().enumerate() {
             for (si, spec) in cp.specs.iter().enumerate() {
                 if !pod_identity.is_some_and(|l| cilium_matches(&spec.endpoint_selector, l)) {
@@ -826,7 +885,7 @@ impl<'a> Resolver<'a> {
                             dir as u8 * 2 + u8::from(is_deny),
                             ri as u32,
                         );
-                        let classes = self.matched(key, true, |s, c| s.cilium_peer(r, c));
+                        let classes = self.cilium_classes(key, r, &requires[usize::from(is_deny)]);
                         for (ports, named, l7) in cilium_ports(r) {
                             contribs.push((
                                 classes.clone(),

@@ -34,6 +34,13 @@ pub struct BuildOptions {
     /// without an IP is one whose network is not set up yet, and its address comes from
     /// the CNI ([`crate::session::Event::PodAddresses`]).
     pub assign_pod_ips: bool,
+    /// Whether objects of policy kinds pipec does not enforce (E0124: Calico policies, an
+    /// unknown version of a policy kind) are skipped with a warning instead of failing
+    /// the run. Off by default: skipping a policy makes every verdict more permissive.
+    pub allow_ignored_policies: bool,
+    /// The namespace of namespaced objects that name none (`kubectl apply -n`); `None`
+    /// is `default`.
+    pub default_namespace: Option<String>,
 }
 
 impl Default for BuildOptions {
@@ -43,6 +50,8 @@ impl Default for BuildOptions {
             service_cidr: "10.96.0.0/12".parse().expect("constant CIDR"),
             cluster_name: "default".to_string(),
             assign_pod_ips: true,
+            allow_ignored_policies: false,
+            default_namespace: None,
         }
     }
 }
@@ -2122,9 +2131,7 @@ impl Builder<'_> {
         for (i, sel) in endpoints.iter().flatten().enumerate() {
             match self.selector(Some(sel), at, &format!("{path}.{dir}Endpoints[{i}]")) {
                 Some(mut s) => {
-                    if let Some(ns) = &origin.namespace {
-                        scope_to_namespace(&mut s, ns);
-                    }
+                    scope_peer_selector(&mut s, origin.namespace.as_deref(), true);
                     out_endpoints.push(s);
                 }
                 None => ok = false,
@@ -2133,7 +2140,10 @@ impl Builder<'_> {
         let mut out_requires = Vec::new();
         for (i, sel) in requires.iter().flatten().enumerate() {
             match self.selector(Some(sel), at, &format!("{path}.{dir}Requires[{i}]")) {
-                Some(s) => out_requires.push(s),
+                Some(mut s) => {
+                    scope_peer_selector(&mut s, origin.namespace.as_deref(), false);
+                    out_requires.push(s);
+                }
                 None => ok = false,
             }
         }
@@ -2208,7 +2218,11 @@ impl Builder<'_> {
                 );
             }
         }
+        // A requirement grants nothing by itself (Cilium's policy language, "Additional
+        // Label Requirements"): a rule whose only L3 field is `from/toRequires` allows no
+        // peer, while it still isolates its endpoints.
         let any_peer = endpoints.is_none()
+            && requires.is_none()
             && cidr.is_none()
             && cidr_set.is_none()
             && entities.is_none()
@@ -3371,6 +3385,58 @@ fn scope_to_namespace(sel: &mut Selector, namespace: &str) {
             "k8s:io.kubernetes.pod.namespace".into(),
             namespace.to_string(),
         );
+    }
+}
+
+/// Scopes a peer selector of a Cilium rule (`from/toEndpoints` when `endpoints`, else
+/// `from/toRequires`) as Cilium's `getEndpointSelector` (`pkg/k8s/apis/cilium.io/utils`)
+/// does when it reads a policy from Kubernetes:
+///
+/// - an endpoint selector on `reserved:` labels is left alone (requirements are not);
+/// - a selector that names the pod namespace key is left alone;
+/// - in a CiliumNetworkPolicy (`namespace` given), a selector on namespace labels
+///   (`io.cilium.k8s.namespace.labels.*`) is left alone, any other is limited to the
+///   policy's namespace;
+/// - in a clusterwide policy, the selector gets `io.kubernetes.pod.namespace Exists`, so
+///   even the empty selector `{}` matches only Cilium-managed pods, never `world`, `host`,
+///   `remote-node` or any other reserved identity.
+fn scope_peer_selector(sel: &mut Selector, namespace: Option<&str>, endpoints: bool) {
+    const NS_KEYS: [&str; 3] = [
+        "io.kubernetes.pod.namespace",
+        "k8s:io.kubernetes.pod.namespace",
+        "any:io.kubernetes.pod.namespace",
+    ];
+    const NS_LABELS: [&str; 2] = [
+        "k8s:io.cilium.k8s.namespace.labels.",
+        "any:io.cilium.k8s.namespace.labels.",
+    ];
+    let keys = || {
+        sel.match_labels
+            .keys()
+            .chain(sel.expressions.iter().map(|r| &r.key))
+    };
+    if endpoints && keys().any(|k| k.starts_with("reserved:")) {
+        return;
+    }
+    if keys().any(|k| NS_KEYS.contains(&k.as_str())) {
+        return;
+    }
+    match namespace {
+        Some(ns) => {
+            let on_ns_labels = keys().any(|k| {
+                NS_LABELS.iter().any(|p| k.starts_with(p))
+                    || k.starts_with("io.cilium.k8s.namespace.labels.")
+            });
+            if !on_ns_labels {
+                sel.match_labels
+                    .insert("k8s:io.kubernetes.pod.namespace".into(), ns.to_string());
+            }
+        }
+        None => sel.expressions.push(Requirement {
+            key: "k8s:io.kubernetes.pod.namespace".into(),
+            operator: Operator::Exists,
+            values: BTreeSet::new(),
+        }),
     }
 }
 

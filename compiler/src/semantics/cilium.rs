@@ -15,12 +15,19 @@
 //!   an allow rule of any selecting policy (Cilium or Kubernetes) allows.
 //! - **Deny rules** (`ingressDeny`/`egressDeny`) of selecting rule objects deny what they
 //!   match, whatever any allow rule says, isolated or not.
-//! - **Peers**: `from/toEndpoints` match pod label sets (an empty selector in a
-//!   clusterwide policy matches every identity, reserved ones included, as in Cilium);
+//! - **Peers**: `from/toEndpoints` match pod label sets. The model scopes them as Cilium's
+//!   `getEndpointSelector` does: in a CiliumNetworkPolicy a selector is limited to the
+//!   policy's namespace unless it names the namespace or namespace labels; in a
+//!   CiliumClusterwideNetworkPolicy every selector, the empty `{}` included, requires the
+//!   pod namespace label, so it matches every Cilium-managed pod and never `world`, `host`
+//!   or another reserved identity; a selector on `reserved:` labels is left as written.
 //!   `from/toRequires` of every selecting rule object of the same direction and kind
-//!   (allow or deny) are added to every endpoint selector of that kind (Cilium's
-//!   `resolveL4IngressPolicy`); a rule without any L3 field matches every peer (subject to
-//!   those requirements). `from/toEntities`: `world` = addresses that are no pod, node or
+//!   (allow or deny) are ANDed into every endpoint selector of that kind (Cilium's
+//!   `resolveIngressPolicy` and `GetSourceEndpointSelectorsWithRequirements`); a
+//!   requirement grants nothing by itself, so a rule whose only L3 field is `fromRequires`
+//!   allows nothing (it still isolates); a rule without any L3 field matches every peer,
+//!   subject to those requirements, which never constrain entity or CIDR peers.
+//!   `from/toEntities`: `world` = addresses that are no pod, node or
 //!   API server; `cluster` = pods, nodes and the API server; `host` = the local pod's own
 //!   node; `remote-node` = other nodes; `kube-apiserver` = backends of
 //!   `default/kubernetes`; `all` = everything; `init`, `health`, `unmanaged`, `ingress`
@@ -390,8 +397,12 @@ spec:
             "x/b fails the requirement"
         );
         assert!(
-            allowed(&c, "y/a", "x/a", "80/TCP"),
-            "a requires-only rule is wildcard + requirement"
+            !allowed(&c, "y/a", "x/a", "80/TCP"),
+            "a requires-only rule grants nothing"
+        );
+        assert!(
+            !allowed(&c, "ip:203.0.113.9", "x/a", "80/TCP"),
+            "a clusterwide selector never matches world"
         );
     }
 }

@@ -29,6 +29,42 @@ fn shared_conformance_suite_passes() {
     );
 }
 
+/// pipec's own cases (`compiler/tests/conformance`, the shared format with upstream
+/// citations in each file): every probe on every engine of the library (`reference`, `mag`,
+/// `hw`; `ebpf` runs them in `cli/tests/cli.rs`), zero failures, and no case skipped.
+#[test]
+fn own_conformance_cases_pass_on_every_engine() {
+    let dir = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/conformance"));
+    let files = pipec::conformance::case_files(std::slice::from_ref(&dir)).expect("cases");
+    let (mut probes, mut services) = (0, 0);
+    for f in &files {
+        let text = std::fs::read_to_string(f).expect("readable case");
+        let case: pipec::conformance::Case = serde_yaml::from_str(&text).expect("a case");
+        assert!(
+            text.lines().next().is_some_and(|l| l.starts_with('#')),
+            "{} opens with a comment citing its source",
+            f.display()
+        );
+        probes += case.probes.len();
+        services += case.service_expectations.len();
+    }
+    let engines = available_engines();
+    let report = run_paths(&[dir], &engines).expect("cases are readable");
+    assert_eq!(
+        report.failed,
+        0,
+        "{}\n{}",
+        report.lines.join("\n"),
+        report.summary()
+    );
+    assert_eq!(
+        report.passed,
+        probes * engines.len() + services,
+        "every probe ran on every engine: {}",
+        report.summary()
+    );
+}
+
 const CASE: &str = r#"
 id: t-01
 cluster:
