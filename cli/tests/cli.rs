@@ -332,6 +332,67 @@ fn fmt_check_fails_on_unformatted_input_and_leaves_it_alone() {
     std::fs::remove_dir_all(&dir).ok();
 }
 
+/// `fmt` keeps what the user set up (issue 18, item 7): through a symbolic link the target is
+/// rewritten and the link stays; the mode is kept; a file with another hard link is
+/// rewritten in place so both names see the new text; no temporary file is left behind;
+/// and a file it cannot read is named in the error.
+#[test]
+fn fmt_keeps_links_mode_and_hard_links() {
+    use std::os::unix::fs::{MetadataExt as _, PermissionsExt as _};
+    let dir = std::env::temp_dir().join(format!("pipec-fmt-links-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let messy = "policy \"a\"   priority 3 {\n subject namespaces {};\n}\n";
+    let target = dir.join("real.pipe");
+    std::fs::write(&target, messy).expect("write");
+    std::fs::set_permissions(&target, std::fs::Permissions::from_mode(0o640)).expect("chmod");
+    let link = dir.join("link.pipe");
+    std::os::unix::fs::symlink(&target, &link).expect("symlink");
+    let out = pipec(&["fmt", link.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(std::fs::symlink_metadata(&link)
+        .expect("link")
+        .file_type()
+        .is_symlink());
+    let formatted = std::fs::read_to_string(&target).expect("read");
+    assert_ne!(formatted, messy, "the link's target was formatted");
+    assert_eq!(
+        std::fs::metadata(&target)
+            .expect("meta")
+            .permissions()
+            .mode()
+            & 0o777,
+        0o640
+    );
+
+    let first = dir.join("one.pipe");
+    let second = dir.join("two.pipe");
+    std::fs::write(&first, messy).expect("write");
+    std::fs::hard_link(&first, &second).expect("hard link");
+    let inode = std::fs::metadata(&first).expect("meta").ino();
+    let out = pipec(&["fmt", first.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(std::fs::metadata(&first).expect("meta").ino(), inode);
+    assert_eq!(std::fs::read_to_string(&second).expect("read"), formatted);
+
+    let left: Vec<_> = std::fs::read_dir(&dir)
+        .expect("dir")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .filter(|n| n.contains("fmt-tmp"))
+        .collect();
+    assert!(left.is_empty(), "temporary files left: {left:?}");
+
+    let missing = dir.join("missing.pipe");
+    let out = pipec(&["fmt", missing.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("missing.pipe"),
+        "{}",
+        text(&out.stderr)
+    );
+    std::fs::remove_dir_all(&dir).ok();
+}
+
 /// The DaemonSet of pipecd loads (its RBAC is checked against the daemon's kinds in
 /// runtime/tests/deploy.rs).
 #[test]
