@@ -78,4 +78,9 @@ impl CheckArgs {
     pub fn input(&self) -> &InputArgs {
         &self.input
     }
+
+    /// The inputs, to normalise them.
+    pub fn input_mut(&mut self) -> &mut InputArgs {
+        &mut self.input
+    }
 }

@@ -137,4 +137,9 @@ impl CompileArgs {
     pub fn input(&self) -> &InputArgs {
         &self.input
     }
+
+    /// The inputs, to normalise them.
+    pub fn input_mut(&mut self) -> &mut InputArgs {
+        &mut self.input
+    }
 }

@@ -147,6 +147,17 @@ fn completion(args: &CompletionArgs) -> anyhow::Result<ExitCode> {
 }
 
 impl Command {
+    /// The manifest arguments of the commands that read manifests.
+    fn input_mut(&mut self) -> Option<&mut InputArgs> {
+        match self {
+            Command::Check(a) => Some(a.input_mut()),
+            Command::Compile(a) => Some(a.input_mut()),
+            Command::Trace(a) => Some(a.input_mut()),
+            Command::Explain(a) => Some(a.input_mut()),
+            _ => None,
+        }
+    }
+
     /// The inputs a command needs and was not given: clap cannot say "required unless
     /// `--live`" across the commands that share [`InputArgs`], so this check does.
     fn missing_inputs(&self) -> bool {
@@ -205,9 +216,36 @@ pub struct InputArgs {
     /// a few times and the rest counted; `pipec check` shows every one.
     #[arg(short = 'q', long)]
     pub quiet: bool,
+    /// An input file or directory, as kubectl's `-f` (may be repeated; `-` is standard
+    /// input). The same as naming it without `-f`.
+    #[arg(short = 'f', long = "filename", value_name = "FILE")]
+    pub filename: Vec<PathBuf>,
+    /// Read directories recursively, as kubectl's `-R` (without it, one level deep).
+    #[arg(short = 'R', long)]
+    pub recursive: bool,
 }
 
 impl InputArgs {
+    /// Folds `-f` into the inputs and, with `-R`, replaces each directory by the manifest
+    /// files of its whole tree (sorted by path, so that runs are deterministic).
+    pub fn normalize(&mut self) {
+        self.inputs.append(&mut self.filename);
+        if !self.recursive {
+            return;
+        }
+        let mut out = Vec::new();
+        for path in std::mem::take(&mut self.inputs) {
+            if path.is_dir() {
+                let before = out.len();
+                walk(&path, &mut out);
+                out[before..].sort();
+            } else {
+                out.push(path);
+            }
+        }
+        self.inputs = out;
+    }
+
     /// The model-stage options these arguments give.
     pub fn build_options(&self) -> BuildOptions {
         BuildOptions {
@@ -230,9 +268,36 @@ impl InputArgs {
     }
 }
 
+/// The manifest and `.pipe` files under `dir`, at any depth (symbolic links to directories
+/// are not followed, so a link cycle cannot loop).
+fn walk(dir: &std::path::Path, out: &mut Vec<PathBuf>) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        // Named as is, so that the frontend reports why it cannot be read.
+        out.push(dir.to_path_buf());
+        return;
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        let Ok(kind) = entry.file_type() else {
+            continue;
+        };
+        if kind.is_dir() {
+            walk(&path, out);
+        } else if path
+            .extension()
+            .is_some_and(|e| e == "yaml" || e == "yml" || e == "json" || e == "pipe")
+        {
+            out.push(path);
+        }
+    }
+}
+
 /// Runs the command line.
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let mut cli = Cli::parse();
+    if let Some(input) = cli.command.input_mut() {
+        input.normalize();
+    }
     if cli.command.missing_inputs() {
         use clap::CommandFactory as _;
         Cli::command()

@@ -105,4 +105,9 @@ impl ExplainArgs {
     pub fn input(&self) -> &InputArgs {
         &self.input
     }
+
+    /// The inputs, to normalise them.
+    pub fn input_mut(&mut self) -> &mut InputArgs {
+        &mut self.input
+    }
 }

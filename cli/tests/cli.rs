@@ -527,3 +527,41 @@ fn completion_version_examples_and_explain_summary() {
         Some(2)
     );
 }
+
+/// kubectl's `-f` and `-R`, and an unknown `--node` is an error naming the close matches
+/// (issue 18, item 9).
+#[test]
+fn filename_recursive_and_unknown_node() {
+    let dir = std::env::temp_dir().join(format!("pipec-tree-{}", std::process::id()));
+    let deep = dir.join("a/b");
+    std::fs::create_dir_all(&deep).expect("temp dir");
+    std::fs::write(
+        deep.join("ns.yaml"),
+        "apiVersion: v1\nkind: Namespace\nmetadata: {name: deep}\n",
+    )
+    .expect("write");
+    let root = dir.to_str().expect("UTF-8");
+    assert_eq!(
+        pipec(&["check", root]).status.code(),
+        Some(1),
+        "one level deep"
+    );
+    let out = pipec(&["check", "-R", "-f", root]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains("ok: 1 namespaces"));
+    let out = pipec(&[
+        "compile",
+        "--emit",
+        "mag",
+        "--node",
+        "node-x",
+        "examples/ipsec",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("no node node-x in the inputs (did you mean node-a?)"),
+        "{}",
+        text(&out.stderr)
+    );
+    std::fs::remove_dir_all(&dir).ok();
+}

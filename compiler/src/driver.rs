@@ -220,7 +220,7 @@ pub fn require_something(loaded: &mut Loaded, files: &[FileId], objects: usize) 
         return;
     }
     let mut d = Diagnostic::error(Code::NothingToRead, "the inputs hold no Kubernetes object")
-        .hint("name manifest files (.yaml, .yml, .json) or directories that hold them; a directory is read one level deep");
+        .hint("name manifest files (.yaml, .yml, .json) or directories that hold them; a directory is read one level deep (`-R` reads the whole tree)");
     if let Some(last) = files.last() {
         let end = loaded.sources.text(*last).len();
         d = d.at(
