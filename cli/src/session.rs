@@ -42,7 +42,10 @@ pub fn load(input: &InputArgs, args: &SessionArgs) -> anyhow::Result<Option<Sess
         hardware: Some(Hardware::Named(args.target.clone())),
         ..SessionOptions::default()
     };
-    match Session::load(&input.inputs, options, &backends) {
+    let step = Progress::start("reading and modelling the inputs");
+    let loaded = Session::load(&input.inputs, options, &backends);
+    step.done();
+    match loaded {
         Ok(s) => {
             s.loaded().emit_to_stderr_with(input.warnings());
             if let Some(node) = &args.node {
@@ -101,9 +104,57 @@ pub fn artifact<'s>(session: &'s Session, target: &str) -> anyhow::Result<&'s dy
 
 /// The partition plan.
 pub fn plan(session: &Session) -> anyhow::Result<&pipec::partition::Plan> {
-    session
-        .plan()
-        .ok_or_else(|| anyhow::anyhow!("no hardware target to partition for"))
+    let step = Progress::start("lowering and partitioning");
+    let plan = session.plan();
+    step.done();
+    plan.ok_or_else(|| anyhow::anyhow!("no hardware target to partition for"))
+}
+
+/// A line on standard error saying which long step runs, shown only when standard error is
+/// a terminal (a log or a pipe gets nothing), and only for steps that take longer than a
+/// moment: the line appears after half a second and is erased when the step ends, with
+/// how long it took.
+pub struct Progress {
+    done: std::sync::mpsc::Sender<()>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Progress {
+    /// Starts showing `what` on standard error (when it is a terminal).
+    pub fn start(what: &'static str) -> Progress {
+        use std::io::IsTerminal as _;
+        let (done, wait) = std::sync::mpsc::channel::<()>();
+        let thread = std::io::stderr().is_terminal().then(|| {
+            std::thread::spawn(move || {
+                let started = std::time::Instant::now();
+                let tick = std::time::Duration::from_millis(500);
+                let mut shown = false;
+                while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) = wait.recv_timeout(tick)
+                {
+                    shown = true;
+                    eprint!(
+                        "\r\x1b[2Kpipec: {what}… {:.1} s",
+                        started.elapsed().as_secs_f64()
+                    );
+                }
+                if shown {
+                    eprintln!(
+                        "\r\x1b[2Kpipec: {what}: {:.1} s",
+                        started.elapsed().as_secs_f64()
+                    );
+                }
+            })
+        });
+        Progress { done, thread }
+    }
+
+    /// Ends the step.
+    pub fn done(mut self) {
+        let _ = self.done.send(());
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
 }
 
 /// The hardware target's rte_flow rules.
