@@ -52,7 +52,7 @@ enum Command {
     Compile(compile::CompileArgs),
     /// Shows the verdict for one connection and the rules that decided it.
     #[command(
-        after_help = "Examples:\n  pipec trace examples/starwars --from default/tiefighter --to default/deathstar --port 80\n  pipec trace --live --from default/xwing --to 10.96.0.10 --port 80"
+        after_help = "Examples:\n  pipec trace examples/starwars --from default/tiefighter --to svc:default/deathstar --port 80/TCP\n  pipec trace --live --from default/xwing --to ip:10.96.0.10 --port 80/TCP"
     )]
     Trace(trace::TraceArgs),
     /// Runs a directory of conformance cases through every engine.
