@@ -130,6 +130,9 @@ pub(super) struct Builder<'a> {
     /// as this map holds every object of a 180k-object dump.
     seen: FxHashMap<(&'static str, Box<str>), Span>,
     headless: BTreeSet<(String, String)>,
+    /// Each node's host IPs as the kubelet reports them for host-network pods: per family,
+    /// the first InternalIP, else the first ExternalIP (`GetNodeHostIPs`).
+    node_host_ips: BTreeMap<String, Vec<IpAddr>>,
 }
 
 /// The context of one object while it is checked: where it is, for diagnostics.
@@ -172,6 +175,7 @@ impl<'a> Builder<'a> {
             },
             seen: FxHashMap::default(),
             headless: BTreeSet::new(),
+            node_host_ips: BTreeMap::new(),
         }
     }
 }
@@ -297,6 +301,7 @@ impl Builder<'_> {
                 .pods
                 .sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
         }
+        self.host_network_ips();
         self.assign_pod_ips();
         self.check_pod_ips();
         for (s, at, keep) in services {
@@ -542,6 +547,24 @@ impl Builder<'_> {
     fn node(&mut self, n: &core::Node, at: At) {
         let mut addresses = Vec::new();
         let status_addrs = n.status.as_ref().and_then(|s| s.addresses.as_ref());
+        let mut host_ips: Vec<IpAddr> = Vec::new();
+        for kind in ["InternalIP", "ExternalIP"] {
+            for a in status_addrs
+                .into_iter()
+                .flatten()
+                .filter(|a| a.type_ == kind)
+            {
+                if let Ok(ip) = a.address.parse::<IpAddr>() {
+                    if !host_ips.iter().any(|h| h.is_ipv6() == ip.is_ipv6()) {
+                        host_ips.push(ip);
+                    }
+                }
+            }
+        }
+        host_ips.sort_by_key(|ip| ip.is_ipv6());
+        if let Some(name) = &n.metadata.name {
+            self.node_host_ips.insert(name.clone(), host_ips);
+        }
         for (i, a) in status_addrs.into_iter().flatten().enumerate() {
             if a.type_ == "InternalIP" || a.type_ == "ExternalIP" {
                 match a.address.parse::<IpAddr>() {
@@ -865,6 +888,23 @@ impl Builder<'_> {
                 None
             }
             Some(p) => Some(Some(p)),
+        }
+    }
+
+    /// A host-network pod shares its node's network namespace: its `status.podIPs` are the
+    /// node's host IPs as the kubelet reports them (Kubernetes API reference, PodStatus
+    /// `podIP`: "for pods with hostNetwork, this is the host IP"). A pod that lists no IP
+    /// gets them from its node here; without a known node it has none.
+    fn host_network_ips(&mut self) {
+        for pod in self
+            .cluster
+            .pods
+            .iter_mut()
+            .filter(|p| p.host_network && p.ips.is_empty())
+        {
+            if let Some(ips) = pod.node.as_ref().and_then(|n| self.node_host_ips.get(n)) {
+                pod.ips = ips.clone();
+            }
         }
     }
 
