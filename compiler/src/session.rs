@@ -165,6 +165,8 @@ fn meta(body: &Body) -> &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectM
         Body::StatefulSet(o) => &o.metadata,
         Body::DaemonSet(o) => &o.metadata,
         Body::Job(o) => &o.metadata,
+        Body::ReplicationController(o) => &o.metadata,
+        Body::CronJob(o) => &o.metadata,
         Body::NetworkPolicy(o) => &o.metadata,
         Body::CiliumNetworkPolicy(o) | Body::CiliumClusterwideNetworkPolicy(o) => &o.metadata,
         Body::CiliumIdentity(o) => &o.metadata,

@@ -218,7 +218,9 @@ impl Builder<'_> {
             | Body::ReplicaSet(_)
             | Body::StatefulSet(_)
             | Body::DaemonSet(_)
-            | Body::Job(_) => self.check_workload(&obj.body, at) && keep,
+            | Body::Job(_)
+            | Body::ReplicationController(_)
+            | Body::CronJob(_) => self.check_workload(&obj.body, at) && keep,
             // A Service left out is still checked now; one kept waits for the pods.
             Body::Service(s) => {
                 if !keep {
@@ -2720,18 +2722,33 @@ impl Builder<'_> {
                 Some(s) => ("Job", s.selector.as_ref(), Some(&s.template)),
                 None => return true,
             },
+            // A ReplicationController's selector is a plain map, defaulted to the template's
+            // labels; a CronJob's Jobs get generated selectors.
+            Body::ReplicationController(r) => match &r.spec {
+                Some(s) => ("ReplicationController", None, s.template.as_ref()),
+                None => return true,
+            },
+            Body::CronJob(c) => match c.spec.as_ref().and_then(|s| s.job_template.spec.as_ref()) {
+                Some(s) => ("CronJob", None, Some(&s.template)),
+                None => return true,
+            },
             _ => return true,
         };
         let Some(template) = template else {
             return true;
         };
-        let mut ok = self.require_containers(template.spec.as_ref(), at, "spec.template.spec");
+        let base = if kind == "CronJob" {
+            "spec.jobTemplate.spec.template"
+        } else {
+            "spec.template"
+        };
+        let mut ok = self.require_containers(template.spec.as_ref(), at, &format!("{base}.spec"));
         let labels = template
             .metadata
             .as_ref()
             .and_then(|m| m.labels.clone())
             .unwrap_or_default();
-        ok &= self.check_labels(Some(&labels), at, "spec.template.metadata.labels");
+        ok &= self.check_labels(Some(&labels), at, &format!("{base}.metadata.labels"));
         if let Some(sel) = selector {
             let empty = sel.match_labels.as_ref().is_none_or(BTreeMap::is_empty)
                 && sel.match_expressions.as_ref().is_none_or(Vec::is_empty);
@@ -3219,6 +3236,8 @@ fn meta_of(body: &Body) -> &ObjectMeta {
         Body::StatefulSet(o) => &o.metadata,
         Body::DaemonSet(o) => &o.metadata,
         Body::Job(o) => &o.metadata,
+        Body::ReplicationController(o) => &o.metadata,
+        Body::CronJob(o) => &o.metadata,
         Body::NetworkPolicy(o) => &o.metadata,
         Body::CiliumNetworkPolicy(o) | Body::CiliumClusterwideNetworkPolicy(o) => &o.metadata,
         Body::CiliumIdentity(o) => &o.metadata,
