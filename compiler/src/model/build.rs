@@ -9,7 +9,7 @@ use super::*;
 use crate::diag::{Code, Diagnostic, Sink};
 use crate::frontend::crd::{self, IntOrString};
 use crate::frontend::{Body, Object};
-use crate::source::{FieldPath, Sources, Span};
+use crate::source::{FieldPath, FileId, Sources, Span};
 use crate::util::FxHashMap;
 use k8s_openapi::api::core::v1 as core;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
@@ -41,6 +41,10 @@ pub struct BuildOptions {
     /// The namespace of namespaced objects that name none (`kubectl apply -n`); `None`
     /// is `default`.
     pub default_namespace: Option<String>,
+    /// Where Services that ask for an IPv6 cluster IP (`ipFamilies`, dual-stack policies)
+    /// get one when `service_cidr` is IPv4; without it such a Service is an error (or, under
+    /// `PreferDualStack`, single-stack).
+    pub service_cidr_v6: Option<IpNet>,
 }
 
 impl Default for BuildOptions {
@@ -52,6 +56,7 @@ impl Default for BuildOptions {
             assign_pod_ips: true,
             allow_ignored_policies: false,
             default_namespace: None,
+            service_cidr_v6: None,
         }
     }
 }
@@ -133,6 +138,19 @@ pub(super) struct Builder<'a> {
     /// Each node's host IPs as the kubelet reports them for host-network pods: per family,
     /// the first InternalIP, else the first ExternalIP (`GetNodeHostIPs`).
     node_host_ips: BTreeMap<String, Vec<IpAddr>>,
+    /// Services' `ipFamilies`/`ipFamilyPolicy` requests (IPv6 flags, policy) and where they
+    /// were written, by namespace and name, for [`Builder::assign_service_ips`].
+    families: BTreeMap<(String, String), (Vec<bool>, FamilyPolicy, Span)>,
+    /// LoadBalancer Services with `allocateLoadBalancerNodePorts: false`.
+    no_lb_node_ports: BTreeSet<(String, String)>,
+}
+
+/// `spec.ipFamilyPolicy` of a Service.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum FamilyPolicy {
+    Single,
+    PreferDual,
+    RequireDual,
 }
 
 /// The context of one object while it is checked: where it is, for diagnostics.
@@ -176,6 +194,8 @@ impl<'a> Builder<'a> {
             seen: FxHashMap::default(),
             headless: BTreeSet::new(),
             node_host_ips: BTreeMap::new(),
+            families: BTreeMap::new(),
+            no_lb_node_ports: BTreeSet::new(),
         }
     }
 }
@@ -317,6 +337,7 @@ impl Builder<'_> {
             .services
             .sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
         self.assign_service_ips();
+        self.assign_node_ports();
         self.check_service_ips();
         super::backends::resolve(
             self.sources,
@@ -1154,6 +1175,89 @@ impl Builder<'_> {
             }
         }
         let headless = spec.cluster_ip.as_deref() == Some("None");
+        let key = (
+            origin.namespace.clone().unwrap_or_default(),
+            origin.name.clone(),
+        );
+        let mut families = Vec::new();
+        for (i, f) in spec.ip_families.iter().flatten().enumerate() {
+            match f.as_str() {
+                "IPv4" => families.push(false),
+                "IPv6" => families.push(true),
+                other => {
+                    let d = self.err(
+                        Code::InvalidService,
+                        at.field(&format!("spec.ipFamilies[{i}]")),
+                        format!("unknown IP family `{other}`"),
+                        "expected IPv4 or IPv6",
+                    );
+                    d.hints.push("write `IPv4` or `IPv6`".into());
+                    ok = false;
+                }
+            }
+        }
+        if families.len() > 2 || (families.len() == 2 && families[0] == families[1]) {
+            let d = self.err(
+                Code::InvalidService,
+                at.field("spec.ipFamilies"),
+                "ipFamilies lists a family twice or more than two families",
+                "invalid families",
+            );
+            d.hints
+                .push("list one family, or IPv4 and IPv6 once each (the first is primary)".into());
+            ok = false;
+        }
+        let policy = match spec.ip_family_policy.as_deref() {
+            None | Some("SingleStack") => FamilyPolicy::Single,
+            Some("PreferDualStack") => FamilyPolicy::PreferDual,
+            Some("RequireDualStack") => FamilyPolicy::RequireDual,
+            Some(other) => {
+                let d = self.err(
+                    Code::InvalidService,
+                    at.field("spec.ipFamilyPolicy"),
+                    format!("unknown ipFamilyPolicy `{other}`"),
+                    "unknown policy",
+                );
+                d.hints
+                    .push("use SingleStack, PreferDualStack or RequireDualStack".into());
+                ok = false;
+                FamilyPolicy::Single
+            }
+        };
+        if families.len() == 2
+            && spec
+                .ip_family_policy
+                .as_deref()
+                .is_none_or(|p| p == "SingleStack")
+        {
+            // The API server refuses two families under SingleStack (and defaults the policy
+            // to SingleStack only when one family is given).
+            if spec.ip_family_policy.is_some() {
+                let d = self.err(
+                    Code::InvalidService,
+                    at.field("spec.ipFamilies"),
+                    "two ipFamilies with ipFamilyPolicy SingleStack",
+                    "two families",
+                );
+                d.hints.push(
+                    "use ipFamilyPolicy PreferDualStack or RequireDualStack, or list one family"
+                        .into(),
+                );
+                ok = false;
+            }
+        }
+        let policy = if families.len() == 2 && spec.ip_family_policy.is_none() {
+            FamilyPolicy::RequireDual
+        } else {
+            policy
+        };
+        self.families
+            .insert(key.clone(), (families, policy, at.span));
+        if service_type == ServiceType::LoadBalancer
+            && spec.allocate_load_balancer_node_ports == Some(false)
+        {
+            self.no_lb_node_ports.insert(key);
+        }
         let mut ports = Vec::new();
         let all_ports = spec.ports.clone().unwrap_or_default();
         let mut names = BTreeSet::new();
@@ -1402,6 +1506,10 @@ impl Builder<'_> {
         }
     }
 
+    /// Gives Services without cluster IPs theirs, as the API server's allocator does:
+    /// the families of `ipFamilies` (default: the family of `--service-cidr`), plus the other
+    /// family under `PreferDualStack` (when a range of it is configured) or
+    /// `RequireDualStack` (an error without one), each from its range in service order.
     fn assign_service_ips(&mut self) {
         let taken: HashSet<IpAddr> = self
             .cluster
@@ -1409,19 +1517,115 @@ impl Builder<'_> {
             .iter()
             .flat_map(|s| s.cluster_ips.iter().copied())
             .collect();
-        let mut cursor = 1u128;
-        let net = self.options.service_cidr;
+        let primary = self.options.service_cidr;
+        let ranges: [Option<IpNet>; 2] = match primary {
+            IpNet::V4(_) => [Some(primary), self.options.service_cidr_v6],
+            IpNet::V6(_) => [None, Some(primary)],
+        };
+        let mut cursors = [1u128, 1u128];
+        let mut errors: Vec<(Span, String, String)> = Vec::new();
         for s in self.cluster.services.iter_mut() {
-            let is_headless = self
-                .headless
-                .contains(&(s.namespace.clone(), s.name.clone()));
-            if s.cluster_ips.is_empty()
-                && !is_headless
-                && s.service_type != ServiceType::ExternalName
+            let key = (s.namespace.clone(), s.name.clone());
+            let is_headless = self.headless.contains(&key);
+            if !s.cluster_ips.is_empty()
+                || is_headless
+                || s.service_type == ServiceType::ExternalName
             {
-                if let Some(ip) = next_free(net, &mut cursor, &taken) {
+                continue;
+            }
+            let (mut wanted, policy, span) = self.families.get(&key).cloned().unwrap_or((
+                Vec::new(),
+                FamilyPolicy::Single,
+                Span::new(FileId(0), 0..0),
+            ));
+            if wanted.is_empty() {
+                wanted.push(primary.addr().is_ipv6());
+            }
+            if policy != FamilyPolicy::Single && wanted.len() == 1 {
+                wanted.push(!wanted[0]);
+            }
+            for (i, v6) in wanted.iter().enumerate() {
+                let slot = usize::from(*v6);
+                let Some(net) = ranges[slot] else {
+                    if i == 0 || policy == FamilyPolicy::RequireDual {
+                        let family = if *v6 { "IPv6" } else { "IPv4" };
+                        let flag = if *v6 {
+                            "--service-cidr-v6"
+                        } else {
+                            "--service-cidr with an IPv4 range"
+                        };
+                        errors.push((
+                            span,
+                            format!("Service {}/{} needs an {family} cluster IP, but no {family} service range is configured", s.namespace, s.name),
+                            format!("give an {family} range with {flag} (as kube-apiserver's --service-cluster-ip-range has one per family), or change ipFamilies/ipFamilyPolicy"),
+                        ));
+                    }
+                    continue;
+                };
+                if let Some(ip) = next_free(net, &mut cursors[slot], &taken) {
                     s.cluster_ips.push(ip);
                 }
+            }
+        }
+        for (span, message, hint) in errors {
+            let at = self
+                .sources
+                .locate_key(span, &FieldPath::parse("spec.ipFamilies"));
+            self.sink.push(
+                Diagnostic::error(Code::InvalidService, message)
+                    .at(at, "this family")
+                    .hint(hint),
+            );
+        }
+    }
+
+    /// Gives NodePort and LoadBalancer Service ports without a `nodePort` one from
+    /// 30000-32767, as the API server's allocator does, but deterministically: the lowest
+    /// free port, in service and port order. A port of the same number and another
+    /// protocol in the same Service shares its node port (as the API server's
+    /// `findRequestedNodePort`). LoadBalancers with `allocateLoadBalancerNodePorts: false`
+    /// get none.
+    fn assign_node_ports(&mut self) {
+        let mut taken: BTreeSet<u16> = self
+            .cluster
+            .services
+            .iter()
+            .flat_map(|s| s.ports.iter().filter_map(|p| p.node_port))
+            .collect();
+        let mut next = 30000u16;
+        for s in self.cluster.services.iter_mut() {
+            let allocates = match s.service_type {
+                ServiceType::NodePort => true,
+                ServiceType::LoadBalancer => !self
+                    .no_lb_node_ports
+                    .contains(&(s.namespace.clone(), s.name.clone())),
+                _ => false,
+            };
+            if !allocates {
+                continue;
+            }
+            for i in 0..s.ports.len() {
+                if s.ports[i].node_port.is_some() {
+                    continue;
+                }
+                let number = s.ports[i].port;
+                if let Some(shared) = s
+                    .ports
+                    .iter()
+                    .find(|p| p.port == number && p.node_port.is_some())
+                    .and_then(|p| p.node_port)
+                {
+                    s.ports[i].node_port = Some(shared);
+                    continue;
+                }
+                while next <= 32767 && taken.contains(&next) {
+                    next += 1;
+                }
+                if next > 32767 {
+                    break;
+                }
+                s.ports[i].node_port = Some(next);
+                taken.insert(next);
             }
         }
     }
