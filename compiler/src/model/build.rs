@@ -140,10 +140,14 @@ pub(super) struct Builder<'a> {
     node_host_ips: BTreeMap<String, Vec<IpAddr>>,
     /// Services' `ipFamilies`/`ipFamilyPolicy` requests (IPv6 flags, policy) and where they
     /// were written, by namespace and name, for [`Builder::assign_service_ips`].
-    families: BTreeMap<(String, String), (Vec<bool>, FamilyPolicy, Span)>,
+    families: BTreeMap<(String, String), FamilyRequest>,
     /// LoadBalancer Services with `allocateLoadBalancerNodePorts: false`.
     no_lb_node_ports: BTreeSet<(String, String)>,
 }
+
+/// A Service's families (IPv6 flags, in order), its policy, and where they were written
+/// (the object and the field).
+type FamilyRequest = (Vec<bool>, FamilyPolicy, Span, &'static str);
 
 /// `spec.ipFamilyPolicy` of a Service.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -1251,8 +1255,15 @@ impl Builder<'_> {
         } else {
             policy
         };
+        let field = if spec.ip_families.is_some() {
+            "spec.ipFamilies"
+        } else if spec.ip_family_policy.is_some() {
+            "spec.ipFamilyPolicy"
+        } else {
+            "spec"
+        };
         self.families
-            .insert(key.clone(), (families, policy, at.span));
+            .insert(key.clone(), (families, policy, at.span, field));
         if service_type == ServiceType::LoadBalancer
             && spec.allocate_load_balancer_node_ports == Some(false)
         {
@@ -1523,7 +1534,7 @@ impl Builder<'_> {
             IpNet::V6(_) => [None, Some(primary)],
         };
         let mut cursors = [1u128, 1u128];
-        let mut errors: Vec<(Span, String, String)> = Vec::new();
+        let mut errors: Vec<(Span, &str, String, String)> = Vec::new();
         for s in self.cluster.services.iter_mut() {
             let key = (s.namespace.clone(), s.name.clone());
             let is_headless = self.headless.contains(&key);
@@ -1533,10 +1544,11 @@ impl Builder<'_> {
             {
                 continue;
             }
-            let (mut wanted, policy, span) = self.families.get(&key).cloned().unwrap_or((
+            let (mut wanted, policy, span, field) = self.families.get(&key).cloned().unwrap_or((
                 Vec::new(),
                 FamilyPolicy::Single,
                 Span::new(FileId(0), 0..0),
+                "spec",
             ));
             if wanted.is_empty() {
                 wanted.push(primary.addr().is_ipv6());
@@ -1556,6 +1568,7 @@ impl Builder<'_> {
                         };
                         errors.push((
                             span,
+                            field,
                             format!("Service {}/{} needs an {family} cluster IP, but no {family} service range is configured", s.namespace, s.name),
                             format!("give an {family} range with {flag} (as kube-apiserver's --service-cluster-ip-range has one per family), or change ipFamilies/ipFamilyPolicy"),
                         ));
@@ -1567,10 +1580,8 @@ impl Builder<'_> {
                 }
             }
         }
-        for (span, message, hint) in errors {
-            let at = self
-                .sources
-                .locate_key(span, &FieldPath::parse("spec.ipFamilies"));
+        for (span, field, message, hint) in errors {
+            let at = self.sources.locate_key(span, &FieldPath::parse(field));
             self.sink.push(
                 Diagnostic::error(Code::InvalidService, message)
                     .at(at, "this family")
