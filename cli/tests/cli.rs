@@ -170,6 +170,56 @@ fn own_conformance_cases_pass_on_ebpf() {
     assert!(!last.starts_with("0 passed"), "{last}");
 }
 
+/// Issue 20, point 1: one numbering. Every identity number the MAG's policy tables and
+/// ipcache use is listed by `--emit identities` (split classes and world per family in
+/// their own table), here with two pods of one identity that a named port tells apart.
+#[test]
+fn every_identity_number_of_the_mag_is_in_emit_identities() {
+    let dir = std::env::temp_dir().join(format!("pipec-ids-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let file = dir.join("split.yaml");
+    std::fs::write(
+        &file,
+        "apiVersion: v1\nkind: Pod\nmetadata: {name: a, labels: {app: x}}\n\
+         spec: {containers: [{name: c, image: x, ports: [{name: http, containerPort: 80}]}]}\n---\n\
+         apiVersion: v1\nkind: Pod\nmetadata: {name: b, labels: {app: x}}\n\
+         spec: {containers: [{name: c, image: x, ports: [{name: http, containerPort: 8080}]}]}\n---\n\
+         apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: p}\n\
+         spec: {podSelector: {}, egress: [{ports: [{port: http}]}]}\n",
+    )
+    .expect("write");
+    let path = file.to_str().expect("utf-8 path");
+    for input in [path, "examples/starwars"] {
+        let mag = text(&pipec(&["compile", input, "--emit", "mag"]).stdout);
+        let ids = text(&pipec(&["compile", input, "--emit", "identities"]).stdout);
+        let listed: std::collections::BTreeSet<&str> = ids
+            .lines()
+            .filter_map(|l| l.split_whitespace().next())
+            .filter(|w| w.chars().all(|c| c.is_ascii_digit()))
+            .collect();
+        // `meta.src_identity=N` / `meta.dst_identity=N` in policy keys, `(id=N)` in the
+        // ipcache tables' actions.
+        let used: std::collections::BTreeSet<&str> = mag
+            .split("identity=")
+            .skip(1)
+            .chain(mag.split("(id=").skip(1))
+            .filter_map(|r| r.split(|c: char| !c.is_ascii_digit()).next())
+            .filter(|n| !n.is_empty())
+            .collect();
+        for n in &used {
+            assert!(
+                listed.contains(n),
+                "{input}: the MAG uses {n}, --emit identities lists {listed:?}"
+            );
+        }
+        assert!(
+            !used.is_empty(),
+            "{input}: no identity numbers found in the MAG"
+        );
+    }
+    std::fs::remove_dir_all(&dir).ok();
+}
+
 /// Issue 20, point 6: a trace to a headless Service follows each pod its name resolves to,
 /// in the reference and in the MAG, and exits 0 (it used to fail with "the destination has
 /// no address").
