@@ -149,6 +149,7 @@ fn cluster_scoped(kind: &str) -> bool {
             | "CiliumIdentity"
             | "AdminNetworkPolicy"
             | "BaselineAdminNetworkPolicy"
+            | "ClusterNetworkPolicy"
     )
 }
 
@@ -173,6 +174,7 @@ fn meta(body: &Body) -> &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectM
         Body::CiliumEndpoint(o) => &o.metadata,
         Body::Secret(o) => &o.metadata,
         Body::AdminNetworkPolicy(o) | Body::BaselineAdminNetworkPolicy(o) => &o.metadata,
+        Body::ClusterNetworkPolicy(o) => &o.metadata,
     }
 }
 

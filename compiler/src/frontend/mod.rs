@@ -63,6 +63,7 @@ pub enum Body {
     CiliumEndpoint(Box<crd::CiliumEndpoint>),
     AdminNetworkPolicy(Box<crd::AdminNetworkPolicy>),
     BaselineAdminNetworkPolicy(Box<crd::AdminNetworkPolicy>),
+    ClusterNetworkPolicy(Box<crd::ClusterNetworkPolicy>),
     Secret(Box<Secret>),
 }
 
@@ -123,6 +124,7 @@ impl Body {
             Body::Secret(_) => "Secret",
             Body::AdminNetworkPolicy(_) => "AdminNetworkPolicy",
             Body::BaselineAdminNetworkPolicy(_) => "BaselineAdminNetworkPolicy",
+            Body::ClusterNetworkPolicy(_) => "ClusterNetworkPolicy",
         }
     }
 
@@ -136,6 +138,7 @@ impl Body {
                 | Body::CiliumIdentity(_)
                 | Body::AdminNetworkPolicy(_)
                 | Body::BaselineAdminNetworkPolicy(_)
+                | Body::ClusterNetworkPolicy(_)
         )
     }
 
@@ -165,6 +168,7 @@ impl Body {
             Body::CiliumEndpoint(o) => &mut o.metadata,
             Body::Secret(o) => &mut o.metadata,
             Body::AdminNetworkPolicy(o) | Body::BaselineAdminNetworkPolicy(o) => &mut o.metadata,
+            Body::ClusterNetworkPolicy(o) => &mut o.metadata,
         }
     }
 }
@@ -848,6 +852,10 @@ fn choose(api_version: &str, kind: &str) -> Choice {
             "policy.networking.k8s.io/v1alpha1",
             maker!(BaselineAdminNetworkPolicy, crd::AdminNetworkPolicy),
         ),
+        "ClusterNetworkPolicy" => (
+            "policy.networking.k8s.io/v1alpha2",
+            maker!(ClusterNetworkPolicy, crd::ClusterNetworkPolicy),
+        ),
         "Secret" => ("v1", decode_secret),
         _ => return Choice::Unknown,
     };
@@ -1069,10 +1077,6 @@ fn unenforced_policy(
             format!("`{kind}` of `{api_version}` is an Antrea policy, which pipec does not enforce"),
             "write the intent as a `networking.k8s.io/v1` NetworkPolicy or an AdminNetworkPolicy".to_string(),
         ),
-        "policy.networking.k8s.io" if kind == "ClusterNetworkPolicy" => (
-            format!("`{kind}` of `{api_version}` is not enforced by pipec yet"),
-            "pipec enforces the network-policy-api's `policy.networking.k8s.io/v1alpha1` AdminNetworkPolicy and BaselineAdminNetworkPolicy; write the rules in that form".to_string(),
-        ),
         _ => match expected {
             Some(v) if policy_kind => (
                 format!("pipec enforces `{kind}` only as `{v}`, not `{api_version}`"),
@@ -1170,6 +1174,7 @@ fn misspelt_kind(kind: &str, api_version: &str) -> Option<&'static str> {
         "CiliumEndpoint",
         "AdminNetworkPolicy",
         "BaselineAdminNetworkPolicy",
+        "ClusterNetworkPolicy",
         "Secret",
     ];
     if OTHER_KINDS.contains(&kind) {

@@ -1156,7 +1156,9 @@ impl Decide {
             .filter(|c| c.tier == Tier::Baseline && hit(c))
             .collect();
         base.sort_by_key(|c| c.order);
-        for c in base {
+        // The first matching baseline rule decides; `Pass` (ClusterNetworkPolicy v1alpha2)
+        // skips the rest of the tier, to the default.
+        if let Some(c) = base.first() {
             match c.act {
                 Act::Allow => return (Decision::Allow, vec![c.prov]),
                 Act::Deny => return (Decision::Deny, vec![c.prov]),

@@ -276,6 +276,10 @@ impl Builder<'_> {
                 self.admin_policy(p, AdminTier::Baseline, at);
                 false
             }
+            Body::ClusterNetworkPolicy(p) => {
+                self.cluster_network_policy(p, at);
+                false
+            }
             Body::CiliumIdentity(i) => {
                 self.cilium_identity(i, at);
                 false
@@ -430,6 +434,7 @@ impl Builder<'_> {
                 | Body::CiliumIdentity(_)
                 | Body::AdminNetworkPolicy(_)
                 | Body::BaselineAdminNetworkPolicy(_)
+                | Body::ClusterNetworkPolicy(_)
         );
         let name_ok = match &obj.body {
             // Identity names are numbers; their own check reports bad ones.
@@ -2471,6 +2476,382 @@ impl Builder<'_> {
         }
     }
 
+    /// A ClusterNetworkPolicy (network-policy-api `apis/v1alpha2`): one kind for both admin
+    /// tiers. It becomes an [`AdminPolicy`] of its `tier`, ordered by `priority` within the
+    /// tier like AdminNetworkPolicies; `Accept` is `Allow`; `Pass` in either tier skips the
+    /// rest of the tier; `protocols` become ports (a protocol without `destinationPort`
+    /// matches all its ports). `domainNames` peers are not modelled: they match nothing
+    /// (the API allows them in `Accept` rules only, so this allows less, never more).
+    fn cluster_network_policy(&mut self, p: &crd::ClusterNetworkPolicy, at: At) {
+        let origin = self.origin("ClusterNetworkPolicy", &p.metadata, false, at.span);
+        let tier = match p.spec.tier.as_deref() {
+            Some("Admin") => AdminTier::Admin,
+            Some("Baseline") => AdminTier::Baseline,
+            other => {
+                let (span, what) = match other {
+                    Some(t) => (at.field("spec.tier"), format!("unknown tier `{t}`")),
+                    None => (
+                        at.field("spec"),
+                        "a ClusterNetworkPolicy needs `tier`".into(),
+                    ),
+                };
+                let d = self.err(Code::WrongType, span, what, "expected Admin or Baseline");
+                d.hints.push(
+                    "set `tier: Admin` (before NetworkPolicies) or `tier: Baseline` (after them)"
+                        .into(),
+                );
+                return;
+            }
+        };
+        let priority = match p.spec.priority {
+            Some(pr) if (0..=1000).contains(&pr) => pr as u32,
+            Some(pr) => {
+                let d = self.err(
+                    Code::InvalidPriority,
+                    at.field("spec.priority"),
+                    format!("priority {pr} is out of range"),
+                    "out of range",
+                );
+                d.hints
+                    .push("a ClusterNetworkPolicy priority is from 0 (first) to 1000".into());
+                return;
+            }
+            None => {
+                let d = self.err(
+                    Code::MissingField,
+                    at.field("spec"),
+                    "a ClusterNetworkPolicy needs `priority`",
+                    "no priority",
+                );
+                d.hints
+                    .push("add `priority:` from 0 (evaluated first in its tier) to 1000".into());
+                return;
+            }
+        };
+        let subject = match (&p.spec.subject.namespaces, &p.spec.subject.pods) {
+            (Some(ns), None) => self
+                .selector(Some(ns), at, "spec.subject.namespaces")
+                .map(AdminSubject::Namespaces),
+            (None, Some(pods)) => {
+                let ns = self.selector(
+                    Some(&pods.namespace_selector),
+                    at,
+                    "spec.subject.pods.namespaceSelector",
+                );
+                let ps = self.selector(
+                    Some(&pods.pod_selector),
+                    at,
+                    "spec.subject.pods.podSelector",
+                );
+                ns.zip(ps)
+                    .map(|(namespaces, pods)| AdminSubject::Pods { namespaces, pods })
+            }
+            _ => {
+                let d = self.err(
+                    Code::WrongType,
+                    at.field("spec.subject"),
+                    "the subject needs exactly one of `namespaces` and `pods`",
+                    "invalid subject",
+                );
+                d.hints.push("write `namespaces: {matchLabels: ...}` or `pods: {namespaceSelector: ..., podSelector: ...}`".into());
+                None
+            }
+        };
+        let mut ok = true;
+        let mut lists = Vec::new();
+        for (section, rules, ingress) in [
+            ("ingress", &p.spec.ingress, true),
+            ("egress", &p.spec.egress, false),
+        ] {
+            let mut out = Vec::new();
+            if rules.as_ref().is_some_and(|r| r.len() > 25) {
+                let d = self.err(
+                    Code::WrongType,
+                    at.field(&format!("spec.{section}")),
+                    format!("more than 25 {section} rules"),
+                    "too many rules",
+                );
+                d.hints
+                    .push("the API allows at most 25 rules per direction; split the policy".into());
+                ok = false;
+            }
+            for (i, r) in rules.iter().flatten().enumerate() {
+                match self.cnp_rule(r, ingress, &origin, at, section, i) {
+                    Some(rule) => out.push(rule),
+                    None => ok = false,
+                }
+            }
+            lists.push(out);
+        }
+        let egress = lists.pop().unwrap_or_default();
+        let ingress = lists.pop().unwrap_or_default();
+        match subject {
+            Some(subject) if ok => self.cluster.admin_policies.push(AdminPolicy {
+                name: origin.name.clone(),
+                tier,
+                priority,
+                subject,
+                ingress,
+                egress,
+                origin,
+            }),
+            _ => {}
+        }
+    }
+
+    fn cnp_rule(
+        &mut self,
+        r: &crd::CnpRule,
+        ingress: bool,
+        origin: &Origin,
+        at: At,
+        section: &str,
+        index: usize,
+    ) -> Option<AdminRule> {
+        let path = format!("spec.{section}[{index}]");
+        let mut ok = true;
+        let action = match r.action.as_str() {
+            "Accept" => AdminAction::Allow,
+            "Deny" => AdminAction::Deny,
+            "Pass" => AdminAction::Pass,
+            other => {
+                let allowed = ["Accept", "Deny", "Pass"];
+                let d = self.err(
+                    Code::InvalidAction,
+                    at.field(&format!("{path}.action")),
+                    format!("unknown action `{other}`"),
+                    "expected Accept, Deny or Pass",
+                );
+                match crate::util::closest(other, allowed) {
+                    Some(s) => d.hints.push(format!("did you mean `{s}`?")),
+                    None if other == "Allow" => d.hints.push(
+                        "v1alpha2 calls it `Accept` (`Allow` is the v1alpha1 AdminNetworkPolicy word)"
+                            .into(),
+                    ),
+                    None => d.hints.push("use Accept, Deny or Pass".into()),
+                }
+                ok = false;
+                AdminAction::Deny
+            }
+        };
+        let (field, peers_in) = if ingress {
+            ("from", &r.from)
+        } else {
+            ("to", &r.to)
+        };
+        let peers_in = peers_in.clone().unwrap_or_default();
+        if peers_in.is_empty() {
+            let d = self.err(
+                Code::MissingField,
+                at.field(&path),
+                format!("the rule has no `{field}` peers"),
+                "no peers",
+            );
+            d.hints
+                .push(format!("add at least one peer under `{field}`"));
+            return None;
+        }
+        let mut peers = Vec::new();
+        for (i, p) in peers_in.iter().enumerate() {
+            let ppath = format!("{path}.{field}[{i}]");
+            let set = [
+                p.namespaces.is_some(),
+                p.pods.is_some(),
+                p.nodes.is_some(),
+                p.networks.is_some(),
+                p.domain_names.is_some(),
+            ]
+            .iter()
+            .filter(|b| **b)
+            .count();
+            if set != 1 {
+                let d = self.err(
+                    Code::WrongType,
+                    at.field(&ppath),
+                    "a peer needs exactly one of namespaces, pods, nodes, networks, domainNames",
+                    "invalid peer",
+                );
+                d.hints
+                    .push("write one field per peer; peers of a rule are ORed".into());
+                ok = false;
+                continue;
+            }
+            if ingress && (p.nodes.is_some() || p.networks.is_some() || p.domain_names.is_some()) {
+                let d = self.err(
+                    Code::WrongType,
+                    at.field(&ppath),
+                    "`nodes`, `networks` and `domainNames` peers are only allowed in egress rules",
+                    "egress-only peer",
+                );
+                d.hints
+                    .push("select pods or namespaces here, or move the peer to `egress`".into());
+                ok = false;
+                continue;
+            }
+            let peer = if let Some(ns) = &p.namespaces {
+                self.selector(Some(ns), at, &format!("{ppath}.namespaces"))
+                    .map(AdminPeer::Namespaces)
+            } else if let Some(pods) = &p.pods {
+                let ns = self.selector(
+                    Some(&pods.namespace_selector),
+                    at,
+                    &format!("{ppath}.pods.namespaceSelector"),
+                );
+                let ps = self.selector(
+                    Some(&pods.pod_selector),
+                    at,
+                    &format!("{ppath}.pods.podSelector"),
+                );
+                ns.zip(ps)
+                    .map(|(namespaces, pods)| AdminPeer::Pods { namespaces, pods })
+            } else if let Some(nodes) = &p.nodes {
+                self.selector(Some(nodes), at, &format!("{ppath}.nodes"))
+                    .map(AdminPeer::Nodes)
+            } else if let Some(nets) = &p.networks {
+                let mut out = Vec::new();
+                for (j, n) in nets.iter().enumerate() {
+                    match self.cidr_with_except(n, &[], at, &format!("{ppath}.networks[{j}]")) {
+                        Some(c) => out.push(c),
+                        None => ok = false,
+                    }
+                }
+                Some(AdminPeer::Networks(out))
+            } else {
+                if action != AdminAction::Allow {
+                    let d = self.err(
+                        Code::WrongType,
+                        at.field(&format!("{ppath}.domainNames")),
+                        "`domainNames` peers are only allowed in Accept rules",
+                        "not an Accept rule",
+                    );
+                    d.hints
+                        .push("use `networks` for Deny and Pass rules".into());
+                    ok = false;
+                } else {
+                    let d = self.warn(
+                        Code::IgnoredField,
+                        at.key(&format!("{ppath}.domainNames")),
+                        "`domainNames` peers are not modelled; they match nothing",
+                        "ignored peer",
+                    );
+                    d.hints.push("the rule accepts less than in the cluster; use `networks` with the addresses where possible".into());
+                }
+                // An empty `networks` list matches no address.
+                Some(AdminPeer::Networks(Vec::new()))
+            };
+            match peer {
+                Some(p) => peers.push(p),
+                None => ok = false,
+            }
+        }
+        let ports = match &r.protocols {
+            None => None,
+            Some(list) => {
+                let mut out = Vec::new();
+                for (i, pr) in list.iter().enumerate() {
+                    let ppath = format!("{path}.protocols[{i}]");
+                    let l4 = [
+                        (Protocol::Tcp, "tcp", &pr.tcp),
+                        (Protocol::Udp, "udp", &pr.udp),
+                        (Protocol::Sctp, "sctp", &pr.sctp),
+                    ];
+                    let set = l4.iter().filter(|(_, _, v)| v.is_some()).count()
+                        + usize::from(pr.destination_named_port.is_some());
+                    if set != 1 {
+                        let d = self.err(
+                            Code::WrongType,
+                            at.field(&ppath),
+                            "a protocol entry needs exactly one of tcp, udp, sctp, destinationNamedPort",
+                            "invalid protocol",
+                        );
+                        d.hints
+                            .push("write each protocol as its own list item".into());
+                        ok = false;
+                        continue;
+                    }
+                    if let Some(name) = &pr.destination_named_port {
+                        match self.port_name(name, at, &format!("{ppath}.destinationNamedPort")) {
+                            Some(PortRef::Name(n)) => out.push(AdminPort::Named(n)),
+                            _ => ok = false,
+                        }
+                        continue;
+                    }
+                    for (protocol, key, v) in l4 {
+                        let Some(v) = v else { continue };
+                        let dpath = format!("{ppath}.{key}.destinationPort");
+                        match &v.destination_port {
+                            None => out.push(AdminPort::Range {
+                                protocol,
+                                start: 1,
+                                end: 65535,
+                            }),
+                            Some(dp) => match (dp.number, &dp.range) {
+                                (Some(n), None) => {
+                                    match self.port_number(n, at, &format!("{dpath}.number")) {
+                                        Some(port) => {
+                                            out.push(AdminPort::Number { protocol, port })
+                                        }
+                                        None => ok = false,
+                                    }
+                                }
+                                (None, Some(r)) => {
+                                    let s = self.port_number(
+                                        r.start,
+                                        at,
+                                        &format!("{dpath}.range.start"),
+                                    );
+                                    let e =
+                                        self.port_number(r.end, at, &format!("{dpath}.range.end"));
+                                    match (s, e) {
+                                        (Some(start), Some(end)) if start < end => {
+                                            out.push(AdminPort::Range {
+                                                protocol,
+                                                start,
+                                                end,
+                                            })
+                                        }
+                                        (Some(_), Some(_)) => {
+                                            let d = self.err(
+                                                Code::EndPort,
+                                                at.field(&format!("{dpath}.range")),
+                                                "the range's start is not below its end",
+                                                "empty range",
+                                            );
+                                            d.hints.push("the API requires start < end; use `number` for one port".into());
+                                            ok = false;
+                                        }
+                                        _ => ok = false,
+                                    }
+                                }
+                                _ => {
+                                    let d = self.err(
+                                        Code::WrongType,
+                                        at.field(&dpath),
+                                        "destinationPort needs exactly one of number and range",
+                                        "invalid port",
+                                    );
+                                    d.hints.push(
+                                        "write `number: 80` or `range: {start: 8000, end: 9000}`"
+                                            .into(),
+                                    );
+                                    ok = false;
+                                }
+                            },
+                        }
+                    }
+                }
+                Some(out)
+            }
+        };
+        let rule = rule_ref(origin, section, index, r.name.clone(), &path);
+        ok.then_some(AdminRule {
+            action,
+            peers,
+            ports,
+            rule,
+        })
+    }
+
     #[allow(
         clippy::too_many_arguments,
         reason = "the rule's place in its object is several coordinates"
@@ -2893,7 +3274,9 @@ impl Builder<'_> {
         let mut baselines = c
             .admin_policies
             .iter()
-            .filter(|p| p.tier == AdminTier::Baseline);
+            .filter(|p| p.tier == AdminTier::Baseline)
+            // ClusterNetworkPolicies of the Baseline tier may be many (v1alpha2).
+            .filter(|p| p.origin.kind == "BaselineAdminNetworkPolicy");
         if let (Some(_), Some(second)) = (baselines.next(), baselines.next()) {
             let span = second.origin.span;
             let mut d = Diagnostic::error(
@@ -3459,6 +3842,7 @@ fn meta_of(body: &Body) -> &ObjectMeta {
         Body::CiliumEndpoint(o) => &o.metadata,
         Body::Secret(o) => &o.metadata,
         Body::AdminNetworkPolicy(o) | Body::BaselineAdminNetworkPolicy(o) => &o.metadata,
+        Body::ClusterNetworkPolicy(o) => &o.metadata,
     }
 }
 
