@@ -135,12 +135,12 @@ fn write_xfrm(
     let text = sa_set.xfrm_text();
     pipec_cpt::write_secret_file(path, &text)
         .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", path.display()))?;
-    println!(
+    crate::output::outln(&format!(
         "wrote {} XFRM states for node {} to {} (mode 0600)",
         sa_set.sas.len(),
         sa_set.node,
         path.display()
-    );
+    ))?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -148,5 +148,10 @@ impl CompileArgs {
     /// The inputs.
     pub fn input(&self) -> &InputArgs {
         &self.input
+    }
+
+    /// The inputs, to normalise them.
+    pub fn input_mut(&mut self) -> &mut InputArgs {
+        &mut self.input
     }
 }

@@ -3,6 +3,13 @@
 //! Formatting is all or nothing per run: every file is formatted in memory first, and files
 //! are written only when all of them parsed, each through a temporary file and a rename, so
 //! an error never leaves a file half-written.
+//!
+//! Writing keeps what the user set up: a symbolic link is followed and its target
+//! rewritten (the link stays a link); the file's permissions are kept; a file with other hard
+//! links is rewritten in place, since a rename would give this name a new inode and leave
+//! the other names with the old text. The temporary file is created exclusively with an
+//! unpredictable name beside the target (so no other user can plant or race it) and is
+//! removed if anything fails.
 
 use clap::Args;
 use policy_lang::{FileId, SourceSet};
@@ -49,7 +56,7 @@ pub fn run(args: &FmtArgs) -> anyhow::Result<ExitCode> {
         .collect();
     if args.check {
         for (path, _, _) in &changed {
-            println!("would reformat {}", path.display());
+            crate::output::outln(&format!("would reformat {}", path.display()))?;
         }
         return Ok(if changed.is_empty() {
             ExitCode::SUCCESS
@@ -59,14 +66,43 @@ pub fn run(args: &FmtArgs) -> anyhow::Result<ExitCode> {
     }
     for (path, _, after) in changed {
         write_atomically(path, after)?;
-        println!("formatted {}", path.display());
+        crate::output::outln(&format!("formatted {}", path.display()))?;
     }
     Ok(ExitCode::SUCCESS)
 }
 
 fn write_atomically(path: &Path, text: &str) -> anyhow::Result<()> {
-    let tmp = path.with_extension("pipe.fmt-tmp");
-    std::fs::write(&tmp, text)?;
-    std::fs::rename(&tmp, path)?;
+    write_file(path, text).map_err(|e| anyhow::anyhow!("cannot write {}: {e}", path.display()))
+}
+
+fn write_file(path: &Path, text: &str) -> std::io::Result<()> {
+    use std::io::Write as _;
+    use std::os::unix::fs::MetadataExt as _;
+    // The file a symbolic link names is the one to rewrite; the link itself stays.
+    let target = std::fs::canonicalize(path)?;
+    let meta = std::fs::metadata(&target)?;
+    if meta.nlink() > 1 {
+        // Other names share this inode: only an in-place write keeps them in step. The text
+        // is complete in memory, so the window is the write itself.
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .truncate(true)
+            .open(&target)?;
+        f.write_all(text.as_bytes())?;
+        return f.sync_all();
+    }
+    let dir = target.parent().unwrap_or(Path::new("."));
+    let name = target
+        .file_name()
+        .map_or_else(|| "pipe".into(), |n| n.to_string_lossy().into_owned());
+    // O_EXCL with a random suffix; dropped (and so deleted) on any error below.
+    let mut tmp = tempfile::Builder::new()
+        .prefix(&format!(".{name}."))
+        .suffix(".fmt-tmp")
+        .tempfile_in(dir)?;
+    tmp.write_all(text.as_bytes())?;
+    tmp.as_file().set_permissions(meta.permissions())?;
+    tmp.as_file().sync_all()?;
+    tmp.persist(&target).map_err(|e| e.error)?;
     Ok(())
 }

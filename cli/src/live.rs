@@ -81,7 +81,7 @@ fn print(format: Format, output: &str) -> anyhow::Result<()> {
         }
         Format::Text | Format::Json => output.to_string(),
     };
-    print!("{out}");
+    crate::output::out(&out)?;
     Ok(())
 }
 
@@ -92,11 +92,7 @@ pub fn status(args: &StatusArgs) -> anyhow::Result<ExitCode> {
     })?;
     let status: serde_json::Value = serde_json::from_str(&reply.json)?;
     let text = || status_text(&status);
-    match args.format {
-        Format::Text => print!("{}", text()),
-        Format::Json => print!("{}", serde_json::to_string_pretty(&status)? + "\n"),
-        Format::Yaml => print!("{}", serde_yaml::to_string(&status)?),
-    }
+    crate::output::print(args.format, &status, text)?;
     Ok(if reply.ready {
         ExitCode::SUCCESS
     } else {

@@ -3,9 +3,9 @@
 //! Exit codes: 0 success; 1 the input has errors or a check failed (conformance, trace
 //! disagreement); 2 the command line itself is wrong (clap's own code).
 
-#![allow(
+#![deny(
     clippy::print_stdout,
-    reason = "printing results is the command line's job"
+    reason = "standard output goes through `output::out`, which reports write errors instead of panicking"
 )]
 
 /// glibc's malloc spent about a quarter of a full-scale load (150k pods) merging and
@@ -41,26 +41,123 @@ pub struct Cli {
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Checks inputs and reports every problem found.
+    #[command(
+        after_help = "Examples:\n  pipec check examples/starwars\n  kubectl get netpol,svc,pods -A -o yaml | pipec check -\n  pipec check -o json manifests/ | jq '.diagnostics[].code'"
+    )]
     Check(check::CheckArgs),
     /// Compiles inputs and prints one stage's representation.
+    #[command(
+        after_help = "Examples:\n  pipec compile --emit mag --node local examples/starwars\n  pipec compile --emit testpmd examples/starwars\n  pipec compile --emit plan -o json examples/starwars"
+    )]
     Compile(compile::CompileArgs),
     /// Shows the verdict for one connection and the rules that decided it.
+    #[command(
+        after_help = "Examples:\n  pipec trace examples/starwars --from default/tiefighter --to default/deathstar --port 80\n  pipec trace --live --from default/xwing --to 10.96.0.10 --port 80"
+    )]
     Trace(trace::TraceArgs),
     /// Runs a directory of conformance cases through every engine.
+    #[command(
+        after_help = "Examples:\n  pipec conformance ../shared/conformance\n  pipec conformance --engine reference --engine ebpf cases/"
+    )]
     Conformance(conformance::ConformanceArgs),
     /// Formats `.pipe` policy files canonically.
+    #[command(
+        after_help = "Examples:\n  pipec fmt policies/*.pipe\n  pipec fmt --check policies/"
+    )]
     Fmt(fmt::FmtArgs),
     /// Shows where every rule runs (hardware or eBPF), why, and the hardware budget.
+    #[command(
+        after_help = "Examples:\n  pipec explain examples/starwars\n  pipec explain --summary examples/starwars\n  pipec explain --rule t9.e2 examples/starwars\n  pipec explain --live"
+    )]
     Explain(partition::ExplainArgs),
     /// Lists the target profiles: built-ins, and the `.pipe` targets of the inputs.
+    #[command(after_help = "Examples:\n  pipec targets\n  pipec targets -o json policies/")]
     Targets(partition::TargetsArgs),
     /// Shows the running pipecd's status (sources synced, last apply, errors).
+    #[command(
+        after_help = "Examples:\n  pipec status\n  pipec status --control unix:/run/pipecd/control.sock -o json"
+    )]
     Status(live::StatusArgs),
     /// Streams the running datapath's flow events with the rule that decided each.
+    #[command(
+        after_help = "Examples:\n  pipec observe\n  pipec observe --address 10.244.0.5 -o json"
+    )]
     Observe(live::ObserveArgs),
+    /// Prints a shell completion script.
+    #[command(
+        after_help = "Examples:\n  pipec completion bash > /etc/bash_completion.d/pipec\n  pipec completion zsh > \"${fpath[1]}/_pipec\"\n  pipec completion fish > ~/.config/fish/completions/pipec.fish"
+    )]
+    Completion(CompletionArgs),
+    /// Prints pipec's version, the commit it was built from and its targets.
+    #[command(after_help = "Examples:\n  pipec version\n  pipec version -o json")]
+    Version(VersionArgs),
+}
+
+/// Arguments of `pipec completion`.
+#[derive(Args, Debug)]
+struct CompletionArgs {
+    /// The shell.
+    shell: clap_complete::Shell,
+}
+
+/// Arguments of `pipec version`.
+#[derive(Args, Debug)]
+struct VersionArgs {
+    /// Output format.
+    #[arg(short = 'o', long = "output", value_enum, default_value_t = Format::Text)]
+    format: Format,
+}
+
+/// What `pipec version` prints.
+#[derive(serde::Serialize)]
+struct VersionInfo {
+    version: &'static str,
+    commit: &'static str,
+    targets: Vec<&'static str>,
+}
+
+/// Runs `pipec version`.
+fn version(args: &VersionArgs) -> anyhow::Result<ExitCode> {
+    let info = VersionInfo {
+        version: env!("CARGO_PKG_VERSION"),
+        commit: option_env!("PIPEC_COMMIT").unwrap_or("unknown"),
+        targets: pipec::backend::BUILTIN_TARGETS
+            .iter()
+            .map(|(name, _, _)| *name)
+            .collect(),
+    };
+    output::print(args.format, &info, || {
+        format!(
+            "pipec {} (commit {})\ntargets: {}\n",
+            info.version,
+            info.commit,
+            info.targets.join(", ")
+        )
+    })?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Runs `pipec completion`.
+fn completion(args: &CompletionArgs) -> anyhow::Result<ExitCode> {
+    use clap::CommandFactory as _;
+    let mut script = Vec::new();
+    clap_complete::generate(args.shell, &mut Cli::command(), "pipec", &mut script);
+    output::out(&String::from_utf8_lossy(&script))?;
+    Ok(ExitCode::SUCCESS)
 }
 
 impl Command {
+    /// The manifest arguments of the commands that read manifests.
+    fn input_mut(&mut self) -> Option<&mut InputArgs> {
+        match self {
+            Command::Check(a) => Some(a.input_mut()),
+            Command::Compile(a) => Some(a.input_mut()),
+            Command::Trace(a) => Some(a.input_mut()),
+            Command::Explain(a) => Some(a.input_mut()),
+            _ => None,
+        }
+    }
+
     /// The inputs a command needs and was not given: clap cannot say "required unless
     /// `--live`" across the commands that share [`InputArgs`], so this check does.
     fn missing_inputs(&self) -> bool {
@@ -73,7 +170,9 @@ impl Command {
             | Command::Fmt(_)
             | Command::Targets(_)
             | Command::Status(_)
-            | Command::Observe(_) => false,
+            | Command::Observe(_)
+            | Command::Completion(_)
+            | Command::Version(_) => false,
         }
     }
 }
@@ -120,9 +219,36 @@ pub struct InputArgs {
     /// a few times and the rest counted; `pipec check` shows every one.
     #[arg(short = 'q', long)]
     pub quiet: bool,
+    /// An input file or directory, as kubectl's `-f` (may be repeated; `-` is standard
+    /// input). The same as naming it without `-f`.
+    #[arg(short = 'f', long = "filename", value_name = "FILE")]
+    pub filename: Vec<PathBuf>,
+    /// Read directories recursively, as kubectl's `-R` (without it, one level deep).
+    #[arg(short = 'R', long)]
+    pub recursive: bool,
 }
 
 impl InputArgs {
+    /// Folds `-f` into the inputs and, with `-R`, replaces each directory by the manifest
+    /// files of its whole tree (sorted by path, so that runs are deterministic).
+    pub fn normalize(&mut self) {
+        self.inputs.append(&mut self.filename);
+        if !self.recursive {
+            return;
+        }
+        let mut out = Vec::new();
+        for path in std::mem::take(&mut self.inputs) {
+            if path.is_dir() {
+                let before = out.len();
+                walk(&path, &mut out);
+                out[before..].sort();
+            } else {
+                out.push(path);
+            }
+        }
+        self.inputs = out;
+    }
+
     /// The model-stage options these arguments give.
     pub fn build_options(&self) -> BuildOptions {
         BuildOptions {
@@ -146,9 +272,36 @@ impl InputArgs {
     }
 }
 
+/// The manifest and `.pipe` files under `dir`, at any depth (symbolic links to directories
+/// are not followed, so a link cycle cannot loop).
+fn walk(dir: &std::path::Path, out: &mut Vec<PathBuf>) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        // Named as is, so that the frontend reports why it cannot be read.
+        out.push(dir.to_path_buf());
+        return;
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        let Ok(kind) = entry.file_type() else {
+            continue;
+        };
+        if kind.is_dir() {
+            walk(&path, out);
+        } else if path
+            .extension()
+            .is_some_and(|e| e == "yaml" || e == "yml" || e == "json" || e == "pipe")
+        {
+            out.push(path);
+        }
+    }
+}
+
 /// Runs the command line.
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let mut cli = Cli::parse();
+    if let Some(input) = cli.command.input_mut() {
+        input.normalize();
+    }
     if cli.command.missing_inputs() {
         use clap::CommandFactory as _;
         Cli::command()
@@ -168,9 +321,12 @@ fn main() -> ExitCode {
         Command::Targets(a) => partition::run_targets(&a),
         Command::Status(a) => live::status(&a),
         Command::Observe(a) => live::observe(&a),
+        Command::Completion(a) => completion(&a),
+        Command::Version(a) => version(&a),
     };
     match result {
         Ok(code) => code,
+        Err(e) if output::is_closed_pipe(&e) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
             ExitCode::from(1)

@@ -20,8 +20,11 @@ pub struct ExplainArgs {
     session: SessionArgs,
     /// Show one rule's chain of reasons (an entry id such as `t9.e2`, or part of a rule's
     /// name).
-    #[arg(long = "rule", value_name = "ID")]
+    #[arg(long = "rule", value_name = "ID", conflicts_with = "summary")]
     rule: Option<String>,
+    /// Print only the summary: rules per target, the hardware budget, what was left out.
+    #[arg(long)]
+    summary: bool,
     /// Output format.
     #[arg(short = 'o', long = "output", value_enum, default_value_t = Format::Text)]
     format: Format,
@@ -71,6 +74,9 @@ pub fn run_explain(args: &ExplainArgs) -> anyhow::Result<ExitCode> {
             }
             output::print(args.format, &rows, || explain::chain_text(&rows))?;
         }
+        None if args.summary => output::print(args.format, &report.usage, || {
+            explain::summary_text(&report) + &pipec_cpt::explain_line(&session)
+        })?,
         None => output::print(args.format, &report, || {
             explain::to_text(&report) + &pipec_cpt::explain_line(&session)
         })?,
@@ -98,5 +104,10 @@ impl ExplainArgs {
     /// The inputs.
     pub fn input(&self) -> &InputArgs {
         &self.input
+    }
+
+    /// The inputs, to normalise them.
+    pub fn input_mut(&mut self) -> &mut InputArgs {
+        &mut self.input
     }
 }

@@ -45,6 +45,9 @@ pub fn load(input: &InputArgs, args: &SessionArgs) -> anyhow::Result<Option<Sess
     match Session::load(&input.inputs, options, &backends) {
         Ok(s) => {
             s.loaded().emit_to_stderr_with(input.warnings());
+            if let Some(node) = &args.node {
+                check_node(s.cluster(), node)?;
+            }
             Ok(Some(s))
         }
         Err(LoadError::Input(loaded)) => {
@@ -53,6 +56,30 @@ pub fn load(input: &InputArgs, args: &SessionArgs) -> anyhow::Result<Option<Sess
         }
         Err(LoadError::Other(e)) => anyhow::bail!(e),
     }
+}
+
+/// A `--node` that names no node of the inputs is an error naming the close matches, as
+/// kubectl answers `node "x" not found`: compiling for a node nobody runs on would print an
+/// empty pipeline that looks like a result. The nodes are the Node objects and the
+/// `nodeName`s of pods; without Node objects, the synthetic node stands for the cluster.
+fn check_node(cluster: &pipec::model::Cluster, node: &str) -> anyhow::Result<()> {
+    let mut names: std::collections::BTreeSet<&str> =
+        cluster.nodes.iter().map(|n| n.name.as_str()).collect();
+    names.extend(cluster.pods.iter().filter_map(|p| p.node.as_deref()));
+    if cluster.nodes.is_empty() {
+        names.insert(pipec::lower::SYNTHETIC_NODE);
+    }
+    if names.contains(node) {
+        return Ok(());
+    }
+    let hint = pipec::util::closest(node, names.iter().copied())
+        .map(|c| format!(" (did you mean {c}?)"))
+        .unwrap_or_default();
+    let known: Vec<&str> = names.into_iter().collect();
+    anyhow::bail!(
+        "no node {node} in the inputs{hint}; nodes: {}",
+        known.join(", ")
+    )
 }
 
 /// The artifact of `target`, found through [`lookup`] among the session's backends.

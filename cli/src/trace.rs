@@ -68,4 +68,9 @@ impl TraceArgs {
     pub fn input(&self) -> &InputArgs {
         &self.input
     }
+
+    /// The inputs, to normalise them.
+    pub fn input_mut(&mut self) -> &mut InputArgs {
+        &mut self.input
+    }
 }

@@ -389,6 +389,67 @@ fn fmt_check_fails_on_unformatted_input_and_leaves_it_alone() {
     std::fs::remove_dir_all(&dir).ok();
 }
 
+/// `fmt` keeps what the user set up (issue 18, item 7): through a symbolic link the target is
+/// rewritten and the link stays; the mode is kept; a file with another hard link is
+/// rewritten in place so both names see the new text; no temporary file is left behind;
+/// and a file it cannot read is named in the error.
+#[test]
+fn fmt_keeps_links_mode_and_hard_links() {
+    use std::os::unix::fs::{MetadataExt as _, PermissionsExt as _};
+    let dir = std::env::temp_dir().join(format!("pipec-fmt-links-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let messy = "policy \"a\"   priority 3 {\n subject namespaces {};\n}\n";
+    let target = dir.join("real.pipe");
+    std::fs::write(&target, messy).expect("write");
+    std::fs::set_permissions(&target, std::fs::Permissions::from_mode(0o640)).expect("chmod");
+    let link = dir.join("link.pipe");
+    std::os::unix::fs::symlink(&target, &link).expect("symlink");
+    let out = pipec(&["fmt", link.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(std::fs::symlink_metadata(&link)
+        .expect("link")
+        .file_type()
+        .is_symlink());
+    let formatted = std::fs::read_to_string(&target).expect("read");
+    assert_ne!(formatted, messy, "the link's target was formatted");
+    assert_eq!(
+        std::fs::metadata(&target)
+            .expect("meta")
+            .permissions()
+            .mode()
+            & 0o777,
+        0o640
+    );
+
+    let first = dir.join("one.pipe");
+    let second = dir.join("two.pipe");
+    std::fs::write(&first, messy).expect("write");
+    std::fs::hard_link(&first, &second).expect("hard link");
+    let inode = std::fs::metadata(&first).expect("meta").ino();
+    let out = pipec(&["fmt", first.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(std::fs::metadata(&first).expect("meta").ino(), inode);
+    assert_eq!(std::fs::read_to_string(&second).expect("read"), formatted);
+
+    let left: Vec<_> = std::fs::read_dir(&dir)
+        .expect("dir")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .filter(|n| n.contains("fmt-tmp"))
+        .collect();
+    assert!(left.is_empty(), "temporary files left: {left:?}");
+
+    let missing = dir.join("missing.pipe");
+    let out = pipec(&["fmt", missing.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("missing.pipe"),
+        "{}",
+        text(&out.stderr)
+    );
+    std::fs::remove_dir_all(&dir).ok();
+}
+
 /// The DaemonSet of pipecd loads (its RBAC is checked against the daemon's kinds in
 /// runtime/tests/deploy.rs).
 #[test]
@@ -425,4 +486,139 @@ fn devices_and_fifos_are_refused_at_once() {
         assert_eq!(out.status.code(), Some(1), "{args:?}: {stderr}");
         assert!(stderr.contains("not a regular file"), "{args:?}: {stderr}");
     }
+}
+
+/// kubectl's input habits (issue 18, item 9): `-` reads standard input, a file named twice
+/// is read once, and an input with no object at all is an error (E0005), not an empty
+/// cluster that allows everything.
+#[test]
+fn stdin_a_file_named_twice_and_empty_input() {
+    use std::io::Write as _;
+    let dir = std::env::temp_dir().join(format!("pipec-inputs-{}", std::process::id()));
+    std::fs::create_dir_all(dir.join("empty")).expect("temp dir");
+    let file = dir.join("ns.yaml");
+    let text = "apiVersion: v1\nkind: Namespace\nmetadata: {name: a}\n";
+    std::fs::write(&file, text).expect("write");
+    let file = file.to_str().expect("UTF-8");
+
+    let mut child = Command::new(env!("CARGO_BIN_EXE_pipec"))
+        .args(["check", "-"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("run pipec");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(text.as_bytes())
+        .expect("write stdin");
+    let out = child.wait_with_output().expect("wait");
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).contains("ok: 1 namespaces"));
+
+    let twice = pipec(&["check", file, file]);
+    assert!(
+        twice.status.success(),
+        "{}",
+        String::from_utf8_lossy(&twice.stderr)
+    );
+
+    let empty = pipec(&["check", "-o", "json", dir.join("empty").to_str().unwrap()]);
+    assert_eq!(empty.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&empty.stdout).contains("\"E0005\""));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// cilium-cli's and kubectl's habits (issue 18, item 9): shell completion, a version with
+/// the commit and targets as JSON, an Examples section in every subcommand's help, and
+/// `explain --summary` with the budget and no rule table.
+#[test]
+fn completion_version_examples_and_explain_summary() {
+    for shell in ["bash", "zsh", "fish"] {
+        let out = pipec(&["completion", shell]);
+        assert!(out.status.success(), "completion {shell}");
+        assert!(String::from_utf8_lossy(&out.stdout).contains("explain"));
+    }
+    assert_eq!(pipec(&["completion", "tcsh"]).status.code(), Some(2));
+    let out = pipec(&["version", "-o", "json"]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("version JSON");
+    assert_eq!(v["version"], env!("CARGO_PKG_VERSION"));
+    assert!(v["commit"].as_str().is_some_and(|c| !c.is_empty()));
+    assert!(v["targets"]
+        .as_array()
+        .is_some_and(|t| t.iter().any(|t| t == "ebpf")));
+    for sub in [
+        "check",
+        "compile",
+        "trace",
+        "conformance",
+        "fmt",
+        "explain",
+        "targets",
+        "status",
+        "observe",
+        "completion",
+        "version",
+    ] {
+        let help = pipec(&[sub, "--help"]);
+        assert!(
+            String::from_utf8_lossy(&help.stdout).contains("Examples:"),
+            "`pipec {sub} --help` has no Examples section"
+        );
+    }
+    let out = pipec(&["explain", "--summary", "examples/starwars"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains("budget of octeon-cn10k:"), "{text}");
+    assert!(
+        !text.contains("RULE "),
+        "the summary has no rule table: {text}"
+    );
+    assert_eq!(
+        pipec(&["compile", "--emit", "nonsense", "x"]).status.code(),
+        Some(2)
+    );
+}
+
+/// kubectl's `-f` and `-R`, and an unknown `--node` is an error naming the close matches
+/// (issue 18, item 9).
+#[test]
+fn filename_recursive_and_unknown_node() {
+    let dir = std::env::temp_dir().join(format!("pipec-tree-{}", std::process::id()));
+    let deep = dir.join("a/b");
+    std::fs::create_dir_all(&deep).expect("temp dir");
+    std::fs::write(
+        deep.join("ns.yaml"),
+        "apiVersion: v1\nkind: Namespace\nmetadata: {name: deep}\n",
+    )
+    .expect("write");
+    let root = dir.to_str().expect("UTF-8");
+    assert_eq!(
+        pipec(&["check", root]).status.code(),
+        Some(1),
+        "one level deep"
+    );
+    let out = pipec(&["check", "-R", "-f", root]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains("ok: 1 namespaces"));
+    let out = pipec(&[
+        "compile",
+        "--emit",
+        "mag",
+        "--node",
+        "node-x",
+        "examples/ipsec",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("no node node-x in the inputs (did you mean node-a?)"),
+        "{}",
+        text(&out.stderr)
+    );
+    std::fs::remove_dir_all(&dir).ok();
 }

@@ -46,6 +46,7 @@ codes! {
     YamlSyntax = "E0002", "the file is not valid YAML";
     JsonSyntax = "E0003", "the file is not valid JSON";
     NotAnObject = "E0004", "a document is not a Kubernetes object (a mapping with apiVersion and kind)";
+    NothingToRead = "E0005", "the inputs hold no object and no `.pipe` file";
     MissingField = "E0101", "a required field is missing";
     WrongType = "E0102", "a field has the wrong type or an unknown value";
     InvalidName = "E0103", "a name is not a valid DNS label or subdomain";
@@ -175,7 +176,7 @@ impl Diagnostic {
             );
         }
         base.with_code(self.code.as_str())
-            .with_message(&self.message)
+            .with_message(clip(&self.message))
             .with_labels(labels)
             .with_notes(self.hints.iter().map(|h| format!("help: {h}")).collect())
     }
@@ -188,6 +189,10 @@ pub fn emit_to_string(sources: &Sources, diags: &[Diagnostic]) -> String {
     for d in diags {
         // Rendering fails only when a span lies outside its file, which would be a bug in the
         // stage that made it; the message alone is still worth showing then.
+        if let Some(text) = long_line_text(sources, d) {
+            out.push_str(&text);
+            continue;
+        }
         match term::emit_into_string(&config, sources.files(), &d.to_codespan()) {
             Ok(text) => out.push_str(&text),
             Err(_) => out.push_str(&format!(
@@ -215,6 +220,11 @@ pub fn emit_to_stderr(sources: &Sources, diags: &[Diagnostic]) {
     let mut lock = stream.lock();
     let config = term::Config::default();
     for d in diags {
+        if let Some(text) = long_line_text(sources, d) {
+            use std::io::Write as _;
+            let _ = lock.write_all(text.as_bytes());
+            continue;
+        }
         if term::emit_to_write_style(&mut lock, &config, sources.files(), &d.to_codespan()).is_err()
         {
             eprintln!("{}[{}]: {}", severity_word(d), d.code.as_str(), d.message);
@@ -288,6 +298,137 @@ pub fn select(diags: &[Diagnostic], display: WarningDisplay) -> (Vec<Diagnostic>
         }
     }
     (shown, lines)
+}
+
+/// Lines longer than this (in bytes) are shown as a window around the label, not whole: a
+/// minified JSON dump or a one-line YAML flow mapping can be a hundred megabytes on one line.
+const LONG_LINE: usize = 400;
+
+/// Messages quote what they found (a label value, a name); a hostile input can make that a
+/// megabyte. Rendered messages keep this many characters.
+const MESSAGE_CHARS: usize = 300;
+
+/// `message`, cut to [`MESSAGE_CHARS`] characters.
+fn clip(message: &str) -> String {
+    let kept = chars_of(message, MESSAGE_CHARS, false);
+    if kept.len() < message.len() {
+        format!("{kept}… ({} bytes in all)", message.len())
+    } else {
+        message.to_string()
+    }
+}
+
+/// Characters of context shown on each side of a label in a long line, and at most this
+/// many of the label itself.
+const WINDOW_CONTEXT: usize = 60;
+const WINDOW_LABEL: usize = 80;
+
+/// The byte range of the line that holds `offset`.
+fn line_around(text: &str, offset: usize) -> std::ops::Range<usize> {
+    let offset = offset.min(text.len());
+    let start = text[..offset].rfind('\n').map_or(0, |i| i + 1);
+    let end = text[offset..].find('\n').map_or(text.len(), |i| offset + i);
+    start..end
+}
+
+/// Up to `n` characters of `s` from its start (`from_end`: from its end).
+fn chars_of(s: &str, n: usize, from_end: bool) -> &str {
+    if from_end {
+        let skip = s.chars().count().saturating_sub(n);
+        let at = s.char_indices().nth(skip).map_or(s.len(), |(i, _)| i);
+        &s[at..]
+    } else {
+        let at = s.char_indices().nth(n).map_or(s.len(), |(i, _)| i);
+        &s[..at]
+    }
+}
+
+/// A diagnostic whose primary label lies in a long line, rendered with a window of that
+/// line around the label instead of the whole line (codespan-reporting prints lines whole);
+/// `None` for every other diagnostic. Secondary labels are named by place.
+fn long_line_text(sources: &Sources, d: &Diagnostic) -> Option<String> {
+    use std::fmt::Write as _;
+    let primary = d.primary.as_ref()?;
+    let text = sources.text(primary.span.file);
+    let span = primary.span.range();
+    let line = line_around(text, span.start);
+    if line.len() <= LONG_LINE {
+        return None;
+    }
+    let end = span.end.clamp(span.start, line.end);
+    let (before, label, after) = (
+        text.get(line.start..span.start)?,
+        text.get(span.start..end)?,
+        text.get(end..line.end)?,
+    );
+    let before = chars_of(before, WINDOW_CONTEXT, true);
+    let shown_label = chars_of(label, WINDOW_LABEL, false);
+    let after = chars_of(after, WINDOW_CONTEXT, false);
+    let lead = if line.start + before.len() < span.start {
+        "…"
+    } else {
+        ""
+    };
+    let trail = if after.len() < line.end - end {
+        "…"
+    } else {
+        ""
+    };
+    let cut = if shown_label.len() < label.len() {
+        "…"
+    } else {
+        ""
+    };
+    let at = sources.line_col(primary.span.file, span.start);
+    let number = at.line.to_string();
+    let gutter = " ".repeat(number.len());
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "{}[{}]: {}",
+        severity_word(d),
+        d.code.as_str(),
+        clip(&d.message)
+    );
+    let _ = writeln!(
+        out,
+        "{gutter} ┌─ {}:{}:{} (a line of {} bytes, shown in part)",
+        sources.name(primary.span.file),
+        at.line,
+        at.column,
+        line.len()
+    );
+    let _ = writeln!(out, "{gutter} │");
+    let _ = writeln!(
+        out,
+        "{number} │ {lead}{before}{shown_label}{cut}{after}{trail}"
+    );
+    let pad = lead.chars().count() + before.chars().count();
+    let carets = (shown_label.chars().count() + cut.chars().count()).max(1);
+    let _ = writeln!(
+        out,
+        "{gutter} │ {}{} {}",
+        " ".repeat(pad),
+        "^".repeat(carets),
+        primary.message
+    );
+    let _ = writeln!(out, "{gutter} │");
+    for s in &d.secondary {
+        let lc = sources.line_col(s.span.file, s.span.start as usize);
+        let _ = writeln!(
+            out,
+            "{gutter} = note: {} at {}:{}:{}",
+            s.message,
+            sources.name(s.span.file),
+            lc.line,
+            lc.column
+        );
+    }
+    for h in &d.hints {
+        let _ = writeln!(out, "{gutter} = help: {h}");
+    }
+    let _ = writeln!(out);
+    Some(out)
 }
 
 fn severity_word(d: &Diagnostic) -> &'static str {

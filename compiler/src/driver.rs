@@ -3,7 +3,7 @@
 //! `load` is the one place that runs parse → model and decides whether the run may go on:
 //! any error diagnostic stops it before a later stage sees a half-valid model.
 
-use crate::diag::{self, Diagnostic, Sink};
+use crate::diag::{self, Code, Diagnostic, Sink};
 use crate::frontend::{self, Object};
 use crate::model::build::{BuildOptions, ClusterBuilder};
 use crate::model::{self, Cluster};
@@ -105,6 +105,94 @@ impl Loaded {
         out.push_str(&policy_lang::render(&self.pipe.diags, &self.pipe.files));
         out
     }
+
+    /// Every diagnostic, of manifests and of `.pipe` files, as machine-readable records
+    /// (`pipec check -o json`), in the order they are rendered.
+    pub fn diagnostic_records(&self) -> Vec<DiagnosticRecord> {
+        let mut out: Vec<DiagnosticRecord> = self
+            .diags
+            .iter()
+            .map(|d| {
+                let at = d.primary.as_ref().map(|l| {
+                    let lc = self.sources.line_col(l.span.file, l.span.start as usize);
+                    (
+                        self.sources.name(l.span.file).to_string(),
+                        lc.line,
+                        lc.column,
+                    )
+                });
+                DiagnosticRecord::new(
+                    d.code.as_str(),
+                    d.is_error(),
+                    &d.message,
+                    at,
+                    d.hints.clone(),
+                )
+            })
+            .collect();
+        out.extend(self.pipe.diags.iter().map(|d| {
+            let lc = self.pipe.files.line_col(d.primary.span);
+            let at = (
+                self.pipe.files.name(d.primary.span.file).to_string(),
+                lc.line as usize,
+                lc.column as usize,
+            );
+            let mut hints = d.help.clone();
+            hints.extend(d.notes.iter().cloned());
+            DiagnosticRecord::new(
+                d.code.as_str(),
+                d.severity == policy_lang::diagnostics::Severity::Error,
+                &d.message,
+                Some(at),
+                hints,
+            )
+        }));
+        out
+    }
+}
+
+/// One diagnostic as `check -o json` prints it: stable code, severity, message, place.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct DiagnosticRecord {
+    /// The stable code (`E0102`, `P0003`).
+    pub code: String,
+    /// `error` or `warning`.
+    pub severity: &'static str,
+    /// What is wrong.
+    pub message: String,
+    /// The file, when the diagnostic has a place.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub file: Option<String>,
+    /// The line, from 1 (0: no place).
+    pub line: usize,
+    /// The column in characters, from 1 (0: no place).
+    pub column: usize,
+    /// What was expected, or how to fix it.
+    pub hints: Vec<String>,
+}
+
+impl DiagnosticRecord {
+    fn new(
+        code: &str,
+        error: bool,
+        message: &str,
+        at: Option<(String, usize, usize)>,
+        hints: Vec<String>,
+    ) -> DiagnosticRecord {
+        let (file, line, column) = match at {
+            Some((f, l, c)) => (Some(f), l, c),
+            None => (None, 0, 0),
+        };
+        DiagnosticRecord {
+            code: code.to_string(),
+            severity: if error { "error" } else { "warning" },
+            message: message.to_string(),
+            file,
+            line,
+            column,
+            hints,
+        }
+    }
 }
 
 /// Reads files and directories and builds the model.
@@ -112,7 +200,35 @@ pub fn load(paths: &[PathBuf], options: &BuildOptions) -> Loaded {
     let mut sources = Sources::new();
     let mut sink = Sink::default();
     let files = frontend::read_inputs(paths, &mut sources, &mut sink);
-    load_sources(sources, &files, options, sink)
+    let mut count = 0usize;
+    let mut loaded = load_sources_with(sources, &files, options, sink, |_| count += 1);
+    require_something(&mut loaded, &files, count);
+    loaded
+}
+
+/// A run over paths that read no object and no `.pipe` file is an error, as `kubectl
+/// apply -f` says "no objects passed to apply": an empty directory or a misnamed file must
+/// not pass `check` as an empty, allow-everything cluster. (A session fed by a watcher may
+/// start empty; only path-based runs call this.)
+pub fn require_something(loaded: &mut Loaded, files: &[FileId], objects: usize) {
+    let has_pipe = files
+        .iter()
+        .any(|f| loaded.sources.name(*f).ends_with(".pipe"));
+    // Any other diagnostic (a skipped kind, an error) already says what the input held.
+    let only_empty_files = loaded.diags.iter().all(|d| d.code == Code::EmptyInput);
+    if objects > 0 || has_pipe || !only_empty_files {
+        return;
+    }
+    let mut d = Diagnostic::error(Code::NothingToRead, "the inputs hold no Kubernetes object")
+        .hint("name manifest files (.yaml, .yml, .json) or directories that hold them; a directory is read one level deep (`-R` reads the whole tree)");
+    if let Some(last) = files.last() {
+        let end = loaded.sources.text(*last).len();
+        d = d.at(
+            crate::source::Span::new(*last, end..end),
+            "no object up to here",
+        );
+    }
+    loaded.diags.push(d);
 }
 
 /// Builds the model from sources already in memory (tests, conformance cases).

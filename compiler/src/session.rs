@@ -404,7 +404,7 @@ impl Session {
         let mut sources = Sources::new();
         let mut sink = Sink::default();
         let files = frontend::read_inputs(inputs, &mut sources, &mut sink);
-        Session::load_files(sources, &files, sink, options, backends)
+        Session::load_files(sources, &files, sink, options, backends, true)
     }
 
     /// [`Session::load`] from in-memory text, one `(name, text)` per file.
@@ -415,7 +415,7 @@ impl Session {
     ) -> Result<Session, LoadError> {
         let mut sources = Sources::new();
         let files: Vec<FileId> = texts.iter().map(|(n, t)| sources.add(*n, *t)).collect();
-        Session::load_files(sources, &files, Sink::default(), options, backends)
+        Session::load_files(sources, &files, Sink::default(), options, backends, false)
     }
 
     fn load_files(
@@ -424,11 +424,17 @@ impl Session {
         sink: Sink,
         options: SessionOptions,
         backends: BackendFactory<'_>,
+        from_paths: bool,
     ) -> Result<Session, LoadError> {
         let mut objects = BTreeMap::new();
-        let loaded = driver::load_sources_with(sources, files, &options.build, sink, |o| {
+        let mut count = 0usize;
+        let mut loaded = driver::load_sources_with(sources, files, &options.build, sink, |o| {
+            count += 1;
             objects.insert(ObjectKey::of(&o.body), o.clone());
         });
+        if from_paths {
+            driver::require_something(&mut loaded, files, count);
+        }
         if loaded.has_errors() {
             return Err(LoadError::Input(Box::new(loaded)));
         }

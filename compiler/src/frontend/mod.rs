@@ -179,11 +179,19 @@ impl Body {
 pub fn read_inputs(paths: &[PathBuf], sources: &mut Sources, sink: &mut Sink) -> Vec<FileId> {
     let mut files = Vec::new();
     for path in paths {
-        collect_files(path, &mut files, sink);
+        if path.as_os_str() == "-" {
+            files.push(path.clone());
+        } else {
+            collect_files(path, &mut files, sink);
+        }
     }
+    // A file named twice (`pipec check a.yaml a.yaml`, or a file and its directory) is read
+    // once, as kubectl reads it once: its objects are not "defined twice".
+    let mut seen = std::collections::BTreeSet::new();
+    files.retain(|p| seen.insert(std::fs::canonicalize(p).unwrap_or_else(|_| p.clone())));
     files
         .into_iter()
-        .filter_map(|path| match read_regular_file(&path) {
+        .filter_map(|path| match read_path(&path) {
             Ok(bytes) => add_text(sources, &path, bytes, sink),
             Err(e) => {
                 sink.push(
@@ -196,6 +204,26 @@ pub fn read_inputs(paths: &[PathBuf], sources: &mut Sources, sink: &mut Sink) ->
             }
         })
         .collect()
+}
+
+/// Reads one input: `-` is standard input (as kubectl's `-f -`), anything else a regular file.
+fn read_path(path: &Path) -> Result<Vec<u8>, String> {
+    if path.as_os_str() != "-" {
+        return read_regular_file(path);
+    }
+    use std::io::Read as _;
+    let mut bytes = Vec::new();
+    std::io::stdin()
+        .lock()
+        .take(MAX_INPUT_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| format!("cannot read standard input: {e}"))?;
+    if bytes.len() as u64 > MAX_INPUT_BYTES {
+        return Err(format!(
+            "standard input is larger than {MAX_INPUT_BYTES} bytes"
+        ));
+    }
+    Ok(bytes)
 }
 
 /// The largest input file pipec reads: spans are 32-bit offsets, and the largest real
@@ -321,7 +349,7 @@ pub fn for_each_object(
             count += 1;
             f(o)
         };
-        if trimmed.starts_with('{') || trimmed.starts_with('[') {
+        if is_json(sources.name(file), trimmed) {
             decode_json_file(sources, file, &mut counted, sink);
         } else {
             decode_yaml_file(sources, file, &mut counted, sink);
@@ -338,6 +366,19 @@ pub fn for_each_object(
             );
         }
     }
+}
+
+/// Whether a file is read as JSON: a `.json` file always (its errors are JSON errors);
+/// another file when it starts like JSON and is JSON, so that a YAML file in flow style
+/// (`{apiVersion: v1, ...}`, unquoted keys) is read as the YAML it is.
+fn is_json(name: &str, trimmed: &str) -> bool {
+    if !(trimmed.starts_with('{') || trimmed.starts_with('[')) {
+        return false;
+    }
+    name.ends_with(".json")
+        || serde_json::Deserializer::from_str(trimmed)
+            .into_iter::<serde::de::IgnoredAny>()
+            .all(|r| r.is_ok())
 }
 
 /// Where decoded objects go.
@@ -423,45 +464,50 @@ fn decode_json_file(sources: &Sources, file: FileId, out: &mut Out<'_>, sink: &m
             }
         }
     }
-    let whole = Span::new(file, 0..text.len());
-    let root: &RawValue = match serde_json::from_str(text) {
-        Ok(v) => v,
-        Err(e) => {
-            let offset = offset_of_line_col(text, e.line(), e.column());
-            let mut message = tidy(&e.to_string());
-            let mut span = Span::new(file, offset..offset);
-            let mut label = "here";
-            let mut hint = "check for a missing comma, quote or bracket near this position";
-            // serde_json reports `{"a": 1,}` as "key must be a string" at the `}`; the comma
-            // before it is the mistake.
-            let before = text.get(..offset).unwrap_or("").trim_end();
-            let at_close = matches!(text.as_bytes().get(offset), Some(b'}' | b']'));
-            if (at_close || message.contains("trailing comma")) && before.ends_with(',') {
-                let comma = before.len() - 1;
-                message = "trailing comma".to_string();
-                span = Span::new(file, comma..comma + 1);
-                label = "this comma";
-                hint =
+    // A file may hold several JSON values one after another (`kubectl get -o json` run
+    // twice into one file, `jq -c` output): each is read in turn, as kubectl reads them.
+    let mut roots: Vec<&RawValue> = Vec::new();
+    for value in serde_json::Deserializer::from_str(text).into_iter::<&RawValue>() {
+        match value {
+            Ok(v) => roots.push(v),
+            Err(e) => {
+                let offset = offset_of_line_col(text, e.line(), e.column());
+                let mut message = tidy(&e.to_string());
+                let mut span = Span::new(file, offset..offset);
+                let mut label = "here";
+                let mut hint = "check for a missing comma, quote or bracket near this position";
+                // serde_json reports `{"a": 1,}` as "key must be a string" at the `}`; the comma
+                // before it is the mistake.
+                let before = text.get(..offset).unwrap_or("").trim_end();
+                let at_close = matches!(text.as_bytes().get(offset), Some(b'}' | b']'));
+                if (at_close || message.contains("trailing comma")) && before.ends_with(',') {
+                    let comma = before.len() - 1;
+                    message = "trailing comma".to_string();
+                    span = Span::new(file, comma..comma + 1);
+                    label = "this comma";
+                    hint =
                     "JSON allows no comma after the last member of an object or array; remove it";
+                }
+                sink.push(
+                    Diagnostic::error(Code::JsonSyntax, format!("invalid JSON: {message}"))
+                        .at(span, label)
+                        .hint(hint),
+                );
+                return;
             }
-            sink.push(
-                Diagnostic::error(Code::JsonSyntax, format!("invalid JSON: {message}"))
-                    .at(span, label)
-                    .hint(hint),
-            );
-            return;
         }
-    };
-    let items: Vec<&RawValue> = if root.get().trim_start().starts_with('[') {
-        serde_json::from_str(root.get()).unwrap_or_default()
-    } else {
-        vec![root]
-    };
-    for item in items {
-        let span = Span::new(file, slice_range(text, item.get()));
-        decode_json_object(sources, span, item, out, sink, 0);
     }
-    let _ = whole;
+    for root in roots {
+        let items: Vec<&RawValue> = if root.get().trim_start().starts_with('[') {
+            serde_json::from_str(root.get()).unwrap_or_default()
+        } else {
+            vec![root]
+        };
+        for item in items {
+            let span = Span::new(file, slice_range(text, item.get()));
+            decode_json_object(sources, span, item, out, sink, 0);
+        }
+    }
 }
 
 /// A key written twice in one JSON object. The whole file is refused, as kubectl's strict
@@ -620,10 +666,13 @@ fn decode_yaml_node(
         sink.push(not_an_object(span));
         return;
     }
-    let Some(kind) = node.get("kind").and_then(yaml::Node::as_str) else {
+    // `kind: null` or `kind: 5` is no kind: only a string names one, as in JSON.
+    let kind = node.get("kind").map(yaml::Node::to_json);
+    let Some(serde_json::Value::String(kind)) = &kind else {
         sink.push(missing_header(sources, span, "kind"));
         return;
     };
+    let kind = kind.as_str();
     if is_list(kind) && depth == 0 {
         match node.get("items").map(|n| &n.kind) {
             Some(yaml::NodeKind::Seq(items)) => {

@@ -439,12 +439,19 @@ impl Builder<'_> {
         let name_ok = match &obj.body {
             // Identity names are numbers; their own check reports bad ones.
             Body::CiliumIdentity(_) => true,
-            Body::Namespace(_) | Body::Service(_) => is_dns_label(&name),
+            // ValidateServiceName is NameIsDNS1035Label: a Service name starts with a letter
+            // (it becomes a DNS name and environment variable prefixes).
+            Body::Service(_) => {
+                is_dns_label(&name) && name.starts_with(|c: char| c.is_ascii_lowercase())
+            }
+            Body::Namespace(_) => is_dns_label(&name),
             _ => is_dns_subdomain(&name),
         };
         if !name_ok {
             let span = at.field("metadata.name");
-            let rule = if matches!(obj.body, Body::Namespace(_) | Body::Service(_)) {
+            let rule = if matches!(obj.body, Body::Service(_)) {
+                "a DNS-1035 label: at most 63 lower-case letters, digits or '-', starting with a letter and ending with a letter or digit"
+            } else if matches!(obj.body, Body::Namespace(_)) {
                 "a DNS-1123 label: at most 63 lower-case letters, digits or '-', starting and ending with a letter or digit"
             } else {
                 "a DNS-1123 subdomain: lower-case letters, digits, '-' and '.', at most 253 characters"
@@ -477,6 +484,21 @@ impl Builder<'_> {
         let namespace_ok = !namespaced || is_dns_label(&namespace);
         let mut ok = name_ok && namespace_ok;
         ok &= self.check_labels(meta.labels.as_ref(), at, "metadata.labels");
+        // ValidateAnnotations: annotation keys are qualified names, as label keys are (the
+        // values are free text).
+        for k in meta.annotations.iter().flat_map(|a| a.keys()) {
+            if let Err(why) = check_label_key(k) {
+                let span = at.entry("metadata.annotations", k).0;
+                let d = self.err(
+                    Code::InvalidLabel,
+                    span,
+                    format!("annotation key `{k}` is invalid: {why}"),
+                    "invalid key",
+                );
+                d.hints.push("an annotation key is an optional DNS prefix and '/', then at most 63 letters, digits, '-', '_' or '.', starting and ending with a letter or digit".into());
+                ok = false;
+            }
+        }
         let key = (kind, display_key(&(kind, namespace, name)).into_boxed_str());
         if let Some(first) = self.seen.get(&key).copied() {
             let span = at.field("metadata.name");
@@ -706,9 +728,54 @@ impl Builder<'_> {
                 }
             }
         }
+        // ValidatePodStatusUpdate: when both are given, podIPs[0] is podIP.
+        if let Some(status) = status {
+            if let (Some(ip), Some(first)) = (
+                status.pod_ip.as_deref().filter(|s| !s.is_empty()),
+                status.pod_ips.as_ref().and_then(|l| l.first()),
+            ) {
+                if ip != first.ip {
+                    let d = self.err(
+                        Code::InvalidCidr,
+                        at.field("status.podIPs[0].ip"),
+                        format!("podIPs[0] is {} but podIP is {ip}", first.ip),
+                        "differs from podIP",
+                    );
+                    d.hints
+                        .push("the first entry of podIPs must be podIP".into());
+                    bad_ip = true;
+                }
+            }
+        }
+        // ValidatePodSpec: a nodeName is a node's name, a DNS-1123 subdomain.
+        if let Some(node) = spec.node_name.as_deref().filter(|n| !n.is_empty()) {
+            if !is_dns_subdomain(node) {
+                let d = self.err(
+                    Code::InvalidName,
+                    at.field("spec.nodeName"),
+                    format!("nodeName `{node}` is not a valid node name"),
+                    "invalid node name",
+                );
+                d.hints.push(
+                    "a node name is a DNS-1123 subdomain: lower-case letters, digits, '-' and '.'"
+                        .into(),
+                );
+                bad_ip = true;
+            }
+        }
         let Some(ports) = ports.filter(|_| has_containers && !bad_ip) else {
             return;
         };
+        // A pod that has finished (phase Succeeded or Failed) has had its sandbox torn
+        // down and its address released: the address may already belong to a running pod
+        // (normal in `kubectl get pods -A`). It takes no part in the datapath, as kube-proxy
+        // and Cilium ignore terminated pods, so it is not modelled.
+        if status
+            .and_then(|s| s.phase.as_deref())
+            .is_some_and(|p| p == "Succeeded" || p == "Failed")
+        {
+            return;
+        }
         ips.sort_by_key(|ip| ip.is_ipv6());
         self.cluster.pods.push(Pod {
             namespace: origin.namespace.clone().unwrap_or_default(),
@@ -758,7 +825,31 @@ impl Builder<'_> {
             return false;
         };
         let mut named = true;
+        let mut seen = BTreeSet::new();
         for (i, c) in spec.containers.iter().enumerate() {
+            // ValidatePodSpec: each container name is a DNS-1123 label, unique in the pod.
+            if !c.name.is_empty() && !is_dns_label(&c.name) {
+                let path = format!("{base}.containers[{i}].name");
+                let d = self.err(
+                    Code::InvalidName,
+                    at.field(&path),
+                    format!("container name `{}` is invalid", c.name),
+                    "invalid name",
+                );
+                d.hints.push("a container name is a DNS-1123 label: at most 63 lower-case letters, digits or '-', starting and ending with a letter or digit".into());
+                named = false;
+            } else if !c.name.is_empty() && !seen.insert(c.name.as_str()) {
+                let path = format!("{base}.containers[{i}].name");
+                let d = self.err(
+                    Code::InvalidName,
+                    at.field(&path),
+                    format!("container name `{}` is used twice", c.name),
+                    "used again here",
+                );
+                d.hints
+                    .push("the containers of a pod need distinct names; rename one".into());
+                named = false;
+            }
             if c.name.is_empty() {
                 let path = format!("{base}.containers[{i}]");
                 let d = self.err(
@@ -1083,6 +1174,7 @@ impl Builder<'_> {
                 }
             }
         }
+        self.check_node_ports();
         conflicts.sort_by_key(|c| (c.0, c.1, c.2));
         conflicts.dedup_by_key(|c| (c.0, c.1, c.2));
         for (first, second, ip, what, path) in conflicts {
@@ -1101,6 +1193,39 @@ impl Builder<'_> {
             )
             .hint("give each Service its own cluster IP, and no external IP that another Service uses for the same port");
             let d = self.two_uses(d, (&b.origin, path), (&a.origin, "spec"));
+            self.sink.push(d);
+        }
+    }
+
+    /// Two Services may not take one nodePort and protocol: the API server's node-port
+    /// allocator refuses the second ("provided port is already allocated").
+    fn check_node_ports(&mut self) {
+        let mut owner: FxHashMap<(u16, String), usize> = FxHashMap::default();
+        let mut conflicts = Vec::new();
+        for (i, svc) in self.cluster.services.iter().enumerate() {
+            for p in &svc.ports {
+                let Some(np) = p.node_port else { continue };
+                let key = (np, format!("{:?}", p.protocol));
+                match owner.get(&key) {
+                    Some(&first) if first != i => conflicts.push((first, i, np)),
+                    Some(_) => {}
+                    None => {
+                        owner.insert(key, i);
+                    }
+                }
+            }
+        }
+        for (first, second, np) in conflicts {
+            let (a, b) = (
+                &self.cluster.services[first],
+                &self.cluster.services[second],
+            );
+            let d = Diagnostic::error(
+                Code::InvalidService,
+                format!("Services {} and {} both take nodePort {np}", a.key(), b.key()),
+            )
+            .hint("a nodePort belongs to one Service; change one, or leave it out to have one allocated");
+            let d = self.two_uses(d, (&b.origin, "spec.ports"), (&a.origin, "spec.ports"));
             self.sink.push(d);
         }
     }
@@ -1255,6 +1380,47 @@ impl Builder<'_> {
                 ok = false;
             }
         }
+        // ValidateService: when both are given, clusterIPs[0] is clusterIP.
+        if let (Some(ip), Some(first)) = (
+            spec.cluster_ip.as_deref().filter(|s| !s.is_empty()),
+            spec.cluster_ips.as_ref().and_then(|l| l.first()),
+        ) {
+            if ip != first {
+                let d = self.err(
+                    Code::InvalidService,
+                    at.field("spec.clusterIPs[0]"),
+                    format!("clusterIPs[0] is {first} but clusterIP is {ip}"),
+                    "differs from clusterIP",
+                );
+                d.hints
+                    .push("the first entry of clusterIPs must be clusterIP".into());
+                ok = false;
+            }
+        }
+        for (field, value) in [
+            ("spec.externalTrafficPolicy", &spec.external_traffic_policy),
+            ("spec.internalTrafficPolicy", &spec.internal_traffic_policy),
+        ] {
+            if let Some(v) = value
+                .as_deref()
+                .filter(|v| !matches!(*v, "Cluster" | "Local"))
+            {
+                let d = self.err(
+                    Code::WrongType,
+                    at.field(field),
+                    format!("unknown traffic policy `{v}`"),
+                    "expected Cluster or Local",
+                );
+                d.hints.push(
+                    crate::util::closest(v, ["Cluster", "Local"])
+                        .map_or("use Cluster or Local".into(), |s| {
+                            format!("did you mean `{s}`?")
+                        }),
+                );
+                ok = false;
+            }
+        }
+        ok &= self.check_labels(spec.selector.as_ref(), at, "spec.selector");
         let policy = if families.len() == 2 && spec.ip_family_policy.is_none() {
             FamilyPolicy::RequireDual
         } else {
@@ -1276,6 +1442,22 @@ impl Builder<'_> {
         }
         let mut ports = Vec::new();
         let all_ports = spec.ports.clone().unwrap_or_default();
+        // ValidateService: a Service needs a port unless it is headless or ExternalName.
+        if all_ports.is_empty() && !headless && service_type != ServiceType::ExternalName {
+            let span = at.key(if spec.ports.is_some() {
+                "spec.ports"
+            } else {
+                "spec"
+            });
+            let d = self.err(
+                Code::MissingField,
+                span,
+                "the Service has no ports",
+                "no `ports`",
+            );
+            d.hints.push("add `ports:` with at least one `- port: N`; only a headless (clusterIP: None) or ExternalName Service may have none".into());
+            ok = false;
+        }
         let mut names = BTreeSet::new();
         let mut numbers = BTreeSet::new();
         let mut node_ports = BTreeSet::new();
@@ -1339,7 +1521,19 @@ impl Builder<'_> {
                     ok = false;
                 }
             }
-            if let Some(name) = &p.name {
+            if let Some(name) = p.name.as_ref().filter(|n| !n.is_empty()) {
+                // ValidateServicePort: a port name is a DNS-1123 label.
+                if !is_dns_label(name) {
+                    let span = at.field(&format!("{path}.name"));
+                    let d = self.err(
+                        Code::InvalidName,
+                        span,
+                        format!("port name `{name}` is invalid"),
+                        "invalid name",
+                    );
+                    d.hints.push("a Service port name is a DNS-1123 label: at most 63 lower-case letters, digits or '-', starting and ending with a letter or digit".into());
+                    ok = false;
+                }
                 if !names.insert(name.clone()) {
                     let span = at.field(&format!("{path}.name"));
                     let d = self.err(
@@ -1354,7 +1548,9 @@ impl Builder<'_> {
                 }
             }
             let target = match &p.target_port {
-                None => PortRef::Number(port),
+                // SetDefaults_Service: a targetPort of 0 or "" is the port itself.
+                None | Some(K8sIntOrString::Int(0)) => PortRef::Number(port),
+                Some(K8sIntOrString::String(name)) if name.is_empty() => PortRef::Number(port),
                 Some(K8sIntOrString::Int(n)) => {
                     match self.port_number(i64::from(*n), at, &format!("{path}.targetPort")) {
                         Some(n) => PortRef::Number(n),
@@ -1487,17 +1683,12 @@ impl Builder<'_> {
                 }
             }
         }
+        let affinity_timeout = self.affinity(&spec, at);
+        ok &= affinity_timeout.is_ok();
         if !ok {
             return;
         }
-        let affinity_timeout = (spec.session_affinity.as_deref() == Some("ClientIP")).then(|| {
-            spec.session_affinity_config
-                .as_ref()
-                .and_then(|c| c.client_ip.as_ref())
-                .and_then(|c| c.timeout_seconds)
-                .map(|t| t.clamp(0, 86400) as u32)
-                .unwrap_or(10800)
-        });
+        let affinity_timeout = affinity_timeout.unwrap_or_default();
         self.cluster.services.push(Service {
             namespace: origin.namespace.clone().unwrap_or_default(),
             name: origin.name.clone(),
@@ -1649,6 +1840,70 @@ impl Builder<'_> {
 
 // Policies.
 impl Builder<'_> {
+    /// The ClientIP affinity timeout of a Service (`None`: no affinity), as the API server
+    /// stores and checks it: `SetDefaults_Service` fills 10800 s when `sessionAffinity` is
+    /// ClientIP and no timeout is given; `ValidateService` refuses an affinity other than
+    /// None and ClientIP, a timeout outside 1..=86400 (`validateClientIPAffinityConfig`),
+    /// and a `sessionAffinityConfig` beside affinity None.
+    fn affinity(&mut self, spec: &core::ServiceSpec, at: At) -> Result<Option<u32>, ()> {
+        let config = spec.session_affinity_config.as_ref();
+        match spec.session_affinity.as_deref().unwrap_or("None") {
+            "None" => {
+                if config.is_some_and(|c| c.client_ip.is_some()) {
+                    let span = at.field("spec.sessionAffinityConfig");
+                    let d = self.err(
+                        Code::InvalidService,
+                        span,
+                        "sessionAffinityConfig is set but sessionAffinity is None",
+                        "has no effect without ClientIP affinity",
+                    );
+                    d.hints.push(
+                        "set `sessionAffinity: ClientIP`, or remove `sessionAffinityConfig`".into(),
+                    );
+                    return Err(());
+                }
+                Ok(None)
+            }
+            "ClientIP" => {
+                let timeout = config
+                    .and_then(|c| c.client_ip.as_ref())
+                    .and_then(|c| c.timeout_seconds)
+                    .unwrap_or(10800);
+                if (1..=86400).contains(&timeout) {
+                    return Ok(Some(timeout as u32));
+                }
+                let span = at.field("spec.sessionAffinityConfig.clientIP.timeoutSeconds");
+                let d = self.err(
+                    Code::InvalidService,
+                    span,
+                    format!("affinity timeout {timeout} s is out of range"),
+                    "not within 1..=86400",
+                );
+                d.hints.push(
+                    "the timeout is 1 to 86400 seconds (one day); 10800 is the default".into(),
+                );
+                Err(())
+            }
+            other => {
+                let span = at.field("spec.sessionAffinity");
+                let d = self.err(
+                    Code::WrongType,
+                    span,
+                    format!("unknown session affinity `{other}`"),
+                    "expected None or ClientIP",
+                );
+                if let Some(s) = crate::util::closest(other, ["None", "ClientIP"]) {
+                    d.hints.push(format!("did you mean `{s}`?"));
+                } else {
+                    d.hints.push("sessionAffinity is None or ClientIP".into());
+                }
+                Err(())
+            }
+        }
+    }
+}
+
+impl Builder<'_> {
     fn network_policy(&mut self, np: &k8s_openapi::api::networking::v1::NetworkPolicy, at: At) {
         let origin = self.origin("NetworkPolicy", &np.metadata, true, at.span);
         let namespace = origin.namespace.clone().unwrap_or_default();
@@ -1656,15 +1911,32 @@ impl Builder<'_> {
         // A bad selector does not stop the check: the rules' problems are reported too.
         let pod_selector = self.selector(spec.pod_selector.as_ref(), at, "spec.podSelector");
         let mut ok = pod_selector.is_some();
+        // SetDefaults_NetworkPolicy (kubernetes `pkg/apis/networking/v1/defaults.go`): an
+        // omitted *or empty* `policyTypes` becomes [Ingress], plus Egress when `egress` has
+        // at least one rule; an empty `egress: []` adds nothing.
         let mut types = PolicyTypes {
             ingress: true,
-            egress: spec.egress.is_some(),
+            egress: spec.egress.as_ref().is_some_and(|e| !e.is_empty()),
         };
-        if let Some(list) = &spec.policy_types {
+        if let Some(list) = spec.policy_types.as_ref().filter(|l| !l.is_empty()) {
             types = PolicyTypes {
                 ingress: false,
                 egress: false,
             };
+            // ValidateNetworkPolicySpec refuses more than two entries ("may not specify
+            // more than two policyTypes"), even if they repeat one type.
+            if list.len() > 2 {
+                let span = at.field("spec.policyTypes[2]");
+                let d = self.err(
+                    Code::WrongType,
+                    span,
+                    format!("{} policy types; at most two are allowed", list.len()),
+                    "a third entry",
+                );
+                d.hints
+                    .push("list each of Ingress and Egress at most once".into());
+                ok = false;
+            }
             for (i, t) in list.iter().enumerate() {
                 match t.as_str() {
                     "Ingress" => types.ingress = true,
@@ -2385,7 +2657,20 @@ impl Builder<'_> {
                     .push("add `priority:` from 0 (evaluated first) to 1000".into());
                 return;
             }
-            (AdminTier::Baseline, _) => {
+            (AdminTier::Baseline, Some(_)) => {
+                // The BaselineAdminNetworkPolicy schema has no `priority` (there is one
+                // baseline): strict field validation refuses it as an unknown field.
+                let span = at.key("spec.priority");
+                let d = self.err(
+                    Code::WrongType,
+                    span,
+                    "unknown field `priority` in a BaselineAdminNetworkPolicy",
+                    "not a field of this kind",
+                );
+                d.hints.push("a baseline policy has no priority: it is evaluated after every NetworkPolicy; remove the field".into());
+                return;
+            }
+            (AdminTier::Baseline, None) => {
                 if origin.name != "default" {
                     let span = at.field("metadata.name");
                     let d = self.err(
@@ -3392,8 +3677,26 @@ impl Builder<'_> {
     /// Checks the fields of an EndpointSlice that backends rely on.
     fn check_slice(&mut self, s: &k8s_openapi::api::discovery::v1::EndpointSlice, at: At) -> bool {
         const TYPES: [&str; 3] = ["IPv4", "IPv6", "FQDN"];
+        // ValidateEndpointSlice: each port number is 1..=65535 and each protocol one the
+        // API knows; a bad one is refused here rather than dropped when backends are read.
+        let mut ok = true;
+        for (i, p) in s.ports.iter().flatten().enumerate() {
+            if let Some(port) = p.port {
+                ok &= self
+                    .port_number(i64::from(port), at, &format!("ports[{i}].port"))
+                    .is_some();
+            }
+            ok &= self
+                .protocol(
+                    p.protocol.as_deref(),
+                    at,
+                    &format!("ports[{i}].protocol"),
+                    false,
+                )
+                .is_some_and(|p| p.is_some());
+        }
         if TYPES.contains(&s.address_type.as_str()) {
-            return true;
+            return ok;
         }
         let span = at.field("addressType");
         let d = self.err(

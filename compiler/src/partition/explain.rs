@@ -118,12 +118,10 @@ pub fn select<'r>(report: &'r Report, id: &str) -> Vec<&'r Row> {
 
 /// Renders the report as a table.
 pub fn to_text(report: &Report) -> String {
-    let mut out = String::new();
-    let _ = writeln!(
-        out,
-        "node {}, hardware target {}",
-        report.node, report.target
-    );
+    // The summary comes first: on a large node the table runs to millions of lines, and
+    // the budget is what a reader looks for first.
+    let mut out = summary_text(report);
+    let _ = writeln!(out);
     let w_id = report
         .rows
         .iter()
@@ -165,8 +163,30 @@ pub fn to_text(report: &Report) -> String {
             r.reason
         );
     }
+    out
+}
+
+/// The summary of a plan (`explain --summary`): the node and target, how many rules each
+/// target decides, the hardware budget and what was left out for it.
+pub fn summary_text(report: &Report) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "node {}, hardware target {}",
+        report.node, report.target
+    );
+    let in_hw = report
+        .rows
+        .iter()
+        .filter(|r| r.target == report.target)
+        .count();
+    let _ = writeln!(
+        out,
+        "rules: {} decided in hardware, {} in eBPF only",
+        in_hw,
+        report.rows.len() - in_hw
+    );
     let u = &report.usage;
-    let _ = writeln!(out);
     let _ = writeln!(out, "budget of {}:", report.target);
     let _ = writeln!(
         out,

@@ -6,7 +6,9 @@
 //!
 //! - **Isolation**: a pod is isolated for a direction when some policy of its namespace
 //!   selects it (`podSelector`) and lists that direction in `policyTypes` (the model has
-//!   already applied the defaulting: Ingress always, Egress when `egress` is present). An
+//!   already applied the API server's `SetDefaults_NetworkPolicy`, kubernetes
+//!   `pkg/apis/networking/v1/defaults.go`: an omitted or empty `policyTypes` means Ingress,
+//!   plus Egress when `egress` holds at least one rule; `egress: []` adds nothing). An
 //!   isolated pod accepts only what some rule of such a policy allows; rules are a union.
 //!   A rule of a direction the policy's `policyTypes` leaves out is ignored.
 //! - **Peers**: `podSelector` alone = pods of the policy's namespace; `namespaceSelector`

@@ -218,3 +218,23 @@ fn a_byte_order_mark_is_accepted() {
         .collect();
     assert_eq!(names, ["a", "b"]);
 }
+
+/// A diagnostic in a very long line (a minified dump, a one-line flow mapping) shows a
+/// window of the line around the label, with the true line and column, and a message that
+/// quotes a huge value is cut: the output stays small whatever the input (issue 18, item 6).
+#[test]
+fn a_long_line_is_shown_in_part() {
+    let labels: Vec<String> = (0..20_000).map(|i| format!("k{i}: v{i}")).collect();
+    let text = format!(
+        "{{apiVersion: v1, kind: Namespace, metadata: {{name: a, labels: {{{}, bad: \"{}\"}}}}}}\n",
+        labels.join(", "),
+        "x ".repeat(50_000)
+    );
+    let loaded = driver::load_texts(&[("long.yaml", &text)], &BuildOptions::default());
+    let out = diag::emit_to_string(&loaded.sources, &loaded.diags);
+    assert!(out.contains("error[E0105]"), "{out}");
+    assert!(out.contains("shown in part"), "{out}");
+    let column = text.find("\"x x").expect("value") + 1;
+    assert!(out.contains(&format!("long.yaml:1:{column}")), "{out}");
+    assert!(out.len() < 3000, "{} bytes of output", out.len());
+}

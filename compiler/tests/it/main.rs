@@ -3,6 +3,7 @@
 mod bad_error_messages;
 mod conformance;
 mod diagnostics;
+mod fuzz_manifests;
 mod mag_differential;
 mod mag_gen;
 mod mag_incremental;
