@@ -69,7 +69,19 @@ pub fn run(args: &CompileArgs) -> anyhow::Result<ExitCode> {
             // cluster as a whole, with the session's numbers.
             let ids = identity::cluster_to_identities(cluster, args.session.node.as_deref());
             output::print(args.format, &ids, || {
-                identity::text::identities_to_text(cluster, &ids)
+                // The MAG's policy tables match class numbers: an identity's own number,
+                // or, for the classes listed here, another one (issue 20).
+                let state = &session.lowered().state;
+                let classes =
+                    pipec::lower::policy::renumbered_classes_to_text(&state.classes, &state.ids);
+                let mut text = identity::text::identities_to_text(cluster, &ids);
+                if !classes.is_empty() {
+                    text.push_str(&format!(
+                        "\n# policy classes of node {} numbered apart from their identity (the MAG's src/dst_identity)\n{classes}",
+                        state.node
+                    ));
+                }
+                text
             })?
         }
         Emit::Mag | Emit::Dot => {

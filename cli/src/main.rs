@@ -201,6 +201,9 @@ pub struct InputArgs {
     /// Where services without a cluster IP get one.
     #[arg(long, default_value = "10.96.0.0/12")]
     pub service_cidr: IpNet,
+    /// Where Services that ask for an IPv6 cluster IP (`ipFamilies`, dual-stack) get one.
+    #[arg(long, value_name = "CIDR")]
+    pub service_cidr_v6: Option<IpNet>,
     /// Cluster name, for Cilium's cluster label.
     #[arg(long, default_value = "default")]
     pub cluster_name: String,
@@ -255,6 +258,7 @@ impl InputArgs {
             assign_pod_ips: true,
             allow_ignored_policies: self.allow_ignored_policies,
             default_namespace: self.namespace.clone(),
+            service_cidr_v6: self.service_cidr_v6,
         }
     }
 

@@ -150,17 +150,74 @@ fn conformance_passes_the_shared_cases_and_ends_with_the_count_line() {
 /// loaded programs (needs root, as every kernel test; fails without it).
 #[test]
 fn own_conformance_cases_pass_on_ebpf() {
-    let out = pipec(&[
-        "conformance",
-        "compiler/tests/conformance",
-        "--engine",
-        "ebpf",
-    ]);
+    // The cases of `multi-node/` have two nodes; the ebpf engine compiles one node.
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let mut cases: Vec<String> = std::fs::read_dir(root.join("compiler/tests/conformance"))
+        .expect("cases")
+        .map(|e| e.expect("entry").path())
+        .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
+        .map(|p| p.to_string_lossy().into_owned())
+        .collect();
+    cases.sort();
+    assert!(cases.len() >= 4, "{cases:?}");
+    let mut args = vec!["conformance", "--engine", "ebpf"];
+    args.extend(cases.iter().map(String::as_str));
+    let out = pipec(&args);
     let stdout = text(&out.stdout);
     assert_eq!(out.status.code(), Some(0), "{stdout}{}", text(&out.stderr));
     let last = stdout.lines().last().unwrap_or_default();
     assert!(last.ends_with(" passed, 0 failed"), "{last}");
     assert!(!last.starts_with("0 passed"), "{last}");
+}
+
+/// Issue 20, point 1: one numbering. Every identity number the MAG's policy tables and
+/// ipcache use is listed by `--emit identities` (split classes and world per family in
+/// their own table), here with two pods of one identity that a named port tells apart.
+#[test]
+fn every_identity_number_of_the_mag_is_in_emit_identities() {
+    let dir = std::env::temp_dir().join(format!("pipec-ids-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let file = dir.join("split.yaml");
+    std::fs::write(
+        &file,
+        "apiVersion: v1\nkind: Pod\nmetadata: {name: a, labels: {app: x}}\n\
+         spec: {containers: [{name: c, image: x, ports: [{name: http, containerPort: 80}]}]}\n---\n\
+         apiVersion: v1\nkind: Pod\nmetadata: {name: b, labels: {app: x}}\n\
+         spec: {containers: [{name: c, image: x, ports: [{name: http, containerPort: 8080}]}]}\n---\n\
+         apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: p}\n\
+         spec: {podSelector: {}, egress: [{ports: [{port: http}]}]}\n",
+    )
+    .expect("write");
+    let path = file.to_str().expect("utf-8 path");
+    for input in [path, "examples/starwars"] {
+        let mag = text(&pipec(&["compile", input, "--emit", "mag"]).stdout);
+        let ids = text(&pipec(&["compile", input, "--emit", "identities"]).stdout);
+        let listed: std::collections::BTreeSet<&str> = ids
+            .lines()
+            .filter_map(|l| l.split_whitespace().next())
+            .filter(|w| w.chars().all(|c| c.is_ascii_digit()))
+            .collect();
+        // `meta.src_identity=N` / `meta.dst_identity=N` in policy keys, `(id=N)` in the
+        // ipcache tables' actions.
+        let used: std::collections::BTreeSet<&str> = mag
+            .split("identity=")
+            .skip(1)
+            .chain(mag.split("(id=").skip(1))
+            .filter_map(|r| r.split(|c: char| !c.is_ascii_digit()).next())
+            .filter(|n| !n.is_empty())
+            .collect();
+        for n in &used {
+            assert!(
+                listed.contains(n),
+                "{input}: the MAG uses {n}, --emit identities lists {listed:?}"
+            );
+        }
+        assert!(
+            !used.is_empty(),
+            "{input}: no identity numbers found in the MAG"
+        );
+    }
+    std::fs::remove_dir_all(&dir).ok();
 }
 
 /// Issue 20, point 6: a trace to a headless Service follows each pod its name resolves to,

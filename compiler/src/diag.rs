@@ -71,6 +71,7 @@ codes! {
     PipePriorityClash = "E0122", "a `.pipe` policy has the priority of another admin-tier policy";
     MisspeltKind = "E0123", "an object's kind is not a kind of its API group but is close to one pipec reads";
     UnenforcedPolicy = "E0124", "an object of a network-policy kind or version pipec does not enforce (a warning with `--allow-ignored-policies`)";
+    NamespaceMismatch = "E0125", "an object names another namespace than `-n` gives (as `kubectl apply -n` refuses it)";
     UnknownKind = "W0001", "an object of a kind pipec does not model is skipped";
     IgnoredField = "W0002", "a field is accepted but has no effect in pipec";
     NoNamespace = "W0003", "a namespaced object refers to a namespace that is not defined";

@@ -7,7 +7,7 @@ use crate::diag::{self, Code, Diagnostic, Sink};
 use crate::frontend::{self, Object};
 use crate::model::build::{BuildOptions, ClusterBuilder};
 use crate::model::{self, Cluster};
-use crate::source::{FileId, Sources};
+use crate::source::{FieldPath, FileId, Sources};
 use std::path::PathBuf;
 
 /// The result of loading inputs: the sources (for rendering), the model, and every
@@ -255,19 +255,41 @@ pub fn load_sources_with(
         .partition(|f| sources.name(**f).ends_with(".pipe"));
     // Objects are modelled as they are decoded, so they are never all in memory at once.
     build(sources, &pipe_files, options, sink, |sources, sink, add| {
+        let mut mismatched = Vec::new();
         frontend::for_each_object(sources, &manifests, sink, |mut obj| {
-            // `kubectl apply -n NS`: a namespaced object that names no namespace is in NS.
+            // `kubectl apply -n NS`: a namespaced object that names no namespace is in NS;
+            // one that names another namespace is refused, as kubectl refuses it.
             if let Some(ns) = &options.default_namespace {
                 if obj.body.namespaced() {
                     let meta = obj.body.metadata_mut();
-                    if meta.namespace.is_none() {
-                        meta.namespace = Some(ns.clone());
+                    match &meta.namespace {
+                        None => meta.namespace = Some(ns.clone()),
+                        Some(own) if own != ns => {
+                            mismatched.push((obj.span, own.clone()));
+                            return;
+                        }
+                        Some(_) => {}
                     }
                 }
             }
             on_object(&obj);
             add(obj)
-        })
+        });
+        if let Some(ns) = &options.default_namespace {
+            for (span, own) in mismatched {
+                let at = sources.locate(span, &FieldPath::parse("metadata.namespace"));
+                sink.push(
+                    Diagnostic::error(
+                        crate::diag::Code::NamespaceMismatch,
+                        format!("the object's namespace `{own}` is not the `-n` namespace `{ns}`"),
+                    )
+                    .at(at, "another namespace")
+                    .hint(format!(
+                        "kubectl refuses this too; drop `metadata.namespace`, or run without `-n {ns}`"
+                    )),
+                );
+            }
+        }
     })
 }
 

@@ -149,6 +149,7 @@ fn cluster_scoped(kind: &str) -> bool {
             | "CiliumIdentity"
             | "AdminNetworkPolicy"
             | "BaselineAdminNetworkPolicy"
+            | "ClusterNetworkPolicy"
     )
 }
 
@@ -165,12 +166,15 @@ fn meta(body: &Body) -> &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectM
         Body::StatefulSet(o) => &o.metadata,
         Body::DaemonSet(o) => &o.metadata,
         Body::Job(o) => &o.metadata,
+        Body::ReplicationController(o) => &o.metadata,
+        Body::CronJob(o) => &o.metadata,
         Body::NetworkPolicy(o) => &o.metadata,
         Body::CiliumNetworkPolicy(o) | Body::CiliumClusterwideNetworkPolicy(o) => &o.metadata,
         Body::CiliumIdentity(o) => &o.metadata,
         Body::CiliumEndpoint(o) => &o.metadata,
         Body::Secret(o) => &o.metadata,
         Body::AdminNetworkPolicy(o) | Body::BaselineAdminNetworkPolicy(o) => &o.metadata,
+        Body::ClusterNetworkPolicy(o) => &o.metadata,
     }
 }
 

@@ -356,3 +356,110 @@ pub struct AdminPortRange {
     /// Last port.
     pub end: i64,
 }
+
+/// A ClusterNetworkPolicy (`policy.networking.k8s.io/v1alpha2`): the network-policy-api's
+/// successor of AdminNetworkPolicy and BaselineAdminNetworkPolicy, one kind with a `tier`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ClusterNetworkPolicy {
+    /// `policy.networking.k8s.io/v1alpha2`.
+    pub api_version: String,
+    /// The kind.
+    pub kind: String,
+    /// Metadata.
+    pub metadata: ObjectMeta,
+    /// Spec.
+    pub spec: CnpSpec,
+    /// Status, ignored.
+    pub status: Option<serde_json::Value>,
+}
+
+/// The spec of a ClusterNetworkPolicy.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct CnpSpec {
+    /// `Admin` or `Baseline`.
+    pub tier: Option<String>,
+    /// Priority within the tier, 0..=1000.
+    pub priority: Option<i64>,
+    /// Subject (the v1alpha1 shape).
+    pub subject: AdminSubject,
+    /// Ingress rules.
+    pub ingress: Option<Vec<CnpRule>>,
+    /// Egress rules.
+    pub egress: Option<Vec<CnpRule>>,
+}
+
+/// A rule; `from` for ingress, `to` for egress.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct CnpRule {
+    /// Rule name.
+    pub name: Option<String>,
+    /// Accept, Deny or Pass.
+    pub action: String,
+    /// Ingress peers.
+    pub from: Option<Vec<CnpPeer>>,
+    /// Egress peers.
+    pub to: Option<Vec<CnpPeer>>,
+    /// Protocol matches; absent = every protocol and port.
+    pub protocols: Option<Vec<CnpProtocol>>,
+}
+
+/// A peer: exactly one field is set.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct CnpPeer {
+    /// Namespaces.
+    pub namespaces: Option<LabelSelector>,
+    /// Pods.
+    pub pods: Option<NamespacedPod>,
+    /// Nodes (egress).
+    pub nodes: Option<LabelSelector>,
+    /// CIDRs (egress).
+    pub networks: Option<Vec<String>>,
+    /// Domain names (egress, Accept only).
+    pub domain_names: Option<Vec<String>>,
+}
+
+/// A protocol match: exactly one field is set.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct CnpProtocol {
+    /// TCP.
+    pub tcp: Option<CnpL4>,
+    /// UDP.
+    pub udp: Option<CnpL4>,
+    /// SCTP.
+    pub sctp: Option<CnpL4>,
+    /// A container port name of the destination pod.
+    pub destination_named_port: Option<String>,
+}
+
+/// The attributes of one L4 protocol.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct CnpL4 {
+    /// The destination port; absent = every port of the protocol.
+    pub destination_port: Option<CnpPort>,
+}
+
+/// A port number or a range.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct CnpPort {
+    /// A port.
+    pub number: Option<i64>,
+    /// A range.
+    pub range: Option<CnpRange>,
+}
+
+/// An inclusive port range.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct CnpRange {
+    /// First port.
+    pub start: i64,
+    /// Last port.
+    pub end: i64,
+}

@@ -54,6 +54,8 @@ pub enum Body {
     StatefulSet(Box<apps::StatefulSet>),
     DaemonSet(Box<apps::DaemonSet>),
     Job(Box<batch::Job>),
+    ReplicationController(Box<core::ReplicationController>),
+    CronJob(Box<batch::CronJob>),
     NetworkPolicy(Box<networking::NetworkPolicy>),
     CiliumNetworkPolicy(Box<crd::CiliumNetworkPolicy>),
     CiliumClusterwideNetworkPolicy(Box<crd::CiliumNetworkPolicy>),
@@ -61,6 +63,7 @@ pub enum Body {
     CiliumEndpoint(Box<crd::CiliumEndpoint>),
     AdminNetworkPolicy(Box<crd::AdminNetworkPolicy>),
     BaselineAdminNetworkPolicy(Box<crd::AdminNetworkPolicy>),
+    ClusterNetworkPolicy(Box<crd::ClusterNetworkPolicy>),
     Secret(Box<Secret>),
 }
 
@@ -111,6 +114,8 @@ impl Body {
             Body::StatefulSet(_) => "StatefulSet",
             Body::DaemonSet(_) => "DaemonSet",
             Body::Job(_) => "Job",
+            Body::ReplicationController(_) => "ReplicationController",
+            Body::CronJob(_) => "CronJob",
             Body::NetworkPolicy(_) => "NetworkPolicy",
             Body::CiliumNetworkPolicy(_) => "CiliumNetworkPolicy",
             Body::CiliumClusterwideNetworkPolicy(_) => "CiliumClusterwideNetworkPolicy",
@@ -119,6 +124,7 @@ impl Body {
             Body::Secret(_) => "Secret",
             Body::AdminNetworkPolicy(_) => "AdminNetworkPolicy",
             Body::BaselineAdminNetworkPolicy(_) => "BaselineAdminNetworkPolicy",
+            Body::ClusterNetworkPolicy(_) => "ClusterNetworkPolicy",
         }
     }
 
@@ -132,6 +138,7 @@ impl Body {
                 | Body::CiliumIdentity(_)
                 | Body::AdminNetworkPolicy(_)
                 | Body::BaselineAdminNetworkPolicy(_)
+                | Body::ClusterNetworkPolicy(_)
         )
     }
 
@@ -151,6 +158,8 @@ impl Body {
             Body::StatefulSet(o) => &mut o.metadata,
             Body::DaemonSet(o) => &mut o.metadata,
             Body::Job(o) => &mut o.metadata,
+            Body::ReplicationController(o) => &mut o.metadata,
+            Body::CronJob(o) => &mut o.metadata,
             Body::NetworkPolicy(o) => &mut o.metadata,
             Body::CiliumNetworkPolicy(o) | Body::CiliumClusterwideNetworkPolicy(o) => {
                 &mut o.metadata
@@ -159,6 +168,7 @@ impl Body {
             Body::CiliumEndpoint(o) => &mut o.metadata,
             Body::Secret(o) => &mut o.metadata,
             Body::AdminNetworkPolicy(o) | Body::BaselineAdminNetworkPolicy(o) => &mut o.metadata,
+            Body::ClusterNetworkPolicy(o) => &mut o.metadata,
         }
     }
 }
@@ -864,6 +874,11 @@ fn choose(api_version: &str, kind: &str) -> Choice {
         "StatefulSet" => ("apps/v1", maker!(StatefulSet, apps::StatefulSet)),
         "DaemonSet" => ("apps/v1", maker!(DaemonSet, apps::DaemonSet)),
         "Job" => ("batch/v1", maker!(Job, batch::Job)),
+        "ReplicationController" => (
+            "v1",
+            maker!(ReplicationController, core::ReplicationController),
+        ),
+        "CronJob" => ("batch/v1", maker!(CronJob, batch::CronJob)),
         "NetworkPolicy" => (
             "networking.k8s.io/v1",
             maker!(NetworkPolicy, networking::NetworkPolicy),
@@ -885,6 +900,10 @@ fn choose(api_version: &str, kind: &str) -> Choice {
         "BaselineAdminNetworkPolicy" => (
             "policy.networking.k8s.io/v1alpha1",
             maker!(BaselineAdminNetworkPolicy, crd::AdminNetworkPolicy),
+        ),
+        "ClusterNetworkPolicy" => (
+            "policy.networking.k8s.io/v1alpha2",
+            maker!(ClusterNetworkPolicy, crd::ClusterNetworkPolicy),
         ),
         "Secret" => ("v1", decode_secret),
         _ => return Choice::Unknown,
@@ -1107,10 +1126,6 @@ fn unenforced_policy(
             format!("`{kind}` of `{api_version}` is an Antrea policy, which pipec does not enforce"),
             "write the intent as a `networking.k8s.io/v1` NetworkPolicy or an AdminNetworkPolicy".to_string(),
         ),
-        "policy.networking.k8s.io" if kind == "ClusterNetworkPolicy" => (
-            format!("`{kind}` of `{api_version}` is not enforced by pipec yet"),
-            "pipec enforces the network-policy-api's `policy.networking.k8s.io/v1alpha1` AdminNetworkPolicy and BaselineAdminNetworkPolicy; write the rules in that form".to_string(),
-        ),
         _ => match expected {
             Some(v) if policy_kind => (
                 format!("pipec enforces `{kind}` only as `{v}`, not `{api_version}`"),
@@ -1165,11 +1180,9 @@ const OTHER_KINDS: &[&str] = &[
     "PersistentVolume",
     "PersistentVolumeClaim",
     "PodTemplate",
-    "ReplicationController",
     "ResourceQuota",
     "ServiceAccount",
     "ControllerRevision",
-    "CronJob",
     "Ingress",
     "IngressClass",
     "IPAddress",
@@ -1201,6 +1214,8 @@ fn misspelt_kind(kind: &str, api_version: &str) -> Option<&'static str> {
         "StatefulSet",
         "DaemonSet",
         "Job",
+        "ReplicationController",
+        "CronJob",
         "NetworkPolicy",
         "CiliumNetworkPolicy",
         "CiliumClusterwideNetworkPolicy",
@@ -1208,6 +1223,7 @@ fn misspelt_kind(kind: &str, api_version: &str) -> Option<&'static str> {
         "CiliumEndpoint",
         "AdminNetworkPolicy",
         "BaselineAdminNetworkPolicy",
+        "ClusterNetworkPolicy",
         "Secret",
     ];
     if OTHER_KINDS.contains(&kind) {

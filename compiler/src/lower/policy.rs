@@ -1156,7 +1156,9 @@ impl Decide {
             .filter(|c| c.tier == Tier::Baseline && hit(c))
             .collect();
         base.sort_by_key(|c| c.order);
-        for c in base {
+        // The first matching baseline rule decides; `Pass` (ClusterNetworkPolicy v1alpha2)
+        // skips the rest of the tier, to the default.
+        if let Some(c) = base.first() {
             match c.act {
                 Act::Allow => return (Decision::Allow, vec![c.prov]),
                 Act::Deny => return (Decision::Deny, vec![c.prov]),
@@ -1276,6 +1278,52 @@ fn emit_rows(
             }
         }
     }
+}
+
+/// The classes whose number is not the number of their identity in the identity table
+/// (split classes, numbered from [`SPLIT_BASE`], and `world` per family), as a table for
+/// `pipec compile --emit identities`: with it every number the MAG's policy tables match
+/// is found there, under one numbering.
+pub fn renumbered_classes_to_text(classes: &Classes, ids: &Identities) -> String {
+    let mut by_class: BTreeMap<usize, Vec<IpNet>> = BTreeMap::new();
+    for (net, i) in &classes.by_net {
+        by_class.entry(*i).or_default().push(*net);
+    }
+    let mut t = crate::util::Table::new(&["CLASS", "IDENTITY", "WHAT", "PREFIXES"]);
+    let mut rows = 0;
+    for (i, c) in classes.list.iter().enumerate() {
+        let (identity, what) = match &c.key {
+            // The ipcache maps /0 to `world` (2); the MAG tells the families apart.
+            ClassKey::World { v6, .. } => (
+                reserved::WORLD,
+                if *v6 { "world-ipv6" } else { "world-ipv4" }.to_string(),
+            ),
+            ClassKey::Pod { identity, .. } => (*identity, "pods".to_string()),
+            ClassKey::Node { identity, .. } => (*identity, "node addresses".to_string()),
+            ClassKey::Apiserver { .. } => (reserved::KUBE_APISERVER, "kube-apiserver".into()),
+            ClassKey::Cidr { identity, .. } => (*identity, "CIDR".to_string()),
+        };
+        if c.id == identity.0 {
+            continue;
+        }
+        let nets = by_class.get(&i).map(Vec::as_slice).unwrap_or_default();
+        let shown: Vec<String> = nets.iter().take(3).map(IpNet::to_string).collect();
+        let prefixes = if nets.len() > 3 {
+            format!("{},... ({} prefixes)", shown.join(","), nets.len())
+        } else {
+            shown.join(",")
+        };
+        let identity_text = match ids.by_id.get(&identity) {
+            Some(_) => identity.to_string(),
+            None => format!("{identity} (none)"),
+        };
+        t.row(vec![c.id.to_string(), identity_text, what, prefixes]);
+        rows += 1;
+    }
+    if rows == 0 {
+        return String::new();
+    }
+    t.render()
 }
 
 #[cfg(test)]

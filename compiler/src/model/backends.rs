@@ -203,9 +203,9 @@ fn selector_backends(cluster: &Cluster, svc: &Service) -> Vec<Backend> {
         .pods
         .iter()
         .enumerate()
-        .filter(|(_, p)| {
-            p.namespace == svc.namespace && !p.host_network && selector.matches(&p.labels)
-        })
+        // Host-network pods are endpoints too, at their node's address (the
+        // EndpointSlice controller lists `status.podIPs`, which are the host IPs).
+        .filter(|(_, p)| p.namespace == svc.namespace && selector.matches(&p.labels))
         .flat_map(|(i, pod)| {
             let ports: Vec<EndpointPort> = svc
                 .ports

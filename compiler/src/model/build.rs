@@ -9,7 +9,7 @@ use super::*;
 use crate::diag::{Code, Diagnostic, Sink};
 use crate::frontend::crd::{self, IntOrString};
 use crate::frontend::{Body, Object};
-use crate::source::{FieldPath, Sources, Span};
+use crate::source::{FieldPath, FileId, Sources, Span};
 use crate::util::FxHashMap;
 use k8s_openapi::api::core::v1 as core;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
@@ -41,6 +41,10 @@ pub struct BuildOptions {
     /// The namespace of namespaced objects that name none (`kubectl apply -n`); `None`
     /// is `default`.
     pub default_namespace: Option<String>,
+    /// Where Services that ask for an IPv6 cluster IP (`ipFamilies`, dual-stack policies)
+    /// get one when `service_cidr` is IPv4; without it such a Service is an error (or, under
+    /// `PreferDualStack`, single-stack).
+    pub service_cidr_v6: Option<IpNet>,
 }
 
 impl Default for BuildOptions {
@@ -52,6 +56,7 @@ impl Default for BuildOptions {
             assign_pod_ips: true,
             allow_ignored_policies: false,
             default_namespace: None,
+            service_cidr_v6: None,
         }
     }
 }
@@ -130,6 +135,26 @@ pub(super) struct Builder<'a> {
     /// as this map holds every object of a 180k-object dump.
     seen: FxHashMap<(&'static str, Box<str>), Span>,
     headless: BTreeSet<(String, String)>,
+    /// Each node's host IPs as the kubelet reports them for host-network pods: per family,
+    /// the first InternalIP, else the first ExternalIP (`GetNodeHostIPs`).
+    node_host_ips: BTreeMap<String, Vec<IpAddr>>,
+    /// Services' `ipFamilies`/`ipFamilyPolicy` requests (IPv6 flags, policy) and where they
+    /// were written, by namespace and name, for [`Builder::assign_service_ips`].
+    families: BTreeMap<(String, String), FamilyRequest>,
+    /// LoadBalancer Services with `allocateLoadBalancerNodePorts: false`.
+    no_lb_node_ports: BTreeSet<(String, String)>,
+}
+
+/// A Service's families (IPv6 flags, in order), its policy, and where they were written
+/// (the object and the field).
+type FamilyRequest = (Vec<bool>, FamilyPolicy, Span, &'static str);
+
+/// `spec.ipFamilyPolicy` of a Service.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum FamilyPolicy {
+    Single,
+    PreferDual,
+    RequireDual,
 }
 
 /// The context of one object while it is checked: where it is, for diagnostics.
@@ -172,6 +197,9 @@ impl<'a> Builder<'a> {
             },
             seen: FxHashMap::default(),
             headless: BTreeSet::new(),
+            node_host_ips: BTreeMap::new(),
+            families: BTreeMap::new(),
+            no_lb_node_ports: BTreeSet::new(),
         }
     }
 }
@@ -214,7 +242,9 @@ impl Builder<'_> {
             | Body::ReplicaSet(_)
             | Body::StatefulSet(_)
             | Body::DaemonSet(_)
-            | Body::Job(_) => self.check_workload(&obj.body, at) && keep,
+            | Body::Job(_)
+            | Body::ReplicationController(_)
+            | Body::CronJob(_) => self.check_workload(&obj.body, at) && keep,
             // A Service left out is still checked now; one kept waits for the pods.
             Body::Service(s) => {
                 if !keep {
@@ -244,6 +274,10 @@ impl Builder<'_> {
             }
             Body::BaselineAdminNetworkPolicy(p) => {
                 self.admin_policy(p, AdminTier::Baseline, at);
+                false
+            }
+            Body::ClusterNetworkPolicy(p) => {
+                self.cluster_network_policy(p, at);
                 false
             }
             Body::CiliumIdentity(i) => {
@@ -297,6 +331,7 @@ impl Builder<'_> {
                 .pods
                 .sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
         }
+        self.host_network_ips();
         self.assign_pod_ips();
         self.check_pod_ips();
         for (s, at, keep) in services {
@@ -310,6 +345,7 @@ impl Builder<'_> {
             .services
             .sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
         self.assign_service_ips();
+        self.assign_node_ports();
         self.check_service_ips();
         super::backends::resolve(
             self.sources,
@@ -398,6 +434,7 @@ impl Builder<'_> {
                 | Body::CiliumIdentity(_)
                 | Body::AdminNetworkPolicy(_)
                 | Body::BaselineAdminNetworkPolicy(_)
+                | Body::ClusterNetworkPolicy(_)
         );
         let name_ok = match &obj.body {
             // Identity names are numbers; their own check reports bad ones.
@@ -564,6 +601,24 @@ impl Builder<'_> {
     fn node(&mut self, n: &core::Node, at: At) {
         let mut addresses = Vec::new();
         let status_addrs = n.status.as_ref().and_then(|s| s.addresses.as_ref());
+        let mut host_ips: Vec<IpAddr> = Vec::new();
+        for kind in ["InternalIP", "ExternalIP"] {
+            for a in status_addrs
+                .into_iter()
+                .flatten()
+                .filter(|a| a.type_ == kind)
+            {
+                if let Ok(ip) = a.address.parse::<IpAddr>() {
+                    if !host_ips.iter().any(|h| h.is_ipv6() == ip.is_ipv6()) {
+                        host_ips.push(ip);
+                    }
+                }
+            }
+        }
+        host_ips.sort_by_key(|ip| ip.is_ipv6());
+        if let Some(name) = &n.metadata.name {
+            self.node_host_ips.insert(name.clone(), host_ips);
+        }
         for (i, a) in status_addrs.into_iter().flatten().enumerate() {
             if a.type_ == "InternalIP" || a.type_ == "ExternalIP" {
                 match a.address.parse::<IpAddr>() {
@@ -959,6 +1014,23 @@ impl Builder<'_> {
         }
     }
 
+    /// A host-network pod shares its node's network namespace: its `status.podIPs` are the
+    /// node's host IPs as the kubelet reports them (Kubernetes API reference, PodStatus
+    /// `podIP`: "for pods with hostNetwork, this is the host IP"). A pod that lists no IP
+    /// gets them from its node here; without a known node it has none.
+    fn host_network_ips(&mut self) {
+        for pod in self
+            .cluster
+            .pods
+            .iter_mut()
+            .filter(|p| p.host_network && p.ips.is_empty())
+        {
+            if let Some(ips) = pod.node.as_ref().and_then(|n| self.node_host_ips.get(n)) {
+                pod.ips = ips.clone();
+            }
+        }
+    }
+
     fn assign_pod_ips(&mut self) {
         if !self.options.assign_pod_ips
             || !self
@@ -1237,6 +1309,77 @@ impl Builder<'_> {
             }
         }
         let headless = spec.cluster_ip.as_deref() == Some("None");
+        let key = (
+            origin.namespace.clone().unwrap_or_default(),
+            origin.name.clone(),
+        );
+        let mut families = Vec::new();
+        for (i, f) in spec.ip_families.iter().flatten().enumerate() {
+            match f.as_str() {
+                "IPv4" => families.push(false),
+                "IPv6" => families.push(true),
+                other => {
+                    let d = self.err(
+                        Code::InvalidService,
+                        at.field(&format!("spec.ipFamilies[{i}]")),
+                        format!("unknown IP family `{other}`"),
+                        "expected IPv4 or IPv6",
+                    );
+                    d.hints.push("write `IPv4` or `IPv6`".into());
+                    ok = false;
+                }
+            }
+        }
+        if families.len() > 2 || (families.len() == 2 && families[0] == families[1]) {
+            let d = self.err(
+                Code::InvalidService,
+                at.field("spec.ipFamilies"),
+                "ipFamilies lists a family twice or more than two families",
+                "invalid families",
+            );
+            d.hints
+                .push("list one family, or IPv4 and IPv6 once each (the first is primary)".into());
+            ok = false;
+        }
+        let policy = match spec.ip_family_policy.as_deref() {
+            None | Some("SingleStack") => FamilyPolicy::Single,
+            Some("PreferDualStack") => FamilyPolicy::PreferDual,
+            Some("RequireDualStack") => FamilyPolicy::RequireDual,
+            Some(other) => {
+                let d = self.err(
+                    Code::InvalidService,
+                    at.field("spec.ipFamilyPolicy"),
+                    format!("unknown ipFamilyPolicy `{other}`"),
+                    "unknown policy",
+                );
+                d.hints
+                    .push("use SingleStack, PreferDualStack or RequireDualStack".into());
+                ok = false;
+                FamilyPolicy::Single
+            }
+        };
+        if families.len() == 2
+            && spec
+                .ip_family_policy
+                .as_deref()
+                .is_none_or(|p| p == "SingleStack")
+        {
+            // The API server refuses two families under SingleStack (and defaults the policy
+            // to SingleStack only when one family is given).
+            if spec.ip_family_policy.is_some() {
+                let d = self.err(
+                    Code::InvalidService,
+                    at.field("spec.ipFamilies"),
+                    "two ipFamilies with ipFamilyPolicy SingleStack",
+                    "two families",
+                );
+                d.hints.push(
+                    "use ipFamilyPolicy PreferDualStack or RequireDualStack, or list one family"
+                        .into(),
+                );
+                ok = false;
+            }
+        }
         // ValidateService: when both are given, clusterIPs[0] is clusterIP.
         if let (Some(ip), Some(first)) = (
             spec.cluster_ip.as_deref().filter(|s| !s.is_empty()),
@@ -1278,6 +1421,25 @@ impl Builder<'_> {
             }
         }
         ok &= self.check_labels(spec.selector.as_ref(), at, "spec.selector");
+        let policy = if families.len() == 2 && spec.ip_family_policy.is_none() {
+            FamilyPolicy::RequireDual
+        } else {
+            policy
+        };
+        let field = if spec.ip_families.is_some() {
+            "spec.ipFamilies"
+        } else if spec.ip_family_policy.is_some() {
+            "spec.ipFamilyPolicy"
+        } else {
+            "spec"
+        };
+        self.families
+            .insert(key.clone(), (families, policy, at.span, field));
+        if service_type == ServiceType::LoadBalancer
+            && spec.allocate_load_balancer_node_ports == Some(false)
+        {
+            self.no_lb_node_ports.insert(key);
+        }
         let mut ports = Vec::new();
         let all_ports = spec.ports.clone().unwrap_or_default();
         // ValidateService: a Service needs a port unless it is headless or ExternalName.
@@ -1551,6 +1713,10 @@ impl Builder<'_> {
         }
     }
 
+    /// Gives Services without cluster IPs theirs, as the API server's allocator does:
+    /// the families of `ipFamilies` (default: the family of `--service-cidr`), plus the other
+    /// family under `PreferDualStack` (when a range of it is configured) or
+    /// `RequireDualStack` (an error without one), each from its range in service order.
     fn assign_service_ips(&mut self) {
         let taken: HashSet<IpAddr> = self
             .cluster
@@ -1558,19 +1724,115 @@ impl Builder<'_> {
             .iter()
             .flat_map(|s| s.cluster_ips.iter().copied())
             .collect();
-        let mut cursor = 1u128;
-        let net = self.options.service_cidr;
+        let primary = self.options.service_cidr;
+        let ranges: [Option<IpNet>; 2] = match primary {
+            IpNet::V4(_) => [Some(primary), self.options.service_cidr_v6],
+            IpNet::V6(_) => [None, Some(primary)],
+        };
+        let mut cursors = [1u128, 1u128];
+        let mut errors: Vec<(Span, &str, String, String)> = Vec::new();
         for s in self.cluster.services.iter_mut() {
-            let is_headless = self
-                .headless
-                .contains(&(s.namespace.clone(), s.name.clone()));
-            if s.cluster_ips.is_empty()
-                && !is_headless
-                && s.service_type != ServiceType::ExternalName
+            let key = (s.namespace.clone(), s.name.clone());
+            let is_headless = self.headless.contains(&key);
+            if !s.cluster_ips.is_empty()
+                || is_headless
+                || s.service_type == ServiceType::ExternalName
             {
-                if let Some(ip) = next_free(net, &mut cursor, &taken) {
+                continue;
+            }
+            let (mut wanted, policy, span, field) = self.families.get(&key).cloned().unwrap_or((
+                Vec::new(),
+                FamilyPolicy::Single,
+                Span::new(FileId(0), 0..0),
+                "spec",
+            ));
+            if wanted.is_empty() {
+                wanted.push(primary.addr().is_ipv6());
+            }
+            if policy != FamilyPolicy::Single && wanted.len() == 1 {
+                wanted.push(!wanted[0]);
+            }
+            for (i, v6) in wanted.iter().enumerate() {
+                let slot = usize::from(*v6);
+                let Some(net) = ranges[slot] else {
+                    if i == 0 || policy == FamilyPolicy::RequireDual {
+                        let family = if *v6 { "IPv6" } else { "IPv4" };
+                        let flag = if *v6 {
+                            "--service-cidr-v6"
+                        } else {
+                            "--service-cidr with an IPv4 range"
+                        };
+                        errors.push((
+                            span,
+                            field,
+                            format!("Service {}/{} needs an {family} cluster IP, but no {family} service range is configured", s.namespace, s.name),
+                            format!("give an {family} range with {flag} (as kube-apiserver's --service-cluster-ip-range has one per family), or change ipFamilies/ipFamilyPolicy"),
+                        ));
+                    }
+                    continue;
+                };
+                if let Some(ip) = next_free(net, &mut cursors[slot], &taken) {
                     s.cluster_ips.push(ip);
                 }
+            }
+        }
+        for (span, field, message, hint) in errors {
+            let at = self.sources.locate_key(span, &FieldPath::parse(field));
+            self.sink.push(
+                Diagnostic::error(Code::InvalidService, message)
+                    .at(at, "this family")
+                    .hint(hint),
+            );
+        }
+    }
+
+    /// Gives NodePort and LoadBalancer Service ports without a `nodePort` one from
+    /// 30000-32767, as the API server's allocator does, but deterministically: the lowest
+    /// free port, in service and port order. A port of the same number and another
+    /// protocol in the same Service shares its node port (as the API server's
+    /// `findRequestedNodePort`). LoadBalancers with `allocateLoadBalancerNodePorts: false`
+    /// get none.
+    fn assign_node_ports(&mut self) {
+        let mut taken: BTreeSet<u16> = self
+            .cluster
+            .services
+            .iter()
+            .flat_map(|s| s.ports.iter().filter_map(|p| p.node_port))
+            .collect();
+        let mut next = 30000u16;
+        for s in self.cluster.services.iter_mut() {
+            let allocates = match s.service_type {
+                ServiceType::NodePort => true,
+                ServiceType::LoadBalancer => !self
+                    .no_lb_node_ports
+                    .contains(&(s.namespace.clone(), s.name.clone())),
+                _ => false,
+            };
+            if !allocates {
+                continue;
+            }
+            for i in 0..s.ports.len() {
+                if s.ports[i].node_port.is_some() {
+                    continue;
+                }
+                let number = s.ports[i].port;
+                if let Some(shared) = s
+                    .ports
+                    .iter()
+                    .find(|p| p.port == number && p.node_port.is_some())
+                    .and_then(|p| p.node_port)
+                {
+                    s.ports[i].node_port = Some(shared);
+                    continue;
+                }
+                while next <= 32767 && taken.contains(&next) {
+                    next += 1;
+                }
+                if next > 32767 {
+                    break;
+                }
+                s.ports[i].node_port = Some(next);
+                taken.insert(next);
             }
         }
     }
@@ -2499,6 +2761,382 @@ impl Builder<'_> {
         }
     }
 
+    /// A ClusterNetworkPolicy (network-policy-api `apis/v1alpha2`): one kind for both admin
+    /// tiers. It becomes an [`AdminPolicy`] of its `tier`, ordered by `priority` within the
+    /// tier like AdminNetworkPolicies; `Accept` is `Allow`; `Pass` in either tier skips the
+    /// rest of the tier; `protocols` become ports (a protocol without `destinationPort`
+    /// matches all its ports). `domainNames` peers are not modelled: they match nothing
+    /// (the API allows them in `Accept` rules only, so this allows less, never more).
+    fn cluster_network_policy(&mut self, p: &crd::ClusterNetworkPolicy, at: At) {
+        let origin = self.origin("ClusterNetworkPolicy", &p.metadata, false, at.span);
+        let tier = match p.spec.tier.as_deref() {
+            Some("Admin") => AdminTier::Admin,
+            Some("Baseline") => AdminTier::Baseline,
+            other => {
+                let (span, what) = match other {
+                    Some(t) => (at.field("spec.tier"), format!("unknown tier `{t}`")),
+                    None => (
+                        at.field("spec"),
+                        "a ClusterNetworkPolicy needs `tier`".into(),
+                    ),
+                };
+                let d = self.err(Code::WrongType, span, what, "expected Admin or Baseline");
+                d.hints.push(
+                    "set `tier: Admin` (before NetworkPolicies) or `tier: Baseline` (after them)"
+                        .into(),
+                );
+                return;
+            }
+        };
+        let priority = match p.spec.priority {
+            Some(pr) if (0..=1000).contains(&pr) => pr as u32,
+            Some(pr) => {
+                let d = self.err(
+                    Code::InvalidPriority,
+                    at.field("spec.priority"),
+                    format!("priority {pr} is out of range"),
+                    "out of range",
+                );
+                d.hints
+                    .push("a ClusterNetworkPolicy priority is from 0 (first) to 1000".into());
+                return;
+            }
+            None => {
+                let d = self.err(
+                    Code::MissingField,
+                    at.field("spec"),
+                    "a ClusterNetworkPolicy needs `priority`",
+                    "no priority",
+                );
+                d.hints
+                    .push("add `priority:` from 0 (evaluated first in its tier) to 1000".into());
+                return;
+            }
+        };
+        let subject = match (&p.spec.subject.namespaces, &p.spec.subject.pods) {
+            (Some(ns), None) => self
+                .selector(Some(ns), at, "spec.subject.namespaces")
+                .map(AdminSubject::Namespaces),
+            (None, Some(pods)) => {
+                let ns = self.selector(
+                    Some(&pods.namespace_selector),
+                    at,
+                    "spec.subject.pods.namespaceSelector",
+                );
+                let ps = self.selector(
+                    Some(&pods.pod_selector),
+                    at,
+                    "spec.subject.pods.podSelector",
+                );
+                ns.zip(ps)
+                    .map(|(namespaces, pods)| AdminSubject::Pods { namespaces, pods })
+            }
+            _ => {
+                let d = self.err(
+                    Code::WrongType,
+                    at.field("spec.subject"),
+                    "the subject needs exactly one of `namespaces` and `pods`",
+                    "invalid subject",
+                );
+                d.hints.push("write `namespaces: {matchLabels: ...}` or `pods: {namespaceSelector: ..., podSelector: ...}`".into());
+                None
+            }
+        };
+        let mut ok = true;
+        let mut lists = Vec::new();
+        for (section, rules, ingress) in [
+            ("ingress", &p.spec.ingress, true),
+            ("egress", &p.spec.egress, false),
+        ] {
+            let mut out = Vec::new();
+            if rules.as_ref().is_some_and(|r| r.len() > 25) {
+                let d = self.err(
+                    Code::WrongType,
+                    at.field(&format!("spec.{section}")),
+                    format!("more than 25 {section} rules"),
+                    "too many rules",
+                );
+                d.hints
+                    .push("the API allows at most 25 rules per direction; split the policy".into());
+                ok = false;
+            }
+            for (i, r) in rules.iter().flatten().enumerate() {
+                match self.cnp_rule(r, ingress, &origin, at, section, i) {
+                    Some(rule) => out.push(rule),
+                    None => ok = false,
+                }
+            }
+            lists.push(out);
+        }
+        let egress = lists.pop().unwrap_or_default();
+        let ingress = lists.pop().unwrap_or_default();
+        match subject {
+            Some(subject) if ok => self.cluster.admin_policies.push(AdminPolicy {
+                name: origin.name.clone(),
+                tier,
+                priority,
+                subject,
+                ingress,
+                egress,
+                origin,
+            }),
+            _ => {}
+        }
+    }
+
+    fn cnp_rule(
+        &mut self,
+        r: &crd::CnpRule,
+        ingress: bool,
+        origin: &Origin,
+        at: At,
+        section: &str,
+        index: usize,
+    ) -> Option<AdminRule> {
+        let path = format!("spec.{section}[{index}]");
+        let mut ok = true;
+        let action = match r.action.as_str() {
+            "Accept" => AdminAction::Allow,
+            "Deny" => AdminAction::Deny,
+            "Pass" => AdminAction::Pass,
+            other => {
+                let allowed = ["Accept", "Deny", "Pass"];
+                let d = self.err(
+                    Code::InvalidAction,
+                    at.field(&format!("{path}.action")),
+                    format!("unknown action `{other}`"),
+                    "expected Accept, Deny or Pass",
+                );
+                match crate::util::closest(other, allowed) {
+                    Some(s) => d.hints.push(format!("did you mean `{s}`?")),
+                    None if other == "Allow" => d.hints.push(
+                        "v1alpha2 calls it `Accept` (`Allow` is the v1alpha1 AdminNetworkPolicy word)"
+                            .into(),
+                    ),
+                    None => d.hints.push("use Accept, Deny or Pass".into()),
+                }
+                ok = false;
+                AdminAction::Deny
+            }
+        };
+        let (field, peers_in) = if ingress {
+            ("from", &r.from)
+        } else {
+            ("to", &r.to)
+        };
+        let peers_in = peers_in.clone().unwrap_or_default();
+        if peers_in.is_empty() {
+            let d = self.err(
+                Code::MissingField,
+                at.field(&path),
+                format!("the rule has no `{field}` peers"),
+                "no peers",
+            );
+            d.hints
+                .push(format!("add at least one peer under `{field}`"));
+            return None;
+        }
+        let mut peers = Vec::new();
+        for (i, p) in peers_in.iter().enumerate() {
+            let ppath = format!("{path}.{field}[{i}]");
+            let set = [
+                p.namespaces.is_some(),
+                p.pods.is_some(),
+                p.nodes.is_some(),
+                p.networks.is_some(),
+                p.domain_names.is_some(),
+            ]
+            .iter()
+            .filter(|b| **b)
+            .count();
+            if set != 1 {
+                let d = self.err(
+                    Code::WrongType,
+                    at.field(&ppath),
+                    "a peer needs exactly one of namespaces, pods, nodes, networks, domainNames",
+                    "invalid peer",
+                );
+                d.hints
+                    .push("write one field per peer; peers of a rule are ORed".into());
+                ok = false;
+                continue;
+            }
+            if ingress && (p.nodes.is_some() || p.networks.is_some() || p.domain_names.is_some()) {
+                let d = self.err(
+                    Code::WrongType,
+                    at.field(&ppath),
+                    "`nodes`, `networks` and `domainNames` peers are only allowed in egress rules",
+                    "egress-only peer",
+                );
+                d.hints
+                    .push("select pods or namespaces here, or move the peer to `egress`".into());
+                ok = false;
+                continue;
+            }
+            let peer = if let Some(ns) = &p.namespaces {
+                self.selector(Some(ns), at, &format!("{ppath}.namespaces"))
+                    .map(AdminPeer::Namespaces)
+            } else if let Some(pods) = &p.pods {
+                let ns = self.selector(
+                    Some(&pods.namespace_selector),
+                    at,
+                    &format!("{ppath}.pods.namespaceSelector"),
+                );
+                let ps = self.selector(
+                    Some(&pods.pod_selector),
+                    at,
+                    &format!("{ppath}.pods.podSelector"),
+                );
+                ns.zip(ps)
+                    .map(|(namespaces, pods)| AdminPeer::Pods { namespaces, pods })
+            } else if let Some(nodes) = &p.nodes {
+                self.selector(Some(nodes), at, &format!("{ppath}.nodes"))
+                    .map(AdminPeer::Nodes)
+            } else if let Some(nets) = &p.networks {
+                let mut out = Vec::new();
+                for (j, n) in nets.iter().enumerate() {
+                    match self.cidr_with_except(n, &[], at, &format!("{ppath}.networks[{j}]")) {
+                        Some(c) => out.push(c),
+                        None => ok = false,
+                    }
+                }
+                Some(AdminPeer::Networks(out))
+            } else {
+                if action != AdminAction::Allow {
+                    let d = self.err(
+                        Code::WrongType,
+                        at.field(&format!("{ppath}.domainNames")),
+                        "`domainNames` peers are only allowed in Accept rules",
+                        "not an Accept rule",
+                    );
+                    d.hints
+                        .push("use `networks` for Deny and Pass rules".into());
+                    ok = false;
+                } else {
+                    let d = self.warn(
+                        Code::IgnoredField,
+                        at.key(&format!("{ppath}.domainNames")),
+                        "`domainNames` peers are not modelled; they match nothing",
+                        "ignored peer",
+                    );
+                    d.hints.push("the rule accepts less than in the cluster; use `networks` with the addresses where possible".into());
+                }
+                // An empty `networks` list matches no address.
+                Some(AdminPeer::Networks(Vec::new()))
+            };
+            match peer {
+                Some(p) => peers.push(p),
+                None => ok = false,
+            }
+        }
+        let ports = match &r.protocols {
+            None => None,
+            Some(list) => {
+                let mut out = Vec::new();
+                for (i, pr) in list.iter().enumerate() {
+                    let ppath = format!("{path}.protocols[{i}]");
+                    let l4 = [
+                        (Protocol::Tcp, "tcp", &pr.tcp),
+                        (Protocol::Udp, "udp", &pr.udp),
+                        (Protocol::Sctp, "sctp", &pr.sctp),
+                    ];
+                    let set = l4.iter().filter(|(_, _, v)| v.is_some()).count()
+                        + usize::from(pr.destination_named_port.is_some());
+                    if set != 1 {
+                        let d = self.err(
+                            Code::WrongType,
+                            at.field(&ppath),
+                            "a protocol entry needs exactly one of tcp, udp, sctp, destinationNamedPort",
+                            "invalid protocol",
+                        );
+                        d.hints
+                            .push("write each protocol as its own list item".into());
+                        ok = false;
+                        continue;
+                    }
+                    if let Some(name) = &pr.destination_named_port {
+                        match self.port_name(name, at, &format!("{ppath}.destinationNamedPort")) {
+                            Some(PortRef::Name(n)) => out.push(AdminPort::Named(n)),
+                            _ => ok = false,
+                        }
+                        continue;
+                    }
+                    for (protocol, key, v) in l4 {
+                        let Some(v) = v else { continue };
+                        let dpath = format!("{ppath}.{key}.destinationPort");
+                        match &v.destination_port {
+                            None => out.push(AdminPort::Range {
+                                protocol,
+                                start: 1,
+                                end: 65535,
+                            }),
+                            Some(dp) => match (dp.number, &dp.range) {
+                                (Some(n), None) => {
+                                    match self.port_number(n, at, &format!("{dpath}.number")) {
+                                        Some(port) => {
+                                            out.push(AdminPort::Number { protocol, port })
+                                        }
+                                        None => ok = false,
+                                    }
+                                }
+                                (None, Some(r)) => {
+                                    let s = self.port_number(
+                                        r.start,
+                                        at,
+                                        &format!("{dpath}.range.start"),
+                                    );
+                                    let e =
+                                        self.port_number(r.end, at, &format!("{dpath}.range.end"));
+                                    match (s, e) {
+                                        (Some(start), Some(end)) if start < end => {
+                                            out.push(AdminPort::Range {
+                                                protocol,
+                                                start,
+                                                end,
+                                            })
+                                        }
+                                        (Some(_), Some(_)) => {
+                                            let d = self.err(
+                                                Code::EndPort,
+                                                at.field(&format!("{dpath}.range")),
+                                                "the range's start is not below its end",
+                                                "empty range",
+                                            );
+                                            d.hints.push("the API requires start < end; use `number` for one port".into());
+                                            ok = false;
+                                        }
+                                        _ => ok = false,
+                                    }
+                                }
+                                _ => {
+                                    let d = self.err(
+                                        Code::WrongType,
+                                        at.field(&dpath),
+                                        "destinationPort needs exactly one of number and range",
+                                        "invalid port",
+                                    );
+                                    d.hints.push(
+                                        "write `number: 80` or `range: {start: 8000, end: 9000}`"
+                                            .into(),
+                                    );
+                                    ok = false;
+                                }
+                            },
+                        }
+                    }
+                }
+                Some(out)
+            }
+        };
+        let rule = rule_ref(origin, section, index, r.name.clone(), &path);
+        ok.then_some(AdminRule {
+            action,
+            peers,
+            ports,
+            rule,
+        })
+    }
+
     #[allow(
         clippy::too_many_arguments,
         reason = "the rule's place in its object is several coordinates"
@@ -2921,7 +3559,9 @@ impl Builder<'_> {
         let mut baselines = c
             .admin_policies
             .iter()
-            .filter(|p| p.tier == AdminTier::Baseline);
+            .filter(|p| p.tier == AdminTier::Baseline)
+            // ClusterNetworkPolicies of the Baseline tier may be many (v1alpha2).
+            .filter(|p| p.origin.kind == "BaselineAdminNetworkPolicy");
         if let (Some(_), Some(second)) = (baselines.next(), baselines.next()) {
             let span = second.origin.span;
             let mut d = Diagnostic::error(
@@ -2965,18 +3605,33 @@ impl Builder<'_> {
                 Some(s) => ("Job", s.selector.as_ref(), Some(&s.template)),
                 None => return true,
             },
+            // A ReplicationController's selector is a plain map, defaulted to the template's
+            // labels; a CronJob's Jobs get generated selectors.
+            Body::ReplicationController(r) => match &r.spec {
+                Some(s) => ("ReplicationController", None, s.template.as_ref()),
+                None => return true,
+            },
+            Body::CronJob(c) => match c.spec.as_ref().and_then(|s| s.job_template.spec.as_ref()) {
+                Some(s) => ("CronJob", None, Some(&s.template)),
+                None => return true,
+            },
             _ => return true,
         };
         let Some(template) = template else {
             return true;
         };
-        let mut ok = self.require_containers(template.spec.as_ref(), at, "spec.template.spec");
+        let base = if kind == "CronJob" {
+            "spec.jobTemplate.spec.template"
+        } else {
+            "spec.template"
+        };
+        let mut ok = self.require_containers(template.spec.as_ref(), at, &format!("{base}.spec"));
         let labels = template
             .metadata
             .as_ref()
             .and_then(|m| m.labels.clone())
             .unwrap_or_default();
-        ok &= self.check_labels(Some(&labels), at, "spec.template.metadata.labels");
+        ok &= self.check_labels(Some(&labels), at, &format!("{base}.metadata.labels"));
         if let Some(sel) = selector {
             let empty = sel.match_labels.as_ref().is_none_or(BTreeMap::is_empty)
                 && sel.match_expressions.as_ref().is_none_or(Vec::is_empty);
@@ -3482,12 +4137,15 @@ fn meta_of(body: &Body) -> &ObjectMeta {
         Body::StatefulSet(o) => &o.metadata,
         Body::DaemonSet(o) => &o.metadata,
         Body::Job(o) => &o.metadata,
+        Body::ReplicationController(o) => &o.metadata,
+        Body::CronJob(o) => &o.metadata,
         Body::NetworkPolicy(o) => &o.metadata,
         Body::CiliumNetworkPolicy(o) | Body::CiliumClusterwideNetworkPolicy(o) => &o.metadata,
         Body::CiliumIdentity(o) => &o.metadata,
         Body::CiliumEndpoint(o) => &o.metadata,
         Body::Secret(o) => &o.metadata,
         Body::AdminNetworkPolicy(o) | Body::BaselineAdminNetworkPolicy(o) => &o.metadata,
+        Body::ClusterNetworkPolicy(o) => &o.metadata,
     }
 }
 

@@ -206,7 +206,8 @@ pub struct Pod {
     pub extra_ports: Vec<(u16, Protocol)>,
     /// Service account name.
     pub service_account: String,
-    /// Whether the pod uses the node's network namespace (then it has the node's identity).
+    /// Whether the pod uses the node's network namespace (then it has the node's identity
+    /// and the node's host IPs as `ips`).
     pub host_network: bool,
     /// Extra labels Cilium would add to the endpoint (conformance cases use this).
     pub cilium_labels: Labels,

@@ -259,3 +259,112 @@ spec:
     let names: Vec<&str> = c.admin_policies.iter().map(|p| p.name.as_str()).collect();
     assert_eq!(names, ["early", "late"]);
 }
+
+/// Issue 20, point 8: `ipFamilies`/`ipFamilyPolicy` choose the cluster IPs' families, each
+/// from its range (Kubernetes "IPv4/IPv6 dual-stack": SingleStack one family, the first of
+/// ipFamilies or the cluster's primary; PreferDualStack both when the cluster has both;
+/// RequireDualStack both or an error).
+#[test]
+fn ip_families_choose_the_cluster_ip_ranges() {
+    const SVCS: &str = r#"
+apiVersion: v1
+kind: Service
+metadata: {name: a-v4}
+spec: {ports: [{port: 80}]}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: b-v6}
+spec: {ipFamilies: [IPv6], ipFamilyPolicy: SingleStack, ports: [{port: 80}]}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: c-prefer}
+spec: {ipFamilyPolicy: PreferDualStack, ports: [{port: 80}]}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: d-require-v6-first}
+spec: {ipFamilies: [IPv6, IPv4], ipFamilyPolicy: RequireDualStack, ports: [{port: 80}]}
+"#;
+    let dual = BuildOptions {
+        service_cidr_v6: Some("fd00:96::/112".parse().expect("cidr")),
+        ..BuildOptions::default()
+    };
+    let loaded = load_texts(&[("s.yaml", SVCS)], &dual);
+    assert!(!loaded.has_errors());
+    let ips = |name: &str| -> Vec<String> {
+        let c = &loaded.cluster;
+        let s = c.find_service("default", name).expect("service");
+        c.service(s)
+            .cluster_ips
+            .iter()
+            .map(|ip| ip.to_string())
+            .collect()
+    };
+    assert_eq!(ips("a-v4"), ["10.96.0.1"]);
+    assert_eq!(ips("b-v6"), ["fd00:96::1"]);
+    assert_eq!(ips("c-prefer"), ["10.96.0.2", "fd00:96::2"]);
+    assert_eq!(ips("d-require-v6-first"), ["fd00:96::3", "10.96.0.3"]);
+    // Without an IPv6 range: PreferDualStack falls back to one family; an IPv6-only or
+    // RequireDualStack Service is a clear error.
+    let loaded = load_texts(&[("s.yaml", SVCS)], &BuildOptions::default());
+    let errors: Vec<&str> = loaded
+        .diags
+        .iter()
+        .filter(|d| d.is_error())
+        .map(|d| d.message.as_str())
+        .collect();
+    assert_eq!(
+        errors,
+        [
+            "Service default/b-v6 needs an IPv6 cluster IP, but no IPv6 service range is configured",
+            "Service default/d-require-v6-first needs an IPv6 cluster IP, but no IPv6 service range is configured",
+        ]
+    );
+    let c = &loaded.cluster;
+    let s = c.find_service("default", "c-prefer").expect("service");
+    assert_eq!(c.service(s).cluster_ips.len(), 1);
+}
+
+/// Issue 20, point 8: NodePort and LoadBalancer ports without `nodePort` get the lowest
+/// free port of 30000-32767; LoadBalancers with `allocateLoadBalancerNodePorts: false` none.
+#[test]
+fn node_ports_are_allocated_deterministically() {
+    let c = load_ok(&[(
+        "s.yaml",
+        r#"
+apiVersion: v1
+kind: Service
+metadata: {name: a}
+spec: {type: NodePort, ports: [{name: a, port: 80, nodePort: 30001}, {name: b, port: 81}]}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: b}
+spec: {type: LoadBalancer, ports: [{name: t, port: 53, protocol: TCP}, {name: u, port: 53, protocol: UDP}]}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: c}
+spec: {type: LoadBalancer, allocateLoadBalancerNodePorts: false, ports: [{port: 443}]}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: d}
+spec: {ports: [{port: 80}]}
+"#,
+    )]);
+    let node_ports = |name: &str| -> Vec<Option<u16>> {
+        let s = c.find_service("default", name).expect("service");
+        c.service(s).ports.iter().map(|p| p.node_port).collect()
+    };
+    assert_eq!(node_ports("a"), [Some(30001), Some(30000)]);
+    assert_eq!(
+        node_ports("b"),
+        [Some(30002), Some(30002)],
+        "TCP and UDP of one port share"
+    );
+    assert_eq!(node_ports("c"), [None]);
+    assert_eq!(node_ports("d"), [None]);
+}

@@ -51,7 +51,11 @@ pub fn cluster_to_text(c: &Cluster) -> String {
                 .map(|(port, proto)| format!("+{port}/{proto}")),
         );
         let ip = if p.host_network {
-            "<host>".to_string()
+            if p.ips.is_empty() {
+                "<host>".to_string()
+            } else {
+                format!("<host> {}", join(&p.ips))
+            }
         } else if p.ips.is_empty() {
             "<none>".into()
         } else {

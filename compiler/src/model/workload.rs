@@ -1,4 +1,11 @@
-//! Workloads (Deployment, ReplicaSet, StatefulSet, DaemonSet, Job) → pods.
+//! Workloads (Deployment, ReplicaSet, ReplicationController, StatefulSet, DaemonSet, Job,
+//! CronJob) → pods.
+//!
+//! A ReplicationController expands as a ReplicaSet does (`<name>-<suffix>`). A CronJob
+//! expands into the pods of one run of its Job (the one a running cluster has while the
+//! job runs; none when `suspend: true`): the Job is named as the CronJob controller names
+//! it, `<cronjob>-<scheduled time in minutes>`, with a time made from a hash of the
+//! CronJob's name, and its pods as a Job's.
 //!
 //! Offline inputs often describe workloads and no pods. Each workload is expanded into the
 //! pods its controller would make, with names in the controller's style made deterministic
@@ -59,17 +66,45 @@ fn workload_of(body: &Body) -> Option<Workload<'_>> {
         }
         Body::Job(j) => {
             let spec = j.spec.as_ref()?;
-            let parallelism = spec.parallelism.unwrap_or(1).max(0);
-            let completions = spec.completions.unwrap_or(parallelism).max(0);
             Workload {
                 kind: "Job",
                 meta: &j.metadata,
                 template: &spec.template,
-                replicas: parallelism.min(completions) as usize,
+                replicas: job_pods(spec),
+            }
+        }
+        Body::ReplicationController(r) => {
+            let spec = r.spec.as_ref()?;
+            Workload {
+                kind: "ReplicationController",
+                meta: &r.metadata,
+                template: spec.template.as_ref()?,
+                replicas: spec.replicas.unwrap_or(1).max(0) as usize,
+            }
+        }
+        Body::CronJob(c) => {
+            let spec = c.spec.as_ref()?;
+            let job = spec.job_template.spec.as_ref()?;
+            Workload {
+                kind: "CronJob",
+                meta: &c.metadata,
+                template: &job.template,
+                replicas: if spec.suspend == Some(true) {
+                    0
+                } else {
+                    job_pods(job)
+                },
             }
         }
         _ => return None,
     })
+}
+
+/// The pods a Job runs at once: `parallelism` (default 1), at most `completions`.
+fn job_pods(spec: &k8s_openapi::api::batch::v1::JobSpec) -> usize {
+    let parallelism = spec.parallelism.unwrap_or(1).max(0);
+    let completions = spec.completions.unwrap_or(parallelism).max(0);
+    parallelism.min(completions) as usize
 }
 
 /// The number of pod addresses the pod CIDRs hold (the `--pod-cidr` range and every node's
@@ -98,6 +133,7 @@ fn negative_count(body: &Body) -> Option<(&'static str, i32)> {
     let (path, n) = match body {
         Body::Deployment(d) => ("spec.replicas", d.spec.as_ref()?.replicas?),
         Body::ReplicaSet(r) => ("spec.replicas", r.spec.as_ref()?.replicas?),
+        Body::ReplicationController(r) => ("spec.replicas", r.spec.as_ref()?.replicas?),
         Body::StatefulSet(s) => ("spec.replicas", s.spec.as_ref()?.replicas?),
         Body::Job(j) => {
             let spec = j.spec.as_ref()?;
@@ -188,7 +224,11 @@ pub(super) fn expand(b: &mut Builder<'_>, workloads: &[&Object]) {
             continue;
         }
         let spec = w.template.spec.clone().unwrap_or_default();
-        let base = "spec.template.spec";
+        let base = if w.kind == "CronJob" {
+            "spec.jobTemplate.spec.template.spec"
+        } else {
+            "spec.template.spec"
+        };
         let Some(ports) = b.container_ports(&spec, at, base) else {
             continue;
         };
@@ -218,23 +258,33 @@ pub(super) fn expand(b: &mut Builder<'_>, workloads: &[&Object]) {
                     })
                     .collect()
             }
-            "ReplicaSet" | "Job" => (0..w.replicas)
-                .map(|i| {
-                    let mut extra = Labels::new();
-                    if w.kind == "Job" {
-                        extra.insert("batch.kubernetes.io/job-name".into(), name.clone());
-                        extra.insert("job-name".into(), name.clone());
-                    }
-                    (
-                        format!(
-                            "{name}-{}",
-                            safe_encode(hash_text(&format!("{name}/{i}")), 5)
-                        ),
-                        extra,
-                        round_robin(&nodes, i),
-                    )
-                })
-                .collect(),
+            "ReplicaSet" | "ReplicationController" | "Job" | "CronJob" => {
+                // The pods' owner name: a CronJob's pods belong to its Job of one run.
+                let owner = if w.kind == "CronJob" {
+                    // Minutes since the epoch in 2024-2026, from the name: stable output.
+                    let minutes = 28_401_120 + hash_text(&name) % 1_576_800;
+                    format!("{name}-{minutes}")
+                } else {
+                    name.clone()
+                };
+                (0..w.replicas)
+                    .map(|i| {
+                        let mut extra = Labels::new();
+                        if w.kind == "Job" || w.kind == "CronJob" {
+                            extra.insert("batch.kubernetes.io/job-name".into(), owner.clone());
+                            extra.insert("job-name".into(), owner.clone());
+                        }
+                        (
+                            format!(
+                                "{owner}-{}",
+                                safe_encode(hash_text(&format!("{owner}/{i}")), 5)
+                            ),
+                            extra,
+                            round_robin(&nodes, i),
+                        )
+                    })
+                    .collect()
+            }
             "StatefulSet" => (0..w.replicas)
                 .map(|i| {
                     let mut extra = Labels::new();

@@ -1,4 +1,10 @@
-//! AdminNetworkPolicy and BaselineAdminNetworkPolicy (policy.networking.k8s.io/v1alpha1).
+//! AdminNetworkPolicy and BaselineAdminNetworkPolicy (policy.networking.k8s.io/v1alpha1),
+//! and ClusterNetworkPolicy (v1alpha2), which the model turns into the same admin-tier
+//! policies: `tier: Admin` or `Baseline`, `priority` orders policies within each tier,
+//! `Accept` is `Allow`, and `Pass` ends the tier it is in (Admin: on to NetworkPolicies;
+//! Baseline: on to the default allow; `apis/v1alpha2/clusternetworkpolicy_types.go`).
+//! `protocols` become ports (a protocol without `destinationPort` is all its ports);
+//! `domainNames` peers match nothing (Accept rules only, so this allows less).
 //!
 //! Spec: network-policy-api, "API overview" and the API reference
 //! (<https://network-policy-api.sigs.k8s.io/api-overview/>, `apis/v1alpha1`), and its
@@ -11,8 +17,9 @@
 //!   API leaves ties undefined; [`crate::model::Cluster::admin_policies`] is sorted so);
 //!   within a policy the rules of the direction in list order. The first rule whose peers
 //!   and ports both match decides: `Allow` and `Deny` end the evaluation, `Pass` skips the
-//!   rest of the admin tier. The baseline policy is evaluated the same way, with `Allow`
-//!   and `Deny` only.
+//!   rest of the admin tier. The baseline tier is evaluated the same way (one
+//!   BaselineAdminNetworkPolicy, or Baseline ClusterNetworkPolicies by priority); a `Pass`
+//!   there skips the rest of the baseline tier.
 //! - **Peers**: `namespaces`, `pods` (namespace AND pod selector) match pods on the pod
 //!   network; `nodes` (egress) matches the addresses of the matching nodes; `networks`
 //!   (egress) matches any address in the CIDRs, pod addresses included; a Cilium entity

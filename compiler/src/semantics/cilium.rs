@@ -378,6 +378,36 @@ spec:
         assert!(!allowed(&c, "ip:203.0.113.9", "x/a", "53/UDP"));
     }
 
+    /// Cilium's getEndpointSelector leaves a CNP selector on namespace labels or on
+    /// `reserved:` labels unscoped, and scopes every other one to the policy's namespace.
+    #[test]
+    fn cnp_selectors_on_namespace_labels_or_reserved_labels_are_not_scoped() {
+        let c = base(
+            "apiVersion: v1
+kind: Node
+metadata: {name: n1}
+status: {addresses: [{type: InternalIP, address: 172.18.0.2}]}
+---
+apiVersion: cilium.io/v2
+kind: CiliumNetworkPolicy
+metadata: {name: in, namespace: x}
+spec:
+  endpointSelector: {matchLabels: {app: a}}
+  ingress:
+  - fromEndpoints: [{matchLabels: {k8s:io.cilium.k8s.namespace.labels.team: ty}}]
+  - fromEndpoints: [{matchLabels: {reserved:remote-node: ''}}]
+    toPorts: [{ports: [{port: '53', protocol: UDP}]}]
+",
+        );
+        assert!(allowed(&c, "y/b", "x/a", "80/TCP"), "namespace labels of y");
+        assert!(!allowed(&c, "x/b", "x/a", "80/TCP"), "x has team tx");
+        assert!(
+            allowed(&c, "ip:172.18.0.2", "x/a", "53/UDP"),
+            "reserved:remote-node"
+        );
+        assert!(!allowed(&c, "ip:172.18.0.2", "x/a", "80/TCP"));
+    }
+
     #[test]
     fn requires_constrain_every_endpoint_selector() {
         let c = base(

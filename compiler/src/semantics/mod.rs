@@ -45,6 +45,13 @@
 //! A peer outside the cluster (or a host-network pod, whose host policy pipec does not
 //! model) enforces nothing: its direction is [`Tier::NotEnforced`] and allows.
 //!
+//! **Host-network pods are their node** (Cilium's model, not a pod of their own): their
+//! addresses are the node's host IPs (the model gives a pod without `status.podIPs` its
+//! node's first InternalIP, else ExternalIP, per family, as the kubelet reports them); no
+//! policy selects them; as a peer they are the `host` entity for pods of their own node and
+//! `remote-node` for the others, and never match a pod selector; a Service selecting them
+//! has endpoints at node IP:targetPort.
+//!
 //! # Deliberate simplifications (documented, not accidental)
 //!
 //! - Cilium's "allow from the local host" default (`allow-localhost`) is not modelled: a

@@ -30,8 +30,9 @@ fn shared_conformance_suite_passes() {
 }
 
 /// pipec's own cases (`compiler/tests/conformance`, the shared format with upstream
-/// citations in each file): every probe on every engine of the library (`reference`, `mag`,
-/// `hw`; `ebpf` runs them in `cli/tests/cli.rs`), zero failures, and no case skipped.
+/// citations in each file, and `multi-node/` for clusters of several nodes): every probe on
+/// every engine of the library (`reference`, `mag`, `hw`; `ebpf` runs the one-node cases in
+/// `cli/tests/cli.rs`), zero failures, and no case skipped.
 #[test]
 fn own_conformance_cases_pass_on_every_engine() {
     let dir = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/conformance"));

@@ -4,7 +4,7 @@
 //! Each case starts with a `#` comment saying what is wrong (JSON cases have a sibling
 //! `.md`). A case whose name contains `-warn-` must give warnings and no error; every other
 //! case must give at least one error. Lines of the form `# option: pod-cidr=10.0.0.0/30`
-//! (or `service-cidr`, `allow-ignored-policies=true`) set build options for that case.
+//! (or `service-cidr`, `allow-ignored-policies=true`, `namespace=NS`) set build options for that case.
 
 use pipec::diag::{self, Severity};
 use pipec::driver;
@@ -41,6 +41,7 @@ fn options(path: &Path) -> BuildOptions {
             Some(("service-cidr", v)) => {
                 o.service_cidr = v.trim().parse().expect("service-cidr option")
             }
+            Some(("namespace", v)) => o.default_namespace = Some(v.trim().to_string()),
             Some(("allow-ignored-policies", v)) => {
                 o.allow_ignored_policies = v.trim().parse().expect("a boolean")
             }
