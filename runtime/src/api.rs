@@ -115,6 +115,13 @@ pub const KINDS: &[Kind] = &[
         "baselineadminnetworkpolicies",
         false,
     ),
+    kind(
+        "ClusterNetworkPolicy",
+        "policy.networking.k8s.io",
+        "v1alpha2",
+        "clusternetworkpolicies",
+        false,
+    ),
 ];
 
 /// The one Secret pipecd reads: the IPsec keys, in Cilium's format and place.
