@@ -10,9 +10,11 @@
 //!
 //! **Charged after compression.** The budget counts flow entries as the compressed slice
 //! has them. Entries are taken in rank order in batches sized by the compression ratio
-//! seen so far; a batch that overflows is cut to its longest prefix that fits (bisection),
-//! and the last slack is filled charging each entry its uncompressed cost (an upper bound
-//! of what it adds), so the slice never exceeds the budget.
+//! seen so far; the first batch that overflows is cut to its longest prefix that fits
+//! (bisection), and the last slack is filled charging each entry its uncompressed cost (an
+//! upper bound of what it adds), so the slice never exceeds the budget. The number of
+//! compressions of the pool is so bounded by the batches that fit, the bisection and one
+//! final check.
 //!
 //! **Reservations.** A `reserve N entries` hint sets `N` entries aside for its subject's
 //! entries: they are filled first, from the subject's entries only; the others share
@@ -146,14 +148,6 @@ impl<'a, 'm> Chooser<'a, 'm> {
                 ratio = (uncompressed as f64 / used.max(1) as f64).max(1.0);
                 continue;
             }
-            // The batch compressed less than the pool so far: size the next one by its
-            // own ratio.
-            let batch_cost: u64 = groups
-                .iter()
-                .flatten()
-                .map(|i| cands[*i].placement.hw_rules)
-                .sum();
-            ratio = (batch_cost as f64 / n.saturating_sub(used).max(1) as f64).max(1.0);
             let (k, n) = self.longest_fit(cands, &pool, &groups, limit);
             for g in &groups[k..] {
                 for i in g {
@@ -162,11 +156,16 @@ impl<'a, 'm> Chooser<'a, 'm> {
             }
             pool.extend(groups[..k].iter().flatten());
             used = n;
-            // The first group that did not fit starts the next batch.
+            // The first group that did not fit is where the conservative fill starts. No
+            // further batch is tried: the slack the bisection leaves is small, and every
+            // further batch would overflow it again and cost another round of
+            // compressions of the whole pool (about a second each at 1,500 pods), which
+            // made a re-plan at the budget's edge take half a minute.
             pos = order
                 .iter()
                 .position(|i| *i == groups[k][0])
                 .unwrap_or(next);
+            break;
         }
         let tail = self.fill_tail(cands, order, pos, limit.saturating_sub(used));
         if tail.is_empty() {

@@ -215,42 +215,92 @@ fn merge_origin(a: &str, b: &str) -> String {
 
 fn merge_bit(rules: Vec<HwRule>, f: PacketField, bit: u32) -> Vec<HwRule> {
     let b = 1u128 << bit;
-    // Called thousands of times per plan on tens of thousands of rules (the budget
-    // compresses each batch): a fast non-cryptographic hasher keeps this cheap, and the
-    // map's order never escapes.
-    let mut seen: FxHashMap<Vec<HwMatch>, usize> = FxHashMap::default();
-    let mut out: Vec<Option<HwRule>> = Vec::with_capacity(rules.len());
+    // Called thousands of times per plan on hundreds of thousands of rules: a rule's key
+    // (its matches with this bit cleared) is hashed in place rather than copied, and only
+    // compared in full on a hash hit. Keys whose hash collides with another key go to
+    // `slow`, keyed by the full key, so the result is exactly that of a map of full keys.
+    let mut seen: FxHashMap<u64, usize> = FxHashMap::default();
+    let mut slow: FxHashMap<Vec<HwMatch>, usize> = FxHashMap::default();
+    let mut out: Vec<HwRule> = Vec::with_capacity(rules.len());
     for r in rules {
         let Some(m) = r.get(f).copied() else {
-            out.push(Some(r));
+            out.push(r);
             continue;
         };
         if m.mask & b == 0 {
-            out.push(Some(r));
+            out.push(r);
             continue;
         }
-        let mut key = r.matches.clone();
-        for k in &mut key {
-            if k.field == f {
-                k.mask &= !b;
-                k.value &= !b;
-            }
-        }
-        if let Some(j) = seen.remove(&key) {
-            if let Some(Some(other)) = out.get_mut(j) {
-                let ov = other.get(f).map_or(0, |m| m.value & b);
-                if ov != m.value & b {
-                    other.origin = merge_origin(&other.origin, &r.origin);
-                    other.matches = key.into_iter().filter(|k| k.mask != 0).collect();
-                    continue;
-                }
-            }
-            seen.insert(key, out.len());
-            out.push(Some(r));
+        let h = key_hash(&r.matches, f, b);
+        let fast = seen.get(&h).copied();
+        let same = fast.is_some_and(|j| same_key(&out[j].matches, &r.matches, f, b));
+        let partner = if same {
+            seen.remove(&h)
+        } else if slow.is_empty() && fast.is_none() {
+            None
         } else {
-            seen.insert(key, out.len());
-            out.push(Some(r));
+            slow.remove(&masked(&r.matches, f, b))
+        };
+        if let Some(j) = partner {
+            let other = &mut out[j];
+            let ov = other.get(f).map_or(0, |m| m.value & b);
+            if ov != m.value & b {
+                other.origin = merge_origin(&other.origin, &r.origin);
+                other.matches = masked(&r.matches, f, b)
+                    .into_iter()
+                    .filter(|k| k.mask != 0)
+                    .collect();
+                continue;
+            }
         }
+        // Remember this rule under its key: in the fast map when its hash is free (or was
+        // this very key's), else in the slow one.
+        if same || fast.is_none() || partner.is_some() && !seen.contains_key(&h) {
+            seen.insert(h, out.len());
+        } else {
+            slow.insert(masked(&r.matches, f, b), out.len());
+        }
+        out.push(r);
     }
-    out.into_iter().flatten().collect()
+    out
+}
+
+/// The matches with `bit` of field `f` cleared in value and mask: a rule's merge key.
+fn masked(matches: &[HwMatch], f: PacketField, bit: u128) -> Vec<HwMatch> {
+    matches
+        .iter()
+        .map(|m| {
+            let mut m = *m;
+            if m.field == f {
+                m.mask &= !bit;
+                m.value &= !bit;
+            }
+            m
+        })
+        .collect()
+}
+
+/// The hash of [`masked`] without building it.
+fn key_hash(matches: &[HwMatch], f: PacketField, bit: u128) -> u64 {
+    use std::hash::{Hash as _, Hasher as _};
+    let mut h = rustc_hash::FxHasher::default();
+    matches.len().hash(&mut h);
+    for m in matches {
+        let clear = if m.field == f { !bit } else { u128::MAX };
+        m.field.hash(&mut h);
+        (m.value & clear).hash(&mut h);
+        (m.mask & clear).hash(&mut h);
+    }
+    h.finish()
+}
+
+/// Whether two rules have the same merge key.
+fn same_key(a: &[HwMatch], b: &[HwMatch], f: PacketField, bit: u128) -> bool {
+    a.len() == b.len()
+        && a.iter().zip(b).all(|(x, y)| {
+            let clear = if x.field == f { !bit } else { u128::MAX };
+            x.field == y.field
+                && x.value & clear == y.value & clear
+                && x.mask & clear == y.mask & clear
+        })
 }
