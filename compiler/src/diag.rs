@@ -176,7 +176,7 @@ impl Diagnostic {
             );
         }
         base.with_code(self.code.as_str())
-            .with_message(clip(&self.message))
+            .with_message(policy_lang::window::clip(&self.message))
             .with_labels(labels)
             .with_notes(self.hints.iter().map(|h| format!("help: {h}")).collect())
     }
@@ -300,135 +300,39 @@ pub fn select(diags: &[Diagnostic], display: WarningDisplay) -> (Vec<Diagnostic>
     (shown, lines)
 }
 
-/// Lines longer than this (in bytes) are shown as a window around the label, not whole: a
-/// minified JSON dump or a one-line YAML flow mapping can be a hundred megabytes on one line.
-const LONG_LINE: usize = 400;
-
-/// Messages quote what they found (a label value, a name); a hostile input can make that a
-/// megabyte. Rendered messages keep this many characters.
-const MESSAGE_CHARS: usize = 300;
-
-/// `message`, cut to [`MESSAGE_CHARS`] characters.
-fn clip(message: &str) -> String {
-    let kept = chars_of(message, MESSAGE_CHARS, false);
-    if kept.len() < message.len() {
-        format!("{kept}… ({} bytes in all)", message.len())
-    } else {
-        message.to_string()
-    }
-}
-
-/// Characters of context shown on each side of a label in a long line, and at most this
-/// many of the label itself.
-const WINDOW_CONTEXT: usize = 60;
-const WINDOW_LABEL: usize = 80;
-
-/// The byte range of the line that holds `offset`.
-fn line_around(text: &str, offset: usize) -> std::ops::Range<usize> {
-    let offset = offset.min(text.len());
-    let start = text[..offset].rfind('\n').map_or(0, |i| i + 1);
-    let end = text[offset..].find('\n').map_or(text.len(), |i| offset + i);
-    start..end
-}
-
-/// Up to `n` characters of `s` from its start (`from_end`: from its end).
-fn chars_of(s: &str, n: usize, from_end: bool) -> &str {
-    if from_end {
-        let skip = s.chars().count().saturating_sub(n);
-        let at = s.char_indices().nth(skip).map_or(s.len(), |(i, _)| i);
-        &s[at..]
-    } else {
-        let at = s.char_indices().nth(n).map_or(s.len(), |(i, _)| i);
-        &s[..at]
-    }
-}
-
-/// A diagnostic whose primary label lies in a long line, rendered with a window of that
-/// line around the label instead of the whole line (codespan-reporting prints lines whole);
+/// A diagnostic whose primary label lies in a very long line, rendered with a window of
+/// that line (policy-lang's [`policy_lang::window`], shared by both diagnostic stacks);
 /// `None` for every other diagnostic. Secondary labels are named by place.
 fn long_line_text(sources: &Sources, d: &Diagnostic) -> Option<String> {
-    use std::fmt::Write as _;
     let primary = d.primary.as_ref()?;
-    let text = sources.text(primary.span.file);
-    let span = primary.span.range();
-    let line = line_around(text, span.start);
-    if line.len() <= LONG_LINE {
-        return None;
-    }
-    let end = span.end.clamp(span.start, line.end);
-    let (before, label, after) = (
-        text.get(line.start..span.start)?,
-        text.get(span.start..end)?,
-        text.get(end..line.end)?,
-    );
-    let before = chars_of(before, WINDOW_CONTEXT, true);
-    let shown_label = chars_of(label, WINDOW_LABEL, false);
-    let after = chars_of(after, WINDOW_CONTEXT, false);
-    let lead = if line.start + before.len() < span.start {
-        "…"
-    } else {
-        ""
-    };
-    let trail = if after.len() < line.end - end {
-        "…"
-    } else {
-        ""
-    };
-    let cut = if shown_label.len() < label.len() {
-        "…"
-    } else {
-        ""
-    };
-    let at = sources.line_col(primary.span.file, span.start);
-    let number = at.line.to_string();
-    let gutter = " ".repeat(number.len());
-    let mut out = String::new();
-    let _ = writeln!(
-        out,
-        "{}[{}]: {}",
-        severity_word(d),
-        d.code.as_str(),
-        clip(&d.message)
-    );
-    let _ = writeln!(
-        out,
-        "{gutter} ┌─ {}:{}:{} (a line of {} bytes, shown in part)",
-        sources.name(primary.span.file),
-        at.line,
-        at.column,
-        line.len()
-    );
-    let _ = writeln!(out, "{gutter} │");
-    let _ = writeln!(
-        out,
-        "{number} │ {lead}{before}{shown_label}{cut}{after}{trail}"
-    );
-    let pad = lead.chars().count() + before.chars().count();
-    let carets = (shown_label.chars().count() + cut.chars().count()).max(1);
-    let _ = writeln!(
-        out,
-        "{gutter} │ {}{} {}",
-        " ".repeat(pad),
-        "^".repeat(carets),
-        primary.message
-    );
-    let _ = writeln!(out, "{gutter} │");
-    for s in &d.secondary {
-        let lc = sources.line_col(s.span.file, s.span.start as usize);
-        let _ = writeln!(
-            out,
-            "{gutter} = note: {} at {}:{}:{}",
-            s.message,
-            sources.name(s.span.file),
-            lc.line,
-            lc.column
-        );
-    }
-    for h in &d.hints {
-        let _ = writeln!(out, "{gutter} = help: {h}");
-    }
-    let _ = writeln!(out);
-    Some(out)
+    let at = sources.line_col(primary.span.file, primary.span.start as usize);
+    let mut notes: Vec<String> = d
+        .secondary
+        .iter()
+        .map(|s| {
+            let lc = sources.line_col(s.span.file, s.span.start as usize);
+            format!(
+                "note: {} at {}:{}:{}",
+                s.message,
+                sources.name(s.span.file),
+                lc.line,
+                lc.column
+            )
+        })
+        .collect();
+    notes.extend(d.hints.iter().map(|h| format!("help: {h}")));
+    policy_lang::window::long_line(&policy_lang::window::Snippet {
+        severity: severity_word(d),
+        code: d.code.as_str(),
+        message: &d.message,
+        file: sources.name(primary.span.file),
+        text: sources.text(primary.span.file),
+        span: primary.span.range(),
+        line: at.line,
+        column: at.column,
+        label: &primary.message,
+        notes,
+    })
 }
 
 fn severity_word(d: &Diagnostic) -> &'static str {

@@ -207,10 +207,45 @@ impl Diagnostic {
             .collect();
         cs::Diagnostic::new(severity)
             .with_code(self.code.as_str())
-            .with_message(&self.message)
+            .with_message(crate::window::clip(&self.message))
             .with_labels(labels)
             .with_notes(notes)
     }
+}
+
+/// `d` rendered with a window of its line when that line is very long
+/// ([`crate::window`]); `None` otherwise.
+fn long_line_text(d: &Diagnostic, files: &SourceSet) -> Option<String> {
+    let file = files.get(d.primary.span.file)?;
+    let at = files.line_col(d.primary.span);
+    let mut notes: Vec<String> = d
+        .secondary
+        .iter()
+        .map(|l| {
+            let lc = files.line_col(l.span);
+            format!(
+                "note: {} at {}:{}:{}",
+                l.message,
+                files.name(l.span.file),
+                lc.line,
+                lc.column
+            )
+        })
+        .collect();
+    notes.extend(d.notes.iter().map(|n| format!("note: {n}")));
+    notes.extend(d.help.iter().map(|h| format!("help: {h}")));
+    crate::window::long_line(&crate::window::Snippet {
+        severity: severity_word(d.severity),
+        code: d.code.as_str(),
+        message: &d.message,
+        file: &file.name,
+        text: &file.text,
+        span: d.primary.span.range(),
+        line: at.line as usize,
+        column: at.column as usize,
+        label: &d.primary.message,
+        notes,
+    })
 }
 
 /// Renders diagnostics as plain text (no colour), one after the other.
@@ -218,6 +253,10 @@ pub fn render(diags: &[Diagnostic], files: &SourceSet) -> String {
     let config = term::Config::default();
     let mut out = String::new();
     for d in diags {
+        if let Some(text) = long_line_text(d, files) {
+            out.push_str(&text);
+            continue;
+        }
         if term::emit_to_string(&mut out, &config, files, &d.to_codespan()).is_err() {
             out.push_str(&format!(
                 "{}[{}]: {}\n",
@@ -253,6 +292,10 @@ pub fn emit_to_stderr(diags: &[Diagnostic], files: &SourceSet) -> std::io::Resul
     let mut writer = term::StylesWriter::new(&mut lock, &styles);
     let config = term::Config::default();
     for d in diags {
+        if let Some(text) = long_line_text(d, files) {
+            std::io::Write::write_all(&mut writer, text.as_bytes())?;
+            continue;
+        }
         term::emit_to_write_style(&mut writer, &config, files, &d.to_codespan())
             .map_err(std::io::Error::other)?;
     }
