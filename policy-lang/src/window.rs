@@ -42,9 +42,19 @@ fn chars_of(s: &str, n: usize, from_end: bool) -> &str {
     }
 }
 
+/// `i`, moved down to a character boundary of `text` (a span from a faulty stage must not
+/// make rendering panic).
+fn boundary(text: &str, i: usize) -> usize {
+    let mut i = i.min(text.len());
+    while !text.is_char_boundary(i) {
+        i -= 1;
+    }
+    i
+}
+
 /// The byte range of the line of `text` that holds `offset`.
 fn line_around(text: &str, offset: usize) -> Range<usize> {
-    let offset = offset.min(text.len());
+    let offset = boundary(text, offset);
     let start = text[..offset].rfind('\n').map_or(0, |i| i + 1);
     let end = text[offset..].find('\n').map_or(text.len(), |i| offset + i);
     start..end
@@ -82,8 +92,8 @@ pub fn long_line(s: &Snippet<'_>) -> Option<String> {
     if line.len() <= LONG_LINE {
         return None;
     }
-    let start = s.span.start.max(line.start);
-    let end = s.span.end.clamp(start, line.end);
+    let start = boundary(s.text, s.span.start.max(line.start));
+    let end = boundary(s.text, s.span.end.clamp(start, line.end));
     let (before, label, after) = (
         s.text.get(line.start..start)?,
         s.text.get(start..end)?,

@@ -927,7 +927,13 @@ fn offset_of_line_col(text: &str, line: usize, column: usize) -> usize {
     let mut offset = 0;
     for (i, l) in text.split_inclusive('\n').enumerate() {
         if i + 1 == line {
-            return (offset + column.saturating_sub(1)).min(text.len());
+            // serde_json counts columns in bytes; an error inside a multi-byte character
+            // must still name a character boundary, or every later slice panics.
+            let mut at = (offset + column.saturating_sub(1)).min(text.len());
+            while !text.is_char_boundary(at) {
+                at -= 1;
+            }
+            return at;
         }
         offset += l.len();
     }
