@@ -2623,6 +2623,79 @@ impl Builder<'_> {
         })
     }
 
+    /// The subject of an admin-tier policy (AdminNetworkPolicy, BaselineAdminNetworkPolicy
+    /// and ClusterNetworkPolicy share the CRD shape): exactly one of `namespaces` and `pods`.
+    fn admin_subject(&mut self, subject: &crd::AdminSubject, at: At) -> Option<AdminSubject> {
+        match (&subject.namespaces, &subject.pods) {
+            (Some(ns), None) => self
+                .selector(Some(ns), at, "spec.subject.namespaces")
+                .map(AdminSubject::Namespaces),
+            (None, Some(pods)) => {
+                let ns = self.selector(
+                    Some(&pods.namespace_selector),
+                    at,
+                    "spec.subject.pods.namespaceSelector",
+                );
+                let ps = self.selector(
+                    Some(&pods.pod_selector),
+                    at,
+                    "spec.subject.pods.podSelector",
+                );
+                ns.zip(ps)
+                    .map(|(namespaces, pods)| AdminSubject::Pods { namespaces, pods })
+            }
+            _ => {
+                let d = self.err(
+                    Code::WrongType,
+                    at.field("spec.subject"),
+                    "the subject needs exactly one of `namespaces` and `pods`",
+                    "invalid subject",
+                );
+                d.hints.push("write `namespaces: {matchLabels: ...}` or `pods: {namespaceSelector: ..., podSelector: ...}`".into());
+                None
+            }
+        }
+    }
+
+    /// The selector peers that every admin-tier kind shares (`namespaces`, `pods`,
+    /// `nodes`, tried in that order); `None` when the peer is none of them, `Some(None)`
+    /// when its selector is malformed (reported).
+    fn admin_selector_peer(
+        &mut self,
+        namespaces: Option<&LabelSelector>,
+        pods: Option<&crd::NamespacedPod>,
+        nodes: Option<&LabelSelector>,
+        at: At,
+        ppath: &str,
+    ) -> Option<Option<AdminPeer>> {
+        if let Some(ns) = namespaces {
+            return Some(
+                self.selector(Some(ns), at, &format!("{ppath}.namespaces"))
+                    .map(AdminPeer::Namespaces),
+            );
+        }
+        if let Some(pods) = pods {
+            let ns = self.selector(
+                Some(&pods.namespace_selector),
+                at,
+                &format!("{ppath}.pods.namespaceSelector"),
+            );
+            let ps = self.selector(
+                Some(&pods.pod_selector),
+                at,
+                &format!("{ppath}.pods.podSelector"),
+            );
+            return Some(
+                ns.zip(ps)
+                    .map(|(namespaces, pods)| AdminPeer::Pods { namespaces, pods }),
+            );
+        }
+        nodes.map(|n| {
+            self.selector(Some(n), at, &format!("{ppath}.nodes"))
+                .map(AdminPeer::Nodes)
+        })
+    }
+
     fn admin_policy(&mut self, p: &crd::AdminNetworkPolicy, tier: AdminTier, at: At) {
         let kind = if tier == AdminTier::Admin {
             "AdminNetworkPolicy"
@@ -2688,36 +2761,7 @@ impl Builder<'_> {
                 0
             }
         };
-        let subject = match (&p.spec.subject.namespaces, &p.spec.subject.pods) {
-            (Some(ns), None) => self
-                .selector(Some(ns), at, "spec.subject.namespaces")
-                .map(AdminSubject::Namespaces),
-            (None, Some(pods)) => {
-                let ns = self.selector(
-                    Some(&pods.namespace_selector),
-                    at,
-                    "spec.subject.pods.namespaceSelector",
-                );
-                let ps = self.selector(
-                    Some(&pods.pod_selector),
-                    at,
-                    "spec.subject.pods.podSelector",
-                );
-                ns.zip(ps)
-                    .map(|(namespaces, pods)| AdminSubject::Pods { namespaces, pods })
-            }
-            _ => {
-                let span = at.field("spec.subject");
-                let d = self.err(
-                    Code::WrongType,
-                    span,
-                    "the subject needs exactly one of `namespaces` and `pods`",
-                    "invalid subject",
-                );
-                d.hints.push("write `namespaces: {matchLabels: ...}` or `pods: {namespaceSelector: ..., podSelector: ...}`".into());
-                None
-            }
-        };
+        let subject = self.admin_subject(&p.spec.subject, at);
         let mut lists = Vec::new();
         for (section, rules, ingress) in [
             ("ingress", &p.spec.ingress, true),
@@ -2813,35 +2857,7 @@ impl Builder<'_> {
                 return;
             }
         };
-        let subject = match (&p.spec.subject.namespaces, &p.spec.subject.pods) {
-            (Some(ns), None) => self
-                .selector(Some(ns), at, "spec.subject.namespaces")
-                .map(AdminSubject::Namespaces),
-            (None, Some(pods)) => {
-                let ns = self.selector(
-                    Some(&pods.namespace_selector),
-                    at,
-                    "spec.subject.pods.namespaceSelector",
-                );
-                let ps = self.selector(
-                    Some(&pods.pod_selector),
-                    at,
-                    "spec.subject.pods.podSelector",
-                );
-                ns.zip(ps)
-                    .map(|(namespaces, pods)| AdminSubject::Pods { namespaces, pods })
-            }
-            _ => {
-                let d = self.err(
-                    Code::WrongType,
-                    at.field("spec.subject"),
-                    "the subject needs exactly one of `namespaces` and `pods`",
-                    "invalid subject",
-                );
-                d.hints.push("write `namespaces: {matchLabels: ...}` or `pods: {namespaceSelector: ..., podSelector: ...}`".into());
-                None
-            }
-        };
+        let subject = self.admin_subject(&p.spec.subject, at);
         let mut ok = true;
         let mut lists = Vec::new();
         for (section, rules, ingress) in [
@@ -2973,25 +2989,15 @@ impl Builder<'_> {
                 ok = false;
                 continue;
             }
-            let peer = if let Some(ns) = &p.namespaces {
-                self.selector(Some(ns), at, &format!("{ppath}.namespaces"))
-                    .map(AdminPeer::Namespaces)
-            } else if let Some(pods) = &p.pods {
-                let ns = self.selector(
-                    Some(&pods.namespace_selector),
-                    at,
-                    &format!("{ppath}.pods.namespaceSelector"),
-                );
-                let ps = self.selector(
-                    Some(&pods.pod_selector),
-                    at,
-                    &format!("{ppath}.pods.podSelector"),
-                );
-                ns.zip(ps)
-                    .map(|(namespaces, pods)| AdminPeer::Pods { namespaces, pods })
-            } else if let Some(nodes) = &p.nodes {
-                self.selector(Some(nodes), at, &format!("{ppath}.nodes"))
-                    .map(AdminPeer::Nodes)
+            let selected = self.admin_selector_peer(
+                p.namespaces.as_ref(),
+                p.pods.as_ref(),
+                p.nodes.as_ref(),
+                at,
+                &ppath,
+            );
+            let peer = if let Some(peer) = selected {
+                peer
             } else if let Some(nets) = &p.networks {
                 let mut out = Vec::new();
                 for (j, n) in nets.iter().enumerate() {
@@ -3254,25 +3260,15 @@ impl Builder<'_> {
                 ok = false;
                 continue;
             }
-            let peer = if let Some(ns) = &p.namespaces {
-                self.selector(Some(ns), at, &format!("{ppath}.namespaces"))
-                    .map(AdminPeer::Namespaces)
-            } else if let Some(pods) = &p.pods {
-                let ns = self.selector(
-                    Some(&pods.namespace_selector),
-                    at,
-                    &format!("{ppath}.pods.namespaceSelector"),
-                );
-                let ps = self.selector(
-                    Some(&pods.pod_selector),
-                    at,
-                    &format!("{ppath}.pods.podSelector"),
-                );
-                ns.zip(ps)
-                    .map(|(namespaces, pods)| AdminPeer::Pods { namespaces, pods })
-            } else if let Some(nodes) = &p.nodes {
-                self.selector(Some(nodes), at, &format!("{ppath}.nodes"))
-                    .map(AdminPeer::Nodes)
+            let selected = self.admin_selector_peer(
+                p.namespaces.as_ref(),
+                p.pods.as_ref(),
+                p.nodes.as_ref(),
+                at,
+                &ppath,
+            );
+            let peer = if let Some(peer) = selected {
+                peer
             } else {
                 let mut nets = Vec::new();
                 for (j, n) in p.networks.iter().flatten().enumerate() {
