@@ -48,6 +48,8 @@ fn pod_yaml(name: &str, ns: &str, labels: &str, ip: &str, node: &str) -> String 
 struct Stats {
     ops: usize,
     times: StageTimes,
+    /// Events planned from scratch, by reason.
+    scratch: std::collections::BTreeMap<&'static str, usize>,
 }
 
 impl Stats {
@@ -60,6 +62,9 @@ impl Stats {
         t.plan += d.plan;
         t.codegen += d.codegen;
         t.diff += d.diff;
+        if let Some(why) = d.full_plan {
+            *self.scratch.entry(why.text()).or_default() += 1;
+        }
     }
 }
 
@@ -141,6 +146,9 @@ fn main() {
             ms(t.codegen),
             ms(t.diff),
         );
+        if !stats.scratch.is_empty() {
+            println!("  planned from scratch: {:?}", stats.scratch);
+        }
     };
     // Addresses a new pod of the node really gets: free ones of the node's pod CIDR (an
     // address outside every pod CIDR is a new address class, which makes lowering redo the
@@ -170,6 +178,43 @@ fn main() {
         "the node's pod CIDR has {events} free addresses"
     );
     let ip = |i: usize| free[i].clone();
+    // The plan after a run of events against a plan from scratch of the same state: the
+    // incremental plan's value bound, measured.
+    let versus_fresh = |session: &Session, kind: &str, pods: &[(String, String)]| {
+        let mut all: Vec<(&str, &str)> = texts.to_vec();
+        all.extend(pods.iter().map(|(n, t)| (n.as_str(), t.as_str())));
+        let options = SessionOptions {
+            pins: session.pins().clone(),
+            ..options()
+        };
+        let t = Instant::now();
+        let fresh = Session::load_texts(&all, options, &backends).expect("loads");
+        let (mine, theirs) = (session.plan().expect("plan"), fresh.plan().expect("plan"));
+        let placed = |p: &pipec::partition::Plan| {
+            let hw: Vec<_> = p
+                .placements
+                .iter()
+                .filter(|x| x.target == pipec::partition::Target::Hardware)
+                .collect();
+            (
+                hw.len(),
+                hw.iter().map(|x| u128::from(x.value)).sum::<u128>(),
+            )
+        };
+        let ((n1, v1), (n2, v2)) = (placed(mine), placed(theirs));
+        println!(
+            "  after the {kind}s: incremental plan {} flow entries for {n1} MAG entries \
+             ({} uncompressed); from scratch {} flow entries for {n2} ({} uncompressed, \
+             planned in {:.0} ms); value ratio {:.4}",
+            mine.usage.entries,
+            mine.usage.uncompressed,
+            theirs.usage.entries,
+            theirs.usage.uncompressed,
+            t.elapsed().as_secs_f64() * 1e3,
+            v1 as f64 / v2.max(1) as f64,
+        );
+    };
+    let mut alive: Vec<(String, String)> = Vec::new();
     for (kind, text) in [("pod add", &labels), ("pod label change", &other)] {
         let mut samples = Vec::new();
         let mut stats = Stats::default();
@@ -182,8 +227,15 @@ fn main() {
             let c = session.apply(&[ev]).expect("applies");
             samples.push(t.elapsed());
             stats.add(&c);
+            let name = format!("bench-{i}.yaml");
+            let pod = pod_yaml(&format!("bench-{i}"), &ns, text, &ip(i), &node);
+            match alive.iter_mut().find(|(n, _)| *n == name) {
+                Some(slot) => slot.1 = pod,
+                None => alive.push((name, pod)),
+            }
         }
         report(kind, &mut samples, &stats);
+        versus_fresh(&session, kind, &alive);
     }
     let mut samples = Vec::new();
     let mut stats = Stats::default();

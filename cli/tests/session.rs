@@ -195,6 +195,76 @@ fn hw(s: &Session) -> BTreeSet<String> {
     a.rules.iter().map(|r| rule_key(&r.rule)).collect()
 }
 
+/// What a plan says of each entry (where it goes and why, its cost, its chain of reasons)
+/// and what it leaves out: everything but the compressed rules, which an incremental
+/// plan may compress differently (`disagreement` compares what they decide).
+fn placements(plan: &pipec::partition::Plan) -> Vec<String> {
+    let mut out: Vec<String> = plan
+        .placements
+        .iter()
+        .map(|p| {
+            format!(
+                "{} {} {} {} {:?}",
+                p.entry_name(),
+                plan.target_name(p),
+                p.why,
+                p.hw_rules,
+                p.chain
+            )
+        })
+        .collect();
+    out.extend(plan.left_out.iter().map(|e| format!("left-out {e}")));
+    out
+}
+
+/// What a flow table does with a packet: the actions of the matching rule of the
+/// highest priority (all rules of one level that match a packet do the same).
+fn decide(
+    rules: &[pipec::backend::HwRule],
+    packet: &BTreeMap<pipec::backend::PacketField, u128>,
+) -> Option<Vec<pipec::backend::HwAction>> {
+    rules
+        .iter()
+        .filter(|r| r.matches_packet(packet))
+        .min_by_key(|r| r.level)
+        .map(|r| {
+            let mut a = r.actions.clone();
+            a.retain(|x| *x != pipec::backend::HwAction::Count);
+            a
+        })
+}
+
+/// A packet two slices decide differently, if one is found. The packets probed are made
+/// from every rule of both slices: each rule's matched bits, with the bits it leaves
+/// open (and the fields it does not match) drawn at random, several times per rule.
+fn disagreement(
+    a: &[pipec::backend::HwRule],
+    b: &[pipec::backend::HwRule],
+) -> Option<BTreeMap<pipec::backend::PacketField, u128>> {
+    use pipec::backend::PacketField as F;
+    let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+    let mut next = move || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        u128::from(seed)
+    };
+    for r in a.iter().chain(b) {
+        for _ in 0..4 {
+            let mut packet = BTreeMap::new();
+            for f in [F::Ipv4Src, F::Ipv4Dst, F::IpProto, F::L4Dport] {
+                let full = f.full_mask();
+                let (value, mask) = r.get(f).map_or((0, 0), |m| (m.value, m.mask));
+                packet.insert(f, (value & mask) | (next() & !mask & full));
+            }
+            if decide(a, &packet) != decide(b, &packet) {
+                return Some(packet);
+            }
+        }
+    }
+    None
+}
+
 /// The device models: eBPF maps and the flow table's rules.
 #[derive(Default)]
 struct Devices {
@@ -256,16 +326,161 @@ proptest! {
             devices.apply_changes(&changes);
             let fresh = load(&docs, SessionOptions { pins: session.pins().clone(), ..options() });
             prop_assert_eq!(pipec::mag::text::mag_to_text(session.mag()), pipec::mag::text::mag_to_text(fresh.mag()));
+            let (mine, theirs) = (session.plan().unwrap(), fresh.plan().unwrap());
+            prop_assert_eq!(placements(mine), placements(theirs));
             prop_assert_eq!(
-                pipec::partition::plan_to_text(session.plan().unwrap()),
-                pipec::partition::plan_to_text(fresh.plan().unwrap())
+                (mine.usage.uncompressed, mine.usage.naive, mine.usage.levels),
+                (theirs.usage.uncompressed, theirs.usage.naive, theirs.usage.levels)
             );
+            prop_assert!(mine.usage.entries <= mine.usage.entries_limit);
+            if let Some(p) = disagreement(&mine.slice.rules, &theirs.slice.rules) {
+                return Err(TestCaseError::fail(format!(
+                    "the incremental slice decides {p:?} otherwise than a fresh one\nincremental:\n{}\nfresh:\n{}",
+                    pipec::partition::plan_to_text(mine),
+                    pipec::partition::plan_to_text(theirs)
+                )));
+            }
             prop_assert_eq!(named_cookies(ebpf(&session)), named_cookies(ebpf(&fresh)));
-            prop_assert_eq!(hw(&session), hw(&fresh));
         }
         prop_assert!(devices.maps == ebpf(&session).entries(), "replayed eBPF maps differ from the final artifact");
         prop_assert_eq!(&devices.flows, &hw(&session));
     }
+}
+
+/// The cn10k profile with a flow table of `entries` entries (`None`: unlimited).
+fn budget(entries: Option<u64>) -> SessionOptions {
+    let mut profile = pipec::backend::octeon_cn10k_profile();
+    profile.budget.entries = entries;
+    profile.budget.reserved_entries = 0;
+    SessionOptions {
+        hardware: Some(Hardware::Profile(Box::new(profile))),
+        ..SessionOptions::default()
+    }
+}
+
+/// A packet the partial slice decides otherwise than the complete one (every entry
+/// hardware can take), among the packets the partial slice decides at all.
+fn unsound(
+    partial: &[pipec::backend::HwRule],
+    complete: &[pipec::backend::HwRule],
+) -> Option<BTreeMap<pipec::backend::PacketField, u128>> {
+    use pipec::backend::PacketField as F;
+    let mut seed = 0x2545_f491_4f6c_dd1du64;
+    let mut next = move || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        u128::from(seed)
+    };
+    for r in partial.iter().chain(complete) {
+        for _ in 0..4 {
+            let mut packet = BTreeMap::new();
+            for f in [F::Ipv4Src, F::Ipv4Dst, F::IpProto, F::L4Dport] {
+                let (value, mask) = r.get(f).map_or((0, 0), |m| (m.value, m.mask));
+                packet.insert(f, (value & mask) | (next() & !mask & f.full_mask()));
+            }
+            let mine = decide(partial, &packet);
+            if mine.is_some() && mine != decide(complete, &packet) {
+                return Some(packet);
+            }
+        }
+    }
+    None
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(48))]
+    /// At the budget's edge the incremental plan keeps what it held and fills what is free,
+    /// or plans from scratch: either way every packet its slice decides is decided as a
+    /// table of every entry hardware can take decides it, and the budget holds.
+    #[test]
+    fn a_small_budget_stays_sound(s in testgen::spec(8), entries in 1..12u64, steps in proptest::collection::vec(proptest::collection::vec(edit(), 1..3), 1..6)) {
+        let mut spec = s;
+        let mut alive = vec![true; spec.pods.len()];
+        let mut docs = documents(&spec, &alive);
+        let mut session = load(&docs, budget(Some(entries)));
+        let mut devices = Devices::default();
+        let first_ebpf = session.backend("ebpf").unwrap().diff(None, session.artifact("ebpf").unwrap().unwrap());
+        let first_hw = session.backend("octeon-cn10k").unwrap().diff(None, session.artifact("octeon-cn10k").unwrap().unwrap());
+        devices.apply(first_ebpf.as_ref(), first_hw.as_ref());
+        for step in &steps {
+            for e in step {
+                apply_edit(&mut spec, &mut alive, e);
+            }
+            let next = documents(&spec, &alive);
+            let evs = events(&docs, &next);
+            docs = next;
+            let changes = session.apply(&evs).map_err(|r| TestCaseError::fail(r.to_string()))?;
+            devices.apply_changes(&changes);
+            let complete = load(&docs, SessionOptions { pins: session.pins().clone(), ..budget(None) });
+            let mine = session.plan().unwrap();
+            prop_assert!(mine.usage.entries <= entries, "{} entries over a budget of {entries}", mine.usage.entries);
+            if let Some(p) = unsound(&mine.slice.rules, &complete.plan().unwrap().slice.rules) {
+                return Err(TestCaseError::fail(format!(
+                    "the slice decides {p:?} otherwise than every capable entry would\n{}",
+                    pipec::partition::plan_to_text(mine)
+                )));
+            }
+        }
+        prop_assert_eq!(&devices.flows, &hw(&session));
+    }
+}
+
+/// A pod event is planned incrementally, and the plan places what a fresh one places.
+#[test]
+fn a_pod_event_plans_incrementally() {
+    let pod = |app| PodSpec {
+        ns: 0,
+        app,
+        tier: None,
+        http: Some(80),
+        dns: false,
+        node: 0,
+    };
+    let mut spec = Spec {
+        nodes: 0,
+        ns_team: vec![0, 1, 0],
+        pods: vec![pod(0), pod(1), pod(1)],
+        services: Vec::new(),
+        // Pods of app 0 admit pods of app 1 on HTTP: the added pod of app 1 changes the
+        // prefixes of the rules hardware holds.
+        policies: vec![testgen::PolicySpec::Np {
+            ns: 0,
+            app: Some(0),
+            ingress: Some(vec![testgen::RuleSpec {
+                peers: vec![testgen::PeerSpec::Pods(1)],
+                ports: vec![testgen::PortSpec::Http],
+            }]),
+            egress: None,
+        }],
+    };
+    let docs = documents(&spec, &[true; 3]);
+    let mut session = load(&docs, options());
+    assert!(
+        session.plan().unwrap().usage.entries > 0,
+        "{}",
+        pipec::partition::plan_to_text(session.plan().unwrap())
+    );
+    spec.pods.push(pod(1));
+    let next = documents(&spec, &[true; 4]);
+    let changes = session
+        .apply(&events(&docs, &next))
+        .expect("a pod add applies");
+    assert_eq!(
+        changes.times.full_plan, None,
+        "a pod add was planned from scratch"
+    );
+    let fresh = load(
+        &next,
+        SessionOptions {
+            pins: session.pins().clone(),
+            ..options()
+        },
+    );
+    assert_eq!(
+        placements(session.plan().unwrap()),
+        placements(fresh.plan().unwrap())
+    );
 }
 
 /// A rejected event leaves the session as it was, and the next good event applies.

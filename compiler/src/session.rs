@@ -260,6 +260,10 @@ pub struct StageTimes {
     pub validate: std::time::Duration,
     /// Partitioning.
     pub plan: std::time::Duration,
+    /// Why the partition was planned from scratch rather than from the last plan (see
+    /// [`partition::incremental`] for when it must be); `None` when it was not, or when
+    /// the session has no hardware target.
+    pub full_plan: Option<partition::incremental::FromScratch>,
     /// Compiling every target.
     pub codegen: std::time::Duration,
     /// Diffing every target's artifacts into operations.
@@ -360,9 +364,17 @@ pub struct Session {
     /// What validation proved of it, or the internal error it found.
     info: OnceLock<Result<MagInfo, String>>,
     profile: Option<Profile>,
-    plan: OnceLock<Plan>,
+    plan: OnceLock<Planned>,
     artifacts: Vec<OnceLock<Compiled>>,
     generation: u64,
+}
+
+/// The plan with what the next incremental plan starts from.
+struct Planned {
+    plan: Plan,
+    basis: partition::incremental::Basis,
+    /// Why it was made from scratch, or `None` when it was made from the previous plan.
+    from_scratch: Option<partition::incremental::FromScratch>,
 }
 
 impl fmt::Debug for Session {
@@ -572,10 +584,22 @@ impl Session {
     pub fn plan(&self) -> Option<&Plan> {
         let profile = self.profile.as_ref()?;
         let info = self.info().ok()?;
-        Some(self.plan.get_or_init(|| self.make_plan(profile, info)))
+        Some(
+            &self
+                .plan
+                .get_or_init(|| self.make_plan(profile, info, None))
+                .plan,
+        )
     }
 
-    fn make_plan(&self, profile: &Profile, info: &MagInfo) -> Plan {
+    /// The plan of the current graph: from `previous` (the last plan's basis) when the
+    /// incremental partition can, else from scratch.
+    fn make_plan(
+        &self,
+        profile: &Profile,
+        info: &MagInfo,
+        previous: Option<partition::incremental::Basis>,
+    ) -> Planned {
         let hints = self
             .loaded
             .pipe
@@ -599,7 +623,34 @@ impl Session {
             }),
             None => profile.check_rule(r),
         };
-        partition::mag_to_plan_checked(self.mag(), info, profile, hints, Some(&check))
+        let why = match previous {
+            Some(previous) => {
+                match partition::incremental::replan(
+                    previous,
+                    self.mag(),
+                    profile,
+                    hints,
+                    Some(&check),
+                ) {
+                    Ok((plan, basis)) => {
+                        return Planned {
+                            plan,
+                            basis,
+                            from_scratch: None,
+                        }
+                    }
+                    Err(why) => why,
+                }
+            }
+            None => partition::incremental::FromScratch::NoBasis,
+        };
+        let (plan, basis) =
+            partition::plan_from_scratch(self.mag(), info, profile, hints, Some(&check));
+        Planned {
+            plan,
+            basis,
+            from_scratch: Some(why),
+        }
     }
 
     /// The names of the session's targets, in apply order.
@@ -744,7 +795,7 @@ impl Session {
         times: &mut StageTimes,
     ) -> (Previous, Result<(), Rejected>) {
         let fresh = self.backends.iter().map(|_| OnceLock::new()).collect();
-        let previous = Previous {
+        let mut previous = Previous {
             loaded: std::mem::replace(&mut self.loaded, next),
             artifacts: std::mem::replace(&mut self.artifacts, fresh),
             plan: std::mem::take(&mut self.plan),
@@ -756,7 +807,22 @@ impl Session {
         }
         times.validate = clock.elapsed();
         let clock = std::time::Instant::now();
-        self.plan();
+        if let (Some(profile), Ok(info)) = (self.profile.as_ref(), self.info()) {
+            // The basis moves to the new plan; the old plan stays, to be restored if a
+            // target refuses the new state (a restored plan has no basis, so the next one
+            // is planned from scratch).
+            let basis = previous.plan.take().map(|p| {
+                let _ = previous.plan.set(Planned {
+                    plan: p.plan,
+                    basis: Default::default(),
+                    from_scratch: p.from_scratch,
+                });
+                p.basis
+            });
+            let planned = self.make_plan(profile, info, basis);
+            times.full_plan = planned.from_scratch;
+            let _ = self.plan.set(planned);
+        }
         times.plan = clock.elapsed();
         let clock = std::time::Instant::now();
         for i in 0..self.backends.len() {
@@ -839,7 +905,7 @@ impl Session {
 struct Previous {
     loaded: Loaded,
     artifacts: Vec<OnceLock<Compiled>>,
-    plan: OnceLock<Plan>,
+    plan: OnceLock<Planned>,
 }
 
 /// How to take back the object and `.pipe` changes of a batch: each key's previous value,

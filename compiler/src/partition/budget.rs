@@ -78,6 +78,11 @@ impl<'a, 'm> Chooser<'a, 'm> {
         }
     }
 
+    /// Counts candidate `i` as already taken (an entry an incremental re-plan keeps).
+    pub(super) fn take(&mut self, i: usize) {
+        self.taken[i] = true;
+    }
+
     /// Chooses the candidates that fit; leaves the others with [`Why::Budget`]. Returns the
     /// chosen indices (sorted) and what each reservation used.
     pub fn choose(
@@ -148,6 +153,16 @@ impl<'a, 'm> Chooser<'a, 'm> {
                 ratio = (uncompressed as f64 / used.max(1) as f64).max(1.0);
                 continue;
             }
+            // Compression is not monotonic: rules merge with partners that may come later
+            // in rank order (the same policy on a neighbouring pod), so a batch that
+            // overflows alone may fit with the rest of the candidates. Tried once.
+            if let Some((rest, n)) = self.with_the_rest(cands, order, next, &all, limit) {
+                pool = all;
+                pool.extend(rest.into_iter().flatten());
+                used = n;
+                pos = order.len();
+                break;
+            }
             let (k, n) = self.longest_fit(cands, &pool, &groups, limit);
             for g in &groups[k..] {
                 for i in g {
@@ -209,6 +224,38 @@ impl<'a, 'm> Chooser<'a, 'm> {
         (groups, pos)
     }
 
+    /// Every group from `pos` on, if together with `pool` they fit `limit` once
+    /// compressed (and their uncompressed rules stay under [`MAX_BATCH_RULES`]): the groups
+    /// (left taken) and the compressed size. Otherwise nothing stays taken.
+    fn with_the_rest(
+        &mut self,
+        cands: &mut [Candidate],
+        order: &[usize],
+        pos: usize,
+        pool: &[usize],
+        limit: u64,
+    ) -> Option<(Vec<Vec<usize>>, u64)> {
+        let pending: u64 = order[pos.min(order.len())..]
+            .iter()
+            .filter(|i| !self.taken[**i])
+            .map(|i| cands[*i].placement.hw_rules)
+            .sum();
+        if pending > MAX_BATCH_RULES {
+            return None;
+        }
+        let (rest, _) = self.batch(cands, order, pos, u64::MAX);
+        let mut all = pool.to_vec();
+        all.extend(rest.iter().flatten());
+        let n = compress::count(cands, &all, self.ctx.profile);
+        if n <= limit {
+            return Some((rest, n));
+        }
+        for i in rest.iter().flatten() {
+            self.taken[*i] = false;
+        }
+        None
+    }
+
     /// The longest prefix of `groups` that fits `limit` together with `pool` (bisection),
     /// and its compressed size.
     fn longest_fit(
@@ -243,7 +290,7 @@ impl<'a, 'm> Chooser<'a, 'm> {
     }
 
     /// The last slack: each group charged its uncompressed cost, in rank order.
-    fn fill_tail(
+    pub(super) fn fill_tail(
         &mut self,
         cands: &mut [Candidate],
         order: &[usize],
@@ -295,7 +342,7 @@ impl<'a, 'm> Chooser<'a, 'm> {
 }
 
 /// The hardware candidates among `items`, most valuable first (ties: table order).
-fn ranked(cands: &[Candidate], items: impl Iterator<Item = usize>) -> Vec<usize> {
+pub(super) fn ranked(cands: &[Candidate], items: impl Iterator<Item = usize>) -> Vec<usize> {
     let mut order: Vec<usize> = items.filter(|i| cands[*i].ok).collect();
     order.sort_by(|a, b| {
         cands[*b]

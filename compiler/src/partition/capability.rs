@@ -203,8 +203,8 @@ pub struct Context<'m> {
     /// The hardware target's own answer for one rule (its backend's
     /// [`check_rule`](crate::backend::Backend::check_rule)); the profile's when none is given.
     pub check: Option<&'m RuleCheck<'m>>,
-    ids: IdentitySets,
-    eps: BTreeMap<u128, Vec<u32>>,
+    pub(super) ids: IdentitySets,
+    pub(super) eps: BTreeMap<u128, Vec<u32>>,
 }
 
 impl<'m> Context<'m> {
@@ -466,11 +466,16 @@ pub fn build_rules(c: &mut Candidate, ctx: &Context<'_>) -> bool {
             return false;
         }
     }
+    c.rules = rules;
+    note_capable(c);
+    true
+}
+
+/// The first step of a hardware entry's chain: how many rules it takes.
+pub(super) fn note_capable(c: &mut Candidate) {
     c.placement
         .chain
-        .insert(0, format!("capable: {} hardware rule(s)", rules.len()));
-    c.rules = rules;
-    true
+        .insert(0, format!("capable: {} hardware rule(s)", c.rules.len()));
 }
 
 /// One hardware rule: destination `d`, source prefix, protocol and port match.

@@ -126,7 +126,7 @@ impl<'m> Closure<'m> {
 
     /// The entries above `b` that it depends on: higher priority, another action, able
     /// to match a new connection, overlapping. Sorted by index.
-    fn deps(&self, mag: &Mag, cands: &[Candidate], b: usize) -> Vec<usize> {
+    pub(super) fn deps(&self, mag: &Mag, cands: &[Candidate], b: usize) -> Vec<usize> {
         let c = &cands[b];
         let mut deps: Vec<usize> = self
             .peers(cands, b)
@@ -168,13 +168,8 @@ impl<'m> Closure<'m> {
                 return false;
             }
         }
-        if !deps.is_empty() {
-            let n = deps.len();
-            cands[i].placement.chain.push(format!(
-                "priority-closed: the {n} rule(s) above it go to hardware too"
-            ));
-        }
         cands[i].deps = deps;
+        note_closed(&mut cands[i]);
         true
     }
 
@@ -195,11 +190,26 @@ impl<'m> Closure<'m> {
             });
             false
         } else {
-            c.placement
-                .chain
-                .push("sound: the pod opens no such connection, so no reply is dropped".into());
+            note_sound(c);
             true
         }
+    }
+}
+
+/// The soundness step of a hardware drop's chain.
+pub(super) fn note_sound(c: &mut Candidate) {
+    c.placement
+        .chain
+        .push("sound: the pod opens no such connection, so no reply is dropped".into());
+}
+
+/// The closure step of a hardware entry's chain, once its dependencies are known.
+pub(super) fn note_closed(c: &mut Candidate) {
+    if !c.deps.is_empty() {
+        let n = c.deps.len();
+        c.placement.chain.push(format!(
+            "priority-closed: the {n} rule(s) above it go to hardware too"
+        ));
     }
 }
 

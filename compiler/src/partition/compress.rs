@@ -35,7 +35,11 @@ pub fn action_text(a: &HwAction) -> String {
 /// The level of each chosen entry (one below the deepest entry above it that it depends
 /// on), and whether it fits the profile's levels: an entry is placed only if its level
 /// exists and every entry it depends on is placed.
-fn levels(cands: &[Candidate], chosen: &[usize], limit: u32) -> HashMap<usize, (u32, bool)> {
+pub(super) fn levels(
+    cands: &[Candidate],
+    chosen: &[usize],
+    limit: u32,
+) -> HashMap<usize, (u32, bool)> {
     let mut order = chosen.to_vec();
     order.sort_by_key(|i| (std::cmp::Reverse(cands[*i].priority), *i));
     let mut out: HashMap<usize, (u32, bool)> = HashMap::with_capacity(order.len());
@@ -54,9 +58,23 @@ fn levels(cands: &[Candidate], chosen: &[usize], limit: u32) -> HashMap<usize, (
     out
 }
 
+/// A compressed rule and the candidates whose rules it covers (sorted, no repeats). The
+/// rule's `origin` text is written once the slice is final ([`finish`]).
+#[derive(Clone, Debug)]
+pub struct Merged {
+    /// The rule (its actions without the counter [`finish`] may add).
+    pub rule: HwRule,
+    /// The candidates it covers.
+    pub from: Vec<u32>,
+}
+
 /// The compressed rules of the placed entries, ordered by level, matches and actions.
-fn compressed(cands: &[Candidate], placed: &[(usize, u32)], profile: &Profile) -> Vec<HwRule> {
-    let mut groups: BTreeMap<(u32, Vec<HwAction>), Vec<HwRule>> = BTreeMap::new();
+pub(super) fn compressed(
+    cands: &[Candidate],
+    placed: &[(usize, u32)],
+    profile: &Profile,
+) -> Vec<Merged> {
+    let mut groups: BTreeMap<(u32, Vec<HwAction>), Vec<Merged>> = BTreeMap::new();
     for (i, level) in placed {
         for r in &cands[*i].rules {
             let mut r = r.clone();
@@ -64,10 +82,24 @@ fn compressed(cands: &[Candidate], placed: &[(usize, u32)], profile: &Profile) -
             groups
                 .entry((*level, r.actions.clone()))
                 .or_default()
-                .push(r);
+                .push(Merged {
+                    rule: r,
+                    from: vec![*i as u32],
+                });
         }
     }
-    let mergeable: Vec<PacketField> = [
+    let mergeable = mergeable_fields(profile);
+    let mut rules: Vec<Merged> = Vec::new();
+    for (_, group) in groups {
+        rules.extend(merge(group, &mergeable));
+    }
+    sort_rules(&mut rules);
+    rules
+}
+
+/// The fields whose bits compression may mask: those the profile matches with any mask.
+fn mergeable_fields(profile: &Profile) -> Vec<PacketField> {
+    [
         PacketField::Ipv4Src,
         PacketField::Ipv4Dst,
         PacketField::L4Dport,
@@ -80,13 +112,18 @@ fn compressed(cands: &[Candidate], placed: &[(usize, u32)], profile: &Profile) -
             .get(f.name())
             .is_some_and(|c| c.masks == MaskCap::Any)
     })
-    .collect();
-    let mut rules: Vec<HwRule> = Vec::new();
-    for (_, group) in groups {
-        rules.extend(merge(group, &mergeable));
-    }
-    rules.sort_by(|a, b| (a.level, &a.matches, &a.actions).cmp(&(b.level, &b.matches, &b.actions)));
-    rules
+    .collect()
+}
+
+/// The slice's order: level, then matches, then actions.
+pub(super) fn sort_rules(rules: &mut [Merged]) {
+    rules.sort_by(|a, b| {
+        (a.rule.level, &a.rule.matches, &a.rule.actions).cmp(&(
+            b.rule.level,
+            &b.rule.matches,
+            &b.rule.actions,
+        ))
+    });
 }
 
 /// The placed entries of `chosen` with their levels, in index order.
@@ -107,7 +144,25 @@ pub fn count(cands: &[Candidate], chosen: &[usize], profile: &Profile) -> u64 {
 }
 
 /// Assigns levels, builds the compressed slice, and fills the placements of the chosen.
-pub fn build(cands: &mut [Candidate], chosen: &[usize], profile: &Profile) -> (PlanSlice, Usage) {
+/// Also returns the candidates each slice rule covers (by rule id).
+pub fn build(
+    cands: &mut [Candidate],
+    chosen: &[usize],
+    profile: &Profile,
+) -> (PlanSlice, Usage, Vec<Vec<u32>>) {
+    let placed = place(cands, chosen, profile);
+    let rules = compressed(cands, &placed, profile);
+    finish(cands, &placed, rules, profile)
+}
+
+/// Gives the chosen entries their levels and hardware placements; an entry whose level
+/// the profile lacks leaves for eBPF. Returns the placed entries and levels, in index
+/// order.
+pub(super) fn place(
+    cands: &mut [Candidate],
+    chosen: &[usize],
+    profile: &Profile,
+) -> Vec<(usize, u32)> {
     let levels_limit = profile.caps.priority_levels.max(1);
     let levels = levels(cands, chosen, levels_limit);
     let mut placed: Vec<(usize, u32)> = Vec::new();
@@ -136,6 +191,19 @@ pub fn build(cands: &mut [Candidate], chosen: &[usize], profile: &Profile) -> (P
             .push(format!("in budget: priority level {level}"));
         c.placement.why = Why::InHardware { does: does.into() };
     }
+    placed
+}
+
+/// The slice of `rules` (compressed rules of the `placed` entries, in any order): sorted,
+/// numbered, with counters on the drops when the profile has enough, and the usage.
+/// Returns the candidates each rule covers too (by rule id).
+pub(super) fn finish(
+    cands: &[Candidate],
+    placed: &[(usize, u32)],
+    mut rules: Vec<Merged>,
+    profile: &Profile,
+) -> (PlanSlice, Usage, Vec<Vec<u32>>) {
+    let levels_limit = profile.caps.priority_levels.max(1);
     let mut usage = Usage {
         entries_limit: profile.budget.entries.map_or(u64::MAX, |e| {
             e.saturating_sub(profile.budget.reserved_entries)
@@ -144,51 +212,79 @@ pub fn build(cands: &mut [Candidate], chosen: &[usize], profile: &Profile) -> (P
         levels_limit,
         ..Usage::default()
     };
-    for (i, _) in &placed {
+    for (i, _) in placed {
         usage.uncompressed += cands[*i].placement.hw_rules;
         usage.naive += cands[*i].placement.naive_rules;
     }
-    let mut rules = compressed(cands, &placed, profile);
+    sort_rules(&mut rules);
     let drops = rules
         .iter()
-        .filter(|r| r.actions.contains(&HwAction::Drop))
+        .filter(|m| m.rule.actions.contains(&HwAction::Drop))
         .count() as u64;
     // Counters go on every drop rule or on none, so overlapping drops stay identical.
-    if drops > 0 && drops <= usage.counters_limit {
-        for r in rules
-            .iter_mut()
-            .filter(|r| r.actions.contains(&HwAction::Drop))
-        {
-            r.actions = vec![HwAction::Count, HwAction::Drop];
-        }
+    let counted = drops > 0 && drops <= usage.counters_limit;
+    if counted {
         usage.counters = drops;
     }
-    for (i, r) in rules.iter_mut().enumerate() {
+    let mut origins = Vec::with_capacity(rules.len());
+    let mut out = Vec::with_capacity(rules.len());
+    for (i, m) in rules.into_iter().enumerate() {
+        let mut r = m.rule;
         r.id = i as u32;
+        r.origin = origin_text(cands, &m.from);
+        if counted && r.actions.contains(&HwAction::Drop) {
+            r.actions = vec![HwAction::Count, HwAction::Drop];
+        }
+        out.push(r);
+        origins.push(m.from);
     }
-    usage.entries = rules.len() as u64;
-    usage.levels = rules.iter().map(|r| r.level + 1).max().unwrap_or(0);
+    usage.entries = out.len() as u64;
+    usage.levels = out.iter().map(|r| r.level + 1).max().unwrap_or(0);
     (
         PlanSlice {
             target: profile.name.clone(),
-            rules,
+            rules: out,
         },
         usage,
+        origins,
     )
 }
 
+/// The entries a rule covers, as explain shows them: sorted names, at most four.
+fn origin_text(cands: &[Candidate], from: &[u32]) -> String {
+    let mut parts: Vec<String> = from
+        .iter()
+        .map(|i| cands[*i as usize].placement.entry_name())
+        .collect();
+    parts.sort_unstable();
+    parts.dedup();
+    if parts.len() > 4 {
+        format!("{},... ({} entries)", parts[..4].join(","), parts.len())
+    } else {
+        parts.join(",")
+    }
+}
+
 /// Merges rules of one level and action that differ in one bit of one field.
-fn merge(mut rules: Vec<HwRule>, fields: &[PacketField]) -> Vec<HwRule> {
+fn merge(mut rules: Vec<Merged>, fields: &[PacketField]) -> Vec<Merged> {
     // Identical matches first.
-    rules.sort_by(|a, b| a.matches.cmp(&b.matches));
+    rules.sort_by(|a, b| a.rule.matches.cmp(&b.rule.matches));
     rules.dedup_by(|a, b| {
-        if a.matches == b.matches {
-            b.origin = merge_origin(&b.origin, &a.origin);
+        if a.rule.matches == b.rule.matches {
+            union_into(&mut b.from, &a.from);
             true
         } else {
             false
         }
     });
+    // Address fields first, as unions: pairwise merging needs equal masks, so an
+    // identity's aggregated /31 never merged with a neighbouring /32 of another identity
+    // (one pod more of an identity could double the slice).
+    for f in fields {
+        if matches!(f, PacketField::Ipv4Src | PacketField::Ipv4Dst) {
+            rules = aggregate(rules, *f);
+        }
+    }
     loop {
         let before = rules.len();
         for f in fields {
@@ -202,18 +298,109 @@ fn merge(mut rules: Vec<HwRule>, fields: &[PacketField]) -> Vec<HwRule> {
     }
 }
 
-fn merge_origin(a: &str, b: &str) -> String {
-    let mut parts: Vec<&str> = a.split(',').chain(b.split(',')).collect();
-    parts.sort_unstable();
-    parts.dedup();
-    if parts.len() > 4 {
-        format!("{},... ({} entries)", parts[..4].join(","), parts.len())
-    } else {
-        parts.join(",")
+/// Rewrites each set of rules that match alike except on the 32-bit field `f` as the
+/// fewest prefixes of `f` that cover the union of theirs (exact: the same packets). A set
+/// with a match on `f` that is not a prefix is left as it is.
+fn aggregate(rules: Vec<Merged>, f: PacketField) -> Vec<Merged> {
+    let mut sets: FxHashMap<Vec<HwMatch>, Vec<Merged>> = FxHashMap::default();
+    let mut order: Vec<Vec<HwMatch>> = Vec::new();
+    for r in rules {
+        let rest: Vec<HwMatch> = r
+            .rule
+            .matches
+            .iter()
+            .filter(|m| m.field != f)
+            .copied()
+            .collect();
+        let set = sets.entry(rest).or_insert_with_key(|k| {
+            order.push(k.clone());
+            Vec::new()
+        });
+        set.push(r);
     }
+    let mut out = Vec::new();
+    for key in order {
+        let set = sets.remove(&key).unwrap_or_default();
+        if set.len() == 1 {
+            out.extend(set);
+            continue;
+        }
+        match intervals(&set, f) {
+            Some(iv) => out.extend(cover(set, &iv, f)),
+            None => out.extend(set),
+        }
+    }
+    out
 }
 
-fn merge_bit(rules: Vec<HwRule>, f: PacketField, bit: u32) -> Vec<HwRule> {
+/// Each rule's interval of `f` (no match: every value), or `None` if one is not a prefix.
+fn intervals(set: &[Merged], f: PacketField) -> Option<Vec<(u64, u64)>> {
+    set.iter()
+        .map(|r| match r.rule.get(f) {
+            None => Some((0, u64::from(u32::MAX))),
+            Some(m) => {
+                let mask = m.mask as u32;
+                let len = mask.count_ones();
+                if u128::from(mask) != m.mask || mask != super::prefixes::prefix_mask(len as u8) {
+                    return None;
+                }
+                let lo = u64::from(m.value as u32 & mask);
+                Some((lo, lo + (u64::from(!mask))))
+            }
+        })
+        .collect()
+}
+
+/// The rules of `set` (one rest-of-key, intervals `iv` of `f`) rewritten as the prefixes
+/// of the union of their intervals, each covering the entries of the rules it overlaps.
+fn cover(set: Vec<Merged>, iv: &[(u64, u64)], f: PacketField) -> Vec<Merged> {
+    let mut spans: Vec<(u64, u64)> = iv.to_vec();
+    spans.sort_unstable();
+    let mut union: Vec<(u64, u64)> = Vec::new();
+    for (lo, hi) in spans {
+        match union.last_mut() {
+            Some(last) if lo <= last.1.saturating_add(1) => last.1 = last.1.max(hi),
+            _ => union.push((lo, hi)),
+        }
+    }
+    let mut prefixes = Vec::new();
+    for (lo, hi) in union {
+        super::prefixes::range_to_prefixes(lo, hi, &mut prefixes);
+    }
+    let template = &set[0].rule;
+    prefixes
+        .into_iter()
+        .map(|(value, len)| {
+            let lo = u64::from(value);
+            let hi = lo + (1u64 << (32 - u32::from(len))) - 1;
+            let mut from: Vec<u32> = Vec::new();
+            for (r, (a, b)) in set.iter().zip(iv) {
+                if *a <= hi && lo <= *b {
+                    from.extend_from_slice(&r.from);
+                }
+            }
+            from.sort_unstable();
+            from.dedup();
+            let mut rule = template.clone();
+            rule.matches.retain(|m| m.field != f);
+            if len > 0 {
+                rule.matches
+                    .push(HwMatch::prefix(f, u128::from(value), u32::from(len)));
+            }
+            rule.matches.sort();
+            Merged { rule, from }
+        })
+        .collect()
+}
+
+/// `into ∪ from`, both sorted without repeats.
+fn union_into(into: &mut Vec<u32>, from: &[u32]) {
+    into.extend_from_slice(from);
+    into.sort_unstable();
+    into.dedup();
+}
+
+fn merge_bit(rules: Vec<Merged>, f: PacketField, bit: u32) -> Vec<Merged> {
     let b = 1u128 << bit;
     // Called thousands of times per plan on hundreds of thousands of rules: a rule's key
     // (its matches with this bit cleared) is hashed in place rather than copied, and only
@@ -221,9 +408,9 @@ fn merge_bit(rules: Vec<HwRule>, f: PacketField, bit: u32) -> Vec<HwRule> {
     // `slow`, keyed by the full key, so the result is exactly that of a map of full keys.
     let mut seen: FxHashMap<u64, usize> = FxHashMap::default();
     let mut slow: FxHashMap<Vec<HwMatch>, usize> = FxHashMap::default();
-    let mut out: Vec<HwRule> = Vec::with_capacity(rules.len());
+    let mut out: Vec<Merged> = Vec::with_capacity(rules.len());
     for r in rules {
-        let Some(m) = r.get(f).copied() else {
+        let Some(m) = r.rule.get(f).copied() else {
             out.push(r);
             continue;
         };
@@ -231,22 +418,23 @@ fn merge_bit(rules: Vec<HwRule>, f: PacketField, bit: u32) -> Vec<HwRule> {
             out.push(r);
             continue;
         }
-        let h = key_hash(&r.matches, f, b);
+        let matches = &r.rule.matches;
+        let h = key_hash(matches, f, b);
         let fast = seen.get(&h).copied();
-        let same = fast.is_some_and(|j| same_key(&out[j].matches, &r.matches, f, b));
+        let same = fast.is_some_and(|j| same_key(&out[j].rule.matches, matches, f, b));
         let partner = if same {
             seen.remove(&h)
         } else if slow.is_empty() && fast.is_none() {
             None
         } else {
-            slow.remove(&masked(&r.matches, f, b))
+            slow.remove(&masked(matches, f, b))
         };
         if let Some(j) = partner {
             let other = &mut out[j];
-            let ov = other.get(f).map_or(0, |m| m.value & b);
+            let ov = other.rule.get(f).map_or(0, |m| m.value & b);
             if ov != m.value & b {
-                other.origin = merge_origin(&other.origin, &r.origin);
-                other.matches = masked(&r.matches, f, b)
+                union_into(&mut other.from, &r.from);
+                other.rule.matches = masked(matches, f, b)
                     .into_iter()
                     .filter(|k| k.mask != 0)
                     .collect();
@@ -258,7 +446,7 @@ fn merge_bit(rules: Vec<HwRule>, f: PacketField, bit: u32) -> Vec<HwRule> {
         if same || fast.is_none() || partner.is_some() && !seen.contains_key(&h) {
             seen.insert(h, out.len());
         } else {
-            slow.insert(masked(&r.matches, f, b), out.len());
+            slow.insert(masked(matches, f, b), out.len());
         }
         out.push(r);
     }

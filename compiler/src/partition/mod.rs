@@ -38,6 +38,7 @@ pub mod compress;
 pub mod engine;
 pub mod explain;
 pub mod hints;
+pub mod incremental;
 pub mod prefixes;
 
 use crate::backend::{PlanSlice, Profile};
@@ -391,17 +392,40 @@ pub fn mag_to_plan_checked(
     placement_hints: &[policy_lang::resolved::Placement],
     check: Option<&capability::RuleCheck<'_>>,
 ) -> Plan {
+    plan_from_scratch(mag, info, profile, placement_hints, check).0
+}
+
+/// [`mag_to_plan_checked`], with the [`incremental::Basis`] a later
+/// [`incremental::replan`] starts from.
+pub fn plan_from_scratch(
+    mag: &Mag,
+    info: &MagInfo,
+    profile: &Profile,
+    placement_hints: &[policy_lang::resolved::Placement],
+    check: Option<&capability::RuleCheck<'_>>,
+) -> (Plan, incremental::Basis) {
     let _ = info;
-    let profile = profile.clone();
-    let mut ctx = capability::Context::new(mag, &profile);
+    let mut ctx = capability::Context::new(mag, profile);
     ctx.check = check;
     let mut cands = capability::candidates(&ctx);
     let reservations = hints::apply(mag, &mut cands, placement_hints, &profile.name);
     let closure = closure::Closure::new(mag, &cands);
     let (chosen, reserved) =
         budget::Chooser::new(&ctx, &closure, cands.len()).choose(&mut cands, &reservations);
-    let (slice, mut usage) = compress::build(&mut cands, &chosen, &profile);
+    let (slice, mut usage, origins) = compress::build(&mut cands, &chosen, profile);
     usage.reserved = reserved;
+    let basis = incremental::Basis::new(&ctx, &mut cands, &slice, &origins);
+    (assemble(mag, profile, cands, slice, usage), basis)
+}
+
+/// The plan of candidates whose placements are final.
+fn assemble(
+    mag: &Mag,
+    profile: &Profile,
+    cands: Vec<capability::Candidate>,
+    slice: PlanSlice,
+    usage: Usage,
+) -> Plan {
     let mut left_out: Vec<(u64, usize)> = cands
         .iter()
         .enumerate()

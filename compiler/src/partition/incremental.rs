@@ -1,0 +1,591 @@
+//! Re-planning after an event: only the entries the event touched are planned again.
+//!
+//! A plan from scratch ranks every ingress entry and compresses the whole pool several
+//! times (about a second per compression at 1,500 pods). An event changes a few entries:
+//! a pod's address, an identity's prefixes, one policy's entries. [`replan`] starts from
+//! the [`Basis`] the previous plan left and
+//!
+//! 1. **keeps** every entry it placed whose hardware rules cannot have changed: the same
+//!    entry (by content, not index: indices move when entries come and go), the same
+//!    destination addresses, the same source prefixes for its identity, and for a drop
+//!    the same egress policy of its pod (what the soundness proof read);
+//! 2. **re-checks priority closure** of the kept entries against the new graph, highest
+//!    priority first: a kept entry with an entry above it that is not kept (a new one, or
+//!    one the event touched) leaves and competes again, and so do the kept entries below
+//!    it that depend on it;
+//! 3. **keeps the compressed rules** all of whose entries are kept at their old level,
+//!    exactly as they were; the other kept entries (those sharing a compressed rule with
+//!    an entry that left, transitively) are compressed again among themselves;
+//! 4. **fills** the free budget in rank order from every candidate it does not hold,
+//!    charging each its uncompressed cost, as the last step of a plan from scratch does,
+//!    and compresses what it took together with the entries of step 3.
+//!
+//! # The bound on its value
+//!
+//! Soundness is the same as a fresh plan's: every placed entry passed capability,
+//! stateless soundness and priority closure on the current graph (steps 1 and 2 re-check
+//! what an event can change), and compression only merges rules of one level and action
+//! exactly. Its value can differ from a fresh plan's in two ways, and each is bounded:
+//!
+//! - **Ranking.** A candidate the event touched that the fill leaves out for budget would
+//!   be ranked against every kept entry by a fresh plan; the incremental plan cannot tell
+//!   whether it would win, so it declines ([`FromScratch::Ranking`]) and the caller plans
+//!   from scratch. So the incremental plan leaves out only entries that were left out by
+//!   the last plan and that no event touched since, and it takes the best of them as
+//!   budget frees up: while the budget has room, it places exactly the entries a fresh
+//!   plan places (the property test checks this).
+//! - **Compression.** Rules compressed in separate rounds can miss merges one round
+//!   would find. The basis remembers the compression ratio (uncompressed rules per flow
+//!   entry) of the last plan from scratch; when an incremental plan's ratio falls below
+//!   [`MIN_RATIO_KEPT`] of it, or after [`MAX_EVENTS`] incremental plans, `replan`
+//!   declines, and the caller plans from scratch.
+//!
+//! Placement hints (`.pipe` `place` blocks) rank and reserve across the whole graph, so a
+//! node with hints is always planned from scratch.
+
+use super::budget::{ranked, Chooser};
+use super::capability::{candidates, note_capable, Candidate, Context, Kind, RuleCheck};
+use super::closure::{note_closed, note_sound, Closure};
+use super::compress::{self, Merged};
+use super::{assemble, Plan, Why};
+use crate::backend::{HwAction, HwRule, PlanSlice, Profile};
+use crate::mag::{ActionCall, Field, FieldMatch, Mag};
+use rustc_hash::{FxHashMap, FxHashSet, FxHasher};
+use std::collections::BTreeMap;
+use std::hash::{Hash, Hasher};
+use std::sync::Arc;
+
+/// Incremental plans in a row before the next plan from scratch.
+pub const MAX_EVENTS: u32 = 4096;
+
+/// The share of the last plan from scratch's compression ratio an incremental plan must
+/// keep; below it the next plan is from scratch.
+pub const MIN_RATIO_KEPT: f64 = 0.8;
+
+/// An ingress entry as plans know it across graphs: its content, not its index.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+struct EntryKey {
+    priority: u32,
+    matches: Arc<[FieldMatch]>,
+    action: ActionCall,
+}
+
+/// A placed entry: its uncompressed rules and level.
+#[derive(Clone, Debug)]
+struct Held {
+    rules: Vec<HwRule>,
+    level: u32,
+}
+
+/// What a plan leaves for the next incremental one: what its placed entries read, their
+/// rules, and which compressed rule covers which of them.
+#[derive(Clone, Debug, Default)]
+pub struct Basis {
+    profile: String,
+    /// Identity → its IPv4 prefixes and naive cost, as the placed rules read them.
+    ids: BTreeMap<u128, (Vec<super::prefixes::Prefix>, u64)>,
+    /// Endpoint → its IPv4 addresses.
+    eps: BTreeMap<u128, Vec<u32>>,
+    /// Endpoint (`None`: entries for several endpoints, and the default) → a hash of the
+    /// egress entries the soundness proof of its drops read.
+    egress: BTreeMap<Option<u128>, u64>,
+    held: Vec<Held>,
+    index: FxHashMap<EntryKey, u32>,
+    /// The candidates left out for budget.
+    left: FxHashSet<EntryKey>,
+    /// The candidates that failed a check that reads only the entry's own inputs (its
+    /// rules, or for a drop the egress policy of its pod), with the placement saying why.
+    failed: FxHashMap<EntryKey, super::Placement>,
+    /// The compressed rules (without counters), each with the held entries it covers.
+    slice: Vec<(HwRule, Vec<u32>)>,
+    /// Incremental plans since the last plan from scratch.
+    events: u32,
+    /// Uncompressed rules per flow entry of the last plan from scratch.
+    ratio: f64,
+}
+
+impl Basis {
+    /// The basis of a finished plan: `cands` with their final placements (their rules
+    /// move into the basis), the slice and which candidates each of its rules covers.
+    pub(super) fn new(
+        ctx: &Context<'_>,
+        cands: &mut [Candidate],
+        slice: &PlanSlice,
+        origins: &[Vec<u32>],
+    ) -> Basis {
+        let keys = cands.iter().map(|c| entry_key(ctx.mag, c)).collect();
+        let read = Read {
+            ids: identity_sets(ctx),
+            egress: egress_prints(ctx.mag),
+        };
+        let mut basis = Basis::with(ctx, cands, keys, read, slice, origins);
+        basis.ratio = basis.ratio_now();
+        basis
+    }
+
+    /// [`Basis::new`] with the entries' keys (`None`: not an ingress candidate) and what
+    /// the placed rules read already computed. `events` and `ratio` are left for the
+    /// caller.
+    fn with(
+        ctx: &Context<'_>,
+        cands: &mut [Candidate],
+        keys: Vec<Option<EntryKey>>,
+        read: Read,
+        slice: &PlanSlice,
+        origins: &[Vec<u32>],
+    ) -> Basis {
+        let mut held = Vec::new();
+        let mut index = FxHashMap::default();
+        let mut left = FxHashSet::default();
+        let mut failed = FxHashMap::default();
+        let mut pos: FxHashMap<u32, u32> = FxHashMap::default();
+        for (i, (c, key)) in cands.iter_mut().zip(keys).enumerate() {
+            let Some(key) = key else {
+                continue;
+            };
+            if c.placement.target != super::Target::Hardware {
+                match c.placement.why {
+                    Why::Budget { .. } => {
+                        left.insert(key);
+                    }
+                    Why::NotCapable { .. } | Why::NotSound { .. } | Why::NothingToMatch { .. }
+                        if c.built =>
+                    {
+                        failed.insert(key, c.placement.clone());
+                    }
+                    _ => {}
+                }
+                continue;
+            }
+            let at = held.len() as u32;
+            pos.insert(i as u32, at);
+            index.insert(key, at);
+            held.push(Held {
+                rules: std::mem::take(&mut c.rules),
+                level: c.level,
+            });
+        }
+        let slice: Vec<(HwRule, Vec<u32>)> = slice
+            .rules
+            .iter()
+            .zip(origins)
+            .map(|(r, from)| {
+                let mut r = r.clone();
+                r.actions.retain(|a| *a != HwAction::Count);
+                let from = from.iter().filter_map(|i| pos.get(i).copied()).collect();
+                (r, from)
+            })
+            .collect();
+        Basis {
+            profile: ctx.profile.name.clone(),
+            ids: read.ids,
+            eps: ctx.eps.clone(),
+            egress: read.egress,
+            held,
+            index,
+            left,
+            failed,
+            slice,
+            events: 0,
+            ratio: 0.0,
+        }
+    }
+
+    /// Uncompressed rules per flow entry of the plan this basis is of.
+    fn ratio_now(&self) -> f64 {
+        let uncompressed: usize = self.held.iter().map(|h| h.rules.len()).sum();
+        uncompressed as f64 / self.slice.len().max(1) as f64
+    }
+
+    /// How many entries the basis holds in hardware.
+    pub fn held(&self) -> usize {
+        self.held.len()
+    }
+}
+
+/// What the placed rules and soundness proofs of a plan read from its graph.
+struct Read {
+    ids: BTreeMap<u128, (Vec<super::prefixes::Prefix>, u64)>,
+    egress: BTreeMap<Option<u128>, u64>,
+}
+
+/// The identities' prefixes and naive costs, one map.
+fn identity_sets(ctx: &Context<'_>) -> BTreeMap<u128, (Vec<super::prefixes::Prefix>, u64)> {
+    ctx.ids
+        .v4
+        .iter()
+        .map(|(id, p)| {
+            (
+                *id,
+                (p.clone(), ctx.ids.naive.get(id).copied().unwrap_or(1)),
+            )
+        })
+        .collect()
+}
+
+/// The key of an ingress entry, or `None` for an entry of another table.
+fn entry_key(mag: &Mag, c: &Candidate) -> Option<EntryKey> {
+    let table = mag.table(c.table)?;
+    if table.name != crate::mag::pipeline::table::INGRESS_POLICY {
+        return None;
+    }
+    let e = table.entries.get(c.entry.0 as usize)?;
+    Some(EntryKey {
+        priority: e.priority,
+        matches: e.matches.clone(),
+        action: e.action.clone(),
+    })
+}
+
+/// Per endpoint, a hash of what the stateless-soundness proof of its drops reads: the
+/// egress entries that do not drop, and (under `None`, with the entries of several
+/// endpoints) whether the egress default drops.
+fn egress_prints(mag: &Mag) -> BTreeMap<Option<u128>, u64> {
+    let mut hashers: BTreeMap<Option<u128>, FxHasher> = BTreeMap::new();
+    let Some(t) = mag
+        .table_by_name(crate::mag::pipeline::table::EGRESS_POLICY)
+        .and_then(|t| mag.table(t))
+    else {
+        return BTreeMap::new();
+    };
+    let default_drops = Kind::of(mag, t.default_action.action) == Kind::Drop;
+    default_drops.hash(hashers.entry(None).or_default());
+    let ep_col = t.key.iter().position(|k| k.field == Field::Endpoint);
+    for e in &t.entries {
+        if Kind::of(mag, e.action.action) == Kind::Drop {
+            continue;
+        }
+        let ep = ep_col.and_then(|c| super::capability::exact32(&e.matches[c]));
+        let h = hashers.entry(ep).or_default();
+        e.priority.hash(h);
+        e.matches.hash(h);
+    }
+    hashers.into_iter().map(|(k, h)| (k, h.finish())).collect()
+}
+
+/// What changed between the basis and the new graph, asked per endpoint and identity.
+struct Touched<'a> {
+    prev: &'a Basis,
+    read: &'a Read,
+    eps: &'a BTreeMap<u128, Vec<u32>>,
+}
+
+impl Touched<'_> {
+    /// Whether the rules and the soundness of a kept entry `c` are what they were.
+    fn unchanged(&self, c: &Candidate) -> bool {
+        let Some(ep) = c.endpoint.map(u128::from) else {
+            return false;
+        };
+        if self.eps.get(&ep) != self.prev.eps.get(&ep) {
+            return false;
+        }
+        if let Some(id) = c.identity.map(u128::from) {
+            if self.read.ids.get(&id) != self.prev.ids.get(&id) {
+                return false;
+            }
+        }
+        if c.kind == Kind::Drop {
+            for k in [None, Some(ep)] {
+                if self.read.egress.get(&k) != self.prev.egress.get(&k) {
+                    return false;
+                }
+            }
+        }
+        true
+    }
+}
+
+/// Why a plan had to be made from scratch.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FromScratch {
+    /// The first plan of a session, or one after a failure.
+    NoBasis,
+    /// The node has placement hints, which rank and reserve across the whole graph.
+    Hints,
+    /// The hardware profile is another one.
+    Profile,
+    /// [`MAX_EVENTS`] incremental plans in a row.
+    Events,
+    /// A kept entry needs a priority level the profile lacks.
+    Levels,
+    /// The kept rules and the new ones do not fit the budget.
+    Budget,
+    /// A touched candidate does not fit: a fresh plan might rank it above a kept entry.
+    Ranking,
+    /// Compression fell below [`MIN_RATIO_KEPT`] of the last plan from scratch.
+    Compression,
+}
+
+impl FromScratch {
+    /// A few words for logs and benchmarks.
+    pub fn text(self) -> &'static str {
+        match self {
+            FromScratch::NoBasis => "no previous plan",
+            FromScratch::Hints => "placement hints",
+            FromScratch::Profile => "another profile",
+            FromScratch::Events => "incremental plans in a row",
+            FromScratch::Levels => "priority levels",
+            FromScratch::Budget => "budget",
+            FromScratch::Ranking => "a touched entry left out",
+            FromScratch::Compression => "compression drifted",
+        }
+    }
+}
+
+/// Plans `mag` starting from `prev` (see the module documentation), or says why the plan
+/// must be made from scratch.
+pub fn replan(
+    mut prev: Basis,
+    mag: &Mag,
+    profile: &Profile,
+    placement_hints: &[policy_lang::resolved::Placement],
+    check: Option<&RuleCheck<'_>>,
+) -> Result<(Plan, Basis), FromScratch> {
+    if !placement_hints.is_empty() {
+        return Err(FromScratch::Hints);
+    }
+    if prev.profile.is_empty() {
+        return Err(FromScratch::NoBasis);
+    }
+    if prev.profile != profile.name {
+        return Err(FromScratch::Profile);
+    }
+    if prev.events >= MAX_EVENTS {
+        return Err(FromScratch::Events);
+    }
+    let mut ctx = Context::new(mag, profile);
+    ctx.check = check;
+    let mut cands = candidates(&ctx);
+    let read = Read {
+        ids: identity_sets(&ctx),
+        egress: egress_prints(mag),
+    };
+    let mut keys: Vec<Option<EntryKey>> = vec![None; cands.len()];
+    // Step 1: the entries kept, by candidate, with their place in the basis; and the
+    // entries that failed a check of their own inputs, which fail again unchecked.
+    let mut kept: Vec<(usize, u32)> = Vec::new();
+    let mut unchanged = vec![false; cands.len()];
+    let mut moved: Vec<(usize, u32)> = Vec::new();
+    {
+        let touched = Touched {
+            prev: &prev,
+            read: &read,
+            eps: &ctx.eps,
+        };
+        for (i, c) in cands.iter_mut().enumerate() {
+            if !c.ok {
+                continue;
+            }
+            let Some(key) = entry_key(mag, c) else {
+                continue;
+            };
+            unchanged[i] = touched.unchanged(c);
+            if unchanged[i] {
+                if let Some(p) = prev.failed.get(&key) {
+                    c.built = true;
+                    c.leave(p.why.clone());
+                    c.placement.chain = p.chain.clone();
+                } else if let Some(at) = prev.index.get(&key).copied() {
+                    moved.push((i, at));
+                }
+            }
+            keys[i] = Some(key);
+        }
+    }
+    // The kept entries' rules move from the basis (their `origin` is rewritten when the
+    // slice is finished).
+    for (i, at) in moved {
+        cands[i].rules = std::mem::take(&mut prev.held[at as usize].rules);
+        cands[i].built = true;
+        kept.push((i, at));
+    }
+    // Step 2: priority closure, highest priority first, so that an entry's dependencies
+    // are settled before it.
+    let closure = Closure::new(mag, &cands);
+    let n = cands.len();
+    let mut is_kept = vec![false; n];
+    for (i, _) in &kept {
+        is_kept[*i] = true;
+    }
+    kept.sort_by_key(|(i, _)| (std::cmp::Reverse(cands[*i].priority), *i));
+    for &(i, _) in &kept {
+        let deps = closure.deps(mag, &cands, i);
+        if deps.iter().all(|d| is_kept[*d]) {
+            let c = &mut cands[i];
+            c.deps = deps;
+            note_capable(c);
+            if c.kind == Kind::Drop {
+                note_sound(c);
+            }
+            note_closed(c);
+        } else {
+            is_kept[i] = false;
+            let c = &mut cands[i];
+            c.built = false;
+            c.rules = Vec::new();
+        }
+    }
+    kept.retain(|(i, _)| is_kept[*i]);
+    kept.sort_unstable();
+    // Step 3: the compressed rules that stay as they were, and the kept entries to
+    // compress again.
+    let levels_limit = profile.caps.priority_levels.max(1);
+    let kept_idx: Vec<usize> = kept.iter().map(|(i, _)| *i).collect();
+    let levels = compress::levels(&cands, &kept_idx, levels_limit);
+    // Held position → candidate, for the kept entries whose level stayed.
+    let mut now: Vec<Option<u32>> = vec![None; prev.held.len()];
+    for &(i, at) in &kept {
+        let (level, fits) = levels[&i];
+        if !fits {
+            return Err(FromScratch::Levels);
+        }
+        if level == prev.held[at as usize].level {
+            now[at as usize] = Some(i as u32);
+        }
+    }
+    let (intact, redo) = split_slice(&prev, &now);
+    let mut cand_of: Vec<Option<u32>> = vec![None; prev.held.len()];
+    for &(i, at) in &kept {
+        cand_of[at as usize] = Some(i as u32);
+    }
+    // The entries to compress again: those sharing a rule with one that left, and the
+    // kept entries whose level moved (none of their rules stays).
+    let mut redo_cands: Vec<usize> = redo
+        .iter()
+        .filter_map(|at| cand_of[*at as usize].map(|i| i as usize))
+        .collect();
+    redo_cands.extend(
+        kept.iter()
+            .filter(|(_, at)| now[*at as usize].is_none())
+            .map(|(i, _)| *i),
+    );
+    redo_cands.sort_unstable();
+    redo_cands.dedup();
+    let limit = profile.budget.entries.map_or(u64::MAX, |e| {
+        e.saturating_sub(profile.budget.reserved_entries)
+    });
+    let redo_placed: Vec<(usize, u32)> = redo_cands.iter().map(|i| (*i, levels[i].0)).collect();
+    let used =
+        intact.len() as u64 + compress::compressed(&cands, &redo_placed, profile).len() as u64;
+    if used > limit {
+        return Err(FromScratch::Budget);
+    }
+    // Step 4: fill the free budget in rank order.
+    let mut chooser = Chooser::new(&ctx, &closure, n);
+    for i in &kept_idx {
+        chooser.take(*i);
+    }
+    let order = ranked(&cands, (0..n).filter(|i| !is_kept[*i]));
+    let filled = chooser.fill_tail(&mut cands, &order, 0, limit - used);
+    let mut taken = vec![false; n];
+    for i in kept_idx.iter().chain(&filled) {
+        taken[*i] = true;
+    }
+    // A candidate left out that the last plan did not leave out for budget with the same
+    // inputs: a fresh plan might rank it above an entry this one keeps, unless it ranks
+    // below every entry placed or is dearer than the whole budget.
+    let lowest = cands
+        .iter()
+        .zip(&taken)
+        .filter(|(_, t)| **t)
+        .map(|(c, _)| c.placement.value)
+        .min()
+        .unwrap_or(0);
+    let declined = cands.iter().zip(&taken).enumerate().any(|(i, (c, t))| {
+        c.ok && !*t
+            && c.placement.value > lowest
+            && c.placement.hw_rules <= limit
+            && !(keys[i].as_ref().is_some_and(|k| prev.left.contains(k)) && unchanged[i])
+    });
+    if declined {
+        return Err(FromScratch::Ranking);
+    }
+    for (i, c) in cands.iter_mut().enumerate() {
+        if c.ok && !taken[i] {
+            c.leave(Why::Budget {
+                resource: "flow entries".into(),
+                limit,
+            });
+        }
+    }
+    let mut chosen: Vec<usize> = kept_idx.iter().chain(&filled).copied().collect();
+    chosen.sort_unstable();
+    let placed = compress::place(&mut cands, &chosen, profile);
+    let mut fresh: Vec<(usize, u32)> = placed
+        .iter()
+        .filter(|(i, _)| !is_kept[*i])
+        .copied()
+        .collect();
+    fresh.extend(&redo_placed);
+    fresh.sort_unstable();
+    let mut rules: Vec<Merged> = intact;
+    rules.extend(compress::compressed(&cands, &fresh, profile));
+    if rules.len() as u64 > limit {
+        return Err(FromScratch::Budget);
+    }
+    let uncompressed: usize = placed.iter().map(|(i, _)| cands[*i].rules.len()).sum();
+    let ratio = uncompressed as f64 / rules.len().max(1) as f64;
+    if ratio < prev.ratio * MIN_RATIO_KEPT {
+        return Err(FromScratch::Compression);
+    }
+    let (slice, usage, origins) = compress::finish(&cands, &placed, rules, profile);
+    let mut basis = Basis::with(&ctx, &mut cands, keys, read, &slice, &origins);
+    basis.events = prev.events + 1;
+    basis.ratio = prev.ratio;
+    Ok((assemble(mag, profile, cands, slice, usage), basis))
+}
+
+/// Splits the basis' compressed rules into those that stay (every entry they cover is
+/// kept at its old level: `now` gives its new candidate) and the held entries to compress
+/// again: those sharing a rule, transitively, with an entry that left or moved.
+fn split_slice(prev: &Basis, now: &[Option<u32>]) -> (Vec<Merged>, Vec<u32>) {
+    let mut rules_of: Vec<Vec<u32>> = vec![Vec::new(); prev.held.len()];
+    for (r, (_, from)) in prev.slice.iter().enumerate() {
+        for at in from {
+            rules_of[*at as usize].push(r as u32);
+        }
+    }
+    let mut broken = vec![false; prev.slice.len()];
+    let mut redo = vec![false; prev.held.len()];
+    let mut queue: Vec<u32> = prev
+        .slice
+        .iter()
+        .enumerate()
+        .filter(|(_, (_, from))| {
+            from.is_empty() || from.iter().any(|at| now[*at as usize].is_none())
+        })
+        .map(|(r, _)| r as u32)
+        .collect();
+    while let Some(r) = queue.pop() {
+        if std::mem::replace(&mut broken[r as usize], true) {
+            continue;
+        }
+        for at in &prev.slice[r as usize].1 {
+            if !std::mem::replace(&mut redo[*at as usize], true) {
+                queue.extend(
+                    rules_of[*at as usize]
+                        .iter()
+                        .filter(|r| !broken[**r as usize]),
+                );
+            }
+        }
+    }
+    let intact = prev
+        .slice
+        .iter()
+        .zip(&broken)
+        .filter(|(_, b)| !**b)
+        .map(|((rule, from), _)| {
+            let mut from: Vec<u32> = from.iter().filter_map(|at| now[*at as usize]).collect();
+            from.sort_unstable();
+            Merged {
+                rule: rule.clone(),
+                from,
+            }
+        })
+        .collect();
+    let redo = (0..prev.held.len() as u32)
+        .filter(|at| redo[*at as usize] && now[*at as usize].is_some())
+        .collect();
+    (intact, redo)
+}
