@@ -13,6 +13,8 @@ use pipec::session::{Event, Hardware, Session, SessionOptions};
 use pipec_ebpf::Interfaces;
 use std::collections::BTreeMap;
 use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Instant;
 
 /// The backends pipecd compiles for, in apply order: the eBPF pipeline first, then the
@@ -106,6 +108,12 @@ pub struct Daemon {
     pub events: crate::observe::Events,
     /// Metrics and status, read by the HTTP endpoints.
     pub metrics: Metrics,
+    /// The pins last written to the state directory: an apply that hands out no new number
+    /// writes nothing (each write is flushed to disk, which costs more than an apply).
+    written_pins: Option<IdentityPins>,
+    /// Set when the daemon is asked to stop: a step then takes no further change, so that
+    /// the stop is not held up by a long batch applied change by change.
+    stopping: Arc<AtomicBool>,
 }
 
 impl Daemon {
@@ -152,6 +160,8 @@ impl Daemon {
             interfaces,
             events: crate::observe::events(),
             metrics: Metrics::default(),
+            written_pins: None,
+            stopping: Arc::new(AtomicBool::new(false)),
         })
     }
 
@@ -309,6 +319,11 @@ impl Daemon {
             Err(_) => {}
         }
         for change in changes {
+            if self.stopping() {
+                // The changes not taken stay pending in their source and are applied by
+                // the next run, which looks at every source in full.
+                break;
+            }
             match self.session.apply(&change.events()) {
                 Ok(c) => {
                     self.after_apply(&c, step)?;
@@ -346,11 +361,34 @@ impl Daemon {
         self.write_pins()
     }
 
-    fn write_pins(&self) -> anyhow::Result<()> {
+    fn write_pins(&mut self) -> anyhow::Result<()> {
         if let Some(s) = &self.state {
-            s.write_pins(&self.session.pins_now())?;
+            let pins = self.session.pins_now();
+            if self.written_pins.as_ref() != Some(&pins) {
+                s.write_pins(&pins)?;
+                self.written_pins = Some(pins);
+            }
         }
         Ok(())
+    }
+
+    /// Uses `flag` as the request to stop: once it is set (on SIGTERM), a running step
+    /// takes no further change.
+    pub fn stop_on(&mut self, flag: Arc<AtomicBool>) {
+        self.stopping = flag;
+    }
+
+    fn stopping(&self) -> bool {
+        self.stopping.load(Ordering::Relaxed)
+    }
+
+    /// Writes everything the next run needs to the state directory (identity pins and the
+    /// CNI's attachments), whether or not it changed since the last write. The datapath is
+    /// left as it is: maps pinned and programs attached.
+    pub fn persist(&mut self) -> anyhow::Result<()> {
+        self.written_pins = None;
+        self.write_pins()?;
+        self.write_attachments()
     }
 
     fn first_apply(&mut self, step: &mut Step) -> anyhow::Result<()> {

@@ -58,6 +58,33 @@ impl Run {
         });
     }
 
+    /// Sends `signal` (a `kill` signal name) to the daemon by its pid.
+    fn signal(&self, signal: &str) {
+        let pid = self.child.as_ref().expect("a running pipecd").id();
+        let st = Command::new("kill")
+            .args([&format!("-{signal}"), &pid.to_string()])
+            .status()
+            .expect("kill");
+        assert!(st.success(), "kill -{signal} {pid}");
+    }
+
+    /// Waits at most `bound` for the daemon to exit; its exit code and how long it took.
+    fn wait_exit(&mut self, bound: Duration) -> (Option<i32>, Duration) {
+        let start = Instant::now();
+        let child = self.child.as_mut().expect("a running pipecd");
+        for _ in 0..10_000 {
+            if let Some(st) = child.try_wait().expect("try_wait") {
+                self.child = None;
+                return (st.code(), start.elapsed());
+            }
+            if start.elapsed() > bound {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        panic!("pipecd did not exit within {bound:?}; log:\n{}", self.log());
+    }
+
     fn kill9(&mut self) {
         if let Some(mut c) = self.child.take() {
             let _ = c.kill();
@@ -261,6 +288,72 @@ fn the_model_datapath_follows_the_directory_and_keeps_the_last_good_state() {
             .join("\n")
     };
     assert_eq!(ebpf(&run.state()), ebpf(&run.expected(&["badport.yaml"])));
+}
+
+/// A pod with a label set of its own, so that each one is a new identity (and a new pin to
+/// write).
+fn labelled_pod(n: u32) -> String {
+    pod(n).replace(
+        "labels: {app: server}",
+        &format!("labels: {{app: server, burst: b{n}}}"),
+    )
+}
+
+/// SIGTERM in the middle of a burst of changes: pipecd finishes or abandons the apply in
+/// progress within the bound, persists its state and exits 0; the state files it leaves
+/// load, and a restart on them reconciles to the directory.
+#[test]
+fn sigterm_during_a_burst_stops_within_the_bound_with_loadable_state() {
+    let mut run = Run::new("sigterm");
+    run.start(&["--datapath", "model"]);
+    // The first pod is applied before the burst, so that the pins it gets must be kept.
+    let g = run.generation();
+    run.write("pod-1.yaml", &labelled_pod(1));
+    run.wait("the first pod applied", |r| r.generation() > g);
+    let mut sent = None;
+    for n in 2..=120u32 {
+        run.write(&format!("pod-{n}.yaml"), &labelled_pod(n));
+        if n == 40 {
+            run.signal("TERM");
+            sent = Some(Instant::now());
+        }
+    }
+    let sent = sent.expect("the signal was sent");
+    let (code, _) = run.wait_exit(Duration::from_secs(20));
+    let took = sent.elapsed();
+    eprintln!("stopped {took:?} after SIGTERM; log:\n{}", run.log());
+    assert_eq!(code, Some(0), "log:\n{}", run.log());
+    // The daemon's bound is 5 s; the margin is for the process to be reaped and seen.
+    assert!(
+        took <= pipec_runtime::shutdown::BOUND + Duration::from_secs(1),
+        "stopping took {took:?}; log:\n{}",
+        run.log()
+    );
+    let log = run.log();
+    assert!(
+        log.contains("stopped; the state is persisted") || log.contains("abandoned"),
+        "{log}"
+    );
+    // Every state file loads, and the pins name identities of the burst's pods (which were
+    // applied before the signal arrived).
+    let state = StateDir::open(&run.dir.join("state")).expect("state dir");
+    let pins = state.read_pins().expect("the pins load");
+    assert!(
+        pins.numbers
+            .keys()
+            .any(|l| format!("{l:?}").contains("b1\"")),
+        "{pins:?}"
+    );
+    state.read_attachments().expect("the attachments load");
+
+    // A restart on the same state comes up with the pins it left and reconciles to the
+    // whole directory, the files written after the signal included.
+    run.start(&["--datapath", "model"]);
+    assert_eq!(run.state(), run.expected(&[]));
+    assert!(
+        run.state().contains(&hex_v4([10, 10, 1, 220])),
+        "the last pod"
+    );
 }
 
 fn hex_v4(o: [u8; 4]) -> String {
