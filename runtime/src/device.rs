@@ -61,10 +61,7 @@ impl Device {
         }
         let mut links = Vec::new();
         for program in [Program::FromPod, Program::ToPod] {
-            links
-                .push(dp.attach(program, iface).map_err(|e| {
-                    anyhow::anyhow!("attaching {} to {iface}: {e}", program.name())
-                })?);
+            links.push(attach_replacing(dp, program, iface)?);
         }
         self.ports.insert(iface.to_string(), links);
         Ok(())
@@ -110,8 +107,8 @@ impl Device {
         let mut dp = Datapath::load(Some(pin_dir))?;
         let mut attachments = Vec::new();
         if let Some(iface) = wire {
-            attachments.push(dp.attach(Program::FromWire, iface)?);
-            attachments.push(dp.attach(Program::ToWire, iface)?);
+            attachments.push(attach_replacing(&mut dp, Program::FromWire, iface)?);
+            attachments.push(attach_replacing(&mut dp, Program::ToWire, iface)?);
         }
         Ok(Device {
             kernel: Some(dp),
@@ -298,6 +295,107 @@ impl Device {
         out.insert("cpt/sas".into(), self.sas.len());
         Ok(out)
     }
+}
+
+/// Attaches `program` to `iface`, replacing the filters of the same program that an
+/// earlier run left there (the daemon exits without detaching, so that the datapath keeps
+/// working while it is down): a restart leaves one pipec filter per hook, not one more.
+///
+/// Make-before-break: the new filter is attached first, then the old ones are removed. The
+/// kernel gives a filter attached without a priority a preference one below the lowest in
+/// use, so the new filter runs before the old ones from the moment it is attached, and the
+/// hook is never without a pipec filter (a pod port without one would pass its traffic
+/// unchecked). The cost is that the preference drifts down by one per restart, from 49152;
+/// that is tens of thousands of restarts of headroom.
+///
+/// The filters are found with `tc` (iproute2, which pipecd already needs for `ip`); a
+/// filter is pipec's when its BPF name is the program's. When `tc` cannot list them, the new
+/// filter is attached anyway and the failure is logged: an old filter left in place runs
+/// after the new one and changes no verdict, it only costs memory.
+fn attach_replacing(
+    dp: &mut Datapath,
+    program: Program,
+    iface: &str,
+) -> anyhow::Result<Attachment> {
+    let old = match tc_filters(iface, program) {
+        Ok(old) => old,
+        Err(e) => {
+            tracing::warn!(
+                iface,
+                program = program.name(),
+                "cannot list the earlier pipec filters, so none is replaced: {e:#}"
+            );
+            Vec::new()
+        }
+    };
+    let new = dp
+        .attach(program, iface)
+        .map_err(|e| anyhow::anyhow!("attaching {} to {iface}: {e}", program.name()))?;
+    for (pref, handle) in &old {
+        use aya::programs::Link as _;
+        let removed =
+            aya::programs::tc::SchedClassifierLink::attached(iface, program.hook(), *pref, *handle)
+                .map_err(anyhow::Error::from)
+                .and_then(|link| link.detach().map_err(anyhow::Error::from));
+        match removed {
+            Ok(()) => tracing::info!(
+                iface,
+                program = program.name(),
+                pref,
+                "replaced the filter an earlier run left"
+            ),
+            Err(e) => tracing::warn!(
+                iface,
+                program = program.name(),
+                pref,
+                "cannot remove the filter an earlier run left: {e:#}"
+            ),
+        }
+    }
+    Ok(new)
+}
+
+/// The (preference, handle) of each filter of `program` on `iface`'s hook.
+pub fn tc_filters(iface: &str, program: Program) -> anyhow::Result<Vec<(u16, u32)>> {
+    let hook = match program.hook() {
+        aya::programs::TcAttachType::Ingress => "ingress",
+        _ => "egress",
+    };
+    let out = std::process::Command::new("tc")
+        .args(["-j", "filter", "show", "dev", iface, hook])
+        .output()
+        .map_err(|e| anyhow::anyhow!("running tc: {e}"))?;
+    if !out.status.success() {
+        anyhow::bail!(
+            "tc filter show dev {iface} {hook}: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    // With no clsact qdisc yet, tc prints nothing at all.
+    if out.stdout.iter().all(u8::is_ascii_whitespace) {
+        return Ok(Vec::new());
+    }
+    let list: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout)
+        .map_err(|e| anyhow::anyhow!("reading tc's filter list: {e}"))?;
+    let mut found = Vec::new();
+    for f in &list {
+        let o = &f["options"];
+        if o["bpf_name"].as_str() != Some(program.name()) {
+            continue;
+        }
+        let pref = f["pref"].as_u64().and_then(|p| u16::try_from(p).ok());
+        let handle = o["handle"]
+            .as_str()
+            .and_then(|h| u32::from_str_radix(h.trim_start_matches("0x"), 16).ok());
+        match (pref, handle) {
+            (Some(p), Some(h)) => found.push((p, h)),
+            _ => anyhow::bail!(
+                "tc listed a {} filter without a preference or handle: {f}",
+                program.name()
+            ),
+        }
+    }
+    Ok(found)
 }
 
 fn hex(bytes: &[u8]) -> String {

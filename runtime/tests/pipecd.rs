@@ -403,8 +403,21 @@ fn the_kernel_datapath_survives_kill_9_and_reconciles_only_the_difference() {
     let bpffs = PathBuf::from(format!("/sys/fs/bpf/pipecd-test-{}", std::process::id()));
     run.bpffs = Some(bpffs.clone());
     let bpffs_arg = bpffs.to_str().expect("utf-8").to_string();
-    run.start(&["--datapath", "kernel", "--bpffs", &bpffs_arg]);
+    let links = Veths::new(&format!("pcdk-{}", std::process::id()), &["pcw", "pcp"]);
+    let (wire, port) = (links.host("pcw"), links.host("pcp"));
+    let kernel = [
+        "--datapath",
+        "kernel",
+        "--bpffs",
+        &bpffs_arg,
+        "--wire",
+        &wire,
+    ];
+    run.start(&kernel);
     assert_eq!(run.state(), run.expected(&[]));
+    let filters = filters_of(&wire);
+    assert_eq!(filter_count(&filters, "from_wire"), 1, "{filters}");
+    assert_eq!(filter_count(&filters, "to_wire"), 1, "{filters}");
     let g = run.generation();
     run.write("pods.yaml", &pod(1));
     run.wait("the pod applied", |r| r.generation() > g);
@@ -422,8 +435,16 @@ fn the_kernel_datapath_survives_kill_9_and_reconciles_only_the_difference() {
     drop(dp);
     run.write("pods.yaml", &format!("{}---\n{}", pod(1), pod(2)));
     std::fs::remove_file(run.dir.join("log")).expect("rm log");
-    run.start(&["--datapath", "kernel", "--bpffs", &bpffs_arg]);
+    run.start(&kernel);
     assert_eq!(run.state(), run.expected(&[]));
+    // The restart replaced the filters the killed daemon left: one per hook, as before.
+    assert_eq!(
+        filters_of(&wire).lines().count(),
+        filters.lines().count(),
+        "before:\n{filters}\nafter:\n{}",
+        filters_of(&wire)
+    );
+    assert_eq!(filter_count(&filters_of(&wire), "from_wire"), 1);
     let log = run.log();
     let line = log
         .lines()
@@ -457,9 +478,157 @@ fn the_kernel_datapath_survives_kill_9_and_reconciles_only_the_difference() {
         .count();
     assert!(differ > 0, "the new pod changed something");
     assert_eq!(ops, differ, "{line}");
+
+    // A pod port the CNI had wired (as the state file of an earlier run records it): every
+    // restart attaches the pod programs to it again, replacing the earlier run's filters.
     run.kill9();
+    let attachment = serde_json::json!([{
+        "container_id": "c-web-1", "ifname": "eth0", "pod_namespace": "shop",
+        "pod_name": "web-1", "pod_uid": "", "host_ifname": port, "ips": ["10.10.1.101"],
+    }]);
+    std::fs::write(
+        run.dir.join("state/attachments.json"),
+        attachment.to_string(),
+    )
+    .expect("attachments");
+    run.start(&kernel);
+    let ports = filters_of(&port);
+    assert_eq!(filter_count(&ports, "from_pod"), 1, "{ports}");
+    assert_eq!(filter_count(&ports, "to_pod"), 1, "{ports}");
+    for round in 0..3 {
+        run.kill9();
+        run.start(&kernel);
+        assert_eq!(
+            filters_of(&port).lines().count(),
+            ports.lines().count(),
+            "round {round}:\n{}",
+            filters_of(&port)
+        );
+        assert_eq!(
+            filters_of(&wire).lines().count(),
+            filters.lines().count(),
+            "round {round}"
+        );
+    }
+
+    // SIGTERM: exit 0 within the bound, and the datapath stays: the maps pinned with the
+    // last state, the programs attached.
+    let before = run.state();
+    run.signal("TERM");
+    let (code, took) = run.wait_exit(Duration::from_secs(20));
+    assert_eq!(code, Some(0), "{}", run.log());
+    assert!(
+        took <= pipec_runtime::shutdown::BOUND + Duration::from_secs(1),
+        "{took:?}"
+    );
+    assert!(
+        run.log().contains("stopped; the state is persisted"),
+        "{}",
+        run.log()
+    );
+    assert_eq!(filters_of(&wire).lines().count(), filters.lines().count());
+    assert_eq!(filters_of(&port).lines().count(), ports.lines().count());
     let dp = pipec_ebpf::Datapath::load(Some(&bpffs)).expect("the pinned maps");
+    let pinned = dp.read_entries().expect("read");
+    assert!(
+        pinned
+            .keys()
+            .any(|(m, k)| m.as_str() == "ipcache_host"
+                && k.windows(4).any(|w| w == [10, 10, 1, 102])),
+        "{before}"
+    );
     let _ = dp.unpin();
+}
+
+/// Veth pairs whose host ends are named `PREFIX` + the test's pid and whose other ends are
+/// in a network namespace of the test's own; removed on drop.
+struct Veths {
+    ns: String,
+    hosts: Vec<String>,
+}
+
+fn sh(args: &[&str]) {
+    let st = Command::new(args[0])
+        .args(&args[1..])
+        .status()
+        .expect(args[0]);
+    assert!(st.success(), "{args:?}");
+}
+
+impl Veths {
+    fn new(ns: &str, prefixes: &[&str]) -> Veths {
+        let _ = Command::new("ip")
+            .args(["netns", "del", ns])
+            .stderr(Stdio::null())
+            .status();
+        sh(&["ip", "netns", "add", ns]);
+        let mut v = Veths {
+            ns: ns.to_string(),
+            hosts: Vec::new(),
+        };
+        for p in prefixes {
+            let host = format!("{p}{}", std::process::id());
+            let _ = Command::new("ip")
+                .args(["link", "del", &host])
+                .stderr(Stdio::null())
+                .status();
+            sh(&[
+                "ip", "link", "add", &host, "type", "veth", "peer", "name", "peer0", "netns", ns,
+            ]);
+            sh(&[
+                "ip",
+                "-n",
+                ns,
+                "link",
+                "set",
+                "peer0",
+                "name",
+                &format!("{p}0"),
+            ]);
+            sh(&["ip", "link", "set", &host, "up"]);
+            v.hosts.push(host);
+        }
+        v
+    }
+
+    fn host(&self, prefix: &str) -> String {
+        format!("{prefix}{}", std::process::id())
+    }
+}
+
+impl Drop for Veths {
+    fn drop(&mut self) {
+        for h in &self.hosts {
+            let _ = Command::new("ip").args(["link", "del", h]).status();
+        }
+        let _ = Command::new("ip").args(["netns", "del", &self.ns]).status();
+    }
+}
+
+/// `tc filter show` of one hook, as tc prints it.
+fn tc_show(iface: &str, hook: &str) -> String {
+    let out = Command::new("tc")
+        .args(["filter", "show", "dev", iface, hook])
+        .output()
+        .expect("tc");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The filters of both hooks of `iface`.
+fn filters_of(iface: &str) -> String {
+    tc_show(iface, "ingress") + &tc_show(iface, "egress")
+}
+
+/// How many filters of the program named `name` a `tc filter show` lists.
+fn filter_count(show: &str, name: &str) -> usize {
+    show.lines()
+        .filter(|l| l.split_whitespace().any(|w| w == name))
+        .count()
 }
 
 /// A small seeded generator (SplitMix64), so that a failing round can be replayed.
