@@ -111,6 +111,8 @@ pub struct Daemon {
     /// The pins last written to the state directory: an apply that hands out no new number
     /// writes nothing (each write is flushed to disk, which costs more than an apply).
     written_pins: Option<IdentityPins>,
+    /// The SA removals last written to the state directory.
+    written_pending: Vec<crate::state::PendingRemoval>,
     /// Set when the daemon is asked to stop: a step then takes no further change, so that
     /// the stop is not held up by a long batch applied change by change.
     stopping: Arc<AtomicBool>,
@@ -144,6 +146,12 @@ impl Daemon {
             Some(s) => s.read_attachments()?,
             None => Vec::new(),
         };
+        let mut device = device;
+        let pending = match &state {
+            Some(s) => s.read_pending()?,
+            None => Vec::new(),
+        };
+        device.restore_pending(&pending);
         let interfaces = Interfaces::default();
         let session = Session::load_texts(&[], options.clone(), &|p| {
             backends_with(p, Some(&interfaces))
@@ -161,6 +169,7 @@ impl Daemon {
             events: crate::observe::events(),
             metrics: Metrics::default(),
             written_pins: None,
+            written_pending: pending,
             stopping: Arc::new(AtomicBool::new(false)),
         })
     }
@@ -281,6 +290,7 @@ impl Daemon {
         let expired = self.device.expire(Instant::now());
         if expired > 0 {
             tracing::info!(expired, "removed inbound SAs after the rotation window");
+            self.write_pending()?;
         }
         if step.applied_files > 0 {
             self.metrics.observe_apply(since.elapsed());
@@ -358,7 +368,23 @@ impl Daemon {
             "applied"
         );
         add(&mut step.ops, &applied);
+        if applied.sa_ops > 0 {
+            self.write_pending()?;
+        }
         self.write_pins()
+    }
+
+    /// Writes the SA removals that wait for their window when they changed, so that a
+    /// restart carries them out on time rather than at once (or never).
+    fn write_pending(&mut self) -> anyhow::Result<()> {
+        if let Some(s) = &self.state {
+            let list = self.device.pending_removals();
+            if list != self.written_pending {
+                s.write_pending(&list)?;
+                self.written_pending = list;
+            }
+        }
+        Ok(())
     }
 
     fn write_pins(&mut self) -> anyhow::Result<()> {
@@ -382,12 +408,16 @@ impl Daemon {
         self.stopping.load(Ordering::Relaxed)
     }
 
-    /// Writes everything the next run needs to the state directory (identity pins and the
-    /// CNI's attachments), whether or not it changed since the last write. The datapath is
+    /// Writes everything the next run needs to the state directory (identity pins, the SA
+    /// removals that wait for their window, the CNI's attachments), whether or not it changed since the last write. The datapath is
     /// left as it is: maps pinned and programs attached.
     pub fn persist(&mut self) -> anyhow::Result<()> {
         self.written_pins = None;
         self.write_pins()?;
+        if let Some(s) = &self.state {
+            self.written_pending = self.device.pending_removals();
+            s.write_pending(&self.written_pending)?;
+        }
         self.write_attachments()
     }
 
@@ -425,6 +455,7 @@ impl Daemon {
         );
         self.metrics.reconciled = Some(applied.clone());
         self.write_pins()?;
+        self.write_pending()?;
         add(&mut step.ops, &applied);
         self.metrics.ready = true;
         Ok(())

@@ -10,6 +10,7 @@
 //! for the kernel) is diffed against the session's artifacts and only the difference is
 //! applied. Nothing is ever flushed.
 
+use crate::state::PendingRemoval;
 use pipec::session::{Changes, Session};
 use pipec_cpt::{IpsecArtifact, SaOp, SaOps};
 use pipec_ebpf::artifact::{diff_entries, MapEntries, MapName, MapOp};
@@ -17,7 +18,7 @@ use pipec_ebpf::{Attachment, Datapath, EbpfArtifact, MapOps, Program};
 use pipec_rte_flow::{FlowOp, FlowOps, RteFlowArtifact};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 /// How many operations an apply carried out, per target.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -44,8 +45,10 @@ pub struct Device {
     flows: BTreeSet<String>,
     /// The CPT's SAs: (direction, peer, spi).
     sas: BTreeSet<(String, String, u32)>,
-    /// Inbound SAs to remove once their rotation window has passed.
-    pending: Vec<(Instant, (String, String, u32))>,
+    /// Inbound SAs to remove once their rotation window has passed: when (monotonic, for
+    /// this process), when (wall-clock milliseconds, for the state file and the next
+    /// process), and which.
+    pending: Vec<(Instant, u64, (String, String, u32))>,
 }
 
 impl Device {
@@ -160,7 +163,7 @@ impl Device {
         }
         if let Some(Ok(a)) = session.artifact(pipec_cpt::TARGET) {
             if let Some(a) = a.as_any().downcast_ref::<IpsecArtifact>() {
-                let want: BTreeSet<(String, String, u32)> = a
+                let mut want: BTreeSet<(String, String, u32)> = a
                     .sa_set
                     .iter()
                     .flat_map(|s| &s.sas)
@@ -172,6 +175,13 @@ impl Device {
                         )
                     })
                     .collect();
+                // An old inbound SA within its rotation window is not in the artifact any
+                // more, but its peer may still send with it: it stays until it is due. A
+                // peer that left meanwhile cannot send any more, so its SAs go at once (as
+                // the CPT target's diff does).
+                let peers: BTreeSet<String> = want.iter().map(|(_, p, _)| p.clone()).collect();
+                self.pending.retain(|(_, _, sa)| peers.contains(&sa.1));
+                want.extend(self.pending.iter().map(|(_, _, sa)| sa.clone()));
                 applied.sa_ops = want.symmetric_difference(&self.sas).count();
                 self.sas = want;
             }
@@ -232,8 +242,12 @@ impl Device {
                 if after.is_zero() {
                     self.sas.remove(&sa("inbound", peer, *spi));
                 } else {
-                    self.pending
-                        .push((Instant::now() + *after, sa("inbound", peer, *spi)));
+                    let due_unix_ms = unix_ms(SystemTime::now() + *after);
+                    self.pending.push((
+                        Instant::now() + *after,
+                        due_unix_ms,
+                        sa("inbound", peer, *spi),
+                    ));
                 }
             }
             SaOp::Replace { .. } | SaOp::AdvertiseSpi { .. } => {}
@@ -242,12 +256,44 @@ impl Device {
 
     /// Carries out the removals whose window has passed; returns how many.
     pub fn expire(&mut self, now: Instant) -> usize {
-        let (due, later): (Vec<_>, Vec<_>) = self.pending.drain(..).partition(|(t, _)| *t <= now);
+        let (due, later): (Vec<_>, Vec<_>) =
+            self.pending.drain(..).partition(|(t, _, _)| *t <= now);
         self.pending = later;
-        for (_, sa) in &due {
+        for (_, _, sa) in &due {
             self.sas.remove(sa);
         }
         due.len()
+    }
+
+    /// The SA removals waiting for their window, for the state directory (SAs are named by
+    /// peer and SPI; no key material).
+    pub fn pending_removals(&self) -> Vec<PendingRemoval> {
+        let mut out: Vec<PendingRemoval> = self
+            .pending
+            .iter()
+            .map(|(_, due_unix_ms, (_, peer, spi))| PendingRemoval {
+                peer: peer.clone(),
+                spi: *spi,
+                due_unix_ms: *due_unix_ms,
+            })
+            .collect();
+        out.sort();
+        out
+    }
+
+    /// Takes over the SA removals an earlier run had not carried out, before the first
+    /// reconciliation: their SAs stay on the device until their window has passed (a
+    /// restart must not cut a peer's rotation short), and a removal already due is carried
+    /// out at the next expiry.
+    pub fn restore_pending(&mut self, list: &[PendingRemoval]) {
+        let (now, wall) = (Instant::now(), unix_ms(SystemTime::now()));
+        for p in list {
+            let left = Duration::from_millis(p.due_unix_ms.saturating_sub(wall));
+            let sa = ("inbound".to_string(), p.peer.clone(), p.spi);
+            if !self.pending.iter().any(|(_, _, s)| *s == sa) {
+                self.pending.push((now + left, p.due_unix_ms, sa));
+            }
+        }
     }
 
     /// The next pending removal, if any.
@@ -255,7 +301,7 @@ impl Device {
         let now = Instant::now();
         self.pending
             .iter()
-            .map(|(t, _)| t.saturating_duration_since(now))
+            .map(|(t, _, _)| t.saturating_duration_since(now))
             .min()
     }
 
@@ -396,6 +442,11 @@ pub fn tc_filters(iface: &str, program: Program) -> anyhow::Result<Vec<(u16, u32
         }
     }
     Ok(found)
+}
+
+fn unix_ms(t: SystemTime) -> u64 {
+    t.duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 fn hex(bytes: &[u8]) -> String {

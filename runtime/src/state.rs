@@ -1,6 +1,6 @@
 //! What survives a restart besides the pinned maps: the identity numbers the session handed
 //! out, so that an identity in use keeps its number (peers and in-flight packets hold it),
-//! and the pods the CNI wired.
+//! the pods the CNI wired, and the SA removals that wait for a rotation window to pass.
 //!
 //! Every file is written whole and atomically: a temporary file in the same directory is
 //! written, flushed to disk, renamed over the old file, and the directory is flushed, so
@@ -22,6 +22,19 @@ pub struct StateDir(PathBuf);
 struct PinsFile {
     numbers: Vec<(Labels, u32)>,
     retired: BTreeSet<u32>,
+}
+
+/// An inbound SA whose removal waits for the end of its rotation window. It names the SA
+/// only (no key material), and the deadline is wall-clock time, as a monotonic instant
+/// means nothing to the next process.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct PendingRemoval {
+    /// The peer node.
+    pub peer: String,
+    /// The SA's SPI.
+    pub spi: u32,
+    /// When the SA is to go, in milliseconds since the Unix epoch.
+    pub due_unix_ms: u64,
 }
 
 impl StateDir {
@@ -124,5 +137,23 @@ impl StateDir {
     /// Writes the attachments atomically, as [`StateDir::write_pins`] does.
     pub fn write_attachments(&self, list: &[crate::cni::Attachment]) -> anyhow::Result<()> {
         self.write_atomic("attachments.json", &serde_json::to_vec(list)?)
+    }
+
+    /// The SA removals the last run had not carried out yet, or none.
+    pub fn read_pending(&self) -> anyhow::Result<Vec<PendingRemoval>> {
+        match self.read("pending-removals.json")? {
+            Some(t) => serde_json::from_str(&t).map_err(|e| {
+                anyhow::anyhow!(
+                    "{} is not a pending-removals file: {e}",
+                    self.0.join("pending-removals.json").display()
+                )
+            }),
+            None => Ok(Vec::new()),
+        }
+    }
+
+    /// Writes the pending SA removals atomically, as [`StateDir::write_pins`] does.
+    pub fn write_pending(&self, list: &[PendingRemoval]) -> anyhow::Result<()> {
+        self.write_atomic("pending-removals.json", &serde_json::to_vec(list)?)
     }
 }

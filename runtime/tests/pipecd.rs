@@ -794,3 +794,90 @@ fn kill_9_at_random_points_then_a_restart_reconciles_to_a_fresh_start_kernel() {
     }
     kill_9_rounds("crash-kernel", true, 0x5eed_0002, 10);
 }
+
+/// A key rotation keeps the old inbound SA for its window (five minutes), as the peer may
+/// still send with it. A restart inside the window keeps it too (the removal waits in the
+/// state directory, named by peer and SPI, never by key), and carries the removal out when
+/// it is due.
+#[test]
+fn an_sa_removal_waiting_for_its_window_survives_a_restart() {
+    let mut run = Run::new("pending");
+    run.start(&["--datapath", "model"]);
+    let keys = std::fs::read_to_string(run.manifests().join("ipsec-keys.yaml")).expect("keys");
+    let g = run.generation();
+    run.write(
+        "ipsec-keys.yaml",
+        &keys.replace("3+ rfc4106(gcm(aes)) 5d", "4+ rfc4106(gcm(aes)) 6d"),
+    );
+    run.wait("the rotation applied", |r| r.generation() > g);
+    assert!(
+        run.state().contains("sa inbound node-b 3\n"),
+        "{}",
+        run.state()
+    );
+    let state = StateDir::open(&run.dir.join("state")).expect("state dir");
+    let pending = state.read_pending().expect("the pending removals load");
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_millis() as u64;
+    // One old inbound SA per peer (the key is the cluster's, shared by every peer).
+    let names: Vec<(&str, u32)> = pending.iter().map(|p| (p.peer.as_str(), p.spi)).collect();
+    assert_eq!(names, [("node-b", 3), ("node-c", 3)], "{pending:?}");
+    assert!(
+        pending
+            .iter()
+            .all(|p| p.due_unix_ms > now_ms && p.due_unix_ms <= now_ms + 300_000),
+        "{pending:?} at {now_ms}"
+    );
+    let file = std::fs::read_to_string(run.dir.join("state/pending-removals.json")).expect("file");
+    // Neither the old key nor the new one is in it.
+    assert!(
+        !file.contains("5d1a2b3c") && !file.contains("6d1a2b3c"),
+        "{file}"
+    );
+
+    // Killed and restarted inside the window: the old SA is still there.
+    run.kill9();
+    run.start(&["--datapath", "model"]);
+    let restarted = run.state();
+    for line in [
+        "sa inbound node-b 3\n",
+        "sa inbound node-c 3\n",
+        "sa inbound node-b 4\n",
+        "sa outbound node-b 4\n",
+    ] {
+        assert!(restarted.contains(line), "{line}:\n{restarted}");
+    }
+    assert_eq!(state.read_pending().expect("pending"), pending);
+
+    // The window made to end two seconds after the next start (the test cannot wait five
+    // minutes): the removal is carried out then, and the file empties.
+    run.signal("TERM");
+    let (code, _) = run.wait_exit(Duration::from_secs(20));
+    assert_eq!(code, Some(0));
+    let mut soon = pending.clone();
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_millis() as u64;
+    for p in &mut soon {
+        p.due_unix_ms = now_ms + 2_000;
+    }
+    state.write_pending(&soon).expect("write");
+    run.start(&["--datapath", "model"]);
+    assert!(
+        run.state().contains("sa inbound node-b 3\n"),
+        "{}",
+        run.state()
+    );
+    run.wait("the removal carried out", |r| {
+        let s = r.state();
+        !s.contains("sa inbound node-b 3\n") && !s.contains("sa inbound node-c 3\n")
+    });
+    assert!(run.state().contains("sa inbound node-b 4\n"));
+    run.wait("the pending file emptied", |_| {
+        state.read_pending().is_ok_and(|p| p.is_empty())
+    });
+    assert!(!run.log().contains("6d1a2b3c"), "a key reached the log");
+}
