@@ -300,6 +300,20 @@ impl Daemon {
         Ok(step)
     }
 
+    /// The Prometheus text (`/metrics`): the daemon's metrics, then the eBPF datapath's
+    /// per-rule counters, read from the device at each scrape.
+    pub fn metrics_text(&self) -> String {
+        let mut o = self.metrics.text();
+        match self.device.counters() {
+            Ok(c) => o.push_str(&Metrics::rule_counters_text(
+                &c,
+                &crate::device::rule_provenance(&self.session),
+            )),
+            Err(e) => tracing::warn!("reading the per-rule counters: {e:#}"),
+        }
+        o
+    }
+
     /// The status (`/status`): the metrics' and the API source's.
     pub fn status(&self) -> serde_json::Value {
         let mut s = self.metrics.status();

@@ -331,6 +331,15 @@ impl Device {
         Ok(out)
     }
 
+    /// The eBPF datapath's per-rule counters (packets and bytes, summed over the CPUs), by
+    /// rule cookie; none for the model, which carries no packets.
+    pub fn counters(&self) -> anyhow::Result<BTreeMap<u64, pipec_ebpf_common::CounterValue>> {
+        match &self.kernel {
+            Some(dp) => Ok(dp.counters()?),
+            None => Ok(BTreeMap::new()),
+        }
+    }
+
     /// Entries per eBPF map, flow rules and SAs, for the metrics.
     pub fn sizes(&self) -> anyhow::Result<BTreeMap<String, usize>> {
         let mut out = BTreeMap::new();
@@ -459,6 +468,29 @@ pub fn expected_dump(session: &Session) -> anyhow::Result<String> {
     let mut d = Device::model();
     d.reconcile(session)?;
     d.dump(&cookie_names(session))
+}
+
+/// The provenance of each rule of the session, by the cookie the eBPF datapath counts it
+/// under: the rule (its object, rule list and index) and, when the session has the text it
+/// came from, where it is written (`file:line`).
+pub fn rule_provenance(session: &Session) -> BTreeMap<u64, (String, Option<String>)> {
+    use pipec::mag::Provenance;
+    let sources = session.sources();
+    session
+        .mag()
+        .provenance
+        .iter()
+        .map(|p| {
+            let name = p.to_string();
+            let at = match p {
+                Provenance::Rule(r) => r.location(sources),
+                Provenance::Object(o) => o.span,
+                Provenance::Builtin(_) => None,
+            }
+            .map(|span| sources.file_line(span));
+            (pipec_ebpf::codegen::cookie_of(&name), (name, at))
+        })
+        .collect()
 }
 
 /// What each rule cookie of the session's eBPF artifact names.

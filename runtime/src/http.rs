@@ -73,7 +73,7 @@ fn route(path: &str, daemon: &Mutex<Daemon>) -> (&'static str, &'static str, Str
             TEXT,
             "the first full state is not applied yet\n".into(),
         ),
-        "/metrics" => (OK, "text/plain; version=0.0.4", d.metrics.text()),
+        "/metrics" => (OK, "text/plain; version=0.0.4", d.metrics_text()),
         "/status" => (OK, "application/json", d.status().to_string() + "\n"),
         "/debug/state" => match d.device().dump(&crate::device::cookie_names(d.session())) {
             Ok(t) => (OK, TEXT, t),

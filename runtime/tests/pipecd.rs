@@ -479,6 +479,48 @@ fn the_kernel_datapath_survives_kill_9_and_reconciles_only_the_difference() {
     assert!(differ > 0, "the new pod changed something");
     assert_eq!(ops, differ, "{line}");
 
+    // Per-rule counters: a SYN from the client to web-1's port 80, run through the program
+    // for packets to a pod by a second loader on the same pinned maps, is counted under the
+    // rule that let it in, and `/metrics` names that rule by its provenance.
+    let probe = pipec_ebpf::Datapath::load(Some(&bpffs)).expect("the pinned maps");
+    let syn = pipec_ebpf::packet::build(
+        "10.10.1.10".parse().expect("ip"),
+        "10.10.1.101".parse().expect("ip"),
+        pipec_ebpf::packet::L4::Tcp {
+            sport: 40000,
+            dport: 80,
+            flags: 0x02,
+        },
+    );
+    let verdict = probe
+        .run(pipec_ebpf::Program::ToPod, &syn, 1, 0)
+        .expect("test run")
+        .verdict;
+    drop(probe);
+    assert_eq!(verdict, pipec_ebpf::datapath::TC_ACT_OK);
+    let rule = format!(
+        "{{rule=\"NetworkPolicy/shop/server-from-client ingress[0]\",at=\"{}:56\",",
+        run.manifests().join("cluster.yaml").display()
+    );
+    let counted = |metrics: &str, name: &str| -> Option<u64> {
+        metrics
+            .lines()
+            .find(|l| l.starts_with(name) && l.contains(&rule))
+            .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+    };
+    let metrics = get(run.port, "/metrics").expect("/metrics");
+    assert_eq!(
+        counted(&metrics, "pipecd_rule_packets_total{"),
+        Some(1),
+        "{metrics}"
+    );
+    // An Ethernet, IPv4 and TCP header and the probe's 12-byte payload.
+    assert_eq!(
+        counted(&metrics, "pipecd_rule_bytes_total{"),
+        Some(66),
+        "{metrics}"
+    );
+
     // A pod port the CNI had wired (as the state file of an earlier run records it): every
     // restart attaches the pod programs to it again, replacing the earlier run's filters.
     run.kill9();
@@ -510,6 +552,14 @@ fn the_kernel_datapath_survives_kill_9_and_reconciles_only_the_difference() {
             "round {round}"
         );
     }
+
+    // The counters live in a pinned map: the restarts kept them.
+    let metrics = get(run.port, "/metrics").expect("/metrics");
+    assert_eq!(
+        counted(&metrics, "pipecd_rule_packets_total{"),
+        Some(1),
+        "{metrics}"
+    );
 
     // SIGTERM: exit 0 within the bound, and the datapath stays: the maps pinned with the
     // last state, the programs attached.
