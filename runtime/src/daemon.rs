@@ -423,11 +423,16 @@ impl Daemon {
     }
 
     /// Writes everything the next run needs to the state directory (identity pins, the SA
-    /// removals that wait for their window, the CNI's attachments), whether or not it changed since the last write. The datapath is
-    /// left as it is: maps pinned and programs attached.
+    /// removals that wait for their window, the CNI's attachments), whether or not it changed
+    /// since the last write (the pins only once the first full state is loaded). The
+    /// datapath is left as it is: maps pinned and programs attached.
     pub fn persist(&mut self) -> anyhow::Result<()> {
-        self.written_pins = None;
-        self.write_pins()?;
+        // Before the first load the session is empty: its pins would retire every number
+        // the last run handed out. The file still holds the last run's pins; it stays.
+        if self.metrics.ready {
+            self.written_pins = None;
+            self.write_pins()?;
+        }
         if let Some(s) = &self.state {
             self.written_pending = self.device.pending_removals();
             s.write_pending(&self.written_pending)?;

@@ -931,3 +931,58 @@ fn an_sa_removal_waiting_for_its_window_survives_a_restart() {
     });
     assert!(!run.log().contains("6d1a2b3c"), "a key reached the log");
 }
+
+/// SIGTERM before the first full state is loaded (here the API's initial lists never
+/// complete, as nothing answers at the API address): pipecd exits 0 and leaves the identity
+/// numbers of the last run as they were, rather than the empty session's.
+#[test]
+fn sigterm_before_the_first_load_keeps_the_last_runs_pins() {
+    let mut run = Run::new("early");
+    run.start(&["--datapath", "model"]);
+    let g = run.generation();
+    run.write("pod-1.yaml", &labelled_pod(1));
+    run.wait("the pod applied", |r| r.generation() > g);
+    run.signal("TERM");
+    assert_eq!(run.wait_exit(Duration::from_secs(20)).0, Some(0));
+    let pins_file = run.dir.join("state/identity-pins.json");
+    let pins = std::fs::read(&pins_file).expect("pins");
+    assert!(String::from_utf8_lossy(&pins).contains("b1"));
+
+    // Nothing listens on the API port taken here, so the first load waits for ever.
+    let kubeconfig = run.dir.join("kubeconfig");
+    std::fs::write(
+        &kubeconfig,
+        format!(
+            "apiVersion: v1\nkind: Config\ncurrent-context: none\n\
+             clusters: [{{name: none, cluster: {{server: 'http://127.0.0.1:{}'}}}}]\n\
+             users: [{{name: pipecd, user: {{token: t}}}}]\n\
+             contexts: [{{name: none, context: {{cluster: none, user: pipecd}}}}]\n",
+            free_port()
+        ),
+    )
+    .expect("kubeconfig");
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_pipecd"));
+    cmd.arg("--manifests")
+        .arg(run.manifests())
+        .arg("--kubeconfig")
+        .arg(&kubeconfig)
+        .args(["--node", "node-a", "--datapath", "model", "--metrics-addr"])
+        .arg(format!("127.0.0.1:{}", run.port))
+        .arg("--state-dir")
+        .arg(run.dir.join("state"))
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(run.dir.join("log")).expect("log"));
+    run.child = Some(cmd.spawn().expect("start pipecd"));
+    run.wait("the daemon serving, not ready", |r| {
+        get(r.port, "/healthz").is_some() && get(r.port, "/readyz").is_none()
+    });
+    run.signal("TERM");
+    let (code, took) = run.wait_exit(Duration::from_secs(20));
+    assert_eq!(code, Some(0), "{}", run.log());
+    assert!(took <= pipec_runtime::shutdown::BOUND, "{took:?}");
+    assert_eq!(
+        String::from_utf8_lossy(&std::fs::read(&pins_file).expect("pins")),
+        String::from_utf8_lossy(&pins),
+        "the pins file was rewritten"
+    );
+}
