@@ -145,7 +145,14 @@ fn run(args: Args, stop: Stop, stopping: Arc<AtomicBool>) -> anyhow::Result<()> 
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    rt.block_on(serve(args, stop, stopping))
+    // `serve` only returns with an error. The process ends here, before the runtime and the
+    // daemon it holds are dropped: dropping the device would detach the programs, and the
+    // datapath must keep working while the daemon is down, whatever stopped it.
+    if let Err(e) = rt.block_on(serve(args, stop, stopping)) {
+        tracing::error!("{e:#}");
+        std::process::exit(1);
+    }
+    Ok(())
 }
 
 /// The coalescing window: changes seen within it are applied together.

@@ -578,6 +578,37 @@ fn the_kernel_datapath_survives_kill_9_and_reconciles_only_the_difference() {
     );
     assert_eq!(filters_of(&wire).lines().count(), filters.lines().count());
     assert_eq!(filters_of(&port).lines().count(), ports.lines().count());
+
+    // A start that fails (a node the sources do not have) exits 1 and leaves the datapath
+    // as it found it too: the wire's filters, which it had already replaced, stay.
+    let out = Command::new(env!("CARGO_BIN_EXE_pipecd"))
+        .arg("--manifests")
+        .arg(run.manifests())
+        .args(["--node", "node-x", "--metrics-addr"])
+        .arg(format!("127.0.0.1:{}", run.port))
+        .args([
+            "--datapath",
+            "kernel",
+            "--bpffs",
+            &bpffs_arg,
+            "--wire",
+            &wire,
+        ])
+        .output()
+        .expect("run");
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        filters_of(&wire).lines().count(),
+        filters.lines().count(),
+        "{}",
+        filters_of(&wire)
+    );
+    assert_eq!(filters_of(&port).lines().count(), ports.lines().count());
     let dp = pipec_ebpf::Datapath::load(Some(&bpffs)).expect("the pinned maps");
     let pinned = dp.read_entries().expect("read");
     assert!(
