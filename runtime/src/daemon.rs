@@ -373,6 +373,14 @@ impl Daemon {
         changes: &pipec::session::Changes,
         step: &mut Step,
     ) -> anyhow::Result<()> {
+        // What the next run needs is written before the device acts on the change (write
+        // ahead): a kill in between then leaves a state directory that already knows the
+        // new identity numbers and the delayed SA removals, and the restart reconciles the
+        // device to them. Written after, a kill in between would let the restart number a
+        // live identity anew, or remove an old SA before its window ends.
+        self.write_pins()?;
+        self.device.schedule(changes);
+        self.write_pending()?;
         let applied = self.device.apply(changes)?;
         tracing::info!(
             generation = changes.generation,
@@ -382,10 +390,7 @@ impl Daemon {
             "applied"
         );
         add(&mut step.ops, &applied);
-        if applied.sa_ops > 0 {
-            self.write_pending()?;
-        }
-        self.write_pins()
+        Ok(())
     }
 
     /// Writes the SA removals that wait for their window when they changed, so that a
@@ -465,6 +470,8 @@ impl Daemon {
             }
         }
         self.restore_attachments()?;
+        // Written ahead of the device, as in `after_apply`.
+        self.write_pins()?;
         let applied = self.device.reconcile(&self.session)?;
         tracing::info!(
             map_ops = applied.map_ops,
@@ -473,7 +480,6 @@ impl Daemon {
             "reconciled the device with the first full state (only the difference applied)"
         );
         self.metrics.reconciled = Some(applied.clone());
-        self.write_pins()?;
         self.write_pending()?;
         add(&mut step.ops, &applied);
         self.metrics.ready = true;

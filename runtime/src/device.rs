@@ -242,15 +242,39 @@ impl Device {
                 if after.is_zero() {
                     self.sas.remove(&sa("inbound", peer, *spi));
                 } else {
-                    let due_unix_ms = unix_ms(SystemTime::now() + *after);
-                    self.pending.push((
-                        Instant::now() + *after,
-                        due_unix_ms,
-                        sa("inbound", peer, *spi),
-                    ));
+                    self.schedule_removal(peer, *spi, *after);
                 }
             }
             SaOp::Replace { .. } | SaOp::AdvertiseSpi { .. } => {}
+        }
+    }
+
+    /// Records that an inbound SA goes once `after` has passed; an SA already waiting keeps
+    /// its first deadline.
+    fn schedule_removal(&mut self, peer: &str, spi: u32, after: Duration) {
+        let sa = ("inbound".to_string(), peer.to_string(), spi);
+        if self.pending.iter().any(|(_, _, s)| *s == sa) {
+            return;
+        }
+        let due_unix_ms = unix_ms(SystemTime::now() + after);
+        self.pending.push((Instant::now() + after, due_unix_ms, sa));
+    }
+
+    /// Records the delayed SA removals of `changes` without applying anything, so that they
+    /// can be persisted before the device acts on the change: a kill between the apply and
+    /// the write then cannot forget one (the restart would remove the SA at once).
+    /// [`Device::apply`] finds them recorded and leaves them as they are.
+    pub fn schedule(&mut self, changes: &Changes) {
+        for t in &changes.targets {
+            if let Some(ops) = t.ops.as_any().downcast_ref::<SaOps>() {
+                for op in &ops.ops {
+                    if let SaOp::RemoveInbound { peer, spi, after } = op {
+                        if !after.is_zero() {
+                            self.schedule_removal(peer, *spi, *after);
+                        }
+                    }
+                }
+            }
         }
     }
 

@@ -819,6 +819,9 @@ fn kill_9_rounds(tag: &str, kernel: bool, seed: u64, rounds: u32) {
             if i == kill_at {
                 std::thread::sleep(Duration::from_micros(rng.below(20_000)));
                 run.kill9();
+                if let Some(b) = &run.bpffs {
+                    numbers_are_written_ahead(&run, b, seed, round);
+                }
             }
         }
         start(&mut run);
@@ -858,6 +861,37 @@ fn kill_9_rounds(tag: &str, kernel: bool, seed: u64, rounds: u32) {
         if let Ok(dp) = pipec_ebpf::Datapath::load(Some(b)) {
             let _ = dp.unpin();
         }
+    }
+}
+
+/// Every identity number the killed daemon's pinned maps hold is one the state directory
+/// knows (in use or retired), as the pins are written before the device is changed: the
+/// restart then gives a live identity its number again.
+fn numbers_are_written_ahead(run: &Run, bpffs: &Path, seed: u64, round: u32) {
+    let pins = StateDir::open(&run.dir.join("state"))
+        .and_then(|s| s.read_pins())
+        .expect("the pins load");
+    let known: std::collections::BTreeSet<u32> = pins
+        .numbers
+        .values()
+        .copied()
+        .chain(pins.retired.iter().copied())
+        .collect();
+    let dp = pipec_ebpf::Datapath::load(Some(bpffs)).expect("the pinned maps");
+    for ((map, key), value) in dp.read_entries().expect("read") {
+        if !matches!(map.as_str(), "ipcache" | "ipcache_host") {
+            continue;
+        }
+        let id = u32::from_ne_bytes(value[..4].try_into().expect("an identity"));
+        // Pods' identities are numbered from 256 to 65535; below are the reserved ones
+        // (world, host, ...) and above the ones derived from an address (nodes, CIDRs),
+        // neither of which is pinned.
+        assert!(
+            !(256..65536).contains(&id) || known.contains(&id),
+            "seed {seed:#x} round {round}: {} {key:02x?} holds identity {id}, which the \
+             state directory does not know: {pins:?}",
+            map.as_str()
+        );
     }
 }
 
