@@ -1054,10 +1054,11 @@ fn sigterm_before_the_first_load_keeps_the_last_runs_pins() {
 
 /// SIGTERM while an apply runs longer than the bound (here the first load of 3,000 pods,
 /// about 16 s in a debug build on the 2-core test machine), with an HTTP request waiting for
-/// the daemon's lock and so holding the runtime thread: pipecd still exits 0 within the
-/// bound. Either it abandons the apply (the usual case here) or, on a machine fast enough to
-/// finish the load first, it finishes and persists. The state it leaves loads, and a
-/// restart on it (with a small directory, to keep the test short) reconciles.
+/// the daemon's lock: pipecd still exits 0 within the bound. Either it abandons the apply
+/// (the usual case here) or, on a machine fast enough to finish the load first, it finishes
+/// and persists. The state it leaves loads, and a restart on it (with a small directory, to
+/// keep the test short) reconciles. Meanwhile `/healthz` answers at once: liveness does not
+/// wait for an apply.
 #[test]
 fn sigterm_during_an_apply_longer_than_the_bound_exits_0_within_it() {
     let mut run = Run::new("abandon");
@@ -1083,13 +1084,23 @@ fn sigterm_during_an_apply_longer_than_the_bound_exits_0_within_it() {
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(run.dir.join("log")).expect("log"));
     run.child = Some(cmd.spawn().expect("start pipecd"));
-    // The log says when it serves; /healthz cannot be asked, as it waits for the lock the
-    // load holds.
     run.wait("serving", |r| r.log().contains("serving /healthz"));
     std::thread::sleep(Duration::from_millis(300));
+    // A request that needs the daemon's state waits for the load; liveness does not.
     let port = run.port;
-    let blocked = std::thread::spawn(move || get(port, "/healthz"));
+    let waiting = std::thread::spawn(move || get(port, "/metrics"));
     std::thread::sleep(Duration::from_millis(100));
+    let asked = Instant::now();
+    assert_eq!(get(run.port, "/healthz").as_deref(), Some("ok\n"));
+    assert!(
+        asked.elapsed() < Duration::from_secs(1),
+        "/healthz took {:?}",
+        asked.elapsed()
+    );
+    assert!(
+        !run.log().contains("reconciled the device"),
+        "the load was over before the checks; the test needs a larger one"
+    );
     run.signal("TERM");
     let (code, took) = run.wait_exit(Duration::from_secs(30));
     let log = run.log();
@@ -1100,7 +1111,7 @@ fn sigterm_during_an_apply_longer_than_the_bound_exits_0_within_it() {
     );
     let finished = log.contains("reconciled the device") && log.contains("stopped;");
     assert!(finished || log.contains("abandoned"), "{log}");
-    let _ = blocked.join();
+    let _ = waiting.join();
     let state = StateDir::open(&run.dir.join("state")).expect("state dir");
     state.read_pins().expect("the pins load");
     state.read_attachments().expect("the attachments load");
