@@ -966,7 +966,7 @@ fn an_sa_removal_waiting_for_its_window_survives_a_restart() {
     }
     assert_eq!(state.read_pending().expect("pending"), pending);
 
-    // The window made to end two seconds after the next start (the test cannot wait five
+    // The window made to end four seconds from now (the test cannot wait five
     // minutes): the removal is carried out then, and the file empties.
     run.signal("TERM");
     let (code, _) = run.wait_exit(Duration::from_secs(20));
@@ -977,7 +977,7 @@ fn an_sa_removal_waiting_for_its_window_survives_a_restart() {
         .expect("clock")
         .as_millis() as u64;
     for p in &mut soon {
-        p.due_unix_ms = now_ms + 2_000;
+        p.due_unix_ms = now_ms + 4_000;
     }
     state.write_pending(&soon).expect("write");
     run.start(&["--datapath", "model"]);
