@@ -967,8 +967,9 @@ fn an_sa_removal_waiting_for_its_window_survives_a_restart() {
     assert_eq!(state.read_pending().expect("pending"), pending);
 
     // The window made to end four seconds from now (the test cannot wait five
-    // minutes): the removal is carried out then, and the file empties.
-    run.signal("TERM");
+    // minutes): the removal is carried out then, and the file empties. (SIGINT, as ctrl-c
+    // sends it, stops pipecd as SIGTERM does.)
+    run.signal("INT");
     let (code, _) = run.wait_exit(Duration::from_secs(20));
     assert_eq!(code, Some(0));
     let mut soon = pending.clone();
