@@ -305,10 +305,11 @@ impl Daemon {
     pub fn metrics_text(&self) -> String {
         let mut o = self.metrics.text();
         match self.device.counters() {
-            Ok(c) => o.push_str(&Metrics::rule_counters_text(
-                &c,
-                &crate::device::rule_provenance(&self.session),
-            )),
+            Ok(c) => {
+                let cookies: BTreeSet<u64> = c.keys().copied().collect();
+                let names = crate::device::rule_provenance(&self.session, &cookies);
+                o.push_str(&Metrics::rule_counters_text(&c, &names));
+            }
             Err(e) => tracing::warn!("reading the per-rule counters: {e:#}"),
         }
         o

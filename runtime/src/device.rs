@@ -494,27 +494,32 @@ pub fn expected_dump(session: &Session) -> anyhow::Result<String> {
     d.dump(&cookie_names(session))
 }
 
-/// The provenance of each rule of the session, by the cookie the eBPF datapath counts it
-/// under: the rule (its object, rule list and index) and, when the session has the text it
-/// came from, where it is written (`file:line`).
-pub fn rule_provenance(session: &Session) -> BTreeMap<u64, (String, Option<String>)> {
+/// The provenance of the session's rules counted under `cookies` (the eBPF datapath counts
+/// each rule under a hash of its provenance): the rule (its object, rule list and index)
+/// and, when the session has the text it came from, where it is written (`file:line`).
+/// Only the rules asked for are located, as locating one reads its object's text again.
+pub fn rule_provenance(
+    session: &Session,
+    cookies: &BTreeSet<u64>,
+) -> BTreeMap<u64, (String, Option<String>)> {
     use pipec::mag::Provenance;
     let sources = session.sources();
-    session
-        .mag()
-        .provenance
-        .iter()
-        .map(|p| {
-            let name = p.to_string();
-            let at = match p {
-                Provenance::Rule(r) => r.location(sources),
-                Provenance::Object(o) => o.span,
-                Provenance::Builtin(_) => None,
-            }
-            .map(|span| sources.file_line(span));
-            (pipec_ebpf::codegen::cookie_of(&name), (name, at))
-        })
-        .collect()
+    let mut out = BTreeMap::new();
+    for p in &session.mag().provenance {
+        let name = p.to_string();
+        let cookie = pipec_ebpf::codegen::cookie_of(&name);
+        if !cookies.contains(&cookie) {
+            continue;
+        }
+        let at = match p {
+            Provenance::Rule(r) => r.location(sources),
+            Provenance::Object(o) => o.span,
+            Provenance::Builtin(_) => None,
+        }
+        .map(|span| sources.file_line(span));
+        out.insert(cookie, (name, at));
+    }
+    out
 }
 
 /// What each rule cookie of the session's eBPF artifact names.
