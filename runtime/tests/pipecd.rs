@@ -362,16 +362,20 @@ fn hex_v4(o: [u8; 4]) -> String {
 
 #[test]
 fn an_unknown_node_is_an_error_naming_close_matches() {
-    let run = Run::new("node");
-    let out = Command::new(env!("CARGO_BIN_EXE_pipecd"))
+    let mut run = Run::new("node");
+    let child = Command::new(env!("CARGO_BIN_EXE_pipecd"))
         .arg("--manifests")
         .arg(run.manifests())
         .args(["--node", "node-x", "--datapath", "model", "--metrics-addr"])
         .arg(format!("127.0.0.1:{}", run.port))
-        .output()
-        .expect("run");
-    assert_eq!(out.status.code(), Some(1));
-    let err = String::from_utf8_lossy(&out.stderr);
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(run.dir.join("log")).expect("log"))
+        .spawn()
+        .expect("start pipecd");
+    run.child = Some(child);
+    // By pid and bounded in time, should it not stop by itself.
+    assert_eq!(run.wait_exit(Duration::from_secs(20)).0, Some(1));
+    let err = run.log();
     assert!(err.contains("did you mean node-a?"), "{err}");
 }
 
@@ -581,7 +585,7 @@ fn the_kernel_datapath_survives_kill_9_and_reconciles_only_the_difference() {
 
     // A start that fails (a node the sources do not have) exits 1 and leaves the datapath
     // as it found it too: the wire's filters, which it had already replaced, stay.
-    let out = Command::new(env!("CARGO_BIN_EXE_pipecd"))
+    let failing = Command::new(env!("CARGO_BIN_EXE_pipecd"))
         .arg("--manifests")
         .arg(run.manifests())
         .args(["--node", "node-x", "--metrics-addr"])
@@ -594,13 +598,18 @@ fn the_kernel_datapath_survives_kill_9_and_reconciles_only_the_difference() {
             "--wire",
             &wire,
         ])
-        .output()
-        .expect("run");
-    assert_eq!(
-        out.status.code(),
-        Some(1),
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(run.dir.join("log")).expect("log"))
+        .spawn()
+        .expect("start pipecd");
+    run.child = Some(failing);
+    // By pid and bounded in time, should it not stop by itself.
+    let (code, _) = run.wait_exit(Duration::from_secs(20));
+    assert_eq!(code, Some(1), "{}", run.log());
+    assert!(
+        run.log().contains("node node-x is not in the cluster"),
         "{}",
-        String::from_utf8_lossy(&out.stderr)
+        run.log()
     );
     assert_eq!(
         filters_of(&wire).lines().count(),
