@@ -13,6 +13,8 @@ use pipec::session::{Event, Hardware, Session, SessionOptions};
 use pipec_ebpf::Interfaces;
 use std::collections::BTreeMap;
 use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Instant;
 
 /// The backends pipecd compiles for, in apply order: the eBPF pipeline first, then the
@@ -106,6 +108,14 @@ pub struct Daemon {
     pub events: crate::observe::Events,
     /// Metrics and status, read by the HTTP endpoints.
     pub metrics: Metrics,
+    /// The pins last written to the state directory: an apply that hands out no new number
+    /// writes nothing (each write is flushed to disk, which costs more than an apply).
+    written_pins: Option<IdentityPins>,
+    /// The SA removals last written to the state directory.
+    written_pending: Vec<crate::state::PendingRemoval>,
+    /// Set when the daemon is asked to stop: a step then takes no further change, so that
+    /// the stop is not held up by a long batch applied change by change.
+    stopping: Arc<AtomicBool>,
 }
 
 impl Daemon {
@@ -136,6 +146,12 @@ impl Daemon {
             Some(s) => s.read_attachments()?,
             None => Vec::new(),
         };
+        let mut device = device;
+        let pending = match &state {
+            Some(s) => s.read_pending()?,
+            None => Vec::new(),
+        };
+        device.restore_pending(&pending);
         let interfaces = Interfaces::default();
         let session = Session::load_texts(&[], options.clone(), &|p| {
             backends_with(p, Some(&interfaces))
@@ -152,6 +168,9 @@ impl Daemon {
             interfaces,
             events: crate::observe::events(),
             metrics: Metrics::default(),
+            written_pins: None,
+            written_pending: pending,
+            stopping: Arc::new(AtomicBool::new(false)),
         })
     }
 
@@ -271,6 +290,7 @@ impl Daemon {
         let expired = self.device.expire(Instant::now());
         if expired > 0 {
             tracing::info!(expired, "removed inbound SAs after the rotation window");
+            self.write_pending()?;
         }
         if step.applied_files > 0 {
             self.metrics.observe_apply(since.elapsed());
@@ -278,6 +298,21 @@ impl Daemon {
         self.metrics.sizes = self.device.sizes()?;
         self.metrics.generation = self.session.generation();
         Ok(step)
+    }
+
+    /// The Prometheus text (`/metrics`): the daemon's metrics, then the eBPF datapath's
+    /// per-rule counters, read from the device at each scrape.
+    pub fn metrics_text(&self) -> String {
+        let mut o = self.metrics.text();
+        match self.device.counters() {
+            Ok(c) => {
+                let cookies: BTreeSet<u64> = c.keys().copied().collect();
+                let names = crate::device::rule_provenance(&self.session, &cookies);
+                o.push_str(&Metrics::rule_counters_text(&c, &names));
+            }
+            Err(e) => tracing::warn!("reading the per-rule counters: {e:#}"),
+        }
+        o
     }
 
     /// The status (`/status`): the metrics' and the API source's.
@@ -309,6 +344,11 @@ impl Daemon {
             Err(_) => {}
         }
         for change in changes {
+            if self.stopping() {
+                // The changes not taken stay pending in their source and are applied by
+                // the next run, which looks at every source in full.
+                break;
+            }
             match self.session.apply(&change.events()) {
                 Ok(c) => {
                     self.after_apply(&c, step)?;
@@ -334,6 +374,14 @@ impl Daemon {
         changes: &pipec::session::Changes,
         step: &mut Step,
     ) -> anyhow::Result<()> {
+        // What the next run needs is written before the device acts on the change (write
+        // ahead): a kill in between then leaves a state directory that already knows the
+        // new identity numbers and the delayed SA removals, and the restart reconciles the
+        // device to them. Written after, a kill in between would let the restart number a
+        // live identity anew, or remove an old SA before its window ends.
+        self.write_pins()?;
+        self.device.schedule(changes);
+        self.write_pending()?;
         let applied = self.device.apply(changes)?;
         tracing::info!(
             generation = changes.generation,
@@ -343,14 +391,59 @@ impl Daemon {
             "applied"
         );
         add(&mut step.ops, &applied);
-        self.write_pins()
+        Ok(())
     }
 
-    fn write_pins(&self) -> anyhow::Result<()> {
+    /// Writes the SA removals that wait for their window when they changed, so that a
+    /// restart carries them out on time rather than at once (or never).
+    fn write_pending(&mut self) -> anyhow::Result<()> {
         if let Some(s) = &self.state {
-            s.write_pins(&self.session.pins_now())?;
+            let list = self.device.pending_removals();
+            if list != self.written_pending {
+                s.write_pending(&list)?;
+                self.written_pending = list;
+            }
         }
         Ok(())
+    }
+
+    fn write_pins(&mut self) -> anyhow::Result<()> {
+        if let Some(s) = &self.state {
+            let pins = self.session.pins_now();
+            if self.written_pins.as_ref() != Some(&pins) {
+                s.write_pins(&pins)?;
+                self.written_pins = Some(pins);
+            }
+        }
+        Ok(())
+    }
+
+    /// Uses `flag` as the request to stop: once it is set (on SIGTERM), a running step
+    /// takes no further change.
+    pub fn stop_on(&mut self, flag: Arc<AtomicBool>) {
+        self.stopping = flag;
+    }
+
+    fn stopping(&self) -> bool {
+        self.stopping.load(Ordering::Relaxed)
+    }
+
+    /// Writes everything the next run needs to the state directory (identity pins, the SA
+    /// removals that wait for their window, the CNI's attachments), whether or not it changed
+    /// since the last write (the pins only once the first full state is loaded). The
+    /// datapath is left as it is: maps pinned and programs attached.
+    pub fn persist(&mut self) -> anyhow::Result<()> {
+        // Before the first load the session is empty: its pins would retire every number
+        // the last run handed out. The file still holds the last run's pins; it stays.
+        if self.metrics.ready {
+            self.written_pins = None;
+            self.write_pins()?;
+        }
+        if let Some(s) = &self.state {
+            self.written_pending = self.device.pending_removals();
+            s.write_pending(&self.written_pending)?;
+        }
+        self.write_attachments()
     }
 
     fn first_apply(&mut self, step: &mut Step) -> anyhow::Result<()> {
@@ -378,6 +471,8 @@ impl Daemon {
             }
         }
         self.restore_attachments()?;
+        // Written ahead of the device, as in `after_apply`.
+        self.write_pins()?;
         let applied = self.device.reconcile(&self.session)?;
         tracing::info!(
             map_ops = applied.map_ops,
@@ -386,7 +481,7 @@ impl Daemon {
             "reconciled the device with the first full state (only the difference applied)"
         );
         self.metrics.reconciled = Some(applied.clone());
-        self.write_pins()?;
+        self.write_pending()?;
         add(&mut step.ops, &applied);
         self.metrics.ready = true;
         Ok(())

@@ -10,6 +10,7 @@
 //! for the kernel) is diffed against the session's artifacts and only the difference is
 //! applied. Nothing is ever flushed.
 
+use crate::state::PendingRemoval;
 use pipec::session::{Changes, Session};
 use pipec_cpt::{IpsecArtifact, SaOp, SaOps};
 use pipec_ebpf::artifact::{diff_entries, MapEntries, MapName, MapOp};
@@ -17,7 +18,7 @@ use pipec_ebpf::{Attachment, Datapath, EbpfArtifact, MapOps, Program};
 use pipec_rte_flow::{FlowOp, FlowOps, RteFlowArtifact};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 /// How many operations an apply carried out, per target.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -44,8 +45,10 @@ pub struct Device {
     flows: BTreeSet<String>,
     /// The CPT's SAs: (direction, peer, spi).
     sas: BTreeSet<(String, String, u32)>,
-    /// Inbound SAs to remove once their rotation window has passed.
-    pending: Vec<(Instant, (String, String, u32))>,
+    /// Inbound SAs to remove once their rotation window has passed: when (monotonic, for
+    /// this process), when (wall-clock milliseconds, for the state file and the next
+    /// process), and which.
+    pending: Vec<(Instant, u64, (String, String, u32))>,
 }
 
 impl Device {
@@ -61,10 +64,7 @@ impl Device {
         }
         let mut links = Vec::new();
         for program in [Program::FromPod, Program::ToPod] {
-            links
-                .push(dp.attach(program, iface).map_err(|e| {
-                    anyhow::anyhow!("attaching {} to {iface}: {e}", program.name())
-                })?);
+            links.push(attach_replacing(dp, program, iface)?);
         }
         self.ports.insert(iface.to_string(), links);
         Ok(())
@@ -110,8 +110,8 @@ impl Device {
         let mut dp = Datapath::load(Some(pin_dir))?;
         let mut attachments = Vec::new();
         if let Some(iface) = wire {
-            attachments.push(dp.attach(Program::FromWire, iface)?);
-            attachments.push(dp.attach(Program::ToWire, iface)?);
+            attachments.push(attach_replacing(&mut dp, Program::FromWire, iface)?);
+            attachments.push(attach_replacing(&mut dp, Program::ToWire, iface)?);
         }
         Ok(Device {
             kernel: Some(dp),
@@ -163,7 +163,7 @@ impl Device {
         }
         if let Some(Ok(a)) = session.artifact(pipec_cpt::TARGET) {
             if let Some(a) = a.as_any().downcast_ref::<IpsecArtifact>() {
-                let want: BTreeSet<(String, String, u32)> = a
+                let mut want: BTreeSet<(String, String, u32)> = a
                     .sa_set
                     .iter()
                     .flat_map(|s| &s.sas)
@@ -175,6 +175,13 @@ impl Device {
                         )
                     })
                     .collect();
+                // An old inbound SA within its rotation window is not in the artifact any
+                // more, but its peer may still send with it: it stays until it is due. A
+                // peer that left meanwhile cannot send any more, so its SAs go at once (as
+                // the CPT target's diff does).
+                let peers: BTreeSet<String> = want.iter().map(|(_, p, _)| p.clone()).collect();
+                self.pending.retain(|(_, _, sa)| peers.contains(&sa.1));
+                want.extend(self.pending.iter().map(|(_, _, sa)| sa.clone()));
                 applied.sa_ops = want.symmetric_difference(&self.sas).count();
                 self.sas = want;
             }
@@ -235,22 +242,82 @@ impl Device {
                 if after.is_zero() {
                     self.sas.remove(&sa("inbound", peer, *spi));
                 } else {
-                    self.pending
-                        .push((Instant::now() + *after, sa("inbound", peer, *spi)));
+                    self.schedule_removal(peer, *spi, *after);
                 }
             }
             SaOp::Replace { .. } | SaOp::AdvertiseSpi { .. } => {}
         }
     }
 
+    /// Records that an inbound SA goes once `after` has passed; an SA already waiting keeps
+    /// its first deadline.
+    fn schedule_removal(&mut self, peer: &str, spi: u32, after: Duration) {
+        let sa = ("inbound".to_string(), peer.to_string(), spi);
+        if self.pending.iter().any(|(_, _, s)| *s == sa) {
+            return;
+        }
+        let due_unix_ms = unix_ms(SystemTime::now() + after);
+        self.pending.push((Instant::now() + after, due_unix_ms, sa));
+    }
+
+    /// Records the delayed SA removals of `changes` without applying anything, so that they
+    /// can be persisted before the device acts on the change: a kill between the apply and
+    /// the write then cannot forget one (the restart would remove the SA at once).
+    /// [`Device::apply`] finds them recorded and leaves them as they are.
+    pub fn schedule(&mut self, changes: &Changes) {
+        for t in &changes.targets {
+            if let Some(ops) = t.ops.as_any().downcast_ref::<SaOps>() {
+                for op in &ops.ops {
+                    if let SaOp::RemoveInbound { peer, spi, after } = op {
+                        if !after.is_zero() {
+                            self.schedule_removal(peer, *spi, *after);
+                        }
+                    }
+                }
+            }
+        }
+    }
+
     /// Carries out the removals whose window has passed; returns how many.
     pub fn expire(&mut self, now: Instant) -> usize {
-        let (due, later): (Vec<_>, Vec<_>) = self.pending.drain(..).partition(|(t, _)| *t <= now);
+        let (due, later): (Vec<_>, Vec<_>) =
+            self.pending.drain(..).partition(|(t, _, _)| *t <= now);
         self.pending = later;
-        for (_, sa) in &due {
+        for (_, _, sa) in &due {
             self.sas.remove(sa);
         }
         due.len()
+    }
+
+    /// The SA removals waiting for their window, for the state directory (SAs are named by
+    /// peer and SPI; no key material).
+    pub fn pending_removals(&self) -> Vec<PendingRemoval> {
+        let mut out: Vec<PendingRemoval> = self
+            .pending
+            .iter()
+            .map(|(_, due_unix_ms, (_, peer, spi))| PendingRemoval {
+                peer: peer.clone(),
+                spi: *spi,
+                due_unix_ms: *due_unix_ms,
+            })
+            .collect();
+        out.sort();
+        out
+    }
+
+    /// Takes over the SA removals an earlier run had not carried out, before the first
+    /// reconciliation: their SAs stay on the device until their window has passed (a
+    /// restart must not cut a peer's rotation short), and a removal already due is carried
+    /// out at the next expiry.
+    pub fn restore_pending(&mut self, list: &[PendingRemoval]) {
+        let (now, wall) = (Instant::now(), unix_ms(SystemTime::now()));
+        for p in list {
+            let left = Duration::from_millis(p.due_unix_ms.saturating_sub(wall));
+            let sa = ("inbound".to_string(), p.peer.clone(), p.spi);
+            if !self.pending.iter().any(|(_, _, s)| *s == sa) {
+                self.pending.push((now + left, p.due_unix_ms, sa));
+            }
+        }
     }
 
     /// The next pending removal, if any.
@@ -258,7 +325,7 @@ impl Device {
         let now = Instant::now();
         self.pending
             .iter()
-            .map(|(t, _)| t.saturating_duration_since(now))
+            .map(|(t, _, _)| t.saturating_duration_since(now))
             .min()
     }
 
@@ -288,6 +355,15 @@ impl Device {
         Ok(out)
     }
 
+    /// The eBPF datapath's per-rule counters (packets and bytes, summed over the CPUs), by
+    /// rule cookie; none for the model, which carries no packets.
+    pub fn counters(&self) -> anyhow::Result<BTreeMap<u64, pipec_ebpf_common::CounterValue>> {
+        match &self.kernel {
+            Some(dp) => Ok(dp.counters()?),
+            None => Ok(BTreeMap::new()),
+        }
+    }
+
     /// Entries per eBPF map, flow rules and SAs, for the metrics.
     pub fn sizes(&self) -> anyhow::Result<BTreeMap<String, usize>> {
         let mut out = BTreeMap::new();
@@ -300,6 +376,112 @@ impl Device {
     }
 }
 
+/// Attaches `program` to `iface`, replacing the filters of the same program that an
+/// earlier run left there (the daemon exits without detaching, so that the datapath keeps
+/// working while it is down): a restart leaves one pipec filter per hook, not one more.
+///
+/// Make-before-break: the new filter is attached first, then the old ones are removed. The
+/// kernel gives a filter attached without a priority a preference one below the lowest in
+/// use, so the new filter runs before the old ones from the moment it is attached, and the
+/// hook is never without a pipec filter (a pod port without one would pass its traffic
+/// unchecked). The cost is that the preference drifts down by one per restart, from 49152;
+/// that is tens of thousands of restarts of headroom.
+///
+/// The filters are found with `tc` (iproute2, which pipecd already needs for `ip`); a
+/// filter is pipec's when its BPF name is the program's. When `tc` cannot list them, the new
+/// filter is attached anyway and the failure is logged: an old filter left in place runs
+/// after the new one and changes no verdict, it only costs memory.
+fn attach_replacing(
+    dp: &mut Datapath,
+    program: Program,
+    iface: &str,
+) -> anyhow::Result<Attachment> {
+    let old = match tc_filters(iface, program) {
+        Ok(old) => old,
+        Err(e) => {
+            tracing::warn!(
+                iface,
+                program = program.name(),
+                "cannot list the earlier pipec filters, so none is replaced: {e:#}"
+            );
+            Vec::new()
+        }
+    };
+    let new = dp
+        .attach(program, iface)
+        .map_err(|e| anyhow::anyhow!("attaching {} to {iface}: {e}", program.name()))?;
+    for (pref, handle) in &old {
+        use aya::programs::Link as _;
+        let removed =
+            aya::programs::tc::SchedClassifierLink::attached(iface, program.hook(), *pref, *handle)
+                .map_err(anyhow::Error::from)
+                .and_then(|link| link.detach().map_err(anyhow::Error::from));
+        match removed {
+            Ok(()) => tracing::info!(
+                iface,
+                program = program.name(),
+                pref,
+                "replaced the filter an earlier run left"
+            ),
+            Err(e) => tracing::warn!(
+                iface,
+                program = program.name(),
+                pref,
+                "cannot remove the filter an earlier run left: {e:#}"
+            ),
+        }
+    }
+    Ok(new)
+}
+
+/// The (preference, handle) of each filter of `program` on `iface`'s hook.
+pub fn tc_filters(iface: &str, program: Program) -> anyhow::Result<Vec<(u16, u32)>> {
+    let hook = match program.hook() {
+        aya::programs::TcAttachType::Ingress => "ingress",
+        _ => "egress",
+    };
+    let out = std::process::Command::new("tc")
+        .args(["-j", "filter", "show", "dev", iface, hook])
+        .output()
+        .map_err(|e| anyhow::anyhow!("running tc: {e}"))?;
+    if !out.status.success() {
+        anyhow::bail!(
+            "tc filter show dev {iface} {hook}: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    // With no clsact qdisc yet, tc prints nothing at all.
+    if out.stdout.iter().all(u8::is_ascii_whitespace) {
+        return Ok(Vec::new());
+    }
+    let list: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout)
+        .map_err(|e| anyhow::anyhow!("reading tc's filter list: {e}"))?;
+    let mut found = Vec::new();
+    for f in &list {
+        let o = &f["options"];
+        if o["bpf_name"].as_str() != Some(program.name()) {
+            continue;
+        }
+        let pref = f["pref"].as_u64().and_then(|p| u16::try_from(p).ok());
+        let handle = o["handle"]
+            .as_str()
+            .and_then(|h| u32::from_str_radix(h.trim_start_matches("0x"), 16).ok());
+        match (pref, handle) {
+            (Some(p), Some(h)) => found.push((p, h)),
+            _ => anyhow::bail!(
+                "tc listed a {} filter without a preference or handle: {f}",
+                program.name()
+            ),
+        }
+    }
+    Ok(found)
+}
+
+fn unix_ms(t: SystemTime) -> u64 {
+    t.duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
@@ -310,6 +492,34 @@ pub fn expected_dump(session: &Session) -> anyhow::Result<String> {
     let mut d = Device::model();
     d.reconcile(session)?;
     d.dump(&cookie_names(session))
+}
+
+/// The provenance of the session's rules counted under `cookies` (the eBPF datapath counts
+/// each rule under a hash of its provenance): the rule (its object, rule list and index)
+/// and, when the session has the text it came from, where it is written (`file:line`).
+/// Only the rules asked for are located, as locating one reads its object's text again.
+pub fn rule_provenance(
+    session: &Session,
+    cookies: &BTreeSet<u64>,
+) -> BTreeMap<u64, (String, Option<String>)> {
+    use pipec::mag::Provenance;
+    let sources = session.sources();
+    let mut out = BTreeMap::new();
+    for p in &session.mag().provenance {
+        let name = p.to_string();
+        let cookie = pipec_ebpf::codegen::cookie_of(&name);
+        if !cookies.contains(&cookie) {
+            continue;
+        }
+        let at = match p {
+            Provenance::Rule(r) => r.location(sources),
+            Provenance::Object(o) => o.span,
+            Provenance::Builtin(_) => None,
+        }
+        .map(|span| sources.file_line(span));
+        out.insert(cookie, (name, at));
+    }
+    out
 }
 
 /// What each rule cookie of the session's eBPF artifact names.

@@ -44,8 +44,23 @@ async fn handle(mut stream: TcpStream, daemon: Arc<Mutex<Daemon>>) -> std::io::R
             "text/plain",
             "only GET\n".to_string(),
         )
+    } else if path == "/healthz" {
+        // Liveness needs no state: answering shows the process and its runtime are alive.
+        // It must not wait for the daemon's lock, which an apply holds for as long as it
+        // takes (seconds for a large first load), or the kubelet would kill a daemon that
+        // is only busy.
+        ("200 OK", "text/plain; charset=utf-8", "ok\n".to_string())
     } else {
-        route(path, &daemon)
+        // The daemon's lock is taken on the blocking pool: waiting for it here would hold
+        // the current-thread runtime, and with it every other endpoint and the CNI channel.
+        let path = path.to_string();
+        tokio::task::spawn_blocking(move || route(&path, &daemon))
+            .await
+            .unwrap_or((
+                "500 Internal Server Error",
+                "text/plain; charset=utf-8",
+                "the request failed\n".to_string(),
+            ))
     };
     let response = format!(
         "HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
@@ -66,14 +81,13 @@ fn route(path: &str, daemon: &Mutex<Daemon>) -> (&'static str, &'static str, Str
         );
     };
     match path {
-        "/healthz" => (OK, TEXT, "ok\n".into()),
         "/readyz" if d.metrics.ready => (OK, TEXT, "ready\n".into()),
         "/readyz" => (
             "503 Service Unavailable",
             TEXT,
             "the first full state is not applied yet\n".into(),
         ),
-        "/metrics" => (OK, "text/plain; version=0.0.4", d.metrics.text()),
+        "/metrics" => (OK, "text/plain; version=0.0.4", d.metrics_text()),
         "/status" => (OK, "application/json", d.status().to_string() + "\n"),
         "/debug/state" => match d.device().dump(&crate::device::cookie_names(d.session())) {
             Ok(t) => (OK, TEXT, t),

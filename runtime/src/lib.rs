@@ -12,7 +12,8 @@
 //! - [`cni`]: the pods the CNI plugin wired (attachments kept across restarts);
 //! - [`observe`]: flow events from the ring buffer, named by their rule, for `pipec observe`;
 //! - [`control`]: the control API (gRPC on a unix socket): status, live explain and trace;
-//! - [`state`]: identity numbers kept across restarts.
+//! - [`state`]: identity numbers kept across restarts;
+//! - [`shutdown`]: stopping on SIGTERM within a bound, the datapath left in place.
 
 pub mod api;
 pub mod cni;
@@ -22,5 +23,6 @@ pub mod device;
 pub mod http;
 pub mod metrics;
 pub mod observe;
+pub mod shutdown;
 pub mod source;
 pub mod state;

@@ -4,11 +4,13 @@ use clap::{Parser, ValueEnum};
 use pipec_runtime::api::{ApiConfig, ApiSource};
 use pipec_runtime::daemon::{Daemon, Sources};
 use pipec_runtime::device::Device;
+use pipec_runtime::shutdown::Stop;
 use pipec_runtime::source::ManifestDir;
 use pipec_runtime::state::StateDir;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -93,7 +95,18 @@ fn main() -> ExitCode {
         LogFormat::Text => sub.init(),
         LogFormat::Json => sub.json().init(),
     }
-    match run(args) {
+    // The signals are taken first, so that a SIGTERM during start-up is a clean stop too.
+    let stopping = Arc::new(AtomicBool::new(false));
+    let flag = stopping.clone();
+    let stop =
+        match pipec_runtime::shutdown::on_signals(move || flag.store(true, Ordering::Relaxed)) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::error!("taking SIGTERM and SIGINT: {e:#}");
+                return ExitCode::from(1);
+            }
+        };
+    match run(args, stop, stopping) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!("{e:#}");
@@ -128,11 +141,18 @@ fn api_config(args: &Args) -> Option<ApiConfig> {
     }
 }
 
-fn run(args: Args) -> anyhow::Result<()> {
+fn run(args: Args, stop: Stop, stopping: Arc<AtomicBool>) -> anyhow::Result<()> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    rt.block_on(serve(args))
+    // `serve` only returns with an error. The process ends here, before the runtime and the
+    // daemon it holds are dropped: dropping the device would detach the programs, and the
+    // datapath must keep working while the daemon is down, whatever stopped it.
+    if let Err(e) = rt.block_on(serve(args, stop, stopping)) {
+        tracing::error!("{e:#}");
+        std::process::exit(1);
+    }
+    Ok(())
 }
 
 /// The coalescing window: changes seen within it are applied together.
@@ -142,7 +162,7 @@ const EVENTS: Duration = Duration::from_millis(100);
 /// A full look at the sources at least this often (a missed notification, SA expiry).
 const TICK: Duration = Duration::from_secs(1);
 
-async fn serve(args: Args) -> anyhow::Result<()> {
+async fn serve(args: Args, mut stop: Stop, stopping: Arc<AtomicBool>) -> anyhow::Result<()> {
     // One slot: notifications that arrive while a step is pending coalesce into it.
     let (tx, mut rx) = tokio::sync::mpsc::channel::<()>(1);
     let api = match api_config(&args) {
@@ -154,7 +174,8 @@ async fn serve(args: Args) -> anyhow::Result<()> {
         dir: args.manifests.as_deref().map(ManifestDir::new),
         api,
     };
-    let daemon = Daemon::new(&args.node, sources, device(&args)?, state)?;
+    let mut daemon = Daemon::new(&args.node, sources, device(&args)?, state)?;
+    daemon.stop_on(stopping);
     let daemon = Arc::new(Mutex::new(daemon));
     let listener = tokio::net::TcpListener::bind(args.metrics_addr)
         .await
@@ -202,9 +223,11 @@ async fn serve(args: Args) -> anyhow::Result<()> {
     };
     let mut tick = tokio::time::interval(TICK);
     let mut drain = tokio::time::interval(EVENTS);
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-    loop {
+    while !stop.requested() {
         tokio::select! {
+            // A stop is looked at first: no new step starts once it is asked for.
+            biased;
+            _ = stop.wait() => break,
             _ = rx.recv() => tokio::time::sleep(WINDOW).await,
             _ = tick.tick() => {}
             _ = drain.tick() => {
@@ -216,12 +239,12 @@ async fn serve(args: Args) -> anyhow::Result<()> {
                 .await??;
                 continue;
             }
-            _ = term.recv() => break,
-            _ = tokio::signal::ctrl_c() => break,
         }
         while rx.try_recv().is_ok() {}
         let seen = Instant::now();
         let d = daemon.clone();
+        // A stop asked for while the step runs waits for it here (a step stops taking
+        // changes once asked); the signal thread bounds the wait.
         let step = tokio::task::spawn_blocking(move || {
             let mut d = d
                 .lock()
@@ -231,9 +254,17 @@ async fn serve(args: Args) -> anyhow::Result<()> {
         .await?;
         step?;
     }
+    let d = daemon.clone();
+    tokio::task::spawn_blocking(move || {
+        let mut d = d
+            .lock()
+            .map_err(|_| anyhow::anyhow!("daemon state poisoned"))?;
+        d.persist()
+    })
+    .await??;
     // The datapath keeps working without the daemon: the maps stay pinned and the programs
     // attached, so the process ends here without running the attachments' destructors.
-    tracing::info!("stopping; the datapath stays in place");
+    tracing::info!("stopped; the state is persisted and the datapath stays in place");
     std::process::exit(0)
 }
 

@@ -5,6 +5,13 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::time::Duration;
 
+/// A Prometheus label value: backslash, double quote and newline escaped.
+fn escape(v: &str) -> String {
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
 /// Upper bounds (seconds) of the event → applied latency histogram.
 const BUCKETS: [f64; 10] = [
     0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 1.0,
@@ -128,6 +135,54 @@ impl Metrics {
         o
     }
 
+    /// The per-rule counters as Prometheus counters, labelled by the rule's provenance
+    /// (`rule`: the object, its rule list and index; `at`: file:line, empty when not known)
+    /// and its cookie. A cookie the running state does not name (a rule removed since it
+    /// counted, as the pinned counters outlive rules; cookie 0, a denial on a left-out
+    /// conflict cell) has an empty `rule`. Lines are sorted by their labels, so two scrapes
+    /// of one state list the rules in one order.
+    pub fn rule_counters_text(
+        counters: &BTreeMap<u64, pipec_ebpf_common::CounterValue>,
+        provenance: &BTreeMap<u64, (String, Option<String>)>,
+    ) -> String {
+        let mut rows: Vec<(String, u64, u64)> = counters
+            .iter()
+            .map(|(cookie, v)| {
+                let (rule, at) = provenance
+                    .get(cookie)
+                    .map(|(r, a)| (r.as_str(), a.as_deref().unwrap_or("")))
+                    .unwrap_or(("", ""));
+                let labels = format!(
+                    "rule=\"{}\",at=\"{}\",cookie=\"{cookie:#018x}\"",
+                    escape(rule),
+                    escape(at)
+                );
+                (labels, v.packets, v.bytes)
+            })
+            .collect();
+        rows.sort();
+        let mut o = String::new();
+        for (name, help, pick) in [
+            (
+                "pipecd_rule_packets_total",
+                "Packets the eBPF datapath decided by each rule.",
+                0,
+            ),
+            (
+                "pipecd_rule_bytes_total",
+                "Bytes of the packets the eBPF datapath decided by each rule.",
+                1,
+            ),
+        ] {
+            let _ = writeln!(o, "# HELP {name} {help}\n# TYPE {name} counter");
+            for (labels, packets, bytes) in &rows {
+                let v = if pick == 0 { packets } else { bytes };
+                let _ = writeln!(o, "{name}{{{labels}}} {v}");
+            }
+        }
+        o
+    }
+
     /// The status as JSON (`/status`).
     pub fn status(&self) -> serde_json::Value {
         serde_json::json!({
@@ -141,5 +196,45 @@ impl Metrics {
                 "map_ops": a.map_ops, "flow_ops": a.flow_ops, "sa_ops": a.sa_ops
             })),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use pipec_ebpf_common::CounterValue;
+
+    #[test]
+    fn rule_counters_are_sorted_by_provenance_and_escaped() {
+        let v = |packets, bytes| CounterValue { packets, bytes };
+        let counters = BTreeMap::from([(1, v(5, 500)), (2, v(7, 700)), (3, v(1, 60))]);
+        let provenance = BTreeMap::from([
+            (
+                1,
+                (
+                    "NetworkPolicy/b/x ingress[0]".to_string(),
+                    Some("b.yaml:4".to_string()),
+                ),
+            ),
+            (
+                2,
+                ("CiliumNetworkPolicy/a/\"q\" egress[1]".to_string(), None),
+            ),
+        ]);
+        let text = Metrics::rule_counters_text(&counters, &provenance);
+        let lines: Vec<&str> = text.lines().filter(|l| !l.starts_with('#')).collect();
+        assert_eq!(
+            lines,
+            [
+                // Cookie 3 names no rule of the running state: an empty rule sorts first.
+                "pipecd_rule_packets_total{rule=\"\",at=\"\",cookie=\"0x0000000000000003\"} 1",
+                "pipecd_rule_packets_total{rule=\"CiliumNetworkPolicy/a/\\\"q\\\" egress[1]\",at=\"\",cookie=\"0x0000000000000002\"} 7",
+                "pipecd_rule_packets_total{rule=\"NetworkPolicy/b/x ingress[0]\",at=\"b.yaml:4\",cookie=\"0x0000000000000001\"} 5",
+                "pipecd_rule_bytes_total{rule=\"\",at=\"\",cookie=\"0x0000000000000003\"} 60",
+                "pipecd_rule_bytes_total{rule=\"CiliumNetworkPolicy/a/\\\"q\\\" egress[1]\",at=\"\",cookie=\"0x0000000000000002\"} 700",
+                "pipecd_rule_bytes_total{rule=\"NetworkPolicy/b/x ingress[0]\",at=\"b.yaml:4\",cookie=\"0x0000000000000001\"} 500",
+            ]
+        );
+        assert!(text.contains("# TYPE pipecd_rule_packets_total counter\n"));
     }
 }
