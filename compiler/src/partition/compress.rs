@@ -74,27 +74,41 @@ pub(super) fn compressed(
     placed: &[(usize, u32)],
     profile: &Profile,
 ) -> Vec<Merged> {
-    let mut groups: BTreeMap<(u32, Vec<HwAction>), Vec<Merged>> = BTreeMap::new();
+    merge_all(inputs(cands, placed), profile)
+}
+
+/// The rules of the placed entries at their levels, each covering its entry.
+pub(super) fn inputs(cands: &[Candidate], placed: &[(usize, u32)]) -> Vec<Merged> {
+    let mut out = Vec::new();
     for (i, level) in placed {
         for r in &cands[*i].rules {
             let mut r = r.clone();
             r.level = *level;
-            groups
-                .entry((*level, r.actions.clone()))
-                .or_default()
-                .push(Merged {
-                    rule: r,
-                    from: vec![*i as u32],
-                });
+            out.push(Merged {
+                rule: r,
+                from: vec![*i as u32],
+            });
         }
     }
-    let mergeable = mergeable_fields(profile);
-    let mut rules: Vec<Merged> = Vec::new();
-    for (_, group) in groups {
-        rules.extend(merge(group, &mergeable));
+    out
+}
+
+/// `rules` compressed within each level and action, ordered by level, matches and actions.
+pub(super) fn merge_all(rules: Vec<Merged>, profile: &Profile) -> Vec<Merged> {
+    let mut groups: BTreeMap<(u32, Vec<HwAction>), Vec<Merged>> = BTreeMap::new();
+    for m in rules {
+        groups
+            .entry((m.rule.level, m.rule.actions.clone()))
+            .or_default()
+            .push(m);
     }
-    sort_rules(&mut rules);
-    rules
+    let mergeable = mergeable_fields(profile);
+    let mut out: Vec<Merged> = Vec::new();
+    for (_, group) in groups {
+        out.extend(merge(group, &mergeable));
+    }
+    sort_rules(&mut out);
+    out
 }
 
 /// The fields whose bits compression may mask: those the profile matches with any mask.

@@ -448,26 +448,31 @@ impl EbpfArtifact {
     }
 }
 
-/// The operations that turn `old` into `new` (see [`EbpfArtifact::diff`]).
+/// The operations that turn `old` into `new` (see [`EbpfArtifact::diff`]). Both maps are
+/// walked once, side by side in key order, so no key is copied to be looked up.
 pub fn diff_entries(old: &MapEntries, new: &MapEntries) -> Vec<MapOp> {
+    let upsert = |(map, key): &(MapName, Vec<u8>), value: &Vec<u8>| MapOp::Upsert {
+        map: *map,
+        key: key.clone(),
+        value: value.clone(),
+    };
+    let delete = |(map, key): &(MapName, Vec<u8>)| MapOp::Delete {
+        map: *map,
+        key: key.clone(),
+    };
     let mut ops = Vec::new();
-    for ((map, key), value) in new {
-        if old.get(&(*map, key.clone())) != Some(value) {
-            ops.push(MapOp::Upsert {
-                map: *map,
-                key: key.clone(),
-                value: value.clone(),
-            });
+    let mut deletes = Vec::new();
+    let mut before = old.iter().peekable();
+    for (k, v) in new {
+        while let Some((ok, _)) = before.next_if(|(ok, _)| *ok < k) {
+            deletes.push(delete(ok));
+        }
+        match before.next_if(|(ok, _)| *ok == k) {
+            Some((_, ov)) if ov == v => {}
+            _ => ops.push(upsert(k, v)),
         }
     }
-    let mut deletes: Vec<MapOp> = old
-        .keys()
-        .filter(|k| !new.contains_key(*k))
-        .map(|(map, key)| MapOp::Delete {
-            map: *map,
-            key: key.clone(),
-        })
-        .collect();
+    deletes.extend(before.map(|(ok, _)| delete(ok)));
     deletes.reverse();
     ops.extend(deletes);
     ops
@@ -591,6 +596,35 @@ pub fn port_range_prefixes(lo: u16, hi: u16) -> Vec<(u16, u8)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    proptest::proptest! {
+        /// The side-by-side walk gives what a lookup of each key gives: every changed or
+        /// new entry upserted in key order, then every gone key deleted in reverse order.
+        #[test]
+        fn diff_is_the_lookup_diff(
+            old in proptest::collection::btree_map((0u8..3, proptest::collection::vec(0u8..4, 1..3)), proptest::collection::vec(0u8..3, 1..2), 0..24),
+            new in proptest::collection::btree_map((0u8..3, proptest::collection::vec(0u8..4, 1..3)), proptest::collection::vec(0u8..3, 1..2), 0..24),
+        ) {
+            let names = [MapName::Endpoints, MapName::Ipcache, MapName::Policy];
+            let maps = |m: &BTreeMap<(u8, Vec<u8>), Vec<u8>>| -> MapEntries {
+                m.iter().map(|((n, k), v)| ((names[*n as usize], k.clone()), v.clone())).collect()
+            };
+            let (old, new) = (maps(&old), maps(&new));
+            let mut expected: Vec<MapOp> = new
+                .iter()
+                .filter(|(k, v)| old.get(*k) != Some(*v))
+                .map(|((map, key), value)| MapOp::Upsert { map: *map, key: key.clone(), value: value.clone() })
+                .collect();
+            let gone: Vec<MapOp> = old
+                .keys()
+                .filter(|k| !new.contains_key(*k))
+                .rev()
+                .map(|(map, key)| MapOp::Delete { map: *map, key: key.clone() })
+                .collect();
+            expected.extend(gone);
+            proptest::prop_assert_eq!(diff_entries(&old, &new), expected);
+        }
+    }
 
     #[test]
     fn port_ranges_expand_to_exact_prefixes() {

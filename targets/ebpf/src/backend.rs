@@ -1,12 +1,12 @@
 //! The eBPF target as a [`Backend`]: the whole MAG compiles into map contents
-//! ([`mag_to_ebpf`]), and a change is the [`MapOp`]s between two of them ([`MapOps`]).
+//! ([`mag_to_ebpf`](crate::codegen::mag_to_ebpf)), and a change is the [`MapOp`]s between two of them ([`MapOps`]).
 //!
 //! The eBPF pipeline always holds every rule, so it ignores the plan: whatever the
 //! hardware takes is still decided here too.
 
 use crate::artifact::Prefix;
 use crate::artifact::{diff_entries, EbpfArtifact, MapEntries, MapOp};
-use crate::codegen::{mag_to_ebpf, TARGET};
+use crate::codegen::{mag_to_ebpf_cached, PolicyCache, TARGET};
 use pipec::backend::{
     ebpf_profile, Artifact, Backend, CompileInput, Operations, Profile, Unsupported,
 };
@@ -25,6 +25,8 @@ pub type Interfaces = std::sync::Arc<std::sync::RwLock<BTreeMap<std::net::IpAddr
 pub struct EbpfBackend {
     profile: Profile,
     interfaces: Option<Interfaces>,
+    /// The policy entries of the last compile, per endpoint (see [`PolicyCache`]).
+    cache: std::sync::Arc<std::sync::Mutex<PolicyCache>>,
 }
 
 impl Default for EbpfBackend {
@@ -32,6 +34,7 @@ impl Default for EbpfBackend {
         EbpfBackend {
             profile: ebpf_profile(),
             interfaces: None,
+            cache: Default::default(),
         }
     }
 }
@@ -57,7 +60,9 @@ impl Backend for EbpfBackend {
     }
 
     fn compile(&self, input: &CompileInput<'_>) -> Result<Box<dyn Artifact>, Unsupported> {
-        let mut artifact = mag_to_ebpf(input.mag, input.info)?;
+        let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
+        let mut artifact = mag_to_ebpf_cached(input.mag, input.info, &mut cache)?;
+        drop(cache);
         artifact.ipsec = ipsec_routes(input.cluster, input.node);
         if let Some(interfaces) = &self.interfaces {
             let by_addr = interfaces.read().unwrap_or_else(|p| p.into_inner());

@@ -32,6 +32,7 @@
 //! rule"); [`EbpfArtifact::cookies`] names them. A denial that falls on a left-out conflict cell is counted on cookie 0.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
 use std::net::IpAddr;
 
 use pipec::backend::{Reason, Unsupported};
@@ -54,14 +55,27 @@ pub const TARGET: &str = "ebpf";
 
 /// Something in the MAG that the eBPF maps cannot express: the one [`Unsupported`] of every
 /// target, with [`Reason::NotImplemented`].
-fn unsupported(site: impl Into<String>, reason: impl Into<String>) -> Unsupported {
+fn unsupported(site: impl fmt::Display, reason: impl Into<String>) -> Unsupported {
     Unsupported::new(
         TARGET,
         Reason::NotImplemented {
-            site: site.into(),
+            site: site.to_string(),
             detail: reason.into(),
         },
     )
+}
+
+/// Where in the graph something is, for an error: rendered only when there is one, since
+/// formatting it for every entry of a large graph cost more than compiling the entry.
+struct Site<'a> {
+    table: &'a str,
+    matches: &'a [FieldMatch],
+}
+
+impl fmt::Display for Site<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} entry {:?}", self.table, self.matches)
+    }
 }
 
 /// A policy outcome: the action and the cookie of the deciding rule.
@@ -157,7 +171,7 @@ fn key_positions(t: &Table, fields: &[Field]) -> Result<Vec<usize>, Unsupported>
 }
 
 /// The value of an exact match (an exact or a full-mask ternary match); `None` for any.
-fn exact(m: &FieldMatch, f: Field, site: &str) -> Result<Option<u128>, Unsupported> {
+fn exact(m: &FieldMatch, f: Field, site: &dyn fmt::Display) -> Result<Option<u128>, Unsupported> {
     match *m {
         FieldMatch::Any => Ok(None),
         FieldMatch::Exact(v) => Ok(Some(v)),
@@ -171,7 +185,7 @@ fn exact(m: &FieldMatch, f: Field, site: &str) -> Result<Option<u128>, Unsupport
 }
 
 /// A prefix match as (value, length); `Any` is length 0.
-fn prefix(m: &FieldMatch, f: Field, site: &str) -> Result<(u128, u32), Unsupported> {
+fn prefix(m: &FieldMatch, f: Field, site: &dyn fmt::Display) -> Result<(u128, u32), Unsupported> {
     let w = f.width();
     match *m {
         FieldMatch::Any => Ok((0, 0)),
@@ -200,7 +214,7 @@ fn addr_prefix(
     v6: &FieldMatch,
     f4: Field,
     f6: Field,
-    site: &str,
+    site: &dyn fmt::Display,
 ) -> Result<Option<Prefix>, Unsupported> {
     match et {
         Some(eth::IPV4) => {
@@ -235,6 +249,16 @@ fn operand_value(call: &ActionCall, operand: Operand) -> u128 {
 /// Endpoint interfaces are left 0: they are known when pods are wired, and bound with
 /// [`EbpfArtifact::bind_interfaces`].
 pub fn mag_to_ebpf(mag: &Mag, info: &MagInfo) -> Result<EbpfArtifact, Unsupported> {
+    mag_to_ebpf_cached(mag, info, &mut PolicyCache::default())
+}
+
+/// [`mag_to_ebpf`], reusing the policy entries of endpoints whose rows `cache` saw in the
+/// last compile (a compile session's backend keeps one).
+pub fn mag_to_ebpf_cached(
+    mag: &Mag,
+    info: &MagInfo,
+    cache: &mut PolicyCache,
+) -> Result<EbpfArtifact, Unsupported> {
     let _ = info.start;
     let mut a = EbpfArtifact::default();
     let mut used_cookies = BTreeSet::new();
@@ -254,12 +278,14 @@ pub fn mag_to_ebpf(mag: &Mag, info: &MagInfo) -> Result<EbpfArtifact, Unsupporte
         .collect::<BTreeSet<_>>()
         .into_iter()
         .collect();
+    cache.begin(&universe);
     for (name, dir, remote) in [
         (pt::EGRESS_POLICY, Direction::Egress, Field::DstIdentity),
         (pt::INGRESS_POLICY, Direction::Ingress, Field::SrcIdentity),
     ] {
-        policy(mag, name, dir, remote, &eps, &universe, &mut a)?;
+        policy(mag, (name, dir, remote), &eps, &universe, &mut a, cache)?;
     }
+    cache.end();
     for d in a.policy.values() {
         if d.cookie != 0 {
             used_cookies.insert(d.cookie);
@@ -314,7 +340,10 @@ fn ipcache(mag: &Mag, a: &mut EbpfArtifact) -> Result<(), Unsupported> {
         }
         let mut out = BTreeMap::new();
         for e in &t.entries {
-            let site = format!("{name} entry {:?}", e.matches);
+            let site = Site {
+                table: name,
+                matches: &e.matches,
+            };
             let et = exact(&e.matches[pos[0]], Field::EthType, &site)?;
             let p = addr_prefix(et, &e.matches[pos[1]], &e.matches[pos[2]], f4, f6, &site)?
                 .ok_or_else(|| unsupported(&site, "not an IPv4 or IPv6 prefix"))?;
@@ -370,7 +399,10 @@ fn endpoints(mag: &Mag, a: &mut EbpfArtifact) -> Result<(), Unsupported> {
     }
     let mut addrs: BTreeMap<IpAddr, u32> = BTreeMap::new();
     for e in &t.entries {
-        let site = format!("anti_spoof entry {:?}", e.matches);
+        let site = Site {
+            table: "anti_spoof",
+            matches: &e.matches,
+        };
         if drops(mag, &e.action) {
             return Err(unsupported(&site, "an explicit drop row"));
         }
@@ -404,7 +436,10 @@ fn endpoints(mag: &Mag, a: &mut EbpfArtifact) -> Result<(), Unsupported> {
         if ep < mag::ports::FIRST_ENDPOINT {
             continue;
         }
-        let site = format!("route entry {:?}", e.matches);
+        let site = Site {
+            table: "route",
+            matches: &e.matches,
+        };
         let et = exact(&e.matches[rpos[0]], Field::EthType, &site)?;
         let p = addr_prefix(
             et,
@@ -443,7 +478,7 @@ fn endpoints(mag: &Mag, a: &mut EbpfArtifact) -> Result<(), Unsupported> {
 /// cluster-wide table an outside client keeps under `internalTrafficPolicy: Local`) has
 /// nothing to do there. A row for one pod only is not expressible: services are keyed by
 /// frontend alone.
-fn for_pods(m: Option<&FieldMatch>, site: &str) -> Result<bool, Unsupported> {
+fn for_pods(m: Option<&FieldMatch>, site: &dyn fmt::Display) -> Result<bool, Unsupported> {
     match m
         .map(|m| exact(m, Field::Endpoint, site))
         .transpose()?
@@ -477,7 +512,10 @@ fn services(mag: &Mag, a: &mut EbpfArtifact) -> Result<(), Unsupported> {
     // Maglev slots of every MAG service id: slot -> (address, port).
     let mut slots: BTreeMap<u128, BTreeMap<u128, (IpAddr, u16)>> = BTreeMap::new();
     for e in &be.entries {
-        let site = format!("lb_backend entry {:?}", e.matches);
+        let site = Site {
+            table: "lb_backend",
+            matches: &e.matches,
+        };
         let svc = exact(&e.matches[bpos[0]], Field::Service, &site)?
             .ok_or_else(|| unsupported(&site, "no service"))?;
         let slot = exact(&e.matches[bpos[1]], Field::Hash, &site)?
@@ -514,7 +552,10 @@ fn services(mag: &Mag, a: &mut EbpfArtifact) -> Result<(), Unsupported> {
     }
     let mut frontends: BTreeMap<Frontend, (Option<u32>, Vec<u32>)> = BTreeMap::new();
     for e in &lb.entries {
-        let site = format!("service_lb entry {:?}", e.matches);
+        let site = Site {
+            table: "service_lb",
+            matches: &e.matches,
+        };
         if !for_pods(pos.get(5).map(|p| &e.matches[*p]), &site)? {
             continue;
         }
@@ -599,6 +640,7 @@ fn services(mag: &Mag, a: &mut EbpfArtifact) -> Result<(), Unsupported> {
 }
 
 /// One policy row, decoded.
+#[derive(Clone, Debug, PartialEq, Eq)]
 struct Row {
     priority: u32,
     endpoint: Option<u32>,
@@ -608,17 +650,99 @@ struct Row {
     val: Val,
 }
 
+/// The policy entries of each endpoint and direction from the last compile, with the rows
+/// they were computed from. An endpoint's entries depend only on its rows (its own and the
+/// rows for every endpoint), the default, and the set of identities, so an event that
+/// changes one pod's rows recomputes that pod's entries only. Entries are reused only when
+/// the rows are equal (not a hash of them), so a reuse is never a guess.
+#[derive(Default)]
+pub struct PolicyCache {
+    universe: BTreeSet<u32>,
+    endpoints: BTreeMap<(Direction, u32), Computed>,
+    /// The keys used by the compile under way; the others are dropped at its end.
+    used: BTreeSet<(Direction, u32)>,
+}
+
+/// One endpoint's policy entries and what they were computed from.
+struct Computed {
+    rows: Vec<Row>,
+    default: Val,
+    entries: Vec<(PolicyMatch, PolicyDecision)>,
+}
+
+impl fmt::Debug for PolicyCache {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PolicyCache")
+            .field("endpoints", &self.endpoints.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl PolicyCache {
+    /// Starts a compile over the identities `universe`: entries computed over another set
+    /// are dropped.
+    fn begin(&mut self, universe: &BTreeSet<u32>) {
+        if self.universe != *universe {
+            self.universe = universe.clone();
+            self.endpoints.clear();
+        }
+        self.used.clear();
+    }
+
+    /// The entries of `key` if they were computed from exactly these rows and default.
+    fn get(
+        &mut self,
+        key: (Direction, u32),
+        rows: &[&Row],
+        default: Val,
+    ) -> Option<&[(PolicyMatch, PolicyDecision)]> {
+        self.used.insert(key);
+        let c = self.endpoints.get(&key)?;
+        let same = c.default == default
+            && c.rows.len() == rows.len()
+            && c.rows.iter().zip(rows).all(|(a, b)| a == *b);
+        same.then_some(c.entries.as_slice())
+    }
+
+    fn put(
+        &mut self,
+        key: (Direction, u32),
+        rows: &[&Row],
+        default: Val,
+        entries: Vec<(PolicyMatch, PolicyDecision)>,
+    ) {
+        let rows = rows.iter().map(|r| (*r).clone()).collect();
+        self.endpoints.insert(
+            key,
+            Computed {
+                rows,
+                default,
+                entries,
+            },
+        );
+    }
+
+    /// Ends a compile: the entries of endpoints it did not compile are dropped.
+    fn end(&mut self) {
+        let used = std::mem::take(&mut self.used);
+        self.endpoints.retain(|k, _| used.contains(k));
+    }
+}
+
 /// A decision function over one protocol's ports: intervals covering 0..=65535.
 type Ivs = Vec<(u16, u16, Val)>;
 
+/// One policy table: its name, the direction it decides and the field of the remote
+/// identity.
+type PolicyTable<'a> = (&'a str, Direction, Field);
+
 fn policy(
     mag: &Mag,
-    name: &str,
-    dir: Direction,
-    remote_field: Field,
+    (name, dir, remote_field): PolicyTable<'_>,
     eps: &[u32],
     universe: &BTreeSet<u32>,
     a: &mut EbpfArtifact,
+    cache: &mut PolicyCache,
 ) -> Result<(), Unsupported> {
     let t = table(mag, name)?;
     let pos = key_positions(
@@ -635,7 +759,10 @@ fn policy(
         .ok_or_else(|| unsupported(name, "the default action decides nothing"))?;
     let mut rows = Vec::new();
     for e in &t.entries {
-        let site = format!("{name} entry {:?}", e.matches);
+        let site = Site {
+            table: name,
+            matches: &e.matches,
+        };
         let ct_m = e.matches[pos[0]];
         if !ct_m.matches(ct::NEW, Field::CtState.width()) {
             // Rows for later packets of a connection: the datapath's conntrack allows
@@ -675,11 +802,26 @@ fn policy(
         });
     }
     let default = (default, 0);
+    // Rows by endpoint (`None`: every endpoint), each in table order.
+    let mut by_ep: BTreeMap<Option<u32>, Vec<usize>> = BTreeMap::new();
+    for (i, r) in rows.iter().enumerate() {
+        by_ep.entry(r.endpoint).or_default().push(i);
+    }
+    let everyone = by_ep.get(&None).cloned().unwrap_or_default();
     for &ep in eps {
-        let mine: Vec<&Row> = rows
-            .iter()
-            .filter(|r| r.endpoint.is_none_or(|e| e == ep))
-            .collect();
+        // The rows of this endpoint and of every endpoint, in table order (ties go to the
+        // first row, as the interpreter decides).
+        let mut idx: Vec<usize> = everyone.clone();
+        idx.extend(by_ep.get(&Some(ep)).into_iter().flatten());
+        idx.sort_unstable();
+        let mine: Vec<&Row> = idx.iter().map(|i| &rows[*i]).collect();
+        if let Some(entries) = cache.get((dir, ep), &mine, default) {
+            for (m, d) in entries {
+                a.policy.insert(*m, *d);
+            }
+            continue;
+        }
+        let mut emitted: Vec<(PolicyMatch, PolicyDecision)> = Vec::new();
         let protos: BTreeSet<u8> = mine.iter().filter_map(|r| r.proto).collect();
         let remotes: BTreeSet<u32> = mine
             .iter()
@@ -764,13 +906,13 @@ fn policy(
                 protocol: proto,
                 port: port.filter(|(_, bits)| *bits > 0),
             };
-            a.policy.insert(
+            emitted.push((
                 m,
                 PolicyDecision {
                     action: v.0,
                     cookie: v.1,
                 },
-            );
+            ));
         };
         if let Some(v) = any_other {
             put(0, None, None, v);
@@ -818,6 +960,10 @@ fn policy(
                 }
             }
         }
+        for (m, d) in &emitted {
+            a.policy.insert(*m, *d);
+        }
+        cache.put((dir, ep), &mine, default, emitted);
     }
     Ok(())
 }

@@ -32,6 +32,6 @@ pub use artifact::EbpfArtifact;
 pub mod backend;
 
 pub use backend::{EbpfBackend, Interfaces, MapOps};
-pub use codegen::mag_to_ebpf;
+pub use codegen::{mag_to_ebpf, mag_to_ebpf_cached, PolicyCache};
 pub use datapath::{Attachment, Datapath, Program};
 pub use engine::EbpfEngine;
