@@ -48,7 +48,7 @@ pub fn all_profiles(program: Option<&Program>) -> Vec<Profile> {
     if let Some(program) = program {
         for tp in program.targets.values() {
             if !out.iter().any(|p| p.name == tp.name) {
-                out.push(Profile::from_pipe(tp, &program.targets));
+                out.push(pipec::model::pipe::target_profile(tp, &program.targets));
             }
         }
     }

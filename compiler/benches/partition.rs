@@ -52,13 +52,12 @@ fn partition(c: &mut Criterion) {
     let lower_time = t.elapsed();
     let info = mag::validate(lowered.mag()).expect("valid MAG");
     let profile = octeon_cn10k_profile();
-    let profiles = [profile.clone()];
 
     let mut times = Vec::new();
     let mut plan = None;
     for _ in 0..5 {
         let t = Instant::now();
-        plan = Some(partition::mag_to_plan(lowered.mag(), &info, &profiles));
+        plan = Some(partition::mag_to_plan(lowered.mag(), &info, &profile, &[]));
         times.push(t.elapsed());
     }
     times.sort();
@@ -99,7 +98,7 @@ fn partition(c: &mut Criterion) {
         .warm_up_time(Duration::from_secs(1))
         .measurement_time(Duration::from_secs(if small { 3 } else { 10 }));
     g.bench_function("mag_to_plan", |b| {
-        b.iter(|| black_box(partition::mag_to_plan(lowered.mag(), &info, &profiles)))
+        b.iter(|| black_box(partition::mag_to_plan(lowered.mag(), &info, &profile, &[])))
     });
     g.finish();
 }
