@@ -40,7 +40,6 @@ pub mod span;
 mod suggest;
 pub mod targets;
 pub mod vocab;
-pub mod window;
 
 pub use diagnostics::{emit_to_stderr, render, Code, Diagnostic, Severity};
 pub use format::format;

@@ -33,7 +33,7 @@ pub fn program_to_admin_policies(
 
 fn span(s: policy_lang::Span, files: &policy_lang::SourceSet, sources: &Sources) -> Option<Span> {
     let file = sources.find(files.name(s.file))?;
-    Some(Span::new(file, s.range()))
+    Some(Span::from_range(file, s.range()))
 }
 
 fn policy(p: &pl::Policy, files: &policy_lang::SourceSet, sources: &Sources) -> AdminPolicy {
