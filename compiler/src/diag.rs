@@ -160,15 +160,10 @@ impl Diagnostic {
         };
         let mut labels = Vec::new();
         if let Some(p) = &self.primary {
-            labels.push(
-                cs::Label::primary(p.span.file, p.span.range()).with_message(&p.message),
-            );
+            labels.push(cs::Label::primary(p.span.file, p.span.range()).with_message(&p.message));
         }
         for s in &self.secondary {
-            labels.push(
-                cs::Label::secondary(s.span.file, s.span.range())
-                    .with_message(&s.message),
-            );
+            labels.push(cs::Label::secondary(s.span.file, s.span.range()).with_message(&s.message));
         }
         base.with_code(self.code.as_str())
             .with_message(pipec_source::window::clip(&self.message))

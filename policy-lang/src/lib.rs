@@ -29,6 +29,15 @@
     )
 )]
 
+// Dev-dependencies that the unit tests do not use; the package's integration tests,
+// benches or examples do.
+#[cfg(test)]
+use insta as _;
+#[cfg(test)]
+use proptest as _;
+#[cfg(test)]
+use serde_json as _;
+
 pub mod ast;
 pub mod diagnostics;
 pub mod format;

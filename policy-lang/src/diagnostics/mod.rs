@@ -302,7 +302,7 @@ pub(crate) mod test_support {
     use crate::source::MemoryLoader;
 
     /// Parses and resolves one file called `test.pipe` and returns every diagnostic.
-    pub fn check(src: &str) -> Vec<Diagnostic> {
+    pub(crate) fn check(src: &str) -> Vec<Diagnostic> {
         let mut files = SourceSet::new();
         let id = files.add("test.pipe", src);
         match crate::resolve(&mut files, &[id], &mut MemoryLoader::default()) {
@@ -312,7 +312,7 @@ pub(crate) mod test_support {
     }
 
     /// The diagnostics of `src` with `code`; panics (failing the test) if there is none.
-    pub fn expect(src: &str, code: Code) -> Vec<Diagnostic> {
+    pub(crate) fn expect(src: &str, code: Code) -> Vec<Diagnostic> {
         let all = check(src);
         let found: Vec<_> = all.iter().filter(|d| d.code == code).cloned().collect();
         assert!(!found.is_empty(), "expected {code:?}, got {all:#?}");
