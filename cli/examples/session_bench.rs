@@ -6,6 +6,24 @@
 //! `cargo run --release -p pipec-cli --example session_bench -- [--pods N] [--events N]`
 //! (default: gencluster's small cluster, 1,500 pods, and 100 events of each kind: the node's pod CIDR has 135 free addresses).
 
+// Dependencies of the package that this target does not use itself; they serve its
+// other targets. `unused_crate_dependencies` checks every target against all of them.
+use anyhow as _;
+use clap as _;
+use clap_complete as _;
+use insta as _;
+use ipnet as _;
+use pipec_cpt as _;
+use pipec_proto as _;
+use policy_lang as _;
+use proptest as _;
+use serde as _;
+use serde_json as _;
+use serde_yaml as _;
+use tempfile as _;
+use tokio as _;
+use tonic as _;
+
 use pipec::session::{Changes, Event, Hardware, ObjectKey, Session, SessionOptions, StageTimes};
 use std::time::{Duration, Instant};
 

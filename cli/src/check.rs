@@ -7,7 +7,7 @@ use std::process::ExitCode;
 
 /// Arguments of `pipec check`.
 #[derive(Args, Debug)]
-pub struct CheckArgs {
+pub(crate) struct CheckArgs {
     #[command(flatten)]
     input: InputArgs,
     /// Output format: `text` renders diagnostics for people on stderr; `json` and `yaml`
@@ -20,7 +20,7 @@ pub struct CheckArgs {
 /// Runs `pipec check`: manifests and `.pipe` files alike. The target profiles that `.pipe`
 /// files define are printed resolved (merged with the preset they extend), so that a
 /// profile can be checked before anything is compiled for it.
-pub fn run(args: &CheckArgs) -> anyhow::Result<ExitCode> {
+pub(crate) fn run(args: &CheckArgs) -> anyhow::Result<ExitCode> {
     let loaded = driver::load(&args.input.inputs, &args.input.build_options());
     let (errors, warnings) = loaded.diagnostic_count();
     if args.output != Format::Text {
@@ -75,12 +75,12 @@ struct Report {
 
 impl CheckArgs {
     /// The inputs.
-    pub fn input(&self) -> &InputArgs {
+    pub(crate) fn input(&self) -> &InputArgs {
         &self.input
     }
 
     /// The inputs, to normalise them.
-    pub fn input_mut(&mut self) -> &mut InputArgs {
+    pub(crate) fn input_mut(&mut self) -> &mut InputArgs {
         &mut self.input
     }
 }

@@ -10,7 +10,7 @@ use std::process::ExitCode;
 
 /// The stages `compile` can print.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-pub enum Emit {
+pub(crate) enum Emit {
     /// The validated cluster model.
     Model,
     /// Security identities and the ipcache.
@@ -38,7 +38,7 @@ pub enum Emit {
 
 /// Arguments of `pipec compile`.
 #[derive(Args, Debug)]
-pub struct CompileArgs {
+pub(crate) struct CompileArgs {
     #[command(flatten)]
     input: InputArgs,
     /// Which stage to print.
@@ -55,7 +55,7 @@ pub struct CompileArgs {
 }
 
 /// Runs `pipec compile`.
-pub fn run(args: &CompileArgs) -> anyhow::Result<ExitCode> {
+pub(crate) fn run(args: &CompileArgs) -> anyhow::Result<ExitCode> {
     let Some(session) = session::load(&args.input, &args.session)? else {
         return Ok(ExitCode::from(1));
     };
@@ -146,12 +146,12 @@ fn write_xfrm(
 
 impl CompileArgs {
     /// The inputs.
-    pub fn input(&self) -> &InputArgs {
+    pub(crate) fn input(&self) -> &InputArgs {
         &self.input
     }
 
     /// The inputs, to normalise them.
-    pub fn input_mut(&mut self) -> &mut InputArgs {
+    pub(crate) fn input_mut(&mut self) -> &mut InputArgs {
         &mut self.input
     }
 }

@@ -8,7 +8,7 @@ use std::process::ExitCode;
 
 /// Arguments of `pipec conformance`.
 #[derive(Args, Debug)]
-pub struct ConformanceArgs {
+pub(crate) struct ConformanceArgs {
     /// Directories of case files (searched recursively), or single case files.
     #[arg(required = true)]
     dirs: Vec<PathBuf>,
@@ -18,7 +18,7 @@ pub struct ConformanceArgs {
 }
 
 /// Runs `pipec conformance`: one line per failing check, then `N passed, M failed`.
-pub fn run(args: &ConformanceArgs) -> anyhow::Result<ExitCode> {
+pub(crate) fn run(args: &ConformanceArgs) -> anyhow::Result<ExitCode> {
     let engines = if args.engines.is_empty() {
         engines()
     } else {

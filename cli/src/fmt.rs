@@ -18,7 +18,7 @@ use std::process::ExitCode;
 
 /// Arguments of `pipec fmt`.
 #[derive(Args, Debug)]
-pub struct FmtArgs {
+pub(crate) struct FmtArgs {
     /// `.pipe` files to format in place.
     #[arg(required = true)]
     files: Vec<PathBuf>,
@@ -28,7 +28,7 @@ pub struct FmtArgs {
 }
 
 /// Runs `pipec fmt`.
-pub fn run(args: &FmtArgs) -> anyhow::Result<ExitCode> {
+pub(crate) fn run(args: &FmtArgs) -> anyhow::Result<ExitCode> {
     let mut sources = SourceSet::new();
     let mut formatted = Vec::new();
     let mut failed = false;

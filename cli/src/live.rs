@@ -11,7 +11,7 @@ use std::process::ExitCode;
 
 /// Where the running pipecd is.
 #[derive(Args, Debug, Clone)]
-pub struct LiveArgs {
+pub(crate) struct LiveArgs {
     /// Ask the running pipecd (its control socket) instead of reading inputs.
     #[arg(long)]
     pub live: bool,
@@ -22,7 +22,7 @@ pub struct LiveArgs {
 
 impl LiveArgs {
     /// `--live` reads no inputs: giving some is a mistake worth saying.
-    pub fn refuse_inputs(&self, input: &InputArgs) -> anyhow::Result<()> {
+    pub(crate) fn refuse_inputs(&self, input: &InputArgs) -> anyhow::Result<()> {
         if !input.inputs.is_empty() {
             anyhow::bail!("--live asks the running pipecd; give no inputs with it");
         }
@@ -32,7 +32,7 @@ impl LiveArgs {
 
 /// Arguments of `pipec status`.
 #[derive(Args, Debug)]
-pub struct StatusArgs {
+pub(crate) struct StatusArgs {
     /// pipecd's control socket.
     #[arg(long, value_name = "unix:PATH", default_value = pipec_proto::DEFAULT_ADDRESS)]
     control: String,
@@ -86,7 +86,7 @@ fn print(format: Format, output: &str) -> anyhow::Result<()> {
 }
 
 /// Runs `pipec status`.
-pub fn status(args: &StatusArgs) -> anyhow::Result<ExitCode> {
+pub(crate) fn status(args: &StatusArgs) -> anyhow::Result<ExitCode> {
     let reply = call(&args.control, async |mut c| {
         Ok(c.status(StatusRequest {}).await?.into_inner())
     })?;
@@ -129,7 +129,11 @@ fn status_text(s: &serde_json::Value) -> String {
 }
 
 /// Runs `pipec explain --live`.
-pub fn explain(args: &LiveArgs, rule: Option<&str>, format: Format) -> anyhow::Result<ExitCode> {
+pub(crate) fn explain(
+    args: &LiveArgs,
+    rule: Option<&str>,
+    format: Format,
+) -> anyhow::Result<ExitCode> {
     let request = ExplainRequest {
         rule: rule.unwrap_or("").to_string(),
         format: wire_format(format),
@@ -142,7 +146,7 @@ pub fn explain(args: &LiveArgs, rule: Option<&str>, format: Format) -> anyhow::R
 }
 
 /// Runs `pipec trace --live`.
-pub fn trace(
+pub(crate) fn trace(
     args: &LiveArgs,
     q: &pipec::trace::Query<'_>,
     format: Format,
@@ -167,7 +171,7 @@ pub fn trace(
 
 /// Arguments of `pipec observe`.
 #[derive(Args, Debug)]
-pub struct ObserveArgs {
+pub(crate) struct ObserveArgs {
     /// pipecd's control socket.
     #[arg(long, value_name = "unix:PATH", default_value = pipec_proto::DEFAULT_ADDRESS)]
     control: String,
@@ -184,7 +188,7 @@ pub struct ObserveArgs {
 
 /// Runs `pipec observe`: the running datapath's flow events, each with the rule that
 /// decided it, as they happen.
-pub fn observe(args: &ObserveArgs) -> anyhow::Result<ExitCode> {
+pub(crate) fn observe(args: &ObserveArgs) -> anyhow::Result<ExitCode> {
     use std::io::Write as _;
     if args.format == Format::Yaml {
         anyhow::bail!("observe prints text or JSON lines (-o text|json)");

@@ -8,6 +8,15 @@
     reason = "standard output goes through `output::out`, which reports write errors instead of panicking"
 )]
 
+// Dev-dependencies that the unit tests do not use; the package's integration tests,
+// benches or examples do.
+#[cfg(test)]
+use gencluster as _;
+#[cfg(test)]
+use insta as _;
+#[cfg(test)]
+use proptest as _;
+
 /// glibc's malloc spent about a quarter of a full-scale load (150k pods) merging and
 /// splitting free chunks (`malloc_consolidate`, `unlink_chunk`); mimalloc's size-class pages
 /// avoid that work at the same peak memory (BENCHMARKS.md, issue 2).

@@ -11,7 +11,7 @@ use std::io::Write as _;
 
 /// A failure to write to standard output.
 #[derive(Debug)]
-pub struct StdoutError(pub std::io::Error);
+pub(crate) struct StdoutError(pub std::io::Error);
 
 impl std::fmt::Display for StdoutError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -23,13 +23,13 @@ impl std::error::Error for StdoutError {}
 
 impl StdoutError {
     /// Whether the reader closed the pipe: not a failure of pipec's.
-    pub fn is_closed_pipe(&self) -> bool {
+    pub(crate) fn is_closed_pipe(&self) -> bool {
         self.0.kind() == std::io::ErrorKind::BrokenPipe
     }
 }
 
 /// Writes `text` to standard output and flushes it.
-pub fn out(text: &str) -> Result<(), StdoutError> {
+pub(crate) fn out(text: &str) -> Result<(), StdoutError> {
     let mut stdout = std::io::stdout().lock();
     stdout
         .write_all(text.as_bytes())
@@ -38,12 +38,12 @@ pub fn out(text: &str) -> Result<(), StdoutError> {
 }
 
 /// Writes `text` and a newline to standard output.
-pub fn outln(text: &str) -> Result<(), StdoutError> {
+pub(crate) fn outln(text: &str) -> Result<(), StdoutError> {
     out(&format!("{text}\n"))
 }
 
 /// Prints `value` in the requested format; `text` renders the human form.
-pub fn print<T: Serialize>(
+pub(crate) fn print<T: Serialize>(
     format: Format,
     value: &T,
     text: impl FnOnce() -> String,
@@ -58,7 +58,7 @@ pub fn print<T: Serialize>(
 }
 
 /// Whether `e` is a closed standard output (the run ends quietly with success).
-pub fn is_closed_pipe(e: &anyhow::Error) -> bool {
+pub(crate) fn is_closed_pipe(e: &anyhow::Error) -> bool {
     e.chain().any(|c| {
         c.downcast_ref::<StdoutError>()
             .is_some_and(StdoutError::is_closed_pipe)

@@ -13,7 +13,7 @@ use std::process::ExitCode;
 
 /// Arguments of `pipec explain`.
 #[derive(Args, Debug)]
-pub struct ExplainArgs {
+pub(crate) struct ExplainArgs {
     #[command(flatten)]
     input: InputArgs,
     #[command(flatten)]
@@ -34,7 +34,7 @@ pub struct ExplainArgs {
 
 /// Arguments of `pipec targets`.
 #[derive(Args, Debug)]
-pub struct TargetsArgs {
+pub(crate) struct TargetsArgs {
     /// Inputs whose `.pipe` files define more targets (`target "x" extends ... { }`).
     inputs: Vec<std::path::PathBuf>,
     /// Output format.
@@ -43,12 +43,12 @@ pub struct TargetsArgs {
 }
 
 /// Every profile: the built-ins, then the `.pipe` targets that are not built-in.
-pub fn all_profiles(program: Option<&Program>) -> Vec<Profile> {
+pub(crate) fn all_profiles(program: Option<&Program>) -> Vec<Profile> {
     let mut out = builtin_profiles();
     if let Some(program) = program {
         for tp in program.targets.values() {
             if !out.iter().any(|p| p.name == tp.name) {
-                out.push(Profile::from_pipe(tp, &program.targets));
+                out.push(pipec::model::pipe::target_profile(tp, &program.targets));
             }
         }
     }
@@ -56,7 +56,7 @@ pub fn all_profiles(program: Option<&Program>) -> Vec<Profile> {
 }
 
 /// Runs `pipec explain`.
-pub fn run_explain(args: &ExplainArgs) -> anyhow::Result<ExitCode> {
+pub(crate) fn run_explain(args: &ExplainArgs) -> anyhow::Result<ExitCode> {
     if args.live.live {
         args.live.refuse_inputs(&args.input)?;
         return live::explain(&args.live, args.rule.as_deref(), args.format);
@@ -85,7 +85,7 @@ pub fn run_explain(args: &ExplainArgs) -> anyhow::Result<ExitCode> {
 }
 
 /// Runs `pipec targets`.
-pub fn run_targets(args: &TargetsArgs) -> anyhow::Result<ExitCode> {
+pub(crate) fn run_targets(args: &TargetsArgs) -> anyhow::Result<ExitCode> {
     let profiles = if args.inputs.is_empty() {
         builtin_profiles()
     } else {
@@ -102,12 +102,12 @@ pub fn run_targets(args: &TargetsArgs) -> anyhow::Result<ExitCode> {
 
 impl ExplainArgs {
     /// The inputs.
-    pub fn input(&self) -> &InputArgs {
+    pub(crate) fn input(&self) -> &InputArgs {
         &self.input
     }
 
     /// The inputs, to normalise them.
-    pub fn input_mut(&mut self) -> &mut InputArgs {
+    pub(crate) fn input_mut(&mut self) -> &mut InputArgs {
         &mut self.input
     }
 }

@@ -12,7 +12,7 @@ use pipec_rte_flow::{RteFlowArtifact, RteFlowBackend};
 
 /// Options that choose what a session compiles for.
 #[derive(Args, Debug, Clone)]
-pub struct SessionArgs {
+pub(crate) struct SessionArgs {
     /// The node to compile for (its addresses are `host` in the ipcache).
     #[arg(long)]
     pub node: Option<String>,
@@ -24,7 +24,7 @@ pub struct SessionArgs {
 /// The backends of this binary: the eBPF pipeline, which always holds every rule, then
 /// the hardware target, then the CPT's node-to-node IPsec. A `.pipe` target that extends
 /// `octeon-cn10k` is compiled by the rte_flow backend with that profile.
-pub fn backends(hardware: Option<&Profile>) -> Vec<Box<dyn Backend>> {
+pub(crate) fn backends(hardware: Option<&Profile>) -> Vec<Box<dyn Backend>> {
     let mut out: Vec<Box<dyn Backend>> = vec![Box::new(EbpfBackend::default())];
     if let Some(p) = hardware {
         out.push(Box::new(RteFlowBackend::new(p.clone())));
@@ -35,7 +35,7 @@ pub fn backends(hardware: Option<&Profile>) -> Vec<Box<dyn Backend>> {
 
 /// Loads a session; prints its diagnostics. `None` when the inputs have errors (they are
 /// printed).
-pub fn load(input: &InputArgs, args: &SessionArgs) -> anyhow::Result<Option<Session>> {
+pub(crate) fn load(input: &InputArgs, args: &SessionArgs) -> anyhow::Result<Option<Session>> {
     let options = SessionOptions {
         build: input.build_options(),
         node: args.node.clone(),
@@ -86,7 +86,7 @@ fn check_node(cluster: &pipec::model::Cluster, node: &str) -> anyhow::Result<()>
 }
 
 /// The artifact of `target`, found through [`lookup`] among the session's backends.
-pub fn artifact<'s>(session: &'s Session, target: &str) -> anyhow::Result<&'s dyn Artifact> {
+pub(crate) fn artifact<'s>(session: &'s Session, target: &str) -> anyhow::Result<&'s dyn Artifact> {
     let found = session.backend(target).map(|b| b.name().to_string());
     let Some(name) = found else {
         let available: Vec<Box<dyn Backend>> = backends(session.profile());
@@ -103,7 +103,7 @@ pub fn artifact<'s>(session: &'s Session, target: &str) -> anyhow::Result<&'s dy
 }
 
 /// The partition plan.
-pub fn plan(session: &Session) -> anyhow::Result<&pipec::partition::Plan> {
+pub(crate) fn plan(session: &Session) -> anyhow::Result<&pipec::partition::Plan> {
     let step = Progress::start("lowering and partitioning");
     let plan = session.plan();
     step.done();
@@ -114,14 +114,14 @@ pub fn plan(session: &Session) -> anyhow::Result<&pipec::partition::Plan> {
 /// a terminal (a log or a pipe gets nothing), and only for steps that take longer than a
 /// moment: the line appears after half a second and is erased when the step ends, with
 /// how long it took.
-pub struct Progress {
+pub(crate) struct Progress {
     done: std::sync::mpsc::Sender<()>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
 impl Progress {
     /// Starts showing `what` on standard error (when it is a terminal).
-    pub fn start(what: &'static str) -> Progress {
+    pub(crate) fn start(what: &'static str) -> Progress {
         use std::io::IsTerminal as _;
         let (done, wait) = std::sync::mpsc::channel::<()>();
         let thread = std::io::stderr().is_terminal().then(|| {
@@ -149,7 +149,7 @@ impl Progress {
     }
 
     /// Ends the step.
-    pub fn done(mut self) {
+    pub(crate) fn done(mut self) {
         let _ = self.done.send(());
         if let Some(t) = self.thread.take() {
             let _ = t.join();
@@ -158,7 +158,7 @@ impl Progress {
 }
 
 /// The hardware target's rte_flow rules.
-pub fn rte_flow(session: &Session) -> anyhow::Result<&RteFlowArtifact> {
+pub(crate) fn rte_flow(session: &Session) -> anyhow::Result<&RteFlowArtifact> {
     let name = session
         .profile()
         .map(|p| p.name.clone())
@@ -170,7 +170,7 @@ pub fn rte_flow(session: &Session) -> anyhow::Result<&RteFlowArtifact> {
 }
 
 /// The node's IPsec SA set (`None` when the cluster has no key Secret).
-pub fn ipsec(session: &Session) -> anyhow::Result<Option<&pipec_cpt::CptArtifact>> {
+pub(crate) fn ipsec(session: &Session) -> anyhow::Result<Option<&pipec_cpt::CptArtifact>> {
     let art = artifact(session, pipec_cpt::TARGET)?
         .as_any()
         .downcast_ref::<IpsecArtifact>()

@@ -14,7 +14,7 @@ use std::process::ExitCode;
 
 /// Arguments of `pipec trace`.
 #[derive(Args, Debug)]
-pub struct TraceArgs {
+pub(crate) struct TraceArgs {
     #[command(flatten)]
     input: InputArgs,
     /// The client: `NS/POD` or `ip:ADDR`.
@@ -38,7 +38,7 @@ pub struct TraceArgs {
 }
 
 /// Runs `pipec trace`.
-pub fn run(args: &TraceArgs) -> anyhow::Result<ExitCode> {
+pub(crate) fn run(args: &TraceArgs) -> anyhow::Result<ExitCode> {
     let query = Query {
         from: &args.from,
         to: &args.to,
@@ -65,12 +65,12 @@ pub fn run(args: &TraceArgs) -> anyhow::Result<ExitCode> {
 
 impl TraceArgs {
     /// The inputs.
-    pub fn input(&self) -> &InputArgs {
+    pub(crate) fn input(&self) -> &InputArgs {
         &self.input
     }
 
     /// The inputs, to normalise them.
-    pub fn input_mut(&mut self) -> &mut InputArgs {
+    pub(crate) fn input_mut(&mut self) -> &mut InputArgs {
         &mut self.input
     }
 }

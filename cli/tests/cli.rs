@@ -1,6 +1,28 @@
 //! The `pipec` binary as a user runs it: exit codes, where diagnostics point, and the
 //! README's main command.
 
+// Dependencies of the package that this target does not use itself; they serve its
+// other targets. `unused_crate_dependencies` checks every target against all of them.
+use anyhow as _;
+use clap as _;
+use clap_complete as _;
+use gencluster as _;
+use insta as _;
+use ipnet as _;
+use mimalloc as _;
+use pipec as _;
+use pipec_cpt as _;
+use pipec_ebpf as _;
+use pipec_proto as _;
+use pipec_rte_flow as _;
+use policy_lang as _;
+use proptest as _;
+use serde as _;
+use serde_yaml as _;
+use tempfile as _;
+use tokio as _;
+use tonic as _;
+
 use std::process::{Command, Output};
 
 /// Runs the binary from the repository root, as the README does.

@@ -6,6 +6,28 @@
 //! address, duplicate ports, SCTP and Cilium `ANY` rules on the hardware target) come up
 //! often. Each case runs the real binary, as a user would.
 
+// Dependencies of the package that this target does not use itself; they serve its
+// other targets. `unused_crate_dependencies` checks every target against all of them.
+use anyhow as _;
+use clap as _;
+use clap_complete as _;
+use gencluster as _;
+use insta as _;
+use ipnet as _;
+use mimalloc as _;
+use pipec as _;
+use pipec_cpt as _;
+use pipec_ebpf as _;
+use pipec_proto as _;
+use pipec_rte_flow as _;
+use policy_lang as _;
+use serde as _;
+use serde_json as _;
+use serde_yaml as _;
+use tempfile as _;
+use tokio as _;
+use tonic as _;
+
 use proptest::prelude::*;
 use std::fmt::Write as _;
 use std::path::Path;

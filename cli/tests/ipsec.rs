@@ -2,6 +2,29 @@
 //! any command carries a key. The keys searched for are the ones `--emit xfrm` writes (the
 //! derived per-pair keys) plus the Secret's own key.
 
+// Dependencies of the package that this target does not use itself; they serve its
+// other targets. `unused_crate_dependencies` checks every target against all of them.
+use anyhow as _;
+use clap as _;
+use clap_complete as _;
+use gencluster as _;
+use insta as _;
+use ipnet as _;
+use mimalloc as _;
+use pipec as _;
+use pipec_cpt as _;
+use pipec_ebpf as _;
+use pipec_proto as _;
+use pipec_rte_flow as _;
+use policy_lang as _;
+use proptest as _;
+use serde as _;
+use serde_json as _;
+use serde_yaml as _;
+use tempfile as _;
+use tokio as _;
+use tonic as _;
+
 use std::os::unix::fs::PermissionsExt as _;
 use std::process::{Command, Output};
 

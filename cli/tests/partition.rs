@@ -2,6 +2,26 @@
 //! every emitted `flow` line fed to `dpdk-testpmd` (required when `PIPEC_REQUIRE_TESTPMD`
 //! is set, skipped otherwise when testpmd is missing).
 
+// Dependencies of the package that this target does not use itself; they serve its
+// other targets. `unused_crate_dependencies` checks every target against all of them.
+use anyhow as _;
+use clap as _;
+use clap_complete as _;
+use ipnet as _;
+use mimalloc as _;
+use pipec as _;
+use pipec_cpt as _;
+use pipec_ebpf as _;
+use pipec_proto as _;
+use policy_lang as _;
+use proptest as _;
+use serde as _;
+use serde_json as _;
+use serde_yaml as _;
+use tempfile as _;
+use tokio as _;
+use tonic as _;
+
 use std::process::Command;
 
 fn pipec(args: &[&str]) -> String {

@@ -3,6 +3,24 @@
 //! objects (with the session's identity numbers), and replaying every step's operations
 //! on empty device models reproduces the final artifacts exactly.
 
+// Dependencies of the package that this target does not use itself; they serve its
+// other targets. `unused_crate_dependencies` checks every target against all of them.
+use anyhow as _;
+use clap as _;
+use clap_complete as _;
+use gencluster as _;
+use insta as _;
+use ipnet as _;
+use mimalloc as _;
+use pipec_cpt as _;
+use pipec_proto as _;
+use policy_lang as _;
+use serde as _;
+use serde_json as _;
+use tempfile as _;
+use tokio as _;
+use tonic as _;
+
 use pipec::backend::Operations;
 use pipec::session::{Changes, Event, Hardware, ObjectKey, Session, SessionOptions};
 use pipec::testgen::{self, PodSpec, Spec, SvcSpec};

@@ -10,6 +10,13 @@
 //!
 //! [`run`] is one invocation: the environment and stdin in, stdout and the exit code out.
 
+// Dev-dependencies that the unit tests do not use; the package's integration tests,
+// benches or examples do.
+#[cfg(test)]
+use libc as _;
+#[cfg(test)]
+use pipec as _;
+
 pub mod channel;
 pub mod ipam;
 pub mod link;

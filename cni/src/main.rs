@@ -1,5 +1,19 @@
 //! `pipec-cni`: see the crate documentation of `pipec_cni`.
 
+// Dependencies of the package that this target does not use itself; they serve its
+// other targets. `unused_crate_dependencies` checks every target against all of them.
+use pipec_proto as _;
+use serde as _;
+use serde_json as _;
+use tokio as _;
+use tonic as _;
+// Dev-dependencies that the unit tests do not use; the package's integration tests,
+// benches or examples do.
+#[cfg(test)]
+use libc as _;
+#[cfg(test)]
+use pipec as _;
+
 use std::io::{Read as _, Write as _};
 use std::process::ExitCode;
 

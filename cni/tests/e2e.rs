@@ -11,6 +11,12 @@
 
 #![allow(unsafe_code, reason = "setns(2) has no safe wrapper in std")]
 
+// Dependencies of the package that this target does not use itself; they serve its
+// other targets. `unused_crate_dependencies` checks every target against all of them.
+use pipec_cni as _;
+use serde as _;
+use tonic as _;
+
 use serde_json::{json, Value};
 use std::io::{Read as _, Write as _};
 use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream, UdpSocket};

@@ -3,6 +3,13 @@
 //! `deploy/tls/dev-ca.sh`; pipec-cni with the CA's client certificate gets through; a client
 //! without a certificate, with one of another CA, or trusting another CA is refused.
 
+// Dependencies of the package that this target does not use itself; they serve its
+// other targets. `unused_crate_dependencies` checks every target against all of them.
+use libc as _;
+use pipec as _;
+use pipec_cni as _;
+use serde as _;
+
 use serde_json::{json, Value};
 use std::io::Write as _;
 use std::net::TcpStream;

@@ -10,6 +10,25 @@
     reason = "criterion_group! makes an undocumented function"
 )]
 
+// Dependencies of the package that this target does not use itself; they serve its
+// other targets. `unused_crate_dependencies` checks every target against all of them.
+use codespan_reporting as _;
+use gencluster as _;
+use indexmap as _;
+use insta as _;
+use k8s_openapi as _;
+use petgraph as _;
+use pipec_source as _;
+use policy_lang as _;
+use proptest as _;
+use rustc_hash as _;
+use serde as _;
+use serde_json as _;
+use serde_path_to_error as _;
+use serde_yaml as _;
+use thiserror as _;
+use yaml_rust2 as _;
+
 use criterion::{criterion_group, Criterion};
 use ipnet::IpNet;
 use pipec::lower::incremental::{update, Change};

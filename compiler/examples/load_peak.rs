@@ -14,6 +14,27 @@
 //! driver's. Peak RSS is `VmHWM` from `/proc/self/status`, read after each stage (it never
 //! decreases, so the last value is the peak of the whole run).
 
+// Dependencies of the package that this target does not use itself; they serve its
+// other targets. `unused_crate_dependencies` checks every target against all of them.
+use codespan_reporting as _;
+use criterion as _;
+use gencluster as _;
+use indexmap as _;
+use insta as _;
+use ipnet as _;
+use k8s_openapi as _;
+use petgraph as _;
+use pipec_source as _;
+use policy_lang as _;
+use proptest as _;
+use rustc_hash as _;
+use serde as _;
+use serde_json as _;
+use serde_path_to_error as _;
+use serde_yaml as _;
+use thiserror as _;
+use yaml_rust2 as _;
+
 use pipec::diag::Sink;
 use pipec::model::build::{objects_to_cluster, BuildOptions};
 use pipec::source::Sources;

@@ -4,19 +4,14 @@
 //! or a test) renders them, with codespan-reporting. The catalogue of codes is in
 //! [`Code`]: a code never changes meaning once released, so scripts may match on it.
 
-use crate::source::{Sources, Span};
+use crate::source::{FileId, Sources, Span};
 use codespan_reporting::diagnostic as cs;
 use codespan_reporting::term;
 use codespan_reporting::term::termcolor::{ColorChoice, StandardStream};
 
-/// How bad a diagnostic is.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
-pub enum Severity {
-    /// The input cannot be used; the run fails.
-    Error,
-    /// The input is used, but part of it is ignored or suspicious.
-    Warning,
-}
+/// How bad a diagnostic is: the shared source layer's, which policy-lang's diagnostics use
+/// too (a warning sorts before an error).
+pub use pipec_source::Severity;
 
 macro_rules! codes {
     ($($name:ident = $code:literal, $doc:literal;)*) => {
@@ -158,25 +153,20 @@ impl Diagnostic {
         self.severity == Severity::Error
     }
 
-    fn to_codespan(&self) -> cs::Diagnostic<usize> {
+    fn to_codespan(&self) -> cs::Diagnostic<FileId> {
         let base = match self.severity {
             Severity::Error => cs::Diagnostic::error(),
             Severity::Warning => cs::Diagnostic::warning(),
         };
         let mut labels = Vec::new();
         if let Some(p) = &self.primary {
-            labels.push(
-                cs::Label::primary(p.span.file.0 as usize, p.span.range()).with_message(&p.message),
-            );
+            labels.push(cs::Label::primary(p.span.file, p.span.range()).with_message(&p.message));
         }
         for s in &self.secondary {
-            labels.push(
-                cs::Label::secondary(s.span.file.0 as usize, s.span.range())
-                    .with_message(&s.message),
-            );
+            labels.push(cs::Label::secondary(s.span.file, s.span.range()).with_message(&s.message));
         }
         base.with_code(self.code.as_str())
-            .with_message(policy_lang::window::clip(&self.message))
+            .with_message(pipec_source::window::clip(&self.message))
             .with_labels(labels)
             .with_notes(self.hints.iter().map(|h| format!("help: {h}")).collect())
     }
@@ -301,7 +291,7 @@ pub fn select(diags: &[Diagnostic], display: WarningDisplay) -> (Vec<Diagnostic>
 }
 
 /// A diagnostic whose primary label lies in a very long line, rendered with a window of
-/// that line (policy-lang's [`policy_lang::window`], shared by both diagnostic stacks);
+/// that line (the shared source layer's [`pipec_source::window`], which both diagnostic stacks use);
 /// `None` for every other diagnostic. Secondary labels are named by place.
 fn long_line_text(sources: &Sources, d: &Diagnostic) -> Option<String> {
     let primary = d.primary.as_ref()?;
@@ -321,7 +311,7 @@ fn long_line_text(sources: &Sources, d: &Diagnostic) -> Option<String> {
         })
         .collect();
     notes.extend(d.hints.iter().map(|h| format!("help: {h}")));
-    policy_lang::window::long_line(&policy_lang::window::Snippet {
+    pipec_source::window::long_line(&pipec_source::window::Snippet {
         severity: severity_word(d),
         code: d.code.as_str(),
         message: &d.message,
@@ -336,10 +326,7 @@ fn long_line_text(sources: &Sources, d: &Diagnostic) -> Option<String> {
 }
 
 fn severity_word(d: &Diagnostic) -> &'static str {
-    match d.severity {
-        Severity::Error => "error",
-        Severity::Warning => "warning",
-    }
+    d.severity.word()
 }
 
 /// Collects diagnostics during a stage, so that a run reports every problem, not the first.
@@ -394,7 +381,7 @@ mod tests {
         let mut sources = Sources::new();
         let file = sources.add("a.yaml", "kind: Pod\nport: 70000\n");
         let d = Diagnostic::error(Code::PortRange, "port 70000 is out of range")
-            .at(Span::new(file, 16..21), "out of range")
+            .at(Span::from_range(file, 16..21), "out of range")
             .hint("a port is a number from 1 to 65535");
         insta::assert_snapshot!(emit_to_string(&sources, &[d]), @r"
         error[E0109]: port 70000 is out of range

@@ -224,7 +224,7 @@ pub fn require_something(loaded: &mut Loaded, files: &[FileId], objects: usize) 
     if let Some(last) = files.last() {
         let end = loaded.sources.text(*last).len();
         d = d.at(
-            crate::source::Span::new(*last, end..end),
+            crate::source::Span::from_range(*last, end..end),
             "no object up to here",
         );
     }

@@ -4,6 +4,17 @@
     warn(clippy::panic, clippy::print_stdout, clippy::todo, clippy::dbg_macro)
 )]
 
+// Dev-dependencies that the unit tests do not use; the package's integration tests,
+// benches or examples do.
+#[cfg(test)]
+use criterion as _;
+#[cfg(test)]
+use gencluster as _;
+#[cfg(test)]
+use mimalloc as _;
+#[cfg(test)]
+use pipec as _;
+
 pub mod backend;
 pub mod conformance;
 pub mod diag;

@@ -397,7 +397,7 @@ pub fn resolve_profile(
     }
     if let Some(program) = program {
         if let Some(tp) = program.targets.get(name) {
-            return Ok(Profile::from_pipe(tp, &program.targets));
+            return Ok(crate::model::pipe::target_profile(tp, &program.targets));
         }
     }
     Err(format!(
@@ -605,7 +605,9 @@ impl Session {
             .pipe
             .program
             .as_ref()
-            .map_or(&[][..], |p| p.placements.as_slice());
+            .map(crate::model::pipe::placement_hints)
+            .unwrap_or_default();
+        let hints = hints.as_slice();
         // The hardware backend answers for each rule, so the plan holds nothing it refuses,
         // and nothing its profile does not declare (a backend that claims more is refused
         // the rule, with the violation in the reason, which explain shows).

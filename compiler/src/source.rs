@@ -5,42 +5,14 @@
 //! Locations inside an object (a rule, a field) are not stored eagerly: they are found on
 //! demand with [`Sources::locate`], which re-reads only the object's own text. This keeps
 //! the fast path (150k pods from one JSON file) free of per-field bookkeeping.
+//!
+//! File ids, spans and the file set itself are the shared source layer's (`pipec-source`),
+//! which policy-lang uses too.
 
 use crate::frontend::yaml;
-use codespan_reporting::files::{Files, SimpleFiles};
+use codespan_reporting::files::Files;
+pub use pipec_source::{FileId, SourceSet, Span};
 use std::fmt;
-use std::ops::Range;
-
-/// Identifies one file in a [`Sources`] set.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct FileId(pub u32);
-
-/// A byte range in one source file.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct Span {
-    /// The file the range is in.
-    pub file: FileId,
-    /// First byte.
-    pub start: u32,
-    /// One past the last byte.
-    pub end: u32,
-}
-
-impl Span {
-    /// A span covering `range` of `file`.
-    pub fn new(file: FileId, range: Range<usize>) -> Span {
-        Span {
-            file,
-            start: range.start as u32,
-            end: range.end as u32,
-        }
-    }
-
-    /// The byte range of the span.
-    pub fn range(&self) -> Range<usize> {
-        self.start as usize..self.end as usize
-    }
-}
 
 /// One step of a path into a document: a mapping key or a sequence index.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -120,8 +92,7 @@ pub struct LineCol {
 /// All source files of one run.
 #[derive(Default)]
 pub struct Sources {
-    files: SimpleFiles<String, String>,
-    count: usize,
+    files: SourceSet,
 }
 
 impl Sources {
@@ -132,20 +103,17 @@ impl Sources {
 
     /// Adds a file and returns its id.
     pub fn add(&mut self, name: impl Into<String>, text: impl Into<String>) -> FileId {
-        self.count += 1;
-        FileId(self.files.add(name.into(), text.into()) as u32)
+        self.files.add(name, text)
     }
 
     /// The id of the file with this name, if it was added.
     pub fn find(&self, name: &str) -> Option<FileId> {
-        (0..self.len())
-            .map(|i| FileId(i as u32))
-            .find(|&f| self.name(f) == name)
+        self.files.find(name)
     }
 
     /// How many files the set holds.
     pub fn len(&self) -> usize {
-        self.count
+        self.files.len()
     }
 
     /// True when no file was added.
@@ -155,28 +123,22 @@ impl Sources {
 
     /// The file's text.
     pub fn text(&self, file: FileId) -> &str {
-        self.files
-            .get(file.0 as usize)
-            .map(|f| f.source().as_str())
-            .unwrap_or("")
+        self.files.get(file).map_or("", |f| f.text.as_str())
     }
 
     /// The file's name as given on the command line.
     pub fn name(&self, file: FileId) -> &str {
-        self.files
-            .get(file.0 as usize)
-            .map(|f| f.name().as_str())
-            .unwrap_or("<unknown>")
+        self.files.name(file)
     }
 
-    /// The codespan file database, for rendering diagnostics.
-    pub fn files(&self) -> &SimpleFiles<String, String> {
+    /// The file set, which codespan-reporting renders diagnostics from.
+    pub fn files(&self) -> &SourceSet {
         &self.files
     }
 
     /// The line and column of a byte offset.
     pub fn line_col(&self, file: FileId, offset: usize) -> LineCol {
-        match self.files.location(file.0 as usize, offset) {
+        match self.files.location(file, offset) {
             Ok(loc) => LineCol {
                 line: loc.line_number,
                 column: loc.column_number,
@@ -207,7 +169,7 @@ impl Sources {
             return object;
         };
         match yaml::locate(slice, path) {
-            Some(r) => Span::new(
+            Some(r) => Span::from_range(
                 object.file,
                 object.start as usize + r.start..object.start as usize + r.end,
             ),
@@ -230,7 +192,7 @@ impl Sources {
             return object;
         };
         match yaml::locate_key(slice, path) {
-            Some(r) => Span::new(
+            Some(r) => Span::from_range(
                 object.file,
                 object.start as usize + r.start..object.start as usize + r.end,
             ),

@@ -1,6 +1,18 @@
 //! Formats `.pipe` files in place (a stand-in for `pipec fmt` until the CLI has it).
 //! With `--check`, only reports the files that are not formatted and exits with 1.
 
+// Dependencies of the package that this target does not use itself; they serve its
+// other targets. `unused_crate_dependencies` checks every target against all of them.
+use codespan_reporting as _;
+use insta as _;
+use ipnet as _;
+use pest as _;
+use pest_derive as _;
+use pipec_source as _;
+use proptest as _;
+use serde as _;
+use serde_json as _;
+
 fn main() {
     let mut check = false;
     let mut status = 0;

@@ -29,6 +29,15 @@
     )
 )]
 
+// Dev-dependencies that the unit tests do not use; the package's integration tests,
+// benches or examples do.
+#[cfg(test)]
+use insta as _;
+#[cfg(test)]
+use proptest as _;
+#[cfg(test)]
+use serde_json as _;
+
 pub mod ast;
 pub mod diagnostics;
 pub mod format;
@@ -40,7 +49,6 @@ pub mod span;
 mod suggest;
 pub mod targets;
 pub mod vocab;
-pub mod window;
 
 pub use diagnostics::{emit_to_stderr, render, Code, Diagnostic, Severity};
 pub use format::format;

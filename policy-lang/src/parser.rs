@@ -22,7 +22,7 @@ mod grammar {
     /// The pest parser generated from `grammar.pest`.
     #[derive(pest_derive::Parser)]
     #[grammar = "grammar.pest"]
-    pub struct PipeParser;
+    pub(super) struct PipeParser;
 }
 
 use grammar::PipeParser;

@@ -9,6 +9,11 @@
 //! host and the DPU (rustls; each side presents a certificate of one CA and accepts only
 //! the other's).
 
+// Dev-dependencies that the unit tests do not use; the package's integration tests,
+// benches or examples do.
+#[cfg(test)]
+use tonic_prost_build as _;
+
 use std::path::Path;
 
 /// The generated messages, client and server.

@@ -1,5 +1,16 @@
 //! The committed generated code is what `tonic-prost-build` makes of `proto/pipec.proto`.
 
+// Dependencies of the package that this target does not use itself; they serve its
+// other targets. `unused_crate_dependencies` checks every target against all of them.
+use hyper_util as _;
+use pipec_proto as _;
+use prost as _;
+use tokio as _;
+use tokio_stream as _;
+use tonic as _;
+use tonic_prost as _;
+use tower as _;
+
 use std::path::Path;
 
 #[test]

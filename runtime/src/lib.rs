@@ -15,6 +15,19 @@
 //! - [`state`]: identity numbers kept across restarts;
 //! - [`shutdown`]: stopping on SIGTERM within a bound, the datapath left in place.
 
+// Dependencies of the package that this target does not use itself; they serve its
+// other targets. `unused_crate_dependencies` checks every target against all of them.
+use clap as _;
+use mimalloc as _;
+use notify as _;
+use tracing_subscriber as _;
+// Dev-dependencies that the unit tests do not use; the package's integration tests,
+// benches or examples do.
+#[cfg(test)]
+use base64 as _;
+#[cfg(test)]
+use serde_yaml as _;
+
 pub mod api;
 pub mod cni;
 pub mod control;

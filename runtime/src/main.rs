@@ -1,5 +1,26 @@
 //! `pipecd`: see the crate documentation of `pipec_runtime`.
 
+// Dependencies of the package that this target does not use itself; they serve its
+// other targets. `unused_crate_dependencies` checks every target against all of them.
+use aya as _;
+use futures as _;
+use kube as _;
+use pipec as _;
+use pipec_cpt as _;
+use pipec_ebpf as _;
+use pipec_ebpf_common as _;
+use pipec_rte_flow as _;
+use serde as _;
+use serde_json as _;
+use tokio_stream as _;
+use tonic as _;
+// Dev-dependencies that the unit tests do not use; the package's integration tests,
+// benches or examples do.
+#[cfg(test)]
+use base64 as _;
+#[cfg(test)]
+use serde_yaml as _;
+
 use clap::{Parser, ValueEnum};
 use pipec_runtime::api::{ApiConfig, ApiSource};
 use pipec_runtime::daemon::{Daemon, Sources};

@@ -6,6 +6,26 @@
 //! 404 for CRDs that are not installed, and a slow list. The objects are those of
 //! `examples/ipsec`, stamped as the server stamps them (uid, resourceVersion, managedFields).
 
+// Dependencies of the package that this target does not use itself; they serve its
+// other targets. `unused_crate_dependencies` checks every target against all of them.
+use anyhow as _;
+use aya as _;
+use clap as _;
+use futures as _;
+use kube as _;
+use mimalloc as _;
+use notify as _;
+use pipec_cpt as _;
+use pipec_ebpf as _;
+use pipec_ebpf_common as _;
+use pipec_proto as _;
+use pipec_rte_flow as _;
+use tokio as _;
+use tokio_stream as _;
+use tonic as _;
+use tracing as _;
+use tracing_subscriber as _;
+
 use pipec::session::{Hardware, Session, SessionOptions};
 use pipec_runtime::daemon::backends;
 use pipec_runtime::device::expected_dump;

@@ -2,6 +2,29 @@
 //! watchers ask for, and of the one IPsec Secret by name; and it runs pipecd with arguments
 //! pipecd takes.
 
+// Dependencies of the package that this target does not use itself; they serve its
+// other targets. `unused_crate_dependencies` checks every target against all of them.
+use anyhow as _;
+use aya as _;
+use base64 as _;
+use clap as _;
+use futures as _;
+use kube as _;
+use mimalloc as _;
+use notify as _;
+use pipec as _;
+use pipec_cpt as _;
+use pipec_ebpf as _;
+use pipec_ebpf_common as _;
+use pipec_proto as _;
+use pipec_rte_flow as _;
+use serde_json as _;
+use tokio as _;
+use tokio_stream as _;
+use tonic as _;
+use tracing as _;
+use tracing_subscriber as _;
+
 use pipec_runtime::api::{IPSEC_SECRET, KINDS};
 use serde::Deserialize as _;
 use serde_yaml::Value;

@@ -1,6 +1,28 @@
 //! `pipecd` as it runs: started by its own process id, driven by writing into its manifests
 //! directory, checked through its HTTP endpoints against a fresh compile of the same state.
 
+// Dependencies of the package that this target does not use itself; they serve its
+// other targets. `unused_crate_dependencies` checks every target against all of them.
+use anyhow as _;
+use aya as _;
+use base64 as _;
+use clap as _;
+use futures as _;
+use kube as _;
+use mimalloc as _;
+use notify as _;
+use pipec_cpt as _;
+use pipec_ebpf_common as _;
+use pipec_proto as _;
+use pipec_rte_flow as _;
+use serde as _;
+use serde_yaml as _;
+use tokio as _;
+use tokio_stream as _;
+use tonic as _;
+use tracing as _;
+use tracing_subscriber as _;
+
 use pipec::session::{Hardware, Session, SessionOptions};
 use pipec_runtime::daemon::backends;
 use pipec_runtime::device::expected_dump;

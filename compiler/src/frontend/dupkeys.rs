@@ -14,7 +14,7 @@ use std::fmt;
 /// The first key that appears twice in one JSON object of `text`, and the byte offset just
 /// after its second occurrence. `None` when there is none, or when the text is not JSON
 /// (the normal decode reports that).
-pub fn first_duplicate(text: &str) -> Option<(String, usize)> {
+pub(super) fn first_duplicate(text: &str) -> Option<(String, usize)> {
     let mut de = serde_json::Deserializer::from_str(text);
     let err = match Walk.deserialize(&mut de) {
         Ok(()) => return None,

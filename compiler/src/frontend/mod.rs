@@ -283,7 +283,7 @@ fn add_text(sources: &mut Sources, path: &Path, bytes: Vec<u8>, sink: &mut Sink)
                     format!("{} is not UTF-8 text", path.display()),
                 )
                 .at(
-                    Span::new(file, valid..valid + 3),
+                    Span::from_range(file, valid..valid + 3),
                     format!("byte 0x{bad:02x} is not UTF-8"),
                 )
                 .hint("Kubernetes manifests are UTF-8; re-encode the file, for example with `iconv -f latin1 -t utf-8`"),
@@ -361,7 +361,7 @@ pub fn for_each_object(
                     Code::EmptyInput,
                     format!("{} holds no Kubernetes object", sources.name(file)),
                 )
-                .at(Span::new(file, end..end), "end of file")
+                .at(Span::from_range(file, end..end), "end of file")
                 .hint("add objects to the file, or leave it out of the input"),
             );
         }
@@ -457,7 +457,7 @@ fn decode_json_file(sources: &Sources, file: FileId, out: &mut Out<'_>, sink: &m
         if let (Some(kind), Some(_), Some(items)) = (&root.kind, &root.api_version, root.items) {
             if is_list(kind) {
                 for item in items {
-                    let span = Span::new(file, slice_range(text, item.get()));
+                    let span = Span::from_range(file, slice_range(text, item.get()));
                     decode_json_object(sources, span, item, out, sink, 1);
                 }
                 return;
@@ -473,7 +473,7 @@ fn decode_json_file(sources: &Sources, file: FileId, out: &mut Out<'_>, sink: &m
             Err(e) => {
                 let offset = offset_of_line_col(text, e.line(), e.column());
                 let mut message = tidy(&e.to_string());
-                let mut span = Span::new(file, offset..offset);
+                let mut span = Span::from_range(file, offset..offset);
                 let mut label = "here";
                 let mut hint = "check for a missing comma, quote or bracket near this position";
                 // serde_json reports `{"a": 1,}` as "key must be a string" at the `}`; the comma
@@ -483,7 +483,7 @@ fn decode_json_file(sources: &Sources, file: FileId, out: &mut Out<'_>, sink: &m
                 if (at_close || message.contains("trailing comma")) && before.ends_with(',') {
                     let comma = before.len() - 1;
                     message = "trailing comma".to_string();
-                    span = Span::new(file, comma..comma + 1);
+                    span = Span::from_range(file, comma..comma + 1);
                     label = "this comma";
                     hint =
                     "JSON allows no comma after the last member of an object or array; remove it";
@@ -504,7 +504,7 @@ fn decode_json_file(sources: &Sources, file: FileId, out: &mut Out<'_>, sink: &m
             vec![root]
         };
         for item in items {
-            let span = Span::new(file, slice_range(text, item.get()));
+            let span = Span::from_range(file, slice_range(text, item.get()));
             decode_json_object(sources, span, item, out, sink, 0);
         }
     }
@@ -523,12 +523,12 @@ fn duplicate_json_key(file: FileId, text: &str, key: &str, end: usize) -> Diagno
         Code::JsonSyntax,
         format!("invalid JSON: the key `{key}` appears twice in one object"),
     )
-    .at(Span::new(file, span.clone()), "again here");
+    .at(Span::from_range(file, span.clone()), "again here");
     if let Some(first) = before.get(..span.start).and_then(|b| b.rfind(&quoted)) {
         // The earlier occurrence may belong to another object; it is shown only as a
         // likely place, hence the cautious label.
         d = d.also(
-            Span::new(file, first..first + quoted.len()),
+            Span::from_range(file, first..first + quoted.len()),
             "written before here",
         );
     }
@@ -564,7 +564,7 @@ fn decode_json_object(
             Ok(list) => {
                 let text = sources.text(span.file);
                 for item in list.items {
-                    let item_span = Span::new(span.file, slice_range(text, item.get()));
+                    let item_span = Span::from_range(span.file, slice_range(text, item.get()));
                     decode_json_object(sources, item_span, item, out, sink, depth + 1);
                 }
             }
@@ -613,14 +613,14 @@ fn decode_yaml_file(sources: &Sources, file: FileId, out: &mut Out<'_>, sink: &m
                 "check the indentation and the quoting near this position"
             };
             let mut d = Diagnostic::error(Code::YamlSyntax, format!("invalid YAML: {}", e.message))
-                .at(Span::new(file, e.offset..e.offset), "here")
+                .at(Span::from_range(file, e.offset..e.offset), "here")
                 .hint(hint);
             if e.message.contains("flow") {
                 if let Some(open) = unclosed_bracket(text.get(..e.offset).unwrap_or("")) {
                     let c = &text[open..open + 1];
                     d = d
                         .also(
-                            Span::new(file, open..open + 1),
+                            Span::from_range(file, open..open + 1),
                             format!("this `{c}` is not closed"),
                         )
                         .hint(format!(
@@ -640,8 +640,8 @@ fn decode_yaml_file(sources: &Sources, file: FileId, out: &mut Out<'_>, sink: &m
                     Code::YamlSyntax,
                     format!("invalid YAML: the key `{key}` appears twice in one mapping"),
                 )
-                .at(Span::new(file, again.clone()), "again here")
-                .also(Span::new(file, first.clone()), "first here")
+                .at(Span::from_range(file, again.clone()), "again here")
+                .also(Span::from_range(file, first.clone()), "first here")
                 .hint("YAML keys must be unique; kubectl rejects this file. Remove one of the two"),
             );
         }
@@ -661,7 +661,7 @@ fn decode_yaml_node(
     sink: &mut Sink,
     depth: usize,
 ) {
-    let span = Span::new(file, node.span.clone());
+    let span = Span::from_range(file, node.span.clone());
     if !matches!(node.kind, yaml::NodeKind::Map(_)) {
         sink.push(not_an_object(span));
         return;
@@ -963,11 +963,11 @@ fn missing_header(sources: &Sources, span: Span, field: &str) -> Diagnostic {
             _ => None,
         });
     let at = match first_key {
-        Some(r) => Span::new(
+        Some(r) => Span::from_range(
             span.file,
             span.start as usize + r.start..span.start as usize + r.end,
         ),
-        None => Span::new(span.file, span.start as usize..span.start as usize),
+        None => Span::from_range(span.file, span.start as usize..span.start as usize),
     };
     Diagnostic::error(Code::NotAnObject, format!("object has no `{field}`"))
         .at(at, format!("this object has no `{field}`"))

@@ -1743,7 +1743,7 @@ impl Builder<'_> {
             let (mut wanted, policy, span, field) = self.families.get(&key).cloned().unwrap_or((
                 Vec::new(),
                 FamilyPolicy::Single,
-                Span::new(FileId(0), 0..0),
+                Span::from_range(FileId(0), 0..0),
                 "spec",
             ));
             if wanted.is_empty() {

@@ -4,10 +4,18 @@
 //! module only translates its resolved form into [`AdminPolicy`] values, so that `.pipe`
 //! policies rank with AdminNetworkPolicies by priority and go through the same semantics
 //! and lowering. Provenance points at the `.pipe` text itself: each rule keeps its span.
+//!
+//! The other `.pipe` statements that reach a later stage are converted here as well, so
+//! that the backend API and the partitioner know nothing of policy-lang: `target` blocks
+//! become backend [`Profile`]s ([`target_profile`]) and placement statements become the
+//! partitioner's [`PlacementHint`]s ([`placement_hints`]).
 
 use super::*;
+use crate::backend::{builtin_profiles, ActionKind, FieldCap, MaskCap, Profile};
+use crate::partition::hints::{self, PlacementHint};
 use crate::source::{FieldPath, Sources};
 use policy_lang::resolved as pl;
+use std::collections::BTreeMap;
 
 /// Translates every policy of a resolved program. `files` is the program's source set, and
 /// `sources` must hold the same files under the same names (the driver adds them).
@@ -25,7 +33,7 @@ pub fn program_to_admin_policies(
 
 fn span(s: policy_lang::Span, files: &policy_lang::SourceSet, sources: &Sources) -> Option<Span> {
     let file = sources.find(files.name(s.file))?;
-    Some(Span::new(file, s.range()))
+    Some(Span::from_range(file, s.range()))
 }
 
 fn policy(p: &pl::Policy, files: &policy_lang::SourceSet, sources: &Sources) -> AdminPolicy {
@@ -221,4 +229,206 @@ fn priority_span(p: &AdminPolicy, sources: &Sources) -> Option<Span> {
         return Some(span);
     }
     Some(sources.locate(span, &FieldPath::parse("spec.priority")))
+}
+
+/// The placement statements of `program` (`exclude`, `pin`, `prefer`, `reserve`), in
+/// their order, as the partitioner's hints.
+pub fn placement_hints(program: &pl::Program) -> Vec<PlacementHint> {
+    program
+        .placements
+        .iter()
+        .map(|p| PlacementHint {
+            subject: match &p.subject {
+                pl::PlaceSubject::Policy(name) => hints::Subject::Policy(name.clone()),
+                pl::PlaceSubject::Service { namespace, name } => hints::Subject::Service {
+                    namespace: namespace.clone(),
+                    name: name.clone(),
+                },
+                pl::PlaceSubject::Table(name) => hints::Subject::Table(name.clone()),
+            },
+            hint: match &p.hint {
+                pl::Hint::Pin { target } => hints::Hint::Pin {
+                    target: target.clone(),
+                },
+                pl::Hint::Prefer { target } => hints::Hint::Prefer {
+                    target: target.clone(),
+                },
+                pl::Hint::Reserve {
+                    target,
+                    resource,
+                    amount,
+                } => hints::Hint::Reserve {
+                    target: target.clone(),
+                    resource: match resource {
+                        pl::Resource::Entries => hints::Resource::Entries,
+                        pl::Resource::Counters => hints::Resource::Counters,
+                        pl::Resource::Sas => hints::Resource::Sas,
+                    },
+                    amount: *amount,
+                },
+                pl::Hint::ExcludeFromHardware => hints::Hint::ExcludeFromHardware,
+            },
+        })
+        .collect()
+}
+
+/// The hardware action class of a `.pipe` action name (`None`: no action class of its own,
+/// as `allow`, which is the absence of a drop).
+fn pipe_action(name: &str) -> Option<ActionKind> {
+    Some(match name {
+        "drop" => ActionKind::Drop,
+        "count" => ActionKind::Count,
+        "mark" => ActionKind::Mark,
+        "queue" => ActionKind::Queue,
+        "rss" => ActionKind::Rss,
+        "encrypt" | "decrypt" => ActionKind::Security,
+        "vlan_push" => ActionKind::PushVlan,
+        "vlan_pop" => ActionKind::PopVlan,
+        "jump" => ActionKind::Jump,
+        "dnat" | "snat" => ActionKind::Rewrite,
+        "redirect" => ActionKind::Queue,
+        _ => return None,
+    })
+}
+
+fn pipe_mask(m: policy_lang::targets::MaskKind) -> MaskCap {
+    match m {
+        policy_lang::targets::MaskKind::Exact => MaskCap::Exact,
+        policy_lang::targets::MaskKind::Prefix => MaskCap::Prefix,
+        policy_lang::targets::MaskKind::Any => MaskCap::Any,
+    }
+}
+
+fn pipe_limit(l: policy_lang::targets::Limit) -> Option<u64> {
+    match l {
+        policy_lang::targets::Limit::Finite(n) => Some(u64::from(n)),
+        policy_lang::targets::Limit::Unlimited => None,
+    }
+}
+
+fn pipe_levels(l: policy_lang::targets::Limit) -> u32 {
+    match l {
+        policy_lang::targets::Limit::Finite(n) => n,
+        policy_lang::targets::Limit::Unlimited => u32::MAX,
+    }
+}
+
+/// The backend profile of a `.pipe` `target` block. `targets` is every target the program
+/// knows (`resolved::Program::targets`: presets and blocks), used to follow `extends`.
+///
+/// A block that extends a preset pipec has built in (`octeon-cn10k`, `ebpf`) starts
+/// from pipec's profile, which knows the device better than the preset table does
+/// (protocol values, reserved entries, MARK width), and applies only what the block
+/// changed relative to the preset: fields added, removed or re-masked, actions added
+/// or removed, levels, entries and counters. A block from scratch starts from
+/// [`Profile::default`], which can do nothing, and gets exactly what it declares (a
+/// 16-bit MARK when it declares `mark`). `range` among its match kinds makes every
+/// field range-capable; without `ternary`, masks shrink to what `lpm`/`exact` allow.
+pub fn target_profile(
+    tp: &policy_lang::targets::TargetProfile,
+    targets: &BTreeMap<String, policy_lang::targets::TargetProfile>,
+) -> Profile {
+    target_profile_depth(tp, targets, 0)
+}
+
+fn target_profile_depth(
+    tp: &policy_lang::targets::TargetProfile,
+    targets: &BTreeMap<String, policy_lang::targets::TargetProfile>,
+    depth: u32,
+) -> Profile {
+    use policy_lang::targets::{MatchKind, TargetProfile};
+    if tp.builtin {
+        if let Some(p) = builtin_profiles().into_iter().find(|p| p.name == tp.name) {
+            return p;
+        }
+    }
+    // The parent: a built-in or another block (resolve rejects cycles; the depth
+    // bound is a second guard).
+    let parent: Option<(TargetProfile, Profile)> = tp.extends.as_ref().and_then(|name| {
+        let ptp = targets
+            .get(name)
+            .cloned()
+            .or_else(|| policy_lang::targets::preset(name).map(TargetProfile::from_preset))?;
+        (depth < 16).then(|| {
+            let p = target_profile_depth(&ptp, targets, depth + 1);
+            (ptp, p)
+        })
+    });
+    let (base_tp, mut p) = match parent {
+        Some((ptp, p)) => (ptp, p),
+        None => (TargetProfile::empty(&tp.name), Profile::default()),
+    };
+    p.name = tp.name.clone();
+    p.description = match &tp.extends {
+        Some(e) => format!("`.pipe` target extending {e}"),
+        None => "`.pipe` target".to_string(),
+    };
+    // Fields: removed, added or re-masked relative to the parent.
+    for f in base_tp.fields.keys() {
+        if !tp.fields.contains_key(f) {
+            p.caps.fields.remove(f);
+        }
+    }
+    let ternary = tp.kinds.contains(&MatchKind::Ternary);
+    let lpm = tp.kinds.contains(&MatchKind::Lpm);
+    for (f, m) in &tp.fields {
+        if base_tp.fields.get(f) == Some(m) {
+            continue;
+        }
+        let mut masks = pipe_mask(*m);
+        if !ternary && masks == MaskCap::Any {
+            masks = if lpm { MaskCap::Prefix } else { MaskCap::Exact };
+        }
+        if !ternary && !lpm {
+            masks = MaskCap::Exact;
+        }
+        p.caps.fields.insert(
+            f.clone(),
+            FieldCap {
+                masks,
+                values: None,
+                ranges: tp.kinds.contains(&MatchKind::Range),
+            },
+        );
+    }
+    // Actions, on ingress; egress keeps the parent's (a block cannot say).
+    for a in base_tp.actions.difference(&tp.actions) {
+        if let Some(k) = pipe_action(a) {
+            let still = tp.actions.iter().any(|b| pipe_action(b) == Some(k));
+            if !still {
+                p.caps.ingress_actions.remove(&k);
+                p.caps.egress_actions.remove(&k);
+            }
+        }
+    }
+    for a in tp.actions.difference(&base_tp.actions) {
+        if let Some(k) = pipe_action(a) {
+            p.caps.ingress_actions.insert(k);
+        }
+    }
+    if p.caps.ingress_actions.contains(&ActionKind::Mark) && p.caps.mark_bits == 0 {
+        p.caps.mark_bits = 16;
+        p.caps.max_mark = 0xFFFD;
+    }
+    if tp.priority_levels != base_tp.priority_levels || tp.extends.is_none() {
+        p.caps.priority_levels = pipe_levels(tp.priority_levels);
+    }
+    if tp.max_priority_levels != base_tp.max_priority_levels || tp.extends.is_none() {
+        p.caps.max_priority_levels = pipe_levels(tp.max_priority_levels);
+    }
+    p.caps.max_priority_levels = p.caps.max_priority_levels.max(p.caps.priority_levels);
+    if p.caps.tables == 0 {
+        p.caps.tables = 1;
+    }
+    if tp.entries != base_tp.entries || tp.extends.is_none() {
+        p.budget.entries = pipe_limit(tp.entries);
+        // Reserved entries stay reserved out of a smaller table, but never all of it.
+        if let Some(e) = p.budget.entries {
+            p.budget.reserved_entries = p.budget.reserved_entries.min(e / 2);
+        }
+    }
+    if tp.counters != base_tp.counters || tp.extends.is_none() {
+        p.budget.counters = pipe_limit(tp.counters);
+    }
+    p
 }

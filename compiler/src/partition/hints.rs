@@ -9,15 +9,79 @@
 //! A **reserve** hint of flow entries on the hardware target becomes a
 //! [`Reservation`] that the budget step fills with the subject's entries first; a
 //! reservation of another resource or for another target is only shown in the chain.
+//!
+//! The hints are the partitioner's own types: `model::pipe::placement_hints` converts the
+//! `.pipe` placement statements into them, so the partitioner knows nothing of policy-lang.
 
 use super::budget::Reservation;
 use super::capability::Candidate;
 use super::Why;
 use crate::mag::{Mag, Provenance};
-use policy_lang::resolved::{Hint, PlaceSubject, Placement, Resource};
+
+/// One placement hint: what it is about and what it asks for.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PlacementHint {
+    /// What it is about.
+    pub subject: Subject,
+    /// What it asks for.
+    pub hint: Hint,
+}
+
+/// What a placement hint is about.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Subject {
+    /// A policy, by name (a `.pipe` policy's name, or an object's display name).
+    Policy(String),
+    /// A Service, by namespace and name.
+    Service {
+        /// Its namespace.
+        namespace: String,
+        /// Its name.
+        name: String,
+    },
+    /// A table of the pipeline, by name.
+    Table(String),
+}
+
+/// A resource a hint can reserve.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Resource {
+    /// Table entries.
+    Entries,
+    /// Counters.
+    Counters,
+    /// Security associations.
+    Sas,
+}
+
+/// What a placement hint asks for.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Hint {
+    /// Must be on this target.
+    Pin {
+        /// The target.
+        target: String,
+    },
+    /// Should be on this target when it fits.
+    Prefer {
+        /// The target.
+        target: String,
+    },
+    /// Keep this much of a resource on a target for it.
+    Reserve {
+        /// The target.
+        target: String,
+        /// The resource.
+        resource: Resource,
+        /// How much.
+        amount: u32,
+    },
+    /// Never in hardware: software (eBPF) only.
+    ExcludeFromHardware,
+}
 
 /// The text of a hint, as explain shows it.
-pub fn hint_text(p: &Placement) -> String {
+pub fn hint_text(p: &PlacementHint) -> String {
     let subject = subject_text(&p.subject);
     match &p.hint {
         Hint::ExcludeFromHardware => format!("exclude {subject} from hardware"),
@@ -31,17 +95,17 @@ pub fn hint_text(p: &Placement) -> String {
     }
 }
 
-fn subject_text(s: &PlaceSubject) -> String {
+fn subject_text(s: &Subject) -> String {
     match s {
-        PlaceSubject::Policy(p) => format!("policy \"{p}\""),
-        PlaceSubject::Service { namespace, name } => format!("service \"{namespace}/{name}\""),
-        PlaceSubject::Table(t) => format!("table \"{t}\""),
+        Subject::Policy(p) => format!("policy \"{p}\""),
+        Subject::Service { namespace, name } => format!("service \"{namespace}/{name}\""),
+        Subject::Table(t) => format!("table \"{t}\""),
     }
 }
 
 /// Whether candidate `c` of `mag` is about `subject`.
-pub fn names(mag: &Mag, c: &Candidate, subject: &PlaceSubject) -> bool {
-    if let PlaceSubject::Table(t) = subject {
+pub fn names(mag: &Mag, c: &Candidate, subject: &Subject) -> bool {
+    if let Subject::Table(t) = subject {
         return mag.table(c.table).is_some_and(|table| table.name == *t);
     }
     let Some(table) = mag.table(c.table) else {
@@ -57,13 +121,13 @@ pub fn names(mag: &Mag, c: &Candidate, subject: &PlaceSubject) -> bool {
             _ => return false,
         };
         match subject {
-            PlaceSubject::Policy(p) => origin.name == *p || origin.display_name() == *p,
-            PlaceSubject::Service { namespace, name } => {
+            Subject::Policy(p) => origin.name == *p || origin.display_name() == *p,
+            Subject::Service { namespace, name } => {
                 origin.kind == "Service"
                     && origin.namespace.as_deref() == Some(namespace.as_str())
                     && origin.name == *name
             }
-            PlaceSubject::Table(_) => false,
+            Subject::Table(_) => false,
         }
     })
 }
@@ -73,7 +137,7 @@ pub fn names(mag: &Mag, c: &Candidate, subject: &PlaceSubject) -> bool {
 pub fn apply(
     mag: &Mag,
     cands: &mut [Candidate],
-    hints: &[Placement],
+    hints: &[PlacementHint],
     target: &str,
 ) -> Vec<Reservation> {
     let mut reservations: Vec<Reservation> = hints

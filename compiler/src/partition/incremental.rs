@@ -345,7 +345,7 @@ pub fn replan(
     mut prev: Basis,
     mag: &Mag,
     profile: &Profile,
-    placement_hints: &[policy_lang::resolved::Placement],
+    placement_hints: &[super::PlacementHint],
     check: Option<&RuleCheck<'_>>,
 ) -> Result<(Plan, Basis), FromScratch> {
     if !placement_hints.is_empty() {

@@ -3,7 +3,7 @@
 //! # Hardware as a sound cache
 //!
 //! The eBPF pipeline always holds the whole MAG. The partitioner chooses a part of it that
-//! the hardware (the first profile given, such as `octeon-cn10k`) decides on its own, and
+//! the hardware (the profile given, such as `octeon-cn10k`) decides on its own, and
 //! gives every MAG entry a [`Placement`] with a [`Why`]: the hardware entry is in the flow
 //! table, or it is left to eBPF and the reason says which rule of DESIGN.md §7 failed.
 //!
@@ -40,6 +40,8 @@ pub mod explain;
 pub mod hints;
 pub mod incremental;
 pub mod prefixes;
+
+pub use hints::PlacementHint;
 
 use crate::backend::{PlanSlice, Profile};
 use crate::mag::{EntryId, Mag, MagInfo, TableId};
@@ -361,35 +363,21 @@ fn origin_texts(mag: &Mag, placements: &[Placement]) -> BTreeMap<u32, String> {
     out
 }
 
-/// Partitions a validated MAG over `profiles` (the first one is the hardware target; the
-/// eBPF pipeline takes everything else). With no profile, everything stays in eBPF.
-pub fn mag_to_plan(mag: &Mag, info: &MagInfo, profiles: &[Profile]) -> Plan {
-    mag_to_plan_with_hints(mag, info, profiles, &[])
+/// Partitions a validated MAG for the hardware target `profile` (the eBPF pipeline takes
+/// everything else), honouring the placement `hints` (see [`hints`]; the model converts
+/// `.pipe` placement statements with `model::pipe::placement_hints`).
+pub fn mag_to_plan(mag: &Mag, info: &MagInfo, profile: &Profile, hints: &[PlacementHint]) -> Plan {
+    mag_to_plan_checked(mag, info, profile, hints, None)
 }
 
-/// [`mag_to_plan`] honouring `.pipe` placement hints (`resolved::Program::placements`):
-/// see [`hints`].
-pub fn mag_to_plan_with_hints(
-    mag: &Mag,
-    info: &MagInfo,
-    profiles: &[Profile],
-    placement_hints: &[policy_lang::resolved::Placement],
-) -> Plan {
-    let profile = profiles
-        .first()
-        .cloned()
-        .unwrap_or_else(crate::backend::octeon_cn10k_profile);
-    mag_to_plan_checked(mag, info, &profile, placement_hints, None)
-}
-
-/// [`mag_to_plan_with_hints`] for one profile, asking `check` (the hardware backend's
+/// [`mag_to_plan`], asking `check` (the hardware backend's
 /// [`check_rule`](crate::backend::Backend::check_rule)) whether the target can hold each
 /// rule, so that nothing the backend would refuse is placed.
 pub fn mag_to_plan_checked(
     mag: &Mag,
     info: &MagInfo,
     profile: &Profile,
-    placement_hints: &[policy_lang::resolved::Placement],
+    placement_hints: &[PlacementHint],
     check: Option<&capability::RuleCheck<'_>>,
 ) -> Plan {
     plan_from_scratch(mag, info, profile, placement_hints, check).0
@@ -401,7 +389,7 @@ pub fn plan_from_scratch(
     mag: &Mag,
     info: &MagInfo,
     profile: &Profile,
-    placement_hints: &[policy_lang::resolved::Placement],
+    placement_hints: &[PlacementHint],
     check: Option<&capability::RuleCheck<'_>>,
 ) -> (Plan, incremental::Basis) {
     let _ = info;

@@ -8,7 +8,7 @@ use crate::model::Cluster;
 use std::fmt::Write as _;
 
 /// Builds a cluster from manifests; panics with the rendered diagnostics on an error.
-pub fn cluster(yaml: &str) -> Cluster {
+pub(crate) fn cluster(yaml: &str) -> Cluster {
     let loaded = driver::load_texts(&[("test.yaml", yaml)], &BuildOptions::default());
     if loaded.has_errors() {
         panic!(
@@ -20,18 +20,18 @@ pub fn cluster(yaml: &str) -> Cluster {
 }
 
 /// Evaluates `from` → `to` at `port` (the `pipec trace` argument forms).
-pub fn eval(c: &Cluster, from: &str, to: &str, port: &str) -> Outcome {
+pub(crate) fn eval(c: &Cluster, from: &str, to: &str, port: &str) -> Outcome {
     let probe = crate::trace::parse_probe(c, from, to, port).expect("valid probe");
     evaluate(&Context::with_options(c, Options::default()), &probe)
 }
 
 /// `Some(true)` allowed, `Some(false)` denied.
-pub fn allowed(c: &Cluster, from: &str, to: &str, port: &str) -> bool {
+pub(crate) fn allowed(c: &Cluster, from: &str, to: &str, port: &str) -> bool {
     eval(c, from, to, port).allowed().expect("candidates agree")
 }
 
 /// A compact text form of an outcome: the verdict, then each path's directions and rules.
-pub fn describe(c: &Cluster, o: &Outcome) -> String {
+pub(crate) fn describe(c: &Cluster, o: &Outcome) -> String {
     let mut out = String::new();
     let verdict = o.verdict.map_or("mixed".to_string(), |v| v.to_string());
     let _ = writeln!(out, "{verdict}: {}", o.reason);
@@ -76,7 +76,7 @@ pub fn describe(c: &Cluster, o: &Outcome) -> String {
 
 /// Two namespaces `x` and `y` with pods `a` (app=a) and `b` (app=b), ports 80/TCP "web"
 /// and 53/UDP "dns", followed by `extra`.
-pub fn base(extra: &str) -> Cluster {
+pub(crate) fn base(extra: &str) -> Cluster {
     let mut text = String::new();
     for (ns, net) in [("x", 1), ("y", 2)] {
         let _ = write!(

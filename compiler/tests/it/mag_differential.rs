@@ -102,7 +102,7 @@ fn same(r: Verdict, m: MagVerdict) -> bool {
 }
 
 /// Runs every probe of a cluster; returns the number checked or the first disagreement.
-pub fn check_cluster(c: &Cluster) -> Result<usize, String> {
+pub(crate) fn check_cluster(c: &Cluster) -> Result<usize, String> {
     let ctx = Context::new(c);
     let mut engine = Engine::new(c);
     let mut n = 0;

@@ -5,10 +5,10 @@ use proptest::prelude::*;
 
 // Everything but `spec`, which this module defines for more nodes (a local item shadows the
 // glob).
-pub use pipec::testgen::*;
+pub(crate) use pipec::testgen::*;
 
 /// Clusters of up to `max_pods` pods on no nodes (the synthetic one), one node or two.
-pub fn spec(max_pods: usize) -> impl Strategy<Value = Spec> {
+pub(crate) fn spec(max_pods: usize) -> impl Strategy<Value = Spec> {
     pipec::testgen::spec_on_nodes(max_pods, 2)
 }
 

@@ -9,10 +9,9 @@ use pipec::hwmodel::Tcam;
 use pipec::lower;
 use pipec::mag;
 use pipec::model::{PodId, Protocol};
-use pipec::partition::{engine::HwEngine, mag_to_plan, mag_to_plan_with_hints};
+use pipec::partition::hints::{Hint, PlacementHint, Resource, Subject};
+use pipec::partition::{engine::HwEngine, mag_to_plan};
 use pipec::semantics::{Destination, Peer, Probe};
-use policy_lang::resolved::{Hint, PlaceSubject, Placement, Resource};
-use policy_lang::Span;
 use proptest::prelude::*;
 use std::path::PathBuf;
 
@@ -36,7 +35,7 @@ proptest! {
         let lowered = lower::cluster_to_mag(&cluster, None);
         let info = mag::validate(lowered.mag()).expect("valid");
         let profile = octeon_cn10k_profile();
-        let plan = mag_to_plan(lowered.mag(), &info, std::slice::from_ref(&profile));
+        let plan = mag_to_plan(lowered.mag(), &info, &profile, &[]);
         prop_assert!(plan.usage.levels <= profile.caps.priority_levels);
         prop_assert!(Tcam::load(&plan.slice, profile.caps.priority_levels, None).is_ok());
         let reference = Reference.prepare(&cluster).expect("reference");
@@ -62,7 +61,7 @@ proptest! {
 }
 
 /// The Star Wars example on a flow table of `limit` entries, with `hints`.
-fn starwars_plan(limit: u64, hints: &[Placement]) -> pipec::partition::Plan {
+fn starwars_plan(limit: u64, hints: &[PlacementHint]) -> pipec::partition::Plan {
     let dir = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/starwars"));
     let loaded = pipec::driver::load(&[dir], &pipec::model::build::BuildOptions::default());
     assert!(!loaded.has_errors());
@@ -70,18 +69,17 @@ fn starwars_plan(limit: u64, hints: &[Placement]) -> pipec::partition::Plan {
     let info = mag::validate(lowered.mag()).expect("valid");
     let mut profile = octeon_cn10k_profile();
     profile.budget.entries = Some(profile.budget.reserved_entries + limit);
-    mag_to_plan_with_hints(lowered.mag(), &info, &[profile], hints)
+    mag_to_plan(lowered.mag(), &info, &profile, hints)
 }
 
-fn reserve(policy: &str, amount: u32) -> Placement {
-    Placement {
-        subject: PlaceSubject::Policy(policy.into()),
+fn reserve(policy: &str, amount: u32) -> PlacementHint {
+    PlacementHint {
+        subject: Subject::Policy(policy.into()),
         hint: Hint::Reserve {
             target: "octeon-cn10k".into(),
             resource: Resource::Entries,
             amount,
         },
-        span: Span::default(),
     }
 }
 

@@ -41,6 +41,15 @@
 //! table or the new one, never a mix, so the replace is make-before-break at packet
 //! granularity. [`NftOps`] says so per change.
 
+// Dev-dependencies that the unit tests do not use; the package's integration tests,
+// benches or examples do.
+#[cfg(test)]
+use insta as _;
+#[cfg(test)]
+use libc as _;
+#[cfg(test)]
+use serde_yaml as _;
+
 pub mod ranges;
 
 use pipec::backend::{

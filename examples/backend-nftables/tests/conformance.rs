@@ -6,6 +6,10 @@
 
 #![allow(unsafe_code, reason = "setns(2) has no safe wrapper in std")]
 
+// Dependencies of the package that this target does not use itself; they serve its
+// other targets. `unused_crate_dependencies` checks every target against all of them.
+use serde_json as _;
+
 use pipec::backend::{Backend, Profile, Reason};
 use pipec::conformance::{check_engine, Engine, EngineVerdict, Evaluator};
 use pipec::model::{Cluster, Protocol};

@@ -1,5 +1,11 @@
 //! The rendered table: its stable text, and real `nft` accepts it.
 
+// Dependencies of the package that this target does not use itself; they serve its
+// other targets. `unused_crate_dependencies` checks every target against all of them.
+use libc as _;
+use serde_json as _;
+use serde_yaml as _;
+
 use pipec::backend::{Backend, Profile};
 use pipec::session::{Session, SessionOptions};
 use pipec_backend_nftables::{NftBackend, TARGET};

@@ -91,14 +91,8 @@ catalog! {
     ContradictorySelector = "P0039", "contradictory-selector", contradictory_selector, Error;
 }
 
-/// How bad a diagnostic is.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
-pub enum Severity {
-    /// The input is accepted; something in it is probably not what was meant.
-    Warning,
-    /// The input is rejected.
-    Error,
-}
+/// How bad a diagnostic is: the shared source layer's order (a warning before an error).
+pub use pipec_source::Severity;
 
 /// A span with a message, pointing into the source.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -207,14 +201,14 @@ impl Diagnostic {
             .collect();
         cs::Diagnostic::new(severity)
             .with_code(self.code.as_str())
-            .with_message(crate::window::clip(&self.message))
+            .with_message(pipec_source::window::clip(&self.message))
             .with_labels(labels)
             .with_notes(notes)
     }
 }
 
 /// `d` rendered with a window of its line when that line is very long
-/// ([`crate::window`]); `None` otherwise.
+/// ([`pipec_source::window`]); `None` otherwise.
 fn long_line_text(d: &Diagnostic, files: &SourceSet) -> Option<String> {
     let file = files.get(d.primary.span.file)?;
     let at = files.line_col(d.primary.span);
@@ -234,8 +228,8 @@ fn long_line_text(d: &Diagnostic, files: &SourceSet) -> Option<String> {
         .collect();
     notes.extend(d.notes.iter().map(|n| format!("note: {n}")));
     notes.extend(d.help.iter().map(|h| format!("help: {h}")));
-    crate::window::long_line(&crate::window::Snippet {
-        severity: severity_word(d.severity),
+    pipec_source::window::long_line(&pipec_source::window::Snippet {
+        severity: d.severity.word(),
         code: d.code.as_str(),
         message: &d.message,
         file: &file.name,
@@ -260,20 +254,13 @@ pub fn render(diags: &[Diagnostic], files: &SourceSet) -> String {
         if term::emit_to_string(&mut out, &config, files, &d.to_codespan()).is_err() {
             out.push_str(&format!(
                 "{}[{}]: {}\n",
-                severity_word(d.severity),
+                d.severity.word(),
                 d.code.as_str(),
                 d.message
             ));
         }
     }
     out
-}
-
-fn severity_word(s: Severity) -> &'static str {
-    match s {
-        Severity::Error => "error",
-        Severity::Warning => "warning",
-    }
 }
 
 /// Writes diagnostics to standard error, in colour when it is a terminal that wants it.
@@ -315,7 +302,7 @@ pub(crate) mod test_support {
     use crate::source::MemoryLoader;
 
     /// Parses and resolves one file called `test.pipe` and returns every diagnostic.
-    pub fn check(src: &str) -> Vec<Diagnostic> {
+    pub(crate) fn check(src: &str) -> Vec<Diagnostic> {
         let mut files = SourceSet::new();
         let id = files.add("test.pipe", src);
         match crate::resolve(&mut files, &[id], &mut MemoryLoader::default()) {
@@ -325,10 +312,36 @@ pub(crate) mod test_support {
     }
 
     /// The diagnostics of `src` with `code`; panics (failing the test) if there is none.
-    pub fn expect(src: &str, code: Code) -> Vec<Diagnostic> {
+    pub(crate) fn expect(src: &str, code: Code) -> Vec<Diagnostic> {
         let all = check(src);
         let found: Vec<_> = all.iter().filter(|d| d.code == code).cloned().collect();
         assert!(!found.is_empty(), "expected {code:?}, got {all:#?}");
         found
+    }
+}
+
+/// The shared long-line renderer (`pipec_source::window`) on `.pipe` diagnostics.
+#[cfg(test)]
+mod long_line {
+    /// Issue 18, item 6: a thousand broken statements on one line give diagnostics of a
+    /// window each, not the whole line each time.
+    #[test]
+    fn a_pipe_file_with_one_long_line_renders_small() {
+        let text = format!(
+            "policy \"p\" priority 1 {{ subject namespaces {{}}; {} }}",
+            "ingress allow frm entity all; ".repeat(1000)
+        );
+        let mut files = crate::SourceSet::new();
+        let id = files.add("long.pipe", text.clone());
+        let (_, diags) = crate::parse(id, &text);
+        assert!(!diags.is_empty());
+        let out = crate::render(&diags, &files);
+        assert!(out.contains("shown in part"), "{out}");
+        assert!(
+            out.len() < diags.len() * 1000,
+            "{} bytes for {} diagnostics",
+            out.len(),
+            diags.len()
+        );
     }
 }

@@ -415,7 +415,7 @@ mod gen {
         }
     }
 
-    pub fn word() -> impl Strategy<Value = Word> {
+    pub(super) fn word() -> impl Strategy<Value = Word> {
         "[a-z_][a-z0-9_-]{0,8}"
             .prop_filter("not a keyword", |t| !KEYWORDS.contains(&t.as_str()))
             .prop_map(w)
@@ -429,7 +429,7 @@ mod gen {
         any::<u32>().prop_map(|n| w(n.to_string()))
     }
 
-    pub fn string() -> impl Strategy<Value = Str> {
+    pub(super) fn string() -> impl Strategy<Value = Str> {
         "(\\PC|[\"\\\\\n\t])*".prop_map(s)
     }
 
@@ -693,7 +693,7 @@ mod gen {
         ]
     }
 
-    pub fn file() -> impl Strategy<Value = File> {
+    pub(super) fn file() -> impl Strategy<Value = File> {
         let item = prop_oneof![
             string().prop_map(Item::Include),
             policy().prop_map(Item::Policy),

@@ -3,6 +3,17 @@
 //!
 //! `cargo run --release -p pipec-cpt --example bench [nodes]`
 
+// Dependencies of the package that this target does not use itself; they serve its
+// other targets. `unused_crate_dependencies` checks every target against all of them.
+use aes_gcm as _;
+use base64 as _;
+use insta as _;
+use pipec_dpdk_sys as _;
+use serde as _;
+use serde_json as _;
+use serde_yaml as _;
+use sha2 as _;
+
 use std::fmt::Write as _;
 use std::time::Instant;
 

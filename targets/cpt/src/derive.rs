@@ -15,7 +15,7 @@ use sha2::{Digest, Sha256, Sha512};
 use crate::key::SecretBytes;
 
 /// Boot IDs are cut to this many characters, as Cilium does (a UUID's length).
-pub const BOOT_ID_LEN: usize = 36;
+pub(crate) const BOOT_ID_LEN: usize = 36;
 
 /// The IP as Cilium feeds it to the hash: 4 bytes for IPv4 (also when v4-mapped), else 16.
 fn canonical(ip: IpAddr) -> Vec<u8> {

@@ -18,7 +18,7 @@ pub struct AeadKey {
 }
 
 /// RFC 4106's salt length.
-pub const SALT_LEN: usize = 4;
+pub(crate) const SALT_LEN: usize = 4;
 
 impl AeadKey {
     /// The cipher key (all but the salt).

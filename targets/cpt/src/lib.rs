@@ -34,6 +34,14 @@
 //!
 //! Any error means nothing is compiled, so nothing is applied.
 
+// Dev-dependencies that the unit tests do not use; the package's integration tests,
+// benches or examples do (pipec-dpdk-sys is also an optional dependency, used by the lib
+// only with feature `dpdk`).
+#[cfg(test)]
+use insta as _;
+#[cfg(all(test, not(feature = "dpdk")))]
+use pipec_dpdk_sys as _;
+
 mod backend;
 mod derive;
 mod diag;

@@ -245,7 +245,7 @@ pub fn compile_with(
 }
 
 /// The SA slot of a peer for an SPI; see the module docs.
-pub fn index_of(base: u32, ordinal: usize, spi: u32) -> u32 {
+pub(crate) fn index_of(base: u32, ordinal: usize, spi: u32) -> u32 {
     let ordinal = u32::try_from(ordinal).unwrap_or(u32::MAX / 4);
     base.saturating_add(ordinal.saturating_mul(3))
         .saturating_add(spi % 3)

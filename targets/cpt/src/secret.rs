@@ -21,13 +21,13 @@ use crate::diag::{CptCode, CptDiagnostic};
 use crate::key::{AeadKey, SecretBytes};
 
 /// The Secret's name Cilium reads.
-pub const SECRET_NAME: &str = "cilium-ipsec-keys";
+pub(crate) const SECRET_NAME: &str = "cilium-ipsec-keys";
 /// The Secret's namespace.
-pub const SECRET_NAMESPACE: &str = "kube-system";
+pub(crate) const SECRET_NAMESPACE: &str = "kube-system";
 /// The only algorithm accepted.
-pub const ALGORITHM: &str = "rfc4106(gcm(aes))";
+pub(crate) const ALGORITHM: &str = "rfc4106(gcm(aes))";
 /// Key plus salt length of AES-GCM-128 in bytes.
-pub const KEY_LEN: usize = 20;
+pub(crate) const KEY_LEN: usize = 20;
 
 /// One key of the Secret.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]

@@ -13,6 +13,16 @@
 //! host entry (one hash lookup), "allowed, dst in a /24" to an address only a /24 covers
 //! (a hash miss, then the trie).
 
+// Dependencies of the package that this target does not use itself; they serve its
+// other targets. `unused_crate_dependencies` checks every target against all of them.
+use aya as _;
+use ipnet as _;
+use libc as _;
+use object as _;
+use pipec as _;
+use serde_json as _;
+use thiserror as _;
+
 use std::net::{IpAddr, Ipv4Addr};
 use std::time::Instant;
 

@@ -6,6 +6,14 @@
 
 #![allow(clippy::print_stdout, reason = "a command-line tool prints its result")]
 
+// Dependencies of the package that this target does not use itself; they serve its
+// other targets. `unused_crate_dependencies` checks every target against all of them.
+use insta as _;
+use pipec as _;
+use serde as _;
+use serde_json as _;
+use thiserror as _;
+
 use pipec_rte_flow::oracle::{self, Verdict};
 use std::process::ExitCode;
 

@@ -3,6 +3,14 @@
 
 #![cfg(feature = "dpdk")]
 
+// Dependencies of the package that this target does not use itself; they serve its
+// other targets. `unused_crate_dependencies` checks every target against all of them.
+use insta as _;
+use pipec as _;
+use serde as _;
+use serde_json as _;
+use thiserror as _;
+
 use pipec_rte_flow::ffi::{apply, CRule, Eal};
 use pipec_rte_flow::fixtures::{cnxk_slice, syntax_rules};
 use pipec_rte_flow::RteFlowBackend;

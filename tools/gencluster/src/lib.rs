@@ -24,6 +24,14 @@
 //!   namespaces / ipBlocks with except, ports by number, by name and endPort ranges,
 //!   matchExpressions, and egress rules (DNS, databases, the internet minus RFC 1918).
 
+// Dependencies of the package that this target does not use itself; they serve its
+// other targets. `unused_crate_dependencies` checks every target against all of them.
+use clap as _;
+// Dev-dependencies that the unit tests do not use; the package's integration tests,
+// benches or examples do.
+#[cfg(test)]
+use pipec as _;
+
 use serde::Serialize;
 use serde_json::{json, Map, Value};
 use std::io::{self, Write};

@@ -6,6 +6,15 @@
 //! gencluster --pods 15000 --services 1000 --endpoints 10000 --policies 1000 -o x.json
 //! ```
 
+// Dependencies of the package that this target does not use itself; they serve its
+// other targets. `unused_crate_dependencies` checks every target against all of them.
+use serde as _;
+use serde_json as _;
+// Dev-dependencies that the unit tests do not use; the package's integration tests,
+// benches or examples do.
+#[cfg(test)]
+use pipec as _;
+
 use clap::Parser;
 use gencluster::{write_to, Spec};
 use std::io::{BufWriter, Write};

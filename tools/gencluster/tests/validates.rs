@@ -1,5 +1,11 @@
 //! The generated cluster must pass pipec's validation: no error, no warning.
 
+// Dependencies of the package that this target does not use itself; they serve its
+// other targets. `unused_crate_dependencies` checks every target against all of them.
+use clap as _;
+use serde as _;
+use serde_json as _;
+
 use gencluster::{generate, Spec};
 use pipec::driver::load_texts;
 use pipec::identity::cluster_to_identities;

@@ -6,12 +6,12 @@ use pipec::model::Cluster;
 use pipec_cpt::KeySet;
 
 /// The crate's directory.
-pub fn root() -> PathBuf {
+pub(crate) fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
 /// The starwars example plus the three IPsec nodes.
-pub fn cluster() -> Cluster {
+pub(crate) fn cluster() -> Cluster {
     let paths = vec![
         root().join("../../examples/starwars"),
         root().join("tests/fixtures/ipsec"),
@@ -26,7 +26,7 @@ pub fn cluster() -> Cluster {
 }
 
 /// Keys from a Secret fixture plus the nodes' boot IDs.
-pub fn keys(secret: &str) -> KeySet {
+pub(crate) fn keys(secret: &str) -> KeySet {
     let paths = vec![
         root().join("tests/fixtures/ipsec"),
         root().join("tests/fixtures/secrets").join(secret),
@@ -38,12 +38,12 @@ pub fn keys(secret: &str) -> KeySet {
 }
 
 /// Whether a test tool must be present (CI) rather than skipped.
-pub fn required() -> bool {
+pub(crate) fn required() -> bool {
     std::env::var_os("CI").is_some()
 }
 
 /// Whether a program runs.
-pub fn have(cmd: &str, arg: &str) -> bool {
+pub(crate) fn have(cmd: &str, arg: &str) -> bool {
     std::process::Command::new(cmd)
         .arg(arg)
         .output()
@@ -51,7 +51,7 @@ pub fn have(cmd: &str, arg: &str) -> bool {
 }
 
 /// A scratch directory.
-pub fn scratch(name: &str) -> PathBuf {
+pub(crate) fn scratch(name: &str) -> PathBuf {
     let d = std::env::temp_dir().join(format!("pipec-cpt-{}-{name}", std::process::id()));
     let _ = std::fs::create_dir_all(&d);
     d

@@ -39,7 +39,7 @@ fn committed_objects_are_current() {
         eprintln!("PIPEC_NO_CLANG=1: not checking that the committed objects are current");
         return;
     }
-    let bpf = Path::new(env!("CARGO_MANIFEST_DIR")).join("bpf");
+    let bpf = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../targets/ebpf/bpf");
     let out = std::env::temp_dir().join(format!("pipec-bpf-build-{}", std::process::id()));
     std::fs::create_dir_all(&out).unwrap();
     let st = Command::new("sh")

@@ -7,7 +7,7 @@ use pipec_ebpf::datapath::scratch_pin_dir;
 use pipec_ebpf::Datapath;
 
 /// Fails the test unless it runs as root: loading programs and creating namespaces need it.
-pub fn require_root() {
+pub(crate) fn require_root() {
     let uid = std::fs::metadata("/proc/self")
         .map(|m| m.uid())
         .unwrap_or(u32::MAX);
@@ -18,10 +18,10 @@ pub fn require_root() {
 }
 
 /// A loaded datapath whose pinned maps are removed when the test ends, pass or fail.
-pub struct TestDatapath(pub Datapath);
+pub(crate) struct TestDatapath(pub Datapath);
 
 impl TestDatapath {
-    pub fn load(tag: &str) -> Self {
+    pub(crate) fn load(tag: &str) -> Self {
         require_root();
         let dir = scratch_pin_dir(tag);
         match Datapath::load(Some(&dir)) {

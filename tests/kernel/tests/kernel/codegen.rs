@@ -11,7 +11,7 @@ use pipec::model::Cluster;
 use pipec_ebpf::mag_to_ebpf;
 
 /// The Star Wars example's model.
-pub fn starwars() -> Cluster {
+pub(crate) fn starwars() -> Cluster {
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../examples/starwars");
     let loaded = driver::load(&[dir], &BuildOptions::default());
     assert!(!loaded.has_errors(), "{}", loaded.render());

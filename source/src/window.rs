@@ -183,26 +183,4 @@ mod tests {
         assert!(c.len() < 400 && c.ends_with("(10000 bytes in all)"), "{c}");
         assert_eq!(clip("short"), "short");
     }
-
-    /// Issue 18, item 6: a thousand broken statements on one line give diagnostics of a
-    /// window each, not the whole line each time.
-    #[test]
-    fn a_pipe_file_with_one_long_line_renders_small() {
-        let text = format!(
-            "policy \"p\" priority 1 {{ subject namespaces {{}}; {} }}",
-            "ingress allow frm entity all; ".repeat(1000)
-        );
-        let mut files = crate::SourceSet::new();
-        let id = files.add("long.pipe", text.clone());
-        let (_, diags) = crate::parse(id, &text);
-        assert!(!diags.is_empty());
-        let out = crate::render(&diags, &files);
-        assert!(out.contains("shown in part"), "{out}");
-        assert!(
-            out.len() < diags.len() * 1000,
-            "{} bytes for {} diagnostics",
-            out.len(),
-            diags.len()
-        );
-    }
 }
