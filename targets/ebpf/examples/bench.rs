@@ -20,6 +20,7 @@ use ipnet as _;
 use libc as _;
 use object as _;
 use pipec as _;
+use proptest as _;
 use serde_json as _;
 use thiserror as _;
 
