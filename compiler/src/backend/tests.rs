@@ -542,6 +542,13 @@ fn backend_api() -> String {
         // harness; their surfaces are part of what a backend relies on.
         ("session.rs", include_str!("../session.rs")),
         ("conformance.rs", include_str!("../conformance.rs")),
+        // The engine trait a backend implements to run the conformance cases, and the
+        // reference engine it is compared with.
+        ("engine/mod.rs", include_str!("../engine/mod.rs")),
+        (
+            "engine/reference.rs",
+            include_str!("../engine/reference.rs"),
+        ),
         // What `CompileInput`, `Engine` and `Evaluator` hand a backend, and what it reads
         // there (the nftables example walks the MAG's tables and entries).
         ("mag/mod.rs", include_str!("../mag/mod.rs")),

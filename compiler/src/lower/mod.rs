@@ -33,7 +33,6 @@
 pub mod incremental;
 pub mod maglev;
 pub mod policy;
-pub mod probe;
 
 use crate::identity::{cluster_to_identities_and_sets, Identities};
 use crate::mag::{

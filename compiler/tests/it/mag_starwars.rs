@@ -1,7 +1,7 @@
 //! The MAG of the Star Wars example: its text snapshot, and connections through it.
 
 use pipec::driver;
-use pipec::lower::probe::{Conn, Engine, From, To};
+use pipec::engine::mag::{Conn, From, Prober, To};
 use pipec::lower::{self};
 use pipec::mag::interp::Verdict;
 use pipec::mag::{self, text};
@@ -34,7 +34,7 @@ fn only_the_empire_lands() {
     let tie = cluster.find_pod("default", "tiefighter").unwrap();
     let xwing = cluster.find_pod("default", "xwing").unwrap();
     let svc = cluster.find_service("default", "deathstar").unwrap();
-    let mut engine = Engine::new(&cluster);
+    let mut engine = Prober::new(&cluster);
     let conn = |from| Conn {
         from: From::Pod(from),
         to: To::Service(svc, 80),

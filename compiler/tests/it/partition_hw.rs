@@ -5,11 +5,12 @@
 use crate::mag_gen;
 use pipec::backend::octeon_cn10k_profile;
 use pipec::conformance::{run_paths, Engine, Reference};
-use pipec::hwmodel::Tcam;
+use pipec::engine::hw::HwEngine;
+use pipec::engine::hwmodel::Tcam;
 use pipec::lower;
 use pipec::mag;
 use pipec::model::{PodId, Protocol};
-use pipec::partition::{engine::HwEngine, mag_to_plan, mag_to_plan_with_hints};
+use pipec::partition::{mag_to_plan, mag_to_plan_with_hints};
 use pipec::semantics::{Destination, Peer, Probe};
 use policy_lang::resolved::{Hint, PlaceSubject, Placement, Resource};
 use policy_lang::Span;
