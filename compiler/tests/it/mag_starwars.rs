@@ -1,10 +1,9 @@
-//! The MAG of the Star Wars example: its text snapshot, and connections through it.
+//! Connections through the MAG of the Star Wars example (its text is in the stage matrix,
+//! `cli/tests/stages.rs`).
 
 use pipec::driver;
 use pipec::engine::mag::{Conn, From, Prober, To};
-use pipec::lower::{self};
 use pipec::mag::interp::Verdict;
-use pipec::mag::{self, text};
 use pipec::model::build::BuildOptions;
 use pipec::model::{Cluster, Protocol};
 use std::path::PathBuf;
@@ -14,18 +13,6 @@ fn starwars() -> Cluster {
     let loaded = driver::load(&[dir], &BuildOptions::default());
     assert!(!loaded.has_errors(), "{:?}", loaded.diags);
     loaded.cluster
-}
-
-#[test]
-fn emit_mag_snapshot() {
-    let cluster = starwars();
-    let lowered = lower::cluster_to_mag(&cluster, None);
-    mag::validate(lowered.mag()).unwrap();
-    let text = text::mag_to_text(lowered.mag());
-    insta::assert_snapshot!("starwars_mag", text);
-    let parsed = text::text_to_mag(&text).unwrap();
-    mag::validate(&parsed).unwrap();
-    assert_eq!(text::mag_to_text(&parsed), text);
 }
 
 #[test]
