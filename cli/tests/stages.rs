@@ -12,23 +12,15 @@
 //! `ebpf` is the eBPF codegen's artifact, which needs no kernel. `cpt` is emitted for the
 //! examples that carry Cilium's IPsec key Secret, the only ones with SAs to print.
 
+mod support;
+
 use pipec::mag::text::{mag_to_text, text_to_mag};
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use support::STAGES;
 
 /// The repository root, where the binary runs, so snapshot paths are relative to it.
 const ROOT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
-
-/// The stages every example is snapshotted at, in pipeline order.
-const STAGES: [&str; 7] = [
-    "model",
-    "identities",
-    "mag",
-    "plan",
-    "rte_flow",
-    "testpmd",
-    "ebpf",
-];
 
 fn manifests(dir: &Path) -> Vec<PathBuf> {
     let mut out: Vec<PathBuf> = std::fs::read_dir(dir)

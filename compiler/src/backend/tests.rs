@@ -51,7 +51,7 @@ fn rule(id: u32, matches: Vec<HwMatch>, actions: Vec<HwAction>) -> HwRule {
     HwRule {
         id,
         port: 0,
-        direction: Direction::Ingress,
+        direction: PortDirection::Ingress,
         level: 0,
         matches,
         actions,
@@ -120,7 +120,7 @@ fn cn10k_profile_matches_the_default_mkex() {
     assert!(!ok(HwMatch::exact(PacketField::TcpFlags, 2)));
     assert!(!ok(HwMatch::exact(PacketField::IcmpType, 8)));
     let egress_mark = HwRule {
-        direction: Direction::Egress,
+        direction: PortDirection::Egress,
         ..rule(1, vec![], vec![HwAction::Mark { id: 1 }])
     };
     assert_eq!(

@@ -8,7 +8,7 @@
 use super::hwmodel::{HwPacket, Tcam};
 use super::mag::{self, Conn, From, To};
 use super::{Engine, EngineVerdict, Evaluator};
-use crate::backend::{octeon_cn10k_profile, Direction, PacketField, Profile};
+use crate::backend::{octeon_cn10k_profile, PacketField, PortDirection, Profile};
 use crate::mag::interp::{Packet, Verdict};
 use crate::mag::{eth, Field};
 use crate::model::Cluster;
@@ -64,7 +64,7 @@ impl Engine for HwEngine {
                 Tcam::load(&plan.slice, levels, None).ok()
             });
             match (tcam, hw_packet(p)) {
-                (Some(t), Some(h)) => t.lookup(0, Direction::Ingress, &h).drops(),
+                (Some(t), Some(h)) => t.lookup(0, PortDirection::Ingress, &h).drops(),
                 _ => false,
             }
         });

@@ -35,14 +35,15 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 
 use pipec::backend::{Reason, Unsupported};
+use pipec::mag::algebra::port_prefixes;
 use pipec::mag::pipeline::table as pt;
 use pipec::mag::{self, ct, eth, mark, verdict, ActionCall, Field, FieldMatch, Mag, MagInfo, Op};
 use pipec::mag::{Operand, Table};
 use pipec_ebpf_common as c;
 
 use crate::artifact::{
-    port_range_prefixes, Action, Backend, Direction, EbpfArtifact, Endpoint, Frontend,
-    PolicyDecision, PolicyMatch, Prefix, Service,
+    Action, Backend, EbpfArtifact, Endpoint, Frontend, PolicyDecision, PolicyDirection,
+    PolicyMatch, Prefix, Service,
 };
 
 /// The proxy port of redirected flows: the MAG marks a flow for the L7 proxy without
@@ -255,8 +256,16 @@ pub fn mag_to_ebpf(mag: &Mag, info: &MagInfo) -> Result<EbpfArtifact, Unsupporte
         .into_iter()
         .collect();
     for (name, dir, remote) in [
-        (pt::EGRESS_POLICY, Direction::Egress, Field::DstIdentity),
-        (pt::INGRESS_POLICY, Direction::Ingress, Field::SrcIdentity),
+        (
+            pt::EGRESS_POLICY,
+            PolicyDirection::Egress,
+            Field::DstIdentity,
+        ),
+        (
+            pt::INGRESS_POLICY,
+            PolicyDirection::Ingress,
+            Field::SrcIdentity,
+        ),
     ] {
         policy(mag, name, dir, remote, &eps, &universe, &mut a)?;
     }
@@ -614,7 +623,7 @@ type Ivs = Vec<(u16, u16, Val)>;
 fn policy(
     mag: &Mag,
     name: &str,
-    dir: Direction,
+    dir: PolicyDirection,
     remote_field: Field,
     eps: &[u32],
     universe: &BTreeSet<u32>,
@@ -885,7 +894,7 @@ fn emit_cells(
         put(identity, Some(proto), None, v);
         return;
     }
-    for (value, bits) in port_range_prefixes(lo, hi) {
+    for (value, bits) in port_prefixes(lo, hi) {
         put(identity, Some(proto), Some((value, bits)), v);
     }
 }
