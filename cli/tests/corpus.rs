@@ -40,11 +40,14 @@ use tempfile as _;
 use tokio as _;
 use tonic as _;
 
+mod support;
+
 use std::collections::BTreeSet;
 use std::io::Read as _;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
+use support::STAGES;
 
 /// What one run may take: far above what a small input needs (tens of milliseconds), low
 /// enough that a hang fails the test instead of stalling CI.
@@ -53,17 +56,6 @@ const TIME_LIMIT: Duration = Duration::from_secs(30);
 /// Address space per run: a blow-up (gigabytes for a small input) fails instead of
 /// swapping the machine.
 const MEMORY_LIMIT: &str = "--as=4294967296";
-
-/// The stages run on every accepted case.
-const STAGES: &[&str] = &[
-    "model",
-    "identities",
-    "mag",
-    "plan",
-    "rte_flow",
-    "testpmd",
-    "ebpf",
-];
 
 /// One case of the corpus.
 struct Case {

@@ -1,6 +1,6 @@
-//! `pipec explain` and `--emit rte_flow|testpmd` on the Star Wars example: snapshots, and
-//! every emitted `flow` line fed to `dpdk-testpmd` (required when `PIPEC_REQUIRE_TESTPMD`
-//! is set, skipped otherwise when testpmd is missing).
+//! `pipec explain` on the Star Wars example (its `--emit rte_flow|testpmd|plan` are in the
+//! stage matrix, `cli/tests/stages.rs`), and every emitted `flow` line fed to `dpdk-testpmd`
+//! (required when `PIPEC_REQUIRE_TESTPMD` is set, skipped otherwise when testpmd is missing).
 
 // Dependencies of the package that this target does not use itself; they serve its
 // other targets. `unused_crate_dependencies` checks every target against all of them.
@@ -42,23 +42,6 @@ fn pipec(args: &[&str]) -> String {
 fn explain_starwars() {
     insta::assert_snapshot!(pipec(&["explain", "examples/starwars"]));
     insta::assert_snapshot!(pipec(&["explain", "examples/starwars", "--rule", "t9.e6"]));
-}
-
-#[test]
-fn emit_rte_flow_and_testpmd_starwars() {
-    insta::assert_snapshot!(pipec(&[
-        "compile",
-        "examples/starwars",
-        "--emit",
-        "rte_flow"
-    ]));
-    insta::assert_snapshot!(pipec(&[
-        "compile",
-        "examples/starwars",
-        "--emit",
-        "testpmd"
-    ]));
-    insta::assert_snapshot!(pipec(&["compile", "examples/starwars", "--emit", "plan"]));
 }
 
 /// The `flow` lines of `pipec compile ARGS --emit testpmd`.

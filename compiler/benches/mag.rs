@@ -100,13 +100,13 @@ fn make_pod(s: &Scale, app: usize, r: usize, index: usize) -> Pod {
     }
 }
 
-fn backends_of(c: &Cluster, ns: &str, app: &str) -> Vec<Backend> {
-    let mut v: Vec<Backend> = c
+fn backends_of(c: &Cluster, ns: &str, app: &str) -> Vec<ServiceEndpoint> {
+    let mut v: Vec<ServiceEndpoint> = c
         .pods
         .iter()
         .enumerate()
         .filter(|(_, p)| p.namespace == ns && p.labels.get("app").map(String::as_str) == Some(app))
-        .map(|(i, p)| Backend {
+        .map(|(i, p)| ServiceEndpoint {
             ip: p.ips[0],
             pod: Some(PodId(i as u32)),
             node: p.node.clone(),
@@ -169,12 +169,12 @@ fn cluster(s: &Scale) -> Cluster {
     c.pods
         .sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
     // Backends by (namespace, app), in one pass.
-    let mut by_app: BTreeMap<(String, String), Vec<Backend>> = BTreeMap::new();
+    let mut by_app: BTreeMap<(String, String), Vec<ServiceEndpoint>> = BTreeMap::new();
     for (i, p) in c.pods.iter().enumerate() {
         by_app
             .entry((p.namespace.clone(), p.labels["app"].clone()))
             .or_default()
-            .push(Backend {
+            .push(ServiceEndpoint {
                 ip: p.ips[0],
                 pod: Some(PodId(i as u32)),
                 node: p.node.clone(),

@@ -17,11 +17,17 @@
 //! Every probe is run through every selected [`Engine`]; the reference engine evaluates with
 //! [`Options::check_listening`] on, since cases list the ports their servers listen on.
 
+// The engines moved to `crate::engine`; the harness keeps their names here because a backend
+// crate implements `Engine` next to the `check_engine` call that runs it.
+pub use crate::engine::{
+    available_engines, engine_by_name, Engine, EngineVerdict, Evaluator, Reference, PLANNED_ENGINES,
+};
+
 use crate::diag::{self, Diagnostic, Sink};
 use crate::driver;
 use crate::model::build::BuildOptions;
 use crate::model::{Cluster, PodId, Protocol};
-use crate::semantics::{self, Context, Destination, Options, Peer, Probe};
+use crate::semantics::{self, Context, Destination, Peer, Probe};
 use crate::source::Sources;
 use serde::Deserialize;
 use serde_json::json;
@@ -200,99 +206,6 @@ pub struct ServiceExpectation {
     pub protocol: Option<String>,
     /// `ns/pod:targetPort`, in any order.
     pub backends: Vec<String>,
-}
-
-/// An engine's answer for one probe.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct EngineVerdict {
-    /// `Some(true)` allowed, `Some(false)` denied, `None` when the engine cannot give one
-    /// answer (the reference, when service candidates disagree).
-    pub allowed: Option<bool>,
-    /// A few words on why.
-    pub reason: String,
-}
-
-/// An engine that judges probes: the reference semantics now; the MAG interpreter
-/// (`mag`), the hardware model (`hw`) and eBPF (`ebpf`) plug in the same way.
-pub trait Engine {
-    /// The engine's name, as `--engine` takes it.
-    fn name(&self) -> &'static str;
-    /// Prepares the engine for one cluster (compiles it, for the engines that compile).
-    fn prepare<'c>(&self, cluster: &'c Cluster) -> Result<Box<dyn Evaluator + 'c>, String>;
-}
-
-/// An engine prepared for one cluster.
-pub trait Evaluator {
-    /// Judges one probe.
-    fn evaluate(&self, probe: &Probe) -> EngineVerdict;
-    /// Why this engine cannot judge `probe` at all (a backend that renders no Services,
-    /// say), or `None`. Such a probe is reported as skipped with the reason, never counted
-    /// as passed; the default judges every probe.
-    fn cannot_judge(&self, probe: &Probe) -> Option<String> {
-        let _ = probe;
-        None
-    }
-}
-
-/// The reference semantics ([`crate::semantics`]) as an engine.
-pub struct Reference;
-
-impl Engine for Reference {
-    fn name(&self) -> &'static str {
-        "reference"
-    }
-
-    fn prepare<'c>(&self, cluster: &'c Cluster) -> Result<Box<dyn Evaluator + 'c>, String> {
-        Ok(Box::new(ReferenceEvaluator(Context::with_options(
-            cluster,
-            Options {
-                check_listening: true,
-            },
-        ))))
-    }
-}
-
-struct ReferenceEvaluator<'c>(Context<'c>);
-
-impl Evaluator for ReferenceEvaluator<'_> {
-    fn evaluate(&self, probe: &Probe) -> EngineVerdict {
-        let outcome = semantics::evaluate(&self.0, probe);
-        EngineVerdict {
-            allowed: outcome.allowed(),
-            reason: outcome.reason,
-        }
-    }
-}
-
-/// Engines that exist in the design but are not built yet.
-pub const PLANNED_ENGINES: &[&str] = &["ebpf"];
-
-/// Every engine available in this build.
-pub fn available_engines() -> Vec<Box<dyn Engine>> {
-    vec![
-        Box::new(Reference),
-        Box::new(crate::lower::probe::MagEngine),
-        Box::new(crate::partition::engine::HwEngine::default()),
-    ]
-}
-
-/// The engine called `name`.
-pub fn engine_by_name(name: &str) -> Result<Box<dyn Engine>, String> {
-    if let Some(e) = available_engines().into_iter().find(|e| e.name() == name) {
-        return Ok(e);
-    }
-    let available: Vec<&str> = available_engines().iter().map(|e| e.name()).collect();
-    if PLANNED_ENGINES.contains(&name) {
-        Err(format!(
-            "engine `{name}` is not built yet; available: {}",
-            available.join(", ")
-        ))
-    } else {
-        Err(format!(
-            "unknown engine `{name}`; available: {}",
-            available.join(", ")
-        ))
-    }
 }
 
 /// The result of running cases.

@@ -523,7 +523,7 @@ fn mag_column(
     reference: &Outcome,
     check_listening: bool,
 ) -> (String, bool) {
-    use crate::lower::probe::{conn_of_probe, refused, Engine};
+    use crate::engine::mag::{conn_of_probe, refused, Prober};
     use crate::mag::interp::Verdict as MagVerdict;
     use crate::semantics::Destination;
     // A headless Service has no virtual IP: its name resolves to the pods' addresses, and
@@ -558,7 +558,7 @@ fn mag_column(
             return (out, agrees);
         }
     }
-    let mut engine = Engine::new(cluster);
+    let mut engine = Prober::new(cluster);
     let outcome = match engine.connect(&conn_of_probe(cluster, probe)) {
         Ok(o) => o,
         Err(e) => return (format!("MAG: cannot run: {e}\n"), false),

@@ -93,12 +93,13 @@ pub enum PolicyStmt {
     Rule(Rule),
 }
 
-/// The direction of a rule.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// The direction of a rule, as written and as resolved ([`crate::resolved::Direction`] is
+/// this type).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
 pub enum Direction {
-    /// `ingress`
+    /// `ingress`: traffic to the subject.
     Ingress,
-    /// `egress`
+    /// `egress`: traffic from the subject.
     Egress,
 }
 

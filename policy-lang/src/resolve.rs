@@ -375,9 +375,10 @@ impl Resolver<'_> {
 
     fn rule(&mut self, rule: &ast::Rule, span: Span, index: usize) -> Option<Rule> {
         let (dir, dir_span) = rule.direction;
-        let (direction, dir_name) = match dir {
-            ast::Direction::Ingress => (Direction::Ingress, "ingress"),
-            ast::Direction::Egress => (Direction::Egress, "egress"),
+        let direction = dir;
+        let dir_name = match dir {
+            Direction::Ingress => "ingress",
+            Direction::Egress => "egress",
         };
         let action = match rule.action.text.as_str() {
             "allow" => Some(Action::Allow),

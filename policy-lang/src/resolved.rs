@@ -64,14 +64,8 @@ pub struct Subject {
     pub pods: Option<Selector>,
 }
 
-/// The direction of a rule.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
-pub enum Direction {
-    /// Traffic to the subject.
-    Ingress,
-    /// Traffic from the subject.
-    Egress,
-}
+/// The direction of a rule: the syntax tree's, since resolving does not change what it means.
+pub use crate::ast::Direction;
 
 /// What a rule does with the traffic it matches.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]

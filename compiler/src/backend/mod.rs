@@ -37,7 +37,7 @@ pub use profile::{
     builtin_profiles, ebpf_profile, octeon_cn10k_profile, ActionKind, Budget, Capabilities,
     FieldCap, MaskCap, Profile,
 };
-pub use slice::{Direction, HwAction, HwMatch, HwRule, PacketField, PlanSlice};
+pub use slice::{HwAction, HwMatch, HwRule, PacketField, PlanSlice, PortDirection};
 
 use crate::mag::{Mag, MagInfo};
 use crate::partition::Plan;
@@ -101,7 +101,7 @@ pub enum Reason {
         /// The action.
         action: ActionKind,
         /// The direction the rule was for.
-        direction: Direction,
+        direction: PortDirection,
     },
     /// A combination of actions the target refuses (such as DROP with MARK).
     ActionCombination {

@@ -4,7 +4,7 @@
 //! as `shared/reference/octeon-cnxk.md` describes it (DPDK 22.11 `net_cnxk`); `ebpf` is the
 //! software pipeline, which can do everything the MAG expresses within its map sizes.
 
-use super::slice::{Direction, HwAction, HwMatch, HwRule, PacketField};
+use super::slice::{HwAction, HwMatch, HwRule, PacketField, PortDirection};
 use super::{Reason, Unsupported};
 use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet};
@@ -200,11 +200,11 @@ impl Profile {
     }
 
     /// Whether the target can perform `action` in `direction`.
-    pub fn check_action(&self, action: &HwAction, direction: Direction) -> Result<(), Reason> {
+    pub fn check_action(&self, action: &HwAction, direction: PortDirection) -> Result<(), Reason> {
         let kind = ActionKind::of(action);
         let set = match direction {
-            Direction::Ingress => &self.caps.ingress_actions,
-            Direction::Egress => &self.caps.egress_actions,
+            PortDirection::Ingress => &self.caps.ingress_actions,
+            PortDirection::Egress => &self.caps.egress_actions,
         };
         if !set.contains(&kind) {
             return Err(Reason::ActionNotSupported {

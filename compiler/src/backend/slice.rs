@@ -219,18 +219,18 @@ impl HwMatch {
 /// Which way a rule sees traffic, from the DPU port's view.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
-pub enum Direction {
+pub enum PortDirection {
     /// Received on the port.
     Ingress,
     /// Sent on the port.
     Egress,
 }
 
-impl fmt::Display for Direction {
+impl fmt::Display for PortDirection {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
-            Direction::Ingress => "ingress",
-            Direction::Egress => "egress",
+            PortDirection::Ingress => "ingress",
+            PortDirection::Egress => "egress",
         })
     }
 }
@@ -280,7 +280,7 @@ pub struct HwRule {
     /// The device port the rule is for.
     pub port: u16,
     /// Which way it sees traffic.
-    pub direction: Direction,
+    pub direction: PortDirection,
     /// The priority level: 0 is the highest.
     pub level: u32,
     /// The matches, at most one per field, sorted by field.

@@ -51,7 +51,7 @@ fn rule(id: u32, matches: Vec<HwMatch>, actions: Vec<HwAction>) -> HwRule {
     HwRule {
         id,
         port: 0,
-        direction: Direction::Ingress,
+        direction: PortDirection::Ingress,
         level: 0,
         matches,
         actions,
@@ -120,7 +120,7 @@ fn cn10k_profile_matches_the_default_mkex() {
     assert!(!ok(HwMatch::exact(PacketField::TcpFlags, 2)));
     assert!(!ok(HwMatch::exact(PacketField::IcmpType, 8)));
     let egress_mark = HwRule {
-        direction: Direction::Egress,
+        direction: PortDirection::Egress,
         ..rule(1, vec![], vec![HwAction::Mark { id: 1 }])
     };
     assert_eq!(
@@ -542,6 +542,13 @@ fn backend_api() -> String {
         // harness; their surfaces are part of what a backend relies on.
         ("session.rs", include_str!("../session.rs")),
         ("conformance.rs", include_str!("../conformance.rs")),
+        // The engine trait a backend implements to run the conformance cases, and the
+        // reference engine it is compared with.
+        ("engine/mod.rs", include_str!("../engine/mod.rs")),
+        (
+            "engine/reference.rs",
+            include_str!("../engine/reference.rs"),
+        ),
         // What `CompileInput`, `Engine` and `Evaluator` hand a backend, and what it reads
         // there (the nftables example walks the MAG's tables and entries).
         ("mag/mod.rs", include_str!("../mag/mod.rs")),

@@ -33,7 +33,6 @@
 pub mod incremental;
 pub mod maglev;
 pub mod policy;
-pub mod probe;
 
 use crate::identity::{cluster_to_identities_and_sets, Identities};
 use crate::mag::{
@@ -1283,7 +1282,7 @@ pub fn eligible_backends_on(
     v6: bool,
     node: Option<&str>,
 ) -> Vec<(IpAddr, u16)> {
-    let with_port = |ready_only: bool| -> Vec<(&crate::model::Backend, u16)> {
+    let with_port = |ready_only: bool| -> Vec<(&crate::model::ServiceEndpoint, u16)> {
         s.backends
             .iter()
             .filter(|b| b.ip.is_ipv6() == v6)

@@ -31,6 +31,7 @@
 //! Policy CIDR rules match only world addresses; Kubernetes `ipBlock` matches any address.
 
 use crate::identity::{cilium_matches, reserved, Identities, IdentityId};
+use crate::mag::algebra::port_prefixes;
 use crate::mag::{ProvId, Provenance};
 use crate::model::*;
 use ipnet::IpNet;
@@ -1203,26 +1204,6 @@ fn intervals(ctx: &Decide, cs: &[Contribution]) -> Intervals {
         .collect()
 }
 
-/// The ternary prefixes that cover `lo..=hi` exactly, as (value, length).
-pub fn port_prefixes(lo: u16, hi: u16) -> Vec<(u16, u8)> {
-    let mut out = Vec::new();
-    let mut lo = u32::from(lo);
-    let hi = u32::from(hi);
-    while lo <= hi {
-        let mut size = if lo == 0 {
-            1 << 16
-        } else {
-            lo & lo.wrapping_neg()
-        };
-        while lo + size - 1 > hi {
-            size >>= 1;
-        }
-        out.push((lo as u16, 16 - size.trailing_zeros() as u8));
-        lo += size;
-    }
-    out
-}
-
 /// Emits rows for the intervals whose outcome differs from what lower-priority rows give
 /// (`below`, as intervals per protocol).
 fn emit_rows(
@@ -1324,19 +1305,4 @@ pub fn renumbered_classes_to_text(classes: &Classes, ids: &Identities) -> String
         return String::new();
     }
     t.render()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn port_ranges_become_prefixes() {
-        assert_eq!(port_prefixes(0, 65535), vec![(0, 0)]);
-        assert_eq!(port_prefixes(80, 80), vec![(80, 16)]);
-        assert_eq!(
-            port_prefixes(1000, 1010),
-            vec![(1000, 13), (1008, 15), (1010, 16)]
-        );
-    }
 }

@@ -46,6 +46,7 @@
 //! Every consumer takes a [`MagInfo`] from [`validate`] as proof that the graph is
 //! well-formed: if `validate` returns `Ok`, no consumer panics on the graph.
 
+pub mod algebra;
 pub mod dot;
 pub mod interp;
 pub mod pipeline;
@@ -1183,42 +1184,35 @@ mod tests {
         assert_eq!(prefix_mask(128, 128), u128::MAX);
     }
 
+    /// A pass test starts from the MAG's text form ([`text::text_to_mag`]), as cranelift's
+    /// filetests do, so the graph under test reads as it prints.
     #[test]
     fn cycles_and_bad_entries_are_rejected() {
-        let mut m = Mag::new("n");
-        let a = m.add_action("pass", &[], vec![]);
-        let mk = |name: &str| Table {
-            name: name.into(),
-            key: vec![KeyField {
-                field: Field::InPort,
-                kind: MatchKind::Exact,
-            }],
-            actions: vec![a],
-            default_action: ActionCall {
-                action: a,
-                args: Arc::new([]),
-            },
-            size_hint: 1,
-            entries: vec![],
+        let graph = |t1_edge: &str, t0_entry: &str| {
+            let text = format!(
+                "mag node n
+start t0
+action a0 pass() {{}}
+table t0 x
+  key in_port:exact
+  actions a0
+  default a0()
+  size 1
+  edge * -> t1
+{t0_entry}table t1 y
+  key in_port:exact
+  actions a0
+  default a0()
+  size 1
+{t1_edge}"
+            );
+            text::text_to_mag(&text).unwrap_or_else(|e| panic!("{e}\n{text}"))
         };
-        let t0 = m.add_table(mk("x"));
-        let t1 = m.add_table(mk("y"));
-        m.start = Some(t0);
-        m.add_edge(t0, None, t1);
-        assert!(validate(&m).is_ok());
-        m.add_edge(t1, None, t0);
-        assert!(matches!(validate(&m), Err(ValidationError::Cycle(_))));
-        let mut m2 = m.clone();
-        m2.graph.clear_edges();
-        m2.table_mut(t0).unwrap().entries.push(Entry {
-            priority: 1,
-            matches: Arc::new([FieldMatch::Any]),
-            action: ActionCall {
-                action: a,
-                args: Arc::new([]),
-            },
-            provenance: Arc::new([]),
-        });
-        insta::assert_snapshot!(validate(&m2).unwrap_err(), @"t0.e0: Any does not fit in_port exact");
+        assert!(validate(&graph("", "")).is_ok());
+        let cycle = graph("  edge * -> t0\n", "");
+        assert!(matches!(validate(&cycle), Err(ValidationError::Cycle(_))));
+        // An entry that matches nothing on its exact key field.
+        let any = graph("", "  e0 p1 -> a0()\n");
+        insta::assert_snapshot!(validate(&any).unwrap_err(), @"t0.e0: Any does not fit in_port exact");
     }
 }

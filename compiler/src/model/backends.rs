@@ -29,7 +29,7 @@ pub(super) fn resolve(
         .filter(|(_, p)| !p.host_network)
         .flat_map(|(i, p)| p.ips.iter().map(move |ip| (*ip, PodId(i as u32))))
         .collect();
-    let mut from_slices: BTreeMap<(String, String), Vec<Backend>> = BTreeMap::new();
+    let mut from_slices: BTreeMap<(String, String), Vec<ServiceEndpoint>> = BTreeMap::new();
     let mut slice_label: BTreeMap<(String, String), crate::source::Span> = BTreeMap::new();
     for (slice, at) in slices {
         let ns = slice
@@ -82,7 +82,7 @@ pub(super) fn resolve(
                     );
                     continue;
                 };
-                list.push(Backend {
+                list.push(ServiceEndpoint {
                     ip,
                     pod: pod_by_ip.get(&ip).copied(),
                     node: ep.node_name.clone(),
@@ -94,7 +94,7 @@ pub(super) fn resolve(
             }
         }
     }
-    let mut from_endpoints: BTreeMap<(String, String), Vec<Backend>> = BTreeMap::new();
+    let mut from_endpoints: BTreeMap<(String, String), Vec<ServiceEndpoint>> = BTreeMap::new();
     for (eps, _) in endpoints {
         let ns = eps
             .metadata
@@ -125,7 +125,7 @@ pub(super) fn resolve(
                     let Ok(ip) = a.ip.parse::<IpAddr>() else {
                         continue;
                     };
-                    list.push(Backend {
+                    list.push(ServiceEndpoint {
                         ip,
                         pod: pod_by_ip.get(&ip).copied(),
                         node: a.node_name.clone(),
@@ -194,7 +194,7 @@ fn slice_ports(ports: &[discovery::EndpointPort]) -> Vec<EndpointPort> {
         .collect()
 }
 
-fn selector_backends(cluster: &Cluster, svc: &Service) -> Vec<Backend> {
+fn selector_backends(cluster: &Cluster, svc: &Service) -> Vec<ServiceEndpoint> {
     let Some(selector) = &svc.selector else {
         return Vec::new();
     };
@@ -222,7 +222,7 @@ fn selector_backends(cluster: &Cluster, svc: &Service) -> Vec<Backend> {
                     })
                 })
                 .collect();
-            pod.ips.iter().map(move |ip| Backend {
+            pod.ips.iter().map(move |ip| ServiceEndpoint {
                 ip: *ip,
                 pod: Some(PodId(i as u32)),
                 node: pod.node.clone(),

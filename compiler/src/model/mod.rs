@@ -326,9 +326,10 @@ pub struct EndpointPort {
     pub protocol: Protocol,
 }
 
-/// One backend of a Service.
+/// One endpoint of a Service, a backend that serves its ports (named apart from the targets'
+/// [`crate::backend::Backend`] trait).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-pub struct Backend {
+pub struct ServiceEndpoint {
     /// The backend's address.
     pub ip: IpAddr,
     /// The pod, when the address belongs to a known pod.
@@ -384,7 +385,7 @@ pub struct Service {
     /// `status.loadBalancer.ingress[].ip`.
     pub load_balancer_ips: Vec<IpAddr>,
     /// Backends, sorted by IP.
-    pub backends: Vec<Backend>,
+    pub backends: Vec<ServiceEndpoint>,
     /// Where the backends came from.
     pub backend_source: BackendSource,
     /// Source.

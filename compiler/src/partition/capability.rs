@@ -7,9 +7,10 @@
 //! Egress policy stays too: its entries apply to packets a pod sends, and one flow table
 //! for every packet cannot tell a pod's own packets from packets that carry its address.
 
-use super::prefixes::{port_range_to_ternary, IdentitySets, Prefix};
+use super::prefixes::{IdentitySets, Prefix};
 use super::{Placement, Target, Why, MARK_ALLOW, MARK_REDIRECT};
-use crate::backend::{Direction, HwAction, HwMatch, HwRule, PacketField, Profile};
+use crate::backend::{HwAction, HwMatch, HwRule, PacketField, PortDirection, Profile};
+use crate::mag::algebra::port_prefixes;
 use crate::mag::{ct, ActionId, EntryId, Field, FieldMatch, Mag, Op, TableId};
 use std::collections::BTreeMap;
 
@@ -425,9 +426,9 @@ fn port_matches(m: &FieldMatch) -> Vec<Option<(u16, u16)>> {
                 (0xffffu32 << (16 - u32::from(len))) as u16,
             ))]
         }
-        FieldMatch::Range { lo, hi } => port_range_to_ternary(lo as u16, hi as u16)
+        FieldMatch::Range { lo, hi } => port_prefixes(lo as u16, hi as u16)
             .into_iter()
-            .map(Some)
+            .map(|(value, len)| Some((value, crate::mag::prefix_mask(u32::from(len), 16) as u16)))
             .collect(),
     }
 }
@@ -510,7 +511,7 @@ fn rule(
     HwRule {
         id: 0,
         port: 0,
-        direction: Direction::Ingress,
+        direction: PortDirection::Ingress,
         level: 0,
         matches,
         actions: c.kind.actions(),

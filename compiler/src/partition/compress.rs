@@ -355,7 +355,9 @@ fn intervals(set: &[Merged], f: PacketField) -> Option<Vec<(u64, u64)>> {
             Some(m) => {
                 let mask = m.mask as u32;
                 let len = mask.count_ones();
-                if u128::from(mask) != m.mask || mask != super::prefixes::prefix_mask(len as u8) {
+                if u128::from(mask) != m.mask
+                    || u128::from(mask) != crate::mag::prefix_mask(len, 32)
+                {
                     return None;
                 }
                 let lo = u64::from(m.value as u32 & mask);

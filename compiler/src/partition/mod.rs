@@ -29,13 +29,13 @@
 //! 4. [`compress`]: merges rules of one action and level into fewer ternary rules, and
 //!    assigns priority levels by overlap depth, never more than the profile has.
 //!
-//! [`engine`] is engine `hw` (the hardware model first, the MAG for what hardware passes).
+//! Engine `hw` ([`crate::engine::hw`]) runs a plan: the hardware model first, the MAG for what
+//! hardware passes.
 
 pub mod budget;
 pub mod capability;
 pub mod closure;
 pub mod compress;
-pub mod engine;
 pub mod explain;
 pub mod hints;
 pub mod incremental;

@@ -1,7 +1,8 @@
 //! IPv4 address sets: the exact set of addresses each identity owns under the ipcache's
 //! longest-prefix rule, written as the fewest prefixes (CIDR aggregation).
 
-use crate::mag::{Field, FieldMatch, Mag};
+use crate::mag::algebra::range_prefixes;
+use crate::mag::{prefix_mask, Field, FieldMatch, Mag};
 use std::collections::BTreeMap;
 
 /// An IPv4 prefix: `(address, length)`, bits past the length zero.
@@ -44,7 +45,7 @@ impl IdentitySets {
                 FieldMatch::Prefix { value, len } => (value as u32, len),
                 FieldMatch::Ternary { value, mask } => {
                     let ones = (mask as u32).count_ones();
-                    if (mask as u32) != prefix_mask(ones as u8) {
+                    if (mask as u32) != prefix_mask(ones, 32) as u32 {
                         continue;
                     }
                     (value as u32, ones as u8)
@@ -62,7 +63,7 @@ impl IdentitySets {
         paint.insert(0, None);
         for (len, value, id) in &prefixes {
             *naive.entry(*id).or_default() += 1;
-            let lo = u64::from(*value & prefix_mask(*len));
+            let lo = u64::from(*value & prefix_mask(u32::from(*len), 32) as u32);
             let hi = lo + (1u64 << (32 - u32::from(*len))) - 1;
             let after = paint.range(..=hi + 1).next_back().and_then(|(_, v)| *v);
             let inside: Vec<u64> = paint.range(lo..=hi + 1).map(|(k, _)| *k).collect();
@@ -100,50 +101,14 @@ impl IdentitySets {
     }
 }
 
-/// The mask of the top `len` bits of an IPv4 address.
-pub fn prefix_mask(len: u8) -> u32 {
-    if len == 0 {
-        0
-    } else {
-        u32::MAX << (32 - u32::from(len))
-    }
-}
-
-/// The fewest prefixes that cover `lo..=hi` exactly.
-pub fn range_to_prefixes(mut lo: u64, hi: u64, out: &mut Vec<Prefix>) {
-    while lo <= hi {
-        let mut len = 32u32;
-        // Grow the block while it stays aligned and inside the range.
-        while len > 0 {
-            let size = 1u64 << (33 - len);
-            if !lo.is_multiple_of(size) || lo + size - 1 > hi {
-                break;
-            }
-            len -= 1;
-        }
-        out.push((lo as u32, len as u8));
-        lo += 1u64 << (32 - len);
-    }
-}
-
-/// The fewest 16-bit port prefixes (value, mask) covering `lo..=hi` (at most 30).
-pub fn port_range_to_ternary(lo: u16, hi: u16) -> Vec<(u16, u16)> {
-    let mut out = Vec::new();
-    let mut lo = u32::from(lo);
-    let hi = u32::from(hi);
-    while lo <= hi {
-        let mut bits = 0u32;
-        while bits < 16 {
-            let size = 1u32 << (bits + 1);
-            if lo % size != 0 || lo + size - 1 > hi {
-                break;
-            }
-            bits += 1;
-        }
-        out.push((lo as u16, (0xffffu32 << bits) as u16));
-        lo += 1 << bits;
-    }
-    out
+/// The fewest IPv4 prefixes that cover `lo..=hi` exactly, appended to `out` (the shared
+/// [`range_prefixes`] at 32 bits, in this module's [`Prefix`] form).
+pub fn range_to_prefixes(lo: u64, hi: u64, out: &mut Vec<Prefix>) {
+    out.extend(
+        range_prefixes(u128::from(lo), u128::from(hi), 32)
+            .into_iter()
+            .map(|(v, len)| (v as u32, len as u8)),
+    );
 }
 
 #[cfg(test)]
@@ -158,9 +123,5 @@ mod tests {
         out.clear();
         range_to_prefixes(1, 2, &mut out);
         assert_eq!(out, vec![(1, 32), (2, 32)]);
-        assert_eq!(port_range_to_ternary(1, 1023).len(), 10);
-        assert_eq!(port_range_to_ternary(1024, 65535).len(), 6);
-        assert_eq!(port_range_to_ternary(1, 65534).len(), 30);
-        assert_eq!(port_range_to_ternary(8000, 8080).len(), 3);
     }
 }

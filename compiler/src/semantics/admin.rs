@@ -31,7 +31,7 @@
 //!   (inclusive), `namedPort` (resolved on the destination pod for the connection's
 //!   protocol). A rule with ports never matches ICMP.
 
-use super::{cilium, ports, Conn, Context, Direction};
+use super::{cilium, ports, Conn, Context, PolicyDirection};
 use crate::model::{
     AdminAction, AdminPeer, AdminPolicy, AdminPort, AdminRule, AdminSubject, AdminTier, RuleRef,
 };
@@ -58,8 +58,8 @@ pub(crate) fn evaluate(ctx: &Context, conn: &Conn, tier: AdminTier) -> Decision 
             continue;
         }
         let rules = match conn.dir {
-            Direction::Ingress => &policy.ingress,
-            Direction::Egress => &policy.egress,
+            PolicyDirection::Ingress => &policy.ingress,
+            PolicyDirection::Egress => &policy.egress,
         };
         // A `Log` rule records the connection and never decides, so the first matching rule
         // of any other action is the one that counts.

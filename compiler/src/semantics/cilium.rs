@@ -41,7 +41,7 @@
 //!   whose matching `toPorts` entry has L7 rules (HTTP, Kafka, DNS, `l7proto`) redirects the
 //!   connection to the proxy.
 
-use super::{ports, Conn, Context, Direction, PeerClass, Remote};
+use super::{ports, Conn, Context, PeerClass, PolicyDirection, Remote};
 use crate::model::{
     CiliumPolicy, CiliumPort, CiliumRule, CiliumSpec, Entity, Protocol, RuleRef, Selector, L7,
 };
@@ -72,8 +72,8 @@ pub(crate) fn evaluate(ctx: &Context, conn: &Conn) -> CiliumResult {
     let mut deny_requires: Vec<&Selector> = Vec::new();
     for (_, _, spec) in &selecting {
         let (allow, deny) = match conn.dir {
-            Direction::Ingress => (&spec.ingress, &spec.ingress_deny),
-            Direction::Egress => (&spec.egress, &spec.egress_deny),
+            PolicyDirection::Ingress => (&spec.ingress, &spec.ingress_deny),
+            PolicyDirection::Egress => (&spec.egress, &spec.egress_deny),
         };
         allow_requires.extend(allow.iter().flat_map(|r| &r.requires));
         deny_requires.extend(deny.iter().flat_map(|r| &r.requires));
@@ -81,13 +81,13 @@ pub(crate) fn evaluate(ctx: &Context, conn: &Conn) -> CiliumResult {
     let mut out = CiliumResult::default();
     for (policy, index, spec) in &selecting {
         let (has, default_deny, allow, deny) = match conn.dir {
-            Direction::Ingress => (
+            PolicyDirection::Ingress => (
                 spec.has_ingress,
                 spec.default_deny.ingress,
                 &spec.ingress,
                 &spec.ingress_deny,
             ),
-            Direction::Egress => (
+            PolicyDirection::Egress => (
                 spec.has_egress,
                 spec.default_deny.egress,
                 &spec.egress,

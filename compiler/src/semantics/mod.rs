@@ -188,18 +188,18 @@ impl fmt::Display for Tier {
 
 /// Which policy direction is evaluated.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
-pub enum Direction {
+pub enum PolicyDirection {
     /// Connections into the pod.
     Ingress,
     /// Connections out of the pod.
     Egress,
 }
 
-impl fmt::Display for Direction {
+impl fmt::Display for PolicyDirection {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
-            Direction::Ingress => "ingress",
-            Direction::Egress => "egress",
+            PolicyDirection::Ingress => "ingress",
+            PolicyDirection::Egress => "egress",
         })
     }
 }
@@ -400,7 +400,7 @@ pub(crate) struct Remote {
 /// One direction of one connection, as the policy of the local pod sees it.
 pub(crate) struct Conn<'a> {
     /// Which policy direction.
-    pub dir: Direction,
+    pub dir: PolicyDirection,
     /// The pod whose policy is evaluated.
     pub local: PodId,
     /// The other end.
@@ -581,7 +581,7 @@ fn evaluate_path(
             evaluate_direction(
                 ctx,
                 &Conn {
-                    dir: Direction::Egress,
+                    dir: PolicyDirection::Egress,
                     local: src,
                     remote: &remote,
                     protocol,
@@ -603,7 +603,7 @@ fn evaluate_path(
             evaluate_direction(
                 ctx,
                 &Conn {
-                    dir: Direction::Ingress,
+                    dir: PolicyDirection::Ingress,
                     local: dst,
                     remote: &remote,
                     protocol,

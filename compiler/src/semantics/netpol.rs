@@ -24,7 +24,7 @@
 //!   `endPort` range, protocol only (port omitted = every port of it). A rule with ports
 //!   never matches ICMP; a rule without ports matches every protocol, ICMP included.
 
-use super::{ports, Conn, Context, Direction};
+use super::{ports, Conn, Context, PolicyDirection};
 use crate::model::{NetworkPolicy, NpPeer, NpRule, RuleRef};
 use crate::source::FieldPath;
 
@@ -47,8 +47,8 @@ pub(crate) fn evaluate(ctx: &Context, conn: &Conn) -> NpResult {
             continue;
         }
         let (applies, rules) = match conn.dir {
-            Direction::Ingress => (np.policy_types.ingress, &np.ingress),
-            Direction::Egress => (np.policy_types.egress, &np.egress),
+            PolicyDirection::Ingress => (np.policy_types.ingress, &np.ingress),
+            PolicyDirection::Egress => (np.policy_types.egress, &np.egress),
         };
         if !applies {
             continue;

@@ -26,7 +26,7 @@
 
 use super::{Context, Destination, Peer};
 use crate::model::{
-    Backend, PodId, PortRef, Protocol, Service, ServiceId, ServicePort, ServiceType,
+    PodId, PortRef, Protocol, Service, ServiceEndpoint, ServiceId, ServicePort, ServiceType,
 };
 use serde::Serialize;
 use std::fmt;
@@ -266,15 +266,15 @@ fn translate(
     let svc: &Service = cluster.service(id);
     let mut notes = Vec::new();
     let family = frontend.ip().map(|ip| ip.is_ipv6());
-    let eligible: Vec<&Backend> = svc
+    let eligible: Vec<&ServiceEndpoint> = svc
         .backends
         .iter()
         .filter(|b| family.is_none_or(|v6| b.ip.is_ipv6() == v6))
         .collect();
     let mut empty_reason = None;
-    let ready: Vec<&Backend> = eligible.iter().copied().filter(|b| b.ready).collect();
+    let ready: Vec<&ServiceEndpoint> = eligible.iter().copied().filter(|b| b.ready).collect();
     let mut pool = if ready.is_empty() {
-        let terminating: Vec<&Backend> = eligible
+        let terminating: Vec<&ServiceEndpoint> = eligible
             .iter()
             .copied()
             .filter(|b| b.serving && b.terminating)

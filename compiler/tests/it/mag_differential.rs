@@ -8,7 +8,7 @@
 //! keeps each one in `proptest-regressions/` as a regression case.
 
 use crate::mag_gen::{self, Spec};
-use pipec::lower::probe::{conn_of_probe, Engine};
+use pipec::engine::mag::{conn_of_probe, Prober};
 use pipec::mag::interp::Verdict as MagVerdict;
 use pipec::model::{Cluster, PodId, Protocol, ServiceId};
 use pipec::semantics::{self, Context, Destination, Peer, Probe, Verdict};
@@ -104,7 +104,7 @@ fn same(r: Verdict, m: MagVerdict) -> bool {
 /// Runs every probe of a cluster; returns the number checked or the first disagreement.
 pub(crate) fn check_cluster(c: &Cluster) -> Result<usize, String> {
     let ctx = Context::new(c);
-    let mut engine = Engine::new(c);
+    let mut engine = Prober::new(c);
     let mut n = 0;
     for probe in probes(c) {
         let reference = semantics::evaluate(&ctx, &probe);

@@ -1,10 +1,9 @@
-//! The MAG of the Star Wars example: its text snapshot, and connections through it.
+//! Connections through the MAG of the Star Wars example (its text is in the stage matrix,
+//! `cli/tests/stages.rs`).
 
 use pipec::driver;
-use pipec::lower::probe::{Conn, Engine, From, To};
-use pipec::lower::{self};
+use pipec::engine::mag::{Conn, From, Prober, To};
 use pipec::mag::interp::Verdict;
-use pipec::mag::{self, text};
 use pipec::model::build::BuildOptions;
 use pipec::model::{Cluster, Protocol};
 use std::path::PathBuf;
@@ -17,24 +16,12 @@ fn starwars() -> Cluster {
 }
 
 #[test]
-fn emit_mag_snapshot() {
-    let cluster = starwars();
-    let lowered = lower::cluster_to_mag(&cluster, None);
-    mag::validate(lowered.mag()).unwrap();
-    let text = text::mag_to_text(lowered.mag());
-    insta::assert_snapshot!("starwars_mag", text);
-    let parsed = text::text_to_mag(&text).unwrap();
-    mag::validate(&parsed).unwrap();
-    assert_eq!(text::mag_to_text(&parsed), text);
-}
-
-#[test]
 fn only_the_empire_lands() {
     let cluster = starwars();
     let tie = cluster.find_pod("default", "tiefighter").unwrap();
     let xwing = cluster.find_pod("default", "xwing").unwrap();
     let svc = cluster.find_service("default", "deathstar").unwrap();
-    let mut engine = Engine::new(&cluster);
+    let mut engine = Prober::new(&cluster);
     let conn = |from| Conn {
         from: From::Pod(from),
         to: To::Service(svc, 80),

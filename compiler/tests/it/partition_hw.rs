@@ -5,12 +5,13 @@
 use crate::mag_gen;
 use pipec::backend::octeon_cn10k_profile;
 use pipec::conformance::{run_paths, Engine, Reference};
-use pipec::hwmodel::Tcam;
+use pipec::engine::hw::HwEngine;
+use pipec::engine::hwmodel::Tcam;
 use pipec::lower;
 use pipec::mag;
 use pipec::model::{PodId, Protocol};
 use pipec::partition::hints::{Hint, PlacementHint, Resource, Subject};
-use pipec::partition::{engine::HwEngine, mag_to_plan};
+use pipec::partition::mag_to_plan;
 use pipec::semantics::{Destination, Peer, Probe};
 use proptest::prelude::*;
 use std::path::PathBuf;

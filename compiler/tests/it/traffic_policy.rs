@@ -3,7 +3,7 @@
 //! and n2, none on n3. The reference and the MAG must agree on every connection, and the
 //! MAG must only ever choose a backend the reference lists.
 
-use pipec::lower::probe::{conn_of_probe, Engine, Outcome};
+use pipec::engine::mag::{conn_of_probe, Outcome, Prober};
 use pipec::mag::interp::Verdict as MagVerdict;
 use pipec::model::Cluster;
 use pipec::semantics::{evaluate, Context, Outcome as Reference};
@@ -30,7 +30,7 @@ fn run(
 ) -> (Reference, Vec<Outcome>) {
     let probe = parse_probe(c, from, to, port).expect("valid probe");
     let reference = evaluate(&Context::new(c), &probe);
-    let mut engine = Engine::new(c);
+    let mut engine = Prober::new(c);
     let conn = conn_of_probe(c, &probe);
     let mag = (0..connections)
         .map(|_| engine.connect(&conn).expect("the MAG runs"))

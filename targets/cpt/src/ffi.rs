@@ -15,7 +15,7 @@ use std::net::IpAddr;
 
 use pipec_dpdk_sys::sys;
 
-use crate::sa::{Direction, Sa};
+use crate::sa::{Sa, SaDirection};
 
 /// A session configuration with the crypto transform and key buffer it points at.
 pub struct CSession {
@@ -51,7 +51,7 @@ impl Drop for CSession {
 impl CSession {
     /// Builds the structs for an SA.
     pub fn new(sa: &Sa) -> Self {
-        let inbound = sa.direction == Direction::Inbound;
+        let inbound = sa.direction == SaDirection::Inbound;
         let key: Box<[u8]> = sa.key.cipher_key().to_vec().into_boxed_slice();
         let mut xform: Box<sys::rte_crypto_sym_xform> = Box::default();
         xform.type_ = sys::RTE_CRYPTO_SYM_XFORM_AEAD;

@@ -65,7 +65,7 @@ pub use derive::pair_key;
 pub use diag::{CptCode, CptDiagnostic};
 pub use key::{AeadKey, SecretBytes};
 pub use ops::{diff, diff_with_window, SaOp, ROTATION_WINDOW};
-pub use sa::{compile, compile_with, CptArtifact, DeviceLimits, Direction, Sa, Steering};
+pub use sa::{compile, compile_with, CptArtifact, DeviceLimits, Sa, SaDirection, Steering};
 pub use secret::{
     keys_from_cluster, parse_keys, read_keys, read_keys_from_texts, GlobalKey, KeySet,
 };

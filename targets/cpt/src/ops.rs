@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use crate::sa::{CptArtifact, Direction, Sa};
+use crate::sa::{CptArtifact, Sa, SaDirection};
 
 /// Cilium's default key rotation window.
 pub const ROTATION_WINDOW: Duration = Duration::from_secs(300);
@@ -34,8 +34,8 @@ pub enum SaOp {
     /// Replace a session whose SPI stays but whose key or endpoints changed (a boot ID or
     /// address change); like Cilium, not atomic: packets in between are dropped, not leaked.
     Replace {
-        /// Direction.
-        direction: Direction,
+        /// Which way the SA protects traffic.
+        direction: SaDirection,
         /// Peer node.
         peer: String,
         /// SPI.
@@ -127,7 +127,7 @@ impl fmt::Display for SaOp {
     }
 }
 
-type Keyed<'a> = BTreeMap<(Direction, &'a str, u32), &'a Sa>;
+type Keyed<'a> = BTreeMap<(SaDirection, &'a str, u32), &'a Sa>;
 
 fn keyed(a: &CptArtifact) -> Keyed<'_> {
     a.sas
@@ -146,7 +146,7 @@ pub fn diff_with_window(old: &CptArtifact, new: &CptArtifact, window: Duration) 
     let (o, n) = (keyed(old), keyed(new));
     let mut ops = Vec::new();
     for (k, s) in &n {
-        if k.0 == Direction::Inbound && !o.contains_key(k) {
+        if k.0 == SaDirection::Inbound && !o.contains_key(k) {
             ops.push(SaOp::AddInbound {
                 peer: s.peer.clone(),
                 spi: s.spi,
@@ -175,13 +175,13 @@ pub fn diff_with_window(old: &CptArtifact, new: &CptArtifact, window: Duration) 
     let old_out: BTreeMap<&str, u32> = old
         .sas
         .iter()
-        .filter(|s| s.direction == Direction::Outbound)
+        .filter(|s| s.direction == SaDirection::Outbound)
         .map(|s| (s.peer.as_str(), s.spi))
         .collect();
     let new_out: BTreeMap<&str, &Sa> = new
         .sas
         .iter()
-        .filter(|s| s.direction == Direction::Outbound)
+        .filter(|s| s.direction == SaDirection::Outbound)
         .map(|s| (s.peer.as_str(), s))
         .collect();
     for (peer, s) in &new_out {
@@ -210,7 +210,7 @@ pub fn diff_with_window(old: &CptArtifact, new: &CptArtifact, window: Duration) 
     let new_peers: std::collections::BTreeSet<&str> =
         new.sas.iter().map(|s| s.peer.as_str()).collect();
     for (k, s) in &o {
-        if k.0 == Direction::Inbound && !n.contains_key(k) {
+        if k.0 == SaDirection::Inbound && !n.contains_key(k) {
             // A peer that left cannot send any more: remove at once. An old SPI of a
             // remaining peer is kept for the window, as packets with it may be in flight.
             let after = if new_peers.contains(k.1) {

@@ -29,7 +29,7 @@ use crate::session::SessionConf;
 /// Which way an SA protects traffic.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "snake_case")]
-pub enum Direction {
+pub enum SaDirection {
     /// Encrypts traffic to the peer (rte_security egress).
     Outbound,
     /// Decrypts traffic from the peer (rte_security ingress).
@@ -73,7 +73,7 @@ impl DeviceLimits {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct Sa {
     /// Outbound or inbound.
-    pub direction: Direction,
+    pub direction: SaDirection,
     /// The peer node's name.
     pub peer: String,
     /// The on-wire SPI (the key id).
@@ -208,8 +208,8 @@ pub fn compile_with(
             (global.key.material.clone(), global.key.material.clone())
         };
         for (direction, key, src, dst) in [
-            (Direction::Outbound, out_key, address, peer_addr),
-            (Direction::Inbound, in_key, peer_addr, address),
+            (SaDirection::Outbound, out_key, address, peer_addr),
+            (SaDirection::Inbound, in_key, peer_addr, address),
         ] {
             let key = AeadKey { material: key };
             let session = SessionConf::new(direction, spi, src, dst);

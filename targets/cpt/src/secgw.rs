@@ -28,8 +28,8 @@ impl CptArtifact {
         let _ = writeln!(out, "# peer {peer}");
         for sa in self.sas.iter().filter(|s| s.peer == peer) {
             let dir = match sa.direction {
-                crate::sa::Direction::Outbound => "out",
-                crate::sa::Direction::Inbound => "in",
+                crate::sa::SaDirection::Outbound => "out",
+                crate::sa::SaDirection::Inbound => "in",
             };
             let key: Vec<String> = sa
                 .key

@@ -7,7 +7,7 @@ use std::net::IpAddr;
 
 use serde::Serialize;
 
-use crate::sa::Direction;
+use crate::sa::SaDirection;
 
 /// Cilium's replay window (`ipSecNewState`), a power of two within cnxk's 4096.
 pub const REPLAY_WINDOW: u32 = 1024;
@@ -53,8 +53,8 @@ pub struct SessionConf {
 
 impl SessionConf {
     /// The configuration of an SA.
-    pub fn new(direction: Direction, spi: u32, src: IpAddr, dst: IpAddr) -> Self {
-        let inbound = direction == Direction::Inbound;
+    pub fn new(direction: SaDirection, spi: u32, src: IpAddr, dst: IpAddr) -> Self {
+        let inbound = direction == SaDirection::Inbound;
         let esn = true;
         Self {
             action_type: "RTE_SECURITY_ACTION_TYPE_INLINE_PROTOCOL",

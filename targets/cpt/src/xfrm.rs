@@ -4,7 +4,7 @@
 
 use std::fmt::Write as _;
 
-use crate::sa::{CptArtifact, Direction};
+use crate::sa::{CptArtifact, SaDirection};
 use crate::session::REPLAY_WINDOW;
 
 impl CptArtifact {
@@ -23,7 +23,7 @@ impl CptArtifact {
         for sa in self
             .sas
             .iter()
-            .filter(|s| s.direction == Direction::Outbound)
+            .filter(|s| s.direction == SaDirection::Outbound)
         {
             let host = if sa.dst.is_ipv4() { 32 } else { 128 };
             let _ = writeln!(

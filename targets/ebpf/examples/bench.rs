@@ -28,8 +28,8 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::time::Instant;
 
 use pipec_ebpf::artifact::{
-    Action, Backend, Direction, Endpoint, Frontend, MapName, MapOp, PolicyDecision, PolicyMatch,
-    Prefix, Service,
+    Action, Backend, Endpoint, Frontend, MapName, MapOp, PolicyDecision, PolicyDirection,
+    PolicyMatch, Prefix, Service,
 };
 use pipec_ebpf::datapath::{scratch_pin_dir, Baseline, Baselines, TC_ACT_OK, TC_ACT_SHOT};
 use pipec_ebpf::packet::{self, L4, TCP_SYN};
@@ -74,7 +74,7 @@ fn artifact(n: u32) -> EbpfArtifact {
     for id in 256..1256 {
         let m = PolicyMatch {
             endpoint: 1,
-            direction: Direction::Egress,
+            direction: PolicyDirection::Egress,
             identity: id,
             protocol: Some(6),
             port: Some((80, 16)),
@@ -89,7 +89,7 @@ fn artifact(n: u32) -> EbpfArtifact {
     }
     let deny = PolicyMatch {
         endpoint: 1,
-        direction: Direction::Egress,
+        direction: PolicyDirection::Egress,
         identity: 0,
         protocol: Some(6),
         port: Some((22, 16)),

@@ -19,18 +19,18 @@ use crate::sys::bytes_of;
 
 /// A traffic direction, seen from the local endpoint.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum Direction {
+pub enum PolicyDirection {
     /// Traffic the endpoint sends.
     Egress,
     /// Traffic the endpoint receives.
     Ingress,
 }
 
-impl Direction {
+impl PolicyDirection {
     fn raw(self) -> u8 {
         match self {
-            Direction::Egress => c::DIR_EGRESS,
-            Direction::Ingress => c::DIR_INGRESS,
+            PolicyDirection::Egress => c::DIR_EGRESS,
+            PolicyDirection::Ingress => c::DIR_INGRESS,
         }
     }
 }
@@ -77,8 +77,8 @@ pub struct Endpoint {
 pub struct PolicyMatch {
     /// The local endpoint.
     pub endpoint: u32,
-    /// Direction.
-    pub direction: Direction,
+    /// The policy direction the rule belongs to.
+    pub direction: PolicyDirection,
     /// Remote identity; 0 is any identity.
     pub identity: u32,
     /// IP protocol, or any.
@@ -510,8 +510,8 @@ impl fmt::Display for EbpfArtifact {
         }
         for (m, d) in &self.policy {
             let dir = match m.direction {
-                Direction::Egress => "egress",
-                Direction::Ingress => "ingress",
+                PolicyDirection::Egress => "egress",
+                PolicyDirection::Ingress => "ingress",
             };
             let remote = if m.identity == 0 {
                 "any".to_string()
@@ -573,26 +573,6 @@ impl fmt::Display for EbpfArtifact {
     }
 }
 
-/// The prefixes (`(value, bits)`) that cover the port range `lo..=hi` exactly.
-pub fn port_range_prefixes(lo: u16, hi: u16) -> Vec<(u16, u8)> {
-    let mut out = Vec::new();
-    let (mut lo, hi) = (u32::from(lo), u32::from(hi));
-    while lo <= hi {
-        // The largest aligned block starting at `lo` that does not pass `hi`.
-        let mut size = if lo == 0 {
-            1 << 16
-        } else {
-            1u32 << lo.trailing_zeros()
-        };
-        while lo + size - 1 > hi {
-            size >>= 1;
-        }
-        out.push((lo as u16, 16 - size.trailing_zeros() as u8));
-        lo += size;
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -624,19 +604,6 @@ mod tests {
             expected.extend(gone);
             proptest::prop_assert_eq!(diff_entries(&old, &new), expected);
         }
-    }
-
-    #[test]
-    fn port_ranges_expand_to_exact_prefixes() {
-        assert_eq!(port_range_prefixes(80, 80), vec![(80, 16)]);
-        assert_eq!(port_range_prefixes(0, 65535), vec![(0, 0)]);
-        assert_eq!(port_range_prefixes(8080, 8083), vec![(8080, 14)]);
-        assert_eq!(port_range_prefixes(1, 3), vec![(1, 16), (2, 15)]);
-        let total: u32 = port_range_prefixes(1000, 2000)
-            .iter()
-            .map(|(_, b)| 1u32 << (16 - b))
-            .sum();
-        assert_eq!(total, 1001);
     }
 
     #[test]

@@ -36,14 +36,15 @@ use std::fmt;
 use std::net::IpAddr;
 
 use pipec::backend::{Reason, Unsupported};
+use pipec::mag::algebra::port_prefixes;
 use pipec::mag::pipeline::table as pt;
 use pipec::mag::{self, ct, eth, mark, verdict, ActionCall, Field, FieldMatch, Mag, MagInfo, Op};
 use pipec::mag::{Operand, Table};
 use pipec_ebpf_common as c;
 
 use crate::artifact::{
-    port_range_prefixes, Action, Backend, Direction, EbpfArtifact, Endpoint, Frontend,
-    PolicyDecision, PolicyMatch, Prefix, Service,
+    Action, Backend, EbpfArtifact, Endpoint, Frontend, PolicyDecision, PolicyDirection,
+    PolicyMatch, Prefix, Service,
 };
 
 /// The proxy port of redirected flows: the MAG marks a flow for the L7 proxy without
@@ -280,8 +281,16 @@ pub fn mag_to_ebpf_cached(
         .collect();
     cache.begin(&universe);
     for (name, dir, remote) in [
-        (pt::EGRESS_POLICY, Direction::Egress, Field::DstIdentity),
-        (pt::INGRESS_POLICY, Direction::Ingress, Field::SrcIdentity),
+        (
+            pt::EGRESS_POLICY,
+            PolicyDirection::Egress,
+            Field::DstIdentity,
+        ),
+        (
+            pt::INGRESS_POLICY,
+            PolicyDirection::Ingress,
+            Field::SrcIdentity,
+        ),
     ] {
         policy(mag, (name, dir, remote), &eps, &universe, &mut a, cache)?;
     }
@@ -658,9 +667,9 @@ struct Row {
 #[derive(Default)]
 pub struct PolicyCache {
     universe: BTreeSet<u32>,
-    endpoints: BTreeMap<(Direction, u32), Computed>,
+    endpoints: BTreeMap<(PolicyDirection, u32), Computed>,
     /// The keys used by the compile under way; the others are dropped at its end.
-    used: BTreeSet<(Direction, u32)>,
+    used: BTreeSet<(PolicyDirection, u32)>,
 }
 
 /// One endpoint's policy entries and what they were computed from.
@@ -692,7 +701,7 @@ impl PolicyCache {
     /// The entries of `key` if they were computed from exactly these rows and default.
     fn get(
         &mut self,
-        key: (Direction, u32),
+        key: (PolicyDirection, u32),
         rows: &[&Row],
         default: Val,
     ) -> Option<&[(PolicyMatch, PolicyDecision)]> {
@@ -706,7 +715,7 @@ impl PolicyCache {
 
     fn put(
         &mut self,
-        key: (Direction, u32),
+        key: (PolicyDirection, u32),
         rows: &[&Row],
         default: Val,
         entries: Vec<(PolicyMatch, PolicyDecision)>,
@@ -734,7 +743,7 @@ type Ivs = Vec<(u16, u16, Val)>;
 
 /// One policy table: its name, the direction it decides and the field of the remote
 /// identity.
-type PolicyTable<'a> = (&'a str, Direction, Field);
+type PolicyTable<'a> = (&'a str, PolicyDirection, Field);
 
 fn policy(
     mag: &Mag,
@@ -1031,7 +1040,7 @@ fn emit_cells(
         put(identity, Some(proto), None, v);
         return;
     }
-    for (value, bits) in port_range_prefixes(lo, hi) {
+    for (value, bits) in port_prefixes(lo, hi) {
         put(identity, Some(proto), Some((value, bits)), v);
     }
 }

@@ -1,22 +1,19 @@
-//! Maglev consistent hashing (Eisenbud et al., NSDI 2016): the per-service lookup table.
+//! Maglev tables of backend ids, for the datapath tests and the benchmark, which write
+//! artifacts by hand. They are built by the compiler's Maglev ([`pipec::lower::maglev`]),
+//! the one the MAG's `lb_backend` tables come from, so hand-written and compiled services
+//! spread flows alike.
 //!
-//! Each backend gets a permutation of the slots from two hashes of its id (offset and
-//! skip); backends take turns claiming their next free slot until the table is full. A
-//! backend change moves few slots, so most flows keep their backend even without
-//! conntrack. The hash is fixed (not seeded), so a table is a pure function of its input.
+//! What the datapath needs of a table (`pipec.bpf.c`): slot `tuple_hash % maglev_size`
+//! holds a backend id of the `backends` map, for every slot; the size need not be prime
+//! for the datapath, only for Maglev's permutations.
+
+use pipec::lower::maglev::populate;
 
 /// A default table size: a prime, as Maglev requires, large enough for ~100 backends.
 pub const DEFAULT_SIZE: u32 = 1021;
 
-fn mix(mut h: u64) -> u64 {
-    // splitmix64's finalizer: a cheap, well-distributed, unseeded hash.
-    h = (h ^ (h >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    h = (h ^ (h >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    h ^ (h >> 31)
-}
-
 /// The lookup table of `size` slots (a prime) over `backends` (ids, in any order; the
-/// result does not depend on it). Empty when there are no backends.
+/// result does not depend on it): slot → backend id. Empty when there are no backends.
 pub fn table(backends: &[u32], size: u32) -> Vec<u32> {
     let mut ids: Vec<u32> = backends.to_vec();
     ids.sort_unstable();
@@ -24,34 +21,12 @@ pub fn table(backends: &[u32], size: u32) -> Vec<u32> {
     if ids.is_empty() || size == 0 {
         return Vec::new();
     }
-    let m = u64::from(size);
-    let perms: Vec<(u64, u64)> = ids
-        .iter()
-        .map(|&id| {
-            let offset = mix(u64::from(id)) % m;
-            let skip = mix(u64::from(id) ^ 0x5bd1_e995_0000_0000) % (m - 1).max(1) + 1;
-            (offset, skip)
-        })
-        .collect();
-    let mut next = vec![0u64; ids.len()];
-    let mut entry: Vec<Option<u32>> = vec![None; size as usize];
-    let mut filled = 0u32;
-    'outer: loop {
-        for (i, &(offset, skip)) in perms.iter().enumerate() {
-            let mut c = (offset + next[i] * skip) % m;
-            while entry[c as usize].is_some() {
-                next[i] += 1;
-                c = (offset + next[i] * skip) % m;
-            }
-            entry[c as usize] = Some(ids[i]);
-            next[i] += 1;
-            filled += 1;
-            if filled == size {
-                break 'outer;
-            }
-        }
-    }
-    entry.into_iter().map(|e| e.unwrap_or(ids[0])).collect()
+    // The compiler's Maglev hashes backend names; an id's decimal text is its name here.
+    let names: Vec<String> = ids.iter().map(u32::to_string).collect();
+    populate(&names, size)
+        .into_iter()
+        .map(|i| ids[i as usize])
+        .collect()
 }
 
 #[cfg(test)]

@@ -18,7 +18,7 @@
 //!   insertion; no PASSTHRU, JUMP or VLAN pop on egress.
 
 use crate::rule::{ones, Action, FieldValue, FlowRule, Item, Masked};
-use pipec::backend::{ActionKind, Direction, Profile, Reason, Unsupported};
+use pipec::backend::{ActionKind, PortDirection, Profile, Reason, Unsupported};
 
 /// Whether the driver parses this item (rather than skipping it as VOID).
 pub fn item_is_parsed(item: &Item) -> bool {
@@ -172,8 +172,8 @@ fn check(profile: &Profile, levels: u32, rule: &FlowRule) -> Result<(), Reason> 
         });
     }
     let direction = match (a.ingress, a.egress) {
-        (true, false) => Direction::Ingress,
-        (false, true) => Direction::Egress,
+        (true, false) => PortDirection::Ingress,
+        (false, true) => PortDirection::Egress,
         _ => {
             return Err(Reason::Feature {
                 feature: "rules for both or neither direction".to_string(),
@@ -195,8 +195,8 @@ fn check(profile: &Profile, levels: u32, rule: &FlowRule) -> Result<(), Reason> 
         check_item(profile, item)?;
     }
     let set = match direction {
-        Direction::Ingress => &profile.caps.ingress_actions,
-        Direction::Egress => &profile.caps.egress_actions,
+        PortDirection::Ingress => &profile.caps.ingress_actions,
+        PortDirection::Egress => &profile.caps.egress_actions,
     };
     let mut fates = 0;
     for action in &rule.actions {

@@ -2,12 +2,12 @@
 //! rules that use every item, field form and action the code generator can write.
 
 use crate::rule::{Action, Attr, FlowRule, Item, Mac, Masked};
-use pipec::backend::{Direction, HwAction, HwMatch, HwRule, PacketField, PlanSlice};
+use pipec::backend::{HwAction, HwMatch, HwRule, PacketField, PlanSlice, PortDirection};
 use std::net::{Ipv4Addr, Ipv6Addr};
 
 fn hw(
     id: u32,
-    direction: Direction,
+    direction: PortDirection,
     level: u32,
     matches: Vec<HwMatch>,
     actions: Vec<HwAction>,
@@ -34,7 +34,7 @@ pub fn cnxk_slice() -> PlanSlice {
     let rules = vec![
         hw(
             1,
-            Direction::Ingress,
+            PortDirection::Ingress,
             0,
             vec![
                 v4(Ipv4Src, [10, 0, 1, 0], 24),
@@ -47,7 +47,7 @@ pub fn cnxk_slice() -> PlanSlice {
         ),
         hw(
             2,
-            Direction::Ingress,
+            PortDirection::Ingress,
             1,
             vec![
                 v4(Ipv4Dst, [10, 0, 2, 7], 32),
@@ -59,7 +59,7 @@ pub fn cnxk_slice() -> PlanSlice {
         ),
         hw(
             3,
-            Direction::Ingress,
+            PortDirection::Ingress,
             0,
             vec![
                 HwMatch::ternary(Ipv4Src, 0x0a00_0005, 0xff00_00ff),
@@ -71,7 +71,7 @@ pub fn cnxk_slice() -> PlanSlice {
         ),
         hw(
             4,
-            Direction::Ingress,
+            PortDirection::Ingress,
             2,
             vec![HwMatch::exact(EthType, 0x0800)],
             vec![HwAction::Drop],
@@ -79,7 +79,7 @@ pub fn cnxk_slice() -> PlanSlice {
         ),
         hw(
             5,
-            Direction::Egress,
+            PortDirection::Egress,
             0,
             vec![
                 v4(Ipv4Dst, [192, 168, 0, 0], 16),
@@ -91,7 +91,7 @@ pub fn cnxk_slice() -> PlanSlice {
         ),
         hw(
             6,
-            Direction::Ingress,
+            PortDirection::Ingress,
             0,
             vec![v4(Ipv4Dst, [10, 0, 0, 1], 32), HwMatch::exact(IpProto, 50)],
             vec![HwAction::Security { sa: None }],
@@ -99,7 +99,7 @@ pub fn cnxk_slice() -> PlanSlice {
         ),
         hw(
             7,
-            Direction::Ingress,
+            PortDirection::Ingress,
             0,
             vec![
                 HwMatch::exact(EthType, 0x86dd),
@@ -113,7 +113,7 @@ pub fn cnxk_slice() -> PlanSlice {
         ),
         hw(
             8,
-            Direction::Ingress,
+            PortDirection::Ingress,
             1,
             vec![v4(Ipv4Src, [10, 0, 0, 0], 8), HwMatch::exact(IpProto, 1)],
             vec![HwAction::Flag],
@@ -121,7 +121,7 @@ pub fn cnxk_slice() -> PlanSlice {
         ),
         hw(
             9,
-            Direction::Egress,
+            PortDirection::Egress,
             1,
             vec![v4(Ipv4Src, [10, 0, 3, 0], 24)],
             vec![HwAction::PushVlan { vid: 100 }, HwAction::Count],

@@ -6,7 +6,7 @@
 //! parser's layer type), never by the IP protocol byte, which the cnxk key does not hold.
 
 use crate::rule::{Action, Attr, FlowRule, Item, Mac, Masked};
-use pipec::backend::{Direction, HwAction, HwMatch, HwRule, PacketField, Reason};
+use pipec::backend::{HwAction, HwMatch, HwRule, PacketField, PortDirection, Reason};
 use std::net::{Ipv4Addr, Ipv6Addr};
 
 const ETH_IPV4: u128 = 0x0800;
@@ -193,8 +193,8 @@ pub fn lower_rule(rule: &HwRule) -> Result<FlowRule, Reason> {
         attr: Attr {
             group: 0,
             priority: rule.level,
-            ingress: rule.direction == Direction::Ingress,
-            egress: rule.direction == Direction::Egress,
+            ingress: rule.direction == PortDirection::Ingress,
+            egress: rule.direction == PortDirection::Egress,
             transfer: false,
         },
         pattern,

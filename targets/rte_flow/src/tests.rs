@@ -2,7 +2,7 @@
 
 use super::*;
 use crate::fixtures::{cnxk_slice, syntax_rules};
-use pipec::backend::{Direction, HwMatch, PacketField};
+use pipec::backend::{HwMatch, PacketField, PortDirection};
 
 #[test]
 fn cnxk_slice_lowers_to_testpmd_text() {
@@ -33,7 +33,7 @@ fn hw(matches: Vec<HwMatch>, actions: Vec<HwAction>) -> HwRule {
     HwRule {
         id: 1,
         port: 0,
-        direction: Direction::Ingress,
+        direction: PortDirection::Ingress,
         level: 0,
         matches,
         actions,

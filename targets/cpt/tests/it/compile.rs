@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use pipec_cpt::{compile, diff, Direction, SaOp};
+use pipec_cpt::{compile, diff, SaDirection, SaOp};
 
 use crate::common::{cluster, keys};
 
@@ -21,19 +21,19 @@ fn pairs_agree_outbound_equals_peer_inbound() {
     let a_out = a
         .sas
         .iter()
-        .find(|s| s.direction == Direction::Outbound && s.peer == "node-b")
+        .find(|s| s.direction == SaDirection::Outbound && s.peer == "node-b")
         .expect("a->b");
     let b_in = b
         .sas
         .iter()
-        .find(|s| s.direction == Direction::Inbound && s.peer == "node-a")
+        .find(|s| s.direction == SaDirection::Inbound && s.peer == "node-a")
         .expect("b<-a");
     assert_eq!(a_out.key, b_in.key);
     assert_eq!((a_out.src, a_out.dst), (b_in.src, b_in.dst));
     let a_in = a
         .sas
         .iter()
-        .find(|s| s.direction == Direction::Inbound && s.peer == "node-b")
+        .find(|s| s.direction == SaDirection::Inbound && s.peer == "node-b")
         .expect("a<-b");
     assert_ne!(a_out.key, a_in.key, "per-pair keys differ by direction");
     // Every peer shares the SPI but gets its own SA slot; the steering rule maps it back.

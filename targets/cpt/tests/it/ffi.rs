@@ -25,8 +25,8 @@ fn session_structs_match_the_typed_configuration() {
         assert_eq!(ip.options.esn(), 1);
         assert_eq!(ip.replay_win_sz, sa.session.replay_win_sz);
         let dir = match sa.direction {
-            pipec_cpt::Direction::Inbound => sys::RTE_SECURITY_IPSEC_SA_DIR_INGRESS,
-            pipec_cpt::Direction::Outbound => sys::RTE_SECURITY_IPSEC_SA_DIR_EGRESS,
+            pipec_cpt::SaDirection::Inbound => sys::RTE_SECURITY_IPSEC_SA_DIR_INGRESS,
+            pipec_cpt::SaDirection::Outbound => sys::RTE_SECURITY_IPSEC_SA_DIR_EGRESS,
         };
         assert_eq!(ip.direction, dir);
         assert_eq!(ip.tunnel.type_, sys::RTE_SECURITY_IPSEC_TUNNEL_IPV4);

@@ -12,7 +12,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use pipec_cpt::esp::{ipv4, open, seal, udp4};
-use pipec_cpt::{AeadKey, Direction, SecretBytes};
+use pipec_cpt::{AeadKey, SaDirection, SecretBytes};
 
 use crate::common::{cluster, keys, required, scratch};
 
@@ -101,12 +101,12 @@ fn ipsec_secgw_runs_pipecs_sa_text() {
     let out_sa = art
         .sas
         .iter()
-        .find(|s| s.direction == Direction::Outbound && s.peer == "node-b")
+        .find(|s| s.direction == SaDirection::Outbound && s.peer == "node-b")
         .expect("out");
     let in_sa = art
         .sas
         .iter()
-        .find(|s| s.direction == Direction::Inbound && s.peer == "node-b")
+        .find(|s| s.direction == SaDirection::Inbound && s.peer == "node-b")
         .expect("in");
     // Policies and routes are the test's; the SA lines are pipec's, unchanged.
     let cfg = format!(

@@ -6,7 +6,7 @@
 //! datapath and the MAG may pick different backends (each hashes the 5-tuple its own way);
 //! each is then judged by the reference's verdict for its own backend.
 
-use pipec::lower::probe::{Conn, Engine as MagEngine, From, To};
+use pipec::engine::mag::{Conn, From, Prober as MagEngine, To};
 use pipec::mag::interp::Verdict as MagVerdict;
 use pipec::model::{Cluster, Protocol};
 use pipec::semantics::{self, Context, Destination, Peer, Probe};

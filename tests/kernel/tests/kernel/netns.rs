@@ -14,7 +14,8 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use pipec_ebpf::artifact::{
-    Action, Backend, Direction, Endpoint, Frontend, PolicyDecision, PolicyMatch, Prefix, Service,
+    Action, Backend, Endpoint, Frontend, PolicyDecision, PolicyDirection, PolicyMatch, Prefix,
+    Service,
 };
 use pipec_ebpf::{maglev, Attachment, EbpfArtifact, Program};
 
@@ -220,19 +221,35 @@ fn artifact(topo: &Topology) -> EbpfArtifact {
         };
         a.policy.insert(m, PolicyDecision { action, cookie });
     };
-    rule(1, Direction::Egress, 0, 6, None, Action::Allow, 1);
-    rule(1, Direction::Egress, 0, 17, None, Action::Allow, 2);
-    rule(2, Direction::Ingress, 1001, 6, Some(8080), Action::Allow, 3);
+    rule(1, PolicyDirection::Egress, 0, 6, None, Action::Allow, 1);
+    rule(1, PolicyDirection::Egress, 0, 17, None, Action::Allow, 2);
     rule(
         2,
-        Direction::Ingress,
+        PolicyDirection::Ingress,
+        1001,
+        6,
+        Some(8080),
+        Action::Allow,
+        3,
+    );
+    rule(
+        2,
+        PolicyDirection::Ingress,
         1001,
         17,
         Some(5353),
         Action::Allow,
         4,
     );
-    rule(2, Direction::Ingress, 0, 6, Some(9090), Action::Deny, 5);
+    rule(
+        2,
+        PolicyDirection::Ingress,
+        0,
+        6,
+        Some(9090),
+        Action::Deny,
+        5,
+    );
     a.backends.insert(
         1,
         Backend {

@@ -6,7 +6,8 @@
 use std::net::IpAddr;
 
 use pipec_ebpf::artifact::{
-    Action, Backend, Direction, Endpoint, Frontend, PolicyDecision, PolicyMatch, Prefix, Service,
+    Action, Backend, Endpoint, Frontend, PolicyDecision, PolicyDirection, PolicyMatch, Prefix,
+    Service,
 };
 use pipec_ebpf::datapath::{TC_ACT_OK, TC_ACT_SHOT};
 use pipec_ebpf::packet::{self, L4, TCP_ACK, TCP_SYN};
@@ -26,7 +27,7 @@ fn ip(s: &str) -> IpAddr {
 fn rule(
     a: &mut EbpfArtifact,
     endpoint: u32,
-    direction: Direction,
+    direction: PolicyDirection,
     identity: u32,
     l4: Option<(u8, Option<u16>)>,
     action: Action,
@@ -82,7 +83,7 @@ fn fixture() -> EbpfArtifact {
     ] {
         a.ipcache.insert(Prefix { addr: ip(p), len }, id);
     }
-    use Direction::*;
+    use PolicyDirection::*;
     rule(&mut a, 1, Egress, 0, Some((TCP, None)), Action::Allow, 0x10);
     rule(&mut a, 1, Egress, 0, Some((UDP, None)), Action::Allow, 0x11);
     rule(&mut a, 1, Egress, 0, Some((1, None)), Action::Allow, 0x12);
@@ -832,7 +833,7 @@ fn host_entries_in_the_hash_map_win_over_covering_prefixes() {
     rule(
         &mut a,
         2,
-        Direction::Ingress,
+        PolicyDirection::Ingress,
         5001,
         Some((TCP, Some(80))),
         Action::Allow,
@@ -841,7 +842,7 @@ fn host_entries_in_the_hash_map_win_over_covering_prefixes() {
     rule(
         &mut a,
         2,
-        Direction::Ingress,
+        PolicyDirection::Ingress,
         5002,
         Some((TCP, Some(81))),
         Action::Allow,

@@ -7,8 +7,8 @@
 //! own connection tracker, so replies and later packets see what the first packet
 //! committed.
 
-use super::{pick_node, Lowered};
 use crate::backend::Profile;
+use crate::lower::{pick_node, Lowered};
 use crate::mag::interp::{Conntrack, Interp, Packet, Trace, Verdict};
 use crate::mag::{ports, value_ip, Field};
 use crate::model::{Cluster, PodId, Protocol, ServiceId};
@@ -68,7 +68,7 @@ struct NodeMag {
 }
 
 /// Lowered MAGs of the nodes a run needs, with their connection trackers.
-pub struct Engine<'c> {
+pub struct Prober<'c> {
     cluster: &'c Cluster,
     nodes: BTreeMap<String, NodeMag>,
     next_sport: u16,
@@ -80,10 +80,10 @@ pub struct Engine<'c> {
 /// hardware dropped the packet and the MAG never sees it.
 pub type HardwareHook<'c> = Box<dyn FnMut(&str, &Session, &Packet) -> bool + 'c>;
 
-impl<'c> Engine<'c> {
-    /// An engine over one model; nodes are lowered when first needed.
-    pub fn new(cluster: &'c Cluster) -> Engine<'c> {
-        Engine {
+impl<'c> Prober<'c> {
+    /// A prober over one model; nodes are lowered when first needed.
+    pub fn new(cluster: &'c Cluster) -> Prober<'c> {
+        Prober {
             cluster,
             nodes: BTreeMap::new(),
             next_sport: 40000,
@@ -91,8 +91,8 @@ impl<'c> Engine<'c> {
         }
     }
 
-    /// The same engine with a hardware model for `profile` in front of every node's MAG.
-    pub fn with_hardware(mut self, profile: Profile, hook: HardwareHook<'c>) -> Engine<'c> {
+    /// The same prober with a hardware model for `profile` in front of every node's MAG.
+    pub fn with_hardware(mut self, profile: Profile, hook: HardwareHook<'c>) -> Prober<'c> {
         self.hardware = Some((profile, hook));
         self
     }
@@ -369,19 +369,16 @@ pub struct MagEngine;
 
 struct MagEvaluator<'c> {
     cluster: &'c Cluster,
-    engine: std::cell::RefCell<Engine<'c>>,
+    engine: std::cell::RefCell<Prober<'c>>,
 }
 
-impl crate::conformance::Engine for MagEngine {
+impl super::Engine for MagEngine {
     fn name(&self) -> &'static str {
         "mag"
     }
 
-    fn prepare<'c>(
-        &self,
-        cluster: &'c Cluster,
-    ) -> Result<Box<dyn crate::conformance::Evaluator + 'c>, String> {
-        let mut engine = Engine::new(cluster);
+    fn prepare<'c>(&self, cluster: &'c Cluster) -> Result<Box<dyn super::Evaluator + 'c>, String> {
+        let mut engine = Prober::new(cluster);
         engine.node(&pick_node(cluster, None).0)?;
         Ok(Box::new(MagEvaluator {
             cluster,
@@ -390,8 +387,8 @@ impl crate::conformance::Engine for MagEngine {
     }
 }
 
-impl crate::conformance::Evaluator for MagEvaluator<'_> {
-    fn evaluate(&self, probe: &crate::semantics::Probe) -> crate::conformance::EngineVerdict {
+impl super::Evaluator for MagEvaluator<'_> {
+    fn evaluate(&self, probe: &crate::semantics::Probe) -> super::EngineVerdict {
         let conn = conn_of_probe(self.cluster, probe);
         let result = self.engine.borrow_mut().connect(&conn);
         let (allowed, reason) = match result {
@@ -402,7 +399,7 @@ impl crate::conformance::Evaluator for MagEvaluator<'_> {
                 (v, None) => (Some(true), format!("{v:?} by the MAG")),
             },
         };
-        crate::conformance::EngineVerdict { allowed, reason }
+        super::EngineVerdict { allowed, reason }
     }
 }
 

@@ -13,7 +13,7 @@
 //! rules of the same level overlap and do different things: if it loads, every lookup has
 //! one answer, whatever order the device chose.
 
-use crate::backend::{Direction, HwAction, HwRule, PacketField, PlanSlice};
+use crate::backend::{HwAction, HwRule, PacketField, PlanSlice, PortDirection};
 use std::collections::BTreeMap;
 use std::fmt;
 
@@ -118,7 +118,7 @@ impl Tcam {
     }
 
     /// Looks a packet up: the first matching rule by level, or the default path.
-    pub fn lookup(&self, port: u16, direction: Direction, packet: &HwPacket) -> Lookup<'_> {
+    pub fn lookup(&self, port: u16, direction: PortDirection, packet: &HwPacket) -> Lookup<'_> {
         self.rules
             .iter()
             .find(|r| r.port == port && r.direction == direction && r.matches_packet(packet))
@@ -174,7 +174,7 @@ mod tests {
         HwRule {
             id,
             port: 0,
-            direction: Direction::Ingress,
+            direction: PortDirection::Ingress,
             level,
             matches,
             actions,
@@ -209,17 +209,17 @@ mod tests {
             rules: vec![deny, allow],
         };
         let t = Tcam::load(&slice, 3, Some(8192)).unwrap();
-        let hit = t.lookup(0, Direction::Ingress, &pkt([10, 0, 1, 9], 6, 80));
+        let hit = t.lookup(0, PortDirection::Ingress, &pkt([10, 0, 1, 9], 6, 80));
         assert!(matches!(hit, Lookup::Hit(r) if r.id == 1));
         assert!(t
-            .lookup(0, Direction::Ingress, &pkt([10, 9, 1, 9], 6, 80))
+            .lookup(0, PortDirection::Ingress, &pkt([10, 9, 1, 9], 6, 80))
             .drops());
         assert_eq!(
-            t.lookup(0, Direction::Ingress, &pkt([11, 0, 0, 1], 6, 80)),
+            t.lookup(0, PortDirection::Ingress, &pkt([11, 0, 0, 1], 6, 80)),
             Lookup::Default
         );
         assert_eq!(
-            t.lookup(1, Direction::Ingress, &pkt([10, 0, 1, 9], 6, 80)),
+            t.lookup(1, PortDirection::Ingress, &pkt([10, 0, 1, 9], 6, 80)),
             Lookup::Default
         );
     }

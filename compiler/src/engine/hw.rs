@@ -1,14 +1,14 @@
-//! Engine `hw`: each node's hardware slice (the [`crate::hwmodel`] flow table) sees every
+//! Engine `hw`: each node's hardware slice (the [`super::hwmodel`] flow table) sees every
 //! packet first; what hardware does not drop runs through the node's MAG.
 //!
 //! Marks never decide (the software pipeline runs in full for marked packets), so the
 //! engine's answer differs from the MAG's only where hardware drops: exactly where the
 //! partitioner's soundness rules must hold.
 
-use crate::backend::{octeon_cn10k_profile, Direction, PacketField, Profile};
-use crate::conformance::{Engine, EngineVerdict, Evaluator};
-use crate::hwmodel::{HwPacket, Tcam};
-use crate::lower::probe::{self, Conn, From, To};
+use super::hwmodel::{HwPacket, Tcam};
+use super::mag::{self, Conn, From, To};
+use super::{Engine, EngineVerdict, Evaluator};
+use crate::backend::{octeon_cn10k_profile, PacketField, PortDirection, Profile};
 use crate::mag::interp::{Packet, Verdict};
 use crate::mag::{eth, Field};
 use crate::model::Cluster;
@@ -64,14 +64,14 @@ impl Engine for HwEngine {
                 Tcam::load(&plan.slice, levels, None).ok()
             });
             match (tcam, hw_packet(p)) {
-                (Some(t), Some(h)) => t.lookup(0, Direction::Ingress, &h).drops(),
+                (Some(t), Some(h)) => t.lookup(0, PortDirection::Ingress, &h).drops(),
                 _ => false,
             }
         });
         Ok(Box::new(HwEvaluator {
             cluster,
             engine: RefCell::new(
-                probe::Engine::new(cluster).with_hardware(self.profile.clone(), hook),
+                mag::Prober::new(cluster).with_hardware(self.profile.clone(), hook),
             ),
         }))
     }
@@ -79,7 +79,7 @@ impl Engine for HwEngine {
 
 struct HwEvaluator<'c> {
     cluster: &'c Cluster,
-    engine: RefCell<probe::Engine<'c>>,
+    engine: RefCell<mag::Prober<'c>>,
 }
 
 impl Evaluator for HwEvaluator<'_> {
@@ -112,7 +112,7 @@ impl Evaluator for HwEvaluator<'_> {
                 }
             }
         };
-        let hw_dropped = |o: &probe::Outcome| {
+        let hw_dropped = |o: &mag::Outcome| {
             o.traces
                 .iter()
                 .any(|(_, t)| t.verdict == Verdict::Deny && t.hits.is_empty())
