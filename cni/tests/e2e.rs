@@ -429,17 +429,24 @@ fn observe_while(socket: &Path, f: impl FnOnce()) -> Vec<pipec_proto::v1::FlowEv
                 .into_inner();
             let _ = subscribed_tx.send(());
             let mut out = Vec::new();
-            // Bounded: stop when told, or after 30 s.
+            // Bounded: after 30 s at most. Once told to stop, the collector still drains
+            // what pipecd sends until the stream has been quiet for two seconds: under
+            // load pipecd forwards the ring buffer's events late, and stopping at the
+            // first event after the signal (an unrelated IPv6 router solicitation, say)
+            // lost the probes' own events.
             let end = tokio::time::Instant::now() + Duration::from_secs(30);
+            let mut stopping = false;
             loop {
-                let next = tokio::time::timeout_at(end, stream.message()).await;
-                match next {
+                // Before the signal, wake often to see it; after it, wait out a quiet spell.
+                let wait = if stopping { 2000 } else { 200 };
+                let until = (tokio::time::Instant::now() + Duration::from_millis(wait)).min(end);
+                match tokio::time::timeout_at(until, stream.message()).await {
                     Ok(Ok(Some(e))) => out.push(e),
-                    _ => break,
+                    Ok(_) => break,
+                    Err(_) if stopping || tokio::time::Instant::now() >= end => break,
+                    Err(_) => {}
                 }
-                if rx.try_recv().is_ok() {
-                    break;
-                }
+                stopping = stopping || rx.try_recv().is_ok();
             }
             out
         })
@@ -448,7 +455,6 @@ fn observe_while(socket: &Path, f: impl FnOnce()) -> Vec<pipec_proto::v1::FlowEv
     f();
     std::thread::sleep(Duration::from_millis(500));
     let _ = tx.send(());
-    // One more event may be needed to wake the collector; the probes made plenty.
     collector.join().expect("collector")
 }
 
