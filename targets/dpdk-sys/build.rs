@@ -12,7 +12,7 @@ fn main() {
 mod dpdk {
     use std::path::PathBuf;
 
-    pub fn build() {
+    pub(super) fn build() {
         println!("cargo:rerun-if-changed=wrapper.h");
         println!("cargo:rerun-if-changed=shim.c");
         let lib = pkg_config::Config::new()

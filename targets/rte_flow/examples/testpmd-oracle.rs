@@ -13,6 +13,9 @@ use pipec as _;
 use serde as _;
 use serde_json as _;
 use thiserror as _;
+// With the `dpdk` feature the package links the DPDK bindings too; this target uses none.
+#[cfg(feature = "dpdk")]
+use pipec_dpdk_sys as _;
 
 use pipec_rte_flow::oracle::{self, Verdict};
 use std::process::ExitCode;

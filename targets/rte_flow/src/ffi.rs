@@ -557,15 +557,15 @@ fn rebuild_item(template: &Item, v: &[Option<(u128, u128)>]) -> Item {
 
 /// The errno values the apply path names.
 mod libc_errno {
-    pub const EINVAL: i32 = 22;
-    pub const ENOSPC: i32 = 28;
-    pub const ENOSYS: i32 = 38;
-    pub const ENOTSUP: i32 = 95;
-    pub const EEXIST: i32 = 17;
-    pub const ENOMEM: i32 = 12;
-    pub const EBUSY: i32 = 16;
-    pub const EIO: i32 = 5;
-    pub const ENODEV: i32 = 19;
+    pub(super) const EINVAL: i32 = 22;
+    pub(super) const ENOSPC: i32 = 28;
+    pub(super) const ENOSYS: i32 = 38;
+    pub(super) const ENOTSUP: i32 = 95;
+    pub(super) const EEXIST: i32 = 17;
+    pub(super) const ENOMEM: i32 = 12;
+    pub(super) const EBUSY: i32 = 16;
+    pub(super) const EIO: i32 = 5;
+    pub(super) const ENODEV: i32 = 19;
 }
 
 /// A refusal from DPDK: errno and the PMD's message.
