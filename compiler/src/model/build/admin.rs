@@ -5,11 +5,7 @@ use super::*;
 impl Builder<'_> {
     /// The subject of an admin-tier policy (AdminNetworkPolicy, BaselineAdminNetworkPolicy
     /// and ClusterNetworkPolicy share the CRD shape): exactly one of `namespaces` and `pods`.
-    pub(super) fn admin_subject(
-        &mut self,
-        subject: &crd::AdminSubject,
-        at: At,
-    ) -> Option<AdminSubject> {
+    fn admin_subject(&mut self, subject: &crd::AdminSubject, at: At) -> Option<AdminSubject> {
         match (&subject.namespaces, &subject.pods) {
             (Some(ns), None) => self
                 .selector(Some(ns), at, "spec.subject.namespaces")
@@ -44,7 +40,7 @@ impl Builder<'_> {
     /// The selector peers that every admin-tier kind shares (`namespaces`, `pods`,
     /// `nodes`, tried in that order); `None` when the peer is none of them, `Some(None)`
     /// when its selector is malformed (reported).
-    pub(super) fn admin_selector_peer(
+    fn admin_selector_peer(
         &mut self,
         namespaces: Option<&LabelSelector>,
         pods: Option<&crd::NamespacedPod>,
@@ -147,9 +143,9 @@ impl Builder<'_> {
         };
         let subject = self.admin_subject(&p.spec.subject, at);
         let mut lists = Vec::new();
-        for (section, rules, ingress) in [
-            ("ingress", &p.spec.ingress, true),
-            ("egress", &p.spec.egress, false),
+        for (section, rules, side) in [
+            ("ingress", &p.spec.ingress, Side::Ingress),
+            ("egress", &p.spec.egress, Side::Egress),
         ] {
             let mut out = Vec::new();
             if rules.as_ref().is_some_and(|r| r.len() > 100) {
@@ -166,7 +162,7 @@ impl Builder<'_> {
                 ok = false;
             }
             for (i, r) in rules.iter().flatten().enumerate() {
-                match self.admin_rule(r, ingress, tier, &origin, at, section, i) {
+                match self.admin_rule(r, side, tier, &origin, at, section, i) {
                     Some(rule) => out.push(rule),
                     None => ok = false,
                 }
@@ -244,9 +240,9 @@ impl Builder<'_> {
         let subject = self.admin_subject(&p.spec.subject, at);
         let mut ok = true;
         let mut lists = Vec::new();
-        for (section, rules, ingress) in [
-            ("ingress", &p.spec.ingress, true),
-            ("egress", &p.spec.egress, false),
+        for (section, rules, side) in [
+            ("ingress", &p.spec.ingress, Side::Ingress),
+            ("egress", &p.spec.egress, Side::Egress),
         ] {
             let mut out = Vec::new();
             if rules.as_ref().is_some_and(|r| r.len() > 25) {
@@ -261,7 +257,7 @@ impl Builder<'_> {
                 ok = false;
             }
             for (i, r) in rules.iter().flatten().enumerate() {
-                match self.cnp_rule(r, ingress, &origin, at, section, i) {
+                match self.cnp_rule(r, side, &origin, at, section, i) {
                     Some(rule) => out.push(rule),
                     None => ok = false,
                 }
@@ -284,10 +280,10 @@ impl Builder<'_> {
         }
     }
 
-    pub(super) fn cnp_rule(
+    fn cnp_rule(
         &mut self,
         r: &crd::CnpRule,
-        ingress: bool,
+        side: Side,
         origin: &Origin,
         at: At,
         section: &str,
@@ -319,7 +315,7 @@ impl Builder<'_> {
                 AdminAction::Deny
             }
         };
-        let (field, peers_in) = if ingress {
+        let (field, peers_in) = if side == Side::Ingress {
             ("from", &r.from)
         } else {
             ("to", &r.to)
@@ -361,7 +357,9 @@ impl Builder<'_> {
                 ok = false;
                 continue;
             }
-            if ingress && (p.nodes.is_some() || p.networks.is_some() || p.domain_names.is_some()) {
+            if side == Side::Ingress
+                && (p.nodes.is_some() || p.networks.is_some() || p.domain_names.is_some())
+            {
                 let d = self.err(
                     Code::WrongType,
                     at.field(&ppath),
@@ -531,10 +529,10 @@ impl Builder<'_> {
         clippy::too_many_arguments,
         reason = "the rule's place in its object is several coordinates"
     )]
-    pub(super) fn admin_rule(
+    fn admin_rule(
         &mut self,
         r: &crd::AdminRule,
-        ingress: bool,
+        side: Side,
         tier: AdminTier,
         origin: &Origin,
         at: At,
@@ -583,7 +581,7 @@ impl Builder<'_> {
                 AdminAction::Deny
             }
         };
-        let (field, peers_in) = if ingress {
+        let (field, peers_in) = if side == Side::Ingress {
             ("from", &r.from)
         } else {
             ("to", &r.to)
@@ -629,7 +627,7 @@ impl Builder<'_> {
                 ok = false;
                 continue;
             }
-            if ingress && (p.nodes.is_some() || p.networks.is_some()) {
+            if side == Side::Ingress && (p.nodes.is_some() || p.networks.is_some()) {
                 let span = at.field(&ppath);
                 let d = self.err(
                     Code::WrongType,

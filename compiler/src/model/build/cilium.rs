@@ -51,7 +51,7 @@ impl Builder<'_> {
         }
     }
 
-    pub(super) fn cilium_spec(
+    fn cilium_spec(
         &mut self,
         s: &crd::CiliumSpec,
         origin: &Origin,
@@ -99,17 +99,16 @@ impl Builder<'_> {
         }
         let mut ok = true;
         let mut sections = BTreeMap::new();
-        for (name, rules, ingress) in [
-            ("ingress", &s.ingress, true),
-            ("ingressDeny", &s.ingress_deny, true),
-            ("egress", &s.egress, false),
-            ("egressDeny", &s.egress_deny, false),
+        for (name, rules, side, effect) in [
+            ("ingress", &s.ingress, Side::Ingress, Effect::Allow),
+            ("ingressDeny", &s.ingress_deny, Side::Ingress, Effect::Deny),
+            ("egress", &s.egress, Side::Egress, Effect::Allow),
+            ("egressDeny", &s.egress_deny, Side::Egress, Effect::Deny),
         ] {
             let mut out = Vec::new();
             for (i, r) in rules.iter().flatten().enumerate() {
                 let path = format!("{base}.{name}[{i}]");
-                let deny = name.ends_with("Deny");
-                match self.cilium_rule(r, ingress, deny, origin, at, &path, name, i) {
+                match self.cilium_rule(r, side, effect, origin, at, &path, name, i) {
                     Some(rule) => out.push(rule),
                     None => ok = false,
                 }
@@ -142,18 +141,18 @@ impl Builder<'_> {
         clippy::too_many_arguments,
         reason = "the rule's place in its object is several coordinates"
     )]
-    pub(super) fn cilium_rule(
+    fn cilium_rule(
         &mut self,
         r: &crd::CiliumRule,
-        ingress: bool,
-        deny: bool,
+        side: Side,
+        effect: Effect,
         origin: &Origin,
         at: At,
         path: &str,
         section: &str,
         index: usize,
     ) -> Option<CiliumRule> {
-        let (dir, endpoints, requires, cidr, cidr_set, entities) = if ingress {
+        let (dir, endpoints, requires, cidr, cidr_set, entities) = if side == Side::Ingress {
             (
                 "from",
                 &r.from_endpoints,
@@ -172,7 +171,7 @@ impl Builder<'_> {
                 &r.to_entities,
             )
         };
-        let wrong_side = if ingress {
+        let wrong_side = if side == Side::Ingress {
             r.to_endpoints.is_some()
                 || r.to_cidr.is_some()
                 || r.to_cidr_set.is_some()
@@ -186,7 +185,7 @@ impl Builder<'_> {
                 || r.from_requires.is_some()
         };
         if wrong_side {
-            let fields = if ingress {
+            let fields = if side == Side::Ingress {
                 [
                     ("toEndpoints", r.to_endpoints.is_some()),
                     ("toCIDR", r.to_cidr.is_some()),
@@ -208,7 +207,7 @@ impl Builder<'_> {
                 Some(f) => at.key(&format!("{path}.{f}")),
                 None => at.field(path),
             };
-            let (other, this) = if ingress {
+            let (other, this) = if side == Side::Ingress {
                 ("to", "from")
             } else {
                 ("from", "to")
@@ -218,7 +217,11 @@ impl Builder<'_> {
                 span,
                 format!(
                     "an {} rule uses `{other}*` fields",
-                    if ingress { "ingress" } else { "egress" }
+                    if side == Side::Ingress {
+                        "ingress"
+                    } else {
+                        "egress"
+                    }
                 ),
                 "wrong direction",
             );
@@ -434,7 +437,7 @@ impl Builder<'_> {
                     None
                 }
             });
-            if l7.is_some() && deny {
+            if l7.is_some() && effect == Effect::Deny {
                 let span = at.field(&format!("{ppath}.rules"));
                 let d = self.err(
                     Code::WrongType,

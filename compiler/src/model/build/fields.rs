@@ -110,7 +110,7 @@ impl Builder<'_> {
 
     /// Selector keys may carry Cilium's source prefix (`k8s:app`), so only values are
     /// checked strictly.
-    pub(super) fn check_selector_labels(
+    fn check_selector_labels(
         &mut self,
         labels: Option<&BTreeMap<String, String>>,
         at: At,
@@ -189,7 +189,7 @@ impl Builder<'_> {
         })
     }
 
-    pub(super) fn parse_cidr(&mut self, text: &str, at: At, path: &str) -> Option<IpNet> {
+    fn parse_cidr(&mut self, text: &str, at: At, path: &str) -> Option<IpNet> {
         // A NetworkPolicy ipBlock needs a prefix length (ValidateIPBlock parses it as a
         // CIDR); Cilium's CIDR fields take a bare address as a host route.
         let ip_block = path.contains("ipBlock");

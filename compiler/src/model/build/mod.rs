@@ -165,6 +165,23 @@ enum FamilyPolicy {
     RequireDual,
 }
 
+/// The side of a policy a rule is written in: its peers are the sources of connections into
+/// the selected pods (ingress) or the destinations of connections out of them (egress). The
+/// rule checks take it as an enum rather than a bool so that every call says which it means.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Side {
+    Ingress,
+    Egress,
+}
+
+/// What a Cilium rule does to the connections it matches: its section (`ingressDeny`,
+/// `egressDeny` or not) decides, and a deny rule may not carry L7 rules.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Effect {
+    Allow,
+    Deny,
+}
+
 /// The context of one object while it is checked: where it is, for diagnostics.
 #[derive(Clone, Copy)]
 pub(super) struct At<'s> {

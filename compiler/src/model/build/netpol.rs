@@ -101,7 +101,7 @@ impl Builder<'_> {
         }
     }
 
-    pub(super) fn np_peers(
+    fn np_peers(
         &mut self,
         peers: Option<&[k8s_openapi::api::networking::v1::NetworkPolicyPeer]>,
         at: At,
@@ -186,7 +186,7 @@ impl Builder<'_> {
         ok.then_some(out)
     }
 
-    pub(super) fn np_ports(
+    fn np_ports(
         &mut self,
         ports: Option<&[k8s_openapi::api::networking::v1::NetworkPolicyPort]>,
         at: At,

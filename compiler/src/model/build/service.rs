@@ -76,7 +76,7 @@ impl Builder<'_> {
 
     /// Two Services may not take one nodePort and protocol: the API server's node-port
     /// allocator refuses the second ("provided port is already allocated").
-    pub(super) fn check_node_ports(&mut self) {
+    fn check_node_ports(&mut self) {
         let mut owner: FxHashMap<(u16, String), usize> = FxHashMap::default();
         let mut conflicts = Vec::new();
         for (i, svc) in self.cluster.services.iter().enumerate() {
@@ -719,7 +719,7 @@ impl Builder<'_> {
     /// ClientIP and no timeout is given; `ValidateService` refuses an affinity other than
     /// None and ClientIP, a timeout outside 1..=86400 (`validateClientIPAffinityConfig`),
     /// and a `sessionAffinityConfig` beside affinity None.
-    pub(super) fn affinity(&mut self, spec: &core::ServiceSpec, at: At) -> Result<Option<u32>, ()> {
+    fn affinity(&mut self, spec: &core::ServiceSpec, at: At) -> Result<Option<u32>, ()> {
         let config = spec.session_affinity_config.as_ref();
         match spec.session_affinity.as_deref().unwrap_or("None") {
             "None" => {
