@@ -76,7 +76,12 @@ impl Builder<'_> {
         })
     }
 
-    pub(super) fn admin_policy(&mut self, p: &crd::AdminNetworkPolicy, tier: AdminTier, at: At) {
+    pub(super) fn admin_policy(
+        &mut self,
+        p: &crd::AdminNetworkPolicy,
+        tier: AdminTier,
+        at: At,
+    ) -> Option<AdminPolicy> {
         let kind = if tier == AdminTier::Admin {
             "AdminNetworkPolicy"
         } else {
@@ -96,7 +101,7 @@ impl Builder<'_> {
                 );
                 d.hints
                     .push("an AdminNetworkPolicy priority is from 0 (first) to 1000".into());
-                return;
+                return None;
             }
             (AdminTier::Admin, None) => {
                 let span = at.field("spec");
@@ -108,7 +113,7 @@ impl Builder<'_> {
                 );
                 d.hints
                     .push("add `priority:` from 0 (evaluated first) to 1000".into());
-                return;
+                return None;
             }
             (AdminTier::Baseline, Some(_)) => {
                 // The BaselineAdminNetworkPolicy schema has no `priority` (there is one
@@ -121,7 +126,7 @@ impl Builder<'_> {
                     "not a field of this kind",
                 );
                 d.hints.push("a baseline policy has no priority: it is evaluated after every NetworkPolicy; remove the field".into());
-                return;
+                return None;
             }
             (AdminTier::Baseline, None) => {
                 if origin.name != "default" {
@@ -136,7 +141,7 @@ impl Builder<'_> {
                         "wrong name",
                     );
                     d.hints.push("there is one baseline policy per cluster and the API requires the name `default`".into());
-                    return;
+                    return None;
                 }
                 0
             }
@@ -172,7 +177,7 @@ impl Builder<'_> {
         let egress = lists.pop().unwrap_or_default();
         let ingress = lists.pop().unwrap_or_default();
         match subject {
-            Some(subject) if ok => self.cluster.admin_policies.push(AdminPolicy {
+            Some(subject) if ok => Some(AdminPolicy {
                 name: origin.name.clone(),
                 tier,
                 priority,
@@ -181,7 +186,7 @@ impl Builder<'_> {
                 egress,
                 origin,
             }),
-            _ => {}
+            _ => None,
         }
     }
 
@@ -191,7 +196,11 @@ impl Builder<'_> {
     /// rest of the tier; `protocols` become ports (a protocol without `destinationPort`
     /// matches all its ports). `domainNames` peers are not modelled: they match nothing
     /// (the API allows them in `Accept` rules only, so this allows less, never more).
-    pub(super) fn cluster_network_policy(&mut self, p: &crd::ClusterNetworkPolicy, at: At) {
+    pub(super) fn cluster_network_policy(
+        &mut self,
+        p: &crd::ClusterNetworkPolicy,
+        at: At,
+    ) -> Option<AdminPolicy> {
         let origin = self.origin("ClusterNetworkPolicy", &p.metadata, false, at.span);
         let tier = match p.spec.tier.as_deref() {
             Some("Admin") => AdminTier::Admin,
@@ -209,7 +218,7 @@ impl Builder<'_> {
                     "set `tier: Admin` (before NetworkPolicies) or `tier: Baseline` (after them)"
                         .into(),
                 );
-                return;
+                return None;
             }
         };
         let priority = match p.spec.priority {
@@ -223,7 +232,7 @@ impl Builder<'_> {
                 );
                 d.hints
                     .push("a ClusterNetworkPolicy priority is from 0 (first) to 1000".into());
-                return;
+                return None;
             }
             None => {
                 let d = self.err(
@@ -234,7 +243,7 @@ impl Builder<'_> {
                 );
                 d.hints
                     .push("add `priority:` from 0 (evaluated first in its tier) to 1000".into());
-                return;
+                return None;
             }
         };
         let subject = self.admin_subject(&p.spec.subject, at);
@@ -267,7 +276,7 @@ impl Builder<'_> {
         let egress = lists.pop().unwrap_or_default();
         let ingress = lists.pop().unwrap_or_default();
         match subject {
-            Some(subject) if ok => self.cluster.admin_policies.push(AdminPolicy {
+            Some(subject) if ok => Some(AdminPolicy {
                 name: origin.name.clone(),
                 tier,
                 priority,
@@ -276,7 +285,7 @@ impl Builder<'_> {
                 egress,
                 origin,
             }),
-            _ => {}
+            _ => None,
         }
     }
 

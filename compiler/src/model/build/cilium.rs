@@ -8,7 +8,7 @@ impl Builder<'_> {
         p: &crd::CiliumNetworkPolicy,
         clusterwide: bool,
         at: At,
-    ) {
+    ) -> Option<CiliumPolicy> {
         let kind = if clusterwide {
             "CiliumClusterwideNetworkPolicy"
         } else {
@@ -31,7 +31,7 @@ impl Builder<'_> {
             );
             d.hints
                 .push("add `spec:` with an endpointSelector and rules".into());
-            return;
+            return None;
         }
         let mut specs = Vec::new();
         let mut ok = true;
@@ -41,14 +41,12 @@ impl Builder<'_> {
                 None => ok = false,
             }
         }
-        if ok {
-            self.cluster.cilium_policies.push(CiliumPolicy {
-                namespace: origin.namespace.clone(),
-                name: origin.name.clone(),
-                specs,
-                origin,
-            });
-        }
+        ok.then(|| CiliumPolicy {
+            namespace: origin.namespace.clone(),
+            name: origin.name.clone(),
+            specs,
+            origin,
+        })
     }
 
     fn cilium_spec(
@@ -465,7 +463,11 @@ impl Builder<'_> {
         })
     }
 
-    pub(super) fn cilium_identity(&mut self, i: &crd::CiliumIdentity, at: At) {
+    pub(super) fn cilium_identity(
+        &mut self,
+        i: &crd::CiliumIdentity,
+        at: At,
+    ) -> Option<CiliumIdentityObject> {
         let name = i.metadata.name.clone().unwrap_or_default();
         let id = match name.parse::<u32>() {
             Ok(n) if n >= 256 => n,
@@ -478,7 +480,7 @@ impl Builder<'_> {
                     "reserved (below 256)",
                 );
                 d.hints.push("identities below 256 are Cilium's reserved identities (host, world, ...), which Cilium never stores as CiliumIdentity objects; use a number of 256 or above".into());
-                return;
+                return None;
             }
             _ => {
                 let span = at.field("metadata.name");
@@ -489,7 +491,7 @@ impl Builder<'_> {
                     "expected a number",
                 );
                 d.hints.push("a CiliumIdentity is named by its number, 256 or above (lower numbers are reserved)".into());
-                return;
+                return None;
             }
         };
         let labels = i.security_labels.clone().unwrap_or_default();
@@ -503,15 +505,17 @@ impl Builder<'_> {
             );
             d.hints
                 .push("add `security-labels:` with the labels the identity stands for".into());
-            return;
+            return None;
         }
         let origin = self.origin("CiliumIdentity", &i.metadata, false, at.span);
-        self.cluster
-            .cilium_identities
-            .push(CiliumIdentityObject { id, labels, origin });
+        Some(CiliumIdentityObject { id, labels, origin })
     }
 
-    pub(super) fn cilium_endpoint(&mut self, e: &crd::CiliumEndpoint, at: At) {
+    pub(super) fn cilium_endpoint(
+        &mut self,
+        e: &crd::CiliumEndpoint,
+        at: At,
+    ) -> CiliumEndpointObject {
         let origin = self.origin("CiliumEndpoint", &e.metadata, true, at.span);
         let status = e.status.as_ref();
         let identity = status
@@ -527,13 +531,13 @@ impl Builder<'_> {
             .flatten()
             .filter_map(|t| t.parse().ok())
             .collect();
-        self.cluster.cilium_endpoints.push(CiliumEndpointObject {
+        CiliumEndpointObject {
             namespace: origin.namespace.clone().unwrap_or_default(),
             name: origin.name.clone(),
             identity,
             ips,
             origin,
-        });
+        }
     }
 }
 

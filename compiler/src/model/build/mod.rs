@@ -247,7 +247,9 @@ impl Builder<'_> {
         let Some(keep) = self.check_meta(obj, at) else {
             return false;
         };
-        let lens = self.lens();
+        // Each kind is built into a local value, checked in full whether or not it is kept,
+        // and added to the model only when its object is clean: an object left out then
+        // adds nothing, and no list has to be cut back to an earlier length.
         let defer = match &obj.body {
             Body::Namespace(ns) => {
                 if keep {
@@ -256,11 +258,16 @@ impl Builder<'_> {
                 false
             }
             Body::Node(n) => {
-                self.node(n, at);
+                let value = self.node(n, at);
+                if keep {
+                    self.cluster.nodes.push(value);
+                }
                 false
             }
             Body::Pod(p) => {
-                self.pod(p, at);
+                if let (true, Some(value)) = (keep, self.pod(p, at)) {
+                    self.cluster.pods.push(value);
+                }
                 false
             }
             Body::Deployment(_)
@@ -282,45 +289,62 @@ impl Builder<'_> {
             Body::EndpointSlice(s) => self.check_slice(s, at) && keep,
             Body::Endpoints(_) => keep,
             Body::NetworkPolicy(np) => {
-                self.network_policy(np, at);
+                if let (true, Some(value)) = (keep, self.network_policy(np, at)) {
+                    self.cluster.network_policies.push(value);
+                }
                 false
             }
             Body::CiliumNetworkPolicy(p) => {
-                self.cilium_policy(p, false, at);
+                if let (true, Some(value)) = (keep, self.cilium_policy(p, false, at)) {
+                    self.cluster.cilium_policies.push(value);
+                }
                 false
             }
             Body::CiliumClusterwideNetworkPolicy(p) => {
-                self.cilium_policy(p, true, at);
+                if let (true, Some(value)) = (keep, self.cilium_policy(p, true, at)) {
+                    self.cluster.cilium_policies.push(value);
+                }
                 false
             }
             Body::AdminNetworkPolicy(p) => {
-                self.admin_policy(p, AdminTier::Admin, at);
+                if let (true, Some(value)) = (keep, self.admin_policy(p, AdminTier::Admin, at)) {
+                    self.cluster.admin_policies.push(value);
+                }
                 false
             }
             Body::BaselineAdminNetworkPolicy(p) => {
-                self.admin_policy(p, AdminTier::Baseline, at);
+                if let (true, Some(value)) = (keep, self.admin_policy(p, AdminTier::Baseline, at)) {
+                    self.cluster.admin_policies.push(value);
+                }
                 false
             }
             Body::ClusterNetworkPolicy(p) => {
-                self.cluster_network_policy(p, at);
+                if let (true, Some(value)) = (keep, self.cluster_network_policy(p, at)) {
+                    self.cluster.admin_policies.push(value);
+                }
                 false
             }
             Body::CiliumIdentity(i) => {
-                self.cilium_identity(i, at);
+                if let (true, Some(value)) = (keep, self.cilium_identity(i, at)) {
+                    self.cluster.cilium_identities.push(value);
+                }
                 false
             }
             Body::CiliumEndpoint(e) => {
-                self.cilium_endpoint(e, at);
+                let value = self.cilium_endpoint(e, at);
+                if keep {
+                    self.cluster.cilium_endpoints.push(value);
+                }
                 false
             }
             Body::Secret(secret) => {
-                self.secret(secret, at);
+                let value = self.secret(secret, at);
+                if keep {
+                    self.cluster.secrets.push(value);
+                }
                 false
             }
         };
-        if !keep {
-            self.truncate(lens);
-        }
         defer
     }
 
@@ -405,34 +429,6 @@ impl Builder<'_> {
         self.sink
             .push(Diagnostic::warning(code, message).at(span, label));
         self.sink.diags.last_mut().expect("just pushed")
-    }
-
-    /// The lengths of the model's lists, to undo what one object added.
-    fn lens(&self) -> [usize; 8] {
-        let c = &self.cluster;
-        [
-            c.nodes.len(),
-            c.pods.len(),
-            c.network_policies.len(),
-            c.cilium_policies.len(),
-            c.admin_policies.len(),
-            c.cilium_identities.len(),
-            c.cilium_endpoints.len(),
-            c.secrets.len(),
-        ]
-    }
-
-    /// Removes what was added to the model since `lens`.
-    fn truncate(&mut self, lens: [usize; 8]) {
-        let c = &mut self.cluster;
-        c.nodes.truncate(lens[0]);
-        c.pods.truncate(lens[1]);
-        c.network_policies.truncate(lens[2]);
-        c.cilium_policies.truncate(lens[3]);
-        c.admin_policies.truncate(lens[4]);
-        c.cilium_identities.truncate(lens[5]);
-        c.cilium_endpoints.truncate(lens[6]);
-        c.secrets.truncate(lens[7]);
     }
 
     /// Checks metadata common to every object: `None` when the object has no name and
@@ -608,7 +604,7 @@ impl Builder<'_> {
     }
 
     /// Keeps a Secret for the targets that read one; its values stay redacted.
-    fn secret(&mut self, s: &crate::frontend::Secret, at: At) {
+    fn secret(&mut self, s: &crate::frontend::Secret, at: At) -> Secret {
         let origin = self.origin("Secret", &s.metadata, true, at.span);
         let value_locations = s
             .data
@@ -631,14 +627,14 @@ impl Builder<'_> {
                 (k.clone(), self.sources.position(span))
             })
             .collect();
-        self.cluster.secrets.push(Secret {
+        Secret {
             namespace: origin.namespace.clone().unwrap_or_default(),
             name: origin.name.clone(),
             data: s.data.clone(),
             location: self.sources.position(at.span),
             value_locations,
             origin: Some(origin),
-        });
+        }
     }
 
     /// Adds namespaces that objects use but no manifest defines, with a warning each.

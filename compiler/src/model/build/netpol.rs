@@ -7,7 +7,7 @@ impl Builder<'_> {
         &mut self,
         np: &k8s_openapi::api::networking::v1::NetworkPolicy,
         at: At,
-    ) {
+    ) -> Option<NetworkPolicy> {
         let origin = self.origin("NetworkPolicy", &np.metadata, true, at.span);
         let namespace = origin.namespace.clone().unwrap_or_default();
         let spec = np.spec.clone().unwrap_or_default();
@@ -88,8 +88,8 @@ impl Builder<'_> {
                 _ => ok = false,
             }
         }
-        if let (true, Some(pod_selector)) = (ok, pod_selector) {
-            self.cluster.network_policies.push(NetworkPolicy {
+        match (ok, pod_selector) {
+            (true, Some(pod_selector)) => Some(NetworkPolicy {
                 namespace,
                 name: origin.name.clone(),
                 pod_selector,
@@ -97,7 +97,8 @@ impl Builder<'_> {
                 ingress,
                 egress,
                 origin,
-            });
+            }),
+            _ => None,
         }
     }
 

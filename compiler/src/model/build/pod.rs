@@ -20,7 +20,7 @@ impl Builder<'_> {
         );
     }
 
-    pub(super) fn node(&mut self, n: &core::Node, at: At) {
+    pub(super) fn node(&mut self, n: &core::Node, at: At) -> Node {
         let mut addresses = Vec::new();
         let status_addrs = n.status.as_ref().and_then(|s| s.addresses.as_ref());
         let mut host_ips: Vec<IpAddr> = Vec::new();
@@ -87,7 +87,7 @@ impl Builder<'_> {
                 }
             }
         }
-        self.cluster.nodes.push(Node {
+        Node {
             name: n.metadata.name.clone().unwrap_or_default(),
             labels: n.metadata.labels.clone().unwrap_or_default(),
             addresses,
@@ -99,10 +99,10 @@ impl Builder<'_> {
                 .map(|i| i.boot_id.clone())
                 .filter(|b| !b.is_empty()),
             origin: Some(self.origin("Node", &n.metadata, false, at.span)),
-        });
+        }
     }
 
-    pub(super) fn pod(&mut self, p: &core::Pod, at: At) {
+    pub(super) fn pod(&mut self, p: &core::Pod, at: At) -> Option<Pod> {
         let origin = self.origin("Pod", &p.metadata, true, at.span);
         let default_spec;
         let spec = match &p.spec {
@@ -186,7 +186,7 @@ impl Builder<'_> {
             }
         }
         let Some(ports) = ports.filter(|_| has_containers && !bad_ip) else {
-            return;
+            return None;
         };
         // A pod that has finished (phase Succeeded or Failed) has had its sandbox torn
         // down and its address released: the address may already belong to a running pod
@@ -196,10 +196,10 @@ impl Builder<'_> {
             .and_then(|s| s.phase.as_deref())
             .is_some_and(|p| p == "Succeeded" || p == "Failed")
         {
-            return;
+            return None;
         }
         ips.sort_by_key(|ip| ip.is_ipv6());
-        self.cluster.pods.push(Pod {
+        Some(Pod {
             namespace: origin.namespace.clone().unwrap_or_default(),
             name: origin.name.clone(),
             labels: p.metadata.labels.clone().unwrap_or_default(),
@@ -220,7 +220,7 @@ impl Builder<'_> {
                 .and_then(|o| o.first())
                 .map(|o| format!("{}/{}", o.kind, o.name)),
             origin,
-        });
+        })
     }
 
     /// Checks that a pod spec at `base` has a container, as the API requires. A missing spec
