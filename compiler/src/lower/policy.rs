@@ -387,10 +387,40 @@ pub struct Row {
     pub prov: Vec<ProvId>,
 }
 
-/// A rule's place in the model: (kind: 0 admin, 1 NetworkPolicy, 2 Cilium, 3 a Cilium
-/// rule's endpoint peers, 4 its entity and CIDR peers; policy index; spec index; direction
-/// and deny flag; rule index).
-pub type RuleKey = (u8, u32, u32, u8, u32);
+/// A rule's place in the model, the key under which the classes its peers match are kept.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct RuleKey {
+    /// The kind of policy the rule is in, and for a Cilium rule which of its peers.
+    pub kind: RuleKind,
+    /// The policy's index in its list of the model.
+    pub policy: u32,
+    /// The spec's index in a Cilium policy (0 for the other kinds, which have one spec).
+    pub spec: u32,
+    /// The direction of the rule's section.
+    pub dir: Dir,
+    /// Whether the rule's section denies (`ingressDeny`, `egressDeny`); only Cilium
+    /// policies have such sections, so it is false for the other kinds.
+    pub deny: bool,
+    /// The rule's index in its section.
+    pub rule: u32,
+}
+
+/// The kind of rule a [`RuleKey`] names. A Cilium rule whose selecting rule objects carry
+/// `requires` is matched in two halves, each kept under its own kind, so that the requirement
+/// can be applied to the endpoint peers alone.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum RuleKind {
+    /// A rule of an admin-tier policy.
+    Admin,
+    /// A rule of a Kubernetes NetworkPolicy.
+    NetworkPolicy,
+    /// A rule of a Cilium policy, all its peers.
+    Cilium,
+    /// A Cilium rule's endpoint peers.
+    CiliumEndpoints,
+    /// A Cilium rule's entity and CIDR peers.
+    CiliumOthers,
+}
 
 /// The classes each rule's peers match, kept between compiles.
 ///
@@ -619,12 +649,17 @@ impl<'a> Resolver<'a> {
                 s.cilium_endpoint_peer(r, c) || s.cilium_other_peer(r, c)
             });
         }
-        let (kind, pi, si, d, ri) = key;
-        debug_assert_eq!(kind, 2);
-        let by_endpoint = self.matched((3, pi, si, d, ri), true, |s, c| {
-            s.cilium_endpoint_peer(r, c)
-        });
-        let other = self.matched((4, pi, si, d, ri), true, |s, c| s.cilium_other_peer(r, c));
+        debug_assert_eq!(key.kind, RuleKind::Cilium);
+        let endpoints_key = RuleKey {
+            kind: RuleKind::CiliumEndpoints,
+            ..key
+        };
+        let by_endpoint = self.matched(endpoints_key, true, |s, c| s.cilium_endpoint_peer(r, c));
+        let others_key = RuleKey {
+            kind: RuleKind::CiliumOthers,
+            ..key
+        };
+        let other = self.matched(others_key, true, |s, c| s.cilium_other_peer(r, c));
         let mut v: Vec<usize> = by_endpoint
             .iter()
             .copied()
@@ -771,10 +806,16 @@ impl<'a> Resolver<'a> {
                     .peers
                     .iter()
                     .any(|p| matches!(p, AdminPeer::Service { .. }));
+                let key = RuleKey {
+                    kind: RuleKind::Admin,
+                    policy: pi as u32,
+                    spec: 0,
+                    dir,
+                    deny: false,
+                    rule: ri as u32,
+                };
                 let classes =
-                    self.matched((0, pi as u32, 0, dir as u8, ri as u32), keep, |s, c| {
-                        r.peers.iter().any(|p| s.admin_peer(p, c))
-                    });
+                    self.matched(key, keep, |s, c| r.peers.iter().any(|p| s.admin_peer(p, c)));
                 let (ports, named) = admin_ports(r.ports.as_deref());
                 contribs.push((
                     classes,
@@ -814,7 +855,14 @@ impl<'a> Resolver<'a> {
                     self.all.clone()
                 } else {
                     let ns = np.namespace.as_str();
-                    let key = (1, pi as u32, 0, dir as u8, ri as u32);
+                    let key = RuleKey {
+                        kind: RuleKind::NetworkPolicy,
+                        policy: pi as u32,
+                        spec: 0,
+                        dir,
+                        deny: false,
+                        rule: ri as u32,
+                    };
                     let candidates = if self.matched.contains_key(&key) {
                         None
                     } else {
@@ -879,13 +927,14 @@ impl<'a> Resolver<'a> {
                 }
                 for (is_deny, rules) in [(false, allow), (true, deny)] {
                     for (ri, r) in rules.iter().enumerate() {
-                        let key = (
-                            2,
-                            pi as u32,
-                            si as u32,
-                            dir as u8 * 2 + u8::from(is_deny),
-                            ri as u32,
-                        );
+                        let key = RuleKey {
+                            kind: RuleKind::Cilium,
+                            policy: pi as u32,
+                            spec: si as u32,
+                            dir,
+                            deny: is_deny,
+                            rule: ri as u32,
+                        };
                         let classes = self.cilium_classes(key, r, &requires[usize::from(is_deny)]);
                         for (ports, named, l7) in cilium_ports(r) {
                             contribs.push((
