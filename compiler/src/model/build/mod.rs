@@ -250,7 +250,7 @@ impl Builder<'_> {
         // Each kind is built into a local value, checked in full whether or not it is kept,
         // and added to the model only when its object is clean: an object left out then
         // adds nothing, and no list has to be cut back to an earlier length.
-        let defer = match &obj.body {
+        match &obj.body {
             Body::Namespace(ns) => {
                 if keep {
                     self.namespace(ns, at);
@@ -344,8 +344,7 @@ impl Builder<'_> {
                 }
                 false
             }
-        };
-        defer
+        }
     }
 
     /// Models the objects [`Builder::take`] kept, then everything that needs all objects.

@@ -185,9 +185,7 @@ impl Builder<'_> {
                 bad_ip = true;
             }
         }
-        let Some(ports) = ports.filter(|_| has_containers && !bad_ip) else {
-            return None;
-        };
+        let ports = ports.filter(|_| has_containers && !bad_ip)?;
         // A pod that has finished (phase Succeeded or Failed) has had its sandbox torn
         // down and its address released: the address may already belong to a running pod
         // (normal in `kubectl get pods -A`). It takes no part in the datapath, as kube-proxy
