@@ -511,7 +511,12 @@ fn proto_name(p: u8) -> String {
 
 /// One frontend's lines of the text form: `WORD proto addr:port id=.. maglev=..` and its
 /// Maglev slots, 32 to a line.
-fn write_service(f: &mut fmt::Formatter<'_>, word: &str, fe: &Frontend, s: &Service) -> fmt::Result {
+fn write_service(
+    f: &mut fmt::Formatter<'_>,
+    word: &str,
+    fe: &Frontend,
+    s: &Service,
+) -> fmt::Result {
     let addr = match fe.addr {
         IpAddr::V4(a) => a.to_string(),
         IpAddr::V6(a) => format!("[{a}]"),

@@ -653,7 +653,10 @@ fn services(mag: &Mag, a: &mut EbpfArtifact) -> Result<(), Unsupported> {
     // across both maps (Maglev, affinity and reverse NAT are keyed by id) and a graph
     // without wire-only rows keeps the ids it always had.
     let shared = all.len();
-    for (map, first, frontends) in [(&mut a.services, 0, all), (&mut a.wire_services, shared, wire)] {
+    for (map, first, frontends) in [
+        (&mut a.services, 0, all),
+        (&mut a.wire_services, shared, wire),
+    ] {
         for (i, (fe, (affinity_timeout, maglev))) in frontends.into_iter().enumerate() {
             let service = Service {
                 id: (first + i) as u32 + 1,

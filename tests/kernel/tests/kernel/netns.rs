@@ -553,8 +553,7 @@ fn a_node_port_from_the_wire_connects_and_replies_come_from_the_node_port() {
     let _attached = setup_wire(&mut dp, &topo);
 
     tcp_server(&topo, 8080).recv().unwrap();
-    let (answer, peer) =
-        tcp_client(&topo, NODE_IP, 30080).expect("the node port connection works");
+    let (answer, peer) = tcp_client(&topo, NODE_IP, 30080).expect("the node port connection works");
     assert_eq!(
         answer,
         format!("pong {POD_A}"),

@@ -142,10 +142,18 @@ fn run(dp: &TestDatapath, prog: Program, frame: &[u8]) -> RunResult {
 /// Sends a SYN from the wire and answers it from the backend it reached: checks that the
 /// SYN was translated to a backend with the client's address kept, and that the SYN-ACK
 /// leaves from the frontend. Returns the backend.
-fn connect_and_reply(dp: &TestDatapath, client: &str, sport: u16, fe: (&str, u16)) -> (IpAddr, u16) {
+fn connect_and_reply(
+    dp: &TestDatapath,
+    client: &str,
+    sport: u16,
+    fe: (&str, u16),
+) -> (IpAddr, u16) {
     let r = run(dp, Program::FromWire, &syn(client, sport, fe));
     assert_eq!(r.verdict, TC_ACT_OK, "{client} to {fe:?}");
-    assert!(packet::checksums_ok(&r.packet), "the DNAT kept the checksums right");
+    assert!(
+        packet::checksums_ok(&r.packet),
+        "the DNAT kept the checksums right"
+    );
     let p = packet::parse(&r.packet).expect("a packet");
     assert_eq!(
         (p.src, p.sport),
@@ -163,9 +171,16 @@ fn connect_and_reply(dp: &TestDatapath, client: &str, sport: u16, fe: (&str, u16
         dport: sport,
         flags: TCP_SYN | TCP_ACK,
     };
-    let r = run(dp, Program::FromPod, &packet::build(p.dst, ip(client), reply));
+    let r = run(
+        dp,
+        Program::FromPod,
+        &packet::build(p.dst, ip(client), reply),
+    );
     assert_eq!(r.verdict, TC_ACT_OK, "the reply of {client} to {fe:?}");
-    assert!(packet::checksums_ok(&r.packet), "the reverse NAT kept the checksums right");
+    assert!(
+        packet::checksums_ok(&r.packet),
+        "the reverse NAT kept the checksums right"
+    );
     let back = packet::parse(&r.packet).expect("a reply");
     assert_eq!(
         ((back.src, back.sport), (back.dst, back.dport)),
@@ -183,7 +198,12 @@ fn every_frontend_reaches_a_backend_from_the_wire_and_the_reply_leaves_from_it()
     for (i, fe) in WEB_FRONTENDS.into_iter().enumerate() {
         let mut reached = BTreeSet::new();
         for j in 0..16u16 {
-            reached.insert(connect_and_reply(&dp, PARTNER, 42000 + 100 * i as u16 + j, fe));
+            reached.insert(connect_and_reply(
+                &dp,
+                PARTNER,
+                42000 + 100 * i as u16 + j,
+                fe,
+            ));
         }
         // Maglev spreads 16 connections over both backends (the hash is deterministic).
         assert_eq!(reached, web_backends(), "{fe:?}");
@@ -263,7 +283,10 @@ fn traffic_policies_give_the_wire_its_own_rows() {
     let art = traffic_policy_artifact("n1");
     let cluster_ip = ("10.96.0.10", 80);
     assert_eq!(
-        art.wire_services.keys().map(|f| (f.addr, f.port)).collect::<Vec<_>>(),
+        art.wire_services
+            .keys()
+            .map(|f| (f.addr, f.port))
+            .collect::<Vec<_>>(),
         [(ip(cluster_ip.0), cluster_ip.1)],
         "the cluster IP's row for the wire goes to wire_services\n{art}"
     );
@@ -289,11 +312,20 @@ fn traffic_policies_give_the_wire_its_own_rows() {
     // A connection balanced to web-2 on n2 is left to routing: no ingress checks here, no
     // mark, the client's address kept.
     let to_remote = (0..32u16)
-        .map(|i| run(&dp, Program::FromWire, &syn("192.0.2.1", 41000 + i, cluster_ip)))
+        .map(|i| {
+            run(
+                &dp,
+                Program::FromWire,
+                &syn("192.0.2.1", 41000 + i, cluster_ip),
+            )
+        })
         .find(|r| packet::parse(&r.packet).map(|p| (p.dst, p.dport)) == web2)
         .expect("some connection goes to web-2");
     assert_eq!(to_remote.mark, 0);
-    assert_eq!(packet::parse(&to_remote.packet).unwrap().src, ip("192.0.2.1"));
+    assert_eq!(
+        packet::parse(&to_remote.packet).unwrap().src,
+        ip("192.0.2.1")
+    );
 }
 
 #[test]
