@@ -29,10 +29,11 @@ use crate::common::TestDatapath;
 
 const LO: u32 = 1;
 
-/// One node (172.18.0.2) with two web pods; `web` is a LoadBalancer Service with a node
-/// port, a load-balancer IP and an external IP, whose pods admit only 192.0.2.0/24;
-/// `sticky` is a NodePort Service with ClientIP affinity on the same pods.
-const MANIFEST: &str = "
+/// One node (172.18.0.2) with two dual-stack web pods; `web` is a LoadBalancer Service
+/// with a node port, a load-balancer IP and an external IP, whose pods admit only
+/// 192.0.2.0/24 and 2001:db8:2::/48; `sticky` is a NodePort Service with ClientIP affinity
+/// on the same pods; `web6` is `web` in IPv6.
+const MANIFEST: &str = r#"
 apiVersion: v1
 kind: Node
 metadata: {name: n1}
@@ -42,13 +43,13 @@ apiVersion: v1
 kind: Pod
 metadata: {name: web-1, namespace: default, labels: {app: web}}
 spec: {nodeName: n1, containers: [{name: c, ports: [{containerPort: 8080}]}]}
-status: {podIP: 10.244.1.10}
+status: {podIP: 10.244.1.10, podIPs: [{ip: 10.244.1.10}, {ip: "fd00:244:1::10"}]}
 ---
 apiVersion: v1
 kind: Pod
 metadata: {name: web-2, namespace: default, labels: {app: web}}
 spec: {nodeName: n1, containers: [{name: c, ports: [{containerPort: 8080}]}]}
-status: {podIP: 10.244.1.11}
+status: {podIP: 10.244.1.11, podIPs: [{ip: 10.244.1.11}, {ip: "fd00:244:1::11"}]}
 ---
 apiVersion: v1
 kind: Service
@@ -72,15 +73,27 @@ spec:
   ports: [{port: 80, targetPort: 8080, nodePort: 30081}]
   sessionAffinity: ClientIP
 ---
+apiVersion: v1
+kind: Service
+metadata: {name: web6, namespace: default}
+spec:
+  type: LoadBalancer
+  ipFamilies: [IPv6]
+  clusterIPs: ["fd00:96::32"]
+  externalIPs: ["2001:db8:100::10"]
+  selector: {app: web}
+  ports: [{port: 80, targetPort: 8080, nodePort: 30082}]
+status: {loadBalancer: {ingress: [{ip: "2001:db8:113::10"}]}}
+---
 apiVersion: networking.k8s.io/v1
 kind: NetworkPolicy
 metadata: {name: web-from-partners, namespace: default}
 spec:
   podSelector: {matchLabels: {app: web}}
   ingress:
-  - from: [{ipBlock: {cidr: 192.0.2.0/24}}]
+  - from: [{ipBlock: {cidr: 192.0.2.0/24}}, {ipBlock: {cidr: "2001:db8:2::/48"}}]
     ports: [{port: 8080, protocol: TCP}]
-";
+"#;
 
 const PARTNER: &str = "192.0.2.7";
 const STRANGER: &str = "198.18.0.9";
@@ -337,4 +350,30 @@ fn a_node_without_local_endpoints_drops_its_node_port_from_the_wire() {
         destinations(&dp, Program::FromWire, "192.0.2.1", ("172.18.0.3", 30080)),
         BTreeSet::from([None])
     );
+}
+
+#[test]
+fn ipv6_frontends_from_the_wire_translate_both_ways_and_keep_the_client() {
+    let art = artifact();
+    let mut dp = TestDatapath::load("wire_ipv6");
+    dp.write(&art).expect("write the maps");
+    let backends = BTreeSet::from([(ip("fd00:244:1::10"), 8080), (ip("fd00:244:1::11"), 8080)]);
+    for (i, fe) in [
+        ("2001:db8:113::10", 80),
+        ("2001:db8:100::10", 80),
+        ("fd00:96::32", 80),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let reached: BTreeSet<_> = (0..16u16)
+            .map(|j| connect_and_reply(&dp, "2001:db8:2::7", 45000 + 100 * i as u16 + j, fe))
+            .collect();
+        assert_eq!(reached, backends, "{fe:?}");
+        let r = run(&dp, Program::FromWire, &syn("2001:db8:9::9", 45900, fe));
+        assert_eq!(
+            r.verdict, TC_ACT_SHOT,
+            "a client outside the ipBlock, to {fe:?}"
+        );
+    }
 }
