@@ -5,12 +5,18 @@
  * The programs are fixed; the compiled pipeline is the content of the maps in pipec.h.
  *
  *   from_pod  (tc ingress of the host side of a pod's veth: packets the pod sends)
- *       anti-spoof -> service LB (DNAT, ClientIP affinity, Maglev) -> conntrack
- *       -> dst ipcache -> egress policy
+ *       anti-spoof -> service LB (DNAT, ClientIP affinity, Maglev) -> conntrack (a reply
+ *       of a connection that came in through a service frontend leaves from that
+ *       frontend) -> dst ipcache -> egress policy
  *   to_pod    (tc egress of the same veth: packets for the pod)
  *       conntrack (reverse NAT of replies) -> src ipcache -> ingress policy
- *   from_wire (tc ingress of the uplink): the to_pod pipeline for local destinations, then
- *       a mark so that to_pod does not run it a second time
+ *   from_wire (tc ingress of the uplink: packets from outside the node)
+ *       service LB for every frontend (cluster IPs, node ports on the node's addresses,
+ *       load-balancer and external IPs; the wire's own rows in wire_services first) ->
+ *       for a local destination, the to_pod pipeline on the translated packet, with the
+ *       original client as the source, then a mark so that to_pod does not run it a
+ *       second time. A backend on another node is left to the kernel's routing, without
+ *       source NAT (see ARCHITECTURE.md: its reply does not come back through this node).
  *   to_wire   (tc egress of the uplink): clears pipec's mark bits, and marks pod-to-pod
  *       packets for a remote node for IPsec on the CPT (PIPEC_MARK_ENCRYPT | peer id);
  *       routing, encapsulation and the encryption itself belong to the other targets.
@@ -442,18 +448,35 @@ static __always_inline __u32 tuple_hash(const struct pkt *p)
 }
 
 /*
- * Service load balancing for a packet leaving a pod. Returns the reverse-NAT id (the
- * service id) when the packet was DNATed, 0 when no service matched, -1 to drop.
+ * The frontend a packet's destination is. A packet from the wire takes the wire's own row
+ * when there is one (the MAG's rows for sending endpoint 0, which outrank the rows for every
+ * sender), else the row it shares with the pods; a pod's packet never sees the wire's rows.
  */
-static __always_inline long service_lb(struct __sk_buff *skb, struct pkt *p,
-				       const struct config *cfg, __u64 now, __u32 *backend_out)
+static __always_inline struct service_value *lookup_frontend(const struct pkt *p, int from_wire)
 {
 	struct service_key sk = {};
 	copy16(sk.addr, p->daddr);
 	sk.family = p->family;
 	sk.protocol = p->protocol;
 	sk.port = p->dport;
-	struct service_value *svc = bpf_map_lookup_elem(&services, &sk);
+	if (from_wire) {
+		struct service_value *w = bpf_map_lookup_elem(&wire_services, &sk);
+		if (w)
+			return w;
+	}
+	return bpf_map_lookup_elem(&services, &sk);
+}
+
+/*
+ * Service load balancing for a packet leaving a pod or arriving from the wire. Returns the
+ * reverse-NAT id (the service id) when the packet was DNATed, 0 when no service matched,
+ * -1 to drop.
+ */
+static __always_inline long service_lb(struct __sk_buff *skb, struct pkt *p,
+				       const struct config *cfg, __u64 now, __u32 *backend_out,
+				       int from_wire)
+{
+	struct service_value *svc = lookup_frontend(p, from_wire);
 	if (!svc)
 		return 0;
 	__u32 service_id = svc->service_id;
@@ -516,6 +539,23 @@ static __always_inline int allow(struct __sk_buff *skb, __u16 proxy_port)
 	return TC_ACT_OK;
 }
 
+/*
+ * Undoes a service DNAT on a reply: its source becomes the frontend (address and port) the
+ * client sent the first packet to, so the client sees its own connection answered.
+ * rev_nat 0 is a connection that was not translated. Returns -1 to drop.
+ */
+static __always_inline int reverse_nat(struct __sk_buff *skb, struct pkt *p, __u32 rev_nat)
+{
+	if (!rev_nat)
+		return 0;
+	struct revnat_value *rn = bpf_map_lookup_elem(&revnat, &rev_nat);
+	if (!rn)
+		return 0;
+	__u8 addr[16];
+	copy16(addr, rn->addr);
+	return nat_rewrite(skb, p, addr, rn->port, 0);
+}
+
 /* The pipeline for packets a pod sends. */
 static __always_inline int egress_pipeline(struct __sk_buff *skb)
 {
@@ -537,7 +577,7 @@ static __always_inline int egress_pipeline(struct __sk_buff *skb)
 	__u32 endpoint_id = ep->endpoint_id;
 
 	__u32 backend_id = 0;
-	long rev_nat = service_lb(skb, &p, cfg, now, &backend_id);
+	long rev_nat = service_lb(skb, &p, cfg, now, &backend_id, 0);
 	if (rev_nat < 0) {
 		count(0, p.len);
 		emit(&p, cfg, PIPEC_DIR_EGRESS, PIPEC_VERDICT_DENIED, PIPEC_REASON_NO_BACKEND, 0,
@@ -557,9 +597,13 @@ static __always_inline int egress_pipeline(struct __sk_buff *skb)
 	ct_make_key(&rk, &p, PIPEC_DIR_INGRESS, 1);
 	cv = ct_lookup(&rk, now);
 	if (cv) {
-		/* A reply of a connection the pod accepted: policies are stateful. */
+		/* A reply of a connection the pod accepted: policies are stateful. When the
+		 * connection came from the wire through a service frontend, the reply leaves
+		 * from that frontend. */
 		ct_update(cv, &p, 1, cfg, now);
 		count(cv->cookie, p.len);
+		if (reverse_nat(skb, &p, cv->rev_nat) < 0)
+			return TC_ACT_SHOT;
 		return TC_ACT_OK;
 	}
 
@@ -584,18 +628,20 @@ static __always_inline int egress_pipeline(struct __sk_buff *skb)
 }
 
 /*
- * The pipeline for packets entering a local endpoint. Returns TC_ACT_UNSPEC when the
- * destination is not a local endpoint, so the caller decides.
+ * The ingress checks of a parsed packet for a local endpoint: conntrack, then the ingress
+ * policy of the destination with the packet's source as the remote. A packet that came in
+ * through a service frontend carries the service's reverse-NAT id in rev_nat, which its
+ * connection keeps so that from_pod can undo the DNAT on the replies. *handled says
+ * whether the destination is a local endpoint; when it is not, the packet passes untouched
+ * and the caller decides.
  */
-static __always_inline int ingress_pipeline(struct __sk_buff *skb, int *handled)
+static __always_inline int ingress_checks(struct __sk_buff *skb, struct pkt *p, __u32 rev_nat,
+					  __u32 backend_id, int *handled)
 {
-	struct pkt p;
 	*handled = 0;
-	if (parse(skb, &p) < 0)
-		return TC_ACT_OK;
 	struct endpoint_key ek = {};
-	copy16(ek.addr, p.daddr);
-	ek.family = p.family;
+	copy16(ek.addr, p->daddr);
+	ek.family = p->family;
 	struct endpoint_value *ep = bpf_map_lookup_elem(&endpoints, &ek);
 	if (!ep)
 		return TC_ACT_OK;
@@ -605,54 +651,85 @@ static __always_inline int ingress_pipeline(struct __sk_buff *skb, int *handled)
 	__u64 now = bpf_ktime_get_ns();
 
 	struct ct_key ck;
-	ct_make_key(&ck, &p, PIPEC_DIR_INGRESS, 0);
+	ct_make_key(&ck, p, PIPEC_DIR_INGRESS, 0);
 	struct ct_value *cv = ct_lookup(&ck, now);
 	if (cv) {
-		ct_update(cv, &p, 0, cfg, now);
-		count(cv->cookie, p.len);
+		ct_update(cv, p, 0, cfg, now);
+		count(cv->cookie, p->len);
 		return allow(skb, cv->proxy_port);
 	}
 	struct ct_key rk;
-	ct_make_key(&rk, &p, PIPEC_DIR_EGRESS, 1);
+	ct_make_key(&rk, p, PIPEC_DIR_EGRESS, 1);
 	/* A packet a pod sends to itself with equal ports (an ICMP echo to itself) has a
 	 * reverse tuple equal to its own: the egress entry its first packet just created is
 	 * not a connection it replies to. */
-	cv = symmetric(&p) ? 0 : ct_lookup(&rk, now);
+	cv = symmetric(p) ? 0 : ct_lookup(&rk, now);
 	if (cv) {
 		/* A reply of a connection the endpoint opened; undo the service DNAT. */
-		ct_update(cv, &p, 1, cfg, now);
-		count(cv->cookie, p.len);
-		__u32 rev_nat = cv->rev_nat;
-		if (rev_nat) {
-			struct revnat_value *rn = bpf_map_lookup_elem(&revnat, &rev_nat);
-			if (rn) {
-				__u8 addr[16];
-				copy16(addr, rn->addr);
-				if (nat_rewrite(skb, &p, addr, rn->port, 0) < 0)
-					return TC_ACT_SHOT;
-			}
-		}
+		ct_update(cv, p, 1, cfg, now);
+		count(cv->cookie, p->len);
+		if (reverse_nat(skb, p, cv->rev_nat) < 0)
+			return TC_ACT_SHOT;
 		return TC_ACT_OK;
 	}
 
-	__u32 remote = lookup_identity(p.saddr, p.family);
-	struct policy_value *pv = policy_decide(endpoint_id, PIPEC_DIR_INGRESS, remote, &p);
-	if (!pv || pv->action == PIPEC_ACTION_DENY || p.is_reply_type) {
+	__u32 remote = lookup_identity(p->saddr, p->family);
+	struct policy_value *pv = policy_decide(endpoint_id, PIPEC_DIR_INGRESS, remote, p);
+	if (!pv || pv->action == PIPEC_ACTION_DENY || p->is_reply_type) {
 		__u64 cookie = pv ? pv->cookie : 0;
-		count(cookie, p.len);
-		emit(&p, cfg, PIPEC_DIR_INGRESS, PIPEC_VERDICT_DENIED,
+		count(cookie, p->len);
+		emit(p, cfg, PIPEC_DIR_INGRESS, PIPEC_VERDICT_DENIED,
 		     pv ? PIPEC_REASON_POLICY : PIPEC_REASON_NO_ENTRY, cookie, endpoint_id, remote,
 		     now);
 		return TC_ACT_SHOT;
 	}
 	__u64 cookie = pv->cookie;
 	__u16 proxy_port = pv->action == PIPEC_ACTION_REDIRECT ? pv->proxy_port : 0;
-	ct_create(&ck, &p, cookie, 0, 0, remote, proxy_port, cfg, now);
-	count(cookie, p.len);
-	emit(&p, cfg, PIPEC_DIR_INGRESS,
+	ct_create(&ck, p, cookie, rev_nat, backend_id, remote, proxy_port, cfg, now);
+	count(cookie, p->len);
+	emit(p, cfg, PIPEC_DIR_INGRESS,
 	     proxy_port ? PIPEC_VERDICT_REDIRECTED : PIPEC_VERDICT_ALLOWED, PIPEC_REASON_POLICY,
 	     cookie, endpoint_id, remote, now);
 	return allow(skb, proxy_port);
+}
+
+/* The pipeline for packets entering a local endpoint from another local pod. */
+static __always_inline int ingress_pipeline(struct __sk_buff *skb)
+{
+	struct pkt p;
+	int handled;
+	if (parse(skb, &p) < 0)
+		return TC_ACT_OK;
+	return ingress_checks(skb, &p, 0, 0, &handled);
+}
+
+/*
+ * The pipeline for packets from outside the node: service load balancing on the frontend
+ * they were sent to, then, for a local destination, the ingress checks on the translated
+ * packet. The source is not rewritten, so the backend's ingress policy sees the original
+ * client, as Kubernetes requires for externalTrafficPolicy: Local (and as the reference
+ * models for every policy: it does not model source NAT).
+ */
+static __always_inline int wire_pipeline(struct __sk_buff *skb)
+{
+	struct pkt p;
+	if (parse(skb, &p) < 0)
+		return TC_ACT_OK;
+	const struct config *cfg = get_config();
+	__u64 now = bpf_ktime_get_ns();
+	__u32 backend_id = 0;
+	long rev_nat = service_lb(skb, &p, cfg, now, &backend_id, 1);
+	if (rev_nat < 0) {
+		count(0, p.len);
+		emit(&p, cfg, PIPEC_DIR_INGRESS, PIPEC_VERDICT_DENIED, PIPEC_REASON_NO_BACKEND, 0, 0,
+		     0, now);
+		return TC_ACT_SHOT;
+	}
+	int handled;
+	int verdict = ingress_checks(skb, &p, (__u32)rev_nat, backend_id, &handled);
+	if (handled && verdict == TC_ACT_OK && skb->mark == 0)
+		skb->mark = PIPEC_MARK_POLICY_DONE;
+	return verdict;
 }
 
 SEC("classifier")
@@ -668,18 +745,13 @@ int to_pod(struct __sk_buff *skb)
 		skb->mark = 0;
 		return TC_ACT_OK;
 	}
-	int handled;
-	return ingress_pipeline(skb, &handled);
+	return ingress_pipeline(skb);
 }
 
 SEC("classifier")
 int from_wire(struct __sk_buff *skb)
 {
-	int handled;
-	int verdict = ingress_pipeline(skb, &handled);
-	if (handled && verdict == TC_ACT_OK && skb->mark == 0)
-		skb->mark = PIPEC_MARK_POLICY_DONE;
-	return verdict;
+	return wire_pipeline(skb);
 }
 
 /*

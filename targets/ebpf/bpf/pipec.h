@@ -265,6 +265,12 @@ PIPEC_MAP(ipsec, BPF_MAP_TYPE_LPM_TRIE, struct ipcache_key, struct ipsec_value, 
 PIPEC_MAP(policy, BPF_MAP_TYPE_LPM_TRIE, struct policy_key, struct policy_value, 262144,
 	  BPF_F_NO_PREALLOC);
 PIPEC_MAP(services, BPF_MAP_TYPE_HASH, struct service_key, struct service_value, 65536, 0);
+/*
+ * Frontends whose balancing differs for packets from the wire (a cluster IP under
+ * internalTrafficPolicy: Local keeps every endpoint for an outside client). from_wire looks
+ * here first and in services on a miss; from_pod never reads this map.
+ */
+PIPEC_MAP(wire_services, BPF_MAP_TYPE_HASH, struct service_key, struct service_value, 65536, 0);
 PIPEC_MAP(backends, BPF_MAP_TYPE_HASH, __u32, struct backend_value, 65536, 0);
 PIPEC_MAP(maglev, BPF_MAP_TYPE_HASH, struct maglev_key, __u32, 1048576, BPF_F_NO_PREALLOC);
 PIPEC_MAP(affinity, BPF_MAP_TYPE_LRU_HASH, struct affinity_key, struct affinity_value, 65536, 0);

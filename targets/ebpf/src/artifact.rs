@@ -153,8 +153,13 @@ pub struct EbpfArtifact {
     pub ipcache: BTreeMap<Prefix, u32>,
     /// The resolved policy decision table.
     pub policy: BTreeMap<PolicyMatch, PolicyDecision>,
-    /// Service frontends.
+    /// Service frontends, for packets from pods and from the wire alike.
     pub services: BTreeMap<Frontend, Service>,
+    /// Service frontends whose balancing differs for packets from the wire (the MAG's
+    /// `service_lb` rows for sending endpoint 0). `from_wire` looks a frontend up here
+    /// first and in `services` on a miss; `from_pod` never reads them. Service ids are
+    /// unique across both maps.
+    pub wire_services: BTreeMap<Frontend, Service>,
     /// Backends by id.
     pub backends: BTreeMap<u32, Backend>,
     /// What each rule cookie stands for (the provenance of the deciding rules), so that
@@ -178,6 +183,8 @@ pub enum MapName {
     Revnat,
     /// `services`.
     Services,
+    /// `wire_services`: the frontends balanced differently for packets from the wire.
+    WireServices,
     /// `ipcache`: the ipcache's prefixes that are not host entries (LPM trie).
     Ipcache,
     /// `ipcache_host`: the ipcache's host entries, IPv4 /32 and IPv6 /128 (hash map).
@@ -192,12 +199,13 @@ pub enum MapName {
 
 impl MapName {
     /// Every map an artifact fills.
-    pub const ALL: [MapName; 10] = [
+    pub const ALL: [MapName; 11] = [
         MapName::Config,
         MapName::Backends,
         MapName::Maglev,
         MapName::Revnat,
         MapName::Services,
+        MapName::WireServices,
         MapName::Ipcache,
         MapName::IpcacheHost,
         MapName::Policy,
@@ -213,6 +221,7 @@ impl MapName {
             MapName::Maglev => "maglev",
             MapName::Revnat => "revnat",
             MapName::Services => "services",
+            MapName::WireServices => "wire_services",
             MapName::Ipcache => "ipcache",
             MapName::IpcacheHost => "ipcache_host",
             MapName::Policy => "policy",
@@ -357,6 +366,37 @@ fn put<K: aya::Pod, V: aya::Pod>(out: &mut MapEntries, map: MapName, k: &K, v: &
     out.insert((map, bytes_of(k).to_vec()), bytes_of(v).to_vec());
 }
 
+/// The entries of one frontend: its row in `map` (`services` or `wire_services`), its
+/// reverse-NAT address and its Maglev slots, the last two keyed by its service id.
+fn put_service(out: &mut MapEntries, map: MapName, f: &Frontend, s: &Service) {
+    let v = c::ServiceValue {
+        service_id: s.id,
+        maglev_size: s.maglev.len() as u32,
+        flags: if s.affinity_timeout.is_some() {
+            c::SVC_AFFINITY
+        } else {
+            0
+        },
+        affinity_timeout: s.affinity_timeout.unwrap_or(0),
+    };
+    put(out, map, &service_key(f), &v);
+    let (addr, family) = raw_addr(f.addr);
+    let rn = c::RevnatValue {
+        addr,
+        family,
+        pad: 0,
+        port: f.port.to_be(),
+    };
+    put(out, MapName::Revnat, &s.id, &rn);
+    for (slot, backend) in s.maglev.iter().enumerate() {
+        let k = c::MaglevKey {
+            service_id: s.id,
+            slot: slot as u32,
+        };
+        put(out, MapName::Maglev, &k, backend);
+    }
+}
+
 impl EbpfArtifact {
     /// The raw content of every map.
     pub fn entries(&self) -> MapEntries {
@@ -410,32 +450,12 @@ impl EbpfArtifact {
             };
             put(&mut out, MapName::Backends, id, &v);
         }
-        for (f, s) in &self.services {
-            let v = c::ServiceValue {
-                service_id: s.id,
-                maglev_size: s.maglev.len() as u32,
-                flags: if s.affinity_timeout.is_some() {
-                    c::SVC_AFFINITY
-                } else {
-                    0
-                },
-                affinity_timeout: s.affinity_timeout.unwrap_or(0),
-            };
-            put(&mut out, MapName::Services, &service_key(f), &v);
-            let (addr, family) = raw_addr(f.addr);
-            let rn = c::RevnatValue {
-                addr,
-                family,
-                pad: 0,
-                port: f.port.to_be(),
-            };
-            put(&mut out, MapName::Revnat, &s.id, &rn);
-            for (slot, backend) in s.maglev.iter().enumerate() {
-                let k = c::MaglevKey {
-                    service_id: s.id,
-                    slot: slot as u32,
-                };
-                put(&mut out, MapName::Maglev, &k, backend);
+        for (map, services) in [
+            (MapName::Services, &self.services),
+            (MapName::WireServices, &self.wire_services),
+        ] {
+            for (f, s) in services {
+                put_service(&mut out, map, f, s);
             }
         }
         out
@@ -487,6 +507,37 @@ fn proto_name(p: u8) -> String {
         132 => "sctp".into(),
         other => format!("proto{other}"),
     }
+}
+
+/// One frontend's lines of the text form: `WORD proto addr:port id=.. maglev=..` and its
+/// Maglev slots, 32 to a line.
+fn write_service(
+    f: &mut fmt::Formatter<'_>,
+    word: &str,
+    fe: &Frontend,
+    s: &Service,
+) -> fmt::Result {
+    let addr = match fe.addr {
+        IpAddr::V4(a) => a.to_string(),
+        IpAddr::V6(a) => format!("[{a}]"),
+    };
+    let affinity = match s.affinity_timeout {
+        Some(t) => format!(" affinity=clientip/{t}s"),
+        None => String::new(),
+    };
+    writeln!(
+        f,
+        "{word} {} {addr}:{} id={}{affinity} maglev={}",
+        proto_name(fe.protocol),
+        fe.port,
+        s.id,
+        s.maglev.len()
+    )?;
+    for (i, chunk) in s.maglev.chunks(32).enumerate() {
+        let slots: Vec<String> = chunk.iter().map(u32::to_string).collect();
+        writeln!(f, "  maglev[{}..] {}", i * 32, slots.join(" "))?;
+    }
+    Ok(())
 }
 
 impl fmt::Display for EbpfArtifact {
@@ -541,26 +592,12 @@ impl fmt::Display for EbpfArtifact {
             };
             writeln!(f, "backend {id} {addr}:{}", b.port)?;
         }
-        for (fe, s) in &self.services {
-            let addr = match fe.addr {
-                IpAddr::V4(a) => a.to_string(),
-                IpAddr::V6(a) => format!("[{a}]"),
-            };
-            let affinity = match s.affinity_timeout {
-                Some(t) => format!(" affinity=clientip/{t}s"),
-                None => String::new(),
-            };
-            writeln!(
-                f,
-                "service {} {addr}:{} id={}{affinity} maglev={}",
-                proto_name(fe.protocol),
-                fe.port,
-                s.id,
-                s.maglev.len()
-            )?;
-            for (i, chunk) in s.maglev.chunks(32).enumerate() {
-                let slots: Vec<String> = chunk.iter().map(u32::to_string).collect();
-                writeln!(f, "  maglev[{}..] {}", i * 32, slots.join(" "))?;
+        for (word, services) in [
+            ("service", &self.services),
+            ("wire-service", &self.wire_services),
+        ] {
+            for (fe, s) in services {
+                write_service(f, word, fe, s)?;
             }
         }
         for (p, peer) in &self.ipsec {

@@ -9,7 +9,8 @@
 //! | `classify`, `anti_spoof`, `route` (`to_endpoint`) | `endpoints` |
 //! | `src_ipcache`, `dst_ipcache` (must agree) | `ipcache_host` (/32, /128 entries), `ipcache` (LPM, the other prefixes) |
 //! | `egress_policy`, `ingress_policy` | `policy` (LPM, two lookups, deny precedence) |
-//! | `service_lb` (rows for pods), `lb_backend` | `services`, `maglev`, `backends`, `revnat` |
+//! | `service_lb` (rows for every sender), `lb_backend` | `services`, `maglev`, `backends`, `revnat` |
+//! | `service_lb` (rows for the wire alone: sending endpoint 0) | `wire_services` (read by `from_wire` before `services`) |
 //! | `conntrack`, the conntrack rows of the policy tables | built into the programs |
 //!
 //! # The policy table
@@ -482,19 +483,29 @@ fn endpoints(mag: &Mag, a: &mut EbpfArtifact) -> Result<(), Unsupported> {
     Ok(())
 }
 
-/// Whether a `service_lb` row applies to packets from pods. The datapath balances only
-/// what pods send (`from_pod`); a row for the wire alone (sending endpoint 0, the
-/// cluster-wide table an outside client keeps under `internalTrafficPolicy: Local`) has
-/// nothing to do there. A row for one pod only is not expressible: services are keyed by
+/// Which senders a `service_lb` row is for, and so which map holds it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Senders {
+    /// Every sender, pods and the wire (`services`, read by `from_pod` and `from_wire`).
+    All,
+    /// The wire alone: sending endpoint 0, such as the cluster-wide table an outside
+    /// client keeps under `internalTrafficPolicy: Local` (`wire_services`, read by
+    /// `from_wire` first). In the MAG such a row outranks the row for every sender, as
+    /// the wire's map comes first in `from_wire`.
+    Wire,
+}
+
+/// The senders of a `service_lb` row from its sending-endpoint match (`None` when the key
+/// has no endpoint). A row for one pod only is not expressible: services are keyed by
 /// frontend alone.
-fn for_pods(m: Option<&FieldMatch>, site: &dyn fmt::Display) -> Result<bool, Unsupported> {
+fn senders(m: Option<&FieldMatch>, site: &dyn fmt::Display) -> Result<Senders, Unsupported> {
     match m
         .map(|m| exact(m, Field::Endpoint, site))
         .transpose()?
         .flatten()
     {
-        None => Ok(true),
-        Some(0) => Ok(false),
+        None => Ok(Senders::All),
+        Some(0) => Ok(Senders::Wire),
         Some(ep) => Err(unsupported(
             site,
             format!("a frontend for endpoint {ep} only; the datapath keys services by frontend"),
@@ -559,15 +570,18 @@ fn services(mag: &Mag, a: &mut EbpfArtifact) -> Result<(), Unsupported> {
             },
         );
     }
-    let mut frontends: BTreeMap<Frontend, (Option<u32>, Vec<u32>)> = BTreeMap::new();
+    // The frontends of each map: (affinity timeout, Maglev slots).
+    type Frontends = BTreeMap<Frontend, (Option<u32>, Vec<u32>)>;
+    let (mut all, mut wire) = (Frontends::new(), Frontends::new());
     for e in &lb.entries {
         let site = Site {
             table: "service_lb",
             matches: &e.matches,
         };
-        if !for_pods(pos.get(5).map(|p| &e.matches[*p]), &site)? {
-            continue;
-        }
+        let frontends = match senders(pos.get(5).map(|p| &e.matches[*p]), &site)? {
+            Senders::All => &mut all,
+            Senders::Wire => &mut wire,
+        };
         let et = exact(&e.matches[pos[0]], Field::EthType, &site)?;
         let addr = match et {
             Some(eth::IPV4) => exact(&e.matches[pos[1]], Field::Ipv4Dst, &site)?
@@ -635,15 +649,22 @@ fn services(mag: &Mag, a: &mut EbpfArtifact) -> Result<(), Unsupported> {
             .collect();
         frontends.insert(fe, (affinity, maglev));
     }
-    for (i, (fe, (affinity_timeout, maglev))) in frontends.into_iter().enumerate() {
-        a.services.insert(
-            fe,
-            Service {
-                id: i as u32 + 1,
+    // Ids number the shared frontends first, then the wire's, so that they are unique
+    // across both maps (Maglev, affinity and reverse NAT are keyed by id) and a graph
+    // without wire-only rows keeps the ids it always had.
+    let shared = all.len();
+    for (map, first, frontends) in [
+        (&mut a.services, 0, all),
+        (&mut a.wire_services, shared, wire),
+    ] {
+        for (i, (fe, (affinity_timeout, maglev))) in frontends.into_iter().enumerate() {
+            let service = Service {
+                id: (first + i) as u32 + 1,
                 affinity_timeout,
                 maglev,
-            },
-        );
+            };
+            map.insert(fe, service);
+        }
     }
     Ok(())
 }

@@ -649,7 +649,9 @@ fn entry_sizes(map: MapName) -> (usize, usize) {
         MapName::Backends => (4, size_of::<c::BackendValue>()),
         MapName::Maglev => (size_of::<c::MaglevKey>(), 4),
         MapName::Revnat => (4, size_of::<c::RevnatValue>()),
-        MapName::Services => (size_of::<c::ServiceKey>(), size_of::<c::ServiceValue>()),
+        MapName::Services | MapName::WireServices => {
+            (size_of::<c::ServiceKey>(), size_of::<c::ServiceValue>())
+        }
         MapName::Ipcache => (size_of::<c::IpcacheKey>(), size_of::<c::IpcacheValue>()),
         MapName::IpcacheHost => (size_of::<c::IpcacheHostKey>(), size_of::<c::IpcacheValue>()),
         MapName::Policy => (size_of::<c::PolicyKey>(), size_of::<c::PolicyValue>()),

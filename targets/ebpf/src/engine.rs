@@ -8,13 +8,19 @@
 //!
 //! Per probe, conntrack and affinity are flushed (probes do not see each other's state),
 //! then:
-//! 1. the first packet runs through `from_pod` of the source (service DNAT and egress
-//!    policy), or `from_wire` when the source is not a local endpoint;
-//! 2. the packet as `from_pod` left it runs through `to_pod` when its (translated)
-//!    destination is a local endpoint (ingress policy);
-//! 3. if it was allowed, the server's reply runs back the same way: `from_pod` of the
-//!    server, then `to_pod` of the client, which must find the connection in conntrack
-//!    and undo the DNAT (the reply must come from the address the client sent to).
+//! 1. the first packet of a local pod runs through `from_pod` (service DNAT and egress
+//!    policy), then, when its translated destination is a local endpoint, through
+//!    `to_pod` (ingress policy);
+//! 2. the first packet of any other source comes from the wire: it runs through
+//!    `from_wire`, which balances it on a service frontend (cluster IP, node port,
+//!    load-balancer or external IP) and checks the ingress policy of a local destination
+//!    with the original client as the source;
+//! 3. if it was allowed, the server's reply runs back: `from_pod` of a local server, then
+//!    `to_pod` of a local client, which must undo the DNAT. Whenever the reply passed a
+//!    program that holds the connection (the client's `to_pod`, or the local server's
+//!    `from_pod` for a client on the wire) it must come from the address and port the
+//!    client sent to. A reply from a backend on another node never passes this node (the
+//!    datapath does not source-NAT, as the reference does not), so it is not checked.
 //!
 //! A packet to a port the destination pod does not list is refused, as the reference
 //! does with `check_listening`: that is the server's answer, not the datapath's.
@@ -200,6 +206,40 @@ impl EbpfEvaluator<'_> {
         Ok((r.verdict != TC_ACT_SHOT, r.packet, r.mark))
     }
 
+    /// Runs a first packet through the programs it meets on this node: `from_pod` of a
+    /// local source, then `to_pod` of a local destination; or `from_wire` alone for a
+    /// source outside the node (it runs the ingress checks of a local destination itself
+    /// and marks the packet so that `to_pod` passes it). Returns the packet as delivered
+    /// and its mark, or which program dropped it.
+    fn first_packet(
+        &self,
+        frame: Vec<u8>,
+        from_endpoint: bool,
+    ) -> Result<Result<(Vec<u8>, u32), &'static str>, String> {
+        if !from_endpoint {
+            let (ok, out, mark) = self.run(Program::FromWire, &frame, 0)?;
+            return Ok(if ok {
+                Ok((out, mark))
+            } else {
+                Err("dropped by from_wire (service or ingress)")
+            });
+        }
+        let (ok, frame, mark) = self.run(Program::FromPod, &frame, 0)?;
+        if !ok {
+            return Ok(Err("dropped by from_pod (egress)"));
+        }
+        let sent = packet::parse(&frame).ok_or("from_pod left an unparsable packet")?;
+        if !self.is_endpoint(sent.dst) {
+            return Ok(Ok((frame, mark)));
+        }
+        let (ok, out, mark) = self.run(Program::ToPod, &frame, mark)?;
+        Ok(if ok {
+            Ok((out, mark))
+        } else {
+            Err("dropped by to_pod (ingress)")
+        })
+    }
+
     /// Runs one probe: the first packet, and its reply when it was allowed.
     pub fn run_probe(&self, probe: &Probe) -> ProbeRun {
         match self.try_run(probe) {
@@ -247,47 +287,14 @@ impl EbpfEvaluator<'_> {
             (sport, 0)
         };
         let frame = packet::build(src, dst, l4(proto, sport, dport, false));
-        let is_service = self
-            .art
-            .services
-            .keys()
-            .any(|f| f.addr == dst && f.protocol == proto && f.port == dport);
 
         // The first packet.
-        let (mut frame, mut mark) = (frame, 0);
         let from_endpoint = self.is_endpoint(src);
-        if from_endpoint {
-            let (ok, out, m) = self.run(Program::FromPod, &frame, 0)?;
-            if !ok {
-                return Ok(verdict(Some(false), "dropped by from_pod (egress)"));
-            }
-            frame = out;
-            mark = m;
-        } else if is_service {
-            return Ok(verdict(
-                None,
-                "the datapath balances services only for local pods (from_pod), not from the wire",
-            ));
-        }
-        let sent = packet::parse(&frame).ok_or("from_pod left an unparsable packet")?;
-        let to_endpoint = self.is_endpoint(sent.dst);
-        if to_endpoint {
-            let prog = if from_endpoint {
-                Program::ToPod
-            } else {
-                Program::FromWire
-            };
-            let (ok, out, m) = self.run(prog, &frame, mark)?;
-            if !ok {
-                return Ok(verdict(
-                    Some(false),
-                    format!("dropped by {} (ingress)", prog.name()),
-                ));
-            }
-            frame = out;
-            mark = m;
-        }
-        let delivered = packet::parse(&frame).ok_or("to_pod left an unparsable packet")?;
+        let (frame, mark) = match self.first_packet(frame, from_endpoint)? {
+            Ok(delivered) => delivered,
+            Err(why) => return Ok(verdict(Some(false), why)),
+        };
+        let delivered = packet::parse(&frame).ok_or("the first packet became unparsable")?;
         let redirected = mark & c::MARK_MAGIC_MASK == c::MARK_TO_PROXY;
         let dst_pod = cluster.pod_by_ip(delivered.dst);
         if self.check_listening {
@@ -308,7 +315,8 @@ impl EbpfEvaluator<'_> {
             },
         );
         let mut reply = reply;
-        if self.is_endpoint(delivered.dst) {
+        let local_server = self.is_endpoint(delivered.dst);
+        if local_server {
             let (ok, out, _) = self.run(Program::FromPod, &reply, 0)?;
             if !ok {
                 return Ok(verdict(
@@ -334,7 +342,7 @@ impl EbpfEvaluator<'_> {
         } else {
             back.sport
         };
-        if from_endpoint && (back.src, back.sport) != (dst, want_port) {
+        if (from_endpoint || local_server) && (back.src, back.sport) != (dst, want_port) {
             return Ok(verdict(
                 None,
                 format!(

@@ -1,5 +1,6 @@
 //! Differential: random clusters (pipec's `testgen` generator) and every probe between
-//! their pods and services, judged three ways: the eBPF datapath (real packets through the
+//! their pods and services, and from clients outside the cluster to the pods, the cluster
+//! IPs and the node ports, judged three ways: the eBPF datapath (real packets through the
 //! loaded programs), the MAG interpreter, and the reference semantics. The verdicts must
 //! agree, and a service connection must reach one of the reference's candidates. Where the
 //! reference's verdict depends on which backend a service connection reaches, the eBPF
@@ -54,6 +55,41 @@ fn probes(c: &Cluster) -> Vec<Probe> {
             protocol: Protocol::Tcp,
             port: Some(443),
         });
+    }
+    out.extend(wire_probes(c));
+    out
+}
+
+/// Clients outside the cluster, as the generator's ipBlock rules see them: one in
+/// 192.168.0.0/16 (and in 0.0.0.0/0 less 10.0.0.0/8), one in the `world` peers'
+/// 203.0.113.0/24, one in the excepted 10.0.0.0/8.
+const WIRE_CLIENTS: [&str; 3] = ["192.168.1.7", "203.0.113.5", "10.1.2.3"];
+
+/// Probes from the wire: each outside client to every pod, to every service's cluster IP,
+/// and to the node port of every NodePort service on the node's address. They run through
+/// `from_wire`, which balances services and checks the ingress policy of the backend with
+/// the client's own address.
+fn wire_probes(c: &Cluster) -> Vec<Probe> {
+    let mut out = Vec::new();
+    let tcp = |from: &str, to: Destination, port: u16| Probe {
+        from: Peer::External(from.parse().unwrap()),
+        to,
+        protocol: Protocol::Tcp,
+        port: Some(port),
+    };
+    for client in WIRE_CLIENTS {
+        for p in c.pod_ids() {
+            out.push(tcp(client, Destination::Pod(p), 80));
+        }
+        for (i, svc) in c.services.iter().enumerate() {
+            let service = pipec::model::ServiceId(i as u32);
+            out.push(tcp(client, Destination::Service { service, port: 80 }, 80));
+            let node_ports = svc.ports.iter().filter_map(|sp| sp.node_port);
+            let node_addrs = c.nodes.iter().flat_map(|n| n.addresses.iter().copied());
+            for (addr, port) in node_addrs.flat_map(|a| node_ports.clone().map(move |p| (a, p))) {
+                out.push(tcp(client, Destination::Ip(addr), port));
+            }
+        }
     }
     out
 }

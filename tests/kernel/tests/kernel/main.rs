@@ -7,7 +7,9 @@
 //! - `conformance`: the shared conformance suite through the `ebpf` engine;
 //! - `differential`: random clusters, eBPF == MAG == reference;
 //! - `e2e_mag`: maps compiled from the MAG, real connections between pod namespaces;
-//! - `traffic_policy`: node-local service tables of traffic policies, from each node's MAG.
+//! - `traffic_policy`: node-local service tables of traffic policies, from each node's MAG;
+//! - `wire`: services from the wire (node port, load-balancer, external and cluster IPs)
+//!   through `from_wire`, reverse NAT of the replies in `from_pod`, affinity, policy.
 //!
 //! The kernel tests need root (CI runs as root) and fail loudly without it: a skipped
 //! kernel test would look like a passing one.
@@ -22,3 +24,4 @@ mod netns;
 mod object;
 mod test_run;
 mod traffic_policy;
+mod wire;

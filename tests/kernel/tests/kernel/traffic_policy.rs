@@ -83,10 +83,11 @@ fn destinations(
 fn a_node_reaches_only_its_own_endpoints() {
     let c = cluster();
     let art = artifact(&c, "n1");
-    // One service entry per frontend: the cluster IP's row for the wire (every endpoint)
-    // has no place in a datapath that balances pod traffic only.
+    // One shared service entry per frontend; the cluster IP's row for the wire (every
+    // endpoint) is in wire_services, which from_pod never reads (see `wire`).
     let frontends: Vec<&Frontend> = art.services.keys().collect();
     assert_eq!(frontends.len(), 2, "{art}");
+    assert_eq!(art.wire_services.len(), 1, "{art}");
     let mut dp = TestDatapath::load("tplocal_n1");
     dp.write(&art).expect("write the maps");
     let web1 = BTreeSet::from([Some((ip("10.244.1.5"), 8080))]);
