@@ -167,21 +167,8 @@ pub(crate) fn resolve(
             if let Some(p) = ctx.pod_by_ip(ip) {
                 return Routed::Direct { pod: Some(p), ip };
             }
-            for (i, svc) in cluster.services.iter().enumerate() {
-                let id = ServiceId(i as u32);
-                if svc.service_type == ServiceType::ExternalName {
-                    continue;
-                }
-                let frontend = if svc.cluster_ips.contains(&ip) {
-                    Frontend::ClusterIp(ip)
-                } else if svc.load_balancer_ips.contains(&ip) {
-                    Frontend::LoadBalancer(ip)
-                } else if svc.external_ips.contains(&ip) {
-                    Frontend::ExternalIp(ip)
-                } else {
-                    continue;
-                };
-                return by_service_port(ctx, from, id, frontend, protocol, port);
+            if let Some(routed) = by_frontend_address(ctx, from, ip, protocol, port) {
+                return routed;
             }
             if let (Some(node), Some(port)) = (ctx.node_by_ip(ip), port) {
                 for (i, svc) in cluster.services.iter().enumerate() {
@@ -217,6 +204,43 @@ pub(crate) fn resolve(
             Routed::Direct { pod: host_pod, ip }
         }
     }
+}
+
+/// A connection to `ip` when it is a Service frontend address (a cluster, load-balancer or
+/// external IP), `None` when it is not. Several Services may share a load-balancer or
+/// external IP on different ports (MetalLB's `allow-shared-ip`, or one external IP for a
+/// web and a mail Service): kube-proxy writes a rule per address, port and protocol, so the
+/// connection goes to the Service that has its port, and is dropped only when none of them
+/// has it. (The model refuses two Services on one address, port and protocol.)
+fn by_frontend_address(
+    ctx: &Context,
+    from: Peer,
+    ip: IpAddr,
+    protocol: Protocol,
+    port: Option<u16>,
+) -> Option<Routed> {
+    let mut first_unreachable = None;
+    for (i, svc) in ctx.cluster.services.iter().enumerate() {
+        if svc.service_type == ServiceType::ExternalName {
+            continue;
+        }
+        let frontend = if svc.cluster_ips.contains(&ip) {
+            Frontend::ClusterIp(ip)
+        } else if svc.load_balancer_ips.contains(&ip) {
+            Frontend::LoadBalancer(ip)
+        } else if svc.external_ips.contains(&ip) {
+            Frontend::ExternalIp(ip)
+        } else {
+            continue;
+        };
+        match by_service_port(ctx, from, ServiceId(i as u32), frontend, protocol, port) {
+            Routed::Unreachable(why) => {
+                first_unreachable.get_or_insert(Routed::Unreachable(why));
+            }
+            routed => return Some(routed),
+        }
+    }
+    first_unreachable
 }
 
 /// Translates a connection to `frontend` at service port `port`.
@@ -534,5 +558,38 @@ endpoints:
             "svc:default/draining",
             "80/TCP"
         ));
+    }
+
+    /// Two Services on one load-balancer IP at different ports (MetalLB's shared IPs):
+    /// each port goes to its own Service, whichever comes first in the cluster, and only a
+    /// port neither has is dropped.
+    #[test]
+    fn a_shared_frontend_address_goes_to_the_service_with_the_port() {
+        let c = with_service(
+            "  type: NodePort
+  externalIPs: [198.51.100.9]
+---
+apiVersion: v1
+kind: Service
+metadata: {name: mail, namespace: default}
+spec:
+  selector: {app: web}
+  clusterIP: 10.96.0.25
+  externalIPs: [198.51.100.9]
+  ports: [{name: smtp, port: 25, targetPort: 8080}]
+",
+        );
+        for (port, service) in [("80/TCP", "default/web"), ("25/TCP", "default/mail")] {
+            let o = eval(&c, "ip:192.0.2.1", "ip:198.51.100.9", port);
+            assert_eq!(o.allowed(), Some(true), "{port}: {}", o.reason);
+            let text = describe(&c, &o);
+            assert!(
+                text.contains(&format!("service {service} via")),
+                "{port}: {text}"
+            );
+        }
+        let o = eval(&c, "ip:192.0.2.1", "ip:198.51.100.9", "443/TCP");
+        assert_eq!(o.allowed(), Some(false));
+        assert!(o.reason.ends_with("has no port 443/TCP"), "{}", o.reason);
     }
 }
