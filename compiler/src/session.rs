@@ -95,7 +95,7 @@ pub struct ObjectKey {
 impl ObjectKey {
     /// The key of a decoded object.
     pub fn of(body: &Body) -> ObjectKey {
-        let meta = meta(body);
+        let meta = body.metadata();
         let kind = body.kind();
         let namespace = if cluster_scoped(kind) {
             String::new()
@@ -151,31 +151,6 @@ fn cluster_scoped(kind: &str) -> bool {
             | "BaselineAdminNetworkPolicy"
             | "ClusterNetworkPolicy"
     )
-}
-
-fn meta(body: &Body) -> &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta {
-    match body {
-        Body::Namespace(o) => &o.metadata,
-        Body::Pod(o) => &o.metadata,
-        Body::Node(o) => &o.metadata,
-        Body::Service(o) => &o.metadata,
-        Body::Endpoints(o) => &o.metadata,
-        Body::EndpointSlice(o) => &o.metadata,
-        Body::Deployment(o) => &o.metadata,
-        Body::ReplicaSet(o) => &o.metadata,
-        Body::StatefulSet(o) => &o.metadata,
-        Body::DaemonSet(o) => &o.metadata,
-        Body::Job(o) => &o.metadata,
-        Body::ReplicationController(o) => &o.metadata,
-        Body::CronJob(o) => &o.metadata,
-        Body::NetworkPolicy(o) => &o.metadata,
-        Body::CiliumNetworkPolicy(o) | Body::CiliumClusterwideNetworkPolicy(o) => &o.metadata,
-        Body::CiliumIdentity(o) => &o.metadata,
-        Body::CiliumEndpoint(o) => &o.metadata,
-        Body::Secret(o) => &o.metadata,
-        Body::AdminNetworkPolicy(o) | Body::BaselineAdminNetworkPolicy(o) => &o.metadata,
-        Body::ClusterNetworkPolicy(o) => &o.metadata,
-    }
 }
 
 /// One change a watcher saw.
@@ -1060,7 +1035,7 @@ pub fn object_keys(source: &str, text: &str) -> Result<Vec<ObjectKey>, String> {
 
 /// The service an EndpointSlice or Endpoints object belongs to (`namespace/name`).
 fn service_of(body: &Body) -> Option<String> {
-    let m = meta(body);
+    let m = body.metadata();
     let ns = m.namespace.clone().unwrap_or_else(|| "default".into());
     match body {
         Body::EndpointSlice(_) => m

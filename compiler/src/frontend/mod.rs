@@ -142,6 +142,32 @@ impl Body {
         )
     }
 
+    /// The object's metadata.
+    pub fn metadata(&self) -> &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta {
+        match self {
+            Body::Namespace(o) => &o.metadata,
+            Body::Pod(o) => &o.metadata,
+            Body::Node(o) => &o.metadata,
+            Body::Service(o) => &o.metadata,
+            Body::Endpoints(o) => &o.metadata,
+            Body::EndpointSlice(o) => &o.metadata,
+            Body::Deployment(o) => &o.metadata,
+            Body::ReplicaSet(o) => &o.metadata,
+            Body::StatefulSet(o) => &o.metadata,
+            Body::DaemonSet(o) => &o.metadata,
+            Body::Job(o) => &o.metadata,
+            Body::ReplicationController(o) => &o.metadata,
+            Body::CronJob(o) => &o.metadata,
+            Body::NetworkPolicy(o) => &o.metadata,
+            Body::CiliumNetworkPolicy(o) | Body::CiliumClusterwideNetworkPolicy(o) => &o.metadata,
+            Body::CiliumIdentity(o) => &o.metadata,
+            Body::CiliumEndpoint(o) => &o.metadata,
+            Body::Secret(o) => &o.metadata,
+            Body::AdminNetworkPolicy(o) | Body::BaselineAdminNetworkPolicy(o) => &o.metadata,
+            Body::ClusterNetworkPolicy(o) => &o.metadata,
+        }
+    }
+
     /// The object's metadata, to change (`kubectl apply -n` filling in the namespace).
     pub fn metadata_mut(
         &mut self,

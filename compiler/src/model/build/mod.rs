@@ -434,7 +434,7 @@ impl Builder<'_> {
     /// cannot be checked further, `Some(false)` when it is checked but left out of the model.
     fn check_meta(&mut self, obj: &Object, at: At) -> Option<bool> {
         let kind = obj.body.kind();
-        let meta = meta_of(&obj.body);
+        let meta = obj.body.metadata();
         let Some(name) = meta.name.clone().filter(|n| !n.is_empty()) else {
             let span = at.key("metadata");
             let d = self.err(
@@ -752,31 +752,6 @@ fn rule_ref(
         name,
         path: FieldPath::parse(path),
         span: None,
-    }
-}
-
-fn meta_of(body: &Body) -> &ObjectMeta {
-    match body {
-        Body::Namespace(o) => &o.metadata,
-        Body::Pod(o) => &o.metadata,
-        Body::Node(o) => &o.metadata,
-        Body::Service(o) => &o.metadata,
-        Body::Endpoints(o) => &o.metadata,
-        Body::EndpointSlice(o) => &o.metadata,
-        Body::Deployment(o) => &o.metadata,
-        Body::ReplicaSet(o) => &o.metadata,
-        Body::StatefulSet(o) => &o.metadata,
-        Body::DaemonSet(o) => &o.metadata,
-        Body::Job(o) => &o.metadata,
-        Body::ReplicationController(o) => &o.metadata,
-        Body::CronJob(o) => &o.metadata,
-        Body::NetworkPolicy(o) => &o.metadata,
-        Body::CiliumNetworkPolicy(o) | Body::CiliumClusterwideNetworkPolicy(o) => &o.metadata,
-        Body::CiliumIdentity(o) => &o.metadata,
-        Body::CiliumEndpoint(o) => &o.metadata,
-        Body::Secret(o) => &o.metadata,
-        Body::AdminNetworkPolicy(o) | Body::BaselineAdminNetworkPolicy(o) => &o.metadata,
-        Body::ClusterNetworkPolicy(o) => &o.metadata,
     }
 }
 
