@@ -116,6 +116,9 @@ pub struct Daemon {
     /// Set when the daemon is asked to stop: a step then takes no further change, so that
     /// the stop is not held up by a long batch applied change by change.
     stopping: Arc<AtomicBool>,
+    /// Set once the first full state is applied ([`Metrics::ready`]), readable without the
+    /// daemon's lock: `/readyz` must answer while an apply holds the lock.
+    ready: Arc<AtomicBool>,
 }
 
 impl Daemon {
@@ -171,7 +174,14 @@ impl Daemon {
             written_pins: None,
             written_pending: pending,
             stopping: Arc::new(AtomicBool::new(false)),
+            ready: Arc::new(AtomicBool::new(false)),
         })
+    }
+
+    /// The flag set once the first full state is applied, for readers that must not wait
+    /// for the daemon's lock.
+    pub fn ready_flag(&self) -> Arc<AtomicBool> {
+        self.ready.clone()
     }
 
     /// Loads the first full state from the files that load, with the identity numbers of
@@ -484,6 +494,7 @@ impl Daemon {
         self.write_pending()?;
         add(&mut step.ops, &applied);
         self.metrics.ready = true;
+        self.ready.store(true, std::sync::atomic::Ordering::Release);
         Ok(())
     }
 }

@@ -197,12 +197,13 @@ async fn serve(args: Args, mut stop: Stop, stopping: Arc<AtomicBool>) -> anyhow:
     };
     let mut daemon = Daemon::new(&args.node, sources, device(&args)?, state)?;
     daemon.stop_on(stopping);
+    let ready = daemon.ready_flag();
     let daemon = Arc::new(Mutex::new(daemon));
     let listener = tokio::net::TcpListener::bind(args.metrics_addr)
         .await
         .map_err(|e| anyhow::anyhow!("binding --metrics-addr {}: {e}", args.metrics_addr))?;
     tracing::info!(addr = %listener.local_addr()?, node = %args.node, "serving /healthz /readyz /metrics /status");
-    tokio::spawn(pipec_runtime::http::serve(listener, daemon.clone()));
+    tokio::spawn(pipec_runtime::http::serve(listener, daemon.clone(), ready));
     if let Some(address) = &args.control {
         let path =
             pipec_proto::socket_path(address).map_err(|e| anyhow::anyhow!("--control {e}"))?;

@@ -197,15 +197,38 @@ fn free_port() -> u16 {
         .expect("a free port")
 }
 
-/// GET on loopback; the body of a 200 answer.
-fn get(port: u16, path: &str) -> Option<String> {
+/// GET on loopback: the status code, whether the daemon served an earlier answer again
+/// (an apply held its state), and the body.
+fn answer(port: u16, path: &str) -> Option<(u16, bool, String)> {
     let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
     s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
     write!(s, "GET {path} HTTP/1.1\r\nHost: localhost\r\n\r\n").ok()?;
     let mut out = String::new();
     s.read_to_string(&mut out).ok()?;
     let (head, body) = out.split_once("\r\n\r\n")?;
-    head.starts_with("HTTP/1.1 200").then(|| body.to_string())
+    let code = head.split_whitespace().nth(1)?.parse().ok()?;
+    Some((code, head.contains("X-Pipecd-Stale-Ms"), body.to_string()))
+}
+
+/// GET on loopback; the body of a 200 answer that reflects the daemon's current state.
+/// The metrics and status endpoints never wait for an apply (they serve their last answer
+/// again, or 503 before the first one), so this asks again, every 20 ms for at most 10 s,
+/// until an answer is current; `None` when none is.
+fn get(port: u16, path: &str) -> Option<String> {
+    let start = Instant::now();
+    for _ in 0..500 {
+        match answer(port, path) {
+            Some((200, false, body)) => return Some(body),
+            Some((503, _, _)) if matches!(path, "/metrics" | "/status") => {}
+            Some((200, true, _)) => {}
+            _ => return None,
+        }
+        if start.elapsed() > Duration::from_secs(10) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    None
 }
 
 const POD: &str = "apiVersion: v1
@@ -1082,12 +1105,12 @@ fn sigterm_before_the_first_load_keeps_the_last_runs_pins() {
 }
 
 /// SIGTERM while an apply runs longer than the bound (here the first load of 3,000 pods,
-/// about 16 s in a debug build on the 2-core test machine), with an HTTP request waiting for
-/// the daemon's lock: pipecd still exits 0 within the bound. Either it abandons the apply
+/// about 16 s in a debug build on the 2-core test machine): pipecd still exits 0 within the
+/// bound. Either it abandons the apply
 /// (the usual case here) or, on a machine fast enough to finish the load first, it finishes
 /// and persists. The state it leaves loads, and a restart on it (with a small directory, to
-/// keep the test short) reconciles. Meanwhile `/healthz` answers at once: liveness does not
-/// wait for an apply.
+/// keep the test short) reconciles. Meanwhile no endpoint waits for the apply: `/healthz`
+/// answers, `/readyz` and `/metrics` answer 503 at once.
 #[test]
 fn sigterm_during_an_apply_longer_than_the_bound_exits_0_within_it() {
     let mut run = Run::new("abandon");
@@ -1115,15 +1138,15 @@ fn sigterm_during_an_apply_longer_than_the_bound_exits_0_within_it() {
     run.child = Some(cmd.spawn().expect("start pipecd"));
     run.wait("serving", |r| r.log().contains("serving /healthz"));
     std::thread::sleep(Duration::from_millis(300));
-    // A request that needs the daemon's state waits for the load; liveness does not.
-    let port = run.port;
-    let waiting = std::thread::spawn(move || get(port, "/metrics"));
-    std::thread::sleep(Duration::from_millis(100));
+    // No endpoint waits for the load: liveness answers, readiness says no, and a scrape
+    // that needs the daemon's state is refused at once (nothing was served before).
     let asked = Instant::now();
     assert_eq!(get(run.port, "/healthz").as_deref(), Some("ok\n"));
+    assert_eq!(answer(run.port, "/readyz").map(|a| a.0), Some(503));
+    assert_eq!(answer(run.port, "/metrics").map(|a| a.0), Some(503));
     assert!(
         asked.elapsed() < Duration::from_secs(1),
-        "/healthz took {:?}",
+        "the endpoints took {:?} during the load",
         asked.elapsed()
     );
     assert!(
@@ -1140,7 +1163,6 @@ fn sigterm_during_an_apply_longer_than_the_bound_exits_0_within_it() {
     );
     let finished = log.contains("reconciled the device") && log.contains("stopped;");
     assert!(finished || log.contains("abandoned"), "{log}");
-    let _ = waiting.join();
     let state = StateDir::open(&run.dir.join("state")).expect("state dir");
     state.read_pins().expect("the pins load");
     state.read_attachments().expect("the attachments load");
