@@ -12,6 +12,8 @@ use anyhow as _;
 use aya as _;
 use clap as _;
 use futures as _;
+use gencluster as _;
+use ipnet as _;
 use kube as _;
 use mimalloc as _;
 use notify as _;

@@ -8,6 +8,8 @@ use aya as _;
 use base64 as _;
 use clap as _;
 use futures as _;
+use gencluster as _;
+use ipnet as _;
 use kube as _;
 use mimalloc as _;
 use notify as _;
