@@ -196,7 +196,7 @@ mod tests {
             .hint("write one")
             .note("two is taken");
         assert_eq!(
-            render(&[d.clone()], &files),
+            render(std::slice::from_ref(&d), &files),
             "error[X0001]: bad two\n  ┌─ a.txt:1:5\n  │\n1 │ one two\n  │     ^^^ here\n2 │ three\n  │ ----- because of this\n  │\n  = note: two is taken\n  = help: write one\n\n"
         );
         let record = Record::of(&d, &files);
