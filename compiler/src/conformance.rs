@@ -525,7 +525,7 @@ pub fn build_cluster(file: &str, case: &Case) -> Result<BuiltCase, BuildError> {
     {
         return Err(BuildError::Failed(policy_lang::render(
             &loaded.pipe.diags,
-            &loaded.pipe.files,
+            loaded.sources.files(),
         )));
     }
     let (errors, warnings): (Vec<Diagnostic>, Vec<Diagnostic>) =

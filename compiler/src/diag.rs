@@ -1,13 +1,11 @@
 //! Diagnostics: what the user did wrong, where, and how to fix it.
 //!
 //! Stages return [`Diagnostic`] values with stable codes and spans; only the edge (the CLI,
-//! or a test) renders them, with codespan-reporting. The catalogue of codes is in
-//! [`Code`]: a code never changes meaning once released, so scripts may match on it.
+//! or a test) renders them, with the shared source layer's renderer (`pipec-source`), which
+//! renders policy-lang's diagnostics too. The catalogue of codes is in [`Code`]: a code
+//! never changes meaning once released, so scripts may match on it.
 
-use crate::source::{FileId, Sources, Span};
-use codespan_reporting::diagnostic as cs;
-use codespan_reporting::term;
-use codespan_reporting::term::termcolor::{ColorChoice, StandardStream};
+use crate::source::Sources;
 
 /// How bad a diagnostic is: the shared source layer's, which policy-lang's diagnostics use
 /// too (a warning sorts before an error).
@@ -77,149 +75,38 @@ codes! {
     CidrHostBits = "W0008", "a CIDR has host bits set and is read as its network";
 }
 
-/// A secondary label: another place that explains the problem.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Label {
-    /// Where.
-    pub span: Span,
-    /// What is there.
-    pub message: String,
-}
+/// A place in the input with a few words on it: the shared source layer's.
+pub use pipec_source::Label;
 
-/// One problem found in the input.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Diagnostic {
-    /// Stable code.
-    pub code: Code,
-    /// Error or warning.
-    pub severity: Severity,
-    /// What is wrong, in one sentence.
-    pub message: String,
-    /// Where it is wrong, and a few words on what was found there.
-    pub primary: Option<Label>,
-    /// Other places that help to understand it.
-    pub secondary: Vec<Label>,
-    /// What was expected, or how to fix it.
-    pub hints: Vec<String>,
-}
+/// One problem found in the input: the shared source layer's type with a code of this
+/// catalogue, so the driver renders manifest and `.pipe` diagnostics alike.
+pub type Diagnostic = pipec_source::Diagnostic<Code>;
 
-impl Diagnostic {
-    /// An error with `code` and `message`.
-    pub fn error(code: Code, message: impl Into<String>) -> Diagnostic {
-        Diagnostic {
-            code,
-            severity: Severity::Error,
-            message: message.into(),
-            primary: None,
-            secondary: Vec::new(),
-            hints: Vec::new(),
+impl pipec_source::Code for Code {
+    fn as_str(self) -> &'static str {
+        Code::as_str(self)
+    }
+
+    /// A manifest code has no fixed severity (`--allow-ignored-policies` makes E0124 a
+    /// warning); its letter says the usual one.
+    fn severity(self) -> Severity {
+        if Code::as_str(self).starts_with('W') {
+            Severity::Warning
+        } else {
+            Severity::Error
         }
-    }
-
-    /// A warning with `code` and `message`.
-    pub fn warning(code: Code, message: impl Into<String>) -> Diagnostic {
-        Diagnostic {
-            severity: Severity::Warning,
-            ..Diagnostic::error(code, message)
-        }
-    }
-
-    /// Sets the primary location.
-    pub fn at(mut self, span: Span, label: impl Into<String>) -> Diagnostic {
-        self.primary = Some(Label {
-            span,
-            message: label.into(),
-        });
-        self
-    }
-
-    /// Adds a secondary location.
-    pub fn also(mut self, span: Span, label: impl Into<String>) -> Diagnostic {
-        self.secondary.push(Label {
-            span,
-            message: label.into(),
-        });
-        self
-    }
-
-    /// Adds a hint.
-    pub fn hint(mut self, hint: impl Into<String>) -> Diagnostic {
-        self.hints.push(hint.into());
-        self
-    }
-
-    /// True for errors.
-    pub fn is_error(&self) -> bool {
-        self.severity == Severity::Error
-    }
-
-    fn to_codespan(&self) -> cs::Diagnostic<FileId> {
-        let base = match self.severity {
-            Severity::Error => cs::Diagnostic::error(),
-            Severity::Warning => cs::Diagnostic::warning(),
-        };
-        let mut labels = Vec::new();
-        if let Some(p) = &self.primary {
-            labels.push(cs::Label::primary(p.span.file, p.span.range()).with_message(&p.message));
-        }
-        for s in &self.secondary {
-            labels.push(cs::Label::secondary(s.span.file, s.span.range()).with_message(&s.message));
-        }
-        base.with_code(self.code.as_str())
-            .with_message(pipec_source::window::clip(&self.message))
-            .with_labels(labels)
-            .with_notes(self.hints.iter().map(|h| format!("help: {h}")).collect())
     }
 }
 
 /// Renders diagnostics without colour, as tests and logs want them.
 pub fn emit_to_string(sources: &Sources, diags: &[Diagnostic]) -> String {
-    let config = term::Config::default();
-    let mut out = String::new();
-    for d in diags {
-        // Rendering fails only when a span lies outside its file, which would be a bug in the
-        // stage that made it; the message alone is still worth showing then.
-        if let Some(text) = long_line_text(sources, d) {
-            out.push_str(&text);
-            continue;
-        }
-        match term::emit_into_string(&config, sources.files(), &d.to_codespan()) {
-            Ok(text) => out.push_str(&text),
-            Err(_) => out.push_str(&format!(
-                "{}[{}]: {}\n",
-                severity_word(d),
-                d.code.as_str(),
-                d.message
-            )),
-        }
-    }
-    out
+    pipec_source::render(diags, sources.files())
 }
 
 /// Renders diagnostics to standard error, in colour where the terminal supports it.
 pub fn emit_to_stderr(sources: &Sources, diags: &[Diagnostic]) {
-    // termcolor's `Auto` looks at TERM and NO_COLOR but not at whether stderr is a terminal,
-    // so a redirected stderr would get escape codes.
-    use std::io::IsTerminal;
-    let choice = if std::io::stderr().is_terminal() {
-        ColorChoice::Auto
-    } else {
-        ColorChoice::Never
-    };
-    let stream = StandardStream::stderr(choice);
-    let mut lock = stream.lock();
-    let config = term::Config::default();
-    for d in diags {
-        if let Some(text) = long_line_text(sources, d) {
-            use std::io::Write as _;
-            let _ = lock.write_all(text.as_bytes());
-            continue;
-        }
-        if term::emit_to_write_style(&mut lock, &config, sources.files(), &d.to_codespan()).is_err()
-        {
-            eprintln!("{}[{}]: {}", severity_word(d), d.code.as_str(), d.message);
-        }
-    }
+    // A failure to write to stderr leaves nothing better to report it to.
+    let _ = pipec_source::emit_to_stderr(diags, sources.files());
 }
 
 /// Which warnings a run shows (errors are always shown in full).
@@ -290,45 +177,6 @@ pub fn select(diags: &[Diagnostic], display: WarningDisplay) -> (Vec<Diagnostic>
     (shown, lines)
 }
 
-/// A diagnostic whose primary label lies in a very long line, rendered with a window of
-/// that line (the shared source layer's [`pipec_source::window`], which both diagnostic stacks use);
-/// `None` for every other diagnostic. Secondary labels are named by place.
-fn long_line_text(sources: &Sources, d: &Diagnostic) -> Option<String> {
-    let primary = d.primary.as_ref()?;
-    let at = sources.line_col(primary.span.file, primary.span.start as usize);
-    let mut notes: Vec<String> = d
-        .secondary
-        .iter()
-        .map(|s| {
-            let lc = sources.line_col(s.span.file, s.span.start as usize);
-            format!(
-                "note: {} at {}:{}:{}",
-                s.message,
-                sources.name(s.span.file),
-                lc.line,
-                lc.column
-            )
-        })
-        .collect();
-    notes.extend(d.hints.iter().map(|h| format!("help: {h}")));
-    pipec_source::window::long_line(&pipec_source::window::Snippet {
-        severity: severity_word(d),
-        code: d.code.as_str(),
-        message: &d.message,
-        file: sources.name(primary.span.file),
-        text: sources.text(primary.span.file),
-        span: primary.span.range(),
-        line: at.line,
-        column: at.column,
-        label: &primary.message,
-        notes,
-    })
-}
-
-fn severity_word(d: &Diagnostic) -> &'static str {
-    d.severity.word()
-}
-
 /// Collects diagnostics during a stage, so that a run reports every problem, not the first.
 #[derive(Default, Debug)]
 pub struct Sink {
@@ -351,6 +199,7 @@ impl Sink {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::source::Span;
 
     /// The catalogue in `docs/diagnostics.md` has a section for every code, so that it
     /// cannot drift from [`Code::ALL`].

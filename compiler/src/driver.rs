@@ -23,12 +23,10 @@ pub struct Loaded {
     pub pipe: PipeInput,
 }
 
-/// The `.pipe` part of a run. policy-lang keeps its own file set and diagnostics; the
-/// same files are also in [`Loaded::sources`], so provenance spans work everywhere.
+/// The `.pipe` part of a run. Its files (includes too) are in [`Loaded::sources`], and the
+/// spans of its program and its diagnostics point there, as the manifests' do.
 #[derive(Default)]
 pub struct PipeInput {
-    /// policy-lang's view of the files (includes too).
-    pub files: policy_lang::SourceSet,
     /// The resolved program, when every file resolved.
     pub program: Option<policy_lang::resolved::Program>,
     /// Errors and warnings from policy-lang.
@@ -54,32 +52,27 @@ impl Loaded {
     }
 
     /// Renders the diagnostics to standard error, warnings as `display` says, then the
-    /// summary lines of [`diag::select`].
+    /// summary lines of [`diag::select`], then the `.pipe` diagnostics (they are few, so
+    /// all of them unless quiet, and their errors always).
     pub fn emit_to_stderr_with(&self, display: diag::WarningDisplay) {
         let (shown, lines) = diag::select(&self.diags, display);
         diag::emit_to_stderr(&self.sources, &shown);
         for l in lines {
             eprintln!("{l}");
         }
-        if !self.pipe.diags.is_empty() && display != diag::WarningDisplay::Quiet {
-            // policy-lang renders its own diagnostics; they are few.
-            let _ = policy_lang::emit_to_stderr(&self.pipe.diags, &self.pipe.files);
-        }
-        if display == diag::WarningDisplay::Quiet {
-            let errors: Vec<_> = self
-                .pipe
-                .diags
-                .iter()
-                .filter(|d| d.is_error())
-                .cloned()
-                .collect();
-            if !errors.is_empty() {
-                let _ = policy_lang::emit_to_stderr(&errors, &self.pipe.files);
-            }
-        }
+        let pipe: Vec<policy_lang::Diagnostic> = self
+            .pipe
+            .diags
+            .iter()
+            .filter(|d| d.is_error() || display != diag::WarningDisplay::Quiet)
+            .cloned()
+            .collect();
+        // A failure to write to stderr leaves nothing better to report it to.
+        let _ = pipec_source::emit_to_stderr(&pipe, self.sources.files());
     }
 
-    /// [`Loaded::emit_to_stderr_with`] as text, without colour (tests).
+    /// [`Loaded::emit_to_stderr_with`] as text, without colour, for the manifests'
+    /// diagnostics (tests).
     pub fn render_with(&self, display: diag::WarningDisplay) -> String {
         let (shown, lines) = diag::select(&self.diags, display);
         let mut out = diag::emit_to_string(&self.sources, &shown);
@@ -93,107 +86,37 @@ impl Loaded {
     /// Renders every diagnostic to standard error.
     pub fn emit_to_stderr(&self) {
         diag::emit_to_stderr(&self.sources, &self.diags);
-        if !self.pipe.diags.is_empty() {
-            // A failure to write to stderr leaves nothing better to report it to.
-            let _ = policy_lang::emit_to_stderr(&self.pipe.diags, &self.pipe.files);
-        }
+        // A failure to write to stderr leaves nothing better to report it to.
+        let _ = pipec_source::emit_to_stderr(&self.pipe.diags, self.sources.files());
     }
 
     /// Renders every diagnostic without colour.
     pub fn render(&self) -> String {
         let mut out = diag::emit_to_string(&self.sources, &self.diags);
-        out.push_str(&policy_lang::render(&self.pipe.diags, &self.pipe.files));
+        out.push_str(&pipec_source::render(
+            &self.pipe.diags,
+            self.sources.files(),
+        ));
         out
     }
 
     /// Every diagnostic, of manifests and of `.pipe` files, as machine-readable records
     /// (`pipec check -o json`), in the order they are rendered.
     pub fn diagnostic_records(&self) -> Vec<DiagnosticRecord> {
-        let mut out: Vec<DiagnosticRecord> = self
+        let files = self.sources.files();
+        let manifests = self.diags.iter().map(|d| DiagnosticRecord::of(d, files));
+        let pipe = self
+            .pipe
             .diags
             .iter()
-            .map(|d| {
-                let at = d.primary.as_ref().map(|l| {
-                    let lc = self.sources.line_col(l.span.file, l.span.start as usize);
-                    (
-                        self.sources.name(l.span.file).to_string(),
-                        lc.line,
-                        lc.column,
-                    )
-                });
-                DiagnosticRecord::new(
-                    d.code.as_str(),
-                    d.is_error(),
-                    &d.message,
-                    at,
-                    d.hints.clone(),
-                )
-            })
-            .collect();
-        out.extend(self.pipe.diags.iter().map(|d| {
-            let lc = self.pipe.files.line_col(d.primary.span);
-            let at = (
-                self.pipe.files.name(d.primary.span.file).to_string(),
-                lc.line as usize,
-                lc.column as usize,
-            );
-            let mut hints = d.help.clone();
-            hints.extend(d.notes.iter().cloned());
-            DiagnosticRecord::new(
-                d.code.as_str(),
-                d.severity == policy_lang::diagnostics::Severity::Error,
-                &d.message,
-                Some(at),
-                hints,
-            )
-        }));
-        out
+            .map(|d| DiagnosticRecord::of(d, files));
+        manifests.chain(pipe).collect()
     }
 }
 
-/// One diagnostic as `check -o json` prints it: stable code, severity, message, place.
-#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
-pub struct DiagnosticRecord {
-    /// The stable code (`E0102`, `P0003`).
-    pub code: String,
-    /// `error` or `warning`.
-    pub severity: &'static str,
-    /// What is wrong.
-    pub message: String,
-    /// The file, when the diagnostic has a place.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub file: Option<String>,
-    /// The line, from 1 (0: no place).
-    pub line: usize,
-    /// The column in characters, from 1 (0: no place).
-    pub column: usize,
-    /// What was expected, or how to fix it.
-    pub hints: Vec<String>,
-}
-
-impl DiagnosticRecord {
-    fn new(
-        code: &str,
-        error: bool,
-        message: &str,
-        at: Option<(String, usize, usize)>,
-        hints: Vec<String>,
-    ) -> DiagnosticRecord {
-        let (file, line, column) = match at {
-            Some((f, l, c)) => (Some(f), l, c),
-            None => (None, 0, 0),
-        };
-        DiagnosticRecord {
-            code: code.to_string(),
-            severity: if error { "error" } else { "warning" },
-            message: message.to_string(),
-            file,
-            line,
-            column,
-            hints,
-        }
-    }
-}
+/// One diagnostic as `check -o json` prints it: the shared source layer's record, which
+/// both kinds of diagnostics make.
+pub use pipec_source::Record as DiagnosticRecord;
 
 /// Reads files and directories and builds the model.
 pub fn load(paths: &[PathBuf], options: &BuildOptions) -> Loaded {
@@ -330,11 +253,7 @@ fn build(
     if let Some(program) = &pipe.program {
         cluster
             .admin_policies
-            .extend(model::pipe::program_to_admin_policies(
-                program,
-                &pipe.files,
-                &sources,
-            ));
+            .extend(model::pipe::program_to_admin_policies(program));
         cluster
             .admin_policies
             .sort_by(|a, b| (a.tier, a.priority, &a.name).cmp(&(b.tier, b.priority, &b.name)));
@@ -357,12 +276,8 @@ fn build(
         }
     }
     // Stages check kinds in their own order (services after pods, for example); users
-    // read diagnostics in file order. The sort is stable, and diagnostics without a place
-    // come last.
-    diags.sort_by_key(|d| match &d.primary {
-        Some(p) => (0, p.span.file, p.span.start),
-        None => (1, FileId(0), 0),
-    });
+    // read diagnostics in file order.
+    pipec_source::sort(&mut diags);
     Loaded {
         sources,
         cluster,
@@ -372,38 +287,23 @@ fn build(
 }
 
 /// Parses and resolves the `.pipe` files of a run. Includes are read from disk relative to
-/// the including file (this and `frontend::read_inputs` are the compiler's only reads), and
-/// every file policy-lang read is added to `sources` so that provenance spans resolve.
+/// the including file (this and `frontend::read_inputs` are the compiler's only reads) and
+/// join `sources`, the one file set of the run, which the program's spans point into.
 fn load_pipe(sources: &mut Sources, files: &[FileId]) -> PipeInput {
     let mut input = PipeInput::default();
     if files.is_empty() {
         return input;
     }
-    let roots: Vec<policy_lang::FileId> = files
-        .iter()
-        .map(|f| input.files.add(sources.name(*f), sources.text(*f)))
-        .collect();
     let mut loader = |path: &str| {
         let bytes = frontend::read_regular_file(std::path::Path::new(path))?;
         String::from_utf8(bytes).map_err(|_| "not UTF-8 text".to_string())
     };
-    match policy_lang::resolve(&mut input.files, &roots, &mut loader) {
+    match policy_lang::resolve(sources.files_mut(), files, &mut loader) {
         Ok(mut program) => {
             input.diags = std::mem::take(&mut program.warnings);
             input.program = Some(program);
         }
         Err(diags) => input.diags = diags,
-    }
-    for id in input.files.ids() {
-        let name = input.files.name(id);
-        if sources.find(name).is_none() {
-            let text = input
-                .files
-                .get(id)
-                .map(|f| f.text.clone())
-                .unwrap_or_default();
-            sources.add(name, text);
-        }
     }
     input
 }

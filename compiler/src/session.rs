@@ -1105,6 +1105,6 @@ fn render_errors(loaded: &Loaded) -> String {
         .filter(|d| d.is_error())
         .cloned()
         .collect();
-    out.push_str(&policy_lang::render(&pipe, &loaded.pipe.files));
+    out.push_str(&policy_lang::render(&pipe, loaded.sources.files()));
     out
 }

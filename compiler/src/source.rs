@@ -131,9 +131,14 @@ impl Sources {
         self.files.name(file)
     }
 
-    /// The file set, which codespan-reporting renders diagnostics from.
+    /// The file set, which diagnostics are rendered from.
     pub fn files(&self) -> &SourceSet {
         &self.files
+    }
+
+    /// The file set, for policy-lang to add the `.pipe` includes it reads.
+    pub fn files_mut(&mut self) -> &mut SourceSet {
+        &mut self.files
     }
 
     /// The line and column of a byte offset.

@@ -2,7 +2,6 @@
 
 // Dependencies of the package that this target does not use itself; they serve its
 // other targets. `unused_crate_dependencies` checks every target against all of them.
-use codespan_reporting as _;
 use insta as _;
 use ipnet as _;
 use pest as _;

@@ -1034,8 +1034,9 @@ impl<'s> Builder<'s> {
     /// Reports the syntax error of a piece parsed at `pos`; returns where the error is.
     fn report(&mut self, pos: usize, err: &pest::error::Error<Rule>) -> usize {
         let mut d = diagnostics::syntax_error::from_pest(self.file, self.src, pos, err);
-        let at =
-            (d.primary.span.start as usize).max(pos + diagnostics::syntax_error::farthest(err));
+        // A syntax error is always made with a place; `pos` stands in should one lack it.
+        let start = d.primary.as_ref().map_or(pos, |l| l.span.start as usize);
+        let at = start.max(pos + diagnostics::syntax_error::farthest(err));
         self.syntax_errors += 1;
         if self.gave_up() {
             d.notes.push(format!(

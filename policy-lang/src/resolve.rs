@@ -18,7 +18,10 @@ use std::net::IpAddr;
 /// Parses the root files and everything they include, and resolves the whole program.
 ///
 /// The roots must already be in `files`; included files are added to it as they are read,
-/// so that the caller can render the diagnostics afterwards. On success the program carries
+/// so that the caller can render the diagnostics afterwards. An include is taken from
+/// `files` only when a root or an earlier include of this call has its path: the set may
+/// hold other files (a caller's manifests, or an older text of a file that a session read
+/// again), and those must not stand in for what the loader reads now. On success the program carries
 /// its warnings; on failure every diagnostic (errors and warnings) is returned, sorted by
 /// file and position.
 pub fn resolve(
@@ -27,6 +30,11 @@ pub fn resolve(
     loader: &mut dyn Loader,
 ) -> Result<Program, Vec<Diagnostic>> {
     let mut loaded = Loaded::default();
+    for &root in roots {
+        if let Some(source) = files.get(root) {
+            loaded.by_name.entry(source.name.clone()).or_insert(root);
+        }
+    }
     for &root in roots {
         let mut stack = Vec::new();
         load(files, root, loader, &mut stack, &mut loaded);
@@ -68,6 +76,8 @@ pub fn resolve(
 struct Loaded {
     /// The files already read.
     done: BTreeSet<FileId>,
+    /// The roots and the included files of this call, by name: where includes are found.
+    by_name: BTreeMap<String, FileId>,
     /// Their items, but includes.
     items: Vec<Stmt<Item>>,
     /// The diagnostics found while reading them.
@@ -118,10 +128,14 @@ fn load(
             out.diags.push(include_cycle::new(inc, &chain));
             continue;
         }
-        let id = match files.find(&path) {
-            Some(id) => id,
+        let id = match out.by_name.get(&path) {
+            Some(&id) => id,
             None => match loader.load(&path) {
-                Ok(text) => files.add(path.clone(), text),
+                Ok(text) => {
+                    let id = files.add(path.clone(), text);
+                    out.by_name.insert(path.clone(), id);
+                    id
+                }
                 Err(reason) => {
                     out.diags.push(include_failed::new(inc, &path, &reason));
                     continue;
@@ -635,8 +649,8 @@ impl Resolver<'_> {
                                 format!("label `{key}` is matched twice"),
                                 "second match of this label",
                             )
-                            .with_label(*first, "first match")
-                            .with_help("to accept several values, write `key in [\"a\", \"b\"]`"),
+                            .also(*first, "first match")
+                            .hint("to accept several values, write `key in [\"a\", \"b\"]`"),
                         );
                         continue;
                     }

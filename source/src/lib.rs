@@ -3,13 +3,19 @@
 //!
 //! It holds what does not depend on a language: file ids and byte spans ([`FileId`],
 //! [`Span`]), the set of source files of a run ([`SourceSet`], which codespan-reporting
-//! renders from), how bad a diagnostic is ([`Severity`]), and the renderer of diagnostics
-//! in very long lines ([`window`]). Each stack keeps its own code catalogue.
+//! renders from), how bad a diagnostic is ([`Severity`]), the [`Diagnostic`] type with its
+//! [`Label`]s, and the one renderer ([`render()`], [`emit_to_stderr`], the JSON [`Record`],
+//! and [`window`] for very long lines). Each stack keeps its own code catalogue, a type
+//! that implements [`Code`].
 
+pub mod diagnostic;
+pub mod render;
 pub mod set;
 pub mod span;
 pub mod window;
 
+pub use diagnostic::{sort, Code, Diagnostic, Label};
+pub use render::{emit_to_stderr, render, Record};
 pub use set::{LineCol, SourceFile, SourceSet};
 pub use span::{FileId, Span};
 

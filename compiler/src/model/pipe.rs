@@ -17,31 +17,18 @@ use crate::source::{FieldPath, Sources};
 use policy_lang::resolved as pl;
 use std::collections::BTreeMap;
 
-/// Translates every policy of a resolved program. `files` is the program's source set, and
-/// `sources` must hold the same files under the same names (the driver adds them).
-pub fn program_to_admin_policies(
-    program: &pl::Program,
-    files: &policy_lang::SourceSet,
-    sources: &Sources,
-) -> Vec<AdminPolicy> {
-    program
-        .policies
-        .iter()
-        .map(|p| policy(p, files, sources))
-        .collect()
+/// Translates every policy of a resolved program. The program's spans point into the run's
+/// [`Sources`], which policy-lang resolved it from, so rules keep them as they are.
+pub fn program_to_admin_policies(program: &pl::Program) -> Vec<AdminPolicy> {
+    program.policies.iter().map(policy).collect()
 }
 
-fn span(s: policy_lang::Span, files: &policy_lang::SourceSet, sources: &Sources) -> Option<Span> {
-    let file = sources.find(files.name(s.file))?;
-    Some(Span::from_range(file, s.range()))
-}
-
-fn policy(p: &pl::Policy, files: &policy_lang::SourceSet, sources: &Sources) -> AdminPolicy {
+fn policy(p: &pl::Policy) -> AdminPolicy {
     let origin = Origin {
         kind: "PipePolicy".into(),
         namespace: None,
         name: p.name.clone(),
-        span: span(p.span, files, sources),
+        span: Some(p.span),
     };
     let mut ingress = Vec::new();
     let mut egress = Vec::new();
@@ -56,7 +43,7 @@ fn policy(p: &pl::Policy, files: &policy_lang::SourceSet, sources: &Sources) -> 
             index: list.len(),
             name: (!r.name.is_empty()).then(|| r.name.clone()),
             path: FieldPath::default(),
-            span: span(r.span, files, sources),
+            span: Some(r.span),
         };
         list.push(AdminRule {
             action: action(r.action),

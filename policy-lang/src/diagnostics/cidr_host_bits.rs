@@ -17,7 +17,7 @@ pub(crate) fn new(word: &Word, network: &str) -> Diagnostic {
         word.span,
         format!("this is taken as `{network}`"),
     )
-    .with_help(format!("write `{network}`"))
+    .hint(format!("write `{network}`"))
 }
 
 #[cfg(test)]
@@ -31,6 +31,6 @@ mod tests {
             "policy \"p\" priority 1 { subject namespaces {}; egress allow to cidr 10.1.2.3/8; }\n",
             Code::CidrHostBits,
         );
-        assert_eq!(d[0].help, vec!["write `10.0.0.0/8`".to_string()]);
+        assert_eq!(d[0].hints, vec!["write `10.0.0.0/8`".to_string()]);
     }
 }

@@ -17,7 +17,7 @@ pub(crate) fn new(what: &str, span: Span, first: Span) -> Diagnostic {
         span,
         "this hint",
     )
-    .with_label(first, "contradicts this one")
+    .also(first, "contradicts this one")
 }
 
 #[cfg(test)]

@@ -23,8 +23,8 @@ pub(crate) fn new(first: &SelExpr, second: &SelExpr) -> Diagnostic {
         second.span,
         "this requirement",
     )
-    .with_label(first.span, "contradicts this one")
-    .with_note("the requirements of a selector must all hold")
+    .also(first.span, "contradicts this one")
+    .note("the requirements of a selector must all hold")
 }
 
 #[cfg(test)]

@@ -17,7 +17,7 @@ pub(crate) fn new(what: &str, span: Span, first: Span) -> Diagnostic {
         span,
         "given again here",
     )
-    .with_label(first, "first given here")
+    .also(first, "first given here")
 }
 
 #[cfg(test)]

@@ -17,7 +17,7 @@ pub(crate) fn new(kind: &str, name: &str, span: Span, first: Span) -> Diagnostic
         span,
         "defined again here",
     )
-    .with_label(first, "first defined here")
+    .also(first, "first defined here")
 }
 
 /// Makes the diagnostic for a target that takes the name of a built-in preset.
@@ -28,7 +28,7 @@ pub(crate) fn shadows_preset(name: &str, span: Span) -> Diagnostic {
         span,
         "this name is taken by a preset",
     )
-    .with_help(format!(
+    .hint(format!(
         "to change the preset, write `target \"my-{name}\" extends \"{name}\" {{ ... }}`"
     ))
 }

@@ -17,7 +17,7 @@ pub(crate) fn new(name: &str, span: Span, first: Span) -> Diagnostic {
         span,
         "second rule of this name",
     )
-    .with_label(first, "first rule of this name")
+    .also(first, "first rule of this name")
 }
 
 #[cfg(test)]

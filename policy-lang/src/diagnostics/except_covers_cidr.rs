@@ -20,8 +20,8 @@ pub(crate) fn new(except: &Word, cidr: &Word) -> Diagnostic {
         except.span,
         "this exception is the whole network",
     )
-    .with_label(cidr.span, "the network")
-    .with_note("a peer whose exceptions cover its network matches no address")
+    .also(cidr.span, "the network")
+    .note("a peer whose exceptions cover its network matches no address")
 }
 
 #[cfg(test)]

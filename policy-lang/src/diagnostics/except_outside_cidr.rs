@@ -17,7 +17,7 @@ pub(crate) fn new(except: &Word, cidr: &Word) -> Diagnostic {
         except.span,
         "this exception is outside the network",
     )
-    .with_label(cidr.span, "the network")
+    .also(cidr.span, "the network")
 }
 
 #[cfg(test)]

@@ -16,7 +16,7 @@ pub(crate) fn new(name: &Str, chain: &[String]) -> Diagnostic {
         name.span,
         "this include closes a cycle",
     )
-    .with_note(format!("the cycle is {}", chain.join(" -> ")))
+    .note(format!("the cycle is {}", chain.join(" -> ")))
 }
 
 #[cfg(test)]

@@ -16,7 +16,7 @@ pub(crate) fn new(name: &Str, path: &str, reason: &str) -> Diagnostic {
         name.span,
         "included here",
     )
-    .with_note("include paths are relative to the including file")
+    .note("include paths are relative to the including file")
 }
 
 #[cfg(test)]

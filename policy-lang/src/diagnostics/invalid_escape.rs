@@ -17,7 +17,7 @@ pub(crate) fn new(span: Span, escape: &str) -> Diagnostic {
         span,
         "unknown escape",
     )
-    .with_help("the escapes are `\\\\`, `\\\"`, `\\n`, `\\t`, `\\r` and `\\u{...}`")
+    .hint("the escapes are `\\\\`, `\\\"`, `\\n`, `\\t`, `\\r` and `\\u{...}`")
 }
 
 #[cfg(test)]

@@ -19,7 +19,7 @@ pub(crate) fn unknown(word: &Word) -> Diagnostic {
         word.span,
         "expected `exact`, `prefix` or `any`",
     )
-    .with_suggestion(best_match(&word.text, MASKS.iter().copied()))
+    .suggest(best_match(&word.text, MASKS.iter().copied()))
 }
 
 /// Makes the diagnostic for a `prefix` mask on `field`, which is not an address.
@@ -30,8 +30,8 @@ pub(crate) fn prefix_on_non_address(mask: &Word, field: &Word) -> Diagnostic {
         mask.span,
         "prefix masks are for addresses",
     )
-    .with_label(field.span, "not an address")
-    .with_help("use `exact` or `any`")
+    .also(field.span, "not an address")
+    .hint("use `exact` or `any`")
 }
 
 #[cfg(test)]
@@ -47,6 +47,6 @@ mod tests {
     #[test]
     fn suggests_mask_kind() {
         let d = expect("target \"t\" { match ipv4.src prefx; }\n", Code::InvalidMask);
-        assert_eq!(d[0].help, vec!["did you mean `prefix`?".to_string()]);
+        assert_eq!(d[0].hints, vec!["did you mean `prefix`?".to_string()]);
     }
 }

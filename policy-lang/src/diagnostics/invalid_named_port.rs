@@ -18,7 +18,7 @@ pub(crate) fn new(word: &Word, reason: &str) -> Diagnostic {
         word.span,
         reason,
     )
-    .with_note("a port name has 1 to 15 lowercase letters, digits or `-`, with at least one letter")
+    .note("a port name has 1 to 15 lowercase letters, digits or `-`, with at least one letter")
 }
 
 #[cfg(test)]

@@ -10,7 +10,7 @@ use crate::span::Span;
 /// Makes the diagnostic for a port or range at `span`.
 pub(crate) fn new(span: Span, message: String, label: &str) -> Diagnostic {
     Diagnostic::new(Code::InvalidPort, message, span, label)
-        .with_note("ports are numbers from 1 to 65535")
+        .note("ports are numbers from 1 to 65535")
 }
 
 #[cfg(test)]

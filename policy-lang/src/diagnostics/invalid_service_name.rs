@@ -17,7 +17,7 @@ pub(crate) fn new(name: &Str, reason: &str) -> Diagnostic {
         name.span,
         reason,
     )
-    .with_help("write services as \"namespace/name\"")
+    .hint("write services as \"namespace/name\"")
 }
 
 #[cfg(test)]

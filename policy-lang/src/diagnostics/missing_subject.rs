@@ -18,7 +18,7 @@ pub(crate) fn new(name: &str, span: Span) -> Diagnostic {
         span,
         "this policy selects no pods",
     )
-    .with_help("add `subject namespaces { ... };` (an empty selector `{}` selects all)")
+    .hint("add `subject namespaces { ... };` (an empty selector `{}` selects all)")
 }
 
 #[cfg(test)]

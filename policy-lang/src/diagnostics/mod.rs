@@ -1,17 +1,15 @@
-//! Diagnostics: the catalog of stable codes, the [`Diagnostic`] type, and rendering.
+//! Diagnostics: the catalog of stable codes of `.pipe` input.
 //!
 //! Every diagnostic the crate can emit has a code (`P0001`, ...) that never changes
 //! meaning, a kebab-case name, and a module here named after it. The module's doc says
 //! when it fires and how to fix the input; its tests show one input that triggers it.
 //! Codes are never reused: a retired diagnostic keeps its number.
 //!
+//! The [`Diagnostic`] type, its labels and the renderer are the shared source layer's
+//! (`pipec-source`), which the manifest diagnostics of the `pipec` library use too.
 //! Rendering happens only at the edge: [`render`] gives plain text for tests and
 //! [`emit_to_stderr`] writes coloured output for the CLI.
 
-use crate::source::SourceSet;
-use crate::span::Span;
-use codespan_reporting::diagnostic as cs;
-use codespan_reporting::term;
 use serde::Serialize;
 
 macro_rules! catalog {
@@ -94,204 +92,26 @@ catalog! {
 /// How bad a diagnostic is: the shared source layer's order (a warning before an error).
 pub use pipec_source::Severity;
 
-/// A span with a message, pointing into the source.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-pub struct Label {
-    /// Where.
-    pub span: Span,
-    /// What about it (may be empty).
-    pub message: String,
-}
+/// A span with a message, pointing into the source: the shared source layer's.
+pub use pipec_source::Label;
 
-/// A problem found in `.pipe` input: a stable code, a message, labels and hints.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-pub struct Diagnostic {
-    /// The stable code.
-    pub code: Code,
-    /// Error or warning.
-    pub severity: Severity,
-    /// The headline.
-    pub message: String,
-    /// The main place.
-    pub primary: Label,
-    /// Other places that explain it.
-    pub secondary: Vec<Label>,
-    /// Facts that explain it.
-    pub notes: Vec<String>,
-    /// What to do about it, such as "did you mean `world`?".
-    pub help: Vec<String>,
-}
+/// The shared renderer: [`render`] gives plain text for tests and [`emit_to_stderr`] writes
+/// coloured output for the CLI.
+pub use pipec_source::{emit_to_stderr, render, sort};
 
-impl Diagnostic {
-    /// Makes a diagnostic with its code's severity.
-    pub fn new(
-        code: Code,
-        message: impl Into<String>,
-        span: Span,
-        label: impl Into<String>,
-    ) -> Diagnostic {
-        Diagnostic {
-            code,
-            severity: code.severity(),
-            message: message.into(),
-            primary: Label {
-                span,
-                message: label.into(),
-            },
-            secondary: Vec::new(),
-            notes: Vec::new(),
-            help: Vec::new(),
-        }
+/// A problem found in `.pipe` input: a code of this catalogue, a message, labels, notes and
+/// hints. The type is the shared source layer's, so the driver renders `.pipe` and manifest
+/// diagnostics alike; every `.pipe` diagnostic has a primary place.
+pub type Diagnostic = pipec_source::Diagnostic<Code>;
+
+impl pipec_source::Code for Code {
+    fn as_str(self) -> &'static str {
+        Code::as_str(self)
     }
 
-    /// Adds a secondary label.
-    pub fn with_label(mut self, span: Span, message: impl Into<String>) -> Diagnostic {
-        self.secondary.push(Label {
-            span,
-            message: message.into(),
-        });
-        self
+    fn severity(self) -> Severity {
+        Code::severity(self)
     }
-
-    /// Adds a note.
-    pub fn with_note(mut self, note: impl Into<String>) -> Diagnostic {
-        self.notes.push(note.into());
-        self
-    }
-
-    /// Adds a hint.
-    pub fn with_help(mut self, help: impl Into<String>) -> Diagnostic {
-        self.help.push(help.into());
-        self
-    }
-
-    /// Adds "did you mean `x`?" when there is a suggestion.
-    pub fn with_suggestion(self, suggestion: Option<&str>) -> Diagnostic {
-        match suggestion {
-            Some(s) => self.with_help(format!("did you mean `{s}`?")),
-            None => self,
-        }
-    }
-
-    /// Whether it rejects the input.
-    pub fn is_error(&self) -> bool {
-        self.severity == Severity::Error
-    }
-
-    fn to_codespan(&self) -> cs::Diagnostic<crate::span::FileId> {
-        let severity = match self.severity {
-            Severity::Error => cs::Severity::Error,
-            Severity::Warning => cs::Severity::Warning,
-        };
-        let mut labels =
-            vec![
-                cs::Label::primary(self.primary.span.file, self.primary.span.range())
-                    .with_message(&self.primary.message),
-            ];
-        labels.extend(
-            self.secondary.iter().map(|l| {
-                cs::Label::secondary(l.span.file, l.span.range()).with_message(&l.message)
-            }),
-        );
-        let notes = self
-            .notes
-            .iter()
-            .map(|n| format!("note: {n}"))
-            .chain(self.help.iter().map(|h| format!("help: {h}")))
-            .collect();
-        cs::Diagnostic::new(severity)
-            .with_code(self.code.as_str())
-            .with_message(pipec_source::window::clip(&self.message))
-            .with_labels(labels)
-            .with_notes(notes)
-    }
-}
-
-/// `d` rendered with a window of its line when that line is very long
-/// ([`pipec_source::window`]); `None` otherwise.
-fn long_line_text(d: &Diagnostic, files: &SourceSet) -> Option<String> {
-    let file = files.get(d.primary.span.file)?;
-    let at = files.line_col(d.primary.span);
-    let mut notes: Vec<String> = d
-        .secondary
-        .iter()
-        .map(|l| {
-            let lc = files.line_col(l.span);
-            format!(
-                "note: {} at {}:{}:{}",
-                l.message,
-                files.name(l.span.file),
-                lc.line,
-                lc.column
-            )
-        })
-        .collect();
-    notes.extend(d.notes.iter().map(|n| format!("note: {n}")));
-    notes.extend(d.help.iter().map(|h| format!("help: {h}")));
-    pipec_source::window::long_line(&pipec_source::window::Snippet {
-        severity: d.severity.word(),
-        code: d.code.as_str(),
-        message: &d.message,
-        file: &file.name,
-        text: &file.text,
-        span: d.primary.span.range(),
-        line: at.line as usize,
-        column: at.column as usize,
-        label: &d.primary.message,
-        notes,
-    })
-}
-
-/// Renders diagnostics as plain text (no colour), one after the other.
-pub fn render(diags: &[Diagnostic], files: &SourceSet) -> String {
-    let config = term::Config::default();
-    let mut out = String::new();
-    for d in diags {
-        if let Some(text) = long_line_text(d, files) {
-            out.push_str(&text);
-            continue;
-        }
-        if term::emit_to_string(&mut out, &config, files, &d.to_codespan()).is_err() {
-            out.push_str(&format!(
-                "{}[{}]: {}\n",
-                d.severity.word(),
-                d.code.as_str(),
-                d.message
-            ));
-        }
-    }
-    out
-}
-
-/// Writes diagnostics to standard error, in colour when it is a terminal that wants it.
-pub fn emit_to_stderr(diags: &[Diagnostic], files: &SourceSet) -> std::io::Result<()> {
-    use term::termcolor::{ColorChoice, StandardStream};
-    // termcolor's `Auto` looks only at TERM and NO_COLOR; escape codes must not reach a
-    // file or a pipe, so the terminal check is made here.
-    let choice = if std::io::IsTerminal::is_terminal(&std::io::stderr()) {
-        ColorChoice::Auto
-    } else {
-        ColorChoice::Never
-    };
-    let stream = StandardStream::stderr(choice);
-    let mut lock = stream.lock();
-    let styles = term::Styles::default();
-    let mut writer = term::StylesWriter::new(&mut lock, &styles);
-    let config = term::Config::default();
-    for d in diags {
-        if let Some(text) = long_line_text(d, files) {
-            std::io::Write::write_all(&mut writer, text.as_bytes())?;
-            continue;
-        }
-        term::emit_to_write_style(&mut writer, &config, files, &d.to_codespan())
-            .map_err(std::io::Error::other)?;
-    }
-    Ok(())
-}
-
-/// Sorts diagnostics by file and position (stable for equal positions), for deterministic output.
-pub fn sort(diags: &mut [Diagnostic]) {
-    diags.sort_by_key(|d| (d.primary.span.file, d.primary.span.start));
 }
 
 #[cfg(test)]
@@ -299,7 +119,7 @@ pub(crate) mod test_support {
     //! Helpers for the per-diagnostic unit tests.
 
     use super::*;
-    use crate::source::MemoryLoader;
+    use crate::source::{MemoryLoader, SourceSet};
 
     /// Parses and resolves one file called `test.pipe` and returns every diagnostic.
     pub(crate) fn check(src: &str) -> Vec<Diagnostic> {

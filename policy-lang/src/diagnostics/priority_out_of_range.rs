@@ -19,7 +19,7 @@ pub(crate) fn new(word: &Word) -> Diagnostic {
         word.span,
         format!("priorities go from 0 to {MAX_PRIORITY}"),
     )
-    .with_note("`.pipe` policies rank with AdminNetworkPolicies (lower number first)")
+    .note("`.pipe` policies rank with AdminNetworkPolicies (lower number first)")
 }
 
 #[cfg(test)]

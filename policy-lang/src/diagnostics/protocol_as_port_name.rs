@@ -23,8 +23,8 @@ pub(crate) fn new(protocol: &Word, name: &Word) -> Diagnostic {
         name.span,
         "a port name that is a protocol",
     )
-    .with_label(protocol.span, "the protocol of this port")
-    .with_help(format!(
+    .also(protocol.span, "the protocol of this port")
+    .hint(format!(
         "to match every port of both protocols, write `{}, {}`",
         protocol.text, name.text
     ))
@@ -44,7 +44,7 @@ mod tests {
     #[test]
     fn fires_on_a_missing_comma_between_protocols() {
         let d = expect(&rule("tcp udp"), Code::ProtocolAsPortName);
-        assert_eq!(d[0].help, vec!["to match every port of both protocols, write `tcp, udp`"]);
+        assert_eq!(d[0].hints, vec!["to match every port of both protocols, write `tcp, udp`"]);
     }
 
     #[test]

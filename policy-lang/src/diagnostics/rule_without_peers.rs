@@ -17,7 +17,7 @@ pub(crate) fn new(direction: &str, span: Span) -> Diagnostic {
         span,
         "this rule names no peers",
     )
-    .with_help(format!("to match every peer, write `{kw} entity all`"))
+    .hint(format!("to match every peer, write `{kw} entity all`"))
 }
 
 #[cfg(test)]

@@ -17,8 +17,8 @@ pub(crate) fn new(priority: u32, name: &str, span: Span, other: &str, other_span
         span,
         "same priority here",
     )
-    .with_label(other_span, "as here")
-    .with_note("the order of policies with equal priority is not defined; pipec orders them by name")
+    .also(other_span, "as here")
+    .note("the order of policies with equal priority is not defined; pipec orders them by name")
 }
 
 #[cfg(test)]

@@ -99,7 +99,7 @@ pub(crate) fn from_pest(
             span,
             "the string ends here without its closing `\"`",
         )
-        .with_help("strings cannot span lines; write `\\n` for a line break");
+        .hint("strings cannot span lines; write `\\n` for a line break");
     }
     if only_punct && before.len() < at && !before.is_empty() {
         let last = before.chars().next_back().map_or(1, char::len_utf8);
@@ -110,7 +110,7 @@ pub(crate) fn from_pest(
             prev,
             format!("expected {} after this", join_or(&list)),
         )
-        .with_label(span, format!("unexpected {found_text}"));
+        .also(span, format!("unexpected {found_text}"));
     }
     Diagnostic::new(
         Code::SyntaxError,
@@ -118,7 +118,7 @@ pub(crate) fn from_pest(
         span,
         format!("unexpected {found_text}"),
     )
-    .with_suggestion(suggestion)
+    .suggest(suggestion)
 }
 
 fn location(err: &pest::error::Error<Rule>) -> usize {
@@ -271,7 +271,7 @@ mod tests {
     #[test]
     fn misspelt_keyword_gets_a_hint() {
         let d = expect("polciy \"p\" priority 1 {}\n", Code::SyntaxError);
-        assert_eq!(d[0].help, vec!["did you mean `policy`?".to_string()]);
+        assert_eq!(d[0].hints, vec!["did you mean `policy`?".to_string()]);
     }
 
     #[test]

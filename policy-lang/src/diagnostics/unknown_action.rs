@@ -19,8 +19,8 @@ pub(crate) fn new(word: &Word) -> Diagnostic {
         word.span,
         "not a target action",
     )
-    .with_suggestion(best_match(&word.text, ACTIONS.iter().copied()))
-    .with_note(format!("the actions are {}", list(ACTIONS)))
+    .suggest(best_match(&word.text, ACTIONS.iter().copied()))
+    .note(format!("the actions are {}", list(ACTIONS)))
 }
 
 #[cfg(test)]
@@ -31,6 +31,6 @@ mod tests {
     #[test]
     fn suggests_the_closest_action() {
         let d = expect("target \"t\" { actions encrpyt; }\n", Code::UnknownAction);
-        assert_eq!(d[0].help, vec!["did you mean `encrypt`?".to_string()]);
+        assert_eq!(d[0].hints, vec!["did you mean `encrypt`?".to_string()]);
     }
 }

@@ -19,8 +19,8 @@ pub(crate) fn new(word: &Word) -> Diagnostic {
         word.span,
         "not a Cilium entity",
     )
-    .with_suggestion(best_match(&word.text, ENTITIES.iter().copied()))
-    .with_note(format!("the entities are {}", crate::vocab::list(ENTITIES)))
+    .suggest(best_match(&word.text, ENTITIES.iter().copied()))
+    .note(format!("the entities are {}", crate::vocab::list(ENTITIES)))
 }
 
 #[cfg(test)]
@@ -34,6 +34,6 @@ mod tests {
             "policy \"p\" priority 1 { subject namespaces {}; egress allow to entity wrold; }\n",
             Code::UnknownEntity,
         );
-        assert_eq!(d[0].help, vec!["did you mean `world`?".to_string()]);
+        assert_eq!(d[0].hints, vec!["did you mean `world`?".to_string()]);
     }
 }

@@ -21,8 +21,8 @@ pub(crate) fn new(word: &Word) -> Diagnostic {
         word.span,
         "not a matchable field",
     )
-    .with_suggestion(best_match(&word.text, FIELDS.iter().copied()))
-    .with_note(format!("the fields are {}", list(FIELDS)))
+    .suggest(best_match(&word.text, FIELDS.iter().copied()))
+    .note(format!("the fields are {}", list(FIELDS)))
 }
 
 #[cfg(test)]
@@ -36,6 +36,6 @@ mod tests {
             "target \"t\" extends \"octeon-cn10k\" { match esp.sip; }\n",
             Code::UnknownField,
         );
-        assert_eq!(d[0].help, vec!["did you mean `esp.spi`?".to_string()]);
+        assert_eq!(d[0].hints, vec!["did you mean `esp.spi`?".to_string()]);
     }
 }

@@ -18,7 +18,7 @@ pub(crate) fn new(word: &Word) -> Diagnostic {
         word.span,
         "expected `exact`, `lpm`, `ternary` or `range`",
     )
-    .with_suggestion(best_match(&word.text, MATCH_KINDS.iter().copied()))
+    .suggest(best_match(&word.text, MATCH_KINDS.iter().copied()))
 }
 
 #[cfg(test)]
@@ -29,6 +29,6 @@ mod tests {
     #[test]
     fn suggests_the_closest_kind() {
         let d = expect("target \"t\" { kinds ternery; }\n", Code::UnknownMatchKind);
-        assert_eq!(d[0].help, vec!["did you mean `ternary`?".to_string()]);
+        assert_eq!(d[0].hints, vec!["did you mean `ternary`?".to_string()]);
     }
 }

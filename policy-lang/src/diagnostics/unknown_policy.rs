@@ -17,7 +17,7 @@ pub(crate) fn new<'a>(name: &Str, known: impl IntoIterator<Item = &'a str>) -> D
         name.span,
         "unknown policy",
     )
-    .with_suggestion(best_match(&name.value, known))
+    .suggest(best_match(&name.value, known))
 }
 
 #[cfg(test)]
@@ -30,6 +30,6 @@ mod tests {
         let src = "policy \"web-allow\" priority 1 { subject namespaces {}; ingress allow from entity all; }\n\
                    placement { pin policy \"web-alow\" on \"ebpf\"; }\n";
         let d = expect(src, Code::UnknownPolicy);
-        assert_eq!(d[0].help, vec!["did you mean `web-allow`?".to_string()]);
+        assert_eq!(d[0].hints, vec!["did you mean `web-allow`?".to_string()]);
     }
 }

@@ -18,11 +18,11 @@ pub(crate) fn new(name: &Str, is_user_target: bool) -> Diagnostic {
         name.span,
         "not a built-in preset",
     )
-    .with_suggestion(best_match(&name.value, PRESETS.iter().map(|p| p.name)));
+    .suggest(best_match(&name.value, PRESETS.iter().map(|p| p.name)));
     let presets: Vec<&str> = PRESETS.iter().map(|p| p.name).collect();
-    let d = d.with_note(format!("the presets are {}", crate::vocab::list(&presets)));
+    let d = d.note(format!("the presets are {}", crate::vocab::list(&presets)));
     if is_user_target {
-        d.with_note("a target can only extend a built-in preset, not another `.pipe` target")
+        d.note("a target can only extend a built-in preset, not another `.pipe` target")
     } else {
         d
     }
@@ -39,6 +39,6 @@ mod tests {
             "target \"t\" extends \"octeon-cn10\" { }\n",
             Code::UnknownPreset,
         );
-        assert_eq!(d[0].help, vec!["did you mean `octeon-cn10k`?".to_string()]);
+        assert_eq!(d[0].hints, vec!["did you mean `octeon-cn10k`?".to_string()]);
     }
 }

@@ -17,7 +17,7 @@ pub(crate) fn new(word: &Word) -> Diagnostic {
         word.span,
         "expected `tcp`, `udp`, `sctp` or `any`",
     )
-    .with_suggestion(best_match(&word.text, PROTOCOLS.iter().copied()))
+    .suggest(best_match(&word.text, PROTOCOLS.iter().copied()))
 }
 
 #[cfg(test)]
@@ -31,6 +31,6 @@ mod tests {
             "policy \"p\" priority 1 { subject namespaces {}; ingress allow from entity all ports tpc 80; }\n",
             Code::UnknownProtocol,
         );
-        assert_eq!(d[0].help, vec!["did you mean `tcp`?".to_string()]);
+        assert_eq!(d[0].hints, vec!["did you mean `tcp`?".to_string()]);
     }
 }

@@ -18,7 +18,7 @@ pub(crate) fn new(word: &Word) -> Diagnostic {
         word.span,
         "expected `entries`, `counters` or `sas`",
     )
-    .with_suggestion(best_match(&word.text, RESOURCES.iter().copied()))
+    .suggest(best_match(&word.text, RESOURCES.iter().copied()))
 }
 
 #[cfg(test)]
@@ -32,6 +32,6 @@ mod tests {
             "placement { reserve 10 entires on \"ebpf\" for table \"ct\"; }\n",
             Code::UnknownResource,
         );
-        assert_eq!(d[0].help, vec!["did you mean `entries`?".to_string()]);
+        assert_eq!(d[0].hints, vec!["did you mean `entries`?".to_string()]);
     }
 }

@@ -18,8 +18,8 @@ pub(crate) fn new(word: &Word) -> Diagnostic {
         word.span,
         "not a rule action",
     )
-    .with_suggestion(best_match(&word.text, RULE_ACTIONS.iter().copied()))
-    .with_note(format!(
+    .suggest(best_match(&word.text, RULE_ACTIONS.iter().copied()))
+    .note(format!(
         "the rule actions are {}",
         crate::vocab::list(RULE_ACTIONS)
     ))
@@ -36,6 +36,6 @@ mod tests {
             "policy \"p\" priority 1 { subject namespaces {}; ingress alow from entity all; }\n",
             Code::UnknownRuleAction,
         );
-        assert_eq!(d[0].help, vec!["did you mean `allow`?".to_string()]);
+        assert_eq!(d[0].hints, vec!["did you mean `allow`?".to_string()]);
     }
 }

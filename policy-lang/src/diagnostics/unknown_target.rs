@@ -17,7 +17,7 @@ pub(crate) fn new<'a>(name: &Str, known: impl IntoIterator<Item = &'a str>) -> D
         name.span,
         "unknown target",
     )
-    .with_suggestion(best_match(&name.value, known))
+    .suggest(best_match(&name.value, known))
 }
 
 #[cfg(test)]
@@ -31,6 +31,6 @@ mod tests {
             "placement { exclude table \"ct\" from hardware; pin table \"ct\" on \"epbf\"; }\n",
             Code::UnknownTarget,
         );
-        assert_eq!(d[0].help, vec!["did you mean `ebpf`?".to_string()]);
+        assert_eq!(d[0].hints, vec!["did you mean `ebpf`?".to_string()]);
     }
 }

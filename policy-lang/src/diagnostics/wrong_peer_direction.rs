@@ -17,8 +17,8 @@ pub(crate) fn new(used: &str, span: Span, direction: &str, dir_span: Span) -> Di
         span,
         format!("{direction} rules take `{right}`"),
     )
-    .with_label(dir_span, "the rule's direction")
-    .with_help(format!("write `{right}`"))
+    .also(dir_span, "the rule's direction")
+    .hint(format!("write `{right}`"))
 }
 
 #[cfg(test)]
@@ -32,6 +32,6 @@ mod tests {
             "policy \"p\" priority 1 { subject namespaces {}; ingress allow to entity all; }\n",
             Code::WrongPeerDirection,
         );
-        assert_eq!(d[0].help, vec!["write `from`".to_string()]);
+        assert_eq!(d[0].hints, vec!["write `from`".to_string()]);
     }
 }
