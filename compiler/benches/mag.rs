@@ -27,7 +27,6 @@ use serde_json as _;
 use serde_path_to_error as _;
 use serde_yaml as _;
 use thiserror as _;
-use yaml_rust2 as _;
 
 use criterion::{criterion_group, Criterion};
 use ipnet::IpNet;

@@ -35,7 +35,6 @@ use serde_json as _;
 use serde_path_to_error as _;
 use serde_yaml as _;
 use thiserror as _;
-use yaml_rust2 as _;
 
 use criterion::{criterion_main, Criterion, SamplingMode};
 use gencluster::Spec;

@@ -9,12 +9,15 @@
 //! that implements [`Code`].
 
 pub mod diagnostic;
+pub mod path;
 pub mod render;
 pub mod set;
 pub mod span;
 pub mod window;
+pub mod yaml;
 
 pub use diagnostic::{sort, Code, Diagnostic, Label};
+pub use path::{FieldPath, PathSeg};
 pub use render::{emit_to_stderr, render, Record};
 pub use set::{LineCol, SourceFile, SourceSet};
 pub use span::{FileId, Span};

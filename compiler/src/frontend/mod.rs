@@ -693,7 +693,7 @@ fn decode_yaml_node(
         return;
     }
     // `kind: null` or `kind: 5` is no kind: only a string names one, as in JSON.
-    let kind = node.get("kind").map(yaml::Node::to_json);
+    let kind = node.get("kind").map(yaml::to_json);
     let Some(serde_json::Value::String(kind)) = &kind else {
         sink.push(missing_header(sources, span, "kind"));
         return;
@@ -729,7 +729,7 @@ fn decode_yaml_node(
         sink.push(missing_header(sources, span, "apiVersion").hint(api_version_hint(kind)));
         return;
     };
-    let value = node.to_json();
+    let value = yaml::to_json(node);
     match choose(&api_version, kind) {
         Choice::Known(make) => match make(Input::Value(value)) {
             Ok(body) => out(Object { span, body }),

@@ -16,7 +16,6 @@ use serde as _;
 use serde_json as _;
 use serde_path_to_error as _;
 use thiserror as _;
-use yaml_rust2 as _;
 
 mod bad_error_messages;
 mod conformance;
