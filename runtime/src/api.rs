@@ -9,6 +9,13 @@
 //! can only say who exists, so the objects of that kind the session holds but the relist did
 //! not name are deleted when it completes.
 //!
+//! A change the daemon has taken is *in flight* until the daemon says it applied or refused
+//! it. While it is in flight the session does not hold it yet, so it is in neither the held
+//! set nor the pending one; the fold still counts it as known, so that a relist that
+//! completes during an apply deletes it when the relist does not name it, and a deletion
+//! that arrives during the apply is kept rather than dropped as a deletion of an unknown
+//! object.
+//!
 //! The first apply waits until every kind has finished its initial list (kube-proxy's "wait
 //! for sync"). A kind the API server does not serve (a 404: its CRD is not installed, say
 //! Cilium's on a cluster without Cilium) counts as listed and empty, and its watcher keeps
@@ -196,6 +203,9 @@ pub struct Fold {
     /// A digest of the text of every object the session holds: enough to tell an
     /// unchanged object, without a second copy of every object (and of the key Secret).
     held: BTreeMap<ObjectKey, u64>,
+    /// Changes the daemon has taken and not yet applied or refused: the digest of the new
+    /// text, `None` for a deletion. See the module documentation for why they are kept.
+    in_flight: BTreeMap<ObjectKey, Option<u64>>,
     /// Watch errors per kind.
     errors: BTreeMap<&'static str, u64>,
     /// The last watch error, for the status.
@@ -213,7 +223,9 @@ impl Fold {
         if let Some(seen) = self.listing.get_mut(kind_of(&key)) {
             seen.insert(key.clone());
         }
-        if self.held.get(&key) == Some(&digest(&text)) {
+        // An object whose change is in flight is never taken as unchanged: the in-flight
+        // change may still be refused, and then this one must be applied.
+        if !self.in_flight.contains_key(&key) && self.held.get(&key) == Some(&digest(&text)) {
             self.pending.remove(&key);
         } else {
             self.pending.insert(key, Some(text));
@@ -222,7 +234,9 @@ impl Fold {
 
     /// `key` is gone.
     pub fn delete(&mut self, key: ObjectKey) {
-        if self.held.contains_key(&key) {
+        // An object whose upsert is in flight will be held once the apply ends, so its
+        // deletion must stay pending, or the object would outlive its deletion.
+        if self.held.contains_key(&key) || self.in_flight.contains_key(&key) {
             self.pending.insert(key, None);
         } else {
             self.pending.remove(&key);
@@ -236,6 +250,7 @@ impl Fold {
             .held
             .keys()
             .chain(self.pending.keys())
+            .chain(self.in_flight.keys())
             .filter(|k| k.kind == kind)
             .cloned()
             .collect();
@@ -260,16 +275,23 @@ impl Fold {
         self.synced.len() >= kinds
     }
 
-    /// The pending changes, in key order; they are no longer pending.
+    /// The pending changes, in key order; they are no longer pending but in flight until
+    /// [`Fold::applied`] or [`Fold::refused`] is called for each of them.
     pub fn take(&mut self) -> Vec<ApiChange> {
-        std::mem::take(&mut self.pending)
+        let taken: Vec<ApiChange> = std::mem::take(&mut self.pending)
             .into_iter()
             .map(|(key, text)| ApiChange { key, text })
-            .collect()
+            .collect();
+        for c in &taken {
+            self.in_flight
+                .insert(c.key.clone(), c.text.as_deref().map(digest));
+        }
+        taken
     }
 
     /// Records that the session holds `change`.
     pub fn applied(&mut self, change: ApiChange) {
+        self.in_flight.remove(&change.key);
         match change.text {
             Some(t) => {
                 self.held.insert(change.key, digest(&t));
@@ -278,6 +300,11 @@ impl Fold {
                 self.held.remove(&change.key);
             }
         }
+    }
+
+    /// Records that the session refused `change`: it holds what it held before.
+    pub fn refused(&mut self, change: &ApiChange) {
+        self.in_flight.remove(&change.key);
     }
 
     /// The source's status (for `/status`).
@@ -512,6 +539,60 @@ mod tests {
                 text: None
             }]
         );
+    }
+
+    #[test]
+    fn a_relist_that_completes_during_an_apply_deletes_what_the_apply_adds() {
+        let mut f = Fold::default();
+        f.init("Pod");
+        f.upsert(pod("a"), "1".into());
+        f.upsert(pod("b"), "1".into());
+        f.init_done("Pod");
+        // The daemon takes a and b; the relist runs while it applies them.
+        let taken = f.take();
+        f.init("Pod");
+        f.upsert(pod("a"), "1".into());
+        f.init_done("Pod");
+        for c in taken {
+            f.applied(c);
+        }
+        let after = f.take();
+        assert!(
+            after.contains(&ApiChange {
+                key: pod("b"),
+                text: None
+            }),
+            "{after:?}"
+        );
+    }
+
+    #[test]
+    fn a_deletion_during_an_apply_is_not_lost() {
+        let mut f = Fold::default();
+        f.upsert(pod("a"), "1".into());
+        let taken = f.take();
+        f.delete(pod("a"));
+        for c in taken {
+            f.applied(c);
+        }
+        assert_eq!(
+            f.take(),
+            [ApiChange {
+                key: pod("a"),
+                text: None
+            }]
+        );
+    }
+
+    #[test]
+    fn a_refused_change_is_no_longer_in_flight() {
+        let mut f = Fold::default();
+        f.upsert(pod("a"), "1".into());
+        for c in f.take() {
+            f.refused(&c);
+        }
+        f.delete(pod("a"));
+        assert!(f.take().is_empty());
     }
 
     #[test]

@@ -373,8 +373,18 @@ impl Daemon {
     fn refuse(&mut self, change: &Change, why: &str, step: &mut Step) {
         tracing::warn!(source = %change.label(), "change refused, the last good state stays:\n{why}");
         self.metrics.bad_source(&change.label(), why);
-        if let (Change::File(c), Some(dir)) = (change, &mut self.sources.dir) {
-            dir.refused(c);
+        match change {
+            Change::File(c) => {
+                if let Some(dir) = &mut self.sources.dir {
+                    dir.refused(c);
+                }
+            }
+            // The API source keeps the change in flight until it hears how it ended.
+            Change::Object(c) => {
+                if let Some(api) = &self.sources.api {
+                    api.with(|f| f.refused(c));
+                }
+            }
         }
         step.refused_files += 1;
     }

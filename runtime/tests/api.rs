@@ -71,6 +71,9 @@ struct Script {
     watches: VecDeque<Watch>,
     /// How long the first list answer is held back.
     delay: Duration,
+    /// The first list answer is also held back until a request line containing this text
+    /// has been received.
+    after: Option<&'static str>,
 }
 
 /// The replaying server: a thread per connection, stopped on drop.
@@ -156,20 +159,34 @@ fn serve(
                 if watching {
                     Err(s.watches.pop_front())
                 } else {
-                    let delay = std::mem::take(&mut s.delay);
+                    let hold = (std::mem::take(&mut s.delay), s.after.take());
                     let answer = if s.lists.len() > 1 {
                         s.lists.pop_front().flatten()
                     } else {
                         s.lists.front().cloned().flatten()
                     };
-                    Ok((delay, answer))
+                    Ok((hold, answer))
                 }
             })
         };
         let kept = match step {
             None | Some(Ok((_, None))) => send(&mut conn, "404 Not Found", &not_found(path)),
-            Some(Ok((delay, Some(list)))) => {
+            Some(Ok(((delay, after), Some(list)))) => {
                 std::thread::sleep(delay);
+                // Bounded: at most 60 s, then the answer goes and the test fails on its
+                // own assertions.
+                let end = Instant::now() + Duration::from_secs(60);
+                while let Some(text) = after {
+                    let seen = requests
+                        .lock()
+                        .expect("lock")
+                        .iter()
+                        .any(|r| r.contains(text));
+                    if seen || Instant::now() > end {
+                        break;
+                    }
+                    std::thread::sleep(Duration::from_millis(5));
+                }
                 answered
                     .lock()
                     .expect("lock")
@@ -370,12 +387,21 @@ fn scripts() -> (BTreeMap<String, Script>, Vec<Value>) {
             ..Script::default()
         },
     );
-    // The Services' list is slow: the first apply must wait for it.
+    // The Services' list is slow: the first apply must wait for it. It is answered only
+    // once the pods' relist after the 410 is complete (pipecd then watches from the
+    // relist's version 400, which it does only after folding the relist's end), so that the
+    // first apply always compiles the relisted state from scratch. Without this the relist
+    // (after a jittered back-off of 0.8 to 1.6 s) raced the slow list: when it lost, the
+    // relist was applied incrementally, and an incremental plan may compress the flow
+    // rules less well than a fresh one (partition/incremental.rs says so and bounds it), so
+    // the state was right but not byte-equal to the fresh compile the test compares with.
     s.insert(
         "/api/v1/services".into(),
         Script {
             lists: one(list("Service", "v1", &[web_service()], 92)),
             delay: Duration::from_millis(1500),
+            // Only the pods' watch after the relist asks from version 400.
+            after: Some("resourceVersion=400"),
             ..Script::default()
         },
     );
