@@ -134,6 +134,8 @@ pub fn action_text(action: &Action) -> Result<String, TestpmdError> {
         Action::OfPushVlan { ethertype } => format!("of_push_vlan ethertype {ethertype:#06x}"),
         Action::OfSetVlanVid { vid } => format!("of_set_vlan_vid vlan_vid {vid}"),
         Action::OfPopVlan => "of_pop_vlan".to_string(),
+        Action::Vf { id } => format!("vf id {id}"),
+        Action::PortId { id } => format!("port_id id {id}"),
     })
 }
 
