@@ -224,6 +224,12 @@ mod tests {
     }
 
     #[test]
+    fn forwarding_actions_have_their_testpmd_tokens() {
+        assert_eq!(action_text(&Action::Vf { id: 3 }).unwrap(), "vf id 3");
+        assert_eq!(action_text(&Action::PortId { id: 2 }).unwrap(), "port_id id 2");
+    }
+
+    #[test]
     fn security_has_no_testpmd_token() {
         assert_eq!(
             action_text(&Action::Security),
