@@ -26,6 +26,8 @@ use tracing_subscriber as _;
 #[cfg(test)]
 use base64 as _;
 #[cfg(test)]
+use gencluster as _;
+#[cfg(test)]
 use serde_yaml as _;
 
 pub mod api;

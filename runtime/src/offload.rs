@@ -270,6 +270,14 @@ impl Offloader {
             .collect()
     }
 
+    /// The installed entries of the connection of `tuple` (original direction), if any.
+    pub fn entries_of_connection(&self, tuple: FiveTuple) -> Vec<Entry> {
+        self.offloaded
+            .get(&tuple)
+            .and_then(|o| self.entries_of(&o.conn, o.counted))
+            .unwrap_or_default()
+    }
+
     /// Why a connection must stay in software, if it must.
     pub fn stays(&self, conn: &Connection) -> Option<Stays> {
         if conn.dnat {
