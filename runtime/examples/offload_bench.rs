@@ -266,7 +266,11 @@ fn run(mode: Mode, flows: &[Flow], ports: &Ports) -> Report {
         semantics: ForwardSemantics::SamePf,
         ports: ports.clone(),
         free_entries,
-        free_counters: if mode == Mode::EveryNew { 0 } else { free_counters },
+        free_counters: if mode == Mode::EveryNew {
+            0
+        } else {
+            free_counters
+        },
         idle_ticks: 3,
         // Far beyond the trace for the baseline: it never ages.
         hard_lifetime_ticks: if mode == Mode::EveryNew { u64::MAX } else { 50 },
@@ -347,11 +351,16 @@ fn run(mode: Mode, flows: &[Flow], ports: &Ports) -> Report {
         }
         active.retain(|i| !done.contains(i));
         if mode == Mode::Offload || mode == Mode::EveryNew {
-            let before: Vec<_> = active.iter().filter(|i| !o.is_offloaded(flows[**i].conn.tuple)).copied().collect();
+            let before: Vec<_> = active
+                .iter()
+                .filter(|i| !o.is_offloaded(flows[**i].conn.tuple))
+                .copied()
+                .collect();
             let _ = o.tick();
             for i in before {
                 if o.is_offloaded(flows[i].conn.tuple) {
-                    r.sw_packets_of_offloaded.push(sw_before.get(&i).copied().unwrap_or(0));
+                    r.sw_packets_of_offloaded
+                        .push(sw_before.get(&i).copied().unwrap_or(0));
                 }
             }
             r.max_entries = r.max_entries.max(o.entries_used());
@@ -403,13 +412,32 @@ fn main() {
         8192 - 221 - PLAN_ENTRIES,
         512 - PLAN_COUNTERS
     );
-    println!("{:<14} {:>8} {:>8} {:>10} {:>10} {:>8} {:>8} {:>12}", "mode", "pkts hw", "bytes hw", "p2p pkts", "p2p bytes", "entries", "counters", "sw pkts p50/p90");
-    for mode in [Mode::Software, Mode::MarksOnly, Mode::EveryNew, Mode::Offload] {
+    println!(
+        "{:<14} {:>8} {:>8} {:>10} {:>10} {:>8} {:>8} {:>12}",
+        "mode",
+        "pkts hw",
+        "bytes hw",
+        "p2p pkts",
+        "p2p bytes",
+        "entries",
+        "counters",
+        "sw pkts p50/p90"
+    );
+    for mode in [
+        Mode::Software,
+        Mode::MarksOnly,
+        Mode::EveryNew,
+        Mode::Offload,
+    ] {
         let mut r = run(mode, &trace, &ports);
         r.sw_packets_of_offloaded.sort_unstable();
         let q = |p: f64| {
             let v = &r.sw_packets_of_offloaded;
-            if v.is_empty() { 0 } else { v[((v.len() - 1) as f64 * p) as usize] }
+            if v.is_empty() {
+                0
+            } else {
+                v[((v.len() - 1) as f64 * p) as usize]
+            }
         };
         println!(
             "{:<14} {:>7.1}% {:>7.1}% {:>9.1}% {:>9.1}% {:>8} {:>8} {:>7}/{}",

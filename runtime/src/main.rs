@@ -19,6 +19,10 @@ use tonic as _;
 #[cfg(test)]
 use base64 as _;
 #[cfg(test)]
+use gencluster as _;
+#[cfg(test)]
+use proptest as _;
+#[cfg(test)]
 use serde_yaml as _;
 
 use clap::{Parser, ValueEnum};

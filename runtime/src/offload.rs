@@ -104,8 +104,8 @@ impl<'c> ReferenceVerdicts<'c> {
 
 impl Verdicts for ReferenceVerdicts<'_> {
     fn allows(&self, conn: &Connection) -> bool {
-        use pipec::semantics::{evaluate, Destination, Peer, Probe};
         use pipec::model::Protocol;
+        use pipec::semantics::{evaluate, Destination, Peer, Probe};
         let Some(protocol) = [Protocol::Tcp, Protocol::Udp, Protocol::Sctp]
             .into_iter()
             .find(|p| p.number() == conn.tuple.proto)
@@ -171,7 +171,10 @@ impl Entry {
                 HwMatch::exact(PacketField::L4Dport, t.dport.into()),
             ],
             actions,
-            origin: format!("connection offload {}:{} -> {}:{}", t.src, t.sport, t.dst, t.dport),
+            origin: format!(
+                "connection offload {}:{} -> {}:{}",
+                t.src, t.sport, t.dst, t.dport
+            ),
         }
     }
 }

@@ -272,9 +272,14 @@ mod tests {
     /// its VFs 0 and 1 (two pods).
     fn ports() -> Ports {
         Ports {
-            pf_func: [(0, 1 << 10), (1, 2 << 10), (2, (2 << 10) | 1), (3, (2 << 10) | 2)]
-                .into_iter()
-                .collect(),
+            pf_func: [
+                (0, 1 << 10),
+                (1, 2 << 10),
+                (2, (2 << 10) | 1),
+                (3, (2 << 10) | 2),
+            ]
+            .into_iter()
+            .collect(),
         }
     }
 
@@ -319,7 +324,12 @@ mod tests {
     fn a_vf_beyond_the_device_is_no_port() {
         let t = table(vec![HwAction::Vf { vf: 9 }]);
         let fate = t.fate(2, &HwPacket::new(), &ports(), ForwardSemantics::SamePf);
-        assert_eq!(fate, Fate::NoSuchPort { pf_func: (2 << 10) | 10 });
+        assert_eq!(
+            fate,
+            Fate::NoSuchPort {
+                pf_func: (2 << 10) | 10
+            }
+        );
     }
     use crate::backend::HwMatch;
 

@@ -149,7 +149,10 @@ fn a_policy_change_that_denies_removes_the_entries_in_its_batch() {
     let deny = DenyPairs([("default/p0".into(), "default/p1".into())].into());
     let b = o.policy_changed(&deny);
     assert_eq!(b.remove.len(), 2);
-    assert!(b.remove.iter().all(|e| e.tuple.src == pod_ip(0) || e.tuple.dst == pod_ip(0)));
+    assert!(b
+        .remove
+        .iter()
+        .all(|e| e.tuple.src == pod_ip(0) || e.tuple.dst == pod_ip(0)));
     assert!(o.is_offloaded(conn(2, 1, 1).tuple));
 }
 
@@ -189,7 +192,10 @@ fn op() -> impl Strategy<Value = Op> {
 /// Applies a batch the way pipecd does: removals first, then installs.
 fn apply(table: &mut BTreeSet<Entry>, b: &Batch) {
     for e in &b.remove {
-        assert!(table.remove(e), "removing an entry that is not installed: {e:?}");
+        assert!(
+            table.remove(e),
+            "removing an entry that is not installed: {e:?}"
+        );
     }
     for e in &b.install {
         assert!(table.insert(e.clone()), "installing an entry twice: {e:?}");

@@ -234,7 +234,8 @@ fn check(profile: &Profile, levels: u32, rule: &FlowRule) -> Result<(), Reason> 
     }
     if fates > 1 {
         return Err(Reason::ActionCombination {
-            detail: "more than one fate action (DROP, QUEUE, RSS, SECURITY, VF, PORT_ID)".to_string(),
+            detail: "more than one fate action (DROP, QUEUE, RSS, SECURITY, VF, PORT_ID)"
+                .to_string(),
         });
     }
     let has = |f: fn(&Action) -> bool| rule.actions.iter().any(f);

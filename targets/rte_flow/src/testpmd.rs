@@ -226,7 +226,10 @@ mod tests {
     #[test]
     fn forwarding_actions_have_their_testpmd_tokens() {
         assert_eq!(action_text(&Action::Vf { id: 3 }).unwrap(), "vf id 3");
-        assert_eq!(action_text(&Action::PortId { id: 2 }).unwrap(), "port_id id 2");
+        assert_eq!(
+            action_text(&Action::PortId { id: 2 }).unwrap(),
+            "port_id id 2"
+        );
     }
 
     #[test]
