@@ -267,3 +267,42 @@ proptest! {
         }
     }
 }
+
+/// Two pods `p0` (10.0.0.10) and `p1` (10.0.0.11) in `default`, and optionally a policy that
+/// isolates `p1` for ingress (no rule: everything into it is denied).
+fn cluster(isolate_p1: bool) -> pipec::model::Cluster {
+    let mut yaml = String::new();
+    for (i, ip) in [(0, "10.0.0.10"), (1, "10.0.0.11")] {
+        yaml.push_str(&format!(
+            "apiVersion: v1\nkind: Pod\nmetadata:\n  name: p{i}\n  namespace: default\n  labels: {{app: p{i}}}\nspec:\n  containers:\n  - name: c\nstatus:\n  podIP: {ip}\n---\n"
+        ));
+    }
+    if isolate_p1 {
+        yaml.push_str("apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata:\n  name: isolate\n  namespace: default\nspec:\n  podSelector:\n    matchLabels: {app: p1}\n  policyTypes: [Ingress]\n");
+    }
+    let options = pipec::model::build::BuildOptions {
+        pod_cidr: "10.0.0.0/16".parse().unwrap(),
+        ..Default::default()
+    };
+    let loaded = pipec::driver::load_texts(&[("c.yaml", &yaml)], &options);
+    assert!(!loaded.has_errors(), "{:?}", loaded.diags);
+    loaded.cluster
+}
+
+#[test]
+fn the_reference_semantics_decides_which_offloaded_connections_a_new_policy_removes() {
+    let open = cluster(false);
+    let isolated = cluster(true);
+    let mut o = Offloader::new(config(100, 10));
+    let c = conn(0, 1, 40000);
+    assert!(ReferenceVerdicts::new(&open).allows(&c));
+    o.established(c.clone(), 1000);
+    assert_eq!(o.tick().install.len(), 2);
+    assert!(o
+        .policy_changed(&ReferenceVerdicts::new(&open))
+        .remove
+        .is_empty());
+    let b = o.policy_changed(&ReferenceVerdicts::new(&isolated));
+    assert_eq!(b.remove.len(), 2);
+    assert!(!o.is_offloaded(c.tuple));
+}
