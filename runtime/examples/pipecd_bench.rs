@@ -31,6 +31,7 @@ use pipec_ebpf as _;
 use pipec_ebpf_common as _;
 use pipec_proto as _;
 use pipec_rte_flow as _;
+use proptest as _;
 use serde as _;
 use serde_yaml as _;
 use tokio as _;

@@ -40,6 +40,7 @@ pub mod device;
 pub mod http;
 pub mod metrics;
 pub mod observe;
+pub mod offload;
 pub mod shutdown;
 pub mod source;
 pub mod state;

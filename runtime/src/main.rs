@@ -23,6 +23,8 @@ use gencluster as _;
 #[cfg(test)]
 use ipnet as _;
 #[cfg(test)]
+use proptest as _;
+#[cfg(test)]
 use serde_yaml as _;
 
 use clap::{Parser, ValueEnum};

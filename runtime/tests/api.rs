@@ -27,6 +27,9 @@ use tokio_stream as _;
 use tonic as _;
 use tracing as _;
 use tracing_subscriber as _;
+// The offload unit tests' and the offload benchmark's dev-dependencies.
+use gencluster as _;
+use proptest as _;
 
 use pipec::session::{Hardware, Session, SessionOptions};
 use pipec_runtime::daemon::backends;

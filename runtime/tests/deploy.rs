@@ -26,6 +26,9 @@ use tokio_stream as _;
 use tonic as _;
 use tracing as _;
 use tracing_subscriber as _;
+// The offload unit tests' and the offload benchmark's dev-dependencies.
+use gencluster as _;
+use proptest as _;
 
 use pipec_runtime::api::{IPSEC_SECRET, KINDS};
 use serde::Deserialize as _;

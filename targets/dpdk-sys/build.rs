@@ -50,7 +50,7 @@ mod dpdk {
             )
             .allowlist_type("rte_flow_item_(eth|vlan|ipv4|ipv6|tcp|udp|sctp|icmp|esp|vxlan|mark)")
             .allowlist_type(
-                "rte_flow_action_(count|mark|queue|rss|jump|of_push_vlan|of_set_vlan_vid)",
+                "rte_flow_action_(count|mark|queue|rss|jump|of_push_vlan|of_set_vlan_vid|vf|port_id)",
             )
             .allowlist_var("RTE_FLOW_.*")
             // targets/cpt: the IPsec session configuration and its AEAD transform.

@@ -34,8 +34,8 @@ mod profile;
 mod slice;
 
 pub use profile::{
-    builtin_profiles, ebpf_profile, octeon_cn10k_profile, ActionKind, Budget, Capabilities,
-    FieldCap, MaskCap, Profile,
+    builtin_profiles, ebpf_profile, octeon_cn10k_2307_profile, octeon_cn10k_profile, ActionKind,
+    Budget, Capabilities, FieldCap, MaskCap, Profile, OCTEON_CN10K_2307,
 };
 pub use slice::{HwAction, HwMatch, HwRule, PacketField, PlanSlice, PortDirection};
 

@@ -69,6 +69,12 @@ pub enum ActionKind {
     Hash,
     /// Tunnel encapsulation or decapsulation.
     Encap,
+    /// Send the packet out of a sibling VF of the rule port's PF (`VF`, or `PORT_ID` where
+    /// the driver resolves it within the PF, as cnxk in DPDK 22.11 does).
+    ForwardSamePf,
+    /// Send the packet out of any port of the device, across PFs (`PORT_ID` on cnxk from
+    /// DPDK 23.07).
+    ForwardAnyPort,
 }
 
 impl ActionKind {
@@ -90,6 +96,8 @@ impl ActionKind {
             ActionKind::SetMetadata => "set_metadata",
             ActionKind::Hash => "hash",
             ActionKind::Encap => "encap",
+            ActionKind::ForwardSamePf => "forward_same_pf",
+            ActionKind::ForwardAnyPort => "forward_any_port",
         }
     }
 
@@ -104,6 +112,8 @@ impl ActionKind {
             HwAction::Rss { .. } => ActionKind::Rss,
             HwAction::Security { .. } => ActionKind::Security,
             HwAction::PushVlan { .. } => ActionKind::PushVlan,
+            HwAction::Vf { .. } => ActionKind::ForwardSamePf,
+            HwAction::PortId { .. } => ActionKind::ForwardAnyPort,
         }
     }
 }
@@ -371,9 +381,21 @@ pub fn octeon_cn10k_profile() -> Profile {
             .to_string(),
         caps: Capabilities {
             fields,
-            ingress_actions: [Drop, Count, Mark, Flag, Queue, Rss, Security, PopVlan]
-                .into_iter()
-                .collect(),
+            // ForwardSamePf: `VF` and `PORT_ID` on a rule of a pod's VF reach the sibling VFs
+            // of the same PF only (DPDK 22.11 roc_npc.c `npc_parse_actions`).
+            ingress_actions: [
+                Drop,
+                Count,
+                Mark,
+                Flag,
+                Queue,
+                Rss,
+                Security,
+                PopVlan,
+                ForwardSamePf,
+            ]
+            .into_iter()
+            .collect(),
             egress_actions: [Drop, Count, PushVlan].into_iter().collect(),
             priority_levels: 3,
             max_priority_levels: 32,
@@ -391,6 +413,24 @@ pub fn octeon_cn10k_profile() -> Profile {
             maps: BTreeMap::new(),
         },
     }
+}
+
+/// The name of the profile for DPDK 23.07 and later, where PORT_ID crosses PFs.
+pub const OCTEON_CN10K_2307: &str = "octeon-cn10k-dpdk23.07";
+
+/// The `octeon-cn10k-dpdk23.07` profile: the same NPC as [`octeon_cn10k_profile`], driven by
+/// DPDK 23.07 or later, where cnxk's `PORT_ID` action sets the target to the destination
+/// port's own pf_func (`pf_func = dst_pf_func`) instead of a VF of the rule port's PF. A rule
+/// on a pod's SDP VF can then finish a packet on the network uplink (another PF), so
+/// pod-to-remote traffic can be finished in hardware too. Everything else (no rewrite, no
+/// AGE, packet-only counters, 8192 entries, 512 counters) is unchanged.
+pub fn octeon_cn10k_2307_profile() -> Profile {
+    let mut p = octeon_cn10k_profile();
+    p.name = OCTEON_CN10K_2307.to_string();
+    p.description =
+        "OCTEON 10 NPC flow table (DPDK 23.07+ net_cnxk: PORT_ID crosses PFs)".to_string();
+    p.caps.ingress_actions.insert(ActionKind::ForwardAnyPort);
+    p
 }
 
 /// The `ebpf` profile: the software pipeline runs everything the MAG expresses; its

@@ -270,6 +270,28 @@ pub enum HwAction {
         /// The VLAN id.
         vid: u16,
     },
+    /// Finish the packet in hardware: send it out of VF `vf` of the PF that owns the
+    /// rule's port (rte_flow `vf id N`). In DPDK 22.11 `npc_parse_actions` builds the target
+    /// as the rule port's PF bits (`pf_func & 0xfc00`) OR `vf + 1`, so a rule on a pod's VF
+    /// reaches a sibling VF (another pod of the node) but never another PF.
+    Vf {
+        /// The VF index within the rule port's PF.
+        vf: u16,
+    },
+    /// Finish the packet in hardware: send it out of ethdev port `port` (rte_flow
+    /// `port_id id N`). In 22.11 cnxk resolves it like `Vf` (same PF only); from 23.07 the
+    /// target's own pf_func is used, so it may cross PFs (pod VF to network uplink).
+    PortId {
+        /// The ethdev port id of the destination.
+        port: u16,
+    },
+}
+
+impl HwAction {
+    /// The port or VF a forwarding action finishes the packet on, if it is one.
+    pub fn forwards(&self) -> bool {
+        matches!(self, HwAction::Vf { .. } | HwAction::PortId { .. })
+    }
 }
 
 /// One ternary hardware rule.

@@ -71,6 +71,73 @@ impl Lookup<'_> {
     }
 }
 
+/// Which DPDK release's forwarding semantics the model follows.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ForwardSemantics {
+    /// DPDK 22.11 cnxk: `VF` and `PORT_ID` both resolve to a function of the rule port's own
+    /// PF (`npc_parse_actions`: `pf_func & 0xfc00` OR the VF number + 1).
+    SamePf,
+    /// DPDK 23.07 and later: `PORT_ID` uses the destination port's own pf_func.
+    AnyPort,
+}
+
+/// The ports of the device by ethdev port id, each with its RVU pf_func (PF number in bits
+/// 15..10, function in bits 9..0: 0 is the PF itself, n is VF n-1).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Ports {
+    /// pf_func by ethdev port id.
+    pub pf_func: BTreeMap<u16, u16>,
+}
+
+impl Ports {
+    /// The ethdev port whose pf_func is `pf_func`.
+    pub fn port_of(&self, pf_func: u16) -> Option<u16> {
+        self.pf_func
+            .iter()
+            .find(|(_, f)| **f == pf_func)
+            .map(|(p, _)| *p)
+    }
+
+    /// The pf_func a forwarding action on a rule of port `from` sends to, under `sem`.
+    pub fn target(&self, from: u16, action: &HwAction, sem: ForwardSemantics) -> Option<u16> {
+        let own = *self.pf_func.get(&from)?;
+        match (action, sem) {
+            (HwAction::Vf { vf }, _) => Some((own & 0xfc00) | (vf + 1)),
+            (HwAction::PortId { port }, ForwardSemantics::SamePf) => {
+                let dst = *self.pf_func.get(port)?;
+                Some((own & 0xfc00) | (dst & 0x3ff))
+            }
+            (HwAction::PortId { port }, ForwardSemantics::AnyPort) => {
+                self.pf_func.get(port).copied()
+            }
+            _ => None,
+        }
+    }
+}
+
+/// Where one packet ends after the flow table, the whole path through the DPU.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Fate {
+    /// The table dropped it.
+    Dropped,
+    /// The table finished it: it left on this ethdev port without reaching the cores.
+    Delivered {
+        /// The ethdev port it left on.
+        port: u16,
+    },
+    /// It went to the port's kernel netdev and the tc programs; `skb_mark` is the
+    /// hardware MARK as the octeontx2 driver copies it into `skb->mark` (0: no mark).
+    Software {
+        /// The value the tc programs read from `skb->mark`.
+        skb_mark: u32,
+    },
+    /// A forwarding action named a function that is no port of the device: the NIX drops it.
+    NoSuchPort {
+        /// The pf_func the action resolved to.
+        pf_func: u16,
+    },
+}
+
 /// A loaded flow table.
 #[derive(Clone, Debug)]
 pub struct Tcam {
@@ -126,6 +193,38 @@ impl Tcam {
     }
 }
 
+impl Tcam {
+    /// The whole hardware path of a packet received on `port`: the lookup, then the fate the
+    /// matching rule gives it. A rule without a drop or forward action leaves the packet to
+    /// software, carrying its MARK (16 bits on cnxk) into `skb->mark`.
+    pub fn fate(&self, port: u16, packet: &HwPacket, ports: &Ports, sem: ForwardSemantics) -> Fate {
+        let Lookup::Hit(rule) = self.lookup(port, PortDirection::Ingress, packet) else {
+            return Fate::Software { skb_mark: 0 };
+        };
+        if rule.actions.contains(&HwAction::Drop) {
+            return Fate::Dropped;
+        }
+        if let Some(fwd) = rule.actions.iter().find(|a| a.forwards()) {
+            return match ports.target(port, fwd, sem) {
+                Some(f) => match ports.port_of(f) {
+                    Some(p) => Fate::Delivered { port: p },
+                    None => Fate::NoSuchPort { pf_func: f },
+                },
+                None => Fate::NoSuchPort { pf_func: 0 },
+            };
+        }
+        let skb_mark = rule
+            .actions
+            .iter()
+            .find_map(|a| match a {
+                HwAction::Mark { id } => Some(id & 0xffff),
+                _ => None,
+            })
+            .unwrap_or(0);
+        Fate::Software { skb_mark }
+    }
+}
+
 /// The first pair of same-level rules that overlap with different actions, as
 /// `(level, a, b)`; `rules` must be sorted by level.
 pub fn first_conflict(rules: &[HwRule]) -> Option<(u32, u32, u32)> {
@@ -168,6 +267,70 @@ impl fmt::Display for Tcam {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Port 0 is the uplink (PF 1), port 1 the SDP PF toward the host (PF 2), ports 2 and 3
+    /// its VFs 0 and 1 (two pods).
+    fn ports() -> Ports {
+        Ports {
+            pf_func: [
+                (0, 1 << 10),
+                (1, 2 << 10),
+                (2, (2 << 10) | 1),
+                (3, (2 << 10) | 2),
+            ]
+            .into_iter()
+            .collect(),
+        }
+    }
+
+    fn table(actions: Vec<HwAction>) -> Tcam {
+        let mut r = rule(1, 0, vec![], actions);
+        r.port = 2;
+        let slice = PlanSlice {
+            target: "octeon-cn10k".into(),
+            rules: vec![r],
+        };
+        Tcam::load(&slice, 3, Some(8192)).unwrap()
+    }
+
+    #[test]
+    fn a_vf_rule_on_a_pod_port_delivers_to_the_sibling_pod() {
+        let t = table(vec![HwAction::Count, HwAction::Vf { vf: 1 }]);
+        let fate = t.fate(2, &HwPacket::new(), &ports(), ForwardSemantics::SamePf);
+        assert_eq!(fate, Fate::Delivered { port: 3 });
+    }
+
+    #[test]
+    fn port_id_to_the_uplink_stays_in_the_pf_on_22_11_and_crosses_on_23_07() {
+        let t = table(vec![HwAction::PortId { port: 0 }]);
+        // 22.11: the uplink's function bits (0: a PF) are ORed onto the pod's PF: the packet
+        // goes to the SDP PF (the host), not to the network.
+        let old = t.fate(2, &HwPacket::new(), &ports(), ForwardSemantics::SamePf);
+        assert_eq!(old, Fate::Delivered { port: 1 });
+        let new = t.fate(2, &HwPacket::new(), &ports(), ForwardSemantics::AnyPort);
+        assert_eq!(new, Fate::Delivered { port: 0 });
+    }
+
+    #[test]
+    fn a_mark_rule_hands_the_packet_to_software_with_the_mark_in_skb_mark() {
+        let t = table(vec![HwAction::Mark { id: 0x1_0007 }]);
+        let fate = t.fate(2, &HwPacket::new(), &ports(), ForwardSemantics::SamePf);
+        assert_eq!(fate, Fate::Software { skb_mark: 7 });
+        let miss = t.fate(3, &HwPacket::new(), &ports(), ForwardSemantics::SamePf);
+        assert_eq!(miss, Fate::Software { skb_mark: 0 });
+    }
+
+    #[test]
+    fn a_vf_beyond_the_device_is_no_port() {
+        let t = table(vec![HwAction::Vf { vf: 9 }]);
+        let fate = t.fate(2, &HwPacket::new(), &ports(), ForwardSemantics::SamePf);
+        assert_eq!(
+            fate,
+            Fate::NoSuchPort {
+                pf_func: (2 << 10) | 10
+            }
+        );
+    }
     use crate::backend::HwMatch;
 
     fn rule(id: u32, level: u32, matches: Vec<HwMatch>, actions: Vec<HwAction>) -> HwRule {

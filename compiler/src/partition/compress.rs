@@ -29,6 +29,8 @@ pub fn action_text(a: &HwAction) -> String {
         HwAction::Rss { queues } => format!("rss {queues:?}"),
         HwAction::Security { sa } => format!("security {sa:?}"),
         HwAction::PushVlan { vid } => format!("push_vlan {vid}"),
+        HwAction::Vf { vf } => format!("vf {vf}"),
+        HwAction::PortId { port } => format!("port_id {port}"),
     }
 }
 

@@ -149,6 +149,8 @@ fn kind(action: &Action) -> Option<ActionKind> {
         Action::Jump { .. } => ActionKind::Jump,
         Action::OfPushVlan { .. } | Action::OfSetVlanVid { .. } => ActionKind::PushVlan,
         Action::OfPopVlan => ActionKind::PopVlan,
+        Action::Vf { .. } => ActionKind::ForwardSamePf,
+        Action::PortId { .. } => ActionKind::ForwardAnyPort,
         Action::Passthru => return None,
     })
 }
@@ -213,7 +215,12 @@ fn check(profile: &Profile, levels: u32, rule: &FlowRule) -> Result<(), Reason> 
         }
         if matches!(
             action,
-            Action::Drop | Action::Queue { .. } | Action::Rss { .. } | Action::Security
+            Action::Drop
+                | Action::Queue { .. }
+                | Action::Rss { .. }
+                | Action::Security
+                | Action::Vf { .. }
+                | Action::PortId { .. }
         ) {
             fates += 1;
         }
@@ -227,7 +234,8 @@ fn check(profile: &Profile, levels: u32, rule: &FlowRule) -> Result<(), Reason> 
     }
     if fates > 1 {
         return Err(Reason::ActionCombination {
-            detail: "more than one fate action (DROP, QUEUE, RSS, SECURITY)".to_string(),
+            detail: "more than one fate action (DROP, QUEUE, RSS, SECURITY, VF, PORT_ID)"
+                .to_string(),
         });
     }
     let has = |f: fn(&Action) -> bool| rule.actions.iter().any(f);

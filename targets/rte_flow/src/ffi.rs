@@ -233,6 +233,20 @@ impl CRule {
                         vlan_vid: vid.to_be(),
                     })),
                 ),
+                Action::Vf { id } => (
+                    sys::RTE_FLOW_ACTION_TYPE_VF,
+                    Some(conf_of(sys::rte_flow_action_vf {
+                        id: u32::from(*id),
+                        ..Default::default()
+                    })),
+                ),
+                Action::PortId { id } => (
+                    sys::RTE_FLOW_ACTION_TYPE_PORT_ID,
+                    Some(conf_of(sys::rte_flow_action_port_id {
+                        id: u32::from(*id),
+                        ..Default::default()
+                    })),
+                ),
                 Action::Rss { queues: q } => {
                     let q = q.clone();
                     let rss = sys::rte_flow_action_rss {
@@ -446,6 +460,12 @@ unsafe fn decode_action(a: &sys::rte_flow_action) -> Result<Action, DeviceError>
             },
             sys::RTE_FLOW_ACTION_TYPE_OF_SET_VLAN_VID => Action::OfSetVlanVid {
                 vid: u16::from_be(conf::<sys::rte_flow_action_of_set_vlan_vid>(a).vlan_vid),
+            },
+            sys::RTE_FLOW_ACTION_TYPE_VF => Action::Vf {
+                id: conf::<sys::rte_flow_action_vf>(a).id as u16,
+            },
+            sys::RTE_FLOW_ACTION_TYPE_PORT_ID => Action::PortId {
+                id: conf::<sys::rte_flow_action_port_id>(a).id as u16,
             },
             sys::RTE_FLOW_ACTION_TYPE_RSS => {
                 let rss = &*a.conf.cast::<sys::rte_flow_action_rss>();

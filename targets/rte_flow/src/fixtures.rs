@@ -312,5 +312,19 @@ pub fn syntax_rules() -> Vec<FlowRule> {
             pattern: vec![eth()],
             actions: vec![Action::Drop],
         },
+        // Connection offload: a pod's VF finishes a connection on a sibling VF (22.11), or
+        // on another port (PORT_ID, across PFs from 23.07), counting its packets.
+        FlowRule {
+            port: 0,
+            attr: attr(0, true),
+            pattern: vec![eth(), ipv4()],
+            actions: vec![Action::Count { id: None }, Action::Vf { id: 1 }],
+        },
+        FlowRule {
+            port: 0,
+            attr: attr(0, true),
+            pattern: vec![eth(), ipv4()],
+            actions: vec![Action::PortId { id: 0 }],
+        },
     ]
 }

@@ -182,6 +182,8 @@ pub fn lower_rule(rule: &HwRule) -> Result<FlowRule, Reason> {
                 queues: queues.clone(),
             }],
             HwAction::Security { .. } => vec![Action::Security],
+            HwAction::Vf { vf } => vec![Action::Vf { id: *vf }],
+            HwAction::PortId { port } => vec![Action::PortId { id: *port }],
             HwAction::PushVlan { vid } => vec![
                 Action::OfPushVlan { ethertype: 0x8100 },
                 Action::OfSetVlanVid { vid: *vid },

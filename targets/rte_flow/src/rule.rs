@@ -340,6 +340,16 @@ pub enum Action {
     },
     /// `RTE_FLOW_ACTION_TYPE_OF_POP_VLAN`.
     OfPopVlan,
+    /// `RTE_FLOW_ACTION_TYPE_VF`: send out of VF `id` of the rule port's PF.
+    Vf {
+        /// The VF index.
+        id: u16,
+    },
+    /// `RTE_FLOW_ACTION_TYPE_PORT_ID`: send out of ethdev port `id`.
+    PortId {
+        /// The ethdev port id.
+        id: u16,
+    },
 }
 
 impl Action {
@@ -358,6 +368,8 @@ impl Action {
             Action::OfPushVlan { .. } => "of_push_vlan",
             Action::OfSetVlanVid { .. } => "of_set_vlan_vid",
             Action::OfPopVlan => "of_pop_vlan",
+            Action::Vf { .. } => "vf",
+            Action::PortId { .. } => "port_id",
         })
     }
 }

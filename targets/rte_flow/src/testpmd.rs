@@ -134,6 +134,8 @@ pub fn action_text(action: &Action) -> Result<String, TestpmdError> {
         Action::OfPushVlan { ethertype } => format!("of_push_vlan ethertype {ethertype:#06x}"),
         Action::OfSetVlanVid { vid } => format!("of_set_vlan_vid vlan_vid {vid}"),
         Action::OfPopVlan => "of_pop_vlan".to_string(),
+        Action::Vf { id } => format!("vf id {id}"),
+        Action::PortId { id } => format!("port_id id {id}"),
     })
 }
 
@@ -219,6 +221,15 @@ mod tests {
             actions: vec![Action::Mark { id: 42 }, Action::Queue { index: 1 }],
         };
         insta::assert_snapshot!(flow_create(&rule).unwrap(), @"flow create 0 priority 1 ingress pattern eth / ipv4 src spec 10.0.0.0 src prefix 8 dst is 10.96.0.10 / tcp dst spec 30000 dst mask 0xfff0 / end actions mark id 42 / queue index 1 / end");
+    }
+
+    #[test]
+    fn forwarding_actions_have_their_testpmd_tokens() {
+        assert_eq!(action_text(&Action::Vf { id: 3 }).unwrap(), "vf id 3");
+        assert_eq!(
+            action_text(&Action::PortId { id: 2 }).unwrap(),
+            "port_id id 2"
+        );
     }
 
     #[test]

@@ -95,7 +95,7 @@ fn cnxk_refuses_what_the_default_key_lacks() {
             vec![],
             vec![HwAction::Queue { index: 0 }, HwAction::Drop]
         )),
-        "actions: more than one fate action (DROP, QUEUE, RSS, SECURITY)"
+        "actions: more than one fate action (DROP, QUEUE, RSS, SECURITY, VF, PORT_ID)"
     );
     assert_eq!(
         refusal(hw(vec![], vec![HwAction::Mark { id: 1 }, HwAction::Flag])),
