@@ -446,16 +446,7 @@ impl Builder<'_> {
             d.hints.push("add `name:` under `metadata:`".into());
             return None;
         };
-        let namespaced = !matches!(
-            obj.body,
-            Body::Namespace(_)
-                | Body::Node(_)
-                | Body::CiliumClusterwideNetworkPolicy(_)
-                | Body::CiliumIdentity(_)
-                | Body::AdminNetworkPolicy(_)
-                | Body::BaselineAdminNetworkPolicy(_)
-                | Body::ClusterNetworkPolicy(_)
-        );
+        let namespaced = obj.body.namespaced();
         let name_ok = match &obj.body {
             // Identity names are numbers; their own check reports bad ones.
             Body::CiliumIdentity(_) => true,
