@@ -10,12 +10,10 @@
 
 use std::net::IpAddr;
 
-use pipec::backend::Backend;
-use pipec::session::{Session, SessionOptions};
 use pipec_ebpf::artifact::{raw_addr, Frontend};
 use pipec_ebpf::datapath::TC_ACT_OK;
 use pipec_ebpf::packet::{self, L4, TCP_SYN};
-use pipec_ebpf::{sys, EbpfArtifact, EbpfBackend, Program};
+use pipec_ebpf::{sys, EbpfArtifact, Program};
 use pipec_ebpf_common as c;
 
 use crate::common::TestDatapath;
@@ -57,25 +55,7 @@ fn ip(s: &str) -> IpAddr {
 }
 
 fn artifact() -> EbpfArtifact {
-    let backends =
-        |_: Option<&_>| -> Vec<Box<dyn Backend>> { vec![Box::new(EbpfBackend::default())] };
-    let session = Session::load_texts(
-        &[("web.yaml", MANIFEST)],
-        SessionOptions::default(),
-        &backends,
-    )
-    .expect("the manifest loads");
-    let art = session
-        .artifact("ebpf")
-        .expect("an ebpf target")
-        .expect("compiles");
-    let mut art = art
-        .as_any()
-        .downcast_ref::<EbpfArtifact>()
-        .expect("eBPF")
-        .clone();
-    art.bind_interfaces(|_| Some(LO));
-    art
+    crate::common::loopback_artifact("web.yaml", MANIFEST)
 }
 
 /// The backend address one SYN from the client goes to.

@@ -53,3 +53,29 @@ impl DerefMut for TestDatapath {
         &mut self.0
     }
 }
+
+/// `manifest` (a file named `name`) compiled through a session to its eBPF artifact, every
+/// endpoint bound to the loopback device (ifindex 1), where test runs happen.
+pub(crate) fn loopback_artifact(name: &str, manifest: &str) -> pipec_ebpf::EbpfArtifact {
+    use pipec::backend::Backend;
+    let backends = |_: Option<&_>| -> Vec<Box<dyn Backend>> {
+        vec![Box::new(pipec_ebpf::EbpfBackend::default())]
+    };
+    let session = pipec::session::Session::load_texts(
+        &[(name, manifest)],
+        pipec::session::SessionOptions::default(),
+        &backends,
+    )
+    .expect("the manifest loads");
+    let art = session
+        .artifact("ebpf")
+        .expect("an ebpf target")
+        .expect("compiles");
+    let mut art = art
+        .as_any()
+        .downcast_ref::<pipec_ebpf::EbpfArtifact>()
+        .expect("eBPF")
+        .clone();
+    art.bind_interfaces(|_| Some(1));
+    art
+}

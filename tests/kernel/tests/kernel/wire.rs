@@ -14,15 +14,13 @@ use std::collections::BTreeSet;
 use std::net::IpAddr;
 use std::path::PathBuf;
 
-use pipec::backend::Backend;
 use pipec::driver;
 use pipec::lower;
 use pipec::mag;
 use pipec::model::build::BuildOptions;
-use pipec::session::{Session, SessionOptions};
 use pipec_ebpf::datapath::{RunResult, TC_ACT_OK, TC_ACT_SHOT};
 use pipec_ebpf::packet::{self, L4, TCP_ACK, TCP_SYN};
-use pipec_ebpf::{mag_to_ebpf, EbpfArtifact, EbpfBackend, Program};
+use pipec_ebpf::{mag_to_ebpf, EbpfArtifact, Program};
 use pipec_ebpf_common as c;
 
 use crate::common::TestDatapath;
@@ -118,25 +116,7 @@ fn web_backends() -> BTreeSet<(IpAddr, u16)> {
 /// The manifest compiled through a session (manifest → MAG → eBPF maps), endpoints on
 /// loopback, where test runs happen.
 fn artifact() -> EbpfArtifact {
-    let backends =
-        |_: Option<&_>| -> Vec<Box<dyn Backend>> { vec![Box::new(EbpfBackend::default())] };
-    let session = Session::load_texts(
-        &[("wire.yaml", MANIFEST)],
-        SessionOptions::default(),
-        &backends,
-    )
-    .expect("the manifest loads");
-    let art = session
-        .artifact("ebpf")
-        .expect("an ebpf target")
-        .expect("compiles");
-    let mut art = art
-        .as_any()
-        .downcast_ref::<EbpfArtifact>()
-        .expect("eBPF")
-        .clone();
-    art.bind_interfaces(|_| Some(LO));
-    art
+    crate::common::loopback_artifact("wire.yaml", MANIFEST)
 }
 
 fn syn(client: &str, sport: u16, (dst, dport): (&str, u16)) -> Vec<u8> {
