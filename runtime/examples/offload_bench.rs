@@ -19,6 +19,7 @@ use clap as _;
 use futures as _;
 use ipnet as _;
 use kube as _;
+use libc as _;
 use mimalloc as _;
 use notify as _;
 use pipec_cpt as _;

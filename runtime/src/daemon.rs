@@ -5,14 +5,18 @@ use crate::api::{ApiChange, ApiSource};
 use crate::cni::Attachment;
 use crate::device::{Applied, Device};
 use crate::metrics::Metrics;
+use crate::offload::driver::{Driver, PodPort, Settings};
+use crate::offload::ReferenceVerdicts;
 use crate::source::{FileChange, ManifestDir};
 use crate::state::StateDir;
 use pipec::backend::{Backend, Profile};
+use pipec::engine::hwmodel::ForwardSemantics;
 use pipec::model::IdentityPins;
 use pipec::session::{Event, Hardware, Session, SessionOptions};
 use pipec_ebpf::Interfaces;
 use std::collections::BTreeMap;
 use std::collections::BTreeSet;
+use std::net::Ipv4Addr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
@@ -104,6 +108,8 @@ pub struct Daemon {
     attachments: BTreeMap<(String, String), Attachment>,
     /// Each attached pod address's port, read by the eBPF backend.
     interfaces: Interfaces,
+    /// Connection offload: the conntrack scan, the pods' VFs and the offload logic.
+    offload: Driver,
     /// Flow events for `pipec observe` subscribers.
     pub events: crate::observe::Events,
     /// Metrics and status, read by the HTTP endpoints.
@@ -160,6 +166,10 @@ impl Daemon {
             backends_with(p, Some(&interfaces))
         })
         .map_err(|e| anyhow::anyhow!("starting the session: {e}"))?;
+        let semantics = session.profile().map_or(
+            ForwardSemantics::SamePf,
+            crate::offload::driver::semantics_of,
+        );
         Ok(Daemon {
             node: node.to_string(),
             session,
@@ -169,6 +179,7 @@ impl Daemon {
             state,
             attachments: attachments.into_iter().map(|a| (a.key(), a)).collect(),
             interfaces,
+            offload: Driver::new(semantics, Settings::default()),
             events: crate::observe::events(),
             metrics: Metrics::default(),
             written_pins: None,
@@ -322,6 +333,7 @@ impl Daemon {
             }
             Err(e) => tracing::warn!("reading the per-rule counters: {e:#}"),
         }
+        o.push_str(&self.offload.metrics_text());
         o
     }
 
@@ -331,6 +343,7 @@ impl Daemon {
         if let Some(api) = &self.sources.api {
             s["api"] = api.status();
         }
+        s["offload"] = self.offload.status();
         s
     }
 
@@ -402,6 +415,11 @@ impl Daemon {
         self.write_pins()?;
         self.device.schedule(changes);
         self.write_pending()?;
+        // The offload's removals come before anything of the change reaches the device:
+        // an entry the new policy denies, an entry of a pod that is gone, or one the grown
+        // plan needs the room of would otherwise forward packets the new state does not
+        // allow, for as long as the change takes to apply.
+        self.offload_before_change();
         let applied = self.device.apply(changes)?;
         tracing::info!(
             generation = changes.generation,
@@ -494,6 +512,8 @@ impl Daemon {
         // Written ahead of the device, as in `after_apply`.
         self.write_pins()?;
         let applied = self.device.reconcile(&self.session)?;
+        // Nothing is offloaded yet: this gives the offload the room the plan leaves.
+        self.offload_before_change();
         tracing::info!(
             map_ops = applied.map_ops,
             flow_ops = applied.flow_ops,
@@ -543,6 +563,13 @@ impl Daemon {
             None => anyhow::bail!("no interface {} on this side", a.host_ifname),
         };
         self.device.attach_port(&a.host_ifname)?;
+        if self.offload.attach(&a.host_ifname).is_none() {
+            anyhow::bail!(
+                "no free VF on the SDP PF for {} (all {} are taken)",
+                a.host_ifname,
+                crate::offload::driver::SDP_VFS
+            );
+        }
         let mut by_addr = self.interfaces.write().unwrap_or_else(|p| p.into_inner());
         for ip in &a.ips {
             by_addr.insert(*ip, ifindex);
@@ -552,6 +579,7 @@ impl Daemon {
 
     fn unbind(&mut self, a: &Attachment) {
         self.device.detach_port(&a.host_ifname);
+        self.offload.detach(&a.host_ifname);
         let mut by_addr = self.interfaces.write().unwrap_or_else(|p| p.into_inner());
         for ip in &a.ips {
             by_addr.remove(ip);
@@ -616,6 +644,18 @@ impl Daemon {
             self.write_attachments()?;
             return Ok(true);
         }
+        // The pod's offload entries go first, before its endpoint and policy leave the
+        // maps: an entry that outlived them would forward to a VF the next pod may get.
+        let pod = format!("{}/{}", a.pod_namespace, a.pod_name);
+        let batch = self.offload.pod_deleted(&pod);
+        let removed = self.device.remove_offload(&batch.remove);
+        if removed > 0 {
+            tracing::info!(
+                pod,
+                removed,
+                "removed the deleted pod's offload entries first"
+            );
+        }
         let c = self
             .session
             .apply(&[a.event(true)])
@@ -657,6 +697,121 @@ impl Daemon {
     pub fn cni_attachment(&self, container_id: &str, ifname: &str) -> Option<&Attachment> {
         self.attachments
             .get(&(container_id.to_string(), ifname.to_string()))
+    }
+}
+
+impl Daemon {
+    /// Sets the connection offload's settings (before the first step).
+    pub fn set_offload(&mut self, settings: Settings) {
+        let semantics = self.session.profile().map_or(
+            ForwardSemantics::SamePf,
+            crate::offload::driver::semantics_of,
+        );
+        self.offload = Driver::new(semantics, settings);
+    }
+
+    /// The connection offload's driver.
+    pub fn offload(&self) -> &Driver {
+        &self.offload
+    }
+
+    /// The local pods' IPv4 addresses with their pod and port: every attached pod whose
+    /// object the session holds.
+    fn pod_ports(&self) -> BTreeMap<Ipv4Addr, PodPort> {
+        let held = self.attachments.values().filter(|a| {
+            self.session.holds(&pipec::session::ObjectKey::new(
+                "Pod",
+                &a.pod_namespace,
+                &a.pod_name,
+            ))
+        });
+        crate::offload::driver::pod_ports(
+            &self.offload,
+            held.map(|a| {
+                (
+                    format!("{}/{}", a.pod_namespace, a.pod_name),
+                    a.host_ifname.as_str(),
+                    a.ips.as_slice(),
+                )
+            }),
+        )
+    }
+
+    /// The flow-table entries and counters the session's policy plan leaves free.
+    fn plan_free(&self) -> (u64, u64) {
+        let Some(profile) = self.session.profile() else {
+            return (0, 0);
+        };
+        let (mut entries, mut counters) = (0, 0);
+        if let Some(Ok(a)) = self.session.artifact(&profile.name) {
+            if let Some(a) = a.as_any().downcast_ref::<pipec_rte_flow::RteFlowArtifact>() {
+                entries = a.rules.len() as u64;
+                counters = a
+                    .rules
+                    .iter()
+                    .filter(|r| {
+                        r.rule
+                            .actions
+                            .iter()
+                            .any(|x| matches!(x, pipec_rte_flow::rule::Action::Count { .. }))
+                    })
+                    .count() as u64;
+            }
+        }
+        crate::offload::driver::free_of(profile, entries, counters)
+    }
+
+    /// Removes the offload entries the session's new state does not allow (see
+    /// [`Driver::before_change`]), before the device applies the state.
+    fn offload_before_change(&mut self) {
+        let free = self.plan_free();
+        let pods = self.pod_ports();
+        let verdicts = ReferenceVerdicts::new(self.session.cluster());
+        let batch = self
+            .offload
+            .before_change(&verdicts, self.session.generation(), free, &pods);
+        let removed = self.device.remove_offload(&batch.remove);
+        if removed > 0 {
+            tracing::info!(
+                removed,
+                "removed offload entries before the change reaches the device"
+            );
+        }
+    }
+
+    /// One conntrack scan of the connection offload (one page; a tick at the end of a full
+    /// pass), and its batch applied to the flow table, removals first. Nothing before the
+    /// first full state, nor on the model datapath, which has no conntrack. Returns the
+    /// flow-table operations made.
+    pub fn offload_scan(&mut self) -> anyhow::Result<usize> {
+        if !self.metrics.ready {
+            return Ok(0);
+        }
+        let Some(profile) = self.session.profile().cloned() else {
+            return Ok(0);
+        };
+        let pods = self.pod_ports();
+        let Some(dp) = self.device.datapath() else {
+            return Ok(0);
+        };
+        let verdicts = ReferenceVerdicts::new(self.session.cluster());
+        let batch = self.offload.scan(
+            dp,
+            &pods,
+            &verdicts,
+            self.session.generation(),
+            pipec_ebpf::sys::monotonic_ns(),
+        )?;
+        if batch.remove.is_empty() && batch.install.is_empty() {
+            return Ok(0);
+        }
+        let n = self.device.apply_offload(&batch, &profile)?;
+        tracing::info!(
+            removed = batch.remove.len(),
+            installed = batch.install.len(),
+            "connection offload"
+        );
+        Ok(n)
     }
 }
 

@@ -10,6 +10,7 @@
 //! for the kernel) is diffed against the session's artifacts and only the difference is
 //! applied. Nothing is ever flushed.
 
+use crate::offload::{Batch, Entry};
 use crate::state::PendingRemoval;
 use pipec::session::{Changes, Session};
 use pipec_cpt::{IpsecArtifact, SaOp, SaOps};
@@ -43,6 +44,10 @@ pub struct Device {
     maps: MapEntries,
     /// The flow table: rule keys.
     flows: BTreeSet<String>,
+    /// The flow table's connection-offload entries (exact 5-tuples at level 0, kept apart
+    /// from the policy plan's rules, which a reconciliation replaces as a whole), each with
+    /// its rule key.
+    offload: BTreeMap<Entry, String>,
     /// The CPT's SAs: (direction, peer, spi).
     sas: BTreeSet<(String, String, u32)>,
     /// Inbound SAs to remove once their rotation window has passed: when (monotonic, for
@@ -99,6 +104,7 @@ impl Device {
             ports: BTreeMap::new(),
             maps: MapEntries::new(),
             flows: BTreeSet::new(),
+            offload: BTreeMap::new(),
             sas: BTreeSet::new(),
             pending: Vec::new(),
         }
@@ -221,6 +227,50 @@ impl Device {
         Ok(applied)
     }
 
+    /// Destroys connection-offload entries (the first half of every offload batch, and
+    /// the only half of the batches that come before a change). The model has no mailbox
+    /// to wait on; on the device each destroy returns once the AF has written the entry
+    /// invalid, and the next step starts only after the last one returns.
+    pub fn remove_offload(&mut self, entries: &[Entry]) -> usize {
+        entries
+            .iter()
+            .filter(|e| self.offload.remove(*e).is_some())
+            .count()
+    }
+
+    /// Applies an offload batch: every removal, then every install. An install is lowered
+    /// by the rte_flow backend of `profile` first, as the device would need it; an entry the
+    /// backend refuses is not installed, and the refusal is returned, so that the caller
+    /// can put the connection back in software.
+    pub fn apply_offload(
+        &mut self,
+        batch: &Batch,
+        profile: &pipec::backend::Profile,
+    ) -> anyhow::Result<usize> {
+        let mut n = self.remove_offload(&batch.remove);
+        let backend = pipec_rte_flow::RteFlowBackend::new(profile.clone());
+        for e in &batch.install {
+            let flow = backend
+                .lower_rule(&e.rule(0))
+                .map_err(|err| anyhow::anyhow!("offload entry {e:?}: {err}"))?;
+            self.offload
+                .insert(e.clone(), pipec_rte_flow::rule_key(&flow));
+            n += 1;
+        }
+        Ok(n)
+    }
+
+    /// The connection-offload entries the flow table holds, in entry order.
+    pub fn offload_entries(&self) -> Vec<Entry> {
+        self.offload.keys().cloned().collect()
+    }
+
+    /// The kernel datapath, whose conntrack the offload scans (`None` for the model, which
+    /// has no conntrack).
+    pub fn datapath(&self) -> Option<&Datapath> {
+        self.kernel.as_ref()
+    }
+
     fn apply_sa(&mut self, op: &SaOp) {
         let sa = |dir: &str, peer: &str, spi: u32| (dir.to_string(), peer.to_string(), spi);
         match op {
@@ -330,7 +380,8 @@ impl Device {
     }
 
     /// The device's content, one sorted line per entry: `ebpf MAP KEY VALUE` (hex),
-    /// `flow KEY`, `sa DIRECTION PEER SPI`. A policy value's rule cookie is printed as the
+    /// `flow KEY`, `offload KEY` (connection-offload entries, in the order of their tuple
+    /// and port), `sa DIRECTION PEER SPI`. A policy value's rule cookie is printed as the
     /// rule it names (`cookies`): cookies are numbered in the order a session first saw the
     /// rules, so two sessions may number one rule differently. Equal devices dump equal text.
     pub fn dump(&self, cookies: &BTreeMap<u64, String>) -> anyhow::Result<String> {
@@ -348,6 +399,9 @@ impl Device {
         }
         for f in &self.flows {
             out.push_str(&format!("flow {f}\n"));
+        }
+        for key in self.offload.values() {
+            out.push_str(&format!("offload {key}\n"));
         }
         for (dir, peer, spi) in &self.sas {
             out.push_str(&format!("sa {dir} {peer} {spi}\n"));
@@ -371,6 +425,7 @@ impl Device {
             *out.entry(format!("ebpf/{}", map.as_str())).or_insert(0) += 1;
         }
         out.insert("hardware/flows".into(), self.flows.len());
+        out.insert("hardware/offload".into(), self.offload.len());
         out.insert("cpt/sas".into(), self.sas.len());
         Ok(out)
     }

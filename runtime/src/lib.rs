@@ -10,6 +10,8 @@
 //! - [`daemon`]: one step of the loop;
 //! - [`metrics`], [`http`]: status, Prometheus text, health and readiness;
 //! - [`cni`]: the pods the CNI plugin wired (attachments kept across restarts);
+//! - [`offload`]: connection offload, exact 5-tuple entries for established pod-to-pod
+//!   connections, driven from a scan of the eBPF conntrack ([`offload::driver`]);
 //! - [`observe`]: flow events from the ring buffer, named by their rule, for `pipec observe`;
 //! - [`control`]: the control API (gRPC on a unix socket): status, live explain and trace;
 //! - [`state`]: identity numbers kept across restarts;
@@ -29,6 +31,8 @@ use base64 as _;
 use gencluster as _;
 #[cfg(test)]
 use ipnet as _;
+#[cfg(test)]
+use libc as _;
 #[cfg(test)]
 use serde_yaml as _;
 

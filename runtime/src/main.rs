@@ -23,6 +23,8 @@ use gencluster as _;
 #[cfg(test)]
 use ipnet as _;
 #[cfg(test)]
+use libc as _;
+#[cfg(test)]
 use proptest as _;
 #[cfg(test)]
 use serde_yaml as _;
@@ -31,6 +33,7 @@ use clap::{Parser, ValueEnum};
 use pipec_runtime::api::{ApiConfig, ApiSource};
 use pipec_runtime::daemon::{Daemon, Sources};
 use pipec_runtime::device::Device;
+use pipec_runtime::offload::driver::Settings;
 use pipec_runtime::shutdown::Stop;
 use pipec_runtime::source::ManifestDir;
 use pipec_runtime::state::StateDir;
@@ -99,6 +102,23 @@ struct Args {
     /// Log format.
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
+    /// How often connection offload reads a page of the eBPF conntrack, in milliseconds
+    /// (kernel datapath). A full pass over the conntrack is one tick of the offload logic.
+    #[arg(long, value_name = "MS", default_value_t = 1000)]
+    offload_interval_ms: u64,
+    /// Conntrack entries read per page.
+    #[arg(long, value_name = "N", default_value_t = Settings::default().scan_budget)]
+    offload_scan_budget: usize,
+    /// Passes without a counter increase after which an offloaded connection goes back to
+    /// software.
+    #[arg(long, value_name = "N", default_value_t = Settings::default().idle_passes)]
+    offload_idle_passes: u64,
+    /// Passes after which a connection offloaded without a counter goes back to software.
+    #[arg(long, value_name = "N", default_value_t = Settings::default().lifetime_passes)]
+    offload_lifetime_passes: u64,
+    /// Bytes a connection carries in software before it may be offloaded.
+    #[arg(long, value_name = "BYTES", default_value_t = Settings::default().min_bytes)]
+    offload_min_bytes: u64,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -203,6 +223,15 @@ async fn serve(args: Args, mut stop: Stop, stopping: Arc<AtomicBool>) -> anyhow:
     };
     let mut daemon = Daemon::new(&args.node, sources, device(&args)?, state)?;
     daemon.stop_on(stopping);
+    if args.offload_interval_ms == 0 || args.offload_scan_budget == 0 {
+        anyhow::bail!("--offload-interval-ms and --offload-scan-budget must be at least 1");
+    }
+    daemon.set_offload(Settings {
+        scan_budget: args.offload_scan_budget,
+        idle_passes: args.offload_idle_passes,
+        lifetime_passes: args.offload_lifetime_passes,
+        min_bytes: args.offload_min_bytes,
+    });
     let ready = daemon.ready_flag();
     let daemon = Arc::new(Mutex::new(daemon));
     let listener = tokio::net::TcpListener::bind(args.metrics_addr)
@@ -251,6 +280,7 @@ async fn serve(args: Args, mut stop: Stop, stopping: Arc<AtomicBool>) -> anyhow:
     };
     let mut tick = tokio::time::interval(TICK);
     let mut drain = tokio::time::interval(EVENTS);
+    let mut offload = tokio::time::interval(Duration::from_millis(args.offload_interval_ms));
     while !stop.requested() {
         tokio::select! {
             // A stop is looked at first: no new step starts once it is asked for.
@@ -265,6 +295,20 @@ async fn serve(args: Args, mut stop: Stop, stopping: Arc<AtomicBool>) -> anyhow:
                     d.publish_events()
                 })
                 .await??;
+                continue;
+            }
+            _ = offload.tick() => {
+                let d = daemon.clone();
+                let scanned = tokio::task::spawn_blocking(move || {
+                    let mut d = d.lock().map_err(|_| anyhow::anyhow!("daemon state poisoned"))?;
+                    d.offload_scan()
+                })
+                .await?;
+                // A failed scan leaves every packet in software, where the complete
+                // pipeline decides it: it is logged, and the next scan tries again.
+                if let Err(e) = scanned {
+                    tracing::warn!("connection offload: {e:#}");
+                }
                 continue;
             }
         }

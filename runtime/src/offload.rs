@@ -260,6 +260,30 @@ impl Offloader {
         self.offloaded.values().filter(|o| o.counted).count() as u64
     }
 
+    /// Connections waiting in software as candidates (below `min_bytes`, or no entry free).
+    pub fn candidates_len(&self) -> u64 {
+        self.candidates.len() as u64
+    }
+
+    /// Whether the connection of `tuple` (original direction) is a candidate.
+    pub fn is_candidate(&self, tuple: FiveTuple) -> bool {
+        self.candidates.contains_key(&tuple)
+    }
+
+    /// The pods (`namespace/name`) of the offloaded connections, either end.
+    pub fn pods(&self) -> BTreeSet<String> {
+        self.offloaded
+            .values()
+            .flat_map(|o| std::iter::once(o.conn.src_pod.clone()).chain(o.conn.dst_pod.clone()))
+            .filter(|p| !p.is_empty())
+            .collect()
+    }
+
+    /// The settings in force (free entries and counters as the last plan left them).
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
     /// Whether the connection of `tuple` (either direction) is offloaded.
     pub fn is_offloaded(&self, tuple: FiveTuple) -> bool {
         self.offloaded.contains_key(&tuple) || self.offloaded.contains_key(&tuple.reverse())
@@ -510,6 +534,8 @@ impl Offloader {
         lands.then_some(HwActionKey::PortId(to))
     }
 }
+
+pub mod driver;
 
 #[cfg(test)]
 mod tests;

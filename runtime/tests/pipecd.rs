@@ -46,6 +46,8 @@ struct Run {
     port: u16,
     child: Option<Child>,
     bpffs: Option<PathBuf>,
+    /// The network namespace the daemon runs in (`ip netns exec`), when not the test's.
+    netns: Option<String>,
 }
 
 impl Run {
@@ -61,6 +63,7 @@ impl Run {
             port: free_port(),
             child: None,
             bpffs: None,
+            netns: None,
         }
     }
 
@@ -69,7 +72,16 @@ impl Run {
     }
 
     fn start(&mut self, extra: &[&str]) {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_pipecd"));
+        // `ip netns exec` executes the daemon in place (no fork), so the child's pid is the
+        // daemon's and stopping it by pid stops the daemon.
+        let mut cmd = match &self.netns {
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns, env!("CARGO_BIN_EXE_pipecd")]);
+                c
+            }
+            None => Command::new(env!("CARGO_BIN_EXE_pipecd")),
+        };
         cmd.arg("--manifests")
             .arg(self.manifests())
             .args(["--node", "node-a", "--metrics-addr"])
@@ -81,7 +93,7 @@ impl Run {
             .stderr(std::fs::File::create(self.dir.join("log")).expect("log"));
         self.child = Some(cmd.spawn().expect("start pipecd"));
         self.wait("the first full state", |r| {
-            get(r.port, "/readyz").is_some_and(|b| b == "ready\n")
+            r.get("/readyz").is_some_and(|b| b == "ready\n")
         });
     }
 
@@ -145,8 +157,13 @@ impl Run {
         std::fs::rename(&tmp, self.manifests().join(name)).expect("rename");
     }
 
+    /// GET on the daemon's loopback, in its network namespace ([`get`]).
+    fn get(&self, path: &str) -> Option<String> {
+        get_in(self.netns.as_deref(), self.port, path)
+    }
+
     fn status(&self) -> serde_json::Value {
-        get(self.port, "/status")
+        self.get("/status")
             .and_then(|b| serde_json::from_str(&b).ok())
             .unwrap_or(serde_json::Value::Null)
     }
@@ -181,7 +198,7 @@ impl Run {
     }
 
     fn state(&self) -> String {
-        get(self.port, "/debug/state").expect("/debug/state")
+        self.get("/debug/state").expect("/debug/state")
     }
 }
 
@@ -220,9 +237,18 @@ fn answer(port: u16, path: &str) -> Option<(u16, bool, String)> {
 /// again, or 503 before the first one), so this asks again, every 20 ms for at most 10 s,
 /// until an answer is current; `None` when none is.
 fn get(port: u16, path: &str) -> Option<String> {
+    get_in(None, port, path)
+}
+
+/// [`get`] from a thread in the network namespace `ns` (the test's own when `None`).
+fn get_in(ns: Option<&str>, port: u16, path: &str) -> Option<String> {
     let start = Instant::now();
     for _ in 0..500 {
-        match answer(port, path) {
+        let got = match ns {
+            Some(ns) => in_netns(ns, || answer(port, path)),
+            None => answer(port, path),
+        };
+        match got {
             Some((200, false, body)) => return Some(body),
             Some((503, _, _)) if matches!(path, "/metrics" | "/status") => {}
             Some((200, true, _)) => {}
@@ -1176,4 +1202,519 @@ fn sigterm_during_an_apply_longer_than_the_bound_exits_0_within_it() {
     run.write("pod-1.yaml", &labelled_pod(1));
     run.start(&["--datapath", "model"]);
     assert_eq!(run.state(), run.expected(&[]));
+}
+
+/// Runs `f` on a thread that entered the network namespace `ns` (named, under
+/// `/run/netns`); the test's own threads stay where they are.
+#[allow(unsafe_code, reason = "setns(2) has no safe wrapper in std")]
+fn in_netns<T: Send>(ns: &str, f: impl FnOnce() -> T + Send) -> T {
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            enter_netns(ns);
+            f()
+        })
+        .join()
+        .expect("netns thread panicked")
+    })
+}
+
+/// Moves the calling thread into the network namespace `ns`.
+#[allow(unsafe_code, reason = "setns(2) has no safe wrapper in std")]
+fn enter_netns(ns: &str) {
+    use std::os::fd::AsRawFd as _;
+    let file = std::fs::File::open(format!("/run/netns/{ns}")).expect("open the netns");
+    // SAFETY: a valid namespace fd; setns changes only this thread's network namespace.
+    let r = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
+    assert_eq!(r, 0, "setns into {ns}: {}", std::io::Error::last_os_error());
+}
+
+/// A node and two pods as network namespaces of the test's own: each pod's `eth0` is a
+/// veth whose other end (`ofa0`, `ofb0`) is in the node namespace, where pipecd runs and
+/// routes between them. Deleted on drop.
+struct PodNet {
+    node: String,
+    pods: [String; 2],
+}
+
+/// The pods' addresses, in the order of [`PodNet::pods`] (the client, then the server).
+const OFFLOAD_IPS: [&str; 2] = ["10.10.1.10", "10.10.1.20"];
+/// The node-side interface of each pod.
+const OFFLOAD_PORTS: [&str; 2] = ["ofa0", "ofb0"];
+
+impl PodNet {
+    fn new() -> PodNet {
+        let tag = std::process::id();
+        let net = PodNet {
+            node: format!("pcof-node-{tag}"),
+            pods: [format!("pcof-a-{tag}"), format!("pcof-b-{tag}")],
+        };
+        for ns in net.pods.iter().chain([&net.node]) {
+            let _ = Command::new("ip")
+                .args(["netns", "del", ns])
+                .stderr(Stdio::null())
+                .status();
+        }
+        sh(&["ip", "netns", "add", &net.node]);
+        let n = net.node.clone();
+        sh(&["ip", "-n", &n, "link", "set", "lo", "up"]);
+        for ((pod, ip), host) in net.pods.iter().zip(OFFLOAD_IPS).zip(OFFLOAD_PORTS) {
+            sh(&["ip", "netns", "add", pod]);
+            sh(&[
+                "ip", "-n", &n, "link", "add", host, "type", "veth", "peer", "name", "eth0",
+                "netns", pod,
+            ]);
+            sh(&["ip", "-n", &n, "addr", "add", "169.254.1.1/32", "dev", host]);
+            sh(&["ip", "-n", &n, "link", "set", host, "up"]);
+            sh(&[
+                "ip",
+                "-n",
+                &n,
+                "route",
+                "add",
+                &format!("{ip}/32"),
+                "dev",
+                host,
+            ]);
+            sh(&["ip", "-n", pod, "link", "set", "lo", "up"]);
+            sh(&[
+                "ip",
+                "-n",
+                pod,
+                "addr",
+                "add",
+                &format!("{ip}/32"),
+                "dev",
+                "eth0",
+            ]);
+            sh(&["ip", "-n", pod, "link", "set", "eth0", "up"]);
+            sh(&[
+                "ip",
+                "-n",
+                pod,
+                "route",
+                "add",
+                "169.254.1.1",
+                "dev",
+                "eth0",
+            ]);
+            sh(&[
+                "ip",
+                "-n",
+                pod,
+                "route",
+                "add",
+                "default",
+                "via",
+                "169.254.1.1",
+                "dev",
+                "eth0",
+            ]);
+        }
+        // Forwarding between the pods happens in the node namespace only; the test's own
+        // namespace is not changed.
+        for sysctl in [
+            "net.ipv4.ip_forward=1",
+            "net.ipv4.conf.all.rp_filter=0",
+            "net.ipv4.conf.default.rp_filter=0",
+        ] {
+            sh(&["ip", "netns", "exec", &n, "sysctl", "-qw", sysctl]);
+        }
+        net
+    }
+}
+
+impl Drop for PodNet {
+    fn drop(&mut self) {
+        for ns in self.pods.iter().chain([&self.node]) {
+            let _ = Command::new("ip").args(["netns", "del", ns]).status();
+        }
+    }
+}
+
+/// One TCP connection from the client pod that keeps sending until it is dropped, and the
+/// server pod's side of it, which reads and discards. Both threads stop within a bound of
+/// their own (60 s) should the drop never come.
+struct Talk {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+    /// The client's local port.
+    sport: u16,
+}
+
+const TALK_BOUND: Duration = Duration::from_secs(60);
+
+impl Talk {
+    /// Connects from `client_ns` to `to`:`port` (served in `server_ns` on `listen`), sends
+    /// 4000 bytes at once and then 100 bytes every 50 ms.
+    fn start(client_ns: &str, server_ns: &str, to: &str, port: u16, listen: u16) -> Talk {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let stop = std::sync::Arc::new(AtomicBool::new(false));
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        let (server_ns, s_stop) = (server_ns.to_string(), stop.clone());
+        let server = std::thread::spawn(move || {
+            enter_netns(&server_ns);
+            let l = std::net::TcpListener::bind(("0.0.0.0", listen)).expect("listen");
+            ready_tx.send(()).expect("ready");
+            let Ok((mut s, _)) = l.accept() else {
+                return;
+            };
+            s.set_read_timeout(Some(Duration::from_millis(200)))
+                .expect("timeout");
+            let start = Instant::now();
+            let mut buf = [0u8; 8192];
+            while !s_stop.load(Ordering::Relaxed) && start.elapsed() < TALK_BOUND {
+                match s.read(&mut buf) {
+                    Ok(0) => break,
+                    Ok(_) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {}
+                    Err(_) => break,
+                }
+            }
+        });
+        ready_rx
+            .recv_timeout(Duration::from_secs(10))
+            .expect("the server listens");
+        let (client_ns, c_stop) = (client_ns.to_string(), stop.clone());
+        let (port_tx, port_rx) = std::sync::mpsc::channel();
+        let dst: std::net::SocketAddr = format!("{to}:{port}").parse().expect("address");
+        let client = std::thread::spawn(move || {
+            enter_netns(&client_ns);
+            let mut s = TcpStream::connect_timeout(&dst, Duration::from_secs(5))
+                .unwrap_or_else(|e| panic!("connect to {dst}: {e}"));
+            port_tx
+                .send(s.local_addr().expect("local address").port())
+                .expect("port");
+            s.write_all(&[7u8; 4000]).expect("send");
+            let start = Instant::now();
+            while !c_stop.load(Ordering::Relaxed) && start.elapsed() < TALK_BOUND {
+                if s.write_all(&[7u8; 100]).is_err() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        });
+        let sport = port_rx
+            .recv_timeout(Duration::from_secs(10))
+            .expect("the client connects");
+        Talk {
+            stop,
+            threads: vec![server, client],
+            sport,
+        }
+    }
+}
+
+impl Drop for Talk {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+    }
+}
+
+const OFFLOAD_CLUSTER: &str = "apiVersion: v1
+kind: Node
+metadata: {name: node-a, labels: {kubernetes.io/hostname: node-a}}
+spec: {podCIDR: 10.10.1.0/24}
+status:
+  addresses: [{type: InternalIP, address: 192.168.50.1}]
+---
+apiVersion: v1
+kind: Namespace
+metadata: {name: shop, labels: {kubernetes.io/metadata.name: shop}}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: client, namespace: shop, labels: {app: client}}
+spec:
+  nodeName: node-a
+  containers: [{name: c, image: busybox}]
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: web, namespace: shop, labels: {app: server}}
+spec:
+  nodeName: node-a
+  containers: [{name: s, image: nginx, ports: [{containerPort: 8080, protocol: TCP}]}]
+---
+apiVersion: v1
+kind: Service
+metadata: {name: web, namespace: shop}
+spec:
+  selector: {app: server}
+  clusterIP: 10.96.0.50
+  ports: [{port: 80, targetPort: 8081, protocol: TCP}]
+";
+
+/// The client may reach the server on TCP 8080 and 8081.
+const ALLOW_CLIENT: &str = "apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: server-from-client, namespace: shop}
+spec:
+  podSelector: {matchLabels: {app: server}}
+  policyTypes: [Ingress]
+  ingress:
+  - from: [{podSelector: {matchLabels: {app: client}}}]
+    ports: [{protocol: TCP, port: 8080}, {protocol: TCP, port: 8081}]
+";
+
+/// Nothing may reach the server.
+const DENY_ALL: &str = "apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: server-from-client, namespace: shop}
+spec:
+  podSelector: {matchLabels: {app: server}}
+  policyTypes: [Ingress]
+";
+
+/// The CNI's ADD or DEL of pod `i` of [`PodNet`], over the daemon's control socket.
+fn cni(socket: &Path, pod: usize, add: bool) {
+    use pipec_proto::v1::cni_client::CniClient;
+    use pipec_proto::v1::{AddRequest, Attachment, DelRequest};
+    let name = ["client", "web"][pod];
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(async {
+        let channel = tokio::time::timeout(Duration::from_secs(10), pipec_proto::connect(socket))
+            .await
+            .expect("the control socket answers in time")
+            .expect("connect to the control socket");
+        let mut client = CniClient::new(channel);
+        let call = async {
+            if add {
+                let attachment = Attachment {
+                    container_id: format!("c-{name}"),
+                    ifname: "eth0".into(),
+                    pod_namespace: "shop".into(),
+                    pod_name: name.into(),
+                    pod_uid: String::new(),
+                    host_ifname: OFFLOAD_PORTS[pod].into(),
+                    ips: vec![OFFLOAD_IPS[pod].into()],
+                };
+                client
+                    .add(AddRequest {
+                        attachment: Some(attachment),
+                        timeout_ms: 10_000,
+                    })
+                    .await
+                    .map(|_| ())
+            } else {
+                let del = DelRequest {
+                    container_id: format!("c-{name}"),
+                    ifname: "eth0".into(),
+                    pod_namespace: "shop".into(),
+                    pod_name: name.into(),
+                };
+                client.del(del).await.map(|_| ())
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(20), call)
+            .await
+            .expect("the CNI call ends in time")
+            .unwrap_or_else(|s| panic!("CNI {} {name}: {s}", if add { "ADD" } else { "DEL" }));
+    });
+}
+
+/// The `offload` lines of a `/debug/state` dump.
+fn offload_lines(state: &str) -> Vec<String> {
+    state
+        .lines()
+        .filter(|l| l.starts_with("offload "))
+        .map(str::to_string)
+        .collect()
+}
+
+/// Connection offload on the kernel datapath: pipecd scans the eBPF conntrack, offloads an
+/// established connection between two pods as two exact entries, keeps a Service
+/// connection in software and says why, removes the entries when a policy change denies
+/// the pair, and removes a deleted pod's entries before its maps change.
+#[test]
+#[cfg_attr(
+    not(feature = "root-tests"),
+    ignore = "needs root and network namespaces: run with --features root-tests"
+)]
+fn connection_offload_follows_the_conntrack_the_policy_and_the_pods() {
+    require_root();
+    // Declared before the daemon, so that it is dropped after it: the daemon is stopped
+    // (by its pid) before its namespace goes.
+    let net = PodNet::new();
+    let mut run = Run::new("offload");
+    for f in ["cluster.yaml", "ipsec-keys.yaml"] {
+        std::fs::remove_file(run.manifests().join(f)).expect("remove the example");
+    }
+    run.write("cluster.yaml", OFFLOAD_CLUSTER);
+    run.write("policy.yaml", ALLOW_CLIENT);
+    run.netns = Some(net.node.clone());
+    let socket = run.dir.join("control.sock");
+    let control = format!("unix:{}", socket.display());
+    // The daemon's bpffs is its own: `ip netns exec` gives it a mount namespace of its own,
+    // where the datapath mounts bpffs; the pins go with the daemon.
+    let bpffs = format!("/sys/fs/bpf/pipecd-offload-{}", std::process::id());
+    run.start(&[
+        "--datapath",
+        "kernel",
+        "--bpffs",
+        &bpffs,
+        "--control",
+        &control,
+        "--offload-interval-ms",
+        "100",
+        "--offload-min-bytes",
+        "1000",
+        // Far longer than the test: a connection leaves the table here only because of
+        // what the test does.
+        "--offload-idle-passes",
+        "600",
+    ]);
+    cni(&socket, 0, true);
+    cni(&socket, 1, true);
+
+    // A direct connection from the client to the server's port 8080.
+    let direct = Talk::start(&net.pods[0], &net.pods[1], OFFLOAD_IPS[1], 8080, 8080);
+    let tuple = |sport: u16| format!("{}:{sport} -> {}:8080", OFFLOAD_IPS[0], OFFLOAD_IPS[1]);
+    run.wait("the direct connection offloaded", |r| {
+        r.status()["offload"]["connections"] == 1
+    });
+    let state = run.state();
+    let lines = offload_lines(&state);
+    assert_eq!(lines.len(), 2, "{state}");
+    // The client is on VF 0 (port 2) and the server on VF 1 (port 3): the original
+    // direction is matched on the client's port and forwarded to the server's VF with a
+    // counter, the reply on the server's port to the client's VF.
+    let sport = direct.sport.to_string();
+    let forward = lines
+        .iter()
+        .find(|l| l.starts_with("offload 2 "))
+        .unwrap_or_else(|| panic!("{state}"));
+    let reply = lines
+        .iter()
+        .find(|l| l.starts_with("offload 3 "))
+        .unwrap_or_else(|| panic!("{state}"));
+    for (l, want) in [
+        (
+            forward,
+            [
+                "10.10.1.10",
+                "10.10.1.20",
+                "8080",
+                &sport,
+                "count",
+                "vf id 1",
+            ],
+        ),
+        (
+            reply,
+            [
+                "10.10.1.20",
+                "10.10.1.10",
+                "8080",
+                &sport,
+                "vf id 0",
+                "ingress",
+            ],
+        ),
+    ] {
+        for w in want {
+            assert!(l.contains(w), "{w} not in {l}\n{state}");
+        }
+    }
+    assert!(
+        !reply.contains("count"),
+        "one counter per connection: {reply}"
+    );
+    let status = run.status();
+    assert_eq!(status["offload"]["entries"], 2, "{status}");
+    assert_eq!(status["offload"]["counters"], 1, "{status}");
+    let metrics = run.get("/metrics").expect("/metrics");
+    for line in [
+        "pipecd_offload_connections 1",
+        "pipecd_offload_entries 2",
+        "pipecd_offload_counters 1",
+        "pipecd_entries{target=\"hardware\",table=\"offload\"} 2",
+    ] {
+        assert!(metrics.lines().any(|l| l == line), "{line}\n{metrics}");
+    }
+    assert!(
+        run.log().contains("connection offload"),
+        "{}\n{}",
+        tuple(direct.sport),
+        run.log()
+    );
+
+    // A connection through the Service: DNATed by eBPF, so it stays in software, and the
+    // status and metrics say why.
+    // The Service's target port is 8081, a second listener of the same server pod.
+    let service = Talk::start(&net.pods[0], &net.pods[1], "10.96.0.50", 80, 8081);
+    run.wait(
+        "the Service connection counted as staying in software",
+        |r| r.status()["offload"]["stays_in_software"]["needs_rewrite"] == 1,
+    );
+    assert_eq!(run.status()["offload"]["connections"], 1);
+    let state = run.state();
+    assert_eq!(offload_lines(&state).len(), 2, "{state}");
+    assert!(
+        !offload_lines(&state)
+            .iter()
+            .any(|l| l.contains(&service.sport.to_string())),
+        "{state}"
+    );
+    let metrics = run.get("/metrics").expect("/metrics");
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l == "pipecd_offload_stays_in_software{reason=\"needs_rewrite\"} 1"),
+        "{metrics}"
+    );
+    drop(service);
+
+    // A policy that denies the pair: the entries go before the new policy reaches the
+    // maps, and the connection, which the conntrack still carries, is reported as denied.
+    let g = run.generation();
+    run.write("policy.yaml", DENY_ALL);
+    run.wait("the deny applied", |r| r.generation() > g);
+    let state = run.state();
+    assert_eq!(offload_lines(&state), Vec::<String>::new(), "{state}");
+    assert_eq!(run.status()["offload"]["entries"], 0);
+    run.wait("the denied connection reported", |r| {
+        r.status()["offload"]["stays_in_software"]["denied"] == 1
+    });
+    let log = run.log();
+    let removed = log
+        .find("removed offload entries before the change reaches the device")
+        .unwrap_or_else(|| panic!("{log}"));
+    let applied = log[removed..]
+        .find("applied generation=")
+        .map(|i| i + removed);
+    assert!(
+        applied.is_some(),
+        "the removal comes before the apply:\n{log}"
+    );
+
+    // Allowed again: the connection, still sending, is offloaded again.
+    run.write("policy.yaml", ALLOW_CLIENT);
+    run.wait("the connection offloaded again", |r| {
+        r.status()["offload"]["connections"] == 1
+    });
+    assert_eq!(offload_lines(&run.state()).len(), 2);
+
+    // CNI DEL of the server: its entries go first, then its maps.
+    let before = run.log().len();
+    cni(&socket, 1, false);
+    let state = run.state();
+    assert_eq!(offload_lines(&state), Vec::<String>::new(), "{state}");
+    let log = run.log();
+    let tail = &log[before..];
+    let first = tail
+        .find("removed the deleted pod's offload entries first")
+        .unwrap_or_else(|| panic!("{tail}"));
+    let applied = tail
+        .find("applied generation=")
+        .unwrap_or_else(|| panic!("{tail}"));
+    assert!(first < applied, "{tail}");
+    assert_eq!(run.status()["offload"]["connections"], 0);
+    drop(direct);
 }

@@ -530,6 +530,41 @@ impl Datapath {
         Ok(out)
     }
 
+    /// At most `max` conntrack entries, those after `after` in the map's iteration order
+    /// (from the first when `None`), and whether the map may hold more after them.
+    ///
+    /// A caller that scans a large map on a timer (pipecd's connection offload) reads it a
+    /// page per tick, so that one tick never holds it for the whole map. The kernel's
+    /// iteration order is not stable across changes: when `after` has been deleted since,
+    /// the kernel starts again from the first entry, so a scan that pages through a
+    /// changing map sees every entry that lives through the scan at least once and may see
+    /// some twice.
+    pub fn conntrack_page(
+        &self,
+        after: Option<&c::CtKey>,
+        max: usize,
+    ) -> Result<(Vec<(c::CtKey, c::CtValue)>, bool), Error> {
+        let fd = self.map_fd("ct")?;
+        let mut out = Vec::new();
+        let mut key: Option<c::CtKey> = after.copied();
+        while out.len() < max {
+            let mut next = c::CtKey::default();
+            let more = sys::map_next_key(fd, key.as_ref().map(sys::bytes_of), bytes_mut(&mut next))
+                .map_err(io_err("iterating ct"))?;
+            if !more {
+                return Ok((out, false));
+            }
+            let mut v = c::CtValue::default();
+            if sys::map_lookup(fd, sys::bytes_of(&next), bytes_mut(&mut v))
+                .map_err(io_err("ct lookup"))?
+            {
+                out.push((next, v));
+            }
+            key = Some(next);
+        }
+        Ok((out, true))
+    }
+
     /// Deletes every conntrack and affinity entry: the next packet of any flow is a first
     /// packet again (the `ebpf` engine isolates probes with it).
     pub fn flush_state(&self) -> Result<usize, Error> {

@@ -1,0 +1,676 @@
+//! pipecd's side of connection offload: where the [`Offloader`]'s inputs come from and
+//! what the daemon does with its batches.
+//!
+//! - **Connections** come from the eBPF conntrack map `ct`, scanned on a timer a page at a
+//!   time ([`Driver::scan`]), as Cilium's userspace conntrack GC walks its map: the C
+//!   program stays as it is and pays nothing for the offload. One full pass over the map is
+//!   one tick of the offload logic. A connection between two pods of this node that is
+//!   established, has seen a reply and was not DNATed becomes a candidate; its later passes
+//!   report its activity; a connection the pass no longer finds, or finds closing, is
+//!   closed.
+//! - **Ports** follow the device model of [`pipec::engine::hwmodel::Ports`]: the network
+//!   uplink is port 0 (PF 1), the SDP PF that faces the host is port 1 (PF 2), and each
+//!   attached pod gets the lowest free VF of the SDP PF, VF `n` being port `2 + n`. So the
+//!   DPDK 22.11 forwarding reach (`ForwardSemantics::SamePf`) connects two pods of the node
+//!   and never a pod and the uplink.
+//! - **Counters**: there is no OCTEON here, so the flow table is a model with no hardware
+//!   counters. The model feeds [`Offloader::counter`] with the conntrack's packet count of
+//!   the connection's original direction (its egress entry), which is the model's stand-in
+//!   for polling the entry's NPC counter with `npc_mcam_read_counter`. In the model the
+//!   packets still cross the eBPF programs, so the conntrack keeps counting exactly what
+//!   the hardware counter would count as activity; on the device the finished packets no
+//!   longer reach the conntrack and only the polled counter can say a connection is alive.
+
+use super::{Batch, Config, Connection, FiveTuple, Offloader, Stays, Verdicts};
+use pipec::backend::{ActionKind, Profile};
+use pipec::engine::hwmodel::{ForwardSemantics, Ports};
+use pipec_ebpf_common as c;
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::{IpAddr, Ipv4Addr};
+
+/// The network uplink's ethdev port (PF 1).
+pub const UPLINK_PORT: u16 = 0;
+/// The ethdev port of the SDP PF that faces the host (PF 2); pods are its VFs.
+pub const SDP_PF_PORT: u16 = 1;
+/// The ethdev port of the SDP PF's VF 0; VF `n` is port `FIRST_VF_PORT + n`.
+pub const FIRST_VF_PORT: u16 = 2;
+/// The VFs the SDP PF can give pods: as many as the pf_func's function field names
+/// (functions 1 to 1023 are VFs 0 to 1022). The real count is the PF's SR-IOV setting.
+pub const SDP_VFS: u16 = 1023;
+
+const UPLINK_PF: u16 = 1;
+const SDP_PF: u16 = 2;
+
+/// The device's ports and their pf_func: the uplink, the SDP PF and every VF it can have.
+pub fn device_ports() -> Ports {
+    let mut pf_func: BTreeMap<u16, u16> =
+        [(UPLINK_PORT, UPLINK_PF << 10), (SDP_PF_PORT, SDP_PF << 10)]
+            .into_iter()
+            .collect();
+    for vf in 0..SDP_VFS {
+        pf_func.insert(FIRST_VF_PORT + vf, (SDP_PF << 10) | (vf + 1));
+    }
+    Ports { pf_func }
+}
+
+/// The forwarding semantics of a hardware profile: `PORT_ID` crosses PFs only where the
+/// profile offers `forward_any_port` (DPDK 23.07 and later).
+pub fn semantics_of(profile: &Profile) -> ForwardSemantics {
+    if profile
+        .caps
+        .ingress_actions
+        .contains(&ActionKind::ForwardAnyPort)
+    {
+        ForwardSemantics::AnyPort
+    } else {
+        ForwardSemantics::SamePf
+    }
+}
+
+/// The flow-table entries and counters the policy plan of `profile` leaves free, when the
+/// plan holds `plan_entries` rules of which `plan_counters` count: the profile's entries
+/// less those the kernel reserves, and its counters.
+pub fn free_of(profile: &Profile, plan_entries: u64, plan_counters: u64) -> (u64, u64) {
+    let b = &profile.budget;
+    let entries = b
+        .entries
+        .map_or(0, |e| e.saturating_sub(b.reserved_entries));
+    let counters = b.counters.unwrap_or(0);
+    (
+        entries.saturating_sub(plan_entries),
+        counters.saturating_sub(plan_counters),
+    )
+}
+
+/// The daemon's offload settings (command-line flags of `pipecd`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Settings {
+    /// Conntrack entries read per scan: a scan never holds the daemon for the whole map.
+    pub scan_budget: usize,
+    /// Passes without a counter increase after which a counted connection goes back to
+    /// software.
+    pub idle_passes: u64,
+    /// Passes after which an uncounted connection goes back to software.
+    pub lifetime_passes: u64,
+    /// Bytes a connection carries in software before it is a candidate.
+    pub min_bytes: u64,
+}
+
+impl Default for Settings {
+    fn default() -> Settings {
+        Settings {
+            scan_budget: 16_384,
+            idle_passes: 3,
+            lifetime_passes: 30,
+            // Twenty full segments, as the offload benchmark uses: shorter connections
+            // end before their entries would land.
+            min_bytes: 20 * 1460,
+        }
+    }
+}
+
+/// Why an established connection of the conntrack stays in software.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Reason {
+    /// DNATed (a Service connection): cnxk cannot rewrite headers.
+    NeedsRewrite,
+    /// A forwarding action of this DPDK release cannot reach the peer's port (22.11: the
+    /// uplink is another PF than the pods' SDP PF).
+    Unreachable,
+    /// The policy in force denies it (the conntrack still carries it as established).
+    Denied,
+    /// Its packets go to the L7 proxy, which runs in software.
+    Proxied,
+    /// IPv6: the default MKEX key holds no full IPv6 address.
+    Ipv6,
+}
+
+impl Reason {
+    /// The name in `/status` and in the metrics' `reason` label.
+    pub fn name(self) -> &'static str {
+        match self {
+            Reason::NeedsRewrite => "needs_rewrite",
+            Reason::Unreachable => "unreachable",
+            Reason::Denied => "denied",
+            Reason::Proxied => "proxied",
+            Reason::Ipv6 => "ipv6",
+        }
+    }
+
+    /// Every reason, in the order the status lists them.
+    pub const ALL: [Reason; 5] = [
+        Reason::NeedsRewrite,
+        Reason::Unreachable,
+        Reason::Denied,
+        Reason::Proxied,
+        Reason::Ipv6,
+    ];
+}
+
+/// A local pod's address: the pod (`namespace/name`) and its port.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PodPort {
+    /// The pod, `namespace/name`.
+    pub pod: String,
+    /// Its VF's ethdev port.
+    pub port: u16,
+}
+
+/// A conntrack tuple of either family, in the direction of the connection's first packet.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+struct CtTuple {
+    family: u8,
+    saddr: [u8; 16],
+    daddr: [u8; 16],
+    sport: u16,
+    dport: u16,
+    proto: u8,
+}
+
+/// The entries of one connection a pass found: the one its client's `from_pod` made
+/// (egress) and the one its server's `to_pod` or `from_wire` made (ingress).
+#[derive(Clone, Copy, Debug, Default)]
+struct Found {
+    egress: Option<c::CtValue>,
+    ingress: Option<c::CtValue>,
+}
+
+/// One pass over the conntrack, possibly over several scans.
+#[derive(Debug, Default)]
+struct Pass {
+    cursor: Option<c::CtKey>,
+    found: BTreeMap<CtTuple, Found>,
+}
+
+/// The connection offload as pipecd drives it: the [`Offloader`], the pods' ports and
+/// the conntrack scan.
+#[derive(Debug)]
+pub struct Driver {
+    offloader: Offloader,
+    settings: Settings,
+    /// The VF of each attached pod port (by host interface name).
+    vfs: BTreeMap<String, u16>,
+    pass: Pass,
+    /// Packets of each connection handed to the offloader, at the last pass: a
+    /// connection that went back to software is offered again only when it carried more.
+    known: BTreeMap<FiveTuple, u64>,
+    /// The policy verdicts of connections, valid for one session generation.
+    verdicts: BTreeMap<FiveTuple, bool>,
+    verdicts_generation: u64,
+    /// Established connections that stay in software, by reason, at the last full pass.
+    stays: BTreeMap<Reason, u64>,
+    /// Full passes over the conntrack so far.
+    passes: u64,
+    /// Whether a conntrack is scanned at all (the kernel datapath).
+    source: bool,
+}
+
+impl Driver {
+    /// A driver for a device with `semantics`, before any plan is known (nothing free).
+    pub fn new(semantics: ForwardSemantics, settings: Settings) -> Driver {
+        let config = Config {
+            semantics,
+            ports: device_ports(),
+            free_entries: 0,
+            free_counters: 0,
+            idle_ticks: settings.idle_passes,
+            hard_lifetime_ticks: settings.lifetime_passes,
+            min_bytes: settings.min_bytes,
+        };
+        Driver {
+            offloader: Offloader::new(config),
+            settings,
+            vfs: BTreeMap::new(),
+            pass: Pass::default(),
+            known: BTreeMap::new(),
+            verdicts: BTreeMap::new(),
+            verdicts_generation: 0,
+            stays: BTreeMap::new(),
+            passes: 0,
+            source: false,
+        }
+    }
+
+    /// The settings.
+    pub fn settings(&self) -> &Settings {
+        &self.settings
+    }
+
+    /// The offload logic's state.
+    pub fn offloader(&self) -> &Offloader {
+        &self.offloader
+    }
+
+    /// Gives the pod port `host_ifname` the lowest free VF (the one it has, when it has
+    /// one) and returns its ethdev port; `None` when every VF is taken.
+    pub fn attach(&mut self, host_ifname: &str) -> Option<u16> {
+        if let Some(vf) = self.vfs.get(host_ifname) {
+            return Some(FIRST_VF_PORT + vf);
+        }
+        let used: BTreeSet<u16> = self.vfs.values().copied().collect();
+        let vf = (0..SDP_VFS).find(|v| !used.contains(v))?;
+        self.vfs.insert(host_ifname.to_string(), vf);
+        Some(FIRST_VF_PORT + vf)
+    }
+
+    /// Frees the VF of a pod port.
+    pub fn detach(&mut self, host_ifname: &str) {
+        self.vfs.remove(host_ifname);
+    }
+
+    /// The ethdev port of an attached pod port.
+    pub fn port_of(&self, host_ifname: &str) -> Option<u16> {
+        self.vfs.get(host_ifname).map(|vf| FIRST_VF_PORT + vf)
+    }
+
+    /// A pod is deleted: the batch that removes its connections' entries, to be applied
+    /// before its maps go.
+    pub fn pod_deleted(&mut self, pod: &str) -> Batch {
+        self.offloader.pod_deleted(pod)
+    }
+
+    /// The policy in force is about to change to `verdicts`, with the plan leaving
+    /// `free` entries and counters and `pods` the local pods: the batch of removals to
+    /// apply before anything of the change reaches the device. Connections of a pod that
+    /// is no longer there go, those the new policy denies go, and the least active go
+    /// when the plan grows.
+    pub fn before_change(
+        &mut self,
+        verdicts: &dyn Verdicts,
+        generation: u64,
+        free: (u64, u64),
+        pods: &BTreeMap<Ipv4Addr, PodPort>,
+    ) -> Batch {
+        let live: BTreeSet<&str> = pods.values().map(|p| p.pod.as_str()).collect();
+        let mut batch = Batch::default();
+        for pod in self.offloader.pods() {
+            if !live.contains(pod.as_str()) {
+                batch.remove.extend(self.offloader.pod_deleted(&pod).remove);
+            }
+        }
+        batch
+            .remove
+            .extend(self.offloader.policy_changed(verdicts).remove);
+        batch
+            .remove
+            .extend(self.offloader.plan_changed(free.0, free.1).remove);
+        self.verdicts.clear();
+        self.verdicts_generation = generation;
+        batch
+    }
+
+    /// Reads the next page of the conntrack; at the end of a pass, feeds the offload logic
+    /// what the pass found and advances it one tick. Returns the batch to apply (removals
+    /// first). `now_ns` is the datapath's clock (`CLOCK_MONOTONIC`): entries past their
+    /// deadline count as gone, as the datapath treats them.
+    pub fn scan(
+        &mut self,
+        dp: &pipec_ebpf::Datapath,
+        pods: &BTreeMap<Ipv4Addr, PodPort>,
+        verdicts: &dyn Verdicts,
+        generation: u64,
+        now_ns: u64,
+    ) -> anyhow::Result<Batch> {
+        self.source = true;
+        let (page, more) =
+            dp.conntrack_page(self.pass.cursor.as_ref(), self.settings.scan_budget)?;
+        self.pass.cursor = page.last().map(|(k, _)| *k);
+        self.take_page(&page, now_ns);
+        if more {
+            return Ok(Batch::default());
+        }
+        Ok(self.end_pass(pods, verdicts, generation))
+    }
+
+    /// Records a page of conntrack entries in the pass.
+    fn take_page(&mut self, page: &[(c::CtKey, c::CtValue)], now_ns: u64) {
+        for (k, v) in page {
+            if v.expires < now_ns {
+                continue;
+            }
+            let t = CtTuple {
+                family: k.family,
+                saddr: k.saddr,
+                daddr: k.daddr,
+                sport: u16::from_be(k.sport),
+                dport: u16::from_be(k.dport),
+                proto: k.protocol,
+            };
+            let f = self.pass.found.entry(t).or_default();
+            match k.direction {
+                c::DIR_EGRESS => f.egress = Some(*v),
+                c::DIR_INGRESS => f.ingress = Some(*v),
+                // The pre-DNAT tuple of a Service connection: its egress entry (after the
+                // DNAT) carries the reverse-NAT id the decision needs.
+                _ => {}
+            }
+        }
+    }
+
+    /// Ends a pass: every established connection it found is offered, counted or
+    /// recorded as staying in software; every connection it no longer found is closed; then
+    /// one tick.
+    fn end_pass(
+        &mut self,
+        pods: &BTreeMap<Ipv4Addr, PodPort>,
+        verdicts: &dyn Verdicts,
+        generation: u64,
+    ) -> Batch {
+        if generation != self.verdicts_generation {
+            self.verdicts.clear();
+            self.verdicts_generation = generation;
+        }
+        let pass = std::mem::take(&mut self.pass);
+        let mut stays: BTreeMap<Reason, u64> = BTreeMap::new();
+        let mut live: BTreeMap<FiveTuple, u64> = BTreeMap::new();
+        for (t, f) in &pass.found {
+            let entries: Vec<&c::CtValue> = f.egress.iter().chain(f.ingress.iter()).collect();
+            if entries
+                .iter()
+                .any(|v| v.state == c::CT_CLOSING || v.state == c::CT_CLOSED)
+            {
+                continue;
+            }
+            // The client's entry when there is one: it is the one that saw the service's
+            // DNAT and the one whose packets the original direction's counter stands for.
+            let Some(main) = f.egress.or(f.ingress) else {
+                continue;
+            };
+            if main.state != c::CT_ESTABLISHED || main.flags & c::CT_SEEN_REPLY == 0 {
+                continue;
+            }
+            let (src, dst) = match t.family {
+                c::AF_INET => (v4(&t.saddr), v4(&t.daddr)),
+                _ => {
+                    stays
+                        .entry(Reason::Ipv6)
+                        .and_modify(|n| *n += 1)
+                        .or_insert(1);
+                    continue;
+                }
+            };
+            let (sp, dp) = (pods.get(&src), pods.get(&dst));
+            if sp.is_none() && dp.is_none() {
+                // Neither end is a pod of this node: not the node's pod traffic.
+                continue;
+            }
+            if sp.is_some() && dp.is_some() && (f.egress.is_none() || f.ingress.is_none()) {
+                // Between two local pods both programs make an entry; with one of them
+                // missing (evicted, or not made yet) the pass cannot tell whether the
+                // connection was DNATed, so it waits for a pass that finds both.
+                if self.known.contains_key(&five(t, src, dst)) {
+                    live.insert(five(t, src, dst), self.known[&five(t, src, dst)]);
+                }
+                continue;
+            }
+            let tuple = five(t, src, dst);
+            let conn = Connection {
+                tuple,
+                src_pod: sp.map(|p| p.pod.clone()).unwrap_or_default(),
+                dst_pod: dp.map(|p| p.pod.clone()),
+                src_port: sp.map_or(UPLINK_PORT, |p| p.port),
+                dst_port: dp.map_or(UPLINK_PORT, |p| p.port),
+                dnat: entries.iter().any(|v| v.rev_nat != 0),
+            };
+            let reason = if entries.iter().any(|v| v.proxy_port != 0) {
+                Some(Reason::Proxied)
+            } else {
+                match self.offloader.stays(&conn) {
+                    Some(Stays::NeedsRewrite) => Some(Reason::NeedsRewrite),
+                    Some(Stays::Unreachable) => Some(Reason::Unreachable),
+                    Some(Stays::Denied) => Some(Reason::Denied),
+                    None => {
+                        let allowed = *self
+                            .verdicts
+                            .entry(tuple)
+                            .or_insert_with(|| verdicts.allows(&conn));
+                        (!allowed).then_some(Reason::Denied)
+                    }
+                }
+            };
+            if let Some(r) = reason {
+                stays.entry(r).and_modify(|n| *n += 1).or_insert(1);
+                continue;
+            }
+            let packets = main.packets;
+            live.insert(tuple, packets);
+            if self.offloader.is_offloaded(tuple) {
+                // The model's stand-in for the entry's NPC counter (see the module's
+                // documentation).
+                self.offloader.counter(tuple, packets);
+            } else if self.offloader.is_candidate(tuple) {
+                self.offloader.activity(tuple, main.bytes);
+            } else if self.known.get(&tuple).is_none_or(|p| packets > *p) {
+                // New, or back in software (its lifetime ended, or the policy denied it
+                // before) and still carrying packets.
+                self.offloader.established(conn, main.bytes);
+            }
+        }
+        let mut batch = Batch::default();
+        for t in self.known.keys() {
+            if !live.contains_key(t) {
+                batch.remove.extend(self.offloader.closed(*t).remove);
+            }
+        }
+        self.known = live;
+        self.stays = stays;
+        self.passes += 1;
+        let tick = self.offloader.tick();
+        batch.remove.extend(tick.remove);
+        batch.install = tick.install;
+        batch
+    }
+
+    /// The offload's status (`/status`).
+    pub fn status(&self) -> serde_json::Value {
+        let stays: serde_json::Map<String, serde_json::Value> = Reason::ALL
+            .iter()
+            .map(|r| {
+                (
+                    r.name().to_string(),
+                    self.stays.get(r).copied().unwrap_or(0).into(),
+                )
+            })
+            .collect();
+        let o = &self.offloader;
+        serde_json::json!({
+            "conntrack_scanned": self.source,
+            "passes": self.passes,
+            "connections": o.entries_used() / 2,
+            "entries": o.entries_used(),
+            "counters": o.counters_used(),
+            "free_entries": o.config().free_entries,
+            "free_counters": o.config().free_counters,
+            "candidates": o.candidates_len(),
+            "stays_in_software": stays,
+            "counter_source": "conntrack packets of the original direction (the flow-table model has no NPC counters)",
+        })
+    }
+
+    /// The offload's Prometheus text.
+    pub fn metrics_text(&self) -> String {
+        use std::fmt::Write as _;
+        let o = &self.offloader;
+        let mut out = String::new();
+        for (name, help, v) in [
+            (
+                "pipecd_offload_connections",
+                "Connections finished in the hardware flow table (two entries each).",
+                o.entries_used() / 2,
+            ),
+            (
+                "pipecd_offload_entries",
+                "Flow-table entries of offloaded connections.",
+                o.entries_used(),
+            ),
+            (
+                "pipecd_offload_counters",
+                "Hardware counters held by offloaded connections.",
+                o.counters_used(),
+            ),
+            (
+                "pipecd_offload_free_entries",
+                "Flow-table entries the policy plan leaves to connection offload.",
+                o.config().free_entries,
+            ),
+            (
+                "pipecd_offload_free_counters",
+                "Hardware counters the policy plan leaves to connection offload.",
+                o.config().free_counters,
+            ),
+            (
+                "pipecd_offload_candidates",
+                "Established connections in software that may be offloaded.",
+                o.candidates_len(),
+            ),
+        ] {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {v}");
+        }
+        let name = "pipecd_offload_stays_in_software";
+        let _ = writeln!(
+            out,
+            "# HELP {name} Established connections that stay in software, by reason, at the last conntrack pass.\n# TYPE {name} gauge"
+        );
+        for r in Reason::ALL {
+            let v = self.stays.get(&r).copied().unwrap_or(0);
+            let _ = writeln!(out, "{name}{{reason=\"{}\"}} {v}", r.name());
+        }
+        let name = "pipecd_offload_passes_total";
+        let _ = writeln!(
+            out,
+            "# HELP {name} Full passes over the eBPF conntrack.\n# TYPE {name} counter\n{name} {}",
+            self.passes
+        );
+        out
+    }
+}
+
+fn v4(a: &[u8; 16]) -> Ipv4Addr {
+    Ipv4Addr::new(a[0], a[1], a[2], a[3])
+}
+
+fn five(t: &CtTuple, src: Ipv4Addr, dst: Ipv4Addr) -> FiveTuple {
+    FiveTuple {
+        src,
+        dst,
+        proto: t.proto,
+        sport: t.sport,
+        dport: t.dport,
+    }
+}
+
+/// The local pods' IPv4 addresses with their pod and port, from the CNI's attachments
+/// (`(namespace/name, host interface, addresses)`) and the VFs the driver gave them.
+pub fn pod_ports<'a>(
+    driver: &Driver,
+    attachments: impl Iterator<Item = (String, &'a str, &'a [IpAddr])>,
+) -> BTreeMap<Ipv4Addr, PodPort> {
+    let mut out = BTreeMap::new();
+    for (pod, host, ips) in attachments {
+        let Some(port) = driver.port_of(host) else {
+            continue;
+        };
+        for ip in ips {
+            if let IpAddr::V4(a) = ip {
+                out.insert(
+                    *a,
+                    PodPort {
+                        pod: pod.clone(),
+                        port,
+                    },
+                );
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::offload::{Entry, HwActionKey};
+
+    /// Every entry the offload makes between two pods of the node is one the
+    /// `octeon-cn10k` backend accepts: the exact 5-tuple is in the default MKEX key and
+    /// COUNT and VF are actions of a VF port in 22.11.
+    #[test]
+    fn offload_entries_lower_on_the_cn10k_profile() {
+        let profile = pipec::backend::octeon_cn10k_profile();
+        let mut d = Driver::new(semantics_of(&profile), Settings::default());
+        let (a, b) = (d.attach("veth-a").unwrap(), d.attach("veth-b").unwrap());
+        assert_eq!((a, b), (FIRST_VF_PORT, FIRST_VF_PORT + 1));
+        let backend = pipec_rte_flow::RteFlowBackend::new(profile);
+        let tuple = FiveTuple {
+            src: Ipv4Addr::new(10, 0, 0, 1),
+            dst: Ipv4Addr::new(10, 0, 0, 2),
+            proto: 6,
+            sport: 40000,
+            dport: 80,
+        };
+        for (e, counted) in [
+            (
+                Entry {
+                    tuple,
+                    port: a,
+                    action: HwActionKey::Vf(1),
+                    counted: true,
+                },
+                true,
+            ),
+            (
+                Entry {
+                    tuple: tuple.reverse(),
+                    port: b,
+                    action: HwActionKey::Vf(0),
+                    counted: false,
+                },
+                false,
+            ),
+        ] {
+            let flow = backend
+                .lower_rule(&e.rule(0))
+                .unwrap_or_else(|err| panic!("{e:?}: {err}"));
+            let key = pipec_rte_flow::rule_key(&flow);
+            assert_eq!(key.contains("count"), counted, "{key}");
+            assert!(key.contains("vf"), "{key}");
+        }
+    }
+
+    /// Pods keep their VF while attached, a detached pod's VF goes to the next pod, and
+    /// under 22.11 a pod's VF reaches a sibling VF and not the uplink.
+    #[test]
+    fn pods_get_the_lowest_free_vf() {
+        let mut d = Driver::new(ForwardSemantics::SamePf, Settings::default());
+        assert_eq!(d.attach("a"), Some(2));
+        assert_eq!(d.attach("b"), Some(3));
+        assert_eq!(d.attach("a"), Some(2));
+        d.detach("a");
+        assert_eq!(d.attach("c"), Some(2));
+        let ports = device_ports();
+        let vf = pipec::backend::HwAction::Vf { vf: 1 };
+        assert_eq!(
+            ports.target(2, &vf, ForwardSemantics::SamePf),
+            ports.pf_func.get(&3).copied()
+        );
+        let to_uplink = pipec::backend::HwAction::PortId { port: UPLINK_PORT };
+        assert_ne!(
+            ports.target(2, &to_uplink, ForwardSemantics::SamePf),
+            ports.pf_func.get(&UPLINK_PORT).copied()
+        );
+        assert_eq!(
+            ports.target(2, &to_uplink, ForwardSemantics::AnyPort),
+            ports.pf_func.get(&UPLINK_PORT).copied()
+        );
+    }
+
+    /// The budget the plan leaves: 8192 entries less the 221 the kernel reserves less the
+    /// plan's, 512 counters less the plan's.
+    #[test]
+    fn free_entries_and_counters_follow_the_profile() {
+        let p = pipec::backend::octeon_cn10k_profile();
+        assert_eq!(free_of(&p, 100, 10), (8192 - 221 - 100, 502));
+        assert_eq!(semantics_of(&p), ForwardSemantics::SamePf);
+        let p = pipec::backend::octeon_cn10k_2307_profile();
+        assert_eq!(semantics_of(&p), ForwardSemantics::AnyPort);
+    }
+}
