@@ -14,12 +14,14 @@
 //!   DPDK 22.11 forwarding reach (`ForwardSemantics::SamePf`) connects two pods of the node
 //!   and never a pod and the uplink.
 //! - **Counters**: there is no OCTEON here, so the flow table is a model with no hardware
-//!   counters. The model feeds [`Offloader::counter`] with the conntrack's packet count of
-//!   the connection's original direction (its egress entry), which is the model's stand-in
-//!   for polling the entry's NPC counter with `npc_mcam_read_counter`. In the model the
-//!   packets still cross the eBPF programs, so the conntrack keeps counting exactly what
-//!   the hardware counter would count as activity; on the device the finished packets no
-//!   longer reach the conntrack and only the polled counter can say a connection is alive.
+//!   counters. The model feeds [`Offloader::counter`] with the packet count of the
+//!   connection's client-side conntrack entry, which is the model's stand-in for polling
+//!   the original direction's NPC counter with `npc_mcam_read_counter`. The conntrack
+//!   entry counts both directions where the counter would count one, but both rise exactly
+//!   while the connection carries packets, which is all aging asks of them. In the model
+//!   the packets still cross the eBPF programs, so the conntrack keeps counting; on the
+//!   device the finished packets no longer reach the conntrack and only the polled counter
+//!   can say a connection is alive.
 
 use super::{Batch, Config, Connection, FiveTuple, Offloader, Stays, Verdicts};
 use pipec::backend::{ActionKind, Profile};
@@ -180,7 +182,11 @@ struct Found {
 struct Pass {
     cursor: Option<c::CtKey>,
     found: BTreeMap<CtTuple, Found>,
+    scans: usize,
 }
+
+/// The conntrack map's `max_entries` (`PIPEC_MAP(ct, …)` in `bpf/pipec.h`).
+const CT_ENTRIES: usize = 262_144;
 
 /// The connection offload as pipecd drives it: the [`Offloader`], the pods' ports and
 /// the conntrack scan.
@@ -315,8 +321,14 @@ impl Driver {
         let (page, more) =
             dp.conntrack_page(self.pass.cursor.as_ref(), self.settings.scan_budget)?;
         self.pass.cursor = page.last().map(|(k, _)| *k);
+        self.pass.scans += 1;
         self.take_page(&page, now_ns);
-        if more {
+        // The kernel restarts an iteration whose cursor was deleted meanwhile, so under
+        // heavy churn a pass could go on for ever; it is cut at twice the scans a full map
+        // needs. A connection the cut pass missed is closed, which only sends its packets
+        // back to software: the safe side.
+        let bound = 2 * CT_ENTRIES.div_ceil(self.settings.scan_budget.max(1)) + 1;
+        if more && self.pass.scans < bound {
             return Ok(Batch::default());
         }
         Ok(self.end_pass(pods, verdicts, generation))
@@ -394,16 +406,17 @@ impl Driver {
                 // Neither end is a pod of this node: not the node's pod traffic.
                 continue;
             }
+            let tuple = five(t, src, dst);
             if sp.is_some() && dp.is_some() && (f.egress.is_none() || f.ingress.is_none()) {
                 // Between two local pods both programs make an entry; with one of them
                 // missing (evicted, or not made yet) the pass cannot tell whether the
-                // connection was DNATed, so it waits for a pass that finds both.
-                if self.known.contains_key(&five(t, src, dst)) {
-                    live.insert(five(t, src, dst), self.known[&five(t, src, dst)]);
+                // connection was DNATed, so nothing new is decided about it, and what it
+                // had stays as it was until a pass finds both.
+                if let Some(p) = self.known.get(&tuple) {
+                    live.insert(tuple, *p);
                 }
                 continue;
             }
-            let tuple = five(t, src, dst);
             let conn = Connection {
                 tuple,
                 src_pod: sp.map(|p| p.pod.clone()).unwrap_or_default(),
@@ -661,6 +674,123 @@ mod tests {
             ports.target(2, &to_uplink, ForwardSemantics::AnyPort),
             ports.pf_func.get(&UPLINK_PORT).copied()
         );
+    }
+
+    struct Allow(bool);
+    impl Verdicts for Allow {
+        fn allows(&self, _: &Connection) -> bool {
+            self.0
+        }
+    }
+
+    fn key(src: [u8; 4], dst: [u8; 4], sport: u16, dport: u16, dir: u8) -> c::CtKey {
+        let mut k = c::CtKey {
+            sport: sport.to_be(),
+            dport: dport.to_be(),
+            protocol: 6,
+            family: c::AF_INET,
+            direction: dir,
+            ..c::CtKey::default()
+        };
+        k.saddr[..4].copy_from_slice(&src);
+        k.daddr[..4].copy_from_slice(&dst);
+        k
+    }
+
+    /// An established TCP entry that has seen its reply, alive for a long while.
+    fn est(packets: u64, rev_nat: u32) -> c::CtValue {
+        c::CtValue {
+            expires: u64::MAX,
+            packets,
+            bytes: packets * 1000,
+            rev_nat,
+            state: c::CT_ESTABLISHED,
+            flags: c::CT_SEEN_REPLY,
+            ..c::CtValue::default()
+        }
+    }
+
+    const A: [u8; 4] = [10, 0, 0, 1];
+    const B: [u8; 4] = [10, 0, 0, 2];
+    const WORLD: [u8; 4] = [192, 0, 2, 9];
+
+    /// What a pass decides from the conntrack's entries, without a kernel: a pod-to-pod
+    /// connection with both entries is offloaded, a DNATed one, one from the wire, one sent
+    /// to the proxy and an IPv6 one stay in software with their reason, one with a single
+    /// entry waits; the next pass closes a connection that is closing and one that is gone.
+    #[test]
+    fn a_pass_offers_counts_and_closes_from_the_conntrack_entries() {
+        let settings = Settings {
+            min_bytes: 0,
+            ..Settings::default()
+        };
+        let mut d = Driver::new(ForwardSemantics::SamePf, settings);
+        assert_eq!((d.attach("a"), d.attach("b")), (Some(2), Some(3)));
+        let pods = pod_ports(
+            &d,
+            [
+                ("ns/a".to_string(), "a", &[IpAddr::V4(A.into())][..]),
+                ("ns/b".to_string(), "b", &[IpAddr::V4(B.into())][..]),
+            ]
+            .into_iter(),
+        );
+        let b = d.before_change(&Allow(true), 1, (100, 10), &pods);
+        assert_eq!(b, Batch::default());
+
+        let mut proxied = est(9, 0);
+        proxied.proxy_port = 15001;
+        let mut v6 = key(A, B, 7, 80, c::DIR_EGRESS);
+        v6.family = c::AF_INET6;
+        let page = vec![
+            (key(A, B, 1000, 80, c::DIR_EGRESS), est(10, 0)),
+            (key(A, B, 1000, 80, c::DIR_INGRESS), est(10, 0)),
+            // A Service connection: the client's entry carries the reverse-NAT id.
+            (key(A, B, 1001, 80, c::DIR_EGRESS), est(10, 7)),
+            (key(A, B, 1001, 80, c::DIR_INGRESS), est(10, 0)),
+            (key(WORLD, B, 1002, 80, c::DIR_INGRESS), est(10, 0)),
+            (key(A, B, 1003, 80, c::DIR_EGRESS), proxied),
+            (key(A, B, 1003, 80, c::DIR_INGRESS), proxied),
+            (key(A, B, 1004, 80, c::DIR_INGRESS), est(10, 0)),
+            (v6, est(10, 0)),
+        ];
+        d.take_page(&page, 1);
+        let batch = d.end_pass(&pods, &Allow(true), 1);
+        assert!(batch.remove.is_empty());
+        let ports: Vec<(u16, u16)> = batch
+            .install
+            .iter()
+            .map(|e| (e.port, e.tuple.sport))
+            .collect();
+        assert_eq!(ports, [(2, 1000), (3, 80)]);
+        let status = d.status();
+        let stays = &status["stays_in_software"];
+        assert_eq!(
+            (
+                &stays["needs_rewrite"],
+                &stays["unreachable"],
+                &stays["proxied"],
+                &stays["ipv6"],
+                &stays["denied"]
+            ),
+            (&1.into(), &1.into(), &1.into(), &1.into(), &0.into()),
+            "{status}"
+        );
+        assert_eq!(status["connections"], 1);
+
+        // The offloaded connection starts closing: the next pass removes its entries.
+        let mut closing = est(12, 0);
+        closing.state = c::CT_CLOSING;
+        d.take_page(
+            &[
+                (key(A, B, 1000, 80, c::DIR_EGRESS), closing),
+                (key(A, B, 1000, 80, c::DIR_INGRESS), closing),
+            ],
+            1,
+        );
+        let batch = d.end_pass(&pods, &Allow(true), 1);
+        assert_eq!(batch.remove.len(), 2);
+        assert!(batch.install.is_empty());
+        assert_eq!(d.status()["connections"], 0);
     }
 
     /// The budget the plan leaves: 8192 entries less the 221 the kernel reserves less the
