@@ -656,6 +656,7 @@ impl Daemon {
                 "removed the deleted pod's offload entries first"
             );
         }
+        self.note_offload_size();
         let c = self
             .session
             .apply(&[a.event(true)])
@@ -737,6 +738,15 @@ impl Daemon {
         )
     }
 
+    /// Records the flow table's offload entries in the metrics' sizes at once (the other
+    /// sizes are read at the end of each step, which reads every map; the offload changes
+    /// between steps).
+    fn note_offload_size(&mut self) {
+        self.metrics
+            .sizes
+            .insert("hardware/offload".into(), self.device.offload_len());
+    }
+
     /// The flow-table entries and counters the session's policy plan leaves free.
     fn plan_free(&self) -> (u64, u64) {
         let Some(profile) = self.session.profile() else {
@@ -777,6 +787,7 @@ impl Daemon {
                 "removed offload entries before the change reaches the device"
             );
         }
+        self.note_offload_size();
     }
 
     /// One conntrack scan of the connection offload (one page; a tick at the end of a full
@@ -805,12 +816,20 @@ impl Daemon {
         if batch.remove.is_empty() && batch.install.is_empty() {
             return Ok(0);
         }
-        let n = self.device.apply_offload(&batch, &profile)?;
+        let (mut n, refused) = self.device.apply_offload(&batch, &profile);
         tracing::info!(
             removed = batch.remove.len(),
-            installed = batch.install.len(),
+            installed = batch.install.len() - refused.len(),
             "connection offload"
         );
+        for (entry, why) in &refused {
+            // The connection goes back to software as a whole: its other entry, if it was
+            // installed, is removed too, so no connection is half in hardware.
+            tracing::warn!(origin = %entry.rule(0).origin, "the flow table refused an offload entry: {why}");
+            let back = self.offload.refused(entry.tuple);
+            n += self.device.remove_offload(&back.remove);
+        }
+        self.note_offload_size();
         Ok(n)
     }
 }

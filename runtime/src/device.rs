@@ -239,25 +239,34 @@ impl Device {
     }
 
     /// Applies an offload batch: every removal, then every install. An install is lowered
-    /// by the rte_flow backend of `profile` first, as the device would need it; an entry the
-    /// backend refuses is not installed, and the refusal is returned, so that the caller
-    /// can put the connection back in software.
+    /// by the rte_flow backend of `profile` first, as the device would need it. The
+    /// installs the backend refuses are not made and are returned with why, so that the
+    /// caller can put their connections back in software; the rest of the batch is
+    /// applied. Returns the operations made and the refusals.
     pub fn apply_offload(
         &mut self,
         batch: &Batch,
         profile: &pipec::backend::Profile,
-    ) -> anyhow::Result<usize> {
+    ) -> (usize, Vec<(Entry, String)>) {
         let mut n = self.remove_offload(&batch.remove);
         let backend = pipec_rte_flow::RteFlowBackend::new(profile.clone());
+        let mut refused = Vec::new();
         for e in &batch.install {
-            let flow = backend
-                .lower_rule(&e.rule(0))
-                .map_err(|err| anyhow::anyhow!("offload entry {e:?}: {err}"))?;
-            self.offload
-                .insert(e.clone(), pipec_rte_flow::rule_key(&flow));
-            n += 1;
+            match backend.lower_rule(&e.rule(0)) {
+                Ok(flow) => {
+                    self.offload
+                        .insert(e.clone(), pipec_rte_flow::rule_key(&flow));
+                    n += 1;
+                }
+                Err(err) => refused.push((e.clone(), err.to_string())),
+            }
         }
-        Ok(n)
+        (n, refused)
+    }
+
+    /// How many connection-offload entries the flow table holds.
+    pub fn offload_len(&self) -> usize {
+        self.offload.len()
     }
 
     /// The connection-offload entries the flow table holds, in entry order.

@@ -280,7 +280,12 @@ async fn serve(args: Args, mut stop: Stop, stopping: Arc<AtomicBool>) -> anyhow:
     };
     let mut tick = tokio::time::interval(TICK);
     let mut drain = tokio::time::interval(EVENTS);
+    // The scan is polled before the drain and, when it falls behind, skips the scans it
+    // missed instead of running them back to back: with the select biased, a branch that
+    // is always ready (a drain slowed by a busy machine, or scans catching up) would
+    // otherwise keep the branches after it from ever running.
     let mut offload = tokio::time::interval(Duration::from_millis(args.offload_interval_ms));
+    offload.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     while !stop.requested() {
         tokio::select! {
             // A stop is looked at first: no new step starts once it is asked for.
@@ -288,15 +293,6 @@ async fn serve(args: Args, mut stop: Stop, stopping: Arc<AtomicBool>) -> anyhow:
             _ = stop.wait() => break,
             _ = rx.recv() => tokio::time::sleep(WINDOW).await,
             _ = tick.tick() => {}
-            _ = drain.tick() => {
-                let d = daemon.clone();
-                tokio::task::spawn_blocking(move || {
-                    let mut d = d.lock().map_err(|_| anyhow::anyhow!("daemon state poisoned"))?;
-                    d.publish_events()
-                })
-                .await??;
-                continue;
-            }
             _ = offload.tick() => {
                 let d = daemon.clone();
                 let scanned = tokio::task::spawn_blocking(move || {
@@ -309,6 +305,15 @@ async fn serve(args: Args, mut stop: Stop, stopping: Arc<AtomicBool>) -> anyhow:
                 if let Err(e) = scanned {
                     tracing::warn!("connection offload: {e:#}");
                 }
+                continue;
+            }
+            _ = drain.tick() => {
+                let d = daemon.clone();
+                tokio::task::spawn_blocking(move || {
+                    let mut d = d.lock().map_err(|_| anyhow::anyhow!("daemon state poisoned"))?;
+                    d.publish_events()
+                })
+                .await??;
                 continue;
             }
         }

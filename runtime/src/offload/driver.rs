@@ -269,6 +269,18 @@ impl Driver {
         self.vfs.get(host_ifname).map(|vf| FIRST_VF_PORT + vf)
     }
 
+    /// The flow table refused an entry of the connection of `tuple` (either direction):
+    /// the connection goes back to software, and the batch removes whatever of it was
+    /// installed.
+    pub fn refused(&mut self, tuple: FiveTuple) -> Batch {
+        let original = if self.known.contains_key(&tuple) {
+            tuple
+        } else {
+            tuple.reverse()
+        };
+        self.offloader.closed(original)
+    }
+
     /// A pod is deleted: the batch that removes its connections' entries, to be applied
     /// before its maps go.
     pub fn pod_deleted(&mut self, pod: &str) -> Batch {
