@@ -5,8 +5,7 @@ use crate::api::{ApiChange, ApiSource};
 use crate::cni::Attachment;
 use crate::device::{Applied, Device};
 use crate::metrics::Metrics;
-use crate::offload::driver::{Driver, PodPort, Settings};
-use crate::offload::ReferenceVerdicts;
+use crate::offload::driver::{Driver, LazyVerdicts, PodPort, Settings};
 use crate::source::{FileChange, ManifestDir};
 use crate::state::StateDir;
 use pipec::backend::{Backend, Profile};
@@ -776,7 +775,7 @@ impl Daemon {
     fn offload_before_change(&mut self) {
         let free = self.plan_free();
         let pods = self.pod_ports();
-        let verdicts = ReferenceVerdicts::new(self.session.cluster());
+        let verdicts = LazyVerdicts::new(self.session.cluster());
         let batch = self
             .offload
             .before_change(&verdicts, self.session.generation(), free, &pods);
@@ -805,7 +804,7 @@ impl Daemon {
         let Some(dp) = self.device.datapath() else {
             return Ok(0);
         };
-        let verdicts = ReferenceVerdicts::new(self.session.cluster());
+        let verdicts = LazyVerdicts::new(self.session.cluster());
         let batch = self.offload.scan(
             dp,
             &pods,

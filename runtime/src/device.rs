@@ -269,11 +269,6 @@ impl Device {
         self.offload.len()
     }
 
-    /// The connection-offload entries the flow table holds, in entry order.
-    pub fn offload_entries(&self) -> Vec<Entry> {
-        self.offload.keys().cloned().collect()
-    }
-
     /// The kernel datapath, whose conntrack the offload scans (`None` for the model, which
     /// has no conntrack).
     pub fn datapath(&self) -> Option<&Datapath> {

@@ -23,7 +23,7 @@
 //!   device the finished packets no longer reach the conntrack and only the polled counter
 //!   can say a connection is alive.
 
-use super::{Batch, Config, Connection, FiveTuple, Offloader, Stays, Verdicts};
+use super::{Batch, Config, Connection, FiveTuple, Offloader, ReferenceVerdicts, Stays, Verdicts};
 use pipec::backend::{ActionKind, Profile};
 use pipec::engine::hwmodel::{ForwardSemantics, Ports};
 use pipec_ebpf_common as c;
@@ -82,6 +82,31 @@ pub fn free_of(profile: &Profile, plan_entries: u64, plan_counters: u64) -> (u64
         entries.saturating_sub(plan_entries),
         counters.saturating_sub(plan_counters),
     )
+}
+
+/// [`ReferenceVerdicts`] built on first use: indexing the cluster costs in proportion to
+/// its size, and a scan or a change that meets no connection to judge should not pay it.
+pub struct LazyVerdicts<'c> {
+    cluster: &'c pipec::model::Cluster,
+    built: std::cell::OnceCell<ReferenceVerdicts<'c>>,
+}
+
+impl<'c> LazyVerdicts<'c> {
+    /// The verdicts of `cluster`'s policies, indexed when first asked.
+    pub fn new(cluster: &'c pipec::model::Cluster) -> LazyVerdicts<'c> {
+        LazyVerdicts {
+            cluster,
+            built: std::cell::OnceCell::new(),
+        }
+    }
+}
+
+impl Verdicts for LazyVerdicts<'_> {
+    fn allows(&self, conn: &Connection) -> bool {
+        self.built
+            .get_or_init(|| ReferenceVerdicts::new(self.cluster))
+            .allows(conn)
+    }
 }
 
 /// The daemon's offload settings (command-line flags of `pipecd`).
