@@ -1355,14 +1355,38 @@ impl Talk {
             enter_netns(&server_ns);
             let l = std::net::TcpListener::bind(("0.0.0.0", listen)).expect("listen");
             ready_tx.send(()).expect("ready");
-            let Ok((mut s, _)) = l.accept() else {
+            // Accepting without blocking, so that a client that never comes does not keep
+            // the thread (and the drop that joins it) waiting past the bound.
+            l.set_nonblocking(true).expect("nonblocking");
+            let start = Instant::now();
+            let mut accepted = None;
+            for _ in 0..6000 {
+                match l.accept() {
+                    Ok((s, _)) => {
+                        accepted = Some(s);
+                        break;
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                    Err(_) => break,
+                }
+                if s_stop.load(Ordering::Relaxed) || start.elapsed() > TALK_BOUND {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            let Some(mut s) = accepted else {
                 return;
             };
+            s.set_nonblocking(false).expect("blocking");
             s.set_read_timeout(Some(Duration::from_millis(200)))
                 .expect("timeout");
-            let start = Instant::now();
             let mut buf = [0u8; 8192];
-            while !s_stop.load(Ordering::Relaxed) && start.elapsed() < TALK_BOUND {
+            // Each read returns within its 200 ms timeout: 300 reads for the bound, and as
+            // many more as data arrives (one read per 50 ms write at least).
+            for _ in 0..10_000 {
+                if s_stop.load(Ordering::Relaxed) || start.elapsed() > TALK_BOUND {
+                    break;
+                }
                 match s.read(&mut buf) {
                     Ok(0) => break,
                     Ok(_) => {}
@@ -1387,7 +1411,11 @@ impl Talk {
                 .expect("port");
             s.write_all(&[7u8; 4000]).expect("send");
             let start = Instant::now();
-            while !c_stop.load(Ordering::Relaxed) && start.elapsed() < TALK_BOUND {
+            // At most one write per 50 ms for the bound: 1200 writes.
+            for _ in 0..1200 {
+                if c_stop.load(Ordering::Relaxed) || start.elapsed() > TALK_BOUND {
+                    break;
+                }
                 if s.write_all(&[7u8; 100]).is_err() {
                     break;
                 }

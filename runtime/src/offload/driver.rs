@@ -533,7 +533,7 @@ impl Driver {
             "free_counters": o.config().free_counters,
             "candidates": o.candidates_len(),
             "stays_in_software": stays,
-            "counter_source": "conntrack packets of the original direction (the flow-table model has no NPC counters)",
+            "counter_source": "the packet count of the client-side conntrack entry: the flow-table model has no NPC counters",
         })
     }
 
