@@ -412,6 +412,7 @@ impl Driver {
         let pass = std::mem::take(&mut self.pass);
         let mut stays: BTreeMap<Reason, u64> = BTreeMap::new();
         let mut live: BTreeMap<FiveTuple, u64> = BTreeMap::new();
+        let mut seen: BTreeSet<FiveTuple> = BTreeSet::new();
         for (t, f) in &pass.found {
             let entries: Vec<&c::CtValue> = f.egress.iter().chain(f.ingress.iter()).collect();
             if entries
@@ -444,6 +445,7 @@ impl Driver {
                 continue;
             }
             let tuple = five(t, src, dst);
+            seen.insert(tuple);
             if sp.is_some() && dp.is_some() && (f.egress.is_none() || f.ingress.is_none()) {
                 // Between two local pods both programs make an entry; with one of them
                 // missing (evicted, or not made yet) the pass cannot tell whether the
@@ -503,6 +505,9 @@ impl Driver {
             }
         }
         self.known = live;
+        // Verdicts are kept for the connections the conntrack still has, so that a long
+        // generation under connection churn does not grow the cache without bound.
+        self.verdicts.retain(|t, _| seen.contains(t));
         self.stays = stays;
         self.passes += 1;
         let tick = self.offloader.tick();
