@@ -350,7 +350,20 @@ fn watch_dir(
     dir: &std::path::Path,
     wake: tokio::sync::mpsc::Sender<()>,
 ) -> anyhow::Result<notify::RecommendedWatcher> {
-    let mut watcher = notify::recommended_watcher(move |_: notify::Result<notify::Event>| {
+    let mut watcher = notify::recommended_watcher(move |e: notify::Result<notify::Event>| {
+        // The step that a wake-up starts reads the directory's files, and inotify reports
+        // those reads (open, close without writing) as access events: waking on them made
+        // every step start the next, a step every few milliseconds for as long as the daemon
+        // ran, and kept the loop's later branches (the offload scan) from their turn. Only a
+        // change to the directory wakes the loop (a file closed after writing is one).
+        use notify::event::{AccessKind, AccessMode};
+        if let Ok(e) = &e {
+            if let notify::EventKind::Access(a) = e.kind {
+                if a != AccessKind::Close(AccessMode::Write) {
+                    return;
+                }
+            }
+        }
         let _ = wake.try_send(());
     })?;
     notify::Watcher::watch(&mut watcher, dir, notify::RecursiveMode::NonRecursive)
