@@ -7,6 +7,7 @@ use crate::{output, Format, InputArgs};
 use clap::Args;
 use pipec::backend::{builtin_profiles, targets_text, Profile};
 use pipec::driver;
+use pipec::engine::offload;
 use pipec::partition::explain;
 use policy_lang::resolved::Program;
 use std::process::ExitCode;
@@ -66,6 +67,8 @@ pub(crate) fn run_explain(args: &ExplainArgs) -> anyhow::Result<ExitCode> {
     };
     let plan = session::plan(&session)?;
     let report = explain::report(plan, session.mag(), session.sources());
+    let offload = offload::session_summary(&session, &report.usage);
+    let offload_text = offload.as_ref().map(|o| o.text()).unwrap_or_default();
     match &args.rule {
         Some(id) => {
             let rows = explain::select(&report, id);
@@ -75,11 +78,17 @@ pub(crate) fn run_explain(args: &ExplainArgs) -> anyhow::Result<ExitCode> {
             output::print(args.format, &rows, || explain::chain_text(&rows))?;
         }
         None if args.summary => output::print(args.format, &report.usage, || {
-            explain::summary_text(&report) + &pipec_cpt::explain_line(&session)
+            explain::summary_text(&report) + &offload_text + &pipec_cpt::explain_line(&session)
         })?,
-        None => output::print(args.format, &report, || {
-            explain::to_text(&report) + &pipec_cpt::explain_line(&session)
-        })?,
+        None => {
+            let json = offload::ExplainJson {
+                report: &report,
+                offload: offload.clone(),
+            };
+            output::print(args.format, &json, || {
+                explain::to_text(&report) + &offload_text + &pipec_cpt::explain_line(&session)
+            })?
+        }
     }
     Ok(ExitCode::SUCCESS)
 }

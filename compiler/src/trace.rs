@@ -188,6 +188,9 @@ pub struct PathReport {
     pub egress: DirectionReport,
     /// The destination's ingress.
     pub ingress: DirectionReport,
+    /// Whether the connection's later packets are finished in hardware once pipecd
+    /// offloads it, under each built-in hardware profile (DPDK 22.11 and 23.07).
+    pub later: Vec<crate::engine::offload::Later>,
 }
 
 /// One direction of one path.
@@ -289,9 +292,25 @@ pub fn trace_report(
         paths: outcome
             .paths
             .iter()
-            .map(|p| path_report(sources, cluster, probe, p))
+            .map(|p| path_report(sources, cluster, probe, dnat(cluster, outcome), p))
             .collect(),
     }
+}
+
+/// Whether the datapath rewrites the connection's destination: a Service frontend, except
+/// a headless Service, whose name leads the client straight to a pod's address.
+fn dnat(cluster: &Cluster, outcome: &Outcome) -> bool {
+    outcome
+        .service
+        .as_ref()
+        .is_some_and(|s| !cluster.service(s.service).cluster_ips.is_empty())
+}
+
+/// The profiles `trace` reports connection offload for: the cnxk NPC under DPDK 22.11 and
+/// under 23.07, whose forwarding reach differs.
+fn offload_profiles() -> [crate::backend::Profile; 2] {
+    use crate::backend::{octeon_cn10k_2307_profile, octeon_cn10k_profile};
+    [octeon_cn10k_profile(), octeon_cn10k_2307_profile()]
 }
 
 fn ips(cluster: &Cluster, pod: PodId) -> String {
@@ -326,7 +345,13 @@ fn service_report(cluster: &Cluster, s: &ServiceResolution) -> ServiceReport {
     }
 }
 
-fn path_report(sources: &Sources, cluster: &Cluster, probe: &Probe, p: &PathVerdict) -> PathReport {
+fn path_report(
+    sources: &Sources,
+    cluster: &Cluster,
+    probe: &Probe,
+    dnat: bool,
+    p: &PathVerdict,
+) -> PathReport {
     let source = match probe.from {
         Peer::Pod(pod) => cluster.pod(pod).key(),
         Peer::External(ip) => ip.to_string(),
@@ -355,6 +380,10 @@ fn path_report(sources: &Sources, cluster: &Cluster, probe: &Probe, p: &PathVerd
         source_ip: p.src_ip,
         verdict: p.verdict.to_string(),
         reason: p.reason.clone(),
+        later: offload_profiles()
+            .iter()
+            .map(|prof| crate::engine::offload::later_packets(cluster, prof, probe, dnat, p))
+            .collect(),
     }
 }
 
@@ -435,8 +464,30 @@ pub fn report_to_text(r: &TraceReport) -> String {
         if p.verdict == "deny" && !p.egress.verdict.eq("deny") && !p.ingress.verdict.eq("deny") {
             let _ = writeln!(out, "  refused  {}", p.reason);
         }
+        later_text(&mut out, &p.later);
     }
     out
+}
+
+/// The connection-offload lines of a path: the first packets always run in software (the
+/// eBPF conntrack must see the connection established first); the later ones per profile.
+fn later_text(out: &mut String, later: &[crate::engine::offload::Later]) {
+    if later
+        .iter()
+        .all(|l| l.stays == Some(crate::engine::offload::Stays::Denied))
+    {
+        return;
+    }
+    let _ = writeln!(
+        out,
+        "  later packets, once pipecd offloads the established connection:"
+    );
+    for l in later {
+        let _ = writeln!(out, "    {}", l.text());
+        for e in &l.entries {
+            let _ = writeln!(out, "      {}", e.text());
+        }
+    }
 }
 
 #[cfg(test)]

@@ -1,7 +1,8 @@
 //! Trace-driven benchmark of connection offload (issue 15, item 5).
 //!
 //! A node of a `gencluster` cluster (its pods, their policies) carries a synthetic trace of
-//! TCP connections between its pods. Flow sizes follow the web-search workload of the DCTCP
+//! TCP connections from its pods to pods of the whole cluster (those of other nodes through
+//! the uplink), run under the DPDK 22.11 and 23.07 cnxk profiles' forwarding reach. Flow sizes follow the web-search workload of the DCTCP
 //! paper (Alizadeh et al., SIGCOMM 2010) as the pFabric paper (Alizadeh et al., SIGCOMM 2013)
 //! uses it. Every connection is judged by the compiler's reference semantics (a denied one
 //! never carries data); a share of them reaches its server through a Service (DNAT). The
@@ -39,6 +40,7 @@ use tracing_subscriber as _;
 
 use pipec::backend::PlanSlice;
 use pipec::engine::hwmodel::{Fate, ForwardSemantics, HwPacket, Ports, Tcam};
+use pipec::engine::offload::{Layout, UPLINK_PORT};
 use pipec::model::{Cluster, PodId, Protocol};
 use pipec::semantics::{evaluate, Context, Destination, Peer, Probe};
 use pipec_runtime::offload::{Config, Connection, Entry, FiveTuple, Offloader};
@@ -111,6 +113,8 @@ fn flow_segments(rng: &mut Rng) -> u64 {
 #[derive(Clone, Debug)]
 struct Flow {
     start: u64,
+    /// The server is a pod of another node, reached through the uplink.
+    remote: bool,
     conn: Connection,
     /// Data segments client to server.
     segments: u64,
@@ -130,6 +134,26 @@ enum Mode {
     Offload,
 }
 
+/// Packets and bytes of one kind of traffic, and how many of each were finished in hardware.
+#[derive(Debug, Default)]
+struct Share {
+    packets: u64,
+    bytes: u64,
+    hw_packets: u64,
+    hw_bytes: u64,
+}
+
+impl Share {
+    fn add(&mut self, packets: u64, bytes: u64, hw: bool) {
+        self.packets += packets;
+        self.bytes += bytes;
+        if hw {
+            self.hw_packets += packets;
+            self.hw_bytes += bytes;
+        }
+    }
+}
+
 /// The figures of one run.
 #[derive(Debug, Default)]
 struct Report {
@@ -141,23 +165,38 @@ struct Report {
     direct_bytes: u64,
     direct_hw_packets: u64,
     direct_hw_bytes: u64,
+    local: Share,
+    remote: Share,
     max_entries: u64,
     max_counters: u64,
     sw_packets_of_offloaded: Vec<u64>,
 }
 
-/// The pods of the cluster's first node that have an IPv4 address, with a VF port each.
-fn node_pods(cluster: &Cluster) -> Vec<(PodId, Ipv4Addr)> {
-    let node = cluster.nodes.first().map(|n| n.name.clone());
+/// A pod of the cluster with an IPv4 address, and its VF port on the benchmarked node's
+/// device when it runs there.
+#[derive(Clone, Copy, Debug)]
+struct Peer4 {
+    id: PodId,
+    ip: Ipv4Addr,
+    local_port: Option<u16>,
+}
+
+/// Every pod of the cluster with an IPv4 address (host-network pods are the nodes' own
+/// stacks, not pods with a VF), with the port `layout` gives it on the benchmarked node.
+fn cluster_pods(cluster: &Cluster, layout: &Layout) -> Vec<Peer4> {
     cluster
         .pod_ids()
         .filter_map(|id| {
             let p = cluster.pod(id);
-            let v4 = p.ips.iter().find_map(|ip| match ip {
+            let ip = p.ips.iter().find_map(|ip| match ip {
                 IpAddr::V4(a) => Some(*a),
                 IpAddr::V6(_) => None,
             })?;
-            (p.node == node && !p.host_network).then_some((id, v4))
+            (!p.host_network).then_some(Peer4 {
+                id,
+                ip,
+                local_port: layout.port_of_pod(id),
+            })
         })
         .collect()
 }
@@ -171,39 +210,31 @@ fn server_port(cluster: &Cluster, pod: PodId) -> u16 {
         .map_or(80, |c| c.port)
 }
 
-/// The device: uplink PF 1 (port 0), SDP PF 2 (port 1), pod `i` on VF `i` (port 2 + i).
-fn device_ports(pods: usize) -> Ports {
-    let mut pf_func: BTreeMap<u16, u16> = [(0, 1 << 10), (1, 2 << 10)].into_iter().collect();
-    for i in 0..pods as u16 {
-        pf_func.insert(2 + i, (2 << 10) | (i + 1));
-    }
-    Ports { pf_func }
-}
-
-/// The allowed connections of the trace, arrivals spread over `ticks`.
-fn trace(
-    cluster: &Cluster,
-    pods: &[(PodId, Ipv4Addr)],
-    flows: usize,
-    seed: u64,
-    ticks: u64,
-) -> Vec<Flow> {
+/// The allowed connections of the trace, arrivals spread over `ticks`. Clients are the
+/// node's pods; servers are drawn from every pod of the cluster, so a connection to a pod of
+/// another node leaves by the uplink, as much of a real node's traffic does.
+fn trace(cluster: &Cluster, pods: &[Peer4], flows: usize, seed: u64, ticks: u64) -> Vec<Flow> {
     let ctx = Context::new(cluster);
     let mut rng = Rng(seed);
+    let clients: Vec<&Peer4> = pods.iter().filter(|p| p.local_port.is_some()).collect();
     let mut out = Vec::new();
     for i in 0..flows {
         // Applications talk to the peers their policies let them reach: a connection's
         // pair is drawn again (up to 200 times) until the reference allows it.
         let Some((a, b, dport)) = (0..200).find_map(|_| {
-            let (a, b) = (rng.below(pods.len()), rng.below(pods.len()));
-            let dport = server_port(cluster, pods[b].0);
+            let (a, b) = (
+                clients[rng.below(clients.len())],
+                &pods[rng.below(pods.len())],
+            );
+            let dport = server_port(cluster, b.id);
             let probe = Probe {
-                from: Peer::Pod(pods[a].0),
-                to: Destination::Pod(pods[b].0),
+                from: Peer::Pod(a.id),
+                to: Destination::Pod(b.id),
                 protocol: Protocol::Tcp,
                 port: Some(dport),
             };
-            (a != b && evaluate(&ctx, &probe).allowed() == Some(true)).then_some((a, b, dport))
+            (a.id != b.id && evaluate(&ctx, &probe).allowed() == Some(true))
+                .then_some((a, b, dport))
         }) else {
             continue;
         };
@@ -212,18 +243,19 @@ fn trace(
         let start = i as u64 * ticks / flows as u64;
         out.push(Flow {
             start,
+            remote: b.local_port.is_none(),
             conn: Connection {
                 tuple: FiveTuple {
-                    src: pods[a].1,
-                    dst: pods[b].1,
+                    src: a.ip,
+                    dst: b.ip,
                     proto: 6,
                     sport: 10_000 + (i % 50_000) as u16,
                     dport,
                 },
-                src_pod: a.to_string(),
-                dst_pod: Some(b.to_string()),
-                src_port: 2 + a as u16,
-                dst_port: 2 + b as u16,
+                src_pod: a.id.0.to_string(),
+                dst_pod: b.local_port.map(|_| b.id.0.to_string()),
+                src_port: a.local_port.unwrap_or(UPLINK_PORT),
+                dst_port: b.local_port.unwrap_or(UPLINK_PORT),
                 dnat,
             },
             segments,
@@ -261,11 +293,11 @@ fn packet(t: FiveTuple) -> HwPacket {
     .collect()
 }
 
-fn run(mode: Mode, flows: &[Flow], ports: &Ports) -> Report {
+fn run(mode: Mode, flows: &[Flow], ports: &Ports, sem: ForwardSemantics) -> Report {
     let free_entries = 8192 - 221 - PLAN_ENTRIES;
     let free_counters = 512 - PLAN_COUNTERS;
     let mut o = Offloader::new(Config {
-        semantics: ForwardSemantics::SamePf,
+        semantics: sem,
         ports: ports.clone(),
         free_entries,
         free_counters: if mode == Mode::EveryNew {
@@ -308,11 +340,11 @@ fn run(mode: Mode, flows: &[Flow], ports: &Ports) -> Report {
             let own = o.entries_of_connection(f.conn.tuple);
             let fwd_hw = !own.is_empty()
                 && matches!(
-                    table(&own).fate(f.conn.src_port, &packet(f.conn.tuple), ports, ForwardSemantics::SamePf),
+                    table(&own).fate(f.conn.src_port, &packet(f.conn.tuple), ports, sem),
                     Fate::Delivered { port } if port == f.conn.dst_port
                 )
                 && matches!(
-                    table(&own).fate(f.conn.dst_port, &packet(f.conn.tuple.reverse()), ports, ForwardSemantics::SamePf),
+                    table(&own).fate(f.conn.dst_port, &packet(f.conn.tuple.reverse()), ports, sem),
                     Fate::Delivered { port } if port == f.conn.src_port
                 );
             let pkts = data + acks + extra;
@@ -323,6 +355,12 @@ fn run(mode: Mode, flows: &[Flow], ports: &Ports) -> Report {
             if direct {
                 r.direct_packets += pkts;
                 r.direct_bytes += bytes;
+                let kind = if f.remote {
+                    &mut r.remote
+                } else {
+                    &mut r.local
+                };
+                kind.add(pkts, bytes, fwd_hw);
             }
             if fwd_hw {
                 r.hw_packets += pkts;
@@ -394,18 +432,24 @@ fn main() {
     let text = gencluster::generate(&spec);
     let loaded = pipec::driver::load_texts(&[("cluster.json", &text)], &Default::default());
     let cluster = loaded.cluster;
-    let pods = node_pods(&cluster);
+    let node = cluster
+        .nodes
+        .first()
+        .map(|n| n.name.clone())
+        .expect("gencluster makes nodes");
+    let layout = Layout::of_node(&cluster, &node);
+    let pods = cluster_pods(&cluster, &layout);
     let trace = trace(&cluster, &pods, flows, seed, ticks);
-    let ports = device_ports(pods.len());
+    let remote = trace.iter().filter(|f| f.remote).count();
     println!(
-        "node {} of gencluster --small (seed {}): {} pods with a VF, {} policies in the cluster",
-        cluster.nodes.first().map_or("-", |n| n.name.as_str()),
+        "node {node} of gencluster --small (seed {}): {} pods with a VF, {} pods on other nodes, {} policies in the cluster",
         spec.seed,
-        pods.len(),
+        layout.pod_count(),
+        pods.len() - layout.pod_count(),
         cluster.network_policies.len()
     );
     println!(
-        "trace: {flows} connections (seed {seed}) arriving over {ticks} ms, {} between pairs the reference allows, {:.0} % through a Service; web-search sizes; 1 Gbit/s per flow; 1 ms ticks",
+        "trace: {flows} connections (seed {seed}) arriving over {ticks} ms, {} between pairs the reference allows ({remote} to pods of other nodes), {:.0} % through a Service; web-search sizes; 1 Gbit/s per flow; 1 ms ticks",
         trace.len(),
         100.0 * SERVICE_SHARE
     );
@@ -415,43 +459,58 @@ fn main() {
         512 - PLAN_COUNTERS
     );
     println!(
-        "{:<14} {:>8} {:>8} {:>10} {:>10} {:>8} {:>8} {:>12}",
+        "{:<24} {:<9} {:>8} {:>8} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>7} {:>8} {:>12}",
+        "profile",
         "mode",
         "pkts hw",
         "bytes hw",
         "p2p pkts",
         "p2p bytes",
+        "local pk",
+        "local by",
+        "remote pk",
+        "remote by",
         "entries",
         "counters",
         "sw pkts p50/p90"
     );
-    for mode in [
-        Mode::Software,
-        Mode::MarksOnly,
-        Mode::EveryNew,
-        Mode::Offload,
+    for (profile, sem) in [
+        ("octeon-cn10k (22.11)", ForwardSemantics::SamePf),
+        ("octeon-cn10k-dpdk23.07", ForwardSemantics::AnyPort),
     ] {
-        let mut r = run(mode, &trace, &ports);
-        r.sw_packets_of_offloaded.sort_unstable();
-        let q = |p: f64| {
-            let v = &r.sw_packets_of_offloaded;
-            if v.is_empty() {
-                0
-            } else {
-                v[((v.len() - 1) as f64 * p) as usize]
-            }
-        };
-        println!(
-            "{:<14} {:>7.1}% {:>7.1}% {:>9.1}% {:>9.1}% {:>8} {:>8} {:>7}/{}",
-            format!("{mode:?}"),
-            pct(r.hw_packets, r.packets),
-            pct(r.hw_bytes, r.bytes),
-            pct(r.direct_hw_packets, r.direct_packets),
-            pct(r.direct_hw_bytes, r.direct_bytes),
-            r.max_entries,
-            r.max_counters,
-            q(0.5),
-            q(0.9)
-        );
+        for mode in [
+            Mode::Software,
+            Mode::MarksOnly,
+            Mode::EveryNew,
+            Mode::Offload,
+        ] {
+            let mut r = run(mode, &trace, &layout.ports, sem);
+            r.sw_packets_of_offloaded.sort_unstable();
+            let q = |p: f64| {
+                let v = &r.sw_packets_of_offloaded;
+                if v.is_empty() {
+                    0
+                } else {
+                    v[((v.len() - 1) as f64 * p) as usize]
+                }
+            };
+            println!(
+                "{:<24} {:<9} {:>7.1}% {:>7.1}% {:>8.1}% {:>8.1}% {:>8.1}% {:>8.1}% {:>8.1}% {:>8.1}% {:>7} {:>8} {:>7}/{}",
+                profile,
+                format!("{mode:?}"),
+                pct(r.hw_packets, r.packets),
+                pct(r.hw_bytes, r.bytes),
+                pct(r.direct_hw_packets, r.direct_packets),
+                pct(r.direct_hw_bytes, r.direct_bytes),
+                pct(r.local.hw_packets, r.local.packets),
+                pct(r.local.hw_bytes, r.local.bytes),
+                pct(r.remote.hw_packets, r.remote.packets),
+                pct(r.remote.hw_bytes, r.remote.bytes),
+                r.max_entries,
+                r.max_counters,
+                q(0.5),
+                q(0.9)
+            );
+        }
     }
 }

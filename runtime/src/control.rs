@@ -126,9 +126,15 @@ pub fn explain(d: &Daemon, rule: &str, format: Format) -> Result<String, Status>
             Format::Text => Ok(explain::chain_text(&rows)),
         };
     }
+    let offload = pipec::engine::offload::session_summary(session, &report.usage);
     match format {
-        Format::Json => json(&report),
-        Format::Text => Ok(explain::to_text(&report) + &pipec_cpt::explain_line(session)),
+        Format::Json => json(&pipec::engine::offload::ExplainJson {
+            report: &report,
+            offload,
+        }),
+        Format::Text => Ok(explain::to_text(&report)
+            + &offload.map(|o| o.text()).unwrap_or_default()
+            + &pipec_cpt::explain_line(session)),
     }
 }
 

@@ -6,6 +6,9 @@
 //! - [`mag`]: the lowered MAG of each node the connection crosses, through the interpreter;
 //! - [`hw`]: each node's hardware slice ([`hwmodel`], the flow table) in front of its MAG.
 //!
+//! [`offload`] is no engine: it answers whether pipecd's connection offload can finish a
+//! connection's later packets in hardware, from the same port model.
+//!
 //! The eBPF engine (`pipec_ebpf::EbpfEngine`) implements the same trait in its crate, and the
 //! CLI adds it. This module sits above the stages (it drives them through a
 //! [`crate::session::Session`]) and below [`crate::conformance`] and [`crate::trace`], so
@@ -14,6 +17,7 @@
 pub mod hw;
 pub mod hwmodel;
 pub mod mag;
+pub mod offload;
 pub mod reference;
 
 pub use reference::Reference;

@@ -25,6 +25,7 @@ mod mag_differential;
 mod mag_gen;
 mod mag_incremental;
 mod mag_starwars;
+mod offload;
 mod partition_hw;
 mod pipe_policies;
 mod semantics_props;

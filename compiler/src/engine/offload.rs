@@ -1,0 +1,483 @@
+//! Whether the hardware can finish a connection's later packets once pipecd offloads it
+//! (issue 15), and the device layout that answer assumes: what `pipec trace` and
+//! `pipec explain` say about connection offload.
+//!
+//! pipecd offloads an allowed connection that the eBPF conntrack saw established by
+//! installing two exact 5-tuple entries per node it crosses, one per direction, each on the
+//! port that direction arrives on and forwarding to the port it leaves by
+//! (`runtime/src/offload.rs`; ARCHITECTURE.md, "The packet path on the DPU"). The first
+//! packets always run in software. Whether those entries can exist at all is a property of
+//! the connection and of the DPDK release's forwarding reach, and this module answers it
+//! from the same port model the hardware engine uses ([`Ports::target`]), so the answer
+//! cannot drift from what the model would do with the entries.
+
+use super::hwmodel::{ForwardSemantics, Ports};
+use crate::backend::HwAction;
+use crate::backend::{ActionKind, Profile};
+use crate::lower::{is_local, pick_node};
+use crate::model::{Cluster, PodId, Protocol};
+use crate::semantics::{PathVerdict, Peer, Probe, Verdict};
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+
+/// The ethdev port of the network uplink (PF 1).
+pub const UPLINK_PORT: u16 = 0;
+/// The ethdev port of the SDP PF that faces the host (PF 2); its VFs are the pods' ports.
+pub const SDP_PORT: u16 = 1;
+const UPLINK_PF: u16 = 1;
+const SDP_PF: u16 = 2;
+
+/// One node's device: the uplink, the SDP PF, and one SDP VF per pod with its own network
+/// namespace, numbered in pod order (VF `i` is ethdev port `2 + i`). Host-network pods share
+/// the node's stack and have no VF.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Layout {
+    /// The ports and their pf_func.
+    pub ports: Ports,
+    /// Each local pod's port.
+    pods: BTreeMap<PodId, u16>,
+}
+
+impl Layout {
+    /// The device of `node` with its pods: those the lowering counts as local to it (every
+    /// pod, on the synthetic node of a cluster without Node objects).
+    pub fn of_node(cluster: &Cluster, node: &str) -> Layout {
+        let (_, synthetic) = pick_node(cluster, Some(node));
+        let pods = cluster
+            .pod_ids()
+            .filter(|id| is_local(cluster, *id, node, synthetic))
+            .collect::<Vec<_>>();
+        Layout::with_pods(&pods)
+    }
+
+    /// A device whose VF `i` is `pods[i]`.
+    pub fn with_pods(pods: &[PodId]) -> Layout {
+        let mut pf_func = BTreeMap::new();
+        pf_func.insert(UPLINK_PORT, UPLINK_PF << 10);
+        pf_func.insert(SDP_PORT, SDP_PF << 10);
+        let mut by_pod = BTreeMap::new();
+        for (i, pod) in pods.iter().enumerate() {
+            let port = 2 + i as u16;
+            pf_func.insert(port, (SDP_PF << 10) | (i as u16 + 1));
+            by_pod.insert(*pod, port);
+        }
+        Layout {
+            ports: Ports { pf_func },
+            pods: by_pod,
+        }
+    }
+
+    /// The port of a local pod.
+    pub fn port_of_pod(&self, pod: PodId) -> Option<u16> {
+        self.pods.get(&pod).copied()
+    }
+
+    /// How many pods have a VF.
+    pub fn pod_count(&self) -> usize {
+        self.pods.len()
+    }
+
+    /// The forwarding action a rule on port `from` needs to send a packet out of port `to`
+    /// under `sem`: `VF` when the model says it reaches `to`, else `PORT_ID`, else none.
+    pub fn action_to(&self, from: u16, to: u16, sem: ForwardSemantics) -> Option<HwAction> {
+        let want = *self.ports.pf_func.get(&to)?;
+        let vf = (want & 0x3ff).checked_sub(1).map(|vf| HwAction::Vf { vf });
+        vf.into_iter()
+            .chain([HwAction::PortId { port: to }])
+            .find(|a| self.ports.target(from, a, sem) == Some(want))
+    }
+}
+
+/// The forwarding semantics a profile offers: `None` when it has no forwarding action.
+pub fn semantics_of(profile: &Profile) -> Option<ForwardSemantics> {
+    let actions = &profile.caps.ingress_actions;
+    if actions.contains(&ActionKind::ForwardAnyPort) {
+        Some(ForwardSemantics::AnyPort)
+    } else if actions.contains(&ActionKind::ForwardSamePf) {
+        Some(ForwardSemantics::SamePf)
+    } else {
+        None
+    }
+}
+
+/// Why a connection's later packets stay in software.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "snake_case", tag = "code")]
+pub enum Stays {
+    /// The connection is denied: nothing is ever established.
+    Denied,
+    /// Allowed at L4 and redirected to the L7 proxy, which terminates it on the cores.
+    L7Proxy,
+    /// Not TCP, UDP or SCTP: the conntrack key has no ports to make an exact entry of.
+    NoPorts,
+    /// IPv6: the default MKEX key holds no full IPv6 address.
+    Ipv6,
+    /// DNATed to a Service backend: the packets need DNAT and the replies reverse NAT, and
+    /// cnxk cannot rewrite headers.
+    NeedsRewrite,
+    /// A node's own address (the kubelet, a host-network pod): host traffic goes through the
+    /// node's stack, and a pod of the node's own network has no VF to match or deliver on.
+    HostNetwork,
+    /// The profile has no forwarding action at all.
+    NoForwarding,
+    /// Neither end is a pod placed on a node: no DPU of the cluster sees the connection.
+    NoNode,
+    /// A rule on `from` cannot forward to `to` on this release.
+    Unreachable {
+        /// The node.
+        node: String,
+        /// The port the rule would be on.
+        from: u16,
+        /// The port the packet must leave by.
+        to: u16,
+    },
+}
+
+impl Stays {
+    /// A stable code for tools.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Stays::Denied => "denied",
+            Stays::L7Proxy => "l7_proxy",
+            Stays::NoPorts => "no_ports",
+            Stays::Ipv6 => "ipv6",
+            Stays::NeedsRewrite => "needs_rewrite",
+            Stays::HostNetwork => "host_network",
+            Stays::NoForwarding => "no_forwarding",
+            Stays::NoNode => "no_node",
+            Stays::Unreachable { .. } => "unreachable",
+        }
+    }
+
+    /// The reason in words.
+    pub fn text(&self) -> String {
+        match self {
+            Stays::Denied => "denied: no connection is established".to_string(),
+            Stays::L7Proxy => "redirected to the L7 proxy, which terminates the connection on the cores".to_string(),
+            Stays::NoPorts => "not TCP, UDP or SCTP: an exact entry needs the conntrack's ports".to_string(),
+            Stays::Ipv6 => "IPv6: the default MKEX key holds no full IPv6 address".to_string(),
+            Stays::NeedsRewrite => "DNATed to a Service backend: its packets need DNAT and its replies reverse NAT, and cnxk cannot rewrite headers".to_string(),
+            Stays::HostNetwork => "a node's own address (host network): host traffic is not offloaded".to_string(),
+            Stays::NoForwarding => "the profile has no forwarding action".to_string(),
+            Stays::NoNode => "neither end is a pod of the cluster, so no pod's DPU carries it".to_string(),
+            Stays::Unreachable { node, from, to } => format!(
+                "on {node}, a rule on port {} cannot forward to port {} (VF and PORT_ID reach only the rule port's own PF before DPDK 23.07)",
+                port_name(*from),
+                port_name(*to)
+            ),
+        }
+    }
+}
+
+/// One exact entry pipecd would install.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct OffloadEntry {
+    /// The node whose device holds it.
+    pub node: String,
+    /// `original` or `reply`.
+    pub direction: &'static str,
+    /// The port it is created on (where that direction arrives).
+    pub port: u16,
+    /// The port the packet leaves by.
+    pub out_port: u16,
+    /// The forwarding action.
+    pub action: HwAction,
+}
+
+impl OffloadEntry {
+    /// The entry in one line.
+    pub fn text(&self) -> String {
+        format!(
+            "{}: {} on port {} -> {}, leaves by port {}",
+            self.node,
+            self.direction,
+            port_name(self.port),
+            action_text(&self.action),
+            port_name(self.out_port)
+        )
+    }
+}
+
+/// What happens to a connection's later packets under one profile.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Later {
+    /// The profile.
+    pub profile: String,
+    /// Finished in hardware once the entries land (`entries`), or staying in software
+    /// (`stays`).
+    pub in_hardware: bool,
+    /// The entries, per node the connection crosses.
+    pub entries: Vec<OffloadEntry>,
+    /// Why it stays in software.
+    pub stays: Option<Stays>,
+}
+
+impl Later {
+    /// The answer in one line.
+    pub fn text(&self) -> String {
+        match &self.stays {
+            Some(s) => format!("{}: stay in software: {}", self.profile, s.text()),
+            None => format!(
+                "{}: finished in hardware once pipecd offloads the established connection ({} entries)",
+                self.profile,
+                self.entries.len()
+            ),
+        }
+    }
+}
+
+/// A port's name in the layout: `uplink`, `sdp` or `vf N`.
+pub fn port_name(port: u16) -> String {
+    match port {
+        UPLINK_PORT => "0 (uplink)".to_string(),
+        SDP_PORT => "1 (sdp pf)".to_string(),
+        p => format!("{p} (vf {})", p - 2),
+    }
+}
+
+/// One end of a connection as a node's device sees it.
+enum End {
+    /// A pod with a VF on this node.
+    Local(u16),
+    /// Anything reached through the uplink.
+    Remote,
+}
+
+/// What happens to the later packets of one path of `probe` under `profile`.
+pub fn later_packets(
+    cluster: &Cluster,
+    profile: &Profile,
+    probe: &Probe,
+    dnat: bool,
+    path: &PathVerdict,
+) -> Later {
+    let answer = |stays: Stays| Later {
+        profile: profile.name.clone(),
+        in_hardware: false,
+        entries: Vec::new(),
+        stays: Some(stays),
+    };
+    match path.verdict {
+        Verdict::Deny => return answer(Stays::Denied),
+        Verdict::Redirect(_) => return answer(Stays::L7Proxy),
+        Verdict::Allow => {}
+    }
+    if !matches!(
+        probe.protocol,
+        Protocol::Tcp | Protocol::Udp | Protocol::Sctp
+    ) {
+        return answer(Stays::NoPorts);
+    }
+    if path.dst_ip.is_ipv6() || path.src_ip.is_ipv6() {
+        return answer(Stays::Ipv6);
+    }
+    if dnat {
+        return answer(Stays::NeedsRewrite);
+    }
+    let Some(sem) = semantics_of(profile) else {
+        return answer(Stays::NoForwarding);
+    };
+    let client = match probe.from {
+        Peer::Pod(p) => Some(p),
+        Peer::External(ip) => cluster.pod_by_ip(ip),
+    };
+    let server = path.backend.or_else(|| cluster.pod_by_ip(path.dst_ip));
+    let pods = [client, server].into_iter().flatten().collect::<Vec<_>>();
+    let node_address = |ip: IpAddr| cluster.nodes.iter().any(|n| n.addresses.contains(&ip));
+    if pods.iter().any(|p| cluster.pod(*p).host_network)
+        || node_address(path.src_ip)
+        || node_address(path.dst_ip)
+    {
+        return answer(Stays::HostNetwork);
+    }
+    let mut nodes = pods
+        .iter()
+        .map(|p| node_of_pod(cluster, *p))
+        .collect::<Vec<_>>();
+    nodes.sort();
+    nodes.dedup();
+    if nodes.is_empty() {
+        return answer(Stays::NoNode);
+    }
+    let mut entries = Vec::new();
+    for node in &nodes {
+        let layout = Layout::of_node(cluster, node);
+        let end = |pod: Option<PodId>| match pod.and_then(|p| layout.port_of_pod(p)) {
+            Some(port) => End::Local(port),
+            None => End::Remote,
+        };
+        let port = |e: &End| match e {
+            End::Local(p) => *p,
+            End::Remote => UPLINK_PORT,
+        };
+        let (c, s) = (end(client), end(server));
+        for (direction, from, to) in [
+            ("original", port(&c), port(&s)),
+            ("reply", port(&s), port(&c)),
+        ] {
+            let Some(action) = layout.action_to(from, to, sem) else {
+                return answer(Stays::Unreachable {
+                    node: node.clone(),
+                    from,
+                    to,
+                });
+            };
+            entries.push(OffloadEntry {
+                node: node.clone(),
+                direction,
+                port: from,
+                out_port: to,
+                action,
+            });
+        }
+    }
+    Later {
+        profile: profile.name.clone(),
+        in_hardware: true,
+        stays: None,
+        entries,
+    }
+}
+
+/// The node a pod runs on, as the MAG engine places it: its own node, or the cluster's
+/// first (or synthetic) node when it names none or the cluster lists no nodes.
+fn node_of_pod(cluster: &Cluster, pod: PodId) -> String {
+    match (&cluster.pod(pod).node, cluster.nodes.is_empty()) {
+        (Some(n), false) => n.clone(),
+        _ => pick_node(cluster, None).0,
+    }
+}
+
+/// A forwarding action as testpmd writes it (`vf id 3`, `port_id id 0`).
+fn action_text(a: &HwAction) -> String {
+    match a {
+        HwAction::Vf { vf } => format!("vf id {vf}"),
+        HwAction::PortId { port } => format!("port_id id {port}"),
+        other => format!("{other:?}"),
+    }
+}
+
+/// What connection offload can do on one node under one profile, beside the policy plan
+/// (`pipec explain`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Summary {
+    /// The node.
+    pub node: String,
+    /// The hardware profile.
+    pub profile: String,
+    /// Pods of the node with a VF of their own.
+    pub pods_on_vfs: usize,
+    /// Flow entries the policy plan leaves free (each offloaded connection takes two).
+    pub free_entries: u64,
+    /// Counters the policy plan leaves free (a counted connection takes one).
+    pub free_counters: u64,
+    /// Whether connections between two pods of the node can be finished in hardware.
+    pub pod_to_pod: bool,
+    /// Whether connections between a pod and anything beyond the uplink can be.
+    pub pod_to_remote: bool,
+    /// Services with a virtual address (cluster IP): their connections are DNATed and stay
+    /// in software.
+    pub services_rewritten: usize,
+}
+
+impl Summary {
+    /// The summary of `node` under `profile`, with what the plan left free.
+    pub fn of(
+        cluster: &Cluster,
+        node: &str,
+        profile: &Profile,
+        free_entries: u64,
+        free_counters: u64,
+    ) -> Summary {
+        let layout = Layout::of_node(cluster, node);
+        let reach = |from: u16, to: u16| {
+            semantics_of(profile).is_some_and(|sem| {
+                layout.action_to(from, to, sem).is_some()
+                    && layout.action_to(to, from, sem).is_some()
+            })
+        };
+        // Every VF of the layout is alike, so the first two stand for every pair.
+        let first = 2;
+        Summary {
+            node: node.to_string(),
+            profile: profile.name.clone(),
+            pods_on_vfs: layout.pod_count(),
+            free_entries,
+            free_counters,
+            pod_to_pod: layout.pod_count() >= 2 && reach(first, first + 1),
+            pod_to_remote: layout.pod_count() >= 1 && reach(first, UPLINK_PORT),
+            services_rewritten: cluster
+                .services
+                .iter()
+                .filter(|s| !s.cluster_ips.is_empty())
+                .count(),
+        }
+    }
+
+    /// The summary as `pipec explain` prints it.
+    pub fn text(&self) -> String {
+        let yes_no = |b: bool| {
+            if b {
+                "finished in hardware once established"
+            } else {
+                "stay in software"
+            }
+        };
+        let mut out = format!(
+            "\nconnection offload (pipecd, {} on {}): the first packets of every connection run in eBPF; later packets:\n",
+            self.profile, self.node
+        );
+        out += &format!(
+            "  pod to pod on this node ({} pods on VFs): {}\n",
+            self.pods_on_vfs,
+            yes_no(self.pod_to_pod)
+        );
+        let remote_why = if self.pod_to_remote {
+            ""
+        } else {
+            " (a rule on a pod's VF reaches only its own PF before DPDK 23.07)"
+        };
+        out += &format!(
+            "  pod to or from beyond the uplink: {}{remote_why}\n",
+            yes_no(self.pod_to_remote)
+        );
+        out += &format!(
+            "  through a Service ({} with a virtual address): stay in software: DNAT and reverse NAT need header rewrites, which cnxk cannot do\n",
+            self.services_rewritten
+        );
+        out += &format!(
+            "  room beside the plan: {} entries (up to {} connections, two entries each), {} counters\n",
+            self.free_entries,
+            self.free_entries / 2,
+            self.free_counters
+        );
+        out
+    }
+}
+
+/// The summary for a session's node and hardware profile, with what its plan leaves free;
+/// `None` without a hardware profile.
+pub fn session_summary(
+    session: &crate::session::Session,
+    usage: &crate::partition::Usage,
+) -> Option<Summary> {
+    let profile = session.profile()?;
+    Some(Summary::of(
+        session.cluster(),
+        session.node(),
+        profile,
+        usage.entries_limit.saturating_sub(usage.entries),
+        usage.counters_limit.saturating_sub(usage.counters),
+    ))
+}
+
+/// `pipec explain`'s JSON: the plan's report and the connection-offload summary beside it.
+#[derive(Serialize)]
+pub struct ExplainJson<'a> {
+    /// The plan's report.
+    #[serde(flatten)]
+    pub report: &'a crate::partition::explain::Report,
+    /// The connection-offload summary.
+    pub offload: Option<Summary>,
+}
