@@ -25,8 +25,22 @@ use std::net::IpAddr;
 pub const UPLINK_PORT: u16 = 0;
 /// The ethdev port of the SDP PF that faces the host (PF 2); its VFs are the pods' ports.
 pub const SDP_PORT: u16 = 1;
+/// The ethdev port of the SDP PF's VF 0; VF `n` is port `FIRST_VF_PORT + n`.
+pub const FIRST_VF_PORT: u16 = 2;
 const UPLINK_PF: u16 = 1;
 const SDP_PF: u16 = 2;
+
+/// The ports of a device whose SDP PF has `vfs` VFs, with their pf_func: the uplink, the
+/// SDP PF, and VF `n` on port `FIRST_VF_PORT + n` (function `n + 1` of the SDP PF).
+pub fn device_ports(vfs: u16) -> Ports {
+    let mut pf_func = BTreeMap::new();
+    pf_func.insert(UPLINK_PORT, UPLINK_PF << 10);
+    pf_func.insert(SDP_PORT, SDP_PF << 10);
+    for vf in 0..vfs {
+        pf_func.insert(FIRST_VF_PORT + vf, (SDP_PF << 10) | (vf + 1));
+    }
+    Ports { pf_func }
+}
 
 /// One node's device: the uplink, the SDP PF, and one SDP VF per pod with its own network
 /// namespace, numbered in pod order (VF `i` is ethdev port `2 + i`). Host-network pods share
@@ -53,18 +67,13 @@ impl Layout {
 
     /// A device whose VF `i` is `pods[i]`.
     pub fn with_pods(pods: &[PodId]) -> Layout {
-        let mut pf_func = BTreeMap::new();
-        pf_func.insert(UPLINK_PORT, UPLINK_PF << 10);
-        pf_func.insert(SDP_PORT, SDP_PF << 10);
-        let mut by_pod = BTreeMap::new();
-        for (i, pod) in pods.iter().enumerate() {
-            let port = 2 + i as u16;
-            pf_func.insert(port, (SDP_PF << 10) | (i as u16 + 1));
-            by_pod.insert(*pod, port);
-        }
         Layout {
-            ports: Ports { pf_func },
-            pods: by_pod,
+            ports: device_ports(pods.len() as u16),
+            pods: pods
+                .iter()
+                .enumerate()
+                .map(|(i, pod)| (*pod, FIRST_VF_PORT + i as u16))
+                .collect(),
         }
     }
 
@@ -219,7 +228,7 @@ impl Later {
         match &self.stays {
             Some(s) => format!("{}: stay in software: {}", self.profile, s.text()),
             None => format!(
-                "{}: finished in hardware once pipecd offloads the established connection ({} entries)",
+                "{}: finished in hardware by {} exact entries",
                 self.profile,
                 self.entries.len()
             ),
@@ -232,7 +241,7 @@ pub fn port_name(port: u16) -> String {
     match port {
         UPLINK_PORT => "0 (uplink)".to_string(),
         SDP_PORT => "1 (sdp pf)".to_string(),
-        p => format!("{p} (vf {})", p - 2),
+        p => format!("{p} (vf {})", p - FIRST_VF_PORT),
     }
 }
 
@@ -398,7 +407,7 @@ impl Summary {
             })
         };
         // Every VF of the layout is alike, so the first two stand for every pair.
-        let first = 2;
+        let first = FIRST_VF_PORT;
         Summary {
             node: node.to_string(),
             profile: profile.name.clone(),

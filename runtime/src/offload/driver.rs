@@ -24,49 +24,28 @@
 //!   can say a connection is alive.
 
 use super::{Batch, Config, Connection, FiveTuple, Offloader, ReferenceVerdicts, Stays, Verdicts};
-use pipec::backend::{ActionKind, Profile};
+use pipec::backend::Profile;
 use pipec::engine::hwmodel::{ForwardSemantics, Ports};
 use pipec_ebpf_common as c;
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, Ipv4Addr};
 
-/// The network uplink's ethdev port (PF 1).
-pub const UPLINK_PORT: u16 = 0;
-/// The ethdev port of the SDP PF that faces the host (PF 2); pods are its VFs.
-pub const SDP_PF_PORT: u16 = 1;
-/// The ethdev port of the SDP PF's VF 0; VF `n` is port `FIRST_VF_PORT + n`.
-pub const FIRST_VF_PORT: u16 = 2;
+pub use pipec::engine::offload::{FIRST_VF_PORT, UPLINK_PORT};
+
 /// The VFs the SDP PF can give pods: as many as the pf_func's function field names
 /// (functions 1 to 1023 are VFs 0 to 1022). The real count is the PF's SR-IOV setting.
 pub const SDP_VFS: u16 = 1023;
 
-const UPLINK_PF: u16 = 1;
-const SDP_PF: u16 = 2;
-
 /// The device's ports and their pf_func: the uplink, the SDP PF and every VF it can have.
 pub fn device_ports() -> Ports {
-    let mut pf_func: BTreeMap<u16, u16> =
-        [(UPLINK_PORT, UPLINK_PF << 10), (SDP_PF_PORT, SDP_PF << 10)]
-            .into_iter()
-            .collect();
-    for vf in 0..SDP_VFS {
-        pf_func.insert(FIRST_VF_PORT + vf, (SDP_PF << 10) | (vf + 1));
-    }
-    Ports { pf_func }
+    pipec::engine::offload::device_ports(SDP_VFS)
 }
 
 /// The forwarding semantics of a hardware profile: `PORT_ID` crosses PFs only where the
-/// profile offers `forward_any_port` (DPDK 23.07 and later).
+/// profile offers `forward_any_port` (DPDK 23.07 and later); a profile without any
+/// forwarding action is treated as 22.11's, and the backend refuses the entries it lowers.
 pub fn semantics_of(profile: &Profile) -> ForwardSemantics {
-    if profile
-        .caps
-        .ingress_actions
-        .contains(&ActionKind::ForwardAnyPort)
-    {
-        ForwardSemantics::AnyPort
-    } else {
-        ForwardSemantics::SamePf
-    }
+    pipec::engine::offload::semantics_of(profile).unwrap_or(ForwardSemantics::SamePf)
 }
 
 /// The flow-table entries and counters the policy plan of `profile` leaves free, when the
