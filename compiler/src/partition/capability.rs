@@ -1,18 +1,81 @@
-//! Step 1, capability: every MAG entry gets a first placement, and the ingress policy
-//! entries that hardware could take are written as ternary [`HwRule`]s and checked
-//! against the profile.
+//! Step 1, capability: every MAG entry gets a first placement, and the policy entries
+//! that hardware could take are written as ternary [`HwRule`]s and checked against the
+//! profile.
 //!
-//! Stages other than ingress policy stay in eBPF with a reason a network engineer
-//! recognises (the flow table has no header rewrite, no connection state, no metadata).
-//! Egress policy stays too: its entries apply to packets a pod sends, and one flow table
-//! for every packet cannot tell a pod's own packets from packets that carry its address.
+//! **Ports.** A cnxk rule is created on one port and sees only what that port receives.
+//! A profile that says so declares the field `in_port` (exact match only: a rule names one
+//! port). Ports are numbered as the MAG numbers them (`meta::ports`): 0 is the network
+//! uplink, and a local pod's port (its VF) has the pod's endpoint number, the value the
+//! MAG's `classify` table reads from `in_port`. So
+//!
+//! - an **ingress** policy entry of local pod `D` becomes rules on the uplink (port 0)
+//!   that match `D`'s addresses as destination and the remote identity's prefixes as
+//!   source;
+//! - an **egress** policy entry of local pod `S` becomes rules on `S`'s own port, which
+//!   receives only what `S` sends: they match the remote identity's prefixes as
+//!   destination and nothing as source (the port is the source). Only a profile with
+//!   `in_port` takes them; without it one flow table for every packet cannot tell a pod's
+//!   own packets from packets that carry its address, and egress policy stays in eBPF.
+//!
+//! Stages other than policy stay in eBPF with a reason a network engineer recognises (the
+//! flow table has no header rewrite, no connection state, no metadata).
 
-use super::prefixes::{IdentitySets, Prefix};
+use super::prefixes::{range_to_prefixes, IdentitySets, Prefix};
 use super::{Placement, Target, Why, MARK_ALLOW, MARK_REDIRECT};
 use crate::backend::{HwAction, HwMatch, HwRule, PacketField, PortDirection, Profile};
 use crate::mag::algebra::port_prefixes;
-use crate::mag::{ct, ActionId, EntryId, Field, FieldMatch, Mag, Op, TableId};
+use crate::mag::{ct, ports, ActionId, EntryId, Field, FieldMatch, Mag, Op, TableId};
 use std::collections::BTreeMap;
+
+/// The field a profile declares to say that a rule is created on one port and matches only
+/// what that port receives (see the module documentation): the MAG's `in_port`.
+pub const IN_PORT: &str = "in_port";
+
+/// The port hardware rules of ingress policy are created on: the network uplink.
+pub const UPLINK: u16 = ports::WIRE as u16;
+
+/// Which policy table a candidate comes from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Side {
+    /// `ingress_policy`: rules on the uplink, matching the pod's addresses as destination.
+    Ingress,
+    /// `egress_policy`: rules on the sending pod's port, matching the remote destination.
+    Egress,
+}
+
+impl Side {
+    /// The side of a table, by its name (`None`: not a policy table).
+    pub fn of_table(name: &str) -> Option<Side> {
+        use crate::mag::pipeline::table as pt;
+        match name {
+            pt::INGRESS_POLICY => Some(Side::Ingress),
+            pt::EGRESS_POLICY => Some(Side::Egress),
+            _ => None,
+        }
+    }
+
+    /// The field that names the remote peer's identity in this side's table.
+    pub fn remote_identity(self) -> Field {
+        match self {
+            Side::Ingress => Field::SrcIdentity,
+            Side::Egress => Field::DstIdentity,
+        }
+    }
+}
+
+/// Whether `profile` places rules per port (declares [`IN_PORT`]).
+pub fn per_port(profile: &Profile) -> bool {
+    profile.caps.fields.contains_key(IN_PORT)
+}
+
+/// Which port `port` is, in a few words for explain.
+pub fn port_text(port: u16) -> String {
+    if port == UPLINK {
+        format!("port {port}, the uplink")
+    } else {
+        format!("port {port}, the sending pod's VF")
+    }
+}
 
 /// What a policy entry does, as hardware sees it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -75,11 +138,14 @@ pub struct Candidate {
     pub kind: Kind,
     /// The MAG priority.
     pub priority: u32,
-    /// The local endpoint an ingress entry applies to (`None`: several or every one).
+    /// The policy table it comes from (`None`: another stage).
+    pub side: Option<Side>,
+    /// The local endpoint a policy entry applies to (`None`: several or every one).
     /// Endpoints and identities are 32-bit fields, kept as `u32` so that a candidate of
     /// a million-entry MAG stays small.
     pub endpoint: Option<u32>,
-    /// The one remote identity it matches (`None`: any or a partial match).
+    /// The one remote identity it matches (the source of an ingress entry, the destination
+    /// of an egress one; `None`: any or a partial match).
     pub identity: Option<u32>,
     /// Candidates above it (higher priority, overlapping, another action).
     pub deps: Vec<usize>,
@@ -87,6 +153,8 @@ pub struct Candidate {
     pub level: u32,
     /// Whether [`materialize`] ran: rules built, soundness and closure checked.
     pub built: bool,
+    /// Whether service frontend addresses were cut out of its rules (egress entries).
+    pub cut: bool,
 }
 
 impl Candidate {
@@ -148,7 +216,9 @@ fn stage_reason(table: &str) -> &'static str {
         pt::SRC_IPCACHE | pt::DST_IPCACHE => {
             "identity lookup; hardware rules carry the addresses instead"
         }
-        pt::EGRESS_POLICY => "egress rule: hardware cannot tell which pod sent a packet",
+        pt::EGRESS_POLICY => {
+            "egress rule: this profile has one flow table for every port, which cannot tell which pod sent a packet"
+        }
         pt::ROUTE => "forwarding to pods and nodes stays in software",
         _ => "this stage is not offloaded",
     }
@@ -206,6 +276,7 @@ pub struct Context<'m> {
     pub check: Option<&'m RuleCheck<'m>>,
     pub(super) ids: IdentitySets,
     pub(super) eps: BTreeMap<u128, Vec<u32>>,
+    pub(super) frontends: Frontends,
 }
 
 impl<'m> Context<'m> {
@@ -217,23 +288,43 @@ impl<'m> Context<'m> {
             check: None,
             ids: IdentitySets::from_mag(mag),
             eps: endpoint_addrs(mag),
+            frontends: Frontends::new(mag),
         }
     }
 }
 
-/// An ingress entry's hardware rules in factored form: every destination address ×
-/// every source prefix × every port match. Building the rules multiplies this out.
+/// A policy entry's hardware rules in factored form: every local address × every remote
+/// prefix × every port match, on one port. Building the rules multiplies this out.
 struct Shape<'c> {
+    side: Side,
+    /// The port the rules are created on.
+    port: u16,
+    /// The local pod's addresses (the destination of an ingress rule); an egress rule
+    /// names no local address (its port is the pod).
     dsts: &'c [u32],
+    /// The remote identity's prefixes (the source of an ingress rule, the destination of
+    /// an egress rule).
     srcs: Vec<Option<Prefix>>,
+    /// How many address matches the remote prefixes become: one each, or for an egress
+    /// rule, at most `32 - length` for each service address cut out of a prefix (an upper
+    /// bound the budget may charge).
+    remote_pieces: u64,
     naive_src: u64,
     proto: Option<u128>,
     ports: Vec<Option<(u16, u16)>>,
 }
 
 impl Shape<'_> {
+    /// How many local addresses a rule set multiplies by: an egress rule names none.
+    fn locals(&self) -> usize {
+        match self.side {
+            Side::Ingress => self.dsts.len(),
+            Side::Egress => 1,
+        }
+    }
+
     fn rules(&self) -> u64 {
-        (self.dsts.len() * self.srcs.len() * self.ports.len()) as u64
+        self.locals() as u64 * self.remote_pieces * self.ports.len() as u64
     }
 
     /// Drops decide in hardware and come first; then the address space covered per
@@ -257,7 +348,7 @@ impl Shape<'_> {
             })
             .sum();
         let (d, s, p) = (
-            self.dsts.len() as u64,
+            self.locals() as u64,
             self.srcs.len() as u64,
             self.ports.len() as u64,
         );
@@ -267,7 +358,7 @@ impl Shape<'_> {
     }
 }
 
-/// Placements for every entry. Ingress policy entries that hardware could take are only
+/// Placements for every entry. Policy entries that hardware could take are only
 /// screened here (cheap checks, cost and value from the factored form); their rules are
 /// built by [`materialize`] when the budget reaches them.
 pub fn candidates(ctx: &Context<'_>) -> Vec<Candidate> {
@@ -283,10 +374,13 @@ pub fn candidates(ctx: &Context<'_>) -> Vec<Candidate> {
     let mut out = Vec::with_capacity(total);
     for t in mag.table_ids() {
         let Some(table) = mag.table(t) else { continue };
-        let ingress = table.name == crate::mag::pipeline::table::INGRESS_POLICY;
+        let side = Side::of_table(&table.name);
+        // Egress entries are candidates only where rules are placed per port.
+        let side = side.filter(|s| *s == Side::Ingress || per_port(ctx.profile));
         let detail = stage_reason(&table.name);
         let ep_col = table.key.iter().position(|k| k.field == Field::Endpoint);
-        let id_col = table.key.iter().position(|k| k.field == Field::SrcIdentity);
+        let id_field = side.map_or(Field::SrcIdentity, Side::remote_identity);
+        let id_col = table.key.iter().position(|k| k.field == id_field);
         for (i, e) in table.entries.iter().enumerate() {
             let eid = EntryId(i as u32);
             let prov = e.provenance.first().map(|p| p.0);
@@ -301,15 +395,17 @@ pub fn candidates(ctx: &Context<'_>) -> Vec<Candidate> {
                 ok: false,
                 rules: Vec::new(),
                 kind: Kind::of(mag, e.action.action),
+                side,
                 priority: e.priority,
                 endpoint: exact_u32(&col(ep_col)),
                 identity: exact_u32(&col(id_col)),
                 deps: Vec::new(),
                 level: 0,
-                built: !ingress,
+                built: side.is_none(),
+                cut: false,
             };
-            if ingress {
-                screen_ingress(&mut c, ctx);
+            if side.is_some() {
+                screen(&mut c, ctx);
             }
             out.push(c);
         }
@@ -332,12 +428,12 @@ pub fn exact32(m: &FieldMatch) -> Option<u128> {
     }
 }
 
-/// The cheap checks of an ingress entry; sets its cost, naive cost and value.
-fn screen_ingress(c: &mut Candidate, ctx: &Context<'_>) {
+/// The cheap checks of a policy entry; sets its cost, naive cost and value.
+fn screen(c: &mut Candidate, ctx: &Context<'_>) {
     match shape(c, ctx) {
         Ok(s) => {
             c.ok = true;
-            c.placement.naive_rules = s.naive_src * s.dsts.len() as u64 * s.ports.len() as u64;
+            c.placement.naive_rules = s.naive_src * s.locals() as u64 * s.ports.len() as u64;
             c.placement.hw_rules = s.rules();
             c.placement.value = s.value(c.kind);
         }
@@ -345,9 +441,10 @@ fn screen_ingress(c: &mut Candidate, ctx: &Context<'_>) {
     }
 }
 
-/// The factored rules of an ingress entry, or why hardware cannot take it.
+/// The factored rules of a policy entry, or why hardware cannot take it.
 fn shape<'c>(c: &Candidate, ctx: &'c Context<'_>) -> Result<Shape<'c>, Why> {
     let mag = ctx.mag;
+    let side = c.side.unwrap_or(Side::Ingress);
     if !admits(&c.get(mag, Field::CtState), ct::NEW, 8) {
         return Err(Why::Stage {
             detail: "matches packets of known connections (no conntrack in hardware)".into(),
@@ -358,12 +455,30 @@ fn shape<'c>(c: &Candidate, ctx: &'c Context<'_>) -> Result<Shape<'c>, Why> {
             detail: "it applies to every local pod".into(),
         });
     };
+    if side == Side::Egress && ep < ports::FIRST_ENDPOINT {
+        return Err(Why::Stage {
+            detail: "it passes packets that no local pod sent (egress policy does not apply)"
+                .into(),
+        });
+    }
     let Some(dsts) = ctx.eps.get(&ep) else {
         return Err(Why::NothingToMatch {
             detail: "the pod has no IPv4 address (IPv6 is not in the hardware key)".into(),
         });
     };
-    let (srcs, naive_src): (Vec<Option<Prefix>>, u64) = match c.get(mag, Field::SrcIdentity) {
+    // An egress rule sits on the pod's own port, whose number is the endpoint's.
+    let port = match side {
+        Side::Ingress => UPLINK,
+        Side::Egress => match u16::try_from(ep) {
+            Ok(p) if u128::from(p) >= ports::FIRST_ENDPOINT => p,
+            _ => {
+                return Err(Why::NotCapable {
+                    detail: format!("endpoint {ep} has no device port number").into(),
+                })
+            }
+        },
+    };
+    let (srcs, naive_src): (Vec<Option<Prefix>>, u64) = match c.get(mag, side.remote_identity()) {
         FieldMatch::Any => (vec![None], 1),
         FieldMatch::Exact(id)
         | FieldMatch::Ternary {
@@ -405,8 +520,15 @@ fn shape<'c>(c: &Candidate, ctx: &'c Context<'_>) -> Result<Shape<'c>, Why> {
             detail: "a port match without TCP, UDP or SCTP".into(),
         });
     }
+    let remote_pieces = match side {
+        Side::Ingress => srcs.len() as u64,
+        Side::Egress => srcs.iter().map(|p| ctx.frontends.pieces(*p)).sum(),
+    };
     Ok(Shape {
+        side,
+        port,
         dsts,
+        remote_pieces,
         srcs,
         naive_src,
         proto,
@@ -433,7 +555,7 @@ fn port_matches(m: &FieldMatch) -> Vec<Option<(u16, u16)>> {
     }
 }
 
-/// Builds the hardware rules of a screened ingress entry and checks them against the
+/// Builds the hardware rules of a screened policy entry and checks them against the
 /// profile; an entry the profile refuses leaves for eBPF. Returns whether it is still a
 /// candidate.
 pub fn build_rules(c: &mut Candidate, ctx: &Context<'_>) -> bool {
@@ -448,12 +570,26 @@ pub fn build_rules(c: &mut Candidate, ctx: &Context<'_>) -> bool {
         }
     };
     let mut rules = Vec::with_capacity(s.rules() as usize);
-    for d in s.dsts {
-        for src in &s.srcs {
+    let locals: Vec<Option<u32>> = match s.side {
+        Side::Ingress => s.dsts.iter().copied().map(Some).collect(),
+        Side::Egress => vec![None],
+    };
+    for d in locals {
+        for remote in &s.srcs {
             for p in &s.ports {
-                rules.push(rule(c, *d, *src, s.proto, *p));
+                rules.push(rule(c, &s, d, *remote, *p));
             }
         }
+    }
+    if s.side == Side::Egress {
+        (rules, c.cut) = ctx.frontends.cut(rules);
+        if rules.is_empty() {
+            c.fail(Why::NothingToMatch {
+                detail: "its destinations are service addresses, which software translates before egress policy".into(),
+            });
+            return false;
+        }
+        c.placement.hw_rules = rules.len() as u64;
     }
     for r in &rules {
         let answer = match ctx.check {
@@ -472,31 +608,50 @@ pub fn build_rules(c: &mut Candidate, ctx: &Context<'_>) -> bool {
     true
 }
 
-/// The first step of a hardware entry's chain: how many rules it takes.
+/// The first step of a hardware entry's chain: how many rules it takes, on which port.
 pub(super) fn note_capable(c: &mut Candidate) {
-    c.placement
-        .chain
-        .insert(0, format!("capable: {} hardware rule(s)", c.rules.len()));
+    let on = c
+        .rules
+        .first()
+        .map(|r| format!(" on {}", port_text(r.port)))
+        .unwrap_or_default();
+    let cut = if c.cut {
+        "; service addresses cut out (software translates them before egress policy)"
+    } else {
+        ""
+    };
+    c.placement.chain.insert(
+        0,
+        format!("capable: {} hardware rule(s){on}{cut}", c.rules.len()),
+    );
 }
 
-/// One hardware rule: destination `d`, source prefix, protocol and port match.
+/// One hardware rule of shape `s`: local address `d` (ingress), remote prefix, protocol
+/// and port match.
 fn rule(
     c: &Candidate,
-    d: u32,
-    src: Option<Prefix>,
-    proto: Option<u128>,
+    s: &Shape<'_>,
+    d: Option<u32>,
+    remote: Option<Prefix>,
     port: Option<(u16, u16)>,
 ) -> HwRule {
     let mut matches = Vec::new();
-    if let Some((v, len)) = src {
-        matches.push(HwMatch::prefix(
-            PacketField::Ipv4Src,
-            u128::from(v),
-            u32::from(len),
-        ));
+    let remote_field = match s.side {
+        Side::Ingress => PacketField::Ipv4Src,
+        Side::Egress => PacketField::Ipv4Dst,
+    };
+    if let Some((v, len)) = remote {
+        matches.push(HwMatch::prefix(remote_field, u128::from(v), u32::from(len)));
     }
-    matches.push(HwMatch::exact(PacketField::Ipv4Dst, u128::from(d)));
-    if let Some(proto) = proto {
+    if let Some(d) = d {
+        matches.push(HwMatch::exact(PacketField::Ipv4Dst, u128::from(d)));
+    }
+    if s.side == Side::Egress && !matches.iter().any(|m| m.mask != 0) {
+        // A rule with no address match would take every packet of the port, IPv6 and ARP
+        // included: the ethertype keeps it to the IPv4 packets the entry is about.
+        matches.push(HwMatch::exact(PacketField::EthType, crate::mag::eth::IPV4));
+    }
+    if let Some(proto) = s.proto {
         matches.push(HwMatch::exact(PacketField::IpProto, proto));
     }
     if let Some((v, m)) = port {
@@ -510,11 +665,117 @@ fn rule(
     matches.sort();
     HwRule {
         id: 0,
-        port: 0,
+        port: s.port,
         direction: PortDirection::Ingress,
         level: 0,
         matches,
         actions: c.kind.actions(),
         origin: c.placement.entry_name(),
+    }
+}
+
+/// The IPv4 addresses of the service frontends of the `service_lb` table: the packets to
+/// them are translated by software before policy.
+pub(super) struct Frontends {
+    /// Sorted, without repeats.
+    addrs: Vec<u32>,
+}
+
+impl Frontends {
+    pub(super) fn new(mag: &Mag) -> Frontends {
+        let mut addrs = Vec::new();
+        let table = mag
+            .table_by_name(crate::mag::pipeline::table::SERVICE_LB)
+            .and_then(|t| mag.table(t));
+        if let Some(t) = table {
+            if let Some(col) = t.key.iter().position(|k| k.field == Field::Ipv4Dst) {
+                for e in &t.entries {
+                    let a = match e.matches[col] {
+                        FieldMatch::Prefix { value, len: 32 } => Some(value),
+                        m => exact32(&m),
+                    };
+                    if let Some(a) = a {
+                        addrs.push(a as u32);
+                    }
+                }
+            }
+        }
+        addrs.sort_unstable();
+        addrs.dedup();
+        Frontends { addrs }
+    }
+
+    /// An upper bound of the prefixes `prefix` (`None`: every address) becomes once the
+    /// frontend addresses are cut out: each address inside cuts off at most one prefix per
+    /// bit below the prefix length.
+    fn pieces(&self, prefix: Option<Prefix>) -> u64 {
+        let (lo, hi, len) = match prefix {
+            Some((v, len)) => {
+                let mask = crate::mag::prefix_mask(u32::from(len), 32) as u32;
+                (v & mask, (v & mask) | !mask, u32::from(len))
+            }
+            None => (0, u32::MAX, 0),
+        };
+        let inside =
+            self.addrs.partition_point(|a| *a <= hi) - self.addrs.partition_point(|a| *a < lo);
+        if inside == 0 {
+            1
+        } else {
+            inside as u64 * u64::from(32 - len)
+        }
+    }
+
+    /// Cuts the frontend addresses out of the destinations of an egress entry's rules
+    /// (see [`super::closure`]); returns the rules and whether any was cut.
+    fn cut(&self, rules: Vec<HwRule>) -> (Vec<HwRule>, bool) {
+        let mut cut_any = false;
+        let mut out = Vec::with_capacity(rules.len());
+        for r in rules {
+            let (lo, hi) = match r.get(PacketField::Ipv4Dst) {
+                Some(m) => {
+                    let mask = m.mask as u32;
+                    let lo = m.value as u32 & mask;
+                    (lo, lo | !mask)
+                }
+                None => (0, u32::MAX),
+            };
+            let first = self.addrs.partition_point(|a| *a < lo);
+            let inside: Vec<u32> = self.addrs[first..]
+                .iter()
+                .copied()
+                .take_while(|a| *a <= hi)
+                .collect();
+            if inside.is_empty() {
+                out.push(r);
+                continue;
+            }
+            cut_any = true;
+            // The gaps between the frontend addresses, as prefixes.
+            let mut prefixes = Vec::new();
+            let mut from = u64::from(lo);
+            for a in inside {
+                if u64::from(a) > from {
+                    range_to_prefixes(from, u64::from(a) - 1, &mut prefixes);
+                }
+                from = u64::from(a) + 1;
+            }
+            if from <= u64::from(hi) {
+                range_to_prefixes(from, u64::from(hi), &mut prefixes);
+            }
+            for (value, len) in prefixes {
+                let mut piece = r.clone();
+                piece
+                    .matches
+                    .retain(|m| m.field != PacketField::Ipv4Dst && m.field != PacketField::EthType);
+                piece.matches.push(HwMatch::prefix(
+                    PacketField::Ipv4Dst,
+                    u128::from(value),
+                    u32::from(len),
+                ));
+                piece.matches.sort();
+                out.push(piece);
+            }
+        }
+        (out, cut_any)
     }
 }
