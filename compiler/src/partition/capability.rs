@@ -327,8 +327,8 @@ impl Shape<'_> {
         self.locals() as u64 * self.remote_pieces * self.ports.len() as u64
     }
 
-    /// Drops decide in hardware and come first; then the address space covered per
-    /// hardware rule (bits of wildcard of the fields a rule matches on, plus one, averaged
+    /// Drops decide in hardware and come first, then ingress marks, then egress marks;
+    /// within each, the address space covered per hardware rule (bits of wildcard of the fields a rule matches on, plus one, averaged
     /// over the rules). Computed from the factors, so that ranking builds no rule.
     fn value(&self, kind: Kind) -> u64 {
         let src_bits: u64 = self
@@ -353,8 +353,18 @@ impl Shape<'_> {
             self.ports.len() as u64,
         );
         let covered = d * (p * src_bits + s * port_bits + s * p);
-        let drop_bonus = if kind == Kind::Drop { 1 << 40 } else { 0 };
-        drop_bonus + covered * 1000 / self.rules().max(1)
+        // Drops decide, so they come first. Marks decide nothing; the rules of an ingress
+        // mark merge with the neighbouring pods' (all on the uplink, one rule for a prefix
+        // of pods), while an egress mark's rules sit on one pod's port and merge with no
+        // other pod's, so a flow entry holds more of the ingress marks: they come next
+        // (on a 1,500-pod node the egress marks, ranked alike, took the whole table and
+        // left out tens of thousands of ingress entries that compress a hundredfold).
+        let bonus = match (kind, self.side) {
+            (Kind::Drop, _) => 1 << 40,
+            (_, Side::Ingress) => 1 << 30,
+            (_, Side::Egress) => 0,
+        };
+        bonus + covered * 1000 / self.rules().max(1)
     }
 }
 
@@ -674,12 +684,23 @@ fn rule(
     }
 }
 
-/// The IPv4 addresses of the service frontends of the `service_lb` table: the packets to
-/// them are translated by software before policy.
+/// The blocks of addresses that egress rules leave out: the IPv4 service frontends of the
+/// `service_lb` table (packets to them are translated by software before policy),
+/// gathered into at most [`MAX_BLOCKS`] prefixes of one length, the longest that does (but
+/// never shorter than a /8). Cutting a block out of a prefix costs at most one rule per bit
+/// between the two lengths, so a few blocks cost far fewer rules than hundreds of scattered
+/// addresses (a Service CIDR's cluster IPs become one block); every address of a block goes
+/// to software, which is sound, only less decided in hardware.
 pub(super) struct Frontends {
-    /// Sorted, without repeats.
-    addrs: Vec<u32>,
+    /// Disjoint `(first, last)` address intervals of the blocks, sorted.
+    blocks: Vec<(u32, u32)>,
 }
+
+/// The most blocks the frontends are gathered into (see [`Frontends`]).
+const MAX_BLOCKS: usize = 8;
+
+/// The shortest block [`Frontends`] makes.
+const MIN_BLOCK_LEN: u32 = 8;
 
 impl Frontends {
     pub(super) fn new(mag: &Mag) -> Frontends {
@@ -700,14 +721,43 @@ impl Frontends {
                 }
             }
         }
+        Frontends::from_addrs(addrs)
+    }
+
+    /// The blocks of these frontend addresses.
+    fn from_addrs(mut addrs: Vec<u32>) -> Frontends {
         addrs.sort_unstable();
         addrs.dedup();
-        Frontends { addrs }
+        let prefixes_at = |len: u32| -> Vec<u32> {
+            let mask = crate::mag::prefix_mask(len, 32) as u32;
+            let mut p: Vec<u32> = addrs.iter().map(|a| a & mask).collect();
+            p.dedup();
+            p
+        };
+        let len = (MIN_BLOCK_LEN..=32)
+            .rev()
+            .find(|len| prefixes_at(*len).len() <= MAX_BLOCKS)
+            .unwrap_or(MIN_BLOCK_LEN);
+        let size = !(crate::mag::prefix_mask(len, 32) as u32);
+        let blocks = prefixes_at(len)
+            .into_iter()
+            .map(|lo| (lo, lo | size))
+            .collect();
+        Frontends { blocks }
+    }
+
+    /// The blocks that meet `[lo, hi]`.
+    fn meeting(&self, lo: u32, hi: u32) -> impl Iterator<Item = (u32, u32)> + '_ {
+        let first = self.blocks.partition_point(|b| b.1 < lo);
+        self.blocks[first..]
+            .iter()
+            .copied()
+            .take_while(move |b| b.0 <= hi)
     }
 
     /// An upper bound of the prefixes `prefix` (`None`: every address) becomes once the
-    /// frontend addresses are cut out: each address inside cuts off at most one prefix per
-    /// bit below the prefix length.
+    /// blocks are cut out: none if a block holds it, else at most one per bit between its
+    /// length and each block's inside it.
     fn pieces(&self, prefix: Option<Prefix>) -> u64 {
         let (lo, hi, len) = match prefix {
             Some((v, len)) => {
@@ -716,17 +766,25 @@ impl Frontends {
             }
             None => (0, u32::MAX, 0),
         };
-        let inside =
-            self.addrs.partition_point(|a| *a <= hi) - self.addrs.partition_point(|a| *a < lo);
-        if inside == 0 {
-            1
+        let mut pieces = 0u64;
+        let mut any = false;
+        for (b_lo, b_hi) in self.meeting(lo, hi) {
+            any = true;
+            if b_lo <= lo && hi <= b_hi {
+                return 0;
+            }
+            let b_len = (b_hi - b_lo).leading_zeros();
+            pieces += u64::from(b_len.saturating_sub(len));
+        }
+        if any {
+            pieces
         } else {
-            inside as u64 * u64::from(32 - len)
+            1
         }
     }
 
-    /// Cuts the frontend addresses out of the destinations of an egress entry's rules
-    /// (see [`super::closure`]); returns the rules and whether any was cut.
+    /// Cuts the blocks out of the destinations of an egress entry's rules (see
+    /// [`super::closure`]); returns the rules and whether any was cut.
     fn cut(&self, rules: Vec<HwRule>) -> (Vec<HwRule>, bool) {
         let mut cut_any = false;
         let mut out = Vec::with_capacity(rules.len());
@@ -739,25 +797,20 @@ impl Frontends {
                 }
                 None => (0, u32::MAX),
             };
-            let first = self.addrs.partition_point(|a| *a < lo);
-            let inside: Vec<u32> = self.addrs[first..]
-                .iter()
-                .copied()
-                .take_while(|a| *a <= hi)
-                .collect();
+            let inside: Vec<(u32, u32)> = self.meeting(lo, hi).collect();
             if inside.is_empty() {
                 out.push(r);
                 continue;
             }
             cut_any = true;
-            // The gaps between the frontend addresses, as prefixes.
+            // The gaps between the blocks, as prefixes.
             let mut prefixes = Vec::new();
             let mut from = u64::from(lo);
-            for a in inside {
-                if u64::from(a) > from {
-                    range_to_prefixes(from, u64::from(a) - 1, &mut prefixes);
+            for (b_lo, b_hi) in inside {
+                if u64::from(b_lo) > from {
+                    range_to_prefixes(from, u64::from(b_lo) - 1, &mut prefixes);
                 }
-                from = u64::from(a) + 1;
+                from = from.max(u64::from(b_hi) + 1);
             }
             if from <= u64::from(hi) {
                 range_to_prefixes(from, u64::from(hi), &mut prefixes);
@@ -777,5 +830,99 @@ impl Frontends {
             }
         }
         (out, cut_any)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rule_to(dst: Option<Prefix>) -> HwRule {
+        HwRule {
+            id: 0,
+            port: 5,
+            direction: PortDirection::Ingress,
+            level: 0,
+            matches: match dst {
+                Some((v, len)) => vec![HwMatch::prefix(
+                    PacketField::Ipv4Dst,
+                    u128::from(v),
+                    u32::from(len),
+                )],
+                None => vec![HwMatch::exact(PacketField::EthType, crate::mag::eth::IPV4)],
+            },
+            actions: vec![HwAction::Drop],
+            origin: String::new(),
+        }
+    }
+
+    fn covers(rules: &[HwRule], a: u32) -> usize {
+        rules
+            .iter()
+            .filter(|r| {
+                r.get(PacketField::Ipv4Dst)
+                    .is_none_or(|m| m.matches(u128::from(a)))
+            })
+            .count()
+    }
+
+    #[test]
+    fn frontends_become_few_blocks_that_egress_rules_leave_out() {
+        // Forty cluster IPs spread over a /12 and two node addresses.
+        let ip = |a: u8, b: u8, c: u8, d: u8| u32::from_be_bytes([a, b, c, d]);
+        let mut addrs: Vec<u32> = (0..40u8).map(|i| ip(10, 96 + i % 16, i, 7)).collect();
+        addrs.extend([ip(172, 16, 0, 10), ip(172, 16, 0, 11)]);
+        let f = Frontends::from_addrs(addrs.clone());
+        assert!(f.blocks.len() <= MAX_BLOCKS, "{:?}", f.blocks);
+        for a in &addrs {
+            assert!(f.blocks.iter().any(|(lo, hi)| lo <= a && a <= hi));
+        }
+        for dst in [
+            None,
+            Some((ip(10, 0, 0, 0), 8)),
+            Some((ip(172, 16, 0, 0), 30)),
+        ] {
+            let (rules, cut) = f.cut(vec![rule_to(dst)]);
+            assert!(cut);
+            assert!(rules.len() as u64 <= f.pieces(dst), "{dst:?}");
+            // No piece meets a block; every other address of the prefix is in exactly one.
+            for (lo, hi) in &f.blocks {
+                assert_eq!(covers(&rules, *lo), 0);
+                assert_eq!(covers(&rules, *hi), 0);
+            }
+            for a in [
+                ip(10, 1, 2, 3),
+                ip(10, 244, 0, 5),
+                ip(172, 16, 0, 8),
+                ip(8, 8, 8, 8),
+            ] {
+                let (lo, hi) = match dst {
+                    Some((v, len)) => {
+                        let mask = crate::mag::prefix_mask(u32::from(len), 32) as u32;
+                        (v & mask, (v & mask) | !mask)
+                    }
+                    None => (0, u32::MAX),
+                };
+                let in_block = f.blocks.iter().any(|(l, h)| *l <= a && a <= *h);
+                let expected = usize::from(lo <= a && a <= hi && !in_block);
+                assert_eq!(covers(&rules, a), expected, "{a:#x} in {dst:?}");
+            }
+        }
+        // A prefix inside a block is cut to nothing; one away from every block stays whole.
+        assert_eq!(
+            f.cut(vec![rule_to(Some((ip(172, 16, 0, 10), 32)))]).0.len(),
+            0
+        );
+        let (kept, cut) = f.cut(vec![rule_to(Some((ip(10, 244, 0, 0), 16)))]);
+        assert_eq!((kept.len(), cut), (1, false));
+    }
+
+    #[test]
+    fn few_frontends_are_cut_out_exactly() {
+        let f = Frontends::from_addrs(vec![0x0a60_0032, 0x0a60_0001]);
+        assert_eq!(
+            f.blocks,
+            vec![(0x0a60_0001, 0x0a60_0001), (0x0a60_0032, 0x0a60_0032)]
+        );
     }
 }

@@ -31,12 +31,12 @@
 //!   `ingress_policy` table;
 //! - a packet to a service address: software translates it before egress policy, so the
 //!   policy judges the backend, while hardware sees the service address. Every egress
-//!   rule (drop or mark) leaves out the addresses of every service frontend (its
-//!   destination prefix is cut into the prefixes around them, in
-//!   [`super::capability`]), so no rule on a pod's port
-//!   matches any packet to a frontend address, whatever its port: such packets take the
-//!   port's default path to software. Cutting every rule of the port the same way keeps
-//!   priority closure: a packet to a frontend address meets no rule at all.
+//!   rule (drop or mark) leaves out the addresses of every service frontend, gathered
+//!   into a few blocks (its destination prefix is cut into the prefixes around them, in
+//!   [`super::capability`]), so no rule on a pod's port matches any packet to a frontend
+//!   address, whatever its port: such packets take the port's default path to software.
+//!   Cutting every rule of the port the same way keeps priority closure: a packet to a
+//!   block meets no rule at all.
 //!
 //! Anything the checks cannot prove leaves the entry in eBPF.
 //!
