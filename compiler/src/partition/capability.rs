@@ -155,6 +155,9 @@ pub struct Candidate {
     pub built: bool,
     /// Whether service frontend addresses were cut out of its rules (egress entries).
     pub cut: bool,
+    /// For an egress drop of any destination: its rules were narrowed to the destinations
+    /// of `.0` of the `.1` identities whose connections its pod does not accept.
+    pub narrowed: Option<(u32, u32)>,
 }
 
 impl Candidate {
@@ -413,6 +416,7 @@ pub fn candidates(ctx: &Context<'_>) -> Vec<Candidate> {
                 level: 0,
                 built: side.is_none(),
                 cut: false,
+                narrowed: None,
             };
             if side.is_some() {
                 screen(&mut c, ctx);
@@ -569,16 +573,42 @@ fn port_matches(m: &FieldMatch) -> Vec<Option<(u16, u16)>> {
 /// profile; an entry the profile refuses leaves for eBPF. Returns whether it is still a
 /// candidate.
 pub fn build_rules(c: &mut Candidate, ctx: &Context<'_>) -> bool {
+    build_rules_to(c, ctx, None)
+}
+
+/// Builds the rules of an egress drop of any destination again, for the destinations
+/// `remotes` only (the addresses of the identities its soundness holds for; see
+/// [`super::closure`]). `safe` of `total` identities are kept, for its chain.
+pub(super) fn narrow_rules(
+    c: &mut Candidate,
+    ctx: &Context<'_>,
+    remotes: Vec<Prefix>,
+    safe: u32,
+    total: u32,
+) -> bool {
+    // The chain's first step counted the rules before; it is written again.
+    if !c.placement.chain.is_empty() {
+        c.placement.chain.remove(0);
+    }
+    c.narrowed = Some((safe, total));
+    build_rules_to(c, ctx, Some(remotes))
+}
+
+/// [`build_rules`], with the remote prefixes replaced by `remotes` when given.
+fn build_rules_to(c: &mut Candidate, ctx: &Context<'_>, remotes: Option<Vec<Prefix>>) -> bool {
     if !c.ok {
         return false;
     }
-    let s = match shape(c, ctx) {
+    let mut s = match shape(c, ctx) {
         Ok(s) => s,
         Err(why) => {
             c.fail(why);
             return false;
         }
     };
+    if let Some(remotes) = remotes {
+        s.srcs = remotes.into_iter().map(Some).collect();
+    }
     let mut rules = Vec::with_capacity(s.rules() as usize);
     let locals: Vec<Option<u32>> = match s.side {
         Side::Ingress => s.dsts.iter().copied().map(Some).collect(),

@@ -45,7 +45,9 @@
 //! table, endpoint and remote identity (entries of different tables, endpoints or
 //! identities never overlap), not by a scan of the table.
 
-use super::capability::{admits, build_rules, exact32, Candidate, Context, Kind, Side};
+use super::capability::{
+    admits, build_rules, exact32, narrow_rules, Candidate, Context, Kind, Side,
+};
 use super::Why;
 use crate::mag::{ct, Field, FieldMatch, Mag};
 use std::ops::Range;
@@ -193,7 +195,7 @@ impl<'m> Closure<'m> {
         if !build_rules(&mut cands[i], ctx) {
             return false;
         }
-        if cands[i].kind == Kind::Drop && !self.sound(ctx.mag, &mut cands[i]) {
+        if cands[i].kind == Kind::Drop && !self.sound(ctx, &mut cands[i]) {
             return false;
         }
         let deps = self.deps(ctx.mag, cands, i);
@@ -211,8 +213,11 @@ impl<'m> Closure<'m> {
         true
     }
 
-    /// Whether a drop is stateless-sound; leaves it to eBPF if not.
-    fn sound(&self, mag: &Mag, c: &mut Candidate) -> bool {
+    /// Whether a drop is stateless-sound; leaves it to eBPF if not. An egress drop of
+    /// every destination that is not sound is narrowed to the identities it is sound for
+    /// (those whose connections the pod does not accept), if there are any.
+    fn sound(&self, ctx: &Context<'_>, c: &mut Candidate) -> bool {
+        let mag = ctx.mag;
         let Some(ep) = c.endpoint else {
             return true;
         };
@@ -229,27 +234,54 @@ impl<'m> Closure<'m> {
             &c.get(mag, remote),
             &c.get(mag, Field::IpProto),
         );
-        if let Some(detail) = why {
-            c.leave(Why::NotSound {
-                detail: detail.into(),
-            });
-            false
-        } else {
+        let Some(detail) = why else {
             note_sound(c);
-            true
+            return true;
+        };
+        if c.side == Some(Side::Egress) && c.get(mag, Field::DstIdentity) == FieldMatch::Any {
+            let proto = c.get(mag, Field::IpProto);
+            let mut remotes = Vec::new();
+            let mut safe = 0u32;
+            for (id, prefixes) in &ctx.ids.v4 {
+                let peer = FieldMatch::Exact(*id);
+                if self
+                    .ingress
+                    .may_pass(mag, u128::from(ep), &peer, &proto)
+                    .is_none()
+                {
+                    safe += 1;
+                    remotes.extend_from_slice(prefixes);
+                }
+            }
+            let total = ctx.ids.v4.len() as u32;
+            if safe > 0 {
+                remotes.sort_unstable();
+                if !narrow_rules(c, ctx, remotes, safe, total) {
+                    return false;
+                }
+                note_sound(c);
+                return true;
+            }
         }
+        c.leave(Why::NotSound {
+            detail: detail.into(),
+        });
+        false
     }
 }
 
 /// The soundness step of a hardware drop's chain.
 pub(super) fn note_sound(c: &mut Candidate) {
-    let text = match c.side {
-        Some(Side::Egress) => {
-            "sound: the pod accepts no such connection, so none of its replies is dropped"
+    let text = match (c.side, c.narrowed) {
+        (Some(Side::Egress), Some((safe, total))) => format!(
+            "sound for {safe} of {total} identities: the pod accepts no such connection from them, so none of its replies is dropped; the others' packets stay in software"
+        ),
+        (Some(Side::Egress), None) => {
+            "sound: the pod accepts no such connection, so none of its replies is dropped".into()
         }
-        _ => "sound: the pod opens no such connection, so no reply is dropped",
+        _ => "sound: the pod opens no such connection, so no reply is dropped".into(),
     };
-    c.placement.chain.push(text.into());
+    c.placement.chain.push(text);
 }
 
 /// The closure step of a hardware entry's chain, once its dependencies are known.

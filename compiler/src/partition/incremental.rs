@@ -87,6 +87,8 @@ struct Held {
     level: u32,
     /// Whether service addresses were cut out of its rules (for its chain).
     cut: bool,
+    /// Whether its rules were narrowed to some identities (for its chain).
+    narrowed: Option<(u32, u32)>,
 }
 
 /// What a plan leaves for the next incremental one: what its placed entries read, their
@@ -177,6 +179,7 @@ impl Basis {
                 rules: std::mem::take(&mut c.rules),
                 level: c.level,
                 cut: c.cut,
+                narrowed: c.narrowed,
             });
         }
         let slice: Vec<(HwRule, Vec<u32>)> = slice
@@ -310,6 +313,8 @@ struct Touched<'a> {
     prev: &'a Basis,
     read: &'a Read,
     eps: &'a BTreeMap<u128, Vec<u32>>,
+    /// Whether every identity has the prefixes it had.
+    ids_same: bool,
 }
 
 impl Touched<'_> {
@@ -328,6 +333,11 @@ impl Touched<'_> {
         }
         let egress = c.side == Some(Side::Egress);
         if egress && self.read.frontends != self.prev.frontends {
+            return false;
+        }
+        // An egress drop of every destination may have been narrowed to the addresses of
+        // some identities: it read every identity's prefixes.
+        if egress && c.kind == Kind::Drop && c.identity.is_none() && !self.ids_same {
             return false;
         }
         if c.kind == Kind::Drop {
@@ -420,6 +430,7 @@ pub fn replan(
             prev: &prev,
             read: &read,
             eps: &ctx.eps,
+            ids_same: read.ids == prev.ids,
         };
         for (i, c) in cands.iter_mut().enumerate() {
             if !c.ok {
@@ -449,6 +460,7 @@ pub fn replan(
     for (i, at) in moved {
         cands[i].rules = std::mem::take(&mut prev.held[at as usize].rules);
         cands[i].cut = prev.held[at as usize].cut;
+        cands[i].narrowed = prev.held[at as usize].narrowed;
         // An egress entry's cost is its rules once cut, as a fresh plan counts it.
         cands[i].placement.hw_rules = cands[i].rules.len() as u64;
         cands[i].built = true;

@@ -405,6 +405,82 @@ fn an_isolated_pods_egress_drop_sits_on_its_port() {
     );
 }
 
+/// Pod `a` may send nothing, and accepts TCP 80 from app `b` only.
+const SERVING: &str = "\
+apiVersion: v1
+kind: Pod
+metadata: {name: a, namespace: default, labels: {app: a}}
+spec: {containers: [{name: c, image: i, ports: [{containerPort: 80}]}]}
+status: {podIP: 10.244.0.10}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: b, namespace: default, labels: {app: b}}
+spec: {containers: [{name: c, image: i, ports: [{containerPort: 80}]}]}
+status: {podIP: 10.244.0.11}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: c, namespace: default, labels: {app: c}}
+spec: {containers: [{name: c, image: i, ports: [{containerPort: 80}]}]}
+status: {podIP: 10.244.0.12}
+---
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: serve-b, namespace: default}
+spec:
+  podSelector: {matchLabels: {app: a}}
+  policyTypes: [Ingress, Egress]
+  ingress:
+  - from: [{podSelector: {matchLabels: {app: b}}}]
+    ports: [{port: 80}]
+";
+
+/// A pod that serves some peers and may open nothing: its egress drop of every
+/// destination would drop its replies to the peers it serves, so it is narrowed to the
+/// other identities' addresses; its packets to them are dropped on its port, and its
+/// replies to the peers it serves go on to software.
+#[test]
+fn a_serving_pods_egress_drop_is_narrowed_to_the_peers_it_does_not_serve() {
+    let loaded = pipec::driver::load_texts(&[("serving.yaml", SERVING)], &Default::default());
+    assert!(!loaded.has_errors());
+    let cluster = loaded.cluster;
+    let lowered = lower::cluster_to_mag(&cluster, None);
+    let info = mag::validate(lowered.mag()).expect("valid");
+    let plan = mag_to_plan(lowered.mag(), &info, &octeon_cn10k_profile(), &[]);
+    let text = pipec::partition::plan_to_text(&plan);
+    let narrowed = plan
+        .placements
+        .iter()
+        .find(|p| p.chain.iter().any(|s| s.starts_with("sound for ")));
+    assert!(narrowed.is_some(), "{text}");
+    let pod = |name: &str| PodId(cluster.pods.iter().position(|p| p.name == name).unwrap() as u32);
+    let hw = HwEngine::default().prepare(&cluster).expect("hw");
+    let probe = |from: &str, to: &str| {
+        hw.evaluate(&Probe {
+            from: Peer::Pod(pod(from)),
+            to: Destination::Pod(pod(to)),
+            protocol: Protocol::Tcp,
+            port: Some(80),
+        })
+    };
+    let v = probe("a", "c");
+    assert_eq!(
+        (v.allowed, v.reason.as_str()),
+        (Some(false), "dropped by the hardware flow table"),
+        "{text}"
+    );
+    // b's connection to a is allowed, and a's reply is not dropped on a's port.
+    let v = probe("b", "a");
+    assert_eq!(v.allowed, Some(true), "{}: {text}", v.reason);
+    // a's own connection to b is denied, by software: b's addresses are not in the drop.
+    let v = probe("a", "b");
+    assert_eq!(
+        (v.allowed, v.reason.as_str()),
+        (Some(false), "denied by the MAG")
+    );
+}
+
 /// The Star Wars example on a flow table of `limit` entries, with `hints`.
 fn starwars_plan(limit: u64, hints: &[PlacementHint]) -> pipec::partition::Plan {
     let dir = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/starwars"));
