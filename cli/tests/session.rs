@@ -235,15 +235,17 @@ fn placements(plan: &pipec::partition::Plan) -> Vec<String> {
     out
 }
 
-/// What a flow table does with a packet: the actions of the matching rule of the
-/// highest priority (all rules of one level that match a packet do the same).
+/// What a flow table does with a packet received on `port`: the actions of the matching
+/// rule of that port of the highest priority (all rules of one level that match a packet
+/// do the same).
 fn decide(
     rules: &[pipec::backend::HwRule],
+    port: u16,
     packet: &BTreeMap<pipec::backend::PacketField, u128>,
 ) -> Option<Vec<pipec::backend::HwAction>> {
     rules
         .iter()
-        .filter(|r| r.matches_packet(packet))
+        .filter(|r| r.port == port && r.matches_packet(packet))
         .min_by_key(|r| r.level)
         .map(|r| {
             let mut a = r.actions.clone();
@@ -254,7 +256,8 @@ fn decide(
 
 /// A packet two slices decide differently, if one is found. The packets probed are made
 /// from every rule of both slices: each rule's matched bits, with the bits it leaves
-/// open (and the fields it does not match) drawn at random, several times per rule.
+/// open (and the fields it does not match) drawn at random, several times per rule, an
+/// IPv4 packet received on the rule's port.
 fn disagreement(
     a: &[pipec::backend::HwRule],
     b: &[pipec::backend::HwRule],
@@ -270,12 +273,13 @@ fn disagreement(
     for r in a.iter().chain(b) {
         for _ in 0..4 {
             let mut packet = BTreeMap::new();
+            packet.insert(F::EthType, 0x0800);
             for f in [F::Ipv4Src, F::Ipv4Dst, F::IpProto, F::L4Dport] {
                 let full = f.full_mask();
                 let (value, mask) = r.get(f).map_or((0, 0), |m| (m.value, m.mask));
                 packet.insert(f, (value & mask) | (next() & !mask & full));
             }
-            if decide(a, &packet) != decide(b, &packet) {
+            if decide(a, r.port, &packet) != decide(b, r.port, &packet) {
                 return Some(packet);
             }
         }
@@ -377,7 +381,8 @@ fn budget(entries: Option<u64>) -> SessionOptions {
 }
 
 /// A packet the partial slice decides otherwise than the complete one (every entry
-/// hardware can take), among the packets the partial slice decides at all.
+/// hardware can take), among the packets the partial slice decides at all, on the port
+/// of the rule it is made from.
 fn unsound(
     partial: &[pipec::backend::HwRule],
     complete: &[pipec::backend::HwRule],
@@ -393,12 +398,13 @@ fn unsound(
     for r in partial.iter().chain(complete) {
         for _ in 0..4 {
             let mut packet = BTreeMap::new();
+            packet.insert(F::EthType, 0x0800);
             for f in [F::Ipv4Src, F::Ipv4Dst, F::IpProto, F::L4Dport] {
                 let (value, mask) = r.get(f).map_or((0, 0), |m| (m.value, m.mask));
                 packet.insert(f, (value & mask) | (next() & !mask & f.full_mask()));
             }
-            let mine = decide(partial, &packet);
-            if mine.is_some() && mine != decide(complete, &packet) {
+            let mine = decide(partial, r.port, &packet);
+            if mine.is_some() && mine != decide(complete, r.port, &packet) {
                 return Some(packet);
             }
         }

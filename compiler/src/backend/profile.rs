@@ -10,6 +10,10 @@ use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
+/// The capability field that says rules are created per port (see
+/// [`octeon_cn10k_profile`]); the MAG's name of the receiving port.
+const IN_PORT: &str = "in_port";
+
 /// Which masks a target accepts on a field.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -242,6 +246,12 @@ impl Profile {
         for a in &rule.actions {
             self.check_action(a, rule.direction).map_err(fail)?;
         }
+        // A profile without per-port rules has one table, on the uplink.
+        if rule.port != 0 && !self.caps.fields.contains_key(IN_PORT) {
+            return Err(fail(Reason::FieldNotMatchable {
+                field: IN_PORT.to_string(),
+            }));
+        }
         let levels = self.caps.max_priority_levels.max(self.caps.priority_levels);
         if rule.level >= levels {
             return Err(fail(Reason::PriorityLevel {
@@ -352,6 +362,11 @@ fn cap(masks: MaskCap) -> FieldCap {
 /// 32 with `flow_max_priority=32`. 8192 entries at the 224-bit key (221 reserved by the
 /// platform), 512 packet counters, 16-bit MARK (ids below 0xFFFE), at most 7 RSS rules per
 /// port; egress rules only drop, count and push a VLAN tag.
+///
+/// A rule is created on one port and matches only what that port receives (`in_port`,
+/// exact): ingress policy goes on the network uplink (port 0), egress policy on the
+/// sending pod's VF, numbered as the MAG numbers the pod's port (its endpoint). Every port
+/// draws on the one SoC-wide MCAM, so the entry budget is one pool for all ports.
 pub fn octeon_cn10k_profile() -> Profile {
     let mut fields = BTreeMap::new();
     for f in [
@@ -366,6 +381,10 @@ pub fn octeon_cn10k_profile() -> Profile {
         fields.insert(f.name().to_string(), cap(MaskCap::Any));
     }
     fields.insert(PacketField::EthType.name().to_string(), cap(MaskCap::Exact));
+    // The port a rule is created on: an rte_flow rule belongs to one ethdev port, and the
+    // NPC entry matches that port's channel, so "which port" is an exact match and nothing
+    // finer.
+    fields.insert(IN_PORT.to_string(), cap(MaskCap::Exact));
     fields.insert(
         PacketField::IpProto.name().to_string(),
         FieldCap {

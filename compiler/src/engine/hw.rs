@@ -1,6 +1,11 @@
 //! Engine `hw`: each node's hardware slice (the [`super::hwmodel`] flow table) sees every
 //! packet first; what hardware does not drop runs through the node's MAG.
 //!
+//! The table is looked up on the port the packet arrives on, as the NPC does: a packet
+//! from the wire on the uplink (port 0, where ingress policy sits), a packet a local pod
+//! sends on the pod's own port (its endpoint number, where its egress policy sits), the
+//! pod's replies included.
+//!
 //! Marks never decide (the software pipeline runs in full for marked packets), so the
 //! engine's answer differs from the MAG's only where hardware drops: exactly where the
 //! partitioner's soundness rules must hold.
@@ -63,8 +68,11 @@ impl Engine for HwEngine {
                 let plan = session.plan()?;
                 Tcam::load(&plan.slice, levels, None).ok()
             });
+            let Ok(port) = u16::try_from(p.get(Field::InPort)) else {
+                return false;
+            };
             match (tcam, hw_packet(p)) {
-                (Some(t), Some(h)) => t.lookup(0, PortDirection::Ingress, &h).drops(),
+                (Some(t), Some(h)) => t.lookup(port, PortDirection::Ingress, &h).drops(),
                 _ => false,
             }
         });

@@ -2,8 +2,10 @@
 //!
 //! # What the model says
 //!
-//! The NPC is one flat TCAM per SoC. Rules sit in priority levels (0 is the highest); a
-//! packet is looked up against the rules of its port and direction, level by level, and
+//! The NPC is one flat TCAM per SoC, shared by every port: each rule belongs to the port it
+//! was created on (the uplink for ingress policy, a pod's VF for its egress policy), and
+//! all ports draw on the one entry budget. Rules sit in priority levels (0 is the highest);
+//! a packet is looked up against the rules of its port and direction, level by level, and
 //! the first level with a matching rule decides. A packet that no rule matches takes the
 //! port's default path (normal receive, into the software pipeline): [`Lookup::Default`].
 //!

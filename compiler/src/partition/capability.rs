@@ -1,18 +1,81 @@
-//! Step 1, capability: every MAG entry gets a first placement, and the ingress policy
-//! entries that hardware could take are written as ternary [`HwRule`]s and checked
-//! against the profile.
+//! Step 1, capability: every MAG entry gets a first placement, and the policy entries
+//! that hardware could take are written as ternary [`HwRule`]s and checked against the
+//! profile.
 //!
-//! Stages other than ingress policy stay in eBPF with a reason a network engineer
-//! recognises (the flow table has no header rewrite, no connection state, no metadata).
-//! Egress policy stays too: its entries apply to packets a pod sends, and one flow table
-//! for every packet cannot tell a pod's own packets from packets that carry its address.
+//! **Ports.** A cnxk rule is created on one port and sees only what that port receives.
+//! A profile that says so declares the field `in_port` (exact match only: a rule names one
+//! port). Ports are numbered as the MAG numbers them (`meta::ports`): 0 is the network
+//! uplink, and a local pod's port (its VF) has the pod's endpoint number, the value the
+//! MAG's `classify` table reads from `in_port`. So
+//!
+//! - an **ingress** policy entry of local pod `D` becomes rules on the uplink (port 0)
+//!   that match `D`'s addresses as destination and the remote identity's prefixes as
+//!   source;
+//! - an **egress** policy entry of local pod `S` becomes rules on `S`'s own port, which
+//!   receives only what `S` sends: they match the remote identity's prefixes as
+//!   destination and nothing as source (the port is the source). Only a profile with
+//!   `in_port` takes them; without it one flow table for every packet cannot tell a pod's
+//!   own packets from packets that carry its address, and egress policy stays in eBPF.
+//!
+//! Stages other than policy stay in eBPF with a reason a network engineer recognises (the
+//! flow table has no header rewrite, no connection state, no metadata).
 
-use super::prefixes::{IdentitySets, Prefix};
+use super::prefixes::{range_to_prefixes, IdentitySets, Prefix};
 use super::{Placement, Target, Why, MARK_ALLOW, MARK_REDIRECT};
 use crate::backend::{HwAction, HwMatch, HwRule, PacketField, PortDirection, Profile};
 use crate::mag::algebra::port_prefixes;
-use crate::mag::{ct, ActionId, EntryId, Field, FieldMatch, Mag, Op, TableId};
+use crate::mag::{ct, ports, ActionId, EntryId, Field, FieldMatch, Mag, Op, TableId};
 use std::collections::BTreeMap;
+
+/// The field a profile declares to say that a rule is created on one port and matches only
+/// what that port receives (see the module documentation): the MAG's `in_port`.
+pub const IN_PORT: &str = "in_port";
+
+/// The port hardware rules of ingress policy are created on: the network uplink.
+pub const UPLINK: u16 = ports::WIRE as u16;
+
+/// Which policy table a candidate comes from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Side {
+    /// `ingress_policy`: rules on the uplink, matching the pod's addresses as destination.
+    Ingress,
+    /// `egress_policy`: rules on the sending pod's port, matching the remote destination.
+    Egress,
+}
+
+impl Side {
+    /// The side of a table, by its name (`None`: not a policy table).
+    pub fn of_table(name: &str) -> Option<Side> {
+        use crate::mag::pipeline::table as pt;
+        match name {
+            pt::INGRESS_POLICY => Some(Side::Ingress),
+            pt::EGRESS_POLICY => Some(Side::Egress),
+            _ => None,
+        }
+    }
+
+    /// The field that names the remote peer's identity in this side's table.
+    pub fn remote_identity(self) -> Field {
+        match self {
+            Side::Ingress => Field::SrcIdentity,
+            Side::Egress => Field::DstIdentity,
+        }
+    }
+}
+
+/// Whether `profile` places rules per port (declares [`IN_PORT`]).
+pub fn per_port(profile: &Profile) -> bool {
+    profile.caps.fields.contains_key(IN_PORT)
+}
+
+/// Which port `port` is, in a few words for explain.
+pub fn port_text(port: u16) -> String {
+    if port == UPLINK {
+        format!("port {port}, the uplink")
+    } else {
+        format!("port {port}, the sending pod's VF")
+    }
+}
 
 /// What a policy entry does, as hardware sees it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -75,11 +138,14 @@ pub struct Candidate {
     pub kind: Kind,
     /// The MAG priority.
     pub priority: u32,
-    /// The local endpoint an ingress entry applies to (`None`: several or every one).
+    /// The policy table it comes from (`None`: another stage).
+    pub side: Option<Side>,
+    /// The local endpoint a policy entry applies to (`None`: several or every one).
     /// Endpoints and identities are 32-bit fields, kept as `u32` so that a candidate of
     /// a million-entry MAG stays small.
     pub endpoint: Option<u32>,
-    /// The one remote identity it matches (`None`: any or a partial match).
+    /// The one remote identity it matches (the source of an ingress entry, the destination
+    /// of an egress one; `None`: any or a partial match).
     pub identity: Option<u32>,
     /// Candidates above it (higher priority, overlapping, another action).
     pub deps: Vec<usize>,
@@ -87,6 +153,11 @@ pub struct Candidate {
     pub level: u32,
     /// Whether [`materialize`] ran: rules built, soundness and closure checked.
     pub built: bool,
+    /// Whether service frontend addresses were cut out of its rules (egress entries).
+    pub cut: bool,
+    /// For an egress drop of any destination: its rules were narrowed to the destinations
+    /// of `.0` of the `.1` identities whose connections its pod does not accept.
+    pub narrowed: Option<(u32, u32)>,
 }
 
 impl Candidate {
@@ -148,7 +219,9 @@ fn stage_reason(table: &str) -> &'static str {
         pt::SRC_IPCACHE | pt::DST_IPCACHE => {
             "identity lookup; hardware rules carry the addresses instead"
         }
-        pt::EGRESS_POLICY => "egress rule: hardware cannot tell which pod sent a packet",
+        pt::EGRESS_POLICY => {
+            "egress rule: this profile has one flow table for every port, which cannot tell which pod sent a packet"
+        }
         pt::ROUTE => "forwarding to pods and nodes stays in software",
         _ => "this stage is not offloaded",
     }
@@ -206,6 +279,7 @@ pub struct Context<'m> {
     pub check: Option<&'m RuleCheck<'m>>,
     pub(super) ids: IdentitySets,
     pub(super) eps: BTreeMap<u128, Vec<u32>>,
+    pub(super) frontends: Frontends,
 }
 
 impl<'m> Context<'m> {
@@ -217,27 +291,47 @@ impl<'m> Context<'m> {
             check: None,
             ids: IdentitySets::from_mag(mag),
             eps: endpoint_addrs(mag),
+            frontends: Frontends::new(mag),
         }
     }
 }
 
-/// An ingress entry's hardware rules in factored form: every destination address ×
-/// every source prefix × every port match. Building the rules multiplies this out.
+/// A policy entry's hardware rules in factored form: every local address × every remote
+/// prefix × every port match, on one port. Building the rules multiplies this out.
 struct Shape<'c> {
+    side: Side,
+    /// The port the rules are created on.
+    port: u16,
+    /// The local pod's addresses (the destination of an ingress rule); an egress rule
+    /// names no local address (its port is the pod).
     dsts: &'c [u32],
+    /// The remote identity's prefixes (the source of an ingress rule, the destination of
+    /// an egress rule).
     srcs: Vec<Option<Prefix>>,
+    /// How many address matches the remote prefixes become: one each, or for an egress
+    /// rule, at most `32 - length` for each service address cut out of a prefix (an upper
+    /// bound the budget may charge).
+    remote_pieces: u64,
     naive_src: u64,
     proto: Option<u128>,
     ports: Vec<Option<(u16, u16)>>,
 }
 
 impl Shape<'_> {
-    fn rules(&self) -> u64 {
-        (self.dsts.len() * self.srcs.len() * self.ports.len()) as u64
+    /// How many local addresses a rule set multiplies by: an egress rule names none.
+    fn locals(&self) -> usize {
+        match self.side {
+            Side::Ingress => self.dsts.len(),
+            Side::Egress => 1,
+        }
     }
 
-    /// Drops decide in hardware and come first; then the address space covered per
-    /// hardware rule (bits of wildcard of the fields a rule matches on, plus one, averaged
+    fn rules(&self) -> u64 {
+        self.locals() as u64 * self.remote_pieces * self.ports.len() as u64
+    }
+
+    /// Drops decide in hardware and come first, then ingress marks, then egress marks;
+    /// within each, the address space covered per hardware rule (bits of wildcard of the fields a rule matches on, plus one, averaged
     /// over the rules). Computed from the factors, so that ranking builds no rule.
     fn value(&self, kind: Kind) -> u64 {
         let src_bits: u64 = self
@@ -257,17 +351,27 @@ impl Shape<'_> {
             })
             .sum();
         let (d, s, p) = (
-            self.dsts.len() as u64,
+            self.locals() as u64,
             self.srcs.len() as u64,
             self.ports.len() as u64,
         );
         let covered = d * (p * src_bits + s * port_bits + s * p);
-        let drop_bonus = if kind == Kind::Drop { 1 << 40 } else { 0 };
-        drop_bonus + covered * 1000 / self.rules().max(1)
+        // Drops decide, so they come first. Marks decide nothing; the rules of an ingress
+        // mark merge with the neighbouring pods' (all on the uplink, one rule for a prefix
+        // of pods), while an egress mark's rules sit on one pod's port and merge with no
+        // other pod's, so a flow entry holds more of the ingress marks: they come next
+        // (on a 1,500-pod node the egress marks, ranked alike, took the whole table and
+        // left out tens of thousands of ingress entries that compress a hundredfold).
+        let bonus = match (kind, self.side) {
+            (Kind::Drop, _) => 1 << 40,
+            (_, Side::Ingress) => 1 << 30,
+            (_, Side::Egress) => 0,
+        };
+        bonus + covered * 1000 / self.rules().max(1)
     }
 }
 
-/// Placements for every entry. Ingress policy entries that hardware could take are only
+/// Placements for every entry. Policy entries that hardware could take are only
 /// screened here (cheap checks, cost and value from the factored form); their rules are
 /// built by [`materialize`] when the budget reaches them.
 pub fn candidates(ctx: &Context<'_>) -> Vec<Candidate> {
@@ -283,10 +387,13 @@ pub fn candidates(ctx: &Context<'_>) -> Vec<Candidate> {
     let mut out = Vec::with_capacity(total);
     for t in mag.table_ids() {
         let Some(table) = mag.table(t) else { continue };
-        let ingress = table.name == crate::mag::pipeline::table::INGRESS_POLICY;
+        let side = Side::of_table(&table.name);
+        // Egress entries are candidates only where rules are placed per port.
+        let side = side.filter(|s| *s == Side::Ingress || per_port(ctx.profile));
         let detail = stage_reason(&table.name);
         let ep_col = table.key.iter().position(|k| k.field == Field::Endpoint);
-        let id_col = table.key.iter().position(|k| k.field == Field::SrcIdentity);
+        let id_field = side.map_or(Field::SrcIdentity, Side::remote_identity);
+        let id_col = table.key.iter().position(|k| k.field == id_field);
         for (i, e) in table.entries.iter().enumerate() {
             let eid = EntryId(i as u32);
             let prov = e.provenance.first().map(|p| p.0);
@@ -301,15 +408,18 @@ pub fn candidates(ctx: &Context<'_>) -> Vec<Candidate> {
                 ok: false,
                 rules: Vec::new(),
                 kind: Kind::of(mag, e.action.action),
+                side,
                 priority: e.priority,
                 endpoint: exact_u32(&col(ep_col)),
                 identity: exact_u32(&col(id_col)),
                 deps: Vec::new(),
                 level: 0,
-                built: !ingress,
+                built: side.is_none(),
+                cut: false,
+                narrowed: None,
             };
-            if ingress {
-                screen_ingress(&mut c, ctx);
+            if side.is_some() {
+                screen(&mut c, ctx);
             }
             out.push(c);
         }
@@ -332,12 +442,12 @@ pub fn exact32(m: &FieldMatch) -> Option<u128> {
     }
 }
 
-/// The cheap checks of an ingress entry; sets its cost, naive cost and value.
-fn screen_ingress(c: &mut Candidate, ctx: &Context<'_>) {
+/// The cheap checks of a policy entry; sets its cost, naive cost and value.
+fn screen(c: &mut Candidate, ctx: &Context<'_>) {
     match shape(c, ctx) {
         Ok(s) => {
             c.ok = true;
-            c.placement.naive_rules = s.naive_src * s.dsts.len() as u64 * s.ports.len() as u64;
+            c.placement.naive_rules = s.naive_src * s.locals() as u64 * s.ports.len() as u64;
             c.placement.hw_rules = s.rules();
             c.placement.value = s.value(c.kind);
         }
@@ -345,9 +455,10 @@ fn screen_ingress(c: &mut Candidate, ctx: &Context<'_>) {
     }
 }
 
-/// The factored rules of an ingress entry, or why hardware cannot take it.
+/// The factored rules of a policy entry, or why hardware cannot take it.
 fn shape<'c>(c: &Candidate, ctx: &'c Context<'_>) -> Result<Shape<'c>, Why> {
     let mag = ctx.mag;
+    let side = c.side.unwrap_or(Side::Ingress);
     if !admits(&c.get(mag, Field::CtState), ct::NEW, 8) {
         return Err(Why::Stage {
             detail: "matches packets of known connections (no conntrack in hardware)".into(),
@@ -358,12 +469,30 @@ fn shape<'c>(c: &Candidate, ctx: &'c Context<'_>) -> Result<Shape<'c>, Why> {
             detail: "it applies to every local pod".into(),
         });
     };
+    if side == Side::Egress && ep < ports::FIRST_ENDPOINT {
+        return Err(Why::Stage {
+            detail: "it passes packets that no local pod sent (egress policy does not apply)"
+                .into(),
+        });
+    }
     let Some(dsts) = ctx.eps.get(&ep) else {
         return Err(Why::NothingToMatch {
             detail: "the pod has no IPv4 address (IPv6 is not in the hardware key)".into(),
         });
     };
-    let (srcs, naive_src): (Vec<Option<Prefix>>, u64) = match c.get(mag, Field::SrcIdentity) {
+    // An egress rule sits on the pod's own port, whose number is the endpoint's.
+    let port = match side {
+        Side::Ingress => UPLINK,
+        Side::Egress => match u16::try_from(ep) {
+            Ok(p) if u128::from(p) >= ports::FIRST_ENDPOINT => p,
+            _ => {
+                return Err(Why::NotCapable {
+                    detail: format!("endpoint {ep} has no device port number").into(),
+                })
+            }
+        },
+    };
+    let (srcs, naive_src): (Vec<Option<Prefix>>, u64) = match c.get(mag, side.remote_identity()) {
         FieldMatch::Any => (vec![None], 1),
         FieldMatch::Exact(id)
         | FieldMatch::Ternary {
@@ -405,8 +534,15 @@ fn shape<'c>(c: &Candidate, ctx: &'c Context<'_>) -> Result<Shape<'c>, Why> {
             detail: "a port match without TCP, UDP or SCTP".into(),
         });
     }
+    let remote_pieces = match side {
+        Side::Ingress => srcs.len() as u64,
+        Side::Egress => srcs.iter().map(|p| ctx.frontends.pieces(*p)).sum(),
+    };
     Ok(Shape {
+        side,
+        port,
         dsts,
+        remote_pieces,
         srcs,
         naive_src,
         proto,
@@ -433,27 +569,67 @@ fn port_matches(m: &FieldMatch) -> Vec<Option<(u16, u16)>> {
     }
 }
 
-/// Builds the hardware rules of a screened ingress entry and checks them against the
+/// Builds the hardware rules of a screened policy entry and checks them against the
 /// profile; an entry the profile refuses leaves for eBPF. Returns whether it is still a
 /// candidate.
 pub fn build_rules(c: &mut Candidate, ctx: &Context<'_>) -> bool {
+    build_rules_to(c, ctx, None)
+}
+
+/// Builds the rules of an egress drop of any destination again, for the destinations
+/// `remotes` only (the addresses of the identities its soundness holds for; see
+/// [`super::closure`]). `safe` of `total` identities are kept, for its chain.
+pub(super) fn narrow_rules(
+    c: &mut Candidate,
+    ctx: &Context<'_>,
+    remotes: Vec<Prefix>,
+    safe: u32,
+    total: u32,
+) -> bool {
+    // The chain's first step counted the rules before; it is written again.
+    if !c.placement.chain.is_empty() {
+        c.placement.chain.remove(0);
+    }
+    c.narrowed = Some((safe, total));
+    build_rules_to(c, ctx, Some(remotes))
+}
+
+/// [`build_rules`], with the remote prefixes replaced by `remotes` when given.
+fn build_rules_to(c: &mut Candidate, ctx: &Context<'_>, remotes: Option<Vec<Prefix>>) -> bool {
     if !c.ok {
         return false;
     }
-    let s = match shape(c, ctx) {
+    let mut s = match shape(c, ctx) {
         Ok(s) => s,
         Err(why) => {
             c.fail(why);
             return false;
         }
     };
+    if let Some(remotes) = remotes {
+        s.srcs = remotes.into_iter().map(Some).collect();
+    }
     let mut rules = Vec::with_capacity(s.rules() as usize);
-    for d in s.dsts {
-        for src in &s.srcs {
+    let locals: Vec<Option<u32>> = match s.side {
+        Side::Ingress => s.dsts.iter().copied().map(Some).collect(),
+        Side::Egress => vec![None],
+    };
+    for d in locals {
+        for remote in &s.srcs {
             for p in &s.ports {
-                rules.push(rule(c, *d, *src, s.proto, *p));
+                rules.push(rule(c, &s, d, *remote, *p));
             }
         }
+    }
+    if s.side == Side::Egress {
+        (rules, c.cut) = ctx.frontends.cut(rules);
+        if rules.is_empty() {
+            c.fail(Why::NothingToMatch {
+                detail: "its destinations are service addresses, which software translates before egress policy".into(),
+            });
+            return false;
+        }
+        c.placement.hw_rules = rules.len() as u64;
     }
     for r in &rules {
         let answer = match ctx.check {
@@ -472,31 +648,50 @@ pub fn build_rules(c: &mut Candidate, ctx: &Context<'_>) -> bool {
     true
 }
 
-/// The first step of a hardware entry's chain: how many rules it takes.
+/// The first step of a hardware entry's chain: how many rules it takes, on which port.
 pub(super) fn note_capable(c: &mut Candidate) {
-    c.placement
-        .chain
-        .insert(0, format!("capable: {} hardware rule(s)", c.rules.len()));
+    let on = c
+        .rules
+        .first()
+        .map(|r| format!(" on {}", port_text(r.port)))
+        .unwrap_or_default();
+    let cut = if c.cut {
+        "; service addresses cut out (software translates them before egress policy)"
+    } else {
+        ""
+    };
+    c.placement.chain.insert(
+        0,
+        format!("capable: {} hardware rule(s){on}{cut}", c.rules.len()),
+    );
 }
 
-/// One hardware rule: destination `d`, source prefix, protocol and port match.
+/// One hardware rule of shape `s`: local address `d` (ingress), remote prefix, protocol
+/// and port match.
 fn rule(
     c: &Candidate,
-    d: u32,
-    src: Option<Prefix>,
-    proto: Option<u128>,
+    s: &Shape<'_>,
+    d: Option<u32>,
+    remote: Option<Prefix>,
     port: Option<(u16, u16)>,
 ) -> HwRule {
     let mut matches = Vec::new();
-    if let Some((v, len)) = src {
-        matches.push(HwMatch::prefix(
-            PacketField::Ipv4Src,
-            u128::from(v),
-            u32::from(len),
-        ));
+    let remote_field = match s.side {
+        Side::Ingress => PacketField::Ipv4Src,
+        Side::Egress => PacketField::Ipv4Dst,
+    };
+    if let Some((v, len)) = remote {
+        matches.push(HwMatch::prefix(remote_field, u128::from(v), u32::from(len)));
     }
-    matches.push(HwMatch::exact(PacketField::Ipv4Dst, u128::from(d)));
-    if let Some(proto) = proto {
+    if let Some(d) = d {
+        matches.push(HwMatch::exact(PacketField::Ipv4Dst, u128::from(d)));
+    }
+    if s.side == Side::Egress && !matches.iter().any(|m| m.mask != 0) {
+        // A rule with no address match would take every packet of the port, IPv6 and ARP
+        // included: the ethertype keeps it to the IPv4 packets the entry is about.
+        matches.push(HwMatch::exact(PacketField::EthType, crate::mag::eth::IPV4));
+    }
+    if let Some(proto) = s.proto {
         matches.push(HwMatch::exact(PacketField::IpProto, proto));
     }
     if let Some((v, m)) = port {
@@ -510,11 +705,254 @@ fn rule(
     matches.sort();
     HwRule {
         id: 0,
-        port: 0,
+        port: s.port,
         direction: PortDirection::Ingress,
         level: 0,
         matches,
         actions: c.kind.actions(),
         origin: c.placement.entry_name(),
+    }
+}
+
+/// The blocks of addresses that egress rules leave out: the IPv4 service frontends of the
+/// `service_lb` table (packets to them are translated by software before policy),
+/// gathered into at most [`MAX_BLOCKS`] prefixes of one length, the longest that does (but
+/// never shorter than a /8). Cutting a block out of a prefix costs at most one rule per bit
+/// between the two lengths, so a few blocks cost far fewer rules than hundreds of scattered
+/// addresses (a Service CIDR's cluster IPs become one block); every address of a block goes
+/// to software, which is sound, only less decided in hardware.
+pub(super) struct Frontends {
+    /// Disjoint `(first, last)` address intervals of the blocks, sorted.
+    blocks: Vec<(u32, u32)>,
+}
+
+/// The most blocks the frontends are gathered into (see [`Frontends`]).
+const MAX_BLOCKS: usize = 8;
+
+/// The shortest block [`Frontends`] makes.
+const MIN_BLOCK_LEN: u32 = 8;
+
+impl Frontends {
+    pub(super) fn new(mag: &Mag) -> Frontends {
+        let mut addrs = Vec::new();
+        let table = mag
+            .table_by_name(crate::mag::pipeline::table::SERVICE_LB)
+            .and_then(|t| mag.table(t));
+        if let Some(t) = table {
+            if let Some(col) = t.key.iter().position(|k| k.field == Field::Ipv4Dst) {
+                for e in &t.entries {
+                    let a = match e.matches[col] {
+                        FieldMatch::Prefix { value, len: 32 } => Some(value),
+                        m => exact32(&m),
+                    };
+                    if let Some(a) = a {
+                        addrs.push(a as u32);
+                    }
+                }
+            }
+        }
+        Frontends::from_addrs(addrs)
+    }
+
+    /// The blocks of these frontend addresses.
+    fn from_addrs(mut addrs: Vec<u32>) -> Frontends {
+        addrs.sort_unstable();
+        addrs.dedup();
+        let prefixes_at = |len: u32| -> Vec<u32> {
+            let mask = crate::mag::prefix_mask(len, 32) as u32;
+            let mut p: Vec<u32> = addrs.iter().map(|a| a & mask).collect();
+            p.dedup();
+            p
+        };
+        let len = (MIN_BLOCK_LEN..=32)
+            .rev()
+            .find(|len| prefixes_at(*len).len() <= MAX_BLOCKS)
+            .unwrap_or(MIN_BLOCK_LEN);
+        let size = !(crate::mag::prefix_mask(len, 32) as u32);
+        let blocks = prefixes_at(len)
+            .into_iter()
+            .map(|lo| (lo, lo | size))
+            .collect();
+        Frontends { blocks }
+    }
+
+    /// The blocks that meet `[lo, hi]`.
+    fn meeting(&self, lo: u32, hi: u32) -> impl Iterator<Item = (u32, u32)> + '_ {
+        let first = self.blocks.partition_point(|b| b.1 < lo);
+        self.blocks[first..]
+            .iter()
+            .copied()
+            .take_while(move |b| b.0 <= hi)
+    }
+
+    /// An upper bound of the prefixes `prefix` (`None`: every address) becomes once the
+    /// blocks are cut out: none if a block holds it, else at most one per bit between its
+    /// length and each block's inside it.
+    fn pieces(&self, prefix: Option<Prefix>) -> u64 {
+        let (lo, hi, len) = match prefix {
+            Some((v, len)) => {
+                let mask = crate::mag::prefix_mask(u32::from(len), 32) as u32;
+                (v & mask, (v & mask) | !mask, u32::from(len))
+            }
+            None => (0, u32::MAX, 0),
+        };
+        let mut pieces = 0u64;
+        let mut any = false;
+        for (b_lo, b_hi) in self.meeting(lo, hi) {
+            any = true;
+            if b_lo <= lo && hi <= b_hi {
+                return 0;
+            }
+            let b_len = (b_hi - b_lo).leading_zeros();
+            pieces += u64::from(b_len.saturating_sub(len));
+        }
+        if any {
+            pieces
+        } else {
+            1
+        }
+    }
+
+    /// Cuts the blocks out of the destinations of an egress entry's rules (see
+    /// [`super::closure`]); returns the rules and whether any was cut.
+    fn cut(&self, rules: Vec<HwRule>) -> (Vec<HwRule>, bool) {
+        let mut cut_any = false;
+        let mut out = Vec::with_capacity(rules.len());
+        for r in rules {
+            let (lo, hi) = match r.get(PacketField::Ipv4Dst) {
+                Some(m) => {
+                    let mask = m.mask as u32;
+                    let lo = m.value as u32 & mask;
+                    (lo, lo | !mask)
+                }
+                None => (0, u32::MAX),
+            };
+            let inside: Vec<(u32, u32)> = self.meeting(lo, hi).collect();
+            if inside.is_empty() {
+                out.push(r);
+                continue;
+            }
+            cut_any = true;
+            // The gaps between the blocks, as prefixes.
+            let mut prefixes = Vec::new();
+            let mut from = u64::from(lo);
+            for (b_lo, b_hi) in inside {
+                if u64::from(b_lo) > from {
+                    range_to_prefixes(from, u64::from(b_lo) - 1, &mut prefixes);
+                }
+                from = from.max(u64::from(b_hi) + 1);
+            }
+            if from <= u64::from(hi) {
+                range_to_prefixes(from, u64::from(hi), &mut prefixes);
+            }
+            for (value, len) in prefixes {
+                let mut piece = r.clone();
+                piece
+                    .matches
+                    .retain(|m| m.field != PacketField::Ipv4Dst && m.field != PacketField::EthType);
+                piece.matches.push(HwMatch::prefix(
+                    PacketField::Ipv4Dst,
+                    u128::from(value),
+                    u32::from(len),
+                ));
+                piece.matches.sort();
+                out.push(piece);
+            }
+        }
+        (out, cut_any)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rule_to(dst: Option<Prefix>) -> HwRule {
+        HwRule {
+            id: 0,
+            port: 5,
+            direction: PortDirection::Ingress,
+            level: 0,
+            matches: match dst {
+                Some((v, len)) => vec![HwMatch::prefix(
+                    PacketField::Ipv4Dst,
+                    u128::from(v),
+                    u32::from(len),
+                )],
+                None => vec![HwMatch::exact(PacketField::EthType, crate::mag::eth::IPV4)],
+            },
+            actions: vec![HwAction::Drop],
+            origin: String::new(),
+        }
+    }
+
+    fn covers(rules: &[HwRule], a: u32) -> usize {
+        rules
+            .iter()
+            .filter(|r| {
+                r.get(PacketField::Ipv4Dst)
+                    .is_none_or(|m| m.matches(u128::from(a)))
+            })
+            .count()
+    }
+
+    #[test]
+    fn frontends_become_few_blocks_that_egress_rules_leave_out() {
+        // Forty cluster IPs spread over a /12 and two node addresses.
+        let ip = |a: u8, b: u8, c: u8, d: u8| u32::from_be_bytes([a, b, c, d]);
+        let mut addrs: Vec<u32> = (0..40u8).map(|i| ip(10, 96 + i % 16, i, 7)).collect();
+        addrs.extend([ip(172, 16, 0, 10), ip(172, 16, 0, 11)]);
+        let f = Frontends::from_addrs(addrs.clone());
+        assert!(f.blocks.len() <= MAX_BLOCKS, "{:?}", f.blocks);
+        for a in &addrs {
+            assert!(f.blocks.iter().any(|(lo, hi)| lo <= a && a <= hi));
+        }
+        for dst in [
+            None,
+            Some((ip(10, 0, 0, 0), 8)),
+            Some((ip(172, 16, 0, 0), 30)),
+        ] {
+            let (rules, cut) = f.cut(vec![rule_to(dst)]);
+            assert!(cut);
+            assert!(rules.len() as u64 <= f.pieces(dst), "{dst:?}");
+            // No piece meets a block; every other address of the prefix is in exactly one.
+            for (lo, hi) in &f.blocks {
+                assert_eq!(covers(&rules, *lo), 0);
+                assert_eq!(covers(&rules, *hi), 0);
+            }
+            for a in [
+                ip(10, 1, 2, 3),
+                ip(10, 244, 0, 5),
+                ip(172, 16, 0, 8),
+                ip(8, 8, 8, 8),
+            ] {
+                let (lo, hi) = match dst {
+                    Some((v, len)) => {
+                        let mask = crate::mag::prefix_mask(u32::from(len), 32) as u32;
+                        (v & mask, (v & mask) | !mask)
+                    }
+                    None => (0, u32::MAX),
+                };
+                let in_block = f.blocks.iter().any(|(l, h)| *l <= a && a <= *h);
+                let expected = usize::from(lo <= a && a <= hi && !in_block);
+                assert_eq!(covers(&rules, a), expected, "{a:#x} in {dst:?}");
+            }
+        }
+        // A prefix inside a block is cut to nothing; one away from every block stays whole.
+        assert_eq!(
+            f.cut(vec![rule_to(Some((ip(172, 16, 0, 10), 32)))]).0.len(),
+            0
+        );
+        let (kept, cut) = f.cut(vec![rule_to(Some((ip(10, 244, 0, 0), 16)))]);
+        assert_eq!((kept.len(), cut), (1, false));
+    }
+
+    #[test]
+    fn few_frontends_are_cut_out_exactly() {
+        let f = Frontends::from_addrs(vec![0x0a60_0032, 0x0a60_0001]);
+        assert_eq!(
+            f.blocks,
+            vec![(0x0a60_0001, 0x0a60_0001), (0x0a60_0032, 0x0a60_0032)]
+        );
     }
 }

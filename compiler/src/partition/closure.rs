@@ -1,28 +1,53 @@
 //! Step 2: priority closure and stateless soundness.
 //!
-//! **Priority-closed.** Hardware decides by the first matching rule, so an entry may go to
-//! hardware only if every higher-priority entry of its table that overlaps it and does
-//! something else goes too (rule dependency, as in CacheFlow). Entries that match only
-//! packets of known connections (`ct_state` established or reply) are not dependencies:
-//! the soundness rule below makes sure no such packet reaches a hardware drop.
+//! **Priority-closed.** Hardware decides by the first matching rule of the port a packet
+//! arrives on, so an entry may go to hardware only if every higher-priority entry of its
+//! table and port that overlaps it and does something else goes too (rule dependency, as
+//! in CacheFlow). Entries of one policy table for one pod share a port (ingress: the
+//! uplink, egress: the pod's own), so dependencies are looked up per (table, endpoint).
+//! Entries that match only packets of known connections (`ct_state` established or reply)
+//! are not dependencies: the soundness rules below make sure no such packet reaches a
+//! hardware drop.
 //!
 //! **Stateless-sound.** Hardware keeps no connection state. A hardware *mark* never
-//! decides, so it is always sound. A hardware *drop* of packets from sources `S` to local
-//! pod `D` (protocol `P`) is sound when every packet it matches is denied:
+//! decides, so it is always sound. A hardware *drop* must deny every packet it matches,
+//! replies included.
+//!
+//! An **ingress** drop of packets from sources `S` to local pod `D` (protocol `P`), on the
+//! uplink:
 //! - a new connection from `S`: the ingress entry denies it (and it is priority-closed);
 //! - a later packet of a connection `S` opened: policy denied its first packet;
 //! - a reply to a connection `D` opened to `S` (directly or through a service): it would be
 //!   allowed, so the drop is sound only if `D`'s egress policy denies every new `P`
-//!   connection to `S`. This is what the check reads from the `egress_policy` table;
-//!   anything it cannot prove leaves the drop in eBPF.
-
+//!   connection to `S`. This is what the check reads from the `egress_policy` table.
+//!
+//! An **egress** drop of packets pod `S` sends to destinations `D` (protocol `P`), on `S`'s
+//! port, mirrors it:
+//! - a new connection to `D`: the egress entry denies it (priority-closed);
+//! - a later packet of a connection `S` opened to `D`: policy denied its first packet;
+//! - a reply of `S` to a connection `D` opened to `S` (directly or through a service,
+//!   whose replies leave `S` untranslated): it would be allowed, so the drop is sound only
+//!   if `S`'s ingress policy denies every new `P` connection from `D`, read from the
+//!   `ingress_policy` table;
+//! - a packet to a service address: software translates it before egress policy, so the
+//!   policy judges the backend, while hardware sees the service address. Every egress
+//!   rule (drop or mark) leaves out the addresses of every service frontend, gathered
+//!   into a few blocks (its destination prefix is cut into the prefixes around them, in
+//!   [`super::capability`]), so no rule on a pod's port matches any packet to a frontend
+//!   address, whatever its port: such packets take the port's default path to software.
+//!   Cutting every rule of the port the same way keeps priority closure: a packet to a
+//!   block meets no rule at all.
+//!
+//! Anything the checks cannot prove leaves the entry in eBPF.
 //!
 //! Both checks run lazily, entry by entry, when the budget reaches an entry
 //! ([`Closure::materialize`]): the entries above one are found through an index by
-//! endpoint and remote identity (entries of different endpoints or different identities
-//! never overlap), not by a scan of the table.
+//! table, endpoint and remote identity (entries of different tables, endpoints or
+//! identities never overlap), not by a scan of the table.
 
-use super::capability::{admits, build_rules, exact32, Candidate, Context, Kind};
+use super::capability::{
+    admits, build_rules, exact32, narrow_rules, Candidate, Context, Kind, Side,
+};
 use super::Why;
 use crate::mag::{ct, Field, FieldMatch, Mag};
 use std::ops::Range;
@@ -61,47 +86,62 @@ pub fn overlaps(mag: &Mag, a: &Candidate, b: &Candidate) -> bool {
         .all(|((f, ma), (_, mb))| intersects(&ma, &mb, f.width()))
 }
 
-/// The overlap index of the ingress entries and the egress view, for lazy checks.
+/// The overlap index of the policy entries and the views of both policy tables, for lazy
+/// checks.
 pub struct Closure<'m> {
-    /// Ingress entries sorted by (endpoint, identity, index); `None` (several endpoints,
-    /// any identity) sorts first.
-    ingress: Vec<usize>,
-    egress: EgressView<'m>,
+    /// Policy entries sorted by (side, endpoint, identity, index); within a side, `None`
+    /// (several endpoints, any identity) sorts first.
+    index: Vec<usize>,
+    /// The egress table: what a pod may open (the soundness of ingress drops).
+    egress: PolicyView<'m>,
+    /// The ingress table: what a pod may accept (the soundness of egress drops).
+    ingress: PolicyView<'m>,
 }
 
 impl<'m> Closure<'m> {
-    /// Indexes the ingress entries of `cands` and the egress table of `mag`.
+    /// Indexes the policy entries of `cands` and the policy tables of `mag`.
     pub fn new(mag: &'m Mag, cands: &[Candidate]) -> Closure<'m> {
-        let ingress_table = mag.table_by_name(crate::mag::pipeline::table::INGRESS_POLICY);
-        let mut ingress: Vec<usize> = (0..cands.len())
-            .filter(|i| Some(cands[*i].table) == ingress_table)
+        let mut index: Vec<usize> = (0..cands.len())
+            .filter(|i| cands[*i].side.is_some())
             .collect();
-        ingress.sort_by_key(|i| (cands[*i].endpoint, cands[*i].identity, *i));
+        index.sort_by_key(|i| {
+            let c = &cands[*i];
+            (c.side, c.endpoint, c.identity, *i)
+        });
+        use crate::mag::pipeline::table as pt;
         Closure {
-            ingress,
-            egress: EgressView::new(mag),
+            index,
+            egress: PolicyView::new(mag, pt::EGRESS_POLICY, Side::Egress),
+            ingress: PolicyView::new(mag, pt::INGRESS_POLICY, Side::Ingress),
         }
     }
 
-    /// The positions in the index of the entries with this endpoint and identity key
-    /// (`identity: None` of the argument: every identity of the endpoint).
-    fn range(&self, cands: &[Candidate], ep: Option<u32>, id: Option<Option<u32>>) -> Range<usize> {
-        let key = |i: &usize| (cands[*i].endpoint, cands[*i].identity);
+    /// The positions in the index of the entries of `side` with this endpoint and
+    /// identity key (`identity: None` of the argument: every identity of the endpoint).
+    fn range(
+        &self,
+        cands: &[Candidate],
+        side: Option<Side>,
+        ep: Option<u32>,
+        id: Option<Option<u32>>,
+    ) -> Range<usize> {
+        let key = |i: &usize| (cands[*i].side, cands[*i].endpoint, cands[*i].identity);
+        let ep_key = |i: &usize| (cands[*i].side, cands[*i].endpoint);
         let (lo, hi) = match id {
             Some(id) => (
-                self.ingress.partition_point(|i| key(i) < (ep, id)),
-                self.ingress.partition_point(|i| key(i) <= (ep, id)),
+                self.index.partition_point(|i| key(i) < (side, ep, id)),
+                self.index.partition_point(|i| key(i) <= (side, ep, id)),
             ),
             None => (
-                self.ingress.partition_point(|i| cands[*i].endpoint < ep),
-                self.ingress.partition_point(|i| cands[*i].endpoint <= ep),
+                self.index.partition_point(|i| ep_key(i) < (side, ep)),
+                self.index.partition_point(|i| ep_key(i) <= (side, ep)),
             ),
         };
         lo..hi
     }
 
-    /// Entries that may overlap `b`: same endpoint or several endpoints, same identity
-    /// or any identity.
+    /// Entries that may overlap `b`: same table, same endpoint (so the same port) or
+    /// several endpoints, same identity or any identity.
     fn peers(&self, cands: &[Candidate], b: usize) -> Vec<usize> {
         let c = &cands[b];
         let mut eps = vec![None];
@@ -112,13 +152,13 @@ impl<'m> Closure<'m> {
         for ep in eps {
             let ranges = match c.identity {
                 Some(id) => vec![
-                    self.range(cands, ep, Some(None)),
-                    self.range(cands, ep, Some(Some(id))),
+                    self.range(cands, c.side, ep, Some(None)),
+                    self.range(cands, c.side, ep, Some(Some(id))),
                 ],
-                None => vec![self.range(cands, ep, None)],
+                None => vec![self.range(cands, c.side, ep, None)],
             };
             for r in ranges {
-                out.extend_from_slice(&self.ingress[r]);
+                out.extend_from_slice(&self.index[r]);
             }
         }
         out
@@ -155,7 +195,7 @@ impl<'m> Closure<'m> {
         if !build_rules(&mut cands[i], ctx) {
             return false;
         }
-        if cands[i].kind == Kind::Drop && !self.sound(ctx.mag, &mut cands[i]) {
+        if cands[i].kind == Kind::Drop && !self.sound(ctx, &mut cands[i]) {
             return false;
         }
         let deps = self.deps(ctx.mag, cands, i);
@@ -173,34 +213,75 @@ impl<'m> Closure<'m> {
         true
     }
 
-    /// Whether a drop is stateless-sound; leaves it to eBPF if not.
-    fn sound(&self, mag: &Mag, c: &mut Candidate) -> bool {
+    /// Whether a drop is stateless-sound; leaves it to eBPF if not. An egress drop of
+    /// every destination that is not sound is narrowed to the identities it is sound for
+    /// (those whose connections the pod does not accept), if there are any.
+    fn sound(&self, ctx: &Context<'_>, c: &mut Candidate) -> bool {
+        let mag = ctx.mag;
         let Some(ep) = c.endpoint else {
             return true;
         };
-        let why = self.egress.may_open(
+        // The replies an ingress drop could meet are of connections the pod opened (its
+        // egress policy); those an egress drop could meet, of connections opened to the
+        // pod (its ingress policy).
+        let (view, remote) = match c.side {
+            Some(Side::Egress) => (&self.ingress, Field::DstIdentity),
+            _ => (&self.egress, Field::SrcIdentity),
+        };
+        let why = view.may_pass(
             mag,
             u128::from(ep),
-            &c.get(mag, Field::SrcIdentity),
+            &c.get(mag, remote),
             &c.get(mag, Field::IpProto),
         );
-        if let Some(detail) = why {
-            c.leave(Why::NotSound {
-                detail: detail.into(),
-            });
-            false
-        } else {
+        let Some(detail) = why else {
             note_sound(c);
-            true
+            return true;
+        };
+        if c.side == Some(Side::Egress) && c.get(mag, Field::DstIdentity) == FieldMatch::Any {
+            let proto = c.get(mag, Field::IpProto);
+            let mut remotes = Vec::new();
+            let mut safe = 0u32;
+            for (id, prefixes) in &ctx.ids.v4 {
+                let peer = FieldMatch::Exact(*id);
+                if self
+                    .ingress
+                    .may_pass(mag, u128::from(ep), &peer, &proto)
+                    .is_none()
+                {
+                    safe += 1;
+                    remotes.extend_from_slice(prefixes);
+                }
+            }
+            let total = ctx.ids.v4.len() as u32;
+            if safe > 0 {
+                remotes.sort_unstable();
+                if !narrow_rules(c, ctx, remotes, safe, total) {
+                    return false;
+                }
+                note_sound(c);
+                return true;
+            }
         }
+        c.leave(Why::NotSound {
+            detail: detail.into(),
+        });
+        false
     }
 }
 
 /// The soundness step of a hardware drop's chain.
 pub(super) fn note_sound(c: &mut Candidate) {
-    c.placement
-        .chain
-        .push("sound: the pod opens no such connection, so no reply is dropped".into());
+    let text = match (c.side, c.narrowed) {
+        (Some(Side::Egress), Some((safe, total))) => format!(
+            "sound for {safe} of {total} identities: the pod accepts no such connection from them, so none of its replies is dropped; the others' packets stay in software"
+        ),
+        (Some(Side::Egress), None) => {
+            "sound: the pod accepts no such connection, so none of its replies is dropped".into()
+        }
+        _ => "sound: the pod opens no such connection, so no reply is dropped".into(),
+    };
+    c.placement.chain.push(text);
 }
 
 /// The closure step of a hardware entry's chain, once its dependencies are known.
@@ -213,18 +294,18 @@ pub(super) fn note_closed(c: &mut Candidate) {
     }
 }
 
-/// The egress policy table, read for the soundness check: its entries that do not drop,
-/// sorted by endpoint (`None`: several endpoints) so one pod's entries are found at once.
-struct EgressView<'m> {
+/// One policy table, read for the soundness check: its entries that do not drop, sorted by
+/// endpoint (`None`: several endpoints) so one pod's entries are found at once.
+struct PolicyView<'m> {
     table: Option<&'m crate::mag::Table>,
+    /// The identity field of the peer (the destination in egress, the source in ingress).
+    remote: Field,
     passing: Vec<(Option<u128>, usize)>,
 }
 
-impl<'m> EgressView<'m> {
-    fn new(mag: &'m Mag) -> EgressView<'m> {
-        let table = mag
-            .table_by_name(crate::mag::pipeline::table::EGRESS_POLICY)
-            .and_then(|t| mag.table(t));
+impl<'m> PolicyView<'m> {
+    fn new(mag: &'m Mag, name: &str, side: Side) -> PolicyView<'m> {
+        let table = mag.table_by_name(name).and_then(|t| mag.table(t));
         let mut passing = Vec::new();
         if let Some(t) = table {
             let ep_col = t.key.iter().position(|k| k.field == Field::Endpoint);
@@ -236,7 +317,11 @@ impl<'m> EgressView<'m> {
             }
         }
         passing.sort_unstable();
-        EgressView { table, passing }
+        PolicyView {
+            table,
+            remote: side.remote_identity(),
+            passing,
+        }
     }
 
     /// The indices of the passing entries that may apply to endpoint `ep`, in table order.
@@ -251,14 +336,24 @@ impl<'m> EgressView<'m> {
         out
     }
 
-    /// Why pod `ep` may open a new connection of protocol `proto` to identity `to`, or
-    /// `None` when its egress policy denies every such connection.
-    fn may_open(&self, mag: &Mag, ep: u128, to: &FieldMatch, proto: &FieldMatch) -> Option<String> {
+    /// Why this table may let pod `ep` have a new connection of protocol `proto` with
+    /// identity `peer` (open it, in the egress table; accept it, in the ingress table), or
+    /// `None` when it denies every such connection.
+    fn may_pass(
+        &self,
+        mag: &Mag,
+        ep: u128,
+        peer: &FieldMatch,
+        proto: &FieldMatch,
+    ) -> Option<String> {
         let Some(t) = self.table else {
-            return Some("no egress policy table to prove replies safe".into());
+            return Some("no policy table of the other direction to prove replies safe".into());
         };
         let unsafe_msg = || {
-            Some("the pod may open connections to these sources; a hardware drop would drop their replies".to_string())
+            Some(match self.remote {
+                Field::DstIdentity => "the pod may open connections to these sources; a hardware drop would drop their replies".to_string(),
+                _ => "these destinations may open connections to the pod; a hardware drop would drop the pod's replies".to_string(),
+            })
         };
         if Kind::of(mag, t.default_action.action) != Kind::Drop {
             return unsafe_msg();
@@ -272,7 +367,7 @@ impl<'m> EgressView<'m> {
                 .all(|(k, m)| match k.field {
                     Field::CtState => admits(m, ct::NEW, 8),
                     Field::Endpoint => admits(m, ep, 32),
-                    Field::DstIdentity => intersects(m, to, 32),
+                    f if f == self.remote => intersects(m, peer, 32),
                     Field::IpProto => intersects(m, proto, 8),
                     _ => true,
                 });

@@ -7,14 +7,16 @@
 //! profile does not have stays in eBPF (so do the entries below it, which need deeper
 //! levels still).
 //!
-//! **Merging (TCAM-Razor style).** Within one level and one action, two rules that differ
+//! **Merging (TCAM-Razor style).** Within one port, level and action, two rules that differ
 //! in exactly one bit of one field's value (same masks everywhere) become one rule with
 //! that bit masked out. The union is exact, so the table means the same; repeated, this
 //! aggregates CIDRs and port prefixes across rules and entries.
 
 use super::capability::{Candidate, Kind};
 use super::{Target, Usage, Why};
-use crate::backend::{HwAction, HwMatch, HwRule, MaskCap, PacketField, PlanSlice, Profile};
+use crate::backend::{
+    HwAction, HwMatch, HwRule, MaskCap, PacketField, PlanSlice, PortDirection, Profile,
+};
 use rustc_hash::FxHashMap;
 use std::collections::{BTreeMap, HashMap};
 
@@ -95,12 +97,22 @@ pub(super) fn inputs(cands: &[Candidate], placed: &[(usize, u32)]) -> Vec<Merged
     out
 }
 
-/// `rules` compressed within each level and action, ordered by level, matches and actions.
+/// The rules of one merge group: one port and direction (a rule never covers packets of
+/// another port), one level, one action list.
+type GroupKey = (u16, PortDirection, u32, Vec<HwAction>);
+
+/// `rules` compressed within each port, level and action, ordered by port, level, matches
+/// and actions.
 pub(super) fn merge_all(rules: Vec<Merged>, profile: &Profile) -> Vec<Merged> {
-    let mut groups: BTreeMap<(u32, Vec<HwAction>), Vec<Merged>> = BTreeMap::new();
+    let mut groups: BTreeMap<GroupKey, Vec<Merged>> = BTreeMap::new();
     for m in rules {
         groups
-            .entry((m.rule.level, m.rule.actions.clone()))
+            .entry((
+                m.rule.port,
+                m.rule.direction,
+                m.rule.level,
+                m.rule.actions.clone(),
+            ))
             .or_default()
             .push(m);
     }
@@ -131,15 +143,13 @@ fn mergeable_fields(profile: &Profile) -> Vec<PacketField> {
     .collect()
 }
 
-/// The slice's order: level, then matches, then actions.
+/// The slice's order: port and direction, level, then matches, then actions.
 pub(super) fn sort_rules(rules: &mut [Merged]) {
-    rules.sort_by(|a, b| {
-        (a.rule.level, &a.rule.matches, &a.rule.actions).cmp(&(
-            b.rule.level,
-            &b.rule.matches,
-            &b.rule.actions,
-        ))
-    });
+    fn key(m: &Merged) -> (u16, PortDirection, u32, &[HwMatch], &[HwAction]) {
+        let r = &m.rule;
+        (r.port, r.direction, r.level, &r.matches, &r.actions)
+    }
+    rules.sort_by(|a, b| key(a).cmp(&key(b)));
 }
 
 /// The placed entries of `chosen` with their levels, in index order.
@@ -205,6 +215,11 @@ pub(super) fn place(
         c.placement
             .chain
             .push(format!("in budget: priority level {level}"));
+        // Every rule of an entry is on one port; explain names it.
+        let does = match c.rules.first() {
+            Some(r) => format!("{does}; {}", super::capability::port_text(r.port)),
+            None => does.to_string(),
+        };
         c.placement.why = Why::InHardware { does: does.into() };
     }
     placed

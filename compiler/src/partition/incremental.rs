@@ -6,9 +6,11 @@
 //! the [`Basis`] the previous plan left and
 //!
 //! 1. **keeps** every entry it placed whose hardware rules cannot have changed: the same
-//!    entry (by content, not index: indices move when entries come and go), the same
-//!    destination addresses, the same source prefixes for its identity, and for a drop
-//!    the same egress policy of its pod (what the soundness proof read);
+//!    entry (by content and table, not index: indices move when entries come and go), the
+//!    same addresses of its pod, the same prefixes for its remote identity, for a drop the
+//!    same policy of its pod in the other direction (what the soundness proof read: the
+//!    egress policy for an ingress drop, the ingress policy for an egress drop), and for
+//!    an egress entry the same service frontends (which it must not match);
 //! 2. **re-checks priority closure** of the kept entries against the new graph, highest
 //!    priority first: a kept entry with an entry above it that is not kept (a new one, or
 //!    one the event touched) leaves and competes again, and so do the kept entries below
@@ -48,7 +50,7 @@
 //! node with hints is always planned from scratch.
 
 use super::budget::{ranked, Chooser};
-use super::capability::{candidates, note_capable, Candidate, Context, Kind, RuleCheck};
+use super::capability::{candidates, note_capable, Candidate, Context, Kind, RuleCheck, Side};
 use super::closure::{note_closed, note_sound, Closure};
 use super::compress::{self, Merged};
 use super::{assemble, Plan, Why};
@@ -69,9 +71,10 @@ pub const MAX_EVENTS: u32 = 4096;
 /// incremental for the same 63,495 entries), and re-planning then costs seconds for nothing.
 pub const MIN_RATIO_KEPT: f64 = 0.5;
 
-/// An ingress entry as plans know it across graphs: its content, not its index.
+/// A policy entry as plans know it across graphs: its table and content, not its index.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 struct EntryKey {
+    side: Side,
     priority: u32,
     matches: Arc<[FieldMatch]>,
     action: ActionCall,
@@ -82,6 +85,10 @@ struct EntryKey {
 struct Held {
     rules: Vec<HwRule>,
     level: u32,
+    /// Whether service addresses were cut out of its rules (for its chain).
+    cut: bool,
+    /// Whether its rules were narrowed to some identities (for its chain).
+    narrowed: Option<(u32, u32)>,
 }
 
 /// What a plan leaves for the next incremental one: what its placed entries read, their
@@ -94,8 +101,12 @@ pub struct Basis {
     /// Endpoint → its IPv4 addresses.
     eps: BTreeMap<u128, Vec<u32>>,
     /// Endpoint (`None`: entries for several endpoints, and the default) → a hash of the
-    /// egress entries the soundness proof of its drops read.
+    /// egress entries the soundness proof of its ingress drops read.
     egress: BTreeMap<Option<u128>, u64>,
+    /// The same of the ingress entries, which the proof of its egress drops read.
+    ingress: BTreeMap<Option<u128>, u64>,
+    /// A hash of the service frontends, which egress entries must not match.
+    frontends: u64,
     held: Vec<Held>,
     index: FxHashMap<EntryKey, u32>,
     /// The candidates left out for budget.
@@ -121,16 +132,13 @@ impl Basis {
         origins: &[Vec<u32>],
     ) -> Basis {
         let keys = cands.iter().map(|c| entry_key(ctx.mag, c)).collect();
-        let read = Read {
-            ids: identity_sets(ctx),
-            egress: egress_prints(ctx.mag),
-        };
+        let read = Read::of(ctx);
         let mut basis = Basis::with(ctx, cands, keys, read, slice, origins);
         basis.ratio = basis.ratio_now();
         basis
     }
 
-    /// [`Basis::new`] with the entries' keys (`None`: not an ingress candidate) and what
+    /// [`Basis::new`] with the entries' keys (`None`: not a policy candidate) and what
     /// the placed rules read already computed. `events` and `ratio` are left for the
     /// caller.
     fn with(
@@ -170,6 +178,8 @@ impl Basis {
             held.push(Held {
                 rules: std::mem::take(&mut c.rules),
                 level: c.level,
+                cut: c.cut,
+                narrowed: c.narrowed,
             });
         }
         let slice: Vec<(HwRule, Vec<u32>)> = slice
@@ -188,6 +198,8 @@ impl Basis {
             ids: read.ids,
             eps: ctx.eps.clone(),
             egress: read.egress,
+            ingress: read.ingress,
+            frontends: read.frontends,
             held,
             index,
             left,
@@ -214,6 +226,20 @@ impl Basis {
 struct Read {
     ids: BTreeMap<u128, (Vec<super::prefixes::Prefix>, u64)>,
     egress: BTreeMap<Option<u128>, u64>,
+    ingress: BTreeMap<Option<u128>, u64>,
+    frontends: u64,
+}
+
+impl Read {
+    fn of(ctx: &Context<'_>) -> Read {
+        use crate::mag::pipeline::table as pt;
+        Read {
+            ids: identity_sets(ctx),
+            egress: policy_prints(ctx.mag, pt::EGRESS_POLICY),
+            ingress: policy_prints(ctx.mag, pt::INGRESS_POLICY),
+            frontends: frontends_print(ctx.mag),
+        }
+    }
 }
 
 /// The identities' prefixes and naive costs, one map.
@@ -230,29 +256,25 @@ fn identity_sets(ctx: &Context<'_>) -> BTreeMap<u128, (Vec<super::prefixes::Pref
         .collect()
 }
 
-/// The key of an ingress entry, or `None` for an entry of another table.
+/// The key of a policy candidate, or `None` for an entry of another table.
 fn entry_key(mag: &Mag, c: &Candidate) -> Option<EntryKey> {
+    let side = c.side?;
     let table = mag.table(c.table)?;
-    if table.name != crate::mag::pipeline::table::INGRESS_POLICY {
-        return None;
-    }
     let e = table.entries.get(c.entry.0 as usize)?;
     Some(EntryKey {
+        side,
         priority: e.priority,
         matches: e.matches.clone(),
         action: e.action.clone(),
     })
 }
 
-/// Per endpoint, a hash of what the stateless-soundness proof of its drops reads: the
-/// egress entries that do not drop, and (under `None`, with the entries of several
-/// endpoints) whether the egress default drops.
-fn egress_prints(mag: &Mag) -> BTreeMap<Option<u128>, u64> {
+/// Per endpoint, a hash of what the stateless-soundness proof of drops of the other
+/// direction reads from the policy table `name`: its entries that do not drop, and (under
+/// `None`, with the entries of several endpoints) whether its default drops.
+fn policy_prints(mag: &Mag, name: &str) -> BTreeMap<Option<u128>, u64> {
     let mut hashers: BTreeMap<Option<u128>, FxHasher> = BTreeMap::new();
-    let Some(t) = mag
-        .table_by_name(crate::mag::pipeline::table::EGRESS_POLICY)
-        .and_then(|t| mag.table(t))
-    else {
+    let Some(t) = mag.table_by_name(name).and_then(|t| mag.table(t)) else {
         return BTreeMap::new();
     };
     let default_drops = Kind::of(mag, t.default_action.action) == Kind::Drop;
@@ -270,11 +292,29 @@ fn egress_prints(mag: &Mag) -> BTreeMap<Option<u128>, u64> {
     hashers.into_iter().map(|(k, h)| (k, h.finish())).collect()
 }
 
+/// A hash of the `service_lb` table's entries: the frontends an egress entry's rules must
+/// not match.
+fn frontends_print(mag: &Mag) -> u64 {
+    let mut h = FxHasher::default();
+    if let Some(t) = mag
+        .table_by_name(crate::mag::pipeline::table::SERVICE_LB)
+        .and_then(|t| mag.table(t))
+    {
+        for e in &t.entries {
+            e.priority.hash(&mut h);
+            e.matches.hash(&mut h);
+        }
+    }
+    h.finish()
+}
+
 /// What changed between the basis and the new graph, asked per endpoint and identity.
 struct Touched<'a> {
     prev: &'a Basis,
     read: &'a Read,
     eps: &'a BTreeMap<u128, Vec<u32>>,
+    /// Whether every identity has the prefixes it had.
+    ids_same: bool,
 }
 
 impl Touched<'_> {
@@ -291,9 +331,24 @@ impl Touched<'_> {
                 return false;
             }
         }
+        let egress = c.side == Some(Side::Egress);
+        if egress && self.read.frontends != self.prev.frontends {
+            return false;
+        }
+        // An egress drop of every destination may have been narrowed to the addresses of
+        // some identities: it read every identity's prefixes.
+        if egress && c.kind == Kind::Drop && c.identity.is_none() && !self.ids_same {
+            return false;
+        }
         if c.kind == Kind::Drop {
+            // The proof of a drop read the pod's policy of the other direction.
+            let (now, before) = if egress {
+                (&self.read.ingress, &self.prev.ingress)
+            } else {
+                (&self.read.egress, &self.prev.egress)
+            };
             for k in [None, Some(ep)] {
-                if self.read.egress.get(&k) != self.prev.egress.get(&k) {
+                if now.get(&k) != before.get(&k) {
                     return false;
                 }
             }
@@ -363,10 +418,7 @@ pub fn replan(
     let mut ctx = Context::new(mag, profile);
     ctx.check = check;
     let mut cands = candidates(&ctx);
-    let read = Read {
-        ids: identity_sets(&ctx),
-        egress: egress_prints(mag),
-    };
+    let read = Read::of(&ctx);
     let mut keys: Vec<Option<EntryKey>> = vec![None; cands.len()];
     // Step 1: the entries kept, by candidate, with their place in the basis; and the
     // entries that failed a check of their own inputs, which fail again unchecked.
@@ -378,6 +430,7 @@ pub fn replan(
             prev: &prev,
             read: &read,
             eps: &ctx.eps,
+            ids_same: read.ids == prev.ids,
         };
         for (i, c) in cands.iter_mut().enumerate() {
             if !c.ok {
@@ -392,6 +445,9 @@ pub fn replan(
                     c.built = true;
                     c.leave(p.why.clone());
                     c.placement.chain = p.chain.clone();
+                    // Its cost as it was counted when its rules were built (an egress
+                    // entry's, once cut, is below the screen's bound).
+                    c.placement.hw_rules = p.hw_rules;
                 } else if let Some(at) = prev.index.get(&key).copied() {
                     moved.push((i, at));
                 }
@@ -403,6 +459,10 @@ pub fn replan(
     // slice is finished).
     for (i, at) in moved {
         cands[i].rules = std::mem::take(&mut prev.held[at as usize].rules);
+        cands[i].cut = prev.held[at as usize].cut;
+        cands[i].narrowed = prev.held[at as usize].narrowed;
+        // An egress entry's cost is its rules once cut, as a fresh plan counts it.
+        cands[i].placement.hw_rules = cands[i].rules.len() as u64;
         cands[i].built = true;
         kept.push((i, at));
     }
@@ -539,18 +599,16 @@ pub fn replan(
         .collect();
     again.extend(compress::inputs(&cands, &fresh));
     let mut rules = compress::merge_all(again, profile);
-    // A rule compressed again that a rule which stays already is (the same level, matches
-    // and actions) is that rule.
-    let mut stays: FxHashMap<(u32, Vec<crate::backend::HwMatch>, Vec<HwAction>), usize> =
-        FxHashMap::default();
+    // A rule compressed again that a rule which stays already is (the same port, level,
+    // matches and actions) is that rule.
+    type Same = (u16, u32, Vec<crate::backend::HwMatch>, Vec<HwAction>);
+    let same = |r: &HwRule| -> Same { (r.port, r.level, r.matches.clone(), r.actions.clone()) };
+    let mut stays: FxHashMap<Same, usize> = FxHashMap::default();
     for (j, m) in intact.iter().enumerate() {
-        stays.insert(
-            (m.rule.level, m.rule.matches.clone(), m.rule.actions.clone()),
-            j,
-        );
+        stays.insert(same(&m.rule), j);
     }
     rules.retain(|m| {
-        let key = (m.rule.level, m.rule.matches.clone(), m.rule.actions.clone());
+        let key = same(&m.rule);
         match stays.get(&key) {
             Some(j) => {
                 let from = &mut intact[*j].from;
@@ -643,10 +701,12 @@ fn uncovered(
     out
 }
 
-/// Whether every packet `r` matches, `outer` matches.
+/// Whether every packet `r` matches, `outer` matches (on the same port).
 fn inside(r: &HwRule, outer: &HwRule) -> bool {
-    outer.matches.iter().all(|o| {
-        r.get(o.field)
-            .is_some_and(|m| m.mask & o.mask == o.mask && m.value & o.mask == o.value)
-    })
+    r.port == outer.port
+        && r.direction == outer.direction
+        && outer.matches.iter().all(|o| {
+            r.get(o.field)
+                .is_some_and(|m| m.mask & o.mask == o.mask && m.value & o.mask == o.value)
+        })
 }

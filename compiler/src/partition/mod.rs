@@ -13,20 +13,26 @@
 //! conntrack, routing) as before. A mark never decides; a hardware drop does, so the
 //! soundness rules below are about drops.
 //!
-//! Only ingress policy entries of local pods with IPv4 addresses are candidates: their
-//! packets name the pod's address as destination, and the remote identity is expanded into
-//! the exact IPv4 prefixes the ipcache gives it (longest prefix wins), aggregated. The
-//! steps, one module each:
+//! Policy entries of local pods with IPv4 addresses are candidates. A rule is created on one
+//! port and sees what that port receives: an ingress entry goes on the uplink (port 0) and
+//! matches the pod's address as destination; an egress entry goes on the sending pod's own
+//! port (numbered by its endpoint), where everything the pod sends arrives, and matches
+//! the destination only (a profile must declare `in_port` for this; without it egress
+//! policy stays in eBPF). The remote identity is expanded into the exact IPv4 prefixes the
+//! ipcache gives it (longest prefix wins), aggregated. All ports draw on one entry budget.
+//! The steps, one module each:
 //!
 //! 1. [`capability`]: the entry can be written as ternary rules the profile accepts;
-//! 2. [`closure`]: **priority-closed** (every higher-priority overlapping entry with another
-//!    action is placed too) and **stateless-sound** (a drop only where the pod itself can
-//!    open no connection of that protocol to the sources, so no reply is ever dropped);
+//! 2. [`closure`]: **priority-closed** (every higher-priority overlapping entry of the same
+//!    table and port with another action is placed too) and **stateless-sound** (an
+//!    ingress drop only where the pod itself can open no connection of that protocol to the
+//!    sources, an egress drop only where no destination of it can open such a connection
+//!    to the pod, so no reply is ever dropped; egress rules leave out service addresses);
 //! 3. [`budget`]: entries, counters, ranked by value (drops first, then address space
 //!    covered per hardware entry), charged after compression, with `reserve` hints'
 //!    entries set aside; steps 1 (building the rules) and 2 run lazily, only for the
 //!    entries the budget reaches;
-//! 4. [`compress`]: merges rules of one action and level into fewer ternary rules, and
+//! 4. [`compress`]: merges rules of one port, action and level into fewer ternary rules, and
 //!    assigns priority levels by overlap depth, never more than the profile has.
 //!
 //! Engine `hw` ([`crate::engine::hw`]) runs a plan: the hardware model first, the MAG for what
@@ -499,8 +505,9 @@ pub fn plan_to_text(plan: &Plan) -> String {
         let a: Vec<String> = r.actions.iter().map(compress::action_text).collect();
         let _ = writeln!(
             out,
-            "rule r{} level {} {} -> {} # {}",
+            "rule r{} port {} level {} {} -> {} # {}",
             r.id,
+            r.port,
             r.level,
             m.join(" "),
             a.join(", "),

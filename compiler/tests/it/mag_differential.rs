@@ -15,7 +15,9 @@ use pipec::semantics::{self, Context, Destination, Peer, Probe, Verdict};
 use proptest::prelude::*;
 use std::net::IpAddr;
 
-fn probes(c: &Cluster) -> Vec<Probe> {
+/// Every connection the differential tests probe in a cluster: pods, outside clients, a
+/// world address, services and node ports, over several protocols and ports.
+pub(crate) fn probes(c: &Cluster) -> Vec<Probe> {
     let ports: [(Protocol, Option<u16>); 6] = [
         (Protocol::Tcp, Some(80)),
         (Protocol::Tcp, Some(8080)),

@@ -1,9 +1,15 @@
 //! The testpmd oracle: feeds `flow` commands to Debian's `dpdk-testpmd` and classifies
 //! each answer, so tests can assert that every emitted line parses.
 //!
-//! testpmd runs with `net_null0` and no hugepages or PCI:
-//! `dpdk-testpmd -l 0-1 --no-huge --no-pci -m 256 --file-prefix P --vdev net_null0 --
-//! -i --total-num-mbufs=2048`, commands on standard input. (With `--cmdline-file`
+//! testpmd runs with one `net_null` device per port the commands name and no hugepages or
+//! PCI: `dpdk-testpmd -l 0-1 --no-huge --no-pci -m 256 --file-prefix P --vdev net_null0
+//! [--vdev net_null1 ...] -- -i --total-num-mbufs=2048`, commands on standard input. A
+//! slice has rules on several ports (the uplink, port 0, and each pod's port, numbered by
+//! its endpoint); ethdev ports are numbered in device order, so devices `net_null0` to
+//! `net_nullN` are ports 0 to N and the lines run as written. Debian's DPDK has at most
+//! [`MAX_PORTS`] ports: commands naming a port beyond it run with their ports renumbered
+//! densely (the same grammar, so the same parse), in one testpmd run per [`MAX_PORTS`]
+//! distinct ports. (With `--cmdline-file`
 //! testpmd does not print "Bad arguments" at all, so a parse error would pass unseen;
 //! standard input echoes every command after its `testpmd> ` prompt, so each answer can
 //! be tied to its command.) `net_null` has no flow operations: a command that parsed
@@ -18,6 +24,10 @@ use std::sync::atomic::{AtomicU32, Ordering};
 
 /// The testpmd binary Debian's `dpdk` package installs.
 pub const TESTPMD: &str = "dpdk-testpmd";
+
+/// `RTE_MAX_ETHPORTS` of Debian's DPDK 22.11 build: a 33rd `net_null` device fails to probe
+/// ("Reached maximum number of Ethernet ports").
+pub const MAX_PORTS: u16 = 32;
 
 /// What testpmd did with one command.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -51,6 +61,47 @@ pub enum OracleError {
     /// It exited without "Bye...": EAL or port setup failed.
     #[error("{TESTPMD} failed to start: {0}")]
     Start(String),
+    /// The commands name more distinct ports than testpmd can have.
+    #[error("the commands name {0} ports; {TESTPMD} has at most {MAX_PORTS}")]
+    TooManyPorts(usize),
+}
+
+/// The port a `flow` command names (`flow create 3 ...` → 3), if it names one.
+pub fn command_port(command: &str) -> Option<u16> {
+    let mut words = command.split_whitespace();
+    if words.next()? != "flow" {
+        return None;
+    }
+    words.next()?;
+    words.next()?.parse().ok()
+}
+
+/// The commands as testpmd runs them, and how many `net_null` devices it needs: as written
+/// when every port is below [`MAX_PORTS`], else with the ports renumbered densely in order.
+pub(crate) fn with_ports(commands: &[String]) -> Result<(Vec<String>, u16), OracleError> {
+    let ports: std::collections::BTreeSet<u16> =
+        commands.iter().filter_map(|c| command_port(c)).collect();
+    let max = ports.iter().next_back().copied().unwrap_or(0);
+    if max < MAX_PORTS {
+        return Ok((commands.to_vec(), max + 1));
+    }
+    if ports.len() > usize::from(MAX_PORTS) {
+        return Err(OracleError::TooManyPorts(ports.len()));
+    }
+    let dense: std::collections::BTreeMap<u16, usize> =
+        ports.iter().enumerate().map(|(i, p)| (*p, i)).collect();
+    let renumbered = commands
+        .iter()
+        .map(|c| match command_port(c) {
+            Some(p) => {
+                let mut words: Vec<String> = c.split_whitespace().map(str::to_string).collect();
+                words[2] = dense[&p].to_string();
+                words.join(" ")
+            }
+            None => c.clone(),
+        })
+        .collect();
+    Ok((renumbered, ports.len() as u16))
 }
 
 /// Whether testpmd is on the `PATH`.
@@ -63,8 +114,47 @@ pub fn testpmd_available() -> bool {
         .is_ok()
 }
 
-/// Runs `commands` through testpmd and returns one answer per command, in order.
+/// Runs `commands` through testpmd and returns one answer per command, in order: in one
+/// run, or with more than [`MAX_PORTS`] distinct ports, one run per that many of them (the
+/// commands naming no port go with the first).
 pub fn run(commands: &[String]) -> Result<Vec<Answer>, OracleError> {
+    let ports: Vec<u16> = commands
+        .iter()
+        .filter_map(|c| command_port(c))
+        .collect::<std::collections::BTreeSet<u16>>()
+        .into_iter()
+        .collect();
+    if ports.len() <= usize::from(MAX_PORTS) {
+        return run_one(commands);
+    }
+    let mut answers: Vec<Option<Answer>> = vec![None; commands.len()];
+    for (k, group) in ports.chunks(usize::from(MAX_PORTS)).enumerate() {
+        let picked: Vec<usize> = (0..commands.len())
+            .filter(|i| match command_port(&commands[*i]) {
+                Some(p) => group.contains(&p),
+                None => k == 0,
+            })
+            .collect();
+        let batch: Vec<String> = picked.iter().map(|i| commands[*i].clone()).collect();
+        for (i, a) in picked.into_iter().zip(run_one(&batch)?) {
+            answers[i] = Some(a);
+        }
+    }
+    Ok(answers.into_iter().flatten().collect())
+}
+
+/// [`run`] for commands of at most [`MAX_PORTS`] distinct ports.
+fn run_one(commands: &[String]) -> Result<Vec<Answer>, OracleError> {
+    let (sent, devices) = with_ports(commands)?;
+    let mut answers = run_on(&sent, devices)?;
+    for (a, c) in answers.iter_mut().zip(commands) {
+        a.command = c.clone();
+    }
+    Ok(answers)
+}
+
+/// Runs `commands` through testpmd with `devices` `net_null` ports.
+fn run_on(commands: &[String], devices: u16) -> Result<Vec<Answer>, OracleError> {
     static RUN: AtomicU32 = AtomicU32::new(0);
     let prefix = format!(
         "pipec-oracle-{}-{}",
@@ -73,9 +163,11 @@ pub fn run(commands: &[String]) -> Result<Vec<Answer>, OracleError> {
     );
     let log_path: PathBuf = std::env::temp_dir().join(format!("{prefix}.log"));
     let log = File::create(&log_path)?;
+    let vdevs = (0..devices).flat_map(|i| ["--vdev".to_string(), format!("net_null{i}")]);
     let mut child = match Command::new(TESTPMD)
         .args(["-l", "0-1", "--no-huge", "--no-pci", "-m", "256"])
-        .args(["--file-prefix", &prefix, "--vdev", "net_null0"])
+        .args(["--file-prefix", &prefix])
+        .args(vdevs)
         .args(["--", "-i", "--total-num-mbufs=2048"])
         .stdin(Stdio::piped())
         .stdout(log.try_clone()?)

@@ -185,3 +185,23 @@ fn diff_destroys_stale_rules_before_creating_new_ones() {
         new.rules.iter().map(|r| rule_key(&r.rule)).collect();
     assert_eq!(device, want);
 }
+
+#[test]
+fn the_oracle_gives_testpmd_one_device_per_port_and_renumbers_beyond_its_limit() {
+    use crate::oracle::{command_port, with_ports, OracleError, MAX_PORTS};
+    let line = |p: u16| format!("flow create {p} ingress pattern eth / end actions drop / end");
+    assert_eq!(command_port(&line(22)), Some(22));
+    assert_eq!(command_port("quit"), None);
+    // Ports below the limit run as written, on devices 0..=max.
+    let (sent, devices) = with_ports(&[line(0), line(22)]).unwrap();
+    assert_eq!((sent, devices), (vec![line(0), line(22)], 23));
+    // A port beyond it: the distinct ports, renumbered in order.
+    let (sent, devices) = with_ports(&[line(40), line(0), line(77), line(40)]).unwrap();
+    assert_eq!(devices, 3);
+    assert_eq!(sent, vec![line(1), line(0), line(2), line(1)]);
+    let many: Vec<String> = (0..=MAX_PORTS).map(|p| line(p * 2)).collect();
+    assert!(matches!(
+        with_ports(&many),
+        Err(OracleError::TooManyPorts(33))
+    ));
+}
