@@ -809,3 +809,69 @@ pub fn cookie_names(session: &Session) -> BTreeMap<u64, String> {
         _ => BTreeMap::new(),
     }
 }
+
+/// The connection-offload path on a real DPDK port: net_null in DPDK 22.11 has no flow
+/// operations, so every create is refused with ENOSYS, which is the refusal path the device
+/// must handle (the policy plan's path is driven end to end by runtime/tests/pipecd.rs).
+#[cfg(all(test, feature = "dpdk"))]
+mod hw_tests {
+    use super::Device;
+    use crate::offload::{Batch, Entry, FiveTuple, HwActionKey};
+    use std::net::Ipv4Addr;
+
+    #[test]
+    fn an_offload_entry_the_port_refuses_stays_in_software_and_is_counted() {
+        // A file prefix of its own, so that this EAL shares no runtime files with another
+        // process's; without hugepages and PCI, EAL needs no device and no root.
+        let eal: Vec<String> = format!(
+            "-l 0 --no-huge --no-pci -m 128 --file-prefix pipecd-unit-{} --vdev net_null0 --log-level lib.eal:error",
+            std::process::id()
+        )
+        .split_whitespace()
+        .map(str::to_string)
+        .collect();
+        let mut d = Device::model()
+            .with_hw_port("net_null0", &eal)
+            .expect("net_null0 opens");
+        assert_eq!(d.hw_port(), Some("net_null0"));
+        let entry = Entry {
+            tuple: FiveTuple {
+                src: Ipv4Addr::new(10, 0, 0, 1),
+                dst: Ipv4Addr::new(10, 0, 0, 2),
+                proto: 6,
+                sport: 40000,
+                dport: 80,
+            },
+            port: 1,
+            action: HwActionKey::Vf(1),
+            counted: true,
+        };
+        let batch = Batch {
+            remove: Vec::new(),
+            install: vec![entry.clone()],
+        };
+        let profile = pipec::backend::octeon_cn10k_profile();
+        let (made, refused) = d.apply_offload(&batch, &profile);
+        assert_eq!(made, 0);
+        assert_eq!(refused.len(), 1);
+        assert_eq!(refused[0].0, entry);
+        assert!(
+            refused[0]
+                .1
+                .ends_with("device refused (ENOSYS): Function not implemented"),
+            "{}",
+            refused[0].1
+        );
+        assert_eq!(
+            d.offload_len(),
+            0,
+            "a refused entry is not in the flow table"
+        );
+        assert_eq!(d.refusal_counts().get("ENOSYS"), Some(&1));
+        // Removing it finds nothing to destroy: the port never held it.
+        assert_eq!(d.remove_offload(&[entry]), 0);
+        assert!(!d.dump(&Default::default()).unwrap().contains("offload "));
+        // A second port in one process would get the first one's EAL arguments.
+        assert!(Device::model().with_hw_port("net_null1", &eal).is_err());
+    }
+}

@@ -511,6 +511,13 @@ fn a_dpdk_port_holds_what_it_accepts_and_what_it_refuses_stays_in_ebpf() {
         run.wait("the pods applied", |r| r.generation() > g);
         check(&run, &mut created, &mut last_wanted);
     }
+    // The pods' rules came through the session's operations (`Device::apply`), not only the
+    // first reconciliation.
+    let first = lines_of(&run.expected(&["pods.yaml"]), "flow").len() as u64;
+    assert!(
+        created > first,
+        "the pods brought hardware rules of their own"
+    );
     let g = run.generation();
     std::fs::remove_file(run.manifests().join("pods.yaml")).expect("rm");
     run.wait("the removal applied", |r| r.generation() > g);
