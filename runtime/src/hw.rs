@@ -27,9 +27,24 @@ impl HwPort {
     /// named `name`. EAL starts once per process, so a second port would share the first
     /// one's arguments; pipecd opens one.
     pub fn open(name: &str, eal_args: &[String]) -> anyhow::Result<HwPort> {
-        let mut argv: Vec<&str> = vec!["pipecd"];
-        argv.extend(eal_args.iter().map(String::as_str));
-        let eal = Eal::init(&argv).map_err(|e| anyhow::anyhow!("starting DPDK's EAL: {e}"))?;
+        let mut argv: Vec<String> = vec!["pipecd".to_string()];
+        argv.extend(eal_args.iter().cloned());
+        // rte_eal_init pins the thread that calls it to the main lcore (the first core of
+        // `-l`), and every thread started later from that thread inherits the pin: called
+        // on pipecd's main thread, it put the whole daemon (the runtime's workers and its
+        // blocking pool) on one core. It is called on a thread of its own instead, which
+        // ends once EAL is up; rte_flow calls need no EAL thread (pipecd makes them from
+        // its blocking pool).
+        let eal = std::thread::Builder::new()
+            .name("pipecd-eal-init".into())
+            .spawn(move || {
+                let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
+                Eal::init(&argv)
+            })
+            .map_err(|e| anyhow::anyhow!("starting a thread for DPDK's EAL: {e}"))?
+            .join()
+            .map_err(|_| anyhow::anyhow!("DPDK's EAL start-up panicked"))?
+            .map_err(|e| anyhow::anyhow!("starting DPDK's EAL: {e}"))?;
         let port = eal
             .port(name)
             .map_err(|e| anyhow::anyhow!("--hw-port {name}: {e}"))?;

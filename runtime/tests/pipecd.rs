@@ -498,6 +498,22 @@ fn a_dpdk_port_holds_what_it_accepts_and_what_it_refuses_stays_in_ebpf() {
         );
     };
     check(&run, &mut created, &mut last_wanted);
+    // EAL pins the thread that starts it to its main lcore (`-l 0`); pipecd starts it on a
+    // thread of its own, so that the daemon's threads keep the cores they were given.
+    let allowed = |status: &str| {
+        status
+            .lines()
+            .find(|l| l.starts_with("Cpus_allowed_list:"))
+            .map(str::to_string)
+    };
+    let pid = run.child.as_ref().expect("a running pipecd").id();
+    let own = std::fs::read_to_string("/proc/self/status").expect("own status");
+    let daemon = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("pipecd status");
+    assert_eq!(
+        allowed(&daemon),
+        allowed(&own),
+        "pipecd's main thread is not pinned"
+    );
     assert!(
         run.log().contains("the port refused a flow rule"),
         "{}",
