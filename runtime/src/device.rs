@@ -823,9 +823,9 @@ mod hw_tests {
     fn an_offload_entry_the_port_refuses_stays_in_software_and_is_counted() {
         // A file prefix of its own, so that this EAL shares no runtime files with another
         // process's; without hugepages and PCI, EAL needs no device and no root.
+        let prefix = format!("pipecd-unit-{}", std::process::id());
         let eal: Vec<String> = format!(
-            "-l 0 --no-huge --no-pci -m 128 --file-prefix pipecd-unit-{} --vdev net_null0 --log-level lib.eal:error",
-            std::process::id()
+            "-l 0 --no-huge --no-pci -m 128 --file-prefix {prefix} --vdev net_null0 --log-level lib.eal:error"
         )
         .split_whitespace()
         .map(str::to_string)
@@ -873,5 +873,18 @@ mod hw_tests {
         assert!(!d.dump(&Default::default()).unwrap().contains("offload "));
         // A second port in one process would get the first one's EAL arguments.
         assert!(Device::model().with_hw_port("net_null1", &eal).is_err());
+        // EAL leaves its runtime directory behind when the process ends (DPDK 22.11 puts it
+        // under /var/run/dpdk for root, $XDG_RUNTIME_DIR/dpdk or /tmp/dpdk otherwise); its
+        // files are mapped already, so removing it now changes nothing for this process.
+        for base in [
+            Some(std::path::PathBuf::from("/var/run")),
+            std::env::var_os("XDG_RUNTIME_DIR").map(std::path::PathBuf::from),
+            Some(std::path::PathBuf::from("/tmp")),
+        ]
+        .into_iter()
+        .flatten()
+        {
+            let _ = std::fs::remove_dir_all(base.join("dpdk").join(&prefix));
+        }
     }
 }

@@ -366,6 +366,35 @@ fn the_model_datapath_follows_the_directory_and_keeps_the_last_good_state() {
     assert_eq!(ebpf(&run.state()), ebpf(&run.expected(&["badport.yaml"])));
 }
 
+/// EAL's runtime directory of a file prefix, removed on drop: EAL leaves it behind when its
+/// process ends. DPDK 22.11 puts it under /var/run/dpdk for root, else under
+/// $XDG_RUNTIME_DIR/dpdk, or /tmp/dpdk without that variable.
+#[cfg(feature = "dpdk")]
+struct EalDir(PathBuf);
+
+#[cfg(feature = "dpdk")]
+impl EalDir {
+    fn of(prefix: &str) -> EalDir {
+        let root = std::fs::read_to_string("/proc/self/status")
+            .unwrap_or_default()
+            .lines()
+            .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(2) == Some("0"));
+        let base = match (root, std::env::var_os("XDG_RUNTIME_DIR")) {
+            (true, _) => PathBuf::from("/var/run"),
+            (false, Some(dir)) => PathBuf::from(dir),
+            (false, None) => PathBuf::from("/tmp"),
+        };
+        EalDir(base.join("dpdk").join(prefix))
+    }
+}
+
+#[cfg(feature = "dpdk")]
+impl Drop for EalDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
 /// The lines of a `/debug/state` dump that start with `kind `, without it.
 #[cfg(feature = "dpdk")]
 fn lines_of<'s>(state: &'s str, kind: &str) -> std::collections::BTreeSet<&'s str> {
@@ -415,14 +444,16 @@ fn explain_live(socket: &Path) -> String {
 #[cfg(feature = "dpdk")]
 #[test]
 fn a_dpdk_port_holds_what_it_accepts_and_what_it_refuses_stays_in_ebpf() {
+    // Declared before the run, so that it is dropped after the daemon is stopped.
+    let prefix = format!("pipecd-dpdk-{}", std::process::id());
+    let _eal_dir = EalDir::of(&prefix);
     let mut run = Run::new("dpdk");
     let socket = run.dir.join("control.sock");
     let control = format!("unix:{}", socket.display());
     // A file prefix of its own, so that this EAL shares no runtime files with another
     // test's; without hugepages and PCI, EAL needs no device and no root.
     let eal = format!(
-        "-l 0 --no-huge --no-pci -m 128 --file-prefix pipecd-dpdk-{} --vdev net_null0 --log-level lib.eal:error",
-        std::process::id()
+        "-l 0 --no-huge --no-pci -m 128 --file-prefix {prefix} --vdev net_null0 --log-level lib.eal:error"
     );
     run.start(&[
         "--datapath",
