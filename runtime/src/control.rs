@@ -115,7 +115,8 @@ pub fn explain(d: &Daemon, rule: &str, format: Format) -> Result<String, Status>
     let plan = session
         .plan()
         .ok_or_else(|| Status::failed_precondition("no hardware target to partition for"))?;
-    let report = explain::report(plan, session.mag(), session.sources());
+    let mut report = explain::report(plan, session.mag(), session.sources());
+    let refused = mark_refusals(&mut report, d.device().refused());
     if !rule.is_empty() {
         let rows = explain::select(&report, rule);
         if rows.is_empty() {
@@ -133,9 +134,55 @@ pub fn explain(d: &Daemon, rule: &str, format: Format) -> Result<String, Status>
             offload,
         }),
         Format::Text => Ok(explain::to_text(&report)
+            + &refused
             + &offload.map(|o| o.text()).unwrap_or_default()
             + &pipec_cpt::explain_line(session)),
     }
+}
+
+/// Shows the rules the hardware port refused where they run: the plan placed them in
+/// hardware, but the port holds no handle for them, so their packets are decided by the
+/// eBPF pipeline (which holds the whole pipeline). Each refused rule's row is moved to
+/// `ebpf` with the code `device` and the port's errno and message; the text summary line
+/// is returned (empty when the port refused nothing, so that a model device's explain is
+/// the offline one).
+fn mark_refusals(
+    report: &mut pipec::partition::explain::Report,
+    refused: &std::collections::BTreeMap<String, crate::device::Refusal>,
+) -> String {
+    if refused.is_empty() {
+        return String::new();
+    }
+    // A rule's origin is its MAG entry, then (for the plan's rules) its source rule.
+    let of_row = |id: &str| {
+        refused
+            .values()
+            .filter(|r| r.origin == id || r.origin.starts_with(&format!("{id} ")))
+            .collect::<Vec<_>>()
+    };
+    for row in &mut report.rows {
+        let hits = of_row(&row.id);
+        let Some(first) = hits.first() else { continue };
+        row.target = "ebpf".into();
+        row.code = "device".into();
+        row.reason = format!("device refused ({}): {}", first.errno, first.message);
+        for r in &hits {
+            row.chain.push(format!(
+                "the hardware port refused rule r{} ({}: {}); its packets are decided in eBPF",
+                r.rule, r.errno, r.message
+            ));
+        }
+    }
+    let mut by_errno: std::collections::BTreeMap<&str, usize> = Default::default();
+    for r in refused.values() {
+        *by_errno.entry(r.errno.as_str()).or_insert(0) += 1;
+    }
+    let counts: Vec<String> = by_errno.iter().map(|(e, n)| format!("{e} {n}")).collect();
+    format!(
+        "device refusals: {} hardware rules decided in eBPF ({})\n",
+        refused.len(),
+        counts.join(", ")
+    )
 }
 
 /// The stream `Observe` answers with.

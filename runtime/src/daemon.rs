@@ -333,6 +333,7 @@ impl Daemon {
             Err(e) => tracing::warn!("reading the per-rule counters: {e:#}"),
         }
         o.push_str(&self.offload.metrics_text());
+        o.push_str(&crate::metrics::refusals_text(self.device.refusal_counts()));
         o
     }
 
@@ -343,6 +344,7 @@ impl Daemon {
             s["api"] = api.status();
         }
         s["offload"] = self.offload.status();
+        s["hardware"] = self.device.hardware_status();
         s
     }
 

@@ -5,6 +5,12 @@
 //! - `kernel` ([`Device::kernel`]): the real eBPF programs and maps, pinned in bpffs so that
 //!   they (and the traffic they carry) outlive the daemon; the hardware flow table and the
 //!   SAs stay models, as there is no OCTEON here.
+//! - With feature `dpdk` and `--hw-port` ([`Device::with_hw_port`]), either datapath sends
+//!   the flow table's operations to a real DPDK ethdev port through `rte_flow` instead of the
+//!   model. A rule the port refuses (ENOSPC, EINVAL, ENOSYS, ...) is recorded as refused and
+//!   is not in the flow table: its packets are decided by the eBPF pipeline, which always
+//!   holds the whole pipeline, so a refusal opens no window. The rest of the batch is
+//!   applied, and the flow table lists exactly the rules the port holds a handle for.
 //!
 //! On start the device is reconciled: what it holds (nothing for the model, the pinned maps
 //! for the kernel) is diffed against the session's artifacts and only the difference is
@@ -19,6 +25,8 @@ use pipec_ebpf::{Attachment, Datapath, EbpfArtifact, MapOps, Program};
 use pipec_rte_flow::{FlowOp, FlowOps, RteFlowArtifact};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
+#[cfg(feature = "dpdk")]
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
 /// How many operations an apply carried out, per target.
@@ -32,6 +40,19 @@ pub struct Applied {
     pub sa_ops: usize,
 }
 
+/// A flow rule the hardware port refused; its packets are decided in eBPF.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct Refusal {
+    /// The plan rule's id (`pipec explain` names rules by it).
+    pub rule: u32,
+    /// Where the rule came from.
+    pub origin: String,
+    /// The errno's symbolic name (`ENOSPC`), the stable code of the refusal.
+    pub errno: String,
+    /// The driver's message.
+    pub message: String,
+}
+
 /// The node's datapath.
 pub struct Device {
     /// The kernel datapath, for `--datapath kernel`.
@@ -42,8 +63,20 @@ pub struct Device {
     ports: BTreeMap<String, Vec<Attachment>>,
     /// The eBPF maps, for `--datapath model`.
     maps: MapEntries,
-    /// The flow table: rule keys.
+    /// The flow table: the keys of the rules it holds (with a real port, exactly those the
+    /// port holds a handle for).
     flows: BTreeSet<String>,
+    /// The real flow table (`--hw-port`), when there is one.
+    #[cfg(feature = "dpdk")]
+    hw: Option<crate::hw::HwPort>,
+    /// The plan rules the port refused, by rule key: not in `flows`, decided in eBPF.
+    refused: BTreeMap<String, Refusal>,
+    /// Refusals (and failed destroys) since the start, by errno name, for the metrics.
+    refusals: BTreeMap<String, u64>,
+    /// Rules the state no longer has but whose destroy the port refused: the port still
+    /// holds them (they are in `flows`), and each later flow batch tries again, as no
+    /// later operation of the session names them.
+    undestroyed: BTreeSet<String>,
     /// The flow table's connection-offload entries (exact 5-tuples at level 0, kept apart
     /// from the policy plan's rules, which a reconciliation replaces as a whole), each with
     /// its rule key.
@@ -104,6 +137,11 @@ impl Device {
             ports: BTreeMap::new(),
             maps: MapEntries::new(),
             flows: BTreeSet::new(),
+            #[cfg(feature = "dpdk")]
+            hw: None,
+            refused: BTreeMap::new(),
+            refusals: BTreeMap::new(),
+            undestroyed: BTreeSet::new(),
             offload: BTreeMap::new(),
             sas: BTreeSet::new(),
             pending: Vec::new(),
@@ -123,6 +161,123 @@ impl Device {
             kernel: Some(dp),
             _attachments: attachments,
             ..Device::model()
+        })
+    }
+
+    /// Sends the flow table's operations to the DPDK ethdev port `name` (EAL started with
+    /// `eal_args`) instead of the model.
+    #[cfg(feature = "dpdk")]
+    pub fn with_hw_port(mut self, name: &str, eal_args: &[String]) -> anyhow::Result<Device> {
+        static OPENED: AtomicBool = AtomicBool::new(false);
+        // EAL starts once per process and keeps its first arguments: a second port would
+        // silently get the first one's, so it is an error instead.
+        if OPENED.swap(true, Ordering::SeqCst) {
+            anyhow::bail!("a hardware port is already open in this process");
+        }
+        self.hw = Some(crate::hw::HwPort::open(name, eal_args)?);
+        Ok(self)
+    }
+
+    /// The real port's name, when the flow table is one.
+    pub fn hw_port(&self) -> Option<&str> {
+        #[cfg(feature = "dpdk")]
+        if let Some(hw) = &self.hw {
+            return Some(hw.name());
+        }
+        None
+    }
+
+    /// Creates a plan rule on the flow table. With a real port, a refusal is recorded (and
+    /// logged and counted) and the rule stays out of the table; the model holds any rule.
+    fn create_flow(&mut self, key: &str, rule: &pipec_rte_flow::EmittedRule) {
+        #[cfg(feature = "dpdk")]
+        if let Some(hw) = &mut self.hw {
+            if let Err(e) = hw.create(key, &rule.rule) {
+                self.refuse(key, rule, &e);
+                return;
+            }
+        }
+        self.refused.remove(key);
+        self.undestroyed.remove(key);
+        self.flows.insert(key.to_string());
+        #[cfg(not(feature = "dpdk"))]
+        let _ = rule;
+    }
+
+    /// Destroys a plan rule. A rule the port refused to destroy stays in the table (the
+    /// port still holds it), and the failure is logged and counted; the caller goes on
+    /// with the batch.
+    fn destroy_flow(&mut self, key: &str) {
+        self.refused.remove(key);
+        #[cfg(feature = "dpdk")]
+        if let Some(hw) = &mut self.hw {
+            if let Err(e) = hw.destroy(key) {
+                let errno = pipec_rte_flow::ffi::errno_name(e.errno);
+                *self.refusals.entry(errno.to_string()).or_insert(0) += 1;
+                tracing::error!(
+                    code = "device",
+                    errno,
+                    key,
+                    "the port refused to destroy a flow rule; it stays in the flow table: {}",
+                    e.message
+                );
+                self.undestroyed.insert(key.to_string());
+                return;
+            }
+        }
+        self.undestroyed.remove(key);
+        self.flows.remove(key);
+    }
+
+    #[cfg(feature = "dpdk")]
+    fn refuse(
+        &mut self,
+        key: &str,
+        rule: &pipec_rte_flow::EmittedRule,
+        e: &pipec_rte_flow::ffi::DeviceError,
+    ) {
+        let errno = pipec_rte_flow::ffi::errno_name(e.errno).to_string();
+        tracing::warn!(
+            code = "device",
+            errno = %errno,
+            rule = rule.id,
+            origin = %rule.origin,
+            "the port refused a flow rule; its packets are decided in eBPF: {}",
+            e.message
+        );
+        *self.refusals.entry(errno.clone()).or_insert(0) += 1;
+        self.flows.remove(key);
+        self.refused.insert(
+            key.to_string(),
+            Refusal {
+                rule: rule.id,
+                origin: rule.origin.clone(),
+                errno,
+                message: e.message.clone(),
+            },
+        );
+    }
+
+    /// The plan rules the port refused now, by rule key.
+    pub fn refused(&self) -> &BTreeMap<String, Refusal> {
+        &self.refused
+    }
+
+    /// Refusals since the start, by errno name.
+    pub fn refusal_counts(&self) -> &BTreeMap<String, u64> {
+        &self.refusals
+    }
+
+    /// What `/status` says of the flow table: the port (null for the model), how many
+    /// rules it holds, the refused rules with why, and the refusals since the start.
+    pub fn hardware_status(&self) -> serde_json::Value {
+        let refused: BTreeMap<&String, &Refusal> = self.refused.iter().collect();
+        serde_json::json!({
+            "port": self.hw_port(),
+            "held": self.flows.len(),
+            "refused": refused,
+            "undestroyed": self.undestroyed,
+            "refusals_total": self.refusals,
         })
     }
 
@@ -157,13 +312,31 @@ impl Device {
         if let Some(hw) = session.profile().map(|p| p.name.clone()) {
             if let Some(Ok(a)) = session.artifact(&hw) {
                 if let Some(a) = a.as_any().downcast_ref::<RteFlowArtifact>() {
-                    let want: BTreeSet<String> = a
+                    let want: BTreeMap<String, &pipec_rte_flow::EmittedRule> = a
                         .rules
                         .iter()
-                        .map(|r| pipec_rte_flow::rule_key(&r.rule))
+                        .map(|r| (pipec_rte_flow::rule_key(&r.rule), r))
                         .collect();
-                    applied.flow_ops = want.symmetric_difference(&self.flows).count();
-                    self.flows = want;
+                    // Destroys first, as in the session's operations. A rule refused before
+                    // is tried again: the port may have room now.
+                    let stale: Vec<String> = self
+                        .flows
+                        .iter()
+                        .chain(self.refused.keys())
+                        .filter(|k| !want.contains_key(*k))
+                        .cloned()
+                        .collect();
+                    for key in &stale {
+                        self.destroy_flow(key);
+                    }
+                    let missing: Vec<(&String, &&pipec_rte_flow::EmittedRule)> = want
+                        .iter()
+                        .filter(|(k, _)| !self.flows.contains(*k))
+                        .collect();
+                    applied.flow_ops = stale.len() + missing.len();
+                    for (key, rule) in missing {
+                        self.create_flow(key, rule);
+                    }
                 }
             }
         }
@@ -205,14 +378,16 @@ impl Device {
                 self.apply_map_ops(&ops.ops)?;
             } else if let Some(ops) = any.downcast_ref::<FlowOps>() {
                 applied.flow_ops += ops.ops.len();
+                // Each operation stands alone: a refusal is recorded and the rest of the
+                // batch is applied, so the table is what the port holds, never half of it.
+                // Destroys the port refused before are tried first, with the batch's own.
+                for key in self.undestroyed.clone() {
+                    self.destroy_flow(&key);
+                }
                 for op in &ops.ops {
                     match op {
-                        FlowOp::Destroy { key } => {
-                            self.flows.remove(key);
-                        }
-                        FlowOp::Create { key, .. } => {
-                            self.flows.insert(key.clone());
-                        }
+                        FlowOp::Destroy { key } => self.destroy_flow(key),
+                        FlowOp::Create { key, rule } => self.create_flow(key, rule),
                     }
                 }
             } else if let Some(ops) = any.downcast_ref::<SaOps>() {
@@ -232,10 +407,29 @@ impl Device {
     /// to wait on; on the device each destroy returns once the AF has written the entry
     /// invalid, and the next step starts only after the last one returns.
     pub fn remove_offload(&mut self, entries: &[Entry]) -> usize {
-        entries
-            .iter()
-            .filter(|e| self.offload.remove(*e).is_some())
-            .count()
+        let mut n = 0;
+        for e in entries {
+            #[cfg(feature = "dpdk")]
+            if let Some(hw) = &mut self.hw {
+                if let Err(err) = hw.destroy_offload(e) {
+                    // The port still holds the entry, so it stays recorded (and is
+                    // destroyed with the next batch that names it).
+                    let errno = pipec_rte_flow::ffi::errno_name(err.errno);
+                    *self.refusals.entry(errno.to_string()).or_insert(0) += 1;
+                    tracing::error!(
+                        code = "device",
+                        errno,
+                        "the port refused to destroy a connection-offload entry: {}",
+                        err.message
+                    );
+                    continue;
+                }
+            }
+            if self.offload.remove(e).is_some() {
+                n += 1;
+            }
+        }
+        n
     }
 
     /// Applies an offload batch: every removal, then every install. An install is lowered
@@ -254,6 +448,24 @@ impl Device {
         for e in &batch.install {
             match backend.lower_rule(&e.rule(0)) {
                 Ok(flow) => {
+                    #[cfg(feature = "dpdk")]
+                    if let Some(hw) = &mut self.hw {
+                        if let Err(err) = hw.create_offload(e, &flow) {
+                            // The connection stays in software, where the whole
+                            // pipeline decides it; the caller puts it back there.
+                            let errno = pipec_rte_flow::ffi::errno_name(err.errno);
+                            tracing::warn!(
+                                code = "device",
+                                errno,
+                                "the port refused a connection-offload entry; the connection stays in software: {}",
+                                err.message
+                            );
+                            *self.refusals.entry(errno.to_string()).or_insert(0) += 1;
+                            refused
+                                .push((e.clone(), err.to_unsupported(&profile.name).to_string()));
+                            continue;
+                        }
+                    }
                     self.offload
                         .insert(e.clone(), pipec_rte_flow::rule_key(&flow));
                     n += 1;
@@ -384,8 +596,9 @@ impl Device {
     }
 
     /// The device's content, one sorted line per entry: `ebpf MAP KEY VALUE` (hex),
-    /// `flow KEY`, `offload KEY` (connection-offload entries, in the order of their tuple
-    /// and port), `sa DIRECTION PEER SPI`. A policy value's rule cookie is printed as the
+    /// `flow KEY` (the rules the flow table holds), `refused KEY ERRNO` (the rules the port
+    /// refused, decided in eBPF), `offload KEY` (connection-offload entries, in the order of
+    /// their tuple and port), `sa DIRECTION PEER SPI`. A policy value's rule cookie is printed as the
     /// rule it names (`cookies`): cookies are numbered in the order a session first saw the
     /// rules, so two sessions may number one rule differently. Equal devices dump equal text.
     pub fn dump(&self, cookies: &BTreeMap<u64, String>) -> anyhow::Result<String> {
@@ -403,6 +616,9 @@ impl Device {
         }
         for f in &self.flows {
             out.push_str(&format!("flow {f}\n"));
+        }
+        for (key, r) in &self.refused {
+            out.push_str(&format!("refused {key} {}\n", r.errno));
         }
         for key in self.offload.values() {
             out.push_str(&format!("offload {key}\n"));
@@ -429,6 +645,7 @@ impl Device {
             *out.entry(format!("ebpf/{}", map.as_str())).or_insert(0) += 1;
         }
         out.insert("hardware/flows".into(), self.flows.len());
+        out.insert("hardware/refused".into(), self.refused.len());
         out.insert("hardware/offload".into(), self.offload.len());
         out.insert("cpt/sas".into(), self.sas.len());
         Ok(out)
@@ -590,5 +807,84 @@ pub fn cookie_names(session: &Session) -> BTreeMap<u64, String> {
             .map(|a| a.cookies.clone())
             .unwrap_or_default(),
         _ => BTreeMap::new(),
+    }
+}
+
+/// The connection-offload path on a real DPDK port: net_null in DPDK 22.11 has no flow
+/// operations, so every create is refused with ENOSYS, which is the refusal path the device
+/// must handle (the policy plan's path is driven end to end by runtime/tests/pipecd.rs).
+#[cfg(all(test, feature = "dpdk"))]
+mod hw_tests {
+    use super::Device;
+    use crate::offload::{Batch, Entry, FiveTuple, HwActionKey};
+    use std::net::Ipv4Addr;
+
+    #[test]
+    fn an_offload_entry_the_port_refuses_stays_in_software_and_is_counted() {
+        // A file prefix of its own, so that this EAL shares no runtime files with another
+        // process's; without hugepages and PCI, EAL needs no device and no root.
+        let prefix = format!("pipecd-unit-{}", std::process::id());
+        let eal: Vec<String> = format!(
+            "-l 0 --no-huge --no-pci -m 128 --file-prefix {prefix} --vdev net_null0 --log-level lib.eal:error"
+        )
+        .split_whitespace()
+        .map(str::to_string)
+        .collect();
+        let mut d = Device::model()
+            .with_hw_port("net_null0", &eal)
+            .expect("net_null0 opens");
+        assert_eq!(d.hw_port(), Some("net_null0"));
+        let entry = Entry {
+            tuple: FiveTuple {
+                src: Ipv4Addr::new(10, 0, 0, 1),
+                dst: Ipv4Addr::new(10, 0, 0, 2),
+                proto: 6,
+                sport: 40000,
+                dport: 80,
+            },
+            port: 1,
+            action: HwActionKey::Vf(1),
+            counted: true,
+        };
+        let batch = Batch {
+            remove: Vec::new(),
+            install: vec![entry.clone()],
+        };
+        let profile = pipec::backend::octeon_cn10k_profile();
+        let (made, refused) = d.apply_offload(&batch, &profile);
+        assert_eq!(made, 0);
+        assert_eq!(refused.len(), 1);
+        assert_eq!(refused[0].0, entry);
+        assert!(
+            refused[0]
+                .1
+                .ends_with("device refused (ENOSYS): Function not implemented"),
+            "{}",
+            refused[0].1
+        );
+        assert_eq!(
+            d.offload_len(),
+            0,
+            "a refused entry is not in the flow table"
+        );
+        assert_eq!(d.refusal_counts().get("ENOSYS"), Some(&1));
+        // Removing it finds nothing to destroy: the port never held it.
+        assert_eq!(d.remove_offload(&[entry]), 0);
+        assert!(!d.dump(&Default::default()).unwrap().contains("offload "));
+        // A second port in one process would get the first one's EAL arguments.
+        assert!(Device::model().with_hw_port("net_null1", &eal).is_err());
+        // EAL leaves its runtime directory behind when the process ends (DPDK 22.11 puts it
+        // under /var/run/dpdk for root, $XDG_RUNTIME_DIR/dpdk or /tmp/dpdk otherwise); its
+        // files are mapped already, so removing it now changes nothing for this process.
+        for base in [
+            Some(std::path::PathBuf::from("/var/run")),
+            std::env::var_os("XDG_RUNTIME_DIR").map(std::path::PathBuf::from),
+            Some(std::path::PathBuf::from("/tmp")),
+        ]
+        .into_iter()
+        .flatten()
+        {
+            let _ = std::fs::remove_dir_all(base.join("dpdk").join(&prefix));
+        }
     }
 }

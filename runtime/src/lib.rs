@@ -7,6 +7,7 @@
 //! - [`source`]: the manifests directory as per-file session events;
 //! - [`api`]: the Kubernetes API's watchers, folded into per-object changes;
 //! - [`device`]: the model and kernel datapaths, reconciliation on start;
+//! - `hw` (feature `dpdk`): the hardware flow table as a real DPDK ethdev port;
 //! - [`daemon`]: one step of the loop;
 //! - [`metrics`], [`http`]: status, Prometheus text, health and readiness;
 //! - [`cni`]: the pods the CNI plugin wired (attachments kept across restarts);
@@ -42,6 +43,8 @@ pub mod control;
 pub mod daemon;
 pub mod device;
 pub mod http;
+#[cfg(feature = "dpdk")]
+pub mod hw;
 pub mod metrics;
 pub mod observe;
 pub mod offload;

@@ -119,6 +119,20 @@ struct Args {
     /// Bytes a connection carries in software before it may be offloaded.
     #[arg(long, value_name = "BYTES", default_value_t = Settings::default().min_bytes)]
     offload_min_bytes: u64,
+    /// The DPDK ethdev port (its device name, `net_null0`) that the hardware flow table's
+    /// rte_flow rules and the connection-offload entries are created on, instead of the
+    /// model. Needs a pipecd built with the `dpdk` feature.
+    #[arg(long, value_name = "NAME")]
+    hw_port: Option<String>,
+    /// The DPDK EAL arguments for --hw-port, split at whitespace (`-l 0 --no-huge --no-pci
+    /// --vdev net_null0`).
+    #[arg(
+        long,
+        value_name = "ARGS",
+        requires = "hw_port",
+        allow_hyphen_values = true
+    )]
+    dpdk_args: Option<String>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -163,6 +177,27 @@ fn main() -> ExitCode {
 }
 
 fn device(args: &Args) -> anyhow::Result<Device> {
+    let device = datapath(args)?;
+    match &args.hw_port {
+        None => Ok(device),
+        Some(name) => hw_port(device, name, args.dpdk_args.as_deref().unwrap_or("")),
+    }
+}
+
+#[cfg(feature = "dpdk")]
+fn hw_port(device: Device, name: &str, eal: &str) -> anyhow::Result<Device> {
+    let eal: Vec<String> = eal.split_whitespace().map(str::to_string).collect();
+    let device = device.with_hw_port(name, &eal)?;
+    tracing::info!(port = name, "the hardware flow table is the DPDK port");
+    Ok(device)
+}
+
+#[cfg(not(feature = "dpdk"))]
+fn hw_port(_: Device, name: &str, _: &str) -> anyhow::Result<Device> {
+    anyhow::bail!("--hw-port {name}: this pipecd is built without the dpdk feature")
+}
+
+fn datapath(args: &Args) -> anyhow::Result<Device> {
     match args.datapath {
         DatapathKind::Model => {
             if args.wire.is_some() {

@@ -199,6 +199,22 @@ impl Metrics {
     }
 }
 
+/// The hardware port's refusals since the start as a Prometheus counter, by errno name
+/// (the refusal's stable code). Only the errnos seen are listed, in name order; the help
+/// and type lines are always there, so that a scrape shows the metric exists.
+pub fn refusals_text(counts: &BTreeMap<String, u64>) -> String {
+    let name = "pipecd_device_refusals_total";
+    let mut o = String::new();
+    let _ = writeln!(
+        o,
+        "# HELP {name} Flow-table operations the hardware port refused (their rules are decided in eBPF), by errno.\n# TYPE {name} counter"
+    );
+    for (errno, n) in counts {
+        let _ = writeln!(o, "{name}{{errno=\"{}\"}} {n}", escape(errno));
+    }
+    o
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -366,6 +366,211 @@ fn the_model_datapath_follows_the_directory_and_keeps_the_last_good_state() {
     assert_eq!(ebpf(&run.state()), ebpf(&run.expected(&["badport.yaml"])));
 }
 
+/// EAL's runtime directory of a file prefix, removed on drop: EAL leaves it behind when its
+/// process ends. DPDK 22.11 puts it under /var/run/dpdk for root, else under
+/// $XDG_RUNTIME_DIR/dpdk, or /tmp/dpdk without that variable.
+#[cfg(feature = "dpdk")]
+struct EalDir(PathBuf);
+
+#[cfg(feature = "dpdk")]
+impl EalDir {
+    fn of(prefix: &str) -> EalDir {
+        let root = std::fs::read_to_string("/proc/self/status")
+            .unwrap_or_default()
+            .lines()
+            .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(2) == Some("0"));
+        let base = match (root, std::env::var_os("XDG_RUNTIME_DIR")) {
+            (true, _) => PathBuf::from("/var/run"),
+            (false, Some(dir)) => PathBuf::from(dir),
+            (false, None) => PathBuf::from("/tmp"),
+        };
+        EalDir(base.join("dpdk").join(prefix))
+    }
+}
+
+#[cfg(feature = "dpdk")]
+impl Drop for EalDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// The lines of a `/debug/state` dump that start with `kind `, without it.
+#[cfg(feature = "dpdk")]
+fn lines_of<'s>(state: &'s str, kind: &str) -> std::collections::BTreeSet<&'s str> {
+    state
+        .lines()
+        .filter_map(|l| l.strip_prefix(kind).and_then(|l| l.strip_prefix(' ')))
+        .collect()
+}
+
+/// `pipec explain --live` (text) over the daemon's control socket.
+#[cfg(feature = "dpdk")]
+fn explain_live(socket: &Path) -> String {
+    use pipec_proto::v1::control_client::ControlClient;
+    use pipec_proto::v1::{ExplainRequest, Format};
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(async {
+        let channel = tokio::time::timeout(Duration::from_secs(10), pipec_proto::connect(socket))
+            .await
+            .expect("the control socket answers in time")
+            .expect("connect to the control socket");
+        let mut client = ControlClient::new(channel);
+        let call = client.explain(ExplainRequest {
+            rule: String::new(),
+            format: Format::Text as i32,
+        });
+        tokio::time::timeout(Duration::from_secs(20), call)
+            .await
+            .expect("explain answers in time")
+            .expect("explain")
+            .into_inner()
+            .output
+    })
+}
+
+/// The hardware flow table on a real DPDK port: pipecd with `--hw-port net_null0` sends the
+/// session's rte_flow operations through `rte_flow_create`/`rte_flow_destroy` (the `dpdk`
+/// feature's FFI). What the port accepts is in the dump as `flow` lines (pipecd lists the
+/// keys it holds a real handle for) and what it refuses as `refused` lines with the errno:
+/// together they are exactly the rules of `--emit rte_flow` of the same state, none both,
+/// while the eBPF maps hold the whole pipeline. net_null in DPDK 22.11 has no flow
+/// operations (its dev_ops set no `flow_ops_get`, so `rte_flow_ops_get` fails with ENOSYS,
+/// as targets/rte_flow/tests/dpdk.rs found), so on this port every rule is refused: the
+/// test shows the refusal path end to end, in status, metrics and `explain --live`.
+#[cfg(feature = "dpdk")]
+#[test]
+fn a_dpdk_port_holds_what_it_accepts_and_what_it_refuses_stays_in_ebpf() {
+    // Declared before the run, so that it is dropped after the daemon is stopped.
+    let prefix = format!("pipecd-dpdk-{}", std::process::id());
+    let _eal_dir = EalDir::of(&prefix);
+    let mut run = Run::new("dpdk");
+    let socket = run.dir.join("control.sock");
+    let control = format!("unix:{}", socket.display());
+    // A file prefix of its own, so that this EAL shares no runtime files with another
+    // test's; without hugepages and PCI, EAL needs no device and no root.
+    let eal = format!(
+        "-l 0 --no-huge --no-pci -m 128 --file-prefix {prefix} --vdev net_null0 --log-level lib.eal:error"
+    );
+    run.start(&[
+        "--datapath",
+        "model",
+        "--control",
+        &control,
+        "--hw-port",
+        "net_null0",
+        "--dpdk-args",
+        &eal,
+    ]);
+
+    // Every create the port saw so far: each refused one is counted once.
+    let mut created: u64 = 0;
+    let mut last_wanted: std::collections::BTreeSet<String> = Default::default();
+    let check = |run: &Run, created: &mut u64, last: &mut std::collections::BTreeSet<String>| {
+        let state = run.state();
+        let expected = run.expected(&[]);
+        assert_eq!(
+            lines_of(&state, "ebpf"),
+            lines_of(&expected, "ebpf"),
+            "the eBPF maps hold the whole pipeline"
+        );
+        let wanted = lines_of(&expected, "flow");
+        assert!(
+            !wanted.is_empty(),
+            "the state has hardware rules:\n{expected}"
+        );
+        let held = lines_of(&state, "flow");
+        let refused: std::collections::BTreeMap<&str, &str> = lines_of(&state, "refused")
+            .into_iter()
+            .map(|l| l.rsplit_once(' ').expect("refused KEY ERRNO"))
+            .collect();
+        let mut together: std::collections::BTreeSet<&str> = held.clone();
+        together.extend(refused.keys());
+        assert_eq!(together, wanted, "held and refused are the emitted rules");
+        assert!(held.iter().all(|k| !refused.contains_key(k)), "none both");
+        // net_null has no flow operations at all.
+        assert!(held.is_empty(), "{state}");
+        assert!(refused.values().all(|e| *e == "ENOSYS"), "{state}");
+
+        let status = run.status();
+        let hw = &status["hardware"];
+        assert_eq!(hw["port"], "net_null0", "{status}");
+        assert_eq!(hw["held"], held.len(), "{status}");
+        let listed = hw["refused"].as_object().expect("refused");
+        assert_eq!(listed.len(), refused.len(), "{status}");
+        for (key, r) in listed {
+            assert_eq!(r["errno"], "ENOSYS", "{key}: {r}");
+            assert_eq!(r["message"], "Function not implemented", "{key}: {r}");
+        }
+
+        // A change creates only the rules that are new to it, so each rule wanted for the
+        // first time was one refused create more.
+        let wanted: std::collections::BTreeSet<String> =
+            wanted.iter().map(|k| (*k).to_string()).collect();
+        *created += wanted.difference(last).count() as u64;
+        *last = wanted;
+        let metrics = get(run.port, "/metrics").expect("/metrics");
+        let line = format!("pipecd_device_refusals_total{{errno=\"ENOSYS\"}} {created}");
+        assert!(metrics.contains(&line), "{line}:\n{metrics}");
+
+        let explain = explain_live(&socket);
+        let summary = format!(
+            "device refusals: {} hardware rules decided in eBPF (ENOSYS {})",
+            refused.len(),
+            refused.len()
+        );
+        assert!(explain.contains(&summary), "{summary}:\n{explain}");
+        assert!(
+            explain.contains("device refused (ENOSYS): Function not implemented"),
+            "{explain}"
+        );
+    };
+    check(&run, &mut created, &mut last_wanted);
+    // EAL pins the thread that starts it to its main lcore (`-l 0`); pipecd starts it on a
+    // thread of its own, so that the daemon's threads keep the cores they were given.
+    let allowed = |status: &str| {
+        status
+            .lines()
+            .find(|l| l.starts_with("Cpus_allowed_list:"))
+            .map(str::to_string)
+    };
+    let pid = run.child.as_ref().expect("a running pipecd").id();
+    let own = std::fs::read_to_string("/proc/self/status").expect("own status");
+    let daemon = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("pipecd status");
+    assert_eq!(
+        allowed(&daemon),
+        allowed(&own),
+        "pipecd's main thread is not pinned"
+    );
+    assert!(
+        run.log().contains("the port refused a flow rule"),
+        "{}",
+        run.log()
+    );
+
+    // Pods on this node bring rules of their own; removing them destroys theirs.
+    for pods in [format!("{}---\n{}", pod(1), pod(2)), pod(3)] {
+        let g = run.generation();
+        run.write("pods.yaml", &pods);
+        run.wait("the pods applied", |r| r.generation() > g);
+        check(&run, &mut created, &mut last_wanted);
+    }
+    // The pods' rules came through the session's operations (`Device::apply`), not only the
+    // first reconciliation.
+    let first = lines_of(&run.expected(&["pods.yaml"]), "flow").len() as u64;
+    assert!(
+        created > first,
+        "the pods brought hardware rules of their own"
+    );
+    let g = run.generation();
+    std::fs::remove_file(run.manifests().join("pods.yaml")).expect("rm");
+    run.wait("the removal applied", |r| r.generation() > g);
+    check(&run, &mut created, &mut last_wanted);
+}
+
 /// A pod with a label set of its own, so that each one is a new identity (and a new pin to
 /// write).
 fn labelled_pod(n: u32) -> String {

@@ -754,13 +754,15 @@ impl Port {
         Ok(FlowHandle { raw })
     }
 
-    /// `rte_flow_destroy`.
-    pub fn destroy(&self, flow: FlowHandle) -> Result<(), DeviceError> {
+    /// `rte_flow_destroy`. A refused destroy gives the handle back with the error: the
+    /// port still holds the rule, and its owner keeps the handle to try again.
+    pub fn destroy(&self, flow: FlowHandle) -> Result<(), (DeviceError, FlowHandle)> {
         let mut error = sys::rte_flow_error::default();
-        // SAFETY: the handle came from rte_flow_create on this port and is destroyed once.
+        // SAFETY: the handle came from rte_flow_create on this port and is destroyed once:
+        // on success it is consumed here, and on failure it is handed back, still live.
         let rc = unsafe { sys::rte_flow_destroy(self.id, flow.raw, &mut error) };
         if rc < 0 {
-            return Err(DeviceError::from_flow_error(-rc, &error));
+            return Err((DeviceError::from_flow_error(-rc, &error), flow));
         }
         Ok(())
     }
