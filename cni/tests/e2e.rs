@@ -915,6 +915,10 @@ fn traffic_sees_no_violation_while_100_changes_apply() {
 
     // The timeline: (state, from) for each change, taken when the change is applied.
     let stop = std::sync::atomic::AtomicBool::new(false);
+    // Probes finished so far: the change loop waits for one more after each change, so that
+    // every change is probed however fast pipecd applies it (a denied TCP probe waits out
+    // its 500 ms timeout, and pipecd applies a policy change in a few ms).
+    let probed = std::sync::atomic::AtomicUsize::new(0);
     let t0 = Instant::now();
     let mut timeline: Vec<(usize, Duration, Duration)> = vec![(0, Duration::ZERO, Duration::ZERO)];
     let results = std::thread::scope(|s| {
@@ -928,6 +932,7 @@ fn traffic_sees_no_violation_while_100_changes_apply() {
                 let start = t0.elapsed();
                 let got = connects(&w.pod(from), SocketAddr::new(ips[to], port), udp);
                 out.push((k % probes.len(), start, t0.elapsed(), got));
+                probed.store(out.len(), std::sync::atomic::Ordering::Relaxed);
                 k += 1;
             }
             out
@@ -950,7 +955,15 @@ fn traffic_sees_no_violation_while_100_changes_apply() {
                 std::thread::sleep(Duration::from_millis(5));
             }
             timeline.push((state, written, t0.elapsed()));
-            std::thread::sleep(Duration::from_millis(30));
+            // At least one probe ends after this change was applied (bounded: a probe lasts
+            // at most about a second).
+            let seen = probed.load(std::sync::atomic::Ordering::Relaxed);
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while probed.load(std::sync::atomic::Ordering::Relaxed) <= seen
+                && Instant::now() < deadline
+            {
+                std::thread::sleep(Duration::from_millis(5));
+            }
         }
         stop.store(true, std::sync::atomic::Ordering::Relaxed);
         probing.join().expect("probes")
@@ -975,9 +988,9 @@ fn traffic_sees_no_violation_while_100_changes_apply() {
             ));
         }
     }
-    // Denied TCP probes wait out their timeout, so fewer probes than changes can run; every
-    // state must still have been probed many times.
-    assert!(results.len() >= 50, "only {} probes ran", results.len());
+    // The change loop waits for a probe to end after each change, so at least one ran per
+    // change.
+    assert!(results.len() >= 100, "only {} probes ran", results.len());
     assert!(
         violations.is_empty(),
         "{} of {} probes violated:\n{}",

@@ -404,20 +404,29 @@ fn lines_of<'s>(state: &'s str, kind: &str) -> std::collections::BTreeSet<&'s st
         .collect()
 }
 
+/// A single-thread runtime and a channel to the daemon's control socket, connected within
+/// 10 s, for the tests that call the daemon as the CLI and the CNI plugin do.
+fn control(socket: &Path) -> (tokio::runtime::Runtime, tonic::transport::Channel) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let channel = rt.block_on(async {
+        tokio::time::timeout(Duration::from_secs(10), pipec_proto::connect(socket))
+            .await
+            .expect("the control socket answers in time")
+            .expect("connect to the control socket")
+    });
+    (rt, channel)
+}
+
 /// `pipec explain --live` (text) over the daemon's control socket.
 #[cfg(feature = "dpdk")]
 fn explain_live(socket: &Path) -> String {
     use pipec_proto::v1::control_client::ControlClient;
     use pipec_proto::v1::{ExplainRequest, Format};
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
+    let (rt, channel) = control(socket);
     rt.block_on(async {
-        let channel = tokio::time::timeout(Duration::from_secs(10), pipec_proto::connect(socket))
-            .await
-            .expect("the control socket answers in time")
-            .expect("connect to the control socket");
         let mut client = ControlClient::new(channel);
         let call = client.explain(ExplainRequest {
             rule: String::new(),
@@ -1707,15 +1716,8 @@ fn cni(socket: &Path, pod: usize, add: bool) {
     use pipec_proto::v1::cni_client::CniClient;
     use pipec_proto::v1::{AddRequest, Attachment, DelRequest};
     let name = ["client", "web"][pod];
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
+    let (rt, channel) = control(socket);
     rt.block_on(async {
-        let channel = tokio::time::timeout(Duration::from_secs(10), pipec_proto::connect(socket))
-            .await
-            .expect("the control socket answers in time")
-            .expect("connect to the control socket");
         let mut client = CniClient::new(channel);
         let call = async {
             if add {

@@ -533,7 +533,12 @@ pub fn ebpf_profile() -> Profile {
     }
 }
 
-/// Every built-in profile, hardware first.
+/// Every built-in profile, hardware first (the DPDK 22.11 NPC, then the same NPC under
+/// 23.07, which `--target octeon-cn10k-dpdk23.07` selects).
 pub fn builtin_profiles() -> Vec<Profile> {
-    vec![octeon_cn10k_profile(), ebpf_profile()]
+    vec![
+        octeon_cn10k_profile(),
+        octeon_cn10k_2307_profile(),
+        ebpf_profile(),
+    ]
 }

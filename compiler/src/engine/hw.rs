@@ -10,10 +10,10 @@
 //! engine's answer differs from the MAG's only where hardware drops: exactly where the
 //! partitioner's soundness rules must hold.
 
-use super::hwmodel::{HwPacket, Tcam};
+use super::hwmodel::{Fate, ForwardSemantics, HwPacket, Ports, Tcam};
 use super::mag::{self, Conn, From, To};
 use super::{Engine, EngineVerdict, Evaluator};
-use crate::backend::{octeon_cn10k_profile, PacketField, PortDirection, Profile};
+use crate::backend::{octeon_cn10k_profile, PacketField, Profile};
 use crate::mag::interp::{Packet, Verdict};
 use crate::mag::{eth, Field};
 use crate::model::Cluster;
@@ -71,8 +71,16 @@ impl Engine for HwEngine {
             let Ok(port) = u16::try_from(p.get(Field::InPort)) else {
                 return false;
             };
+            // The packet takes the whole hardware path (`Tcam::fate`): dropped, or sent to a
+            // function that is no port (the NIX drops it), ends here; handed to software
+            // with its mark, it goes on through the MAG, as the tc programs see it. The
+            // plan's rules never forward (only pipecd's connection-offload entries do, and
+            // the plan does not hold them), so no port table is needed to resolve one.
             match (tcam, hw_packet(p)) {
-                (Some(t), Some(h)) => t.lookup(port, PortDirection::Ingress, &h).drops(),
+                (Some(t), Some(h)) => matches!(
+                    t.fate(port, &h, &Ports::default(), ForwardSemantics::SamePf),
+                    Fate::Dropped | Fate::NoSuchPort { .. }
+                ),
                 _ => false,
             }
         });

@@ -347,18 +347,24 @@ spec:
     ports: [{port: 80}]
 ";
 
+/// The cluster of one manifest file, its lowered MAG and its plan for `octeon-cn10k`.
+fn planned(name: &str, text: &str) -> (Cluster, lower::Lowered, pipec::partition::Plan) {
+    let loaded = pipec::driver::load_texts(&[(name, text)], &Default::default());
+    assert!(!loaded.has_errors(), "{name} has errors");
+    let cluster = loaded.cluster;
+    let lowered = lower::cluster_to_mag(&cluster, None);
+    let info = mag::validate(lowered.mag()).expect("valid");
+    let plan = mag_to_plan(lowered.mag(), &info, &octeon_cn10k_profile(), &[]);
+    (cluster, lowered, plan)
+}
+
 /// A pod whose policy denies all its ingress and all but one kind of egress: its egress
 /// drop is sound (nobody can open a connection to it, so it never replies), goes to
 /// hardware on its own port, and engine `hw` drops its packets there, but not its packets
 /// to the Service of an allowed backend, which software translates first.
 #[test]
 fn an_isolated_pods_egress_drop_sits_on_its_port() {
-    let loaded = pipec::driver::load_texts(&[("isolate.yaml", ISOLATED)], &Default::default());
-    assert!(!loaded.has_errors());
-    let cluster = loaded.cluster;
-    let lowered = lower::cluster_to_mag(&cluster, None);
-    let info = mag::validate(lowered.mag()).expect("valid");
-    let plan = mag_to_plan(lowered.mag(), &info, &octeon_cn10k_profile(), &[]);
+    let (cluster, lowered, plan) = planned("isolate.yaml", ISOLATED);
     let pod = |name: &str| PodId(cluster.pods.iter().position(|p| p.name == name).unwrap() as u32);
     let (a, b) = (pod("a"), pod("b"));
     let ep = lowered.state.endpoints[&cluster.pod(a).key()];
@@ -442,12 +448,7 @@ spec:
 /// replies to the peers it serves go on to software.
 #[test]
 fn a_serving_pods_egress_drop_is_narrowed_to_the_peers_it_does_not_serve() {
-    let loaded = pipec::driver::load_texts(&[("serving.yaml", SERVING)], &Default::default());
-    assert!(!loaded.has_errors());
-    let cluster = loaded.cluster;
-    let lowered = lower::cluster_to_mag(&cluster, None);
-    let info = mag::validate(lowered.mag()).expect("valid");
-    let plan = mag_to_plan(lowered.mag(), &info, &octeon_cn10k_profile(), &[]);
+    let (cluster, _, plan) = planned("serving.yaml", SERVING);
     let text = pipec::partition::plan_to_text(&plan);
     let narrowed = plan
         .placements
