@@ -382,11 +382,23 @@ fn serve_all(w: &World, ips: &[IpAddr]) {
     }
 }
 
+/// The next UDP source port of a probe. Each probe is a new flow only if its 5-tuple is
+/// new: an ephemeral port the kernel hands out again within the conntrack's UDP lifetime
+/// (60 s) continues the earlier flow, which the conntrack carries whatever the policy now
+/// says (as Cilium's does), so a run of thousands of probes would meet such reuses. Ports
+/// are handed out once per test process, from a range no ephemeral port comes from.
+fn next_udp_port() -> u16 {
+    use std::sync::atomic::{AtomicU16, Ordering};
+    static NEXT: AtomicU16 = AtomicU16::new(0);
+    // 10,000..31,999: below the kernel's default ephemeral range (32768..60999).
+    10_000 + NEXT.fetch_add(1, Ordering::Relaxed) % 22_000
+}
+
 /// Whether a connection from `ns` to `dst` gets an answer.
 fn connects(ns: &str, dst: SocketAddr, udp: bool) -> bool {
     in_netns(ns, || {
         if udp {
-            let Ok(s) = UdpSocket::bind("0.0.0.0:0") else {
+            let Ok(s) = UdpSocket::bind(("0.0.0.0", next_udp_port())) else {
                 return false;
             };
             let _ = s.set_read_timeout(Some(Duration::from_millis(400)));
