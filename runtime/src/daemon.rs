@@ -126,14 +126,32 @@ pub struct Daemon {
     ready: Arc<AtomicBool>,
 }
 
+/// The hardware profile pipecd compiles for unless `--hw-profile` names another.
+pub const DEFAULT_HW_PROFILE: &str = "octeon-cn10k";
+
 impl Daemon {
-    /// A daemon for `node` over `sources`, with identity numbers from `state` (if any).
-    /// Nothing is loaded yet: the first [`Daemon::step`] loads the sources.
+    /// A daemon for `node` over `sources`, with identity numbers from `state` (if any),
+    /// compiling for the `octeon-cn10k` profile. Nothing is loaded yet: the first
+    /// [`Daemon::step`] loads the sources.
     pub fn new(
         node: &str,
         sources: Sources,
         device: Device,
         state: Option<StateDir>,
+    ) -> anyhow::Result<Daemon> {
+        Daemon::for_profile(node, sources, device, state, DEFAULT_HW_PROFILE)
+    }
+
+    /// [`Daemon::new`] for the built-in hardware profile `hw_profile` (`pipec targets`; it
+    /// is resolved before any source is read, so a `.pipe` target cannot be named). The
+    /// profile decides the plan and the forwarding reach of connection offload
+    /// (`octeon-cn10k-dpdk23.07` lets an entry on a pod's VF forward to the uplink).
+    pub fn for_profile(
+        node: &str,
+        sources: Sources,
+        device: Device,
+        state: Option<StateDir>,
+        hw_profile: &str,
     ) -> anyhow::Result<Daemon> {
         let pins = match &state {
             Some(s) => s.read_pins()?,
@@ -147,7 +165,7 @@ impl Daemon {
                 ..Default::default()
             },
             node: Some(node.to_string()),
-            hardware: Some(Hardware::Named("octeon-cn10k".into())),
+            hardware: Some(Hardware::Named(hw_profile.into())),
             pins,
         };
         let attachments = match &state {
@@ -344,7 +362,15 @@ impl Daemon {
             s["api"] = api.status();
         }
         s["offload"] = self.offload.status();
+        s["offload"]["forwarding"] = match self.offload.semantics() {
+            ForwardSemantics::SamePf => "same_pf",
+            ForwardSemantics::AnyPort => "any_port",
+        }
+        .into();
         s["hardware"] = self.device.hardware_status();
+        if let Some(p) = self.session.profile() {
+            s["hardware"]["profile"] = p.name.clone().into();
+        }
         s
     }
 

@@ -119,6 +119,12 @@ struct Args {
     /// Bytes a connection carries in software before it may be offloaded.
     #[arg(long, value_name = "BYTES", default_value_t = Settings::default().min_bytes)]
     offload_min_bytes: u64,
+    /// The built-in hardware profile (`pipec targets`) the node's plan and connection
+    /// offload are compiled for: `octeon-cn10k` (DPDK 22.11) or `octeon-cn10k-dpdk23.07`
+    /// (PORT_ID crosses PFs, so connections to other nodes can be offloaded too). An unknown
+    /// name stops pipecd at start with the list's hint.
+    #[arg(long, value_name = "NAME", default_value = pipec_runtime::daemon::DEFAULT_HW_PROFILE)]
+    hw_profile: String,
     /// The DPDK ethdev port (its device name, `net_null0`) that the hardware flow table's
     /// rte_flow rules and the connection-offload entries are created on, instead of the
     /// model. Needs a pipecd built with the `dpdk` feature.
@@ -256,7 +262,8 @@ async fn serve(args: Args, mut stop: Stop, stopping: Arc<AtomicBool>) -> anyhow:
         dir: args.manifests.as_deref().map(ManifestDir::new),
         api,
     };
-    let mut daemon = Daemon::new(&args.node, sources, device(&args)?, state)?;
+    let mut daemon =
+        Daemon::for_profile(&args.node, sources, device(&args)?, state, &args.hw_profile)?;
     daemon.stop_on(stopping);
     if args.offload_interval_ms == 0 || args.offload_scan_budget == 0 {
         anyhow::bail!("--offload-interval-ms and --offload-scan-budget must be at least 1");

@@ -669,6 +669,48 @@ fn an_unknown_node_is_an_error_naming_close_matches() {
     assert!(err.contains("did you mean node-a?"), "{err}");
 }
 
+/// `--hw-profile` chooses the hardware profile: the default is DPDK 22.11's, whose
+/// connection offload forwards only within the SDP PF; `octeon-cn10k-dpdk23.07` forwards
+/// to any port, and `/status` says which; an unknown name stops pipecd at start.
+#[test]
+fn the_hardware_profile_is_chosen_by_flag() {
+    let mut run = Run::new("profile-default");
+    run.start(&["--datapath", "model"]);
+    let s = run.status();
+    assert_eq!(s["hardware"]["profile"], "octeon-cn10k", "{s}");
+    assert_eq!(s["offload"]["forwarding"], "same_pf", "{s}");
+    drop(run);
+
+    let mut run = Run::new("profile-2307");
+    run.start(&[
+        "--datapath",
+        "model",
+        "--hw-profile",
+        "octeon-cn10k-dpdk23.07",
+    ]);
+    let s = run.status();
+    assert_eq!(s["hardware"]["profile"], "octeon-cn10k-dpdk23.07", "{s}");
+    assert_eq!(s["offload"]["forwarding"], "any_port", "{s}");
+    drop(run);
+
+    let mut run = Run::new("profile-unknown");
+    let child = Command::new(env!("CARGO_BIN_EXE_pipecd"))
+        .arg("--manifests")
+        .arg(run.manifests())
+        .args(["--node", "node-a", "--datapath", "model", "--metrics-addr"])
+        .arg(format!("127.0.0.1:{}", run.port))
+        .args(["--hw-profile", "octeon-cn9k"])
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(run.dir.join("log")).expect("log"))
+        .spawn()
+        .expect("start pipecd");
+    run.child = Some(child);
+    // By pid and bounded in time, should it not stop by itself.
+    assert_eq!(run.wait_exit(Duration::from_secs(20)).0, Some(1));
+    let err = run.log();
+    assert!(err.contains("unknown target octeon-cn9k"), "{err}");
+}
+
 /// The kernel datapath tests run only with the `root-tests` feature (plain `cargo test`
 /// needs no root); asked for, they fail loudly without root rather than pass unrun.
 fn require_root() {

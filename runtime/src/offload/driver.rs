@@ -216,6 +216,11 @@ pub struct Driver {
 }
 
 impl Driver {
+    /// The forwarding semantics the driver's entries are made for.
+    pub fn semantics(&self) -> ForwardSemantics {
+        self.offloader.config().semantics
+    }
+
     /// A driver for a device with `semantics`, before any plan is known (nothing free).
     pub fn new(semantics: ForwardSemantics, settings: Settings) -> Driver {
         let config = Config {
