@@ -419,6 +419,8 @@ fn cover(set: Vec<Merged>, iv: &[(u64, u64)], f: PacketField) -> Vec<Merged> {
             if len > 0 {
                 rule.matches
                     .push(HwMatch::prefix(f, u128::from(value), u32::from(len)));
+            } else {
+                keep_ipv4(&mut rule, f);
             }
             rule.matches.sort();
             Merged { rule, from }
@@ -471,6 +473,7 @@ fn merge_bit(rules: Vec<Merged>, f: PacketField, bit: u32) -> Vec<Merged> {
                     .into_iter()
                     .filter(|k| k.mask != 0)
                     .collect();
+                keep_ipv4(&mut other.rule, f);
                 continue;
             }
         }
@@ -484,6 +487,26 @@ fn merge_bit(rules: Vec<Merged>, f: PacketField, bit: u32) -> Vec<Merged> {
         out.push(r);
     }
     out
+}
+
+/// After a merge widened field `f` to every value: when `f` was the rule's last IPv4
+/// field, the rule would match every ethertype (IPv6 and ARP too) and its transport match
+/// could not be written as one rte_flow pattern, so the ethertype keeps it to the IPv4
+/// packets the merged rules were about. (An egress rule on a pod's port matches only
+/// destinations, so merging them can widen its one address field to everything.)
+fn keep_ipv4(rule: &mut HwRule, f: PacketField) {
+    use PacketField::{EthType, Ipv4Dst, Ipv4Src, Ipv4Tos};
+    if !matches!(f, Ipv4Src | Ipv4Dst | Ipv4Tos) {
+        return;
+    }
+    let v4 = [Ipv4Src, Ipv4Dst, Ipv4Tos]
+        .iter()
+        .any(|k| rule.get(*k).is_some_and(|m| m.mask != 0));
+    if !v4 && rule.get(EthType).is_none() {
+        rule.matches
+            .push(HwMatch::exact(EthType, crate::mag::eth::IPV4));
+        rule.matches.sort();
+    }
 }
 
 /// The matches with `bit` of field `f` cleared in value and mask: a rule's merge key.
@@ -524,4 +547,56 @@ fn same_key(a: &[HwMatch], b: &[HwMatch], f: PacketField, bit: u128) -> bool {
                 && x.value & clear == y.value & clear
                 && x.mask & clear == y.mask & clear
         })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn egress_drop(prefix: u32, len: u32) -> Merged {
+        Merged {
+            rule: HwRule {
+                id: 0,
+                port: 7,
+                direction: PortDirection::Ingress,
+                level: 0,
+                matches: vec![
+                    HwMatch::exact(PacketField::IpProto, 6),
+                    HwMatch::prefix(PacketField::Ipv4Dst, u128::from(prefix), len),
+                    HwMatch::exact(PacketField::L4Dport, 80),
+                ],
+                actions: vec![HwAction::Drop],
+                origin: String::new(),
+            },
+            from: vec![prefix],
+        }
+    }
+
+    /// Two halves of the address space merge into a rule with no address match; it must
+    /// still be an IPv4 rule (the rules it replaces matched IPv4 only), or it would match
+    /// IPv6 and ARP too and could not be written as one rte_flow pattern.
+    #[test]
+    fn a_merge_to_every_address_keeps_the_rule_ipv4() {
+        for merged in [
+            merge(
+                vec![egress_drop(0, 1), egress_drop(0x8000_0000, 1)],
+                &[PacketField::Ipv4Dst],
+            ),
+            merge_bit(
+                vec![egress_drop(0, 1), egress_drop(0x8000_0000, 1)],
+                PacketField::Ipv4Dst,
+                31,
+            ),
+        ] {
+            assert_eq!(merged.len(), 1, "{merged:?}");
+            let r = &merged[0].rule;
+            assert!(r.get(PacketField::Ipv4Dst).is_none(), "{r:?}");
+            assert_eq!(
+                r.get(PacketField::EthType).map(|m| m.value),
+                Some(u128::from(crate::mag::eth::IPV4)),
+                "{r:?}"
+            );
+            assert!(r.matches.windows(2).all(|w| w[0].field <= w[1].field));
+        }
+    }
 }
