@@ -593,7 +593,7 @@ mod tests {
             assert!(r.get(PacketField::Ipv4Dst).is_none(), "{r:?}");
             assert_eq!(
                 r.get(PacketField::EthType).map(|m| m.value),
-                Some(u128::from(crate::mag::eth::IPV4)),
+                Some(crate::mag::eth::IPV4),
                 "{r:?}"
             );
             assert!(r.matches.windows(2).all(|w| w[0].field <= w[1].field));
