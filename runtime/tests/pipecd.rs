@@ -653,20 +653,29 @@ fn hex_v4(o: [u8; 4]) -> String {
 #[test]
 fn an_unknown_node_is_an_error_naming_close_matches() {
     let mut run = Run::new("node");
-    let child = Command::new(env!("CARGO_BIN_EXE_pipecd"))
-        .arg("--manifests")
-        .arg(run.manifests())
-        .args(["--node", "node-x", "--datapath", "model", "--metrics-addr"])
-        .arg(format!("127.0.0.1:{}", run.port))
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(run.dir.join("log")).expect("log"))
-        .spawn()
-        .expect("start pipecd");
-    run.child = Some(child);
-    // By pid and bounded in time, should it not stop by itself.
-    assert_eq!(run.wait_exit(Duration::from_secs(20)).0, Some(1));
-    let err = run.log();
+    let err = run.refused_start(&["--node", "node-x"]);
     assert!(err.contains("did you mean node-a?"), "{err}");
+}
+
+impl Run {
+    /// Starts pipecd on the model datapath with `args` (`--node` among them) and expects
+    /// it to refuse them: it must exit 1 within 20 s (stopped by pid otherwise). Returns
+    /// its log.
+    fn refused_start(&mut self, args: &[&str]) -> String {
+        let child = Command::new(env!("CARGO_BIN_EXE_pipecd"))
+            .arg("--manifests")
+            .arg(self.manifests())
+            .args(["--datapath", "model", "--metrics-addr"])
+            .arg(format!("127.0.0.1:{}", self.port))
+            .args(args)
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(self.dir.join("log")).expect("log"))
+            .spawn()
+            .expect("start pipecd");
+        self.child = Some(child);
+        assert_eq!(self.wait_exit(Duration::from_secs(20)).0, Some(1));
+        self.log()
+    }
 }
 
 /// `--hw-profile` chooses the hardware profile: the default is DPDK 22.11's, whose
@@ -694,20 +703,7 @@ fn the_hardware_profile_is_chosen_by_flag() {
     drop(run);
 
     let mut run = Run::new("profile-unknown");
-    let child = Command::new(env!("CARGO_BIN_EXE_pipecd"))
-        .arg("--manifests")
-        .arg(run.manifests())
-        .args(["--node", "node-a", "--datapath", "model", "--metrics-addr"])
-        .arg(format!("127.0.0.1:{}", run.port))
-        .args(["--hw-profile", "octeon-cn9k"])
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(run.dir.join("log")).expect("log"))
-        .spawn()
-        .expect("start pipecd");
-    run.child = Some(child);
-    // By pid and bounded in time, should it not stop by itself.
-    assert_eq!(run.wait_exit(Duration::from_secs(20)).0, Some(1));
-    let err = run.log();
+    let err = run.refused_start(&["--node", "node-a", "--hw-profile", "octeon-cn9k"]);
     assert!(err.contains("unknown target octeon-cn9k"), "{err}");
 }
 

@@ -128,10 +128,7 @@ impl<'c> Prober<'c> {
     }
 
     fn node_of_pod(&self, p: PodId) -> String {
-        match (&self.cluster.pod(p).node, self.cluster.nodes.is_empty()) {
-            (Some(n), false) => n.clone(),
-            _ => pick_node(self.cluster, None).0,
-        }
+        node_of_pod(self.cluster, p)
     }
 
     fn default_node(&self) -> String {
@@ -433,4 +430,13 @@ pub fn refused(cluster: &Cluster, o: &Outcome, probe: &crate::semantics::Probe) 
         .any(|p| p.port == port && p.protocol == probe.protocol)
         || pod.extra_ports.contains(&(port, probe.protocol));
     (!listens).then(|| format!("nothing listens on port {port}/{}", probe.protocol))
+}
+
+/// The node a pod runs on as the engines place it: its own node, or the cluster's first (or
+/// synthetic) node when it names none or the cluster lists no nodes.
+pub(crate) fn node_of_pod(cluster: &Cluster, pod: PodId) -> String {
+    match (&cluster.pod(pod).node, cluster.nodes.is_empty()) {
+        (Some(n), false) => n.clone(),
+        _ => pick_node(cluster, None).0,
+    }
 }

@@ -302,7 +302,7 @@ pub fn later_packets(
     }
     let mut nodes = pods
         .iter()
-        .map(|p| node_of_pod(cluster, *p))
+        .map(|p| super::mag::node_of_pod(cluster, *p))
         .collect::<Vec<_>>();
     nodes.sort();
     nodes.dedup();
@@ -346,15 +346,6 @@ pub fn later_packets(
         in_hardware: true,
         stays: None,
         entries,
-    }
-}
-
-/// The node a pod runs on, as the MAG engine places it: its own node, or the cluster's
-/// first (or synthetic) node when it names none or the cluster lists no nodes.
-fn node_of_pod(cluster: &Cluster, pod: PodId) -> String {
-    match (&cluster.pod(pod).node, cluster.nodes.is_empty()) {
-        (Some(n), false) => n.clone(),
-        _ => pick_node(cluster, None).0,
     }
 }
 
