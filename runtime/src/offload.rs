@@ -520,18 +520,21 @@ impl Offloader {
     /// The action on a rule of port `from` that delivers to port `to`, if one does on this
     /// release: `VF` within a PF, `PORT_ID` across PFs (23.07 and later).
     fn forward(&self, from: u16, to: u16) -> Option<HwActionKey> {
-        let ports = &self.config.ports;
-        let dst = *ports.pf_func.get(&to)?;
-        let own = *ports.pf_func.get(&from)?;
+        // A connection between two addresses of one port would have to hairpin.
         if from == to {
             return None;
         }
-        if own & 0xfc00 == dst & 0xfc00 && dst & 0x3ff != 0 {
-            return Some(HwActionKey::Vf((dst & 0x3ff) - 1));
+        let action = pipec::engine::offload::forward_action(
+            &self.config.ports,
+            from,
+            to,
+            self.config.semantics,
+        )?;
+        match action {
+            HwAction::Vf { vf } => Some(HwActionKey::Vf(vf)),
+            HwAction::PortId { port } => Some(HwActionKey::PortId(port)),
+            _ => None,
         }
-        let action = HwAction::PortId { port: to };
-        let lands = ports.target(from, &action, self.config.semantics) == Some(dst);
-        lands.then_some(HwActionKey::PortId(to))
     }
 }
 

@@ -88,14 +88,26 @@ impl Layout {
     }
 
     /// The forwarding action a rule on port `from` needs to send a packet out of port `to`
-    /// under `sem`: `VF` when the model says it reaches `to`, else `PORT_ID`, else none.
+    /// under `sem` ([`forward_action`]).
     pub fn action_to(&self, from: u16, to: u16, sem: ForwardSemantics) -> Option<HwAction> {
-        let want = *self.ports.pf_func.get(&to)?;
-        let vf = (want & 0x3ff).checked_sub(1).map(|vf| HwAction::Vf { vf });
-        vf.into_iter()
-            .chain([HwAction::PortId { port: to }])
-            .find(|a| self.ports.target(from, a, sem) == Some(want))
+        forward_action(&self.ports, from, to, sem)
     }
+}
+
+/// The forwarding action a rule on port `from` of `ports` needs to send a packet out of
+/// port `to` under `sem`: `VF` when the model says it reaches `to`, else `PORT_ID`, else
+/// none. pipecd's offload entries and `pipec trace` both choose their actions here.
+pub fn forward_action(
+    ports: &Ports,
+    from: u16,
+    to: u16,
+    sem: ForwardSemantics,
+) -> Option<HwAction> {
+    let want = *ports.pf_func.get(&to)?;
+    let vf = (want & 0x3ff).checked_sub(1).map(|vf| HwAction::Vf { vf });
+    vf.into_iter()
+        .chain([HwAction::PortId { port: to }])
+        .find(|a| ports.target(from, a, sem) == Some(want))
 }
 
 /// The forwarding semantics a profile offers: `None` when it has no forwarding action.
