@@ -374,6 +374,7 @@ fn budget(entries: Option<u64>) -> SessionOptions {
     let mut profile = pipec::backend::octeon_cn10k_profile();
     profile.budget.entries = entries;
     profile.budget.reserved_entries = 0;
+    profile.budget.offload_entries = 0;
     SessionOptions {
         hardware: Some(Hardware::Profile(Box::new(profile))),
         ..SessionOptions::default()

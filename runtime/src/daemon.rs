@@ -129,6 +129,27 @@ pub struct Daemon {
 /// The hardware profile pipecd compiles for unless `--hw-profile` names another.
 pub const DEFAULT_HW_PROFILE: &str = "octeon-cn10k";
 
+/// The built-in hardware profile `name` (`pipec targets`; it is resolved before any source
+/// is read, so a `.pipe` target cannot be named), keeping `offload_reserve` flow entries
+/// from the plan for connection offload instead of the profile's own number.
+pub fn hardware_profile(name: &str, offload_reserve: Option<u64>) -> anyhow::Result<Profile> {
+    let mut profile = pipec::session::resolve_profile(name, None)
+        .map_err(|e| anyhow::anyhow!("starting the session: {e}"))?;
+    if let Some(n) = offload_reserve {
+        let b = &profile.budget;
+        let room = b
+            .entries
+            .map_or(0, |e| e.saturating_sub(b.reserved_entries));
+        if n > room {
+            anyhow::bail!(
+                "--offload-reserve {n} is more than the {room} entries profile {name} has beside the platform's reservation"
+            );
+        }
+        profile.budget.offload_entries = n;
+    }
+    Ok(profile)
+}
+
 impl Daemon {
     /// A daemon for `node` over `sources`, with identity numbers from `state` (if any),
     /// compiling for the `octeon-cn10k` profile. Nothing is loaded yet: the first
@@ -139,19 +160,20 @@ impl Daemon {
         device: Device,
         state: Option<StateDir>,
     ) -> anyhow::Result<Daemon> {
-        Daemon::for_profile(node, sources, device, state, DEFAULT_HW_PROFILE)
+        let profile = hardware_profile(DEFAULT_HW_PROFILE, None)?;
+        Daemon::for_profile(node, sources, device, state, profile)
     }
 
-    /// [`Daemon::new`] for the built-in hardware profile `hw_profile` (`pipec targets`; it
-    /// is resolved before any source is read, so a `.pipe` target cannot be named). The
-    /// profile decides the plan and the forwarding reach of connection offload
-    /// (`octeon-cn10k-dpdk23.07` lets an entry on a pod's VF forward to the uplink).
+    /// [`Daemon::new`] for the hardware profile `profile` ([`hardware_profile`]). The
+    /// profile decides the plan, the entries it keeps for connection offload, and the
+    /// forwarding reach of connection offload (`octeon-cn10k-dpdk23.07` lets an entry on a
+    /// pod's VF forward to the uplink).
     pub fn for_profile(
         node: &str,
         sources: Sources,
         device: Device,
         state: Option<StateDir>,
-        hw_profile: &str,
+        profile: Profile,
     ) -> anyhow::Result<Daemon> {
         let pins = match &state {
             Some(s) => s.read_pins()?,
@@ -165,7 +187,7 @@ impl Daemon {
                 ..Default::default()
             },
             node: Some(node.to_string()),
-            hardware: Some(Hardware::Named(hw_profile.into())),
+            hardware: Some(Hardware::Profile(Box::new(profile))),
             pins,
         };
         let attachments = match &state {
@@ -370,6 +392,7 @@ impl Daemon {
         s["hardware"] = self.device.hardware_status();
         if let Some(p) = self.session.profile() {
             s["hardware"]["profile"] = p.name.clone().into();
+            s["offload"]["kept_from_the_plan"] = p.budget.offload_entries.into();
         }
         s
     }

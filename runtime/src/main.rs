@@ -31,7 +31,7 @@ use serde_yaml as _;
 
 use clap::{Parser, ValueEnum};
 use pipec_runtime::api::{ApiConfig, ApiSource};
-use pipec_runtime::daemon::{Daemon, Sources};
+use pipec_runtime::daemon::{hardware_profile, Daemon, Sources};
 use pipec_runtime::device::Device;
 use pipec_runtime::offload::driver::Settings;
 use pipec_runtime::shutdown::Stop;
@@ -125,6 +125,11 @@ struct Args {
     /// name stops pipecd at start with the list's hint.
     #[arg(long, value_name = "NAME", default_value = pipec_runtime::daemon::DEFAULT_HW_PROFILE)]
     hw_profile: String,
+    /// Flow entries the node's plan leaves to connection offload, with priority level 0
+    /// above every policy rule (the profile's own number, 1024 for the cnxk profiles, when
+    /// not given; 0 gives the plan the whole table and every level).
+    #[arg(long, value_name = "ENTRIES")]
+    offload_reserve: Option<u64>,
     /// The DPDK ethdev port (its device name, `net_null0`) that the hardware flow table's
     /// rte_flow rules and the connection-offload entries are created on, instead of the
     /// model. Needs a pipecd built with the `dpdk` feature.
@@ -262,8 +267,8 @@ async fn serve(args: Args, mut stop: Stop, stopping: Arc<AtomicBool>) -> anyhow:
         dir: args.manifests.as_deref().map(ManifestDir::new),
         api,
     };
-    let mut daemon =
-        Daemon::for_profile(&args.node, sources, device(&args)?, state, &args.hw_profile)?;
+    let profile = hardware_profile(&args.hw_profile, args.offload_reserve)?;
+    let mut daemon = Daemon::for_profile(&args.node, sources, device(&args)?, state, profile)?;
     daemon.stop_on(stopping);
     if args.offload_interval_ms == 0 || args.offload_scan_budget == 0 {
         anyhow::bail!("--offload-interval-ms and --offload-scan-budget must be at least 1");

@@ -688,6 +688,17 @@ fn the_hardware_profile_is_chosen_by_flag() {
     let s = run.status();
     assert_eq!(s["hardware"]["profile"], "octeon-cn10k", "{s}");
     assert_eq!(s["offload"]["forwarding"], "same_pf", "{s}");
+    // The profile keeps 1,024 entries from the plan for connection offload; they are free
+    // beside the plan's own room.
+    assert_eq!(s["offload"]["kept_from_the_plan"], 1024, "{s}");
+    let free = s["offload"]["free_entries"].as_u64().expect("free entries");
+    assert!(free >= 1024, "{s}");
+    drop(run);
+
+    let mut run = Run::new("profile-reserve");
+    run.start(&["--datapath", "model", "--offload-reserve", "0"]);
+    let s = run.status();
+    assert_eq!(s["offload"]["kept_from_the_plan"], 0, "{s}");
     drop(run);
 
     let mut run = Run::new("profile-2307");
@@ -705,6 +716,9 @@ fn the_hardware_profile_is_chosen_by_flag() {
     let mut run = Run::new("profile-unknown");
     let err = run.refused_start(&["--node", "node-a", "--hw-profile", "octeon-cn9k"]);
     assert!(err.contains("unknown target octeon-cn9k"), "{err}");
+    let mut run = Run::new("profile-reserve-too-big");
+    let err = run.refused_start(&["--node", "node-a", "--offload-reserve", "9000"]);
+    assert!(err.contains("--offload-reserve 9000 is more than"), "{err}");
 }
 
 /// The kernel datapath tests run only with the `root-tests` feature (plain `cargo test`

@@ -159,6 +159,10 @@ pub struct Budget {
     pub entries: Option<u64>,
     /// Entries the platform reserves out of `entries`.
     pub reserved_entries: u64,
+    /// Entries the plan leaves to pipecd's connection offload, out of `entries`. When there
+    /// are any, the plan also leaves them priority level 0, so that an offloaded
+    /// connection's exact entry wins over every policy rule it overlaps.
+    pub offload_entries: u64,
     /// Key width of one entry in bits.
     pub key_bits: u32,
     /// Counters.
@@ -182,7 +186,31 @@ pub struct Profile {
     pub budget: Budget,
 }
 
+/// The entries the built-in cnxk profiles leave to connection offload (see
+/// [`Budget::offload_entries`]).
+pub const OFFLOAD_ENTRIES: u64 = 1024;
+
 impl Profile {
+    /// The entries the plan may fill: the table less what the platform reserves and what
+    /// is left to connection offload; `None` when maps limit the target instead.
+    pub fn plan_entries(&self) -> Option<u64> {
+        let b = &self.budget;
+        b.entries.map(|e| {
+            e.saturating_sub(b.reserved_entries)
+                .saturating_sub(b.offload_entries)
+        })
+    }
+
+    /// The priority levels the plan may use, `first..limit`: every level, or every level
+    /// but 0 when entries are left to connection offload, whose exact entries must win
+    /// over every policy rule they overlap (a same-level overlap leaves the choice to the
+    /// device, and a policy mark would send an offloaded connection back to software).
+    pub fn plan_levels(&self) -> std::ops::Range<u32> {
+        let limit = self.caps.priority_levels.max(1);
+        let first = u32::from(self.budget.offload_entries > 0 && limit > 1);
+        first..limit
+    }
+
     /// Whether the target can match `field` with `mask` (a full mask for exact).
     pub fn check_match(&self, m: &HwMatch) -> Result<(), Reason> {
         let name = m.field.name();
@@ -318,8 +346,8 @@ impl fmt::Display for Profile {
         match self.budget.entries {
             Some(e) => writeln!(
                 f,
-                "  entries:          {e} at {} bits ({} reserved)",
-                self.budget.key_bits, self.budget.reserved_entries
+                "  entries:          {e} at {} bits ({} reserved, {} left to connection offload)",
+                self.budget.key_bits, self.budget.reserved_entries, self.budget.offload_entries
             )?,
             None => writeln!(f, "  entries:          limited by maps")?,
         }
@@ -426,6 +454,9 @@ pub fn octeon_cn10k_profile() -> Profile {
         budget: Budget {
             entries: Some(8192),
             reserved_entries: 221,
+            // 512 connections of two entries each: as many as the SoC has counters for
+            // the original direction, the only activity signal an entry gives (no AGE).
+            offload_entries: OFFLOAD_ENTRIES,
             key_bits: 224,
             counters: Some(512),
             rss_rules_per_port: Some(7),
@@ -516,6 +547,7 @@ pub fn ebpf_profile() -> Profile {
         budget: Budget {
             entries: None,
             reserved_entries: 0,
+            offload_entries: 0,
             key_bits: 0,
             counters: None,
             rss_rules_per_port: None,

@@ -382,6 +382,8 @@ pub struct Summary {
     pub pods_on_vfs: usize,
     /// Flow entries the policy plan leaves free (each offloaded connection takes two).
     pub free_entries: u64,
+    /// Of those, the entries the profile keeps from the plan for connection offload.
+    pub kept_for_offload: u64,
     /// Counters the policy plan leaves free (a counted connection takes one).
     pub free_counters: u64,
     /// Whether connections between two pods of the node can be finished in hardware.
@@ -416,6 +418,7 @@ impl Summary {
             profile: profile.name.clone(),
             pods_on_vfs: layout.pod_count(),
             free_entries,
+            kept_for_offload: profile.budget.offload_entries,
             free_counters,
             pod_to_pod: layout.pod_count() >= 2 && reach(first, first + 1),
             pod_to_remote: layout.pod_count() >= 1 && reach(first, UPLINK_PORT),
@@ -464,6 +467,12 @@ impl Summary {
             self.free_entries / 2,
             self.free_counters
         );
+        if self.kept_for_offload > 0 {
+            out += &format!(
+                "  kept from the plan for it: {} entries, and priority level 0 above every policy rule\n",
+                self.kept_for_offload
+            );
+        }
         out
     }
 }
@@ -479,7 +488,7 @@ pub fn session_summary(
         session.cluster(),
         session.node(),
         profile,
-        usage.entries_limit.saturating_sub(usage.entries),
+        usage.entries_limit.saturating_sub(usage.entries) + profile.budget.offload_entries,
         usage.counters_limit.saturating_sub(usage.counters),
     ))
 }

@@ -412,6 +412,9 @@ fn target_profile_depth(
         // Reserved entries stay reserved out of a smaller table, but never all of it.
         if let Some(e) = p.budget.entries {
             p.budget.reserved_entries = p.budget.reserved_entries.min(e / 2);
+            // So do the entries left to connection offload, at most half of the rest.
+            let rest = e - p.budget.reserved_entries;
+            p.budget.offload_entries = p.budget.offload_entries.min(rest / 2);
         }
     }
     if tp.counters != base_tp.counters || tp.extends.is_none() {

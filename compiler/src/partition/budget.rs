@@ -91,9 +91,7 @@ impl<'a, 'm> Chooser<'a, 'm> {
         reservations: &[Reservation],
     ) -> (Vec<usize>, Vec<ReservationUse>) {
         let profile = self.ctx.profile;
-        let limit = profile.budget.entries.map_or(u64::MAX, |e| {
-            e.saturating_sub(profile.budget.reserved_entries)
-        });
+        let limit = profile.plan_entries().unwrap_or(u64::MAX);
         let mut shared = limit;
         let mut uses = Vec::new();
         for r in reservations {

@@ -37,12 +37,12 @@ pub fn action_text(a: &HwAction) -> String {
 }
 
 /// The level of each chosen entry (one below the deepest entry above it that it depends
-/// on), and whether it fits the profile's levels: an entry is placed only if its level
-/// exists and every entry it depends on is placed.
+/// on, or the first of `range`), and whether it fits: an entry is placed only if its level
+/// is in `range` and every entry it depends on is placed.
 pub(super) fn levels(
     cands: &[Candidate],
     chosen: &[usize],
-    limit: u32,
+    range: std::ops::Range<u32>,
 ) -> HashMap<usize, (u32, bool)> {
     let mut order = chosen.to_vec();
     order.sort_by_key(|i| (std::cmp::Reverse(cands[*i].priority), *i));
@@ -50,14 +50,14 @@ pub(super) fn levels(
     for i in order {
         let deps = &cands[i].deps;
         // An entry above that is not in `chosen` was placed by an earlier budget pool (a
-        // reservation): counted as placed at level 0.
+        // reservation): counted as placed at the first level.
         let level = deps
             .iter()
-            .map(|d| out.get(d).map_or(1, |(l, _)| l + 1))
+            .map(|d| out.get(d).map_or(range.start + 1, |(l, _)| l + 1))
             .max()
-            .unwrap_or(0);
+            .unwrap_or(range.start);
         let deps_placed = deps.iter().all(|d| !matches!(out.get(d), Some((_, false))));
-        out.insert(i, (level, level < limit && deps_placed));
+        out.insert(i, (level, range.contains(&level) && deps_placed));
     }
     out
 }
@@ -154,7 +154,7 @@ pub(super) fn sort_rules(rules: &mut [Merged]) {
 
 /// The placed entries of `chosen` with their levels, in index order.
 fn placed(cands: &[Candidate], chosen: &[usize], profile: &Profile) -> Vec<(usize, u32)> {
-    let levels = levels(cands, chosen, profile.caps.priority_levels.max(1));
+    let levels = levels(cands, chosen, profile.plan_levels());
     let mut out: Vec<(usize, u32)> = levels
         .into_iter()
         .filter(|(_, (_, ok))| *ok)
@@ -189,8 +189,8 @@ pub(super) fn place(
     chosen: &[usize],
     profile: &Profile,
 ) -> Vec<(usize, u32)> {
-    let levels_limit = profile.caps.priority_levels.max(1);
-    let levels = levels(cands, chosen, levels_limit);
+    let range = profile.plan_levels();
+    let levels = levels(cands, chosen, range.clone());
     let mut placed: Vec<(usize, u32)> = Vec::new();
     let mut order = chosen.to_vec();
     order.sort_unstable();
@@ -200,7 +200,7 @@ pub(super) fn place(
         if !fits {
             cands[i].leave(Why::Budget {
                 resource: "priority levels".into(),
-                limit: u64::from(levels_limit),
+                limit: range.len() as u64,
             });
             continue;
         }
@@ -234,11 +234,9 @@ pub(super) fn finish(
     mut rules: Vec<Merged>,
     profile: &Profile,
 ) -> (PlanSlice, Usage, Vec<Vec<u32>>) {
-    let levels_limit = profile.caps.priority_levels.max(1);
+    let levels_limit = profile.plan_levels().end;
     let mut usage = Usage {
-        entries_limit: profile.budget.entries.map_or(u64::MAX, |e| {
-            e.saturating_sub(profile.budget.reserved_entries)
-        }),
+        entries_limit: profile.plan_entries().unwrap_or(u64::MAX),
         counters_limit: profile.budget.counters.unwrap_or(u64::MAX),
         levels_limit,
         ..Usage::default()

@@ -496,9 +496,8 @@ pub fn replan(
     kept.sort_unstable();
     // Step 3: the compressed rules that stay as they were, and the kept entries to
     // compress again.
-    let levels_limit = profile.caps.priority_levels.max(1);
     let kept_idx: Vec<usize> = kept.iter().map(|(i, _)| *i).collect();
-    let levels = compress::levels(&cands, &kept_idx, levels_limit);
+    let levels = compress::levels(&cands, &kept_idx, profile.plan_levels());
     // Held position → candidate, for the kept entries whose level stayed.
     let mut now: Vec<Option<u32>> = vec![None; prev.held.len()];
     for &(i, at) in &kept {
@@ -524,9 +523,7 @@ pub fn replan(
             }));
         }
     }
-    let limit = profile.budget.entries.map_or(u64::MAX, |e| {
-        e.saturating_sub(profile.budget.reserved_entries)
-    });
+    let limit = profile.plan_entries().unwrap_or(u64::MAX);
     let used = intact.len() as u64 + compress::merge_all(again.clone(), profile).len() as u64;
     if used > limit {
         return Err(FromScratch::Budget);

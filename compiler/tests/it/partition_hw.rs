@@ -490,7 +490,8 @@ fn starwars_plan(limit: u64, hints: &[PlacementHint]) -> pipec::partition::Plan 
     let lowered = lower::cluster_to_mag(&loaded.cluster, None);
     let info = mag::validate(lowered.mag()).expect("valid");
     let mut profile = octeon_cn10k_profile();
-    profile.budget.entries = Some(profile.budget.reserved_entries + limit);
+    let kept = profile.budget.reserved_entries + profile.budget.offload_entries;
+    profile.budget.entries = Some(kept + limit);
     mag_to_plan(lowered.mag(), &info, &profile, hints)
 }
 

@@ -83,8 +83,8 @@ impl RteFlowBackend {
     pub fn lower_slice(&self, slice: &PlanSlice) -> Result<RteFlowArtifact, Unsupported> {
         let fail = |r| Unsupported::new(self.profile.name.clone(), r);
         let budget = &self.profile.budget;
-        if let Some(entries) = budget.entries {
-            let usable = entries - budget.reserved_entries;
+        // The plan's rules fit the entries the platform and connection offload leave it.
+        if let Some(usable) = self.profile.plan_entries() {
             if slice.rules.len() as u64 > usable {
                 return Err(fail(Reason::Capacity {
                     resource: "flow entries".to_string(),
