@@ -470,7 +470,13 @@ impl Daemon {
         // plan needs the room of would otherwise forward packets the new state does not
         // allow, for as long as the change takes to apply.
         self.offload_before_change();
+        // The plan names pods' ports by endpoint number; the device needs their VFs. A
+        // port that moves has none while the change applies (`port_map_during`).
+        let ports = self.port_map();
+        let during = self.device.port_map_during(&ports);
+        self.device.set_port_map(during);
         let applied = self.device.apply(changes)?;
+        self.device.set_port_map(ports);
         tracing::info!(
             generation = changes.generation,
             map_ops = applied.map_ops,
@@ -561,6 +567,8 @@ impl Daemon {
         self.restore_attachments()?;
         // Written ahead of the device, as in `after_apply`.
         self.write_pins()?;
+        let ports = self.port_map();
+        self.device.set_port_map(ports);
         let applied = self.device.reconcile(&self.session)?;
         // Nothing is offloaded yet: this gives the offload the room the plan leaves.
         self.offload_before_change();
@@ -667,10 +675,15 @@ impl Daemon {
         let seen = Instant::now();
         match self.session.apply(&[a.event(false)]) {
             Ok(c) => {
+                // Known before the device applies the change, so that the pod's rules go
+                // to its VF at once (`port_map`).
+                self.attachments.insert(a.key(), a.clone());
                 let mut step = Step::default();
-                self.after_apply(&c, &mut step)?;
+                if let Err(e) = self.after_apply(&c, &mut step) {
+                    self.attachments.remove(&a.key());
+                    return Err(e);
+                }
                 self.metrics.observe_apply(seen.elapsed());
-                self.attachments.insert(a.key(), a);
                 self.write_attachments()?;
                 Ok(Some(self.session.generation()))
             }
@@ -788,6 +801,20 @@ impl Daemon {
                 )
             }),
         )
+    }
+
+    /// Where each attached pod's logical port (its endpoint number in the session's MAG)
+    /// is on the device: its VF's ethdev port.
+    fn port_map(&self) -> BTreeMap<u16, u16> {
+        let endpoints = &self.session.lowered().state.endpoints;
+        self.attachments
+            .values()
+            .filter_map(|a| {
+                let pod = format!("{}/{}", a.pod_namespace, a.pod_name);
+                let logical = u16::try_from(*endpoints.get(&pod)?).ok()?;
+                Some((logical, self.offload.port_of(&a.host_ifname)?))
+            })
+            .collect()
     }
 
     /// Records the flow table's offload entries in the metrics' sizes at once (the other

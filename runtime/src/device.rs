@@ -47,6 +47,8 @@ pub struct Refusal {
     pub rule: u32,
     /// Where the rule came from.
     pub origin: String,
+    /// The device port it was to be created on (none: its pod has no VF yet).
+    pub device_port: Option<u16>,
     /// The errno's symbolic name (`ENOSPC`), the stable code of the refusal.
     pub errno: String,
     /// The driver's message.
@@ -77,6 +79,13 @@ pub struct Device {
     /// holds them (they are in `flows`), and each later flow batch tries again, as no
     /// later operation of the session names them.
     undestroyed: BTreeSet<String>,
+    /// Where the plan's logical ports are on the device: a local pod's endpoint number (the
+    /// port the plan puts its egress rules on) → the ethdev port of the pod's VF. The
+    /// uplink (0) and the SDP PF (1) are the same in both numberings.
+    port_map: BTreeMap<u16, u16>,
+    /// The plan rules the table holds or refused, by key: what a remap creates again on a
+    /// pod's new port.
+    specs: BTreeMap<String, pipec_rte_flow::EmittedRule>,
     /// The flow table's connection-offload entries (exact 5-tuples at level 0, kept apart
     /// from the policy plan's rules, which a reconciliation replaces as a whole), each with
     /// its rule key.
@@ -142,6 +151,8 @@ impl Device {
             refused: BTreeMap::new(),
             refusals: BTreeMap::new(),
             undestroyed: BTreeSet::new(),
+            port_map: BTreeMap::new(),
+            specs: BTreeMap::new(),
             offload: BTreeMap::new(),
             sas: BTreeSet::new(),
             pending: Vec::new(),
@@ -164,22 +175,24 @@ impl Device {
         })
     }
 
-    /// Sends the flow table's operations to the DPDK ethdev port `name` (EAL started with
-    /// `eal_args`) instead of the model.
+    /// Sends the flow table's operations to the DPDK ethdev ports `names` (comma-separated,
+    /// in device order: uplink, SDP PF, then the VFs; one name stands for the whole device)
+    /// with EAL started with `eal_args`, instead of the model.
     #[cfg(feature = "dpdk")]
-    pub fn with_hw_port(mut self, name: &str, eal_args: &[String]) -> anyhow::Result<Device> {
+    pub fn with_hw_port(mut self, names: &str, eal_args: &[String]) -> anyhow::Result<Device> {
         static OPENED: AtomicBool = AtomicBool::new(false);
         // EAL starts once per process and keeps its first arguments: a second port would
         // silently get the first one's, so it is an error instead.
         if OPENED.swap(true, Ordering::SeqCst) {
             anyhow::bail!("a hardware port is already open in this process");
         }
-        self.hw = Some(crate::hw::HwPort::open(name, eal_args)?);
+        let names: Vec<String> = names.split(',').map(str::to_string).collect();
+        self.hw = Some(crate::hw::HwPort::open(&names, eal_args)?);
         Ok(self)
     }
 
-    /// The real port's name, when the flow table is one.
-    pub fn hw_port(&self) -> Option<&str> {
+    /// The real ports' names, when the flow table is a device's.
+    pub fn hw_port(&self) -> Option<String> {
         #[cfg(feature = "dpdk")]
         if let Some(hw) = &self.hw {
             return Some(hw.name());
@@ -187,21 +200,84 @@ impl Device {
         None
     }
 
-    /// Creates a plan rule on the flow table. With a real port, a refusal is recorded (and
-    /// logged and counted) and the rule stays out of the table; the model holds any rule.
+    /// The device port of the plan's logical port `logical`: the same for the uplink and
+    /// the SDP PF, the pod's VF for a pod's endpoint number, none for a pod without a VF.
+    pub fn device_port(&self, logical: u16) -> Option<u16> {
+        if u128::from(logical) < pipec::mag::ports::FIRST_ENDPOINT {
+            return Some(logical);
+        }
+        self.port_map.get(&logical).copied()
+    }
+
+    /// The logical → device port map in force.
+    pub fn port_map(&self) -> &BTreeMap<u16, u16> {
+        &self.port_map
+    }
+
+    /// The part of `new` that can be in force while a change is applied: the ports whose
+    /// device port stays, and the new logical ports no rule uses yet. A logical port that
+    /// moves (an endpoint number taken over by another pod) has no device port meanwhile,
+    /// so the old pod's rules, about to be destroyed, never sit on the new pod's VF; the
+    /// eBPF pipeline decides its packets until [`Device::set_port_map`] of `new`.
+    pub fn port_map_during(&self, new: &BTreeMap<u16, u16>) -> BTreeMap<u16, u16> {
+        let used: BTreeSet<u16> = self.specs.values().map(|r| r.rule.port).collect();
+        new.iter()
+            .filter(|(l, d)| match self.port_map.get(l) {
+                Some(old) => old == *d,
+                None => !used.contains(l),
+            })
+            .map(|(l, d)| (*l, *d))
+            .collect()
+    }
+
+    /// Moves to a new logical → device port map: every plan rule on a logical port whose
+    /// device port changed is destroyed where it was and created where it is now (a pod
+    /// that got its VF, a pod's endpoint number taken over by another pod). Returns how
+    /// many rules moved.
+    pub fn set_port_map(&mut self, map: BTreeMap<u16, u16>) -> usize {
+        if map == self.port_map {
+            return 0;
+        }
+        let changed: BTreeSet<u16> = map
+            .keys()
+            .chain(self.port_map.keys())
+            .filter(|p| map.get(p) != self.port_map.get(p))
+            .copied()
+            .collect();
+        self.port_map = map;
+        let moved: Vec<(String, pipec_rte_flow::EmittedRule)> = self
+            .specs
+            .iter()
+            .filter(|(_, r)| changed.contains(&r.rule.port))
+            .map(|(k, r)| (k.clone(), r.clone()))
+            .collect();
+        for (key, rule) in &moved {
+            self.destroy_flow(key);
+            self.create_flow(key, rule);
+        }
+        moved.len()
+    }
+
+    /// Creates a plan rule on the flow table, on the device port of its logical port. With
+    /// a real port, a refusal is recorded (and logged and counted) and the rule stays out
+    /// of the table; the model holds any rule.
     fn create_flow(&mut self, key: &str, rule: &pipec_rte_flow::EmittedRule) {
+        self.specs.insert(key.to_string(), rule.clone());
         #[cfg(feature = "dpdk")]
-        if let Some(hw) = &mut self.hw {
-            if let Err(e) = hw.create(key, &rule.rule) {
-                self.refuse(key, rule, &e);
+        if self.hw.is_some() {
+            let device = self.device_port(rule.rule.port);
+            let placed = self
+                .hw
+                .as_mut()
+                .map_or(Ok(()), |hw| hw.create(key, &rule.rule, device));
+            if let Err(e) = placed {
+                self.refuse(key, rule, device, &e);
                 return;
             }
         }
         self.refused.remove(key);
         self.undestroyed.remove(key);
         self.flows.insert(key.to_string());
-        #[cfg(not(feature = "dpdk"))]
-        let _ = rule;
     }
 
     /// Destroys a plan rule. A rule the port refused to destroy stays in the table (the
@@ -227,6 +303,7 @@ impl Device {
         }
         self.undestroyed.remove(key);
         self.flows.remove(key);
+        self.specs.remove(key);
     }
 
     #[cfg(feature = "dpdk")]
@@ -234,6 +311,7 @@ impl Device {
         &mut self,
         key: &str,
         rule: &pipec_rte_flow::EmittedRule,
+        device: Option<u16>,
         e: &pipec_rte_flow::ffi::DeviceError,
     ) {
         let errno = pipec_rte_flow::ffi::errno_name(e.errno).to_string();
@@ -252,6 +330,7 @@ impl Device {
             Refusal {
                 rule: rule.id,
                 origin: rule.origin.clone(),
+                device_port: device,
                 errno,
                 message: e.message.clone(),
             },
@@ -274,6 +353,7 @@ impl Device {
         let refused: BTreeMap<&String, &Refusal> = self.refused.iter().collect();
         serde_json::json!({
             "port": self.hw_port(),
+            "pod_ports": self.port_map,
             "held": self.flows.len(),
             "refused": refused,
             "undestroyed": self.undestroyed,
@@ -824,16 +904,19 @@ mod hw_tests {
         // A file prefix of its own, so that this EAL shares no runtime files with another
         // process's; without hugepages and PCI, EAL needs no device and no root.
         let prefix = format!("pipecd-unit-{}", std::process::id());
+        // Four ports in device order: the uplink, the SDP PF, VF 0 and VF 1.
         let eal: Vec<String> = format!(
-            "-l 0 --no-huge --no-pci -m 128 --file-prefix {prefix} --vdev net_null0 --log-level lib.eal:error"
+            "-l 0 --no-huge --no-pci -m 128 --file-prefix {prefix} --vdev net_null0 --vdev net_null1 --vdev net_null2 --vdev net_null3 --log-level lib.eal:error"
         )
         .split_whitespace()
         .map(str::to_string)
         .collect();
+        let names = "net_null0,net_null1,net_null2,net_null3";
         let mut d = Device::model()
-            .with_hw_port("net_null0", &eal)
-            .expect("net_null0 opens");
-        assert_eq!(d.hw_port(), Some("net_null0"));
+            .with_hw_port(names, &eal)
+            .expect("the four net_null ports open");
+        assert_eq!(d.hw_port().as_deref(), Some(names));
+        plan_rules_go_to_the_device_port_of_their_pod(&mut d);
         let entry = Entry {
             tuple: FiveTuple {
                 src: Ipv4Addr::new(10, 0, 0, 1),
@@ -872,7 +955,7 @@ mod hw_tests {
         assert_eq!(d.remove_offload(&[entry]), 0);
         assert!(!d.dump(&Default::default()).unwrap().contains("offload "));
         // A second port in one process would get the first one's EAL arguments.
-        assert!(Device::model().with_hw_port("net_null1", &eal).is_err());
+        assert!(Device::model().with_hw_port("net_null0", &eal).is_err());
         // EAL leaves its runtime directory behind when the process ends (DPDK 22.11 puts it
         // under /var/run/dpdk for root, $XDG_RUNTIME_DIR/dpdk or /tmp/dpdk otherwise); its
         // files are mapped already, so removing it now changes nothing for this process.
@@ -886,5 +969,62 @@ mod hw_tests {
         {
             let _ = std::fs::remove_dir_all(base.join("dpdk").join(&prefix));
         }
+    }
+
+    /// A plan rule on a pod's logical port (its endpoint number, 300 here) has no device
+    /// port until the pod has a VF: it is refused with ENODEV and decided in eBPF. Once the
+    /// map names the pod's VF (device port 3, VF 1), the rule is created there, and moves
+    /// when the endpoint's VF changes; a rule on the uplink goes to device port 0. net_null
+    /// refuses every create with ENOSYS, and each refusal says which device port it was.
+    fn plan_rules_go_to_the_device_port_of_their_pod(d: &mut Device) {
+        use pipec::backend::{HwAction, HwMatch, HwRule, PacketField, PortDirection};
+        let backend = pipec_rte_flow::RteFlowBackend::new(pipec::backend::octeon_cn10k_profile());
+        let rule = |id: u32, port: u16| {
+            let hw = HwRule {
+                id,
+                port,
+                direction: PortDirection::Ingress,
+                level: 1,
+                matches: vec![HwMatch::exact(PacketField::EthType, 0x0800)],
+                actions: vec![HwAction::Mark { id: 1 }],
+                origin: format!("test rule {id}"),
+            };
+            let flow = backend.lower_rule(&hw).expect("the rule lowers");
+            let key = pipec_rte_flow::rule_key(&flow);
+            let emitted = pipec_rte_flow::EmittedRule {
+                id,
+                origin: hw.origin.clone(),
+                rule: flow,
+            };
+            (key, emitted)
+        };
+        let (pod_key, pod_rule) = rule(0, 300);
+        let (wire_key, wire_rule) = rule(1, 0);
+        d.create_flow(&pod_key, &pod_rule);
+        d.create_flow(&wire_key, &wire_rule);
+        let refusal = |d: &Device, key: &str| {
+            let r = &d.refused()[key];
+            (r.device_port, r.errno.clone())
+        };
+        assert_eq!(refusal(d, &pod_key), (None, "ENODEV".to_string()));
+        assert_eq!(refusal(d, &wire_key), (Some(0), "ENOSYS".to_string()));
+        // The pod gets VF 1 (device port 3): its rule is tried there.
+        assert_eq!(d.set_port_map([(300, 3)].into()), 1);
+        assert_eq!(refusal(d, &pod_key), (Some(3), "ENOSYS".to_string()));
+        // While a change moves endpoint 300 to another VF, it has no port.
+        let during = d.port_map_during(&[(300, 2)].into());
+        assert!(during.is_empty(), "{during:?}");
+        // A map beyond the named ports is refused as having no such port.
+        assert_eq!(d.set_port_map([(300, 9)].into()), 1);
+        assert_eq!(refusal(d, &pod_key), (Some(9), "ENODEV".to_string()));
+        // The same map again moves nothing.
+        assert_eq!(d.set_port_map([(300, 9)].into()), 0);
+        assert_eq!(d.refusal_counts().get("ENODEV"), Some(&2));
+        // Leave the table empty for the offload half of the test.
+        d.destroy_flow(&pod_key);
+        d.destroy_flow(&wire_key);
+        assert!(d.refused().is_empty());
+        assert!(d.set_port_map(Default::default()) == 0);
+        d.refusals.clear();
     }
 }

@@ -1869,6 +1869,16 @@ fn connection_offload_follows_the_conntrack_the_policy_and_the_pods() {
     let state = run.state();
     let lines = offload_lines(&state);
     assert_eq!(lines.len(), 2, "{state}");
+    // The plan names each pod's port by its endpoint number (2 + the low 16 bits of its
+    // address, as the lowering numbers endpoints); the device puts those rules on the
+    // pod's VF port, the one its offload entries use.
+    let endpoint = |ip: &str| {
+        let a: std::net::Ipv4Addr = ip.parse().expect("an IPv4 address");
+        (2 + (u32::from(a) & 0xffff) % 65534).to_string()
+    };
+    let ports = &run.status()["hardware"]["pod_ports"];
+    assert_eq!(ports[endpoint(OFFLOAD_IPS[0])], 2, "{ports}");
+    assert_eq!(ports[endpoint(OFFLOAD_IPS[1])], 3, "{ports}");
     // The client is on VF 0 (port 2) and the server on VF 1 (port 3): the original
     // direction is matched on the client's port and forwarded to the server's VF with a
     // counter, the reply on the server's port to the client's VF.
