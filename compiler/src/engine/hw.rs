@@ -403,7 +403,7 @@ impl HwEvaluator<'_> {
                 let dnat = first.dnat.is_some();
                 later_packets(self.cluster, &self.profile, probe, dnat, &path)
             }
-            None => later_packets_denied(&self.profile),
+            None => without_path(&self.profile),
         };
         let mut run = OffloadRun {
             later,
@@ -498,8 +498,9 @@ impl HwEvaluator<'_> {
     }
 }
 
-/// pipecd's answer for a connection the reference has no path for: nothing is offloaded.
-fn later_packets_denied(profile: &Profile) -> Later {
+/// pipecd's answer for a connection the reference gives no path (nothing it would judge
+/// allowed): it stays in software.
+fn without_path(profile: &Profile) -> Later {
     Later {
         profile: profile.name.clone(),
         in_hardware: false,

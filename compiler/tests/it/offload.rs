@@ -2,6 +2,8 @@
 //! hardware finishes under each cnxk profile, and why the others stay in software. Every
 //! answer that says "in hardware" is replayed through the flow-table model: the entries it
 //! names, loaded as exact 5-tuple rules, must deliver both directions to the right port.
+//! Engine `hw` does the same inside its run of a probe: it installs the entries beside the
+//! policy plan, on the device's ports, and sends the later packets through the flow tables.
 
 use pipec::backend::{octeon_cn10k_2307_profile, octeon_cn10k_profile, Profile};
 use pipec::backend::{HwAction, HwMatch, HwRule, PacketField, PlanSlice, PortDirection};
