@@ -463,38 +463,45 @@ impl HwEvaluator<'_> {
         let tables = self.tables.borrow();
         let mut out = Vec::new();
         for leg in &run.legs {
-            let Some(h) = hw_packet(&leg.packet) else {
-                continue;
-            };
             for (i, node) in leg.nodes.iter().enumerate() {
                 let Some(Ok(hw)) = tables.get(node) else {
                     continue;
                 };
-                let port = if i == 0 {
-                    hw.in_port(&leg.packet)
-                } else {
-                    Some(UPLINK_PORT)
-                };
-                let Some(port) = port else {
-                    continue;
-                };
-                let wanted = run
-                    .later
-                    .entries
-                    .iter()
-                    .find(|e| e.node == *node && e.direction == leg.direction)
-                    .map(|e| e.out_port);
-                out.push(LaterPacket {
-                    node: node.clone(),
-                    direction: leg.direction,
-                    port,
-                    wanted,
-                    hit: hw.hit(port, &h),
-                    fate: hw.tcam.fate(port, &h, &hw.layout.ports, self.sem),
-                });
+                out.extend(self.later_packet(hw, run, leg, node, i == 0));
             }
         }
         out
+    }
+
+    /// One leg's later packet on one node: on the first node it arrives where the first
+    /// packet did, on the others from the wire.
+    fn later_packet(
+        &self,
+        hw: &NodeHw,
+        run: &OffloadRun,
+        leg: &Leg,
+        node: &str,
+        first: bool,
+    ) -> Option<LaterPacket> {
+        let h = hw_packet(&leg.packet)?;
+        let port = if first {
+            hw.in_port(&leg.packet)?
+        } else {
+            UPLINK_PORT
+        };
+        let entry = run
+            .later
+            .entries
+            .iter()
+            .find(|e| e.node == node && e.direction == leg.direction);
+        Some(LaterPacket {
+            node: node.to_string(),
+            direction: leg.direction,
+            port,
+            wanted: entry.map(|e| e.out_port),
+            hit: hw.hit(port, &h),
+            fate: hw.tcam.fate(port, &h, &hw.layout.ports, self.sem),
+        })
     }
 }
 
