@@ -15,9 +15,10 @@
 //! rules of the same level overlap and do different things: if it loads, every lookup has
 //! one answer, whatever order the device chose.
 
-use crate::backend::{HwAction, HwRule, PacketField, PlanSlice, PortDirection};
+use crate::backend::{HwAction, HwMatch, HwRule, PacketField, PlanSlice, PortDirection};
 use std::collections::BTreeMap;
 use std::fmt;
+use std::net::Ipv4Addr;
 
 /// A packet as the hardware sees it: header field values; a missing field is a missing
 /// header (a packet without a TCP header has no `l4.dport` for a TCP rule).
@@ -46,6 +47,15 @@ pub enum TcamError {
         a: u32,
         /// The second rule id.
         b: u32,
+    },
+    /// An exact entry with the same port and key is already in the table: pipecd never
+    /// installs one connection twice, so a second one is a bug of its caller.
+    #[error("port {port} already holds rule {rule} with the same exact key")]
+    Duplicate {
+        /// The port.
+        port: u16,
+        /// The rule already there.
+        rule: u32,
     },
     /// More rules than entries.
     #[error("{rules} rules do not fit in {entries} entries")]
@@ -140,6 +150,53 @@ pub enum Fate {
     },
 }
 
+/// The level of pipecd's connection-offload entries: the highest priority, ahead of the policy
+/// plan's marks, because the connection was already judged allowed.
+pub const OFFLOAD_LEVEL: u32 = 0;
+
+/// One direction of an IPv4 connection as the conntrack keys it: the exact key of a
+/// connection-offload entry.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct FiveTuple {
+    /// Source address.
+    pub src: Ipv4Addr,
+    /// Destination address.
+    pub dst: Ipv4Addr,
+    /// IP protocol number.
+    pub proto: u8,
+    /// Source port.
+    pub sport: u16,
+    /// Destination port.
+    pub dport: u16,
+}
+
+impl FiveTuple {
+    /// The 5-tuple of a packet with both L4 ports; `None` without them (ICMP, IPv6).
+    pub fn of_packet(p: &HwPacket) -> Option<FiveTuple> {
+        let get = |f: PacketField| p.get(&f).copied();
+        Some(FiveTuple {
+            src: Ipv4Addr::from(u32::try_from(get(PacketField::Ipv4Src)?).ok()?),
+            dst: Ipv4Addr::from(u32::try_from(get(PacketField::Ipv4Dst)?).ok()?),
+            proto: u8::try_from(get(PacketField::IpProto)?).ok()?,
+            sport: u16::try_from(get(PacketField::L4Sport)?).ok()?,
+            dport: u16::try_from(get(PacketField::L4Dport)?).ok()?,
+        })
+    }
+
+    /// The exact matches of an entry keyed on this tuple, sorted by field as a rule's are.
+    pub fn matches(&self) -> Vec<HwMatch> {
+        let mut m = vec![
+            HwMatch::exact(PacketField::Ipv4Src, u32::from(self.src).into()),
+            HwMatch::exact(PacketField::Ipv4Dst, u32::from(self.dst).into()),
+            HwMatch::exact(PacketField::IpProto, self.proto.into()),
+            HwMatch::exact(PacketField::L4Sport, self.sport.into()),
+            HwMatch::exact(PacketField::L4Dport, self.dport.into()),
+        ];
+        m.sort_by_key(|m| m.field);
+        m
+    }
+}
+
 /// A loaded flow table.
 #[derive(Clone, Debug)]
 pub struct Tcam {
@@ -184,6 +241,48 @@ impl Tcam {
     /// The rules, by level then id.
     pub fn rules(&self) -> &[HwRule] {
         &self.rules
+    }
+
+    /// Adds an exact connection-offload entry on `port` at [`OFFLOAD_LEVEL`]: COUNT, then
+    /// the forwarding action `forward`; returns its id. It refuses a second entry with the
+    /// same port and key. It does not refuse an overlap with a plan rule of the same level
+    /// (the device's order between them is undefined, a cost in offload share, not a wrong
+    /// verdict): the entry takes an id above every rule's, so the model lets the plan rule
+    /// win, the pessimistic of the device's two choices.
+    pub fn add_exact(
+        &mut self,
+        port: u16,
+        tuple: FiveTuple,
+        forward: HwAction,
+    ) -> Result<u32, TcamError> {
+        let matches = tuple.matches();
+        let same = |r: &&HwRule| {
+            r.port == port
+                && r.direction == PortDirection::Ingress
+                && r.level == OFFLOAD_LEVEL
+                && r.matches == matches
+        };
+        if let Some(r) = self.rules.iter().find(same) {
+            return Err(TcamError::Duplicate { port, rule: r.id });
+        }
+        let id = self.rules.iter().map(|r| r.id + 1).max().unwrap_or(0);
+        let rule = HwRule {
+            id,
+            port,
+            direction: PortDirection::Ingress,
+            level: OFFLOAD_LEVEL,
+            matches,
+            actions: vec![HwAction::Count, forward],
+            origin: format!(
+                "connection offload {}:{} -> {}:{}",
+                tuple.src, tuple.sport, tuple.dst, tuple.dport
+            ),
+        };
+        let at = self
+            .rules
+            .partition_point(|r| (r.level, r.id) < (rule.level, id));
+        self.rules.insert(at, rule);
+        Ok(id)
     }
 
     /// Looks a packet up: the first matching rule by level, or the default path.
@@ -334,6 +433,64 @@ mod tests {
         );
     }
     use crate::backend::HwMatch;
+
+    fn tuple() -> FiveTuple {
+        FiveTuple {
+            src: Ipv4Addr::new(10, 244, 1, 10),
+            dst: Ipv4Addr::new(10, 244, 1, 11),
+            proto: 6,
+            sport: 40000,
+            dport: 80,
+        }
+    }
+
+    fn packet_of(t: FiveTuple) -> HwPacket {
+        t.matches()
+            .into_iter()
+            .map(|m| (m.field, m.value))
+            .collect()
+    }
+
+    #[test]
+    fn an_exact_entry_counts_and_forwards_and_is_refused_twice() {
+        // Port 2 drops everything; the entry sits on port 3 (VF 1) and sends to VF 0.
+        let mut t = table(vec![HwAction::Drop]);
+        let vf = HwAction::Vf { vf: 0 };
+        let id = t.add_exact(3, tuple(), vf.clone()).unwrap();
+        assert_eq!(id, 2, "above every plan rule's id");
+        let entry = t.rules().iter().find(|r| r.id == id).unwrap();
+        assert_eq!(entry.actions, vec![HwAction::Count, vf.clone()]);
+        assert_eq!(entry.level, OFFLOAD_LEVEL);
+        let p = packet_of(tuple());
+        assert_eq!(FiveTuple::of_packet(&p), Some(tuple()));
+        let fate = t.fate(3, &p, &ports(), ForwardSemantics::SamePf);
+        assert_eq!(fate, Fate::Delivered { port: 2 });
+        assert_eq!(
+            t.add_exact(3, tuple(), vf.clone()),
+            Err(TcamError::Duplicate { port: 3, rule: id })
+        );
+        // The same key on another port is another entry.
+        assert!(t.add_exact(2, tuple(), vf).is_ok());
+    }
+
+    #[test]
+    fn a_plan_rule_of_the_entrys_level_takes_its_packets_and_a_lower_level_does_not() {
+        for (level, wins) in [(OFFLOAD_LEVEL, true), (OFFLOAD_LEVEL + 1, false)] {
+            let mut r = rule(1, level, vec![], vec![HwAction::Mark { id: 5 }]);
+            r.port = 2;
+            let slice = PlanSlice {
+                target: "t".into(),
+                rules: vec![r],
+            };
+            let mut t = Tcam::load(&slice, 3, None).unwrap();
+            let entry = t.add_exact(2, tuple(), HwAction::Vf { vf: 1 }).unwrap();
+            let hit = match t.lookup(2, PortDirection::Ingress, &packet_of(tuple())) {
+                Lookup::Hit(r) => r.id,
+                Lookup::Default => panic!("no rule"),
+            };
+            assert_eq!(hit == 1, wins, "level {level}: hit {hit}, entry {entry}");
+        }
+    }
 
     fn rule(id: u32, level: u32, matches: Vec<HwMatch>, actions: Vec<HwAction>) -> HwRule {
         HwRule {

@@ -76,9 +76,24 @@ pub struct Prober<'c> {
 }
 
 /// A hardware model in front of each node's MAG (engine `hw`): called with the node, its
-/// compile session (whose plan is for the hardware profile) and the packet; `true` means
-/// hardware dropped the packet and the MAG never sees it.
-pub type HardwareHook<'c> = Box<dyn FnMut(&str, &Session, &Packet) -> bool + 'c>;
+/// compile session (whose plan is for the hardware profile) and the packet; it says whether
+/// the MAG sees the packet at all.
+pub type HardwareHook<'c> = Box<dyn FnMut(&str, &Session, &Packet) -> HwVerdict + 'c>;
+
+/// What the hardware in front of a node's MAG did with a packet.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HwVerdict {
+    /// Not finished: the packet goes on through the MAG (with its mark, if any).
+    Software,
+    /// Dropped: the MAG never sees it.
+    Dropped,
+    /// Finished by a forwarding entry: it left by `out_port`, in the MAG's numbering (a
+    /// local pod's endpoint, the wire or the host), and the MAG never sees it.
+    Delivered {
+        /// The port it left by.
+        out_port: u128,
+    },
+}
 
 impl<'c> Prober<'c> {
     /// A prober over one model; nodes are lowered when first needed.
@@ -101,6 +116,12 @@ impl<'c> Prober<'c> {
     pub fn node(&mut self, name: &str) -> Result<&Lowered, String> {
         self.load(name)?;
         Ok(self.nodes[name].session.lowered())
+    }
+
+    /// The compile session of a node (its plan is for the hardware profile, if any).
+    pub fn session(&mut self, name: &str) -> Result<&Session, String> {
+        self.load(name)?;
+        Ok(&self.nodes[name].session)
     }
 
     fn load(&mut self, name: &str) -> Result<(), String> {
@@ -195,13 +216,8 @@ impl<'c> Prober<'c> {
         self.load(node)?;
         let n = self.nodes.get_mut(node).ok_or("no node")?;
         if let Some((_, hw)) = self.hardware.as_mut() {
-            if hw(node, &n.session, &p) {
-                return Ok(Trace {
-                    hits: Vec::new(),
-                    verdict: Verdict::Deny,
-                    dnat: None,
-                    packet: p,
-                });
+            if let Some(t) = hardware_trace(hw(node, &n.session, &p), p) {
+                return Ok(t);
             }
         }
         let mut interp = Interp::new(n.session.mag(), n.session.info()?);
@@ -331,6 +347,31 @@ impl<'c> Prober<'c> {
         reply.set(Field::L4Dport, sent.get(Field::L4Sport));
         self.follow(last_node.clone(), reply)
     }
+}
+
+/// The trace of a packet the hardware finished, with no MAG hit: dropped, or delivered with
+/// its out port set; `None` when the MAG must run it.
+fn hardware_trace(v: HwVerdict, mut packet: Packet) -> Option<Trace> {
+    let verdict = match v {
+        HwVerdict::Software => return None,
+        HwVerdict::Dropped => Verdict::Deny,
+        HwVerdict::Delivered { out_port } => {
+            packet.set(Field::OutPort, out_port);
+            Verdict::Allow
+        }
+    };
+    Some(Trace {
+        hits: Vec::new(),
+        verdict,
+        dnat: None,
+        packet,
+    })
+}
+
+/// Whether the hardware finished a packet of an outcome (a trace with no MAG hit): dropped
+/// it, or delivered it by a forwarding entry.
+pub fn finished_in_hardware(t: &Trace) -> bool {
+    t.hits.is_empty()
 }
 
 /// The connection of a reference-semantics probe. An external source that is a pod's

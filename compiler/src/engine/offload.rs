@@ -13,8 +13,9 @@
 
 use super::hwmodel::{ForwardSemantics, Ports};
 use crate::backend::HwAction;
-use crate::backend::{ActionKind, Profile};
+use crate::backend::{ActionKind, PlanSlice, Profile};
 use crate::lower::{is_local, pick_node};
+use crate::mag::ports as plan_ports;
 use crate::model::{Cluster, PodId, Protocol};
 use crate::semantics::{PathVerdict, Peer, Probe, Verdict};
 use serde::Serialize;
@@ -45,17 +46,25 @@ pub fn device_ports(vfs: u16) -> Ports {
 /// One node's device: the uplink, the SDP PF, and one SDP VF per pod with its own network
 /// namespace, numbered in pod order (VF `i` is ethdev port `2 + i`). Host-network pods share
 /// the node's stack and have no VF.
+///
+/// The compiler's plan and the MAG number ports otherwise (the plan's ports): 0 is the wire,
+/// 1 the host, and a local pod has its endpoint number, which the lowering derives from the
+/// pod's address. A layout built from a session ([`Layout::of_session`]) knows both, so a
+/// plan's rules and a MAG packet's port can be put on the device's ports.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Layout {
     /// The ports and their pf_func.
     pub ports: Ports,
     /// Each local pod's port.
     pods: BTreeMap<PodId, u16>,
+    /// The device port of each plan port.
+    device: BTreeMap<u16, u16>,
 }
 
 impl Layout {
     /// The device of `node` with its pods: those the lowering counts as local to it (every
-    /// pod, on the synthetic node of a cluster without Node objects).
+    /// pod, on the synthetic node of a cluster without Node objects). It knows no endpoint
+    /// numbers: of the plan's ports it maps only the wire and the host.
     pub fn of_node(cluster: &Cluster, node: &str) -> Layout {
         let (_, synthetic) = pick_node(cluster, Some(node));
         let pods = cluster
@@ -63,6 +72,27 @@ impl Layout {
             .filter(|id| is_local(cluster, *id, node, synthetic))
             .collect::<Vec<_>>();
         Layout::with_pods(&pods)
+    }
+
+    /// The device of a session's node, with the endpoint number the session's lowering gave
+    /// each local pod: the plan's ports map onto the device's.
+    pub fn of_session(session: &crate::session::Session) -> Layout {
+        let cluster = session.cluster();
+        let layout = Layout::of_node(cluster, session.node());
+        let endpoints = &session.lowered().state.endpoints;
+        let by_pod = |pod: PodId| endpoints.get(&cluster.pod(pod).key()).copied();
+        layout.with_endpoints(by_pod)
+    }
+
+    /// The same device with each pod's endpoint number as `endpoint` gives it (a pod without
+    /// one, or with one beyond the plan's 16-bit ports, has no plan port).
+    pub fn with_endpoints(mut self, endpoint: impl Fn(PodId) -> Option<u32>) -> Layout {
+        for (pod, port) in &self.pods {
+            if let Some(ep) = endpoint(*pod).and_then(|e| u16::try_from(e).ok()) {
+                self.device.insert(ep, *port);
+            }
+        }
+        self
     }
 
     /// A device whose VF `i` is `pods[i]`.
@@ -74,12 +104,42 @@ impl Layout {
                 .enumerate()
                 .map(|(i, pod)| (*pod, FIRST_VF_PORT + i as u16))
                 .collect(),
+            device: [
+                (plan_ports::WIRE as u16, UPLINK_PORT),
+                (plan_ports::HOST as u16, SDP_PORT),
+            ]
+            .into_iter()
+            .collect(),
         }
     }
 
     /// The port of a local pod.
     pub fn port_of_pod(&self, pod: PodId) -> Option<u16> {
         self.pods.get(&pod).copied()
+    }
+
+    /// The device port of a plan port (the MAG's `in_port` and `out_port`, a plan rule's
+    /// port): the wire is the uplink, the host the SDP PF, an endpoint its pod's VF.
+    pub fn device_port(&self, plan_port: u16) -> Option<u16> {
+        self.device.get(&plan_port).copied()
+    }
+
+    /// The plan port of a device port: the inverse of [`Layout::device_port`].
+    pub fn plan_port(&self, device_port: u16) -> Option<u16> {
+        self.device
+            .iter()
+            .find(|(_, d)| **d == device_port)
+            .map(|(p, _)| *p)
+    }
+
+    /// The slice with every rule on the device port of its plan port; `Err` names a plan
+    /// port this device has not (a rule for an endpoint the layout does not know).
+    pub fn renumber(&self, slice: &PlanSlice) -> Result<PlanSlice, u16> {
+        let mut out = slice.clone();
+        for r in &mut out.rules {
+            r.port = self.device_port(r.port).ok_or(r.port)?;
+        }
+        Ok(out)
     }
 
     /// How many pods have a VF.
@@ -358,6 +418,62 @@ pub fn later_packets(
         in_hardware: true,
         stays: None,
         entries,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::{HwRule, PortDirection};
+
+    /// Pods 4 and 7 on VFs 0 and 1 (ports 2 and 3), with endpoints 300 and 9.
+    fn layout() -> Layout {
+        let endpoint = |p: PodId| match p.0 {
+            4 => Some(300),
+            7 => Some(9),
+            _ => None,
+        };
+        Layout::with_pods(&[PodId(4), PodId(7)]).with_endpoints(endpoint)
+    }
+
+    #[test]
+    fn plan_ports_map_onto_device_ports_and_back() {
+        let l = layout();
+        let pairs = [(0, UPLINK_PORT), (1, SDP_PORT), (300, 2), (9, 3)];
+        for (plan, device) in pairs {
+            assert_eq!(l.device_port(plan), Some(device), "plan port {plan}");
+            assert_eq!(l.plan_port(device), Some(plan), "device port {device}");
+        }
+        assert_eq!(l.device_port(2), None, "no pod has endpoint 2");
+        assert_eq!(l.plan_port(4), None, "the device has no port 4");
+    }
+
+    #[test]
+    fn a_slice_is_renumbered_rule_by_rule_or_not_at_all() {
+        let rule = |id: u32, port: u16| HwRule {
+            id,
+            port,
+            direction: PortDirection::Ingress,
+            level: 0,
+            matches: Vec::new(),
+            actions: vec![HwAction::Drop],
+            origin: String::new(),
+        };
+        let slice = PlanSlice {
+            target: "t".into(),
+            rules: vec![rule(1, 0), rule(2, 300), rule(3, 9)],
+        };
+        let ports: Vec<u16> = layout()
+            .renumber(&slice)
+            .unwrap()
+            .rules
+            .iter()
+            .map(|r| r.port)
+            .collect();
+        assert_eq!(ports, [0, 2, 3]);
+        let mut stray = slice;
+        stray.rules.push(rule(4, 55));
+        assert_eq!(layout().renumber(&stray), Err(55));
     }
 }
 

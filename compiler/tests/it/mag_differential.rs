@@ -94,7 +94,8 @@ fn node_port_probes(c: &Cluster, sources: &[Peer]) -> Vec<Probe> {
     out
 }
 
-fn same(r: Verdict, m: MagVerdict) -> bool {
+/// Whether the reference's verdict and the MAG's are the same decision.
+pub(crate) fn same(r: Verdict, m: MagVerdict) -> bool {
     matches!(
         (r, m),
         (Verdict::Allow, MagVerdict::Allow)

@@ -21,6 +21,7 @@ mod bad_error_messages;
 mod conformance;
 mod diagnostics;
 mod fuzz_manifests;
+mod hw_offload;
 mod mag_differential;
 mod mag_gen;
 mod mag_incremental;

@@ -2,10 +2,13 @@
 //! hardware finishes under each cnxk profile, and why the others stay in software. Every
 //! answer that says "in hardware" is replayed through the flow-table model: the entries it
 //! names, loaded as exact 5-tuple rules, must deliver both directions to the right port.
+//! Engine `hw` does the same inside its run of a probe: it installs the entries beside the
+//! policy plan, on the device's ports, and sends the later packets through the flow tables.
 
 use pipec::backend::{octeon_cn10k_2307_profile, octeon_cn10k_profile, Profile};
 use pipec::backend::{HwAction, HwMatch, HwRule, PacketField, PlanSlice, PortDirection};
 use pipec::driver;
+use pipec::engine::hw::{Hit, HwEngine};
 use pipec::engine::hwmodel::{Fate, HwPacket, Tcam};
 use pipec::engine::offload::{later_packets, semantics_of, Later, Layout, Stays};
 use pipec::model::build::BuildOptions;
@@ -347,4 +350,108 @@ fn what_stays_in_software_and_why() {
         .retain(|a| !matches!(a, pipec::backend::ActionKind::ForwardSamePf));
     let l = one(&loaded, &plain, "default/client", "default/web", "80/TCP");
     assert_eq!(l.stays, Some(Stays::NoForwarding));
+}
+
+/// `profile` with room for no plan rule: the flow tables hold only offload entries.
+fn without_plan(mut profile: Profile) -> Profile {
+    profile.budget.entries = Some(profile.budget.reserved_entries);
+    profile
+}
+
+/// Engine `hw`'s run of one TCP 80 connection: the later packets it sent after installing
+/// the connection's entries, one line each.
+fn sent_later(loaded: &driver::Loaded, profile: Profile, from: &str, to: &str) -> Vec<String> {
+    let cluster = &loaded.cluster;
+    let hw = HwEngine { profile }.evaluator(cluster);
+    let probe = parse_probe(cluster, from, to, "80/TCP").expect("valid probe");
+    let p = hw.probe(&probe);
+    assert_eq!(p.verdict.allowed, Some(true), "{}", p.verdict.reason);
+    let run = p
+        .offload
+        .expect("an allowed connection is offered to offload");
+    assert!(run.refused.is_empty(), "{:?}", run.refused);
+    for l in &run.packets {
+        let entry = run
+            .later
+            .entries
+            .iter()
+            .find(|e| e.node == l.node && e.direction == l.direction)
+            .expect("an entry of the packet's node and direction");
+        assert_eq!(l.port, entry.port, "{l:?} arrives on its entry's port");
+    }
+    run.packets
+        .iter()
+        .map(|l| match l.hit {
+            Hit::Entry { .. } => format!("{} {} on {}: {:?}", l.node, l.direction, l.port, l.fate),
+            other => format!("{} {} on {}: {other:?}", l.node, l.direction, l.port),
+        })
+        .collect()
+}
+
+/// Engine `hw` installs an allowed connection's entries on the device ports pipecd would
+/// (n1's VFs in pod order: client 2, stranger 3, web 4), looks its later packets up on the
+/// device port of the port they arrive by, and the entries deliver them.
+#[test]
+fn engine_hw_finishes_the_later_packets_of_an_offloaded_connection() {
+    let loaded = loaded();
+    for profile in [octeon_cn10k_profile(), octeon_cn10k_2307_profile()] {
+        let lines = sent_later(
+            &loaded,
+            without_plan(profile),
+            "default/client",
+            "default/web",
+        );
+        assert_eq!(
+            lines,
+            [
+                "n1 original on 2: Delivered { port: 4 }",
+                "n1 reply on 4: Delivered { port: 2 }"
+            ]
+        );
+    }
+    let profile = without_plan(octeon_cn10k_2307_profile());
+    let lines = sent_later(&loaded, profile.clone(), "default/client", "default/far");
+    assert_eq!(
+        lines,
+        [
+            "n1 original on 2: Delivered { port: 0 }",
+            "n2 original on 0: Delivered { port: 2 }",
+            "n2 reply on 2: Delivered { port: 0 }",
+            "n1 reply on 0: Delivered { port: 2 }"
+        ]
+    );
+    let lines = sent_later(&loaded, profile, "ip:203.0.113.7", "default/web");
+    assert_eq!(
+        lines,
+        [
+            "n1 original on 0: Delivered { port: 4 }",
+            "n1 reply on 4: Delivered { port: 0 }"
+        ]
+    );
+}
+
+/// With the policy plan loaded, its marks sit at the entries' level 0 today and overlap
+/// them: the model lets the plan rule win (the device's order is undefined), so the later
+/// packets go to software, marked allowed, as before offload. A denied connection is offered
+/// nothing.
+#[test]
+fn engine_hw_lets_a_same_level_plan_mark_take_the_later_packets() {
+    let loaded = loaded();
+    let lines = sent_later(
+        &loaded,
+        octeon_cn10k_profile(),
+        "default/client",
+        "default/web",
+    );
+    assert_eq!(lines.len(), 2, "{lines:?}");
+    for l in &lines {
+        let shadowed = l.contains("Plan {") && l.contains("level: 0 }");
+        assert!(shadowed || l.contains("Delivered"), "{l}");
+    }
+    let cluster = &loaded.cluster;
+    let hw = HwEngine::default().evaluator(cluster);
+    let probe = parse_probe(cluster, "default/stranger", "default/web", "80/TCP").expect("probe");
+    let p = hw.probe(&probe);
+    assert_eq!(p.verdict.allowed, Some(false), "{}", p.verdict.reason);
+    assert!(p.offload.is_none());
 }

@@ -8,13 +8,13 @@
 use crate::mag_gen;
 use pipec::backend::{octeon_cn10k_profile, HwAction, PortDirection};
 use pipec::conformance::{run_paths, Engine, Reference};
-use pipec::engine::hw::{hw_packet, HwEngine};
+use pipec::engine::hw::{hw_packet, HwEngine, NodeHw};
 use pipec::engine::hwmodel::{Lookup, Tcam};
-use pipec::engine::mag::{conn_of_probe, Outcome, Prober};
+use pipec::engine::mag::{conn_of_probe, HwVerdict, Outcome, Prober};
 use pipec::lower;
 use pipec::mag;
 use pipec::mag::interp::{Packet, Verdict as MagVerdict};
-use pipec::mag::{Field, Op};
+use pipec::mag::Op;
 use pipec::model::Cluster;
 use pipec::model::{PodId, Protocol};
 use pipec::partition::hints::{Hint, PlacementHint, Resource, Subject};
@@ -63,7 +63,7 @@ proptest! {
                         port: Some(port),
                     };
                     let h = hw.evaluate(&probe);
-                    if h.reason.contains("hardware") {
+                    if h.reason.contains("dropped by the hardware") {
                         let r = reference.evaluate(&probe);
                         prop_assert_eq!(r.allowed, Some(false), "hardware dropped {:?}: {}", probe, r.reason);
                     }
@@ -73,7 +73,7 @@ proptest! {
     }
 }
 
-/// What the hardware did with one packet of a node: the port it arrived on, and the rule it
+/// What the hardware did with one packet of a node: the device port it arrived on, and the rule it
 /// matched there (`None`: no rule, the port's default path).
 #[derive(Clone, Debug)]
 struct Seen {
@@ -94,7 +94,11 @@ struct Compared {
 
 /// The reference's verdict for a probe whose MAG outcome is `mag` (for a service, the one
 /// of the backend the MAG chose).
-fn reference_verdict(ctx: &semantics::Context<'_>, probe: &Probe, mag: &Outcome) -> Verdict {
+pub(crate) fn reference_verdict(
+    ctx: &semantics::Context<'_>,
+    probe: &Probe,
+    mag: &Outcome,
+) -> Verdict {
     let r = semantics::evaluate(ctx, probe);
     if let Some((ip, port)) = mag.dnat {
         if let Some(p) = r
@@ -142,24 +146,24 @@ fn check_hardware_decisions(cluster: &Cluster) -> Result<Compared, String> {
     let levels = profile.caps.priority_levels;
     let seen: Rc<RefCell<Vec<Option<Seen>>>> = Rc::default();
     let load_error: Rc<RefCell<Option<String>>> = Rc::default();
-    let mut tables: BTreeMap<String, Option<Tcam>> = BTreeMap::new();
+    let mut tables: BTreeMap<String, Option<NodeHw>> = BTreeMap::new();
     let (rec, err) = (seen.clone(), load_error.clone());
     let hook = Box::new(move |node: &str, session: &Session, p: &Packet| {
-        let tcam = tables.entry(node.to_string()).or_insert_with(|| {
-            let plan = session.plan()?;
-            match Tcam::load(&plan.slice, levels, None) {
-                Ok(t) => Some(t),
-                Err(e) => {
-                    *err.borrow_mut() = Some(format!("node {node}: {e}"));
-                    None
-                }
-            }
-        });
-        let port = u16::try_from(p.get(Field::InPort)).ok();
-        let decided = match (tcam.as_ref(), hw_packet(p), port) {
-            (Some(t), Some(h), Some(port)) => Some(Seen {
+        let hw =
+            tables
+                .entry(node.to_string())
+                .or_insert_with(|| match NodeHw::load(session, levels) {
+                    Ok(hw) => Some(hw),
+                    Err(e) => {
+                        *err.borrow_mut() = Some(format!("node {node}: {e}"));
+                        None
+                    }
+                });
+        let port = hw.as_ref().and_then(|hw| hw.in_port(p));
+        let decided = match (hw.as_ref(), hw_packet(p), port) {
+            (Some(hw), Some(h), Some(port)) => Some(Seen {
                 port,
-                drops: match t.lookup(port, PortDirection::Ingress, &h) {
+                drops: match hw.tcam.lookup(port, PortDirection::Ingress, &h) {
                     Lookup::Hit(r) => Some(r.actions.contains(&HwAction::Drop)),
                     Lookup::Default => None,
                 },
@@ -167,7 +171,7 @@ fn check_hardware_decisions(cluster: &Cluster) -> Result<Compared, String> {
             _ => None,
         };
         rec.borrow_mut().push(decided);
-        false
+        HwVerdict::Software
     });
     let mut prober = Prober::new(cluster).with_hardware(profile, hook);
     let ctx = semantics::Context::new(cluster);
@@ -271,9 +275,17 @@ fn isolating() -> impl Strategy<Value = mag_gen::PolicySpec> {
     })
 }
 
-/// Random clusters (pods on up to two nodes, services, node ports, NetworkPolicy egress
-/// and ingress, Cilium and admin policies, and one isolating policy), every hardware
-/// decision compared. The runner is explicit, so the test can fail when the generator
+/// The random clusters of the hardware tests: pods on up to two nodes, services, node
+/// ports, NetworkPolicy egress and ingress, Cilium and admin policies, and one isolating
+/// policy.
+pub(crate) fn hw_specs() -> impl Strategy<Value = mag_gen::Spec> {
+    (mag_gen::spec(6), isolating()).prop_map(|(mut s, p)| {
+        s.policies.push(p);
+        s
+    })
+}
+
+/// Random clusters ([`hw_specs`]), every hardware decision compared. The runner is explicit, so the test can fail when the generator
 /// stops producing what it must exercise: rules on pods' ports that match, and drop,
 /// packets.
 #[test]
@@ -285,11 +297,7 @@ fn hardware_decisions_equal_the_reference_replies_included() {
     };
     let mut runner = proptest::test_runner::TestRunner::new(config);
     let total = Cell::new(Compared::default());
-    let specs = (mag_gen::spec(6), isolating()).prop_map(|(mut s, p)| {
-        s.policies.push(p);
-        s
-    });
-    let result = runner.run(&specs, |s| {
+    let result = runner.run(&hw_specs(), |s| {
         let c = mag_gen::load(&s);
         match check_hardware_decisions(&c) {
             Ok(n) => {
