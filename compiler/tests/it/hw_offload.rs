@@ -133,8 +133,14 @@ fn check_packet(probe: &Probe, run: &OffloadRun, p: &LaterPacket) -> Result<bool
     }
 }
 
-/// (b) and (c) for one offloaded connection, with every entry installed.
-fn check_run(hw: &HwEvaluator<'_>, probe: &Probe, run: &OffloadRun) -> Result<Counted, String> {
+/// (b) and (c) for one offloaded connection, with every entry installed; `keeps_level_0`
+/// when the profile keeps level 0 from the plan for offload entries.
+fn check_run(
+    hw: &HwEvaluator<'_>,
+    probe: &Probe,
+    run: &OffloadRun,
+    keeps_level_0: bool,
+) -> Result<Counted, String> {
     if !run.refused.is_empty() {
         return Err(format!("{probe:?}: entries refused: {:?}", run.refused));
     }
@@ -159,6 +165,12 @@ fn check_run(hw: &HwEvaluator<'_>, probe: &Probe, run: &OffloadRun) -> Result<Co
     for p in &packets {
         if check_packet(probe, run, p)? {
             n.finished += 1;
+        } else if keeps_level_0 {
+            // The profile keeps level 0 from the plan for offload entries, so no plan rule
+            // may take a packet an entry matches.
+            return Err(format!(
+                "{probe:?}: a plan rule took a later packet from its offload entry although the plan leaves level {OFFLOAD_LEVEL} to offload"
+            ));
         } else {
             n.shadowed += 1;
         }
@@ -168,6 +180,7 @@ fn check_run(hw: &HwEvaluator<'_>, probe: &Probe, run: &OffloadRun) -> Result<Co
 
 /// Runs every probe of a cluster twice under `profile`, then checks (a), (b) and (c).
 fn check_offload(cluster: &Cluster, profile: Profile) -> Result<Counted, String> {
+    let keeps_level_0 = profile.plan_levels().start > OFFLOAD_LEVEL;
     let hw = HwEngine { profile }.evaluator(cluster);
     let ctx = semantics::Context::new(cluster);
     let probes = probes(cluster);
@@ -183,7 +196,7 @@ fn check_offload(cluster: &Cluster, profile: Profile) -> Result<Counted, String>
     }
     let mut n = Counted::default();
     for (probe, run) in &runs {
-        n.add(check_run(&hw, probe, run)?);
+        n.add(check_run(&hw, probe, run, keeps_level_0)?);
     }
     Ok(n)
 }
