@@ -16,6 +16,13 @@
 //! compressions of the pool is so bounded by the batches that fit, the bisection and one
 //! final check.
 //!
+//! **Headroom.** A plan from scratch fills the table only up to [`HEADROOM_PERCENT`] short of
+//! its limit. The incremental plans of later events may use the whole of it, so that an
+//! event adding a few rules to a full table (a new pod's egress rules) fits in what the
+//! last plan left, instead of declining and costing another plan from scratch (seconds on
+//! a full table). The price is bounded: the entries a fresh plan would have put in the last
+//! few percent of the table, the lowest-ranked it places.
+//!
 //! **Reservations.** A `reserve N entries` hint sets `N` entries aside for its subject's
 //! entries: they are filled first, from the subject's entries only; the others share
 //! what is left, so an unused part of a reservation stays free.
@@ -45,6 +52,18 @@ pub struct ReservationUse {
     pub entries: u64,
     /// The entries its subject used (after compression).
     pub used: u64,
+}
+
+/// The share of the plan's entries (in percent) a plan from scratch leaves free for the
+/// incremental plans of later events.
+pub const HEADROOM_PERCENT: u64 = 3;
+
+/// The entries a plan from scratch fills: the plan's limit less the headroom.
+pub fn fill_limit(profile: &crate::backend::Profile) -> u64 {
+    match profile.plan_entries() {
+        Some(limit) => limit - limit * HEADROOM_PERCENT / 100,
+        None => u64::MAX,
+    }
 }
 
 /// Batches sized by the compression ratio (each followed by one compression) before the
@@ -90,8 +109,7 @@ impl<'a, 'm> Chooser<'a, 'm> {
         cands: &mut [Candidate],
         reservations: &[Reservation],
     ) -> (Vec<usize>, Vec<ReservationUse>) {
-        let profile = self.ctx.profile;
-        let limit = profile.plan_entries().unwrap_or(u64::MAX);
+        let limit = fill_limit(self.ctx.profile);
         let mut shared = limit;
         let mut uses = Vec::new();
         for r in reservations {

@@ -21,9 +21,11 @@
 //!    again (so coverage is never lost, which priority closure needs);
 //! 4. **fills** the free budget in rank order from every candidate it does not hold,
 //!    charging each its uncompressed cost, as the last step of a plan from scratch does;
-//!    then takes every candidate the event touched that did not fit so charged, and
+//!    then takes every candidate the event touched that did not fit so charged (unless the
+//!    last plan left it out for budget: that one competes for the free budget only), and
 //!    compresses what it took together with the rules of step 3: the compressed total
-//!    must fit the budget.
+//!    must fit the budget. A plan from scratch leaves a few percent of the table free
+//!    (`budget::HEADROOM_PERCENT`) for this step.
 //!
 //! # The bound on its value
 //!
@@ -33,13 +35,17 @@
 //! exactly. Its value can differ from a fresh plan's in two ways, and each is bounded:
 //!
 //! - **Ranking.** A candidate the event touched would be ranked against every kept entry
-//!   by a fresh plan; the incremental plan cannot tell whether it would win, so it takes
-//!   every touched candidate, and when they do not fit once compressed it declines
-//!   ([`FromScratch::Budget`], or [`FromScratch::Ranking`] if one still is left out) and
-//!   the caller plans from scratch. So the incremental plan leaves out only entries that
-//!   were left out by the last plan and that no event touched since, and it takes the best
-//!   of them as budget frees up: while the budget has room, it places exactly the entries
-//!   a fresh plan places (the property test checks this).
+//!   by a fresh plan; the incremental plan cannot tell whether it would win. It takes every
+//!   touched candidate the last plan placed, and when they do not fit once compressed it
+//!   declines ([`FromScratch::Budget`]). Every candidate it leaves out that the last plan
+//!   from scratch did not leave out as it ranks now (more value or less cost since, or
+//!   ranked by no fresh plan) is owed: when the value owed passes [`MAX_OWED_PERCENT`] of
+//!   the value placed, it declines ([`FromScratch::Ranking`]). So its value is at least a
+//!   fresh plan's less that share, and while the budget has room it places exactly the
+//!   entries a fresh plan places (the property test checks this). On a full table a
+//!   touched entry the last plan had left out no longer forces a plan from scratch: an
+//!   identity's new prefix touches every entry naming it, thousands on a node whose egress
+//!   drops fill the table (the session bench planned from scratch on every event before).
 //! - **Compression.** Rules compressed in separate rounds can miss merges one round
 //!   would find. The basis remembers the compression ratio (uncompressed rules per flow
 //!   entry) of the last plan from scratch; when an incremental plan's ratio falls below
@@ -56,7 +62,7 @@ use super::compress::{self, Merged};
 use super::{assemble, Plan, Why};
 use crate::backend::{HwAction, HwRule, PlanSlice, Profile};
 use crate::mag::{ActionCall, Field, FieldMatch, Mag};
-use rustc_hash::{FxHashMap, FxHashSet, FxHasher};
+use rustc_hash::{FxHashMap, FxHasher};
 use std::collections::BTreeMap;
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
@@ -70,6 +76,13 @@ pub const MAX_EVENTS: u32 = 4096;
 /// (in the session bench, after 10 pod adds, 5,487 flow entries from scratch against 4,487
 /// incremental for the same 63,495 entries), and re-planning then costs seconds for nothing.
 pub const MIN_RATIO_KEPT: f64 = 0.5;
+
+/// The value an incremental plan may leave out that a fresh plan might place, in percent
+/// of the value it places; above it the plan is made from scratch. Owed are the entries
+/// left out that the last plan from scratch did not leave out as they rank now: a touched
+/// entry that did not fit the free budget, an entry an event made more valuable or
+/// cheaper, an entry no fresh plan ranked.
+pub const MAX_OWED_PERCENT: u64 = 5;
 
 /// A policy entry as plans know it across graphs: its table and content, not its index.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -109,8 +122,10 @@ pub struct Basis {
     frontends: u64,
     held: Vec<Held>,
     index: FxHashMap<EntryKey, u32>,
-    /// The candidates left out for budget.
-    left: FxHashSet<EntryKey>,
+    /// The candidates left out for budget, with the value and the cost (uncompressed
+    /// rules) the last plan from scratch ranked them by; `None` for those first left out by
+    /// an incremental plan, which no fresh plan ranked.
+    left: FxHashMap<EntryKey, Option<(u64, u64)>>,
     /// The candidates that failed a check that reads only the entry's own inputs (its
     /// rules, or for a drop the egress policy of its pod), with the placement saying why.
     failed: FxHashMap<EntryKey, super::Placement>,
@@ -151,7 +166,7 @@ impl Basis {
     ) -> Basis {
         let mut held = Vec::new();
         let mut index = FxHashMap::default();
-        let mut left = FxHashSet::default();
+        let mut left = FxHashMap::default();
         let mut failed = FxHashMap::default();
         let mut pos: FxHashMap<u32, u32> = FxHashMap::default();
         for (i, (c, key)) in cands.iter_mut().zip(keys).enumerate() {
@@ -161,7 +176,7 @@ impl Basis {
             if c.placement.target != super::Target::Hardware {
                 match c.placement.why {
                     Why::Budget { .. } => {
-                        left.insert(key);
+                        left.insert(key, Some((c.placement.value, c.placement.hw_rules)));
                     }
                     Why::NotCapable { .. } | Why::NotSound { .. } | Why::NothingToMatch { .. }
                         if c.built =>
@@ -539,18 +554,20 @@ pub fn replan(
     for i in kept_idx.iter().chain(&filled) {
         taken[*i] = true;
     }
-    // Charged uncompressed, touched entries may not seem to fit where they do once
-    // compressed (a relabelled pod's entries merge with their neighbours'). They are all
-    // taken, and the compressed total below decides: within the budget the plan stands,
-    // over it the plan is made from scratch.
+    // Charged uncompressed, touched entries the last plan placed may not seem to fit
+    // where they do once compressed (a relabelled pod's entries merge with their
+    // neighbours'). They are all taken, and the compressed total below decides: within the
+    // budget the plan stands, over it the plan is made from scratch. An entry the last plan
+    // left out for budget competes for the free budget only, even when the event touched
+    // it: an identity's new prefix touches every entry that names the identity, and on a
+    // full table those are thousands.
+    let left_as = |i: usize| keys[i].as_ref().and_then(|k| prev.left.get(k));
+    let left_before = |i: usize| left_as(i).is_some();
+
     let touched: Vec<usize> = order
         .iter()
         .copied()
-        .filter(|i| {
-            !taken[*i]
-                && cands[*i].ok
-                && !(keys[*i].as_ref().is_some_and(|k| prev.left.contains(k)) && unchanged[*i])
-        })
+        .filter(|i| !taken[*i] && cands[*i].ok && !left_before(*i))
         .collect();
     if !touched.is_empty() {
         let more = chooser.fill_tail(&mut cands, &touched, 0, u64::MAX);
@@ -559,9 +576,10 @@ pub fn replan(
         }
         filled.extend(more);
     }
-    // A candidate left out that the last plan did not leave out for budget with the same
-    // inputs: a fresh plan might rank it above an entry this one keeps, unless it ranks
-    // below every entry placed or is dearer than the whole budget.
+    // A candidate left out that the last plan from scratch did not leave out as it ranks
+    // now: a fresh plan might rank it above an entry this one keeps, unless it ranks below
+    // every entry placed or is dearer than the whole budget. Its value is owed; the plan
+    // declines when what it owes passes MAX_OWED_PERCENT of the value it places.
     let lowest = cands
         .iter()
         .zip(&taken)
@@ -569,13 +587,34 @@ pub fn replan(
         .map(|(c, _)| c.placement.value)
         .min()
         .unwrap_or(0);
-    let declined = cands.iter().zip(&taken).enumerate().any(|(i, (c, t))| {
-        c.ok && !*t
-            && c.placement.value > lowest
-            && c.placement.hw_rules <= limit
-            && !(keys[i].as_ref().is_some_and(|k| prev.left.contains(k)) && unchanged[i])
-    });
-    if declined {
+    // A candidate the last plan from scratch left out that ranks no better now (no more
+    // value, no less cost) would be left out by a fresh plan again, whatever events
+    // changed of its rules.
+    let ranks_no_better = |i: usize| {
+        left_as(i).copied().flatten().is_some_and(|(value, cost)| {
+            let p = &cands[i].placement;
+            p.value <= value && p.hw_rules >= cost
+        })
+    };
+    let owed: u64 = cands
+        .iter()
+        .zip(&taken)
+        .enumerate()
+        .filter(|(i, (c, t))| {
+            c.ok && !**t
+                && c.placement.value > lowest
+                && c.placement.hw_rules <= limit
+                && !ranks_no_better(*i)
+        })
+        .map(|(_, (c, _))| c.placement.value)
+        .sum();
+    let placed_value: u64 = cands
+        .iter()
+        .zip(&taken)
+        .filter(|(_, t)| **t)
+        .map(|(c, _)| c.placement.value)
+        .sum();
+    if owed.saturating_mul(100) > placed_value.saturating_mul(MAX_OWED_PERCENT) {
         return Err(FromScratch::Ranking);
     }
     for (i, c) in cands.iter_mut().enumerate() {
@@ -630,6 +669,11 @@ pub fn replan(
     let mut basis = Basis::with(&ctx, &mut cands, keys, read, &slice, &origins);
     basis.events = prev.events + 1;
     basis.ratio = prev.ratio;
+    // What a left-out entry was ranked by stays the last plan from scratch's; an entry
+    // first left out now was ranked by no fresh plan.
+    for (key, ranked) in basis.left.iter_mut() {
+        *ranked = prev.left.get(key).copied().flatten();
+    }
     Ok((assemble(mag, profile, cands, slice, usage), basis))
 }
 
