@@ -9,7 +9,7 @@
 //! `cargo run --release -p pipec-runtime --example pipecd_bench -- [--pods N] [--rate R]
 //! [--seconds S]` (default: gencluster's small cluster, 1,500 pods, 1,000 events/s for 60 s).
 
-use pipec_runtime::daemon::{Daemon, Sources};
+use pipec_runtime::daemon::{hardware_profile, Daemon, Sources, DEFAULT_HW_PROFILE};
 use pipec_runtime::device::Device;
 use pipec_runtime::source::ManifestDir;
 use std::path::{Path, PathBuf};
@@ -194,7 +194,14 @@ fn main() {
         api: None,
     };
     let start = Instant::now();
-    let mut daemon = Daemon::new(&t.node, sources, Device::model(), None).expect("a daemon");
+    // `--offload-reserve N`: the entries the plan leaves to connection offload (the
+    // profile's 1,024 by default), as pipecd's flag of that name.
+    let reserve = std::env::args()
+        .any(|a| a == "--offload-reserve")
+        .then(|| arg("--offload-reserve", 0) as u64);
+    let profile = hardware_profile(DEFAULT_HW_PROFILE, reserve).expect("the profile");
+    let mut daemon =
+        Daemon::for_profile(&t.node, sources, Device::model(), None, profile).expect("a daemon");
     daemon.step(start).expect("the first load");
     assert!(daemon.metrics.ready, "the first full state is applied");
     println!(
@@ -229,6 +236,8 @@ fn main() {
     // the files that scan reads, so the step applies it (or a later version of its file).
     let mut latencies = Vec::with_capacity(total);
     let mut per_step = Vec::new();
+    // Time in each phase of the steps: collect, session, device, sizes.
+    let mut phases = [Duration::ZERO; 4];
     let mut applied = 0;
     let deadline = Instant::now() + Duration::from_secs(seconds as u64 * 4 + 60);
     while applied < total && Instant::now() < deadline {
@@ -240,8 +249,15 @@ fn main() {
             std::thread::sleep(Duration::from_millis(1));
             continue;
         }
-        daemon.step(Instant::now()).expect("a step");
+        let step = daemon.step(Instant::now()).expect("a step");
         let done = Instant::now();
+        let t = &step.times;
+        for (sum, part) in phases
+            .iter_mut()
+            .zip([t.collect, t.session, t.device, t.sizes])
+        {
+            *sum += part;
+        }
         latencies.extend(stamps.iter().map(|s| done - *s));
         per_step.push((seen - applied, done));
         applied = seen;
@@ -269,6 +285,14 @@ fn main() {
         percentile(&mut latencies, 1.0).as_secs_f64() * 1e3,
         peak_rss_mib(),
         elapsed.as_secs_f64(),
+    );
+    let per = |d: Duration| d.as_secs_f64() * 1e3 / steps.max(1) as f64;
+    println!(
+        "mean ms per step: collect (directory scan) {:.1}, session {:.1}, device {:.1}, sizes {:.1}",
+        per(phases[0]),
+        per(phases[1]),
+        per(phases[2]),
+        per(phases[3]),
     );
     if applied < total {
         println!(

@@ -18,7 +18,7 @@ use std::collections::BTreeSet;
 use std::net::Ipv4Addr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 /// The backends pipecd compiles for, in apply order: the eBPF pipeline first, then the
 /// hardware flow table, then the CPT's SAs (the same set as `pipec compile`).
@@ -93,6 +93,21 @@ pub struct Step {
     pub refused_files: usize,
     /// Device operations.
     pub ops: Applied,
+    /// Where the step's time went.
+    pub times: StepTimes,
+}
+
+/// Where one step's time went (the benchmark's breakdown).
+#[derive(Clone, Debug, Default)]
+pub struct StepTimes {
+    /// Looking at the sources (the directory scan reads and decodes changed files).
+    pub collect: Duration,
+    /// `Session::apply` of the changes, every stage included.
+    pub session: Duration,
+    /// Writing the state and applying the operations to the device (offload included).
+    pub device: Duration,
+    /// Reading the device's sizes for the metrics.
+    pub sizes: Duration,
 }
 
 /// The daemon.
@@ -338,7 +353,10 @@ impl Daemon {
     /// was seen (for the event → applied latency).
     pub fn step(&mut self, since: Instant) -> anyhow::Result<Step> {
         let mut step = Step::default();
-        let Some(changes) = self.collect(&mut step)? else {
+        let clock = Instant::now();
+        let collected = self.collect(&mut step)?;
+        step.times.collect = clock.elapsed();
+        let Some(changes) = collected else {
             return Ok(step);
         };
         if !self.metrics.ready {
@@ -355,7 +373,9 @@ impl Daemon {
         if step.applied_files > 0 {
             self.metrics.observe_apply(since.elapsed());
         }
+        let clock = Instant::now();
         self.metrics.sizes = self.device.sizes()?;
+        step.times.sizes = clock.elapsed();
         self.metrics.generation = self.session.generation();
         Ok(step)
     }
@@ -402,9 +422,14 @@ impl Daemon {
     fn apply_changes(&mut self, changes: Vec<Change>, step: &mut Step) -> anyhow::Result<()> {
         let events: Vec<Event> = changes.iter().flat_map(Change::events).collect();
         self.metrics.events += events.len() as u64;
-        match self.session.apply(&events) {
+        let clock = Instant::now();
+        let applied = self.session.apply(&events);
+        step.times.session += clock.elapsed();
+        match applied {
             Ok(c) => {
+                let clock = Instant::now();
                 self.after_apply(&c, step)?;
+                step.times.device += clock.elapsed();
                 for change in changes {
                     self.taken(change, step);
                 }
