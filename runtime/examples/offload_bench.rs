@@ -39,11 +39,17 @@ use tracing as _;
 use tracing_subscriber as _;
 
 use pipec::backend::PlanSlice;
+use pipec::backend::OCTEON_CN10K_2307;
 use pipec::engine::hwmodel::{Fate, ForwardSemantics, HwPacket, Ports, Tcam};
 use pipec::engine::offload::{Layout, UPLINK_PORT};
 use pipec::model::{Cluster, PodId, Protocol};
 use pipec::semantics::{evaluate, Context, Destination, Peer, Probe};
+use pipec::session::no_backends;
+use pipec_runtime::offload::driver::free_of;
 use pipec_runtime::offload::{Config, Connection, Entry, FiveTuple, Offloader};
+
+/// The DPDK 22.11 profile's name.
+const OCTEON_CN10K: &str = "octeon-cn10k";
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr};
 
@@ -70,10 +76,22 @@ const MSS: u64 = 1460;
 const SEGMENTS_PER_TICK: u64 = 85;
 /// Share of connections opened to a Service (DNATed by eBPF).
 const SERVICE_SHARE: f64 = 0.3;
-/// Entries the policy plan is assumed to use of the 8192 (221 more are reserved).
-const PLAN_ENTRIES: u64 = 2000;
-/// Counters the policy plan is assumed to use of the 512.
-const PLAN_COUNTERS: u64 = 64;
+/// The flow entries and counters the node's real policy plan under `profile` leaves to
+/// connection offload (the profile's `offload_entries`, the headroom of a plan from
+/// scratch, and whatever else the plan does not fill), and the entries the plan uses.
+fn room(cluster: &Cluster, node: &str, profile: &str) -> (u64, u64, u64) {
+    let options = pipec::session::SessionOptions {
+        node: Some(node.to_string()),
+        hardware: Some(pipec::session::Hardware::Named(profile.to_string())),
+        ..Default::default()
+    };
+    let session = pipec::session::Session::from_cluster(cluster, options, &no_backends)
+        .expect("the node's session loads");
+    let plan = session.plan().expect("a hardware plan");
+    let profile = session.profile().expect("a hardware profile");
+    let (entries, counters) = free_of(profile, plan.usage.entries, plan.usage.counters);
+    (entries, counters, plan.usage.entries)
+}
 
 /// A seeded generator (SplitMix64), so every run prints the same figures.
 struct Rng(u64);
@@ -293,9 +311,13 @@ fn packet(t: FiveTuple) -> HwPacket {
     .collect()
 }
 
-fn run(mode: Mode, flows: &[Flow], ports: &Ports, sem: ForwardSemantics) -> Report {
-    let free_entries = 8192 - 221 - PLAN_ENTRIES;
-    let free_counters = 512 - PLAN_COUNTERS;
+fn run(
+    mode: Mode,
+    flows: &[Flow],
+    ports: &Ports,
+    sem: ForwardSemantics,
+    (free_entries, free_counters): (u64, u64),
+) -> Report {
     let mut o = Offloader::new(Config {
         semantics: sem,
         ports: ports.clone(),
@@ -453,11 +475,15 @@ fn main() {
         trace.len(),
         100.0 * SERVICE_SHARE
     );
-    println!(
-        "budget: {} entries and {} counters left by an assumed plan of {PLAN_ENTRIES} entries, {PLAN_COUNTERS} counters",
-        8192 - 221 - PLAN_ENTRIES,
-        512 - PLAN_COUNTERS
-    );
+    let rooms: Vec<(u64, u64, u64)> = [OCTEON_CN10K, OCTEON_CN10K_2307]
+        .into_iter()
+        .map(|p| room(&cluster, &node, p))
+        .collect();
+    for (p, (e, c, plan)) in [OCTEON_CN10K, OCTEON_CN10K_2307].iter().zip(&rooms) {
+        println!(
+            "budget under {p}: the node's plan uses {plan} entries and leaves {e} entries and {c} counters to offload"
+        );
+    }
     println!(
         "{:<24} {:<9} {:>8} {:>8} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>7} {:>8} {:>12}",
         "profile",
@@ -474,17 +500,26 @@ fn main() {
         "counters",
         "sw pkts p50/p90"
     );
-    for (profile, sem) in [
+    for ((profile, sem), (free_entries, free_counters, _)) in [
         ("octeon-cn10k (22.11)", ForwardSemantics::SamePf),
         ("octeon-cn10k-dpdk23.07", ForwardSemantics::AnyPort),
-    ] {
+    ]
+    .into_iter()
+    .zip(rooms)
+    {
         for mode in [
             Mode::Software,
             Mode::MarksOnly,
             Mode::EveryNew,
             Mode::Offload,
         ] {
-            let mut r = run(mode, &trace, &layout.ports, sem);
+            let mut r = run(
+                mode,
+                &trace,
+                &layout.ports,
+                sem,
+                (free_entries, free_counters),
+            );
             r.sw_packets_of_offloaded.sort_unstable();
             let q = |p: f64| {
                 let v = &r.sw_packets_of_offloaded;
