@@ -73,7 +73,9 @@ pub fn port_text(port: u16) -> String {
     if port == UPLINK {
         format!("port {port}, the uplink")
     } else {
-        format!("port {port}, the sending pod's VF")
+        // The plan names a pod's port by its endpoint number; the VF's ethdev port is the
+        // device's business (pipecd maps one to the other, `pipec trace` shows both).
+        format!("port of endpoint {port}, the sending pod's VF")
     }
 }
 
