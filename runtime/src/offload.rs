@@ -19,39 +19,14 @@
 //! there. The allow/deny decision is the compiler's reference semantics
 //! ([`pipec::semantics::evaluate`]) through [`Verdicts`]; this module holds no policy logic.
 
-use pipec::backend::{HwAction, HwMatch, HwRule, PacketField, PortDirection};
-use pipec::engine::hwmodel::{ForwardSemantics, Ports};
+use pipec::backend::{HwAction, HwRule, PortDirection};
+use pipec::engine::hwmodel::{ForwardSemantics, Ports, OFFLOAD_LEVEL};
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::Ipv4Addr;
 
 /// An IPv4 5-tuple as the conntrack reports it (the default cnxk key holds no full IPv6
-/// address, so only IPv4 connections can be offloaded).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct FiveTuple {
-    /// Source address.
-    pub src: Ipv4Addr,
-    /// Destination address.
-    pub dst: Ipv4Addr,
-    /// IP protocol number (6 TCP, 17 UDP).
-    pub proto: u8,
-    /// Source port.
-    pub sport: u16,
-    /// Destination port.
-    pub dport: u16,
-}
-
-impl FiveTuple {
-    /// The tuple of the reply direction.
-    pub fn reverse(self) -> FiveTuple {
-        FiveTuple {
-            src: self.dst,
-            dst: self.src,
-            proto: self.proto,
-            sport: self.dport,
-            dport: self.sport,
-        }
-    }
-}
+/// address, so only IPv4 connections can be offloaded): the flow-table model's, so that an
+/// entry pipecd makes and one engine `hw` runs are keyed alike.
+pub use pipec::engine::hwmodel::FiveTuple;
 
 /// A connection the eBPF conntrack saw established and allowed.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -162,14 +137,8 @@ impl Entry {
             id,
             port: self.port,
             direction: PortDirection::Ingress,
-            level: 0,
-            matches: vec![
-                HwMatch::exact(PacketField::Ipv4Src, u32::from(t.src).into()),
-                HwMatch::exact(PacketField::Ipv4Dst, u32::from(t.dst).into()),
-                HwMatch::exact(PacketField::IpProto, t.proto.into()),
-                HwMatch::exact(PacketField::L4Sport, t.sport.into()),
-                HwMatch::exact(PacketField::L4Dport, t.dport.into()),
-            ],
+            level: OFFLOAD_LEVEL,
+            matches: t.matches(),
             actions,
             origin: format!(
                 "connection offload {}:{} -> {}:{}",

@@ -183,6 +183,17 @@ impl FiveTuple {
         })
     }
 
+    /// The tuple of the reply direction.
+    pub fn reverse(self) -> FiveTuple {
+        FiveTuple {
+            src: self.dst,
+            dst: self.src,
+            proto: self.proto,
+            sport: self.dport,
+            dport: self.sport,
+        }
+    }
+
     /// The exact matches of an entry keyed on this tuple, sorted by field as a rule's are.
     pub fn matches(&self) -> Vec<HwMatch> {
         let mut m = vec![

@@ -1,5 +1,6 @@
 use super::*;
 use proptest::prelude::*;
+use std::net::Ipv4Addr;
 
 /// Port 0 is the uplink (PF 1), port 1 the SDP PF toward the host (PF 2), ports 2..10 its
 /// VFs 0..8: the pods `p0`..`p7`.
