@@ -234,7 +234,10 @@ pub(super) fn finish(
     mut rules: Vec<Merged>,
     profile: &Profile,
 ) -> (PlanSlice, Usage, Vec<Vec<u32>>) {
-    let levels_limit = profile.plan_levels().end;
+    // Levels are counted within the plan's range: level 0, when kept for connection
+    // offload, is neither used nor free for the plan.
+    let range = profile.plan_levels();
+    let levels_limit = range.end - range.start;
     let mut usage = Usage {
         entries_limit: profile.plan_entries().unwrap_or(u64::MAX),
         counters_limit: profile.budget.counters.unwrap_or(u64::MAX),
@@ -268,7 +271,11 @@ pub(super) fn finish(
         origins.push(m.from);
     }
     usage.entries = out.len() as u64;
-    usage.levels = out.iter().map(|r| r.level + 1).max().unwrap_or(0);
+    usage.levels = out
+        .iter()
+        .map(|r| (r.level + 1).saturating_sub(range.start))
+        .max()
+        .unwrap_or(0);
     (
         PlanSlice {
             target: profile.name.clone(),

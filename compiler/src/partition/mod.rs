@@ -216,9 +216,10 @@ pub struct Usage {
     pub counters: u64,
     /// Counters available.
     pub counters_limit: u64,
-    /// Priority levels used.
+    /// Priority levels used, of those the plan may use ([`Profile::plan_levels`]).
     pub levels: u32,
-    /// Priority levels available.
+    /// Priority levels the plan may use (without level 0 when the profile keeps it for
+    /// connection offload).
     pub levels_limit: u32,
     /// Hardware rules before compression.
     pub uncompressed: u64,
