@@ -337,7 +337,7 @@ fn denied(o: &Outcome, what: &str) -> String {
 }
 
 /// The nodes where an offload entry, not the MAG, finished a packet of an outcome.
-fn captured(o: &Outcome) -> Vec<&str> {
+pub fn captured(o: &Outcome) -> Vec<&str> {
     o.traces
         .iter()
         .filter(|(_, t)| t.verdict != Verdict::Deny && finished_in_hardware(t))

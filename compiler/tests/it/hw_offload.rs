@@ -19,9 +19,8 @@ use crate::mag_differential::{probes, same};
 use crate::mag_gen;
 use crate::partition_hw::{hw_specs, reference_verdict};
 use pipec::backend::{octeon_cn10k_2307_profile, octeon_cn10k_profile, Profile};
-use pipec::engine::hw::{Hit, HwEngine, HwEvaluator, LaterPacket, OffloadRun, Probed};
+use pipec::engine::hw::{captured, Hit, HwEngine, HwEvaluator, LaterPacket, OffloadRun, Probed};
 use pipec::engine::hwmodel::{Fate, OFFLOAD_LEVEL};
-use pipec::engine::mag::{finished_in_hardware, Outcome};
 use pipec::mag::interp::Verdict as MagVerdict;
 use pipec::model::Cluster;
 use pipec::semantics::{self, Probe, Verdict};
@@ -50,15 +49,6 @@ impl Counted {
         self.finished += o.finished;
         self.shadowed += o.shadowed;
     }
-}
-
-/// The nodes where an entry, not the MAG or a drop, finished a packet of an outcome.
-fn captured(o: &Outcome) -> Vec<&str> {
-    o.traces
-        .iter()
-        .filter(|(_, t)| t.verdict != MagVerdict::Deny && finished_in_hardware(t))
-        .map(|(n, _)| n.as_str())
-        .collect()
 }
 
 /// (a): the probe's first packet has the reference verdict, the reply of an allowed one is
