@@ -593,6 +593,22 @@ impl Summary {
     }
 }
 
+/// The flow-table entries and counters the policy plan of `profile` leaves free, when the
+/// plan holds `plan_entries` rules of which `plan_counters` count: the profile's entries
+/// less those the platform reserves and the plan's (the entries the profile keeps for
+/// connection offload are free), and its counters less the plan's.
+pub fn free_of(profile: &Profile, plan_entries: u64, plan_counters: u64) -> (u64, u64) {
+    let b = &profile.budget;
+    let entries = b
+        .entries
+        .map_or(0, |e| e.saturating_sub(b.reserved_entries));
+    let counters = b.counters.unwrap_or(0);
+    (
+        entries.saturating_sub(plan_entries),
+        counters.saturating_sub(plan_counters),
+    )
+}
+
 /// The summary for a session's node and hardware profile, with what its plan leaves free;
 /// `None` without a hardware profile.
 pub fn session_summary(
@@ -600,12 +616,13 @@ pub fn session_summary(
     usage: &crate::partition::Usage,
 ) -> Option<Summary> {
     let profile = session.profile()?;
+    let (entries, counters) = free_of(profile, usage.entries, usage.counters);
     Some(Summary::of(
         session.cluster(),
         session.node(),
         profile,
-        usage.entries_limit.saturating_sub(usage.entries) + profile.budget.offload_entries,
-        usage.counters_limit.saturating_sub(usage.counters),
+        entries,
+        counters,
     ))
 }
 

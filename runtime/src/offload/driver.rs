@@ -48,20 +48,9 @@ pub fn semantics_of(profile: &Profile) -> ForwardSemantics {
     pipec::engine::offload::semantics_of(profile).unwrap_or(ForwardSemantics::SamePf)
 }
 
-/// The flow-table entries and counters the policy plan of `profile` leaves free, when the
-/// plan holds `plan_entries` rules of which `plan_counters` count: the profile's entries
-/// less those the kernel reserves, and its counters.
-pub fn free_of(profile: &Profile, plan_entries: u64, plan_counters: u64) -> (u64, u64) {
-    let b = &profile.budget;
-    let entries = b
-        .entries
-        .map_or(0, |e| e.saturating_sub(b.reserved_entries));
-    let counters = b.counters.unwrap_or(0);
-    (
-        entries.saturating_sub(plan_entries),
-        counters.saturating_sub(plan_counters),
-    )
-}
+/// The flow-table entries and counters a plan leaves to connection offload
+/// ([`pipec::engine::offload::free_of`]).
+pub use pipec::engine::offload::free_of;
 
 /// [`ReferenceVerdicts`] built on first use: indexing the cluster costs in proportion to
 /// its size, and a scan or a change that meets no connection to judge should not pay it.
