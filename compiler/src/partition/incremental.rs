@@ -580,13 +580,20 @@ pub fn replan(
     // now: a fresh plan might rank it above an entry this one keeps, unless it ranks below
     // every entry placed or is dearer than the whole budget. Its value is owed; the plan
     // declines when what it owes passes MAX_OWED_PERCENT of the value it places.
-    let lowest = cands
-        .iter()
-        .zip(&taken)
-        .filter(|(_, t)| **t)
-        .map(|(c, _)| c.placement.value)
-        .min()
-        .unwrap_or(0);
+    // The lowest value placed and the value placed in all, in one pass.
+    let (lowest, placed_value) =
+        cands
+            .iter()
+            .zip(&taken)
+            .filter(|(_, t)| **t)
+            .fold((None, 0u64), |(low, sum), (c, _)| {
+                let v = c.placement.value;
+                (
+                    Some(low.map_or(v, |l: u64| l.min(v))),
+                    sum.saturating_add(v),
+                )
+            });
+    let lowest = lowest.unwrap_or(0);
     // A candidate the last plan from scratch left out that ranks no better now (no more
     // value, no less cost) would be left out by a fresh plan again, whatever events
     // changed of its rules.
@@ -607,12 +614,6 @@ pub fn replan(
                 && !ranks_no_better(*i)
         })
         .map(|(_, (c, _))| c.placement.value)
-        .sum();
-    let placed_value: u64 = cands
-        .iter()
-        .zip(&taken)
-        .filter(|(_, t)| **t)
-        .map(|(c, _)| c.placement.value)
         .sum();
     if owed.saturating_mul(100) > placed_value.saturating_mul(MAX_OWED_PERCENT) {
         return Err(FromScratch::Ranking);
