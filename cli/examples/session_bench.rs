@@ -3,7 +3,8 @@
 //! each from the event to every target's operations, against the baseline a
 //! non-incremental tool has (a full load of the new state per event).
 //!
-//! `cargo run --release -p pipec-cli --example session_bench -- [--pods N] [--events N]`
+//! `cargo run --release -p pipec-cli --example session_bench -- [--full] [--pods N] [--events N]`
+//! (`--full`: gencluster's full scale, 150,000 pods; `--events 0` measures the load only)
 //! (default: gencluster's small cluster, 1,500 pods, and 100 events of each kind: the node's pod CIDR has 135 free addresses).
 
 // Dependencies of the package that this target does not use itself; they serve its
@@ -100,8 +101,25 @@ fn arg(name: &str, default: usize) -> usize {
         .unwrap_or(default)
 }
 
+/// The process's peak resident set (VmHWM), in MiB.
+fn peak_rss_mib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmHWM:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        })
+        .map_or(0, |kb| kb / 1024)
+}
+
 fn main() {
-    let mut spec = gencluster::Spec::small();
+    let full = std::env::args().any(|a| a == "--full");
+    let mut spec = if full {
+        gencluster::Spec::full()
+    } else {
+        gencluster::Spec::small()
+    };
     spec.pods = arg("--pods", spec.pods);
     let events = arg("--events", 100);
     let json = gencluster::generate(&spec);
@@ -122,6 +140,10 @@ fn main() {
         session.plan().map_or(0, |p| p.slice.rules.len()),
         load.as_secs_f64() * 1e3
     );
+    println!("peak RSS after the load: {} MiB", peak_rss_mib());
+    if events == 0 {
+        return;
+    }
     // Each new pod copies the namespace and labels of an existing pod on the session's
     // node (the first node), so its label set has an identity already (the common case:
     // a replica scaled up).

@@ -508,6 +508,89 @@ fn a_pod_event_plans_incrementally() {
     );
 }
 
+/// On a full table a pod add that grows the rules of placed entries is still planned
+/// incrementally: the lowest-ranked touched entry is evicted to eBPF, the plan fits its
+/// budget, and the entries of higher rank stay in hardware.
+#[test]
+fn a_full_table_evicts_the_lowest_ranked_touched_entry() {
+    let pod = |ns, app| PodSpec {
+        ns,
+        app,
+        tier: None,
+        http: Some(80),
+        dns: false,
+        node: 0,
+    };
+    let mut spec = Spec {
+        nodes: 0,
+        ns_team: vec![0, 1],
+        pods: vec![pod(0, 0), pod(0, 1), pod(1, 2)],
+        services: Vec::new(),
+        policies: vec![
+            // Pods of app 0 admit pods of app 1 on HTTP: marks whose prefixes an added
+            // pod of app 1 grows.
+            testgen::PolicySpec::Np {
+                ns: 0,
+                app: Some(0),
+                ingress: Some(vec![testgen::RuleSpec {
+                    peers: vec![testgen::PeerSpec::Pods(1)],
+                    ports: vec![testgen::PortSpec::Http],
+                }]),
+                egress: None,
+            },
+            // The pod of app 2 may send nowhere and accept nothing: drops, which rank
+            // above every mark (and are sound: it has no connections at all).
+            testgen::PolicySpec::Np {
+                ns: 1,
+                app: Some(2),
+                ingress: Some(Vec::new()),
+                egress: Some(Vec::new()),
+            },
+        ],
+    };
+    let docs = documents(&spec, &[true; 3]);
+    let unlimited = load(&docs, budget(None));
+    let full = unlimited.plan().unwrap().usage.entries;
+    let mut session = load(&docs, budget(Some(full)));
+    let before = session.plan().unwrap().clone();
+    assert_eq!(
+        session.plan().unwrap().usage.entries,
+        full,
+        "the table is full before the event:\n{}",
+        pipec::partition::plan_to_text(session.plan().unwrap())
+    );
+    // Far from the other pods' addresses, so that its prefix merges with none of theirs.
+    spec.pods.push(pod(0, 1));
+    spec.pods.push(pod(0, 1));
+    let next = documents(&spec, &[true; 5]);
+    let changes = session
+        .apply(&events(&docs, &next))
+        .expect("a pod add applies");
+    let plan = session.plan().unwrap();
+    let text = pipec::partition::plan_to_text(plan);
+    assert_eq!(
+        changes.times.full_plan, None,
+        "the event was planned from scratch:\n{text}"
+    );
+    assert!(plan.usage.entries <= full, "over the budget:\n{text}");
+    // The mark admitting app 1 on HTTP (the only rules matching port 80) was in hardware
+    // and is evicted; both drops stay.
+    let rules = |text: &str, what: &str| {
+        text.lines()
+            .filter(|l| l.starts_with("rule ") && l.contains(what))
+            .count()
+    };
+    let before_text = pipec::partition::plan_to_text(&before);
+    assert!(rules(&before_text, "l4.dport=80") > 0, "{before_text}");
+    assert_eq!(rules(&text, "l4.dport=80"), 0, "the mark stayed:\n{text}");
+    assert_eq!(rules(&before_text, "drop"), 2, "{before_text}");
+    assert_eq!(rules(&text, "drop"), 2, "a drop left hardware:\n{text}");
+    assert!(
+        text.contains("over-budget"),
+        "nothing was left out for budget:\n{text}"
+    );
+}
+
 /// A rejected event leaves the session as it was, and the next good event applies.
 #[test]
 fn a_rejected_event_changes_nothing() {

@@ -311,8 +311,23 @@ impl<'a, 'm> Chooser<'a, 'm> {
         cands: &mut [Candidate],
         order: &[usize],
         pos: usize,
-        mut slack: u64,
+        slack: u64,
     ) -> Vec<usize> {
+        self.fill_groups(cands, order, pos, slack)
+            .into_iter()
+            .flatten()
+            .collect()
+    }
+
+    /// [`Chooser::fill_tail`], with each group taken (an entry and the entries above it
+    /// that it brought) apart, in the order taken.
+    pub(super) fn fill_groups(
+        &mut self,
+        cands: &mut [Candidate],
+        order: &[usize],
+        pos: usize,
+        mut slack: u64,
+    ) -> Vec<Vec<usize>> {
         let mut out = Vec::new();
         for &i in &order[pos.min(order.len())..] {
             if slack == 0 {
@@ -331,7 +346,7 @@ impl<'a, 'm> Chooser<'a, 'm> {
                 for j in &g {
                     self.taken[*j] = true;
                 }
-                out.extend(g);
+                out.push(g);
             }
         }
         out

@@ -104,6 +104,18 @@ type GroupKey = (u16, PortDirection, u32, Vec<HwAction>);
 /// `rules` compressed within each port, level and action, ordered by port, level, matches
 /// and actions.
 pub(super) fn merge_all(rules: Vec<Merged>, profile: &Profile) -> Vec<Merged> {
+    let merger = Merger::new(profile);
+    let mut out: Vec<Merged> = Vec::new();
+    for group in merge_groups(rules) {
+        out.extend(merger.merge(group));
+    }
+    sort_rules(&mut out);
+    out
+}
+
+/// `rules` split into the groups compression merges within (one port, direction, level
+/// and action list each), in group order.
+pub(super) fn merge_groups(rules: Vec<Merged>) -> Vec<Vec<Merged>> {
     let mut groups: BTreeMap<GroupKey, Vec<Merged>> = BTreeMap::new();
     for m in rules {
         groups
@@ -116,13 +128,26 @@ pub(super) fn merge_all(rules: Vec<Merged>, profile: &Profile) -> Vec<Merged> {
             .or_default()
             .push(m);
     }
-    let mergeable = mergeable_fields(profile);
-    let mut out: Vec<Merged> = Vec::new();
-    for (_, group) in groups {
-        out.extend(merge(group, &mergeable));
+    groups.into_values().collect()
+}
+
+/// Compression of one group of [`merge_groups`] at a time, for a caller that compresses
+/// some groups again and keeps the others (the incremental plan's eviction).
+pub(super) struct Merger {
+    fields: Vec<PacketField>,
+}
+
+impl Merger {
+    pub(super) fn new(profile: &Profile) -> Merger {
+        Merger {
+            fields: mergeable_fields(profile),
+        }
     }
-    sort_rules(&mut out);
-    out
+
+    /// One group compressed (unsorted: [`sort_rules`] orders the slice).
+    pub(super) fn merge(&self, group: Vec<Merged>) -> Vec<Merged> {
+        merge(group, &self.fields)
+    }
 }
 
 /// The fields whose bits compression may mask: those the profile matches with any mask.

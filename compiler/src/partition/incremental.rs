@@ -23,9 +23,12 @@
 //!    charging each its uncompressed cost, as the last step of a plan from scratch does;
 //!    then takes every candidate the event touched that did not fit so charged (unless the
 //!    last plan left it out for budget: that one competes for the free budget only), and
-//!    compresses what it took together with the rules of step 3: the compressed total
-//!    must fit the budget. A plan from scratch leaves a few percent of the table free
-//!    (`budget::HEADROOM_PERCENT`) for this step.
+//!    compresses what it took together with the rules of step 3. When the compressed
+//!    total does not fit the budget, the lowest-ranked touched entries (each with the
+//!    entries above it that it brought) are evicted until it does, as a fresh plan would
+//!    leave them out first; the search recompresses only the compression groups (port,
+//!    level, action) their rules are in. A plan from scratch leaves a few percent of the
+//!    table free (`budget::HEADROOM_PERCENT`) for this step.
 //!
 //! # The bound on its value
 //!
@@ -37,7 +40,8 @@
 //! - **Ranking.** A candidate the event touched would be ranked against every kept entry
 //!   by a fresh plan; the incremental plan cannot tell whether it would win. It takes every
 //!   touched candidate the last plan placed, and when they do not fit once compressed it
-//!   declines ([`FromScratch::Budget`]). Every candidate it leaves out that the last plan
+//!   evicts the lowest-ranked of them (it declines, [`FromScratch::Budget`], only when
+//!   the kept rules alone do not fit). Every candidate it leaves out that the last plan
 //!   from scratch did not leave out as it ranks now (more value or less cost since, or
 //!   ranked by no fresh plan) is owed: when the value owed passes [`MAX_OWED_PERCENT`] of
 //!   the value placed, it declines ([`FromScratch::Ranking`]). So its value is at least a
@@ -569,12 +573,30 @@ pub fn replan(
         .copied()
         .filter(|i| !taken[*i] && cands[*i].ok && !left_before(*i))
         .collect();
-    if !touched.is_empty() {
-        let more = chooser.fill_tail(&mut cands, &touched, 0, u64::MAX);
-        for i in &more {
-            taken[*i] = true;
+    let more = chooser.fill_groups(&mut cands, &touched, 0, u64::MAX);
+    // The compressed rules of the plan with the first `k` groups of `more`: the kept
+    // entries' rules compressed again and the new entries' rules, merged; a rule equal to
+    // one that stays is that rule, so it is not counted twice.
+    let stays: FxHashMap<Same, usize> = intact
+        .iter()
+        .enumerate()
+        .map(|(j, m)| (same(&m.rule), j))
+        .collect();
+    let base: Vec<usize> = kept_idx.iter().chain(&filled).copied().collect();
+    let pool = Pool::new(&cands, &base, &more, &is_kept, again, profile);
+    let with_groups = |k: usize| {
+        let (rules, new) = pool.with_groups(k, &stays);
+        (rules, new + intact.len() as u64)
+    };
+    let (rules, k) = fit_groups(more.len(), limit, with_groups).ok_or(FromScratch::Budget)?;
+    for g in &more[k..] {
+        for i in g {
+            taken[*i] = false;
         }
-        filled.extend(more);
+    }
+    filled.extend(more[..k].iter().flatten());
+    for i in more[..k].iter().flatten() {
+        taken[*i] = true;
     }
     // A candidate left out that the last plan from scratch did not leave out as it ranks
     // now: a fresh plan might rank it above an entry this one keeps, unless it ranks below
@@ -629,33 +651,16 @@ pub fn replan(
     let mut chosen: Vec<usize> = kept_idx.iter().chain(&filled).copied().collect();
     chosen.sort_unstable();
     let placed = compress::place(&mut cands, &chosen, profile);
-    let fresh: Vec<(usize, u32)> = placed
-        .iter()
-        .filter(|(i, _)| !is_kept[*i])
-        .copied()
-        .collect();
-    again.extend(compress::inputs(&cands, &fresh));
-    let mut rules = compress::merge_all(again, profile);
-    // A rule compressed again that a rule which stays already is (the same port, level,
-    // matches and actions) is that rule.
-    type Same = (u16, u32, Vec<crate::backend::HwMatch>, Vec<HwAction>);
-    let same = |r: &HwRule| -> Same { (r.port, r.level, r.matches.clone(), r.actions.clone()) };
-    let mut stays: FxHashMap<Same, usize> = FxHashMap::default();
-    for (j, m) in intact.iter().enumerate() {
-        stays.insert(same(&m.rule), j);
-    }
-    rules.retain(|m| {
-        let key = same(&m.rule);
-        match stays.get(&key) {
-            Some(j) => {
-                let from = &mut intact[*j].from;
-                from.extend_from_slice(&m.from);
-                from.sort_unstable();
-                from.dedup();
-                false
-            }
-            None => true,
+    let mut rules = rules;
+    rules.retain(|m| match stays.get(&same(&m.rule)) {
+        Some(j) => {
+            let from = &mut intact[*j].from;
+            from.extend_from_slice(&m.from);
+            from.sort_unstable();
+            from.dedup();
+            false
         }
+        None => true,
     });
     rules.extend(intact);
     if rules.len() as u64 > limit {
@@ -751,4 +756,146 @@ fn inside(r: &HwRule, outer: &HwRule) -> bool {
             r.get(o.field)
                 .is_some_and(|m| m.mask & o.mask == o.mask && m.value & o.mask == o.value)
         })
+}
+
+/// A compressed rule's identity for "the same rule": port, level, matches and actions.
+type Same = (u16, u32, Vec<crate::backend::HwMatch>, Vec<HwAction>);
+
+fn same(r: &HwRule) -> Same {
+    (r.port, r.level, r.matches.clone(), r.actions.clone())
+}
+
+/// The rules an incremental plan compresses anew, split into compression groups, for
+/// finding how many of the touched groups (`more`, in rank order) fit: evicting the last
+/// groups compresses again only the compression groups their rules are in.
+struct Pool {
+    merger: compress::Merger,
+    /// Per compression group: its rules, the last touched group any of them came with
+    /// (`None`: only kept or free-budget entries), and the group compressed with every
+    /// touched group.
+    groups: Vec<(Vec<Merged>, Option<usize>, Vec<Merged>)>,
+    /// Candidate → the touched group it came with.
+    group_of: FxHashMap<u32, usize>,
+}
+
+impl Pool {
+    /// `again` (kept entries' rules compressed again) and the rules of every chosen entry
+    /// that is not kept (`base` and all of `more`), at the levels the whole set gives them.
+    fn new(
+        cands: &[Candidate],
+        base: &[usize],
+        more: &[Vec<usize>],
+        is_kept: &[bool],
+        again: Vec<Merged>,
+        profile: &Profile,
+    ) -> Pool {
+        let mut chosen = base.to_vec();
+        chosen.extend(more.iter().flatten());
+        // An entry's level depends only on the entries above it, which come before it in
+        // rank order or are kept: evicting later groups leaves every other level as it is.
+        let levels = compress::levels(cands, &chosen, profile.plan_levels());
+        let mut fresh: Vec<(usize, u32)> = chosen
+            .iter()
+            .filter(|i| !is_kept[**i])
+            .filter_map(|i| {
+                let (level, fits) = levels[i];
+                fits.then_some((*i, level))
+            })
+            .collect();
+        fresh.sort_unstable();
+        let mut group_of: FxHashMap<u32, usize> = FxHashMap::default();
+        for (g, members) in more.iter().enumerate() {
+            for i in members {
+                group_of.insert(*i as u32, g);
+            }
+        }
+        let mut all = again;
+        all.extend(compress::inputs(cands, &fresh));
+        let merger = compress::Merger::new(profile);
+        let groups = compress::merge_groups(all)
+            .into_iter()
+            .map(|rules| {
+                // A rule of `again` comes from a kept entry, never from a touched group.
+                let last = rules
+                    .iter()
+                    .filter_map(|m| m.from.first().and_then(|i| group_of.get(i)))
+                    .max()
+                    .copied();
+                let merged = merger.merge(rules.clone());
+                (rules, last, merged)
+            })
+            .collect();
+        Pool {
+            merger,
+            groups,
+            group_of,
+        }
+    }
+
+    /// The compressed rules with the first `k` touched groups, and how many flow entries
+    /// they take beside the rules that stay (a rule equal to one that stays is that rule).
+    fn with_groups(&self, k: usize, stays: &FxHashMap<Same, usize>) -> (Vec<Merged>, u64) {
+        let mut out = Vec::new();
+        for (rules, last, merged) in &self.groups {
+            if last.is_none_or(|l| l < k) {
+                out.extend(merged.iter().cloned());
+                continue;
+            }
+            let kept: Vec<Merged> = rules
+                .iter()
+                .filter(|m| !self.evicted(m, k))
+                .cloned()
+                .collect();
+            out.extend(self.merger.merge(kept));
+        }
+        compress::sort_rules(&mut out);
+        let new = out
+            .iter()
+            .filter(|m| !stays.contains_key(&same(&m.rule)))
+            .count();
+        (out, new as u64)
+    }
+
+    /// Whether rule `m` came with a touched group from `k` on.
+    fn evicted(&self, m: &Merged, k: usize) -> bool {
+        m.from
+            .first()
+            .and_then(|i| self.group_of.get(i))
+            .is_some_and(|g| *g >= k)
+    }
+}
+/// Compressions spent finding how many touched groups fit.
+const MAX_EVICTION_STEPS: usize = 6;
+
+/// The most groups `k` of `n` (a prefix, in rank order) whose compressed rules fit
+/// `limit`, found by bisection in at most [`MAX_EVICTION_STEPS`] compressions beyond the
+/// first two, with those rules; `None` when not even the plan without any fits.
+fn fit_groups(
+    n: usize,
+    limit: u64,
+    with_groups: impl Fn(usize) -> (Vec<Merged>, u64),
+) -> Option<(Vec<Merged>, usize)> {
+    let (rules, count) = with_groups(n);
+    if count <= limit {
+        return Some((rules, n));
+    }
+    let (rules, count) = with_groups(0);
+    if count > limit {
+        return None;
+    }
+    // Invariant: `lo` groups fit (with `best`), `hi` do not.
+    let (mut lo, mut hi, mut best) = (0usize, n, rules);
+    let mut steps = 0;
+    while hi - lo > 1 && steps < MAX_EVICTION_STEPS {
+        steps += 1;
+        let mid = lo + (hi - lo) / 2;
+        let (rules, count) = with_groups(mid);
+        if count <= limit {
+            lo = mid;
+            best = rules;
+        } else {
+            hi = mid;
+        }
+    }
+    Some((best, lo))
 }
