@@ -49,9 +49,36 @@ fn options() -> SessionOptions {
 
 /// Loads and forces every stage (the MAG, the plan, both artifacts).
 fn load_all(texts: &[(&str, &str)]) -> Session {
+    load_stages(texts, false)
+}
+
+/// [`load_all`], printing each stage's time and the peak RSS after it when `verbose`.
+fn load_stages(texts: &[(&str, &str)], verbose: bool) -> Session {
+    let clock = Instant::now();
+    let say = |stage: &str, clock: &Instant| {
+        if verbose {
+            println!(
+                "  {stage}: {:.1} ms, peak RSS {} MiB",
+                clock.elapsed().as_secs_f64() * 1e3,
+                peak_rss_mib()
+            );
+        }
+    };
     let s = Session::load_texts(texts, options(), &backends).expect("the generated cluster loads");
+    say("model", &clock);
+    let clock = Instant::now();
+    let _ = s.mag();
+    say("lowering", &clock);
+    let clock = Instant::now();
+    let _ = s.info();
+    say("validation", &clock);
+    let clock = Instant::now();
+    let _ = s.plan();
+    say("plan", &clock);
     for t in ["ebpf", "octeon-cn10k"] {
+        let clock = Instant::now();
         s.artifact(t).expect("target").expect("compiles");
+        say(t, &clock);
     }
     s
 }
@@ -69,6 +96,8 @@ struct Stats {
     times: StageTimes,
     /// Events planned from scratch, by reason.
     scratch: std::collections::BTreeMap<&'static str, usize>,
+    /// Events whose lowering was a full one.
+    full_lowerings: usize,
 }
 
 impl Stats {
@@ -84,6 +113,7 @@ impl Stats {
         if let Some(why) = d.full_plan {
             *self.scratch.entry(why.text()).or_default() += 1;
         }
+        self.full_lowerings += usize::from(c.full_lowering);
     }
 }
 
@@ -122,10 +152,18 @@ fn main() {
     };
     spec.pods = arg("--pods", spec.pods);
     let events = arg("--events", 100);
+    let clock = Instant::now();
     let json = gencluster::generate(&spec);
+    if full {
+        println!(
+            "  generated {} MB of JSON: {:.1} ms",
+            json.len() >> 20,
+            clock.elapsed().as_secs_f64() * 1e3
+        );
+    }
     let texts = [("cluster.json", json.as_str())];
     let t = Instant::now();
-    let mut session = load_all(&texts);
+    let mut session = load_stages(&texts, full);
     let load = t.elapsed();
     println!(
         "load: {} pods, {} MAG entries, {} hardware rules: {:.1} ms",
@@ -188,6 +226,9 @@ fn main() {
         );
         if !stats.scratch.is_empty() {
             println!("  planned from scratch: {:?}", stats.scratch);
+        }
+        if stats.full_lowerings > 0 {
+            println!("  full lowerings: {}", stats.full_lowerings);
         }
     };
     // Addresses a new pod of the node really gets: free ones of the node's pod CIDR (an

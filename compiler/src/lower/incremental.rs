@@ -4,7 +4,9 @@
 //! splices their entries into the canonical tables. Fast paths:
 //!
 //! - **pod added, removed or relabelled**, when its label set already has an identity (and
-//!   a removal leaves the identity and the pod's class non-empty), and its class exists:
+//!   a removal leaves the identity and the pod's class non-empty; a class whose
+//!   representative pod leaves gets another member as its representative), and its class
+//!   exists:
 //!   the pod's endpoint group, its ipcache prefixes, and the services of its namespace
 //!   whose backends changed;
 //! - **service added, changed or removed** (not `default/kubernetes`, whose backends are
@@ -277,6 +279,8 @@ fn pod_change(
     }
     let mut groups = BTreeSet::new();
     groups.insert(Group::Endpoint(key.to_string()));
+    // Classes whose representative pod is the one removed: they get another member.
+    let mut orphaned = Vec::new();
     // Removal of the old pod.
     if let Some(p) = old {
         let pod = prev.pod(p);
@@ -291,8 +295,11 @@ fn pod_change(
         for ip in &pod.ips {
             let net = IpNet::from(*ip);
             let ci = *state.classes.by_net.get(&net)?;
-            if state.classes.list[ci].pod == Some(p) || state.class_size[ci] <= 1 {
+            if state.class_size[ci] <= 1 {
                 return None;
+            }
+            if state.classes.list[ci].pod == Some(p) {
+                orphaned.push(ci);
             }
         }
         slot.1 -= 1;
@@ -358,6 +365,18 @@ fn pod_change(
             groups.insert(Group::Prefix(net));
             owners.insert(net, p);
         }
+    }
+    // Every pod of a class looks alike to every rule (one identity, one set of policy
+    // CIDRs, one port list), so any member can stand for it; the member of its lowest
+    // address is the one a full lowering picks. The class keeps its number and entries.
+    for ci in orphaned {
+        let member = state
+            .classes
+            .by_net
+            .iter()
+            .find(|(_, c)| **c == ci)
+            .and_then(|(net, _)| cluster.pod_by_ip(net.addr()))?;
+        state.classes.list[ci].pod = Some(member);
     }
     // Services whose backends changed: only services of the pod's namespace select it,
     // and EndpointSlices name it by address.

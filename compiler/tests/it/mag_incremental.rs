@@ -135,3 +135,62 @@ proptest! {
         }
     }
 }
+
+/// A pod of `app` at `ip`, with a container port named `http` on `port` when given.
+fn pod_yaml(name: &str, app: &str, ip: &str, port: Option<u16>) -> String {
+    let ports = port.map_or(String::new(), |p| {
+        format!("    ports:\n    - name: http\n      containerPort: {p}\n")
+    });
+    format!(
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: {name}\n  namespace: ns0\n  labels: {{app: {app}}}\nspec:\n  containers:\n  - name: c\n{ports}status:\n  podIP: {ip}\n  podIPs:\n  - ip: {ip}\n"
+    )
+}
+
+fn cluster_of(pods: &[String]) -> pipec::model::Cluster {
+    let policy = "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata:\n  name: to-web\n  namespace: ns0\nspec:\n  podSelector:\n    matchLabels: {app: client}\n  policyTypes: [Egress]\n  egress:\n  - to:\n    - podSelector:\n        matchLabels: {app: web}\n    ports:\n    - port: http\n";
+    let ns = "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: ns0\n";
+    let mut docs = vec![ns.to_string(), policy.to_string()];
+    docs.extend(pods.iter().cloned());
+    let yaml = docs.join("---\n");
+    let loaded = pipec::driver::load_texts(&[("gen.yaml", &yaml)], &Default::default());
+    assert!(!loaded.has_errors(), "{:?}\n{yaml}", loaded.diags);
+    loaded.cluster
+}
+
+/// Removing the pod that stands for its class (the member of the lowest address) takes the
+/// fast path; the class's next member stands for it, and a later event that resolves a
+/// named port on the class (a new client's egress rows) resolves it on a pod of the class.
+#[test]
+fn a_class_keeps_a_member_when_its_representative_leaves() {
+    let web_a = pod_yaml("web-a", "web", "10.244.0.10", Some(8080));
+    let web_b = pod_yaml("web-b", "web", "10.244.0.11", Some(8080));
+    let client = pod_yaml("client-1", "client", "10.244.0.20", None);
+    let other = pod_yaml("aaa-other", "db", "10.244.0.30", Some(9090));
+    let client2 = pod_yaml("client-2", "client", "10.244.0.21", None);
+    let steps = [
+        (
+            vec![web_a.clone(), web_b.clone(), client.clone(), other.clone()],
+            None,
+        ),
+        (
+            vec![web_b.clone(), client.clone(), other.clone()],
+            Some("ns0/web-a"),
+        ),
+        (vec![web_b, client, other, client2], Some("ns0/client-2")),
+    ];
+    let mut cluster = cluster_of(&steps[0].0);
+    let mut lowered = lower::cluster_to_mag(&cluster, None);
+    for (pods, key) in &steps[1..] {
+        let next = cluster_of(pods);
+        let change = Change::Pod(key.expect("a pod changes").to_string());
+        let diff = update(&mut lowered, &cluster, &next, &change);
+        assert!(!diff.full, "{key:?} took a full lowering");
+        let full = lower::cluster_to_mag(&next, None);
+        assert_eq!(
+            mag_to_text(lowered.mag()),
+            mag_to_text(full.mag()),
+            "after {key:?}"
+        );
+        cluster = next;
+    }
+}
