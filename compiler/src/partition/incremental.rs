@@ -89,13 +89,39 @@ pub const MIN_RATIO_KEPT: f64 = 0.5;
 pub const MAX_OWED_PERCENT: u64 = 5;
 
 /// A policy entry as plans know it across graphs: its table and content, not its index.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+/// Its hash is computed once: a re-plan looks tens of thousands of keys up several times.
+#[derive(Clone, Debug, PartialEq, Eq)]
 struct EntryKey {
+    hash: u64,
     side: Side,
     priority: u32,
     matches: Arc<[FieldMatch]>,
     action: ActionCall,
 }
+
+impl EntryKey {
+    fn new(side: Side, priority: u32, matches: Arc<[FieldMatch]>, action: ActionCall) -> EntryKey {
+        let mut h = FxHasher::default();
+        (side, priority, &matches, &action).hash(&mut h);
+        EntryKey {
+            hash: h.finish(),
+            side,
+            priority,
+            matches,
+            action,
+        }
+    }
+}
+
+impl Hash for EntryKey {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        state.write_u64(self.hash);
+    }
+}
+
+/// How the last plan from scratch ranked a candidate it left out for budget: its value
+/// and cost, or `None` when an incremental plan first left it out.
+type Ranked = Option<(u64, u64)>;
 
 /// A placed entry: its uncompressed rules and level.
 #[derive(Clone, Debug)]
@@ -129,7 +155,7 @@ pub struct Basis {
     /// The candidates left out for budget, with the value and the cost (uncompressed
     /// rules) the last plan from scratch ranked them by; `None` for those first left out by
     /// an incremental plan, which no fresh plan ranked.
-    left: FxHashMap<EntryKey, Option<(u64, u64)>>,
+    left: FxHashMap<EntryKey, Ranked>,
     /// The candidates that failed a check that reads only the entry's own inputs (its
     /// rules, or for a drop the egress policy of its pod), with the placement saying why.
     failed: FxHashMap<EntryKey, super::Placement>,
@@ -152,13 +178,15 @@ impl Basis {
     ) -> Basis {
         let keys = cands.iter().map(|c| entry_key(ctx.mag, c)).collect();
         let read = Read::of(ctx);
-        let mut basis = Basis::with(ctx, cands, keys, read, slice, origins);
+        let mut basis = Basis::with(ctx, cands, keys, read, slice, origins, None);
         basis.ratio = basis.ratio_now();
         basis
     }
 
     /// [`Basis::new`] with the entries' keys (`None`: not a policy candidate) and what
-    /// the placed rules read already computed. `events` and `ratio` are left for the
+    /// the placed rules read already computed. A left-out candidate is ranked as this plan
+    /// ranks it, or for an incremental plan as `ranks` says (what the last plan from
+    /// scratch ranked it by, found in its basis). `events` and `ratio` are left for the
     /// caller.
     fn with(
         ctx: &Context<'_>,
@@ -167,6 +195,7 @@ impl Basis {
         read: Read,
         slice: &PlanSlice,
         origins: &[Vec<u32>],
+        ranks: Option<&[Option<Ranked>]>,
     ) -> Basis {
         let mut held = Vec::new();
         let mut index = FxHashMap::default();
@@ -180,7 +209,11 @@ impl Basis {
             if c.placement.target != super::Target::Hardware {
                 match c.placement.why {
                     Why::Budget { .. } => {
-                        left.insert(key, Some((c.placement.value, c.placement.hw_rules)));
+                        let ranked = match ranks {
+                            Some(r) => r[i].flatten(),
+                            None => Some((c.placement.value, c.placement.hw_rules)),
+                        };
+                        left.insert(key, ranked);
                     }
                     Why::NotCapable { .. } | Why::NotSound { .. } | Why::NothingToMatch { .. }
                         if c.built =>
@@ -280,12 +313,12 @@ fn entry_key(mag: &Mag, c: &Candidate) -> Option<EntryKey> {
     let side = c.side?;
     let table = mag.table(c.table)?;
     let e = table.entries.get(c.entry.0 as usize)?;
-    Some(EntryKey {
+    Some(EntryKey::new(
         side,
-        priority: e.priority,
-        matches: e.matches.clone(),
-        action: e.action.clone(),
-    })
+        e.priority,
+        e.matches.clone(),
+        e.action.clone(),
+    ))
 }
 
 /// Per endpoint, a hash of what the stateless-soundness proof of drops of the other
@@ -439,6 +472,8 @@ pub fn replan(
     let mut cands = candidates(&ctx);
     let read = Read::of(&ctx);
     let mut keys: Vec<Option<EntryKey>> = vec![None; cands.len()];
+    // How the last plan left each candidate out (`None`: it did not), looked up once.
+    let mut left_prev: Vec<Option<Ranked>> = vec![None; cands.len()];
     // Step 1: the entries kept, by candidate, with their place in the basis; and the
     // entries that failed a check of their own inputs, which fail again unchecked.
     let mut kept: Vec<(usize, u32)> = Vec::new();
@@ -458,6 +493,7 @@ pub fn replan(
             let Some(key) = entry_key(mag, c) else {
                 continue;
             };
+            left_prev[i] = prev.left.get(&key).copied();
             unchanged[i] = touched.unchanged(c);
             if unchanged[i] {
                 if let Some(p) = prev.failed.get(&key) {
@@ -565,7 +601,7 @@ pub fn replan(
     // left out for budget competes for the free budget only, even when the event touched
     // it: an identity's new prefix touches every entry that names the identity, and on a
     // full table those are thousands.
-    let left_as = |i: usize| keys[i].as_ref().and_then(|k| prev.left.get(k));
+    let left_as = |i: usize| left_prev[i].as_ref();
     let left_before = |i: usize| left_as(i).is_some();
 
     let touched: Vec<usize> = order
@@ -672,14 +708,19 @@ pub fn replan(
         return Err(FromScratch::Compression);
     }
     let (slice, usage, origins) = compress::finish(&cands, &placed, rules, profile);
-    let mut basis = Basis::with(&ctx, &mut cands, keys, read, &slice, &origins);
-    basis.events = prev.events + 1;
-    basis.ratio = prev.ratio;
     // What a left-out entry was ranked by stays the last plan from scratch's; an entry
     // first left out now was ranked by no fresh plan.
-    for (key, ranked) in basis.left.iter_mut() {
-        *ranked = prev.left.get(key).copied().flatten();
-    }
+    let mut basis = Basis::with(
+        &ctx,
+        &mut cands,
+        keys,
+        read,
+        &slice,
+        &origins,
+        Some(&left_prev),
+    );
+    basis.events = prev.events + 1;
+    basis.ratio = prev.ratio;
     Ok((assemble(mag, profile, cands, slice, usage), basis))
 }
 
