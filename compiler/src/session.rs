@@ -738,7 +738,13 @@ impl Session {
             .expect("apply lowered the node before staging");
         let diff = incremental::update(lowered, &self.loaded.cluster, &next.cluster, &change);
         times.lower = clock.elapsed();
-        let (previous, outcome) = self.compile_next(next, &mut times);
+        // An incremental lowering changes entries only: the graph's structure, and so its
+        // info, stay the last validated one's, and only the added entries are checked.
+        let info = match (diff.full, self.info.take()) {
+            (false, Some(Ok(info))) => Some((info, diff.added.as_slice())),
+            _ => None,
+        };
+        let (previous, outcome) = self.compile_next(next, info, &mut times);
         match outcome {
             Ok(()) => {
                 let clock = std::time::Instant::now();
@@ -769,6 +775,7 @@ impl Session {
     fn compile_next(
         &mut self,
         next: Loaded,
+        info: Option<(MagInfo, &[(mag::TableId, mag::Entry)])>,
         times: &mut StageTimes,
     ) -> (Previous, Result<(), Rejected>) {
         let fresh = self.backends.iter().map(|_| OnceLock::new()).collect();
@@ -779,6 +786,14 @@ impl Session {
         };
         self.info = OnceLock::new();
         let clock = std::time::Instant::now();
+        if let Some((info, added)) = info {
+            let checked = mag::validate_added(self.mag(), added)
+                .map(|()| info)
+                .map_err(|e| {
+                    format!("internal compiler error: lowering made an invalid graph: {e}")
+                });
+            let _ = self.info.set(checked);
+        }
         if let Err(e) = self.info() {
             return (previous, Err(reject_text(e)));
         }

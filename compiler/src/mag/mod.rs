@@ -1074,49 +1074,12 @@ pub fn validate(mag: &Mag) -> Result<MagInfo, ValidationError> {
             }
         }
         check_call(mag, &format!("{tid} default"), &t.default_action)?;
-        let all_exact = t.key.iter().all(|k| k.kind == MatchKind::Exact);
         let mut seen: HashSet<(u32, &[FieldMatch])> = HashSet::with_capacity(t.entries.len());
         for (i, e) in t.entries.iter().enumerate() {
             let eid = EntryId(i as u32);
-            let site = || format!("{tid}.{eid}");
-            if e.matches.len() != t.key.len() {
-                return Err(ValidationError::BadMatch {
-                    table: tid,
-                    entry: eid,
-                    reason: format!("{} matches for {} key fields", e.matches.len(), t.key.len()),
-                });
-            }
-            for (k, m) in t.key.iter().zip(e.matches.iter()) {
-                check_match(*k, m).map_err(|reason| ValidationError::BadMatch {
-                    table: tid,
-                    entry: eid,
-                    reason,
-                })?;
-            }
-            if !t.actions.contains(&e.action.action) {
-                return Err(ValidationError::BadAction {
-                    site: site(),
-                    action: e.action.action,
-                });
-            }
-            check_call(mag, &site(), &e.action)?;
-            if all_exact && e.priority != 0 {
-                return Err(ValidationError::ExactPriority {
-                    table: tid,
-                    entry: eid,
-                });
-            }
+            check_entry(mag, tid, t, eid, e)?;
             if !seen.insert((e.priority, &e.matches)) {
                 return Err(ValidationError::DuplicateEntry {
-                    table: tid,
-                    entry: eid,
-                });
-            }
-            if e.provenance
-                .iter()
-                .any(|p| p.0 as usize >= mag.provenance.len())
-            {
-                return Err(ValidationError::BadProvenance {
                     table: tid,
                     entry: eid,
                 });
@@ -1135,6 +1098,87 @@ pub fn validate(mag: &Mag) -> Result<MagInfo, ValidationError> {
         start,
         pipeline,
     })
+}
+
+/// The checks of one entry `eid` of table `tid` that read only the entry and the graph's
+/// structure (its key, the table's actions, the action definitions, the provenance list).
+fn check_entry(
+    mag: &Mag,
+    tid: TableId,
+    t: &Table,
+    eid: EntryId,
+    e: &Entry,
+) -> Result<(), ValidationError> {
+    let site = || format!("{tid}.{eid}");
+    if e.matches.len() != t.key.len() {
+        return Err(ValidationError::BadMatch {
+            table: tid,
+            entry: eid,
+            reason: format!("{} matches for {} key fields", e.matches.len(), t.key.len()),
+        });
+    }
+    for (k, m) in t.key.iter().zip(e.matches.iter()) {
+        check_match(*k, m).map_err(|reason| ValidationError::BadMatch {
+            table: tid,
+            entry: eid,
+            reason,
+        })?;
+    }
+    if !t.actions.contains(&e.action.action) {
+        return Err(ValidationError::BadAction {
+            site: site(),
+            action: e.action.action,
+        });
+    }
+    check_call(mag, &site(), &e.action)?;
+    let all_exact = t.key.iter().all(|k| k.kind == MatchKind::Exact);
+    if all_exact && e.priority != 0 {
+        return Err(ValidationError::ExactPriority {
+            table: tid,
+            entry: eid,
+        });
+    }
+    if e.provenance
+        .iter()
+        .any(|p| p.0 as usize >= mag.provenance.len())
+    {
+        return Err(ValidationError::BadProvenance {
+            table: tid,
+            entry: eid,
+        });
+    }
+    Ok(())
+}
+
+/// [`validate`] of a graph that differs from one already validated only by the entries
+/// `added` (and entries removed): its tables, keys, actions and edges are the validated
+/// graph's, so its [`MagInfo`] is too, and only the added entries are checked, each
+/// against its neighbours for a duplicate. The tables must be in [`canonical_order`], as
+/// lowering keeps them (an incremental lowering's fast paths change entries only).
+pub fn validate_added(mag: &Mag, added: &[(TableId, Entry)]) -> Result<(), ValidationError> {
+    for (tid, e) in added {
+        let Some(t) = mag.table(*tid) else {
+            return Err(ValidationError::BadEdge {
+                table: *tid,
+                reason: "an entry was added to a table the graph does not have".into(),
+            });
+        };
+        // The entries of the same priority and matches are adjacent in canonical order.
+        fn key(x: &Entry) -> (std::cmp::Reverse<u32>, &[FieldMatch]) {
+            (std::cmp::Reverse(x.priority), &x.matches)
+        }
+        let lo = t.entries.partition_point(|x| key(x) < key(e));
+        let hi = t.entries.partition_point(|x| key(x) <= key(e));
+        let eid = EntryId(lo as u32);
+        check_entry(mag, *tid, t, eid, e)?;
+        if hi - lo > 1 {
+            return Err(ValidationError::DuplicateEntry {
+                table: *tid,
+                entry: eid,
+            });
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -1214,5 +1258,58 @@ table t0 x
         // An entry that matches nothing on its exact key field.
         let any = graph("", "  e0 p1 -> a0()\n");
         insta::assert_snapshot!(validate(&any).unwrap_err(), @"t0.e0: Any does not fit in_port exact");
+    }
+
+    /// The check of added entries finds what a whole validation finds in them: a
+    /// duplicate of an entry the table has, and an entry that does not fit its key.
+    #[test]
+    fn added_entries_are_checked_like_the_whole_graph() {
+        let text = "mag node n
+start t0
+action a0 pass() {}
+table t0 x
+  key in_port:exact
+  actions a0
+  default a0()
+  size 3
+  e0 p0 in_port=1 -> a0()
+  e1 p0 in_port=2 -> a0()
+";
+        let base = text::text_to_mag(text).unwrap_or_else(|e| panic!("{e}"));
+        assert!(validate(&base).is_ok());
+        let t0 = base.table_ids()[0];
+        let add = |e: Entry| {
+            let mut mag = base.clone();
+            let table = mag.table_mut(t0).expect("t0");
+            table.entries.push(e.clone());
+            table.entries.sort_by(canonical_order);
+            (mag, vec![(t0, e)])
+        };
+        let template = base.table(t0).expect("t0").entries[0].clone();
+        let entry = |m: FieldMatch| Entry {
+            matches: Arc::new([m]),
+            ..template.clone()
+        };
+        // A new entry of its own.
+        let (mag, added) = add(entry(FieldMatch::Exact(3)));
+        assert_eq!(validate_added(&mag, &added), Ok(()));
+        assert!(validate(&mag).is_ok());
+        // A second entry of priority 0 matching in_port 2.
+        let (mag, added) = add(entry(FieldMatch::Exact(2)));
+        assert!(matches!(
+            validate_added(&mag, &added),
+            Err(ValidationError::DuplicateEntry { .. })
+        ));
+        assert!(matches!(
+            validate(&mag),
+            Err(ValidationError::DuplicateEntry { .. })
+        ));
+        // An entry that matches any port on an exact key.
+        let (mag, added) = add(entry(FieldMatch::Any));
+        assert_eq!(
+            validate_added(&mag, &added).map_err(|e| e.to_string()),
+            validate(&mag).map(|_| ()).map_err(|e| e.to_string())
+        );
+        assert!(validate_added(&mag, &added).is_err());
     }
 }
