@@ -403,52 +403,19 @@ impl EbpfArtifact {
         let mut out = MapEntries::new();
         put(&mut out, MapName::Config, &0u32, &self.config);
         for (a, e) in &self.endpoints {
-            let v = c::EndpointValue {
-                endpoint_id: e.id,
-                ifindex: e.ifindex,
-                identity: e.identity,
-                flags: 0,
-            };
-            put(&mut out, MapName::Endpoints, &endpoint_key(*a), &v);
+            put_endpoint(&mut out, a, e);
         }
-        // Host entries go to the hash map, the other prefixes to the LPM trie: a host
-        // entry is the longest prefix of its address, so the datapath's "hash first, trie
-        // on a miss" finds the same identity as one longest-prefix match over both.
         for (p, id) in &self.ipcache {
-            let v = c::IpcacheValue {
-                identity: *id,
-                flags: 0,
-            };
-            if p.is_host() {
-                put(
-                    &mut out,
-                    MapName::IpcacheHost,
-                    &ipcache_host_key(p.addr),
-                    &v,
-                );
-            } else {
-                put(&mut out, MapName::Ipcache, &ipcache_key(p), &v);
-            }
+            put_ipcache(&mut out, p, id);
         }
         for (m, d) in &self.policy {
             put(&mut out, MapName::Policy, &policy_key(m), &policy_value(d));
         }
         for (p, peer) in &self.ipsec {
-            let v = c::IpsecValue {
-                peer: *peer,
-                flags: 0,
-            };
-            put(&mut out, MapName::Ipsec, &ipcache_key(p), &v);
+            put_ipsec(&mut out, p, peer);
         }
         for (id, b) in &self.backends {
-            let (addr, family) = raw_addr(b.addr);
-            let v = c::BackendValue {
-                addr,
-                family,
-                flags: 0,
-                port: b.port.to_be(),
-            };
-            put(&mut out, MapName::Backends, id, &v);
+            put_backend(&mut out, id, b);
         }
         for (map, services) in [
             (MapName::Services, &self.services),
@@ -463,9 +430,132 @@ impl EbpfArtifact {
 
     /// The operations that turn the maps of `old` into those of `self`: upserts in
     /// [`MapName`] order, then deletes in reverse order (make before break).
+    ///
+    /// Only the items (an endpoint, a prefix, a policy row, a frontend with its Maglev
+    /// slots, ...) that differ between the two artifacts are written out as raw entries
+    /// and diffed: the result is [`diff_entries`] of both artifacts' [`entries`](Self::entries),
+    /// because every item writes keys no other item writes (service ids are unique across
+    /// both service maps), at a cost that grows with the change, not with the maps.
     pub fn diff(&self, old: &EbpfArtifact) -> Vec<MapOp> {
-        diff_entries(&old.entries(), &self.entries())
+        let (mut before, mut after) = (MapEntries::new(), MapEntries::new());
+        put(&mut before, MapName::Config, &0u32, &old.config);
+        put(&mut after, MapName::Config, &0u32, &self.config);
+        changed(
+            &old.endpoints,
+            &self.endpoints,
+            &mut before,
+            &mut after,
+            put_endpoint,
+        );
+        changed(
+            &old.ipcache,
+            &self.ipcache,
+            &mut before,
+            &mut after,
+            put_ipcache,
+        );
+        changed(
+            &old.policy,
+            &self.policy,
+            &mut before,
+            &mut after,
+            |out, m, d| put(out, MapName::Policy, &policy_key(m), &policy_value(d)),
+        );
+        changed(&old.ipsec, &self.ipsec, &mut before, &mut after, put_ipsec);
+        changed(
+            &old.backends,
+            &self.backends,
+            &mut before,
+            &mut after,
+            put_backend,
+        );
+        for (map, old_map, new_map) in [
+            (MapName::Services, &old.services, &self.services),
+            (
+                MapName::WireServices,
+                &old.wire_services,
+                &self.wire_services,
+            ),
+        ] {
+            changed(old_map, new_map, &mut before, &mut after, |out, f, s| {
+                put_service(out, map, f, s)
+            });
+        }
+        diff_entries(&before, &after)
     }
+}
+
+/// Writes the raw entries of every item that differs between `old` and `new` (by key and
+/// value): the old item's into `before`, the new one's into `after`. Both maps are walked
+/// once, side by side in key order.
+fn changed<K: Ord, V: PartialEq>(
+    old: &BTreeMap<K, V>,
+    new: &BTreeMap<K, V>,
+    before: &mut MapEntries,
+    after: &mut MapEntries,
+    put_item: impl Fn(&mut MapEntries, &K, &V),
+) {
+    let mut rest = old.iter().peekable();
+    for (k, v) in new {
+        while let Some((ok, ov)) = rest.next_if(|(ok, _)| *ok < k) {
+            put_item(before, ok, ov);
+        }
+        match rest.next_if(|(ok, _)| *ok == k) {
+            Some((_, ov)) if ov == v => {}
+            Some((ok, ov)) => {
+                put_item(before, ok, ov);
+                put_item(after, k, v);
+            }
+            None => put_item(after, k, v),
+        }
+    }
+    for (ok, ov) in rest {
+        put_item(before, ok, ov);
+    }
+}
+
+fn put_endpoint(out: &mut MapEntries, a: &IpAddr, e: &Endpoint) {
+    let v = c::EndpointValue {
+        endpoint_id: e.id,
+        ifindex: e.ifindex,
+        identity: e.identity,
+        flags: 0,
+    };
+    put(out, MapName::Endpoints, &endpoint_key(*a), &v);
+}
+
+/// Host entries go to the hash map, the other prefixes to the LPM trie: a host entry is
+/// the longest prefix of its address, so the datapath's "hash first, trie on a miss" finds
+/// the same identity as one longest-prefix match over both.
+fn put_ipcache(out: &mut MapEntries, p: &Prefix, id: &u32) {
+    let v = c::IpcacheValue {
+        identity: *id,
+        flags: 0,
+    };
+    if p.is_host() {
+        put(out, MapName::IpcacheHost, &ipcache_host_key(p.addr), &v);
+    } else {
+        put(out, MapName::Ipcache, &ipcache_key(p), &v);
+    }
+}
+
+fn put_ipsec(out: &mut MapEntries, p: &Prefix, peer: &u32) {
+    let v = c::IpsecValue {
+        peer: *peer,
+        flags: 0,
+    };
+    put(out, MapName::Ipsec, &ipcache_key(p), &v);
+}
+
+fn put_backend(out: &mut MapEntries, id: &u32, b: &Backend) {
+    let (addr, family) = raw_addr(b.addr);
+    let v = c::BackendValue {
+        addr,
+        family,
+        flags: 0,
+        port: b.port.to_be(),
+    };
+    put(out, MapName::Backends, id, &v);
 }
 
 /// The operations that turn `old` into `new` (see [`EbpfArtifact::diff`]). Both maps are
@@ -640,6 +730,87 @@ mod tests {
                 .collect();
             expected.extend(gone);
             proptest::prop_assert_eq!(diff_entries(&old, &new), expected);
+        }
+    }
+
+    /// An artifact with some of every map, varied by `n`: the items of two values of `n`
+    /// overlap, differ and are missing on either side.
+    fn sample(n: u32) -> EbpfArtifact {
+        let mut a = EbpfArtifact::default();
+        a.config.ct_tcp_established = 100 + n % 2;
+        for i in n..n + 6 {
+            let addr: IpAddr = format!("10.0.0.{i}").parse().unwrap();
+            a.endpoints.insert(
+                addr,
+                Endpoint {
+                    id: i,
+                    ifindex: 10 + i,
+                    identity: 256 + i % 3 + n % 2,
+                },
+            );
+            a.ipcache.insert(Prefix { addr, len: 32 }, 256 + i % 3);
+            a.ipcache.insert(
+                Prefix {
+                    addr: format!("10.{i}.0.0").parse().unwrap(),
+                    len: 16,
+                },
+                300 + n,
+            );
+            a.policy.insert(
+                PolicyMatch {
+                    endpoint: i,
+                    direction: PolicyDirection::Ingress,
+                    identity: 256 + i % 3,
+                    protocol: Some(6),
+                    port: Some((80, 16)),
+                },
+                PolicyDecision {
+                    action: if (i + n) % 2 == 0 {
+                        Action::Allow
+                    } else {
+                        Action::Deny
+                    },
+                    cookie: u64::from(i),
+                },
+            );
+            a.backends.insert(
+                i,
+                Backend {
+                    addr,
+                    port: 8080 + (n % 2) as u16,
+                },
+            );
+        }
+        for (k, map) in [(0u32, &mut a.services), (1, &mut a.wire_services)] {
+            for f in 0..3u32 {
+                let frontend = Frontend {
+                    addr: format!("10.96.{k}.{}", f + n % 2).parse().unwrap(),
+                    protocol: 6,
+                    port: 80,
+                };
+                // A slot or two move between backends as `n` changes.
+                let maglev = (0..31).map(|slot| n + (slot + n) % 5).collect();
+                map.insert(
+                    frontend,
+                    Service {
+                        id: 1 + k * 10 + f,
+                        affinity_timeout: (f == 1).then_some(30 + n),
+                        maglev,
+                    },
+                );
+            }
+        }
+        a
+    }
+
+    /// The item-wise diff is the diff of both artifacts' raw entries, op for op.
+    #[test]
+    fn the_item_diff_equals_the_raw_diff() {
+        for (x, y) in [(0, 1), (1, 0), (0, 3), (2, 2), (0, 4)] {
+            let (old, new) = (sample(x), sample(y));
+            let raw = diff_entries(&old.entries(), &new.entries());
+            assert_eq!(new.diff(&old), raw, "from sample {x} to sample {y}");
+            assert_eq!(raw.is_empty(), x == y);
         }
     }
 

@@ -76,14 +76,16 @@ impl Backend for EbpfBackend {
     }
 
     fn diff(&self, old: Option<&dyn Artifact>, new: &dyn Artifact) -> Box<dyn Operations> {
-        let entries = |a: Option<&dyn Artifact>| {
-            a.and_then(|a| a.as_any().downcast_ref::<EbpfArtifact>())
-                .map(EbpfArtifact::entries)
-                .unwrap_or_default()
+        fn ebpf(a: &dyn Artifact) -> Option<&EbpfArtifact> {
+            a.as_any().downcast_ref::<EbpfArtifact>()
+        }
+        let ops = match (old.and_then(ebpf), ebpf(new)) {
+            (Some(old), Some(new)) => new.diff(old),
+            (None, Some(new)) => diff_entries(&Default::default(), &new.entries()),
+            (Some(old), None) => diff_entries(&old.entries(), &Default::default()),
+            (None, None) => Vec::new(),
         };
-        Box::new(MapOps {
-            ops: diff_entries(&entries(old), &entries(Some(new))),
-        })
+        Box::new(MapOps { ops })
     }
 }
 

@@ -247,12 +247,10 @@ pub fn rule_key(rule: &FlowRule) -> String {
 
 /// The operations that turn a device holding `old` into one holding `new` ([`FlowOps`]).
 pub fn flow_ops(old: &RteFlowArtifact, new: &RteFlowArtifact) -> FlowOps {
-    let keyed = |a: &RteFlowArtifact| -> BTreeMap<String, EmittedRule> {
-        a.rules
-            .iter()
-            .map(|r| (rule_key(&r.rule), r.clone()))
-            .collect()
-    };
+    // Keyed by reference: only the rules created are cloned into operations.
+    fn keyed(a: &RteFlowArtifact) -> BTreeMap<String, &EmittedRule> {
+        a.rules.iter().map(|r| (rule_key(&r.rule), r)).collect()
+    }
     let target = new.target.clone();
     let (old, new) = (keyed(old), keyed(new));
     let mut ops: Vec<FlowOp> = old
@@ -265,7 +263,7 @@ pub fn flow_ops(old: &RteFlowArtifact, new: &RteFlowArtifact) -> FlowOps {
             .filter(|(k, _)| !old.contains_key(*k))
             .map(|(k, r)| FlowOp::Create {
                 key: k.clone(),
-                rule: r.clone(),
+                rule: (*r).clone(),
             }),
     );
     FlowOps { target, ops }
