@@ -765,7 +765,7 @@ mod tests {
                     port: Some((80, 16)),
                 },
                 PolicyDecision {
-                    action: if (i + n) % 2 == 0 {
+                    action: if (i + n).is_multiple_of(2) {
                         Action::Allow
                     } else {
                         Action::Deny
