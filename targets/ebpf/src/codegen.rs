@@ -281,6 +281,7 @@ pub fn mag_to_ebpf_cached(
         .into_iter()
         .collect();
     cache.begin(&universe);
+    let mut rows = Vec::new();
     for (name, dir, remote) in [
         (
             pt::EGRESS_POLICY,
@@ -293,8 +294,11 @@ pub fn mag_to_ebpf_cached(
             Field::SrcIdentity,
         ),
     ] {
-        policy(mag, (name, dir, remote), &eps, &universe, &mut a, cache)?;
+        policy(mag, (name, dir, remote), &eps, &universe, &mut rows, cache)?;
     }
+    // One sort and a bulk build, instead of one tree insertion per entry: the map has an
+    // entry per endpoint, identity and port cell, tens of thousands on a node.
+    a.policy = rows.into_iter().collect();
     cache.end();
     for d in a.policy.values() {
         if d.cookie != 0 {
@@ -771,7 +775,7 @@ fn policy(
     (name, dir, remote_field): PolicyTable<'_>,
     eps: &[u32],
     universe: &BTreeSet<u32>,
-    a: &mut EbpfArtifact,
+    out: &mut Vec<(PolicyMatch, PolicyDecision)>,
     cache: &mut PolicyCache,
 ) -> Result<(), Unsupported> {
     let t = table(mag, name)?;
@@ -846,9 +850,7 @@ fn policy(
         idx.sort_unstable();
         let mine: Vec<&Row> = idx.iter().map(|i| &rows[*i]).collect();
         if let Some(entries) = cache.get((dir, ep), &mine, default) {
-            for (m, d) in entries {
-                a.policy.insert(*m, *d);
-            }
+            out.extend(entries.iter().copied());
             continue;
         }
         let mut emitted: Vec<(PolicyMatch, PolicyDecision)> = Vec::new();
@@ -990,9 +992,7 @@ fn policy(
                 }
             }
         }
-        for (m, d) in &emitted {
-            a.policy.insert(*m, *d);
-        }
+        out.extend(emitted.iter().copied());
         cache.put((dir, ep), &mine, default, emitted);
     }
     Ok(())
