@@ -901,9 +901,16 @@ fn policy(
         // Ports of other protocols are 0 in the datapath, so one value covers them.
         let wild: BTreeMap<u8, Ivs> = protos.iter().map(|p| (*p, function(None, *p))).collect();
         let wild_other = decide(None, None, 0);
+        // A remote no row names is decided by the rows of any remote only, as the
+        // wildcard is: its functions are the wildcard's. Only the named ones are worked out
+        // (a node has thousands of identities and an endpoint's rows name a few).
+        let named: BTreeSet<u32> = mine.iter().filter_map(|r| r.remote).collect();
         let class: BTreeMap<u32, (BTreeMap<u8, Ivs>, Val)> = remotes
             .iter()
             .map(|r| {
+                if !named.contains(r) {
+                    return (*r, (wild.clone(), wild_other));
+                }
                 let f = protos
                     .iter()
                     .map(|p| (*p, function(Some(*r), *p)))
