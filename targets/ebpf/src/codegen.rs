@@ -860,11 +860,26 @@ fn policy(
             .filter_map(|r| r.remote)
             .chain(universe.iter().copied())
             .collect();
+        // The rows a remote can match: those of any remote, and per named remote its own
+        // with them, each list in table order (ties go to the first row). A remote's
+        // decisions read only its rows, so an endpoint with rows for thousands of remotes
+        // does not scan all of them for each one.
+        let any_rows: Vec<&Row> = mine
+            .iter()
+            .copied()
+            .filter(|r| r.remote.is_none())
+            .collect();
+        let rows_of = |remote: u32| -> Vec<&Row> {
+            mine.iter()
+                .copied()
+                .filter(|r| r.remote.is_none_or(|x| x == remote))
+                .collect()
+        };
         // The MAG's decision: the highest-priority row that matches (first on ties, as
         // the interpreter does), else the default.
-        let decide = |remote: Option<u32>, proto: Option<u8>, port: u16| -> Val {
+        let decide = |rows: &[&Row], remote: Option<u32>, proto: Option<u8>, port: u16| -> Val {
             let mut best: Option<&Row> = None;
-            for r in &mine {
+            for r in rows {
                 let hit = r.remote.is_none_or(|x| Some(x) == remote)
                     && r.proto.is_none_or(|x| Some(x) == proto)
                     && r.ports.0 <= port
@@ -875,12 +890,14 @@ fn policy(
             }
             best.map(|r| r.val).unwrap_or(default)
         };
-        let function = |remote: Option<u32>, proto: u8| -> Ivs {
+        // The decision over the ports of `proto`, as intervals: it changes only at the
+        // bounds of the rows the remote can match.
+        let function = |rows: &[&Row], remote: Option<u32>, proto: u8| -> Ivs {
             if !has_ports(proto) {
-                return vec![(0, u16::MAX, decide(remote, Some(proto), 0))];
+                return vec![(0, u16::MAX, decide(rows, remote, Some(proto), 0))];
             }
             let mut cuts: BTreeSet<u32> = BTreeSet::from([0, 65536]);
-            for r in &mine {
+            for r in rows {
                 if r.proto.is_none_or(|p| p == proto) {
                     cuts.insert(u32::from(r.ports.0));
                     cuts.insert(u32::from(r.ports.1) + 1);
@@ -890,7 +907,7 @@ fn policy(
             let mut out: Ivs = Vec::new();
             for w in cuts.windows(2) {
                 let (lo, hi) = (w[0] as u16, (w[1] - 1) as u16);
-                let v = decide(remote, Some(proto), lo);
+                let v = decide(rows, remote, Some(proto), lo);
                 match out.last_mut() {
                     Some(last) if last.2 == v => last.1 = hi,
                     _ => out.push((lo, hi, v)),
@@ -899,8 +916,11 @@ fn policy(
             out
         };
         // Ports of other protocols are 0 in the datapath, so one value covers them.
-        let wild: BTreeMap<u8, Ivs> = protos.iter().map(|p| (*p, function(None, *p))).collect();
-        let wild_other = decide(None, None, 0);
+        let wild: BTreeMap<u8, Ivs> = protos
+            .iter()
+            .map(|p| (*p, function(&any_rows, None, *p)))
+            .collect();
+        let wild_other = decide(&any_rows, None, None, 0);
         // A remote no row names is decided by the rows of any remote only, as the
         // wildcard is: its functions are the wildcard's. Only the named ones are worked out
         // (a node has thousands of identities and an endpoint's rows name a few).
@@ -911,11 +931,12 @@ fn policy(
                 if !named.contains(r) {
                     return (*r, (wild.clone(), wild_other));
                 }
+                let rows = rows_of(*r);
                 let f = protos
                     .iter()
-                    .map(|p| (*p, function(Some(*r), *p)))
+                    .map(|p| (*p, function(&rows, Some(*r), *p)))
                     .collect();
-                (*r, (f, decide(Some(*r), None, 0)))
+                (*r, (f, decide(&rows, Some(*r), None, 0)))
             })
             .collect();
         let allows = |v: &Val| v.0 != Action::Deny;
