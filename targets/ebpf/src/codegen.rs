@@ -864,16 +864,23 @@ fn policy(
         // with them, each list in table order (ties go to the first row). A remote's
         // decisions read only its rows, so an endpoint with rows for thousands of remotes
         // does not scan all of them for each one.
-        let any_rows: Vec<&Row> = mine
-            .iter()
-            .copied()
-            .filter(|r| r.remote.is_none())
-            .collect();
+        let mut any_idx: Vec<usize> = Vec::new();
+        let mut own_idx: BTreeMap<u32, Vec<usize>> = BTreeMap::new();
+        for (i, r) in mine.iter().enumerate() {
+            match r.remote {
+                None => any_idx.push(i),
+                Some(x) => own_idx.entry(x).or_default().push(i),
+            }
+        }
+        let any_rows: Vec<&Row> = any_idx.iter().map(|i| mine[*i]).collect();
+        // Both index lists are ascending: merged, they keep table order.
         let rows_of = |remote: u32| -> Vec<&Row> {
-            mine.iter()
-                .copied()
-                .filter(|r| r.remote.is_none_or(|x| x == remote))
-                .collect()
+            let own = own_idx.get(&remote).map_or(&[][..], Vec::as_slice);
+            let mut idx: Vec<usize> = Vec::with_capacity(any_idx.len() + own.len());
+            idx.extend_from_slice(&any_idx);
+            idx.extend_from_slice(own);
+            idx.sort_unstable();
+            idx.iter().map(|i| mine[*i]).collect()
         };
         // The MAG's decision: the highest-priority row that matches (first on ties, as
         // the interpreter does), else the default.
