@@ -451,17 +451,22 @@ proptest! {
     }
 }
 
-/// A pod event is planned incrementally, and the plan places what a fresh one places.
-#[test]
-fn a_pod_event_plans_incrementally() {
-    let pod = |app| PodSpec {
-        ns: 0,
+/// A pod of `app` in namespace `ns` on the first node, serving HTTP on port 80.
+fn http_pod(ns: usize, app: usize) -> PodSpec {
+    PodSpec {
+        ns,
         app,
         tier: None,
         http: Some(80),
         dns: false,
         node: 0,
-    };
+    }
+}
+
+/// A pod event is planned incrementally, and the plan places what a fresh one places.
+#[test]
+fn a_pod_event_plans_incrementally() {
+    let pod = |app| http_pod(0, app);
     let mut spec = Spec {
         nodes: 0,
         ns_team: vec![0, 1, 0],
@@ -513,14 +518,7 @@ fn a_pod_event_plans_incrementally() {
 /// budget, and the entries of higher rank stay in hardware.
 #[test]
 fn a_full_table_evicts_the_lowest_ranked_touched_entry() {
-    let pod = |ns, app| PodSpec {
-        ns,
-        app,
-        tier: None,
-        http: Some(80),
-        dns: false,
-        node: 0,
-    };
+    let pod = http_pod;
     let mut spec = Spec {
         nodes: 0,
         ns_team: vec![0, 1],
