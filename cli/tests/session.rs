@@ -463,6 +463,19 @@ fn http_pod(ns: usize, app: usize) -> PodSpec {
     }
 }
 
+/// A NetworkPolicy of namespace 0: pods of app 0 admit pods of app 1 on HTTP.
+fn app0_admits_app1_on_http() -> testgen::PolicySpec {
+    testgen::PolicySpec::Np {
+        ns: 0,
+        app: Some(0),
+        ingress: Some(vec![testgen::RuleSpec {
+            peers: vec![testgen::PeerSpec::Pods(1)],
+            ports: vec![testgen::PortSpec::Http],
+        }]),
+        egress: None,
+    }
+}
+
 /// A pod event is planned incrementally, and the plan places what a fresh one places.
 #[test]
 fn a_pod_event_plans_incrementally() {
@@ -474,15 +487,7 @@ fn a_pod_event_plans_incrementally() {
         services: Vec::new(),
         // Pods of app 0 admit pods of app 1 on HTTP: the added pod of app 1 changes the
         // prefixes of the rules hardware holds.
-        policies: vec![testgen::PolicySpec::Np {
-            ns: 0,
-            app: Some(0),
-            ingress: Some(vec![testgen::RuleSpec {
-                peers: vec![testgen::PeerSpec::Pods(1)],
-                ports: vec![testgen::PortSpec::Http],
-            }]),
-            egress: None,
-        }],
+        policies: vec![app0_admits_app1_on_http()],
     };
     let docs = documents(&spec, &[true; 3]);
     let mut session = load(&docs, options());
@@ -527,15 +532,7 @@ fn a_full_table_evicts_the_lowest_ranked_touched_entry() {
         policies: vec![
             // Pods of app 0 admit pods of app 1 on HTTP: marks whose prefixes an added
             // pod of app 1 grows.
-            testgen::PolicySpec::Np {
-                ns: 0,
-                app: Some(0),
-                ingress: Some(vec![testgen::RuleSpec {
-                    peers: vec![testgen::PeerSpec::Pods(1)],
-                    ports: vec![testgen::PortSpec::Http],
-                }]),
-                egress: None,
-            },
+            app0_admits_app1_on_http(),
             // The pod of app 2 may send nowhere and accept nothing: drops, which rank
             // above every mark (and are sound: it has no connections at all).
             testgen::PolicySpec::Np {

@@ -625,11 +625,7 @@ pub fn replan(
         (rules, new + intact.len() as u64)
     };
     let (rules, k) = fit_groups(more.len(), limit, with_groups).ok_or(FromScratch::Budget)?;
-    for g in &more[k..] {
-        for i in g {
-            taken[*i] = false;
-        }
-    }
+    // The groups from `k` on were never marked taken here: they are left out below.
     filled.extend(more[..k].iter().flatten());
     for i in more[..k].iter().flatten() {
         taken[*i] = true;
