@@ -736,7 +736,7 @@ impl Session {
             .lowered
             .get_mut()
             .expect("apply lowered the node before staging");
-        let diff = incremental::update(lowered, &self.loaded.cluster, &next.cluster, &change);
+        let diff = incremental::update_many(lowered, &self.loaded.cluster, &next.cluster, &change);
         times.lower = clock.elapsed();
         // An incremental lowering changes entries only: the graph's structure, and so its
         // info, stay the last validated one's, and only the added entries are checked.
@@ -947,7 +947,7 @@ fn stage(
     addresses: &mut BTreeMap<ObjectKey, Vec<std::net::IpAddr>>,
     pipe_files: &mut BTreeMap<String, FileId>,
     events: &[Event],
-) -> Result<(Undo, Change), Rejected> {
+) -> Result<(Undo, Vec<Change>), Rejected> {
     let mut undo = Undo::default();
     let mut sink = Sink::default();
     let mut touched: Vec<(ObjectKey, Option<String>)> = Vec::new();
@@ -1066,20 +1066,20 @@ fn service_of(body: &Body) -> Option<String> {
 /// The lowering change of a batch: one pod's or one service's, which lowering applies to
 /// the groups it touches; anything else (several objects, policies, namespaces, nodes,
 /// workloads, identities, `.pipe` files) lowers the node again and diffs by group.
-fn change_of(touched: &[(ObjectKey, Option<String>)]) -> Change {
-    let [(key, service)] = touched else {
-        return Change::Policy;
-    };
-    match key.kind.as_str() {
-        "Pod" => Change::Pod(key.qualified()),
-        "Service" => Change::Service(key.qualified()),
-        "EndpointSlice" | "Endpoints" => match service {
-            Some(s) => Change::Service(s.clone()),
-            None => Change::Policy,
-        },
-        "Namespace" => Change::Namespace(key.name.clone()),
-        _ => Change::Policy,
-    }
+fn change_of(touched: &[(ObjectKey, Option<String>)]) -> Vec<Change> {
+    touched
+        .iter()
+        .map(|(key, service)| match key.kind.as_str() {
+            "Pod" => Change::Pod(key.qualified()),
+            "Service" => Change::Service(key.qualified()),
+            "EndpointSlice" | "Endpoints" => match service {
+                Some(s) => Change::Service(s.clone()),
+                None => Change::Policy,
+            },
+            "Namespace" => Change::Namespace(key.name.clone()),
+            _ => Change::Policy,
+        })
+        .collect()
 }
 
 /// The pins after a lowering: every label set in use keeps (or gets) its number; a pinned

@@ -159,16 +159,60 @@ pub fn apply_diff(mag: &mut Mag, diff: &Diff) {
 ///
 /// `prev` is the model `lowered` was built from and `cluster` the model after `change`.
 pub fn update(lowered: &mut Lowered, prev: &Cluster, cluster: &Cluster, change: &Change) -> Diff {
-    let touched = match change {
-        _ if lowered.state.probed => None,
-        Change::Pod(key) => pod_change(lowered, prev, cluster, key),
-        Change::Service(key) => service_change(lowered, prev, cluster, key),
-        Change::Policy | Change::Namespace(_) => None,
+    update_many(lowered, prev, cluster, std::slice::from_ref(change))
+}
+
+/// Updates a lowered node for a batch of changes made together (a watcher's burst);
+/// returns the entry-level diff.
+///
+/// `prev` is the model `lowered` was built from and `cluster` the model after every change
+/// of the batch. Pod and service changes take the fast paths together, so a burst of pod
+/// events costs what its pods touch; any other change takes a full lowering.
+pub fn update_many(
+    lowered: &mut Lowered,
+    prev: &Cluster,
+    cluster: &Cluster,
+    changes: &[Change],
+) -> Diff {
+    let touched = if lowered.state.probed {
+        None
+    } else {
+        batch_change(lowered, prev, cluster, changes)
     };
     match touched {
         Some((groups, owners)) => regroup(lowered, cluster, groups, &owners),
         None => full(lowered, cluster),
     }
+}
+
+/// The fast path of a batch; `None` when a full lowering is needed. A fast path may have
+/// changed the lowering state when it gives up: the full lowering replaces all of it.
+fn batch_change(
+    lowered: &mut Lowered,
+    prev: &Cluster,
+    cluster: &Cluster,
+    changes: &[Change],
+) -> Option<Touched> {
+    let mut pods = BTreeSet::new();
+    let mut services = BTreeSet::new();
+    for change in changes {
+        match change {
+            Change::Pod(key) => pods.insert(key.as_str()),
+            Change::Service(key) => services.insert(key.as_str()),
+            Change::Policy | Change::Namespace(_) => return None,
+        };
+    }
+    let (mut groups, owners) = if pods.is_empty() {
+        // Without a pod change the pods must be the same ones, or a pod the batch does not
+        // name was added or removed.
+        (prev.pods.len() == cluster.pods.len()).then(Touched::default)?
+    } else {
+        pods_change(lowered, prev, cluster, &pods)?
+    };
+    if !services.is_empty() {
+        groups.extend(services_change(lowered, prev, cluster, &services)?);
+    }
+    Some((groups, owners))
 }
 
 fn full(lowered: &mut Lowered, cluster: &Cluster) -> Diff {
@@ -260,111 +304,43 @@ fn split(key: &str) -> (&str, &str) {
     key.split_once('/').unwrap_or(("", key))
 }
 
-/// The fast path of a pod change; `None` when a full lowering is needed.
-fn pod_change(
+/// The fast path of a batch's pod changes (`namespace/name` keys); `None` when a full
+/// lowering is needed.
+///
+/// Pod ids are positions in the model's sorted pod list, so the old pods leave from the
+/// highest id down (each removal leaves the ids below it as they were) and the new pods
+/// arrive from the lowest id up (each insertion lands at its final position).
+fn pods_change(
     lowered: &mut Lowered,
     prev: &Cluster,
     cluster: &Cluster,
-    key: &str,
+    keys: &BTreeSet<&str>,
 ) -> Option<Touched> {
-    let (ns, name) = split(key);
-    let mut owners = BTreeMap::new();
-    let old = prev.find_pod(ns, name);
-    let new = cluster.find_pod(ns, name);
-    let state = &mut lowered.state;
-    if cluster.pods.len()
-        != prev.pods.len() + usize::from(new.is_some()) - usize::from(old.is_some())
-    {
+    let mut old = Vec::new();
+    let mut new = Vec::new();
+    for key in keys {
+        let (ns, name) = split(key);
+        old.extend(prev.find_pod(ns, name));
+        new.extend(cluster.find_pod(ns, name));
+    }
+    if cluster.pods.len() + old.len() != prev.pods.len() + new.len() {
         return None;
     }
-    let mut groups = BTreeSet::new();
-    groups.insert(Group::Endpoint(key.to_string()));
-    // Classes whose representative pod is the one removed: they get another member.
+    old.sort_unstable_by_key(|p| std::cmp::Reverse(p.0));
+    new.sort_unstable_by_key(|p| p.0);
+    let mut groups: BTreeSet<Group> = keys
+        .iter()
+        .map(|k| Group::Endpoint(k.to_string()))
+        .collect();
+    let mut owners = BTreeMap::new();
+    let state = &mut lowered.state;
+    // Classes whose representative pod is one removed: they get another member.
     let mut orphaned = Vec::new();
-    // Removal of the old pod.
-    if let Some(p) = old {
-        let pod = prev.pod(p);
-        if pod.host_network {
-            return None;
-        }
-        let labels = crate::identity::pod_labels(prev, p, &state.relevant);
-        let slot = state.label_index.get_mut(&labels)?;
-        if slot.1 <= 1 {
-            return None;
-        }
-        for ip in &pod.ips {
-            let net = IpNet::from(*ip);
-            let ci = *state.classes.by_net.get(&net)?;
-            if state.class_size[ci] <= 1 {
-                return None;
-            }
-            if state.classes.list[ci].pod == Some(p) {
-                orphaned.push(ci);
-            }
-        }
-        slot.1 -= 1;
-        for ip in &pod.ips {
-            let net = IpNet::from(*ip);
-            if let Some(ci) = state.classes.by_net.remove(&net) {
-                state.class_size[ci] -= 1;
-            }
-            state.ids.ipcache.entries.remove(&net);
-            groups.insert(Group::Prefix(net));
-        }
-        state.ids.pods.remove(p.0 as usize);
-        for c in &mut state.classes.list {
-            if let Some(cp) = c.pod.as_mut() {
-                if cp.0 > p.0 {
-                    cp.0 -= 1;
-                }
-            }
-        }
-        state.endpoints.remove(key);
+    for p in old {
+        remove_pod(state, prev, p, &mut groups, &mut orphaned)?;
     }
-    // Addition of the new pod.
-    if let Some(p) = new {
-        let pod = cluster.pod(p);
-        if pod.host_network {
-            return None;
-        }
-        let labels = crate::identity::pod_labels(cluster, p, &state.relevant);
-        let &(id, _) = state.label_index.get(&labels)?;
-        for ip in &pod.ips {
-            if state.ids.ipcache.entries.contains_key(&IpNet::from(*ip)) {
-                return None;
-            }
-        }
-        if is_local(cluster, p, &state.node, state.synthetic) {
-            let ep = natural_endpoint(pod.ip()?);
-            if state.endpoints.values().any(|v| *v == ep) {
-                return None;
-            }
-            state.endpoints.insert(key.to_string(), ep);
-        }
-        state.ids.pods.insert(p.0 as usize, id);
-        for c in &mut state.classes.list {
-            if let Some(cp) = c.pod.as_mut() {
-                if cp.0 >= p.0 {
-                    cp.0 += 1;
-                }
-            }
-        }
-        let mut nets = Vec::new();
-        for ip in &pod.ips {
-            let ck = state.classes.pod_key(&state.ids, cluster, p, *ip);
-            let ci = *state.classes.by_key.get(&ck)?;
-            nets.push((IpNet::from(*ip), ci));
-        }
-        if let Some(slot) = state.label_index.get_mut(&labels) {
-            slot.1 += 1;
-        }
-        for (net, ci) in nets {
-            state.classes.by_net.insert(net, ci);
-            state.class_size[ci] += 1;
-            state.ids.ipcache.entries.insert(net, id);
-            groups.insert(Group::Prefix(net));
-            owners.insert(net, p);
-        }
+    for p in new {
+        add_pod(state, cluster, p, &mut groups, &mut owners)?;
     }
     // Every pod of a class looks alike to every rule (one identity, one set of policy
     // CIDRs, one port list), so any member can stand for it; the member of its lowest
@@ -378,12 +354,128 @@ fn pod_change(
             .and_then(|(net, _)| cluster.pod_by_ip(net.addr()))?;
         state.classes.list[ci].pod = Some(member);
     }
-    // Services whose backends changed: only services of the pod's namespace select it,
-    // and EndpointSlices name it by address.
-    // Only what `service_group` reads of a backend counts: pod ids shift when a pod is
-    // inserted before them, which changes no entry. The node counts for the node-local
-    // tables of traffic policies: a pod added on another node changes the service's
-    // cluster-wide table and leaves its local one as it was, which the group diff shows.
+    let namespaces: BTreeSet<&str> = keys.iter().map(|k| split(k).0).collect();
+    for ns in namespaces {
+        groups.extend(backend_changes(prev, cluster, ns)?);
+    }
+    Some((groups, owners))
+}
+
+/// Takes pod `p` of `prev` out of the lowering state: its identity's count, its classes,
+/// its ipcache prefixes and its endpoint. `None` when the pod was the last of its identity
+/// or of a class, or is on the host network: those change more than its own rows.
+fn remove_pod(
+    state: &mut LowerState,
+    prev: &Cluster,
+    p: PodId,
+    groups: &mut BTreeSet<Group>,
+    orphaned: &mut Vec<usize>,
+) -> Option<()> {
+    let pod = prev.pod(p);
+    if pod.host_network {
+        return None;
+    }
+    let labels = crate::identity::pod_labels(prev, p, &state.relevant);
+    let slot = state.label_index.get_mut(&labels)?;
+    if slot.1 <= 1 {
+        return None;
+    }
+    for ip in &pod.ips {
+        let net = IpNet::from(*ip);
+        let ci = *state.classes.by_net.get(&net)?;
+        if state.class_size[ci] <= 1 {
+            return None;
+        }
+        if state.classes.list[ci].pod == Some(p) {
+            orphaned.push(ci);
+        }
+    }
+    slot.1 -= 1;
+    for ip in &pod.ips {
+        let net = IpNet::from(*ip);
+        if let Some(ci) = state.classes.by_net.remove(&net) {
+            state.class_size[ci] -= 1;
+        }
+        state.ids.ipcache.entries.remove(&net);
+        groups.insert(Group::Prefix(net));
+    }
+    state.ids.pods.remove(p.0 as usize);
+    for c in &mut state.classes.list {
+        if let Some(cp) = c.pod.as_mut() {
+            if cp.0 > p.0 {
+                cp.0 -= 1;
+            }
+        }
+    }
+    state.endpoints.remove(&pod.key());
+    Some(())
+}
+
+/// Puts pod `p` of `cluster` into the lowering state. `None` when the pod needs an identity
+/// or a class that does not exist yet, takes an address or endpoint number in use, or is on
+/// the host network.
+fn add_pod(
+    state: &mut LowerState,
+    cluster: &Cluster,
+    p: PodId,
+    groups: &mut BTreeSet<Group>,
+    owners: &mut BTreeMap<IpNet, PodId>,
+) -> Option<()> {
+    let pod = cluster.pod(p);
+    if pod.host_network {
+        return None;
+    }
+    let labels = crate::identity::pod_labels(cluster, p, &state.relevant);
+    let &(id, _) = state.label_index.get(&labels)?;
+    for ip in &pod.ips {
+        if state.ids.ipcache.entries.contains_key(&IpNet::from(*ip)) {
+            return None;
+        }
+    }
+    if is_local(cluster, p, &state.node, state.synthetic) {
+        let ep = natural_endpoint(pod.ip()?);
+        if state.endpoints.values().any(|v| *v == ep) {
+            return None;
+        }
+        state.endpoints.insert(pod.key(), ep);
+    }
+    state.ids.pods.insert(p.0 as usize, id);
+    for c in &mut state.classes.list {
+        if let Some(cp) = c.pod.as_mut() {
+            if cp.0 >= p.0 {
+                cp.0 += 1;
+            }
+        }
+    }
+    let mut nets = Vec::new();
+    for ip in &pod.ips {
+        let ck = state.classes.pod_key(&state.ids, cluster, p, *ip);
+        let ci = *state.classes.by_key.get(&ck)?;
+        nets.push((IpNet::from(*ip), ci));
+    }
+    if let Some(slot) = state.label_index.get_mut(&labels) {
+        slot.1 += 1;
+    }
+    for (net, ci) in nets {
+        state.classes.by_net.insert(net, ci);
+        state.class_size[ci] += 1;
+        state.ids.ipcache.entries.insert(net, id);
+        groups.insert(Group::Prefix(net));
+        owners.insert(net, p);
+    }
+    Some(())
+}
+
+/// The service groups of namespace `ns` whose backends changed between the two models;
+/// `None` when the API server's own Service changed, which more than its group reads.
+///
+/// Only services of a pod's namespace select it, and EndpointSlices name it by address.
+/// Only what `service_group` reads of a backend counts: pod ids shift when a pod is
+/// inserted before them, which changes no entry. The node counts for the node-local
+/// tables of traffic policies: a pod added on another node changes the service's
+/// cluster-wide table and leaves its local one as it was, which the group diff shows.
+fn backend_changes(prev: &Cluster, cluster: &Cluster, ns: &str) -> Option<Vec<Group>> {
+    let mut groups = Vec::new();
     for s in cluster.services.iter().filter(|s| s.namespace == ns) {
         let before = prev
             .find_service(&s.namespace, &s.name)
@@ -399,20 +491,23 @@ fn pod_change(
             if s.key() == "default/kubernetes" {
                 return None;
             }
-            groups.insert(Group::Service(s.key()));
+            groups.push(Group::Service(s.key()));
         }
     }
-    Some((groups, owners))
+    Some(groups)
 }
 
-/// The fast path of a service change.
-fn service_change(
+/// The fast path of a batch's service changes (`namespace/name` keys, a Service or its
+/// endpoints); the groups to rebuild, or `None` when a full lowering is needed.
+fn services_change(
     lowered: &mut Lowered,
     prev: &Cluster,
     cluster: &Cluster,
-    key: &str,
-) -> Option<Touched> {
-    if key == "default/kubernetes" || prev.services.len().abs_diff(cluster.services.len()) > 1 {
+    keys: &BTreeSet<&str>,
+) -> Option<BTreeSet<Group>> {
+    if keys.contains("default/kubernetes")
+        || prev.services.len().abs_diff(cluster.services.len()) > keys.len()
+    {
         return None;
     }
     // The first or last service with `internalTrafficPolicy: Local` changes the key of
@@ -420,12 +515,18 @@ fn service_change(
     if source_keyed_lb(cluster, lowered.state.synthetic) != lowered.state.source_keyed {
         return None;
     }
-    let (ns, name) = split(key);
     let state = &mut lowered.state;
-    state.lb_ids.remove(key);
-    if let Some(s) = cluster.find_service(ns, name) {
-        let svc = cluster.service(s);
-        if let Some(ip) = primary_frontend(svc) {
+    // Every changed service gives up its number first, so two services that trade an
+    // address in one batch do not look like a collision.
+    for key in keys {
+        state.lb_ids.remove(*key);
+    }
+    for key in keys {
+        let (ns, name) = split(key);
+        let Some(s) = cluster.find_service(ns, name) else {
+            continue;
+        };
+        if let Some(ip) = primary_frontend(cluster.service(s)) {
             let id = natural_lb(ip);
             if state.lb_ids.values().any(|v| *v == id) {
                 return None;
@@ -433,8 +534,5 @@ fn service_change(
             state.lb_ids.insert(key.to_string(), id);
         }
     }
-    Some((
-        BTreeSet::from([Group::Service(key.to_string())]),
-        BTreeMap::new(),
-    ))
+    Some(keys.iter().map(|k| Group::Service(k.to_string())).collect())
 }

@@ -1,7 +1,7 @@
 //! Incremental lowering equals full lowering: random clusters, random change sequences.
 
 use crate::mag_gen::{self, PodSpec, Spec};
-use pipec::lower::incremental::{update, Change};
+use pipec::lower::incremental::{update, update_many, Change};
 use pipec::lower::{self};
 use pipec::mag::{self, text::mag_to_text};
 use proptest::prelude::*;
@@ -131,8 +131,103 @@ proptest! {
             let full = lower::cluster_to_mag(&next, None);
             mag::validate(lowered.mag()).unwrap();
             prop_assert_eq!(mag_to_text(lowered.mag()), mag_to_text(full.mag()), "after {:?} (full: {})", e, diff.full);
+            assert_state_like(&lowered, &full, &next);
             cluster = next;
         }
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(48))]
+    /// A batch of changes made together (a watcher's burst) lowers as one step to what a
+    /// full lowering of the state after the batch gives.
+    #[test]
+    fn batched_incremental_equals_full(s in mag_gen::spec(6), batches in proptest::collection::vec(proptest::collection::vec(edit(), 1..5), 1..5)) {
+        let mut spec = s;
+        let mut alive = vec![true; spec.pods.len()];
+        let mut cluster = load_live(&spec, &alive);
+        let mut lowered = lower::cluster_to_mag(&cluster, None);
+        for batch in &batches {
+            let changes: Vec<Change> = batch.iter().filter_map(|e| apply(&mut spec, &mut alive, e)).collect();
+            let next = load_live(&spec, &alive);
+            let diff = update_many(&mut lowered, &cluster, &next, &changes);
+            let full = lower::cluster_to_mag(&next, None);
+            mag::validate(lowered.mag()).unwrap();
+            prop_assert_eq!(mag_to_text(lowered.mag()), mag_to_text(full.mag()), "after {:?} (full: {})", batch, diff.full);
+            assert_state_like(&lowered, &full, &next);
+            cluster = next;
+        }
+    }
+}
+
+/// A burst of pod events (two pods in, the class representative and a client out, one
+/// relabelled) takes the fast path as one batch and lowers to what a full lowering gives.
+#[test]
+fn a_batch_of_pod_events_takes_the_fast_path() {
+    let pods = |names: &[(&str, &str, &str, Option<u16>)]| -> Vec<String> {
+        names
+            .iter()
+            .map(|(n, app, ip, port)| pod_yaml(n, app, ip, *port))
+            .collect()
+    };
+    let before = pods(&[
+        ("web-a", "web", "10.244.0.10", Some(8080)),
+        ("web-b", "web", "10.244.0.11", Some(8080)),
+        ("web-c", "web", "10.244.0.12", Some(8080)),
+        ("client-1", "client", "10.244.0.20", None),
+        ("client-2", "client", "10.244.0.21", None),
+        ("client-3", "client", "10.244.0.22", None),
+        ("db-1", "db", "10.244.0.30", Some(9090)),
+        ("db-2", "db", "10.244.0.31", Some(9090)),
+    ]);
+    let after = pods(&[
+        ("web-b", "web", "10.244.0.11", Some(8080)),
+        ("web-c", "web", "10.244.0.12", Some(8080)),
+        ("web-d", "web", "10.244.0.13", Some(8080)),
+        ("client-1", "client", "10.244.0.20", None),
+        ("client-3", "client", "10.244.0.22", None),
+        ("client-4", "client", "10.244.0.23", None),
+        ("db-1", "db", "10.244.0.30", Some(9090)),
+        ("db-2", "client", "10.244.0.31", None),
+    ]);
+    let cluster = cluster_of(&before);
+    let next = cluster_of(&after);
+    let mut lowered = lower::cluster_to_mag(&cluster, None);
+    let changes: Vec<Change> = ["web-a", "web-d", "client-2", "client-4", "db-2"]
+        .iter()
+        .map(|n| Change::Pod(format!("ns0/{n}")))
+        .collect();
+    let diff = update_many(&mut lowered, &cluster, &next, &changes);
+    assert!(!diff.full, "the batch took a full lowering");
+    assert!(!diff.is_empty(), "the batch changed no entry");
+    let full = lower::cluster_to_mag(&next, None);
+    assert_eq!(mag_to_text(lowered.mag()), mag_to_text(full.mag()));
+    assert_state_like(&lowered, &full, &next);
+}
+
+/// What the next event reads of the lowering state equals a full lowering's, though no
+/// entry shows it yet: each pod's identity, and a representative that is a member of its
+/// class.
+fn assert_state_like(
+    lowered: &lower::Lowered,
+    full: &lower::Lowered,
+    cluster: &pipec::model::Cluster,
+) {
+    assert_eq!(
+        lowered.state.ids.pods, full.state.ids.pods,
+        "pod identities"
+    );
+    let classes = &lowered.state.classes;
+    for (ci, class) in classes.list.iter().enumerate() {
+        let Some(p) = class.pod else { continue };
+        let pod = cluster.pod(p);
+        assert!(
+            pod.ips
+                .iter()
+                .any(|ip| classes.by_net.get(&(*ip).into()) == Some(&ci)),
+            "class {ci} stands for {}, not one of its members",
+            pod.key()
+        );
     }
 }
 
