@@ -42,7 +42,7 @@ use crate::model::{Cluster, IdentityPins};
 use crate::partition::{self, Plan};
 use crate::source::{FileId, Sources};
 use serde::Serialize;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::path::PathBuf;
 use std::sync::OnceLock;
@@ -342,6 +342,8 @@ pub struct Session {
     plan: OnceLock<Planned>,
     artifacts: Vec<OnceLock<Compiled>>,
     generation: u64,
+    /// The pods whose policy rows are lowered, when not every pod's (a trace's session).
+    only_pods: Option<BTreeSet<String>>,
 }
 
 /// The plan with what the next incremental plan starts from.
@@ -467,7 +469,26 @@ impl Session {
             plan: OnceLock::new(),
             artifacts,
             generation: 0,
+            only_pods: None,
         })
+    }
+
+    /// A session over a model that lowers the policy rows of `pods` (`namespace/name`) only,
+    /// with every shared table whole ([`lower::cluster_to_mag_of_pods`]): what a trace of a
+    /// connection between them reads, at a fraction of a large node's cost. It has no plan
+    /// and no targets, and takes no events.
+    pub fn from_cluster_of_pods(
+        cluster: &Cluster,
+        node: Option<String>,
+        pods: BTreeSet<String>,
+    ) -> Result<Session, LoadError> {
+        let options = SessionOptions {
+            node,
+            ..SessionOptions::default()
+        };
+        let mut session = Session::from_cluster(cluster, options, &no_backends)?;
+        session.only_pods = Some(pods);
+        Ok(session)
     }
 
     /// A session over a model alone (see [`Session::from_loaded`]).
@@ -511,7 +532,21 @@ impl Session {
     /// The lowered node, with its state for incremental updates.
     pub fn lowered(&self) -> &Lowered {
         self.lowered.get_or_init(|| {
-            lower::cluster_to_mag(&self.loaded.cluster, self.options.node.as_deref())
+            let cluster = &self.loaded.cluster;
+            let node = self.options.node.as_deref();
+            match &self.only_pods {
+                None => lower::cluster_to_mag(cluster, node),
+                Some(keys) => {
+                    let pods = keys
+                        .iter()
+                        .filter_map(|k| {
+                            let (ns, name) = k.split_once('/').unwrap_or(("", k));
+                            cluster.find_pod(ns, name)
+                        })
+                        .collect();
+                    lower::cluster_to_mag_of_pods(cluster, node, &pods)
+                }
+            }
         })
     }
 
@@ -680,6 +715,11 @@ impl Session {
     /// Applies a batch of events: the new state, and per target the operations from the
     /// old artifact to the new one. A rejected batch leaves the session as it was.
     pub fn apply(&mut self, events: &[Event]) -> Result<Changes, Rejected> {
+        if self.only_pods.is_some() {
+            return Err(reject_text(
+                "this session lowers some pods' rows only and takes no events".into(),
+            ));
+        }
         // The identity numbers of the current state are pinned before anything changes.
         let pins = pins_after(&self.loaded.cluster.identity_pins, self.lowered());
         self.loaded.cluster.identity_pins = pins;

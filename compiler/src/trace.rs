@@ -12,6 +12,7 @@ use crate::semantics::{
 };
 use crate::source::Sources;
 use serde::Serialize;
+use std::collections::BTreeSet;
 use std::fmt::Write as _;
 use std::net::IpAddr;
 
@@ -566,6 +567,30 @@ pub fn trace(sources: &Sources, cluster: &Cluster, q: &Query<'_>) -> Result<Trac
     })
 }
 
+/// The pods whose policy rows a connection can meet: the client, the destination pod, and
+/// every backend the reference found for it (the MAG picks one of them). A trace lowers
+/// these rows only, not every pod of the nodes it crosses.
+pub fn connection_pods(cluster: &Cluster, probe: &Probe, reference: &Outcome) -> BTreeSet<PodId> {
+    let client = match probe.from {
+        Peer::Pod(p) => Some(p),
+        Peer::External(ip) => cluster.pod_by_ip(ip),
+    };
+    let server = match probe.to {
+        Destination::Pod(p) => Some(p),
+        Destination::Ip(ip) => cluster.pod_by_ip(ip),
+        Destination::Service { .. } => None,
+    };
+    let backends = reference
+        .paths
+        .iter()
+        .flat_map(|p| [p.backend, cluster.pod_by_ip(p.dst_ip)]);
+    [client, server]
+        .into_iter()
+        .chain(backends)
+        .flatten()
+        .collect()
+}
+
 /// The MAG side of a trace: the same connection through the lowered pipeline, table by
 /// table, and whether it agrees with the reference (for the backend the MAG chose).
 fn mag_column(
@@ -609,16 +634,17 @@ fn mag_column(
             return (out, agrees);
         }
     }
-    let mut engine = Prober::new(cluster);
+    let mut engine = Prober::of_pods(cluster, connection_pods(cluster, probe, reference));
     let outcome = match engine.connect(&conn_of_probe(cluster, probe)) {
         Ok(o) => o,
         Err(e) => return (format!("MAG: cannot run: {e}\n"), false),
     };
-    let mut out = String::from("MAG (match-action graph interpreter):\n");
+    let mut out =
+        String::from("MAG (match-action graph interpreter, with the policy rows of these pods):\n");
     for (node, t) in &outcome.traces {
         out.push_str(&format!("  node {node}:\n"));
         if let Ok(l) = engine.node(node) {
-            for line in t.to_text(l.mag()).lines() {
+            for line in t.to_text_by_table(l.mag()).lines() {
                 out.push_str(&format!("    {line}\n"));
             }
         }

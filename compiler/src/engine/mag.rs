@@ -13,7 +13,7 @@ use crate::mag::interp::{Conntrack, Interp, Packet, Trace, Verdict};
 use crate::mag::{ports, value_ip, Field};
 use crate::model::{Cluster, PodId, Protocol, ServiceId};
 use crate::session::{no_backends, Hardware, Session, SessionOptions};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 
 /// Where a connection comes from.
@@ -73,6 +73,7 @@ pub struct Prober<'c> {
     nodes: BTreeMap<String, NodeMag>,
     next_sport: u16,
     hardware: Option<(Profile, HardwareHook<'c>)>,
+    only_pods: Option<BTreeSet<String>>,
 }
 
 /// A hardware model in front of each node's MAG (engine `hw`): called with the node, its
@@ -103,6 +104,20 @@ impl<'c> Prober<'c> {
             nodes: BTreeMap::new(),
             next_sport: 40000,
             hardware: None,
+            only_pods: None,
+        }
+    }
+
+    /// A prober that lowers the policy rows of `pods` only on each node (see
+    /// [`crate::lower::cluster_to_mag_of_pods`]): connections between these pods run as on
+    /// the whole node; a connection from or to another pod of the model does not. A hardware
+    /// model ([`Prober::with_hardware`]) needs the whole node's plan, so with one every
+    /// pod's rows are lowered.
+    pub fn of_pods(cluster: &'c Cluster, pods: impl IntoIterator<Item = PodId>) -> Prober<'c> {
+        let keys = pods.into_iter().map(|p| cluster.pod(p).key()).collect();
+        Prober {
+            only_pods: Some(keys),
+            ..Prober::new(cluster)
         }
     }
 
@@ -126,16 +141,25 @@ impl<'c> Prober<'c> {
 
     fn load(&mut self, name: &str) -> Result<(), String> {
         if !self.nodes.contains_key(name) {
-            let options = SessionOptions {
-                node: Some(name.to_string()),
-                hardware: self
-                    .hardware
-                    .as_ref()
-                    .map(|(p, _)| Hardware::Profile(Box::new(p.clone()))),
-                ..SessionOptions::default()
-            };
-            let session = Session::from_cluster(self.cluster, options, &no_backends)
-                .map_err(|e| e.to_string())?;
+            let session = match (&self.only_pods, &self.hardware) {
+                (Some(pods), None) => Session::from_cluster_of_pods(
+                    self.cluster,
+                    Some(name.to_string()),
+                    pods.clone(),
+                ),
+                _ => {
+                    let options = SessionOptions {
+                        node: Some(name.to_string()),
+                        hardware: self
+                            .hardware
+                            .as_ref()
+                            .map(|(p, _)| Hardware::Profile(Box::new(p.clone()))),
+                        ..SessionOptions::default()
+                    };
+                    Session::from_cluster(self.cluster, options, &no_backends)
+                }
+            }
+            .map_err(|e| e.to_string())?;
             session.info()?;
             self.nodes.insert(
                 name.to_string(),

@@ -612,6 +612,24 @@ fn allocate(
 
 /// Lowers the model for one node (see [`pick_node`]).
 pub fn cluster_to_mag(cluster: &Cluster, node: Option<&str>) -> Lowered {
+    lower_node(cluster, node, None)
+}
+
+/// Lowers the model for one node with the endpoint rows of `pods` only: every shared table
+/// (the ipcache, the services, the fixed tables) whole, and no other pod's policy rows.
+///
+/// A connection between these pods runs through it as through the whole node, at the cost
+/// of their rows instead of every local pod's (a trace on a node of thousands of pods). It
+/// is not the node's pipeline: it is never planned, compiled or updated incrementally.
+pub fn cluster_to_mag_of_pods(
+    cluster: &Cluster,
+    node: Option<&str>,
+    pods: &BTreeSet<PodId>,
+) -> Lowered {
+    lower_node(cluster, node, Some(pods))
+}
+
+fn lower_node(cluster: &Cluster, node: Option<&str>, only: Option<&BTreeSet<PodId>>) -> Lowered {
     let (node, synthetic) = pick_node(cluster, node);
     let mut mag = Mag::new(node.clone());
     let source_keyed = source_keyed_lb(cluster, synthetic);
@@ -671,7 +689,10 @@ pub fn cluster_to_mag(cluster: &Cluster, node: Option<&str>) -> Lowered {
     {
         let mut resolver = Resolver::new(cluster, &state.ids, &state.classes);
         let mut endpoints = Vec::new();
-        for p in cluster.pod_ids() {
+        for p in cluster
+            .pod_ids()
+            .filter(|p| only.is_none_or(|o| o.contains(p)))
+        {
             if let Some(g) = endpoint_group(cluster, &state, &mut resolver, p, &mut provs) {
                 endpoints.push((Group::Endpoint(cluster.pod(p).key()), g));
             }

@@ -195,15 +195,27 @@ impl Trace {
         self.packet.get(Field::OutPort)
     }
 
-    /// Renders the hits, one per line, for `pipec trace`.
+    /// Renders the hits, one per line: each entry by its table and its position there.
     pub fn to_text(&self, mag: &Mag) -> String {
+        self.render(mag, true)
+    }
+
+    /// Renders the hits, one per line, naming each entry by its table only: for a graph
+    /// that holds some pods' rows of a node (`pipec trace`), where a position in a table is
+    /// not the position in the node's table.
+    pub fn to_text_by_table(&self, mag: &Mag) -> String {
+        self.render(mag, false)
+    }
+
+    fn render(&self, mag: &Mag, positions: bool) -> String {
         let mut out = String::new();
         for h in &self.hits {
             let name = mag.table(h.table).map(|t| t.name.as_str()).unwrap_or("?");
-            let entry = h
-                .entry
-                .map(|e| format!("{}.{e}", h.table))
-                .unwrap_or_else(|| format!("{} default", h.table));
+            let entry = match h.entry {
+                Some(e) if positions => format!("{}.{e}", h.table),
+                Some(_) => h.table.to_string(),
+                None => format!("{} default", h.table),
+            };
             let prov: Vec<String> = h.provenance.iter().map(|p| p.to_string()).collect();
             out.push_str(&format!(
                 "{entry:<10} {name:<16} {}{}\n",

@@ -220,3 +220,61 @@ fn starwars_agrees() {
     assert!(n > 50);
     let _ = PodId(0);
 }
+
+/// A trace lowers the policy rows of the connection's pods only
+/// ([`pipec::trace::connection_pods`]): on random clusters every probe takes the same path
+/// through that graph as through the whole node's, table by table, with the same actions,
+/// provenance, translation and verdict.
+#[test]
+fn a_trace_of_the_connections_pods_runs_as_the_whole_node() {
+    use std::collections::{BTreeMap, BTreeSet};
+    let config = ProptestConfig {
+        cases: 32,
+        source_file: Some(file!()),
+        ..ProptestConfig::default()
+    };
+    let mut runner = proptest::test_runner::TestRunner::new(config);
+    let checked = std::cell::Cell::new(0usize);
+    let result = runner.run(&mag_gen::spec(5), |s| {
+        let c = cluster(&s);
+        let ctx = Context::new(&c);
+        // Both engines see the same connections in the same order (a backend is picked by
+        // a hash of the source port, which each engine counts up), one pair per pod set.
+        let mut engines: BTreeMap<BTreeSet<PodId>, (Prober<'_>, Prober<'_>)> = BTreeMap::new();
+        for probe in probes(&c) {
+            let reference = semantics::evaluate(&ctx, &probe);
+            let pods = pipec::trace::connection_pods(&c, &probe, &reference);
+            let conn = conn_of_probe(&c, &probe);
+            let (whole, part) = engines
+                .entry(pods.clone())
+                .or_insert_with(|| (Prober::new(&c), Prober::of_pods(&c, pods)));
+            let full = whole.connect(&conn).map_err(TestCaseError::fail)?;
+            let some = part.connect(&conn).map_err(TestCaseError::fail)?;
+            let render = |engine: &mut Prober<'_>, o: &pipec::engine::mag::Outcome| -> String {
+                o.traces
+                    .iter()
+                    .map(|(node, t)| {
+                        format!(
+                            "node {node}:\n{}",
+                            t.to_text_by_table(engine.node(node).unwrap().mag())
+                        )
+                    })
+                    .collect()
+            };
+            let (a, b) = (render(whole, &full), render(part, &some));
+            prop_assert_eq!(&a, &b, "{:?}", probe);
+            prop_assert_eq!(full.verdict, some.verdict, "{:?}", probe);
+            prop_assert_eq!(full.dnat, some.dnat, "{:?}", probe);
+            checked.set(checked.get() + 1);
+        }
+        Ok(())
+    });
+    if let Err(e) = result {
+        panic!("{e}");
+    }
+    assert!(
+        checked.get() >= 1_000,
+        "only {} probes checked",
+        checked.get()
+    );
+}
