@@ -89,6 +89,13 @@ fn pod_yaml(name: &str, ns: &str, labels: &str, ip: &str, node: &str) -> String 
     )
 }
 
+/// A NetworkPolicy letting the pods of `app` in `ns` take TCP `port` from the same app.
+fn np_yaml(name: &str, ns: &str, app: &str, port: u16) -> String {
+    format!(
+        "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata:\n  name: {name}\n  namespace: {ns}\nspec:\n  podSelector:\n    matchLabels: {{app: {app}}}\n  policyTypes: [Ingress]\n  ingress:\n  - from:\n    - podSelector:\n        matchLabels: {{app: {app}}}\n    ports:\n    - {{port: {port}, protocol: TCP}}\n"
+    )
+}
+
 /// Operations and stage times summed over events.
 #[derive(Default)]
 struct Stats {
@@ -193,6 +200,11 @@ fn main() {
         .find(|p| p.node.as_deref() == Some(node.as_str()))
         .expect("a pod on the node");
     let ns = template.namespace.clone();
+    let template_app = template
+        .labels
+        .get("app")
+        .cloned()
+        .expect("generated pods have an app label");
     let labels: Vec<String> = template
         .labels
         .iter()
@@ -328,6 +340,33 @@ fn main() {
         stats.add(&c);
     }
     report("pod delete", &mut samples, &stats);
+    // NetworkPolicy events: a policy of the template's namespace selecting its app, added,
+    // then its rule changed (another port), then deleted. Selectors on `app` (which the
+    // generated policies use already) keep every identity.
+    let app = template_app.as_str();
+    for (kind, port) in [
+        ("NetworkPolicy add", Some(8080)),
+        ("NetworkPolicy update", Some(9090)),
+        ("NetworkPolicy delete", None),
+    ] {
+        let mut samples = Vec::new();
+        let mut stats = Stats::default();
+        for i in 0..events {
+            let name = format!("bench-np-{i}");
+            let ev = match port {
+                Some(port) => Event::Upsert {
+                    source: format!("watch:{name}"),
+                    text: np_yaml(&name, &ns, app, port),
+                },
+                None => Event::Delete(ObjectKey::new("NetworkPolicy", &ns, &name)),
+            };
+            let t = Instant::now();
+            let c = session.apply(&[ev]).expect("applies");
+            samples.push(t.elapsed());
+            stats.add(&c);
+        }
+        report(kind, &mut samples, &stats);
+    }
     // The baseline: a full load of the whole state for each event.
     let runs = 5;
     let mut full = Vec::new();

@@ -1116,6 +1116,7 @@ fn change_of(touched: &[(ObjectKey, Option<String>)]) -> Vec<Change> {
                 Some(s) => Change::Service(s.clone()),
                 None => Change::Policy,
             },
+            "NetworkPolicy" => Change::NetworkPolicy(key.qualified()),
             "Namespace" => Change::Namespace(key.name.clone()),
             _ => Change::Policy,
         })

@@ -38,7 +38,9 @@ pub enum Change {
     Pod(String),
     /// A service (`namespace/name`) or its endpoints were added, changed or removed.
     Service(String),
-    /// A policy was added, changed or removed.
+    /// A Kubernetes NetworkPolicy (`namespace/name`) was added, changed or removed.
+    NetworkPolicy(String),
+    /// Any other policy was added, changed or removed.
     Policy,
     /// A namespace was added or relabelled.
     Namespace(String),
@@ -195,10 +197,12 @@ fn batch_change(
 ) -> Option<Touched> {
     let mut pods = BTreeSet::new();
     let mut services = BTreeSet::new();
+    let mut policies = BTreeSet::new();
     for change in changes {
         match change {
             Change::Pod(key) => pods.insert(key.as_str()),
             Change::Service(key) => services.insert(key.as_str()),
+            Change::NetworkPolicy(key) => policies.insert(key.as_str()),
             Change::Policy | Change::Namespace(_) => return None,
         };
     }
@@ -211,6 +215,9 @@ fn batch_change(
     };
     if !services.is_empty() {
         groups.extend(services_change(lowered, prev, cluster, &services)?);
+    }
+    if !policies.is_empty() {
+        groups.extend(network_policies_change(lowered, prev, cluster, &policies)?);
     }
     Some((groups, owners))
 }
@@ -492,6 +499,61 @@ fn backend_changes(prev: &Cluster, cluster: &Cluster, ns: &str) -> Option<Vec<Gr
                 return None;
             }
             groups.push(Group::Service(s.key()));
+        }
+    }
+    Some(groups)
+}
+
+/// The fast path of a batch's NetworkPolicy changes (`namespace/name` keys); the groups to
+/// rebuild, or `None` when a full lowering is needed.
+///
+/// A NetworkPolicy decides only for the pods of its own namespace, so their endpoint rows
+/// are the ones it can change, as long as it changes nothing every row reads: the label
+/// keys identities keep (a selector on a new key splits identities) and the policy CIDRs
+/// (an `ipBlock` adds ipcache prefixes and splits classes). A change that touches either
+/// takes a full lowering.
+fn network_policies_change(
+    lowered: &mut Lowered,
+    prev: &Cluster,
+    cluster: &Cluster,
+    keys: &BTreeSet<&str>,
+) -> Option<BTreeSet<Group>> {
+    let has_cidrs = |np: &crate::model::NetworkPolicy| {
+        np.ingress
+            .iter()
+            .chain(&np.egress)
+            .flat_map(|r| &r.peers)
+            .any(|p| matches!(p, crate::model::NpPeer::IpBlock { .. }))
+    };
+    for key in keys {
+        let (ns, name) = split(key);
+        for c in [prev, cluster] {
+            let found = c
+                .network_policies
+                .iter()
+                .find(|np| np.namespace == ns && np.name == name);
+            if found.is_some_and(has_cidrs) {
+                return None;
+            }
+        }
+    }
+    let state = &mut lowered.state;
+    if crate::identity::selected_keys(cluster) != state.relevant {
+        return None;
+    }
+    // The cache names NetworkPolicy rules by their policy's position in the model, which an
+    // added or removed policy moves: those entries go, and resolving fills them again.
+    state
+        .matched
+        .retain(|k, _| k.kind != policy::RuleKind::NetworkPolicy);
+    let namespaces: BTreeSet<&str> = keys.iter().map(|k| split(k).0).collect();
+    let mut groups = BTreeSet::from([Group::Static]);
+    for p in cluster.pod_ids() {
+        let pod = cluster.pod(p);
+        if namespaces.contains(pod.namespace.as_str())
+            && is_local(cluster, p, &state.node, state.synthetic)
+        {
+            groups.insert(Group::Endpoint(pod.key()));
         }
     }
     Some(groups)

@@ -15,6 +15,9 @@ enum Edit {
     AddService(usize, usize, bool, bool),
     RemoveService(usize),
     RemovePolicy(usize),
+    AddPolicy(mag_gen::PolicySpec),
+    ReselectPolicy(usize, Option<usize>),
+    DropLastPolicy,
     RelabelNamespace(usize),
 }
 
@@ -34,6 +37,9 @@ fn edit() -> impl Strategy<Value = Edit> {
             .prop_map(|(ns, app, ext, int)| Edit::AddService(ns, app, ext, int)),
         1 => (0..3usize).prop_map(Edit::RemoveService),
         1 => (0..4usize).prop_map(Edit::RemovePolicy),
+        1 => mag_gen::policy().prop_map(Edit::AddPolicy),
+        1 => (0..4usize, proptest::option::of(0..3usize)).prop_map(|(i, a)| Edit::ReselectPolicy(i, a)),
+        1 => Just(Edit::DropLastPolicy),
         1 => (0..3usize).prop_map(Edit::RelabelNamespace),
     ]
 }
@@ -85,13 +91,39 @@ fn apply(spec: &mut Spec, alive: &mut Vec<bool>, e: &Edit) -> Option<Change> {
             if *i >= spec.policies.len() {
                 return None;
             }
+            // Policies are named by position: removing one renames the ones after it.
             spec.policies.remove(*i);
             Some(Change::Policy)
+        }
+        Edit::AddPolicy(p) => {
+            spec.policies.push(p.clone());
+            Some(policy_change(spec, spec.policies.len() - 1))
+        }
+        Edit::ReselectPolicy(i, a) => match spec.policies.get_mut(*i) {
+            Some(mag_gen::PolicySpec::Np { app, .. }) => {
+                *app = *a;
+                Some(policy_change(spec, *i))
+            }
+            _ => None,
+        },
+        Edit::DropLastPolicy => {
+            let i = spec.policies.len().checked_sub(1)?;
+            let change = policy_change(spec, i);
+            spec.policies.pop();
+            Some(change)
         }
         Edit::RelabelNamespace(i) => {
             spec.ns_team[*i] = 1 - spec.ns_team[*i];
             Some(Change::Namespace(format!("ns{i}")))
         }
+    }
+}
+
+/// The change of policy `i`: a NetworkPolicy by its key, any other kind as a policy.
+fn policy_change(spec: &Spec, i: usize) -> Change {
+    match &spec.policies[i] {
+        mag_gen::PolicySpec::Np { ns, .. } => Change::NetworkPolicy(format!("ns{ns}/np{i}")),
+        _ => Change::Policy,
     }
 }
 
@@ -285,6 +317,92 @@ fn a_class_keeps_a_member_when_its_representative_leaves() {
             mag_to_text(lowered.mag()),
             mag_to_text(full.mag()),
             "after {key:?}"
+        );
+        cluster = next;
+    }
+}
+
+/// A NetworkPolicy egress from `app` to pods of `to`.
+fn np_yaml(name: &str, app: &str, to: &str) -> String {
+    format!(
+        "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata:\n  name: {name}\n  namespace: ns0\nspec:\n  podSelector:\n    matchLabels: {{app: {app}}}\n  policyTypes: [Egress]\n  egress:\n  - to:\n    - podSelector:\n        matchLabels: {{app: {to}}}\n"
+    )
+}
+
+fn load_docs(docs: &[String]) -> pipec::model::Cluster {
+    let ns = "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: ns0\n".to_string();
+    let yaml = std::iter::once(ns)
+        .chain(docs.iter().cloned())
+        .collect::<Vec<_>>()
+        .join("---\n");
+    let loaded = pipec::driver::load_texts(&[("gen.yaml", &yaml)], &Default::default());
+    assert!(!loaded.has_errors(), "{:?}\n{yaml}", loaded.diags);
+    loaded.cluster
+}
+
+/// NetworkPolicy events take the fast path: adding one, changing one's rules, and removing
+/// the first of two (which moves the other one's position in the model, and so its rules'
+/// place in the match cache). Each step lowers to what a full lowering gives.
+#[test]
+fn network_policy_events_take_the_fast_path() {
+    let pods = vec![
+        pod_yaml("web-a", "web", "10.244.0.10", Some(8080)),
+        pod_yaml("db-a", "db", "10.244.0.30", Some(9090)),
+        pod_yaml("client-1", "client", "10.244.0.20", None),
+        pod_yaml("client-2", "client", "10.244.0.21", None),
+    ];
+    // A policy on the same label key from the start: a policy that first selects on a key
+    // changes every identity, which takes a full lowering.
+    let base = np_yaml("z-base", "db", "web");
+    let with = |policies: &[String]| -> Vec<String> {
+        pods.iter()
+            .chain(policies)
+            .chain([&base])
+            .cloned()
+            .collect()
+    };
+    let steps = [
+        (with(&[np_yaml("b-db", "client", "db")]), "ns0/b-db"),
+        (
+            with(&[
+                np_yaml("a-web", "client", "web"),
+                np_yaml("b-db", "client", "db"),
+            ]),
+            "ns0/a-web",
+        ),
+        (
+            with(&[
+                np_yaml("a-web", "client", "db"),
+                np_yaml("b-db", "client", "db"),
+            ]),
+            "ns0/a-web",
+        ),
+        (
+            with(&[
+                np_yaml("a-web", "client", "web"),
+                np_yaml("b-db", "client", "db"),
+            ]),
+            "ns0/a-web",
+        ),
+        (with(&[np_yaml("b-db", "client", "db")]), "ns0/a-web"),
+        (with(&[np_yaml("b-db", "client", "web")]), "ns0/b-db"),
+    ];
+    let mut cluster = load_docs(&with(&[]));
+    let mut lowered = lower::cluster_to_mag(&cluster, None);
+    for (docs, key) in &steps {
+        let next = load_docs(docs);
+        let diff = update(
+            &mut lowered,
+            &cluster,
+            &next,
+            &Change::NetworkPolicy(key.to_string()),
+        );
+        assert!(!diff.full, "{key} took a full lowering");
+        let full = lower::cluster_to_mag(&next, None);
+        assert_eq!(
+            mag_to_text(lowered.mag()),
+            mag_to_text(full.mag()),
+            "after {key}"
         );
         cluster = next;
     }

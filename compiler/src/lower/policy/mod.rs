@@ -661,13 +661,24 @@ impl<'a> Resolver<'a> {
                 }
             }
         }
-        isolating.sort();
-        isolating.dedup();
         let default_allow = prov(Provenance::Builtin("default allow".into()));
+        // An entry lists its objects in the order of what they name, not of when each was
+        // first interned: an incremental lowering interns a new policy last, and must list
+        // an entry's policies as a full lowering does.
+        let order = prov_order(
+            provs,
+            contribs
+                .iter()
+                .map(|c| c.1.prov)
+                .chain(isolating.iter().copied()),
+        );
+        isolating.sort_unstable_by_key(|p| order[p]);
+        isolating.dedup();
         let ctx = Decide {
             isolated: !isolating.is_empty(),
             isolating,
             default_allow,
+            order,
         };
         // Split contributions into every-class ones and per-class ones, resolving named
         // ports on the destination pod.
@@ -853,6 +864,26 @@ struct Decide {
     isolated: bool,
     isolating: Vec<ProvId>,
     default_allow: ProvId,
+    /// Each contribution's provenance → its rank in the order of what it names.
+    order: HashMap<ProvId, u32>,
+}
+
+/// The rank of each of `ids` in the order of the provenance it names.
+fn prov_order(
+    provs: &crate::mag::ProvSet,
+    ids: impl Iterator<Item = ProvId>,
+) -> HashMap<ProvId, u32> {
+    let mut ids: Vec<ProvId> = ids.collect();
+    ids.sort_unstable_by(|a, b| {
+        provs
+            .get_index(a.0 as usize)
+            .cmp(&provs.get_index(b.0 as usize))
+    });
+    ids.dedup();
+    ids.into_iter()
+        .enumerate()
+        .map(|(rank, id)| (id, rank as u32))
+        .collect()
 }
 
 impl Decide {
@@ -888,7 +919,7 @@ impl Decide {
                 .filter(|c| c.act == act && l7.is_none_or(|l| c.l7 == l))
                 .map(|c| c.prov)
                 .collect();
-            v.sort();
+            v.sort_unstable_by_key(|p| self.order[p]);
             v.dedup();
             v
         };
