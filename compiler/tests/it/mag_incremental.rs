@@ -345,7 +345,7 @@ fn load_docs(docs: &[String]) -> pipec::model::Cluster {
 /// place in the match cache). Each step lowers to what a full lowering gives.
 #[test]
 fn network_policy_events_take_the_fast_path() {
-    let pods = vec![
+    let pods = [
         pod_yaml("web-a", "web", "10.244.0.10", Some(8080)),
         pod_yaml("db-a", "db", "10.244.0.30", Some(9090)),
         pod_yaml("client-1", "client", "10.244.0.20", None),
