@@ -105,11 +105,16 @@ struct Stats {
     scratch: std::collections::BTreeMap<&'static str, usize>,
     /// Events whose lowering was a full one.
     full_lowerings: usize,
+    /// Operations by target.
+    by_target: std::collections::BTreeMap<String, usize>,
 }
 
 impl Stats {
     fn add(&mut self, c: &Changes) {
         self.ops += c.targets.iter().map(|t| t.ops.len()).sum::<usize>();
+        for t in &c.targets {
+            *self.by_target.entry(t.target.clone()).or_default() += t.ops.len();
+        }
         let (t, d) = (&mut self.times, &c.times);
         t.model += d.model;
         t.lower += d.lower;
@@ -122,6 +127,10 @@ impl Stats {
         }
         self.full_lowerings += usize::from(c.full_lowering);
     }
+}
+
+fn n_events(samples: &[Duration]) -> f64 {
+    samples.len().max(1) as f64
 }
 
 fn percentile(v: &mut [Duration], p: f64) -> Duration {
@@ -236,6 +245,15 @@ fn main() {
             ms(t.codegen),
             ms(t.diff),
         );
+        let per_target: Vec<String> = stats
+            .by_target
+            .iter()
+            .map(|(t, n)| format!("{t} {:.1}", *n as f64 / n_events(samples)))
+            .collect();
+        println!(
+            "  operations per event by target: {}",
+            per_target.join(", ")
+        );
         if !stats.scratch.is_empty() {
             println!("  planned from scratch: {:?}", stats.scratch);
         }
@@ -340,6 +358,44 @@ fn main() {
         stats.add(&c);
     }
     report("pod delete", &mut samples, &stats);
+    // Service endpoint changes: one endpoint of a Service's EndpointSlice turns not ready,
+    // and back on the next round, as a rolling restart does.
+    let value: serde_json::Value = serde_json::from_str(&json).expect("the generated JSON");
+    let mut slices: Vec<serde_json::Value> = value["items"]
+        .as_array()
+        .expect("a List")
+        .iter()
+        .filter(|o| {
+            o["kind"] == "EndpointSlice" && o["endpoints"][0]["conditions"]["ready"] == true
+        })
+        .cloned()
+        .collect();
+    assert!(!slices.is_empty(), "the cluster has EndpointSlices");
+    let mut samples = Vec::new();
+    let mut stats = Stats::default();
+    let (mut added, mut removed) = (0usize, 0usize);
+    for i in 0..events {
+        let n = slices.len();
+        let slice = &mut slices[i % n];
+        let ready = &mut slice["endpoints"][0]["conditions"]["ready"];
+        *ready = serde_json::Value::Bool(ready != true);
+        let ev = Event::Upsert {
+            source: format!("watch:eps-{}", i % n),
+            text: slice.to_string(),
+        };
+        let t = Instant::now();
+        let c = session.apply(&[ev]).expect("applies");
+        samples.push(t.elapsed());
+        stats.add(&c);
+        added += c.mag_added;
+        removed += c.mag_removed;
+    }
+    report("Service endpoint change", &mut samples, &stats);
+    println!(
+        "  MAG entries per event: {:.1} added, {:.1} removed",
+        added as f64 / events as f64,
+        removed as f64 / events as f64
+    );
     // NetworkPolicy events: a policy of the template's namespace selecting its app, added,
     // then its rule changed (another port), then deleted. Selectors on `app` (which the
     // generated policies use already) keep every identity.

@@ -621,3 +621,86 @@ fn a_rejected_event_changes_nothing() {
     assert_eq!(changes.generation, 1);
     assert!(!changes.ops("ebpf").expect("ebpf").is_empty());
 }
+
+/// One Service's endpoint change rewrites only that Service's own Maglev slots and the
+/// backend that left: backend and frontend ids stay with what they name, so another
+/// Service's slots, which name other backends, are not written again. (With ids numbered
+/// densely, every backend after the one that left was renumbered, and every slot naming
+/// one of them rewritten.)
+#[test]
+fn a_service_endpoint_change_writes_only_its_own_slots() {
+    use pipec_ebpf::artifact::{MapName, MapOp};
+    let pod = |name: &str, app: &str, ip: &str| {
+        format!("apiVersion: v1\nkind: Pod\nmetadata:\n  name: {name}\n  namespace: default\n  labels: {{app: {app}}}\nspec:\n  containers:\n  - name: c\n    ports:\n    - containerPort: 80\nstatus:\n  podIP: {ip}\n  podIPs:\n  - ip: {ip}\n")
+    };
+    let svc = |name: &str, app: &str, ip: &str| {
+        format!("apiVersion: v1\nkind: Service\nmetadata:\n  name: {name}\n  namespace: default\nspec:\n  clusterIP: {ip}\n  selector: {{app: {app}}}\n  ports:\n  - {{port: 80, targetPort: 80, protocol: TCP}}\n")
+    };
+    let mut docs = vec![svc("s-a", "a", "10.96.0.10"), svc("s-b", "b", "10.96.0.20")];
+    for i in 0..3 {
+        docs.push(pod(&format!("a-{i}"), "a", &format!("10.244.0.{}", 10 + i)));
+        docs.push(pod(&format!("b-{i}"), "b", &format!("10.244.0.{}", 20 + i)));
+    }
+    let names: Vec<String> = (0..docs.len()).map(|i| format!("doc-{i}.yaml")).collect();
+    let texts: Vec<(&str, &str)> = names
+        .iter()
+        .map(String::as_str)
+        .zip(docs.iter().map(String::as_str))
+        .collect();
+    let mut session = Session::load_texts(&texts, options(), &backends).expect("loads");
+    let service_id = |s: &Session, ip: &str| {
+        let a = ebpf(s);
+        let ip: std::net::IpAddr = ip.parse().expect("an address");
+        a.services
+            .iter()
+            .find(|(fe, _)| fe.addr == ip)
+            .map(|(_, s)| s.id)
+            .expect("the Service's frontend")
+    };
+    let b_before = service_id(&session, "10.96.0.20");
+    let changes = session
+        .apply(&[Event::Delete(ObjectKey::new("Pod", "default", "a-0"))])
+        .expect("a delete applies");
+    assert_eq!(
+        service_id(&session, "10.96.0.20"),
+        b_before,
+        "s-b's frontend id"
+    );
+    let ops = &changes
+        .targets
+        .iter()
+        .find(|t| t.target == "ebpf")
+        .expect("eBPF operations")
+        .ops
+        .as_any()
+        .downcast_ref::<MapOps>()
+        .expect("map operations")
+        .ops;
+    let on = |map: MapName| {
+        ops.iter().filter(move |op| match op {
+            MapOp::Upsert { map: m, .. } | MapOp::Delete { map: m, .. } => *m == map,
+        })
+    };
+    let key_of = |op: &MapOp| match op {
+        MapOp::Upsert { key, .. } | MapOp::Delete { key, .. } => key.clone(),
+    };
+    let b_slots = on(MapName::Maglev)
+        .filter(|op| key_of(op)[..4] == b_before.to_ne_bytes())
+        .count();
+    assert_eq!(
+        b_slots,
+        0,
+        "s-b's Maglev slots were written again: {}",
+        changes.targets[0].ops.text()
+    );
+    assert!(
+        on(MapName::Maglev).count() > 0,
+        "s-a's slots moved off the backend that left"
+    );
+    assert_eq!(
+        on(MapName::Backends).count(),
+        1,
+        "only the backend that left: {}",
+        changes.targets[0].ops.text()
+    );
+}

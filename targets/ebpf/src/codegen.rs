@@ -560,11 +560,9 @@ fn services(mag: &Mag, a: &mut EbpfArtifact) -> Result<(), Unsupported> {
     }
     let backend_set: BTreeSet<(IpAddr, u16)> =
         slots.values().flat_map(|s| s.values().copied()).collect();
-    let backend_id: BTreeMap<(IpAddr, u16), u32> = backend_set
-        .iter()
-        .enumerate()
-        .map(|(i, b)| (*b, i as u32 + 1))
-        .collect();
+    let backend_id = stable_ids(backend_set, |(addr, port)| {
+        natural_id(&[0, addr_value(*addr), u128::from(*port)])
+    });
     for ((addr, port), id) in &backend_id {
         a.backends.insert(
             *id,
@@ -653,17 +651,24 @@ fn services(mag: &Mag, a: &mut EbpfArtifact) -> Result<(), Unsupported> {
             .collect();
         frontends.insert(fe, (affinity, maglev));
     }
-    // Ids number the shared frontends first, then the wire's, so that they are unique
-    // across both maps (Maglev, affinity and reverse NAT are keyed by id) and a graph
-    // without wire-only rows keeps the ids it always had.
-    let shared = all.len();
-    for (map, first, frontends) in [
-        (&mut a.services, 0, all),
-        (&mut a.wire_services, shared, wire),
-    ] {
-        for (i, (fe, (affinity_timeout, maglev))) in frontends.into_iter().enumerate() {
+    // Ids are unique across both maps (Maglev, affinity and reverse NAT are keyed by id):
+    // a frontend's natural id hashes the map it is in with it.
+    let keys = all
+        .keys()
+        .map(|fe| (1u8, *fe))
+        .chain(wire.keys().map(|fe| (2u8, *fe)));
+    let ids = stable_ids(keys, |(map, fe)| {
+        natural_id(&[
+            u128::from(*map),
+            addr_value(fe.addr),
+            u128::from(fe.protocol),
+            u128::from(fe.port),
+        ])
+    });
+    for (tag, map, frontends) in [(1u8, &mut a.services, all), (2, &mut a.wire_services, wire)] {
+        for (fe, (affinity_timeout, maglev)) in frontends {
             let service = Service {
-                id: (first + i) as u32 + 1,
+                id: ids[&(tag, fe)],
                 affinity_timeout,
                 maglev,
             };
@@ -671,6 +676,44 @@ fn services(mag: &Mag, a: &mut EbpfArtifact) -> Result<(), Unsupported> {
         }
     }
     Ok(())
+}
+
+/// Ids that stay with what they name: each item's natural id, or on a collision the next
+/// free one, in item order (never 0, which means "none" in the maps). Dense numbering
+/// renumbered every later backend or frontend when one came or went, and so rewrote every
+/// Maglev slot naming them: one Service's endpoint change cost thousands of map writes.
+fn stable_ids<K: Ord>(
+    items: impl IntoIterator<Item = K>,
+    natural: impl Fn(&K) -> u32,
+) -> BTreeMap<K, u32> {
+    let mut items: Vec<K> = items.into_iter().collect();
+    items.sort();
+    let mut used = BTreeSet::new();
+    let mut out = BTreeMap::new();
+    for item in items {
+        let mut id = natural(&item);
+        while id == 0 || used.contains(&id) {
+            id = id.wrapping_add(1);
+        }
+        used.insert(id);
+        out.insert(item, id);
+    }
+    out
+}
+
+/// A 24-bit hash of `values` (FNV-1a, folded), an id's first choice: wide enough that a
+/// node's backends and frontends rarely collide, short enough to read in the artifact.
+fn natural_id(values: &[u128]) -> u32 {
+    let h = pipec::mag::interp::hash_values(values.iter().copied());
+    ((h ^ (h >> 32)) as u32) & 0x00ff_ffff
+}
+
+/// An address as one value, IPv4 and IPv6 apart.
+fn addr_value(addr: IpAddr) -> u128 {
+    match addr {
+        IpAddr::V4(a) => u128::from(u32::from(a)) | (1 << 64),
+        IpAddr::V6(a) => u128::from(a),
+    }
 }
 
 /// One policy row, decoded.
