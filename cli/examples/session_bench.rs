@@ -96,6 +96,14 @@ fn np_yaml(name: &str, ns: &str, app: &str, port: u16) -> String {
     )
 }
 
+/// A CiliumNetworkPolicy letting the pods of `app` in `ns` take TCP `port` from the same
+/// app.
+fn cnp_yaml(name: &str, ns: &str, app: &str, port: u16) -> String {
+    format!(
+        "apiVersion: cilium.io/v2\nkind: CiliumNetworkPolicy\nmetadata:\n  name: {name}\n  namespace: {ns}\nspec:\n  endpointSelector:\n    matchLabels: {{app: {app}}}\n  ingress:\n  - fromEndpoints:\n    - matchLabels: {{app: {app}}}\n    toPorts:\n    - ports:\n      - {{port: \"{port}\", protocol: TCP}}\n"
+    )
+}
+
 /// Operations and stage times summed over events.
 #[derive(Default)]
 struct Stats {
@@ -400,21 +408,36 @@ fn main() {
     // then its rule changed (another port), then deleted. Selectors on `app` (which the
     // generated policies use already) keep every identity.
     let app = template_app.as_str();
+    // The same for CiliumNetworkPolicies, which the generated cluster has none of: the
+    // first one brings the namespace label key to identities (a full lowering).
     for (kind, port) in [
         ("NetworkPolicy add", Some(8080)),
         ("NetworkPolicy update", Some(9090)),
         ("NetworkPolicy delete", None),
+        ("CiliumNetworkPolicy add", Some(8080)),
+        ("CiliumNetworkPolicy update", Some(9090)),
+        ("CiliumNetworkPolicy delete", None),
     ] {
         let mut samples = Vec::new();
         let mut stats = Stats::default();
+        let cilium = kind.starts_with("Cilium");
+        let object = if cilium {
+            "CiliumNetworkPolicy"
+        } else {
+            "NetworkPolicy"
+        };
         for i in 0..events {
             let name = format!("bench-np-{i}");
             let ev = match port {
                 Some(port) => Event::Upsert {
-                    source: format!("watch:{name}"),
-                    text: np_yaml(&name, &ns, app, port),
+                    source: format!("watch:{object}-{name}"),
+                    text: if cilium {
+                        cnp_yaml(&name, &ns, app, port)
+                    } else {
+                        np_yaml(&name, &ns, app, port)
+                    },
                 },
-                None => Event::Delete(ObjectKey::new("NetworkPolicy", &ns, &name)),
+                None => Event::Delete(ObjectKey::new(object, &ns, &name)),
             };
             let t = Instant::now();
             let c = session.apply(&[ev]).expect("applies");

@@ -1117,6 +1117,7 @@ fn change_of(touched: &[(ObjectKey, Option<String>)]) -> Vec<Change> {
                 None => Change::Policy,
             },
             "NetworkPolicy" => Change::NetworkPolicy(key.qualified()),
+            "CiliumNetworkPolicy" => Change::CiliumNetworkPolicy(key.qualified()),
             "Namespace" => Change::Namespace(key.name.clone()),
             _ => Change::Policy,
         })

@@ -40,6 +40,9 @@ pub enum Change {
     Service(String),
     /// A Kubernetes NetworkPolicy (`namespace/name`) was added, changed or removed.
     NetworkPolicy(String),
+    /// A CiliumNetworkPolicy (`namespace/name`, not the clusterwide kind) was added,
+    /// changed or removed.
+    CiliumNetworkPolicy(String),
     /// Any other policy was added, changed or removed.
     Policy,
     /// A namespace was added or relabelled.
@@ -198,11 +201,13 @@ fn batch_change(
     let mut pods = BTreeSet::new();
     let mut services = BTreeSet::new();
     let mut policies = BTreeSet::new();
+    let mut cilium = BTreeSet::new();
     for change in changes {
         match change {
             Change::Pod(key) => pods.insert(key.as_str()),
             Change::Service(key) => services.insert(key.as_str()),
             Change::NetworkPolicy(key) => policies.insert(key.as_str()),
+            Change::CiliumNetworkPolicy(key) => cilium.insert(key.as_str()),
             Change::Policy | Change::Namespace(_) => return None,
         };
     }
@@ -216,8 +221,8 @@ fn batch_change(
     if !services.is_empty() {
         groups.extend(services_change(lowered, prev, cluster, &services)?);
     }
-    if !policies.is_empty() {
-        groups.extend(network_policies_change(lowered, prev, cluster, &policies)?);
+    if !policies.is_empty() || !cilium.is_empty() {
+        groups.extend(policies_change(lowered, prev, cluster, &policies, &cilium)?);
     }
     Some((groups, owners))
 }
@@ -504,35 +509,42 @@ fn backend_changes(prev: &Cluster, cluster: &Cluster, ns: &str) -> Option<Vec<Gr
     Some(groups)
 }
 
-/// The fast path of a batch's NetworkPolicy changes (`namespace/name` keys); the groups to
-/// rebuild, or `None` when a full lowering is needed.
+/// The fast path of a batch's NetworkPolicy and CiliumNetworkPolicy changes
+/// (`namespace/name` keys of each kind); the groups to rebuild, or `None` when a full
+/// lowering is needed.
 ///
-/// A NetworkPolicy decides only for the pods of its own namespace, so their endpoint rows
-/// are the ones it can change, as long as it changes nothing every row reads: the label
-/// keys identities keep (a selector on a new key splits identities) and the policy CIDRs
-/// (an `ipBlock` adds ipcache prefixes and splits classes). A change that touches either
-/// takes a full lowering.
-fn network_policies_change(
+/// Both kinds decide only for the pods of their own namespace, so their endpoint rows are
+/// the ones such a change can change, as long as it changes nothing every row reads: the
+/// label keys identities keep (a selector on a new key splits identities) and the policy
+/// CIDRs (an `ipBlock` or `toCIDR` adds ipcache prefixes and splits classes). A change that
+/// touches either takes a full lowering.
+fn policies_change(
     lowered: &mut Lowered,
     prev: &Cluster,
     cluster: &Cluster,
-    keys: &BTreeSet<&str>,
+    policies: &BTreeSet<&str>,
+    cilium: &BTreeSet<&str>,
 ) -> Option<BTreeSet<Group>> {
-    let has_cidrs = |np: &crate::model::NetworkPolicy| {
-        np.ingress
-            .iter()
-            .chain(&np.egress)
-            .flat_map(|r| &r.peers)
-            .any(|p| matches!(p, crate::model::NpPeer::IpBlock { .. }))
-    };
-    for key in keys {
+    for key in policies {
         let (ns, name) = split(key);
         for c in [prev, cluster] {
             let found = c
                 .network_policies
                 .iter()
                 .find(|np| np.namespace == ns && np.name == name);
-            if found.is_some_and(has_cidrs) {
+            if found.is_some_and(np_has_cidrs) {
+                return None;
+            }
+        }
+    }
+    for key in cilium {
+        let (ns, name) = split(key);
+        for c in [prev, cluster] {
+            let found = c
+                .cilium_policies
+                .iter()
+                .find(|cp| cp.namespace.as_deref() == Some(ns) && cp.name == name);
+            if found.is_some_and(cnp_has_cidrs) {
                 return None;
             }
         }
@@ -541,12 +553,18 @@ fn network_policies_change(
     if crate::identity::selected_keys(cluster) != state.relevant {
         return None;
     }
-    // The cache names NetworkPolicy rules by their policy's position in the model, which an
-    // added or removed policy moves: those entries go, and resolving fills them again.
-    state
-        .matched
-        .retain(|k, _| k.kind != policy::RuleKind::NetworkPolicy);
-    let namespaces: BTreeSet<&str> = keys.iter().map(|k| split(k).0).collect();
+    // The cache names a policy's rules by the policy's position in the model, which an
+    // added or removed policy moves: the changed kinds' entries go, and resolving fills
+    // them again.
+    let stale = |kind: policy::RuleKind| match kind {
+        policy::RuleKind::NetworkPolicy => !policies.is_empty(),
+        policy::RuleKind::Cilium
+        | policy::RuleKind::CiliumEndpoints
+        | policy::RuleKind::CiliumOthers => !cilium.is_empty(),
+        policy::RuleKind::Admin => false,
+    };
+    state.matched.retain(|k, _| !stale(k.kind));
+    let namespaces: BTreeSet<&str> = policies.iter().chain(cilium).map(|k| split(k).0).collect();
     let mut groups = BTreeSet::from([Group::Static]);
     for p in cluster.pod_ids() {
         let pod = cluster.pod(p);
@@ -557,6 +575,25 @@ fn network_policies_change(
         }
     }
     Some(groups)
+}
+
+fn np_has_cidrs(np: &crate::model::NetworkPolicy) -> bool {
+    np.ingress
+        .iter()
+        .chain(&np.egress)
+        .flat_map(|r| &r.peers)
+        .any(|p| matches!(p, crate::model::NpPeer::IpBlock { .. }))
+}
+
+fn cnp_has_cidrs(cp: &crate::model::CiliumPolicy) -> bool {
+    cp.specs.iter().any(|spec| {
+        spec.ingress
+            .iter()
+            .chain(&spec.ingress_deny)
+            .chain(&spec.egress)
+            .chain(&spec.egress_deny)
+            .any(|r| !r.cidrs.is_empty())
+    })
 }
 
 /// The fast path of a batch's service changes (`namespace/name` keys, a Service or its

@@ -104,6 +104,10 @@ fn apply(spec: &mut Spec, alive: &mut Vec<bool>, e: &Edit) -> Option<Change> {
                 *app = *a;
                 Some(policy_change(spec, *i))
             }
+            Some(mag_gen::PolicySpec::Cnp { app, .. }) => {
+                *app = a.unwrap_or(0);
+                Some(policy_change(spec, *i))
+            }
             _ => None,
         },
         Edit::DropLastPolicy => {
@@ -119,10 +123,14 @@ fn apply(spec: &mut Spec, alive: &mut Vec<bool>, e: &Edit) -> Option<Change> {
     }
 }
 
-/// The change of policy `i`: a NetworkPolicy by its key, any other kind as a policy.
+/// The change of policy `i`: a NetworkPolicy or CiliumNetworkPolicy by its key, any other
+/// kind as a policy.
 fn policy_change(spec: &Spec, i: usize) -> Change {
     match &spec.policies[i] {
         mag_gen::PolicySpec::Np { ns, .. } => Change::NetworkPolicy(format!("ns{ns}/np{i}")),
+        mag_gen::PolicySpec::Cnp { ns, .. } => {
+            Change::CiliumNetworkPolicy(format!("ns{ns}/cnp{i}"))
+        }
         _ => Change::Policy,
     }
 }
@@ -397,6 +405,77 @@ fn network_policy_events_take_the_fast_path() {
             &next,
             &Change::NetworkPolicy(key.to_string()),
         );
+        assert!(!diff.full, "{key} took a full lowering");
+        let full = lower::cluster_to_mag(&next, None);
+        assert_eq!(
+            mag_to_text(lowered.mag()),
+            mag_to_text(full.mag()),
+            "after {key}"
+        );
+        cluster = next;
+    }
+}
+
+/// A CiliumNetworkPolicy egress from `app` to pods of `to` on TCP 8080, with an HTTP rule
+/// (an L7 redirect) when `l7`.
+fn cnp_yaml(name: &str, app: &str, to: &str, l7: bool) -> String {
+    let rules = if l7 {
+        "\n      rules:\n        http:\n        - method: GET"
+    } else {
+        ""
+    };
+    format!(
+        "apiVersion: cilium.io/v2\nkind: CiliumNetworkPolicy\nmetadata:\n  name: {name}\n  namespace: ns0\nspec:\n  endpointSelector:\n    matchLabels: {{app: {app}}}\n  egress:\n  - toEndpoints:\n    - matchLabels: {{app: {to}}}\n    toPorts:\n    - ports:\n      - {{port: \"8080\", protocol: TCP}}{rules}\n"
+    )
+}
+
+/// CiliumNetworkPolicy events take the fast path too: adding one, making it L7, and
+/// removing the first of two (which moves the other's rules in the match cache).
+#[test]
+fn cilium_network_policy_events_take_the_fast_path() {
+    let pods = [
+        pod_yaml("web-a", "web", "10.244.0.10", Some(8080)),
+        pod_yaml("db-a", "db", "10.244.0.30", Some(9090)),
+        pod_yaml("client-1", "client", "10.244.0.20", None),
+    ];
+    // Policies of both kinds from the start, so no event brings a new selector key.
+    let base = [
+        np_yaml("z-base", "db", "web"),
+        cnp_yaml("z-cnp", "db", "web", false),
+    ];
+    let with = |policies: &[String]| -> Vec<String> {
+        pods.iter().chain(policies).chain(&base).cloned().collect()
+    };
+    let steps = [
+        (
+            with(&[cnp_yaml("b-cnp", "client", "db", false)]),
+            "ns0/b-cnp",
+        ),
+        (
+            with(&[
+                cnp_yaml("a-cnp", "client", "web", false),
+                cnp_yaml("b-cnp", "client", "db", false),
+            ]),
+            "ns0/a-cnp",
+        ),
+        (
+            with(&[
+                cnp_yaml("a-cnp", "client", "web", true),
+                cnp_yaml("b-cnp", "client", "db", false),
+            ]),
+            "ns0/a-cnp",
+        ),
+        (
+            with(&[cnp_yaml("b-cnp", "client", "db", false)]),
+            "ns0/a-cnp",
+        ),
+    ];
+    let mut cluster = load_docs(&with(&[]));
+    let mut lowered = lower::cluster_to_mag(&cluster, None);
+    for (docs, key) in &steps {
+        let next = load_docs(docs);
+        let change = Change::CiliumNetworkPolicy(key.to_string());
+        let diff = update(&mut lowered, &cluster, &next, &change);
         assert!(!diff.full, "{key} took a full lowering");
         let full = lower::cluster_to_mag(&next, None);
         assert_eq!(
