@@ -525,29 +525,25 @@ fn policies_change(
     policies: &BTreeSet<&str>,
     cilium: &BTreeSet<&str>,
 ) -> Option<BTreeSet<Group>> {
-    for key in policies {
-        let (ns, name) = split(key);
-        for c in [prev, cluster] {
-            let found = c
-                .network_policies
-                .iter()
-                .find(|np| np.namespace == ns && np.name == name);
-            if found.is_some_and(np_has_cidrs) {
-                return None;
-            }
-        }
-    }
-    for key in cilium {
-        let (ns, name) = split(key);
-        for c in [prev, cluster] {
-            let found = c
-                .cilium_policies
-                .iter()
-                .find(|cp| cp.namespace.as_deref() == Some(ns) && cp.name == name);
-            if found.is_some_and(cnp_has_cidrs) {
-                return None;
-            }
-        }
+    let np_cidrs = |c: &Cluster, ns: &str, name: &str| {
+        c.network_policies
+            .iter()
+            .any(|np| np.namespace == ns && np.name == name && np_has_cidrs(np))
+    };
+    let cnp_cidrs = |c: &Cluster, ns: &str, name: &str| {
+        c.cilium_policies
+            .iter()
+            .any(|cp| cp.namespace.as_deref() == Some(ns) && cp.name == name && cnp_has_cidrs(cp))
+    };
+    // A key names the policy before the change and after it; either may have CIDRs.
+    let with_cidrs = |keys: &BTreeSet<&str>, has: &dyn Fn(&Cluster, &str, &str) -> bool| {
+        keys.iter().any(|k| {
+            let (ns, name) = split(k);
+            has(prev, ns, name) || has(cluster, ns, name)
+        })
+    };
+    if with_cidrs(policies, &np_cidrs) || with_cidrs(cilium, &cnp_cidrs) {
+        return None;
     }
     let state = &mut lowered.state;
     if crate::identity::selected_keys(cluster) != state.relevant {

@@ -292,6 +292,24 @@ fn cluster_of(pods: &[String]) -> pipec::model::Cluster {
     loaded.cluster
 }
 
+/// Lowers `start`, then each step's model by its change: every step must take a fast path
+/// and give what a full lowering of its model gives.
+fn assert_fast_steps(start: &pipec::model::Cluster, steps: &[(pipec::model::Cluster, Change)]) {
+    let mut cluster = start;
+    let mut lowered = lower::cluster_to_mag(cluster, None);
+    for (next, change) in steps {
+        let diff = update(&mut lowered, cluster, next, change);
+        assert!(!diff.full, "{change:?} took a full lowering");
+        let full = lower::cluster_to_mag(next, None);
+        assert_eq!(
+            mag_to_text(lowered.mag()),
+            mag_to_text(full.mag()),
+            "after {change:?}"
+        );
+        cluster = next;
+    }
+}
+
 /// Removing the pod that stands for its class (the member of the lowest address) takes the
 /// fast path; the class's next member stands for it, and a later event that resolves a
 /// named port on the class (a new client's egress rows) resolves it on a pod of the class.
@@ -302,32 +320,18 @@ fn a_class_keeps_a_member_when_its_representative_leaves() {
     let client = pod_yaml("client-1", "client", "10.244.0.20", None);
     let other = pod_yaml("aaa-other", "db", "10.244.0.30", Some(9090));
     let client2 = pod_yaml("client-2", "client", "10.244.0.21", None);
+    let start = cluster_of(&[web_a, web_b.clone(), client.clone(), other.clone()]);
     let steps = [
         (
-            vec![web_a.clone(), web_b.clone(), client.clone(), other.clone()],
-            None,
+            cluster_of(&[web_b.clone(), client.clone(), other.clone()]),
+            Change::Pod("ns0/web-a".into()),
         ),
         (
-            vec![web_b.clone(), client.clone(), other.clone()],
-            Some("ns0/web-a"),
+            cluster_of(&[web_b, client, other, client2]),
+            Change::Pod("ns0/client-2".into()),
         ),
-        (vec![web_b, client, other, client2], Some("ns0/client-2")),
     ];
-    let mut cluster = cluster_of(&steps[0].0);
-    let mut lowered = lower::cluster_to_mag(&cluster, None);
-    for (pods, key) in &steps[1..] {
-        let next = cluster_of(pods);
-        let change = Change::Pod(key.expect("a pod changes").to_string());
-        let diff = update(&mut lowered, &cluster, &next, &change);
-        assert!(!diff.full, "{key:?} took a full lowering");
-        let full = lower::cluster_to_mag(&next, None);
-        assert_eq!(
-            mag_to_text(lowered.mag()),
-            mag_to_text(full.mag()),
-            "after {key:?}"
-        );
-        cluster = next;
-    }
+    assert_fast_steps(&start, &steps);
 }
 
 /// A NetworkPolicy egress from `app` to pods of `to`.
@@ -395,25 +399,11 @@ fn network_policy_events_take_the_fast_path() {
         (with(&[np_yaml("b-db", "client", "db")]), "ns0/a-web"),
         (with(&[np_yaml("b-db", "client", "web")]), "ns0/b-db"),
     ];
-    let mut cluster = load_docs(&with(&[]));
-    let mut lowered = lower::cluster_to_mag(&cluster, None);
-    for (docs, key) in &steps {
-        let next = load_docs(docs);
-        let diff = update(
-            &mut lowered,
-            &cluster,
-            &next,
-            &Change::NetworkPolicy(key.to_string()),
-        );
-        assert!(!diff.full, "{key} took a full lowering");
-        let full = lower::cluster_to_mag(&next, None);
-        assert_eq!(
-            mag_to_text(lowered.mag()),
-            mag_to_text(full.mag()),
-            "after {key}"
-        );
-        cluster = next;
-    }
+    let steps: Vec<_> = steps
+        .iter()
+        .map(|(docs, key)| (load_docs(docs), Change::NetworkPolicy(key.to_string())))
+        .collect();
+    assert_fast_steps(&load_docs(&with(&[])), &steps);
 }
 
 /// A CiliumNetworkPolicy egress from `app` to pods of `to` on TCP 8080, with an HTTP rule
@@ -470,19 +460,14 @@ fn cilium_network_policy_events_take_the_fast_path() {
             "ns0/a-cnp",
         ),
     ];
-    let mut cluster = load_docs(&with(&[]));
-    let mut lowered = lower::cluster_to_mag(&cluster, None);
-    for (docs, key) in &steps {
-        let next = load_docs(docs);
-        let change = Change::CiliumNetworkPolicy(key.to_string());
-        let diff = update(&mut lowered, &cluster, &next, &change);
-        assert!(!diff.full, "{key} took a full lowering");
-        let full = lower::cluster_to_mag(&next, None);
-        assert_eq!(
-            mag_to_text(lowered.mag()),
-            mag_to_text(full.mag()),
-            "after {key}"
-        );
-        cluster = next;
-    }
+    let steps: Vec<_> = steps
+        .iter()
+        .map(|(docs, key)| {
+            (
+                load_docs(docs),
+                Change::CiliumNetworkPolicy(key.to_string()),
+            )
+        })
+        .collect();
+    assert_fast_steps(&load_docs(&with(&[])), &steps);
 }
