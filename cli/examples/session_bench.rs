@@ -77,7 +77,9 @@ fn load_stages(texts: &[(&str, &str)], verbose: bool) -> Session {
     say("plan", &clock);
     for t in ["ebpf", "octeon-cn10k"] {
         let clock = Instant::now();
-        s.artifact(t).expect("target").expect("compiles");
+        if let Err(e) = s.artifact(t).expect("target") {
+            println!("  {t} cannot hold the node: {e}");
+        }
         say(t, &clock);
     }
     s
@@ -87,6 +89,23 @@ fn pod_yaml(name: &str, ns: &str, labels: &str, ip: &str, node: &str) -> String 
     format!(
         "apiVersion: v1\nkind: Pod\nmetadata:\n  name: {name}\n  namespace: {ns}\n  labels: {{{labels}}}\nspec:\n  nodeName: {node}\n  containers:\n  - name: c\n    ports:\n    - containerPort: 80\nstatus:\n  podIP: {ip}\n  podIPs:\n  - ip: {ip}\n"
     )
+}
+
+/// Each eBPF map's entries in the node's artifact against its capacity.
+fn map_fill(session: &Session) {
+    let Ok(artifact) = session.artifact("ebpf").expect("target") else {
+        return;
+    };
+    let artifact = artifact
+        .as_any()
+        .downcast_ref::<pipec_ebpf::EbpfArtifact>()
+        .expect("eBPF");
+    let fill: Vec<String> = artifact
+        .map_sizes()
+        .iter()
+        .map(|(map, n)| format!("{} {n}/{}", map.as_str(), map.capacity()))
+        .collect();
+    println!("eBPF map entries / capacity: {}", fill.join(", "));
 }
 
 /// A NetworkPolicy letting the pods of `app` in `ns` take TCP `port` from the same app.
@@ -203,6 +222,7 @@ fn main() {
         load.as_secs_f64() * 1e3
     );
     println!("peak RSS after the load: {} MiB", peak_rss_mib());
+    map_fill(&session);
     if events == 0 {
         return;
     }

@@ -213,6 +213,22 @@ impl MapName {
         MapName::Endpoints,
     ];
 
+    /// How many entries the map holds at most, as `bpf/pipec.h` declares it (a test reads
+    /// the header and compares).
+    pub fn capacity(self) -> u64 {
+        match self {
+            MapName::Config => 1,
+            MapName::Endpoints => 16_384,
+            MapName::IpcacheHost | MapName::Ipcache => 524_288,
+            MapName::Ipsec => 65_536,
+            MapName::Policy => 262_144,
+            MapName::Services | MapName::WireServices => 65_536,
+            MapName::Backends => 65_536,
+            MapName::Maglev => 1_048_576,
+            MapName::Revnat => 65_536,
+        }
+    }
+
     /// The map's name in the object (and under the pin directory).
     pub fn as_str(self) -> &'static str {
         match self {
@@ -426,6 +442,36 @@ impl EbpfArtifact {
             }
         }
         out
+    }
+
+    /// How many entries each map holds, counted from the items without writing them out
+    /// (the same counts as [`entries`](Self::entries) gives, at a cost per item kind).
+    pub fn map_sizes(&self) -> BTreeMap<MapName, u64> {
+        let n = |x: usize| x as u64;
+        let hosts = self.ipcache.keys().filter(|p| p.is_host()).count();
+        let frontends = self.services.len() + self.wire_services.len();
+        let slots: usize = self
+            .services
+            .values()
+            .chain(self.wire_services.values())
+            .map(|s| s.maglev.len())
+            .sum();
+        [
+            (MapName::Config, 1),
+            (MapName::Endpoints, n(self.endpoints.len())),
+            (MapName::IpcacheHost, n(hosts)),
+            (MapName::Ipcache, n(self.ipcache.len() - hosts)),
+            (MapName::Policy, n(self.policy.len())),
+            (MapName::Ipsec, n(self.ipsec.len())),
+            (MapName::Backends, n(self.backends.len())),
+            (MapName::Services, n(self.services.len())),
+            (MapName::WireServices, n(self.wire_services.len())),
+            (MapName::Revnat, n(frontends)),
+            (MapName::Maglev, n(slots)),
+        ]
+        .into_iter()
+        .filter(|(_, count)| *count > 0)
+        .collect()
     }
 
     /// The operations that turn the maps of `old` into those of `self`: upserts in
@@ -730,6 +776,34 @@ mod tests {
                 .collect();
             expected.extend(gone);
             proptest::prop_assert_eq!(diff_entries(&old, &new), expected);
+        }
+    }
+
+    /// The sizes counted from the items are those of the raw entries.
+    #[test]
+    fn map_sizes_count_what_entries_writes() {
+        for n in [0, 3] {
+            let a = sample(n);
+            let mut counts: BTreeMap<MapName, u64> = BTreeMap::new();
+            for (map, _) in a.entries().keys() {
+                *counts.entry(*map).or_default() += 1;
+            }
+            assert_eq!(a.map_sizes(), counts);
+        }
+    }
+
+    /// Each map's capacity is the one `bpf/pipec.h` creates it with.
+    #[test]
+    fn capacities_are_the_headers() {
+        let header = include_str!("../bpf/pipec.h");
+        for map in MapName::ALL {
+            let declared = header
+                .lines()
+                .filter_map(|l| l.trim().strip_prefix("PIPEC_MAP("))
+                .map(|rest| rest.split(',').map(str::trim).collect::<Vec<_>>())
+                .find(|fields| fields[0] == map.as_str())
+                .and_then(|fields| fields.get(4)?.parse::<u64>().ok());
+            assert_eq!(declared, Some(map.capacity()), "{}", map.as_str());
         }
     }
 

@@ -64,6 +64,7 @@ impl Backend for EbpfBackend {
         let mut artifact = mag_to_ebpf_cached(input.mag, input.info, &mut cache)?;
         drop(cache);
         artifact.ipsec = ipsec_routes(input.cluster, input.node);
+        check_capacity(&artifact)?;
         if let Some(interfaces) = &self.interfaces {
             let by_addr = interfaces.read().unwrap_or_else(|p| p.into_inner());
             for (addr, e) in artifact.endpoints.iter_mut() {
@@ -223,4 +224,52 @@ impl Artifact for EbpfArtifact {
 /// Bytes as lower-case hex, for operation and item text.
 pub fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Refuses an artifact that overfills a map: the datapath's maps are created with the
+/// sizes `bpf/pipec.h` gives them, and a map the kernel cannot fill would leave the
+/// pipeline half-applied. The first overfilled map, in map order, is the reason.
+fn check_capacity(artifact: &EbpfArtifact) -> Result<(), Unsupported> {
+    match artifact
+        .map_sizes()
+        .into_iter()
+        .find(|(map, n)| *n > map.capacity())
+    {
+        None => Ok(()),
+        Some((map, n)) => Err(Unsupported::new(
+            TARGET,
+            pipec::backend::Reason::Capacity {
+                resource: format!("`{}` map entries ({n} needed)", map.as_str()),
+                limit: map.capacity(),
+            },
+        )),
+    }
+}
+
+#[cfg(test)]
+mod capacity_tests {
+    use super::*;
+    use crate::artifact::Backend as MapBackend;
+
+    /// An artifact with one backend more than the `backends` map holds is refused, and the
+    /// reason names the map, what it needs and what it holds.
+    #[test]
+    fn an_overfilled_map_is_refused() {
+        let mut a = EbpfArtifact::default();
+        let room = crate::artifact::MapName::Backends.capacity() as u32;
+        for id in 1..=room {
+            let addr = std::net::IpAddr::from(std::net::Ipv4Addr::from(0x0a00_0000 + id));
+            a.backends.insert(id, MapBackend { addr, port: 80 });
+        }
+        assert!(check_capacity(&a).is_ok(), "a full map is not overfilled");
+        let addr = std::net::IpAddr::from(std::net::Ipv4Addr::new(10, 255, 0, 1));
+        a.backends.insert(room + 1, MapBackend { addr, port: 80 });
+        let e = check_capacity(&a)
+            .expect_err("one backend too many")
+            .to_string();
+        assert!(
+            e.contains("`backends` map entries (65537 needed)") && e.contains("65536"),
+            "{e}"
+        );
+    }
 }
