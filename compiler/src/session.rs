@@ -14,8 +14,8 @@
 //!
 //! An [`Event`] is what a watcher sees: an object added or updated (its YAML or JSON
 //! text), an object deleted (its key), a `.pipe` file written or removed. The session
-//! works out the lowering [`Change`] itself, lowers incrementally
-//! ([`lower::incremental::update`]), re-plans, compiles every target and diffs each
+//! works out the lowering [`Change`] of each object itself, lowers the batch incrementally
+//! ([`lower::incremental::update_many`]), re-plans, compiles every target and diffs each
 //! target's old and new artifact into that target's typed [`Operations`]. A rejected
 //! batch (a manifest the model refuses, a pipeline a target cannot hold) changes nothing:
 //! the session stays at its last good state and [`Rejected`] says why.
@@ -745,7 +745,7 @@ impl Session {
             &mut self.pipe_files,
             events,
         );
-        let (undo, change) = match staged {
+        let (undo, changes) = match staged {
             Ok(s) => s,
             Err(rejected) => {
                 self.loaded.sources = sources;
@@ -776,7 +776,7 @@ impl Session {
             .lowered
             .get_mut()
             .expect("apply lowered the node before staging");
-        let diff = incremental::update_many(lowered, &self.loaded.cluster, &next.cluster, &change);
+        let diff = incremental::update_many(lowered, &self.loaded.cluster, &next.cluster, &changes);
         times.lower = clock.elapsed();
         // An incremental lowering changes entries only: the graph's structure, and so its
         // info, stay the last validated one's, and only the added entries are checked.
@@ -1103,9 +1103,10 @@ fn service_of(body: &Body) -> Option<String> {
     }
 }
 
-/// The lowering change of a batch: one pod's or one service's, which lowering applies to
-/// the groups it touches; anything else (several objects, policies, namespaces, nodes,
-/// workloads, identities, `.pipe` files) lowers the node again and diffs by group.
+/// The lowering changes of a batch, one per object: a pod's, a Service's (or its
+/// EndpointSlice's), a NetworkPolicy's or a CiliumNetworkPolicy's, which lowering applies
+/// to the groups they touch; anything else (other policies, namespaces, nodes, workloads,
+/// identities, `.pipe` files) lowers the node again and diffs by group.
 fn change_of(touched: &[(ObjectKey, Option<String>)]) -> Vec<Change> {
     touched
         .iter()

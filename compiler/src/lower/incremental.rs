@@ -171,8 +171,9 @@ pub fn update(lowered: &mut Lowered, prev: &Cluster, cluster: &Cluster, change: 
 /// returns the entry-level diff.
 ///
 /// `prev` is the model `lowered` was built from and `cluster` the model after every change
-/// of the batch. Pod and service changes take the fast paths together, so a burst of pod
-/// events costs what its pods touch; any other change takes a full lowering.
+/// of the batch. Pod, Service, NetworkPolicy and CiliumNetworkPolicy changes take the fast
+/// paths together, so a burst of pod events costs what its pods touch; any other change
+/// takes a full lowering.
 pub fn update_many(
     lowered: &mut Lowered,
     prev: &Cluster,
