@@ -38,7 +38,7 @@ use crate::frontend::{self, Body, Object};
 use crate::lower::{self, incremental, incremental::Change, Lowered};
 use crate::mag::{self, Mag, MagInfo};
 use crate::model::build::BuildOptions;
-use crate::model::{Cluster, IdentityPins};
+use crate::model::{Cluster, IdentityPins, PodId};
 use crate::partition::{self, Plan};
 use crate::source::{FileId, Sources};
 use serde::Serialize;
@@ -343,7 +343,7 @@ pub struct Session {
     artifacts: Vec<OnceLock<Compiled>>,
     generation: u64,
     /// The pods whose policy rows are lowered, when not every pod's (a trace's session).
-    only_pods: Option<BTreeSet<String>>,
+    only_pods: Option<BTreeSet<PodId>>,
 }
 
 /// The plan with what the next incremental plan starts from.
@@ -473,14 +473,14 @@ impl Session {
         })
     }
 
-    /// A session over a model that lowers the policy rows of `pods` (`namespace/name`) only,
+    /// A session over a model that lowers the policy rows of `pods` (of `cluster`) only,
     /// with every shared table whole ([`lower::cluster_to_mag_of_pods`]): what a trace of a
     /// connection between them reads, at a fraction of a large node's cost. It has no plan
     /// and no targets, and takes no events.
     pub fn from_cluster_of_pods(
         cluster: &Cluster,
         node: Option<String>,
-        pods: BTreeSet<String>,
+        pods: BTreeSet<PodId>,
     ) -> Result<Session, LoadError> {
         let options = SessionOptions {
             node,
@@ -536,16 +536,7 @@ impl Session {
             let node = self.options.node.as_deref();
             match &self.only_pods {
                 None => lower::cluster_to_mag(cluster, node),
-                Some(keys) => {
-                    let pods = keys
-                        .iter()
-                        .filter_map(|k| {
-                            let (ns, name) = k.split_once('/').unwrap_or(("", k));
-                            cluster.find_pod(ns, name)
-                        })
-                        .collect();
-                    lower::cluster_to_mag_of_pods(cluster, node, &pods)
-                }
+                Some(pods) => lower::cluster_to_mag_of_pods(cluster, node, pods),
             }
         })
     }

@@ -73,7 +73,7 @@ pub struct Prober<'c> {
     nodes: BTreeMap<String, NodeMag>,
     next_sport: u16,
     hardware: Option<(Profile, HardwareHook<'c>)>,
-    only_pods: Option<BTreeSet<String>>,
+    only_pods: Option<BTreeSet<PodId>>,
 }
 
 /// A hardware model in front of each node's MAG (engine `hw`): called with the node, its
@@ -114,9 +114,8 @@ impl<'c> Prober<'c> {
     /// model ([`Prober::with_hardware`]) needs the whole node's plan, so with one every
     /// pod's rows are lowered.
     pub fn of_pods(cluster: &'c Cluster, pods: impl IntoIterator<Item = PodId>) -> Prober<'c> {
-        let keys = pods.into_iter().map(|p| cluster.pod(p).key()).collect();
         Prober {
-            only_pods: Some(keys),
+            only_pods: Some(pods.into_iter().collect()),
             ..Prober::new(cluster)
         }
     }

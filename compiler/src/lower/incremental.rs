@@ -563,15 +563,23 @@ fn policies_change(
     state.matched.retain(|k, _| !stale(k.kind));
     let namespaces: BTreeSet<&str> = policies.iter().chain(cilium).map(|k| split(k).0).collect();
     let mut groups = BTreeSet::from([Group::Static]);
-    for p in cluster.pod_ids() {
-        let pod = cluster.pod(p);
-        if namespaces.contains(pod.namespace.as_str())
-            && is_local(cluster, p, &state.node, state.synthetic)
-        {
-            groups.insert(Group::Endpoint(pod.key()));
+    for ns in namespaces {
+        for p in namespace_pods(cluster, ns) {
+            if is_local(cluster, p, &state.node, state.synthetic) {
+                groups.insert(Group::Endpoint(cluster.pod(p).key()));
+            }
         }
     }
     Some(groups)
+}
+
+/// The pods of namespace `ns`: one run of the model's pods, which are sorted by namespace
+/// and name (the order `Cluster::find_pod` searches), so a policy event does not visit
+/// every pod of the cluster.
+fn namespace_pods<'c>(cluster: &'c Cluster, ns: &str) -> impl Iterator<Item = PodId> + 'c {
+    let start = cluster.pods.partition_point(|p| p.namespace.as_str() < ns);
+    let end = cluster.pods.partition_point(|p| p.namespace.as_str() <= ns);
+    (start..end).map(|i| PodId(i as u32))
 }
 
 fn np_has_cidrs(np: &crate::model::NetworkPolicy) -> bool {
