@@ -91,7 +91,8 @@ fn pod_yaml(name: &str, ns: &str, labels: &str, ip: &str, node: &str) -> String 
     )
 }
 
-/// Each eBPF map's entries in the node's artifact against its capacity.
+/// Each eBPF map's entries in the node's artifact against its default size, and the
+/// `--ebpf-map-entries` pipecd needs for the node when a default is too small.
 fn map_fill(session: &Session) {
     let Ok(artifact) = session.artifact("ebpf").expect("target") else {
         return;
@@ -105,7 +106,11 @@ fn map_fill(session: &Session) {
         .iter()
         .map(|(map, n)| format!("{} {n}/{}", map.as_str(), map.capacity()))
         .collect();
-    println!("eBPF map entries / capacity: {}", fill.join(", "));
+    println!("eBPF map entries / default size: {}", fill.join(", "));
+    let sizes = pipec_ebpf::MapSizes::to_hold(artifact);
+    if sizes != pipec_ebpf::MapSizes::default() {
+        println!("pipecd needs --ebpf-map-entries {sizes}");
+    }
 }
 
 /// A NetworkPolicy letting the pods of `app` in `ns` take TCP `port` from the same app.

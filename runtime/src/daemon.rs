@@ -12,7 +12,7 @@ use pipec::backend::{Backend, Profile};
 use pipec::engine::hwmodel::ForwardSemantics;
 use pipec::model::IdentityPins;
 use pipec::session::{Event, Hardware, Session, SessionOptions};
-use pipec_ebpf::Interfaces;
+use pipec_ebpf::{Interfaces, MapSizes};
 use std::collections::BTreeMap;
 use std::collections::BTreeSet;
 use std::net::Ipv4Addr;
@@ -23,18 +23,23 @@ use std::time::{Duration, Instant};
 /// The backends pipecd compiles for, in apply order: the eBPF pipeline first, then the
 /// hardware flow table, then the CPT's SAs (the same set as `pipec compile`).
 pub fn backends(hardware: Option<&Profile>) -> Vec<Box<dyn Backend>> {
-    backends_with(hardware, None)
+    backends_with(hardware, None, None)
 }
 
-/// [`backends`], with the eBPF endpoints bound to the pods' ports from `interfaces`.
+/// [`backends`], with the eBPF endpoints bound to the pods' ports from `interfaces`, and
+/// a state that overfills the eBPF maps of `sizes` refused.
 pub fn backends_with(
     hardware: Option<&Profile>,
     interfaces: Option<&Interfaces>,
+    sizes: Option<&MapSizes>,
 ) -> Vec<Box<dyn Backend>> {
-    let ebpf = match interfaces {
+    let mut ebpf = match interfaces {
         Some(i) => pipec_ebpf::EbpfBackend::with_interfaces(i.clone()),
         None => pipec_ebpf::EbpfBackend::default(),
     };
+    if let Some(sizes) = sizes {
+        ebpf = ebpf.with_sizes(sizes.clone());
+    }
     let mut out: Vec<Box<dyn Backend>> = vec![Box::new(ebpf)];
     if let Some(p) = hardware {
         out.push(Box::new(pipec_rte_flow::RteFlowBackend::new(p.clone())));
@@ -216,8 +221,9 @@ impl Daemon {
         };
         device.restore_pending(&pending);
         let interfaces = Interfaces::default();
+        let sizes = device.map_sizes().clone();
         let session = Session::load_texts(&[], options.clone(), &|p| {
-            backends_with(p, Some(&interfaces))
+            backends_with(p, Some(&interfaces), Some(&sizes))
         })
         .map_err(|e| anyhow::anyhow!("starting the session: {e}"))?;
         let semantics = session.profile().map_or(
@@ -257,6 +263,7 @@ impl Daemon {
     fn first_load(&mut self, changes: Vec<Change>, step: &mut Step) -> anyhow::Result<()> {
         let options = self.options.clone();
         let interfaces = self.interfaces.clone();
+        let sizes = self.device.map_sizes().clone();
         let load = |changes: &[&Change]| {
             let texts: Vec<(String, &str)> = changes
                 .iter()
@@ -264,7 +271,7 @@ impl Daemon {
                 .collect();
             let refs: Vec<(&str, &str)> = texts.iter().map(|(n, t)| (n.as_str(), *t)).collect();
             Session::load_texts(&refs, options.clone(), &|p| {
-                backends_with(p, Some(&interfaces))
+                backends_with(p, Some(&interfaces), Some(&sizes))
             })
         };
         let all: Vec<&Change> = changes.iter().collect();

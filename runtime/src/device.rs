@@ -21,7 +21,7 @@ use crate::state::PendingRemoval;
 use pipec::session::{Changes, Session};
 use pipec_cpt::{IpsecArtifact, SaOp, SaOps};
 use pipec_ebpf::artifact::{diff_entries, MapEntries, MapName, MapOp};
-use pipec_ebpf::{Attachment, Datapath, EbpfArtifact, MapOps, Program};
+use pipec_ebpf::{Attachment, Datapath, EbpfArtifact, MapOps, MapSizes, Program};
 use pipec_rte_flow::{FlowOp, FlowOps, RteFlowArtifact};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
@@ -96,6 +96,9 @@ pub struct Device {
     /// this process), when (wall-clock milliseconds, for the state file and the next
     /// process), and which.
     pending: Vec<(Instant, u64, (String, String, u32))>,
+    /// The sizes of the eBPF maps: what the kernel created them with, or for the model
+    /// the ones asked for.
+    sizes: MapSizes,
 }
 
 impl Device {
@@ -156,13 +159,33 @@ impl Device {
             offload: BTreeMap::new(),
             sas: BTreeSet::new(),
             pending: Vec::new(),
+            sizes: MapSizes::default(),
         }
     }
 
-    /// The kernel datapath with maps pinned in `pin_dir` (reused when already pinned there),
-    /// and `from_wire`/`to_wire` attached to `wire` when given.
-    pub fn kernel(pin_dir: &Path, wire: Option<&str>) -> anyhow::Result<Device> {
-        let mut dp = Datapath::load(Some(pin_dir))?;
+    /// The model with eBPF maps of `sizes` (a state that overfills one is refused).
+    pub fn with_model_sizes(self, sizes: MapSizes) -> Device {
+        Device { sizes, ..self }
+    }
+
+    /// The sizes of the eBPF maps the state must fit.
+    pub fn map_sizes(&self) -> &MapSizes {
+        &self.sizes
+    }
+
+    /// The kernel datapath with maps pinned in `pin_dir` (reused when already pinned there,
+    /// with the sizes they have; else created with `sizes`), and `from_wire`/`to_wire`
+    /// attached to `wire` when given.
+    pub fn kernel(pin_dir: &Path, wire: Option<&str>, sizes: &MapSizes) -> anyhow::Result<Device> {
+        let mut dp = Datapath::load_sized(Some(pin_dir), sizes)?;
+        let held = dp.sizes()?;
+        if held != *sizes {
+            tracing::warn!(
+                asked = %sizes,
+                held = %held,
+                "the pinned eBPF maps keep the sizes they were created with; remove the pins to resize them (this drops the datapath's state)"
+            );
+        }
         let mut attachments = Vec::new();
         if let Some(iface) = wire {
             attachments.push(attach_replacing(&mut dp, Program::FromWire, iface)?);
@@ -171,6 +194,7 @@ impl Device {
         Ok(Device {
             kernel: Some(dp),
             _attachments: attachments,
+            sizes: held,
             ..Device::model()
         })
     }

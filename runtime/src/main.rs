@@ -7,7 +7,6 @@ use futures as _;
 use kube as _;
 use pipec as _;
 use pipec_cpt as _;
-use pipec_ebpf as _;
 use pipec_ebpf_common as _;
 use pipec_rte_flow as _;
 use serde as _;
@@ -30,6 +29,7 @@ use proptest as _;
 use serde_yaml as _;
 
 use clap::{Parser, ValueEnum};
+use pipec_ebpf::MapSizes;
 use pipec_runtime::api::{ApiConfig, ApiSource};
 use pipec_runtime::daemon::{hardware_profile, Daemon, Sources};
 use pipec_runtime::device::Device;
@@ -75,6 +75,12 @@ struct Args {
     /// `/sys/fs/bpf/pipec/NODE`); maps pinned there by an earlier run are reused.
     #[arg(long, value_name = "DIR")]
     bpffs: Option<PathBuf>,
+    /// The entries of eBPF maps larger (or smaller) than the defaults, as
+    /// `MAP=ENTRIES,...` (`policy=16777216,backends=262144`), at most 16777216 each. A
+    /// state that overfills a map is refused and the last good state stays; maps already
+    /// pinned keep the sizes they were created with.
+    #[arg(long, value_name = "MAP=ENTRIES,...", value_parser = parse_map_sizes, default_value = "")]
+    ebpf_map_entries: MapSizes,
     /// The control API socket (`unix:PATH`, made with mode 0600) for `pipec status`,
     /// `pipec explain --live` and `pipec trace --live`.
     #[arg(long, value_name = "unix:PATH")]
@@ -214,16 +220,20 @@ fn datapath(args: &Args) -> anyhow::Result<Device> {
             if args.wire.is_some() {
                 anyhow::bail!("--wire needs --datapath kernel");
             }
-            Ok(Device::model())
+            Ok(Device::model().with_model_sizes(args.ebpf_map_entries.clone()))
         }
         DatapathKind::Kernel => {
             let dir = args
                 .bpffs
                 .clone()
                 .unwrap_or_else(|| PathBuf::from("/sys/fs/bpf/pipec").join(&args.node));
-            Device::kernel(&dir, args.wire.as_deref())
+            Device::kernel(&dir, args.wire.as_deref(), &args.ebpf_map_entries)
         }
     }
+}
+
+fn parse_map_sizes(text: &str) -> Result<MapSizes, String> {
+    MapSizes::parse(text)
 }
 
 fn api_config(args: &Args) -> Option<ApiConfig> {

@@ -366,6 +366,66 @@ fn the_model_datapath_follows_the_directory_and_keeps_the_last_good_state() {
     assert_eq!(ebpf(&run.state()), ebpf(&run.expected(&["badport.yaml"])));
 }
 
+/// With `--ebpf-map-entries` sizing the `endpoints` map to one more entry than the
+/// directory needs, one more pod is applied and the next is refused whole: the reason names
+/// the map and the flag, the last good state stays, and a larger map takes both.
+#[test]
+fn a_state_that_overfills_an_ebpf_map_is_refused_and_the_flag_sizes_it() {
+    let mut run = Run::new("mapsize");
+    let endpoints = |state: &str| {
+        state
+            .lines()
+            .filter(|l| l.starts_with("ebpf endpoints "))
+            .count()
+    };
+    let room = endpoints(&run.expected(&[])) + 1;
+    let flag = format!("endpoints={room}");
+    run.start(&["--datapath", "model", "--ebpf-map-entries", &flag]);
+    let g = run.generation();
+    run.write("pod-1.yaml", &pod(1));
+    run.wait("the first pod applied", |r| r.generation() > g);
+    assert_eq!(endpoints(&run.state()), room, "the map is full");
+    let before = run.state();
+    run.write("pod-2.yaml", &pod(2));
+    run.wait("the second pod refused", |r| {
+        r.status()["bad_files"]
+            .as_object()
+            .is_some_and(|m| !m.is_empty())
+    });
+    let status = run.status();
+    let why = status["bad_files"].to_string();
+    assert!(
+        why.contains("`endpoints` map entries")
+            && why.contains(&format!("{} needed", room + 1))
+            && why.contains("--ebpf-map-entries endpoints=N"),
+        "{why}"
+    );
+    assert_eq!(run.state(), before, "nothing of the refused pod is applied");
+    let metrics = get(run.port, "/metrics").expect("/metrics");
+    assert!(metrics.contains("pipecd_bad_sources 1"), "{metrics}");
+    run.kill9();
+
+    // A bad size is refused at start, naming what is wrong.
+    let out = Command::new(env!("CARGO_BIN_EXE_pipecd"))
+        .args(["--manifests", "/nonexistent", "--node", "node-a"])
+        .args(["--datapath", "model", "--ebpf-map-entries", "polcy=10"])
+        .output()
+        .expect("pipecd");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("`polcy` is not a datapath map"), "{err}");
+
+    // Restarted with room for both, the daemon applies both.
+    run.start(&[
+        "--datapath",
+        "model",
+        "--ebpf-map-entries",
+        "endpoints=1024",
+    ]);
+    assert_eq!(run.state(), run.expected(&[]));
+    assert_eq!(endpoints(&run.state()), room + 1);
+}
+
 /// EAL's runtime directory of a file prefix, removed on drop: EAL leaves it behind when its
 /// process ends. DPDK 22.11 puts it under /var/run/dpdk for root, else under
 /// $XDG_RUNTIME_DIR/dpdk, or /tmp/dpdk without that variable.

@@ -213,8 +213,8 @@ impl MapName {
         MapName::Endpoints,
     ];
 
-    /// How many entries the map holds at most, as `bpf/pipec.h` declares it (a test reads
-    /// the header and compares).
+    /// How many entries the map holds by default, as `bpf/pipec.h` declares it (a test
+    /// reads the header and compares); [`crate::sizes::MapSizes`] sets others.
     pub fn capacity(self) -> u64 {
         match self {
             MapName::Config => 1,
@@ -227,6 +227,11 @@ impl MapName {
             MapName::Maglev => 1_048_576,
             MapName::Revnat => 65_536,
         }
+    }
+
+    /// The map called `name` in the object.
+    pub fn named(name: &str) -> Option<MapName> {
+        MapName::ALL.into_iter().find(|m| m.as_str() == name)
     }
 
     /// The map's name in the object (and under the pin directory).

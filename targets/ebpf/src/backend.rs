@@ -7,6 +7,7 @@
 use crate::artifact::Prefix;
 use crate::artifact::{diff_entries, EbpfArtifact, MapEntries, MapOp};
 use crate::codegen::{mag_to_ebpf_cached, PolicyCache, TARGET};
+use crate::sizes::MapSizes;
 use pipec::backend::{
     ebpf_profile, Artifact, Backend, CompileInput, Operations, Profile, Unsupported,
 };
@@ -27,6 +28,9 @@ pub struct EbpfBackend {
     interfaces: Option<Interfaces>,
     /// The policy entries of the last compile, per endpoint (see [`PolicyCache`]).
     cache: std::sync::Arc<std::sync::Mutex<PolicyCache>>,
+    /// The sizes of the maps the artifacts are written to: a compile that overfills one
+    /// is refused. Without a device, the ceilings.
+    sizes: MapSizes,
 }
 
 impl Default for EbpfBackend {
@@ -35,6 +39,7 @@ impl Default for EbpfBackend {
             profile: ebpf_profile(),
             interfaces: None,
             cache: Default::default(),
+            sizes: MapSizes::ceilings(),
         }
     }
 }
@@ -47,6 +52,12 @@ impl EbpfBackend {
             interfaces: Some(interfaces),
             ..EbpfBackend::default()
         }
+    }
+
+    /// The backend for a datapath whose maps have `sizes`: it refuses a state that
+    /// overfills one.
+    pub fn with_sizes(self, sizes: MapSizes) -> EbpfBackend {
+        EbpfBackend { sizes, ..self }
     }
 }
 
@@ -64,7 +75,7 @@ impl Backend for EbpfBackend {
         let mut artifact = mag_to_ebpf_cached(input.mag, input.info, &mut cache)?;
         drop(cache);
         artifact.ipsec = ipsec_routes(input.cluster, input.node);
-        check_capacity(&artifact)?;
+        check_capacity(&artifact, &self.sizes)?;
         if let Some(interfaces) = &self.interfaces {
             let by_addr = interfaces.read().unwrap_or_else(|p| p.into_inner());
             for (addr, e) in artifact.endpoints.iter_mut() {
@@ -226,21 +237,21 @@ pub fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// Refuses an artifact that overfills a map: the datapath's maps are created with the
-/// sizes `bpf/pipec.h` gives them, and a map the kernel cannot fill would leave the
-/// pipeline half-applied. The first overfilled map, in map order, is the reason.
-fn check_capacity(artifact: &EbpfArtifact) -> Result<(), Unsupported> {
-    match artifact
-        .map_sizes()
-        .into_iter()
-        .find(|(map, n)| *n > map.capacity())
-    {
+/// Refuses an artifact that overfills a map: the kernel cannot hold more than a map was
+/// created with, and a map it cannot fill would leave the pipeline half-applied. The first
+/// overfilled map, in map order, is the reason; it names the setting that sizes the map.
+fn check_capacity(artifact: &EbpfArtifact, sizes: &MapSizes) -> Result<(), Unsupported> {
+    match sizes.overfilled(artifact) {
         None => Ok(()),
         Some((map, n)) => Err(Unsupported::new(
             TARGET,
             pipec::backend::Reason::Capacity {
-                resource: format!("`{}` map entries ({n} needed)", map.as_str()),
-                limit: map.capacity(),
+                resource: format!(
+                    "`{}` map entries ({n} needed; pipecd --ebpf-map-entries {}=N sizes it)",
+                    map.as_str(),
+                    map.as_str()
+                ),
+                limit: sizes.get(map),
             },
         )),
     }
@@ -249,27 +260,34 @@ fn check_capacity(artifact: &EbpfArtifact) -> Result<(), Unsupported> {
 #[cfg(test)]
 mod capacity_tests {
     use super::*;
-    use crate::artifact::Backend as MapBackend;
+    use crate::artifact::{Backend as MapBackend, MapName};
 
     /// An artifact with one backend more than the `backends` map holds is refused, and the
-    /// reason names the map, what it needs and what it holds.
+    /// reason names the map, what it needs, what it holds and the setting that sizes it.
     #[test]
     fn an_overfilled_map_is_refused() {
         let mut a = EbpfArtifact::default();
-        let room = crate::artifact::MapName::Backends.capacity() as u32;
+        let room = MapName::Backends.capacity() as u32;
         for id in 1..=room {
             let addr = std::net::IpAddr::from(std::net::Ipv4Addr::from(0x0a00_0000 + id));
             a.backends.insert(id, MapBackend { addr, port: 80 });
         }
-        assert!(check_capacity(&a).is_ok(), "a full map is not overfilled");
+        let defaults = MapSizes::default();
+        assert!(
+            check_capacity(&a, &defaults).is_ok(),
+            "a full map is not overfilled"
+        );
         let addr = std::net::IpAddr::from(std::net::Ipv4Addr::new(10, 255, 0, 1));
         a.backends.insert(room + 1, MapBackend { addr, port: 80 });
-        let e = check_capacity(&a)
+        let e = check_capacity(&a, &defaults)
             .expect_err("one backend too many")
             .to_string();
         assert!(
-            e.contains("`backends` map entries (65537 needed)") && e.contains("65536"),
+            e.contains("`backends` map entries (65537 needed;")
+                && e.contains("--ebpf-map-entries backends=N")
+                && e.contains("65536"),
             "{e}"
         );
+        assert!(check_capacity(&a, &MapSizes::ceilings()).is_ok());
     }
 }

@@ -20,6 +20,7 @@ use aya::{Ebpf, EbpfLoader};
 use pipec_ebpf_common as c;
 
 use crate::artifact::{EbpfArtifact, MapName, MapOp};
+use crate::sizes::MapSizes;
 use crate::sys;
 
 /// The datapath object, built from `bpf/pipec.bpf.c` by `bpf/build.sh` and committed.
@@ -187,8 +188,13 @@ pub fn ensure_bpffs(path: &Path) -> Result<(), Error> {
     Ok(())
 }
 
-fn load_object(bytes: &[u8], pin_dir: Option<&Path>) -> Result<Ebpf, Error> {
+fn load_object(bytes: &[u8], pin_dir: Option<&Path>, sizes: &MapSizes) -> Result<Ebpf, Error> {
     let mut loader = EbpfLoader::new();
+    // A map already pinned keeps the size it was created with; these size new maps only.
+    for (map, entries) in sizes.changed() {
+        let entries = u32::try_from(entries).expect("map sizes are at most CEILING");
+        loader.set_max_entries(map.as_str(), entries);
+    }
     if let Some(dir) = pin_dir {
         ensure_bpffs(Path::new(BPFFS))?;
         std::fs::create_dir_all(dir).map_err(io_err(format!("creating {}", dir.display())))?;
@@ -260,11 +266,17 @@ impl Datapath {
     /// mounted if needed), maps are pinned there by name, and maps already pinned there are
     /// reused: a restarted loader keeps the state.
     pub fn load(pin_dir: Option<&Path>) -> Result<Self, Error> {
+        Datapath::load_sized(pin_dir, &MapSizes::default())
+    }
+
+    /// [`Datapath::load`] with the maps created with `sizes` (maps already pinned keep
+    /// theirs: [`Datapath::sizes`] reads what the kernel holds).
+    pub fn load_sized(pin_dir: Option<&Path>, sizes: &MapSizes) -> Result<Self, Error> {
         // The object's maps are pinned by name, and aya pins them under bpffs itself when
         // no directory is given (so every unpinned loader would share one set of maps): an
         // unpinned datapath pins into a scratch directory and removes it at once.
         let scratch = pin_dir.is_none().then(|| scratch_pin_dir("unpinned"));
-        let loaded = load_object(OBJECT, pin_dir.or(scratch.as_deref()));
+        let loaded = load_object(OBJECT, pin_dir.or(scratch.as_deref()), sizes);
         if let Some(dir) = &scratch {
             let _ = std::fs::remove_dir_all(dir);
         }
@@ -334,6 +346,28 @@ impl Datapath {
             | Map::RingBuf(m) => Ok(m),
             _ => Err(Error::Missing(name)),
         }
+    }
+
+    /// The sizes the kernel created the artifact's maps with.
+    pub fn sizes(&self) -> Result<MapSizes, Error> {
+        let mut out = MapSizes::default();
+        for map in MapName::ALL {
+            let info = self
+                .map_data(map.as_str())?
+                .info()
+                .map_err(|source| Error::Map {
+                    map: map.as_str(),
+                    source,
+                })?;
+            if map != MapName::Config {
+                out.set(map, u64::from(info.max_entries()))
+                    .map_err(|e| Error::Io {
+                        context: format!("reading the size of map {}", map.as_str()),
+                        source: io::Error::new(io::ErrorKind::InvalidData, e),
+                    })?;
+            }
+        }
+        Ok(out)
     }
 
     /// The file descriptor of a map, for raw operations.
@@ -712,7 +746,7 @@ pub enum Baseline {
 impl Baselines {
     /// Loads the baselines; their maps are the ones pinned in `pin_dir`.
     pub fn load(pin_dir: &Path) -> Result<Self, Error> {
-        let mut ebpf = load_object(BENCH_OBJECT, Some(pin_dir))?;
+        let mut ebpf = load_object(BENCH_OBJECT, Some(pin_dir), &MapSizes::default())?;
         load_programs(&mut ebpf, &["lookups_policy", "lookups_service"])?;
         Ok(Baselines { ebpf })
     }

@@ -26,6 +26,7 @@ pub mod datapath;
 pub mod engine;
 pub mod maglev;
 pub mod packet;
+pub mod sizes;
 pub mod sys;
 
 pub use artifact::EbpfArtifact;
@@ -35,3 +36,4 @@ pub use backend::{EbpfBackend, Interfaces, MapOps};
 pub use codegen::{mag_to_ebpf, mag_to_ebpf_cached, PolicyCache};
 pub use datapath::{Attachment, Datapath, Program};
 pub use engine::EbpfEngine;
+pub use sizes::MapSizes;

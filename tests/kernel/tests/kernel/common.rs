@@ -4,7 +4,7 @@ use std::ops::{Deref, DerefMut};
 use std::os::unix::fs::MetadataExt;
 
 use pipec_ebpf::datapath::scratch_pin_dir;
-use pipec_ebpf::Datapath;
+use pipec_ebpf::{Datapath, MapSizes};
 
 /// Fails the test unless it runs as root: loading programs and creating namespaces need it.
 pub(crate) fn require_root() {
@@ -22,9 +22,14 @@ pub(crate) struct TestDatapath(pub Datapath);
 
 impl TestDatapath {
     pub(crate) fn load(tag: &str) -> Self {
+        Self::load_sized(tag, &MapSizes::default())
+    }
+
+    /// A datapath whose maps are created with `sizes`.
+    pub(crate) fn load_sized(tag: &str, sizes: &MapSizes) -> Self {
         require_root();
         let dir = scratch_pin_dir(tag);
-        match Datapath::load(Some(&dir)) {
+        match Datapath::load_sized(Some(&dir), sizes) {
             Ok(dp) => TestDatapath(dp),
             Err(e) => {
                 // Maps pinned before the failure would outlive the test.

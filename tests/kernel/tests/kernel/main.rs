@@ -9,7 +9,8 @@
 //! - `e2e_mag`: maps compiled from the MAG, real connections between pod namespaces;
 //! - `traffic_policy`: node-local service tables of traffic policies, from each node's MAG;
 //! - `wire`: services from the wire (node port, load-balancer, external and cluster IPs)
-//!   through `from_wire`, reverse NAT of the replies in `from_pod`, affinity, policy.
+//!   through `from_wire`, reverse NAT of the replies in `from_pod`, affinity, policy;
+//! - `sizes`: maps created with the sizes asked for, kept by their pins.
 //!
 //! The kernel tests need root (CI runs as root) and fail loudly without it: a skipped
 //! kernel test would look like a passing one.
@@ -22,6 +23,7 @@ mod differential;
 mod e2e_mag;
 mod netns;
 mod object;
+mod sizes;
 mod test_run;
 mod traffic_policy;
 mod wire;
