@@ -108,11 +108,44 @@ fn drops(mag: &Mag, call: &ActionCall) -> bool {
 }
 
 /// The cookie of an entry's first provenance (0 when it has none).
-fn cookie(mag: &Mag, e: &mag::Entry) -> u64 {
-    e.provenance
-        .first()
-        .and_then(|p| mag.provenance.get_index(p.0 as usize))
-        .map_or(0, |p| cookie_of(&p.to_string()))
+/// The cookies of the graph's provenances, each worked out on first use: a node's policy
+/// tables have tens of thousands of rows but a few thousand rules, and a cookie hashes the
+/// rule's text, which is formatted anew each time.
+struct Cookies(Vec<u64>);
+
+impl Cookies {
+    fn new(mag: &Mag) -> Cookies {
+        Cookies(vec![0; mag.provenance.len()])
+    }
+
+    /// The cookie of the entry's deciding rule (its first provenance), 0 for none.
+    fn of(&mut self, mag: &Mag, e: &mag::Entry) -> u64 {
+        let Some(p) = e.provenance.first() else {
+            return 0;
+        };
+        let at = p.0 as usize;
+        match self.0.get(at) {
+            Some(0) => {
+                let ck = mag
+                    .provenance
+                    .get_index(at)
+                    .map_or(0, |p| cookie_of(&p.to_string()));
+                self.0[at] = ck;
+                ck
+            }
+            Some(ck) => *ck,
+            None => 0,
+        }
+    }
+
+    /// The provenances whose cookie was worked out, with it.
+    fn known(&self) -> impl Iterator<Item = (usize, u64)> + '_ {
+        self.0
+            .iter()
+            .enumerate()
+            .filter(|(_, ck)| **ck != 0)
+            .map(|(i, ck)| (i, *ck))
+    }
 }
 
 /// A rule's cookie: a 64-bit FNV-1a hash of its provenance text, never 0. It depends on
@@ -281,6 +314,7 @@ pub fn mag_to_ebpf_cached(
         .into_iter()
         .collect();
     cache.begin(&universe);
+    let mut cookies = Cookies::new(mag);
     let mut rows = Vec::new();
     for (name, dir, remote) in [
         (
@@ -294,7 +328,13 @@ pub fn mag_to_ebpf_cached(
             Field::SrcIdentity,
         ),
     ] {
-        policy(mag, (name, dir, remote), &eps, &universe, &mut rows, cache)?;
+        policy(
+            mag,
+            (name, dir, remote),
+            &eps,
+            &universe,
+            (&mut rows, cache, &mut cookies),
+        )?;
     }
     // One sort and a bulk build, instead of one tree insertion per entry: the map has an
     // entry per endpoint, identity and port cell, tens of thousands on a node.
@@ -305,10 +345,10 @@ pub fn mag_to_ebpf_cached(
             used_cookies.insert(d.cookie);
         }
     }
-    for p in &mag.provenance {
-        let name = p.to_string();
-        let ck = cookie_of(&name);
+    // Every cookie a policy entry holds came from a row, so its rule's cookie is known.
+    for (i, ck) in cookies.known() {
         if used_cookies.contains(&ck) {
+            let name = mag.provenance[i].to_string();
             a.cookies.insert(ck, name);
         }
     }
@@ -818,8 +858,11 @@ fn policy(
     (name, dir, remote_field): PolicyTable<'_>,
     eps: &[u32],
     universe: &BTreeSet<u32>,
-    out: &mut Vec<(PolicyMatch, PolicyDecision)>,
-    cache: &mut PolicyCache,
+    (out, cache, cookies): (
+        &mut Vec<(PolicyMatch, PolicyDecision)>,
+        &mut PolicyCache,
+        &mut Cookies,
+    ),
 ) -> Result<(), Unsupported> {
     let t = table(mag, name)?;
     let pos = key_positions(
@@ -875,7 +918,7 @@ fn policy(
             remote,
             proto,
             ports: (lo, hi),
-            val: (act, cookie(mag, e)),
+            val: (act, cookies.of(mag, e)),
         });
     }
     let default = (default, 0);
