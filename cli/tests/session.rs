@@ -704,3 +704,79 @@ fn a_service_endpoint_change_writes_only_its_own_slots() {
         changes.targets[0].ops.text()
     );
 }
+
+/// A `.pipe` policy that lets one namespace reach SSH and denies it to every remote makes
+/// the eBPF policy write a deny for every identity the rules do not name (the wildcard
+/// cannot deny there, or it would overrule the named allow). An event that brings a new
+/// identity gives it those denies too (from the template the endpoints' cached entries
+/// keep), and the artifact is the one a fresh load gives.
+#[test]
+fn a_new_identity_gets_the_denies_every_unnamed_identity_has() {
+    let ns = |name: &str| {
+        format!("apiVersion: v1\nkind: Namespace\nmetadata:\n  name: {name}\n  labels: {{team: {name}}}\n")
+    };
+    let pod = |name: &str, ns: &str, app: &str, ip: &str| {
+        format!("apiVersion: v1\nkind: Pod\nmetadata:\n  name: {name}\n  namespace: {ns}\n  labels: {{app: {app}}}\nspec:\n  containers:\n  - name: c\n    ports:\n    - containerPort: 22\nstatus:\n  podIP: {ip}\n  podIPs:\n  - ip: {ip}\n")
+    };
+    let pipe = "policy \"ssh\" priority 10 {\n  subject namespaces { team = \"prod\" };\n  ingress allow \"ops-ssh\" from namespaces { team = \"ops\" } ports tcp 22;\n  ingress deny \"no-ssh\" from entity all ports tcp 22;\n}\n";
+    let docs = [
+        ns("prod"),
+        ns("ops"),
+        ns("dev"),
+        pod("web", "prod", "web", "10.244.0.10"),
+        pod("db", "prod", "db", "10.244.0.11"),
+        pod("admin", "ops", "admin", "10.244.0.20"),
+        pod("tool", "dev", "tool", "10.244.0.30"),
+    ];
+    let names: Vec<String> = (0..docs.len()).map(|i| format!("doc-{i}.yaml")).collect();
+    let mut texts: Vec<(&str, &str)> = names
+        .iter()
+        .map(String::as_str)
+        .zip(docs.iter().map(String::as_str))
+        .collect();
+    texts.push(("ssh.pipe", pipe));
+    let mut session = Session::load_texts(&texts, options(), &backends).expect("loads");
+    let denies_for = |a: &EbpfArtifact, identity: u32| {
+        a.policy
+            .iter()
+            .filter(|(m, d)| {
+                m.identity == identity && d.action == pipec_ebpf::artifact::Action::Deny
+            })
+            .count()
+    };
+    let identity_of = |a: &EbpfArtifact, ip: &str| {
+        let ip: std::net::IpAddr = ip.parse().expect("an address");
+        a.endpoints.get(&ip).expect("a local endpoint").identity
+    };
+    let before = ebpf(&session);
+    let dev = identity_of(&before, "10.244.0.30");
+    assert!(
+        denies_for(&before, dev) > 0,
+        "the dev pod's identity is denied SSH to prod explicitly"
+    );
+    // A pod with a new label set in dev: a new identity, named by no rule.
+    let text = pod("probe", "dev", "probe", "10.244.0.31");
+    session
+        .apply(&[Event::Upsert {
+            source: "probe.yaml".into(),
+            text,
+        }])
+        .expect("applies");
+    let after = ebpf(&session);
+    let probe = identity_of(&after, "10.244.0.31");
+    assert_ne!(probe, dev, "the new pod has an identity of its own");
+    assert_eq!(
+        denies_for(&after, probe),
+        denies_for(&before, dev),
+        "the new identity gets the denies every unnamed identity has"
+    );
+    let mut all = texts.clone();
+    let probe_text = pod("probe", "dev", "probe", "10.244.0.31");
+    all.push(("probe.yaml", &probe_text));
+    let opts = SessionOptions {
+        pins: session.pins_now(),
+        ..options()
+    };
+    let fresh = Session::load_texts(&all, opts, &backends).expect("loads");
+    assert_eq!(named_cookies(after), named_cookies(ebpf(&fresh)));
+}
