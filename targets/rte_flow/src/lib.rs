@@ -30,19 +30,69 @@ pub mod rule;
 pub mod testpmd;
 
 use pipec::backend::{
-    octeon_cn10k_profile, plan_slice, Artifact, Backend, CompileInput, HwAction, HwRule,
-    Operations, PlanSlice, Profile, Reason, Unsupported,
+    octeon_cn10k_profile, plan_slice, Artifact, Backend, CompileInput, HwAction, HwMatch, HwRule,
+    Operations, PlanSlice, PortDirection, Profile, Reason, Unsupported,
 };
 use rule::{Action, FlowRule};
+use rustc_hash::FxHashMap;
 use serde::Serialize;
 use std::any::Any;
 use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
 
 /// The `octeon-cn10k` backend.
 #[derive(Clone, Debug)]
 pub struct RteFlowBackend {
     profile: Profile,
     levels: u32,
+    /// The rules and keys of the last two compiles (see [`Memo`]).
+    memo: Arc<Mutex<Memo>>,
+}
+
+/// A plan rule's content: what its flow rule is lowered from (not its id or origin).
+type Shape = (u16, PortDirection, u32, Vec<HwMatch>, Vec<HwAction>);
+
+/// The flow rules of the last two compiles, by the plan rule they were lowered from, and
+/// their keys. An event changes a few of a node's thousands of rules, so a compile lowers
+/// and checks only the rules it has not seen, and the diff formats only their keys (which
+/// was most of an event's diff: both artifacts' keys, every time). Entries the last two
+/// compiles did not use are dropped: the diff after a compile reads the previous one's.
+#[derive(Default)]
+struct Memo {
+    /// Compiles so far.
+    generation: u64,
+    /// Each plan rule's flow rule, with the compile that last used it.
+    flows: FxHashMap<Shape, (FlowRule, u64)>,
+    /// Each flow rule's [`rule_key`], with the compile that last used it.
+    keys: FxHashMap<FlowRule, (String, u64)>,
+}
+
+impl std::fmt::Debug for Memo {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Memo")
+            .field("flows", &self.flows.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Memo {
+    /// Drops what neither this compile nor the one before used.
+    fn prune(&mut self) {
+        let oldest = self.generation.saturating_sub(1);
+        self.flows.retain(|_, (_, g)| *g >= oldest);
+        self.keys.retain(|_, (_, g)| *g >= oldest);
+    }
+
+    /// The key of `rule`, formatted when no compile has.
+    fn key<'m>(&'m self, rule: &FlowRule, fresh: &mut Vec<String>) -> KeyRef<'m> {
+        match self.keys.get(rule) {
+            Some((k, _)) => KeyRef::Memo(k),
+            None => {
+                fresh.push(rule_key(rule));
+                KeyRef::Fresh(fresh.len() - 1)
+            }
+        }
+    }
 }
 
 impl Default for RteFlowBackend {
@@ -55,13 +105,19 @@ impl RteFlowBackend {
     /// A backend for `profile`, with the profile's default number of priority levels.
     pub fn new(profile: Profile) -> RteFlowBackend {
         let levels = profile.caps.priority_levels;
-        RteFlowBackend { profile, levels }
+        RteFlowBackend {
+            profile,
+            levels,
+            memo: Arc::default(),
+        }
     }
 
     /// The same backend with `flow_max_priority` set to `levels` (at most the profile's
     /// maximum).
     pub fn with_levels(mut self, levels: u32) -> RteFlowBackend {
         self.levels = levels.min(self.profile.caps.max_priority_levels);
+        // Rules checked against other levels are not these levels' rules.
+        self.memo = Arc::default();
         self
     }
 
@@ -76,6 +132,38 @@ impl RteFlowBackend {
         self.profile.check_rule(rule)?;
         let flow = lower::lower_rule(rule).map_err(fail)?;
         cnxk::check_rule(&self.profile, self.levels, &flow)?;
+        Ok(flow)
+    }
+
+    /// [`RteFlowBackend::lower_rule`] of a rule the memo may hold; a new flow rule's key is
+    /// formatted here, once.
+    fn lower_memo(&self, memo: &mut Memo, r: &HwRule) -> Result<FlowRule, Unsupported> {
+        let generation = memo.generation;
+        let shape: Shape = (
+            r.port,
+            r.direction,
+            r.level,
+            r.matches.clone(),
+            r.actions.clone(),
+        );
+        let flow = match memo.flows.get_mut(&shape) {
+            Some((flow, g)) => {
+                *g = generation;
+                flow.clone()
+            }
+            None => {
+                let flow = self.lower_rule(r)?;
+                memo.flows.insert(shape, (flow.clone(), generation));
+                flow
+            }
+        };
+        match memo.keys.get_mut(&flow) {
+            Some((_, g)) => *g = generation,
+            None => {
+                let key = rule_key(&flow);
+                memo.keys.insert(flow.clone(), (key, generation));
+            }
+        }
         Ok(flow)
     }
 
@@ -121,14 +209,18 @@ impl RteFlowBackend {
                 }));
             }
         }
+        let mut memo = self.memo.lock().unwrap_or_else(|p| p.into_inner());
+        memo.generation += 1;
         let mut rules = Vec::with_capacity(slice.rules.len());
         for r in &slice.rules {
             rules.push(EmittedRule {
                 id: r.id,
                 origin: r.origin.clone(),
-                rule: self.lower_rule(r)?,
+                rule: self.lower_memo(&mut memo, r)?,
             });
         }
+        memo.prune();
+        drop(memo);
         rules.sort_by_key(|r| (r.rule.port, r.rule.attr.priority, r.id));
         Ok(RteFlowArtifact {
             target: self.profile.name.clone(),
@@ -162,8 +254,9 @@ impl Backend for RteFlowBackend {
         let old = old
             .and_then(|a| a.as_any().downcast_ref::<RteFlowArtifact>())
             .unwrap_or(&empty);
+        let memo = self.memo.lock().unwrap_or_else(|p| p.into_inner());
         match new.as_any().downcast_ref::<RteFlowArtifact>() {
-            Some(new) => Box::new(flow_ops(old, new)),
+            Some(new) => Box::new(memo_ops(&memo, old, new)),
             None => Box::new(FlowOps {
                 target: self.profile.name.clone(),
                 ops: Vec::new(),
@@ -247,26 +340,60 @@ pub fn rule_key(rule: &FlowRule) -> String {
 
 /// The operations that turn a device holding `old` into one holding `new` ([`FlowOps`]).
 pub fn flow_ops(old: &RteFlowArtifact, new: &RteFlowArtifact) -> FlowOps {
-    // Keyed by reference: only the rules created are cloned into operations.
-    fn keyed(a: &RteFlowArtifact) -> BTreeMap<String, &EmittedRule> {
-        a.rules.iter().map(|r| (rule_key(&r.rule), r)).collect()
-    }
+    memo_ops(&Memo::default(), old, new)
+}
+
+/// A key the memo holds, or one formatted for this diff (an index into its list).
+#[derive(Clone, Copy)]
+enum KeyRef<'m> {
+    Memo(&'m str),
+    Fresh(usize),
+}
+
+/// [`flow_ops`], reading the keys `memo` holds instead of formatting them again.
+fn memo_ops(memo: &Memo, old: &RteFlowArtifact, new: &RteFlowArtifact) -> FlowOps {
+    let mut fresh: Vec<String> = Vec::new();
+    let mut keys_of = |a: &RteFlowArtifact| -> Vec<KeyRef<'_>> {
+        a.rules
+            .iter()
+            .map(|r| memo.key(&r.rule, &mut fresh))
+            .collect()
+    };
+    let (old_keys, new_keys) = (keys_of(old), keys_of(new));
+    let old = keyed(&old.rules, &old_keys, &fresh);
     let target = new.target.clone();
-    let (old, new) = (keyed(old), keyed(new));
+    let new = keyed(&new.rules, &new_keys, &fresh);
     let mut ops: Vec<FlowOp> = old
         .keys()
         .filter(|k| !new.contains_key(*k))
-        .map(|k| FlowOp::Destroy { key: k.clone() })
+        .map(|k| FlowOp::Destroy {
+            key: (*k).to_string(),
+        })
         .collect();
     ops.extend(
         new.iter()
             .filter(|(k, _)| !old.contains_key(*k))
             .map(|(k, r)| FlowOp::Create {
-                key: k.clone(),
+                key: (*k).to_string(),
                 rule: (*r).clone(),
             }),
     );
     FlowOps { target, ops }
+}
+
+/// The rules by key, by reference: only the rules created are cloned into operations.
+fn keyed<'a>(
+    rules: &'a [EmittedRule],
+    keys: &[KeyRef<'a>],
+    fresh: &'a [String],
+) -> BTreeMap<&'a str, &'a EmittedRule> {
+    keys.iter()
+        .map(|k| match *k {
+            KeyRef::Memo(s) => s,
+            KeyRef::Fresh(i) => fresh[i].as_str(),
+        })
+        .zip(rules)
+        .collect()
 }
 
 /// One emitted rule with the plan rule it came from.

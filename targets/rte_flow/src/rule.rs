@@ -131,7 +131,7 @@ impl FieldValue for Mac {
 }
 
 /// A matched item field: `packet & mask == spec` (spec has no bits outside the mask).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Masked<T> {
     /// The value.
     pub spec: T,
@@ -167,7 +167,7 @@ pub fn ones(width: u32) -> u128 {
 }
 
 /// A pattern item (`struct rte_flow_item`), with the fields pipec emits.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum Item {
     /// `RTE_FLOW_ITEM_TYPE_ETH`.
@@ -291,7 +291,7 @@ impl Item {
 }
 
 /// An action (`struct rte_flow_action`).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum Action {
     /// `RTE_FLOW_ACTION_TYPE_DROP`.
@@ -375,7 +375,7 @@ impl Action {
 }
 
 /// Flow attributes (`struct rte_flow_attr`).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Attr {
     /// The group (cnxk ignores it; pipec emits 0 for cnxk).
     pub group: u32,
@@ -390,7 +390,7 @@ pub struct Attr {
 }
 
 /// One rte_flow rule on one port.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct FlowRule {
     /// The ethdev port id.
     pub port: u16,

@@ -186,6 +186,42 @@ fn diff_destroys_stale_rules_before_creating_new_ones() {
     assert_eq!(device, want);
 }
 
+/// A backend that remembers its earlier compiles lowers and diffs as a fresh one does,
+/// over a run of slices where rules change, leave, come back and move between levels, and
+/// after a slice it has not seen for more than one compile (whose memo entries are gone).
+#[test]
+fn a_remembering_backend_lowers_and_diffs_as_a_fresh_one() {
+    let base = cnxk_slice();
+    let mut slices = vec![base.clone()];
+    let mut s = base.clone();
+    s.rules[0].actions = vec![HwAction::Mark { id: 9 }];
+    s.rules.remove(1);
+    slices.push(s.clone());
+    s.rules[0].level += 1;
+    slices.push(s);
+    slices.push(base.clone());
+    slices.push(PlanSlice::default());
+    slices.push(base);
+    let memo = RteFlowBackend::default();
+    let mut before: Option<RteFlowArtifact> = None;
+    for (i, slice) in slices.iter().enumerate() {
+        let fresh = RteFlowBackend::default();
+        let got = memo.lower_slice(slice).expect("lowers");
+        let want = fresh.lower_slice(slice).expect("lowers");
+        assert_eq!(got, want, "slice {i}");
+        let ops = |b: &RteFlowBackend| {
+            let old = before.as_ref().map(|a| a as &dyn Artifact);
+            let ops = b.diff(old, &got);
+            ops.as_any()
+                .downcast_ref::<FlowOps>()
+                .expect("flow ops")
+                .clone()
+        };
+        assert_eq!(ops(&memo), ops(&fresh), "slice {i}");
+        before = Some(got);
+    }
+}
+
 #[test]
 fn the_oracle_gives_testpmd_one_device_per_port_and_renumbers_beyond_its_limit() {
     use crate::oracle::{command_port, with_ports, OracleError, MAX_PORTS};

@@ -7,6 +7,7 @@
 // other targets. `unused_crate_dependencies` checks every target against all of them.
 use insta as _;
 use pipec as _;
+use rustc_hash as _;
 use pipec_dpdk_sys as _;
 use serde as _;
 use serde_json as _;
