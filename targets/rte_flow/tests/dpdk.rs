@@ -7,8 +7,8 @@
 // other targets. `unused_crate_dependencies` checks every target against all of them.
 use insta as _;
 use pipec as _;
-use rustc_hash as _;
 use pipec_dpdk_sys as _;
+use rustc_hash as _;
 use serde as _;
 use serde_json as _;
 use thiserror as _;

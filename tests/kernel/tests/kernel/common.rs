@@ -62,12 +62,17 @@ impl DerefMut for TestDatapath {
 /// `manifest` (a file named `name`) compiled through a session to its eBPF artifact, every
 /// endpoint bound to the loopback device (ifindex 1), where test runs happen.
 pub(crate) fn loopback_artifact(name: &str, manifest: &str) -> pipec_ebpf::EbpfArtifact {
+    loopback_artifact_of(&[(name, manifest)])
+}
+
+/// [`loopback_artifact`] of several files (manifests and `.pipe` programs, by name).
+pub(crate) fn loopback_artifact_of(files: &[(&str, &str)]) -> pipec_ebpf::EbpfArtifact {
     use pipec::backend::Backend;
     let backends = |_: Option<&_>| -> Vec<Box<dyn Backend>> {
         vec![Box::new(pipec_ebpf::EbpfBackend::default())]
     };
     let session = pipec::session::Session::load_texts(
-        &[(name, manifest)],
+        files,
         pipec::session::SessionOptions::default(),
         &backends,
     )

@@ -10,7 +10,8 @@
 //! - `traffic_policy`: node-local service tables of traffic policies, from each node's MAG;
 //! - `wire`: services from the wire (node port, load-balancer, external and cluster IPs)
 //!   through `from_wire`, reverse NAT of the replies in `from_pod`, affinity, policy;
-//! - `sizes`: maps created with the sizes asked for, kept by their pins.
+//! - `sizes`: maps created with the sizes asked for, kept by their pins;
+//! - `conflict`: a named allow that outranks a deny for every remote, on real packets.
 //!
 //! The kernel tests need root (CI runs as root) and fail loudly without it: a skipped
 //! kernel test would look like a passing one.
@@ -18,6 +19,7 @@
 mod affinity;
 mod codegen;
 mod common;
+mod conflict;
 mod conformance;
 mod differential;
 mod e2e_mag;
