@@ -8,6 +8,7 @@ use crate::frontend::{self, Object};
 use crate::model::build::{BuildOptions, ClusterBuilder};
 use crate::model::{self, Cluster};
 use crate::source::{FieldPath, FileId, Sources};
+use std::borrow::Cow;
 use std::path::PathBuf;
 
 /// The result of loading inputs: the sources (for rendering), the model, and every
@@ -196,7 +197,7 @@ pub fn load_sources_with(
                 }
             }
             on_object(&obj);
-            add(obj)
+            add(Cow::Owned(obj))
         });
         if let Some(ns) = &options.default_namespace {
             for (span, own) in mismatched {
@@ -218,9 +219,9 @@ pub fn load_sources_with(
 
 /// Models objects decoded earlier (their spans point into `sources`) and the `.pipe`
 /// files `pipe_files`: what a compile session does after a change.
-pub fn load_objects(
+pub fn load_objects<'o>(
     sources: Sources,
-    objects: impl Iterator<Item = Object>,
+    objects: impl Iterator<Item = Cow<'o, Object>>,
     pipe_files: &[FileId],
     options: &BuildOptions,
 ) -> Loaded {
@@ -240,12 +241,16 @@ fn build(
     pipe_files: &[FileId],
     options: &BuildOptions,
     mut sink: Sink,
-    feed: impl FnOnce(&Sources, &mut Sink, &mut dyn FnMut(Object)),
+    feed: impl FnOnce(&Sources, &mut Sink, &mut dyn FnMut(Cow<'_, Object>)),
 ) -> Loaded {
     // The model's diagnostics come after the frontend's, as if the stages ran one by one.
     let mut model_sink = Sink::default();
     let mut builder = ClusterBuilder::new(&sources, options, &mut model_sink);
-    feed(&sources, &mut sink, &mut |obj| builder.add(obj));
+    // An object the caller holds is borrowed: the builder clones only the kinds it keeps.
+    feed(&sources, &mut sink, &mut |obj| match obj {
+        Cow::Owned(o) => builder.add(o),
+        Cow::Borrowed(o) => builder.add_borrowed(o),
+    });
     let mut cluster = builder.finish();
     sink.diags.append(&mut model_sink.diags);
     let mut sources = sources;

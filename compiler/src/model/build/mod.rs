@@ -105,20 +105,39 @@ impl<'a> ClusterBuilder<'a> {
     }
 
     /// Checks and models one object (or keeps it for [`ClusterBuilder::finish`]).
-    pub fn add(&mut self, mut obj: Object) {
-        // Grow the pod list in steps of 1/8 rather than doubling it: at 150k pods, doubling
-        // leaves up to 40 MB of unused capacity at the peak of the run.
+    pub fn add(&mut self, obj: Object) {
+        self.reserve_for(&obj);
+        if self.builder.take(&obj) {
+            self.keep(obj);
+        }
+    }
+
+    /// [`ClusterBuilder::add`] of an object the caller keeps: only the kinds kept until
+    /// [`ClusterBuilder::finish`] are cloned (a compile session models every object it
+    /// holds for each event, and most are pods, which are not kept).
+    pub fn add_borrowed(&mut self, obj: &Object) {
+        self.reserve_for(obj);
+        if self.builder.take(obj) {
+            self.keep(obj.clone());
+        }
+    }
+
+    /// Grows the pod list in steps of 1/8 rather than doubling it: at 150k pods, doubling
+    /// leaves up to 40 MB of unused capacity at the peak of the run.
+    fn reserve_for(&mut self, obj: &Object) {
         let pods = &mut self.builder.cluster.pods;
         if matches!(obj.body, Body::Pod(_)) && pods.len() == pods.capacity() {
             pods.reserve_exact((pods.len() / 8).max(1024));
         }
-        if self.builder.take(&obj) {
-            // Kept objects wait for every other: give back what decoding over-allocated.
-            if let Body::EndpointSlice(s) = &mut obj.body {
-                s.endpoints.shrink_to_fit();
-            }
-            self.deferred.push(obj);
+    }
+
+    /// Keeps an object for [`ClusterBuilder::finish`], giving back what decoding
+    /// over-allocated.
+    fn keep(&mut self, mut obj: Object) {
+        if let Body::EndpointSlice(s) = &mut obj.body {
+            s.endpoints.shrink_to_fit();
         }
+        self.deferred.push(obj);
     }
 
     /// Resolves what needs every object (workloads, Service backends, ...) and returns the
