@@ -107,7 +107,6 @@ fn drops(mag: &Mag, call: &ActionCall) -> bool {
         .is_some_and(|d| d.ops.iter().any(|o| matches!(o, Op::Drop)))
 }
 
-/// The cookie of an entry's first provenance (0 when it has none).
 /// The cookies of the graph's provenances, each worked out on first use: a node's policy
 /// tables have tens of thousands of rows but a few thousand rules, and a cookie hashes the
 /// rule's text, which is formatted anew each time.
