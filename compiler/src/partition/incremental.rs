@@ -66,6 +66,7 @@ use super::compress::{self, Merged};
 use super::{assemble, Plan, Why};
 use crate::backend::{HwAction, HwRule, PlanSlice, Profile};
 use crate::mag::{ActionCall, Field, FieldMatch, Mag};
+use crate::util::FxHashSet;
 use rustc_hash::{FxHashMap, FxHasher};
 use std::collections::BTreeMap;
 use std::hash::{Hash, Hasher};
@@ -361,52 +362,85 @@ fn frontends_print(mag: &Mag) -> u64 {
 }
 
 /// What changed between the basis and the new graph, asked per endpoint and identity.
-struct Touched<'a> {
-    prev: &'a Basis,
-    read: &'a Read,
-    eps: &'a BTreeMap<u128, Vec<u32>>,
-    /// Whether every identity has the prefixes it had.
-    ids_same: bool,
+/// The maps are compared once, key by key, so that each of the tens of thousands of
+/// candidates asks a few small sets (usually empty) instead of comparing the maps' values.
+struct Touched {
+    /// The endpoints whose addresses changed.
+    eps: FxHashSet<u128>,
+    /// The identities whose prefixes or naive costs changed.
+    ids: FxHashSet<u128>,
+    /// The keys of the egress policy's prints that changed.
+    egress: FxHashSet<Option<u128>>,
+    /// The keys of the ingress policy's prints that changed.
+    ingress: FxHashSet<Option<u128>>,
+    /// Whether the service frontends are the ones they were.
+    frontends_same: bool,
 }
 
-impl Touched<'_> {
+impl Touched {
+    /// What changed from `prev` to the graph that `read` and `eps` are of.
+    fn new(prev: &Basis, read: &Read, eps: &BTreeMap<u128, Vec<u32>>) -> Touched {
+        Touched {
+            eps: changed_keys(eps, &prev.eps),
+            ids: changed_keys(&read.ids, &prev.ids),
+            egress: changed_keys(&read.egress, &prev.egress),
+            ingress: changed_keys(&read.ingress, &prev.ingress),
+            frontends_same: read.frontends == prev.frontends,
+        }
+    }
+
     /// Whether the rules and the soundness of a kept entry `c` are what they were.
     fn unchanged(&self, c: &Candidate) -> bool {
         let Some(ep) = c.endpoint.map(u128::from) else {
             return false;
         };
-        if self.eps.get(&ep) != self.prev.eps.get(&ep) {
+        if self.eps.contains(&ep) {
             return false;
         }
         if let Some(id) = c.identity.map(u128::from) {
-            if self.read.ids.get(&id) != self.prev.ids.get(&id) {
+            if self.ids.contains(&id) {
                 return false;
             }
         }
         let egress = c.side == Some(Side::Egress);
-        if egress && self.read.frontends != self.prev.frontends {
+        if egress && !self.frontends_same {
             return false;
         }
         // An egress drop of every destination may have been narrowed to the addresses of
         // some identities: it read every identity's prefixes.
-        if egress && c.kind == Kind::Drop && c.identity.is_none() && !self.ids_same {
+        if egress && c.kind == Kind::Drop && c.identity.is_none() && !self.ids.is_empty() {
             return false;
         }
         if c.kind == Kind::Drop {
             // The proof of a drop read the pod's policy of the other direction.
-            let (now, before) = if egress {
-                (&self.read.ingress, &self.prev.ingress)
-            } else {
-                (&self.read.egress, &self.prev.egress)
-            };
-            for k in [None, Some(ep)] {
-                if now.get(&k) != before.get(&k) {
-                    return false;
-                }
+            let changed = if egress { &self.ingress } else { &self.egress };
+            if changed.contains(&None) || changed.contains(&Some(ep)) {
+                return false;
             }
         }
         true
     }
+}
+
+/// The keys whose values differ between `now` and `before`, a key missing from one map
+/// included.
+fn changed_keys<K, V>(now: &BTreeMap<K, V>, before: &BTreeMap<K, V>) -> FxHashSet<K>
+where
+    K: Ord + Hash + Copy,
+    V: PartialEq,
+{
+    let mut out = FxHashSet::default();
+    for (k, v) in now {
+        if before.get(k) != Some(v) {
+            out.insert(*k);
+        }
+    }
+    for k in before.keys() {
+        if !now.contains_key(k) {
+            out.insert(*k);
+        }
+    }
+    out
 }
 
 /// Why a plan had to be made from scratch.
@@ -480,12 +514,7 @@ pub fn replan(
     let mut unchanged = vec![false; cands.len()];
     let mut moved: Vec<(usize, u32)> = Vec::new();
     {
-        let touched = Touched {
-            prev: &prev,
-            read: &read,
-            eps: &ctx.eps,
-            ids_same: read.ids == prev.ids,
-        };
+        let touched = Touched::new(&prev, &read, &ctx.eps);
         for (i, c) in cands.iter_mut().enumerate() {
             if !c.ok {
                 continue;
