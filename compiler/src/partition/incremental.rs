@@ -254,7 +254,8 @@ pub struct Basis {
     /// check that reads only the entry's own inputs (its rules, or for a drop the egress
     /// policy of its pod), the placement saying why.
     priors: Priors,
-    /// The compressed rules (without counters), each with the held entries it covers.
+    /// The compressed rules (without counters, without origin text), each with the held
+    /// entries it covers.
     slice: Vec<(HwRule, Vec<u32>)>,
     /// Incremental plans since the last plan from scratch.
     events: u32,
@@ -345,8 +346,21 @@ impl Basis {
             .iter()
             .zip(origins)
             .map(|(r, from)| {
-                let mut r = r.clone();
-                r.actions.retain(|a| *a != HwAction::Count);
+                // The origin text is left out: finishing the next slice writes it anew.
+                let r = HwRule {
+                    id: r.id,
+                    port: r.port,
+                    direction: r.direction,
+                    level: r.level,
+                    matches: r.matches.clone(),
+                    actions: r
+                        .actions
+                        .iter()
+                        .filter(|a| **a != HwAction::Count)
+                        .cloned()
+                        .collect(),
+                    origin: String::new(),
+                };
                 let from = from.iter().filter_map(|i| pos.get(i).copied()).collect();
                 (r, from)
             })
