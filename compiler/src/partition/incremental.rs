@@ -66,7 +66,9 @@ use super::compress::{self, Merged};
 use super::{assemble, Plan, Why};
 use crate::backend::{HwAction, HwRule, PlanSlice, Profile};
 use crate::mag::{ActionCall, Field, FieldMatch, Mag};
+use crate::util::FxHashSet;
 use rustc_hash::{FxHashMap, FxHasher};
+use std::cmp::Ordering;
 use std::collections::BTreeMap;
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
@@ -89,10 +91,8 @@ pub const MIN_RATIO_KEPT: f64 = 0.5;
 pub const MAX_OWED_PERCENT: u64 = 5;
 
 /// A policy entry as plans know it across graphs: its table and content, not its index.
-/// Its hash is computed once: a re-plan looks tens of thousands of keys up several times.
 #[derive(Clone, Debug, PartialEq, Eq)]
 struct EntryKey {
-    hash: u64,
     side: Side,
     priority: u32,
     matches: Arc<[FieldMatch]>,
@@ -100,28 +100,125 @@ struct EntryKey {
 }
 
 impl EntryKey {
-    fn new(side: Side, priority: u32, matches: Arc<[FieldMatch]>, action: ActionCall) -> EntryKey {
-        let mut h = FxHasher::default();
-        (side, priority, &matches, &action).hash(&mut h);
-        EntryKey {
-            hash: h.finish(),
-            side,
-            priority,
-            matches,
-            action,
+    /// The order of [`Priors`]: a canonical graph's, in which the candidates of each
+    /// side come (higher priority first, then by matches), so that a re-plan meets the
+    /// keys in order.
+    fn order(&self, other: &EntryKey) -> Ordering {
+        self.side
+            .cmp(&other.side)
+            .then_with(|| other.priority.cmp(&self.priority))
+            .then_with(|| self.matches.cmp(&other.matches))
+            .then_with(|| self.action.cmp(&other.action))
+    }
+}
+
+/// What the last plan made of its policy entries, by key, in key order ([`EntryKey::order`])
+/// with no key twice. A re-plan asks it for tens of thousands of candidates, which come in
+/// nearly the same order: walking the keys alongside them reads memory in sequence, where
+/// a hash map of this size missed the cache at every look-up.
+#[derive(Clone, Debug, Default)]
+struct Priors(Vec<(EntryKey, Prior)>);
+
+impl Priors {
+    /// The priors of `entries`, in candidate order. Of two entries with one key (which a
+    /// validated graph does not have), the later one's answer wins, as it would in a map.
+    fn new(mut entries: Vec<(EntryKey, Prior)>) -> Priors {
+        let sorted = entries
+            .windows(2)
+            .all(|w| w[0].0.order(&w[1].0) == Ordering::Less);
+        if !sorted {
+            // Stable, so that of equal keys the later stays later; two sorted runs (one
+            // per side, when the egress table comes first) merge in one pass.
+            entries.sort_by(|a, b| a.0.order(&b.0));
+            entries.dedup_by(|later, earlier| {
+                if later.0 != earlier.0 {
+                    return false;
+                }
+                earlier.1.absorb(std::mem::take(&mut later.1));
+                true
+            });
+        }
+        Priors(entries)
+    }
+
+    /// A walk over the priors that expects keys in order.
+    fn walk(&self) -> Walk<'_> {
+        Walk {
+            priors: &self.0,
+            next: 0,
         }
     }
 }
 
-impl Hash for EntryKey {
-    fn hash<H: Hasher>(&self, state: &mut H) {
-        state.write_u64(self.hash);
+/// A position in [`Priors`]: the place after the last key found.
+struct Walk<'a> {
+    priors: &'a [(EntryKey, Prior)],
+    next: usize,
+}
+
+impl<'a> Walk<'a> {
+    /// What the last plan made of `key`, if anything.
+    fn find(&mut self, key: &EntryKey) -> Option<&'a Prior> {
+        let at = self.next;
+        if let Some((k, p)) = self.priors.get(at) {
+            if k == key {
+                self.next = at + 1;
+                return Some(p);
+            }
+        }
+        // A key between the last one found and the next is not there: a new entry, or one
+        // the last plan did not remember.
+        let after_last = at == 0 || self.priors[at - 1].0.order(key) == Ordering::Less;
+        let before_next = self
+            .priors
+            .get(at)
+            .is_none_or(|(k, _)| k.order(key) == Ordering::Greater);
+        if after_last && before_next {
+            return None;
+        }
+        match self.priors.binary_search_by(|(k, _)| k.order(key)) {
+            Ok(found) => {
+                self.next = found + 1;
+                Some(&self.priors[found].1)
+            }
+            Err(gap) => {
+                self.next = gap;
+                None
+            }
+        }
     }
 }
 
 /// How the last plan from scratch ranked a candidate it left out for budget: its value
 /// and cost, or `None` when an incremental plan first left it out.
 type Ranked = Option<(u64, u64)>;
+
+/// What the last plan made of one policy entry. The three are kept apart, as they would
+/// be in three maps, so that two entries with one key behave as they did.
+#[derive(Clone, Debug, Default)]
+struct Prior {
+    /// Its place in [`Basis::held`], when it was placed.
+    held: Option<u32>,
+    /// How it was ranked, when it was left out for budget (see [`Ranked`]).
+    left: Option<Ranked>,
+    /// Its placement, when it failed a check that reads only its own inputs.
+    failed: Option<Box<super::Placement>>,
+}
+
+impl Prior {
+    /// Takes what `later` says, where it says anything.
+    fn absorb(&mut self, later: Prior) {
+        if later.held.is_some() {
+            self.held = later.held;
+        }
+        if later.left.is_some() {
+            self.left = later.left;
+        }
+        if later.failed.is_some() {
+            self.failed = later.failed;
+        }
+    }
+}
 
 /// A placed entry: its uncompressed rules and level.
 #[derive(Clone, Debug)]
@@ -151,15 +248,14 @@ pub struct Basis {
     /// A hash of the service frontends, which egress entries must not match.
     frontends: u64,
     held: Vec<Held>,
-    index: FxHashMap<EntryKey, u32>,
-    /// The candidates left out for budget, with the value and the cost (uncompressed
-    /// rules) the last plan from scratch ranked them by; `None` for those first left out by
-    /// an incremental plan, which no fresh plan ranked.
-    left: FxHashMap<EntryKey, Ranked>,
-    /// The candidates that failed a check that reads only the entry's own inputs (its
-    /// rules, or for a drop the egress policy of its pod), with the placement saying why.
-    failed: FxHashMap<EntryKey, super::Placement>,
-    /// The compressed rules (without counters), each with the held entries it covers.
+    /// Per policy entry: where it is held; or, left out for budget, the value and the cost
+    /// (uncompressed rules) the last plan from scratch ranked it by (`None` for those
+    /// first left out by an incremental plan, which no fresh plan ranked); or, failed a
+    /// check that reads only the entry's own inputs (its rules, or for a drop the egress
+    /// policy of its pod), the placement saying why.
+    priors: Priors,
+    /// The compressed rules (without counters, without origin text), each with the held
+    /// entries it covers.
     slice: Vec<(HwRule, Vec<u32>)>,
     /// Incremental plans since the last plan from scratch.
     events: u32,
@@ -198,9 +294,8 @@ impl Basis {
         ranks: Option<&[Option<Ranked>]>,
     ) -> Basis {
         let mut held = Vec::new();
-        let mut index = FxHashMap::default();
-        let mut left = FxHashMap::default();
-        let mut failed = FxHashMap::default();
+        let with_key = keys.iter().filter(|k| k.is_some()).count();
+        let mut priors: Vec<(EntryKey, Prior)> = Vec::with_capacity(with_key);
         let mut pos: FxHashMap<u32, u32> = FxHashMap::default();
         for (i, (c, key)) in cands.iter_mut().zip(keys).enumerate() {
             let Some(key) = key else {
@@ -213,12 +308,20 @@ impl Basis {
                             Some(r) => r[i].flatten(),
                             None => Some((c.placement.value, c.placement.hw_rules)),
                         };
-                        left.insert(key, ranked);
+                        let prior = Prior {
+                            left: Some(ranked),
+                            ..Prior::default()
+                        };
+                        priors.push((key, prior));
                     }
                     Why::NotCapable { .. } | Why::NotSound { .. } | Why::NothingToMatch { .. }
                         if c.built =>
                     {
-                        failed.insert(key, c.placement.clone());
+                        let prior = Prior {
+                            failed: Some(Box::new(c.placement.clone())),
+                            ..Prior::default()
+                        };
+                        priors.push((key, prior));
                     }
                     _ => {}
                 }
@@ -226,7 +329,11 @@ impl Basis {
             }
             let at = held.len() as u32;
             pos.insert(i as u32, at);
-            index.insert(key, at);
+            let prior = Prior {
+                held: Some(at),
+                ..Prior::default()
+            };
+            priors.push((key, prior));
             held.push(Held {
                 rules: std::mem::take(&mut c.rules),
                 level: c.level,
@@ -239,8 +346,21 @@ impl Basis {
             .iter()
             .zip(origins)
             .map(|(r, from)| {
-                let mut r = r.clone();
-                r.actions.retain(|a| *a != HwAction::Count);
+                // The origin text is left out: finishing the next slice writes it anew.
+                let r = HwRule {
+                    id: r.id,
+                    port: r.port,
+                    direction: r.direction,
+                    level: r.level,
+                    matches: r.matches.clone(),
+                    actions: r
+                        .actions
+                        .iter()
+                        .filter(|a| **a != HwAction::Count)
+                        .cloned()
+                        .collect(),
+                    origin: String::new(),
+                };
                 let from = from.iter().filter_map(|i| pos.get(i).copied()).collect();
                 (r, from)
             })
@@ -253,9 +373,7 @@ impl Basis {
             ingress: read.ingress,
             frontends: read.frontends,
             held,
-            index,
-            left,
-            failed,
+            priors: Priors::new(priors),
             slice,
             events: 0,
             ratio: 0.0,
@@ -313,12 +431,12 @@ fn entry_key(mag: &Mag, c: &Candidate) -> Option<EntryKey> {
     let side = c.side?;
     let table = mag.table(c.table)?;
     let e = table.entries.get(c.entry.0 as usize)?;
-    Some(EntryKey::new(
+    Some(EntryKey {
         side,
-        e.priority,
-        e.matches.clone(),
-        e.action.clone(),
-    ))
+        priority: e.priority,
+        matches: e.matches.clone(),
+        action: e.action.clone(),
+    })
 }
 
 /// Per endpoint, a hash of what the stateless-soundness proof of drops of the other
@@ -361,52 +479,85 @@ fn frontends_print(mag: &Mag) -> u64 {
 }
 
 /// What changed between the basis and the new graph, asked per endpoint and identity.
-struct Touched<'a> {
-    prev: &'a Basis,
-    read: &'a Read,
-    eps: &'a BTreeMap<u128, Vec<u32>>,
-    /// Whether every identity has the prefixes it had.
-    ids_same: bool,
+/// The maps are compared once, key by key, so that each of the tens of thousands of
+/// candidates asks a few small sets (usually empty) instead of comparing the maps' values.
+struct Touched {
+    /// The endpoints whose addresses changed.
+    eps: FxHashSet<u128>,
+    /// The identities whose prefixes or naive costs changed.
+    ids: FxHashSet<u128>,
+    /// The keys of the egress policy's prints that changed.
+    egress: FxHashSet<Option<u128>>,
+    /// The keys of the ingress policy's prints that changed.
+    ingress: FxHashSet<Option<u128>>,
+    /// Whether the service frontends are the ones they were.
+    frontends_same: bool,
 }
 
-impl Touched<'_> {
+impl Touched {
+    /// What changed from `prev` to the graph that `read` and `eps` are of.
+    fn new(prev: &Basis, read: &Read, eps: &BTreeMap<u128, Vec<u32>>) -> Touched {
+        Touched {
+            eps: changed_keys(eps, &prev.eps),
+            ids: changed_keys(&read.ids, &prev.ids),
+            egress: changed_keys(&read.egress, &prev.egress),
+            ingress: changed_keys(&read.ingress, &prev.ingress),
+            frontends_same: read.frontends == prev.frontends,
+        }
+    }
+
     /// Whether the rules and the soundness of a kept entry `c` are what they were.
     fn unchanged(&self, c: &Candidate) -> bool {
         let Some(ep) = c.endpoint.map(u128::from) else {
             return false;
         };
-        if self.eps.get(&ep) != self.prev.eps.get(&ep) {
+        if self.eps.contains(&ep) {
             return false;
         }
         if let Some(id) = c.identity.map(u128::from) {
-            if self.read.ids.get(&id) != self.prev.ids.get(&id) {
+            if self.ids.contains(&id) {
                 return false;
             }
         }
         let egress = c.side == Some(Side::Egress);
-        if egress && self.read.frontends != self.prev.frontends {
+        if egress && !self.frontends_same {
             return false;
         }
         // An egress drop of every destination may have been narrowed to the addresses of
         // some identities: it read every identity's prefixes.
-        if egress && c.kind == Kind::Drop && c.identity.is_none() && !self.ids_same {
+        if egress && c.kind == Kind::Drop && c.identity.is_none() && !self.ids.is_empty() {
             return false;
         }
         if c.kind == Kind::Drop {
             // The proof of a drop read the pod's policy of the other direction.
-            let (now, before) = if egress {
-                (&self.read.ingress, &self.prev.ingress)
-            } else {
-                (&self.read.egress, &self.prev.egress)
-            };
-            for k in [None, Some(ep)] {
-                if now.get(&k) != before.get(&k) {
-                    return false;
-                }
+            let changed = if egress { &self.ingress } else { &self.egress };
+            if changed.contains(&None) || changed.contains(&Some(ep)) {
+                return false;
             }
         }
         true
     }
+}
+
+/// The keys whose values differ between `now` and `before`, a key missing from one map
+/// included.
+fn changed_keys<K, V>(now: &BTreeMap<K, V>, before: &BTreeMap<K, V>) -> FxHashSet<K>
+where
+    K: Ord + Hash + Copy,
+    V: PartialEq,
+{
+    let mut out = FxHashSet::default();
+    for (k, v) in now {
+        if before.get(k) != Some(v) {
+            out.insert(*k);
+        }
+    }
+    for k in before.keys() {
+        if !now.contains_key(k) {
+            out.insert(*k);
+        }
+    }
+    out
 }
 
 /// Why a plan had to be made from scratch.
@@ -480,12 +631,8 @@ pub fn replan(
     let mut unchanged = vec![false; cands.len()];
     let mut moved: Vec<(usize, u32)> = Vec::new();
     {
-        let touched = Touched {
-            prev: &prev,
-            read: &read,
-            eps: &ctx.eps,
-            ids_same: read.ids == prev.ids,
-        };
+        let touched = Touched::new(&prev, &read, &ctx.eps);
+        let mut walk = prev.priors.walk();
         for (i, c) in cands.iter_mut().enumerate() {
             if !c.ok {
                 continue;
@@ -493,17 +640,18 @@ pub fn replan(
             let Some(key) = entry_key(mag, c) else {
                 continue;
             };
-            left_prev[i] = prev.left.get(&key).copied();
+            let prior = walk.find(&key);
+            left_prev[i] = prior.and_then(|p| p.left);
             unchanged[i] = touched.unchanged(c);
-            if unchanged[i] {
-                if let Some(p) = prev.failed.get(&key) {
+            if let (true, Some(prior)) = (unchanged[i], prior) {
+                if let Some(p) = &prior.failed {
                     c.built = true;
                     c.leave(p.why.clone());
                     c.placement.chain = p.chain.clone();
                     // Its cost as it was counted when its rules were built (an egress
                     // entry's, once cut, is below the screen's bound).
                     c.placement.hw_rules = p.hw_rules;
-                } else if let Some(at) = prev.index.get(&key).copied() {
+                } else if let Some(at) = prior.held {
                     moved.push((i, at));
                 }
             }
@@ -935,4 +1083,73 @@ fn fit_groups(
         }
     }
     Some((best, lo))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::mag::ActionId;
+
+    fn key(side: Side, priority: u32, port: u128) -> EntryKey {
+        EntryKey {
+            side,
+            priority,
+            matches: Arc::from([FieldMatch::Exact(port)]),
+            action: ActionCall {
+                action: ActionId(0),
+                args: Arc::from([]),
+            },
+        }
+    }
+
+    fn held(at: u32) -> Prior {
+        Prior {
+            held: Some(at),
+            ..Prior::default()
+        }
+    }
+
+    /// The priors answer as a map would, whatever order the keys come in: a walk in
+    /// order, out of order, and for keys they do not have; of one key given twice, the
+    /// later answer wins.
+    #[test]
+    fn priors_answer_as_a_map_in_any_order() {
+        let keys = [
+            key(Side::Egress, 9, 1),
+            key(Side::Egress, 3, 2),
+            key(Side::Ingress, 9, 1),
+            key(Side::Ingress, 5, 7),
+            key(Side::Ingress, 5, 8),
+        ];
+        let mut entries: Vec<(EntryKey, Prior)> = keys
+            .iter()
+            .enumerate()
+            .map(|(i, k)| (k.clone(), held(i as u32)))
+            .collect();
+        let twice = Prior {
+            left: Some(None),
+            ..held(9)
+        };
+        entries.push((keys[3].clone(), twice));
+        let priors = Priors::new(entries);
+        let answer = |walk: &mut Walk<'_>, i: usize| walk.find(&keys[i]).and_then(|p| p.held);
+        for order in [[0, 1, 2, 3, 4], [4, 3, 2, 1, 0], [2, 0, 4, 1, 3]] {
+            let mut walk = priors.walk();
+            for i in order {
+                let expected = if i == 3 { 9 } else { i as u32 };
+                assert_eq!(answer(&mut walk, i), Some(expected), "key {i}");
+            }
+            for absent in [
+                key(Side::Egress, 9, 0),
+                key(Side::Ingress, 5, 9),
+                key(Side::Ingress, 1, 1),
+            ] {
+                assert!(walk.find(&absent).is_none());
+            }
+        }
+        assert_eq!(
+            priors.walk().find(&keys[3]).and_then(|p| p.left),
+            Some(None)
+        );
+    }
 }

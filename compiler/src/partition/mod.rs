@@ -357,17 +357,21 @@ fn table_names(mag: &Mag) -> Vec<String> {
 
 /// The provenance text of each first provenance record that `placements` name.
 fn origin_texts(mag: &Mag, placements: &[Placement]) -> BTreeMap<u32, String> {
-    let mut out = BTreeMap::new();
-    for p in placements {
-        if let Some(i) = p.prov {
-            out.entry(i).or_insert_with(|| {
-                mag.provenance
-                    .get_index(i as usize)
-                    .map_or_else(String::new, ToString::to_string)
-            });
-        }
-    }
-    out
+    // Far fewer records than placements, and neighbouring placements often share one:
+    // the records are gathered and deduplicated first, so the map is built once, in order.
+    let mut provs: Vec<u32> = placements.iter().filter_map(|p| p.prov).collect();
+    provs.sort_unstable();
+    provs.dedup();
+    provs
+        .into_iter()
+        .map(|i| {
+            let text = mag
+                .provenance
+                .get_index(i as usize)
+                .map_or_else(String::new, ToString::to_string);
+            (i, text)
+        })
+        .collect()
 }
 
 /// Partitions a validated MAG for the hardware target `profile` (the eBPF pipeline takes
@@ -421,17 +425,22 @@ fn assemble(
     slice: PlanSlice,
     usage: Usage,
 ) -> Plan {
-    let mut left_out: Vec<(u64, usize)> = cands
+    // The ids are copied next to the values: naming tens of thousands of entries in
+    // value order by reading each candidate again missed the cache at every one.
+    let mut left_out: Vec<(std::cmp::Reverse<u64>, usize, TableId, EntryId)> = cands
         .iter()
         .enumerate()
         .filter(|(_, c)| matches!(c.placement.why, Why::Budget { .. }))
-        .map(|(i, c)| (c.placement.value, i))
+        .map(|(i, c)| {
+            let p = &c.placement;
+            (std::cmp::Reverse(p.value), i, p.table, p.entry)
+        })
         .collect();
     // Most valuable first; equal values in table order, as the budget ranked them.
-    left_out.sort_unstable_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.cmp(&b.1)));
+    left_out.sort_unstable_by_key(|&(value, i, _, _)| (value, i));
     let left_out = left_out
         .into_iter()
-        .map(|(_, i)| cands[i].placement.entry_name())
+        .map(|(_, _, t, e)| entry_name(t, e))
         .collect();
     let placements: Vec<Placement> = cands.into_iter().map(|c| c.placement).collect();
     Plan {
@@ -447,8 +456,32 @@ fn assemble(
 }
 
 /// The name of an entry, `t9.e2`.
+///
+/// Written digit by digit rather than with `format!`: a plan names every entry it leaves
+/// out for budget, tens of thousands per event, and the formatting machinery was most of
+/// that cost. The text is the one the ids' `Display` gives.
 pub fn entry_name(t: TableId, e: EntryId) -> String {
-    format!("{t}.{e}")
+    let mut out = String::with_capacity(16);
+    out.push('t');
+    push_decimal(&mut out, t.0.index());
+    out.push_str(".e");
+    push_decimal(&mut out, e.0 as usize);
+    out
+}
+
+/// Appends `n` in decimal.
+fn push_decimal(out: &mut String, mut n: usize) {
+    let mut digits = [0u8; 20];
+    let mut start = digits.len();
+    loop {
+        start -= 1;
+        digits[start] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend(digits[start..].iter().map(|d| char::from(*d)));
 }
 
 /// The stable text form of a plan (`pipec compile --emit plan`).
@@ -519,4 +552,18 @@ pub fn plan_to_text(plan: &Plan) -> String {
         let _ = writeln!(out, "left-out {e}");
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn entry_names_are_the_ids_display() {
+        for (t, e) in [(0u32, 0u32), (9, 2), (10, 99), (123, 4_294_967_295)] {
+            let t = TableId(petgraph::graph::NodeIndex::new(t as usize));
+            let e = EntryId(e);
+            assert_eq!(entry_name(t, e), format!("{t}.{e}"));
+        }
+    }
 }
