@@ -385,6 +385,9 @@ fn a_state_that_overfills_an_ebpf_map_is_refused_and_the_flag_sizes_it() {
     run.write("pod-1.yaml", &pod(1));
     run.wait("the first pod applied", |r| r.generation() > g);
     assert_eq!(endpoints(&run.state()), room, "the map is full");
+    let metrics = get(run.port, "/metrics").expect("/metrics");
+    let line = format!("pipecd_entries{{target=\"ebpf\",table=\"endpoints\"}} {room}\n");
+    assert!(metrics.contains(&line), "{line} in:\n{metrics}");
     let before = run.state();
     run.write("pod-2.yaml", &pod(2));
     run.wait("the second pod refused", |r| {
