@@ -78,7 +78,10 @@ pub(crate) fn run_explain(args: &ExplainArgs) -> anyhow::Result<ExitCode> {
             output::print(args.format, &rows, || explain::chain_text(&rows))?;
         }
         None if args.summary => output::print(args.format, &report.usage, || {
-            explain::summary_text(&report) + &offload_text + &pipec_cpt::explain_line(&session)
+            explain::summary_text(&report)
+                + &offload_text
+                + &pipec_cpt::explain_line(&session)
+                + &pipec_ebpf::backend::explain_line(&session)
         })?,
         None => {
             let json = offload::ExplainJson {
@@ -86,7 +89,10 @@ pub(crate) fn run_explain(args: &ExplainArgs) -> anyhow::Result<ExitCode> {
                 offload: offload.clone(),
             };
             output::print(args.format, &json, || {
-                explain::to_text(&report) + &offload_text + &pipec_cpt::explain_line(&session)
+                explain::to_text(&report)
+                    + &offload_text
+                    + &pipec_cpt::explain_line(&session)
+                    + &pipec_ebpf::backend::explain_line(&session)
             })?
         }
     }

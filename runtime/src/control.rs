@@ -136,7 +136,8 @@ pub fn explain(d: &Daemon, rule: &str, format: Format) -> Result<String, Status>
         Format::Text => Ok(explain::to_text(&report)
             + &refused
             + &offload.map(|o| o.text()).unwrap_or_default()
-            + &pipec_cpt::explain_line(session)),
+            + &pipec_cpt::explain_line(session)
+            + &pipec_ebpf::backend::explain_line(session)),
     }
 }
 

@@ -4,6 +4,7 @@
 //! The eBPF pipeline always holds every rule, so it ignores the plan: whatever the
 //! hardware takes is still decided here too.
 
+use crate::artifact::MapName;
 use crate::artifact::Prefix;
 use crate::artifact::{diff_entries, EbpfArtifact, MapEntries, MapOp};
 use crate::codegen::{mag_to_ebpf_cached, PolicyCache, TARGET};
@@ -289,5 +290,90 @@ mod capacity_tests {
             "{e}"
         );
         assert!(check_capacity(&a, &MapSizes::ceilings()).is_ok());
+    }
+}
+
+/// The `pipec explain` line on the eBPF maps: whether the node's artifact fits the sizes
+/// pipecd creates the maps with by default (its fullest map), or the
+/// `--ebpf-map-entries` pipecd needs for it. Empty when the session has no eBPF target.
+pub fn explain_line(session: &pipec::session::Session) -> String {
+    let artifact = match session.artifact(TARGET) {
+        None => return String::new(),
+        Some(Err(e)) => return format!("\nebpf maps: not compiled: {e}\n"),
+        Some(Ok(a)) => a.as_any().downcast_ref::<EbpfArtifact>(),
+    };
+    match artifact {
+        Some(artifact) => maps_line(artifact),
+        None => String::new(),
+    }
+}
+
+/// [`explain_line`] of one artifact.
+fn maps_line(artifact: &EbpfArtifact) -> String {
+    let defaults = MapSizes::default();
+    let fill = artifact.map_sizes();
+    let over: Vec<String> = fill
+        .iter()
+        .filter(|(map, n)| **n > defaults.get(**map))
+        .map(|(map, n)| {
+            format!(
+                "{} {n} entries, default {}",
+                map.as_str(),
+                defaults.get(*map)
+            )
+        })
+        .collect();
+    if !over.is_empty() {
+        return format!(
+            "\nebpf maps: larger than pipecd's defaults ({}): run pipecd with --ebpf-map-entries {}\n",
+            over.join("; "),
+            MapSizes::to_hold(artifact)
+        );
+    }
+    // The fullest map by share of its size (ties to the first in map order); `config`
+    // always holds its one entry.
+    let fullest = fill
+        .iter()
+        .filter(|(map, _)| **map != MapName::Config)
+        .fold(None, |best: Option<(MapName, u64)>, (map, n)| {
+            let share = |(m, k): (MapName, u64)| k as f64 / defaults.get(m) as f64;
+            match best {
+                Some(b) if share(b) >= share((*map, *n)) => Some(b),
+                _ => Some((*map, *n)),
+            }
+        });
+    match fullest {
+        Some((map, n)) => format!(
+            "\nebpf maps: within pipecd's default sizes (fullest: {} {n} of {} entries)\n",
+            map.as_str(),
+            defaults.get(map)
+        ),
+        None => "\nebpf maps: empty\n".to_string(),
+    }
+}
+
+#[cfg(test)]
+mod explain_tests {
+    use super::*;
+    use crate::artifact::Backend as MapBackend;
+
+    #[test]
+    fn the_maps_line_names_the_setting_a_large_node_needs() {
+        let mut a = EbpfArtifact::default();
+        assert_eq!(maps_line(&a), "\nebpf maps: empty\n");
+        for id in 1..=65_537u32 {
+            let addr = std::net::IpAddr::from(std::net::Ipv4Addr::from(0x0a00_0000 + id));
+            a.backends.insert(id, MapBackend { addr, port: 80 });
+        }
+        assert_eq!(
+            maps_line(&a),
+            "\nebpf maps: larger than pipecd's defaults (backends 65537 entries, default 65536): \
+             run pipecd with --ebpf-map-entries backends=131072\n"
+        );
+        a.backends.retain(|id, _| *id <= 100);
+        assert_eq!(
+            maps_line(&a),
+            "\nebpf maps: within pipecd's default sizes (fullest: backends 100 of 65536 entries)\n"
+        );
     }
 }
