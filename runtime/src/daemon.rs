@@ -381,7 +381,7 @@ impl Daemon {
             self.metrics.observe_apply(since.elapsed());
         }
         let clock = Instant::now();
-        self.metrics.sizes = self.device.sizes()?;
+        self.metrics.sizes = self.device.sizes(&self.session)?;
         step.times.sizes = clock.elapsed();
         self.metrics.generation = self.session.generation();
         Ok(step)

@@ -99,6 +99,9 @@ pub struct Device {
     /// The sizes of the eBPF maps: what the kernel created them with, or for the model
     /// the ones asked for.
     sizes: MapSizes,
+    /// Whether the kernel's maps are known to hold the session's eBPF artifact: set by a
+    /// reconcile, kept by each change applied in full, lost by a failed apply.
+    ebpf_synced: bool,
 }
 
 impl Device {
@@ -160,6 +163,7 @@ impl Device {
             sas: BTreeSet::new(),
             pending: Vec::new(),
             sizes: MapSizes::default(),
+            ebpf_synced: false,
         }
     }
 
@@ -410,7 +414,9 @@ impl Device {
             if let Some(a) = a.as_any().downcast_ref::<EbpfArtifact>() {
                 let ops = diff_entries(&self.map_entries()?, &a.entries());
                 applied.map_ops = ops.len();
+                self.ebpf_synced = false;
                 self.apply_map_ops(&ops)?;
+                self.ebpf_synced = true;
             }
         }
         if let Some(hw) = session.profile().map(|p| p.name.clone()) {
@@ -479,7 +485,10 @@ impl Device {
             let any = t.ops.as_any();
             if let Some(ops) = any.downcast_ref::<MapOps>() {
                 applied.map_ops += ops.ops.len();
+                // The operations take maps holding the old artifact to the new one.
+                let synced = std::mem::replace(&mut self.ebpf_synced, false);
                 self.apply_map_ops(&ops.ops)?;
+                self.ebpf_synced = synced;
             } else if let Some(ops) = any.downcast_ref::<FlowOps>() {
                 applied.flow_ops += ops.ops.len();
                 // Each operation stands alone: a refusal is recorded and the rest of the
@@ -743,7 +752,7 @@ impl Device {
     }
 
     /// Entries per eBPF map, flow rules and SAs, for the metrics.
-    pub fn sizes(&self) -> anyhow::Result<BTreeMap<String, usize>> {
+    pub fn sizes(&self, session: &Session) -> anyhow::Result<BTreeMap<String, usize>> {
         let mut counts: BTreeMap<MapName, usize> = BTreeMap::new();
         let mut count = |entries: &MapEntries| {
             for (map, _) in entries.keys() {
@@ -751,10 +760,21 @@ impl Device {
             }
         };
         // The model's maps are counted where they are: copying them to count them cost 14
-        // ms a step on 1,500 pods.
-        match &self.kernel {
-            Some(dp) => count(&dp.read_entries()?),
-            None => count(&self.maps),
+        // ms a step on 1,500 pods. The kernel's are the session's artifact while they are
+        // known to hold it (reading every map each step would read millions of entries on
+        // a large node), and are read otherwise.
+        let artifact = session
+            .artifact(pipec_ebpf::codegen::TARGET)
+            .and_then(Result::ok)
+            .and_then(|a| a.as_any().downcast_ref::<EbpfArtifact>());
+        match (&self.kernel, artifact) {
+            (Some(_), Some(a)) if self.ebpf_synced => {
+                for (map, n) in a.map_sizes() {
+                    counts.insert(map, n as usize);
+                }
+            }
+            (Some(dp), _) => count(&dp.read_entries()?),
+            (None, _) => count(&self.maps),
         }
         let mut out: BTreeMap<String, usize> = counts
             .into_iter()

@@ -827,11 +827,21 @@ fn the_kernel_datapath_survives_kill_9_and_reconciles_only_the_difference() {
     run.wait("the pod applied", |r| r.generation() > g);
     let before = run.state();
     assert_eq!(before, run.expected(&[]));
+    let counted = entry_counts(run.port);
 
     run.kill9();
     // While the daemon is down the maps are still pinned with the last state.
     let dp = pipec_ebpf::Datapath::load(Some(&bpffs)).expect("the pinned maps");
     let pinned = dp.read_entries().expect("read");
+    // The metrics counted the maps from the artifact they hold: the same as reading them.
+    let mut held: std::collections::BTreeMap<&str, usize> = Default::default();
+    for (map, _) in pinned.keys() {
+        *held.entry(map.as_str()).or_default() += 1;
+    }
+    for (map, n) in &held {
+        let line = format!("pipecd_entries{{target=\"ebpf\",table=\"{map}\"}} {n}");
+        assert!(counted.contains(&line), "{line} in {counted:?}");
+    }
     let has_pod = pinned
         .keys()
         .any(|(m, k)| m.as_str() == "ipcache_host" && k.windows(4).any(|w| w == [10, 10, 1, 101]));
