@@ -120,7 +120,7 @@ pub fn select<'r>(report: &'r Report, id: &str) -> Vec<&'r Row> {
 pub fn to_text(report: &Report) -> String {
     // The summary comes first: on a large node the table runs to millions of lines, and
     // the budget is what a reader looks for first.
-    let mut out = summary_text(report);
+    let mut out = summary_listing(report, None);
     let _ = writeln!(out);
     let w_id = report
         .rows
@@ -169,6 +169,15 @@ pub fn to_text(report: &Report) -> String {
 /// The summary of a plan (`explain --summary`): the node and target, how many rules each
 /// target decides, the hardware budget and what was left out for it.
 pub fn summary_text(report: &Report) -> String {
+    summary_listing(report, Some(SUMMARY_LEFT_OUT))
+}
+
+/// The entries left out for budget that the summary lists; the full text lists every one
+/// (on one node of the full generated cluster they are 9.5 million lines).
+const SUMMARY_LEFT_OUT: usize = 20;
+
+/// The summary, listing at most `limit` of the entries left out for budget.
+fn summary_listing(report: &Report, limit: Option<usize>) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
@@ -219,8 +228,16 @@ pub fn summary_text(report: &Report) -> String {
         let _ = writeln!(out, "left out for budget: nothing");
     } else {
         let _ = writeln!(out, "left out for budget, most valuable first:");
-        for e in &report.left_out {
+        let shown = limit.unwrap_or(usize::MAX).min(report.left_out.len());
+        for e in &report.left_out[..shown] {
             let _ = writeln!(out, "  {e}");
+        }
+        let more = report.left_out.len() - shown;
+        if more > 0 {
+            let _ = writeln!(
+                out,
+                "  ... and {more} more (`pipec explain` without --summary lists every one)"
+            );
         }
     }
     out
@@ -244,4 +261,41 @@ pub fn chain_text(rows: &[&Row]) -> String {
         );
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn report(left_out: usize) -> Report {
+        Report {
+            node: "n1".into(),
+            target: "octeon-cn10k".into(),
+            rows: Vec::new(),
+            usage: super::super::Usage::default(),
+            left_out: (0..left_out).map(|i| format!("t7.e{i}")).collect(),
+        }
+    }
+
+    /// The summary lists the first entries left out and counts the rest; the full text
+    /// lists every one.
+    #[test]
+    fn the_summary_lists_the_most_valuable_left_out_entries_only() {
+        let r = report(SUMMARY_LEFT_OUT + 5);
+        let summary = summary_text(&r);
+        assert!(summary.contains("  t7.e19\n"), "{summary}");
+        assert!(!summary.contains("  t7.e20\n"), "{summary}");
+        assert!(
+            summary
+                .contains("  ... and 5 more (`pipec explain` without --summary lists every one)\n"),
+            "{summary}"
+        );
+        let full = to_text(&r);
+        assert!(full.contains("  t7.e24\n") && !full.contains("more (`pipec explain`"));
+        let short = summary_text(&report(3));
+        assert!(
+            short.contains("  t7.e2\n") && !short.contains("more ("),
+            "{short}"
+        );
+    }
 }
