@@ -37,6 +37,7 @@ use rule::{Action, FlowRule};
 use rustc_hash::FxHashMap;
 use serde::Serialize;
 use std::any::Any;
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
@@ -84,14 +85,17 @@ impl Memo {
     }
 
     /// The key of `rule`, formatted when no compile has.
-    fn key<'m>(&'m self, rule: &FlowRule, fresh: &mut Vec<String>) -> KeyRef<'m> {
+    fn key(&self, rule: &FlowRule) -> Cow<'_, str> {
         match self.keys.get(rule) {
-            Some((k, _)) => KeyRef::Memo(k),
-            None => {
-                fresh.push(rule_key(rule));
-                KeyRef::Fresh(fresh.len() - 1)
-            }
+            Some((k, _)) => Cow::Borrowed(k),
+            None => Cow::Owned(rule_key(rule)),
         }
+    }
+
+    /// The rules of `a` by key, by reference: only the rules created are cloned into
+    /// operations.
+    fn keyed<'a>(&'a self, a: &'a RteFlowArtifact) -> BTreeMap<Cow<'a, str>, &'a EmittedRule> {
+        a.rules.iter().map(|r| (self.key(&r.rule), r)).collect()
     }
 }
 
@@ -343,57 +347,24 @@ pub fn flow_ops(old: &RteFlowArtifact, new: &RteFlowArtifact) -> FlowOps {
     memo_ops(&Memo::default(), old, new)
 }
 
-/// A key the memo holds, or one formatted for this diff (an index into its list).
-#[derive(Clone, Copy)]
-enum KeyRef<'m> {
-    Memo(&'m str),
-    Fresh(usize),
-}
-
 /// [`flow_ops`], reading the keys `memo` holds instead of formatting them again.
 fn memo_ops(memo: &Memo, old: &RteFlowArtifact, new: &RteFlowArtifact) -> FlowOps {
-    let mut fresh: Vec<String> = Vec::new();
-    let mut keys_of = |a: &RteFlowArtifact| -> Vec<KeyRef<'_>> {
-        a.rules
-            .iter()
-            .map(|r| memo.key(&r.rule, &mut fresh))
-            .collect()
-    };
-    let (old_keys, new_keys) = (keys_of(old), keys_of(new));
-    let old = keyed(&old.rules, &old_keys, &fresh);
     let target = new.target.clone();
-    let new = keyed(&new.rules, &new_keys, &fresh);
+    let (old, new) = (memo.keyed(old), memo.keyed(new));
     let mut ops: Vec<FlowOp> = old
         .keys()
         .filter(|k| !new.contains_key(*k))
-        .map(|k| FlowOp::Destroy {
-            key: (*k).to_string(),
-        })
+        .map(|k| FlowOp::Destroy { key: k.to_string() })
         .collect();
     ops.extend(
         new.iter()
             .filter(|(k, _)| !old.contains_key(*k))
             .map(|(k, r)| FlowOp::Create {
-                key: (*k).to_string(),
+                key: k.to_string(),
                 rule: (*r).clone(),
             }),
     );
     FlowOps { target, ops }
-}
-
-/// The rules by key, by reference: only the rules created are cloned into operations.
-fn keyed<'a>(
-    rules: &'a [EmittedRule],
-    keys: &[KeyRef<'a>],
-    fresh: &'a [String],
-) -> BTreeMap<&'a str, &'a EmittedRule> {
-    keys.iter()
-        .map(|k| match *k {
-            KeyRef::Memo(s) => s,
-            KeyRef::Fresh(i) => fresh[i].as_str(),
-        })
-        .zip(rules)
-        .collect()
 }
 
 /// One emitted rule with the plan rule it came from.
