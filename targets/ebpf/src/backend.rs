@@ -261,25 +261,19 @@ fn check_capacity(artifact: &EbpfArtifact, sizes: &MapSizes) -> Result<(), Unsup
 #[cfg(test)]
 mod capacity_tests {
     use super::*;
-    use crate::artifact::{Backend as MapBackend, MapName};
+    use crate::sizes::tests::with_backends;
 
     /// An artifact with one backend more than the `backends` map holds is refused, and the
     /// reason names the map, what it needs, what it holds and the setting that sizes it.
     #[test]
     fn an_overfilled_map_is_refused() {
-        let mut a = EbpfArtifact::default();
         let room = MapName::Backends.capacity() as u32;
-        for id in 1..=room {
-            let addr = std::net::IpAddr::from(std::net::Ipv4Addr::from(0x0a00_0000 + id));
-            a.backends.insert(id, MapBackend { addr, port: 80 });
-        }
         let defaults = MapSizes::default();
         assert!(
-            check_capacity(&a, &defaults).is_ok(),
+            check_capacity(&with_backends(room), &defaults).is_ok(),
             "a full map is not overfilled"
         );
-        let addr = std::net::IpAddr::from(std::net::Ipv4Addr::new(10, 255, 0, 1));
-        a.backends.insert(room + 1, MapBackend { addr, port: 80 });
+        let a = with_backends(room + 1);
         let e = check_capacity(&a, &defaults)
             .expect_err("one backend too many")
             .to_string();
@@ -355,24 +349,18 @@ fn maps_line(artifact: &EbpfArtifact) -> String {
 #[cfg(test)]
 mod explain_tests {
     use super::*;
-    use crate::artifact::Backend as MapBackend;
+    use crate::sizes::tests::with_backends;
 
     #[test]
     fn the_maps_line_names_the_setting_a_large_node_needs() {
-        let mut a = EbpfArtifact::default();
-        assert_eq!(maps_line(&a), "\nebpf maps: empty\n");
-        for id in 1..=65_537u32 {
-            let addr = std::net::IpAddr::from(std::net::Ipv4Addr::from(0x0a00_0000 + id));
-            a.backends.insert(id, MapBackend { addr, port: 80 });
-        }
+        assert_eq!(maps_line(&EbpfArtifact::default()), "\nebpf maps: empty\n");
         assert_eq!(
-            maps_line(&a),
+            maps_line(&with_backends(65_537)),
             "\nebpf maps: larger than pipecd's defaults (backends 65537 entries, default 65536): \
              run pipecd with --ebpf-map-entries backends=131072\n"
         );
-        a.backends.retain(|id, _| *id <= 100);
         assert_eq!(
-            maps_line(&a),
+            maps_line(&with_backends(100)),
             "\nebpf maps: within pipecd's default sizes (fullest: backends 100 of 65536 entries)\n"
         );
     }

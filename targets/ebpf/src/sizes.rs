@@ -144,11 +144,12 @@ impl fmt::Display for MapSizes {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::artifact::Backend;
 
-    fn with_backends(n: u32) -> EbpfArtifact {
+    /// An artifact holding backends 1 to `n` and nothing else.
+    pub(crate) fn with_backends(n: u32) -> EbpfArtifact {
         let mut a = EbpfArtifact::default();
         for id in 1..=n {
             let addr = std::net::IpAddr::from(std::net::Ipv4Addr::from(0x0a00_0000 + id));
