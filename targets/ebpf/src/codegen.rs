@@ -990,10 +990,8 @@ fn policy(
     for &ep in eps {
         // The rows of this endpoint and of every endpoint, in table order (ties go to the
         // first row, as the interpreter decides).
-        let mut idx: Vec<usize> = everyone.clone();
-        idx.extend(by_ep.get(&Some(ep)).into_iter().flatten());
-        idx.sort_unstable();
-        let mine: Vec<&Row> = idx.iter().map(|i| &rows[*i]).collect();
+        let own = by_ep.get(&Some(ep)).map_or(&[][..], Vec::as_slice);
+        let mine: Vec<&Row> = merged(&everyone, own).map(|i| &rows[i]).collect();
         if let Some(computed) = cache.get((dir, ep), &mine, default) {
             computed.expand(universe, out);
             continue;
@@ -1021,11 +1019,7 @@ fn policy(
         // Both index lists are ascending: merged, they keep table order.
         let rows_of = |remote: u32| -> Vec<&Row> {
             let own = own_idx.get(&remote).map_or(&[][..], Vec::as_slice);
-            let mut idx: Vec<usize> = Vec::with_capacity(any_idx.len() + own.len());
-            idx.extend_from_slice(&any_idx);
-            idx.extend_from_slice(own);
-            idx.sort_unstable();
-            idx.iter().map(|i| mine[*i]).collect()
+            merged(&any_idx, own).map(|i| mine[i]).collect()
         };
         // The MAG's decision: the highest-priority row that matches (first on ties, as
         // the interpreter does), else the default.
@@ -1213,6 +1207,27 @@ impl Cells<'_> {
     }
 }
 
+/// Two ascending index lists merged into one ascending sequence (the lists of rows for
+/// every endpoint or remote and of one, which together keep table order).
+fn merged<'a>(a: &'a [usize], b: &'a [usize]) -> impl Iterator<Item = usize> + 'a {
+    let (mut i, mut j) = (0, 0);
+    std::iter::from_fn(move || {
+        let from_a = match (a.get(i), b.get(j)) {
+            (Some(x), Some(y)) => x <= y,
+            (Some(_), None) => true,
+            (None, Some(_)) => false,
+            (None, None) => return None,
+        };
+        if from_a {
+            i += 1;
+            Some(a[i - 1])
+        } else {
+            j += 1;
+            Some(b[j - 1])
+        }
+    })
+}
+
 /// Splits `lo..=hi` (one interval of the wildcard function) where conflict status changes;
 /// the cut points are the class functions' interval starts.
 fn split_conflicts(
@@ -1297,6 +1312,19 @@ mod tests {
     }
 
     proptest! {
+        /// Merging two ascending lists gives what sorting them together gives.
+        #[test]
+        fn merged_is_the_sorted_union(
+            mut a in proptest::collection::vec(0usize..50, 0..20),
+            mut b in proptest::collection::vec(0usize..50, 0..20),
+        ) {
+            a.sort_unstable();
+            b.sort_unstable();
+            let mut want: Vec<usize> = a.iter().chain(&b).copied().collect();
+            want.sort_unstable();
+            prop_assert_eq!(merged(&a, &b).collect::<Vec<_>>(), want);
+        }
+
         /// Over small address spaces (so prefixes nest and overlap often, host bits set
         /// included), the lookup by length answers as the scan of every prefix.
         #[test]
