@@ -551,11 +551,7 @@ impl Session {
     /// (lowering made an invalid graph).
     pub fn info(&self) -> Result<&MagInfo, String> {
         self.info
-            .get_or_init(|| {
-                mag::validate(self.mag()).map_err(|e| {
-                    format!("internal compiler error: lowering made an invalid graph: {e}")
-                })
-            })
+            .get_or_init(|| mag::validate(self.mag()).map_err(invalid_graph))
             .as_ref()
             .map_err(Clone::clone)
     }
@@ -821,9 +817,7 @@ impl Session {
         if let Some((info, added)) = info {
             let checked = mag::validate_added(self.mag(), added)
                 .map(|()| info)
-                .map_err(|e| {
-                    format!("internal compiler error: lowering made an invalid graph: {e}")
-                });
+                .map_err(invalid_graph);
             let _ = self.info.set(checked);
         }
         if let Err(e) = self.info() {
@@ -1138,6 +1132,12 @@ fn pins_after(old: &IdentityPins, lowered: &Lowered) -> IdentityPins {
     let in_use: std::collections::BTreeSet<u32> = numbers.values().copied().collect();
     retired.extend(old.numbers.values().filter(|n| !in_use.contains(n)));
     IdentityPins { numbers, retired }
+}
+
+/// The text of a validation failure: lowering made a graph validation refuses, which is a
+/// bug in pipec, not in the input.
+fn invalid_graph(e: impl fmt::Display) -> String {
+    format!("internal compiler error: lowering made an invalid graph: {e}")
 }
 
 fn reject_text(text: String) -> Rejected {
