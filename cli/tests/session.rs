@@ -415,9 +415,10 @@ fn unsound(
 
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(48))]
-    /// At the budget's edge the incremental plan keeps what it held and fills what is free,
-    /// or plans from scratch: either way every packet its slice decides is decided as a
-    /// table of every entry hardware can take decides it, and the budget holds.
+    /// At the budget's edge the incremental plan keeps what it held, fills what is free
+    /// and displaces what ranks lowest, or plans from scratch: either way every packet its
+    /// slice decides is decided as a table of every entry hardware can take decides it,
+    /// and the budget holds.
     #[test]
     fn a_small_budget_stays_sound(s in testgen::spec(8), entries in 1..12u64, steps in proptest::collection::vec(proptest::collection::vec(edit(), 1..3), 1..6)) {
         let mut spec = s;
@@ -583,6 +584,93 @@ fn a_full_table_evicts_the_lowest_ranked_touched_entry() {
     assert!(
         text.contains("over-budget"),
         "nothing was left out for budget:\n{text}"
+    );
+}
+
+/// The value of the entries a plan places in hardware.
+fn hardware_value(plan: &pipec::partition::Plan) -> u128 {
+    plan.placements
+        .iter()
+        .filter(|p| p.target == pipec::partition::Target::Hardware)
+        .map(|p| u128::from(p.value))
+        .sum()
+}
+
+/// On a table full of marks, a pod add whose drops outrank them is still planned
+/// incrementally: the lowest-ranked kept marks are displaced to eBPF to make room for the
+/// drops, as a fresh plan would rank them, instead of the event declining to a plan from
+/// scratch (which on a full-scale node takes minutes).
+#[test]
+fn a_full_table_displaces_kept_marks_for_new_drops() {
+    let pod = http_pod;
+    let mut spec = Spec {
+        nodes: 0,
+        ns_team: vec![0, 1],
+        pods: vec![pod(0, 0), pod(0, 1), pod(0, 1), pod(0, 1)],
+        services: Vec::new(),
+        policies: vec![
+            // Marks, and no sound drop: the pod of app 0 opens connections anywhere, so
+            // its ingress drop would drop their replies.
+            app0_admits_app1_on_http(),
+            // Pods of app 2 may send nowhere and accept nothing: sound drops, ranked above
+            // every mark. No such pod exists before the event.
+            testgen::PolicySpec::Np {
+                ns: 1,
+                app: Some(2),
+                ingress: Some(Vec::new()),
+                egress: Some(Vec::new()),
+            },
+        ],
+    };
+    let docs = documents(&spec, &[true; 4]);
+    let full = load(&docs, budget(None)).plan().unwrap().usage.entries;
+    let mut session = load(&docs, budget(Some(full)));
+    let before = pipec::partition::plan_to_text(session.plan().unwrap());
+    let rules = |text: &str, what: &str| {
+        text.lines()
+            .filter(|l| l.starts_with("rule ") && l.contains(what))
+            .count()
+    };
+    assert_eq!(session.plan().unwrap().usage.entries, full, "{before}");
+    assert_eq!(rules(&before, "drop"), 0, "{before}");
+    spec.pods.push(pod(1, 2));
+    let next = documents(&spec, &[true; 5]);
+    let changes = session
+        .apply(&events(&docs, &next))
+        .expect("a pod add applies");
+    let plan = session.plan().unwrap();
+    let text = pipec::partition::plan_to_text(plan);
+    assert_eq!(
+        changes.times.full_plan, None,
+        "the event was planned from scratch:\n{text}"
+    );
+    assert!(plan.usage.entries <= full, "over the budget:\n{text}");
+    assert_eq!(
+        rules(&text, "drop"),
+        2,
+        "the drops are not in hardware:\n{text}"
+    );
+    assert!(
+        rules(&text, "mark") < rules(&before, "mark"),
+        "no mark made room:\n{text}"
+    );
+    assert!(
+        text.contains("over-budget"),
+        "nothing was displaced:\n{text}"
+    );
+    // Within the stated bound of a fresh plan's value.
+    let fresh = load(
+        &next,
+        SessionOptions {
+            pins: session.pins().clone(),
+            ..budget(Some(full))
+        },
+    );
+    let (mine, theirs) = (hardware_value(plan), hardware_value(fresh.plan().unwrap()));
+    let owed = u128::from(pipec::partition::incremental::MAX_OWED_PERCENT);
+    assert!(
+        mine * 100 >= theirs * (100 - owed),
+        "value {mine} against a fresh plan's {theirs}:\n{text}"
     );
 }
 

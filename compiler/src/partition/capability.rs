@@ -160,6 +160,10 @@ pub struct Candidate {
     /// For an egress drop of any destination: its rules were narrowed to the destinations
     /// of `.0` of the `.1` identities whose connections its pod does not accept.
     pub narrowed: Option<(u32, u32)>,
+    /// The uncompressed rules the screen counted, before any were built. Building can
+    /// change the count (service addresses cut out, destinations narrowed), so this is the
+    /// measure plans compare across graphs for an entry they may not have built.
+    pub screened: u64,
 }
 
 impl Candidate {
@@ -419,6 +423,7 @@ pub fn candidates(ctx: &Context<'_>) -> Vec<Candidate> {
                 built: side.is_none(),
                 cut: false,
                 narrowed: None,
+                screened: 0,
             };
             if side.is_some() {
                 screen(&mut c, ctx);
@@ -451,6 +456,7 @@ fn screen(c: &mut Candidate, ctx: &Context<'_>) {
             c.ok = true;
             c.placement.naive_rules = s.naive_src * s.locals() as u64 * s.ports.len() as u64;
             c.placement.hw_rules = s.rules();
+            c.screened = c.placement.hw_rules;
             c.placement.value = s.value(c.kind);
         }
         Err(why) => c.fail(why),
