@@ -727,6 +727,7 @@ pub fn replan(
             closure: &closure,
             left_prev: &left_prev,
             displaced: &displaced,
+            displacing: round > 0,
             limit,
         };
         let fit = steps.fit(&mut cands, &kept, &is_kept)?;
@@ -822,6 +823,8 @@ struct Steps<'a, 'm> {
     left_prev: &'a [Option<Ranked>],
     /// The kept entries displaced by earlier rounds: they compete for nothing.
     displaced: &'a [bool],
+    /// Whether this is a round after a displacement.
+    displacing: bool,
     limit: u64,
 }
 
@@ -909,17 +912,20 @@ impl Steps<'_, '_> {
         // the budget the plan stands, over it the lowest-ranked are evicted. An entry the
         // last plan left out for budget competes for the free budget only, even when the
         // event touched it: an identity's new prefix touches every entry that names the
-        // identity, and on a full table those are thousands. Unless it would be owed, and
-        // left out it would owe a tenth of what a plan may owe by itself (a drop, on the
-        // session bench's node): such an entry, once evicted, would never come back by the
-        // free budget, which the touched entries ranked above it use up, and a few of
-        // them would force a plan from scratch.
+        // identity, and on a full table those are thousands. Unless kept entries are
+        // being displaced, and it would be owed, and left out it would owe a tenth of what
+        // a plan may owe by itself (a drop, on the session bench's node): such an entry
+        // would never come back by the free budget, which the touched entries ranked above
+        // it use up. Only then: on a full table it rarely fits, and taking it on every
+        // event cost each event a search of what fits (about 100 ms at 1,500 pods).
         let left_as = |i: usize| self.left_prev[i].as_ref();
         let kept_value: u64 = kept_idx.iter().map(|i| cands[*i].placement.value).sum();
         let heavy = kept_value.saturating_mul(MAX_OWED_PERCENT) / 1000;
         let competes = |c: &Candidate, i: usize| {
             left_as(i).is_none()
-                || (c.placement.value >= heavy && !ranks_no_better(self.left_prev, cands, i))
+                || (self.displacing
+                    && c.placement.value >= heavy
+                    && !ranks_no_better(self.left_prev, cands, i))
         };
         let touched: Vec<usize> = order
             .iter()
