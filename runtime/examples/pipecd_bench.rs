@@ -6,9 +6,13 @@
 //! its file written to the end of the step that applied it, events per step, and whether
 //! the backlog grows.
 //!
-//! `cargo run --release -p pipec-runtime --example pipecd_bench -- [--pods N] [--rate R]
-//! [--seconds S]` (default: gencluster's small cluster, 1,500 pods, 1,000 events/s for 60 s).
+//! `cargo run --release -p pipec-runtime --example pipecd_bench -- [--full] [--pods N]
+//! [--rate R] [--seconds S] [--ebpf-map-entries MAP=N,...]` (default: gencluster's small
+//! cluster, 1,500 pods, 1,000 events/s for 60 s; `--full`: gencluster's full scale, whose
+//! node needs the maps `--ebpf-map-entries backends=262144,maglev=2097152,policy=16777216`
+//! gives, as pipecd's flag of that name).
 
+use pipec_ebpf::sizes::MapSizes;
 use pipec_runtime::daemon::{hardware_profile, Daemon, Sources, DEFAULT_HW_PROFILE};
 use pipec_runtime::device::Device;
 use pipec_runtime::source::ManifestDir;
@@ -28,7 +32,6 @@ use libc as _;
 use notify as _;
 use pipec as _;
 use pipec_cpt as _;
-use pipec_ebpf as _;
 use pipec_ebpf_common as _;
 use pipec_proto as _;
 use pipec_rte_flow as _;
@@ -159,8 +162,21 @@ fn percentile(v: &mut [Duration], q: f64) -> Duration {
 }
 
 fn main() {
-    let mut spec = gencluster::Spec::small();
+    let full = std::env::args().any(|a| a == "--full");
+    let mut spec = if full {
+        gencluster::Spec::full()
+    } else {
+        gencluster::Spec::small()
+    };
     spec.pods = arg("--pods", spec.pods);
+    let args: Vec<String> = std::env::args().collect();
+    let sizes = args
+        .iter()
+        .position(|a| a == "--ebpf-map-entries")
+        .and_then(|i| args.get(i + 1))
+        .map_or_else(MapSizes::default, |text| {
+            MapSizes::parse(text).expect("--ebpf-map-entries MAP=N,...")
+        });
     let rate = arg("--rate", 1000);
     let seconds = arg("--seconds", 60);
     let dir = std::env::temp_dir().join(format!("pipecd-bench-{}", std::process::id()));
@@ -200,8 +216,14 @@ fn main() {
         .any(|a| a == "--offload-reserve")
         .then(|| arg("--offload-reserve", 0) as u64);
     let profile = hardware_profile(DEFAULT_HW_PROFILE, reserve).expect("the profile");
-    let mut daemon =
-        Daemon::for_profile(&t.node, sources, Device::model(), None, profile).expect("a daemon");
+    let mut daemon = Daemon::for_profile(
+        &t.node,
+        sources,
+        Device::model().with_model_sizes(sizes),
+        None,
+        profile,
+    )
+    .expect("a daemon");
     daemon.step(start).expect("the first load");
     assert!(daemon.metrics.ready, "the first full state is applied");
     println!(
