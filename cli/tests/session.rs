@@ -634,7 +634,7 @@ fn a_full_table_displaces_kept_marks_for_new_drops() {
     assert_eq!(session.plan().unwrap().usage.entries, full, "{before}");
     assert_eq!(rules(&before, "drop"), 0, "{before}");
     spec.pods.push(pod(1, 2));
-    let next = documents(&spec, &[true; 5]);
+    let next = documents(&spec, &[true; 4]);
     let changes = session
         .apply(&events(&docs, &next))
         .expect("a pod add applies");
@@ -672,6 +672,81 @@ fn a_full_table_displaces_kept_marks_for_new_drops() {
         mine * 100 >= theirs * (100 - owed),
         "value {mine} against a fresh plan's {theirs}:\n{text}"
     );
+}
+
+/// Displacing never breaks priority closure: a mark that a placed drop depends on (the
+/// drop below it would decide its packets) is not displaced, though it ranks lowest. Every
+/// packet the slice decides after the event is decided as a table of every capable entry
+/// decides it. (Displacing the mark fails this: its drop then decides HTTP from app 1.)
+#[test]
+fn displacing_keeps_the_marks_a_placed_drop_depends_on() {
+    let pod = http_pod;
+    let mut spec = Spec {
+        nodes: 0,
+        ns_team: vec![0, 1],
+        pods: vec![pod(0, 0), pod(0, 1), pod(0, 1)],
+        services: Vec::new(),
+        policies: vec![
+            // The pod of app 0 admits app 1 on HTTP and opens no connection: its ingress
+            // drop is sound and sits below the HTTP mark, which it depends on. That mark is
+            // the only one: the lowest-ranked entry placed.
+            testgen::PolicySpec::Np {
+                ns: 0,
+                app: Some(0),
+                ingress: Some(vec![testgen::RuleSpec {
+                    peers: vec![testgen::PeerSpec::Pods(1)],
+                    ports: vec![testgen::PortSpec::Http],
+                }]),
+                egress: Some(Vec::new()),
+            },
+            // Pods of app 1 send nowhere and accept nothing: sound drops and no default
+            // marks, which would rank lower still.
+            testgen::PolicySpec::Np {
+                ns: 0,
+                app: Some(1),
+                ingress: Some(Vec::new()),
+                egress: Some(Vec::new()),
+            },
+            // Pods of app 2 may send nowhere and accept nothing; none exists yet.
+            testgen::PolicySpec::Np {
+                ns: 1,
+                app: Some(2),
+                ingress: Some(Vec::new()),
+                egress: Some(Vec::new()),
+            },
+        ],
+    };
+    let docs = documents(&spec, &[true; 3]);
+    let full = load(&docs, budget(None)).plan().unwrap().usage.entries;
+    let mut session = load(&docs, budget(Some(full)));
+    let before = pipec::partition::plan_to_text(session.plan().unwrap());
+    assert!(before.contains("l4.dport=80"), "{before}");
+    spec.pods.push(pod(1, 2));
+    let next = documents(&spec, &[true; 4]);
+    let changes = session
+        .apply(&events(&docs, &next))
+        .expect("a pod add applies");
+    let plan = session.plan().unwrap();
+    let text = pipec::partition::plan_to_text(plan);
+    assert!(plan.usage.entries <= full, "over the budget:\n{text}");
+    // The only mark may not be displaced, so the plan is made from scratch, which keeps
+    // it with its drop.
+    assert_eq!(
+        changes.times.full_plan,
+        Some(pipec::partition::incremental::FromScratch::Ranking),
+        "{text}"
+    );
+    assert!(text.contains("l4.dport=80"), "the mark left:\n{text}");
+    let complete = load(
+        &next,
+        SessionOptions {
+            pins: session.pins().clone(),
+            ..budget(None)
+        },
+    );
+    if let Some(p) = unsound(&plan.slice.rules, &complete.plan().unwrap().slice.rules) {
+        panic!("the slice decides {p:?} otherwise than every capable entry would\n{text}");
+    }
 }
 
 /// A rejected event leaves the session as it was, and the next good event applies.
