@@ -379,6 +379,8 @@ fn main() {
             }
         }
         report(kind, &mut samples, &stats);
+        // Before the fresh plan below, which is not the session's.
+        println!("  peak RSS after the {kind}s: {} MiB", peak_rss_mib());
         versus_fresh(&session, kind, &alive);
     }
     let mut samples = Vec::new();

@@ -49,9 +49,9 @@
 //!   by a fresh plan; the incremental plan cannot tell whether it would win. It takes every
 //!   touched candidate the last plan placed, and when they do not fit once compressed it
 //!   evicts the lowest-ranked of them (it declines, [`FromScratch::Budget`], only when
-//!   the kept rules alone do not fit). Every candidate it leaves out that the last plan
-//!   from scratch did not leave out as it ranks now (more value or less cost as the screen
-//!   counts it since, or ranked by no fresh plan) is owed: when the value owed passes
+//!   the kept rules alone do not fit). Every candidate it leaves out owes its value, or,
+//!   when the last plan from scratch left it out at no less cost (as the screen counts
+//!   it), the value it gained since ([`owes`]): when the value owed passes
 //!   [`MAX_OWED_PERCENT`] of the value placed, it displaces kept entries (step 5), and
 //!   when that does not bring it within, it declines ([`FromScratch::Ranking`]). A kept
 //!   entry displaced is owed like any other. So its value is at least a
@@ -816,13 +816,23 @@ pub fn replan(
     Ok((assemble(mag, profile, cands, slice, usage), basis))
 }
 
-/// Whether candidate `i`, which the last plan from scratch left out, ranks no better now
-/// (no more value, no less cost as the screen counts it): a fresh plan would leave it out
-/// again, whatever events changed of its rules.
-fn ranks_no_better(left_prev: &[Option<Ranked>], cands: &[Candidate], i: usize) -> bool {
-    left_prev[i]
-        .flatten()
-        .is_some_and(|(value, cost)| cands[i].placement.value <= value && cands[i].screened >= cost)
+/// What leaving candidate `i` out may cost against a fresh plan: its value; or, for one
+/// the last plan from scratch left out at no less cost (as the screen counts it), the
+/// value it gained since, which is nothing while it ranks no better (a fresh plan would
+/// leave it out again, whatever events changed of its rules). A fresh plan that placed it
+/// now would mostly leave out in its stead an entry that ranked above it then, and gain at
+/// most the value it gained. Not always: the last slack of a plan from scratch goes to
+/// cheap entries in rank order, and ranked higher it may meet more slack and take the
+/// place of entries below it; that gain is not counted, so the bound is an estimate there.
+/// (A pod joining an identity adds a sliver of value to every mark naming the identity; at
+/// 15,000 pods, counting each such mark's whole value as owed forced a plan from scratch on
+/// most pod events.)
+fn owes(left_prev: &[Option<Ranked>], cands: &[Candidate], i: usize) -> u64 {
+    let c = &cands[i];
+    match left_prev[i].flatten() {
+        Some((value, cost)) if c.screened >= cost => c.placement.value.saturating_sub(value),
+        _ => c.placement.value,
+    }
 }
 
 /// Displacement rounds before a re-plan that owes too much declines.
@@ -856,8 +866,9 @@ struct Fit {
     stays: FxHashMap<Same, usize>,
     /// The rules compressed anew.
     rules: Vec<Merged>,
-    /// The candidates left out that a fresh plan might place, and their value.
-    owed: Vec<usize>,
+    /// The candidates left out that a fresh plan might place, each with what it owes
+    /// ([`owes`]), and their sum.
+    owed: Vec<(usize, u64)>,
     owed_value: u64,
     /// The value of the entries placed.
     placed_value: u64,
@@ -935,16 +946,13 @@ impl Steps<'_, '_> {
         let left_as = |i: usize| self.left_prev[i].as_ref();
         let kept_value: u64 = kept_idx.iter().map(|i| cands[*i].placement.value).sum();
         let heavy = kept_value.saturating_mul(MAX_OWED_PERCENT) / 1000;
-        let competes = |c: &Candidate, i: usize| {
-            left_as(i).is_none()
-                || (self.displacing
-                    && c.placement.value >= heavy
-                    && !ranks_no_better(self.left_prev, cands, i))
+        let competes = |i: usize| {
+            left_as(i).is_none() || (self.displacing && owes(self.left_prev, cands, i) >= heavy)
         };
         let touched: Vec<usize> = order
             .iter()
             .copied()
-            .filter(|i| !taken[*i] && cands[*i].ok && competes(&cands[*i], *i))
+            .filter(|i| !taken[*i] && cands[*i].ok && competes(*i))
             .collect();
         let more = chooser.fill_groups(cands, &touched, 0, u64::MAX);
         // The compressed rules of the plan with the first `k` groups of `more`: the kept
@@ -982,19 +990,15 @@ impl Steps<'_, '_> {
             },
         );
         let lowest = lowest.unwrap_or(0);
-        // A candidate the last plan from scratch left out that ranks no better now (no
-        // more value, no less cost as the screen counts it) would be left out by a fresh
-        // plan again, whatever events changed of its rules.
-        let owed: Vec<usize> = (0..n)
+        let owed: Vec<(usize, u64)> = (0..n)
             .filter(|i| {
                 let c = &cands[*i];
-                c.ok && !taken[*i]
-                    && c.placement.value > lowest
-                    && c.placement.hw_rules <= limit
-                    && !ranks_no_better(self.left_prev, cands, *i)
+                c.ok && !taken[*i] && c.placement.value > lowest && c.placement.hw_rules <= limit
             })
+            .map(|i| (i, owes(self.left_prev, cands, i)))
+            .filter(|(_, owed)| *owed > 0)
             .collect();
-        let owed_value = owed.iter().map(|i| cands[*i].placement.value).sum();
+        let owed_value = owed.iter().map(|(_, v)| *v).sum();
         Ok(Fit {
             kept_idx,
             filled,
@@ -1039,19 +1043,19 @@ fn victims(
     // ties by index).
     free.sort_unstable_by_key(|i| (cands[*i].placement.value, std::cmp::Reverse(*i)));
     let mut owed = fit.owed.clone();
-    owed.sort_unstable_by_key(|i| (std::cmp::Reverse(cands[*i].placement.value), *i));
+    owed.sort_unstable_by_key(|(i, _)| (std::cmp::Reverse(cands[*i].placement.value), *i));
     let allowed = fit.placed_value.saturating_mul(MAX_OWED_PERCENT) / 200;
     let per_entry = ratio.max(1.0);
     let mut still = fit.owed_value;
     let (mut need, mut freed) = (0f64, 0f64);
     let mut free = free.into_iter().peekable();
     let mut out = Vec::new();
-    for o in owed {
+    for (o, amount) in owed {
         if still <= allowed {
             break;
         }
         let c = &cands[o];
-        still -= c.placement.value;
+        still -= amount;
         need += (c.placement.hw_rules.max(c.screened) << round.saturating_sub(1)) as f64;
         while freed < need {
             match free.next_if(|v| cands[*v].placement.value < c.placement.value) {
