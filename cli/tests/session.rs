@@ -464,6 +464,17 @@ fn http_pod(ns: usize, app: usize) -> PodSpec {
     }
 }
 
+/// A NetworkPolicy of namespace `ns`: pods of `app` may send nowhere and accept nothing.
+/// Their drops rank above every mark and are sound (they have no connections at all).
+fn isolated(ns: usize, app: usize) -> testgen::PolicySpec {
+    testgen::PolicySpec::Np {
+        ns,
+        app: Some(app),
+        ingress: Some(Vec::new()),
+        egress: Some(Vec::new()),
+    }
+}
+
 /// A NetworkPolicy of namespace 0: pods of app 0 admit pods of app 1 on HTTP.
 fn app0_admits_app1_on_http() -> testgen::PolicySpec {
     testgen::PolicySpec::Np {
@@ -536,12 +547,7 @@ fn a_full_table_evicts_the_lowest_ranked_touched_entry() {
             app0_admits_app1_on_http(),
             // The pod of app 2 may send nowhere and accept nothing: drops, which rank
             // above every mark (and are sound: it has no connections at all).
-            testgen::PolicySpec::Np {
-                ns: 1,
-                app: Some(2),
-                ingress: Some(Vec::new()),
-                egress: Some(Vec::new()),
-            },
+            isolated(1, 2),
         ],
     };
     let docs = documents(&spec, &[true; 3]);
@@ -614,12 +620,7 @@ fn a_full_table_displaces_kept_marks_for_new_drops() {
             app0_admits_app1_on_http(),
             // Pods of app 2 may send nowhere and accept nothing: sound drops, ranked above
             // every mark. No such pod exists before the event.
-            testgen::PolicySpec::Np {
-                ns: 1,
-                app: Some(2),
-                ingress: Some(Vec::new()),
-                egress: Some(Vec::new()),
-            },
+            isolated(1, 2),
         ],
     };
     let docs = documents(&spec, &[true; 4]);
@@ -634,7 +635,7 @@ fn a_full_table_displaces_kept_marks_for_new_drops() {
     assert_eq!(session.plan().unwrap().usage.entries, full, "{before}");
     assert_eq!(rules(&before, "drop"), 0, "{before}");
     spec.pods.push(pod(1, 2));
-    let next = documents(&spec, &[true; 4]);
+    let next = documents(&spec, &[true; 5]);
     let changes = session
         .apply(&events(&docs, &next))
         .expect("a pod add applies");
@@ -701,19 +702,9 @@ fn displacing_keeps_the_marks_a_placed_drop_depends_on() {
             },
             // Pods of app 1 send nowhere and accept nothing: sound drops and no default
             // marks, which would rank lower still.
-            testgen::PolicySpec::Np {
-                ns: 0,
-                app: Some(1),
-                ingress: Some(Vec::new()),
-                egress: Some(Vec::new()),
-            },
+            isolated(0, 1),
             // Pods of app 2 may send nowhere and accept nothing; none exists yet.
-            testgen::PolicySpec::Np {
-                ns: 1,
-                app: Some(2),
-                ingress: Some(Vec::new()),
-                egress: Some(Vec::new()),
-            },
+            isolated(1, 2),
         ],
     };
     let docs = documents(&spec, &[true; 3]);
