@@ -381,6 +381,20 @@ fn budget(entries: Option<u64>) -> SessionOptions {
     }
 }
 
+/// A session of `docs` on a flow table exactly as large as the entries its plan takes with
+/// no limit, and that size.
+fn at_full_table(docs: &BTreeMap<ObjectKey, String>) -> (Session, u64) {
+    let full = load(docs, budget(None)).plan().unwrap().usage.entries;
+    (load(docs, budget(Some(full))), full)
+}
+
+/// The rules of a plan's text that contain `what`.
+fn rules(text: &str, what: &str) -> usize {
+    text.lines()
+        .filter(|l| l.starts_with("rule ") && l.contains(what))
+        .count()
+}
+
 /// A packet the partial slice decides otherwise than the complete one (every entry
 /// hardware can take), among the packets the partial slice decides at all, on the port
 /// of the rule it is made from.
@@ -551,9 +565,7 @@ fn a_full_table_evicts_the_lowest_ranked_touched_entry() {
         ],
     };
     let docs = documents(&spec, &[true; 3]);
-    let unlimited = load(&docs, budget(None));
-    let full = unlimited.plan().unwrap().usage.entries;
-    let mut session = load(&docs, budget(Some(full)));
+    let (mut session, full) = at_full_table(&docs);
     let before = session.plan().unwrap().clone();
     assert_eq!(
         session.plan().unwrap().usage.entries,
@@ -577,11 +589,6 @@ fn a_full_table_evicts_the_lowest_ranked_touched_entry() {
     assert!(plan.usage.entries <= full, "over the budget:\n{text}");
     // The mark admitting app 1 on HTTP (the only rules matching port 80) was in hardware
     // and is evicted; both drops stay.
-    let rules = |text: &str, what: &str| {
-        text.lines()
-            .filter(|l| l.starts_with("rule ") && l.contains(what))
-            .count()
-    };
     let before_text = pipec::partition::plan_to_text(&before);
     assert!(rules(&before_text, "l4.dport=80") > 0, "{before_text}");
     assert_eq!(rules(&text, "l4.dport=80"), 0, "the mark stayed:\n{text}");
@@ -624,14 +631,8 @@ fn a_full_table_displaces_kept_marks_for_new_drops() {
         ],
     };
     let docs = documents(&spec, &[true; 4]);
-    let full = load(&docs, budget(None)).plan().unwrap().usage.entries;
-    let mut session = load(&docs, budget(Some(full)));
+    let (mut session, full) = at_full_table(&docs);
     let before = pipec::partition::plan_to_text(session.plan().unwrap());
-    let rules = |text: &str, what: &str| {
-        text.lines()
-            .filter(|l| l.starts_with("rule ") && l.contains(what))
-            .count()
-    };
     assert_eq!(session.plan().unwrap().usage.entries, full, "{before}");
     assert_eq!(rules(&before, "drop"), 0, "{before}");
     spec.pods.push(pod(1, 2));
@@ -708,8 +709,7 @@ fn displacing_keeps_the_marks_a_placed_drop_depends_on() {
         ],
     };
     let docs = documents(&spec, &[true; 3]);
-    let full = load(&docs, budget(None)).plan().unwrap().usage.entries;
-    let mut session = load(&docs, budget(Some(full)));
+    let (mut session, full) = at_full_table(&docs);
     let before = pipec::partition::plan_to_text(session.plan().unwrap());
     assert!(before.contains("l4.dport=80"), "{before}");
     spec.pods.push(pod(1, 2));

@@ -51,11 +51,15 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 /// Pods the writer moves between the two label sets: one file each.
 const MOVERS: usize = 100;
 
-fn arg(name: &str, default: usize) -> usize {
+/// The value after `name` on the command line.
+fn arg_text(name: &str) -> Option<String> {
     let args: Vec<String> = std::env::args().collect();
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1))
+    let at = args.iter().position(|a| a == name)?;
+    args.get(at + 1).cloned()
+}
+
+fn arg(name: &str, default: usize) -> usize {
+    arg_text(name)
         .map(|v| {
             v.parse()
                 .unwrap_or_else(|_| panic!("{name} takes a number"))
@@ -169,14 +173,9 @@ fn main() {
         gencluster::Spec::small()
     };
     spec.pods = arg("--pods", spec.pods);
-    let args: Vec<String> = std::env::args().collect();
-    let sizes = args
-        .iter()
-        .position(|a| a == "--ebpf-map-entries")
-        .and_then(|i| args.get(i + 1))
-        .map_or_else(MapSizes::default, |text| {
-            MapSizes::parse(text).expect("--ebpf-map-entries MAP=N,...")
-        });
+    let sizes = arg_text("--ebpf-map-entries").map_or_else(MapSizes::default, |text| {
+        MapSizes::parse(&text).expect("--ebpf-map-entries MAP=N,...")
+    });
     let rate = arg("--rate", 1000);
     let seconds = arg("--seconds", 60);
     let dir = std::env::temp_dir().join(format!("pipecd-bench-{}", std::process::id()));

@@ -745,7 +745,8 @@ pub fn replan(
             limit,
         };
         let fit = steps.fit(&mut cands, &kept, &is_kept)?;
-        if fit.owed_value.saturating_mul(100) <= fit.placed_value.saturating_mul(MAX_OWED_PERCENT) {
+        if fit.owed_value().saturating_mul(100) <= fit.placed_value.saturating_mul(MAX_OWED_PERCENT)
+        {
             break fit;
         }
         round += 1;
@@ -759,8 +760,8 @@ pub fn replan(
         }
         kept.retain(|(i, _)| is_kept[*i]);
     };
+    let kept_idx: Vec<usize> = kept.iter().map(|(i, _)| *i).collect();
     let Fit {
-        kept_idx,
         filled,
         taken,
         mut intact,
@@ -854,8 +855,6 @@ struct Steps<'a, 'm> {
 
 /// What steps 3 and 4 chose, with what the plan owes.
 struct Fit {
-    /// The kept entries, by candidate.
-    kept_idx: Vec<usize>,
     /// The entries taken beside them.
     filled: Vec<usize>,
     /// Per candidate, whether it is placed.
@@ -867,9 +866,8 @@ struct Fit {
     /// The rules compressed anew.
     rules: Vec<Merged>,
     /// The candidates left out that a fresh plan might place, each with what it owes
-    /// ([`owes`]), and their sum.
+    /// ([`owes`]).
     owed: Vec<(usize, u64)>,
-    owed_value: u64,
     /// The value of the entries placed.
     placed_value: u64,
 }
@@ -998,18 +996,22 @@ impl Steps<'_, '_> {
             .map(|i| (i, owes(self.left_prev, cands, i)))
             .filter(|(_, owed)| *owed > 0)
             .collect();
-        let owed_value = owed.iter().map(|(_, v)| *v).sum();
         Ok(Fit {
-            kept_idx,
             filled,
             taken,
             intact,
             stays,
             rules,
             owed,
-            owed_value,
             placed_value,
         })
+    }
+}
+
+impl Fit {
+    /// What the plan owes in all.
+    fn owed_value(&self) -> u64 {
+        self.owed.iter().map(|(_, v)| *v).sum()
     }
 }
 
@@ -1046,7 +1048,7 @@ fn victims(
     owed.sort_unstable_by_key(|(i, _)| (std::cmp::Reverse(cands[*i].placement.value), *i));
     let allowed = fit.placed_value.saturating_mul(MAX_OWED_PERCENT) / 200;
     let per_entry = ratio.max(1.0);
-    let mut still = fit.owed_value;
+    let mut still = fit.owed_value();
     let (mut need, mut freed) = (0f64, 0f64);
     let mut free = free.into_iter().peekable();
     let mut out = Vec::new();
