@@ -137,12 +137,14 @@ struct Stats {
     scratch: std::collections::BTreeMap<&'static str, usize>,
     /// Events whose lowering was a full one.
     full_lowerings: usize,
+    /// Events whose plan stayed as it was (they changed no table a plan reads).
+    carried: usize,
     /// Operations by target.
     by_target: std::collections::BTreeMap<String, usize>,
 }
 
 impl Stats {
-    fn add(&mut self, c: &Changes) {
+    fn add(&mut self, c: &Changes, session: &Session) {
         self.ops += c.targets.iter().map(|t| t.ops.len()).sum::<usize>();
         for t in &c.targets {
             *self.by_target.entry(t.target.clone()).or_default() += t.ops.len();
@@ -158,6 +160,7 @@ impl Stats {
             *self.scratch.entry(why.text()).or_default() += 1;
         }
         self.full_lowerings += usize::from(c.full_lowering);
+        self.carried += usize::from(session.plan_kept());
     }
 }
 
@@ -293,6 +296,9 @@ fn main() {
         if stats.full_lowerings > 0 {
             println!("  full lowerings: {}", stats.full_lowerings);
         }
+        if stats.carried > 0 {
+            println!("  plans kept as they were: {}", stats.carried);
+        }
     };
     // Addresses a new pod of the node really gets: free ones of the node's pod CIDR (an
     // address outside every pod CIDR is a new address class, which makes lowering redo the
@@ -370,7 +376,7 @@ fn main() {
             let t = Instant::now();
             let c = session.apply(&[ev]).expect("applies");
             samples.push(t.elapsed());
-            stats.add(&c);
+            stats.add(&c, &session);
             let name = format!("bench-{i}.yaml");
             let pod = pod_yaml(&format!("bench-{i}"), &ns, text, &ip(i), &node);
             match alive.iter_mut().find(|(n, _)| *n == name) {
@@ -390,7 +396,7 @@ fn main() {
         let t = Instant::now();
         let c = session.apply(&[ev]).expect("applies");
         samples.push(t.elapsed());
-        stats.add(&c);
+        stats.add(&c, &session);
     }
     report("pod delete", &mut samples, &stats);
     // Service endpoint changes: one endpoint of a Service's EndpointSlice turns not ready,
@@ -421,7 +427,7 @@ fn main() {
         let t = Instant::now();
         let c = session.apply(&[ev]).expect("applies");
         samples.push(t.elapsed());
-        stats.add(&c);
+        stats.add(&c, &session);
         added += c.mag_added;
         removed += c.mag_removed;
     }
@@ -469,7 +475,7 @@ fn main() {
             let t = Instant::now();
             let c = session.apply(&[ev]).expect("applies");
             samples.push(t.elapsed());
-            stats.add(&c);
+            stats.add(&c, &session);
         }
         report(kind, &mut samples, &stats);
     }

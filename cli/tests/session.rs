@@ -934,3 +934,167 @@ fn a_new_identity_gets_the_denies_every_unnamed_identity_has() {
     let fresh = Session::load_texts(&all, opts, &backends).expect("loads");
     assert_eq!(named_cookies(after), named_cookies(ebpf(&fresh)));
 }
+
+/// Two Services' worth of pods, an EndpointSlice of Service `s-a` with `ready` as each of
+/// its three endpoints' readiness, and a policy that lets app `b` reach app `a` on HTTP
+/// (so the plan holds rules in hardware), by key.
+fn sliced_service(ready: [bool; 3]) -> BTreeMap<ObjectKey, String> {
+    let mut docs = BTreeMap::new();
+    let mut put = |kind: &str, name: &str, text: String| {
+        docs.insert(ObjectKey::new(kind, "default", name), text);
+    };
+    for (app, base) in [("a", 10), ("b", 20)] {
+        for i in 0..3 {
+            let name = format!("{app}-{i}");
+            let ip = format!("10.244.0.{}", base + i);
+            put("Pod", &name, format!("apiVersion: v1\nkind: Pod\nmetadata:\n  name: {name}\n  namespace: default\n  labels: {{app: {app}}}\nspec:\n  containers:\n  - name: c\n    ports:\n    - containerPort: 80\nstatus:\n  podIP: {ip}\n  podIPs:\n  - ip: {ip}\n"));
+        }
+    }
+    put("Service", "s-a", "apiVersion: v1\nkind: Service\nmetadata:\n  name: s-a\n  namespace: default\nspec:\n  clusterIP: 10.96.0.10\n  selector: {app: a}\n  ports:\n  - {port: 80, targetPort: 80, protocol: TCP}\n".into());
+    let endpoints: String = (0..3)
+        .map(|i| format!("- addresses: [\"10.244.0.{}\"]\n  conditions: {{ready: {}}}\n  targetRef: {{kind: Pod, name: a-{i}, namespace: default}}\n", 10 + i, ready[i]))
+        .collect();
+    put("EndpointSlice", "s-a-x1", format!("apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata:\n  name: s-a-x1\n  namespace: default\n  labels: {{kubernetes.io/service-name: s-a}}\naddressType: IPv4\nports:\n- {{port: 80, protocol: TCP}}\nendpoints:\n{endpoints}"));
+    put("NetworkPolicy", "b-to-a", "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata:\n  name: b-to-a\n  namespace: default\nspec:\n  podSelector: {matchLabels: {app: a}}\n  policyTypes: [Ingress]\n  ingress:\n  - from:\n    - podSelector: {matchLabels: {app: b}}\n    ports:\n    - {port: 80, protocol: TCP}\n".into());
+    docs
+}
+
+/// Each placement's entry and the provenance text it names (which `placements` leaves
+/// out: a placement left from an older graph names the old entry's provenance).
+fn provenances(plan: &pipec::partition::Plan) -> Vec<(String, Option<String>)> {
+    plan.placements
+        .iter()
+        .map(|p| (p.entry_name(), p.prov.map(|i| plan.origins[&i].clone())))
+        .collect()
+}
+
+/// The session and a fresh load agree on the MAG, the plan's placements and both
+/// artifacts.
+fn assert_as_loaded(session: &Session, docs: &BTreeMap<ObjectKey, String>) {
+    let fresh = load(
+        docs,
+        SessionOptions {
+            pins: session.pins().clone(),
+            ..options()
+        },
+    );
+    assert_eq!(
+        pipec::mag::text::mag_to_text(session.mag()),
+        pipec::mag::text::mag_to_text(fresh.mag())
+    );
+    let (mine, theirs) = (session.plan().unwrap(), fresh.plan().unwrap());
+    assert_eq!(placements(mine), placements(theirs));
+    // Provenance numbers are interned in the order a session met them; their texts agree.
+    let texts = |p: &pipec::partition::Plan| p.origins.values().cloned().collect::<BTreeSet<_>>();
+    assert_eq!(texts(mine), texts(theirs));
+    assert_eq!(provenances(mine), provenances(theirs));
+    assert_eq!(hw(session), hw(&fresh));
+    assert_eq!(named_cookies(ebpf(session)), named_cookies(ebpf(&fresh)));
+}
+
+/// An endpoint of a Service turning not ready, and back, changes only the Service's
+/// backend tables, which no plan reads: the plan stays as it was (no pass over the
+/// candidates), and the state is the one a fresh load gives. A pod event after it still
+/// re-plans from that plan's basis.
+#[test]
+fn a_service_endpoint_change_keeps_the_plan() {
+    let docs = sliced_service([true; 3]);
+    let mut session = load(&docs, options());
+    assert!(
+        session.plan().unwrap().usage.entries > 0,
+        "the policy is in hardware"
+    );
+    let mut now = docs;
+    for ready in [[true, false, true], [true; 3]] {
+        let next = sliced_service(ready);
+        let changes = session.apply(&events(&now, &next)).expect("applies");
+        now = next;
+        assert!(session.plan_kept(), "the plan was kept as it was");
+        assert!(
+            !changes.ops("ebpf").unwrap().is_empty(),
+            "the backends changed"
+        );
+        assert_eq!(changes.ops("octeon-cn10k").unwrap().len(), 0);
+        assert_as_loaded(&session, &now);
+    }
+    let mut next = now.clone();
+    next.insert(
+        ObjectKey::new("Pod", "default", "b-9"),
+        now[&ObjectKey::new("Pod", "default", "b-0")]
+            .replace("b-0", "b-9")
+            .replace("10.244.0.20", "10.244.0.29"),
+    );
+    let changes = session.apply(&events(&now, &next)).expect("applies");
+    assert!(!session.plan_kept(), "a pod's address is read by plans");
+    assert_eq!(
+        changes.times.full_plan, None,
+        "planned from the kept plan's basis"
+    );
+    assert!(
+        !changes.ops("octeon-cn10k").unwrap().is_empty(),
+        "the new pod of app b reaches a"
+    );
+    assert_as_loaded(&session, &next);
+}
+
+/// Carrying a plan to a graph whose changes lie in tables no plan reads gives a fresh
+/// plan's placements, and undoing it gives the plan back exactly; a change in a table
+/// plans read is refused, with the plan untouched.
+#[test]
+fn a_carried_plan_undoes_exactly() {
+    use pipec::partition::incremental::carry;
+    let before = load(&sliced_service([true; 3]), options());
+    let after = load(
+        &sliced_service([false, true, true]),
+        SessionOptions {
+            pins: before.pins().clone(),
+            ..options()
+        },
+    );
+    let (old, new) = (before.mag(), after.mag());
+    let changed: Vec<_> = old
+        .table_ids()
+        .into_iter()
+        .filter(|t| old.table(*t).map(|x| &x.entries) != new.table(*t).map(|x| &x.entries))
+        .collect();
+    assert!(!changed.is_empty(), "the readiness changed some table");
+    let original = before.plan().unwrap().clone();
+    let mut plan = original.clone();
+    let carried = carry(&mut plan, new, &changed).expect("no changed table is read by plans");
+    assert_eq!(placements(&plan), placements(after.plan().unwrap()));
+    assert_eq!(provenances(&plan), provenances(after.plan().unwrap()));
+    carried.undo(&mut plan);
+    assert_eq!(plan, original);
+    // A readiness change leaves the Maglev table its size; one that grows or shrinks a
+    // table moves the placements of every table after it.
+    let mut shrunk = new.clone();
+    let anti_spoof = shrunk
+        .table_by_name(pipec::mag::pipeline::table::ANTI_SPOOF)
+        .expect("an anti-spoofing table");
+    shrunk
+        .table_mut(anti_spoof)
+        .expect("the table")
+        .entries
+        .remove(0);
+    let mut tables = changed.clone();
+    tables.push(anti_spoof);
+    let mut plan = original.clone();
+    let carried = carry(&mut plan, &shrunk, &tables).expect("no changed table is read by plans");
+    assert_eq!(plan.placements.len() + 1, original.placements.len());
+    let fresh = pipec::partition::plan_to_text(&pipec::partition::mag_to_plan(
+        &shrunk,
+        &pipec::mag::validate(&shrunk).expect("valid"),
+        before.profile().expect("a profile"),
+        &[],
+    ));
+    assert_eq!(pipec::partition::plan_to_text(&plan), fresh);
+    carried.undo(&mut plan);
+    assert_eq!(plan, original);
+    let ingress = new
+        .table_by_name(pipec::mag::pipeline::table::INGRESS_POLICY)
+        .expect("an ingress policy table");
+    let mut read = changed.clone();
+    read.push(ingress);
+    assert!(carry(&mut plan, new, &read).is_none());
+    assert_eq!(plan, original);
+}

@@ -353,6 +353,8 @@ struct Planned {
     basis: partition::incremental::Basis,
     /// Why it was made from scratch, or `None` when it was made from the previous plan.
     from_scratch: Option<partition::incremental::FromScratch>,
+    /// Whether it is the previous plan, kept as it was ([`partition::incremental::carry`]).
+    carried: bool,
 }
 
 impl fmt::Debug for Session {
@@ -590,6 +592,12 @@ impl Session {
         )
     }
 
+    /// Whether the last apply kept the plan as it was, having changed no table a plan
+    /// reads ([`partition::incremental::carry`]): a Service's endpoints, say.
+    pub fn plan_kept(&self) -> bool {
+        self.plan.get().is_some_and(|p| p.carried)
+    }
+
     /// The plan of the current graph: from `previous` (the last plan's basis) when the
     /// incremental partition can, else from scratch.
     fn make_plan(
@@ -598,13 +606,7 @@ impl Session {
         info: &MagInfo,
         previous: Option<partition::incremental::Basis>,
     ) -> Planned {
-        let hints = self
-            .loaded
-            .pipe
-            .program
-            .as_ref()
-            .map(crate::model::pipe::placement_hints)
-            .unwrap_or_default();
+        let hints = self.hints();
         let hints = hints.as_slice();
         // The hardware backend answers for each rule, so the plan holds nothing it refuses,
         // and nothing its profile does not declare (a backend that claims more is refused
@@ -637,6 +639,7 @@ impl Session {
                             plan,
                             basis,
                             from_scratch: None,
+                            carried: false,
                         }
                     }
                     Err(why) => why,
@@ -650,6 +653,7 @@ impl Session {
             plan,
             basis,
             from_scratch: Some(why),
+            carried: false,
         }
     }
 
@@ -772,7 +776,11 @@ impl Session {
             (false, Some(Ok(info))) => Some((info, diff.added.as_slice())),
             _ => None,
         };
-        let (previous, outcome) = self.compile_next(next, info, &mut times);
+        let changed: Option<Vec<mag::TableId>> = (!diff.full).then(|| {
+            let tables = diff.added.iter().chain(&diff.removed).map(|(t, _)| *t);
+            tables.collect()
+        });
+        let (previous, outcome) = self.compile_next(next, info, changed.as_deref(), &mut times);
         match outcome {
             Ok(()) => {
                 let clock = std::time::Instant::now();
@@ -798,12 +806,14 @@ impl Session {
     }
 
     /// Moves the session to `next` (whose MAG is already in `self.lowered`): validates,
-    /// plans and compiles every target. Returns the previous model, artifacts and plan
-    /// (to diff against, or to restore when the outcome is a rejection).
+    /// plans and compiles every target. `changed`: the tables whose entries changed, when
+    /// the lowering was incremental. Returns the previous model, artifacts and plan (to
+    /// diff against, or to restore when the outcome is a rejection).
     fn compile_next(
         &mut self,
         next: Loaded,
         info: Option<(MagInfo, &[(mag::TableId, mag::Entry)])>,
+        changed: Option<&[mag::TableId]>,
         times: &mut StageTimes,
     ) -> (Previous, Result<(), Rejected>) {
         let fresh = self.backends.iter().map(|_| OnceLock::new()).collect();
@@ -811,6 +821,7 @@ impl Session {
             loaded: std::mem::replace(&mut self.loaded, next),
             artifacts: std::mem::replace(&mut self.artifacts, fresh),
             plan: std::mem::take(&mut self.plan),
+            carried: None,
         };
         self.info = OnceLock::new();
         let clock = std::time::Instant::now();
@@ -825,7 +836,9 @@ impl Session {
         }
         times.validate = clock.elapsed();
         let clock = std::time::Instant::now();
-        if let (Some(profile), Ok(info)) = (self.profile.as_ref(), self.info()) {
+        if let Some(carried) = self.carry_plan(&mut previous, changed) {
+            previous.carried = Some(carried);
+        } else if let (Some(profile), Ok(info)) = (self.profile.as_ref(), self.info()) {
             // The basis moves to the new plan; the old plan stays, to be restored if a
             // target refuses the new state (a restored plan has no basis, so the next one
             // is planned from scratch).
@@ -834,6 +847,7 @@ impl Session {
                     plan: p.plan,
                     basis: Default::default(),
                     from_scratch: p.from_scratch,
+                    carried: p.carried,
                 });
                 p.basis
             });
@@ -857,6 +871,42 @@ impl Session {
         self.loaded.cluster.identity_pins =
             pins_after(&self.loaded.cluster.identity_pins, self.lowered());
         (previous, Ok(()))
+    }
+
+    /// Keeps the previous plan for the new graph when the event changed no table a plan
+    /// reads ([`partition::incremental::carry`]); returns what to put back on a rejection.
+    fn carry_plan(
+        &mut self,
+        previous: &mut Previous,
+        changed: Option<&[mag::TableId]>,
+    ) -> Option<partition::incremental::Carried> {
+        let changed = changed?;
+        if self.profile.is_none() || self.info().is_err() || !self.hints().is_empty() {
+            return None;
+        }
+        let mut planned = previous.plan.take()?;
+        match partition::incremental::carry(&mut planned.plan, self.mag(), changed) {
+            Some(carried) => {
+                planned.from_scratch = None;
+                planned.carried = true;
+                let _ = self.plan.set(planned);
+                Some(carried)
+            }
+            None => {
+                let _ = previous.plan.set(planned);
+                None
+            }
+        }
+    }
+
+    /// The placement hints of the node's `.pipe` program.
+    fn hints(&self) -> Vec<partition::PlacementHint> {
+        self.loaded
+            .pipe
+            .program
+            .as_ref()
+            .map(crate::model::pipe::placement_hints)
+            .unwrap_or_default()
     }
 
     fn diff_targets(&self, old: &[OnceLock<Compiled>]) -> Vec<TargetChanges> {
@@ -887,7 +937,16 @@ impl Session {
         self.loaded = old.loaded;
         self.loaded.sources = sources;
         self.artifacts = old.artifacts;
-        self.plan = old.plan;
+        match old.carried {
+            // The plan was carried to the refused state: it is the previous one with some
+            // tables' placements replaced, which go back.
+            Some(carried) => {
+                let mut planned = self.plan.take().expect("a carried plan is set");
+                carried.undo(&mut planned.plan);
+                self.plan = OnceLock::from(planned);
+            }
+            None => self.plan = old.plan,
+        }
         let node = self.node().to_string();
         self.lowered = OnceLock::from(lower::cluster_to_mag(&self.loaded.cluster, Some(&node)));
         self.info = OnceLock::new();
@@ -924,6 +983,9 @@ struct Previous {
     loaded: Loaded,
     artifacts: Vec<OnceLock<Compiled>>,
     plan: OnceLock<Planned>,
+    /// What carrying the plan to the new state replaced in it (the plan itself then moved
+    /// to the new state).
+    carried: Option<partition::incremental::Carried>,
 }
 
 /// How to take back the object and `.pipe` changes of a batch: each key's previous value,

@@ -404,11 +404,8 @@ pub fn candidates(ctx: &Context<'_>) -> Vec<Candidate> {
             let eid = EntryId(i as u32);
             let prov = e.provenance.first().map(|p| p.0);
             let col = |c: Option<usize>| c.map_or(FieldMatch::Any, |c| e.matches[c]);
-            let why = Why::Stage {
-                detail: detail.into(),
-            };
             let mut c = Candidate {
-                placement: Placement::ebpf(t, eid, why, prov),
+                placement: stage_placement(t, eid, detail, prov),
                 table: t,
                 entry: eid,
                 ok: false,
@@ -432,6 +429,32 @@ pub fn candidates(ctx: &Context<'_>) -> Vec<Candidate> {
         }
     }
     out
+}
+
+/// An entry's placement before any check: in eBPF, for its stage's reason `detail`. The
+/// entries of a table that holds no policy keep it.
+fn stage_placement(t: TableId, e: EntryId, detail: &'static str, prov: Option<u32>) -> Placement {
+    let why = Why::Stage {
+        detail: detail.into(),
+    };
+    Placement::ebpf(t, e, why, prov)
+}
+
+/// The placements of every entry of `t`, a table whose entries are no candidates.
+pub(super) fn stage_placements(mag: &Mag, t: TableId) -> Vec<Placement> {
+    let Some(table) = mag.table(t) else {
+        return Vec::new();
+    };
+    let detail = stage_reason(&table.name);
+    table
+        .entries
+        .iter()
+        .enumerate()
+        .map(|(i, e)| {
+            let prov = e.provenance.first().map(|p| p.0);
+            stage_placement(t, EntryId(i as u32), detail, prov)
+        })
+        .collect()
 }
 
 /// [`exact32`] as a `u32`: validation keeps every match within its field's width, so
