@@ -8,9 +8,10 @@
 //!
 //! `cargo run --release -p pipec-runtime --example pipecd_bench -- [--full] [--pods N]
 //! [--rate R] [--seconds S] [--ebpf-map-entries MAP=N,...]` (default: gencluster's small
-//! cluster, 1,500 pods, 1,000 events/s for 60 s; `--full`: gencluster's full scale, whose
-//! node needs the maps `--ebpf-map-entries backends=262144,maglev=2097152,policy=16777216`
-//! gives, as pipecd's flag of that name).
+//! cluster, 1,500 pods, 1,000 events/s for 60 s; `--full`: gencluster's full scale). As
+//! pipecd's flag of that name, `--ebpf-map-entries` sizes the maps; without it the first
+//! state sizes them (one node of the full scale gets backends 262,144, maglev 2,097,152 and
+//! policy 16,777,216).
 
 use pipec_ebpf::sizes::MapSizes;
 use pipec_runtime::daemon::{hardware_profile, Daemon, Sources, DEFAULT_HW_PROFILE};
@@ -173,9 +174,11 @@ fn main() {
         gencluster::Spec::small()
     };
     spec.pods = arg("--pods", spec.pods);
-    let sizes = arg_text("--ebpf-map-entries").map_or_else(MapSizes::default, |text| {
-        MapSizes::parse(&text).expect("--ebpf-map-entries MAP=N,...")
-    });
+    let device = match arg_text("--ebpf-map-entries") {
+        Some(text) => Device::model()
+            .with_model_sizes(MapSizes::parse(&text).expect("--ebpf-map-entries MAP=N,...")),
+        None => Device::model_sized_by_state(),
+    };
     let rate = arg("--rate", 1000);
     let seconds = arg("--seconds", 60);
     let dir = std::env::temp_dir().join(format!("pipecd-bench-{}", std::process::id()));
@@ -215,14 +218,8 @@ fn main() {
         .any(|a| a == "--offload-reserve")
         .then(|| arg("--offload-reserve", 0) as u64);
     let profile = hardware_profile(DEFAULT_HW_PROFILE, reserve).expect("the profile");
-    let mut daemon = Daemon::for_profile(
-        &t.node,
-        sources,
-        Device::model().with_model_sizes(sizes),
-        None,
-        profile,
-    )
-    .expect("a daemon");
+    let mut daemon =
+        Daemon::for_profile(&t.node, sources, device, None, profile).expect("a daemon");
     daemon.step(start).expect("the first load");
     assert!(daemon.metrics.ready, "the first full state is applied");
     println!(

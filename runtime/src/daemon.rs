@@ -12,7 +12,7 @@ use pipec::backend::{Backend, Profile};
 use pipec::engine::hwmodel::ForwardSemantics;
 use pipec::model::IdentityPins;
 use pipec::session::{Event, Hardware, Session, SessionOptions};
-use pipec_ebpf::{Interfaces, MapSizes};
+use pipec_ebpf::{Interfaces, SharedSizes};
 use std::collections::BTreeMap;
 use std::collections::BTreeSet;
 use std::net::Ipv4Addr;
@@ -31,14 +31,14 @@ pub fn backends(hardware: Option<&Profile>) -> Vec<Box<dyn Backend>> {
 pub fn backends_with(
     hardware: Option<&Profile>,
     interfaces: Option<&Interfaces>,
-    sizes: Option<&MapSizes>,
+    sizes: Option<&SharedSizes>,
 ) -> Vec<Box<dyn Backend>> {
     let mut ebpf = match interfaces {
         Some(i) => pipec_ebpf::EbpfBackend::with_interfaces(i.clone()),
         None => pipec_ebpf::EbpfBackend::default(),
     };
     if let Some(sizes) = sizes {
-        ebpf = ebpf.with_sizes(sizes.clone());
+        ebpf = ebpf.with_shared_sizes(sizes.clone());
     }
     let mut out: Vec<Box<dyn Backend>> = vec![Box::new(ebpf)];
     if let Some(p) = hardware {
@@ -127,6 +127,9 @@ pub struct Daemon {
     attachments: BTreeMap<(String, String), Attachment>,
     /// Each attached pod address's port, read by the eBPF backend.
     interfaces: Interfaces,
+    /// The sizes of the device's eBPF maps, which the eBPF backend checks each state
+    /// against (set when the maps are created for the first state).
+    sizes: SharedSizes,
     /// Connection offload: the conntrack scan, the pods' VFs and the offload logic.
     offload: Driver,
     /// Flow events for `pipec observe` subscribers.
@@ -221,7 +224,7 @@ impl Daemon {
         };
         device.restore_pending(&pending);
         let interfaces = Interfaces::default();
-        let sizes = device.map_sizes().clone();
+        let sizes = SharedSizes::new(std::sync::RwLock::new(device.map_sizes().clone()));
         let session = Session::load_texts(&[], options.clone(), &|p| {
             backends_with(p, Some(&interfaces), Some(&sizes))
         })
@@ -239,6 +242,7 @@ impl Daemon {
             state,
             attachments: attachments.into_iter().map(|a| (a.key(), a)).collect(),
             interfaces,
+            sizes,
             offload: Driver::new(semantics, Settings::default()),
             events: crate::observe::events(),
             metrics: Metrics::default(),
@@ -263,7 +267,7 @@ impl Daemon {
     fn first_load(&mut self, changes: Vec<Change>, step: &mut Step) -> anyhow::Result<()> {
         let options = self.options.clone();
         let interfaces = self.interfaces.clone();
-        let sizes = self.device.map_sizes().clone();
+        let sizes = self.sizes.clone();
         let load = |changes: &[&Change]| {
             let texts: Vec<(String, &str)> = changes
                 .iter()
@@ -382,6 +386,11 @@ impl Daemon {
         }
         let clock = Instant::now();
         self.metrics.sizes = self.device.sizes(&self.session)?;
+        let capacity = self.device.map_sizes();
+        self.metrics.map_capacity = pipec_ebpf::artifact::MapName::ALL
+            .iter()
+            .map(|m| (m.as_str().to_string(), capacity.get(*m)))
+            .collect();
         step.times.sizes = clock.elapsed();
         self.metrics.generation = self.session.generation();
         Ok(step)
@@ -596,6 +605,7 @@ impl Daemon {
                 anyhow::bail!("target {t} cannot hold the node's pipeline: {e}");
             }
         }
+        self.create_maps()?;
         self.restore_attachments()?;
         // Written ahead of the device, as in `after_apply`.
         self.write_pins()?;
@@ -622,6 +632,27 @@ impl Daemon {
 impl Daemon {
     /// Gives the session the addresses of the pods the last run had wired and attaches
     /// their ports, before the first reconciliation (which then applies the difference).
+    /// Creates the eBPF maps when the device left them for the first state to size
+    /// ([`Device::size_for`]), and from then on holds every state to those sizes.
+    fn create_maps(&mut self) -> anyhow::Result<()> {
+        let artifact = self
+            .session
+            .artifact(pipec_ebpf::codegen::TARGET)
+            .and_then(Result::ok)
+            .and_then(|a| a.as_any().downcast_ref::<pipec_ebpf::EbpfArtifact>());
+        let Some(artifact) = artifact else {
+            return Ok(());
+        };
+        if let Some(sizes) = self.device.size_for(artifact)? {
+            tracing::info!(
+                larger_than_defaults = %sizes,
+                "created the eBPF maps, sized for the first state"
+            );
+            *self.sizes.write().unwrap_or_else(|p| p.into_inner()) = sizes;
+        }
+        Ok(())
+    }
+
     fn restore_attachments(&mut self) -> anyhow::Result<()> {
         let mut list: Vec<Attachment> = Vec::new();
         for a in self.attachments.values().cloned().collect::<Vec<_>>() {

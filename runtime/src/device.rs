@@ -24,7 +24,7 @@ use pipec_ebpf::artifact::{diff_entries, MapEntries, MapName, MapOp};
 use pipec_ebpf::{Attachment, Datapath, EbpfArtifact, MapOps, MapSizes, Program};
 use pipec_rte_flow::{FlowOp, FlowOps, RteFlowArtifact};
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 #[cfg(feature = "dpdk")]
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime};
@@ -102,6 +102,21 @@ pub struct Device {
     /// Whether the kernel's maps are known to hold the session's eBPF artifact: set by a
     /// reconcile, kept by each change applied in full, lost by a failed apply.
     ebpf_synced: bool,
+    /// The eBPF maps not created yet, to be sized for the first state ([`Device::size_for`]).
+    unsized_maps: Option<Unsized>,
+}
+
+/// A datapath whose eBPF maps are created with the first state, sized for it: no size
+/// was asked for, and no earlier run pinned maps (which keep their sizes).
+#[derive(Clone, Debug)]
+enum Unsized {
+    /// The model's.
+    Model,
+    /// The kernel's, pinned in `pin_dir`, with the wire programs attached to `wire`.
+    Kernel {
+        pin_dir: PathBuf,
+        wire: Option<String>,
+    },
 }
 
 impl Device {
@@ -109,6 +124,11 @@ impl Device {
     /// Until the pod's endpoint is in the maps, both programs drop its packets, so a pod
     /// is attached before its policy is applied and is never reachable without it.
     pub fn attach_port(&mut self, iface: &str) -> anyhow::Result<()> {
+        if let Some(Unsized::Kernel { .. }) = self.unsized_maps {
+            anyhow::bail!(
+                "the eBPF maps are created with the first full state, which is not applied yet"
+            );
+        }
         let Some(dp) = self.kernel.as_mut() else {
             return Ok(());
         };
@@ -132,9 +152,10 @@ impl Device {
         }
     }
 
-    /// Whether this is the kernel datapath.
+    /// Whether this is the kernel datapath (its maps created, or to be created with the
+    /// first state).
     pub fn is_kernel(&self) -> bool {
-        self.kernel.is_some()
+        self.kernel.is_some() || matches!(self.unsized_maps, Some(Unsized::Kernel { .. }))
     }
 
     /// Detaches the pod programs from a port (nothing when none are attached).
@@ -164,7 +185,57 @@ impl Device {
             pending: Vec::new(),
             sizes: MapSizes::default(),
             ebpf_synced: false,
+            unsized_maps: None,
         }
+    }
+
+    /// The model with eBPF maps sized for the first state ([`Device::size_for`]).
+    pub fn model_sized_by_state() -> Device {
+        Device {
+            unsized_maps: Some(Unsized::Model),
+            sizes: MapSizes::ceilings(),
+            ..Device::model()
+        }
+    }
+
+    /// The kernel datapath of [`Device::kernel`] with the maps sized for the first state
+    /// ([`Device::size_for`]) when `pin_dir` holds none yet; maps an earlier run pinned are
+    /// reused, with their sizes.
+    pub fn kernel_sized_by_state(pin_dir: &Path, wire: Option<&str>) -> anyhow::Result<Device> {
+        if Datapath::pinned_in(pin_dir) {
+            return Device::kernel(pin_dir, wire, &MapSizes::default());
+        }
+        Ok(Device {
+            unsized_maps: Some(Unsized::Kernel {
+                pin_dir: pin_dir.to_path_buf(),
+                wire: wire.map(str::to_string),
+            }),
+            sizes: MapSizes::ceilings(),
+            ..Device::model()
+        })
+    }
+
+    /// Creates the eBPF maps not created yet, sized for `artifact` (the first state): each
+    /// map's default, or a quarter more than the state needs rounded up to a power of two
+    /// ([`MapSizes::to_hold`]). Returns the sizes when it created them; `None` when the
+    /// maps existed already.
+    pub fn size_for(&mut self, artifact: &EbpfArtifact) -> anyhow::Result<Option<MapSizes>> {
+        let Some(how) = self.unsized_maps.take() else {
+            return Ok(None);
+        };
+        let sizes = MapSizes::to_hold(artifact);
+        match &how {
+            Unsized::Model => self.sizes = sizes.clone(),
+            Unsized::Kernel { pin_dir, wire } => {
+                let made = Device::kernel(pin_dir, wire.as_deref(), &sizes).inspect_err(|_| {
+                    self.unsized_maps = Some(how.clone());
+                })?;
+                self.kernel = made.kernel;
+                self._attachments = made._attachments;
+                self.sizes = made.sizes;
+            }
+        }
+        Ok(Some(self.sizes.clone()))
     }
 
     /// The model with eBPF maps of `sizes` (a state that overfills one is refused).
@@ -1082,5 +1153,52 @@ mod hw_tests {
         assert!(d.refused().is_empty());
         assert!(d.set_port_map(Default::default()) == 0);
         d.refusals.clear();
+    }
+}
+
+#[cfg(test)]
+mod sizing_tests {
+    use super::Device;
+    use pipec_ebpf::artifact::{Backend, MapName};
+    use pipec_ebpf::{EbpfArtifact, MapSizes};
+
+    /// An artifact with `n` backends.
+    fn with_backends(n: u32) -> EbpfArtifact {
+        let mut a = EbpfArtifact::default();
+        for id in 1..=n {
+            let addr = std::net::IpAddr::from(std::net::Ipv4Addr::from(0x0a00_0000 + id));
+            a.backends.insert(id, Backend { addr, port: 80 });
+        }
+        a
+    }
+
+    /// Without a size asked for, the model holds every state to the ceilings until the
+    /// first one sizes its maps: a map the state needs more of than its default gets a
+    /// quarter more, rounded up to a power of two; the others their defaults. The sizes
+    /// are chosen once.
+    #[test]
+    fn the_first_state_sizes_the_maps_once() {
+        let mut d = Device::model_sized_by_state();
+        assert_eq!(d.map_sizes(), &MapSizes::ceilings());
+        let needed = MapName::Backends.capacity() as u32 + 4_000;
+        let sizes = d
+            .size_for(&with_backends(needed))
+            .expect("the model sizes")
+            .expect("the maps were not sized yet");
+        let roomy = (u64::from(needed) * 5 / 4).next_power_of_two();
+        assert_eq!(sizes.get(MapName::Backends), roomy);
+        assert_eq!(sizes.get(MapName::Policy), MapName::Policy.capacity());
+        assert_eq!(d.map_sizes(), &sizes);
+        assert_eq!(d.size_for(&with_backends(roomy as u32 * 2)).unwrap(), None);
+        assert_eq!(d.map_sizes(), &sizes, "sized once");
+    }
+
+    /// A model given sizes keeps them.
+    #[test]
+    fn sizes_asked_for_stay() {
+        let asked = MapSizes::parse("backends=10").expect("valid");
+        let mut d = Device::model().with_model_sizes(asked.clone());
+        assert_eq!(d.size_for(&with_backends(100_000)).unwrap(), None);
+        assert_eq!(d.map_sizes(), &asked);
     }
 }

@@ -78,9 +78,11 @@ struct Args {
     /// The entries of eBPF maps larger (or smaller) than the defaults, as
     /// `MAP=ENTRIES,...` (`policy=16777216,backends=262144`), at most 16777216 each. A
     /// state that overfills a map is refused and the last good state stays; maps already
-    /// pinned keep the sizes they were created with.
-    #[arg(long, value_name = "MAP=ENTRIES,...", value_parser = parse_map_sizes, default_value = "")]
-    ebpf_map_entries: MapSizes,
+    /// pinned keep the sizes they were created with. Not given, new maps are created with
+    /// the first full state and sized for it: each map's default, or a quarter more than
+    /// the state needs, rounded up to a power of two.
+    #[arg(long, value_name = "MAP=ENTRIES,...", value_parser = parse_map_sizes)]
+    ebpf_map_entries: Option<MapSizes>,
     /// The control API socket (`unix:PATH`, made with mode 0600) for `pipec status`,
     /// `pipec explain --live` and `pipec trace --live`.
     #[arg(long, value_name = "unix:PATH")]
@@ -220,14 +222,20 @@ fn datapath(args: &Args) -> anyhow::Result<Device> {
             if args.wire.is_some() {
                 anyhow::bail!("--wire needs --datapath kernel");
             }
-            Ok(Device::model().with_model_sizes(args.ebpf_map_entries.clone()))
+            Ok(match &args.ebpf_map_entries {
+                Some(sizes) => Device::model().with_model_sizes(sizes.clone()),
+                None => Device::model_sized_by_state(),
+            })
         }
         DatapathKind::Kernel => {
             let dir = args
                 .bpffs
                 .clone()
                 .unwrap_or_else(|| PathBuf::from("/sys/fs/bpf/pipec").join(&args.node));
-            Device::kernel(&dir, args.wire.as_deref(), &args.ebpf_map_entries)
+            match &args.ebpf_map_entries {
+                Some(sizes) => Device::kernel(&dir, args.wire.as_deref(), sizes),
+                None => Device::kernel_sized_by_state(&dir, args.wire.as_deref()),
+            }
         }
     }
 }

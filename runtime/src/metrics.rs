@@ -40,6 +40,8 @@ pub struct Metrics {
     latency_sum: f64,
     /// Entries per target and table.
     pub sizes: BTreeMap<String, usize>,
+    /// The entries each eBPF map was created with, by map.
+    pub map_capacity: BTreeMap<String, u64>,
     /// What the start-up reconciliation applied.
     pub reconciled: Option<Applied>,
 }
@@ -131,6 +133,14 @@ impl Metrics {
         for (k, v) in &self.sizes {
             let (target, table) = k.split_once('/').unwrap_or((k, ""));
             let _ = writeln!(o, "{name}{{target=\"{target}\",table=\"{table}\"}} {v}");
+        }
+        let name = "pipecd_ebpf_map_capacity";
+        let _ = writeln!(
+            o,
+            "# HELP {name} The entries each eBPF map was created with.\n# TYPE {name} gauge"
+        );
+        for (map, n) in &self.map_capacity {
+            let _ = writeln!(o, "{name}{{map=\"{map}\"}} {n}");
         }
         o
     }

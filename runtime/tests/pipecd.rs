@@ -794,6 +794,49 @@ fn require_root() {
     assert!(root, "the kernel datapath tests need root");
 }
 
+/// With no size asked for and no maps pinned, the kernel datapath creates its maps with
+/// the first state: a state with more backends than the default map holds gets a map a
+/// quarter larger, rounded up to a power of two, as the kernel reports it; a restart
+/// reuses the pinned maps with that size.
+#[test]
+#[cfg_attr(
+    not(feature = "root-tests"),
+    ignore = "needs root and bpffs: run with --features root-tests"
+)]
+fn the_first_state_sizes_new_kernel_maps_and_a_restart_keeps_them() {
+    use pipec_ebpf::artifact::{Backend, MapName};
+    use pipec_runtime::device::Device;
+    require_root();
+    let pins = PathBuf::from(format!("/sys/fs/bpf/pipecd-sizes-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&pins);
+    let needed = MapName::Backends.capacity() as u32 + 4_000;
+    let mut state = pipec_ebpf::EbpfArtifact::default();
+    for id in 1..=needed {
+        let addr = std::net::IpAddr::from(std::net::Ipv4Addr::from(0x0a00_0000 + id));
+        state.backends.insert(id, Backend { addr, port: 80 });
+    }
+    let roomy = (u64::from(needed) * 5 / 4).next_power_of_two();
+    let mut d = Device::kernel_sized_by_state(&pins, None).expect("a device");
+    assert!(
+        !pins.join("backends").exists(),
+        "no map before the first state"
+    );
+    let sizes = d.size_for(&state).expect("the maps are created");
+    assert_eq!(sizes.map(|s| s.get(MapName::Backends)), Some(roomy));
+    assert!(pins.join("backends").exists(), "the maps are pinned");
+    drop(d);
+    let again = Device::kernel_sized_by_state(&pins, None).expect("the pinned maps");
+    let held = again.map_sizes().clone();
+    drop(again);
+    let _ = std::fs::remove_dir_all(&pins);
+    assert_eq!(
+        held.get(MapName::Backends),
+        roomy,
+        "the kernel's size, read back"
+    );
+    assert_eq!(held.get(MapName::Policy), MapName::Policy.capacity());
+}
+
 /// `kill -9` during operation, a change while the daemon is down, a restart: the pinned
 /// maps carry the old state while it is down, and the restart applies only the difference.
 #[test]
@@ -819,6 +862,13 @@ fn the_kernel_datapath_survives_kill_9_and_reconciles_only_the_difference() {
     ];
     run.start(&kernel);
     assert_eq!(run.state(), run.expected(&[]));
+    // No size asked for: the first state created the maps, with the defaults it fits in.
+    let metrics = get(run.port, "/metrics").expect("/metrics");
+    let line = format!(
+        "pipecd_ebpf_map_capacity{{map=\"policy\"}} {}\n",
+        pipec_ebpf::artifact::MapName::Policy.capacity()
+    );
+    assert!(metrics.contains(&line), "{line} in:\n{metrics}");
     let filters = filters_of(&wire);
     assert_eq!(filter_count(&filters, "from_wire"), 1, "{filters}");
     assert_eq!(filter_count(&filters, "to_wire"), 1, "{filters}");

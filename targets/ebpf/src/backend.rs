@@ -31,8 +31,13 @@ pub struct EbpfBackend {
     cache: std::sync::Arc<std::sync::Mutex<PolicyCache>>,
     /// The sizes of the maps the artifacts are written to: a compile that overfills one
     /// is refused. Without a device, the ceilings.
-    sizes: MapSizes,
+    sizes: SharedSizes,
 }
+
+/// The sizes of a datapath's maps, shared between the runtime, which sets them when it
+/// creates the maps (sized for the first state when no size is asked for), and the
+/// backend, which refuses a state that overfills them.
+pub type SharedSizes = std::sync::Arc<std::sync::RwLock<MapSizes>>;
 
 impl Default for EbpfBackend {
     fn default() -> Self {
@@ -40,7 +45,7 @@ impl Default for EbpfBackend {
             profile: ebpf_profile(),
             interfaces: None,
             cache: Default::default(),
-            sizes: MapSizes::ceilings(),
+            sizes: std::sync::Arc::new(std::sync::RwLock::new(MapSizes::ceilings())),
         }
     }
 }
@@ -58,6 +63,12 @@ impl EbpfBackend {
     /// The backend for a datapath whose maps have `sizes`: it refuses a state that
     /// overfills one.
     pub fn with_sizes(self, sizes: MapSizes) -> EbpfBackend {
+        self.with_shared_sizes(std::sync::Arc::new(std::sync::RwLock::new(sizes)))
+    }
+
+    /// [`EbpfBackend::with_sizes`] with sizes that may change after: those of maps not
+    /// created yet, which the runtime sizes for the first state.
+    pub fn with_shared_sizes(self, sizes: SharedSizes) -> EbpfBackend {
         EbpfBackend { sizes, ..self }
     }
 }
@@ -76,7 +87,10 @@ impl Backend for EbpfBackend {
         let mut artifact = mag_to_ebpf_cached(input.mag, input.info, &mut cache)?;
         drop(cache);
         artifact.ipsec = ipsec_routes(input.cluster, input.node);
-        check_capacity(&artifact, &self.sizes)?;
+        check_capacity(
+            &artifact,
+            &self.sizes.read().unwrap_or_else(|p| p.into_inner()),
+        )?;
         if let Some(interfaces) = &self.interfaces {
             let by_addr = interfaces.read().unwrap_or_else(|p| p.into_inner());
             for (addr, e) in artifact.endpoints.iter_mut() {

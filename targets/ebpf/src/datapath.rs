@@ -269,6 +269,14 @@ impl Datapath {
         Datapath::load_sized(pin_dir, &MapSizes::default())
     }
 
+    /// Whether `pin_dir` holds a pinned map of the datapath: a loader there reuses the
+    /// pinned maps, with the sizes they were created with.
+    pub fn pinned_in(pin_dir: &Path) -> bool {
+        MapName::ALL
+            .iter()
+            .any(|m| pin_dir.join(m.as_str()).exists())
+    }
+
     /// [`Datapath::load`] with the maps created with `sizes` (maps already pinned keep
     /// theirs: [`Datapath::sizes`] reads what the kernel holds).
     pub fn load_sized(pin_dir: Option<&Path>, sizes: &MapSizes) -> Result<Self, Error> {

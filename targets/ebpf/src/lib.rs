@@ -32,7 +32,7 @@ pub mod sys;
 pub use artifact::EbpfArtifact;
 pub mod backend;
 
-pub use backend::{EbpfBackend, Interfaces, MapOps};
+pub use backend::{EbpfBackend, Interfaces, MapOps, SharedSizes};
 pub use codegen::{mag_to_ebpf, mag_to_ebpf_cached, PolicyCache};
 pub use datapath::{Attachment, Datapath, Program};
 pub use engine::EbpfEngine;
