@@ -3,8 +3,10 @@
 //! each from the event to every target's operations, against the baseline a
 //! non-incremental tool has (a full load of the new state per event).
 //!
-//! `cargo run --release -p pipec-cli --example session_bench -- [--full] [--pods N] [--events N]`
-//! (`--full`: gencluster's full scale, 150,000 pods; `--events 0` measures the load only)
+//! `cargo run --release -p pipec-cli --example session_bench -- [--full] [--pods N] [--events N]
+//! [--kinds add,relabel,delete,endpoint,policy,fresh,baseline]`
+//! (`--full`: gencluster's full scale, 150,000 pods; `--events 0` measures the load only;
+//! `--kinds` picks what is measured, see [`wants`])
 //! (default: gencluster's small cluster, 1,500 pods, and 100 events of each kind: the node's pod CIDR has 135 free addresses).
 
 // Dependencies of the package that this target does not use itself; they serve its
@@ -25,6 +27,7 @@ use tempfile as _;
 use tokio as _;
 use tonic as _;
 
+use pipec::model::Pod;
 use pipec::session::{Changes, Event, Hardware, ObjectKey, Session, SessionOptions, StageTimes};
 use std::time::{Duration, Instant};
 
@@ -85,9 +88,28 @@ fn load_stages(texts: &[(&str, &str)], verbose: bool) -> Session {
     s
 }
 
-fn pod_yaml(name: &str, ns: &str, labels: &str, ip: &str, node: &str) -> String {
+/// A pod of the node like `template` (its service account and container ports, which are
+/// part of its identity and its address class), with `labels`.
+fn pod_yaml(name: &str, ns: &str, labels: &str, ip: &str, node: &str, template: &Pod) -> String {
+    let sa = &template.service_account;
+    let ports: String = template
+        .ports
+        .iter()
+        .map(|p| {
+            let name = p
+                .name
+                .as_ref()
+                .map(|n| format!(", name: {n}"))
+                .unwrap_or_default();
+            let proto = format!("{:?}", p.protocol).to_uppercase();
+            format!(
+                "\n    - {{containerPort: {}, protocol: {proto}{name}}}",
+                p.port
+            )
+        })
+        .collect();
     format!(
-        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: {name}\n  namespace: {ns}\n  labels: {{{labels}}}\nspec:\n  nodeName: {node}\n  containers:\n  - name: c\n    ports:\n    - containerPort: 80\nstatus:\n  podIP: {ip}\n  podIPs:\n  - ip: {ip}\n"
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: {name}\n  namespace: {ns}\n  labels: {{{labels}}}\nspec:\n  nodeName: {node}\n  serviceAccountName: {sa}\n  containers:\n  - name: c\n    ports:{ports}\nstatus:\n  podIP: {ip}\n  podIPs:\n  - ip: {ip}\n"
     )
 }
 
@@ -173,6 +195,20 @@ fn percentile(v: &mut [Duration], p: f64) -> Duration {
     v[((v.len() as f64 - 1.0) * p).round() as usize]
 }
 
+/// Whether `--kinds` (a comma-separated list of `add`, `relabel`, `delete`, `endpoint`,
+/// `policy`, `fresh` and `baseline`; all when not given) names `kind`. At full scale the
+/// comparison with a fresh plan (`fresh`) and the baseline each load the node a second
+/// time beside the session, which does not fit in 24 GiB. Deletes remove the added pods.
+fn wants(kind: &str) -> bool {
+    let args: Vec<String> = std::env::args().collect();
+    match args.iter().position(|a| a == "--kinds") {
+        Some(i) => args
+            .get(i + 1)
+            .is_some_and(|list| list.split(',').any(|k| k == kind)),
+        None => true,
+    }
+}
+
 fn arg(name: &str, default: usize) -> usize {
     let args: Vec<String> = std::env::args().collect();
     args.iter()
@@ -243,7 +279,8 @@ fn main() {
         .pods
         .iter()
         .find(|p| p.node.as_deref() == Some(node.as_str()))
-        .expect("a pod on the node");
+        .expect("a pod on the node")
+        .clone();
     let ns = template.namespace.clone();
     let template_app = template
         .labels
@@ -365,20 +402,26 @@ fn main() {
         );
     };
     let mut alive: Vec<(String, String)> = Vec::new();
-    for (kind, text) in [("pod add", &labels), ("pod label change", &other)] {
+    for (kind, text, short) in [
+        ("pod add", &labels, "add"),
+        ("pod label change", &other, "relabel"),
+    ] {
+        if !wants(short) {
+            continue;
+        }
         let mut samples = Vec::new();
         let mut stats = Stats::default();
         for i in 0..events {
             let ev = Event::Upsert {
                 source: format!("watch:bench-{i}"),
-                text: pod_yaml(&format!("bench-{i}"), &ns, text, &ip(i), &node),
+                text: pod_yaml(&format!("bench-{i}"), &ns, text, &ip(i), &node, &template),
             };
             let t = Instant::now();
             let c = session.apply(&[ev]).expect("applies");
             samples.push(t.elapsed());
             stats.add(&c, &session);
             let name = format!("bench-{i}.yaml");
-            let pod = pod_yaml(&format!("bench-{i}"), &ns, text, &ip(i), &node);
+            let pod = pod_yaml(&format!("bench-{i}"), &ns, text, &ip(i), &node, &template);
             match alive.iter_mut().find(|(n, _)| *n == name) {
                 Some(slot) => slot.1 = pod,
                 None => alive.push((name, pod)),
@@ -387,18 +430,22 @@ fn main() {
         report(kind, &mut samples, &stats);
         // Before the fresh plan below, which is not the session's.
         println!("  peak RSS after the {kind}s: {} MiB", peak_rss_mib());
-        versus_fresh(&session, kind, &alive);
+        if wants("fresh") {
+            versus_fresh(&session, kind, &alive);
+        }
     }
     let mut samples = Vec::new();
     let mut stats = Stats::default();
-    for i in 0..events {
+    for i in (0..events).filter(|_| wants("delete") && wants("add")) {
         let ev = Event::Delete(ObjectKey::new("Pod", &ns, &format!("bench-{i}")));
         let t = Instant::now();
         let c = session.apply(&[ev]).expect("applies");
         samples.push(t.elapsed());
         stats.add(&c, &session);
     }
-    report("pod delete", &mut samples, &stats);
+    if !samples.is_empty() {
+        report("pod delete", &mut samples, &stats);
+    }
     // Service endpoint changes: one endpoint of a Service's EndpointSlice turns not ready,
     // and back on the next round, as a rolling restart does.
     let value: serde_json::Value = serde_json::from_str(&json).expect("the generated JSON");
@@ -415,7 +462,7 @@ fn main() {
     let mut samples = Vec::new();
     let mut stats = Stats::default();
     let (mut added, mut removed) = (0usize, 0usize);
-    for i in 0..events {
+    for i in (0..events).filter(|_| wants("endpoint")) {
         let n = slices.len();
         let slice = &mut slices[i % n];
         let ready = &mut slice["endpoints"][0]["conditions"]["ready"];
@@ -431,12 +478,14 @@ fn main() {
         added += c.mag_added;
         removed += c.mag_removed;
     }
-    report("Service endpoint change", &mut samples, &stats);
-    println!(
-        "  MAG entries per event: {:.1} added, {:.1} removed",
-        added as f64 / events as f64,
-        removed as f64 / events as f64
-    );
+    if !samples.is_empty() {
+        report("Service endpoint change", &mut samples, &stats);
+        println!(
+            "  MAG entries per event: {:.1} added, {:.1} removed",
+            added as f64 / events as f64,
+            removed as f64 / events as f64
+        );
+    }
     // NetworkPolicy events: a policy of the template's namespace selecting its app, added,
     // then its rule changed (another port), then deleted. Selectors on `app` (which the
     // generated policies use already) keep every identity.
@@ -451,6 +500,9 @@ fn main() {
         ("CiliumNetworkPolicy update", Some(9090)),
         ("CiliumNetworkPolicy delete", None),
     ] {
+        if !wants("policy") {
+            break;
+        }
         let mut samples = Vec::new();
         let mut stats = Stats::default();
         let cilium = kind.starts_with("Cilium");
@@ -480,6 +532,9 @@ fn main() {
         report(kind, &mut samples, &stats);
     }
     // The baseline: a full load of the whole state for each event.
+    if !wants("baseline") {
+        return;
+    }
     let runs = 5;
     let mut full = Vec::new();
     for _ in 0..runs {
