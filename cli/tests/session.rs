@@ -68,6 +68,62 @@ fn edit() -> impl Strategy<Value = Edit> {
     ]
 }
 
+/// One step of the property test's event sequences: an edit of the spec, or the
+/// readiness of one endpoint flipped (Service, pod), which only an EndpointSlice says.
+#[derive(Clone, Debug)]
+enum Step {
+    Edit(Edit),
+    Ready(usize, usize),
+}
+
+fn step() -> impl Strategy<Value = Step> {
+    prop_oneof![
+        5 => edit().prop_map(Step::Edit),
+        1 => (0..4usize, 0..10usize).prop_map(|(s, p)| Step::Ready(s, p)),
+    ]
+}
+
+/// The endpoints (Service, pod) that are not ready.
+type NotReady = BTreeSet<(usize, usize)>;
+
+/// The EndpointSlices of the even-numbered Services (the odd ones keep their selector's
+/// pods): one per target port, one endpoint per live pod the Service selects, ready
+/// unless `not_ready` says otherwise; by key.
+fn slices(spec: &Spec, alive: &[bool], not_ready: &NotReady) -> BTreeMap<ObjectKey, String> {
+    let mut out = BTreeMap::new();
+    for (si, svc) in spec.services.iter().enumerate().step_by(2) {
+        let mut by_port: BTreeMap<u16, String> = BTreeMap::new();
+        for (pi, pod) in spec.pods.iter().enumerate() {
+            if !alive.get(pi).copied().unwrap_or(true) || pod.ns != svc.ns || pod.app != svc.app {
+                continue;
+            }
+            let port = match (svc.named_target, pod.http) {
+                (true, Some(http)) => http,
+                (true, None) => continue,
+                (false, _) => 8080,
+            };
+            let node = if spec.nodes > 0 {
+                format!(", nodeName: {}", testgen::node_name(pod.node % spec.nodes))
+            } else {
+                String::new()
+            };
+            let ready = !not_ready.contains(&(si, pi));
+            by_port.entry(port).or_default().push_str(&format!(
+                "- {{addresses: [\"{}\"], conditions: {{ready: {ready}}}, targetRef: {{kind: Pod, name: p{pi}, namespace: ns{}}}{node}}}\n",
+                testgen::pod_ip(pi),
+                svc.ns
+            ));
+        }
+        for (port, endpoints) in by_port {
+            let name = format!("s{si}-p{port}");
+            let ns = format!("ns{}", svc.ns);
+            let text = format!("apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata:\n  name: {name}\n  namespace: {ns}\n  labels: {{kubernetes.io/service-name: s{si}}}\naddressType: IPv4\nports:\n- {{name: web, port: {port}, protocol: TCP}}\nendpoints:\n{endpoints}");
+            out.insert(ObjectKey::new("EndpointSlice", &ns, &name), text);
+        }
+    }
+    out
+}
+
 /// Applies an edit to the spec; pods keep their index (so their name and address), and
 /// removed pods are left out of the manifests.
 fn apply_edit(spec: &mut Spec, alive: &mut Vec<bool>, e: &Edit) {
@@ -325,10 +381,12 @@ impl Devices {
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(64))]
     #[test]
-    fn apply_equals_load(s in testgen::spec(6), steps in proptest::collection::vec(proptest::collection::vec(edit(), 1..3), 1..6)) {
+    fn apply_equals_load(s in testgen::spec(6), steps in proptest::collection::vec(proptest::collection::vec(step(), 1..3), 1..6)) {
         let mut spec = s;
         let mut alive = vec![true; spec.pods.len()];
+        let mut not_ready = NotReady::new();
         let mut docs = documents(&spec, &alive);
+        docs.extend(slices(&spec, &alive, &not_ready));
         let mut session = load(&docs, options());
         // The devices start empty and take the load's artifacts as operations.
         let mut devices = Devices::default();
@@ -337,11 +395,19 @@ proptest! {
         let first_ebpf = ebpf_backend.diff(None, session.artifact("ebpf").unwrap().unwrap());
         let first_hw = hw_backend.diff(None, session.artifact("octeon-cn10k").unwrap().unwrap());
         devices.apply(first_ebpf.as_ref(), first_hw.as_ref());
-        for step in &steps {
-            for e in step {
-                apply_edit(&mut spec, &mut alive, e);
+        for batch in &steps {
+            for s in batch {
+                match s {
+                    Step::Edit(e) => apply_edit(&mut spec, &mut alive, e),
+                    Step::Ready(svc, pod) => {
+                        if !not_ready.remove(&(*svc, *pod)) {
+                            not_ready.insert((*svc, *pod));
+                        }
+                    }
+                }
             }
-            let next = documents(&spec, &alive);
+            let mut next = documents(&spec, &alive);
+            next.extend(slices(&spec, &alive, &not_ready));
             let evs = events(&docs, &next);
             docs = next;
             let changes = session.apply(&evs).map_err(|r| TestCaseError::fail(r.to_string()))?;
