@@ -1164,3 +1164,104 @@ fn a_carried_plan_undoes_exactly() {
     assert!(carry(&mut plan, new, &read).is_none());
     assert_eq!(plan, original);
 }
+
+/// The rte_flow backend, counting its compiles.
+struct Counting {
+    inner: pipec_rte_flow::RteFlowBackend,
+    compiles: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl pipec::backend::Backend for Counting {
+    fn name(&self) -> &str {
+        self.inner.name()
+    }
+
+    fn profile(&self) -> &pipec::backend::Profile {
+        self.inner.profile()
+    }
+
+    fn check_rule(&self, rule: &pipec::backend::HwRule) -> Result<(), pipec::backend::Unsupported> {
+        self.inner.check_rule(rule)
+    }
+
+    fn compile(
+        &self,
+        input: &pipec::backend::CompileInput<'_>,
+    ) -> Result<Box<dyn pipec::backend::Artifact>, pipec::backend::Unsupported> {
+        self.compiles
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.inner.compile(input)
+    }
+
+    fn diff(
+        &self,
+        old: Option<&dyn pipec::backend::Artifact>,
+        new: &dyn pipec::backend::Artifact,
+    ) -> Box<dyn Operations> {
+        self.inner.diff(old, new)
+    }
+
+    fn reads_only_the_plan(&self) -> bool {
+        self.inner.reads_only_the_plan()
+    }
+}
+
+/// A target that reads nothing but the plan is not compiled again when an event keeps the
+/// plan (an endpoint turning not ready), and has no operations; it is compiled again when
+/// the plan changes (a pod added), and its rules are a fresh load's either way.
+#[test]
+fn a_kept_plan_keeps_the_artifacts_that_read_only_the_plan() {
+    use std::sync::atomic::Ordering;
+    let compiles = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = compiles.clone();
+    let make = move |hardware: Option<&pipec::backend::Profile>| {
+        let mut out: Vec<Box<dyn pipec::backend::Backend>> =
+            vec![Box::new(pipec_ebpf::EbpfBackend::default())];
+        if let Some(p) = hardware {
+            out.push(Box::new(Counting {
+                inner: pipec_rte_flow::RteFlowBackend::new(p.clone()),
+                compiles: counter.clone(),
+            }));
+        }
+        out
+    };
+    let load_with = |docs: &BTreeMap<ObjectKey, String>| {
+        let texts: Vec<(String, &str)> = docs
+            .iter()
+            .map(|(k, t)| (format!("{k}.yaml"), t.as_str()))
+            .collect();
+        let texts: Vec<(&str, &str)> = texts.iter().map(|(n, t)| (n.as_str(), *t)).collect();
+        Session::load_texts(&texts, options(), &make).expect("loads")
+    };
+    let docs = sliced_service([true; 3]);
+    let mut session = load_with(&docs);
+    let _ = hw(&session);
+    let before = compiles.load(Ordering::Relaxed);
+    let next = sliced_service([true, false, true]);
+    let changes = session.apply(&events(&docs, &next)).expect("applies");
+    assert!(session.plan_kept());
+    assert_eq!(
+        compiles.load(Ordering::Relaxed),
+        before,
+        "not compiled again"
+    );
+    assert!(changes.ops("octeon-cn10k").unwrap().is_empty());
+    assert_as_loaded(&session, &next);
+    let mut more = next.clone();
+    more.insert(
+        ObjectKey::new("Pod", "default", "b-9"),
+        next[&ObjectKey::new("Pod", "default", "b-0")]
+            .replace("b-0", "b-9")
+            .replace("10.244.0.20", "10.244.0.29"),
+    );
+    let before = compiles.load(Ordering::Relaxed);
+    let changes = session.apply(&events(&next, &more)).expect("applies");
+    assert!(!session.plan_kept());
+    assert_eq!(
+        compiles.load(Ordering::Relaxed),
+        before + 1,
+        "compiled again"
+    );
+    assert!(!changes.ops("octeon-cn10k").unwrap().is_empty());
+    assert_as_loaded(&session, &more);
+}

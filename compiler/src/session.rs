@@ -784,7 +784,7 @@ impl Session {
         match outcome {
             Ok(()) => {
                 let clock = std::time::Instant::now();
-                let targets = self.diff_targets(&previous.artifacts);
+                let targets = self.diff_targets(&previous.artifacts, &previous.kept);
                 times.diff = clock.elapsed();
                 drop(previous);
                 self.generation += 1;
@@ -822,6 +822,7 @@ impl Session {
             artifacts: std::mem::replace(&mut self.artifacts, fresh),
             plan: std::mem::take(&mut self.plan),
             carried: None,
+            kept: vec![false; self.backends.len()],
         };
         self.info = OnceLock::new();
         let clock = std::time::Instant::now();
@@ -857,6 +858,9 @@ impl Session {
         }
         times.plan = clock.elapsed();
         let clock = std::time::Instant::now();
+        if previous.carried.is_some() {
+            self.keep_plan_artifacts(&mut previous);
+        }
         for i in 0..self.backends.len() {
             if let Err(e) = self.artifact_at(i) {
                 let text = format!(
@@ -899,6 +903,19 @@ impl Session {
         }
     }
 
+    /// With the plan kept, the artifacts of the targets that read nothing but the plan
+    /// ([`crate::backend::Backend::reads_only_the_plan`]) stay as they are: they move to the new state,
+    /// and their operations are none. (On a rejection their slots are compiled again from
+    /// the restored plan, which gives the same artifacts.)
+    fn keep_plan_artifacts(&mut self, previous: &mut Previous) {
+        for (i, b) in self.backends.iter().enumerate() {
+            if b.reads_only_the_plan() && previous.artifacts[i].get().is_some() {
+                self.artifacts[i] = std::mem::take(&mut previous.artifacts[i]);
+                previous.kept[i] = true;
+            }
+        }
+    }
+
     /// The placement hints of the node's `.pipe` program.
     fn hints(&self) -> Vec<partition::PlacementHint> {
         self.loaded
@@ -909,18 +926,23 @@ impl Session {
             .unwrap_or_default()
     }
 
-    fn diff_targets(&self, old: &[OnceLock<Compiled>]) -> Vec<TargetChanges> {
+    /// Per target, the operations from its artifact in `old` to its current one; a target
+    /// whose artifact was `kept` has none to do (its diff with itself).
+    fn diff_targets(&self, old: &[OnceLock<Compiled>], kept: &[bool]) -> Vec<TargetChanges> {
         self.backends
             .iter()
             .enumerate()
             .map(|(i, b)| {
-                let before = old[i]
-                    .get()
-                    .and_then(|r| r.as_ref().ok())
-                    .map(|a| a.as_ref());
                 let after = self
                     .artifact_at(i)
                     .expect("compile_next compiled every target");
+                let before = match kept[i] {
+                    true => Some(after),
+                    false => old[i]
+                        .get()
+                        .and_then(|r| r.as_ref().ok())
+                        .map(|a| a.as_ref()),
+                };
                 TargetChanges {
                     target: b.name().to_string(),
                     ops: b.diff(before, after),
@@ -986,6 +1008,9 @@ struct Previous {
     /// What carrying the plan to the new state replaced in it (the plan itself then moved
     /// to the new state).
     carried: Option<partition::incremental::Carried>,
+    /// Per target, whether its artifact moved to the new state as it was (the plan kept;
+    /// its slot in `artifacts` is empty).
+    kept: Vec<bool>,
 }
 
 /// How to take back the object and `.pipe` changes of a batch: each key's previous value,

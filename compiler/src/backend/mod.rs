@@ -369,6 +369,13 @@ pub trait Backend: Send + Sync {
     }
     /// Compiles the target's part of a node's pipeline, or says why it cannot.
     fn compile(&self, input: &CompileInput<'_>) -> Result<Box<dyn Artifact>, Unsupported>;
+    /// Whether [`Backend::compile`] reads nothing of its input but the plan. A session
+    /// that keeps the plan for an event (one that changes no table a plan reads, such as
+    /// a Service's endpoints) then keeps such a target's artifact too, without compiling
+    /// or diffing it. The default, `false`, is always right.
+    fn reads_only_the_plan(&self) -> bool {
+        false
+    }
     /// The stable text form of an artifact of this target.
     fn emit_text(&self, artifact: &dyn Artifact) -> String {
         artifact.text()

@@ -250,6 +250,11 @@ impl Backend for RteFlowBackend {
         Ok(Box::new(self.lower_slice(&plan_slice(input))?))
     }
 
+    /// The rules are the plan's slice, lowered: nothing else of the input is read.
+    fn reads_only_the_plan(&self) -> bool {
+        true
+    }
+
     fn diff(&self, old: Option<&dyn Artifact>, new: &dyn Artifact) -> Box<dyn Operations> {
         let empty = RteFlowArtifact {
             target: self.profile.name.clone(),
