@@ -1034,6 +1034,16 @@ fn provenances(plan: &pipec::partition::Plan) -> Vec<(String, Option<String>)> {
         .collect()
 }
 
+/// `docs` of [`sliced_service`] with one more pod of app `b`, `b-9`, a replica of `b-0`.
+fn with_replica(docs: &BTreeMap<ObjectKey, String>) -> BTreeMap<ObjectKey, String> {
+    let mut out = docs.clone();
+    let pod = docs[&ObjectKey::new("Pod", "default", "b-0")]
+        .replace("b-0", "b-9")
+        .replace("10.244.0.20", "10.244.0.29");
+    out.insert(ObjectKey::new("Pod", "default", "b-9"), pod);
+    out
+}
+
 /// The session and a fresh load agree on the MAG, the plan's placements and both
 /// artifacts.
 fn assert_as_loaded(session: &Session, docs: &BTreeMap<ObjectKey, String>) {
@@ -1083,13 +1093,7 @@ fn a_service_endpoint_change_keeps_the_plan() {
         assert_eq!(changes.ops("octeon-cn10k").unwrap().len(), 0);
         assert_as_loaded(&session, &now);
     }
-    let mut next = now.clone();
-    next.insert(
-        ObjectKey::new("Pod", "default", "b-9"),
-        now[&ObjectKey::new("Pod", "default", "b-0")]
-            .replace("b-0", "b-9")
-            .replace("10.244.0.20", "10.244.0.29"),
-    );
+    let next = with_replica(&now);
     let changes = session.apply(&events(&now, &next)).expect("applies");
     assert!(!session.plan_kept(), "a pod's address is read by plans");
     assert_eq!(
@@ -1247,13 +1251,7 @@ fn a_kept_plan_keeps_the_artifacts_that_read_only_the_plan() {
     );
     assert!(changes.ops("octeon-cn10k").unwrap().is_empty());
     assert_as_loaded(&session, &next);
-    let mut more = next.clone();
-    more.insert(
-        ObjectKey::new("Pod", "default", "b-9"),
-        next[&ObjectKey::new("Pod", "default", "b-0")]
-            .replace("b-0", "b-9")
-            .replace("10.244.0.20", "10.244.0.29"),
-    );
+    let more = with_replica(&next);
     let before = compiles.load(Ordering::Relaxed);
     let changes = session.apply(&events(&next, &more)).expect("applies");
     assert!(!session.plan_kept());
