@@ -210,12 +210,21 @@ fn options() -> SessionOptions {
 }
 
 fn load(docs: &BTreeMap<ObjectKey, String>, options: SessionOptions) -> Session {
+    load_with(docs, options, &backends)
+}
+
+/// [`load`] with the backends `make` gives.
+fn load_with(
+    docs: &BTreeMap<ObjectKey, String>,
+    options: SessionOptions,
+    make: pipec::session::BackendFactory<'_>,
+) -> Session {
     let texts: Vec<(String, &str)> = docs
         .iter()
         .map(|(k, t)| (format!("{k}.yaml"), t.as_str()))
         .collect();
     let texts: Vec<(&str, &str)> = texts.iter().map(|(n, t)| (n.as_str(), *t)).collect();
-    Session::load_texts(&texts, options, &backends).expect("generated input loads")
+    Session::load_texts(&texts, options, make).expect("generated input loads")
 }
 
 fn ebpf(s: &Session) -> EbpfArtifact {
@@ -1229,16 +1238,8 @@ fn a_kept_plan_keeps_the_artifacts_that_read_only_the_plan() {
         }
         out
     };
-    let load_with = |docs: &BTreeMap<ObjectKey, String>| {
-        let texts: Vec<(String, &str)> = docs
-            .iter()
-            .map(|(k, t)| (format!("{k}.yaml"), t.as_str()))
-            .collect();
-        let texts: Vec<(&str, &str)> = texts.iter().map(|(n, t)| (n.as_str(), *t)).collect();
-        Session::load_texts(&texts, options(), &make).expect("loads")
-    };
     let docs = sliced_service([true; 3]);
-    let mut session = load_with(&docs);
+    let mut session = load_with(&docs, options(), &make);
     let _ = hw(&session);
     let before = compiles.load(Ordering::Relaxed);
     let next = sliced_service([true, false, true]);
