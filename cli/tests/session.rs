@@ -619,6 +619,54 @@ fn a_pod_event_plans_incrementally() {
     );
 }
 
+/// A pod add that only gives an identity an address keeps every hardware rule of the
+/// entries naming it: their compressed rules stay, and only the new address's rule is
+/// compressed and created. The new pod of app 1 (10.244.0.13) completes the pair
+/// 10.244.0.12/31 with the pod before it, so compressing the entries' rules again (as
+/// every such event did) replaces the rule of 10.244.0.12 with one of the pair: a rule
+/// destroyed on the device, for nothing.
+#[test]
+fn a_pod_add_keeps_the_hardware_rules_it_grows() {
+    let pod = |app| http_pod(0, app);
+    let mut spec = Spec {
+        nodes: 0,
+        ns_team: vec![0, 1, 0],
+        pods: vec![pod(0), pod(1), pod(1)],
+        services: Vec::new(),
+        policies: vec![app0_admits_app1_on_http()],
+    };
+    let docs = documents(&spec, &[true; 3]);
+    let mut session = load(&docs, options());
+    let before = hw(&session);
+    assert!(!before.is_empty(), "the mark of app 1 is in hardware");
+    spec.pods.push(pod(1));
+    let next = documents(&spec, &[true; 4]);
+    let changes = session
+        .apply(&events(&docs, &next))
+        .expect("a pod add applies");
+    assert_eq!(changes.times.full_plan, None, "planned from scratch");
+    let ops = changes.ops("octeon-cn10k").expect("hw ops").text();
+    assert!(
+        ops.contains("create "),
+        "the new address has no rule:\n{ops}"
+    );
+    assert!(!ops.contains("destroy "), "a rule left hardware:\n{ops}");
+    let after = hw(&session);
+    assert!(before.is_subset(&after), "{before:#?}\n{after:#?}");
+    // It decides every packet as a fresh plan does, with the same entries in hardware.
+    let fresh = load(
+        &next,
+        SessionOptions {
+            pins: session.pins().clone(),
+            ..options()
+        },
+    );
+    let (mine, theirs) = (session.plan().unwrap(), fresh.plan().unwrap());
+    assert_eq!(placements(mine), placements(theirs));
+    assert_eq!(unsound(&mine.slice.rules, &theirs.slice.rules), None);
+    assert_eq!(unsound(&theirs.slice.rules, &mine.slice.rules), None);
+}
+
 /// On a full table a pod add that grows the rules of placed entries is still planned
 /// incrementally: the lowest-ranked touched entry is evicted to eBPF, the plan fits its
 /// budget, and the entries of higher rank stay in hardware.

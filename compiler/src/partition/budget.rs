@@ -17,11 +17,13 @@
 //! final check.
 //!
 //! **Headroom.** A plan from scratch fills the table only up to [`HEADROOM_PERCENT`] short of
-//! its limit. The incremental plans of later events may use the whole of it, so that an
-//! event adding a few rules to a full table (a new pod's egress rules) fits in what the
-//! last plan left, instead of declining and costing another plan from scratch (seconds on
-//! a full table). The price is bounded: the entries a fresh plan would have put in the last
-//! few percent of the table, the lowest-ranked it places.
+//! its limit. The incremental plans of later events fill what is free up to the same mark,
+//! and use the headroom only for what events bring: the entries an event touched (a new
+//! pod's egress rules) and the rules that kept entries gain (a pod added to an identity
+//! they name). So such an event fits in what the last plan left, instead of declining and
+//! costing another plan from scratch (seconds on a full table), or taking every entry it
+//! touched out to compress it again. The price is bounded: the entries a fresh plan would
+//! have put in the last few percent of the table, the lowest-ranked it places.
 //!
 //! **Reservations.** A `reserve N entries` hint sets `N` entries aside for its subject's
 //! entries: they are filled first, from the subject's entries only; the others share

@@ -604,29 +604,46 @@ fn port_matches(m: &FieldMatch) -> Vec<Option<(u16, u16)>> {
 /// profile; an entry the profile refuses leaves for eBPF. Returns whether it is still a
 /// candidate.
 pub fn build_rules(c: &mut Candidate, ctx: &Context<'_>) -> bool {
-    build_rules_to(c, ctx, None)
+    build_rules_to(c, ctx, None, &|_| false)
+}
+
+/// [`build_rules`] for an entry built before, whose rules for which `checked` says so
+/// passed the target's check then and are not checked again.
+pub(super) fn rebuild_rules(
+    c: &mut Candidate,
+    ctx: &Context<'_>,
+    checked: &dyn Fn(&HwRule) -> bool,
+) -> bool {
+    build_rules_to(c, ctx, None, checked)
 }
 
 /// Builds the rules of an egress drop of any destination again, for the destinations
 /// `remotes` only (the addresses of the identities its soundness holds for; see
 /// [`super::closure`]). `safe` of `total` identities are kept, for its chain.
+/// The rules for which `checked` says so passed the target's check before.
 pub(super) fn narrow_rules(
     c: &mut Candidate,
     ctx: &Context<'_>,
     remotes: Vec<Prefix>,
-    safe: u32,
-    total: u32,
+    (safe, total): (u32, u32),
+    checked: &dyn Fn(&HwRule) -> bool,
 ) -> bool {
     // The chain's first step counted the rules before; it is written again.
     if !c.placement.chain.is_empty() {
         c.placement.chain.remove(0);
     }
     c.narrowed = Some((safe, total));
-    build_rules_to(c, ctx, Some(remotes))
+    build_rules_to(c, ctx, Some(remotes), checked)
 }
 
-/// [`build_rules`], with the remote prefixes replaced by `remotes` when given.
-fn build_rules_to(c: &mut Candidate, ctx: &Context<'_>, remotes: Option<Vec<Prefix>>) -> bool {
+/// [`build_rules`], with the remote prefixes replaced by `remotes` when given; the rules
+/// for which `checked` says so are not checked again.
+fn build_rules_to(
+    c: &mut Candidate,
+    ctx: &Context<'_>,
+    remotes: Option<Vec<Prefix>>,
+    checked: &dyn Fn(&HwRule) -> bool,
+) -> bool {
     if !c.ok {
         return false;
     }
@@ -662,7 +679,7 @@ fn build_rules_to(c: &mut Candidate, ctx: &Context<'_>, remotes: Option<Vec<Pref
         }
         c.placement.hw_rules = rules.len() as u64;
     }
-    for r in &rules {
+    for r in rules.iter().filter(|r| !checked(r)) {
         let answer = match ctx.check {
             Some(check) => check(r),
             None => ctx.profile.check_rule(r),

@@ -46,9 +46,10 @@
 //! identities never overlap), not by a scan of the table.
 
 use super::capability::{
-    admits, build_rules, exact32, narrow_rules, Candidate, Context, Kind, Side,
+    admits, exact32, narrow_rules, rebuild_rules, Candidate, Context, Kind, Side,
 };
 use super::Why;
+use crate::backend::HwRule;
 use crate::mag::{ct, Field, FieldMatch, Mag};
 use std::ops::Range;
 
@@ -196,10 +197,7 @@ impl<'m> Closure<'m> {
             return cands[i].ok;
         }
         cands[i].built = true;
-        if !build_rules(&mut cands[i], ctx) {
-            return false;
-        }
-        if cands[i].kind == Kind::Drop && !self.sound(ctx, &mut cands[i]) {
+        if !self.build(ctx, &mut cands[i], &|_| false) {
             return false;
         }
         let deps = self.deps(ctx.mag, cands, i);
@@ -217,10 +215,30 @@ impl<'m> Closure<'m> {
         true
     }
 
+    /// Builds entry `c`'s rules and, for a drop, checks its soundness: all that
+    /// [`Closure::materialize`] does but priority closure. The rules for which `checked`
+    /// says so passed the target's check before and are not checked again.
+    pub(super) fn build(
+        &self,
+        ctx: &Context<'_>,
+        c: &mut Candidate,
+        checked: &dyn Fn(&HwRule) -> bool,
+    ) -> bool {
+        if !rebuild_rules(c, ctx, checked) {
+            return false;
+        }
+        c.kind != Kind::Drop || self.sound(ctx, c, checked)
+    }
+
     /// Whether a drop is stateless-sound; leaves it to eBPF if not. An egress drop of
     /// every destination that is not sound is narrowed to the identities it is sound for
     /// (those whose connections the pod does not accept), if there are any.
-    fn sound(&self, ctx: &Context<'_>, c: &mut Candidate) -> bool {
+    fn sound(
+        &self,
+        ctx: &Context<'_>,
+        c: &mut Candidate,
+        checked: &dyn Fn(&HwRule) -> bool,
+    ) -> bool {
         let mag = ctx.mag;
         let Some(ep) = c.endpoint else {
             return true;
@@ -260,7 +278,7 @@ impl<'m> Closure<'m> {
             let total = ctx.ids.v4.len() as u32;
             if safe > 0 {
                 remotes.sort_unstable();
-                if !narrow_rules(c, ctx, remotes, safe, total) {
+                if !narrow_rules(c, ctx, remotes, (safe, total), checked) {
                     return false;
                 }
                 note_sound(c);

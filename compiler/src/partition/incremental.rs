@@ -10,7 +10,12 @@
 //!    same addresses of its pod, the same prefixes for its remote identity, for a drop the
 //!    same policy of its pod in the other direction (what the soundness proof read: the
 //!    egress policy for an ingress drop, the ingress policy for an egress drop), and for
-//!    an egress entry the same service frontends (which it must not match);
+//!    an egress entry the same service frontends (which it must not match); and, when
+//!    the event only gave identities addresses (a pod added), every entry whose rules
+//!    were built from those identities' prefixes, built again, if its new rules match
+//!    every packet its old ones did (its old compressed rules then stay, and only its new
+//!    rules are compressed; all or none, and only as many new rules as the table has
+//!    free entries);
 //! 2. **re-checks priority closure** of the kept entries against the new graph, highest
 //!    priority first: a kept entry with an entry above it that is not kept (a new one, or
 //!    one the event touched) leaves and competes again, and so do the kept entries below
@@ -19,8 +24,10 @@
 //!    exactly as they were; of a compressed rule that also covered an entry that left or
 //!    moved, the rules of its kept entries that no rule which stays covers are compressed
 //!    again (so coverage is never lost, which priority closure needs);
-//! 4. **fills** the free budget in rank order from every candidate it does not hold,
-//!    charging each its uncompressed cost, as the last step of a plan from scratch does;
+//! 4. **fills** the free budget up to where a plan from scratch stops (the headroom,
+//!    `budget::HEADROOM_PERCENT`, stays free) in rank order from every candidate it does
+//!    not hold, charging each its uncompressed cost, as the last step of a plan from
+//!    scratch does;
 //!    then takes every candidate the event touched that did not fit so charged (unless the
 //!    last plan left it out for budget and it would not be owed, or owes little: that one
 //!    competes for the free budget only), and compresses what it took together with the
@@ -28,8 +35,8 @@
 //!    lowest-ranked touched entries (each with the entries above it that it brought) are
 //!    evicted until it does, as a fresh plan would leave them out first; the search
 //!    recompresses only the compression groups (port, level, action) their rules are in.
-//!    A plan from scratch leaves a few percent of the table free
-//!    (`budget::HEADROOM_PERCENT`) for this step;
+//!    The headroom a plan from scratch leaves free is for this step and step 1's new
+//!    rules;
 //! 5. **displaces**, when the entries left out outrank kept ones by more value than the
 //!    plan may owe (below): the lowest-ranked kept entries that no entry built depends on
 //!    leave, as many as free the flow entries the owed entries cost, and steps 3 and 4 run
@@ -73,7 +80,7 @@
 //! Placement hints (`.pipe` `place` blocks) rank and reserve across the whole graph, so a
 //! node with hints is always planned from scratch.
 
-use super::budget::{ranked, Chooser};
+use super::budget::{fill_limit, ranked, Chooser};
 use super::capability::{
     candidates, note_capable, stage_placements, Candidate, Context, Kind, RuleCheck, Side,
 };
@@ -526,36 +533,36 @@ impl Touched {
         }
     }
 
-    /// Whether the rules and the soundness of a kept entry `c` are what they were;
-    /// `narrowed`: whether its rules may have been narrowed to some identities (see below).
-    fn unchanged(&self, c: &Candidate, narrowed: bool) -> bool {
+    /// Whether an identity's prefixes that the rules of a kept entry `c` were built from
+    /// changed: those of its one remote identity; or, for an egress drop of every
+    /// destination that was narrowed to the addresses of some identities (`narrowed`:
+    /// whether it may have been), those of any identity. One that was not narrowed is
+    /// sound for every destination: that reads its pod's ingress policy, not the
+    /// prefixes, so a new pod's identity leaves it as it was.
+    fn prefixes_changed(&self, c: &Candidate, narrowed: bool) -> bool {
+        if c.identity
+            .is_some_and(|id| self.ids.contains(&u128::from(id)))
+        {
+            return true;
+        }
+        c.side == Some(Side::Egress)
+            && c.kind == Kind::Drop
+            && c.identity.is_none()
+            && narrowed
+            && !self.ids.is_empty()
+    }
+
+    /// Whether what the rules and the soundness of a kept entry `c` read is as it was,
+    /// but for identities' prefixes ([`Touched::prefixes_changed`]).
+    fn unchanged_but_prefixes(&self, c: &Candidate) -> bool {
         let Some(ep) = c.endpoint.map(u128::from) else {
             return false;
         };
         if self.eps.contains(&ep) {
             return false;
         }
-        if let Some(id) = c.identity.map(u128::from) {
-            if self.ids.contains(&id) {
-                return false;
-            }
-        }
         let egress = c.side == Some(Side::Egress);
         if egress && !self.frontends_same {
-            return false;
-        }
-        // An egress drop of every destination that was narrowed to the addresses of some
-        // identities read every identity's prefixes. One that was not is sound for every
-        // destination: that reads its pod's ingress policy (checked below), not the
-        // prefixes, so a new pod's identity leaves it as it was. (Every pod event that
-        // brought an identity re-planned every such drop of the node before: half the
-        // plan's time of a pod event in the session bench.)
-        if egress
-            && c.kind == Kind::Drop
-            && c.identity.is_none()
-            && narrowed
-            && !self.ids.is_empty()
-        {
             return false;
         }
         if c.kind == Kind::Drop {
@@ -658,8 +665,8 @@ pub fn replan(
     // Step 1: the entries kept, by candidate, with their place in the basis; and the
     // entries that failed a check of their own inputs, which fail again unchecked.
     let mut kept: Vec<(usize, u32)> = Vec::new();
-    let mut unchanged = vec![false; cands.len()];
     let mut moved: Vec<(usize, u32)> = Vec::new();
+    let mut regrow: Vec<(usize, u32)> = Vec::new();
     {
         let touched = Touched::new(&prev, &read, &ctx.eps);
         let mut walk = prev.priors.walk();
@@ -676,8 +683,16 @@ pub fn replan(
             let narrowed = prior
                 .and_then(|p| p.held)
                 .is_none_or(|at| prev.held[at as usize].narrowed.is_some());
-            unchanged[i] = touched.unchanged(c, narrowed);
-            if let (true, Some(prior)) = (unchanged[i], prior) {
+            let rest_same = touched.unchanged_but_prefixes(c);
+            let prefixes = touched.prefixes_changed(c, narrowed);
+            if let (true, true, Some(prior)) = (rest_same, prefixes, prior) {
+                // Held, and only identities' prefixes changed: it may keep its compressed
+                // rules (step 1b).
+                if let (None, Some(at)) = (&prior.failed, prior.held) {
+                    regrow.push((i, at));
+                }
+            }
+            if let (true, false, Some(prior)) = (rest_same, prefixes, prior) {
                 if let Some(p) = &prior.failed {
                     c.built = true;
                     c.leave(p.why.clone());
@@ -703,9 +718,26 @@ pub fn replan(
         cands[i].built = true;
         kept.push((i, at));
     }
+    // Step 1b: when the event only added addresses to identities (a pod added, say),
+    // every held entry whose rules were built from them keeps what it held, if its rules
+    // built anew still match every packet its old rules matched: the compressed rules
+    // that covered the old ones match only packets it decides, so they stay, and only
+    // its new rules are compressed. Compressing every rule of such entries again was
+    // most of a pod add's plan (29 egress drops of about 1,000 rules each on the session
+    // bench's node). All or none: when one of them lost packets, or the new rules do not
+    // fit the table's free entries uncompressed, they all compete again as touched
+    // entries, as a compressed rule may cover several of them (a grown entry kept beside
+    // a touched one breaks the rules they share, and holds its place against it on a
+    // full table).
+    let limit = profile.plan_entries().unwrap_or(u64::MAX);
+    let closure = Closure::new(mag, &cands);
+    let room = limit.saturating_sub(prev.slice.len() as u64);
+    let grown = keep_grown(&ctx, &closure, &mut cands, &prev, regrow, room);
+    kept.extend(grown.iter().map(|(i, (at, _))| (*i, *at)));
+    let grown: FxHashMap<usize, Vec<HwRule>> =
+        grown.into_iter().map(|(i, (_, new))| (i, new)).collect();
     // Step 2: priority closure, highest priority first, so that an entry's dependencies
     // are settled before it.
-    let closure = Closure::new(mag, &cands);
     let n = cands.len();
     let mut is_kept = vec![false; n];
     for (i, _) in &kept {
@@ -733,7 +765,6 @@ pub fn replan(
     kept.sort_unstable();
     // Steps 3 and 4; while they leave out entries that outrank kept ones by more than the
     // plan may owe, the lowest-ranked kept entries are displaced and the steps run again.
-    let limit = profile.plan_entries().unwrap_or(u64::MAX);
     let mut displaced = vec![false; n];
     let mut round = 0u32;
     let fit = loop {
@@ -745,6 +776,7 @@ pub fn replan(
             displaced: &displaced,
             displacing: round > 0,
             limit,
+            grown: &grown,
         };
         let fit = steps.fit(&mut cands, &kept, &is_kept)?;
         if fit.owed_value().saturating_mul(100) <= fit.placed_value.saturating_mul(MAX_OWED_PERCENT)
@@ -925,6 +957,8 @@ struct Steps<'a, 'm> {
     /// Whether this is a round after a displacement.
     displacing: bool,
     limit: u64,
+    /// The kept entries whose rules grew (step 1b), with their rules that are new.
+    grown: &'a FxHashMap<usize, Vec<HwRule>>,
 }
 
 /// What steps 3 and 4 chose, with what the plan owes.
@@ -975,7 +1009,7 @@ impl Steps<'_, '_> {
         // What the broken rules covered of kept entries, and no rule that stays covers:
         // those rules are compressed again. Kept entries whose level moved have no rule
         // that stays: all their rules are compressed again, at the new level.
-        let mut again = uncovered(cands, &intact, &touched_rules, &now, prev);
+        let mut again = uncovered(cands, &intact, &touched_rules, &now, prev, self.grown);
         for &(i, at) in kept {
             if now[at as usize].is_none() {
                 let level = levels[&i].0;
@@ -998,7 +1032,10 @@ impl Steps<'_, '_> {
             cands,
             (0..n).filter(|i| !is_kept[*i] && !self.displaced[*i]),
         );
-        let mut filled = chooser.fill_tail(cands, &order, 0, limit - used);
+        // Up to where a plan from scratch stops: the headroom is kept for the entries
+        // events touch (below), and for the rules kept entries gain (step 1b).
+        let free = fill_limit(profile).min(limit).saturating_sub(used);
+        let mut filled = chooser.fill_tail(cands, &order, 0, free);
         let mut taken = vec![false; n];
         for i in kept_idx.iter().chain(&filled) {
             taken[*i] = true;
@@ -1178,6 +1215,7 @@ fn uncovered(
     broken: &[u32],
     now: &[Option<u32>],
     prev: &Basis,
+    grown: &FxHashMap<usize, Vec<HwRule>>,
 ) -> Vec<Merged> {
     let mut affected: Vec<(u32, u32)> = broken
         .iter()
@@ -1186,7 +1224,15 @@ fn uncovered(
         .collect();
     affected.sort_unstable();
     affected.dedup();
-    if affected.is_empty() {
+    // A grown entry whose level stayed: its old rules are inside the rules that stay, or
+    // in a broken one (then all its rules are checked, above); its new ones are not.
+    let mut new_only: Vec<(u32, u32)> = (0..now.len() as u32)
+        .filter_map(|at| now[at as usize].map(|i| (i, at)))
+        .filter(|(i, _)| grown.contains_key(&(*i as usize)))
+        .filter(|e| affected.binary_search(e).is_err())
+        .collect();
+    new_only.sort_unstable();
+    if affected.is_empty() && new_only.is_empty() {
         return Vec::new();
     }
     let mut stays_of: FxHashMap<u32, Vec<u32>> = FxHashMap::default();
@@ -1196,10 +1242,16 @@ fn uncovered(
         }
     }
     let mut out = Vec::new();
-    for (i, at) in affected {
+    let all = affected
+        .iter()
+        .map(|(i, at)| (*i, *at, &cands[*i as usize].rules));
+    let new = new_only
+        .iter()
+        .map(|(i, at)| (*i, *at, &grown[&(*i as usize)]));
+    for (i, at, rules) in all.chain(new) {
         let level = prev.held[at as usize].level;
         let stays = stays_of.get(&i).map_or(&[][..], Vec::as_slice);
-        for r in &cands[i as usize].rules {
+        for r in rules {
             if !stays.iter().any(|j| inside(r, &intact[*j as usize].rule)) {
                 out.push(Merged {
                     rule: HwRule { level, ..r.clone() },
@@ -1209,6 +1261,75 @@ fn uncovered(
         }
     }
     out
+}
+
+/// Step 1b: the entries of `regrow` (held at the given places of `prev`), built anew in
+/// `cands`, by candidate, with their places and their rules that are new; all of them
+/// when each still matches every packet it matched ([`regrown`]) and their new rules fit
+/// in `room` flow entries uncompressed, else none.
+fn keep_grown(
+    ctx: &Context<'_>,
+    closure: &Closure<'_>,
+    cands: &mut [Candidate],
+    prev: &Basis,
+    regrow: Vec<(usize, u32)>,
+    room: u64,
+) -> BTreeMap<usize, (u32, Vec<HwRule>)> {
+    let mut built = Vec::with_capacity(regrow.len());
+    for (i, at) in regrow {
+        match regrown(ctx, closure, &cands[i], &prev.held[at as usize]) {
+            Some(grown) => built.push((i, at, grown)),
+            None => return BTreeMap::new(),
+        }
+    }
+    let new_rules: u64 = built.iter().map(|(_, _, (_, new))| new.len() as u64).sum();
+    if new_rules > room {
+        return BTreeMap::new();
+    }
+    let mut out = BTreeMap::new();
+    for (i, at, (c, new)) in built {
+        cands[i] = c;
+        out.insert(i, (at, new));
+    }
+    out
+}
+
+/// Held entry `c` (whose rules the basis keeps as `held`) with its rules built anew and,
+/// for a drop, its soundness checked again (an egress drop narrowed again to the
+/// identities it is sound for), and those of its rules that are not among its old ones;
+/// when the new rules match every packet the old ones matched and service addresses were
+/// cut alike. `None` otherwise. A rule equal to an old one passed the target's check
+/// before and is not checked again.
+fn regrown(
+    ctx: &Context<'_>,
+    closure: &Closure<'_>,
+    c: &Candidate,
+    held: &Held,
+) -> Option<(Candidate, Vec<HwRule>)> {
+    let old: FxHashSet<&HwRule> = held.rules.iter().collect();
+    let mut built = c.clone();
+    if !closure.build(ctx, &mut built, &|r| old.contains(r)) || built.cut != held.cut {
+        return None;
+    }
+    let new: Vec<HwRule> = built
+        .rules
+        .iter()
+        .filter(|r| !old.contains(r))
+        .cloned()
+        .collect();
+    let now: FxHashSet<&HwRule> = built.rules.iter().collect();
+    let lost = held
+        .rules
+        .iter()
+        .filter(|r| !now.contains(r))
+        .any(|r| !new.iter().any(|n| n.actions == r.actions && inside(r, n)));
+    if lost {
+        return None;
+    }
+    // Step 2 writes its chain as for every kept entry.
+    built.placement.chain.clear();
+    built.built = true;
+    Some((built, new))
 }
 
 /// Whether every packet `r` matches, `outer` matches (on the same port).
