@@ -621,7 +621,7 @@ fn a_pod_event_plans_incrementally() {
 
 /// A pod add that only gives an identity an address keeps every hardware rule of the
 /// entries naming it: their compressed rules stay, and only the new address's rule is
-/// compressed and created. The new pod of app 1 (10.244.0.13) completes the pair
+/// compressed and created; its delete takes out only the rules that matched it. The new pod of app 1 (10.244.0.13) completes the pair
 /// 10.244.0.12/31 with the pod before it, so compressing the entries' rules again (as
 /// every such event did) replaces the rule of 10.244.0.12 with one of the pair: a rule
 /// destroyed on the device, for nothing.
@@ -665,6 +665,17 @@ fn a_pod_add_keeps_the_hardware_rules_it_grows() {
     assert_eq!(placements(mine), placements(theirs));
     assert_eq!(unsound(&mine.slice.rules, &theirs.slice.rules), None);
     assert_eq!(unsound(&theirs.slice.rules, &mine.slice.rules), None);
+    // Deleted again, the pod's address leaves every rule that matched it: the rule of the
+    // pair goes, the rules that match only other pods stay, and the device holds what it
+    // held before the add.
+    let changes = session
+        .apply(&events(&next, &docs))
+        .expect("a pod delete applies");
+    assert_eq!(changes.times.full_plan, None, "planned from scratch");
+    let ops = changes.ops("octeon-cn10k").expect("hw ops").text();
+    assert!(!ops.contains("create "), "a rule was created again:\n{ops}");
+    assert_eq!(hw(&session), before, "{ops}");
+    assert_as_loaded(&session, &docs);
 }
 
 /// On a full table a pod add that grows the rules of placed entries is still planned

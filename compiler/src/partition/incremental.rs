@@ -11,10 +11,10 @@
 //!    same policy of its pod in the other direction (what the soundness proof read: the
 //!    egress policy for an ingress drop, the ingress policy for an egress drop), and for
 //!    an egress entry the same service frontends (which it must not match); and, when
-//!    the event only gave identities addresses (a pod added), every entry whose rules
-//!    were built from those identities' prefixes, built again, if its new rules match
-//!    every packet its old ones did (its old compressed rules then stay, and only its new
-//!    rules are compressed; all or none, and only as many new rules as the table has
+//!    only identities' prefixes changed for it (a pod added, deleted or relabelled), an
+//!    entry built from them, built again: its compressed rules that match no packet it
+//!    stopped deciding stay, and only its new rules and those of the broken compressed
+//!    rules are compressed (all or none, and only as many new rules as the table has
 //!    free entries);
 //! 2. **re-checks priority closure** of the kept entries against the new graph, highest
 //!    priority first: a kept entry with an entry above it that is not kept (a new one, or
@@ -666,7 +666,7 @@ pub fn replan(
     // entries that failed a check of their own inputs, which fail again unchecked.
     let mut kept: Vec<(usize, u32)> = Vec::new();
     let mut moved: Vec<(usize, u32)> = Vec::new();
-    let mut regrow: Vec<(usize, u32)> = Vec::new();
+    let mut rebuild: Vec<(usize, u32)> = Vec::new();
     {
         let touched = Touched::new(&prev, &read, &ctx.eps);
         let mut walk = prev.priors.walk();
@@ -689,7 +689,7 @@ pub fn replan(
                 // Held, and only identities' prefixes changed: it may keep its compressed
                 // rules (step 1b).
                 if let (None, Some(at)) = (&prior.failed, prior.held) {
-                    regrow.push((i, at));
+                    rebuild.push((i, at));
                 }
             }
             if let (true, false, Some(prior)) = (rest_same, prefixes, prior) {
@@ -718,24 +718,24 @@ pub fn replan(
         cands[i].built = true;
         kept.push((i, at));
     }
-    // Step 1b: when the event only added addresses to identities (a pod added, say),
-    // every held entry whose rules were built from them keeps what it held, if its rules
-    // built anew still match every packet its old rules matched: the compressed rules
-    // that covered the old ones match only packets it decides, so they stay, and only
-    // its new rules are compressed. Compressing every rule of such entries again was
-    // most of a pod add's plan (29 egress drops of about 1,000 rules each on the session
-    // bench's node). All or none: when one of them lost packets, or the new rules do not
-    // fit the table's free entries uncompressed, they all compete again as touched
-    // entries, as a compressed rule may cover several of them (a grown entry kept beside
-    // a touched one breaks the rules they share, and holds its place against it on a
-    // full table).
+    // Step 1b: when identities' prefixes changed (a pod added, deleted or relabelled),
+    // every held entry whose rules were built from them is built again and keeps what it
+    // held: of its compressed rules, those that match none of the packets it no longer
+    // decides still match only packets it decides, so they stay, and only its new rules
+    // are compressed (with the rules of the compressed rules that break). Compressing
+    // every rule of such entries again was most of a pod event's plan (29 egress drops of
+    // about 1,000 rules each on the session bench's node). All or none: when one of them
+    // fails a check now, or the new rules do not fit the table's free entries
+    // uncompressed, they all compete again as touched entries, as a compressed rule may
+    // cover several of them (a rebuilt entry kept beside a touched one breaks the rules
+    // they share, and holds its place against it on a full table).
     let limit = profile.plan_entries().unwrap_or(u64::MAX);
     let closure = Closure::new(mag, &cands);
     let room = limit.saturating_sub(prev.slice.len() as u64);
-    let grown = keep_grown(&ctx, &closure, &mut cands, &prev, regrow, room);
-    kept.extend(grown.iter().map(|(i, (at, _))| (*i, *at)));
-    let grown: FxHashMap<usize, Vec<HwRule>> =
-        grown.into_iter().map(|(i, (_, new))| (i, new)).collect();
+    let rebuilt = keep_rebuilt(&ctx, &closure, &mut cands, &prev, rebuild, room);
+    kept.extend(rebuilt.iter().map(|(i, (at, _))| (*i, *at)));
+    let rebuilt: FxHashMap<usize, Rebuilt> =
+        rebuilt.into_iter().map(|(i, (_, r))| (i, r)).collect();
     // Step 2: priority closure, highest priority first, so that an entry's dependencies
     // are settled before it.
     let n = cands.len();
@@ -776,7 +776,7 @@ pub fn replan(
             displaced: &displaced,
             displacing: round > 0,
             limit,
-            grown: &grown,
+            rebuilt: &rebuilt,
         };
         let fit = steps.fit(&mut cands, &kept, &is_kept)?;
         if fit.owed_value().saturating_mul(100) <= fit.placed_value.saturating_mul(MAX_OWED_PERCENT)
@@ -958,7 +958,7 @@ struct Steps<'a, 'm> {
     displacing: bool,
     limit: u64,
     /// The kept entries whose rules grew (step 1b), with their rules that are new.
-    grown: &'a FxHashMap<usize, Vec<HwRule>>,
+    rebuilt: &'a FxHashMap<usize, Rebuilt>,
 }
 
 /// What steps 3 and 4 chose, with what the plan owes.
@@ -1005,11 +1005,18 @@ impl Steps<'_, '_> {
                 now[at as usize] = Some(i as u32);
             }
         }
-        let (intact, touched_rules) = split_slice(prev, &now);
+        // A rebuilt entry's compressed rules that matched packets it no longer decides
+        // break too.
+        let lost: FxHashMap<u32, &[HwRule]> = kept
+            .iter()
+            .filter_map(|(i, at)| self.rebuilt.get(i).map(|g| (*at, g.lost.as_slice())))
+            .filter(|(_, lost)| !lost.is_empty())
+            .collect();
+        let (intact, touched_rules) = split_slice(prev, &now, &lost);
         // What the broken rules covered of kept entries, and no rule that stays covers:
         // those rules are compressed again. Kept entries whose level moved have no rule
         // that stays: all their rules are compressed again, at the new level.
-        let mut again = uncovered(cands, &intact, &touched_rules, &now, prev, self.grown);
+        let mut again = uncovered(cands, &intact, &touched_rules, &now, prev, self.rebuilt);
         for &(i, at) in kept {
             if now[at as usize].is_none() {
                 let level = levels[&i].0;
@@ -1184,14 +1191,23 @@ fn victims(
 }
 
 /// Splits the basis' compressed rules into those that stay (every entry they cover is
-/// kept at its old level: `now` gives its new candidate; their entries renumbered) and the
+/// kept at its old level: `now` gives its new candidate; their entries renumbered; and
+/// none of them matches a rule an entry `lost`, by its place in the basis) and the
 /// others, by index.
-fn split_slice(prev: &Basis, now: &[Option<u32>]) -> (Vec<Merged>, Vec<u32>) {
+fn split_slice(
+    prev: &Basis,
+    now: &[Option<u32>],
+    lost: &FxHashMap<u32, &[HwRule]>,
+) -> (Vec<Merged>, Vec<u32>) {
     let mut intact = Vec::new();
     let mut broken = Vec::new();
     for (r, (rule, from)) in prev.slice.iter().enumerate() {
         let mapped: Option<Vec<u32>> = from.iter().map(|at| now[*at as usize]).collect();
-        match mapped {
+        let matched_lost = from
+            .iter()
+            .filter_map(|at| lost.get(at))
+            .any(|lost| lost.iter().any(|l| overlaps(rule, l)));
+        match mapped.filter(|_| !matched_lost) {
             Some(mut from) if !from.is_empty() => {
                 from.sort_unstable();
                 intact.push(Merged {
@@ -1215,7 +1231,7 @@ fn uncovered(
     broken: &[u32],
     now: &[Option<u32>],
     prev: &Basis,
-    grown: &FxHashMap<usize, Vec<HwRule>>,
+    rebuilt: &FxHashMap<usize, Rebuilt>,
 ) -> Vec<Merged> {
     let mut affected: Vec<(u32, u32)> = broken
         .iter()
@@ -1224,11 +1240,11 @@ fn uncovered(
         .collect();
     affected.sort_unstable();
     affected.dedup();
-    // A grown entry whose level stayed: its old rules are inside the rules that stay, or
+    // A rebuilt entry whose level stayed: its old rules are inside the rules that stay, or
     // in a broken one (then all its rules are checked, above); its new ones are not.
     let mut new_only: Vec<(u32, u32)> = (0..now.len() as u32)
         .filter_map(|at| now[at as usize].map(|i| (i, at)))
-        .filter(|(i, _)| grown.contains_key(&(*i as usize)))
+        .filter(|(i, _)| rebuilt.contains_key(&(*i as usize)))
         .filter(|e| affected.binary_search(e).is_err())
         .collect();
     new_only.sort_unstable();
@@ -1247,7 +1263,7 @@ fn uncovered(
         .map(|(i, at)| (*i, *at, &cands[*i as usize].rules));
     let new = new_only
         .iter()
-        .map(|(i, at)| (*i, *at, &grown[&(*i as usize)]));
+        .map(|(i, at)| (*i, *at, &rebuilt[&(*i as usize)].new));
     for (i, at, rules) in all.chain(new) {
         let level = prev.held[at as usize].level;
         let stays = stays_of.get(&i).map_or(&[][..], Vec::as_slice);
@@ -1263,49 +1279,56 @@ fn uncovered(
     out
 }
 
-/// Step 1b: the entries of `regrow` (held at the given places of `prev`), built anew in
-/// `cands`, by candidate, with their places and their rules that are new; all of them
-/// when each still matches every packet it matched ([`regrown`]) and their new rules fit
-/// in `room` flow entries uncompressed, else none.
-fn keep_grown(
+/// A held entry built anew in step 1b: its rules that are new, and its old rules whose
+/// packets it no longer decides (no new rule holds them).
+#[derive(Debug)]
+struct Rebuilt {
+    new: Vec<HwRule>,
+    lost: Vec<HwRule>,
+}
+
+/// Step 1b: the entries of `rebuild` (held at the given places of `prev`), built anew in
+/// `cands`, by candidate, with their places and how their rules changed; all of them
+/// when each builds as before ([`rebuild_held`]) and their new rules fit in `room` flow entries
+/// uncompressed, else none.
+fn keep_rebuilt(
     ctx: &Context<'_>,
     closure: &Closure<'_>,
     cands: &mut [Candidate],
     prev: &Basis,
-    regrow: Vec<(usize, u32)>,
+    rebuild: Vec<(usize, u32)>,
     room: u64,
-) -> BTreeMap<usize, (u32, Vec<HwRule>)> {
-    let mut built = Vec::with_capacity(regrow.len());
-    for (i, at) in regrow {
-        match regrown(ctx, closure, &cands[i], &prev.held[at as usize]) {
-            Some(grown) => built.push((i, at, grown)),
+) -> BTreeMap<usize, (u32, Rebuilt)> {
+    let mut built = Vec::with_capacity(rebuild.len());
+    for (i, at) in rebuild {
+        match rebuild_held(ctx, closure, &cands[i], &prev.held[at as usize]) {
+            Some(b) => built.push((i, at, b)),
             None => return BTreeMap::new(),
         }
     }
-    let new_rules: u64 = built.iter().map(|(_, _, (_, new))| new.len() as u64).sum();
+    let new_rules: u64 = built.iter().map(|(_, _, (_, r))| r.new.len() as u64).sum();
     if new_rules > room {
         return BTreeMap::new();
     }
     let mut out = BTreeMap::new();
-    for (i, at, (c, new)) in built {
+    for (i, at, (c, r)) in built {
         cands[i] = c;
-        out.insert(i, (at, new));
+        out.insert(i, (at, r));
     }
     out
 }
 
 /// Held entry `c` (whose rules the basis keeps as `held`) with its rules built anew and,
 /// for a drop, its soundness checked again (an egress drop narrowed again to the
-/// identities it is sound for), and those of its rules that are not among its old ones;
-/// when the new rules match every packet the old ones matched and service addresses were
-/// cut alike. `None` otherwise. A rule equal to an old one passed the target's check
-/// before and is not checked again.
-fn regrown(
+/// identities it is sound for), and how its rules changed; `None` when it fails a check
+/// now or service addresses were cut otherwise. A rule equal to an old one passed the
+/// target's check before and is not checked again.
+fn rebuild_held(
     ctx: &Context<'_>,
     closure: &Closure<'_>,
     c: &Candidate,
     held: &Held,
-) -> Option<(Candidate, Vec<HwRule>)> {
+) -> Option<(Candidate, Rebuilt)> {
     let old: FxHashSet<&HwRule> = held.rules.iter().collect();
     let mut built = c.clone();
     if !closure.build(ctx, &mut built, &|r| old.contains(r)) || built.cut != held.cut {
@@ -1318,18 +1341,27 @@ fn regrown(
         .cloned()
         .collect();
     let now: FxHashSet<&HwRule> = built.rules.iter().collect();
-    let lost = held
+    let lost: Vec<HwRule> = held
         .rules
         .iter()
         .filter(|r| !now.contains(r))
-        .any(|r| !new.iter().any(|n| n.actions == r.actions && inside(r, n)));
-    if lost {
-        return None;
-    }
+        .filter(|r| !new.iter().any(|n| n.actions == r.actions && inside(r, n)))
+        .cloned()
+        .collect();
     // Step 2 writes its chain as for every kept entry.
     built.placement.chain.clear();
     built.built = true;
-    Some((built, new))
+    Some((built, Rebuilt { new, lost }))
+}
+
+/// Whether some packet matches both rules (on the same port and direction).
+fn overlaps(a: &HwRule, b: &HwRule) -> bool {
+    a.port == b.port
+        && a.direction == b.direction
+        && a.matches.iter().all(|m| {
+            b.get(m.field)
+                .is_none_or(|n| (m.value ^ n.value) & m.mask & n.mask == 0)
+        })
 }
 
 /// Whether every packet `r` matches, `outer` matches (on the same port).
