@@ -577,54 +577,13 @@ fn app0_admits_app1_on_http() -> testgen::PolicySpec {
     }
 }
 
-/// A pod event is planned incrementally, and the plan places what a fresh one places.
-#[test]
-fn a_pod_event_plans_incrementally() {
-    let pod = |app| http_pod(0, app);
-    let mut spec = Spec {
-        nodes: 0,
-        ns_team: vec![0, 1, 0],
-        pods: vec![pod(0), pod(1), pod(1)],
-        services: Vec::new(),
-        // Pods of app 0 admit pods of app 1 on HTTP: the added pod of app 1 changes the
-        // prefixes of the rules hardware holds.
-        policies: vec![app0_admits_app1_on_http()],
-    };
-    let docs = documents(&spec, &[true; 3]);
-    let mut session = load(&docs, options());
-    assert!(
-        session.plan().unwrap().usage.entries > 0,
-        "{}",
-        pipec::partition::plan_to_text(session.plan().unwrap())
-    );
-    spec.pods.push(pod(1));
-    let next = documents(&spec, &[true; 4]);
-    let changes = session
-        .apply(&events(&docs, &next))
-        .expect("a pod add applies");
-    assert_eq!(
-        changes.times.full_plan, None,
-        "a pod add was planned from scratch"
-    );
-    let fresh = load(
-        &next,
-        SessionOptions {
-            pins: session.pins().clone(),
-            ..options()
-        },
-    );
-    assert_eq!(
-        placements(session.plan().unwrap()),
-        placements(fresh.plan().unwrap())
-    );
-}
-
-/// A pod add that only gives an identity an address keeps every hardware rule of the
+/// A pod event is planned incrementally, and the plan places what a fresh one places. A
+/// pod add that only gives an identity an address keeps every hardware rule of the
 /// entries naming it: their compressed rules stay, and only the new address's rule is
-/// compressed and created; its delete takes out only the rules that matched it. The new pod of app 1 (10.244.0.13) completes the pair
-/// 10.244.0.12/31 with the pod before it, so compressing the entries' rules again (as
-/// every such event did) replaces the rule of 10.244.0.12 with one of the pair: a rule
-/// destroyed on the device, for nothing.
+/// compressed and created; its delete takes out only the rules that matched it. The new
+/// pod of app 1 (10.244.0.13) completes the pair 10.244.0.12/31 with the pod before it, so
+/// compressing the entries' rules again (as every such event did) replaces the rule of
+/// 10.244.0.12 with one of the pair: a rule destroyed on the device, for nothing.
 #[test]
 fn a_pod_add_keeps_the_hardware_rules_it_grows() {
     let pod = |app| http_pod(0, app);
@@ -633,6 +592,8 @@ fn a_pod_add_keeps_the_hardware_rules_it_grows() {
         ns_team: vec![0, 1, 0],
         pods: vec![pod(0), pod(1), pod(1)],
         services: Vec::new(),
+        // Pods of app 0 admit pods of app 1 on HTTP: the added pod of app 1 changes the
+        // prefixes of the rules hardware holds.
         policies: vec![app0_admits_app1_on_http()],
     };
     let docs = documents(&spec, &[true; 3]);
