@@ -957,7 +957,7 @@ struct Steps<'a, 'm> {
     /// Whether this is a round after a displacement.
     displacing: bool,
     limit: u64,
-    /// The kept entries whose rules grew (step 1b), with their rules that are new.
+    /// The kept entries built again (step 1b), with how their rules changed.
     rebuilt: &'a FxHashMap<usize, Rebuilt>,
 }
 
@@ -1299,16 +1299,19 @@ fn keep_rebuilt(
     rebuild: Vec<(usize, u32)>,
     room: u64,
 ) -> BTreeMap<usize, (u32, Rebuilt)> {
+    // Given up as soon as one fails or the new rules pass `room`: the entries are then
+    // built again as touched ones, so building the rest here would be wasted.
     let mut built = Vec::with_capacity(rebuild.len());
+    let mut new_rules = 0u64;
     for (i, at) in rebuild {
-        match rebuild_held(ctx, closure, &cands[i], &prev.held[at as usize]) {
-            Some(b) => built.push((i, at, b)),
-            None => return BTreeMap::new(),
+        let Some(b) = rebuild_held(ctx, closure, &cands[i], &prev.held[at as usize]) else {
+            return BTreeMap::new();
+        };
+        new_rules += b.1.new.len() as u64;
+        if new_rules > room {
+            return BTreeMap::new();
         }
-    }
-    let new_rules: u64 = built.iter().map(|(_, _, (_, r))| r.new.len() as u64).sum();
-    if new_rules > room {
-        return BTreeMap::new();
+        built.push((i, at, b));
     }
     let mut out = BTreeMap::new();
     for (i, at, (c, r)) in built {
