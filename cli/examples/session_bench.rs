@@ -161,6 +161,9 @@ struct Stats {
     full_lowerings: usize,
     /// Events whose plan stayed as it was (they changed no table a plan reads).
     carried: usize,
+    /// Events whose plan kept held entries it built anew, those entries and their new
+    /// rules (step 1b of the incremental plan).
+    rebuilt: (usize, usize, usize),
     /// Operations by target.
     by_target: std::collections::BTreeMap<String, usize>,
 }
@@ -183,6 +186,12 @@ impl Stats {
         }
         self.full_lowerings += usize::from(c.full_lowering);
         self.carried += usize::from(session.plan_kept());
+        let rebuilt = session.plan_rebuilt();
+        if rebuilt.entries > 0 {
+            self.rebuilt.0 += 1;
+            self.rebuilt.1 += rebuilt.entries;
+            self.rebuilt.2 += rebuilt.new_rules;
+        }
     }
 }
 
@@ -335,6 +344,14 @@ fn main() {
         }
         if stats.carried > 0 {
             println!("  plans kept as they were: {}", stats.carried);
+        }
+        let (plans, entries, rules) = stats.rebuilt;
+        if plans > 0 {
+            println!(
+                "  plans that kept rebuilt entries: {plans} (per such plan {:.1} entries, {:.1} new rules)",
+                entries as f64 / plans as f64,
+                rules as f64 / plans as f64
+            );
         }
     };
     // Addresses a new pod of the node really gets: free ones of the node's pod CIDR (an

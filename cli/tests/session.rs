@@ -44,6 +44,10 @@ fn backends(hardware: Option<&pipec::backend::Profile>) -> Vec<Box<dyn pipec::ba
 #[derive(Clone, Debug)]
 enum Edit {
     AddPod(PodSpec),
+    /// Another pod like pod `i` (modulo the pods there are): the same labels, so the same
+    /// identity, which gains an address. Entries that name the identity are built anew
+    /// (step 1b of the incremental plan) rather than lowered and placed anew.
+    Replica(usize),
     RemovePod(usize),
     Relabel(usize, usize),
     AddService(usize, usize, bool),
@@ -58,6 +62,7 @@ fn edit() -> impl Strategy<Value = Edit> {
         3 => (0..3usize, 0..3usize, any::<bool>(), 0..2usize).prop_map(|(ns, app, dns, node)| {
             Edit::AddPod(PodSpec { ns, app, tier: None, http: Some(80), dns, node })
         }),
+        4 => (0..8usize).prop_map(Edit::Replica),
         2 => (0..8usize).prop_map(Edit::RemovePod),
         2 => (0..8usize, 0..3usize).prop_map(|(i, a)| Edit::Relabel(i, a)),
         1 => (0..3usize, 0..3usize, any::<bool>()).prop_map(|(ns, app, a)| Edit::AddService(ns, app, a)),
@@ -130,6 +135,11 @@ fn apply_edit(spec: &mut Spec, alive: &mut Vec<bool>, e: &Edit) {
     match e {
         Edit::AddPod(p) => {
             spec.pods.push(p.clone());
+            alive.push(true);
+        }
+        Edit::Replica(i) if !spec.pods.is_empty() => {
+            let like = spec.pods[*i % spec.pods.len()].clone();
+            spec.pods.push(like);
             alive.push(true);
         }
         Edit::RemovePod(i) if *i < alive.len() => alive[*i] = false,
@@ -1283,4 +1293,58 @@ fn a_kept_plan_keeps_the_artifacts_that_read_only_the_plan() {
     );
     assert!(!changes.ops("octeon-cn10k").unwrap().is_empty());
     assert_as_loaded(&session, &more);
+}
+
+/// A pod event moves the entries after the pod's own in their tables, so every rule of
+/// those entries names another entry than before (its origin text): the rules are the
+/// same on the device all the same. The entries that name the pod's identity are built
+/// anew and keep their rules, and only the rules of the address itself are new: none
+/// when the pod is deleted, one per entry when it comes back.
+#[test]
+fn entries_that_move_keep_their_rules() {
+    let pod = |app| http_pod(0, app);
+    let app1_admits_app1 = testgen::PolicySpec::Np {
+        ns: 0,
+        app: Some(1),
+        ingress: Some(vec![testgen::RuleSpec {
+            peers: vec![testgen::PeerSpec::Pods(1)],
+            ports: vec![testgen::PortSpec::Http],
+        }]),
+        egress: None,
+    };
+    // The first pod (of app 1, 10.244.0.10) has entries of its own before every other
+    // pod's: its delete moves them.
+    let spec = Spec {
+        nodes: 0,
+        ns_team: vec![0, 1, 0],
+        pods: vec![pod(1), pod(0), pod(1), pod(1)],
+        services: Vec::new(),
+        policies: vec![app0_admits_app1_on_http(), app1_admits_app1],
+    };
+    let all = documents(&spec, &[true; 4]);
+    let mut session = load(&all, options());
+    let without = documents(&spec, &[false, true, true, true]);
+    let changes = session
+        .apply(&events(&all, &without))
+        .expect("a pod delete applies");
+    assert_eq!(changes.times.full_plan, None, "planned from scratch");
+    // The admissions of app 1 by app 0's pod and by app 1's two other pods.
+    let expected = pipec::partition::incremental::Rebuilds {
+        entries: 3,
+        new_rules: 0,
+    };
+    assert_eq!(session.plan_rebuilt(), expected);
+    assert_as_loaded(&session, &without);
+    let changes = session
+        .apply(&events(&without, &all))
+        .expect("a pod add applies");
+    assert_eq!(changes.times.full_plan, None, "planned from scratch");
+    // Each entry admits the new address: src 10.244.0.10 to its pod.
+    let expected = pipec::partition::incremental::Rebuilds {
+        entries: 3,
+        new_rules: 3,
+    };
+    assert_eq!(session.plan_rebuilt(), expected);
+    let ops = changes.ops("octeon-cn10k").expect("hw ops").text();
+    assert!(!ops.contains("destroy "), "a rule left hardware:\n{ops}");
 }

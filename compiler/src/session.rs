@@ -592,6 +592,16 @@ impl Session {
         )
     }
 
+    /// What the last apply's incremental plan kept of the held entries it built anew
+    /// (step 1b of [`partition::incremental`]); nothing when the plan was made from
+    /// scratch or kept as it was.
+    pub fn plan_rebuilt(&self) -> partition::incremental::Rebuilds {
+        match self.plan.get() {
+            Some(p) if !p.carried && p.from_scratch.is_none() => p.basis.rebuilt(),
+            _ => Default::default(),
+        }
+    }
+
     /// Whether the last apply kept the plan as it was, having changed no table a plan
     /// reads ([`partition::incremental::carry`]): a Service's endpoints, say.
     pub fn plan_kept(&self) -> bool {

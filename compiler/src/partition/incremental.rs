@@ -288,6 +288,19 @@ pub struct Basis {
     events: u32,
     /// Uncompressed rules per flow entry of the last plan from scratch.
     ratio: f64,
+    /// What step 1b kept in the plan this basis is of.
+    rebuilt: Rebuilds,
+}
+
+/// What step 1b of an incremental plan kept: the held entries built anew that kept their
+/// compressed rules, and their rules that were new (compressed and created); the rest of
+/// their rules stayed on the device as they were.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Rebuilds {
+    /// Held entries built anew and kept.
+    pub entries: usize,
+    /// Their rules that no old rule equals.
+    pub new_rules: usize,
 }
 
 impl Basis {
@@ -404,7 +417,13 @@ impl Basis {
             slice,
             events: 0,
             ratio: 0.0,
+            rebuilt: Rebuilds::default(),
         }
+    }
+
+    /// What step 1b kept in the plan this basis is of (nothing in a plan from scratch).
+    pub fn rebuilt(&self) -> Rebuilds {
+        self.rebuilt
     }
 
     /// Uncompressed rules per flow entry of the plan this basis is of.
@@ -734,6 +753,10 @@ pub fn replan(
     let room = limit.saturating_sub(prev.slice.len() as u64);
     let rebuilt = keep_rebuilt(&ctx, &closure, &mut cands, &prev, rebuild, room);
     kept.extend(rebuilt.iter().map(|(i, (at, _))| (*i, *at)));
+    let rebuilds = Rebuilds {
+        entries: rebuilt.len(),
+        new_rules: rebuilt.values().map(|(_, r)| r.new.len()).sum(),
+    };
     let rebuilt: FxHashMap<usize, Rebuilt> =
         rebuilt.into_iter().map(|(i, (_, r))| (i, r)).collect();
     // Step 2: priority closure, highest priority first, so that an entry's dependencies
@@ -848,6 +871,7 @@ pub fn replan(
     );
     basis.events = prev.events + 1;
     basis.ratio = prev.ratio;
+    basis.rebuilt = rebuilds;
     Ok((assemble(mag, profile, cands, slice, usage), basis))
 }
 
@@ -1332,22 +1356,23 @@ fn rebuild_held(
     c: &Candidate,
     held: &Held,
 ) -> Option<(Candidate, Rebuilt)> {
-    let old: FxHashSet<&HwRule> = held.rules.iter().collect();
+    let old: FxHashSet<Device<'_>> = held.rules.iter().map(Device::of).collect();
     let mut built = c.clone();
-    if !closure.build(ctx, &mut built, &|r| old.contains(r)) || built.cut != held.cut {
+    let checked = |r: &HwRule| old.contains(&Device::of(r));
+    if !closure.build(ctx, &mut built, &checked) || built.cut != held.cut {
         return None;
     }
     let new: Vec<HwRule> = built
         .rules
         .iter()
-        .filter(|r| !old.contains(r))
+        .filter(|r| !checked(r))
         .cloned()
         .collect();
-    let now: FxHashSet<&HwRule> = built.rules.iter().collect();
+    let now: FxHashSet<Device<'_>> = built.rules.iter().map(Device::of).collect();
     let lost: Vec<HwRule> = held
         .rules
         .iter()
-        .filter(|r| !now.contains(r))
+        .filter(|r| !now.contains(&Device::of(r)))
         .filter(|r| !new.iter().any(|n| n.actions == r.actions && inside(r, n)))
         .cloned()
         .collect();
@@ -1355,6 +1380,26 @@ fn rebuild_held(
     built.placement.chain.clear();
     built.built = true;
     Some((built, Rebuilt { new, lost }))
+}
+
+/// A rule as the device sees it: all but its id and its origin text. The origin names
+/// the entry by its place in its table, which moves whenever an entry before it comes or
+/// goes (a new pod's entries, a deleted pod's) while the rule stays the same: compared
+/// with it, every rule of such an entry was new, so step 1b gave up on it (its rules
+/// passed the table's free entries) and the entry was compressed again whole.
+#[derive(PartialEq, Eq, Hash)]
+struct Device<'r>(
+    u16,
+    crate::backend::PortDirection,
+    u32,
+    &'r [crate::backend::HwMatch],
+    &'r [HwAction],
+);
+
+impl Device<'_> {
+    fn of(r: &HwRule) -> Device<'_> {
+        Device(r.port, r.direction, r.level, &r.matches, &r.actions)
+    }
 }
 
 /// Whether some packet matches both rules (on the same port and direction).
@@ -1377,11 +1422,23 @@ fn inside(r: &HwRule, outer: &HwRule) -> bool {
         })
 }
 
-/// A compressed rule's identity for "the same rule": port, level, matches and actions.
-type Same = (u16, u32, Vec<crate::backend::HwMatch>, Vec<HwAction>);
+/// A compressed rule's identity for "the same rule": [`Device`], owned.
+type Same = (
+    u16,
+    crate::backend::PortDirection,
+    u32,
+    Vec<crate::backend::HwMatch>,
+    Vec<HwAction>,
+);
 
 fn same(r: &HwRule) -> Same {
-    (r.port, r.level, r.matches.clone(), r.actions.clone())
+    (
+        r.port,
+        r.direction,
+        r.level,
+        r.matches.clone(),
+        r.actions.clone(),
+    )
 }
 
 /// The rules an incremental plan compresses anew, split into compression groups, for
