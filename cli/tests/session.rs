@@ -1303,15 +1303,6 @@ fn a_kept_plan_keeps_the_artifacts_that_read_only_the_plan() {
 #[test]
 fn entries_that_move_keep_their_rules() {
     let pod = |app| http_pod(0, app);
-    let app1_admits_app1 = testgen::PolicySpec::Np {
-        ns: 0,
-        app: Some(1),
-        ingress: Some(vec![testgen::RuleSpec {
-            peers: vec![testgen::PeerSpec::Pods(1)],
-            ports: vec![testgen::PortSpec::Http],
-        }]),
-        egress: None,
-    };
     // The first pod (of app 1, 10.244.0.10) has entries of its own before every other
     // pod's: its delete moves them.
     let spec = Spec {
@@ -1319,7 +1310,7 @@ fn entries_that_move_keep_their_rules() {
         ns_team: vec![0, 1, 0],
         pods: vec![pod(1), pod(0), pod(1), pod(1)],
         services: Vec::new(),
-        policies: vec![app0_admits_app1_on_http(), app1_admits_app1],
+        policies: vec![app0_admits_app1_on_http(), app1_admits_app1()],
     };
     let all = documents(&spec, &[true; 4]);
     let mut session = load(&all, options());
@@ -1347,4 +1338,68 @@ fn entries_that_move_keep_their_rules() {
     assert_eq!(session.plan_rebuilt(), expected);
     let ops = changes.ops("octeon-cn10k").expect("hw ops").text();
     assert!(!ops.contains("destroy "), "a rule left hardware:\n{ops}");
+}
+
+/// Pods of app 1 in namespace 0 admit each other on HTTP.
+fn app1_admits_app1() -> testgen::PolicySpec {
+    testgen::PolicySpec::Np {
+        ns: 0,
+        app: Some(1),
+        ingress: Some(vec![testgen::RuleSpec {
+            peers: vec![testgen::PeerSpec::Pods(1)],
+            ports: vec![testgen::PortSpec::Http],
+        }]),
+        egress: None,
+    }
+}
+
+/// Step 1b counts the new rules of the entries it keeps as they compress, not one flow
+/// entry each: with one free entry, a third pod of app 1 gives each of the two admissions
+/// a rule (from 10.244.0.12 to 10.244.0.10, and to 10.244.0.11), which compress into one
+/// (to 10.244.0.10/31). Counted one each, they did not fit, and both admissions were
+/// placed again as touched entries, their rules all compressed anew.
+#[test]
+fn new_rules_are_counted_compressed_against_the_free_entries() {
+    let pod = |app| http_pod(0, app);
+    let mut spec = Spec {
+        nodes: 0,
+        ns_team: vec![0, 1, 0],
+        pods: vec![pod(1), pod(1)],
+        services: Vec::new(),
+        policies: vec![app1_admits_app1()],
+    };
+    let docs = documents(&spec, &[true; 2]);
+    let full = load(&docs, budget(None)).plan().unwrap().usage.entries;
+    let mut session = load(&docs, budget(Some(full + 1)));
+    let before = hw(&session);
+    spec.pods.push(pod(1));
+    let next = documents(&spec, &[true; 3]);
+    let changes = session
+        .apply(&events(&docs, &next))
+        .expect("a pod add applies");
+    assert_eq!(changes.times.full_plan, None, "planned from scratch");
+    let expected = pipec::partition::incremental::Rebuilds {
+        entries: 2,
+        new_rules: 2,
+    };
+    assert_eq!(session.plan_rebuilt(), expected);
+    // The admissions' rule stays on the device (the pods' own marks rank lowest and make
+    // room for the new pod's admission), the plan keeps its budget, and every packet it
+    // decides is decided as by a table of every entry hardware can take.
+    let admissions: Vec<&String> = before.iter().filter(|r| r.contains("tcp")).collect();
+    assert_eq!(admissions.len(), 1, "{before:#?}");
+    assert!(hw(&session).contains(admissions[0]));
+    let mine = session.plan().unwrap();
+    assert!(mine.usage.entries <= full + 1);
+    let complete = load(
+        &next,
+        SessionOptions {
+            pins: session.pins().clone(),
+            ..budget(None)
+        },
+    );
+    assert_eq!(
+        unsound(&mine.slice.rules, &complete.plan().unwrap().slice.rules),
+        None
+    );
 }

@@ -256,6 +256,8 @@ fn main() {
     let mut per_step = Vec::new();
     // Time in each phase of the steps: collect, session, device, sizes.
     let mut phases = [Duration::ZERO; 4];
+    // Steps whose incremental plan kept the held entries it built anew (step 1b).
+    let mut rebuilt = 0;
     let mut applied = 0;
     let deadline = Instant::now() + Duration::from_secs(seconds as u64 * 4 + 60);
     while applied < total && Instant::now() < deadline {
@@ -276,6 +278,7 @@ fn main() {
         {
             *sum += part;
         }
+        rebuilt += usize::from(daemon.session().plan_rebuilt().entries > 0);
         latencies.extend(stamps.iter().map(|s| done - *s));
         per_step.push((seen - applied, done));
         applied = seen;
@@ -306,7 +309,8 @@ fn main() {
     );
     let per = |d: Duration| d.as_secs_f64() * 1e3 / steps.max(1) as f64;
     println!(
-        "mean ms per step: collect (directory scan) {:.1}, session {:.1}, device {:.1}, sizes {:.1}",
+        "mean ms per step: collect (directory scan) {:.1}, session {:.1}, device {:.1}, sizes {:.1}; \
+         plans that kept rebuilt entries: {rebuilt} of {steps}",
         per(phases[0]),
         per(phases[1]),
         per(phases[2]),

@@ -14,8 +14,9 @@
 //!    only identities' prefixes changed for it (a pod added, deleted or relabelled), an
 //!    entry built from them, built again: its compressed rules that match no packet it
 //!    stopped deciding stay, and only its new rules and those of the broken compressed
-//!    rules are compressed (all or none, and only as many new rules as the table has
-//!    free entries);
+//!    rules are compressed (all or none, and only as many new rules, compressed, as the
+//!    table has free entries; rules are compared as the device holds them, without the
+//!    origin text, which names an entry by its place);
 //! 2. **re-checks priority closure** of the kept entries against the new graph, highest
 //!    priority first: a kept entry with an entry above it that is not kept (a new one, or
 //!    one the event touched) leaves and competes again, and so do the kept entries below
@@ -745,7 +746,7 @@ pub fn replan(
     // every rule of such entries again was most of a pod event's plan (29 egress drops of
     // about 1,000 rules each on the session bench's node). All or none: when one of them
     // fails a check now, or the new rules do not fit the table's free entries
-    // uncompressed, they all compete again as touched entries, as a compressed rule may
+    // ([`new_rules_fit`]), they all compete again as touched entries, as a compressed rule may
     // cover several of them (a rebuilt entry kept beside a touched one breaks the rules
     // they share, and holds its place against it on a full table).
     let limit = profile.plan_entries().unwrap_or(u64::MAX);
@@ -1313,8 +1314,8 @@ struct Rebuilt {
 
 /// Step 1b: the entries of `rebuild` (held at the given places of `prev`), built anew in
 /// `cands`, by candidate, with their places and how their rules changed; all of them
-/// when each builds as before ([`rebuild_held`]) and their new rules fit in `room` flow entries
-/// uncompressed, else none.
+/// when each builds as before ([`rebuild_held`]) and their new rules fit in `room` flow
+/// entries, else none.
 fn keep_rebuilt(
     ctx: &Context<'_>,
     closure: &Closure<'_>,
@@ -1323,19 +1324,17 @@ fn keep_rebuilt(
     rebuild: Vec<(usize, u32)>,
     room: u64,
 ) -> BTreeMap<usize, (u32, Rebuilt)> {
-    // Given up as soon as one fails or the new rules pass `room`: the entries are then
-    // built again as touched ones, so building the rest here would be wasted.
+    // Given up as soon as one fails: the entries are then built again as touched ones, so
+    // building the rest here would be wasted.
     let mut built = Vec::with_capacity(rebuild.len());
-    let mut new_rules = 0u64;
     for (i, at) in rebuild {
         let Some(b) = rebuild_held(ctx, closure, &cands[i], &prev.held[at as usize]) else {
             return BTreeMap::new();
         };
-        new_rules += b.1.new.len() as u64;
-        if new_rules > room {
-            return BTreeMap::new();
-        }
         built.push((i, at, b));
+    }
+    if !new_rules_fit(prev, &built, room, ctx.profile) {
+        return BTreeMap::new();
     }
     let mut out = BTreeMap::new();
     for (i, at, (c, r)) in built {
@@ -1343,6 +1342,34 @@ fn keep_rebuilt(
         out.insert(i, (at, r));
     }
     out
+}
+
+/// Whether the new rules of the `built` entries fit in `room` flow entries: counted one
+/// each when that fits, else compressed together at their entries' levels, as step 3
+/// compresses them. A batch of pod events gives each drop of "every destination" a rule
+/// per new address, which uncompressed passed the room on most of the daemon's steps
+/// (100–200 rules against 80–200 free entries) while compressed they took 17–84.
+fn new_rules_fit(
+    prev: &Basis,
+    built: &[(usize, u32, (Candidate, Rebuilt))],
+    room: u64,
+    profile: &Profile,
+) -> bool {
+    let count: usize = built.iter().map(|(_, _, (_, r))| r.new.len()).sum();
+    if count as u64 <= room {
+        return true;
+    }
+    let rules: Vec<Merged> = built
+        .iter()
+        .flat_map(|(i, at, (_, r))| {
+            let level = prev.held[*at as usize].level;
+            r.new.iter().map(move |n| Merged {
+                rule: HwRule { level, ..n.clone() },
+                from: vec![*i as u32],
+            })
+        })
+        .collect();
+    compress::merge_all(rules, profile).len() as u64 <= room
 }
 
 /// Held entry `c` (whose rules the basis keeps as `held`) with its rules built anew and,
