@@ -705,24 +705,27 @@ pub fn replan(
                 .is_none_or(|at| prev.held[at as usize].narrowed.is_some());
             let rest_same = touched.unchanged_but_prefixes(c);
             let prefixes = touched.prefixes_changed(c, narrowed);
-            if let (true, true, Some(prior)) = (rest_same, prefixes, prior) {
+            match (rest_same, prefixes, prior) {
                 // Held, and only identities' prefixes changed: it may keep its compressed
                 // rules (step 1b).
-                if let (None, Some(at)) = (&prior.failed, prior.held) {
-                    rebuild.push((i, at));
+                (true, true, Some(prior)) => {
+                    if let (None, Some(at)) = (&prior.failed, prior.held) {
+                        rebuild.push((i, at));
+                    }
                 }
-            }
-            if let (true, false, Some(prior)) = (rest_same, prefixes, prior) {
-                if let Some(p) = &prior.failed {
-                    c.built = true;
-                    c.leave(p.why.clone());
-                    c.placement.chain = p.chain.clone();
-                    // Its cost as it was counted when its rules were built (an egress
-                    // entry's, once cut, is below the screen's bound).
-                    c.placement.hw_rules = p.hw_rules;
-                } else if let Some(at) = prior.held {
-                    moved.push((i, at));
+                (true, false, Some(prior)) => {
+                    if let Some(p) = &prior.failed {
+                        c.built = true;
+                        c.leave(p.why.clone());
+                        c.placement.chain = p.chain.clone();
+                        // Its cost as it was counted when its rules were built (an egress
+                        // entry's, once cut, is below the screen's bound).
+                        c.placement.hw_rules = p.hw_rules;
+                    } else if let Some(at) = prior.held {
+                        moved.push((i, at));
+                    }
                 }
+                _ => {}
             }
             keys[i] = Some(key);
         }
@@ -753,13 +756,16 @@ pub fn replan(
     let closure = Closure::new(mag, &cands);
     let room = limit.saturating_sub(prev.slice.len() as u64);
     let rebuilt = keep_rebuilt(&ctx, &closure, &mut cands, &prev, rebuild, room);
-    kept.extend(rebuilt.iter().map(|(i, (at, _))| (*i, *at)));
     let rebuilds = Rebuilds {
         entries: rebuilt.len(),
-        new_rules: rebuilt.values().map(|(_, r)| r.new.len()).sum(),
+        new_rules: rebuilt.iter().map(|(_, _, r)| r.new.len()).sum(),
     };
-    let rebuilt: FxHashMap<usize, Rebuilt> =
-        rebuilt.into_iter().map(|(i, (_, r))| (i, r)).collect();
+    let mut by_candidate: FxHashMap<usize, Rebuilt> = FxHashMap::default();
+    for (i, at, r) in rebuilt {
+        kept.push((i, at));
+        by_candidate.insert(i, r);
+    }
+    let rebuilt = by_candidate;
     // Step 2: priority closure, highest priority first, so that an entry's dependencies
     // are settled before it.
     let n = cands.len();
@@ -1313,7 +1319,7 @@ struct Rebuilt {
 }
 
 /// Step 1b: the entries of `rebuild` (held at the given places of `prev`), built anew in
-/// `cands`, by candidate, with their places and how their rules changed; all of them
+/// `cands`, each with its place and how its rules changed; all of them
 /// when each builds as before ([`rebuild_held`]) and their new rules fit in `room` flow
 /// entries, else none.
 fn keep_rebuilt(
@@ -1323,25 +1329,26 @@ fn keep_rebuilt(
     prev: &Basis,
     rebuild: Vec<(usize, u32)>,
     room: u64,
-) -> BTreeMap<usize, (u32, Rebuilt)> {
+) -> Vec<(usize, u32, Rebuilt)> {
     // Given up as soon as one fails: the entries are then built again as touched ones, so
     // building the rest here would be wasted.
     let mut built = Vec::with_capacity(rebuild.len());
     for (i, at) in rebuild {
         let Some(b) = rebuild_held(ctx, closure, &cands[i], &prev.held[at as usize]) else {
-            return BTreeMap::new();
+            return Vec::new();
         };
         built.push((i, at, b));
     }
     if !new_rules_fit(prev, &built, room, ctx.profile) {
-        return BTreeMap::new();
+        return Vec::new();
     }
-    let mut out = BTreeMap::new();
-    for (i, at, (c, r)) in built {
-        cands[i] = c;
-        out.insert(i, (at, r));
-    }
-    out
+    built
+        .into_iter()
+        .map(|(i, at, (c, r))| {
+            cands[i] = c;
+            (i, at, r)
+        })
+        .collect()
 }
 
 /// Whether the new rules of the `built` entries fit in `room` flow entries: counted one

@@ -355,6 +355,14 @@ pub fn flow_ops(old: &RteFlowArtifact, new: &RteFlowArtifact) -> FlowOps {
 /// [`flow_ops`], reading the keys `memo` holds instead of formatting them again.
 fn memo_ops(memo: &Memo, old: &RteFlowArtifact, new: &RteFlowArtifact) -> FlowOps {
     let target = new.target.clone();
+    // A session that kept the plan diffs the kept artifact with itself (every Service
+    // endpoint event): nothing to do, known without keying thousands of rules.
+    if std::ptr::eq(old, new) {
+        return FlowOps {
+            target,
+            ops: Vec::new(),
+        };
+    }
     let (old, new) = (memo.keyed(old), memo.keyed(new));
     let mut ops: Vec<FlowOp> = old
         .keys()
