@@ -574,11 +574,11 @@ fn isolated(ns: usize, app: usize) -> testgen::PolicySpec {
     }
 }
 
-/// A NetworkPolicy of namespace 0: pods of app 0 admit pods of app 1 on HTTP.
-fn app0_admits_app1_on_http() -> testgen::PolicySpec {
+/// A NetworkPolicy of namespace 0: pods of `app` admit pods of app 1 on HTTP.
+fn admits_app1_on_http(app: usize) -> testgen::PolicySpec {
     testgen::PolicySpec::Np {
         ns: 0,
-        app: Some(0),
+        app: Some(app),
         ingress: Some(vec![testgen::RuleSpec {
             peers: vec![testgen::PeerSpec::Pods(1)],
             ports: vec![testgen::PortSpec::Http],
@@ -604,7 +604,7 @@ fn a_pod_add_keeps_the_hardware_rules_it_grows() {
         services: Vec::new(),
         // Pods of app 0 admit pods of app 1 on HTTP: the added pod of app 1 changes the
         // prefixes of the rules hardware holds.
-        policies: vec![app0_admits_app1_on_http()],
+        policies: vec![admits_app1_on_http(0)],
     };
     let docs = documents(&spec, &[true; 3]);
     let mut session = load(&docs, options());
@@ -663,7 +663,7 @@ fn a_full_table_evicts_the_lowest_ranked_touched_entry() {
         policies: vec![
             // Pods of app 0 admit pods of app 1 on HTTP: marks whose prefixes an added
             // pod of app 1 grows.
-            app0_admits_app1_on_http(),
+            admits_app1_on_http(0),
             // The pod of app 2 may send nowhere and accept nothing: drops, which rank
             // above every mark (and are sound: it has no connections at all).
             isolated(1, 2),
@@ -729,7 +729,7 @@ fn a_full_table_displaces_kept_marks_for_new_drops() {
         policies: vec![
             // Marks, and no sound drop: the pod of app 0 opens connections anywhere, so
             // its ingress drop would drop their replies.
-            app0_admits_app1_on_http(),
+            admits_app1_on_http(0),
             // Pods of app 2 may send nowhere and accept nothing: sound drops, ranked above
             // every mark. No such pod exists before the event.
             isolated(1, 2),
@@ -1310,47 +1310,33 @@ fn entries_that_move_keep_their_rules() {
         ns_team: vec![0, 1, 0],
         pods: vec![pod(1), pod(0), pod(1), pod(1)],
         services: Vec::new(),
-        policies: vec![app0_admits_app1_on_http(), app1_admits_app1()],
+        policies: vec![admits_app1_on_http(0), admits_app1_on_http(1)],
     };
     let all = documents(&spec, &[true; 4]);
     let mut session = load(&all, options());
     let without = documents(&spec, &[false, true, true, true]);
-    let changes = session
-        .apply(&events(&all, &without))
-        .expect("a pod delete applies");
-    assert_eq!(changes.times.full_plan, None, "planned from scratch");
     // The admissions of app 1 by app 0's pod and by app 1's two other pods.
-    let expected = pipec::partition::incremental::Rebuilds {
-        entries: 3,
-        new_rules: 0,
-    };
-    assert_eq!(session.plan_rebuilt(), expected);
+    apply_rebuilding(&mut session, &all, &without, (3, 0));
     assert_as_loaded(&session, &without);
-    let changes = session
-        .apply(&events(&without, &all))
-        .expect("a pod add applies");
-    assert_eq!(changes.times.full_plan, None, "planned from scratch");
     // Each entry admits the new address: src 10.244.0.10 to its pod.
-    let expected = pipec::partition::incremental::Rebuilds {
-        entries: 3,
-        new_rules: 3,
-    };
-    assert_eq!(session.plan_rebuilt(), expected);
+    let changes = apply_rebuilding(&mut session, &without, &all, (3, 3));
     let ops = changes.ops("octeon-cn10k").expect("hw ops").text();
     assert!(!ops.contains("destroy "), "a rule left hardware:\n{ops}");
 }
 
-/// Pods of app 1 in namespace 0 admit each other on HTTP.
-fn app1_admits_app1() -> testgen::PolicySpec {
-    testgen::PolicySpec::Np {
-        ns: 0,
-        app: Some(1),
-        ingress: Some(vec![testgen::RuleSpec {
-            peers: vec![testgen::PeerSpec::Pods(1)],
-            ports: vec![testgen::PortSpec::Http],
-        }]),
-        egress: None,
-    }
+/// Applies the events from `from` to `to` and checks that they were planned incrementally
+/// and that step 1b kept `entries` held entries built anew, with `new_rules` new rules.
+fn apply_rebuilding(
+    session: &mut Session,
+    from: &BTreeMap<ObjectKey, String>,
+    to: &BTreeMap<ObjectKey, String>,
+    (entries, new_rules): (usize, usize),
+) -> Changes {
+    let changes = session.apply(&events(from, to)).expect("the events apply");
+    assert_eq!(changes.times.full_plan, None, "planned from scratch");
+    let expected = pipec::partition::incremental::Rebuilds { entries, new_rules };
+    assert_eq!(session.plan_rebuilt(), expected);
+    changes
 }
 
 /// Step 1b counts the new rules of the entries it keeps as they compress, not one flow
@@ -1366,7 +1352,7 @@ fn new_rules_are_counted_compressed_against_the_free_entries() {
         ns_team: vec![0, 1, 0],
         pods: vec![pod(1), pod(1)],
         services: Vec::new(),
-        policies: vec![app1_admits_app1()],
+        policies: vec![admits_app1_on_http(1)],
     };
     let docs = documents(&spec, &[true; 2]);
     let full = load(&docs, budget(None)).plan().unwrap().usage.entries;
@@ -1374,15 +1360,7 @@ fn new_rules_are_counted_compressed_against_the_free_entries() {
     let before = hw(&session);
     spec.pods.push(pod(1));
     let next = documents(&spec, &[true; 3]);
-    let changes = session
-        .apply(&events(&docs, &next))
-        .expect("a pod add applies");
-    assert_eq!(changes.times.full_plan, None, "planned from scratch");
-    let expected = pipec::partition::incremental::Rebuilds {
-        entries: 2,
-        new_rules: 2,
-    };
-    assert_eq!(session.plan_rebuilt(), expected);
+    apply_rebuilding(&mut session, &docs, &next, (2, 2));
     // The admissions' rule stays on the device (the pods' own marks rank lowest and make
     // room for the new pod's admission), the plan keeps its budget, and every packet it
     // decides is decided as by a table of every entry hardware can take.
