@@ -161,9 +161,10 @@ struct Stats {
     full_lowerings: usize,
     /// Events whose plan stayed as it was (they changed no table a plan reads).
     carried: usize,
-    /// Events whose plan kept held entries it built anew, those entries and their new
-    /// rules (step 1b of the incremental plan).
-    rebuilt: (usize, usize, usize),
+    /// Events whose plan kept held entries it built anew (step 1b of the incremental
+    /// plan), and those entries and their new rules summed.
+    rebuilt_plans: usize,
+    rebuilt: pipec::partition::incremental::Rebuilds,
     /// Operations by target.
     by_target: std::collections::BTreeMap<String, usize>,
 }
@@ -188,9 +189,9 @@ impl Stats {
         self.carried += usize::from(session.plan_kept());
         let rebuilt = session.plan_rebuilt();
         if rebuilt.entries > 0 {
-            self.rebuilt.0 += 1;
-            self.rebuilt.1 += rebuilt.entries;
-            self.rebuilt.2 += rebuilt.new_rules;
+            self.rebuilt_plans += 1;
+            self.rebuilt.entries += rebuilt.entries;
+            self.rebuilt.new_rules += rebuilt.new_rules;
         }
     }
 }
@@ -345,12 +346,12 @@ fn main() {
         if stats.carried > 0 {
             println!("  plans kept as they were: {}", stats.carried);
         }
-        let (plans, entries, rules) = stats.rebuilt;
+        let plans = stats.rebuilt_plans;
         if plans > 0 {
             println!(
                 "  plans that kept rebuilt entries: {plans} (per such plan {:.1} entries, {:.1} new rules)",
-                entries as f64 / plans as f64,
-                rules as f64 / plans as f64
+                stats.rebuilt.entries as f64 / plans as f64,
+                stats.rebuilt.new_rules as f64 / plans as f64
             );
         }
     };

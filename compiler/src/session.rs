@@ -594,10 +594,10 @@ impl Session {
 
     /// What the last apply's incremental plan kept of the held entries it built anew
     /// (step 1b of [`partition::incremental`]); nothing when the plan was made from
-    /// scratch or kept as it was.
+    /// scratch (its basis says so) or kept as it was (its basis is the last plan's).
     pub fn plan_rebuilt(&self) -> partition::incremental::Rebuilds {
         match self.plan.get() {
-            Some(p) if !p.carried && p.from_scratch.is_none() => p.basis.rebuilt(),
+            Some(p) if !p.carried => p.basis.rebuilt(),
             _ => Default::default(),
         }
     }
