@@ -694,7 +694,29 @@ impl Session {
             .map(|a| a.as_ref())
     }
 
+    /// Compiles target `i` for the new state from its artifact of the previous one, which
+    /// the graph left by `diff` ([`Backend::recompile`]); nothing when its artifact is set
+    /// already (kept with the plan) or the previous state had none.
+    fn recompile_target(&self, i: usize, previous: &Previous, diff: &lower::incremental::Diff) {
+        if self.artifacts[i].get().is_some() {
+            return;
+        }
+        let Some(Ok(before)) = previous.artifacts[i].get() else {
+            return;
+        };
+        let compiled = self
+            .target_input(i)
+            .and_then(|input| self.backends[i].recompile(&input, before.as_ref(), diff));
+        let _ = self.artifacts[i].set(compiled);
+    }
+
     fn compile_target(&self, i: usize) -> Compiled {
+        let input = self.target_input(i)?;
+        self.backends[i].compile(&input)
+    }
+
+    /// What target `i` compiles from, or why the graph cannot be compiled.
+    fn target_input(&self, i: usize) -> Result<CompileInput<'_>, Unsupported> {
         let info = self.info().map_err(|e| {
             Unsupported::new(
                 self.backends[i].name(),
@@ -704,14 +726,13 @@ impl Session {
                 },
             )
         })?;
-        let input = CompileInput {
+        Ok(CompileInput {
             mag: self.mag(),
             info,
             plan: self.plan(),
             cluster: self.cluster(),
             node: self.node(),
-        };
-        self.backends[i].compile(&input)
+        })
     }
 
     /// Applies a batch of events: the new state, and per target the operations from the
@@ -786,11 +807,7 @@ impl Session {
             (false, Some(Ok(info))) => Some((info, diff.added.as_slice())),
             _ => None,
         };
-        let changed: Option<Vec<mag::TableId>> = (!diff.full).then(|| {
-            let tables = diff.added.iter().chain(&diff.removed).map(|(t, _)| *t);
-            tables.collect()
-        });
-        let (previous, outcome) = self.compile_next(next, info, changed.as_deref(), &mut times);
+        let (previous, outcome) = self.compile_next(next, info, &diff, &mut times);
         match outcome {
             Ok(()) => {
                 let clock = std::time::Instant::now();
@@ -816,16 +833,22 @@ impl Session {
     }
 
     /// Moves the session to `next` (whose MAG is already in `self.lowered`): validates,
-    /// plans and compiles every target. `changed`: the tables whose entries changed, when
-    /// the lowering was incremental. Returns the previous model, artifacts and plan (to
-    /// diff against, or to restore when the outcome is a rejection).
+    /// plans and compiles every target. `diff`: what the lowering changed in the graph.
+    /// Returns the previous model, artifacts and plan (to diff against, or to restore when
+    /// the outcome is a rejection).
     fn compile_next(
         &mut self,
         next: Loaded,
         info: Option<(MagInfo, &[(mag::TableId, mag::Entry)])>,
-        changed: Option<&[mag::TableId]>,
+        diff: &lower::incremental::Diff,
         times: &mut StageTimes,
     ) -> (Previous, Result<(), Rejected>) {
+        // The tables whose entries changed, when the lowering was incremental.
+        let changed: Option<Vec<mag::TableId>> = (!diff.full).then(|| {
+            let tables = diff.added.iter().chain(&diff.removed).map(|(t, _)| *t);
+            tables.collect()
+        });
+        let changed = changed.as_deref();
         let fresh = self.backends.iter().map(|_| OnceLock::new()).collect();
         let mut previous = Previous {
             loaded: std::mem::replace(&mut self.loaded, next),
@@ -872,6 +895,9 @@ impl Session {
             self.keep_plan_artifacts(&mut previous);
         }
         for i in 0..self.backends.len() {
+            if !diff.full {
+                self.recompile_target(i, &previous, diff);
+            }
             if let Err(e) = self.artifact_at(i) {
                 let text = format!(
                     "target {} cannot hold the new pipeline: {}",

@@ -369,6 +369,21 @@ pub trait Backend: Send + Sync {
     }
     /// Compiles the target's part of a node's pipeline, or says why it cannot.
     fn compile(&self, input: &CompileInput<'_>) -> Result<Box<dyn Artifact>, Unsupported>;
+    /// [`Backend::compile`] for a device that holds `before`, this target's artifact of the
+    /// last state, when the graph changed by the entries of `diff` only (the tables, keys
+    /// and actions are the same). A backend may take from `before` what no changed table
+    /// reaches; the result must equal what [`Backend::compile`] gives for `input`. A
+    /// session calls this after every event lowered incrementally. The default compiles
+    /// from scratch, which is always right.
+    fn recompile(
+        &self,
+        input: &CompileInput<'_>,
+        before: &dyn Artifact,
+        diff: &crate::lower::incremental::Diff,
+    ) -> Result<Box<dyn Artifact>, Unsupported> {
+        let _ = (before, diff);
+        self.compile(input)
+    }
     /// Whether [`Backend::compile`] reads nothing of its input but the plan. A session
     /// that keeps the plan for an event (one that changes no table a plan reads, such as
     /// a Service's endpoints) then keeps such a target's artifact too, without compiling

@@ -8,10 +8,12 @@ use crate::artifact::MapName;
 use crate::artifact::Prefix;
 use crate::artifact::{diff_entries, EbpfArtifact, MapEntries, MapOp};
 use crate::codegen::{mag_to_ebpf_cached, PolicyCache, TARGET};
+use crate::incremental::mag_to_ebpf_after;
 use crate::sizes::MapSizes;
 use pipec::backend::{
     ebpf_profile, Artifact, Backend, CompileInput, Operations, Profile, Unsupported,
 };
+use pipec::lower::incremental::Diff;
 use pipec::model::Cluster;
 use std::any::Any;
 use std::collections::BTreeMap;
@@ -66,6 +68,29 @@ impl EbpfBackend {
         self.with_shared_sizes(std::sync::Arc::new(std::sync::RwLock::new(sizes)))
     }
 
+    /// The parts of an artifact that are not the graph's: the IPsec routes of the
+    /// cluster, and each local endpoint's interface; then the check that it fits the maps.
+    fn finish(
+        &self,
+        input: &CompileInput<'_>,
+        mut artifact: EbpfArtifact,
+    ) -> Result<Box<dyn Artifact>, Unsupported> {
+        artifact.ipsec = ipsec_routes(input.cluster, input.node);
+        check_capacity(
+            &artifact,
+            &self.sizes.read().unwrap_or_else(|p| p.into_inner()),
+        )?;
+        if let Some(interfaces) = &self.interfaces {
+            let by_addr = interfaces.read().unwrap_or_else(|p| p.into_inner());
+            for (addr, e) in artifact.endpoints.iter_mut() {
+                if let Some(i) = by_addr.get(addr) {
+                    e.ifindex = *i;
+                }
+            }
+        }
+        Ok(Box::new(artifact))
+    }
+
     /// [`EbpfBackend::with_sizes`] with sizes that may change after: those of maps not
     /// created yet, which the runtime sizes for the first state.
     pub fn with_shared_sizes(self, sizes: SharedSizes) -> EbpfBackend {
@@ -84,22 +109,24 @@ impl Backend for EbpfBackend {
 
     fn compile(&self, input: &CompileInput<'_>) -> Result<Box<dyn Artifact>, Unsupported> {
         let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
-        let mut artifact = mag_to_ebpf_cached(input.mag, input.info, &mut cache)?;
+        let artifact = mag_to_ebpf_cached(input.mag, input.info, &mut cache)?;
         drop(cache);
-        artifact.ipsec = ipsec_routes(input.cluster, input.node);
-        check_capacity(
-            &artifact,
-            &self.sizes.read().unwrap_or_else(|p| p.into_inner()),
-        )?;
-        if let Some(interfaces) = &self.interfaces {
-            let by_addr = interfaces.read().unwrap_or_else(|p| p.into_inner());
-            for (addr, e) in artifact.endpoints.iter_mut() {
-                if let Some(i) = by_addr.get(addr) {
-                    e.ifindex = *i;
-                }
-            }
-        }
-        Ok(Box::new(artifact))
+        self.finish(input, artifact)
+    }
+
+    fn recompile(
+        &self,
+        input: &CompileInput<'_>,
+        before: &dyn Artifact,
+        diff: &Diff,
+    ) -> Result<Box<dyn Artifact>, Unsupported> {
+        let Some(before) = before.as_any().downcast_ref::<EbpfArtifact>() else {
+            return self.compile(input);
+        };
+        let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
+        let artifact = mag_to_ebpf_after(input.mag, input.info, &mut cache, before, diff)?;
+        drop(cache);
+        self.finish(input, artifact)
     }
 
     fn diff(&self, old: Option<&dyn Artifact>, new: &dyn Artifact) -> Box<dyn Operations> {

@@ -110,10 +110,10 @@ fn drops(mag: &Mag, call: &ActionCall) -> bool {
 /// The cookies of the graph's provenances, each worked out on first use: a node's policy
 /// tables have tens of thousands of rows but a few thousand rules, and a cookie hashes the
 /// rule's text, which is formatted anew each time.
-struct Cookies(Vec<u64>);
+pub(crate) struct Cookies(Vec<u64>);
 
 impl Cookies {
-    fn new(mag: &Mag) -> Cookies {
+    pub(crate) fn new(mag: &Mag) -> Cookies {
         Cookies(vec![0; mag.provenance.len()])
     }
 
@@ -175,14 +175,14 @@ fn policy_action(mag: &Mag, call: &ActionCall) -> Option<Action> {
     (v == Some(verdict::ALLOW)).then_some(Action::Allow)
 }
 
-fn table<'m>(mag: &'m Mag, name: &str) -> Result<&'m Table, Unsupported> {
+pub(crate) fn table<'m>(mag: &'m Mag, name: &str) -> Result<&'m Table, Unsupported> {
     mag.table_by_name(name)
         .and_then(|t| mag.table(t))
         .ok_or_else(|| unsupported(name, "the table is missing (not the default node pipeline)"))
 }
 
 /// Positions of `fields` in a table's key, which must hold exactly these fields.
-fn key_positions(t: &Table, fields: &[Field]) -> Result<Vec<usize>, Unsupported> {
+pub(crate) fn key_positions(t: &Table, fields: &[Field]) -> Result<Vec<usize>, Unsupported> {
     if t.key.len() != fields.len() {
         return Err(unsupported(
             &t.name,
@@ -205,7 +205,11 @@ fn key_positions(t: &Table, fields: &[Field]) -> Result<Vec<usize>, Unsupported>
 }
 
 /// The value of an exact match (an exact or a full-mask ternary match); `None` for any.
-fn exact(m: &FieldMatch, f: Field, site: &dyn fmt::Display) -> Result<Option<u128>, Unsupported> {
+pub(crate) fn exact(
+    m: &FieldMatch,
+    f: Field,
+    site: &dyn fmt::Display,
+) -> Result<Option<u128>, Unsupported> {
     match *m {
         FieldMatch::Any => Ok(None),
         FieldMatch::Exact(v) => Ok(Some(v)),
@@ -295,63 +299,110 @@ pub fn mag_to_ebpf_cached(
 ) -> Result<EbpfArtifact, Unsupported> {
     let _ = info.start;
     let mut a = EbpfArtifact::default();
-    let mut used_cookies = BTreeSet::new();
     ipcache(mag, &mut a)?;
     endpoints(mag, &mut a)?;
     services(mag, &mut a)?;
-    let universe: BTreeSet<u32> = a
-        .ipcache
-        .values()
-        .copied()
-        .chain([c::IDENTITY_WORLD])
-        .collect();
-    let eps: Vec<u32> = a
-        .endpoints
-        .values()
-        .map(|e| e.id)
-        .collect::<BTreeSet<_>>()
-        .into_iter()
-        .collect();
+    let eps = endpoint_ids(&a);
     cache.begin();
     let mut cookies = Cookies::new(mag);
-    let mut rows = Vec::new();
-    for (name, dir, remote) in [
-        (
-            pt::EGRESS_POLICY,
-            PolicyDirection::Egress,
-            Field::DstIdentity,
-        ),
-        (
-            pt::INGRESS_POLICY,
-            PolicyDirection::Ingress,
-            Field::SrcIdentity,
-        ),
-    ] {
-        policy(
-            mag,
-            (name, dir, remote),
-            &eps,
-            &universe,
-            (&mut rows, cache, &mut cookies),
-        )?;
-    }
+    let rows = policy_entries(
+        mag,
+        ([&eps, &eps], Rows::All),
+        &universe(&a),
+        cache,
+        &mut cookies,
+    )?;
+    cache.end();
     // One sort and a bulk build, instead of one tree insertion per entry: the map has an
     // entry per endpoint, identity and port cell, tens of thousands on a node.
     a.policy = rows.into_iter().collect();
-    cache.end();
-    for d in a.policy.values() {
-        if d.cookie != 0 {
-            used_cookies.insert(d.cookie);
-        }
-    }
-    // Every cookie a policy entry holds came from a row, so its rule's cookie is known.
-    for (i, ck) in cookies.known() {
-        if used_cookies.contains(&ck) {
-            let name = mag.provenance[i].to_string();
-            a.cookies.insert(ck, name);
-        }
-    }
+    a.cookies = cookie_names(mag, &cookies, &a.policy, &BTreeMap::new());
     Ok(a)
+}
+
+/// The identities a policy entry may name: every one the ipcache gives, and world.
+pub(crate) fn universe(a: &EbpfArtifact) -> BTreeSet<u32> {
+    a.ipcache
+        .values()
+        .copied()
+        .chain([c::IDENTITY_WORLD])
+        .collect()
+}
+
+/// The ids of the local endpoints, ascending, each once.
+pub(crate) fn endpoint_ids(a: &EbpfArtifact) -> Vec<u32> {
+    let ids: BTreeSet<u32> = a.endpoints.values().map(|e| e.id).collect();
+    ids.into_iter().collect()
+}
+
+/// The policy tables, each with the direction it decides and the field of the remote
+/// identity: egress first, then ingress.
+pub(crate) const POLICY_TABLES: [PolicyTable<'static>; 2] = [
+    (
+        pt::EGRESS_POLICY,
+        PolicyDirection::Egress,
+        Field::DstIdentity,
+    ),
+    (
+        pt::INGRESS_POLICY,
+        PolicyDirection::Ingress,
+        Field::SrcIdentity,
+    ),
+];
+
+/// The policy entries of the endpoints `eps` (egress, ingress), unsorted, within a
+/// compile the caller began and ends on `cache`; `cookies` learns the cookie of every
+/// policy row.
+pub(crate) fn policy_entries(
+    mag: &Mag,
+    (eps, which): ([&[u32]; 2], Rows),
+    universe: &BTreeSet<u32>,
+    cache: &mut PolicyCache,
+    cookies: &mut Cookies,
+) -> Result<Vec<(PolicyMatch, PolicyDecision)>, Unsupported> {
+    let mut rows = Vec::new();
+    for (table, eps) in POLICY_TABLES.into_iter().zip(eps) {
+        policy(
+            mag,
+            table,
+            (eps, which),
+            universe,
+            (&mut rows, cache, cookies),
+        )?;
+    }
+    Ok(rows)
+}
+
+/// What each cookie the policy entries hold stands for: the provenance of the row it came
+/// from, among the rows `cookies` read, else the name `known` gives (the last artifact's,
+/// for entries kept from it).
+pub(crate) fn cookie_names(
+    mag: &Mag,
+    cookies: &Cookies,
+    policy: &BTreeMap<PolicyMatch, PolicyDecision>,
+    known: &BTreeMap<u64, String>,
+) -> BTreeMap<u64, String> {
+    // A sorted list, not a set: the map has tens of thousands of entries and few cookies.
+    let mut used: Vec<u64> = policy
+        .values()
+        .map(|d| d.cookie)
+        .filter(|ck| *ck != 0)
+        .collect();
+    used.sort_unstable();
+    used.dedup();
+    let mut out: BTreeMap<u64, String> = cookies
+        .known()
+        .filter(|(_, ck)| used.binary_search(ck).is_ok())
+        .map(|(i, ck)| (ck, mag.provenance[i].to_string()))
+        .collect();
+    for ck in used {
+        if let (std::collections::btree_map::Entry::Vacant(v), Some(name)) =
+            (out.entry(ck), known.get(&ck))
+        {
+            v.insert(name.clone());
+        }
+    }
+    out
 }
 
 impl EbpfArtifact {
@@ -366,7 +417,7 @@ impl EbpfArtifact {
     }
 }
 
-fn ipcache(mag: &Mag, a: &mut EbpfArtifact) -> Result<(), Unsupported> {
+pub(crate) fn ipcache(mag: &Mag, a: &mut EbpfArtifact) -> Result<(), Unsupported> {
     let mut tables = Vec::new();
     for (name, f4, f6, id) in [
         (
@@ -457,7 +508,7 @@ impl Lpm {
     }
 }
 
-fn endpoints(mag: &Mag, a: &mut EbpfArtifact) -> Result<(), Unsupported> {
+pub(crate) fn endpoints(mag: &Mag, a: &mut EbpfArtifact) -> Result<(), Unsupported> {
     let t = table(mag, pt::ANTI_SPOOF)?;
     let pos = key_positions(
         t,
@@ -581,7 +632,7 @@ fn senders(m: Option<&FieldMatch>, site: &dyn fmt::Display) -> Result<Senders, U
     }
 }
 
-fn services(mag: &Mag, a: &mut EbpfArtifact) -> Result<(), Unsupported> {
+pub(crate) fn services(mag: &Mag, a: &mut EbpfArtifact) -> Result<(), Unsupported> {
     let lb = table(mag, pt::SERVICE_LB)?;
     let mut fields = vec![
         Field::EthType,
@@ -855,8 +906,14 @@ type Parts = (
 
 impl PolicyCache {
     /// Starts a compile.
-    fn begin(&mut self) {
+    pub(crate) fn begin(&mut self) {
         self.used.clear();
+    }
+
+    /// Keeps the entries of `key` past this compile's end, unread: a compile that keeps
+    /// an endpoint's entries from the last artifact computes nothing for it.
+    pub(crate) fn keep(&mut self, key: (PolicyDirection, u32)) {
+        self.used.insert(key);
     }
 
     /// The entries of `key` if they were computed from exactly these rows and default.
@@ -899,7 +956,7 @@ impl PolicyCache {
     }
 
     /// Ends a compile: the entries of endpoints it did not compile are dropped.
-    fn end(&mut self) {
+    pub(crate) fn end(&mut self) {
         let used = std::mem::take(&mut self.used);
         self.endpoints.retain(|k, _| used.contains(k));
     }
@@ -910,21 +967,20 @@ type Ivs = Vec<(u16, u16, Val)>;
 
 /// One policy table: its name, the direction it decides and the field of the remote
 /// identity.
-type PolicyTable<'a> = (&'a str, PolicyDirection, Field);
+pub(crate) type PolicyTable<'a> = (&'a str, PolicyDirection, Field);
 
-fn policy(
-    mag: &Mag,
-    (name, dir, remote_field): PolicyTable<'_>,
-    eps: &[u32],
-    universe: &BTreeSet<u32>,
-    (out, cache, cookies): (
-        &mut Vec<(PolicyMatch, PolicyDecision)>,
-        &mut PolicyCache,
-        &mut Cookies,
-    ),
-) -> Result<(), Unsupported> {
-    let t = table(mag, name)?;
-    let pos = key_positions(
+/// Which rows of a policy table [`policy`] reads: all of them (each is checked), or those
+/// of the endpoints it computes and of every endpoint (the others are the last compile's,
+/// checked then).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Rows {
+    All,
+    OfEndpoints,
+}
+
+/// The key positions of a policy table's fields, in [`Row`] order.
+fn policy_positions(t: &Table, remote_field: Field) -> Result<Vec<usize>, Unsupported> {
+    key_positions(
         t,
         &[
             Field::CtState,
@@ -933,52 +989,100 @@ fn policy(
             Field::IpProto,
             Field::L4Dport,
         ],
-    )?;
+    )
+}
+
+/// Checks the entries `added` to policy `table` as a compile reads them.
+pub(crate) fn check_policy_rows<'e>(
+    mag: &Mag,
+    (name, _, remote_field): PolicyTable<'_>,
+    added: impl IntoIterator<Item = &'e mag::Entry>,
+    cookies: &mut Cookies,
+) -> Result<(), Unsupported> {
+    let pos = policy_positions(table(mag, name)?, remote_field)?;
+    for e in added {
+        decode_row(mag, (name, remote_field, &pos), e, &|_| true, cookies)?;
+    }
+    Ok(())
+}
+
+/// One row of a policy table as the policy computation reads it: `None` for a row that
+/// decides nothing there (later packets of a connection, packets without a local
+/// endpoint) or whose endpoint `wanted` says no to.
+fn decode_row(
+    mag: &Mag,
+    (name, remote_field, pos): (&str, Field, &[usize]),
+    e: &mag::Entry,
+    wanted: &dyn Fn(u32) -> bool,
+    cookies: &mut Cookies,
+) -> Result<Option<Row>, Unsupported> {
+    let site = Site {
+        table: name,
+        matches: &e.matches,
+    };
+    let ct_m = e.matches[pos[0]];
+    if !ct_m.matches(ct::NEW, Field::CtState.width()) {
+        // Rows for later packets of a connection: the datapath's conntrack allows
+        // those by itself, so only an allow is expressible.
+        if policy_action(mag, &e.action) != Some(Action::Allow) {
+            return Err(unsupported(&site, "a conntrack row that does not allow"));
+        }
+        return Ok(None);
+    }
+    let endpoint = exact(&e.matches[pos[1]], Field::Endpoint, &site)?.map(|v| v as u32);
+    if endpoint == Some(0) {
+        // Packets with no local source endpoint: the datapath runs no egress policy
+        // for them (from_wire), so the row must let them pass.
+        if drops(mag, &e.action) {
+            return Err(unsupported(
+                &site,
+                "a drop for packets without a local endpoint",
+            ));
+        }
+        return Ok(None);
+    }
+    if endpoint.is_some_and(|ep| !wanted(ep)) {
+        return Ok(None);
+    }
+    let Some(act) = policy_action(mag, &e.action) else {
+        return Err(unsupported(&site, "the action decides nothing"));
+    };
+    let remote = exact(&e.matches[pos[2]], remote_field, &site)?.map(|v| v as u32);
+    let proto = exact(&e.matches[pos[3]], Field::IpProto, &site)?.map(|v| v as u8);
+    let (pv, plen) = prefix(&e.matches[pos[4]], Field::L4Dport, &site)?;
+    let lo = pv as u16;
+    let hi = lo | !(mag::prefix_mask(plen, 16) as u16);
+    Ok(Some(Row {
+        priority: e.priority,
+        endpoint,
+        remote,
+        proto,
+        ports: (lo, hi),
+        val: (act, cookies.of(mag, e)),
+    }))
+}
+
+fn policy(
+    mag: &Mag,
+    (name, dir, remote_field): PolicyTable<'_>,
+    (eps, which): (&[u32], Rows),
+    universe: &BTreeSet<u32>,
+    (out, cache, cookies): (
+        &mut Vec<(PolicyMatch, PolicyDecision)>,
+        &mut PolicyCache,
+        &mut Cookies,
+    ),
+) -> Result<(), Unsupported> {
+    let t = table(mag, name)?;
+    let pos = policy_positions(t, remote_field)?;
     let default = policy_action(mag, &t.default_action)
         .ok_or_else(|| unsupported(name, "the default action decides nothing"))?;
+    let wanted = |ep: u32| which == Rows::All || eps.binary_search(&ep).is_ok();
     let mut rows = Vec::new();
     for e in &t.entries {
-        let site = Site {
-            table: name,
-            matches: &e.matches,
-        };
-        let ct_m = e.matches[pos[0]];
-        if !ct_m.matches(ct::NEW, Field::CtState.width()) {
-            // Rows for later packets of a connection: the datapath's conntrack allows
-            // those by itself, so only an allow is expressible.
-            if policy_action(mag, &e.action) != Some(Action::Allow) {
-                return Err(unsupported(&site, "a conntrack row that does not allow"));
-            }
-            continue;
+        if let Some(row) = decode_row(mag, (name, remote_field, &pos), e, &wanted, cookies)? {
+            rows.push(row);
         }
-        let endpoint = exact(&e.matches[pos[1]], Field::Endpoint, &site)?.map(|v| v as u32);
-        if endpoint == Some(0) {
-            // Packets with no local source endpoint: the datapath runs no egress policy
-            // for them (from_wire), so the row must let them pass.
-            if drops(mag, &e.action) {
-                return Err(unsupported(
-                    &site,
-                    "a drop for packets without a local endpoint",
-                ));
-            }
-            continue;
-        }
-        let Some(act) = policy_action(mag, &e.action) else {
-            return Err(unsupported(&site, "the action decides nothing"));
-        };
-        let remote = exact(&e.matches[pos[2]], remote_field, &site)?.map(|v| v as u32);
-        let proto = exact(&e.matches[pos[3]], Field::IpProto, &site)?.map(|v| v as u8);
-        let (pv, plen) = prefix(&e.matches[pos[4]], Field::L4Dport, &site)?;
-        let lo = pv as u16;
-        let hi = lo | !(mag::prefix_mask(plen, 16) as u16);
-        rows.push(Row {
-            priority: e.priority,
-            endpoint,
-            remote,
-            proto,
-            ports: (lo, hi),
-            val: (act, cookies.of(mag, e)),
-        });
     }
     let default = (default, 0);
     // Rows by endpoint (`None`: every endpoint), each in table order.

@@ -10,7 +10,8 @@
 //!   building pipec needs no clang. A test rebuilds it where clang is present and fails when
 //!   the committed object is stale; another checks every map layout of
 //!   `pipec-ebpf-common` against the object's BTF.
-//! - [`codegen`]: [`mag_to_ebpf`], the MAG of one node as map contents.
+//! - [`codegen`]: [`mag_to_ebpf`], the MAG of one node as map contents; [`incremental`]:
+//!   the same after an event, from the last artifact.
 //! - [`artifact`]: the typed map contents, their text form and diffs.
 //! - [`engine`]: the `ebpf` conformance engine (probes as real packets, `BPF_PROG_TEST_RUN`).
 //! - [`datapath`]: loading with aya, pinning, tc attachment, map writing, test runs.
@@ -24,6 +25,7 @@ pub mod btf;
 pub mod codegen;
 pub mod datapath;
 pub mod engine;
+pub mod incremental;
 pub mod maglev;
 pub mod packet;
 pub mod sizes;
