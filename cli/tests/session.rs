@@ -1302,6 +1302,27 @@ fn a_carried_plan_undoes_exactly() {
     read.push(ingress);
     assert!(carry(&mut plan, new, &read).is_none());
     assert_eq!(plan, original);
+    // A Maglev row that names a record no other entry names: carried to it, the plan's
+    // origins gain the record; carried back, they lose it again.
+    let mut named = new.clone();
+    let lb = named
+        .table_by_name(pipec::mag::pipeline::table::LB_BACKEND)
+        .expect("a Maglev table");
+    let (record, _) = named
+        .provenance
+        .insert_full(pipec::mag::Provenance::Builtin("only-this-row".into()));
+    named.table_mut(lb).expect("the table").entries[0].provenance =
+        vec![pipec::mag::ProvId(record as u32)].into();
+    let text = |plan: &pipec::partition::Plan| plan.origins.get(&(record as u32)).cloned();
+    let mut plan = original.clone();
+    let there = carry(&mut plan, &named, &[lb]).expect("no changed table is read by plans");
+    assert_eq!(text(&plan).as_deref(), Some("builtin:only-this-row"));
+    let mut back = plan.clone();
+    carry(&mut back, new, &[lb]).expect("no changed table is read by plans");
+    assert_eq!(text(&back), None, "the record left with its only row");
+    assert_eq!(back.origins, original.origins);
+    there.undo(&mut plan);
+    assert_eq!(plan, original);
 }
 
 /// The rte_flow backend, counting its compiles.

@@ -648,8 +648,9 @@ pub(crate) fn services(mag: &Mag, a: &mut EbpfArtifact) -> Result<(), Unsupporte
     let pos = key_positions(lb, &fields)?;
     let be = table(mag, pt::LB_BACKEND)?;
     let bpos = key_positions(be, &[Field::Service, Field::Hash])?;
-    // Maglev slots of every MAG service id: slot -> (address, port).
-    let mut slots: BTreeMap<u128, BTreeMap<u128, (IpAddr, u16)>> = BTreeMap::new();
+    // Maglev slots of every MAG service id: (slot, (address, port)), in table order.
+    type Slots = Vec<(u128, (IpAddr, u16))>;
+    let mut slots: BTreeMap<u128, Slots> = BTreeMap::new();
     for e in &be.entries {
         let site = Site {
             table: "lb_backend",
@@ -671,13 +672,36 @@ pub(crate) fn services(mag: &Mag, a: &mut EbpfArtifact) -> Result<(), Unsupporte
         slots
             .entry(svc)
             .or_default()
-            .insert(slot, (addr, port as u16));
+            .push((slot, (addr, port as u16)));
     }
-    let backend_set: BTreeSet<(IpAddr, u16)> =
-        slots.values().flat_map(|s| s.values().copied()).collect();
+    // Of two rows for one slot the later one holds it, as in a map written in table order.
+    // The rows of a service come in slot order in a canonical graph, so mostly nothing
+    // moves.
+    for rows in slots.values_mut() {
+        if rows.windows(2).any(|w| w[0].0 >= w[1].0) {
+            rows.reverse();
+            rows.sort_by_key(|(slot, _)| *slot);
+            rows.dedup_by_key(|(slot, _)| *slot);
+        }
+    }
+    let backend_set: BTreeSet<(IpAddr, u16)> = slots
+        .values()
+        .flat_map(|rows| rows.iter().map(|(_, b)| *b))
+        .collect();
     let backend_id = stable_ids(backend_set, |(addr, port)| {
         natural_id(&[0, addr_value(*addr), u128::from(*port)])
     });
+    // Each service's slots with their backend's id: looked up once per row, not once per
+    // slot of every frontend (tens of thousands of map look-ups for each compile).
+    let id_of: pipec::util::FxHashMap<(IpAddr, u16), u32> =
+        backend_id.iter().map(|(b, id)| (*b, *id)).collect();
+    let slots: BTreeMap<u128, Vec<(u128, u32)>> = slots
+        .into_iter()
+        .map(|(svc, rows)| {
+            let ids = rows.iter().map(|(slot, b)| (*slot, id_of[b])).collect();
+            (svc, ids)
+        })
+        .collect();
     for ((addr, port), id) in &backend_id {
         a.backends.insert(
             *id,
@@ -755,15 +779,12 @@ pub(crate) fn services(mag: &Mag, a: &mut EbpfArtifact) -> Result<(), Unsupporte
             Some(Ok(t)) if t > 0 => Some(t),
             Some(_) => return Err(unsupported(&site, "an affinity timeout out of range")),
         };
-        let table_slots = slots.get(&svc);
-        let maglev: Vec<u32> = (0..m)
-            .map(|s| {
-                table_slots
-                    .and_then(|t| t.get(&s))
-                    .and_then(|b| backend_id.get(b).copied())
-                    .unwrap_or(0)
-            })
-            .collect();
+        let mut maglev: Vec<u32> = vec![0; m as usize];
+        for (slot, id) in slots.get(&svc).map_or(&[][..], Vec::as_slice) {
+            if let Some(at) = maglev.get_mut(*slot as usize).filter(|_| *slot < m) {
+                *at = *id;
+            }
+        }
         frontends.insert(fe, (affinity, maglev));
     }
     // Ids are unique across both maps (Maglev, affinity and reverse NAT are keyed by id):
