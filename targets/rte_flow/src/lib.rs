@@ -93,8 +93,9 @@ impl Memo {
     }
 
     /// The rules of `a` by key, by reference: only the rules created are cloned into
-    /// operations.
-    fn keyed<'a>(&'a self, a: &'a RteFlowArtifact) -> BTreeMap<Cow<'a, str>, &'a EmittedRule> {
+    /// operations. A hash map: the few operations are put in key order after, where a
+    /// tree of thousands of keys compared long strings at every insertion.
+    fn keyed<'a>(&'a self, a: &'a RteFlowArtifact) -> FxHashMap<Cow<'a, str>, &'a EmittedRule> {
         a.rules.iter().map(|r| (self.key(&r.rule), r)).collect()
     }
 }
@@ -364,19 +365,27 @@ fn memo_ops(memo: &Memo, old: &RteFlowArtifact, new: &RteFlowArtifact) -> FlowOp
         };
     }
     let (old, new) = (memo.keyed(old), memo.keyed(new));
-    let mut ops: Vec<FlowOp> = old
+    let mut gone: Vec<&str> = old
         .keys()
         .filter(|k| !new.contains_key(*k))
+        .map(|k| k.as_ref())
+        .collect();
+    gone.sort_unstable();
+    let mut came: Vec<(&str, &EmittedRule)> = new
+        .iter()
+        .filter(|(k, _)| !old.contains_key(*k))
+        .map(|(k, r)| (k.as_ref(), *r))
+        .collect();
+    came.sort_unstable_by_key(|(k, _)| *k);
+    // Destroys, then creates, each in key order.
+    let mut ops: Vec<FlowOp> = gone
+        .into_iter()
         .map(|k| FlowOp::Destroy { key: k.to_string() })
         .collect();
-    ops.extend(
-        new.iter()
-            .filter(|(k, _)| !old.contains_key(*k))
-            .map(|(k, r)| FlowOp::Create {
-                key: k.to_string(),
-                rule: (*r).clone(),
-            }),
-    );
+    ops.extend(came.into_iter().map(|(k, r)| FlowOp::Create {
+        key: k.to_string(),
+        rule: r.clone(),
+    }));
     FlowOps { target, ops }
 }
 

@@ -454,7 +454,7 @@ impl Builder<'_> {
     fn check_meta(&mut self, obj: &Object, at: At) -> Option<bool> {
         let kind = obj.body.kind();
         let meta = obj.body.metadata();
-        let Some(name) = meta.name.clone().filter(|n| !n.is_empty()) else {
+        let Some(name) = meta.name.as_deref().filter(|n| !n.is_empty()) else {
             let span = at.key("metadata");
             let d = self.err(
                 Code::MissingField,
@@ -472,10 +472,10 @@ impl Builder<'_> {
             // ValidateServiceName is NameIsDNS1035Label: a Service name starts with a letter
             // (it becomes a DNS name and environment variable prefixes).
             Body::Service(_) => {
-                is_dns_label(&name) && name.starts_with(|c: char| c.is_ascii_lowercase())
+                is_dns_label(name) && name.starts_with(|c: char| c.is_ascii_lowercase())
             }
-            Body::Namespace(_) => is_dns_label(&name),
-            _ => is_dns_subdomain(&name),
+            Body::Namespace(_) => is_dns_label(name),
+            _ => is_dns_subdomain(name),
         };
         if !name_ok {
             let span = at.field("metadata.name");
@@ -494,14 +494,12 @@ impl Builder<'_> {
             );
             d.hints.push(format!("the name must be {rule}"));
         }
-        let namespace = if namespaced {
-            meta.namespace
-                .clone()
-                .unwrap_or_else(|| "default".to_string())
-        } else {
-            String::new()
+        let namespace = match (namespaced, meta.namespace.as_deref()) {
+            (true, Some(ns)) => ns,
+            (true, None) => "default",
+            (false, _) => "",
         };
-        if namespaced && !is_dns_label(&namespace) {
+        if namespaced && !is_dns_label(namespace) {
             let span = at.field("metadata.namespace");
             let d = self.err(
                 Code::InvalidName,
@@ -511,7 +509,7 @@ impl Builder<'_> {
             );
             d.hints.push("a namespace name is a DNS-1123 label: at most 63 lower-case letters, digits or '-', starting and ending with a letter or digit".into());
         }
-        let namespace_ok = !namespaced || is_dns_label(&namespace);
+        let namespace_ok = !namespaced || is_dns_label(namespace);
         let mut ok = name_ok && namespace_ok;
         ok &= self.check_labels(meta.labels.as_ref(), at, "metadata.labels");
         // ValidateAnnotations: annotation keys are qualified names, as label keys are (the
@@ -529,7 +527,8 @@ impl Builder<'_> {
                 ok = false;
             }
         }
-        let key = (kind, display_key(&(kind, namespace, name)).into_boxed_str());
+        // The key is written once, straight into its box (one allocation per object).
+        let key = (kind, object_key(namespace, name));
         if let Some(first) = self.seen.get(&key).copied() {
             let span = at.field("metadata.name");
             // `seen` keeps the first object's span, not its name's: locating a field parses
@@ -765,12 +764,16 @@ fn rule_ref(
     }
 }
 
-fn display_key(key: &(&str, String, String)) -> String {
-    if key.1.is_empty() {
-        key.2.clone()
-    } else {
-        format!("{}/{}", key.1, key.2)
+/// `namespace/name`, or `name` for an object without a namespace.
+fn object_key(namespace: &str, name: &str) -> Box<str> {
+    if namespace.is_empty() {
+        return name.into();
     }
+    let mut out = String::with_capacity(namespace.len() + 1 + name.len());
+    out.push_str(namespace);
+    out.push('/');
+    out.push_str(name);
+    out.into_boxed_str()
 }
 
 /// The next free address of `net` from `cursor` on, skipping the network address and
