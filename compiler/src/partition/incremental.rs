@@ -490,7 +490,9 @@ fn entry_key(mag: &Mag, c: &Candidate) -> Option<EntryKey> {
 /// direction reads from the policy table `name`: its entries that do not drop, and (under
 /// `None`, with the entries of several endpoints) whether its default drops.
 fn policy_prints(mag: &Mag, name: &str) -> BTreeMap<Option<u128>, u64> {
-    let mut hashers: BTreeMap<Option<u128>, FxHasher> = BTreeMap::new();
+    // A hash map while hashing: a look-up per row of tens of thousands, each row's
+    // endpoint found in a tree of thousands cost a pod event about 2 ms.
+    let mut hashers: FxHashMap<Option<u128>, FxHasher> = FxHashMap::default();
     let Some(t) = mag.table_by_name(name).and_then(|t| mag.table(t)) else {
         return BTreeMap::new();
     };
@@ -1116,13 +1118,23 @@ impl Steps<'_, '_> {
         for i in &kept_idx {
             chooser.take(*i);
         }
-        let order = ranked(
-            cands,
-            (0..n).filter(|i| !is_kept[*i] && !self.displaced[*i]),
-        );
         // Up to where a plan from scratch stops: the headroom is kept for the entries
         // events touch (below), and for the rules kept entries gain (step 1b).
         let free = fill_limit(profile).min(limit).saturating_sub(used);
+        let left_as = |i: usize| self.left_prev[i].as_ref();
+        let kept_value: u64 = kept_idx.iter().map(|i| cands[*i].placement.value).sum();
+        let heavy = kept_value.saturating_mul(MAX_OWED_PERCENT) / 1000;
+        let competes = |cands: &[Candidate], i: usize| {
+            left_as(i).is_none() || (self.displacing && owes(self.left_prev, cands, i) >= heavy)
+        };
+        let out = (0..n).filter(|i| !is_kept[*i] && !self.displaced[*i]);
+        // With nothing free, only the entries that compete below need an order: most
+        // events on a full table rank a few new entries, not the tens of thousands left
+        // out.
+        let order = match free {
+            0 => ranked(cands, out.filter(|i| competes(cands, *i))),
+            _ => ranked(cands, out),
+        };
         let mut filled = chooser.fill_tail(cands, &order, 0, free);
         let mut taken = vec![false; n];
         for i in kept_idx.iter().chain(&filled) {
@@ -1140,16 +1152,10 @@ impl Steps<'_, '_> {
         // would never come back by the free budget, which the touched entries ranked above
         // it use up. Only then: on a full table it rarely fits, and taking it on every
         // event cost each event a search of what fits (about 100 ms at 1,500 pods).
-        let left_as = |i: usize| self.left_prev[i].as_ref();
-        let kept_value: u64 = kept_idx.iter().map(|i| cands[*i].placement.value).sum();
-        let heavy = kept_value.saturating_mul(MAX_OWED_PERCENT) / 1000;
-        let competes = |i: usize| {
-            left_as(i).is_none() || (self.displacing && owes(self.left_prev, cands, i) >= heavy)
-        };
         let touched: Vec<usize> = order
             .iter()
             .copied()
-            .filter(|i| !taken[*i] && cands[*i].ok && competes(*i))
+            .filter(|i| !taken[*i] && cands[*i].ok && competes(cands, *i))
             .collect();
         let more = chooser.fill_groups(cands, &touched, 0, u64::MAX);
         // The compressed rules of the plan with the first `k` groups of `more`: the kept
