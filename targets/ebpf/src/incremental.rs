@@ -189,7 +189,7 @@ impl<'d> Changed<'d> {
         eps: &[u32],
         had: &BTreeSet<u32>,
     ) -> Vec<u32> {
-        let mut named: BTreeSet<u32> = BTreeSet::new();
+        // The column of the endpoint, and the table's changed rows.
         let rows = table(mag, name).ok().and_then(|t| {
             let fields = [
                 Field::CtState,
@@ -200,26 +200,23 @@ impl<'d> Changed<'d> {
             ];
             let pos = key_positions(t, &fields).ok()?;
             let id = mag.table_by_name(name)?;
-            Some((pos[1], self.entries.get(&id)))
+            Some((pos[1], self.entries.get(&id).map_or(&[][..], Vec::as_slice)))
         });
-        let every = match rows {
-            None => true,
-            Some((_, None)) => false,
-            Some((at, Some(changed))) => {
-                changed
-                    .iter()
-                    .any(|e| match exact(&e.matches[at], Field::Endpoint, &name) {
-                        Ok(Some(ep)) => {
-                            named.insert(ep as u32);
-                            false
-                        }
-                        Ok(None) | Err(_) => true,
-                    })
-            }
+        let Some((at, changed)) = rows else {
+            return eps.to_vec();
         };
+        let mut named: BTreeSet<u32> = BTreeSet::new();
+        for e in changed {
+            match exact(&e.matches[at], Field::Endpoint, &name) {
+                Ok(Some(ep)) => {
+                    named.insert(ep as u32);
+                }
+                Ok(None) | Err(_) => return eps.to_vec(),
+            }
+        }
         eps.iter()
             .copied()
-            .filter(|ep| every || named.contains(ep) || !had.contains(ep))
+            .filter(|ep| named.contains(ep) || !had.contains(ep))
             .collect()
     }
 }
