@@ -37,7 +37,6 @@ use rule::{Action, FlowRule};
 use rustc_hash::FxHashMap;
 use serde::Serialize;
 use std::any::Any;
-use std::hash::{Hash, Hasher};
 use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -63,38 +62,10 @@ type Shape = (u16, PortDirection, u32, Vec<HwMatch>, Vec<HwAction>);
 struct Memo {
     /// Compiles so far.
     generation: u64,
-    /// Each plan rule's flow rule, with the compile that last used it, by a hash of the
-    /// plan rule's [`Shape`] (those of one hash in a list): a look-up hashes the plan
-    /// rule's fields where they are, where a map keyed by the shape itself had every rule's
-    /// matches and actions copied into a key to look it up, thousands per event.
-    flows: FxHashMap<u64, Vec<Remembered>>,
+    /// Each plan rule's flow rule, with the compile that last used it.
+    flows: FxHashMap<Shape, (FlowRule, u64)>,
     /// Each flow rule's [`rule_key`], with the compile that last used it.
     keys: FxHashMap<FlowRule, (String, u64)>,
-}
-
-/// A plan rule's shape with the flow rule it was lowered to, and the compile that last
-/// used it.
-struct Remembered {
-    shape: Shape,
-    flow: FlowRule,
-    generation: u64,
-}
-
-/// The hash of a plan rule's [`Shape`], read from the rule.
-fn shape_hash(r: &HwRule) -> u64 {
-    let mut h = rustc_hash::FxHasher::default();
-    (r.port, r.direction, r.level, r.matches.as_slice(), r.actions.as_slice()).hash(&mut h);
-    h.finish()
-}
-
-/// Whether `shape` is the shape of `r`.
-fn is_shape_of(shape: &Shape, r: &HwRule) -> bool {
-    let (port, direction, level, matches, actions) = shape;
-    *port == r.port
-        && *direction == r.direction
-        && *level == r.level
-        && *matches == r.matches
-        && *actions == r.actions
 }
 
 impl std::fmt::Debug for Memo {
@@ -109,10 +80,7 @@ impl Memo {
     /// Drops what neither this compile nor the one before used.
     fn prune(&mut self) {
         let oldest = self.generation.saturating_sub(1);
-        self.flows.retain(|_, same| {
-            same.retain(|m| m.generation >= oldest);
-            !same.is_empty()
-        });
+        self.flows.retain(|_, (_, g)| *g >= oldest);
         self.keys.retain(|_, (_, g)| *g >= oldest);
     }
 
@@ -176,25 +144,21 @@ impl RteFlowBackend {
     /// formatted here, once.
     fn lower_memo(&self, memo: &mut Memo, r: &HwRule) -> Result<FlowRule, Unsupported> {
         let generation = memo.generation;
-        let same = memo.flows.entry(shape_hash(r)).or_default();
-        let flow = match same.iter_mut().find(|m| is_shape_of(&m.shape, r)) {
-            Some(m) => {
-                m.generation = generation;
-                m.flow.clone()
+        let shape: Shape = (
+            r.port,
+            r.direction,
+            r.level,
+            r.matches.clone(),
+            r.actions.clone(),
+        );
+        let flow = match memo.flows.get_mut(&shape) {
+            Some((flow, g)) => {
+                *g = generation;
+                flow.clone()
             }
             None => {
                 let flow = self.lower_rule(r)?;
-                same.push(Remembered {
-                    shape: (
-                        r.port,
-                        r.direction,
-                        r.level,
-                        r.matches.clone(),
-                        r.actions.clone(),
-                    ),
-                    flow: flow.clone(),
-                    generation,
-                });
+                memo.flows.insert(shape, (flow.clone(), generation));
                 flow
             }
         };
