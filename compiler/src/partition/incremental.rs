@@ -970,15 +970,10 @@ fn carry_origins(
     named: &BTreeSet<u32>,
     unnamed: &BTreeSet<u32>,
 ) -> (Vec<u32>, Vec<(u32, String)>) {
-    let text = |i: u32| {
-        mag.provenance
-            .get_index(i as usize)
-            .map_or_else(String::new, ToString::to_string)
-    };
     let mut came = Vec::new();
     for &p in named {
         if let std::collections::btree_map::Entry::Vacant(v) = plan.origins.entry(p) {
-            v.insert(text(p));
+            v.insert(super::origin_text(mag, p));
             came.push(p);
         }
     }

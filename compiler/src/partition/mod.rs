@@ -364,14 +364,15 @@ fn origin_texts(mag: &Mag, placements: &[Placement]) -> BTreeMap<u32, String> {
     provs.dedup();
     provs
         .into_iter()
-        .map(|i| {
-            let text = mag
-                .provenance
-                .get_index(i as usize)
-                .map_or_else(String::new, ToString::to_string);
-            (i, text)
-        })
+        .map(|i| (i, origin_text(mag, i)))
         .collect()
+}
+
+/// The text of provenance record `i` of `mag` (empty for a record it does not have).
+fn origin_text(mag: &Mag, i: u32) -> String {
+    mag.provenance
+        .get_index(i as usize)
+        .map_or_else(String::new, ToString::to_string)
 }
 
 /// Partitions a validated MAG for the hardware target `profile` (the eBPF pipeline takes

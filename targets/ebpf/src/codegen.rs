@@ -1000,7 +1000,7 @@ pub(crate) enum Rows {
 }
 
 /// The key positions of a policy table's fields, in [`Row`] order.
-fn policy_positions(t: &Table, remote_field: Field) -> Result<Vec<usize>, Unsupported> {
+pub(crate) fn policy_positions(t: &Table, remote_field: Field) -> Result<Vec<usize>, Unsupported> {
     key_positions(
         t,
         &[

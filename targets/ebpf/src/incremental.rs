@@ -28,8 +28,8 @@ use pipec::mag::{Entry, Field, Mag, MagInfo, TableId};
 
 use crate::artifact::{EbpfArtifact, PolicyDecision, PolicyDirection, PolicyMatch};
 use crate::codegen::{
-    check_policy_rows, cookie_names, endpoint_ids, endpoints, exact, ipcache, key_positions,
-    mag_to_ebpf_cached, policy_entries, services, table, universe, Cookies, PolicyCache, Rows,
+    check_policy_rows, cookie_names, endpoint_ids, endpoints, exact, ipcache, mag_to_ebpf_cached,
+    policy_entries, policy_positions, services, table, universe, Cookies, PolicyCache, Rows,
     POLICY_TABLES,
 };
 
@@ -48,12 +48,15 @@ pub fn mag_to_ebpf_after(
     }
     let changed = Changed::of(mag, diff);
     let mut a = EbpfArtifact::default();
-    if changed.any(&[pt::SRC_IPCACHE, pt::DST_IPCACHE]) {
+    // Whether the ipcache came out otherwise (a copy is the same).
+    let ipcache_moved = if changed.any(&[pt::SRC_IPCACHE, pt::DST_IPCACHE]) {
         ipcache(mag, &mut a)?;
+        a.ipcache != before.ipcache
     } else {
         a.ipcache = before.ipcache.clone();
-    }
-    if changed.any(&[pt::ANTI_SPOOF, pt::ROUTE]) || a.ipcache != before.ipcache {
+        false
+    };
+    if changed.any(&[pt::ANTI_SPOOF, pt::ROUTE]) || ipcache_moved {
         endpoints(mag, &mut a)?;
     } else {
         a.endpoints = before.endpoints.clone();
@@ -76,7 +79,7 @@ pub fn mag_to_ebpf_after(
         a.policy = before.policy.clone();
         a.cookies = patch_policy(
             mag,
-            (&changed, &eps, cache, &mut cookies),
+            (&changed, &eps, &identities, cache, &mut cookies),
             before,
             &mut a.policy,
         )?;
@@ -96,13 +99,19 @@ pub fn mag_to_ebpf_after(
 }
 
 /// Takes `policy`, a copy of the last artifact's, to the new graph's, when the identities
-/// are the same: the entries of the endpoints that went are removed, and those of the
+/// (`identities`, the last artifact's and the new graph's) are the same: the entries of the endpoints that went are removed, and those of the
 /// endpoints a changed row names or that came are computed again. Returns the cookies'
 /// names. The changed rows are checked as a compile checks them; the others were checked
 /// when the last artifact was compiled.
 fn patch_policy(
     mag: &Mag,
-    (changed, eps, cache, cookies): (&Changed<'_>, &[u32], &mut PolicyCache, &mut Cookies),
+    (changed, eps, identities, cache, cookies): (
+        &Changed<'_>,
+        &[u32],
+        &BTreeSet<u32>,
+        &mut PolicyCache,
+        &mut Cookies,
+    ),
     before: &EbpfArtifact,
     policy: &mut BTreeMap<PolicyMatch, PolicyDecision>,
 ) -> Result<BTreeMap<u64, String>, Unsupported> {
@@ -126,8 +135,7 @@ fn patch_policy(
         check_policy_rows(mag, t, changed.added(mag, t.0), cookies)?;
     }
     let which = ([todo[0].as_slice(), todo[1].as_slice()], Rows::OfEndpoints);
-    let identities = universe(before);
-    let rows = policy_entries(mag, which, &identities, cache, cookies)?;
+    let rows = policy_entries(mag, which, identities, cache, cookies)?;
     for ((_, dir, _), todo) in POLICY_TABLES.iter().zip(&todo) {
         for ep in todo.iter().chain(&gone) {
             remove_endpoint(policy, *dir, *ep);
@@ -191,14 +199,7 @@ impl<'d> Changed<'d> {
     ) -> Vec<u32> {
         // The column of the endpoint, and the table's changed rows.
         let rows = table(mag, name).ok().and_then(|t| {
-            let fields = [
-                Field::CtState,
-                Field::Endpoint,
-                remote,
-                Field::IpProto,
-                Field::L4Dport,
-            ];
-            let pos = key_positions(t, &fields).ok()?;
+            let pos = policy_positions(t, remote).ok()?;
             let id = mag.table_by_name(name)?;
             Some((pos[1], self.entries.get(&id).map_or(&[][..], Vec::as_slice)))
         });
