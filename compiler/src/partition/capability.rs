@@ -25,6 +25,7 @@ use super::{Placement, Target, Why, MARK_ALLOW, MARK_REDIRECT};
 use crate::backend::{HwAction, HwMatch, HwRule, PacketField, PortDirection, Profile};
 use crate::mag::algebra::port_prefixes;
 use crate::mag::{ct, ports, ActionId, EntryId, Field, FieldMatch, Mag, Op, TableId};
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 
 /// The field a profile declares to say that a rule is created on one port and matches only
@@ -313,14 +314,60 @@ struct Shape<'c> {
     dsts: &'c [u32],
     /// The remote identity's prefixes (the source of an ingress rule, the destination of
     /// an egress rule).
-    srcs: Vec<Option<Prefix>>,
+    srcs: Remotes<'c>,
     /// How many address matches the remote prefixes become: one each, or for an egress
     /// rule, at most `32 - length` for each service address cut out of a prefix (an upper
     /// bound the budget may charge).
     remote_pieces: u64,
     naive_src: u64,
     proto: Option<u128>,
-    ports: Vec<Option<(u16, u16)>>,
+    ports: Ports,
+}
+
+/// The remote addresses of a shape: any, or an identity's prefixes. Borrowed from the
+/// identity sets, as a plan screens every policy entry after every event and only counts
+/// them.
+enum Remotes<'c> {
+    Any,
+    Prefixes(Cow<'c, [Prefix]>),
+}
+
+impl Remotes<'_> {
+    fn len(&self) -> usize {
+        match self {
+            Remotes::Any => 1,
+            Remotes::Prefixes(p) => p.len(),
+        }
+    }
+
+    /// Each remote match: `None` for any address.
+    fn iter(&self) -> impl Iterator<Item = Option<Prefix>> + '_ {
+        let (any, prefixes) = match self {
+            Remotes::Any => (true, &[][..]),
+            Remotes::Prefixes(p) => (false, &p[..]),
+        };
+        any.then_some(None)
+            .into_iter()
+            .chain(prefixes.iter().map(|p| Some(*p)))
+    }
+}
+
+/// The destination port matches of a shape: one, as most entries have, held without an
+/// allocation, or the prefixes of a range.
+enum Ports {
+    One([Option<(u16, u16)>; 1]),
+    Many(Vec<Option<(u16, u16)>>),
+}
+
+impl std::ops::Deref for Ports {
+    type Target = [Option<(u16, u16)>];
+
+    fn deref(&self) -> &Self::Target {
+        match self {
+            Ports::One(one) => one,
+            Ports::Many(many) => many,
+        }
+    }
 }
 
 impl Shape<'_> {
@@ -343,7 +390,7 @@ impl Shape<'_> {
         let src_bits: u64 = self
             .srcs
             .iter()
-            .map(|s| match s {
+            .map(|s| match &s {
                 Some((_, len)) if *len > 0 => 32 - u64::from(*len),
                 _ => 0,
             })
@@ -523,15 +570,15 @@ fn shape<'c>(c: &Candidate, ctx: &'c Context<'_>) -> Result<Shape<'c>, Why> {
             }
         },
     };
-    let (srcs, naive_src): (Vec<Option<Prefix>>, u64) = match c.get(mag, side.remote_identity()) {
-        FieldMatch::Any => (vec![None], 1),
+    let (srcs, naive_src): (Remotes<'_>, u64) = match c.get(mag, side.remote_identity()) {
+        FieldMatch::Any => (Remotes::Any, 1),
         FieldMatch::Exact(id)
         | FieldMatch::Ternary {
             value: id,
             mask: 0xffff_ffff,
         } => match ctx.ids.v4.get(&id) {
             Some(p) if !p.is_empty() => (
-                p.iter().map(|p| Some(*p)).collect(),
+                Remotes::Prefixes(Cow::Borrowed(p)),
                 ctx.ids.naive.get(&id).copied().unwrap_or(1),
             ),
             _ => {
@@ -567,7 +614,7 @@ fn shape<'c>(c: &Candidate, ctx: &'c Context<'_>) -> Result<Shape<'c>, Why> {
     }
     let remote_pieces = match side {
         Side::Ingress => srcs.len() as u64,
-        Side::Egress => srcs.iter().map(|p| ctx.frontends.pieces(*p)).sum(),
+        Side::Egress => srcs.iter().map(|p| ctx.frontends.pieces(p)).sum(),
     };
     Ok(Shape {
         side,
@@ -582,21 +629,23 @@ fn shape<'c>(c: &Candidate, ctx: &'c Context<'_>) -> Result<Shape<'c>, Why> {
 }
 
 /// The destination port match as (value, mask) pairs; ranges are prefix-expanded.
-fn port_matches(m: &FieldMatch) -> Vec<Option<(u16, u16)>> {
+fn port_matches(m: &FieldMatch) -> Ports {
     match *m {
-        FieldMatch::Any => vec![None],
-        FieldMatch::Exact(p) => vec![Some((p as u16, 0xffff))],
-        FieldMatch::Ternary { value, mask } => vec![Some((value as u16, mask as u16))],
-        FieldMatch::Prefix { value, len } => {
-            vec![Some((
-                value as u16,
-                (0xffffu32 << (16 - u32::from(len))) as u16,
-            ))]
-        }
-        FieldMatch::Range { lo, hi } => port_prefixes(lo as u16, hi as u16)
-            .into_iter()
-            .map(|(value, len)| Some((value, crate::mag::prefix_mask(u32::from(len), 16) as u16)))
-            .collect(),
+        FieldMatch::Any => Ports::One([None]),
+        FieldMatch::Exact(p) => Ports::One([Some((p as u16, 0xffff))]),
+        FieldMatch::Ternary { value, mask } => Ports::One([Some((value as u16, mask as u16))]),
+        FieldMatch::Prefix { value, len } => Ports::One([Some((
+            value as u16,
+            (0xffffu32 << (16 - u32::from(len))) as u16,
+        ))]),
+        FieldMatch::Range { lo, hi } => Ports::Many(
+            port_prefixes(lo as u16, hi as u16)
+                .into_iter()
+                .map(|(value, len)| {
+                    Some((value, crate::mag::prefix_mask(u32::from(len), 16) as u16))
+                })
+                .collect(),
+        ),
     }
 }
 
@@ -655,7 +704,7 @@ fn build_rules_to(
         }
     };
     if let Some(remotes) = remotes {
-        s.srcs = remotes.into_iter().map(Some).collect();
+        s.srcs = Remotes::Prefixes(Cow::Owned(remotes));
     }
     let mut rules = Vec::with_capacity(s.rules() as usize);
     let locals: Vec<Option<u32>> = match s.side {
@@ -663,9 +712,9 @@ fn build_rules_to(
         Side::Egress => vec![None],
     };
     for d in locals {
-        for remote in &s.srcs {
-            for p in &s.ports {
-                rules.push(rule(c, &s, d, *remote, *p));
+        for remote in s.srcs.iter() {
+            for p in s.ports.iter() {
+                rules.push(rule(c, &s, d, remote, *p));
             }
         }
     }

@@ -41,7 +41,7 @@ pub struct Report {
     /// Budget use.
     pub usage: super::Usage,
     /// Entries left out for budget, most valuable first.
-    pub left_out: Vec<String>,
+    pub left_out: Vec<super::EntryName>,
 }
 
 /// Builds the report of a plan.
@@ -273,7 +273,12 @@ mod tests {
             target: "octeon-cn10k".into(),
             rows: Vec::new(),
             usage: super::super::Usage::default(),
-            left_out: (0..left_out).map(|i| format!("t7.e{i}")).collect(),
+            left_out: (0..left_out)
+                .map(|i| {
+                    let t = crate::mag::TableId(petgraph::graph::NodeIndex::new(7));
+                    super::super::EntryName(t, crate::mag::EntryId(i as u32))
+                })
+                .collect(),
         }
     }
 
