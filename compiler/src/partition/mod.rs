@@ -244,7 +244,7 @@ pub struct Plan {
     /// Budget use.
     pub usage: Usage,
     /// Entries that were capable and sound but left out for budget, most valuable first.
-    pub left_out: Vec<EntryName>,
+    pub left_out: Vec<String>,
     /// The MAG's table names, by table index, to name placements without the MAG.
     pub tables: Vec<String>,
     /// The provenance text of every first provenance record a placement names, by its
@@ -323,7 +323,7 @@ struct PlanView<'p> {
     placements: Rows<'p>,
     slice: &'p PlanSlice,
     usage: &'p Usage,
-    left_out: &'p [EntryName],
+    left_out: &'p [String],
 }
 
 impl Serialize for Plan {
@@ -441,7 +441,7 @@ fn assemble(
     left_out.sort_unstable_by_key(|&(value, i, _, _)| (value, i));
     let left_out = left_out
         .into_iter()
-        .map(|(_, _, t, e)| EntryName(t, e))
+        .map(|(_, _, t, e)| entry_name(t, e))
         .collect();
     let placements: Vec<Placement> = cands.into_iter().map(|c| c.placement).collect();
     Plan {
@@ -453,24 +453,6 @@ fn assemble(
         slice,
         usage,
         left_out,
-    }
-}
-
-/// An entry of a plan's graph, by table and number, shown as `t9.e2`. A plan lists tens of
-/// thousands of entries it leaves out for budget after every event; kept as ids, they
-/// cost no allocation until a report shows them.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct EntryName(pub TableId, pub EntryId);
-
-impl fmt::Display for EntryName {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&entry_name(self.0, self.1))
-    }
-}
-
-impl Serialize for EntryName {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&entry_name(self.0, self.1))
     }
 }
 
