@@ -971,6 +971,61 @@ fn a_rejected_event_changes_nothing() {
     assert!(!changes.ops("ebpf").expect("ebpf").is_empty());
 }
 
+/// The model stage replays what modelling each unchanged pod gave before. A refused event
+/// leaves no such memo of what it brought: a pod relabelled in a batch the model refuses is
+/// modelled, at the next event, with the labels it has, not the ones the refused batch
+/// gave it. And a pod that changes is modelled anew.
+#[test]
+fn a_refused_event_leaves_nothing_for_the_model_to_replay() {
+    let pod = |name: &str, app: &str, ip: &str| {
+        Event::Upsert {
+        source: format!("watch:{name}"),
+        text: format!("apiVersion: v1\nkind: Pod\nmetadata:\n  name: {name}\n  namespace: default\n  labels: {{app: {app}}}\nspec:\n  containers:\n  - name: c\nstatus:\n  podIP: {ip}\n  podIPs:\n  - ip: {ip}\n"),
+    }
+    };
+    let app_of = |s: &Session, name: &str| -> Option<String> {
+        let p = s.cluster().pods.iter().find(|p| p.name == name)?;
+        p.labels.get("app").cloned()
+    };
+    let Event::Upsert { text, .. } = pod("p0", "old", "10.244.0.10") else {
+        unreachable!("an upsert");
+    };
+    let mut session =
+        Session::load_texts(&[("p0.yaml", &text)], options(), &backends).expect("loads");
+    // The first event models every pod and remembers each.
+    session
+        .apply(&[pod("p1", "x", "10.244.0.11")])
+        .expect("a pod add applies");
+    let bad = Event::Upsert {
+        source: "watch:bad".into(),
+        text: "apiVersion: v1\nkind: Pod\nmetadata:\n  name: q\n  namespace: default\nspec:\n  containers:\n  - name: c\n    ports:\n    - containerPort: 70000\n".into(),
+    };
+    session
+        .apply(&[pod("p0", "new", "10.244.0.10"), bad])
+        .expect_err("a port above 65535 is refused");
+    assert_eq!(app_of(&session, "p0").as_deref(), Some("old"));
+    session
+        .apply(&[pod("p2", "x", "10.244.0.12")])
+        .expect("a pod add applies");
+    assert_eq!(
+        app_of(&session, "p0").as_deref(),
+        Some("old"),
+        "a memo of the refused batch"
+    );
+    session
+        .apply(&[pod("p0", "new", "10.244.0.10")])
+        .expect("a relabel applies");
+    session
+        .apply(&[pod("p3", "x", "10.244.0.13")])
+        .expect("a pod add applies");
+    assert_eq!(
+        app_of(&session, "p0").as_deref(),
+        Some("new"),
+        "a memo of the pod before"
+    );
+    assert_eq!(session.cluster().pods.len(), 4);
+}
+
 /// One Service's endpoint change rewrites only that Service's own Maglev slots and the
 /// backend that left: backend and frontend ids stay with what they name, so another
 /// Service's slots, which name other backends, are not written again. (With ids numbered

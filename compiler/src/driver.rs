@@ -5,7 +5,7 @@
 
 use crate::diag::{self, Code, Diagnostic, Sink};
 use crate::frontend::{self, Object};
-use crate::model::build::{BuildOptions, ClusterBuilder};
+use crate::model::build::{BuildOptions, ClusterBuilder, Modelled};
 use crate::model::{self, Cluster};
 use crate::source::{FieldPath, FileId, Sources};
 use std::borrow::Cow;
@@ -197,7 +197,7 @@ pub fn load_sources_with(
                 }
             }
             on_object(&obj);
-            add(Cow::Owned(obj))
+            add.add(obj)
         });
         if let Some(ns) = &options.default_namespace {
             for (span, own) in mismatched {
@@ -230,27 +230,52 @@ pub fn load_objects<'o>(
         pipe_files,
         options,
         Sink::default(),
-        |_, _, add| objects.for_each(add),
+        |_, _, add| {
+            for o in objects {
+                add.add_cow(o);
+            }
+        },
+    )
+}
+
+/// [`load_objects`] with what modelling each object gave before: `objects` pairs each
+/// object with its memo, if any ([`ClusterBuilder::add_remembered`]); `remember` receives,
+/// by the object's position in `objects`, what to remember of each object modelled anew.
+pub fn load_remembered<'o>(
+    sources: Sources,
+    objects: impl Iterator<Item = (Cow<'o, Object>, Option<&'o Modelled>)>,
+    pipe_files: &[FileId],
+    options: &BuildOptions,
+    mut remember: impl FnMut(usize, Modelled),
+) -> Loaded {
+    build(
+        sources,
+        pipe_files,
+        options,
+        Sink::default(),
+        |_, _, add| {
+            for (i, (o, memo)) in objects.enumerate() {
+                if let Some(m) = add.add_remembered(o, memo) {
+                    remember(i, m);
+                }
+            }
+        },
     )
 }
 
 /// The model stage: `feed` hands every object to the builder; then the `.pipe` program
 /// joins the admin tier and the diagnostics are put in file order.
-fn build(
+fn build<'o>(
     sources: Sources,
     pipe_files: &[FileId],
     options: &BuildOptions,
     mut sink: Sink,
-    feed: impl FnOnce(&Sources, &mut Sink, &mut dyn FnMut(Cow<'_, Object>)),
+    feed: impl FnOnce(&Sources, &mut Sink, &mut ClusterBuilder<'_, 'o>),
 ) -> Loaded {
     // The model's diagnostics come after the frontend's, as if the stages ran one by one.
     let mut model_sink = Sink::default();
     let mut builder = ClusterBuilder::new(&sources, options, &mut model_sink);
-    // An object the caller holds is borrowed: the builder clones only the kinds it keeps.
-    feed(&sources, &mut sink, &mut |obj| match obj {
-        Cow::Owned(o) => builder.add(o),
-        Cow::Borrowed(o) => builder.add_borrowed(o),
-    });
+    feed(&sources, &mut sink, &mut builder);
     let mut cluster = builder.finish();
     sink.diags.append(&mut model_sink.diags);
     let mut sources = sources;

@@ -37,7 +37,7 @@ use crate::driver::{self, Loaded};
 use crate::frontend::{self, Body, Object};
 use crate::lower::{self, incremental, incremental::Change, Lowered};
 use crate::mag::{self, Mag, MagInfo};
-use crate::model::build::BuildOptions;
+use crate::model::build::{BuildOptions, Modelled};
 use crate::model::{Cluster, IdentityPins, PodId};
 use crate::partition::{self, Plan};
 use crate::source::{FileId, Sources};
@@ -345,6 +345,9 @@ pub struct Session {
     generation: u64,
     /// The pods whose policy rows are lowered, when not every pod's (a trace's session).
     only_pods: Option<BTreeSet<PodId>>,
+    /// What modelling each unchanged pod gave, replayed by the next event's model stage
+    /// instead of modelling the pod again; an event forgets the memos of what it touches.
+    models: BTreeMap<ObjectKey, Modelled>,
 }
 
 /// The plan with what the next incremental plan starts from.
@@ -473,6 +476,7 @@ impl Session {
             artifacts,
             generation: 0,
             only_pods: None,
+            models: BTreeMap::new(),
         })
     }
 
@@ -777,11 +781,21 @@ impl Session {
         };
         let pipe_files: Vec<FileId> = self.pipe_files.values().copied().collect();
         let addresses = &self.addresses;
-        let mut next = driver::load_objects(
+        for key in undo.touched() {
+            self.models.remove(key);
+        }
+        let models = &self.models;
+        // New memos join only once the event is applied: a refused event puts its objects
+        // back, and a memo of what it brought would stand for them.
+        let mut remembered: Vec<(usize, Modelled)> = Vec::new();
+        let mut next = driver::load_remembered(
             sources,
-            objects.values().map(|o| with_addresses(o, addresses)),
+            objects
+                .iter()
+                .map(|(k, o)| (with_addresses(o, addresses), models.get(k))),
             &pipe_files,
             &self.options.build,
+            |i, m| remembered.push((i, m)),
         );
         if next.has_errors() {
             let rejected = Rejected {
@@ -810,6 +824,7 @@ impl Session {
         let (previous, outcome) = self.compile_next(next, info, &diff, &mut times);
         match outcome {
             Ok(()) => {
+                self.remember(remembered);
                 let clock = std::time::Instant::now();
                 let targets = self.diff_targets(&previous.artifacts, &previous.kept);
                 times.diff = clock.elapsed();
@@ -828,6 +843,20 @@ impl Session {
                 self.restore(previous);
                 self.undo(undo);
                 Err(rejected)
+            }
+        }
+    }
+
+    /// Keeps the memos of the objects modelled anew by an applied event, given by their
+    /// positions in the object map (in key order, as the model stage read them).
+    fn remember(&mut self, remembered: Vec<(usize, Modelled)>) {
+        let Some(objects) = &self.objects else {
+            return;
+        };
+        let mut keys = objects.keys().enumerate();
+        for (at, memo) in remembered {
+            if let Some((_, key)) = keys.find(|(i, _)| *i == at) {
+                self.models.insert(key.clone(), memo);
             }
         }
     }
@@ -1059,6 +1088,12 @@ struct Undo {
 }
 
 impl Undo {
+    /// The keys of the objects and pod addresses changed.
+    fn touched(&self) -> impl Iterator<Item = &ObjectKey> {
+        let objects = self.objects.iter().map(|(k, _)| k);
+        objects.chain(self.addresses.iter().map(|(k, _)| k))
+    }
+
     /// Puts every changed key back, the last change first.
     fn revert(
         self,

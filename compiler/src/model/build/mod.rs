@@ -14,6 +14,7 @@ use crate::util::FxHashMap;
 use k8s_openapi::api::core::v1 as core;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString as K8sIntOrString;
+use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::net::IpAddr;
 
@@ -86,18 +87,20 @@ pub fn objects_to_cluster(
 /// [`objects_to_cluster`] on the same objects; the difference is memory: an object whose
 /// kind is modelled on its own (pods, policies, ...) is dropped as soon as it is modelled,
 /// and only Services, endpoints and workloads are kept until [`ClusterBuilder::finish`].
-pub struct ClusterBuilder<'a> {
+pub struct ClusterBuilder<'a, 'o> {
     builder: Builder<'a>,
-    deferred: Vec<Object>,
+    /// The objects kept for [`ClusterBuilder::finish`]; those the caller holds are
+    /// borrowed (a compile session models its Services and endpoints after every event).
+    deferred: Vec<Cow<'o, Object>>,
 }
 
-impl<'a> ClusterBuilder<'a> {
+impl<'a, 'o> ClusterBuilder<'a, 'o> {
     /// A builder that reports into `sink`.
     pub fn new(
         sources: &'a Sources,
         options: &'a BuildOptions,
         sink: &'a mut Sink,
-    ) -> ClusterBuilder<'a> {
+    ) -> ClusterBuilder<'a, 'o> {
         ClusterBuilder {
             builder: Builder::new(sources, options, sink),
             deferred: Vec::new(),
@@ -108,18 +111,65 @@ impl<'a> ClusterBuilder<'a> {
     pub fn add(&mut self, obj: Object) {
         self.reserve_for(&obj);
         if self.builder.take(&obj) {
-            self.keep(obj);
+            self.keep(Cow::Owned(obj));
         }
     }
 
-    /// [`ClusterBuilder::add`] of an object the caller keeps: only the kinds kept until
-    /// [`ClusterBuilder::finish`] are cloned (a compile session models every object it
-    /// holds for each event, and most are pods, which are not kept).
-    pub fn add_borrowed(&mut self, obj: &Object) {
+    /// [`ClusterBuilder::add`] of an object the caller keeps, which is borrowed, not
+    /// cloned, until [`ClusterBuilder::finish`].
+    pub fn add_borrowed(&mut self, obj: &'o Object) {
         self.reserve_for(obj);
         if self.builder.take(obj) {
-            self.keep(obj.clone());
+            self.keep(Cow::Borrowed(obj));
         }
+    }
+
+    /// [`ClusterBuilder::add`] of an owned object, or [`ClusterBuilder::add_borrowed`] of
+    /// a borrowed one: the builder clones only the kinds it keeps.
+    pub fn add_cow(&mut self, obj: Cow<'o, Object>) {
+        match obj {
+            Cow::Owned(o) => self.add(o),
+            Cow::Borrowed(o) => self.add_borrowed(o),
+        }
+    }
+
+    /// [`ClusterBuilder::add_borrowed`] for a caller that models the same objects again
+    /// after each change (a compile session): `memo`, what modelling this object gave
+    /// before, is replayed instead when given, and the object is modelled again only when
+    /// the replay cannot stand for it. Returns what to remember of the object when it was
+    /// modelled now: for a pod that modelled without an error, its value and diagnostics.
+    /// The caller must forget a memo once its object changes; a pod's model depends on
+    /// nothing else (the cross-object checks run in [`ClusterBuilder::finish`]).
+    pub fn add_remembered(
+        &mut self,
+        obj: Cow<'o, Object>,
+        memo: Option<&Modelled>,
+    ) -> Option<Modelled> {
+        self.reserve_for(&obj);
+        if let Some(memo) = memo {
+            if self.builder.replay(&obj, memo) {
+                return None;
+            }
+        }
+        let Body::Pod(pod) = &obj.body else {
+            self.add_cow(obj);
+            return None;
+        };
+        let diags = self.builder.sink.diags.len();
+        let pods = self.builder.cluster.pods.len();
+        let deferred = self.builder.take(&obj);
+        debug_assert!(!deferred, "a pod is modelled on its own");
+        let new = &self.builder.sink.diags[diags..];
+        if new.iter().any(Diagnostic::is_error) {
+            return None;
+        }
+        let namespace = pod.metadata.namespace.as_deref().unwrap_or("default");
+        let name = pod.metadata.name.as_deref().unwrap_or_default();
+        Some(Modelled {
+            key: object_key(namespace, name),
+            pod: self.builder.cluster.pods.get(pods).cloned(),
+            diags: new.to_vec(),
+        })
     }
 
     /// Grows the pod list in steps of 1/8 rather than doubling it: at 150k pods, doubling
@@ -133,8 +183,12 @@ impl<'a> ClusterBuilder<'a> {
 
     /// Keeps an object for [`ClusterBuilder::finish`], giving back what decoding
     /// over-allocated.
-    fn keep(&mut self, mut obj: Object) {
-        if let Body::EndpointSlice(s) = &mut obj.body {
+    fn keep(&mut self, mut obj: Cow<'o, Object>) {
+        if let Cow::Owned(Object {
+            body: Body::EndpointSlice(s),
+            ..
+        }) = &mut obj
+        {
             s.endpoints.shrink_to_fit();
         }
         self.deferred.push(obj);
@@ -147,10 +201,22 @@ impl<'a> ClusterBuilder<'a> {
             mut builder,
             deferred,
         } = self;
-        let refs: Vec<&Object> = deferred.iter().collect();
+        let refs: Vec<&Object> = deferred.iter().map(|o| &**o).collect();
         builder.finish(&refs);
         builder.cluster
     }
+}
+
+/// What modelling one pod gave ([`ClusterBuilder::add_remembered`]): the key the duplicate
+/// check knows it by, the pod (`None` for one the model leaves out, a finished pod), and
+/// its diagnostics, which are warnings only. Modelling every pod of a node again after
+/// each event was most of a compile session's model stage (checking names and labels,
+/// building each pod); replaying one is a copy.
+#[derive(Clone, Debug)]
+pub struct Modelled {
+    key: Box<str>,
+    pod: Option<Pod>,
+    diags: Vec<Diagnostic>,
 }
 
 pub(super) struct Builder<'a> {
@@ -451,6 +517,22 @@ impl Builder<'_> {
 
     /// Checks metadata common to every object: `None` when the object has no name and
     /// cannot be checked further, `Some(false)` when it is checked but left out of the model.
+    /// Adds what `memo` remembers of the pod `obj`, as [`Builder::take`] of it would;
+    /// false, with nothing added, when another object took its key first (the duplicate
+    /// is then reported by modelling it again).
+    fn replay(&mut self, obj: &Object, memo: &Modelled) -> bool {
+        let key = ("Pod", memo.key.clone());
+        if !matches!(obj.body, Body::Pod(_)) || self.seen.contains_key(&key) {
+            return false;
+        }
+        self.seen.insert(key, obj.span);
+        self.sink.diags.extend(memo.diags.iter().cloned());
+        if let Some(pod) = &memo.pod {
+            self.cluster.pods.push(pod.clone());
+        }
+        true
+    }
+
     fn check_meta(&mut self, obj: &Object, at: At) -> Option<bool> {
         let kind = obj.body.kind();
         let meta = obj.body.metadata();
