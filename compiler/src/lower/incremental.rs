@@ -489,7 +489,15 @@ fn add_pod(
 /// cluster-wide table and leaves its local one as it was, which the group diff shows.
 fn backend_changes(prev: &Cluster, cluster: &Cluster, ns: &str) -> Option<Vec<Group>> {
     let mut groups = Vec::new();
-    for s in cluster.services.iter().filter(|s| s.namespace == ns) {
+    // The services are sorted by namespace and name (`Cluster::find_service` searches
+    // them so): a namespace's are one run, found without reading every service.
+    let from = cluster
+        .services
+        .partition_point(|s| s.namespace.as_str() < ns);
+    let run = cluster.services[from..]
+        .iter()
+        .take_while(|s| s.namespace == ns);
+    for s in run {
         let before = prev
             .find_service(&s.namespace, &s.name)
             .map(|i| &prev.service(i).backends);

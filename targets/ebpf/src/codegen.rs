@@ -844,7 +844,9 @@ fn natural_id(values: &[u128]) -> u32 {
     ((h ^ (h >> 32)) as u32) & 0x00ff_ffff
 }
 
-/// An address as one value, IPv4 and IPv6 apart.
+/// An address as one value, IPv4 and IPv6 apart. Not `pipec::mag::ip_value`, which maps
+/// IPv4 into IPv6: this value feeds the natural ids of backends and frontends, which
+/// pinned maps carry across daemon restarts and upgrades, so it must not change.
 fn addr_value(addr: IpAddr) -> u128 {
     match addr {
         IpAddr::V4(a) => u128::from(u32::from(a)) | (1 << 64),
