@@ -45,16 +45,45 @@ pub struct Connection {
     pub dnat: bool,
 }
 
-/// Why a connection stays in software.
+/// Why a connection stays in software: what [`Offloader::stays`] finds of the connection
+/// itself, and what the driver learns from the conntrack and the policy in force (one list,
+/// so that `/status` and the metrics name what the offloader decided).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Stays {
-    /// It was DNATed: cnxk cannot rewrite headers, so the translation must stay in eBPF.
+    /// It was DNATed (a Service connection): cnxk cannot rewrite headers, so the
+    /// translation must stay in eBPF.
     NeedsRewrite,
     /// The forwarding action cannot reach the peer's port from the rule's port on this
-    /// DPDK release (22.11: a different PF, such as the network uplink).
+    /// DPDK release (22.11: the uplink is another PF than the pods' SDP PF).
     Unreachable,
-    /// The policy in force denies it.
+    /// The policy in force denies it (the conntrack still carries it as established).
     Denied,
+    /// Its packets go to the L7 proxy, which runs in software.
+    Proxied,
+    /// IPv6: the default MKEX key holds no full IPv6 address.
+    Ipv6,
+}
+
+impl Stays {
+    /// The name in `/status` and in the metrics' `reason` label.
+    pub fn name(self) -> &'static str {
+        match self {
+            Stays::NeedsRewrite => "needs_rewrite",
+            Stays::Unreachable => "unreachable",
+            Stays::Denied => "denied",
+            Stays::Proxied => "proxied",
+            Stays::Ipv6 => "ipv6",
+        }
+    }
+
+    /// Every reason, in the order the status lists them.
+    pub const ALL: [Stays; 5] = [
+        Stays::NeedsRewrite,
+        Stays::Unreachable,
+        Stays::Denied,
+        Stays::Proxied,
+        Stays::Ipv6,
+    ];
 }
 
 /// Allow or deny of a connection under the policy in force.

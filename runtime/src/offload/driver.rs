@@ -104,44 +104,6 @@ impl Default for Settings {
     }
 }
 
-/// Why an established connection of the conntrack stays in software.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
-pub enum Reason {
-    /// DNATed (a Service connection): cnxk cannot rewrite headers.
-    NeedsRewrite,
-    /// A forwarding action of this DPDK release cannot reach the peer's port (22.11: the
-    /// uplink is another PF than the pods' SDP PF).
-    Unreachable,
-    /// The policy in force denies it (the conntrack still carries it as established).
-    Denied,
-    /// Its packets go to the L7 proxy, which runs in software.
-    Proxied,
-    /// IPv6: the default MKEX key holds no full IPv6 address.
-    Ipv6,
-}
-
-impl Reason {
-    /// The name in `/status` and in the metrics' `reason` label.
-    pub fn name(self) -> &'static str {
-        match self {
-            Reason::NeedsRewrite => "needs_rewrite",
-            Reason::Unreachable => "unreachable",
-            Reason::Denied => "denied",
-            Reason::Proxied => "proxied",
-            Reason::Ipv6 => "ipv6",
-        }
-    }
-
-    /// Every reason, in the order the status lists them.
-    pub const ALL: [Reason; 5] = [
-        Reason::NeedsRewrite,
-        Reason::Unreachable,
-        Reason::Denied,
-        Reason::Proxied,
-        Reason::Ipv6,
-    ];
-}
-
 /// A local pod's address: the pod (`namespace/name`) and its port.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PodPort {
@@ -197,7 +159,7 @@ pub struct Driver {
     verdicts: BTreeMap<FiveTuple, bool>,
     verdicts_generation: u64,
     /// Established connections that stay in software, by reason, at the last full pass.
-    stays: BTreeMap<Reason, u64>,
+    stays: BTreeMap<Stays, u64>,
     /// Full passes over the conntrack so far.
     passes: u64,
     /// Whether a conntrack is scanned at all (the kernel datapath).
@@ -383,7 +345,7 @@ impl Driver {
             self.verdicts_generation = generation;
         }
         let pass = std::mem::take(&mut self.pass);
-        let mut stays: BTreeMap<Reason, u64> = BTreeMap::new();
+        let mut stays: BTreeMap<Stays, u64> = BTreeMap::new();
         let mut live: BTreeMap<FiveTuple, u64> = BTreeMap::new();
         let mut seen: BTreeSet<FiveTuple> = BTreeSet::new();
         for (t, f) in &pass.found {
@@ -406,7 +368,7 @@ impl Driver {
                 c::AF_INET => (v4(&t.saddr), v4(&t.daddr)),
                 _ => {
                     stays
-                        .entry(Reason::Ipv6)
+                        .entry(Stays::Ipv6)
                         .and_modify(|n| *n += 1)
                         .or_insert(1);
                     continue;
@@ -438,20 +400,15 @@ impl Driver {
                 dnat: entries.iter().any(|v| v.rev_nat != 0),
             };
             let reason = if entries.iter().any(|v| v.proxy_port != 0) {
-                Some(Reason::Proxied)
+                Some(Stays::Proxied)
             } else {
-                match self.offloader.stays(&conn) {
-                    Some(Stays::NeedsRewrite) => Some(Reason::NeedsRewrite),
-                    Some(Stays::Unreachable) => Some(Reason::Unreachable),
-                    Some(Stays::Denied) => Some(Reason::Denied),
-                    None => {
-                        let allowed = *self
-                            .verdicts
-                            .entry(tuple)
-                            .or_insert_with(|| verdicts.allows(&conn));
-                        (!allowed).then_some(Reason::Denied)
-                    }
-                }
+                self.offloader.stays(&conn).or_else(|| {
+                    let allowed = *self
+                        .verdicts
+                        .entry(tuple)
+                        .or_insert_with(|| verdicts.allows(&conn));
+                    (!allowed).then_some(Stays::Denied)
+                })
             };
             if let Some(r) = reason {
                 stays.entry(r).and_modify(|n| *n += 1).or_insert(1);
@@ -491,7 +448,7 @@ impl Driver {
 
     /// The offload's status (`/status`).
     pub fn status(&self) -> serde_json::Value {
-        let stays: serde_json::Map<String, serde_json::Value> = Reason::ALL
+        let stays: serde_json::Map<String, serde_json::Value> = Stays::ALL
             .iter()
             .map(|r| {
                 (
@@ -559,7 +516,7 @@ impl Driver {
             out,
             "# HELP {name} Established connections that stay in software, by reason, at the last conntrack pass.\n# TYPE {name} gauge"
         );
-        for r in Reason::ALL {
+        for r in Stays::ALL {
             let v = self.stays.get(&r).copied().unwrap_or(0);
             let _ = writeln!(out, "{name}{{reason=\"{}\"}} {v}", r.name());
         }
