@@ -137,8 +137,16 @@ impl ManifestDir {
     /// The files of the directory (not recursive, as `kubectl apply -f DIR`), in name order.
     fn list(&self) -> std::io::Result<Vec<PathBuf>> {
         let mut out: Vec<PathBuf> = std::fs::read_dir(&self.dir)?
-            .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| p.is_file() && (is_manifest(p) || is_pipe(p)))
+            .filter_map(|e| e.ok())
+            // The entry's own type needs no `stat` of the file on most file systems; a
+            // link is followed, as a path's `is_file` would.
+            .filter(|e| match e.file_type() {
+                Ok(t) if t.is_symlink() => e.path().is_file(),
+                Ok(t) => t.is_file(),
+                Err(_) => false,
+            })
+            .map(|e| e.path())
+            .filter(|p| is_manifest(p) || is_pipe(p))
             // Editors write `.name.swp` and the like; hidden files are never inputs.
             .filter(|p| {
                 !p.file_name()
