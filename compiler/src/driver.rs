@@ -218,29 +218,10 @@ pub fn load_sources_with(
 }
 
 /// Models objects decoded earlier (their spans point into `sources`) and the `.pipe`
-/// files `pipe_files`: what a compile session does after a change.
-pub fn load_objects<'o>(
-    sources: Sources,
-    objects: impl Iterator<Item = Cow<'o, Object>>,
-    pipe_files: &[FileId],
-    options: &BuildOptions,
-) -> Loaded {
-    build(
-        sources,
-        pipe_files,
-        options,
-        Sink::default(),
-        |_, _, add| {
-            for o in objects {
-                add.add_cow(o);
-            }
-        },
-    )
-}
-
-/// [`load_objects`] with what modelling each object gave before: `objects` pairs each
-/// object with its memo, if any ([`ClusterBuilder::add_remembered`]); `remember` receives,
-/// by the object's position in `objects`, what to remember of each object modelled anew.
+/// files `pipe_files`: what a compile session does after a change. `objects` pairs each
+/// object with what modelling it gave before, if anything ([`ClusterBuilder::add_remembered`]);
+/// `remember` receives, by the object's position in `objects`, what to remember of each
+/// object modelled anew.
 pub fn load_remembered<'o>(
     sources: Sources,
     objects: impl Iterator<Item = (Cow<'o, Object>, Option<&'o Modelled>)>,
