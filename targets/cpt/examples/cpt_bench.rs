@@ -1,7 +1,10 @@
 //! Benchmark (BENCHMARKS.md): the SA set of one node in a 5,000-node cluster, and the delta
 //! of one key rotation, with time and peak memory.
 //!
-//! `cargo run --release -p pipec-cpt --example bench [nodes]`
+//! `cargo run --release -p pipec-cpt --example cpt_bench [nodes]`
+//!
+//! Not `bench`: the eBPF target has an example of that name, and two examples of one name
+//! in a workspace write one file.
 
 // Dependencies of the package that this target does not use itself; they serve its
 // other targets. `unused_crate_dependencies` checks every target against all of them.
