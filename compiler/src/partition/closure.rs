@@ -101,8 +101,8 @@ pub struct Closure<'m> {
 
 /// The sort key of candidate `i` in [`Closure`]'s index, packed in one integer: side,
 /// endpoint and identity (each `None` before any value), then the index. Sorting these
-/// integers orders as the tuple would, at a third of the cost of comparing tuples of
-/// options.
+/// integers orders as the tuple would, and compares faster than tuples of options (the
+/// sort was half of building the closure, in a profile at 1,500 pods).
 fn index_key(c: &Candidate, i: usize) -> u128 {
     let opt = |v: Option<u32>| v.map_or(0, |v| u128::from(v) + 1);
     let side = c.side.map_or(0, |s| s as u128 + 1);

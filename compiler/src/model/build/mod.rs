@@ -515,8 +515,6 @@ impl Builder<'_> {
         self.sink.diags.last_mut().expect("just pushed")
     }
 
-    /// Checks metadata common to every object: `None` when the object has no name and
-    /// cannot be checked further, `Some(false)` when it is checked but left out of the model.
     /// Adds what `memo` remembers of the pod `obj`, as [`Builder::take`] of it would;
     /// false, with nothing added, when another object took its key first (the duplicate
     /// is then reported by modelling it again).
@@ -533,6 +531,8 @@ impl Builder<'_> {
         true
     }
 
+    /// Checks metadata common to every object: `None` when the object has no name and
+    /// cannot be checked further, `Some(false)` when it is checked but left out of the model.
     fn check_meta(&mut self, obj: &Object, at: At) -> Option<bool> {
         let kind = obj.body.kind();
         let meta = obj.body.metadata();
