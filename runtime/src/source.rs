@@ -332,12 +332,15 @@ mod tests {
     /// Writes `text` to `path` with a modification time `age` in the past.
     fn write_aged(path: &Path, text: &str, age: Duration) {
         std::fs::write(path, text).expect("write");
+        set_modified(path, SystemTime::now() - age);
+    }
+
+    fn set_modified(path: &Path, t: SystemTime) {
         let f = std::fs::File::options()
             .write(true)
             .open(path)
             .expect("open");
-        f.set_modified(SystemTime::now() - age)
-            .expect("set the modification time");
+        f.set_modified(t).expect("set the modification time");
     }
 
     /// Scans and records every change as applied; returns (files read, changes).
@@ -391,21 +394,12 @@ mod tests {
         let root = temp_dir();
         let path = root.join("a.yaml");
         let then = SystemTime::now() - Duration::from_secs(10);
-        write_aged(&path, &namespace("aa"), Duration::from_secs(10));
-        let f = std::fs::File::options()
-            .write(true)
-            .open(&path)
-            .expect("open");
-        f.set_modified(then).expect("set the modification time");
+        std::fs::write(&path, namespace("aa")).expect("write");
+        set_modified(&path, then);
         let mut dir = ManifestDir::new(&root);
         assert_eq!(look(&mut dir), (1, 1));
         std::fs::write(&path, namespace("bb")).expect("rewrite");
-        let f = std::fs::File::options()
-            .write(true)
-            .open(&path)
-            .expect("open");
-        f.set_modified(then)
-            .expect("put the modification time back");
+        set_modified(&path, then);
         let scan = dir.scan().expect("scan");
         assert_eq!(scan.read, 1, "the inode's change time moved");
         assert_eq!(scan.changes.len(), 1);

@@ -339,23 +339,19 @@ struct PolicyView<'m> {
 impl<'m> PolicyView<'m> {
     fn new(mag: &'m Mag, name: &str, side: Side) -> PolicyView<'m> {
         let table = mag.table_by_name(name).and_then(|t| mag.table(t));
-        let mut passing = Vec::new();
+        // Sorted as packed integers (endpoint, `None` first, then index), which compare
+        // faster than tuples of an option and an index; validation keeps an endpoint
+        // within 32 bits.
+        let mut packed: Vec<u128> = Vec::new();
         if let Some(t) = table {
             let ep_col = t.key.iter().position(|k| k.field == Field::Endpoint);
             for (i, e) in t.entries.iter().enumerate() {
                 if Kind::of(mag, e.action.action) != Kind::Drop {
                     let ep = ep_col.and_then(|c| exact32(&e.matches[c]));
-                    passing.push((ep, i));
+                    packed.push(ep.map_or(0, |e| e + 1) << 64 | i as u128);
                 }
             }
         }
-        // Sorted as packed integers (endpoint, `None` first, then index), which compare
-        // faster than tuples of an option and an index; validation keeps an endpoint
-        // within 32 bits.
-        let mut packed: Vec<u128> = passing
-            .iter()
-            .map(|&(ep, i)| ep.map_or(0, |e| e + 1) << 64 | i as u128)
-            .collect();
         packed.sort_unstable();
         let passing = packed
             .into_iter()

@@ -163,10 +163,9 @@ impl<'a, 'o> ClusterBuilder<'a, 'o> {
         if new.iter().any(Diagnostic::is_error) {
             return None;
         }
-        let namespace = pod.metadata.namespace.as_deref().unwrap_or("default");
         let name = pod.metadata.name.as_deref().unwrap_or_default();
         Some(Modelled {
-            key: object_key(namespace, name),
+            key: object_key(object_namespace(&obj), name),
             pod: self.builder.cluster.pods.get(pods).cloned(),
             diags: new.to_vec(),
         })
@@ -576,11 +575,7 @@ impl Builder<'_> {
             );
             d.hints.push(format!("the name must be {rule}"));
         }
-        let namespace = match (namespaced, meta.namespace.as_deref()) {
-            (true, Some(ns)) => ns,
-            (true, None) => "default",
-            (false, _) => "",
-        };
+        let namespace = object_namespace(obj);
         if namespaced && !is_dns_label(namespace) {
             let span = at.field("metadata.namespace");
             let d = self.err(
@@ -847,6 +842,19 @@ fn rule_ref(
 }
 
 /// `namespace/name`, or `name` for an object without a namespace.
+/// The namespace an object is in, as the duplicate check keys it: `default` for a
+/// namespaced object that names none, empty for a cluster-scoped one.
+fn object_namespace(obj: &Object) -> &str {
+    match (
+        obj.body.namespaced(),
+        obj.body.metadata().namespace.as_deref(),
+    ) {
+        (true, Some(ns)) => ns,
+        (true, None) => "default",
+        (false, _) => "",
+    }
+}
+
 fn object_key(namespace: &str, name: &str) -> Box<str> {
     if namespace.is_empty() {
         return name.into();
