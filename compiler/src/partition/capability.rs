@@ -428,6 +428,16 @@ impl Shape<'_> {
 /// screened here (cheap checks, cost and value from the factored form); their rules are
 /// built by [`materialize`] when the budget reaches them.
 pub fn candidates(ctx: &Context<'_>) -> Vec<Candidate> {
+    let mut out = unscreened(ctx);
+    for c in out.iter_mut().filter(|c| c.side.is_some()) {
+        screen(c, ctx);
+    }
+    out
+}
+
+/// [`candidates`] before the screen: a re-plan screens only the policy entries whose
+/// inputs changed, and takes the others' answers from the last plan ([`Screened`]).
+pub(super) fn unscreened(ctx: &Context<'_>) -> Vec<Candidate> {
     let mag = ctx.mag;
     // Sized exactly: at millions of entries, growing by doubling would hold up to twice
     // the candidates' memory, and the old and new buffers at once while copying.
@@ -451,7 +461,7 @@ pub fn candidates(ctx: &Context<'_>) -> Vec<Candidate> {
             let eid = EntryId(i as u32);
             let prov = e.provenance.first().map(|p| p.0);
             let col = |c: Option<usize>| c.map_or(FieldMatch::Any, |c| e.matches[c]);
-            let mut c = Candidate {
+            let c = Candidate {
                 placement: stage_placement(t, eid, detail, prov),
                 table: t,
                 entry: eid,
@@ -469,9 +479,6 @@ pub fn candidates(ctx: &Context<'_>) -> Vec<Candidate> {
                 narrowed: None,
                 screened: 0,
             };
-            if side.is_some() {
-                screen(&mut c, ctx);
-            }
             out.push(c);
         }
     }
@@ -520,16 +527,46 @@ pub fn exact32(m: &FieldMatch) -> Option<u128> {
 }
 
 /// The cheap checks of a policy entry; sets its cost, naive cost and value.
-fn screen(c: &mut Candidate, ctx: &Context<'_>) {
+pub(super) fn screen(c: &mut Candidate, ctx: &Context<'_>) {
     match shape(c, ctx) {
-        Ok(s) => {
-            c.ok = true;
-            c.placement.naive_rules = s.naive_src * s.locals() as u64 * s.ports.len() as u64;
-            c.placement.hw_rules = s.rules();
-            c.screened = c.placement.hw_rules;
-            c.placement.value = s.value(c.kind);
+        Ok(s) => Screened {
+            naive_rules: s.naive_src * s.locals() as u64 * s.ports.len() as u64,
+            hw_rules: s.rules(),
+            value: s.value(c.kind),
         }
+        .apply(c),
         Err(why) => c.fail(why),
+    }
+}
+
+/// What the screen counted for a policy entry that passed it. It reads only the entry,
+/// its pod's addresses, its remote identity's prefixes and (for an egress entry) the
+/// service frontends, so an entry whose inputs are as they were passes again with the
+/// same counts: a re-plan takes them from the last plan instead of screening again.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) struct Screened {
+    naive_rules: u64,
+    hw_rules: u64,
+    value: u64,
+}
+
+impl Screened {
+    /// The counts of `c`, just screened; `None` when it did not pass.
+    pub(super) fn of(c: &Candidate) -> Option<Screened> {
+        c.ok.then_some(Screened {
+            naive_rules: c.placement.naive_rules,
+            hw_rules: c.screened,
+            value: c.placement.value,
+        })
+    }
+
+    /// Makes `c` a candidate that passed the screen with these counts.
+    pub(super) fn apply(self, c: &mut Candidate) {
+        c.ok = true;
+        c.placement.naive_rules = self.naive_rules;
+        c.placement.hw_rules = self.hw_rules;
+        c.screened = self.hw_rules;
+        c.placement.value = self.value;
     }
 }
 

@@ -5,6 +5,10 @@
 //! a pod's address, an identity's prefixes, one policy's entries. [`replan`] starts from
 //! the [`Basis`] the previous plan left and
 //!
+//! 0. **screens** only the policy entries whose screen reads something that changed (their
+//!    pod's addresses, their remote identity's prefixes, for egress the service
+//!    frontends); of the others, those that passed before pass with the counts the last
+//!    re-plan found;
 //! 1. **keeps** every entry it placed whose hardware rules cannot have changed: the same
 //!    entry (by content and table, not index: indices move when entries come and go), the
 //!    same addresses of its pod, the same prefixes for its remote identity, for a drop the
@@ -83,7 +87,8 @@
 
 use super::budget::{fill_limit, ranked, Chooser};
 use super::capability::{
-    candidates, note_capable, stage_placements, Candidate, Context, Kind, RuleCheck, Side,
+    note_capable, screen, stage_placements, unscreened, Candidate, Context, Kind, RuleCheck,
+    Screened, Side,
 };
 use super::closure::{note_closed, note_sound, Closure};
 use super::compress::{self, Merged};
@@ -228,10 +233,12 @@ impl<'a> Walk<'a> {
 /// the cut) would seem to have got cheaper, and be owed, though nothing changed.
 type Ranked = Option<(u64, u64)>;
 
-/// What the last plan made of one policy entry. The three are kept apart, as they would
-/// be in three maps, so that two entries with one key behave as they did.
+/// What the last plan made of one policy entry. The four are kept apart, as they would
+/// be in four maps, so that two entries with one key behave as they did.
 #[derive(Clone, Debug, Default)]
 struct Prior {
+    /// What its screen counted, when an incremental plan screened it and it passed.
+    screen: Option<Screened>,
     /// Its place in [`Basis::held`], when it was placed.
     held: Option<u32>,
     /// How it was ranked, when it was left out for budget (see [`Ranked`]).
@@ -243,6 +250,9 @@ struct Prior {
 impl Prior {
     /// Takes what `later` says, where it says anything.
     fn absorb(&mut self, later: Prior) {
+        if later.screen.is_some() {
+            self.screen = later.screen;
+        }
         if later.held.is_some() {
             self.held = later.held;
         }
@@ -253,6 +263,17 @@ impl Prior {
             self.failed = later.failed;
         }
     }
+}
+
+/// What an incremental plan knows of its candidates that a plan from scratch does not,
+/// for its basis: how the last plan from scratch ranked each one it leaves out (an entry
+/// first left out now was ranked by no fresh plan), and what each one's screen counted.
+/// With it, every keyed entry has a prior, so that the next re-plan finds each of its
+/// candidates in order.
+#[derive(Clone, Copy)]
+struct Seen<'a> {
+    ranks: &'a [Option<Ranked>],
+    screens: &'a [Option<Screened>],
 }
 
 /// A placed entry: its uncompressed rules and level.
@@ -329,9 +350,8 @@ impl Basis {
 
     /// [`Basis::new`] with the entries' keys (`None`: not a policy candidate) and what
     /// the placed rules read already computed. A left-out candidate is ranked as this plan
-    /// ranks it, or for an incremental plan as `ranks` says (what the last plan from
-    /// scratch ranked it by, found in its basis). `events` and `ratio` are left for the
-    /// caller.
+    /// ranks it, or for an incremental plan as its [`Seen`] says. `events` and `ratio`
+    /// are left for the caller.
     fn with(
         ctx: &Context<'_>,
         cands: &mut [Candidate],
@@ -339,7 +359,7 @@ impl Basis {
         read: Read,
         slice: &PlanSlice,
         origins: &[Vec<u32>],
-        ranks: Option<&[Option<Ranked>]>,
+        seen: Option<Seen<'_>>,
     ) -> Basis {
         let mut held = Vec::new();
         let with_key = keys.iter().filter(|k| k.is_some()).count();
@@ -349,29 +369,36 @@ impl Basis {
             let Some(key) = key else {
                 continue;
             };
+            let screen = seen.and_then(|s| s.screens[i]);
             if c.placement.target != super::Target::Hardware {
-                match c.placement.why {
+                let prior = match c.placement.why {
                     Why::Budget { .. } => {
-                        let ranked = match ranks {
-                            Some(r) => r[i].flatten(),
+                        let ranked = match seen {
+                            Some(s) => s.ranks[i].flatten(),
                             None => Some((c.placement.value, c.screened)),
                         };
-                        let prior = Prior {
+                        Some(Prior {
                             left: Some(ranked),
+                            screen,
                             ..Prior::default()
-                        };
-                        priors.push((key, prior));
+                        })
                     }
                     Why::NotCapable { .. } | Why::NotSound { .. } | Why::NothingToMatch { .. }
                         if c.built =>
                     {
-                        let prior = Prior {
+                        Some(Prior {
                             failed: Some(Box::new(c.placement.clone())),
+                            screen,
                             ..Prior::default()
-                        };
-                        priors.push((key, prior));
+                        })
                     }
-                    _ => {}
+                    _ => seen.map(|_| Prior {
+                        screen,
+                        ..Prior::default()
+                    }),
+                };
+                if let Some(prior) = prior {
+                    priors.push((key, prior));
                 }
                 continue;
             }
@@ -379,6 +406,7 @@ impl Basis {
             pos.insert(i as u32, at);
             let prior = Prior {
                 held: Some(at),
+                screen,
                 ..Prior::default()
             };
             priors.push((key, prior));
@@ -581,6 +609,18 @@ impl Touched {
             && !self.ids.is_empty()
     }
 
+    /// Whether what the screen of `c` reads is as it was ([`Screened`]): its pod's
+    /// addresses, its remote identity's prefixes and naive cost, and for an egress entry
+    /// the service frontends. An entry that matches every pod, or a partial identity,
+    /// fails the screen whatever they are.
+    fn screen_reads_same(&self, c: &Candidate) -> bool {
+        c.endpoint
+            .is_none_or(|ep| !self.eps.contains(&u128::from(ep)))
+            && c.identity
+                .is_none_or(|id| !self.ids.contains(&u128::from(id)))
+            && (c.side != Some(Side::Egress) || self.frontends_same)
+    }
+
     /// Whether what the rules and the soundness of a kept entry `c` read is as it was,
     /// but for identities' prefixes ([`Touched::prefixes_changed`]).
     fn unchanged_but_prefixes(&self, c: &Candidate) -> bool {
@@ -686,11 +726,13 @@ pub fn replan(
     }
     let mut ctx = Context::new(mag, profile);
     ctx.check = check;
-    let mut cands = candidates(&ctx);
+    let mut cands = unscreened(&ctx);
     let read = Read::of(&ctx);
     let mut keys: Vec<Option<EntryKey>> = vec![None; cands.len()];
     // How the last plan left each candidate out (`None`: it did not), looked up once.
     let mut left_prev: Vec<Option<Ranked>> = vec![None; cands.len()];
+    // What each policy candidate's screen counted, for the next re-plan.
+    let mut screens: Vec<Option<Screened>> = vec![None; cands.len()];
     // Step 1: the entries kept, by candidate, with their place in the basis; and the
     // entries that failed a check of their own inputs, which fail again unchecked.
     let mut kept: Vec<(usize, u32)> = Vec::new();
@@ -700,13 +742,21 @@ pub fn replan(
         let touched = Touched::new(&prev, &read, &ctx.eps);
         let mut walk = prev.priors.walk();
         for (i, c) in cands.iter_mut().enumerate() {
-            if !c.ok {
-                continue;
-            }
             let Some(key) = entry_key(mag, c) else {
                 continue;
             };
             let prior = walk.find(&key);
+            // Step 0: the screen, of the entries whose inputs changed.
+            match prior.and_then(|p| p.screen) {
+                Some(s) if touched.screen_reads_same(c) => s.apply(c),
+                _ => screen(c, &ctx),
+            }
+            screens[i] = Screened::of(c);
+            if !c.ok {
+                // Keyed, so that the next re-plan finds it in order (and screens it again).
+                keys[i] = Some(key);
+                continue;
+            }
             left_prev[i] = prior.and_then(|p| p.left);
             // Only a placed entry is known not to have been narrowed to some identities.
             let narrowed = prior
@@ -874,8 +924,7 @@ pub fn replan(
         return Err(FromScratch::Compression);
     }
     let (slice, usage, origins) = compress::finish(&cands, &placed, rules, profile);
-    // What a left-out entry was ranked by stays the last plan from scratch's; an entry
-    // first left out now was ranked by no fresh plan.
+    // What a left-out entry was ranked by stays the last plan from scratch's.
     let mut basis = Basis::with(
         &ctx,
         &mut cands,
@@ -883,7 +932,10 @@ pub fn replan(
         read,
         &slice,
         &origins,
-        Some(&left_prev),
+        Some(Seen {
+            ranks: &left_prev,
+            screens: &screens,
+        }),
     );
     basis.events = prev.events + 1;
     basis.ratio = prev.ratio;
