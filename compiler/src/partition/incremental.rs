@@ -913,9 +913,9 @@ pub fn replan(
     chosen.sort_unstable();
     let placed = compress::place(&mut cands, &chosen, profile);
     let mut rules = rules;
-    rules.retain(|m| match stays.get(&same(&m.rule)) {
+    rules.retain(|m| match stays.find(&intact, &m.rule) {
         Some(j) => {
-            let from = &mut intact[*j].from;
+            let from = &mut intact[j].from;
             from.extend_from_slice(&m.from);
             from.sort_unstable();
             from.dedup();
@@ -1115,8 +1115,8 @@ struct Fit {
     taken: Vec<bool>,
     /// The basis' compressed rules that stay.
     intact: Vec<Merged>,
-    /// [`same`] of each rule that stays → its place in `intact`.
-    stays: FxHashMap<Same, usize>,
+    /// The rules that stay, by content.
+    stays: Stays,
     /// The rules compressed anew.
     rules: Vec<Merged>,
     /// The candidates left out that a fresh plan might place, each with what it owes
@@ -1224,15 +1224,11 @@ impl Steps<'_, '_> {
         // The compressed rules of the plan with the first `k` groups of `more`: the kept
         // entries' rules compressed again and the new entries' rules, merged; a rule equal
         // to one that stays is that rule, so it is not counted twice.
-        let stays: FxHashMap<Same, usize> = intact
-            .iter()
-            .enumerate()
-            .map(|(j, m)| (same(&m.rule), j))
-            .collect();
+        let stays = Stays::new(&intact);
         let base: Vec<usize> = kept_idx.iter().chain(&filled).copied().collect();
         let pool = Pool::new(cands, &base, &more, is_kept, again, profile);
         let with_groups = |k: usize| {
-            let (rules, new) = pool.with_groups(k, &stays);
+            let (rules, new) = pool.with_groups(k, &stays, &intact);
             (rules, new + intact.len() as u64)
         };
         let (rules, k) = fit_groups(more.len(), limit, with_groups).ok_or(FromScratch::Budget)?;
@@ -1575,23 +1571,42 @@ fn inside(r: &HwRule, outer: &HwRule) -> bool {
         })
 }
 
-/// A compressed rule's identity for "the same rule": [`Device`], owned.
-type Same = (
-    u16,
-    crate::backend::PortDirection,
-    u32,
-    Vec<crate::backend::HwMatch>,
-    Vec<HwAction>,
-);
+/// The compressed rules that stay (`intact`), found by content ([`Device`]): their hashes
+/// sorted, so that asking for each of thousands of new rules copies none of them (a map
+/// keyed by owned copies of their matches and actions allocated two vectors per rule).
+struct Stays(Vec<(u64, u32)>);
 
-fn same(r: &HwRule) -> Same {
-    (
-        r.port,
-        r.direction,
-        r.level,
-        r.matches.clone(),
-        r.actions.clone(),
-    )
+impl Stays {
+    fn new(intact: &[Merged]) -> Stays {
+        let mut hashes: Vec<(u64, u32)> = intact
+            .iter()
+            .enumerate()
+            .map(|(j, m)| (device_hash(&m.rule), j as u32))
+            .collect();
+        hashes.sort_unstable();
+        Stays(hashes)
+    }
+
+    /// The place in `intact` (which [`Stays::new`] read) of the rule equal to `r` on the
+    /// device; of two such, the later.
+    fn find(&self, intact: &[Merged], r: &HwRule) -> Option<usize> {
+        let h = device_hash(r);
+        let from = self.0.partition_point(|(k, _)| *k < h);
+        let device = Device::of(r);
+        self.0[from..]
+            .iter()
+            .take_while(|(k, _)| *k == h)
+            .map(|(_, j)| *j as usize)
+            .filter(|j| Device::of(&intact[*j].rule) == device)
+            .last()
+    }
+}
+
+/// A hash of what [`Device`] compares.
+fn device_hash(r: &HwRule) -> u64 {
+    let mut h = FxHasher::default();
+    Device::of(r).hash(&mut h);
+    h.finish()
 }
 
 /// The rules an incremental plan compresses anew, split into compression groups, for
@@ -1663,7 +1678,7 @@ impl Pool {
 
     /// The compressed rules with the first `k` touched groups, and how many flow entries
     /// they take beside the rules that stay (a rule equal to one that stays is that rule).
-    fn with_groups(&self, k: usize, stays: &FxHashMap<Same, usize>) -> (Vec<Merged>, u64) {
+    fn with_groups(&self, k: usize, stays: &Stays, intact: &[Merged]) -> (Vec<Merged>, u64) {
         let mut out = Vec::new();
         for (rules, last, merged) in &self.groups {
             if last.is_none_or(|l| l < k) {
@@ -1680,7 +1695,7 @@ impl Pool {
         compress::sort_rules(&mut out);
         let new = out
             .iter()
-            .filter(|m| !stays.contains_key(&same(&m.rule)))
+            .filter(|m| stays.find(intact, &m.rule).is_none())
             .count();
         (out, new as u64)
     }
@@ -1751,6 +1766,36 @@ mod tests {
             held: Some(at),
             ..Prior::default()
         }
+    }
+
+    fn rule(level: u32, src: u128, origin: &str) -> Merged {
+        use crate::backend::{HwMatch, PacketField, PortDirection};
+        Merged {
+            rule: HwRule {
+                id: 0,
+                port: 1,
+                direction: PortDirection::Ingress,
+                level,
+                matches: vec![HwMatch::exact(PacketField::Ipv4Src, src)],
+                actions: vec![HwAction::Drop],
+                origin: origin.into(),
+            },
+            from: Vec::new(),
+        }
+    }
+
+    /// A rule that stays is found by what the device holds (not its id or origin text);
+    /// a rule at another level or with another match is not; of two equal rules, the
+    /// later is found, as a map keyed by their content would answer.
+    #[test]
+    fn stays_finds_rules_by_content() {
+        let intact = vec![rule(0, 10, "a"), rule(1, 10, "b"), rule(0, 10, "c")];
+        let stays = Stays::new(&intact);
+        let found = |m: &Merged| stays.find(&intact, &m.rule);
+        assert_eq!(found(&rule(0, 10, "other")), Some(2));
+        assert_eq!(found(&rule(1, 10, "")), Some(1));
+        assert_eq!(found(&rule(2, 10, "a")), None);
+        assert_eq!(found(&rule(0, 11, "a")), None);
     }
 
     /// The priors answer as a map would, whatever order the keys come in: a walk in
