@@ -274,15 +274,15 @@ impl Prior {
     }
 }
 
-/// What an incremental plan knows of its candidates that a plan from scratch does not,
-/// for its basis: how the last plan from scratch ranked each one it leaves out (an entry
-/// first left out now was ranked by no fresh plan), and what each one's screen counted.
-/// With it, every keyed entry has a prior, so that the next re-plan finds each of its
-/// candidates in order.
+/// What a plan saw of its candidates before placing them, for its basis: what each one's
+/// screen counted (`None`: it did not pass), and for an incremental plan how the last plan
+/// from scratch ranked each one it leaves out (an entry first left out now was ranked by
+/// no fresh plan). Every keyed entry has a prior, so that the next re-plan finds each of
+/// its candidates in order.
 #[derive(Clone, Copy)]
-struct Seen<'a> {
-    ranks: &'a [Option<Ranked>],
-    screens: &'a [Option<Screened>],
+pub(super) struct Seen<'a> {
+    pub(super) screens: &'a [Option<Screened>],
+    pub(super) ranks: Option<&'a [Option<Ranked>]>,
 }
 
 /// A placed entry: its uncompressed rules and level.
@@ -343,24 +343,30 @@ pub struct Rebuilds {
 
 impl Basis {
     /// The basis of a finished plan: `cands` with their final placements (their rules
-    /// move into the basis), the slice and which candidates each of its rules covers.
+    /// move into the basis) and what their screen counted, the slice and which
+    /// candidates each of its rules covers.
     pub(super) fn new(
         ctx: &Context<'_>,
         cands: &mut [Candidate],
+        screens: &[Option<Screened>],
         slice: &PlanSlice,
         origins: &[Vec<u32>],
     ) -> Basis {
         let keys = cands.iter().map(|c| entry_key(ctx.mag, c)).collect();
         let read = Read::of(ctx);
-        let mut basis = Basis::with(ctx, cands, keys, read, slice, origins, None);
+        let seen = Seen {
+            screens,
+            ranks: None,
+        };
+        let mut basis = Basis::with(ctx, cands, keys, read, slice, origins, seen);
         basis.ratio = basis.ratio_now();
         basis
     }
 
     /// [`Basis::new`] with the entries' keys (`None`: not a policy candidate) and what
     /// the placed rules read already computed. A left-out candidate is ranked as this plan
-    /// ranks it, or for an incremental plan as its [`Seen`] says. `events` and `ratio`
-    /// are left for the caller.
+    /// ranks it, or for an incremental plan as `seen` says. `events` and `ratio` are left
+    /// for the caller.
     fn with(
         ctx: &Context<'_>,
         cands: &mut [Candidate],
@@ -368,7 +374,7 @@ impl Basis {
         read: Read,
         slice: &PlanSlice,
         origins: &[Vec<u32>],
-        seen: Option<Seen<'_>>,
+        seen: Seen<'_>,
     ) -> Basis {
         let mut held = Vec::new();
         let with_key = keys.iter().filter(|k| k.is_some()).count();
@@ -378,12 +384,12 @@ impl Basis {
             let Some(key) = key else {
                 continue;
             };
-            let screen = seen.and_then(|s| s.screens[i]);
+            let screen = seen.screens[i];
             if c.placement.target != super::Target::Hardware {
                 let prior = match c.placement.why {
                     Why::Budget { .. } => {
-                        let ranked = match seen {
-                            Some(s) => s.ranks[i].flatten(),
+                        let ranked = match seen.ranks {
+                            Some(r) => r[i].flatten(),
                             None => Some((c.placement.value, c.screened)),
                         };
                         Some(Prior {
@@ -401,7 +407,7 @@ impl Basis {
                             ..Prior::default()
                         })
                     }
-                    _ => seen.map(|_| Prior {
+                    _ => Some(Prior {
                         screen,
                         ..Prior::default()
                     }),
@@ -941,10 +947,10 @@ pub fn replan(
         read,
         &slice,
         &origins,
-        Some(Seen {
-            ranks: &left_prev,
+        Seen {
             screens: &screens,
-        }),
+            ranks: Some(&left_prev),
+        },
     );
     basis.events = prev.events + 1;
     basis.ratio = prev.ratio;

@@ -408,13 +408,14 @@ pub fn plan_from_scratch(
     let mut ctx = capability::Context::new(mag, profile);
     ctx.check = check;
     let mut cands = capability::candidates(&ctx);
+    let screens: Vec<_> = cands.iter().map(capability::Screened::of).collect();
     let reservations = hints::apply(mag, &mut cands, placement_hints, &profile.name);
     let closure = closure::Closure::new(mag, &cands);
     let (chosen, reserved) =
         budget::Chooser::new(&ctx, &closure, cands.len()).choose(&mut cands, &reservations);
     let (slice, mut usage, origins) = compress::build(&mut cands, &chosen, profile);
     usage.reserved = reserved;
-    let basis = incremental::Basis::new(&ctx, &mut cands, &slice, &origins);
+    let basis = incremental::Basis::new(&ctx, &mut cands, &screens, &slice, &origins);
     (assemble(mag, profile, cands, slice, usage), basis)
 }
 
