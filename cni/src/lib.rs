@@ -13,7 +13,7 @@
 // Dev-dependencies that the unit tests do not use; the package's integration tests,
 // benches or examples do.
 #[cfg(test)]
-use libc as _;
+use pipec_netns as _;
 #[cfg(test)]
 use pipec as _;
 

@@ -10,7 +10,7 @@ use tonic as _;
 // Dev-dependencies that the unit tests do not use; the package's integration tests,
 // benches or examples do.
 #[cfg(test)]
-use libc as _;
+use pipec_netns as _;
 #[cfg(test)]
 use pipec as _;
 

@@ -9,7 +9,6 @@
 //! Needs root and Debian's containernetworking-plugins (`.ci/run` installs it), so the tests
 //! run only with `--features root-tests`, and then fail loudly without them.
 
-#![allow(unsafe_code, reason = "setns(2) has no safe wrapper in std")]
 
 // Dependencies of the package that this target does not use itself; they serve its
 // other targets. `unused_crate_dependencies` checks every target against all of them.
@@ -17,10 +16,10 @@ use pipec_cni as _;
 use serde as _;
 use tonic as _;
 
+use pipec_netns::in_netns;
 use serde_json::{json, Value};
 use std::io::{Read as _, Write as _};
 use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream, UdpSocket};
-use std::os::fd::AsRawFd as _;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -319,20 +318,6 @@ fn pod_yaml(name: &str, app: &str, ip: Option<&str>) -> String {
 }
 
 const APPS: [(&str, &str); 3] = [("a", "client"), ("b", "server"), ("c", "other")];
-
-fn in_netns<T: Send>(ns: &str, f: impl FnOnce() -> T + Send) -> T {
-    std::thread::scope(|s| {
-        s.spawn(|| {
-            let file = std::fs::File::open(format!("/run/netns/{ns}")).expect("open the netns");
-            // SAFETY: a valid namespace fd; setns only changes this thread's network namespace.
-            let r = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
-            assert_eq!(r, 0, "setns into {ns}");
-            f()
-        })
-        .join()
-        .expect("netns thread")
-    })
-}
 
 /// A TCP and a UDP echo server in a pod, answering until the process ends (bounded: 10
 /// minutes).

@@ -29,7 +29,7 @@ use base64 as _;
 use clap as _;
 use futures as _;
 use kube as _;
-use libc as _;
+use pipec_netns as _;
 use notify as _;
 use pipec as _;
 use pipec_cpt as _;

@@ -33,7 +33,7 @@ use gencluster as _;
 #[cfg(test)]
 use ipnet as _;
 #[cfg(test)]
-use libc as _;
+use pipec_netns as _;
 #[cfg(test)]
 use serde_yaml as _;
 

@@ -22,7 +22,7 @@ use gencluster as _;
 #[cfg(test)]
 use ipnet as _;
 #[cfg(test)]
-use libc as _;
+use pipec_netns as _;
 #[cfg(test)]
 use proptest as _;
 #[cfg(test)]

@@ -12,7 +12,7 @@ use futures as _;
 use gencluster as _;
 use ipnet as _;
 use kube as _;
-use libc as _;
+use pipec_netns as _;
 use mimalloc as _;
 use notify as _;
 use pipec as _;

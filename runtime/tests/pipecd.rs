@@ -29,6 +29,7 @@ use gencluster as _;
 use proptest as _;
 
 use pipec::session::{Hardware, Session, SessionOptions};
+use pipec_netns::{enter_netns, in_netns};
 use pipec_runtime::daemon::backends;
 use pipec_runtime::device::expected_dump;
 use pipec_runtime::state::StateDir;
@@ -1593,34 +1594,11 @@ fn sigterm_during_an_apply_longer_than_the_bound_exits_0_within_it() {
     assert_eq!(run.state(), run.expected(&[]));
 }
 
-/// Runs `f` on a thread that entered the network namespace `ns` (named, under
-/// `/run/netns`); the test's own threads stay where they are.
-#[allow(unsafe_code, reason = "setns(2) has no safe wrapper in std")]
-fn in_netns<T: Send>(ns: &str, f: impl FnOnce() -> T + Send) -> T {
-    std::thread::scope(|s| {
-        s.spawn(|| {
-            enter_netns(ns);
-            f()
-        })
-        .join()
-        .expect("netns thread panicked")
-    })
-}
-
-/// Moves the calling thread into the network namespace `ns`.
-#[allow(unsafe_code, reason = "setns(2) has no safe wrapper in std")]
-fn enter_netns(ns: &str) {
-    use std::os::fd::AsRawFd as _;
-    let file = std::fs::File::open(format!("/run/netns/{ns}")).expect("open the netns");
-    // SAFETY: a valid namespace fd; setns changes only this thread's network namespace.
-    let r = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
-    assert_eq!(r, 0, "setns into {ns}: {}", std::io::Error::last_os_error());
-}
-
 /// A node and two pods as network namespaces of the test's own: each pod's `eth0` is a
 /// veth whose other end (`ofa0`, `ofb0`) is in the node namespace, where pipecd runs and
 /// routes between them. Deleted on drop.
 struct PodNet {
+    _net: pipec_netns::PodNet,
     node: String,
     pods: [String; 2],
 }
@@ -1633,89 +1611,15 @@ const OFFLOAD_PORTS: [&str; 2] = ["ofa0", "ofb0"];
 impl PodNet {
     fn new() -> PodNet {
         let tag = std::process::id();
-        let net = PodNet {
-            node: format!("pcof-node-{tag}"),
-            pods: [format!("pcof-a-{tag}"), format!("pcof-b-{tag}")],
-        };
-        for ns in net.pods.iter().chain([&net.node]) {
-            let _ = Command::new("ip")
-                .args(["netns", "del", ns])
-                .stderr(Stdio::null())
-                .status();
+        let mut net = pipec_netns::PodNet::new(&format!("pcof-node-{tag}"));
+        let pods = [format!("pcof-a-{tag}"), format!("pcof-b-{tag}")];
+        for ((pod, ip), host) in pods.iter().zip(OFFLOAD_IPS).zip(OFFLOAD_PORTS) {
+            net.add_pod(pod, host, ip);
         }
-        sh(&["ip", "netns", "add", &net.node]);
-        let n = net.node.clone();
-        sh(&["ip", "-n", &n, "link", "set", "lo", "up"]);
-        for ((pod, ip), host) in net.pods.iter().zip(OFFLOAD_IPS).zip(OFFLOAD_PORTS) {
-            sh(&["ip", "netns", "add", pod]);
-            sh(&[
-                "ip", "-n", &n, "link", "add", host, "type", "veth", "peer", "name", "eth0",
-                "netns", pod,
-            ]);
-            sh(&["ip", "-n", &n, "addr", "add", "169.254.1.1/32", "dev", host]);
-            sh(&["ip", "-n", &n, "link", "set", host, "up"]);
-            sh(&[
-                "ip",
-                "-n",
-                &n,
-                "route",
-                "add",
-                &format!("{ip}/32"),
-                "dev",
-                host,
-            ]);
-            sh(&["ip", "-n", pod, "link", "set", "lo", "up"]);
-            sh(&[
-                "ip",
-                "-n",
-                pod,
-                "addr",
-                "add",
-                &format!("{ip}/32"),
-                "dev",
-                "eth0",
-            ]);
-            sh(&["ip", "-n", pod, "link", "set", "eth0", "up"]);
-            sh(&[
-                "ip",
-                "-n",
-                pod,
-                "route",
-                "add",
-                "169.254.1.1",
-                "dev",
-                "eth0",
-            ]);
-            sh(&[
-                "ip",
-                "-n",
-                pod,
-                "route",
-                "add",
-                "default",
-                "via",
-                "169.254.1.1",
-                "dev",
-                "eth0",
-            ]);
-        }
-        // Forwarding between the pods happens in the node namespace only; the test's own
-        // namespace is not changed.
-        for sysctl in [
-            "net.ipv4.ip_forward=1",
-            "net.ipv4.conf.all.rp_filter=0",
-            "net.ipv4.conf.default.rp_filter=0",
-        ] {
-            sh(&["ip", "netns", "exec", &n, "sysctl", "-qw", sysctl]);
-        }
-        net
-    }
-}
-
-impl Drop for PodNet {
-    fn drop(&mut self) {
-        for ns in self.pods.iter().chain([&self.node]) {
-            let _ = Command::new("ip").args(["netns", "del", ns]).status();
+        PodNet {
+            node: net.node.clone(),
+            pods,
+            _net: net,
         }
     }
 }

@@ -5,15 +5,11 @@
 //! reaches a backend (DNAT) and the reply comes from the VIP (reverse NAT).
 //!
 //! Cases: examples/starwars and six shared conformance cases.
-#![allow(unsafe_code, reason = "setns(2) has no safe wrapper in std")]
 
 use std::collections::BTreeMap;
 use std::io::{ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
-use std::os::fd::AsRawFd;
 use std::path::PathBuf;
-use std::process::Command;
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use pipec::conformance::{build_cluster, parse_probe, Case};
@@ -22,143 +18,42 @@ use pipec::mag;
 use pipec::model::{Cluster, PodId, Protocol};
 use pipec::semantics::{self, Context, Destination, Peer, Probe};
 use pipec_ebpf::{mag_to_ebpf, Attachment, Program};
+use pipec_netns::{enter_netns, in_netns, PodNet};
 
 use crate::common::TestDatapath;
 
-fn ip(args: &[&str]) {
-    let out = Command::new("ip").args(args).output().expect("run ip");
-    assert!(
-        out.status.success(),
-        "ip {}: {}",
-        args.join(" "),
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-/// A node namespace and one namespace per pod, deleted on drop.
+/// A node namespace and one namespace per pod with an IPv4 address, deleted on drop.
 struct Topology {
+    net: PodNet,
     node: String,
+    /// Per pod: its namespace and the node side of its veth.
     pods: BTreeMap<PodId, (String, String)>,
-}
-
-impl Drop for Topology {
-    fn drop(&mut self) {
-        for (ns, _) in self.pods.values() {
-            let _ = Command::new("ip").args(["netns", "del", ns]).output();
-        }
-        let _ = Command::new("ip")
-            .args(["netns", "del", &self.node])
-            .output();
-    }
 }
 
 impl Topology {
     /// Namespaces for every pod with an IPv4 address.
     fn new(cluster: &Cluster) -> Topology {
-        static N: AtomicU32 = AtomicU32::new(0);
-        let tag = format!(
-            "{}-{}",
-            std::process::id(),
-            N.fetch_add(1, Ordering::Relaxed)
-        );
-        let mut t = Topology {
-            node: format!("pm-n-{tag}"),
-            pods: BTreeMap::new(),
-        };
-        ip(&["netns", "add", &t.node]);
-        let n = t.node.clone();
-        ip(&["-n", &n, "link", "set", "lo", "up"]);
+        let tag = pipec_netns::unique_tag();
+        let mut net = PodNet::new(&format!("pm-n-{tag}"));
+        let mut pods = BTreeMap::new();
         for (i, p) in cluster.pod_ids().enumerate() {
             let Some(addr) = cluster.pod(p).ips.iter().find(|a| a.is_ipv4()) else {
                 continue;
             };
-            let addr = addr.to_string();
-            let ns = format!("pm-{i}-{tag}");
-            let host_if = format!("veth{i}");
-            ip(&["netns", "add", &ns]);
-            t.pods.insert(p, (ns.clone(), host_if.clone()));
-            ip(&[
-                "-n", &n, "link", "add", &host_if, "type", "veth", "peer", "name", "eth0", "netns",
-                &ns,
-            ]);
-            ip(&["-n", &n, "addr", "add", "169.254.1.1/32", "dev", &host_if]);
-            ip(&["-n", &n, "link", "set", &host_if, "up"]);
-            ip(&[
-                "-n",
-                &n,
-                "route",
-                "add",
-                &format!("{addr}/32"),
-                "dev",
-                &host_if,
-            ]);
-            ip(&["-n", &ns, "link", "set", "lo", "up"]);
-            ip(&[
-                "-n",
-                &ns,
-                "addr",
-                "add",
-                &format!("{addr}/32"),
-                "dev",
-                "eth0",
-            ]);
-            ip(&["-n", &ns, "link", "set", "eth0", "up"]);
-            ip(&["-n", &ns, "route", "add", "169.254.1.1", "dev", "eth0"]);
-            ip(&[
-                "-n",
-                &ns,
-                "route",
-                "add",
-                "default",
-                "via",
-                "169.254.1.1",
-                "dev",
-                "eth0",
-            ]);
+            let (ns, host_if) = (format!("pm-{i}-{tag}"), format!("veth{i}"));
+            net.add_pod(&ns, &host_if, &addr.to_string());
+            pods.insert(p, (ns, host_if));
         }
-        for sysctl in [
-            "net.ipv4.ip_forward=1",
-            "net.ipv4.conf.all.rp_filter=0",
-            "net.ipv4.conf.default.rp_filter=0",
-        ] {
-            let out = Command::new("ip")
-                .args(["netns", "exec", &n, "sysctl", "-qw", sysctl])
-                .output()
-                .unwrap();
-            assert!(out.status.success(), "sysctl {sysctl}");
+        Topology {
+            node: net.node.clone(),
+            pods,
+            net,
         }
-        t
     }
 
     fn ifindex(&self, iface: &str) -> u32 {
-        let out = Command::new("ip")
-            .args(["-n", &self.node, "-o", "link", "show", iface])
-            .output()
-            .unwrap();
-        let s = String::from_utf8_lossy(&out.stdout);
-        s.split(':')
-            .next()
-            .and_then(|x| x.trim().parse().ok())
-            .unwrap()
+        self.net.ifindex(iface)
     }
-}
-
-fn in_netns<T: Send>(ns: &str, f: impl FnOnce() -> T + Send) -> T {
-    std::thread::scope(|s| {
-        s.spawn(|| {
-            enter(ns);
-            f()
-        })
-        .join()
-        .expect("netns thread panicked")
-    })
-}
-
-fn enter(ns: &str) {
-    let file = std::fs::File::open(format!("/run/netns/{ns}")).expect("open the netns");
-    // SAFETY: a valid namespace fd; setns only changes this thread's network namespace.
-    let r = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
-    assert_eq!(r, 0, "setns into {ns}");
 }
 
 /// Programs attached to every pod's veth, detached inside the node namespace on drop.
@@ -190,7 +85,7 @@ fn listens(cluster: &Cluster, p: PodId, port: u16, proto: Protocol) -> bool {
 
 /// Serves one TCP connection or UDP datagram until `deadline`: answers "pong <peer>".
 fn serve(ns: String, port: u16, proto: Protocol, ready: std::sync::mpsc::Sender<()>) {
-    enter(&ns);
+    enter_netns(&ns);
     let deadline = Instant::now() + Duration::from_millis(1500);
     match proto {
         Protocol::Tcp => {

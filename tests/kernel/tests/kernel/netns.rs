@@ -4,13 +4,9 @@
 //!
 //! Every test builds its own namespaces (named after the process and a counter) and a
 //! guard deletes them when the test ends, pass or fail.
-#![allow(unsafe_code, reason = "setns(2) has no safe wrapper in std")]
 
 use std::io::{Read, Write};
 use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream, UdpSocket};
-use std::os::fd::AsRawFd;
-use std::process::Command;
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use pipec_ebpf::artifact::{
@@ -18,6 +14,7 @@ use pipec_ebpf::artifact::{
     Service,
 };
 use pipec_ebpf::{maglev, Attachment, EbpfArtifact, Program};
+use pipec_netns::{enter_netns, in_netns, PodNet};
 
 use crate::common::TestDatapath;
 
@@ -25,136 +22,33 @@ const POD_A: &str = "10.200.0.1";
 const POD_B: &str = "10.200.0.2";
 const VIP: &str = "10.96.0.10";
 
-fn ip(cmd: &[&str]) {
-    let out = Command::new("ip")
-        .args(cmd)
-        .output()
-        .expect("run ip (iproute2)");
-    assert!(
-        out.status.success(),
-        "ip {}: {}",
-        cmd.join(" "),
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-/// Three namespaces: a node and two pods, each pod behind a veth pair.
+/// Three namespaces: a node and two pods, each pod behind a veth pair (`veth0`, `veth1`
+/// on the node's side); deleted on drop.
 struct Topology {
+    net: PodNet,
     node: String,
     pods: [String; 2],
 }
 
 impl Topology {
     fn new() -> Self {
-        static N: AtomicU32 = AtomicU32::new(0);
-        let tag = format!(
-            "{}-{}",
-            std::process::id(),
-            N.fetch_add(1, Ordering::Relaxed)
-        );
-        let t = Topology {
-            node: format!("pn-node-{tag}"),
-            pods: [format!("pn-a-{tag}"), format!("pn-b-{tag}")],
-        };
-        ip(&["netns", "add", &t.node]);
-        let guard = t; // from here on, a failure deletes what exists
-        let n = guard.node.clone();
-        ip(&["-n", &n, "link", "set", "lo", "up"]);
-        for (i, (pod, addr)) in guard.pods.iter().zip([POD_A, POD_B]).enumerate() {
-            let host_if = format!("veth{i}");
-            ip(&["netns", "add", pod]);
-            ip(&[
-                "-n", &n, "link", "add", &host_if, "type", "veth", "peer", "name", "eth0", "netns",
-                pod,
-            ]);
-            ip(&["-n", &n, "addr", "add", "169.254.1.1/32", "dev", &host_if]);
-            ip(&["-n", &n, "link", "set", &host_if, "up"]);
-            ip(&[
-                "-n",
-                &n,
-                "route",
-                "add",
-                &format!("{addr}/32"),
-                "dev",
-                &host_if,
-            ]);
-            ip(&["-n", pod, "link", "set", "lo", "up"]);
-            ip(&[
-                "-n",
-                pod,
-                "addr",
-                "add",
-                &format!("{addr}/32"),
-                "dev",
-                "eth0",
-            ]);
-            ip(&["-n", pod, "link", "set", "eth0", "up"]);
-            ip(&["-n", pod, "route", "add", "169.254.1.1", "dev", "eth0"]);
-            ip(&[
-                "-n",
-                pod,
-                "route",
-                "add",
-                "default",
-                "via",
-                "169.254.1.1",
-                "dev",
-                "eth0",
-            ]);
+        let tag = pipec_netns::unique_tag();
+        let mut net = PodNet::new(&format!("pn-node-{tag}"));
+        let pods = [format!("pn-a-{tag}"), format!("pn-b-{tag}")];
+        for (i, (pod, addr)) in pods.iter().zip([POD_A, POD_B]).enumerate() {
+            net.add_pod(pod, &format!("veth{i}"), addr);
         }
-        for sysctl in [
-            "net.ipv4.ip_forward=1",
-            "net.ipv4.conf.all.rp_filter=0",
-            "net.ipv4.conf.default.rp_filter=0",
-        ] {
-            let out = Command::new("ip")
-                .args(["netns", "exec", &n, "sysctl", "-qw", sysctl])
-                .output()
-                .unwrap();
-            assert!(
-                out.status.success(),
-                "sysctl {sysctl}: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
+        Topology {
+            node: net.node.clone(),
+            pods,
+            net,
         }
-        guard
     }
 
     /// The ifindex of the node side of pod `i`'s veth.
     fn host_ifindex(&self, i: usize) -> u32 {
-        let out = Command::new("ip")
-            .args(["-n", &self.node, "-o", "link", "show", &format!("veth{i}")])
-            .output()
-            .unwrap();
-        let s = String::from_utf8_lossy(&out.stdout);
-        s.split(':')
-            .next()
-            .and_then(|n| n.trim().parse().ok())
-            .unwrap_or_else(|| panic!("ifindex of veth{i}: {s}"))
+        self.net.ifindex(&format!("veth{i}"))
     }
-}
-
-impl Drop for Topology {
-    fn drop(&mut self) {
-        for ns in self.pods.iter().chain(std::iter::once(&self.node)) {
-            let _ = Command::new("ip").args(["netns", "del", ns]).output();
-        }
-    }
-}
-
-/// Runs `f` on a thread that entered the network namespace `ns`.
-fn in_netns<T: Send>(ns: &str, f: impl FnOnce() -> T + Send) -> T {
-    std::thread::scope(|s| {
-        s.spawn(|| {
-            let file = std::fs::File::open(format!("/run/netns/{ns}")).expect("open the netns");
-            // SAFETY: a valid namespace fd; setns only changes this thread's network namespace.
-            let r = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
-            assert_eq!(r, 0, "setns into {ns}: {}", std::io::Error::last_os_error());
-            f()
-        })
-        .join()
-        .expect("netns thread panicked")
-    })
 }
 
 /// The programs attached to both veths, detached (inside the node namespace) on drop.
@@ -314,12 +208,7 @@ fn tcp_server(topo: &Topology, port: u16) -> std::sync::mpsc::Receiver<()> {
     let (ready_tx, ready_rx) = std::sync::mpsc::channel();
     let ns = topo.pods[1].clone();
     std::thread::spawn(move || {
-        let file = std::fs::File::open(format!("/run/netns/{ns}")).unwrap();
-        // SAFETY: as in `in_netns`.
-        assert_eq!(
-            unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) },
-            0
-        );
+        enter_netns(&ns);
         let l = TcpListener::bind(("0.0.0.0", port)).unwrap();
         ready_tx.send(()).unwrap();
         if let Ok((mut s, peer)) = l.accept() {
