@@ -53,6 +53,24 @@ pub struct RteFlowBackend {
 /// A plan rule's content: what its flow rule is lowered from (not its id or origin).
 type Shape = (u16, PortDirection, u32, Vec<HwMatch>, Vec<HwAction>);
 
+/// A hash of `r`'s [`Shape`], read in place: looking up thousands of rules per compile by
+/// an owned copy of each one's matches and actions was most of the compile.
+fn shape_hash(r: &HwRule) -> u64 {
+    use std::hash::{Hash as _, Hasher as _};
+    let mut h = rustc_hash::FxHasher::default();
+    (r.port, r.direction, r.level, &r.matches, &r.actions).hash(&mut h);
+    h.finish()
+}
+
+/// Whether `shape` is `r`'s.
+fn is_shape_of(shape: &Shape, r: &HwRule) -> bool {
+    shape.0 == r.port
+        && shape.1 == r.direction
+        && shape.2 == r.level
+        && shape.3 == r.matches
+        && shape.4 == r.actions
+}
+
 /// The flow rules of the last two compiles, by the plan rule they were lowered from, and
 /// their keys. An event changes a few of a node's thousands of rules, so a compile lowers
 /// and checks only the rules it has not seen, and the diff formats only their keys (which
@@ -62,8 +80,9 @@ type Shape = (u16, PortDirection, u32, Vec<HwMatch>, Vec<HwAction>);
 struct Memo {
     /// Compiles so far.
     generation: u64,
-    /// Each plan rule's flow rule, with the compile that last used it.
-    flows: FxHashMap<Shape, (FlowRule, u64)>,
+    /// Each plan rule's flow rule, with the compile that last used it, by the hash of its
+    /// shape ([`shape_hash`]; of two shapes with one hash, only the first is kept).
+    flows: FxHashMap<u64, (Shape, FlowRule, u64)>,
     /// Each flow rule's [`rule_key`], with the compile that last used it.
     keys: FxHashMap<FlowRule, (String, u64)>,
 }
@@ -80,7 +99,7 @@ impl Memo {
     /// Drops what neither this compile nor the one before used.
     fn prune(&mut self) {
         let oldest = self.generation.saturating_sub(1);
-        self.flows.retain(|_, (_, g)| *g >= oldest);
+        self.flows.retain(|_, (_, _, g)| *g >= oldest);
         self.keys.retain(|_, (_, g)| *g >= oldest);
     }
 
@@ -144,21 +163,25 @@ impl RteFlowBackend {
     /// formatted here, once.
     fn lower_memo(&self, memo: &mut Memo, r: &HwRule) -> Result<FlowRule, Unsupported> {
         let generation = memo.generation;
-        let shape: Shape = (
-            r.port,
-            r.direction,
-            r.level,
-            r.matches.clone(),
-            r.actions.clone(),
-        );
-        let flow = match memo.flows.get_mut(&shape) {
-            Some((flow, g)) => {
+        let hash = shape_hash(r);
+        let flow = match memo.flows.get_mut(&hash) {
+            Some((shape, flow, g)) if is_shape_of(shape, r) => {
                 *g = generation;
                 flow.clone()
             }
+            // Another shape with the same hash: lowered every time, which is rare and
+            // still exact.
+            Some(_) => self.lower_rule(r)?,
             None => {
                 let flow = self.lower_rule(r)?;
-                memo.flows.insert(shape, (flow.clone(), generation));
+                let shape = (
+                    r.port,
+                    r.direction,
+                    r.level,
+                    r.matches.clone(),
+                    r.actions.clone(),
+                );
+                memo.flows.insert(hash, (shape, flow.clone(), generation));
                 flow
             }
         };
