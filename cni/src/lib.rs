@@ -13,9 +13,9 @@
 // Dev-dependencies that the unit tests do not use; the package's integration tests,
 // benches or examples do.
 #[cfg(test)]
-use pipec_netns as _;
-#[cfg(test)]
 use pipec as _;
+#[cfg(test)]
+use pipec_netns as _;
 
 pub mod channel;
 pub mod ipam;

@@ -10,9 +10,9 @@ use tonic as _;
 // Dev-dependencies that the unit tests do not use; the package's integration tests,
 // benches or examples do.
 #[cfg(test)]
-use pipec_netns as _;
-#[cfg(test)]
 use pipec as _;
+#[cfg(test)]
+use pipec_netns as _;
 
 use std::io::{Read as _, Write as _};
 use std::process::ExitCode;

@@ -9,7 +9,6 @@
 //! Needs root and Debian's containernetworking-plugins (`.ci/run` installs it), so the tests
 //! run only with `--features root-tests`, and then fail loudly without them.
 
-
 // Dependencies of the package that this target does not use itself; they serve its
 // other targets. `unused_crate_dependencies` checks every target against all of them.
 use pipec_cni as _;

@@ -5,9 +5,9 @@
 
 // Dependencies of the package that this target does not use itself; they serve its
 // other targets. `unused_crate_dependencies` checks every target against all of them.
-use pipec_netns as _;
 use pipec as _;
 use pipec_cni as _;
+use pipec_netns as _;
 use serde as _;
 
 use serde_json::{json, Value};

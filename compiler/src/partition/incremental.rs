@@ -158,9 +158,8 @@ impl Priors {
         // When the ingress table comes first they are in side order already, and moving
         // every entry to split them would be a waste.
         let first_egress = entries.iter().position(|(k, _)| k.side == Side::Egress);
-        let grouped = first_egress.is_none_or(|at| {
-            entries[at..].iter().all(|(k, _)| k.side == Side::Egress)
-        });
+        let grouped =
+            first_egress.is_none_or(|at| entries[at..].iter().all(|(k, _)| k.side == Side::Egress));
         if !grouped {
             let (ingress, egress): (Vec<_>, Vec<_>) = entries
                 .into_iter()

@@ -134,14 +134,40 @@ impl PodNet {
         ip(&[
             "-n", n, "link", "add", host_if, "type", "veth", "peer", "name", "eth0", "netns", ns,
         ]);
-        ip(&["-n", n, "addr", "add", &format!("{GATEWAY}/32"), "dev", host_if]);
+        ip(&[
+            "-n",
+            n,
+            "addr",
+            "add",
+            &format!("{GATEWAY}/32"),
+            "dev",
+            host_if,
+        ]);
         ip(&["-n", n, "link", "set", host_if, "up"]);
-        ip(&["-n", n, "route", "add", &format!("{addr}/32"), "dev", host_if]);
+        ip(&[
+            "-n",
+            n,
+            "route",
+            "add",
+            &format!("{addr}/32"),
+            "dev",
+            host_if,
+        ]);
         ip(&["-n", ns, "link", "set", "lo", "up"]);
-        ip(&["-n", ns, "addr", "add", &format!("{addr}/32"), "dev", "eth0"]);
+        ip(&[
+            "-n",
+            ns,
+            "addr",
+            "add",
+            &format!("{addr}/32"),
+            "dev",
+            "eth0",
+        ]);
         ip(&["-n", ns, "link", "set", "eth0", "up"]);
         ip(&["-n", ns, "route", "add", GATEWAY, "dev", "eth0"]);
-        ip(&["-n", ns, "route", "add", "default", "via", GATEWAY, "dev", "eth0"]);
+        ip(&[
+            "-n", ns, "route", "add", "default", "via", GATEWAY, "dev", "eth0",
+        ]);
     }
 
     /// The interface index of `iface` in the node namespace.
