@@ -540,8 +540,8 @@ pub(super) fn screen(c: &mut Candidate, ctx: &Context<'_>) {
 }
 
 /// What the screen counted for a policy entry that passed it. It reads only the entry,
-/// its pod's addresses, its remote identity's prefixes and (for an egress entry) the
-/// service frontends, so an entry whose inputs are as they were passes again with the
+/// its pod's addresses, its remote identity's prefixes and naive cost, and (for an egress
+/// entry) the service frontends, so an entry whose inputs are as they were passes again with the
 /// same counts: a re-plan takes them from the last plan instead of screening again.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) struct Screened {

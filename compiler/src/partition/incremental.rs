@@ -245,7 +245,8 @@ type Ranked = Option<(u64, u64)>;
 /// be in four maps, so that two entries with one key behave as they did.
 #[derive(Clone, Debug, Default)]
 struct Prior {
-    /// What its screen counted, when an incremental plan screened it and it passed.
+    /// What its screen counted, when it passed (screened by its plan, or counted by the
+    /// plan before and taken over).
     screen: Option<Screened>,
     /// Its place in [`Basis::held`], when it was placed.
     held: Option<u32>,
@@ -279,9 +280,9 @@ impl Prior {
 /// no fresh plan). Every keyed entry has a prior, so that the next re-plan finds each of
 /// its candidates in order.
 #[derive(Clone, Copy)]
-pub(super) struct Seen<'a> {
-    pub(super) screens: &'a [Option<Screened>],
-    pub(super) ranks: Option<&'a [Option<Ranked>]>,
+struct Seen<'a> {
+    screens: &'a [Option<Screened>],
+    ranks: Option<&'a [Option<Ranked>]>,
 }
 
 /// A placed entry: its uncompressed rules and level.
@@ -391,29 +392,28 @@ impl Basis {
                             Some(r) => r[i].flatten(),
                             None => Some((c.placement.value, c.screened)),
                         };
-                        Some(Prior {
+                        Prior {
                             left: Some(ranked),
                             screen,
                             ..Prior::default()
-                        })
+                        }
                     }
                     Why::NotCapable { .. } | Why::NotSound { .. } | Why::NothingToMatch { .. }
                         if c.built =>
                     {
-                        Some(Prior {
+                        Prior {
                             failed: Some(Box::new(c.placement.clone())),
                             screen,
                             ..Prior::default()
-                        })
+                        }
                     }
-                    _ => Some(Prior {
+                    // Screened (passed or not) but nothing more to remember.
+                    _ => Prior {
                         screen,
                         ..Prior::default()
-                    }),
+                    },
                 };
-                if let Some(prior) = prior {
-                    priors.push((key, prior));
-                }
+                priors.push((key, prior));
                 continue;
             }
             let at = held.len() as u32;
