@@ -37,6 +37,7 @@ pub use profile::{
     builtin_profiles, ebpf_profile, octeon_cn10k_2307_profile, octeon_cn10k_profile, ActionKind,
     Budget, Capabilities, FieldCap, MaskCap, Profile, OCTEON_CN10K_2307, OFFLOAD_ENTRIES,
 };
+pub use slice::RuleContent;
 pub use slice::{HwAction, HwMatch, HwRule, PacketField, PlanSlice, PortDirection};
 
 use crate::mag::{Mag, MagInfo};

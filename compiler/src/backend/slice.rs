@@ -313,7 +313,52 @@ pub struct HwRule {
     pub origin: String,
 }
 
+/// What a device holds of a [`HwRule`]: all but its id and its origin text, borrowed
+/// from the rule. Two rules with equal content are one rule to the device.
+///
+/// The id and the origin are left out because they move while the rule stays: the origin
+/// names the MAG entry by its place in its table, which changes whenever an entry before
+/// it comes or goes (a pod added or deleted), and ids are numbered in slice order. Code
+/// that asks whether a rule is one it has seen (the partitioner's re-plan, a backend's
+/// compile memo) compares this. Non-exhaustive: a field the device sees that `HwRule`
+/// gains joins it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub struct RuleContent<'r> {
+    /// The device port.
+    pub port: u16,
+    /// Which way it sees traffic.
+    pub direction: PortDirection,
+    /// The priority level.
+    pub level: u32,
+    /// The matches.
+    pub matches: &'r [HwMatch],
+    /// The actions.
+    pub actions: &'r [HwAction],
+}
+
 impl HwRule {
+    /// What the device holds of this rule ([`RuleContent`]).
+    pub fn content(&self) -> RuleContent<'_> {
+        RuleContent {
+            port: self.port,
+            direction: self.direction,
+            level: self.level,
+            matches: &self.matches,
+            actions: &self.actions,
+        }
+    }
+
+    /// A hash of [`HwRule::content`], computed in place: for finding a rule among
+    /// thousands by its content without an owned copy of its matches and actions. The
+    /// same within one build of pipec; not stable across builds, so never stored.
+    pub fn content_hash(&self) -> u64 {
+        use std::hash::{Hash as _, Hasher as _};
+        let mut h = crate::util::FxHasher::default();
+        self.content().hash(&mut h);
+        h.finish()
+    }
+
     /// The match on `field`, if any.
     pub fn get(&self, field: PacketField) -> Option<&HwMatch> {
         self.matches.iter().find(|m| m.field == field)

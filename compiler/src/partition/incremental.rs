@@ -93,7 +93,7 @@ use super::capability::{
 use super::closure::{note_closed, note_sound, Closure};
 use super::compress::{self, Merged};
 use super::{assemble, Placement, Plan, Why};
-use crate::backend::{HwAction, HwRule, PlanSlice, Profile};
+use crate::backend::{HwAction, HwRule, PlanSlice, Profile, RuleContent};
 use crate::mag::{ActionCall, Field, FieldMatch, Mag, TableId};
 use crate::util::FxHashSet;
 use rustc_hash::{FxHashMap, FxHasher};
@@ -1510,9 +1510,9 @@ fn rebuild_held(
     c: &Candidate,
     held: &Held,
 ) -> Option<(Candidate, Rebuilt)> {
-    let old: FxHashSet<Device<'_>> = held.rules.iter().map(Device::of).collect();
+    let old: FxHashSet<RuleContent<'_>> = held.rules.iter().map(HwRule::content).collect();
     let mut built = c.clone();
-    let checked = |r: &HwRule| old.contains(&Device::of(r));
+    let checked = |r: &HwRule| old.contains(&r.content());
     if !closure.build(ctx, &mut built, &checked) || built.cut != held.cut {
         return None;
     }
@@ -1522,11 +1522,11 @@ fn rebuild_held(
         .filter(|r| !checked(r))
         .cloned()
         .collect();
-    let now: FxHashSet<Device<'_>> = built.rules.iter().map(Device::of).collect();
+    let now: FxHashSet<RuleContent<'_>> = built.rules.iter().map(HwRule::content).collect();
     let lost: Vec<HwRule> = held
         .rules
         .iter()
-        .filter(|r| !now.contains(&Device::of(r)))
+        .filter(|r| !now.contains(&r.content()))
         .filter(|r| !new.iter().any(|n| n.actions == r.actions && inside(r, n)))
         .cloned()
         .collect();
@@ -1534,26 +1534,6 @@ fn rebuild_held(
     built.placement.chain.clear();
     built.built = true;
     Some((built, Rebuilt { new, lost }))
-}
-
-/// A rule as the device sees it: all but its id and its origin text. The origin names
-/// the entry by its place in its table, which moves whenever an entry before it comes or
-/// goes (a new pod's entries, a deleted pod's) while the rule stays the same: compared
-/// with it, every rule of such an entry was new, so step 1b gave up on it (its rules
-/// passed the table's free entries) and the entry was compressed again whole.
-#[derive(PartialEq, Eq, Hash)]
-struct Device<'r>(
-    u16,
-    crate::backend::PortDirection,
-    u32,
-    &'r [crate::backend::HwMatch],
-    &'r [HwAction],
-);
-
-impl Device<'_> {
-    fn of(r: &HwRule) -> Device<'_> {
-        Device(r.port, r.direction, r.level, &r.matches, &r.actions)
-    }
 }
 
 /// Whether some packet matches both rules (on the same port and direction).
@@ -1576,7 +1556,7 @@ fn inside(r: &HwRule, outer: &HwRule) -> bool {
         })
 }
 
-/// The compressed rules that stay (`intact`), found by content ([`Device`]): their hashes
+/// The compressed rules that stay (`intact`), found by content ([`HwRule::content`]): their hashes
 /// sorted, so that asking for each of thousands of new rules copies none of them (a map
 /// keyed by owned copies of their matches and actions allocated two vectors per rule).
 struct Stays(Vec<(u64, u32)>);
@@ -1586,7 +1566,7 @@ impl Stays {
         let mut hashes: Vec<(u64, u32)> = intact
             .iter()
             .enumerate()
-            .map(|(j, m)| (device_hash(&m.rule), j as u32))
+            .map(|(j, m)| (m.rule.content_hash(), j as u32))
             .collect();
         hashes.sort_unstable();
         Stays(hashes)
@@ -1595,23 +1575,16 @@ impl Stays {
     /// The place in `intact` (which [`Stays::new`] read) of the rule equal to `r` on the
     /// device; of two such, the later.
     fn find(&self, intact: &[Merged], r: &HwRule) -> Option<usize> {
-        let h = device_hash(r);
+        let h = r.content_hash();
         let from = self.0.partition_point(|(k, _)| *k < h);
-        let device = Device::of(r);
+        let content = r.content();
         self.0[from..]
             .iter()
             .take_while(|(k, _)| *k == h)
             .map(|(_, j)| *j as usize)
-            .filter(|j| Device::of(&intact[*j].rule) == device)
+            .filter(|j| intact[*j].rule.content() == content)
             .last()
     }
-}
-
-/// A hash of what [`Device`] compares.
-fn device_hash(r: &HwRule) -> u64 {
-    let mut h = FxHasher::default();
-    Device::of(r).hash(&mut h);
-    h.finish()
 }
 
 /// The rules an incremental plan compresses anew, split into compression groups, for

@@ -30,8 +30,8 @@ pub mod rule;
 pub mod testpmd;
 
 use pipec::backend::{
-    octeon_cn10k_profile, plan_slice, Artifact, Backend, CompileInput, HwAction, HwMatch, HwRule,
-    Operations, PlanSlice, PortDirection, Profile, Reason, Unsupported,
+    octeon_cn10k_profile, plan_slice, Artifact, Backend, CompileInput, HwAction, HwRule,
+    Operations, PlanSlice, Profile, Reason, Unsupported,
 };
 use rule::{Action, FlowRule};
 use rustc_hash::FxHashMap;
@@ -50,27 +50,6 @@ pub struct RteFlowBackend {
     memo: Arc<Mutex<Memo>>,
 }
 
-/// A plan rule's content: what its flow rule is lowered from (not its id or origin).
-type Shape = (u16, PortDirection, u32, Vec<HwMatch>, Vec<HwAction>);
-
-/// A hash of `r`'s [`Shape`], read in place: looking up thousands of rules per compile by
-/// an owned copy of each one's matches and actions was most of the compile.
-fn shape_hash(r: &HwRule) -> u64 {
-    use std::hash::{Hash as _, Hasher as _};
-    let mut h = rustc_hash::FxHasher::default();
-    (r.port, r.direction, r.level, &r.matches, &r.actions).hash(&mut h);
-    h.finish()
-}
-
-/// Whether `shape` is `r`'s.
-fn is_shape_of(shape: &Shape, r: &HwRule) -> bool {
-    shape.0 == r.port
-        && shape.1 == r.direction
-        && shape.2 == r.level
-        && shape.3 == r.matches
-        && shape.4 == r.actions
-}
-
 /// The flow rules of the last two compiles, by the plan rule they were lowered from, and
 /// their keys. An event changes a few of a node's thousands of rules, so a compile lowers
 /// and checks only the rules it has not seen, and the diff formats only their keys (which
@@ -80,9 +59,12 @@ fn is_shape_of(shape: &Shape, r: &HwRule) -> bool {
 struct Memo {
     /// Compiles so far.
     generation: u64,
-    /// Each plan rule's flow rule, with the compile that last used it, by the hash of its
-    /// shape ([`shape_hash`]; of two shapes with one hash, only the first is kept).
-    flows: FxHashMap<u64, (Shape, FlowRule, u64)>,
+    /// Each plan rule's flow rule, with the compile that last used it, by the hash of the
+    /// rule's content ([`HwRule::content_hash`], computed in place: looking up thousands of
+    /// rules per compile by an owned copy of each one's matches and actions was most of
+    /// the compile). The plan rule is kept, its id and origin cleared, to tell two
+    /// contents with one hash apart; of two such, only the first is kept.
+    flows: FxHashMap<u64, (HwRule, FlowRule, u64)>,
     /// Each flow rule's [`rule_key`], with the compile that last used it.
     keys: FxHashMap<FlowRule, (String, u64)>,
 }
@@ -163,25 +145,25 @@ impl RteFlowBackend {
     /// formatted here, once.
     fn lower_memo(&self, memo: &mut Memo, r: &HwRule) -> Result<FlowRule, Unsupported> {
         let generation = memo.generation;
-        let hash = shape_hash(r);
+        let hash = r.content_hash();
         let flow = match memo.flows.get_mut(&hash) {
-            Some((shape, flow, g)) if is_shape_of(shape, r) => {
+            Some((seen, flow, g)) if seen.content() == r.content() => {
                 *g = generation;
                 flow.clone()
             }
-            // Another shape with the same hash: lowered every time, which is rare and
+            // Another content with the same hash: lowered every time, which is rare and
             // still exact.
             Some(_) => self.lower_rule(r)?,
             None => {
                 let flow = self.lower_rule(r)?;
-                let shape = (
-                    r.port,
-                    r.direction,
-                    r.level,
-                    r.matches.clone(),
-                    r.actions.clone(),
-                );
-                memo.flows.insert(hash, (shape, flow.clone(), generation));
+                let seen = HwRule {
+                    id: 0,
+                    origin: String::new(),
+                    matches: r.matches.clone(),
+                    actions: r.actions.clone(),
+                    ..*r
+                };
+                memo.flows.insert(hash, (seen, flow.clone(), generation));
                 flow
             }
         };
