@@ -1098,21 +1098,10 @@ struct Veths {
     hosts: Vec<String>,
 }
 
-fn sh(args: &[&str]) {
-    let st = Command::new(args[0])
-        .args(&args[1..])
-        .status()
-        .expect(args[0]);
-    assert!(st.success(), "{args:?}");
-}
-
 impl Veths {
     fn new(ns: &str, prefixes: &[&str]) -> Veths {
-        let _ = Command::new("ip")
-            .args(["netns", "del", ns])
-            .stderr(Stdio::null())
-            .status();
-        sh(&["ip", "netns", "add", ns]);
+        pipec_netns::delete_netns(ns);
+        pipec_netns::ip(&["netns", "add", ns]);
         let mut v = Veths {
             ns: ns.to_string(),
             hosts: Vec::new(),
@@ -1123,20 +1112,11 @@ impl Veths {
                 .args(["link", "del", &host])
                 .stderr(Stdio::null())
                 .status();
-            sh(&[
-                "ip", "link", "add", &host, "type", "veth", "peer", "name", "peer0", "netns", ns,
+            pipec_netns::ip(&[
+                "link", "add", &host, "type", "veth", "peer", "name", "peer0", "netns", ns,
             ]);
-            sh(&[
-                "ip",
-                "-n",
-                ns,
-                "link",
-                "set",
-                "peer0",
-                "name",
-                &format!("{p}0"),
-            ]);
-            sh(&["ip", "link", "set", &host, "up"]);
+            pipec_netns::ip(&["-n", ns, "link", "set", "peer0", "name", &format!("{p}0")]);
+            pipec_netns::ip(&["link", "set", &host, "up"]);
             v.hosts.push(host);
         }
         v
@@ -1152,7 +1132,7 @@ impl Drop for Veths {
         for h in &self.hosts {
             let _ = Command::new("ip").args(["link", "del", h]).status();
         }
-        let _ = Command::new("ip").args(["netns", "del", &self.ns]).status();
+        pipec_netns::delete_netns(&self.ns);
     }
 }
 
@@ -1594,34 +1574,23 @@ fn sigterm_during_an_apply_longer_than_the_bound_exits_0_within_it() {
     assert_eq!(run.state(), run.expected(&[]));
 }
 
-/// A node and two pods as network namespaces of the test's own: each pod's `eth0` is a
-/// veth whose other end (`ofa0`, `ofb0`) is in the node namespace, where pipecd runs and
-/// routes between them. Deleted on drop.
-struct PodNet {
-    _net: pipec_netns::PodNet,
-    node: String,
-    pods: [String; 2],
-}
-
-/// The pods' addresses, in the order of [`PodNet::pods`] (the client, then the server).
+/// The pods' addresses, in the order of [`offload_net`]'s pods (the client, then the
+/// server).
 const OFFLOAD_IPS: [&str; 2] = ["10.10.1.10", "10.10.1.20"];
 /// The node-side interface of each pod.
 const OFFLOAD_PORTS: [&str; 2] = ["ofa0", "ofb0"];
 
-impl PodNet {
-    fn new() -> PodNet {
-        let tag = std::process::id();
-        let mut net = pipec_netns::PodNet::new(&format!("pcof-node-{tag}"));
-        let pods = [format!("pcof-a-{tag}"), format!("pcof-b-{tag}")];
-        for ((pod, ip), host) in pods.iter().zip(OFFLOAD_IPS).zip(OFFLOAD_PORTS) {
-            net.add_pod(pod, host, ip);
-        }
-        PodNet {
-            node: net.node.clone(),
-            pods,
-            _net: net,
-        }
+/// A node and two pods as network namespaces of the test's own: each pod's `eth0` is a
+/// veth whose other end (`ofa0`, `ofb0`) is in the node namespace, where pipecd runs and
+/// routes between them. Deleted on drop.
+fn offload_net() -> pipec_netns::PodNet {
+    let tag = std::process::id();
+    let mut net = pipec_netns::PodNet::new(&format!("pcof-node-{tag}"));
+    let pods = [format!("pcof-a-{tag}"), format!("pcof-b-{tag}")];
+    for ((pod, ip), host) in pods.iter().zip(OFFLOAD_IPS).zip(OFFLOAD_PORTS) {
+        net.add_pod(pod, host, ip);
     }
+    net
 }
 
 /// One TCP connection from the client pod that keeps sending until it is dropped, and the
@@ -1790,7 +1759,7 @@ spec:
   policyTypes: [Ingress]
 ";
 
-/// The CNI's ADD or DEL of pod `i` of [`PodNet`], over the daemon's control socket.
+/// The CNI's ADD or DEL of pod `i` of [`offload_net`], over the daemon's control socket.
 fn cni(socket: &Path, pod: usize, add: bool) {
     use pipec_proto::v1::cni_client::CniClient;
     use pipec_proto::v1::{AddRequest, Attachment, DelRequest};
@@ -1855,7 +1824,7 @@ fn connection_offload_follows_the_conntrack_the_policy_and_the_pods() {
     require_root();
     // Declared before the daemon, so that it is dropped after it: the daemon is stopped
     // (by its pid) before its namespace goes.
-    let net = PodNet::new();
+    let net = offload_net();
     let mut run = Run::new("offload");
     for f in ["cluster.yaml", "ipsec-keys.yaml"] {
         std::fs::remove_file(run.manifests().join(f)).expect("remove the example");
@@ -1888,7 +1857,7 @@ fn connection_offload_follows_the_conntrack_the_policy_and_the_pods() {
     cni(&socket, 1, true);
 
     // A direct connection from the client to the server's port 8080.
-    let direct = Talk::start(&net.pods[0], &net.pods[1], OFFLOAD_IPS[1], 8080, 8080);
+    let direct = Talk::start(&net.pods[0].ns, &net.pods[1].ns, OFFLOAD_IPS[1], 8080, 8080);
     let tuple = |sport: u16| format!("{}:{sport} -> {}:8080", OFFLOAD_IPS[0], OFFLOAD_IPS[1]);
     run.wait("the direct connection offloaded", |r| {
         r.status()["offload"]["connections"] == 1
@@ -1972,7 +1941,7 @@ fn connection_offload_follows_the_conntrack_the_policy_and_the_pods() {
     // A connection through the Service: DNATed by eBPF, so it stays in software, and the
     // status and metrics say why.
     // The Service's target port is 8081, a second listener of the same server pod.
-    let service = Talk::start(&net.pods[0], &net.pods[1], "10.96.0.50", 80, 8081);
+    let service = Talk::start(&net.pods[0].ns, &net.pods[1].ns, "10.96.0.50", 80, 8081);
     run.wait(
         "the Service connection counted as staying in software",
         |r| r.status()["offload"]["stays_in_software"]["needs_rewrite"] == 1,

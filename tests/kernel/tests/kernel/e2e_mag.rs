@@ -25,7 +25,6 @@ use crate::common::TestDatapath;
 /// A node namespace and one namespace per pod with an IPv4 address, deleted on drop.
 struct Topology {
     net: PodNet,
-    node: String,
     /// Per pod: its namespace and the node side of its veth.
     pods: BTreeMap<PodId, (String, String)>,
 }
@@ -44,11 +43,12 @@ impl Topology {
             net.add_pod(&ns, &host_if, &addr.to_string());
             pods.insert(p, (ns, host_if));
         }
-        Topology {
-            node: net.node.clone(),
-            pods,
-            net,
-        }
+        Topology { net, pods }
+    }
+
+    /// The node's namespace.
+    fn node(&self) -> &str {
+        &self.net.node
     }
 
     fn ifindex(&self, iface: &str) -> u32 {
@@ -170,7 +170,7 @@ fn run(cluster: &Cluster, probes: &[(Probe, bool)]) -> usize {
     art.bind_interfaces(|id| by_ep.get(&id).copied());
     let mut dp = TestDatapath::load("e2e-mag");
     dp.write(&art).expect("write maps");
-    let node = topo.node.clone();
+    let node = topo.node().to_string();
     let ifaces: Vec<String> = topo.pods.values().map(|(_, i)| i.clone()).collect();
     let links = in_netns(&node, || {
         let mut links = Vec::new();

@@ -26,8 +26,6 @@ const VIP: &str = "10.96.0.10";
 /// on the node's side); deleted on drop.
 struct Topology {
     net: PodNet,
-    node: String,
-    pods: [String; 2],
 }
 
 impl Topology {
@@ -38,11 +36,17 @@ impl Topology {
         for (i, (pod, addr)) in pods.iter().zip([POD_A, POD_B]).enumerate() {
             net.add_pod(pod, &format!("veth{i}"), addr);
         }
-        Topology {
-            node: net.node.clone(),
-            pods,
-            net,
-        }
+        Topology { net }
+    }
+
+    /// The node's namespace.
+    fn node(&self) -> &str {
+        &self.net.node
+    }
+
+    /// Pod `i`'s namespace.
+    fn pod(&self, i: usize) -> &str {
+        &self.net.pods[i].ns
     }
 
     /// The ifindex of the node side of pod `i`'s veth.
@@ -187,7 +191,7 @@ fn artifact(topo: &Topology) -> EbpfArtifact {
 
 fn setup(dp: &mut TestDatapath, topo: &Topology) -> Attached {
     dp.write(&artifact(topo)).expect("write maps");
-    let node = topo.node.clone();
+    let node = topo.node().to_string();
     let links = in_netns(&node, || {
         let mut links = Vec::new();
         for iface in ["veth0", "veth1"] {
@@ -206,7 +210,7 @@ fn setup(dp: &mut TestDatapath, topo: &Topology) -> Attached {
 /// Serves one TCP connection in pod B: answers with the peer address it saw.
 fn tcp_server(topo: &Topology, port: u16) -> std::sync::mpsc::Receiver<()> {
     let (ready_tx, ready_rx) = std::sync::mpsc::channel();
-    let ns = topo.pods[1].clone();
+    let ns = topo.pod(1).to_string();
     std::thread::spawn(move || {
         enter_netns(&ns);
         let l = TcpListener::bind(("0.0.0.0", port)).unwrap();
@@ -224,7 +228,7 @@ fn tcp_server(topo: &Topology, port: u16) -> std::sync::mpsc::Receiver<()> {
 
 /// Connects from pod A, sends "ping" and returns the answer and the peer address A saw.
 fn tcp_client(topo: &Topology, to: &str, port: u16) -> std::io::Result<(String, SocketAddr)> {
-    in_netns(&topo.pods[0], || {
+    in_netns(topo.pod(0), || {
         let dst = SocketAddr::new(addr(to), port);
         let mut s = TcpStream::connect_timeout(&dst, Duration::from_millis(1500))?;
         s.set_read_timeout(Some(Duration::from_secs(3)))?;
@@ -270,7 +274,7 @@ fn udp_allowed_passes_and_denied_does_not() {
 
     // Allowed: a request and its reply (the reply is allowed by conntrack only).
     let (tx, rx) = std::sync::mpsc::channel();
-    let ns_b = topo.pods[1].clone();
+    let ns_b = topo.pod(1).to_string();
     let server = std::thread::spawn(move || {
         in_netns(&ns_b, || {
             let s = UdpSocket::bind("0.0.0.0:5353").unwrap();
@@ -287,7 +291,7 @@ fn udp_allowed_passes_and_denied_does_not() {
         })
     });
     rx.recv().unwrap();
-    let (reply, from) = in_netns(&topo.pods[0], || {
+    let (reply, from) = in_netns(topo.pod(0), || {
         let c = UdpSocket::bind("0.0.0.0:0").unwrap();
         c.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
         c.send_to(b"hello", (POD_B, 5353)).unwrap();
@@ -323,7 +327,7 @@ fn cluster_ip_reaches_a_backend_and_replies_come_from_the_vip() {
 
     // UDP: the reply's source is the VIP, as the client's socket reports it.
     let (tx, rx) = std::sync::mpsc::channel();
-    let ns_b = topo.pods[1].clone();
+    let ns_b = topo.pod(1).to_string();
     let server = std::thread::spawn(move || {
         in_netns(&ns_b, || {
             let s = UdpSocket::bind("0.0.0.0:5353").unwrap();
@@ -337,7 +341,7 @@ fn cluster_ip_reaches_a_backend_and_replies_come_from_the_vip() {
         })
     });
     rx.recv().unwrap();
-    let from = in_netns(&topo.pods[0], || {
+    let from = in_netns(topo.pod(0), || {
         let c = UdpSocket::bind("0.0.0.0:0").unwrap();
         c.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
         c.send_to(b"query", (VIP, 53)).unwrap();
@@ -411,7 +415,7 @@ fn wire_artifact(topo: &Topology) -> EbpfArtifact {
 /// `from_wire`/`to_wire` on pod A's veth (the uplink), `from_pod`/`to_pod` on pod B's.
 fn setup_wire(dp: &mut TestDatapath, topo: &Topology) -> Attached {
     dp.write(&wire_artifact(topo)).expect("write maps");
-    let node = topo.node.clone();
+    let node = topo.node().to_string();
     let links = in_netns(&node, || {
         let progs = [
             ("veth0", Program::FromWire),
