@@ -48,6 +48,8 @@ use std::fmt;
 use std::path::PathBuf;
 use std::sync::OnceLock;
 
+mod dropper;
+
 /// What a session compiles for.
 #[derive(Clone, Debug, Default)]
 pub struct SessionOptions {
@@ -348,6 +350,8 @@ pub struct Session {
     /// What modelling each unchanged pod gave, replayed by the next event's model stage
     /// instead of modelling the pod again; an event forgets the memos of what it touches.
     models: BTreeMap<ObjectKey, Modelled>,
+    /// Frees what an event replaced after its operations are returned.
+    dropper: dropper::Dropper,
 }
 
 /// The plan with what the next incremental plan starts from.
@@ -477,6 +481,7 @@ impl Session {
             generation: 0,
             only_pods: None,
             models: BTreeMap::new(),
+            dropper: Default::default(),
         })
     }
 
@@ -828,7 +833,7 @@ impl Session {
                 let clock = std::time::Instant::now();
                 let targets = self.diff_targets(&previous.artifacts, &previous.kept);
                 times.diff = clock.elapsed();
-                drop(previous);
+                self.dropper.free(previous);
                 self.generation += 1;
                 Ok(Changes {
                     generation: self.generation,
