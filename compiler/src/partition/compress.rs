@@ -99,14 +99,14 @@ pub(super) fn inputs(cands: &[Candidate], placed: &[(usize, u32)]) -> Vec<Merged
 
 /// The rules of one merge group: one port and direction (a rule never covers packets of
 /// another port), one level, one action list.
-type GroupKey = (u16, PortDirection, u32, Vec<HwAction>);
+pub(super) type GroupKey = (u16, PortDirection, u32, Vec<HwAction>);
 
 /// `rules` compressed within each port, level and action, ordered by port, level, matches
 /// and actions.
 pub(super) fn merge_all(rules: Vec<Merged>, profile: &Profile) -> Vec<Merged> {
     let merger = Merger::new(profile);
     let mut out: Vec<Merged> = Vec::new();
-    for group in merge_groups(rules) {
+    for group in grouped(rules).into_values() {
         out.extend(merger.merge(group));
     }
     sort_rules(&mut out);
@@ -114,8 +114,8 @@ pub(super) fn merge_all(rules: Vec<Merged>, profile: &Profile) -> Vec<Merged> {
 }
 
 /// `rules` split into the groups compression merges within (one port, direction, level
-/// and action list each), in group order.
-pub(super) fn merge_groups(rules: Vec<Merged>) -> Vec<Vec<Merged>> {
+/// and action list each), by group, each in the order given.
+pub(super) fn grouped(rules: Vec<Merged>) -> BTreeMap<GroupKey, Vec<Merged>> {
     let mut groups: BTreeMap<GroupKey, Vec<Merged>> = BTreeMap::new();
     for m in rules {
         groups
@@ -128,10 +128,10 @@ pub(super) fn merge_groups(rules: Vec<Merged>) -> Vec<Vec<Merged>> {
             .or_default()
             .push(m);
     }
-    groups.into_values().collect()
+    groups
 }
 
-/// Compression of one group of [`merge_groups`] at a time, for a caller that compresses
+/// Compression of one group of [`grouped`] at a time, for a caller that compresses
 /// some groups again and keeps the others (the incremental plan's eviction).
 pub(super) struct Merger {
     fields: Vec<PacketField>,

@@ -141,38 +141,45 @@ impl EntryKey {
     }
 }
 
-/// What the last plan made of its policy entries, by key, in key order ([`EntryKey::order`])
-/// with no key twice. A re-plan asks it for tens of thousands of candidates, which come in
-/// nearly the same order: walking the keys alongside them reads memory in sequence, where
-/// a hash map of this size missed the cache at every look-up.
+/// What the last plan made of its policy entries, by key: per side, in key order
+/// ([`EntryKey::order`]) with no key twice. A re-plan asks it for tens of thousands of
+/// candidates, which come in nearly the same order: walking the keys alongside them reads
+/// memory in sequence, where a hash map of this size missed the cache at every look-up.
+/// The sides are kept apart because the two policy tables may come in either order; one
+/// list in key order cost a split of every entry by side each time a basis was built.
 #[derive(Clone, Debug, Default)]
-struct Priors(Vec<(EntryKey, Prior)>);
+struct Priors([Vec<(EntryKey, Prior)>; 2]);
+
+/// The place of a side's priors in [`Priors`].
+fn side_at(side: Side) -> usize {
+    match side {
+        Side::Ingress => 0,
+        Side::Egress => 1,
+    }
+}
 
 impl Priors {
-    /// The priors of `entries`, in candidate order. Of two entries with one key (which a
+    /// The priors of `entries`, in any order. Of two entries with one key (which a
     /// validated graph does not have), the later one's answer wins, as it would in a map.
-    fn new(mut entries: Vec<(EntryKey, Prior)>) -> Priors {
-        // Each side's entries come in order, as each policy table holds them; the tables
-        // themselves may come in either order. Taking the runs apart by side saves the sort
-        // of every entry (a quarter of building the basis, in a profile at 1,500 pods).
-        // When the ingress table comes first they are in side order already, and moving
-        // every entry to split them would be a waste.
-        let first_egress = entries.iter().position(|(k, _)| k.side == Side::Egress);
-        let grouped =
-            first_egress.is_none_or(|at| entries[at..].iter().all(|(k, _)| k.side == Side::Egress));
-        if !grouped {
-            let (ingress, egress): (Vec<_>, Vec<_>) = entries
-                .into_iter()
-                .partition(|(k, _)| k.side == Side::Ingress);
-            entries = ingress;
-            entries.extend(egress);
-        }
-        let sorted = entries
-            .windows(2)
-            .all(|w| w[0].0.order(&w[1].0) == Ordering::Less);
-        if !sorted {
-            // Stable, so that of equal keys the later stays later; two sorted runs (one
-            // per side, when the egress table comes first) merge in one pass.
+    #[cfg(test)]
+    fn new(entries: Vec<(EntryKey, Prior)>) -> Priors {
+        let (ingress, egress) = entries
+            .into_iter()
+            .partition(|(k, _)| k.side == Side::Ingress);
+        Priors::of_sides([ingress, egress])
+    }
+
+    /// The priors of each side's entries, given in candidate order: each policy table
+    /// holds its entries in key order, so they are sorted only when they are not.
+    fn of_sides(mut sides: [Vec<(EntryKey, Prior)>; 2]) -> Priors {
+        for entries in &mut sides {
+            let sorted = entries
+                .windows(2)
+                .all(|w| w[0].0.order(&w[1].0) == Ordering::Less);
+            if sorted {
+                continue;
+            }
+            // Stable, so that of equal keys the later stays later.
             entries.sort_by(|a, b| a.0.order(&b.0));
             entries.dedup_by(|later, earlier| {
                 if later.0 != earlier.0 {
@@ -182,51 +189,52 @@ impl Priors {
                 true
             });
         }
-        Priors(entries)
+        Priors(sides)
     }
 
-    /// A walk over the priors that expects keys in order.
+    /// A walk over the priors that expects each side's keys in order.
     fn walk(&self) -> Walk<'_> {
         Walk {
             priors: &self.0,
-            next: 0,
+            next: [0, 0],
         }
     }
 }
 
-/// A position in [`Priors`]: the place after the last key found.
+/// A position in each side of [`Priors`]: the place after the last key found.
 struct Walk<'a> {
-    priors: &'a [(EntryKey, Prior)],
-    next: usize,
+    priors: &'a [Vec<(EntryKey, Prior)>; 2],
+    next: [usize; 2],
 }
 
 impl<'a> Walk<'a> {
     /// What the last plan made of `key`, if anything.
     fn find(&mut self, key: &EntryKey) -> Option<&'a Prior> {
-        let at = self.next;
-        if let Some((k, p)) = self.priors.get(at) {
+        let side = side_at(key.side);
+        let priors = &self.priors[side];
+        let at = self.next[side];
+        if let Some((k, p)) = priors.get(at) {
             if k == key {
-                self.next = at + 1;
+                self.next[side] = at + 1;
                 return Some(p);
             }
         }
         // A key between the last one found and the next is not there: a new entry, or one
         // the last plan did not remember.
-        let after_last = at == 0 || self.priors[at - 1].0.order(key) == Ordering::Less;
-        let before_next = self
-            .priors
+        let after_last = at == 0 || priors[at - 1].0.order(key) == Ordering::Less;
+        let before_next = priors
             .get(at)
             .is_none_or(|(k, _)| k.order(key) == Ordering::Greater);
         if after_last && before_next {
             return None;
         }
-        match self.priors.binary_search_by(|(k, _)| k.order(key)) {
+        match priors.binary_search_by(|(k, _)| k.order(key)) {
             Ok(found) => {
-                self.next = found + 1;
-                Some(&self.priors[found].1)
+                self.next[side] = found + 1;
+                Some(&priors[found].1)
             }
             Err(gap) => {
-                self.next = gap;
+                self.next[side] = gap;
                 None
             }
         }
@@ -377,8 +385,11 @@ impl Basis {
         seen: Seen<'_>,
     ) -> Basis {
         let mut held = Vec::new();
-        let with_key = keys.iter().filter(|k| k.is_some()).count();
-        let mut priors: Vec<(EntryKey, Prior)> = Vec::with_capacity(with_key);
+        let mut per_side = [0, 0];
+        for key in keys.iter().flatten() {
+            per_side[side_at(key.side)] += 1;
+        }
+        let mut priors: [Vec<(EntryKey, Prior)>; 2] = per_side.map(Vec::with_capacity);
         let mut pos: FxHashMap<u32, u32> = FxHashMap::default();
         for (i, (c, key)) in cands.iter_mut().zip(keys).enumerate() {
             let Some(key) = key else {
@@ -413,7 +424,7 @@ impl Basis {
                         ..Prior::default()
                     },
                 };
-                priors.push((key, prior));
+                priors[side_at(key.side)].push((key, prior));
                 continue;
             }
             let at = held.len() as u32;
@@ -423,7 +434,7 @@ impl Basis {
                 screen,
                 ..Prior::default()
             };
-            priors.push((key, prior));
+            priors[side_at(key.side)].push((key, prior));
             held.push(Held {
                 rules: std::mem::take(&mut c.rules),
                 level: c.level,
@@ -463,7 +474,7 @@ impl Basis {
             ingress: read.ingress,
             frontends: read.frontends,
             held,
-            priors: Priors::new(priors),
+            priors: Priors::of_sides(priors),
             slice,
             events: 0,
             ratio: 0.0,
@@ -1177,7 +1188,20 @@ impl Steps<'_, '_> {
                 }));
             }
         }
-        let used = intact.len() as u64 + compress::merge_all(again.clone(), profile).len() as u64;
+        // Each merge group of those rules, compressed: what they take counts against the
+        // budget now, and the pool below keeps the compression of every group that no
+        // other entry's rule joins. Compressing them twice was about a seventh of the fit
+        // of a pod event that breaks compressed rules, at 1,500 pods.
+        let merger = compress::Merger::new(profile);
+        let again: Again = compress::grouped(again)
+            .into_iter()
+            .map(|(key, rules)| {
+                let merged = merger.merge(rules.clone());
+                (key, (rules, merged))
+            })
+            .collect();
+        let again_used: usize = again.values().map(|(_, merged)| merged.len()).sum();
+        let used = intact.len() as u64 + again_used as u64;
         if used > limit {
             return Err(FromScratch::Budget);
         }
@@ -1231,7 +1255,7 @@ impl Steps<'_, '_> {
         // to one that stays is that rule, so it is not counted twice.
         let stays = Stays::new(&intact);
         let base: Vec<usize> = kept_idx.iter().chain(&filled).copied().collect();
-        let pool = Pool::new(cands, &base, &more, is_kept, again, profile);
+        let pool = Pool::new(cands, &base, &more, is_kept, again, merger, profile);
         let with_groups = |k: usize| {
             let (rules, new) = pool.with_groups(k, &stays, &intact);
             (rules, new + intact.len() as u64)
@@ -1587,6 +1611,10 @@ impl Stays {
     }
 }
 
+/// Kept entries' rules compressed again, by merge group: each group's rules and their
+/// compression.
+type Again = BTreeMap<compress::GroupKey, (Vec<Merged>, Vec<Merged>)>;
+
 /// The rules an incremental plan compresses anew, split into compression groups, for
 /// finding how many of the touched groups (`more`, in rank order) fit: evicting the last
 /// groups compresses again only the compression groups their rules are in.
@@ -1601,14 +1629,16 @@ struct Pool {
 }
 
 impl Pool {
-    /// `again` (kept entries' rules compressed again) and the rules of every chosen entry
-    /// that is not kept (`base` and all of `more`), at the levels the whole set gives them.
+    /// `again` (kept entries' rules to compress again, with their compression, by group)
+    /// and the rules of every chosen entry that is not kept (`base` and all of `more`), at
+    /// the levels the whole set gives them.
     fn new(
         cands: &[Candidate],
         base: &[usize],
         more: &[Vec<usize>],
         is_kept: &[bool],
-        again: Vec<Merged>,
+        again: Again,
+        merger: compress::Merger,
         profile: &Profile,
     ) -> Pool {
         let mut chosen = base.to_vec();
@@ -1631,19 +1661,27 @@ impl Pool {
                 group_of.insert(*i as u32, g);
             }
         }
-        let mut all = again;
-        all.extend(compress::inputs(cands, &fresh));
-        let merger = compress::Merger::new(profile);
-        let groups = compress::merge_groups(all)
+        // A group that chosen entries' rules join is compressed again, with them after
+        // the kept entries' rules; the others keep their compression.
+        let mut all: BTreeMap<compress::GroupKey, (Vec<Merged>, Option<Vec<Merged>>)> = again
             .into_iter()
-            .map(|rules| {
+            .map(|(key, (rules, merged))| (key, (rules, Some(merged))))
+            .collect();
+        for (key, rules) in compress::grouped(compress::inputs(cands, &fresh)) {
+            let (group, merged) = all.entry(key).or_default();
+            group.extend(rules);
+            *merged = None;
+        }
+        let groups = all
+            .into_values()
+            .map(|(rules, merged)| {
                 // A rule of `again` comes from a kept entry, never from a touched group.
                 let last = rules
                     .iter()
                     .filter_map(|m| m.from.first().and_then(|i| group_of.get(i)))
                     .max()
                     .copied();
-                let merged = merger.merge(rules.clone());
+                let merged = merged.unwrap_or_else(|| merger.merge(rules.clone()));
                 (rules, last, merged)
             })
             .collect();
