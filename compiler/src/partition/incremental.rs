@@ -1580,9 +1580,10 @@ fn inside(r: &HwRule, outer: &HwRule) -> bool {
         })
 }
 
-/// The compressed rules that stay (`intact`), found by content ([`HwRule::content`]): their hashes
-/// sorted, so that asking for each of thousands of new rules copies none of them (a map
-/// keyed by owned copies of their matches and actions allocated two vectors per rule).
+/// The compressed rules that stay (`intact`), found by content ([`HwRule::content`]):
+/// their hashes sorted, so that asking for each of thousands of new rules copies none of
+/// them (a map keyed by owned copies of their matches and actions allocated two vectors
+/// per rule).
 struct Stays(Vec<(u64, u32)>);
 
 impl Stays {
