@@ -1607,12 +1607,7 @@ fn tiled(r: &HwRule, now: &[HwRule]) -> bool {
 /// The values a prefix match (a mask of leading ones within its field) matches, first and
 /// last; `None` for another mask.
 fn value_range(m: &crate::backend::HwMatch) -> Option<(u128, u128)> {
-    let width = m.field.width();
-    let all = if width >= 128 {
-        u128::MAX
-    } else {
-        (1u128 << width) - 1
-    };
+    let all = m.field.full_mask();
     let low = !m.mask & all;
     (m.mask & !all == 0 && low & low.wrapping_add(1) == 0).then_some((m.value, m.value | low))
 }
