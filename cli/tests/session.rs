@@ -1511,6 +1511,74 @@ fn apply_rebuilding(
     changes
 }
 
+/// A NetworkPolicy of namespace 0: pods of `app` admit pods of app 1 on HTTP and send
+/// nowhere. Their egress drop of every destination would drop their replies to app 1, so
+/// hardware holds it narrowed to the addresses of every other identity.
+fn admits_app1_sends_nowhere(app: usize) -> testgen::PolicySpec {
+    match admits_app1_on_http(app) {
+        testgen::PolicySpec::Np {
+            ns, app, ingress, ..
+        } => testgen::PolicySpec::Np {
+            ns,
+            app,
+            ingress,
+            egress: Some(Vec::new()),
+        },
+        other => other,
+    }
+}
+
+/// A narrowed egress drop is built again from its runs (its rules by remote prefix) when
+/// identities' prefixes change: a pod of app 2 added next to the one there is makes that
+/// identity's /32 a /31, and the drop gets one new rule for it while the rules of every
+/// other prefix are copied; the delete takes it back. Each plan places what a fresh plan
+/// places, and in a debug build every such rebuild is also checked against building all
+/// of the drop's rules again.
+#[test]
+fn a_narrowed_drop_is_built_again_from_its_runs() {
+    let pod = |app| http_pod(0, app);
+    let mut spec = Spec {
+        nodes: 0,
+        ns_team: vec![0, 1, 0],
+        pods: vec![pod(0), pod(1), pod(2)],
+        services: Vec::new(),
+        policies: vec![admits_app1_sends_nowhere(0)],
+    };
+    let docs = documents(&spec, &[true; 3]);
+    let mut session = load(&docs, options());
+    let narrowed = |s: &Session| {
+        s.plan()
+            .unwrap()
+            .placements
+            .iter()
+            .filter(|p| p.target == pipec::partition::Target::Hardware)
+            .filter(|p| p.chain.iter().any(|c| c.starts_with("sound for ")))
+            .count()
+    };
+    assert_eq!(narrowed(&session), 1, "app 0's egress drop is narrowed");
+    spec.pods.push(pod(2));
+    let next = documents(&spec, &[true; 4]);
+    apply_rebuilding(&mut session, &docs, &next, (1, 1));
+    assert_eq!(narrowed(&session), 1);
+    // The pods' own marks keep the compressed rules they had, so the slice is not the one
+    // a fresh plan compresses; it places the same entries and decides the same packets.
+    let fresh = load(
+        &next,
+        SessionOptions {
+            pins: session.pins().clone(),
+            ..options()
+        },
+    );
+    let (mine, theirs) = (session.plan().unwrap(), fresh.plan().unwrap());
+    assert_eq!(placements(mine), placements(theirs));
+    assert_eq!(unsound(&mine.slice.rules, &theirs.slice.rules), None);
+    assert_eq!(unsound(&theirs.slice.rules, &mine.slice.rules), None);
+    // Deleted again, the /31 goes back to app 2's 10.244.0.12 and the unnamed addresses'
+    // 10.244.0.13: two new runs of one rule each.
+    apply_rebuilding(&mut session, &next, &docs, (1, 2));
+    assert_as_loaded(&session, &docs);
+}
+
 /// Step 1b counts the new rules of the entries it keeps as they compress, not one flow
 /// entry each: with one free entry, a third pod of app 1 gives each of the two admissions
 /// a rule (from 10.244.0.12 to 10.244.0.10, and to 10.244.0.11), which compress into one

@@ -46,7 +46,7 @@
 //! identities never overlap), not by a scan of the table.
 
 use super::capability::{
-    admits, exact32, narrow_rules, rebuild_rules, Candidate, Context, Kind, Side,
+    admits, exact32, narrow_rules, rebuild_rules, Candidate, Context, Kind, Reuse, Side,
 };
 use super::Why;
 use crate::backend::HwRule;
@@ -208,7 +208,7 @@ impl<'m> Closure<'m> {
             return cands[i].ok;
         }
         cands[i].built = true;
-        if !self.build(ctx, &mut cands[i], &|_| false) {
+        if !self.build(ctx, &mut cands[i], &|_| false, None) {
             return false;
         }
         let deps = self.deps(ctx.mag, cands, i);
@@ -228,17 +228,20 @@ impl<'m> Closure<'m> {
 
     /// Builds entry `c`'s rules and, for a drop, checks its soundness: all that
     /// [`Closure::materialize`] does but priority closure. The rules for which `checked`
-    /// says so passed the target's check before and are not checked again.
+    /// says so passed the target's check before and are not checked again. A drop
+    /// narrowed again copies the rules of its last build (`reuse`) for the prefixes that
+    /// stayed.
     pub(super) fn build(
         &self,
         ctx: &Context<'_>,
         c: &mut Candidate,
         checked: &dyn Fn(&HwRule) -> bool,
+        reuse: Option<Reuse<'_>>,
     ) -> bool {
         if !rebuild_rules(c, ctx, checked) {
             return false;
         }
-        c.kind != Kind::Drop || self.sound(ctx, c, checked)
+        c.kind != Kind::Drop || self.sound(ctx, c, checked, reuse)
     }
 
     /// Whether a drop is stateless-sound; leaves it to eBPF if not. An egress drop of
@@ -249,6 +252,7 @@ impl<'m> Closure<'m> {
         ctx: &Context<'_>,
         c: &mut Candidate,
         checked: &dyn Fn(&HwRule) -> bool,
+        reuse: Option<Reuse<'_>>,
     ) -> bool {
         let mag = ctx.mag;
         let Some(ep) = c.endpoint else {
@@ -289,7 +293,7 @@ impl<'m> Closure<'m> {
             let total = ctx.ids.v4.len() as u32;
             if safe > 0 {
                 remotes.sort_unstable();
-                if !narrow_rules(c, ctx, remotes, (safe, total), checked) {
+                if !narrow_rules(c, ctx, remotes, (safe, total), checked, reuse) {
                     return false;
                 }
                 note_sound(c);
