@@ -596,7 +596,7 @@ impl Session {
         Some(
             &self
                 .plan
-                .get_or_init(|| self.make_plan(profile, info, None))
+                .get_or_init(|| self.make_plan(profile, info, None).0)
                 .plan,
         )
     }
@@ -618,13 +618,14 @@ impl Session {
     }
 
     /// The plan of the current graph: from `previous` (the last plan's basis) when the
-    /// incremental partition can, else from scratch.
+    /// incremental partition can, else from scratch; and what is left of `previous`, to
+    /// free.
     fn make_plan(
         &self,
         profile: &Profile,
         info: &MagInfo,
         previous: Option<partition::incremental::Basis>,
-    ) -> Planned {
+    ) -> (Planned, Option<partition::incremental::Basis>) {
         let hints = self.hints();
         let hints = hints.as_slice();
         // The hardware backend answers for each rule, so the plan holds nothing it refuses,
@@ -645,35 +646,41 @@ impl Session {
             None => profile.check_rule(r),
         };
         let why = match previous {
-            Some(previous) => {
+            Some(mut previous) => {
                 match partition::incremental::replan(
-                    previous,
+                    &mut previous,
                     self.mag(),
                     profile,
                     hints,
                     Some(&check),
                 ) {
                     Ok((plan, basis)) => {
-                        return Planned {
+                        let planned = Planned {
                             plan,
                             basis,
                             from_scratch: None,
                             carried: false,
-                        }
+                        };
+                        return (planned, Some(previous));
                     }
-                    Err(why) => why,
+                    Err(why) => {
+                        // Freed before planning from scratch, which needs the memory.
+                        drop(previous);
+                        why
+                    }
                 }
             }
             None => partition::incremental::FromScratch::NoBasis,
         };
         let (plan, basis) =
             partition::plan_from_scratch(self.mag(), info, profile, hints, Some(&check));
-        Planned {
+        let planned = Planned {
             plan,
             basis,
             from_scratch: Some(why),
             carried: false,
-        }
+        };
+        (planned, None)
     }
 
     /// The names of the session's targets, in apply order.
@@ -919,9 +926,14 @@ impl Session {
                 });
                 p.basis
             });
-            let planned = self.make_plan(profile, info, basis);
+            let (planned, spent) = self.make_plan(profile, info, basis);
             times.full_plan = planned.from_scratch;
             let _ = self.plan.set(planned);
+            // The last basis, spent by the re-plan, was a twentieth of a pod event's plan
+            // to free in line.
+            if let Some(spent) = spent {
+                self.dropper.free(spent);
+            }
         }
         times.plan = clock.elapsed();
         let clock = std::time::Instant::now();

@@ -732,9 +732,11 @@ impl FromScratch {
 }
 
 /// Plans `mag` starting from `prev` (see the module documentation), or says why the plan
-/// must be made from scratch.
+/// must be made from scratch. `prev` is spent either way (the rules of the entries kept
+/// move out of it); what is left of it is the caller's to free, which the session does off
+/// the event's path.
 pub fn replan(
-    mut prev: Basis,
+    prev: &mut Basis,
     mag: &Mag,
     profile: &Profile,
     placement_hints: &[super::PlacementHint],
@@ -767,7 +769,7 @@ pub fn replan(
     let mut moved: Vec<(usize, u32)> = Vec::new();
     let mut rebuild: Vec<(usize, u32)> = Vec::new();
     {
-        let touched = Touched::new(&prev, &read, &ctx.eps);
+        let touched = Touched::new(prev, &read, &ctx.eps);
         let mut walk = prev.priors.walk();
         for (i, c) in cands.iter_mut().enumerate() {
             let Some(key) = entry_key(mag, c) else {
@@ -843,7 +845,7 @@ pub fn replan(
     let limit = profile.plan_entries().unwrap_or(u64::MAX);
     let closure = Closure::new(mag, &cands);
     let room = limit.saturating_sub(prev.slice.len() as u64);
-    let rebuilt = keep_rebuilt(&ctx, &closure, &mut cands, &prev, rebuild, room);
+    let rebuilt = keep_rebuilt(&ctx, &closure, &mut cands, prev, rebuild, room);
     let rebuilds = Rebuilds {
         entries: rebuilt.len(),
         new_rules: rebuilt.iter().map(|(_, _, r)| r.new.len()).sum(),
@@ -888,7 +890,7 @@ pub fn replan(
     let mut round = 0u32;
     let fit = loop {
         let steps = Steps {
-            prev: &prev,
+            prev,
             ctx: &ctx,
             closure: &closure,
             left_prev: &left_prev,
