@@ -684,17 +684,25 @@ pub(crate) fn services(mag: &Mag, a: &mut EbpfArtifact) -> Result<(), Unsupporte
             rows.dedup_by_key(|(slot, _)| *slot);
         }
     }
-    let backend_set: BTreeSet<(IpAddr, u16)> = slots
+    // Sorted and deduplicated as a vector: as a set, inserting every slot's backend was a
+    // third of a Service endpoint event's eBPF codegen (ten thousand slots, a thousand
+    // backends, on the session bench's node).
+    let mut backend_set: Vec<(IpAddr, u16)> = slots
         .values()
         .flat_map(|rows| rows.iter().map(|(_, b)| *b))
         .collect();
-    let backend_id = stable_ids(backend_set, |(addr, port)| {
+    backend_set.sort_unstable();
+    backend_set.dedup();
+    let backend_id = stable_ids(&backend_set, |(addr, port)| {
         natural_id(&[0, addr_value(*addr), u128::from(*port)])
     });
     // Each service's slots with their backend's id: looked up once per row, not once per
     // slot of every frontend (tens of thousands of map look-ups for each compile).
-    let id_of: pipec::util::FxHashMap<(IpAddr, u16), u32> =
-        backend_id.iter().map(|(b, id)| (*b, *id)).collect();
+    let id_of: pipec::util::FxHashMap<(IpAddr, u16), u32> = backend_set
+        .iter()
+        .copied()
+        .zip(backend_id.iter().copied())
+        .collect();
     let slots: BTreeMap<u128, Vec<(u128, u32)>> = slots
         .into_iter()
         .map(|(svc, rows)| {
@@ -702,7 +710,7 @@ pub(crate) fn services(mag: &Mag, a: &mut EbpfArtifact) -> Result<(), Unsupporte
             (svc, ids)
         })
         .collect();
-    for ((addr, port), id) in &backend_id {
+    for ((addr, port), id) in backend_set.iter().zip(&backend_id) {
         a.backends.insert(
             *id,
             Backend {
@@ -789,22 +797,25 @@ pub(crate) fn services(mag: &Mag, a: &mut EbpfArtifact) -> Result<(), Unsupporte
     }
     // Ids are unique across both maps (Maglev, affinity and reverse NAT are keyed by id):
     // a frontend's natural id hashes the map it is in with it.
-    let keys = all
+    // In order: the maps' keys are, and the first map's tag is the smaller.
+    let keys: Vec<(u8, Frontend)> = all
         .keys()
         .map(|fe| (1u8, *fe))
-        .chain(wire.keys().map(|fe| (2u8, *fe)));
-    let ids = stable_ids(keys, |(map, fe)| {
+        .chain(wire.keys().map(|fe| (2u8, *fe)))
+        .collect();
+    let mut ids = stable_ids(&keys, |(map, fe)| {
         natural_id(&[
             u128::from(*map),
             addr_value(fe.addr),
             u128::from(fe.protocol),
             u128::from(fe.port),
         ])
-    });
-    for (tag, map, frontends) in [(1u8, &mut a.services, all), (2, &mut a.wire_services, wire)] {
-        for (fe, (affinity_timeout, maglev)) in frontends {
+    })
+    .into_iter();
+    for (map, frontends) in [(&mut a.services, all), (&mut a.wire_services, wire)] {
+        for ((fe, (affinity_timeout, maglev)), id) in frontends.into_iter().zip(&mut ids) {
             let service = Service {
-                id: ids[&(tag, fe)],
+                id,
                 affinity_timeout,
                 maglev,
             };
@@ -818,23 +829,21 @@ pub(crate) fn services(mag: &Mag, a: &mut EbpfArtifact) -> Result<(), Unsupporte
 /// free one, in item order (never 0, which means "none" in the maps). Dense numbering
 /// renumbered every later backend or frontend when one came or went, and so rewrote every
 /// Maglev slot naming them: one Service's endpoint change cost thousands of map writes.
-fn stable_ids<K: Ord>(
-    items: impl IntoIterator<Item = K>,
-    natural: impl Fn(&K) -> u32,
-) -> BTreeMap<K, u32> {
-    let mut items: Vec<K> = items.into_iter().collect();
-    items.sort();
-    let mut used = BTreeSet::new();
-    let mut out = BTreeMap::new();
-    for item in items {
-        let mut id = natural(&item);
-        while id == 0 || used.contains(&id) {
-            id = id.wrapping_add(1);
-        }
-        used.insert(id);
-        out.insert(item, id);
-    }
-    out
+/// `items` are sorted, each once; the ids come in their order.
+fn stable_ids<K: Ord>(items: &[K], natural: impl Fn(&K) -> u32) -> Vec<u32> {
+    debug_assert!(items.windows(2).all(|w| w[0] < w[1]), "sorted, each once");
+    let mut used: pipec::util::FxHashSet<u32> = Default::default();
+    used.reserve(items.len());
+    items
+        .iter()
+        .map(|item| {
+            let mut id = natural(item);
+            while id == 0 || !used.insert(id) {
+                id = id.wrapping_add(1);
+            }
+            id
+        })
+        .collect()
 }
 
 /// A 24-bit hash of `values` (FNV-1a, folded), an id's first choice: wide enough that a
