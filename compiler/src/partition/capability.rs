@@ -161,9 +161,10 @@ pub struct Candidate {
     /// For an egress drop of any destination: its rules were narrowed to the destinations
     /// of `.0` of the `.1` identities whose connections its pod does not accept.
     pub narrowed: Option<(u32, u32)>,
-    /// For a narrowed drop: its rules by remote prefix, in address order (empty for every
-    /// other entry). Building it again reuses the rules of the prefixes that stayed.
-    pub runs: Vec<Run>,
+    /// For a narrowed drop: its rules by remote prefix, in address order (`None` for
+    /// every other entry). Building it again reuses the rules of the prefixes that stayed.
+    /// Boxed: one pointer in every candidate, which a plan copies tens of thousands of.
+    pub runs: Option<Box<Vec<Run>>>,
     /// The uncompressed rules the screen counted, before any were built. Building can
     /// change the count (service addresses cut out, destinations narrowed), so this is the
     /// measure plans compare across graphs for an entry they may not have built.
@@ -205,7 +206,7 @@ impl Candidate {
         // dependants, so a candidate that leaves frees its rules and dependencies: at
         // full scale the budget builds and rejects millions of them.
         self.rules = Vec::new();
-        self.runs = Vec::new();
+        self.runs = None;
         self.deps = Vec::new();
         self.placement.target = Target::Ebpf;
         self.placement.why = why;
@@ -481,7 +482,7 @@ pub(super) fn unscreened(ctx: &Context<'_>) -> Vec<Candidate> {
                 built: side.is_none(),
                 cut: false,
                 narrowed: None,
-                runs: Vec::new(),
+                runs: None,
                 screened: 0,
             };
             out.push(c);
@@ -794,7 +795,7 @@ fn build_rules_to(
     checked: &dyn Fn(&HwRule) -> bool,
     reuse: Option<Reuse<'_>>,
 ) -> bool {
-    c.runs.clear();
+    c.runs = None;
     if !c.ok {
         return false;
     }
@@ -811,6 +812,7 @@ fn build_rules_to(
     }
     // The rules built now, as ranges of `rules`; the others were copied from `reuse`.
     let mut fresh: Vec<std::ops::Range<usize>> = Vec::new();
+    let mut runs = Vec::new();
     let mut rules = Vec::with_capacity(s.rules() as usize);
     match s.side {
         Side::Ingress => {
@@ -846,7 +848,7 @@ fn build_rules_to(
                 cut_any |= cut;
                 if let (true, Some(remote)) = (narrowed, remote) {
                     let end = rules.len() as u32;
-                    c.runs.push(Run { remote, end, cut });
+                    runs.push(Run { remote, end, cut });
                 }
             }
             c.cut = cut_any;
@@ -873,6 +875,7 @@ fn build_rules_to(
         }
     }
     c.rules = rules;
+    c.runs = narrowed.then(|| Box::new(runs));
     note_capable(c);
     true
 }

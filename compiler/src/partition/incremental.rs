@@ -442,7 +442,7 @@ impl Basis {
                 level: c.level,
                 cut: c.cut,
                 narrowed: c.narrowed,
-                runs: std::mem::take(&mut c.runs),
+                runs: c.runs.take().map(|r| *r).unwrap_or_default(),
             });
         }
         let slice: Vec<(HwRule, Vec<u32>)> = slice
@@ -825,7 +825,8 @@ pub fn replan(
         cands[i].rules = std::mem::take(&mut prev.held[at as usize].rules);
         cands[i].cut = prev.held[at as usize].cut;
         cands[i].narrowed = prev.held[at as usize].narrowed;
-        cands[i].runs = std::mem::take(&mut prev.held[at as usize].runs);
+        let runs = std::mem::take(&mut prev.held[at as usize].runs);
+        cands[i].runs = (!runs.is_empty()).then(|| Box::new(runs));
         // An egress entry's cost is its rules once cut, as a fresh plan counts it.
         cands[i].placement.hw_rules = cands[i].rules.len() as u64;
         cands[i].built = true;
@@ -879,7 +880,7 @@ pub fn replan(
             let c = &mut cands[i];
             c.built = false;
             c.rules = Vec::new();
-            c.runs = Vec::new();
+            c.runs = None;
         }
     }
     kept.retain(|(i, _)| is_kept[*i]);
@@ -1571,12 +1572,12 @@ fn rebuild_by_runs(
     if !closure.build(ctx, &mut built, &|r| old.holds(r), Some(old)) || built.cut != held.cut {
         return None;
     }
-    if built.runs.is_empty() {
+    let Some(runs) = &built.runs else {
         // Not narrowed this time: every rule is compared.
         return Some(rebuilt_rules(built, held));
-    }
+    };
     let now = Reuse {
-        runs: &built.runs,
+        runs,
         rules: &built.rules,
     };
     // The runs of the prefixes that went (in `old`) and came (in `now`), in order.
