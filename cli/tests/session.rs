@@ -715,17 +715,7 @@ fn a_pod_add_keeps_the_hardware_rules_it_grows() {
     let after = hw(&session);
     assert!(before.is_subset(&after), "{before:#?}\n{after:#?}");
     // It decides every packet as a fresh plan does, with the same entries in hardware.
-    let fresh = load(
-        &next,
-        SessionOptions {
-            pins: session.pins().clone(),
-            ..options()
-        },
-    );
-    let (mine, theirs) = (session.plan().unwrap(), fresh.plan().unwrap());
-    assert_eq!(placements(mine), placements(theirs));
-    assert_eq!(unsound(&mine.slice.rules, &theirs.slice.rules), None);
-    assert_eq!(unsound(&theirs.slice.rules, &mine.slice.rules), None);
+    assert_places_as_loaded(&session, &next);
     // Deleted again, the pod's address leaves every rule that matched it: the rule of the
     // pair goes, the rules that match only other pods stay, and the device holds what it
     // held before the add.
@@ -1236,6 +1226,22 @@ fn with_replica(docs: &BTreeMap<ObjectKey, String>) -> BTreeMap<ObjectKey, Strin
 
 /// The session and a fresh load agree on the MAG, the plan's placements and both
 /// artifacts.
+/// The session's plan places the entries a fresh load of `docs` places, and its rules
+/// decide every packet as the fresh plan's do (its compressed rules may differ).
+fn assert_places_as_loaded(session: &Session, docs: &BTreeMap<ObjectKey, String>) {
+    let fresh = load(
+        docs,
+        SessionOptions {
+            pins: session.pins().clone(),
+            ..options()
+        },
+    );
+    let (mine, theirs) = (session.plan().unwrap(), fresh.plan().unwrap());
+    assert_eq!(placements(mine), placements(theirs));
+    assert_eq!(unsound(&mine.slice.rules, &theirs.slice.rules), None);
+    assert_eq!(unsound(&theirs.slice.rules, &mine.slice.rules), None);
+}
+
 fn assert_as_loaded(session: &Session, docs: &BTreeMap<ObjectKey, String>) {
     let fresh = load(
         docs,
@@ -1562,17 +1568,7 @@ fn a_narrowed_drop_is_built_again_from_its_runs() {
     assert_eq!(narrowed(&session), 1);
     // The pods' own marks keep the compressed rules they had, so the slice is not the one
     // a fresh plan compresses; it places the same entries and decides the same packets.
-    let fresh = load(
-        &next,
-        SessionOptions {
-            pins: session.pins().clone(),
-            ..options()
-        },
-    );
-    let (mine, theirs) = (session.plan().unwrap(), fresh.plan().unwrap());
-    assert_eq!(placements(mine), placements(theirs));
-    assert_eq!(unsound(&mine.slice.rules, &theirs.slice.rules), None);
-    assert_eq!(unsound(&theirs.slice.rules, &mine.slice.rules), None);
+    assert_places_as_loaded(&session, &next);
     // Deleted again, the /31 goes back to app 2's 10.244.0.12 and the unnamed addresses'
     // 10.244.0.13: two new runs of one rule each.
     apply_rebuilding(&mut session, &next, &docs, (1, 2));

@@ -163,7 +163,8 @@ pub struct Candidate {
     pub narrowed: Option<(u32, u32)>,
     /// For a narrowed drop: its rules by remote prefix, in address order (`None` for
     /// every other entry). Building it again reuses the rules of the prefixes that stayed.
-    /// Boxed: one pointer in every candidate, which a plan copies tens of thousands of.
+    /// Boxed, so that it costs one pointer in each of the tens of thousands of candidates
+    /// a plan copies.
     pub runs: Option<Box<Vec<Run>>>,
     /// The uncompressed rules the screen counted, before any were built. Building can
     /// change the count (service addresses cut out, destinations narrowed), so this is the

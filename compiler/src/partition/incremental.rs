@@ -1574,7 +1574,8 @@ fn rebuild_by_runs(
     }
     let Some(runs) = &built.runs else {
         // Not narrowed this time: every rule is compared.
-        return Some(rebuilt_rules(built, held));
+        let old = held.rules.iter().map(HwRule::content).collect();
+        return Some(rebuilt_rules(built, held, &old));
     };
     let now = Reuse {
         runs,
@@ -1657,12 +1658,16 @@ fn rebuild_whole(
     if !closure.build(ctx, &mut built, &checked, None) || built.cut != held.cut {
         return None;
     }
-    Some(rebuilt_rules(built, held))
+    Some(rebuilt_rules(built, held, &old))
 }
 
-/// How the rules of `built` changed from `held`'s, compared rule by rule.
-fn rebuilt_rules(built: Candidate, held: &Held) -> (Candidate, Rebuilt) {
-    let old: FxHashSet<RuleContent<'_>> = held.rules.iter().map(HwRule::content).collect();
+/// How the rules of `built` changed from `held`'s (whose contents are `old`), compared rule
+/// by rule.
+fn rebuilt_rules(
+    built: Candidate,
+    held: &Held,
+    old: &FxHashSet<RuleContent<'_>>,
+) -> (Candidate, Rebuilt) {
     let checked = |r: &HwRule| old.contains(&r.content());
     let new: Vec<HwRule> = built
         .rules
