@@ -166,17 +166,22 @@ impl Priors {
         let (ingress, egress) = entries
             .into_iter()
             .partition(|(k, _)| k.side == Side::Ingress);
-        Priors::of_sides([ingress, egress])
+        Priors::of_sides([ingress, egress], Default::default())
     }
 
     /// The priors of each side's entries, given in candidate order: each policy table
-    /// holds its entries in key order, so they are sorted only when they are not.
-    fn of_sides(mut sides: [Vec<(EntryKey, Prior)>; 2]) -> Priors {
-        for entries in &mut sides {
-            let sorted = entries
-                .windows(2)
-                .all(|w| w[0].0.order(&w[1].0) == Ordering::Less);
-            if sorted {
+    /// holds its entries in key order, so they are sorted only when they are not. `found`:
+    /// per side and entry, where a re-plan found its key in the last priors (entries found
+    /// at rising places are in order without comparing their keys, which was a third of
+    /// building a basis).
+    fn of_sides(mut sides: [Vec<(EntryKey, Prior)>; 2], found: [Vec<Option<u32>>; 2]) -> Priors {
+        for (entries, found) in sides.iter_mut().zip(found) {
+            let at = |i: usize| found.get(i).copied().flatten();
+            let in_order = |i: usize| match (at(i), at(i + 1)) {
+                (Some(a), Some(b)) if a < b => true,
+                _ => entries[i].0.order(&entries[i + 1].0) == Ordering::Less,
+            };
+            if (1..entries.len()).all(|i| in_order(i - 1)) {
                 continue;
             }
             // Stable, so that of equal keys the later stays later.
@@ -209,14 +214,20 @@ struct Walk<'a> {
 
 impl<'a> Walk<'a> {
     /// What the last plan made of `key`, if anything.
+    #[cfg(test)]
     fn find(&mut self, key: &EntryKey) -> Option<&'a Prior> {
+        self.find_at(key).map(|(_, p)| p)
+    }
+
+    /// [`Walk::find`], with the key's place in its side of the priors.
+    fn find_at(&mut self, key: &EntryKey) -> Option<(u32, &'a Prior)> {
         let side = side_at(key.side);
         let priors = &self.priors[side];
         let at = self.next[side];
         if let Some((k, p)) = priors.get(at) {
             if k == key {
                 self.next[side] = at + 1;
-                return Some(p);
+                return Some((at as u32, p));
             }
         }
         // A key between the last one found and the next is not there: a new entry, or one
@@ -231,7 +242,7 @@ impl<'a> Walk<'a> {
         match priors.binary_search_by(|(k, _)| k.order(key)) {
             Ok(found) => {
                 self.next[side] = found + 1;
-                Some(&priors[found].1)
+                Some((found as u32, &priors[found].1))
             }
             Err(gap) => {
                 self.next[side] = gap;
@@ -291,6 +302,8 @@ impl Prior {
 struct Seen<'a> {
     screens: &'a [Option<Screened>],
     ranks: Option<&'a [Option<Ranked>]>,
+    /// For an incremental plan, where each candidate's key was found in the last priors.
+    found: Option<&'a [Option<u32>]>,
 }
 
 /// A placed entry: its uncompressed rules and level.
@@ -367,6 +380,7 @@ impl Basis {
         let seen = Seen {
             screens,
             ranks: None,
+            found: None,
         };
         let mut basis = Basis::with(ctx, cands, keys, read, slice, origins, seen);
         basis.ratio = basis.ratio_now();
@@ -392,11 +406,17 @@ impl Basis {
             per_side[side_at(key.side)] += 1;
         }
         let mut priors: [Vec<(EntryKey, Prior)>; 2] = per_side.map(Vec::with_capacity);
+        // Beside each side's priors, where a re-plan found their keys (nothing when the
+        // plan is from scratch).
+        let mut found: [Vec<Option<u32>>; 2] = Default::default();
         let mut pos: FxHashMap<u32, u32> = FxHashMap::default();
         for (i, (c, key)) in cands.iter_mut().zip(keys).enumerate() {
             let Some(key) = key else {
                 continue;
             };
+            if let Some(at) = seen.found {
+                found[side_at(key.side)].push(at[i]);
+            }
             let screen = seen.screens[i];
             if c.placement.target != super::Target::Hardware {
                 let prior = match c.placement.why {
@@ -477,7 +497,7 @@ impl Basis {
             ingress: read.ingress,
             frontends: read.frontends,
             held,
-            priors: Priors::of_sides(priors),
+            priors: Priors::of_sides(priors, found),
             slice,
             events: 0,
             ratio: 0.0,
@@ -763,6 +783,8 @@ pub fn replan(
     let mut left_prev: Vec<Option<Ranked>> = vec![None; cands.len()];
     // What each policy candidate's screen counted, for the next re-plan.
     let mut screens: Vec<Option<Screened>> = vec![None; cands.len()];
+    // Where each policy candidate's key is in the last priors, for the next basis.
+    let mut found: Vec<Option<u32>> = vec![None; cands.len()];
     // Step 1: the entries kept, by candidate, with their place in the basis; and the
     // entries that failed a check of their own inputs, which fail again unchecked.
     let mut kept: Vec<(usize, u32)> = Vec::new();
@@ -775,7 +797,10 @@ pub fn replan(
             let Some(key) = entry_key(mag, c) else {
                 continue;
             };
-            let prior = walk.find(&key);
+            let prior = walk.find_at(&key).map(|(at, p)| {
+                found[i] = Some(at);
+                p
+            });
             // Step 0: the screen, of the entries whose inputs changed.
             match prior.and_then(|p| p.screen) {
                 Some(s) if touched.screen_reads_same(c) => s.apply(c),
@@ -968,6 +993,7 @@ pub fn replan(
         Seen {
             screens: &screens,
             ranks: Some(&left_prev),
+            found: Some(&found),
         },
     );
     basis.events = prev.events + 1;
@@ -2093,6 +2119,42 @@ mod tests {
         assert_eq!(
             priors.walk().find(&keys[3]).and_then(|p| p.left),
             Some(None)
+        );
+    }
+
+    /// Entries a re-plan found at rising places of the last priors are taken as in order;
+    /// entries found at falling places, or not found, are compared, and sorted when they
+    /// are out of order.
+    #[test]
+    fn priors_trust_only_rising_places() {
+        let (a, b, c) = (
+            key(Side::Ingress, 9, 1),
+            key(Side::Ingress, 5, 1),
+            key(Side::Ingress, 1, 1),
+        );
+        let side = |keys: [&EntryKey; 3]| -> Vec<(EntryKey, Prior)> {
+            keys.iter()
+                .enumerate()
+                .map(|(i, k)| ((*k).clone(), held(i as u32)))
+                .collect()
+        };
+        for found in [
+            vec![Some(1), Some(0), None],
+            vec![None, None, None],
+            vec![Some(4), Some(2), Some(0)],
+        ] {
+            let priors = Priors::of_sides([side([&c, &b, &a]), Vec::new()], [found, Vec::new()]);
+            let mut walk = priors.walk();
+            for (k, at) in [(&a, 2), (&b, 1), (&c, 0)] {
+                assert_eq!(walk.find(k).and_then(|p| p.held), Some(at));
+            }
+        }
+        // In order, with places rising: kept as given.
+        let found = vec![Some(0), Some(3), Some(7)];
+        let priors = Priors::of_sides([side([&a, &b, &c]), Vec::new()], [found, Vec::new()]);
+        assert_eq!(
+            priors.0[0].iter().map(|(_, p)| p.held).collect::<Vec<_>>(),
+            [Some(0), Some(1), Some(2)]
         );
     }
 }
