@@ -193,7 +193,8 @@ fn check_offload(cluster: &Cluster, profile: Profile) -> Result<Counted, String>
 
 /// Random clusters under both profiles, with every offloadable connection's entries
 /// installed at once. The runner is explicit, so the test can fail when the generator stops
-/// producing connections the hardware finishes, on one node and across the uplink.
+/// producing connections the hardware finishes, on one node and across the uplink; its
+/// seed is fixed, so that the clusters, and those counts, are the same on every run.
 #[test]
 fn offloaded_connections_are_finished_in_hardware_and_capture_nothing_else() {
     let config = ProptestConfig {
@@ -201,7 +202,13 @@ fn offloaded_connections_are_finished_in_hardware_and_capture_nothing_else() {
         source_file: Some(file!()),
         ..ProptestConfig::default()
     };
-    let mut runner = proptest::test_runner::TestRunner::new(config);
+    // A fixed seed: with a random one, 24 clusters sometimes held no connection across
+    // the uplink (CI saw it once), and the count below failed for the generator's luck,
+    // not for what it checks.
+    let rng = proptest::test_runner::TestRng::deterministic_rng(
+        proptest::test_runner::RngAlgorithm::ChaCha,
+    );
+    let mut runner = proptest::test_runner::TestRunner::new_with_rng(config, rng);
     let totals: RefCell<BTreeMap<String, Counted>> = RefCell::default();
     let result = runner.run(&hw_specs(), |s| {
         let c = mag_gen::load(&s);
