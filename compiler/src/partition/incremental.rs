@@ -1634,9 +1634,7 @@ fn rebuild_by_runs(
     let lost: Vec<HwRule> = gone
         .iter()
         .flat_map(|i| old.rules_of(*i))
-        .filter(|r| !now.holds(r))
-        .filter(|r| !new.iter().any(|n| n.actions == r.actions && inside(r, n)))
-        .filter(|r| !tiled(r, &built.rules))
+        .filter(|r| !now.holds(r) && !still_decided(r, &new, &built.rules))
         .cloned()
         .collect();
     Some(finish_rebuilt(built, Rebuilt { new, lost }))
@@ -1705,12 +1703,17 @@ fn rebuilt_rules(
     let lost: Vec<HwRule> = held
         .rules
         .iter()
-        .filter(|r| !now.contains(&r.content()))
-        .filter(|r| !new.iter().any(|n| n.actions == r.actions && inside(r, n)))
-        .filter(|r| !tiled(r, &built.rules))
+        .filter(|r| !now.contains(&r.content()) && !still_decided(r, &new, &built.rules))
         .cloned()
         .collect();
     finish_rebuilt(built, Rebuilt { new, lost })
+}
+
+/// Whether the packets of an old rule `r` that no rule of the entry's new build (`now`)
+/// equals are still decided alike: a new rule (`new`) with its actions holds it, or rules
+/// of `now` tile it ([`tiled`]). Only a rule for which neither holds is lost.
+fn still_decided(r: &HwRule, new: &[HwRule], now: &[HwRule]) -> bool {
+    new.iter().any(|n| n.actions == r.actions && inside(r, n)) || tiled(r, now)
 }
 
 /// A held entry built again, ready to be kept.
@@ -1742,8 +1745,7 @@ fn tiled(r: &HwRule, now: &[HwRule]) -> bool {
         let (Some((a, b)), None) = (differs.next(), differs.next()) else {
             continue;
         };
-        let inside = a.field == b.field && b.mask & a.mask == a.mask && b.value & a.mask == a.value;
-        if let (true, Some((first, last))) = (inside, value_range(b)) {
+        if let (true, Some((first, last))) = (a.field == b.field && within(b, a), value_range(b)) {
             parts.push((a.field, first, last));
         }
     }
@@ -1786,10 +1788,15 @@ fn overlaps(a: &HwRule, b: &HwRule) -> bool {
 fn inside(r: &HwRule, outer: &HwRule) -> bool {
     r.port == outer.port
         && r.direction == outer.direction
-        && outer.matches.iter().all(|o| {
-            r.get(o.field)
-                .is_some_and(|m| m.mask & o.mask == o.mask && m.value & o.mask == o.value)
-        })
+        && outer
+            .matches
+            .iter()
+            .all(|o| r.get(o.field).is_some_and(|m| within(m, o)))
+}
+
+/// Whether every value match `m` takes, `outer` (a match of the same field) takes too.
+fn within(m: &crate::backend::HwMatch, outer: &crate::backend::HwMatch) -> bool {
+    m.mask & outer.mask == outer.mask && m.value & outer.mask == outer.value
 }
 
 /// The compressed rules that stay (`intact`), found by content ([`HwRule::content`]):
