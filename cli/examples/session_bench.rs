@@ -192,6 +192,7 @@ impl Stats {
             self.rebuilt_plans += 1;
             self.rebuilt.entries += rebuilt.entries;
             self.rebuilt.new_rules += rebuilt.new_rules;
+            self.rebuilt.displaced += rebuilt.displaced;
         }
     }
 }
@@ -349,9 +350,10 @@ fn main() {
         let plans = stats.rebuilt_plans;
         if plans > 0 {
             println!(
-                "  plans that kept rebuilt entries: {plans} (per such plan {:.1} entries, {:.1} new rules)",
+                "  plans that kept rebuilt entries: {plans} (per such plan {:.1} entries, {:.1} new rules); kept entries displaced for their rules: {}",
                 stats.rebuilt.entries as f64 / plans as f64,
-                stats.rebuilt.new_rules as f64 / plans as f64
+                stats.rebuilt.new_rules as f64 / plans as f64,
+                stats.rebuilt.displaced
             );
         }
     };

@@ -201,6 +201,38 @@ impl<'m> Closure<'m> {
         deps
     }
 
+    /// Whether an entry for which `kept` says so depends on entry `v` ([`Closure::deps`]
+    /// read the other way round). An entry of several endpoints is taken as depended on:
+    /// the entries below it are those of every endpoint, which this does not look up.
+    pub(super) fn depended_on(
+        &self,
+        mag: &Mag,
+        cands: &[Candidate],
+        v: usize,
+        kept: &dyn Fn(usize) -> bool,
+    ) -> bool {
+        let a = &cands[v];
+        let Some(ep) = a.endpoint else {
+            return true;
+        };
+        if !admits(&a.get(mag, Field::CtState), ct::NEW, 8) {
+            return false;
+        }
+        // The entries whose peers hold `v`: of its endpoint, and of its identity or of
+        // any identity (`peers` looks up the same two keys the other way).
+        let ranges = match a.identity {
+            Some(id) => vec![
+                self.range(cands, a.side, Some(ep), Some(None)),
+                self.range(cands, a.side, Some(ep), Some(Some(id))),
+            ],
+            None => vec![self.range(cands, a.side, Some(ep), None)],
+        };
+        ranges.into_iter().flat_map(|r| &self.index[r]).any(|&i| {
+            let c = &cands[i];
+            i != v && kept(i) && a.priority > c.priority && a.kind != c.kind && overlaps(mag, a, c)
+        })
+    }
+
     /// Builds entry `i`'s rules and checks soundness and priority closure (building the
     /// entries above it first). Returns whether it is still a hardware candidate.
     pub fn materialize(&self, ctx: &Context<'_>, cands: &mut [Candidate], i: usize) -> bool {

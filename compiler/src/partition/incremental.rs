@@ -18,9 +18,11 @@
 //!    only identities' prefixes changed for it (a pod added, deleted or relabelled), an
 //!    entry built from them, built again: its compressed rules that match no packet it
 //!    stopped deciding stay, and only its new rules and those of the broken compressed
-//!    rules are compressed (all or none, and only as many new rules, compressed, as the
-//!    table has free entries; rules are compared as the device holds them, without the
-//!    origin text, which names an entry by its place);
+//!    rules are compressed (all or none; rules are compared as the device holds them,
+//!    without the origin text, which names an entry by its place). Their new rules,
+//!    compressed, must fit the table's free entries; on a full table the lowest-ranked
+//!    kept entries (rebuilt ones included) that nothing kept depends on and that share no
+//!    compressed rule leave to make room, as a fresh plan leaves the lowest out first;
 //! 2. **re-checks priority closure** of the kept entries against the new graph, highest
 //!    priority first: a kept entry with an entry above it that is not kept (a new one, or
 //!    one the event touched) leaves and competes again, and so do the kept entries below
@@ -66,7 +68,7 @@
 //!   it), the value it gained since ([`owes`]): when the value owed passes
 //!   [`MAX_OWED_PERCENT`] of the value placed, it displaces kept entries (step 5), and
 //!   when that does not bring it within, it declines ([`FromScratch::Ranking`]). A kept
-//!   entry displaced is owed like any other. So its value is at least a
+//!   entry displaced (by step 5, or to make room in step 1) is owed like any other. So its value is at least a
 //!   fresh plan's less that share, and while the budget has room it places exactly the
 //!   entries a fresh plan places (the property test checks this). On a full table a
 //!   touched entry the last plan had left out no longer forces a plan from scratch: an
@@ -362,6 +364,8 @@ pub struct Rebuilds {
     pub entries: usize,
     /// Their rules that no old rule equals.
     pub new_rules: usize,
+    /// Kept entries displaced to make room for those new rules on a full table.
+    pub displaced: usize,
 }
 
 impl Basis {
@@ -863,19 +867,33 @@ pub fn replan(
     // decides still match only packets it decides, so they stay, and only its new rules
     // are compressed (with the rules of the compressed rules that break). Compressing
     // every rule of such entries again was most of a pod event's plan (29 egress drops of
-    // about 1,000 rules each on the session bench's node). All or none: when one of them
-    // fails a check now, or the new rules do not fit the table's free entries
-    // ([`new_rules_fit`]), they all compete again as touched entries, as a compressed rule may
-    // cover several of them (a rebuilt entry kept beside a touched one breaks the rules
-    // they share, and holds its place against it on a full table).
+    // about 1,000 rules each on the session bench's node). When the new rules do not fit
+    // the table's free entries ([`new_rules_need`]), kept entries that rank below every
+    // rebuilt entry gaining rules are displaced to make room ([`make_room`]), as a fresh
+    // plan would leave them out first. All or none: when one of them fails a check now, or
+    // no such room can be made, they all compete again as touched entries, as a
+    // compressed rule may cover several of them (a rebuilt entry kept beside a touched one
+    // breaks the rules they share, and holds its place against it on a full table).
     let limit = profile.plan_entries().unwrap_or(u64::MAX);
     let closure = Closure::new(mag, &cands);
     let room = limit.saturating_sub(prev.slice.len() as u64);
-    let rebuilt = keep_rebuilt(&ctx, &closure, &mut cands, prev, rebuild, room);
+    let (rebuilt, room_made) = keep_rebuilt(&ctx, &closure, &mut cands, prev, rebuild, &kept, room);
     let rebuilds = Rebuilds {
         entries: rebuilt.len(),
         new_rules: rebuilt.iter().map(|(_, _, r)| r.new.len()).sum(),
+        displaced: room_made.len(),
     };
+    // The entries displaced for room compete for nothing in this plan, as those of step 5.
+    let n = cands.len();
+    let mut displaced = vec![false; n];
+    for v in room_made {
+        displaced[v] = true;
+        let c = &mut cands[v];
+        c.built = false;
+        c.rules = Vec::new();
+        c.runs = None;
+    }
+    kept.retain(|(i, _)| !displaced[*i]);
     let mut by_candidate: FxHashMap<usize, Rebuilt> = FxHashMap::default();
     for (i, at, r) in rebuilt {
         kept.push((i, at));
@@ -884,7 +902,6 @@ pub fn replan(
     let rebuilt = by_candidate;
     // Step 2: priority closure, highest priority first, so that an entry's dependencies
     // are settled before it.
-    let n = cands.len();
     let mut is_kept = vec![false; n];
     for (i, _) in &kept {
         is_kept[*i] = true;
@@ -892,6 +909,10 @@ pub fn replan(
     kept.sort_by_key(|(i, _)| (std::cmp::Reverse(cands[*i].priority), *i));
     for &(i, _) in &kept {
         let deps = closure.deps(mag, &cands, i);
+        debug_assert!(
+            deps.iter().all(|d| !displaced[*d]),
+            "step 1b displaced an entry that a kept entry depends on"
+        );
         if deps.iter().all(|d| is_kept[*d]) {
             let c = &mut cands[i];
             c.deps = deps;
@@ -912,7 +933,6 @@ pub fn replan(
     kept.sort_unstable();
     // Steps 3 and 4; while they leave out entries that outrank kept ones by more than the
     // plan may owe, the lowest-ranked kept entries are displaced and the steps run again.
-    let mut displaced = vec![false; n];
     let mut round = 0u32;
     let fit = loop {
         let steps = Steps {
@@ -1497,52 +1517,142 @@ struct Rebuilt {
 }
 
 /// Step 1b: the entries of `rebuild` (held at the given places of `prev`), built anew in
-/// `cands`, each with its place and how its rules changed; all of them
-/// when each builds as before ([`rebuild_held`]) and their new rules fit in `room` flow
-/// entries, else none.
+/// `cands`, each with its place and how its rules changed; all of them when each builds as
+/// before ([`rebuild_held`]) and their new rules fit in `room` flow entries, or in what
+/// displacing the lowest-ranked of them and of the `kept` entries frees ([`make_room`]);
+/// else none. Second: the entries displaced.
 fn keep_rebuilt(
     ctx: &Context<'_>,
     closure: &Closure<'_>,
     cands: &mut [Candidate],
     prev: &Basis,
     rebuild: Vec<(usize, u32)>,
+    kept: &[(usize, u32)],
     room: u64,
-) -> Vec<(usize, u32, Rebuilt)> {
+) -> (Vec<(usize, u32, Rebuilt)>, Vec<usize>) {
     // Given up as soon as one fails: the entries are then built again as touched ones, so
     // building the rest here would be wasted.
     let mut built = Vec::with_capacity(rebuild.len());
     for (i, at) in rebuild {
         let Some(b) = rebuild_held(ctx, closure, &cands[i], &prev.held[at as usize]) else {
-            return Vec::new();
+            return Default::default();
         };
         built.push((i, at, b));
     }
-    if !new_rules_fit(prev, &built, room, ctx.profile) {
-        return Vec::new();
-    }
-    built
+    let Some(victims) = make_room(ctx, closure, cands, prev, kept, &mut built, room) else {
+        return Default::default();
+    };
+    let built = built
         .into_iter()
         .map(|(i, at, (c, r))| {
             cands[i] = c;
             (i, at, r)
         })
-        .collect()
+        .collect();
+    (built, victims)
 }
 
-/// Whether the new rules of the `built` entries fit in `room` flow entries: counted one
-/// each when that fits, else compressed together at their entries' levels, as step 3
+/// A rebuilt entry of step 1b: its candidate, its place in the basis, its new candidate
+/// and how its rules changed.
+type Built = (usize, u32, (Candidate, Rebuilt));
+
+/// Makes the new rules of the `built` entries fit in `room` free flow entries and what
+/// displacing entries frees: returns the entries displaced (none when the rules fit),
+/// or `None` when they cannot be made to fit.
+///
+/// A fresh plan ranks every entry by value and leaves the lowest out first. So the kept
+/// entries and the rebuilt ones are taken lowest rank first, and each leaves: a kept
+/// entry frees its flow entries, a rebuilt one frees its old flow entries and no longer
+/// needs its new rules. Each must be the only entry of every compressed rule it is in, so
+/// that what it frees is exact and no other entry's rules break, and no kept entry may
+/// depend on it (the entry below would decide its packets). An entry that cannot leave
+/// stays, and the search goes on above it; every entry displaced is owed its value
+/// ([`owes`]), so a fresh plan that would have kept it instead counts against the plan's
+/// bound as in step 5.
+///
+/// On a full table the rebuilt entries otherwise all competed again as touched entries:
+/// tens of thousands of rules compressed anew, twice a pod event's usual plan, and the
+/// lowest-ranked of them evicted to make room, narrowed drops of every destination among
+/// them (on the session bench's node a run of label changes lost 44 of 97 such drops).
+fn make_room(
+    ctx: &Context<'_>,
+    closure: &Closure<'_>,
+    cands: &[Candidate],
+    prev: &Basis,
+    kept: &[(usize, u32)],
+    built: &mut Vec<Built>,
+    room: u64,
+) -> Option<Vec<usize>> {
+    let mut need = new_rules_need(prev, built, room, ctx.profile);
+    if need <= room {
+        return Some(Vec::new());
+    }
+    // Per held entry: the compressed rules that cover it alone, and whether it shares one.
+    let mut alone = vec![0u64; prev.held.len()];
+    let mut shares = vec![false; prev.held.len()];
+    for (_, from) in &prev.slice {
+        match from.as_slice() {
+            [at] => alone[*at as usize] += 1,
+            _ => from.iter().for_each(|at| shares[*at as usize] = true),
+        }
+    }
+    let mut is_kept = vec![false; cands.len()];
+    // Per rebuilt entry: whether it gains rules.
+    let mut gains: FxHashMap<usize, bool> = FxHashMap::default();
+    for (i, _, (_, r)) in built.iter() {
+        is_kept[*i] = true;
+        gains.insert(*i, !r.new.is_empty());
+    }
+    for (i, _) in kept {
+        is_kept[*i] = true;
+    }
+    let mut order: Vec<(usize, u32)> = kept
+        .iter()
+        .copied()
+        .chain(built.iter().map(|(i, at, _)| (*i, *at)))
+        .collect();
+    // The lowest rank first: the least value, then the later index ([`ranked`] breaks
+    // ties by index).
+    order.sort_unstable_by_key(|(i, _)| (cands[*i].placement.value, std::cmp::Reverse(*i)));
+    let mut freed = 0;
+    let mut out = Vec::new();
+    for (v, at) in order {
+        if need <= room + freed {
+            break;
+        }
+        let at = at as usize;
+        let free = alone[at] > 0
+            && !shares[at]
+            && !closure.depended_on(ctx.mag, cands, v, &|i| is_kept[i]);
+        if !free {
+            continue;
+        }
+        freed += alone[at];
+        is_kept[v] = false;
+        out.push(v);
+        let Some(gained) = gains.get(&v) else {
+            continue;
+        };
+        built.retain(|(i, ..)| *i != v);
+        if *gained {
+            need = new_rules_need(prev, built, room + freed, ctx.profile);
+        }
+    }
+    (need <= room + freed).then_some(out)
+}
+
+/// The flow entries the new rules of the `built` entries take: counted one each when
+/// that fits in `room`, else compressed together at their entries' levels, as step 3
 /// compresses them. A batch of pod events gives each drop of "every destination" a rule
 /// per new address, which uncompressed passed the room on most of the daemon's steps
 /// (100–200 rules against 80–200 free entries) while compressed they took 17–84.
-fn new_rules_fit(
-    prev: &Basis,
-    built: &[(usize, u32, (Candidate, Rebuilt))],
-    room: u64,
-    profile: &Profile,
-) -> bool {
-    let count: usize = built.iter().map(|(_, _, (_, r))| r.new.len()).sum();
-    if count as u64 <= room {
-        return true;
+fn new_rules_need(prev: &Basis, built: &[Built], room: u64, profile: &Profile) -> u64 {
+    let count = built
+        .iter()
+        .map(|(_, _, (_, r))| r.new.len())
+        .sum::<usize>() as u64;
+    if count <= room {
+        return count;
     }
     let rules: Vec<Merged> = built
         .iter()
@@ -1554,7 +1664,7 @@ fn new_rules_fit(
             })
         })
         .collect();
-    compress::merge_all(rules, profile).len() as u64 <= room
+    compress::merge_all(rules, profile).len() as u64
 }
 
 /// Held entry `c` (whose rules the basis keeps as `held`) with its rules built anew and,
