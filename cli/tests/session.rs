@@ -306,7 +306,11 @@ fn placements(plan: &pipec::partition::Plan) -> Vec<String> {
             )
         })
         .collect();
-    out.extend(plan.left_out.iter().map(|e| format!("left-out {e}")));
+    out.extend(
+        plan.left_out
+            .iter()
+            .map(|(t, e)| format!("left-out {}", pipec::partition::entry_name(*t, *e))),
+    );
     out
 }
 

@@ -75,7 +75,11 @@ pub fn report(plan: &Plan, mag: &Mag, sources: &Sources) -> Report {
         target: plan.target.clone(),
         rows,
         usage: plan.usage.clone(),
-        left_out: plan.left_out.clone(),
+        left_out: plan
+            .left_out
+            .iter()
+            .map(|(t, e)| super::entry_name(*t, *e))
+            .collect(),
     }
 }
 

@@ -243,8 +243,11 @@ pub struct Plan {
     pub slice: PlanSlice,
     /// Budget use.
     pub usage: Usage,
-    /// Entries that were capable and sound but left out for budget, most valuable first.
-    pub left_out: Vec<String>,
+    /// Entries that were capable and sound but left out for budget, most valuable first
+    /// (named `t9.e2` by [`entry_name`]). Ids, not names: an incremental plan leaves out
+    /// tens of thousands of entries, and naming each of them on every event was a sixteenth
+    /// of a pod event's re-plan.
+    pub left_out: Vec<(TableId, EntryId)>,
     /// The MAG's table names, by table index, to name placements without the MAG.
     pub tables: Vec<String>,
     /// The provenance text of every first provenance record a placement names, by its
@@ -323,7 +326,16 @@ struct PlanView<'p> {
     placements: Rows<'p>,
     slice: &'p PlanSlice,
     usage: &'p Usage,
-    left_out: &'p [String],
+    left_out: Names<'p>,
+}
+
+/// Entries, serialized by name.
+struct Names<'p>(&'p [(TableId, EntryId)]);
+
+impl Serialize for Names<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(self.0.iter().map(|(t, e)| entry_name(*t, *e)))
+    }
 }
 
 impl Serialize for Plan {
@@ -334,7 +346,7 @@ impl Serialize for Plan {
             placements: Rows(self),
             slice: &self.slice,
             usage: &self.usage,
-            left_out: &self.left_out,
+            left_out: Names(&self.left_out),
         }
         .serialize(s)
     }
@@ -427,22 +439,29 @@ fn assemble(
     slice: PlanSlice,
     usage: Usage,
 ) -> Plan {
-    // The ids are copied next to the values: naming tens of thousands of entries in
-    // value order by reading each candidate again missed the cache at every one.
-    let mut left_out: Vec<(std::cmp::Reverse<u64>, usize, TableId, EntryId)> = cands
+    // Most valuable first; equal values in table then entry order (the candidates' order),
+    // as the budget ranked them. Each entry is one integer, the value's complement above
+    // the ids, so the sort compares integers and reads no candidate again (reading each
+    // candidate again in value order missed the cache at every one).
+    let mut left_out: Vec<u128> = cands
         .iter()
-        .enumerate()
-        .filter(|(_, c)| matches!(c.placement.why, Why::Budget { .. }))
-        .map(|(i, c)| {
+        .filter(|c| matches!(c.placement.why, Why::Budget { .. }))
+        .map(|c| {
             let p = &c.placement;
-            (std::cmp::Reverse(p.value), i, p.table, p.entry)
+            let id = (p.table.0.index() as u64) << 32 | u64::from(p.entry.0);
+            u128::from(!p.value) << 64 | u128::from(id)
         })
         .collect();
-    // Most valuable first; equal values in table order, as the budget ranked them.
-    left_out.sort_unstable_by_key(|&(value, i, _, _)| (value, i));
+    left_out.sort_unstable();
     let left_out = left_out
         .into_iter()
-        .map(|(_, _, t, e)| entry_name(t, e))
+        .map(|k| {
+            let (t, e) = ((k >> 32) as u32, k as u32);
+            (
+                TableId(petgraph::graph::NodeIndex::new(t as usize)),
+                EntryId(e),
+            )
+        })
         .collect();
     let placements: Vec<Placement> = cands.into_iter().map(|c| c.placement).collect();
     Plan {
@@ -550,8 +569,8 @@ pub fn plan_to_text(plan: &Plan) -> String {
             r.origin
         );
     }
-    for e in &plan.left_out {
-        let _ = writeln!(out, "left-out {e}");
+    for (t, e) in &plan.left_out {
+        let _ = writeln!(out, "left-out {}", entry_name(*t, *e));
     }
     out
 }

@@ -552,3 +552,40 @@ fn reserved_entries_go_to_their_subject_only() {
     let text = pipec::partition::plan_to_text(&plan);
     assert!(text.contains("reserved "), "{text}");
 }
+
+/// The entries a plan leaves out for budget are listed most valuable first, equal values
+/// in table then entry order, each once.
+#[test]
+fn left_out_entries_are_listed_by_value_then_place() {
+    let plan = starwars_plan(1, &[]);
+    assert!(plan.left_out.len() > 1, "{:?}", plan.left_out);
+    let value = |t: pipec::mag::TableId, e: pipec::mag::EntryId| {
+        let p = plan
+            .placements
+            .iter()
+            .find(|p| p.table == t && p.entry == e);
+        let p = p.expect("a left-out entry has a placement");
+        assert!(
+            matches!(p.why, pipec::partition::Why::Budget { .. }),
+            "{p:?}"
+        );
+        p.value
+    };
+    let keys: Vec<_> = plan
+        .left_out
+        .iter()
+        .map(|(t, e)| (std::cmp::Reverse(value(*t, *e)), *t, *e))
+        .collect();
+    let mut sorted = keys.clone();
+    sorted.sort();
+    sorted.dedup();
+    assert_eq!(keys, sorted);
+    let budget = plan
+        .placements
+        .iter()
+        .filter(|p| matches!(p.why, pipec::partition::Why::Budget { .. }))
+        .count();
+    assert_eq!(plan.left_out.len(), budget);
+    // Ties are there to be ordered.
+    assert!(keys.windows(2).any(|w| w[0].0 == w[1].0), "{keys:?}");
+}
