@@ -68,9 +68,10 @@
 //!   it), the value it gained since ([`owes`]): when the value owed passes
 //!   [`MAX_OWED_PERCENT`] of the value placed, it displaces kept entries (step 5), and
 //!   when that does not bring it within, it declines ([`FromScratch::Ranking`]). A kept
-//!   entry displaced (by step 5, or to make room in step 1) is owed like any other. So its value is at least a
-//!   fresh plan's less that share, and while the budget has room it places exactly the
-//!   entries a fresh plan places (the property test checks this). On a full table a
+//!   entry displaced (by step 5, or to make room in step 1) is owed like any other. So
+//!   its value is at least a fresh plan's less that share, and while the budget has room
+//!   it places exactly the entries a fresh plan places (the property test checks this).
+//!   On a full table a
 //!   touched entry the last plan had left out no longer forces a plan from scratch: an
 //!   identity's new prefix touches every entry naming it, thousands on a node whose egress
 //!   drops fill the table (the session bench planned from scratch on every event before).
@@ -868,12 +869,13 @@ pub fn replan(
     // are compressed (with the rules of the compressed rules that break). Compressing
     // every rule of such entries again was most of a pod event's plan (29 egress drops of
     // about 1,000 rules each on the session bench's node). When the new rules do not fit
-    // the table's free entries ([`new_rules_need`]), kept entries that rank below every
-    // rebuilt entry gaining rules are displaced to make room ([`make_room`]), as a fresh
-    // plan would leave them out first. All or none: when one of them fails a check now, or
-    // no such room can be made, they all compete again as touched entries, as a
-    // compressed rule may cover several of them (a rebuilt entry kept beside a touched one
-    // breaks the rules they share, and holds its place against it on a full table).
+    // the table's free entries ([`new_rules_need`]), the lowest-ranked kept and rebuilt
+    // entries that can leave without breaking another's rules are displaced to make room
+    // ([`make_room`]), as a fresh plan would leave them out first. All or none: when one of
+    // them fails a check now, or no such room can be made, they all compete again as
+    // touched entries, as a compressed rule may cover several of them (a rebuilt entry
+    // kept beside a touched one breaks the rules they share, and holds its place against
+    // it on a full table).
     let limit = profile.plan_entries().unwrap_or(u64::MAX);
     let closure = Closure::new(mag, &cands);
     let room = limit.saturating_sub(prev.slice.len() as u64);
