@@ -886,6 +886,40 @@ fn a_full_table_displaces_kept_marks_for_new_drops() {
     );
 }
 
+/// A NetworkPolicy of namespace 0: the pod of app 0 admits app 1 on HTTP and opens no
+/// connection, so its ingress drop is sound and sits below the HTTP mark, which it
+/// depends on.
+fn admits_app1_opens_nothing() -> testgen::PolicySpec {
+    match admits_app1_on_http(0) {
+        testgen::PolicySpec::Np {
+            ns, app, ingress, ..
+        } => testgen::PolicySpec::Np {
+            ns,
+            app,
+            ingress,
+            egress: Some(Vec::new()),
+        },
+        other => other,
+    }
+}
+
+/// Every packet the session's slice decides is decided as a table of every capable
+/// entry of `docs` decides it.
+fn assert_decides_as_every_capable_entry(session: &Session, docs: &BTreeMap<ObjectKey, String>) {
+    let plan = session.plan().unwrap();
+    let complete = load(
+        docs,
+        SessionOptions {
+            pins: session.pins().clone(),
+            ..budget(None)
+        },
+    );
+    if let Some(p) = unsound(&plan.slice.rules, &complete.plan().unwrap().slice.rules) {
+        let text = pipec::partition::plan_to_text(plan);
+        panic!("the slice decides {p:?} otherwise than every capable entry would\n{text}");
+    }
+}
+
 /// Displacing never breaks priority closure: a mark that a placed drop depends on (the
 /// drop below it would decide its packets) is not displaced, though it ranks lowest. Every
 /// packet the slice decides after the event is decided as a table of every capable entry
@@ -899,18 +933,8 @@ fn displacing_keeps_the_marks_a_placed_drop_depends_on() {
         pods: vec![pod(0, 0), pod(0, 1), pod(0, 1)],
         services: Vec::new(),
         policies: vec![
-            // The pod of app 0 admits app 1 on HTTP and opens no connection: its ingress
-            // drop is sound and sits below the HTTP mark, which it depends on. That mark is
-            // the only one: the lowest-ranked entry placed.
-            testgen::PolicySpec::Np {
-                ns: 0,
-                app: Some(0),
-                ingress: Some(vec![testgen::RuleSpec {
-                    peers: vec![testgen::PeerSpec::Pods(1)],
-                    ports: vec![testgen::PortSpec::Http],
-                }]),
-                egress: Some(Vec::new()),
-            },
+            // That mark is the only one: the lowest-ranked entry placed.
+            admits_app1_opens_nothing(),
             // Pods of app 1 send nowhere and accept nothing: sound drops and no default
             // marks, which would rank lower still.
             isolated(0, 1),
@@ -938,16 +962,7 @@ fn displacing_keeps_the_marks_a_placed_drop_depends_on() {
         "{text}"
     );
     assert!(text.contains("l4.dport=80"), "the mark left:\n{text}");
-    let complete = load(
-        &next,
-        SessionOptions {
-            pins: session.pins().clone(),
-            ..budget(None)
-        },
-    );
-    if let Some(p) = unsound(&plan.slice.rules, &complete.plan().unwrap().slice.rules) {
-        panic!("the slice decides {p:?} otherwise than every capable entry would\n{text}");
-    }
+    assert_decides_as_every_capable_entry(&session, &next);
 }
 
 /// Making room on a full table never breaks priority closure either: a mark that grows
@@ -965,17 +980,7 @@ fn making_room_keeps_the_marks_a_placed_drop_depends_on() {
         pods: vec![pod(0, 0), pod(0, 1), pod(0, 1)],
         services: Vec::new(),
         policies: vec![
-            // The pod of app 0 admits app 1 on HTTP and opens no connection: its ingress
-            // drop is sound and sits below the HTTP mark, which it depends on.
-            testgen::PolicySpec::Np {
-                ns: 0,
-                app: Some(0),
-                ingress: Some(vec![testgen::RuleSpec {
-                    peers: vec![testgen::PeerSpec::Pods(1)],
-                    ports: vec![testgen::PortSpec::Http],
-                }]),
-                egress: Some(Vec::new()),
-            },
+            admits_app1_opens_nothing(),
             // Pods of app 1 send nowhere and accept nothing: sound drops and no default
             // marks, which would rank lower still.
             isolated(0, 1),
@@ -1001,16 +1006,7 @@ fn making_room_keeps_the_marks_a_placed_drop_depends_on() {
         "no room was made:\n{text}"
     );
     assert!(plan.usage.entries <= full, "over the budget:\n{text}");
-    let complete = load(
-        &next,
-        SessionOptions {
-            pins: session.pins().clone(),
-            ..budget(None)
-        },
-    );
-    if let Some(p) = unsound(&plan.slice.rules, &complete.plan().unwrap().slice.rules) {
-        panic!("the slice decides {p:?} otherwise than every capable entry would\n{text}");
-    }
+    assert_decides_as_every_capable_entry(&session, &next);
 }
 
 /// A rejected event leaves the session as it was, and the next good event applies.
