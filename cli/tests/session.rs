@@ -1769,3 +1769,50 @@ fn a_full_table_makes_room_for_rebuilt_rules_by_displacing_the_lowest_entry() {
         None
     );
 }
+
+/// A plan's usage counts what the hardware artifact holds, rule for rule: its flow
+/// entries, and its counters (pipecd's connection offload reads the plan's usage for the
+/// entries and counters the plan leaves free), after a load and after an event.
+#[test]
+fn the_plan_counts_what_the_hardware_artifact_holds() {
+    let pod = |app| http_pod(0, app);
+    let mut spec = Spec {
+        nodes: 0,
+        ns_team: vec![0, 1, 0],
+        pods: vec![pod(0), pod(1), pod(2)],
+        services: Vec::new(),
+        policies: vec![admits_app1_sends_nowhere(0), isolated(0, 2)],
+    };
+    let docs = documents(&spec, &[true; 3]);
+    let mut session = load(&docs, options());
+    let held = |s: &Session| {
+        let a = s
+            .artifact("octeon-cn10k")
+            .expect("target")
+            .expect("compiles");
+        let a = a
+            .as_any()
+            .downcast_ref::<RteFlowArtifact>()
+            .expect("rte_flow");
+        let counted = a.rules.iter().filter(|r| {
+            let count = |x: &pipec_rte_flow::rule::Action| {
+                matches!(x, pipec_rte_flow::rule::Action::Count { .. })
+            };
+            r.rule.actions.iter().any(count)
+        });
+        (a.rules.len() as u64, counted.count() as u64)
+    };
+    let usage = |s: &Session| {
+        let u = &s.plan().expect("a plan").usage;
+        (u.entries, u.counters)
+    };
+    assert!(
+        usage(&session).1 > 0,
+        "no counter is used: nothing checks them"
+    );
+    assert_eq!(usage(&session), held(&session));
+    spec.pods.push(pod(2));
+    let next = documents(&spec, &[true; 4]);
+    session.apply(&events(&docs, &next)).expect("applies");
+    assert_eq!(usage(&session), held(&session));
+}

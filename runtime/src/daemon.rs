@@ -889,27 +889,18 @@ impl Daemon {
             .insert("hardware/offload".into(), self.device.offload_len());
     }
 
-    /// The flow-table entries and counters the session's policy plan leaves free.
+    /// The flow-table entries and counters the session's policy plan leaves free. The
+    /// plan's usage counts them (its rules are the hardware artifact's, one for one); a
+    /// target whose artifact does not compile holds none of them.
     fn plan_free(&self) -> (u64, u64) {
         let Some(profile) = self.session.profile() else {
             return (0, 0);
         };
-        let (mut entries, mut counters) = (0, 0);
-        if let Some(Ok(a)) = self.session.artifact(&profile.name) {
-            if let Some(a) = a.as_any().downcast_ref::<pipec_rte_flow::RteFlowArtifact>() {
-                entries = a.rules.len() as u64;
-                counters = a
-                    .rules
-                    .iter()
-                    .filter(|r| {
-                        r.rule
-                            .actions
-                            .iter()
-                            .any(|x| matches!(x, pipec_rte_flow::rule::Action::Count { .. }))
-                    })
-                    .count() as u64;
-            }
-        }
+        let held = matches!(self.session.artifact(&profile.name), Some(Ok(_)));
+        let (entries, counters) = match (held, self.session.plan()) {
+            (true, Some(plan)) => (plan.usage.entries, plan.usage.counters),
+            _ => (0, 0),
+        };
         crate::offload::driver::free_of(profile, entries, counters)
     }
 
