@@ -890,10 +890,7 @@ pub fn replan(
     let mut displaced = vec![false; n];
     for v in room_made {
         displaced[v] = true;
-        let c = &mut cands[v];
-        c.built = false;
-        c.rules = Vec::new();
-        c.runs = None;
+        unkeep(&mut cands[v]);
     }
     kept.retain(|(i, _)| !displaced[*i]);
     let mut by_candidate: FxHashMap<usize, Rebuilt> = FxHashMap::default();
@@ -925,10 +922,7 @@ pub fn replan(
             note_closed(c);
         } else {
             is_kept[i] = false;
-            let c = &mut cands[i];
-            c.built = false;
-            c.rules = Vec::new();
-            c.runs = None;
+            unkeep(&mut cands[i]);
         }
     }
     kept.retain(|(i, _)| is_kept[*i]);
@@ -1022,6 +1016,14 @@ pub fn replan(
     basis.ratio = prev.ratio;
     basis.rebuilt = rebuilds;
     Ok((assemble(mag, profile, cands, slice, usage), basis))
+}
+
+/// Forgets what keeping a held entry gave candidate `c` (its rules, built as they were):
+/// it is built again if it competes.
+fn unkeep(c: &mut Candidate) {
+    c.built = false;
+    c.rules = Vec::new();
+    c.runs = None;
 }
 
 /// The tables a plan reads: the policy tables its candidates come from (a drop's proof
@@ -1608,10 +1610,12 @@ fn make_room(
     for (i, _) in kept {
         is_kept[*i] = true;
     }
+    // Only an entry alone in each of its compressed rules frees what it holds exactly.
     let mut order: Vec<(usize, u32)> = kept
         .iter()
         .copied()
         .chain(built.iter().map(|(i, at, _)| (*i, *at)))
+        .filter(|(_, at)| alone[*at as usize] > 0 && !shares[*at as usize])
         .collect();
     // The lowest rank first: the least value, then the later index ([`ranked`] breaks
     // ties by index).
@@ -1622,14 +1626,10 @@ fn make_room(
         if need <= room + freed {
             break;
         }
-        let at = at as usize;
-        let free = alone[at] > 0
-            && !shares[at]
-            && !closure.depended_on(ctx.mag, cands, v, &|i| is_kept[i]);
-        if !free {
+        if closure.depended_on(ctx.mag, cands, v, &|i| is_kept[i]) {
             continue;
         }
-        freed += alone[at];
+        freed += alone[at as usize];
         is_kept[v] = false;
         out.push(v);
         let Some(gained) = gains.get(&v) else {
